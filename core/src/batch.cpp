@@ -1,0 +1,79 @@
+#include "batch.hpp"
+
+#include <cstring>
+#include <new>
+
+namespace cdcflow::host {
+
+void *Arena::alloc(size_t n, size_t align) {
+    if (n == 0) n = 1;
+    while (cur_ < blocks_.size()) {
+        Block &b = blocks_[cur_];
+        size_t start = (used_ + align - 1) & ~(align - 1);
+        if (start + n <= b.size) {
+            used_ = start + n;
+            return b.mem.get() + start;
+        }
+        ++cur_;
+        used_ = 0;
+    }
+    size_t size = n + align > block_size_ ? n + align : block_size_;
+    blocks_.push_back(Block{std::unique_ptr<char[]>(new char[size]), size});
+    reserved_ += size;
+    cur_ = blocks_.size() - 1;
+    used_ = 0;
+    return alloc(n, align);
+}
+
+cdcflow_str Arena::copy(cdcflow_str s) {
+    if (s.len == 0) return cdcflow_str{"", 0}; // no arena space for empty strings
+    char *p = static_cast<char *>(alloc(static_cast<size_t>(s.len), 1));
+    std::memcpy(p, s.data, static_cast<size_t>(s.len));
+    return cdcflow_str{p, s.len};
+}
+
+void Arena::reset() {
+    // Drop blocks larger than the normal size (a one-off huge payload) so one
+    // 10 MB event does not pin 10 MB per batch forever.
+    for (size_t i = 0; i < blocks_.size();) {
+        if (blocks_[i].size > block_size_ * 4) {
+            reserved_ -= blocks_[i].size;
+            blocks_.erase(blocks_.begin() + static_cast<std::ptrdiff_t>(i));
+        } else {
+            ++i;
+        }
+    }
+    cur_ = 0;
+    used_ = 0;
+}
+
+Batch::Batch(uint32_t capacity) : events(capacity ? capacity : 1) {}
+
+void Batch::reset() {
+    count = 0;
+    arena.reset();
+    end_of_stream = false;
+}
+
+bool Batch::append(const cdcflow_event_init &in) {
+    if (count >= events.size()) return false;
+    cdcflow_event &e = events[count];
+    e.event_id = arena.copy(in.event_id);
+    e.aggregate_type = arena.copy(in.aggregate_type);
+    e.aggregate_id = arena.copy(in.aggregate_id);
+    e.event_type = arena.copy(in.event_type);
+    e.payload = arena.copy(in.payload);
+    e.headers = arena.copy(in.headers);
+    e.timestamp_us = in.timestamp_us;
+    e.aggregate_version = in.aggregate_version;
+    e.position.partition = arena.copy(in.position.partition);
+    e.position.offset = in.position.offset;
+    e.status = CDCFLOW_EVENT_OK;
+    e.reserved = 0;
+    e.reject_stage = cdcflow_str{"", 0};
+    e.reject_reason = cdcflow_str{"", 0};
+    ++count;
+    return true;
+}
+
+} // namespace cdcflow::host

@@ -1,0 +1,222 @@
+#include "host_api.hpp"
+
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <mutex>
+#include <new>
+#include <sys/time.h>
+
+namespace cdcflow::host {
+
+static std::atomic<int> g_level{CDCFLOW_LOG_INFO};
+static std::mutex g_log_mu;
+
+void set_log_level(cdcflow_log_level level) { g_level.store(level); }
+
+bool parse_log_level(const std::string &s, cdcflow_log_level *out) {
+    static const std::pair<const char *, cdcflow_log_level> names[] = {
+        {"debug", CDCFLOW_LOG_DEBUG}, {"info", CDCFLOW_LOG_INFO}, {"warn", CDCFLOW_LOG_WARN},
+        {"error", CDCFLOW_LOG_ERROR}};
+    for (auto &[n, l] : names)
+        if (s == n) {
+            *out = l;
+            return true;
+        }
+    return false;
+}
+
+void log_line(cdcflow_log_level level, const std::string &who, const std::string &msg) {
+    if (level < g_level.load(std::memory_order_relaxed)) return;
+    static const char *names[] = {"debug", "info", "warn", "error"};
+    int li = level < CDCFLOW_LOG_DEBUG || level > CDCFLOW_LOG_ERROR ? 1 : static_cast<int>(level);
+    timeval tv{};
+    gettimeofday(&tv, nullptr);
+    tm t{};
+    gmtime_r(&tv.tv_sec, &t);
+    char ts[32];
+    std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &t);
+    std::lock_guard lock(g_log_mu);
+    std::fprintf(stderr, "%s.%03dZ %-5s [%s] %s\n", ts, static_cast<int>(tv.tv_usec / 1000), names[li],
+                 who.c_str(), msg.c_str());
+}
+
+namespace {
+
+const ConfigValue *lookup(const cdcflow_config *cfg, const char *key) {
+    if (!cfg || !cfg->def || !key) return nullptr;
+    auto it = cfg->def->config.find(key);
+    return it == cfg->def->config.end() ? nullptr : &it->second;
+}
+
+void api_log(cdcflow_ctx *ctx, cdcflow_log_level level, const char *msg) {
+    log_line(level, ctx ? ctx->stage_id : "plugin", msg ? msg : "");
+}
+
+cdcflow_status get_string(const cdcflow_config *cfg, const char *key, cdcflow_str *out) {
+    const ConfigValue *v = lookup(cfg, key);
+    if (!v) return CDCFLOW_ERR_NOT_FOUND;
+    if (v->type != CDCFLOW_CONFIG_STRING) return CDCFLOW_ERR_TYPE;
+    *out = cdcflow_str{v->scalar.c_str(), v->scalar.size()};
+    return CDCFLOW_OK;
+}
+
+cdcflow_status get_int(const cdcflow_config *cfg, const char *key, int64_t *out) {
+    const ConfigValue *v = lookup(cfg, key);
+    if (!v) return CDCFLOW_ERR_NOT_FOUND;
+    if (v->type != CDCFLOW_CONFIG_INT) return CDCFLOW_ERR_TYPE;
+    *out = v->i;
+    return CDCFLOW_OK;
+}
+
+cdcflow_status get_double(const cdcflow_config *cfg, const char *key, double *out) {
+    const ConfigValue *v = lookup(cfg, key);
+    if (!v) return CDCFLOW_ERR_NOT_FOUND;
+    if (v->type != CDCFLOW_CONFIG_DOUBLE) return CDCFLOW_ERR_TYPE;
+    *out = v->d;
+    return CDCFLOW_OK;
+}
+
+cdcflow_status get_bool(const cdcflow_config *cfg, const char *key, int32_t *out) {
+    const ConfigValue *v = lookup(cfg, key);
+    if (!v) return CDCFLOW_ERR_NOT_FOUND;
+    if (v->type != CDCFLOW_CONFIG_BOOL) return CDCFLOW_ERR_TYPE;
+    *out = v->b ? 1 : 0;
+    return CDCFLOW_OK;
+}
+
+cdcflow_status get_json(const cdcflow_config *cfg, const char *key, cdcflow_str *out) {
+    const ConfigValue *v = lookup(cfg, key);
+    if (!v) return CDCFLOW_ERR_NOT_FOUND;
+    *out = cdcflow_str{v->json.c_str(), v->json.size()};
+    return CDCFLOW_OK;
+}
+
+const char *config_location(const cdcflow_config *cfg, const char *key) {
+    const ConfigValue *v = lookup(cfg, key);
+    return v ? v->location.c_str() : "";
+}
+
+cdcflow_metric *metric_counter(cdcflow_ctx *ctx, const char *name, const char *help) {
+    if (!ctx || !ctx->metrics || !name) return nullptr;
+    return ctx->metrics->create(ctx->stage_id + "." + name, help ? help : "", false);
+}
+
+cdcflow_metric *metric_gauge(cdcflow_ctx *ctx, const char *name, const char *help) {
+    if (!ctx || !ctx->metrics || !name) return nullptr;
+    return ctx->metrics->create(ctx->stage_id + "." + name, help ? help : "", true);
+}
+
+void metric_add(cdcflow_metric *m, int64_t delta) {
+    if (m) m->value.fetch_add(delta, std::memory_order_relaxed);
+}
+
+void metric_set(cdcflow_metric *m, int64_t value) {
+    if (m) m->value.store(value, std::memory_order_relaxed);
+}
+
+cdcflow_event *batch_events(cdcflow_batch *b, uint32_t *count, uint32_t *stride) {
+    if (count) *count = b ? b->count : 0;
+    if (stride) *stride = sizeof(cdcflow_event);
+    return b ? b->events.data() : nullptr;
+}
+
+cdcflow_status batch_append(cdcflow_batch *b, const cdcflow_event_init *ev) {
+    if (!b || !ev) return CDCFLOW_ERR_INTERNAL;
+    if (ev->struct_size == sizeof(cdcflow_event_init)) { // the common case: no copy
+        try {
+            return b->append(*ev) ? CDCFLOW_OK : CDCFLOW_ERR_NOMEM;
+        } catch (const std::bad_alloc &) {
+            return CDCFLOW_ERR_NOMEM;
+        }
+    }
+    // A plugin built against an older, shorter cdcflow_event_init: copy what
+    // it has and leave the rest zero.
+    cdcflow_event_init full{};
+    full.aggregate_version = -1;
+    size_t n = ev->struct_size < sizeof full ? ev->struct_size : sizeof full;
+    if (n < offsetof(cdcflow_event_init, position) + sizeof(cdcflow_position)) return CDCFLOW_ERR_INTERNAL;
+    std::memcpy(&full, ev, n);
+    try {
+        return b->append(full) ? CDCFLOW_OK : CDCFLOW_ERR_NOMEM;
+    } catch (const std::bad_alloc &) {
+        return CDCFLOW_ERR_NOMEM;
+    }
+}
+
+uint32_t batch_capacity(const cdcflow_batch *b) { return b ? b->capacity() : 0; }
+
+void *batch_alloc(cdcflow_batch *b, uint64_t size) {
+    if (!b) return nullptr;
+    try {
+        return b->arena.alloc(static_cast<size_t>(size));
+    } catch (const std::bad_alloc &) {
+        return nullptr;
+    }
+}
+
+const char kNoReason[] = "rejected";
+
+void event_reject(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index, const char *reason, uint64_t len) {
+    if (!b || index >= b->count) return;
+    cdcflow_event &e = b->events[index];
+    if (e.status != CDCFLOW_EVENT_OK) return; // first verdict stands
+    e.status = CDCFLOW_EVENT_REJECTED;
+    const std::string &stage = ctx ? ctx->stage_id : std::string();
+    try {
+        e.reject_stage = b->arena.copy(cdcflow_str{stage.data(), stage.size()});
+        e.reject_reason = reason && len ? b->arena.copy(cdcflow_str{reason, len}) : cdcflow_str{kNoReason, 8};
+    } catch (const std::bad_alloc &) {
+        e.reject_stage = cdcflow_str{"", 0};
+        e.reject_reason = cdcflow_str{kNoReason, 8};
+    }
+    if (ctx) metric_add(ctx->rejected, 1);
+}
+
+void event_mark_duplicate(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
+    if (!b || index >= b->count) return;
+    cdcflow_event &e = b->events[index];
+    if (e.status == CDCFLOW_EVENT_DUPLICATE) return;
+    // A later copy of an id is a duplicate even if an earlier stage rejected
+    // it: it is counted, not dead-lettered (DESIGN.md).
+    e.status = CDCFLOW_EVENT_DUPLICATE;
+    e.reject_stage = cdcflow_str{"", 0};
+    e.reject_reason = cdcflow_str{"", 0};
+    if (ctx) metric_add(ctx->duplicates, 1);
+}
+
+const char *stage_id(cdcflow_ctx *ctx) { return ctx ? ctx->stage_id.c_str() : ""; }
+
+int32_t stop_requested(cdcflow_ctx *ctx) {
+    return ctx && ctx->stop && ctx->stop->load(std::memory_order_relaxed) ? 1 : 0;
+}
+
+const cdcflow_host_api kApi = {
+    CDCFLOW_ABI_VERSION,
+    sizeof(cdcflow_host_api),
+    api_log,
+    get_string,
+    get_int,
+    get_double,
+    get_bool,
+    get_json,
+    config_location,
+    metric_counter,
+    metric_gauge,
+    metric_add,
+    metric_set,
+    batch_events,
+    batch_append,
+    batch_capacity,
+    batch_alloc,
+    event_reject,
+    event_mark_duplicate,
+    stage_id,
+    stop_requested,
+};
+
+} // namespace
+
+const cdcflow_host_api *host_api() { return &kApi; }
+
+} // namespace cdcflow::host

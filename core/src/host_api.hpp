@@ -1,0 +1,37 @@
+// The host side of the plugin ABI: the function table handed to plugins and
+// the per-stage context and config objects it operates on.
+#pragma once
+
+#include "batch.hpp"
+#include "metrics.hpp"
+#include "pipeline.hpp"
+
+#include <cdcflow/plugin.h>
+
+#include <atomic>
+#include <string>
+
+struct cdcflow_ctx {
+    std::string stage_id;
+    cdcflow::host::Metrics *metrics = nullptr;
+    const std::atomic<bool> *stop = nullptr;
+    cdcflow_metric *rejected = nullptr;   // events this stage rejected
+    cdcflow_metric *duplicates = nullptr; // events this stage marked duplicate
+};
+
+struct cdcflow_config {
+    const cdcflow::host::StageDef *def = nullptr;
+};
+
+namespace cdcflow::host {
+
+// The one host API table (static storage, lives as long as the process).
+const cdcflow_host_api *host_api();
+
+// Logging used by the host itself and by plugins (via host_api()->log).
+void log_line(cdcflow_log_level level, const std::string &who, const std::string &msg);
+// Set from --log-level / CDCFLOW_LOG_LEVEL: debug, info, warn, error.
+void set_log_level(cdcflow_log_level level);
+bool parse_log_level(const std::string &s, cdcflow_log_level *out);
+
+} // namespace cdcflow::host

@@ -1,0 +1,111 @@
+// The pipeline definition: what a pipeline YAML file says, checked.
+//
+// Loading happens in two steps because the file itself may add plugin
+// folders (plugin_path):
+//   1. parse_pipeline(): YAML -> PipelineDef. Checks structure (mappings where
+//      mappings belong, unique stage ids, required fields), interpolates
+//      ${VAR} / ${VAR:-default} in scalar values, and refuses hostile input
+//      (too large, too deep, alias bombs, binary) with an error, never a crash.
+//   2. check_pipeline(): checks every stage's config against its plugin's
+//      declared schema (unknown plugin, unknown key, wrong type, missing
+//      required key) and the shape (a source first, a sink last, transforms
+//      between), and fills in defaults.
+// Every error is one line: "FILE:LINE:COL: what is wrong".
+#pragma once
+
+#include "status.hpp"
+
+#include <cdcflow/plugin.h>
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace cdcflow::host {
+
+// A position in the pipeline file (1-based line and column).
+struct Mark {
+    int line = 0;
+    int col = 0;
+};
+
+// One config value after interpolation and schema checking. For scalars,
+// `scalar` holds the interpolated text; `json` always holds the value as JSON
+// text (a string is quoted, a mapping is an object...). Typed fields are
+// filled by check_pipeline() for the declared type.
+struct ConfigValue {
+    Mark mark;                 // where the value (or, for defaults, the key) is
+    bool from_default = false; // not in the file: the schema's default
+    bool is_scalar = true;
+    std::string scalar;
+    std::string json;
+    cdcflow_config_type type = CDCFLOW_CONFIG_STRING; // set by check_pipeline
+    int64_t i = 0;
+    double d = 0;
+    bool b = false;
+    std::string location; // "file:line:col", NUL-terminated via c_str()
+    Mark key_mark;        // where the key is (for defaults: the config mapping)
+};
+
+struct StageDef {
+    std::string id;
+    std::string plugin;
+    Mark mark;        // the stage's mapping
+    Mark plugin_mark; // the plugin: value
+    Mark config_mark; // the config: mapping (or the stage when absent)
+    std::map<std::string, ConfigValue> config;
+};
+
+// Host-level settings (the optional `settings:` mapping).
+struct Settings {
+    uint32_t batch_size = 1024;             // events per batch
+    uint32_t queue_capacity = 8;            // batches per queue between stages
+    uint32_t shutdown_timeout_ms = 10000;   // SIGINT/SIGTERM drain deadline
+    uint32_t poll_wait_ms = 100;            // longest a source poll may park
+};
+
+struct PipelineDef {
+    std::string file; // as given on the command line
+    std::string name;
+    std::vector<std::string> plugin_path; // folders, resolved relative to the file
+    Settings settings;
+    std::vector<StageDef> stages;
+};
+
+// What the checker needs to know about a plugin (from its descriptor).
+struct KeySpec {
+    std::string name;
+    cdcflow_config_type type;
+    std::optional<std::string> default_value; // YAML text
+    bool required = false;
+    std::string description;
+};
+struct PluginSchema {
+    std::string name;
+    cdcflow_kind kind;
+    std::vector<KeySpec> keys;
+};
+
+// Looks up an environment variable; nullopt when unset.
+using EnvLookup = std::function<std::optional<std::string>(const std::string &)>;
+EnvLookup process_env();
+
+// Interpolate ${VAR} and ${VAR:-default} in one scalar. "$$" is a literal
+// "$". An unset variable without a default is an error naming it.
+Result<std::string> interpolate(const std::string &text, const EnvLookup &env);
+
+// Step 1. `text` is the file's content; `file` is used in messages.
+Result<PipelineDef> parse_pipeline(const std::string &text, const std::string &file, const EnvLookup &env);
+// Step 1 from a file on disk (unreadable file: an error naming it).
+Result<PipelineDef> load_pipeline_file(const std::string &path, const EnvLookup &env);
+
+// Step 2. `find` returns the schema of a plugin by name, or nullptr.
+Status check_pipeline(PipelineDef &def, const std::function<const PluginSchema *(const std::string &)> &find);
+
+// "file:line:col" for messages.
+std::string where(const std::string &file, Mark m);
+
+} // namespace cdcflow::host

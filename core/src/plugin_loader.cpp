@@ -1,0 +1,175 @@
+#include "plugin_loader.hpp"
+
+#include <boost/dll/shared_library.hpp>
+
+#include <cstddef>
+#include <cstdlib>
+#include <filesystem>
+#include <set>
+#include <system_error>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace cdcflow::host {
+
+LoadedPlugin::~LoadedPlugin() {
+    desc = nullptr; // the descriptor lives in the library: drop it first
+}
+
+const char *kind_name(cdcflow_kind k) {
+    switch (k) {
+    case CDCFLOW_KIND_SOURCE: return "source";
+    case CDCFLOW_KIND_TRANSFORM: return "transform";
+    case CDCFLOW_KIND_SINK: return "sink";
+    }
+    return "unknown";
+}
+
+// The smallest descriptor and callback table ABI 1 defines.
+static constexpr size_t kMinPluginSize = offsetof(cdcflow_plugin, callbacks) + sizeof(void *);
+static constexpr size_t kMinCallbacksSize = offsetof(cdcflow_callbacks, destroy) + sizeof(void *);
+
+static Status bad(const std::string &file, const std::string &why) {
+    return Status::error("plugin '" + file + "': " + why, CDCFLOW_ERR_CONFIG);
+}
+
+Result<std::shared_ptr<LoadedPlugin>> load_plugin_file(const std::string &path) {
+    auto p = std::make_shared<LoadedPlugin>();
+    p->file = path;
+    std::error_code ec;
+    if (!fs::is_regular_file(path, ec)) return bad(path, "no such file");
+    try {
+        p->lib = std::make_shared<boost::dll::shared_library>(
+            path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+    } catch (const std::exception &e) {
+        // dlerror() text names the reason (e.g. "invalid ELF header").
+        return bad(path, std::string("not a loadable shared object: ") + e.what());
+    }
+    if (!p->lib->has(CDCFLOW_PLUGIN_ENTRY_SYMBOL))
+        return bad(path, "no entry symbol '" CDCFLOW_PLUGIN_ENTRY_SYMBOL "' (not a cdcflow plugin)");
+    cdcflow_plugin_entry_fn entry = nullptr;
+    try {
+        entry = p->lib->get<const cdcflow_plugin *()>(CDCFLOW_PLUGIN_ENTRY_SYMBOL);
+    } catch (const std::exception &e) {
+        return bad(path, std::string("cannot resolve entry symbol: ") + e.what());
+    }
+    const cdcflow_plugin *d = entry ? entry() : nullptr;
+    if (!d) return bad(path, "entry symbol returned no descriptor");
+    if (d->abi_version < CDCFLOW_ABI_VERSION_MIN || d->abi_version > CDCFLOW_ABI_VERSION)
+        return bad(path, "unsupported ABI version " + std::to_string(d->abi_version) + " (this host supports " +
+                             std::to_string(CDCFLOW_ABI_VERSION_MIN) + ".." + std::to_string(CDCFLOW_ABI_VERSION) +
+                             ")");
+    if (d->struct_size < kMinPluginSize)
+        return bad(path, "descriptor too small (" + std::to_string(d->struct_size) + " bytes)");
+    if (!d->name || !*d->name) return bad(path, "descriptor has no name");
+    if (d->kind != CDCFLOW_KIND_SOURCE && d->kind != CDCFLOW_KIND_TRANSFORM && d->kind != CDCFLOW_KIND_SINK)
+        return bad(path, "descriptor has an unknown kind " + std::to_string(static_cast<int>(d->kind)));
+    const cdcflow_callbacks *cb = d->callbacks;
+    if (!cb || cb->struct_size < kMinCallbacksSize) return bad(path, "descriptor has no callback table");
+    if (!cb->create || !cb->destroy) return bad(path, "callbacks create and destroy are required");
+    if (d->kind == CDCFLOW_KIND_SOURCE && !cb->poll) return bad(path, "a source needs a poll callback");
+    if (d->kind != CDCFLOW_KIND_SOURCE && !cb->process)
+        return bad(path, std::string("a ") + kind_name(d->kind) + " needs a process callback");
+    if (d->config_key_count > 0 && !d->config_keys) return bad(path, "config_key_count without config_keys");
+    if (d->config_key_count > 1024) return bad(path, "too many config keys");
+
+    p->desc = d;
+    p->schema.name = d->name;
+    p->schema.kind = d->kind;
+    std::set<std::string> seen;
+    for (uint32_t i = 0; i < d->config_key_count; ++i) {
+        const cdcflow_config_key &k = d->config_keys[i];
+        if (!k.name || !*k.name) return bad(path, "config key " + std::to_string(i) + " has no name");
+        if (!seen.insert(k.name).second) return bad(path, std::string("config key '") + k.name + "' declared twice");
+        if (k.type < CDCFLOW_CONFIG_STRING || k.type > CDCFLOW_CONFIG_JSON)
+            return bad(path, std::string("config key '") + k.name + "' has an unknown type");
+        KeySpec ks;
+        ks.name = k.name;
+        ks.type = k.type;
+        if (k.default_value) ks.default_value = k.default_value;
+        ks.required = k.required != 0;
+        ks.description = k.description ? k.description : "";
+        p->schema.keys.push_back(std::move(ks));
+    }
+    return p;
+}
+
+std::string executable_dir() {
+    std::error_code ec;
+    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) return ".";
+    return exe.parent_path().string();
+}
+
+PluginRegistry::PluginRegistry() {
+    if (const char *env = std::getenv("CDCFLOW_PLUGIN_PATH")) {
+        std::string s = env;
+        size_t start = 0;
+        while (start <= s.size()) {
+            size_t end = s.find(':', start);
+            if (end == std::string::npos) end = s.size();
+            if (end > start) dirs_.push_back(s.substr(start, end - start));
+            start = end + 1;
+        }
+    }
+    std::string exe = executable_dir();
+    dirs_.push_back(exe + "/../plugins");          // build tree: build/tools/cdcflow
+    dirs_.push_back(exe + "/" CDCFLOW_REL_PLUGINDIR); // install tree
+}
+
+void PluginRegistry::add_front(const std::vector<std::string> &dirs) {
+    dirs_.insert(dirs_.begin(), dirs.begin(), dirs.end());
+}
+
+Result<std::shared_ptr<LoadedPlugin>> PluginRegistry::find(const std::string &name) {
+    if (auto it = cache_.find(name); it != cache_.end()) return it->second;
+    // A name is a file name: refuse paths so "../x" cannot escape the folders.
+    if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
+        return Status::error("invalid plugin name '" + name + "'");
+    for (const std::string &dir : dirs_) {
+        for (fs::path candidate : {fs::path(dir) / (name + ".so"), fs::path(dir) / name / (name + ".so")}) {
+            std::error_code ec;
+            if (!fs::is_regular_file(candidate, ec)) continue;
+            auto r = load_plugin_file(candidate.string());
+            if (!r) return r.status();
+            if (r.value()->schema.name != name)
+                return bad(candidate.string(), "declares the name '" + r.value()->schema.name + "', expected '" +
+                                                   name + "'");
+            cache_[name] = r.value();
+            return r.value();
+        }
+    }
+    std::string searched;
+    for (const std::string &d : dirs_) searched += (searched.empty() ? "" : ":") + d;
+    return Status::error("plugin '" + name + "' not found (searched " + searched +
+                         "; add folders with CDCFLOW_PLUGIN_PATH or plugin_path)");
+}
+
+std::vector<PluginRegistry::Entry> PluginRegistry::scan() {
+    std::vector<Entry> out;
+    std::set<std::string> seen_files;
+    auto consider = [&](const fs::path &f) {
+        std::error_code ec;
+        fs::path canon = fs::weakly_canonical(f, ec);
+        std::string key = ec ? f.string() : canon.string();
+        if (!seen_files.insert(key).second) return;
+        auto r = load_plugin_file(f.string());
+        if (r) out.push_back({r.value(), f.string(), ""});
+        else out.push_back({nullptr, f.string(), r.status().message()});
+    };
+    for (const std::string &dir : dirs_) {
+        std::error_code ec;
+        if (!fs::is_directory(dir, ec)) continue;
+        for (auto &ent : fs::directory_iterator(dir, ec)) {
+            if (ent.is_regular_file(ec) && ent.path().extension() == ".so") consider(ent.path());
+            else if (ent.is_directory(ec)) {
+                fs::path inner = ent.path() / (ent.path().filename().string() + ".so");
+                if (fs::is_regular_file(inner, ec)) consider(inner);
+            }
+        }
+    }
+    return out;
+}
+
+} // namespace cdcflow::host

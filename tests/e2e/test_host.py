@@ -1,0 +1,251 @@
+"""End-to-end tests of the host: the real cdcflow binary, real plugins
+(tests/plugins) loaded from disk, real signals and kill -9."""
+import json
+import os
+import random
+import signal
+import socket
+import sys
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import (BAD_PLUGINS, TEST_PLUGINS, TempDirTest, env_with, main, run, start,  # noqa: E402
+                     wait_for)
+
+ENV = env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS)
+
+
+def pipeline(src="count: 1000", passcfg="", sink="", settings=""):
+    return ("pipeline: e2e\n" + settings + "stages:\n"
+            "  - id: src\n    plugin: gen_source\n    config: {" + src + "}\n"
+            "  - id: pass\n    plugin: passthrough\n    config: {" + passcfg + "}\n"
+            "  - id: sink\n    plugin: file_sink\n    config: {" + sink + "}\n")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_offsets(path):
+    with open(path) as f:
+        return [int(line.split()[0]) for line in f if line.strip()]
+
+
+def read_checkpoint(path):
+    try:
+        with open(path + ".checkpoint") as f:
+            return int(f.read().strip() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+class Cli(TempDirTest):
+    def test_version_and_help(self):
+        r = run(["--version"])
+        self.assertEqual(r.returncode, 0)
+        self.assertRegex(r.stdout, r"^cdcflow \d+\.\d+\.\d+ \(plugin ABI 1\.\.1\)")
+        for cmd in ["run", "validate", "plugins", "status"]:
+            h = run([cmd, "--help"])
+            self.assertEqual(h.returncode, 0, cmd)
+            self.assertIn("usage: cdcflow " + cmd, h.stdout)
+        self.assertEqual(run(["--help"]).returncode, 0)
+
+    def test_usage_errors_exit_2(self):
+        r = run(["frobnicate"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("unknown command 'frobnicate'", r.stderr)
+        self.assertEqual(run([]).returncode, 2)
+        r = run(["run"])
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("pipeline", r.stderr)
+        r = run(["run", "x.yaml", "--bogus"])
+        self.assertEqual(r.returncode, 2)
+
+    def test_validate(self):
+        good = self.write("good.yaml", pipeline())
+        r = run(["validate", good], env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("is valid (3 stages)", r.stdout)
+        bad = self.write("bad.yaml", pipeline(src="count: 10, colour: red"))
+        r = run(["validate", bad], env=ENV)
+        self.assertEqual(r.returncode, 3)
+        self.assertRegex(r.stderr, r"^cdcflow: .*bad\.yaml:5:\d+: unknown config key 'colour' for plugin 'gen_source'")
+        self.assertEqual(r.stderr.count("\n"), 1, r.stderr)
+        r = run(["validate", self.path("missing.yaml")], env=ENV)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("cannot read pipeline file", r.stderr)
+
+    def test_plugins_lists_kinds_abi_and_keys(self):
+        r = run(["plugins"], env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("gen_source  (source, ABI 1", r.stdout)
+        self.assertIn("passthrough  (transform, ABI 1", r.stdout)
+        self.assertIn("file_sink  (sink, ABI 1", r.stdout)
+        self.assertRegex(r.stdout, r"count\s+int\s+default 1000\s+events to generate")
+        self.assertIn("file: " + TEST_PLUGINS, r.stdout)
+
+    def test_plugins_reports_broken_files(self):
+        r = run(["plugins", "--path", BAD_PLUGINS], env=ENV)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("bad_abi.so': unsupported ABI version 999 (this host supports 1..1)", r.stdout)
+        self.assertIn("no_symbol.so': no entry symbol 'cdcflow_plugin_entry'", r.stdout)
+
+    def test_text_file_named_so_is_refused(self):
+        os.makedirs(self.path("plugins"))
+        with open(self.path("plugins/file_sink.so"), "w") as f:
+            f.write("not an ELF file\n")
+        p = self.write("p.yaml", "plugin_path: plugins\n" + pipeline())
+        r = run(["run", p, "--drain"], env=ENV)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("plugins/file_sink.so': not a loadable shared object", r.stderr)
+        self.assertEqual(r.stderr.strip().count("\n"), 0, r.stderr)
+
+    def test_wrong_abi_plugin_in_a_pipeline(self):
+        p = self.write("p.yaml", "plugin_path: [" + BAD_PLUGINS + "]\n" + pipeline().replace("passthrough", "bad_abi"))
+        r = run(["run", p], env=ENV)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("p.yaml:8:13: stage 'pass': plugin '", r.stderr)
+        self.assertIn("unsupported ABI version 999 (this host supports 1..1)", r.stderr)
+
+
+class Run(TempDirTest):
+    def test_drain_prints_totals(self):
+        p = self.write("p.yaml", pipeline("count: '${N:-20000}'", "reject_every: 10, duplicate_every: 7"))
+        r = run(["run", p, "--drain"], env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("pipeline 'e2e': 20000 events: 15428 applied, 1715 rejected, 2857 duplicates", r.stdout)
+        r = run(["run", p, "--drain"], env=env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS, N="5"))
+        self.assertIn("pipeline 'e2e': 5 events: 5 applied", r.stdout)
+
+    def test_undefined_variable_is_an_error_with_position(self):
+        p = self.write("p.yaml", pipeline("count: '${NOPE_NOT_SET}'"))
+        r = run(["run", p, "--drain"], env=ENV)
+        self.assertEqual(r.returncode, 3)
+        self.assertIn("p.yaml:5:21: undefined environment variable 'NOPE_NOT_SET'", r.stderr)
+        self.assertIn("NOPE_NOT_SET", r.stderr)
+
+    def test_stage_failure_exits_1_with_reason(self):
+        p = self.write("p.yaml", pipeline("count: 5000", "throw_at: 777"))
+        r = run(["run", p, "--drain"], env=ENV)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cdcflow: stage 'pass' (plugin 'passthrough'): injected exception at offset 777", r.stderr)
+
+    def test_sigterm_and_sigint_drain_and_commit(self):
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            out = self.path("events-%d.txt" % sig)
+            p = self.write("p.yaml", pipeline("count: 0", "", "output: " + out, "settings: {batch_size: 100}\n"))
+            proc = start(["run", p], env=ENV)
+            wait_for(lambda: read_checkpoint(out) >= 2000, what="events committed")
+            proc.send_signal(sig)
+            stdout, stderr = proc.communicate(timeout=30)
+            self.assertEqual(proc.returncode, 0, stderr)
+            offsets = read_offsets(out)
+            # Everything read was committed: no gap, and the checkpoint is the last line.
+            self.assertEqual(offsets, list(range(1, len(offsets) + 1)))
+            self.assertEqual(read_checkpoint(out), offsets[-1])
+            self.assertIn("%d events" % len(offsets), stdout)
+
+    def test_shutdown_timeout_exits_4(self):
+        out = self.path("events.txt")
+        p = self.write("p.yaml", pipeline("count: 0", "", "output: " + out + ", slow_us: 3000000",
+                                          "settings: {batch_size: 10, shutdown_timeout_ms: 300}\n"))
+        proc = start(["run", p], env=ENV)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 4, stderr)
+        self.assertLess(time.monotonic() - t0, 3.0)
+        self.assertIn("shutdown did not finish within 300 ms", stderr)
+
+    def test_kill_9_at_random_moments_loses_nothing(self):
+        # file_sink fsyncs its lines before its checkpoint: after any kill -9
+        # every offset up to the checkpoint is on disk, and a restart resumes
+        # right after it. Final: every offset 1..N present, in order, each
+        # once up to the last checkpoint written before each crash.
+        out = self.path("events.txt")
+        n = 200000
+        p = self.write("p.yaml", pipeline("count: %d" % n, "", "output: " + out, "settings: {batch_size: 512}\n"))
+        rnd = random.Random(42)
+        for _ in range(6):
+            proc = start(["run", p], env=ENV)
+            time.sleep(rnd.uniform(0.05, 0.6))
+            proc.kill()
+            proc.wait()
+        r = run(["run", p, "--drain"], env=ENV, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        offsets = read_offsets(out)
+        self.assertEqual(sorted(set(offsets)), list(range(1, n + 1)))
+        self.assertEqual(read_checkpoint(out), n)
+
+    def test_http_status_and_metrics(self):
+        port = free_port()
+        p = self.write("p.yaml", pipeline("count: 1000, idle_after: 1000"))
+        proc = start(["run", p, "--http", "127.0.0.1:%d" % port], env=ENV)
+        try:
+            def healthy():
+                try:
+                    with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=1) as resp:
+                        return json.loads(resp.read()).get("applied") == 1000
+                except OSError:
+                    return False
+            wait_for(healthy, what="/health to report 1000 applied")
+            r = run(["status", "127.0.0.1:%d" % port, "--metrics"])
+            self.assertEqual(r.returncode, 0, r.stderr)
+            health = json.loads(r.stdout.splitlines()[0])
+            self.assertEqual(health["state"], "running")
+            self.assertEqual(health["pipeline"], "e2e")
+            self.assertIn("cdcflow_pipeline_applied 1000", r.stdout)
+            self.assertIn("cdcflow_src_events 1000", r.stdout)
+            # Idle now (the source has nothing): the host must park, not spin.
+            pid = proc.pid
+            def cpu_ticks():
+                with open("/proc/%d/stat" % pid) as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                return int(fields[11]) + int(fields[12])
+            t0, c0 = time.monotonic(), cpu_ticks()
+            time.sleep(2.0)
+            used = (cpu_ticks() - c0) / os.sysconf("SC_CLK_TCK") / (time.monotonic() - t0)
+            self.assertLess(used, 0.10, "idle pipeline used %.1f%% of a core" % (used * 100))
+        finally:
+            proc.send_signal(signal.SIGINT)
+            proc.communicate(timeout=30)
+        self.assertEqual(proc.returncode, 0)
+        r = run(["status", "127.0.0.1:%d" % port])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("cannot reach", r.stderr)
+
+
+class HostileFiles(TempDirTest):
+    CASES = {
+        "empty.yaml": b"",
+        "garbage.yaml": bytes(random.Random(7).randrange(256) for _ in range(100000)),
+        "deep_flow.yaml": b"[" * 100000,
+        "deep_map.yaml": b"{a: " * 100000,
+        "deep_seq.yaml": b"- " * 100000 + b"x\n",
+        "alias_bomb.yaml": (b"a: &a [x,x,x,x,x,x,x,x,x,x]\n" + b"".join(
+            b"%c: &%c [%s]\n" % (ord("b") + i, ord("b") + i, b",".join([b"*" + bytes([ord("a") + i])] * 10))
+            for i in range(12)) + b"pipeline: boom\nstages: []\n"),
+        "scalar.yaml": b"just a string\n",
+        "stages_map.yaml": b"pipeline: x\nstages: {a: 1}\n",
+    }
+
+    def test_every_hostile_file_is_a_one_line_error(self):
+        for name, data in self.CASES.items():
+            with self.subTest(name):
+                with open(self.path(name), "wb") as f:
+                    f.write(data)
+                t0 = time.monotonic()
+                r = run(["validate", self.path(name)], env=ENV, timeout=60)
+                self.assertNoCrash(r)
+                self.assertEqual(r.returncode, 3, r.stderr[:500])
+                self.assertIn(name, r.stderr)
+                self.assertEqual(r.stderr.strip().count("\n"), 0, r.stderr[:1000])
+                self.assertLess(time.monotonic() - t0, 30)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,69 @@
+// gen_source: a test source that generates `count` events with offsets
+// 1..count (partition ""), resuming after the sink's checkpoint. Events carry
+// ids "e<offset>" unless `bare` is set (then only positions: the cheapest
+// possible event, for the queue-hop benchmark). count = 0: endless.
+#include <cdcflow/sdk.hpp>
+
+#include <cstdio>
+#include <string>
+#include <thread>
+
+class GenSource : public cdcflow::Source {
+public:
+    static constexpr const char *kName = "gen_source";
+    static constexpr const char *kDescription = "test source: generates numbered events";
+    static constexpr cdcflow_config_key kConfig[] = {
+        {"count", CDCFLOW_CONFIG_INT, "1000", 0, "events to generate; 0 = endless"},
+        {"bare", CDCFLOW_CONFIG_BOOL, "false", 0, "no ids or payloads (benchmark)"},
+        {"fail_at", CDCFLOW_CONFIG_INT, "0", 0, "poll fails once this offset is reached (0 = never)"},
+        {"idle_after", CDCFLOW_CONFIG_INT, "0", 0, "stop producing (stay idle, never exhausted) after this offset"},
+    };
+
+    GenSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
+        : Source(ctx), count_(cfg.i64("count")), bare_(cfg.boolean("bare")), fail_at_(cfg.i64("fail_at")),
+          idle_after_(cfg.i64("idle_after")) {
+        if (count_ < 0) cfg.fail("count", "must be >= 0");
+    }
+
+    void seek(std::span<const cdcflow_position> positions) override {
+        for (auto &p : positions) next_ = p.offset + 1;
+    }
+
+    cdcflow::PollResult poll(cdcflow::Batch &batch, uint32_t wait_ms) override {
+        if (fail_at_ && next_ >= fail_at_) throw cdcflow::Error(CDCFLOW_ERR_IO, "injected failure at offset " + std::to_string(next_));
+        if (idle_after_ && next_ > idle_after_) {
+            // Idle: park for the wait (a real source waits on its database).
+            for (uint32_t waited = 0; waited < wait_ms && !ctx().stop_requested(); waited += 10)
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+            return {};
+        }
+        cdcflow_event_init e = cdcflow::make_event_init();
+        char id[24], payload[40];
+        while (count_ == 0 || next_ <= count_) {
+            if (idle_after_ && next_ > idle_after_) break;
+            e.position.offset = next_;
+            if (!bare_) {
+                int n = std::snprintf(id, sizeof id, "e%lld", static_cast<long long>(next_));
+                int m = std::snprintf(payload, sizeof payload, "{\"n\":%lld}", static_cast<long long>(next_));
+                e.event_id = {id, static_cast<uint64_t>(n)};
+                e.aggregate_type = cdcflow::str("Test");
+                e.aggregate_id = e.event_id;
+                e.event_type = cdcflow::str("Generated");
+                e.payload = {payload, static_cast<uint64_t>(m)};
+                e.timestamp_us = next_;
+            }
+            if (!batch.append(e)) break;
+            ++next_;
+        }
+        return {count_ != 0 && next_ > count_};
+    }
+
+private:
+    int64_t count_;
+    bool bare_;
+    int64_t fail_at_;
+    int64_t idle_after_;
+    int64_t next_ = 1;
+};
+
+CDCFLOW_PLUGIN(GenSource)

@@ -1,0 +1,65 @@
+#include "batch.hpp"
+#include "host_api.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+
+using namespace cdcflow::host;
+
+TEST_CASE("arena keeps copies valid across blocks and reuses blocks after reset") {
+    Arena a(64);
+    std::string big(1000, 'x');
+    cdcflow_str s1 = a.copy({"hello", 5});
+    cdcflow_str s2 = a.copy({big.data(), big.size()});
+    cdcflow_str s3 = a.copy({"world", 5});
+    CHECK(std::string(s1.data, s1.len) == "hello");
+    CHECK(std::string(s2.data, s2.len) == big);
+    CHECK(std::string(s3.data, s3.len) == "world");
+    size_t reserved = a.bytes_reserved();
+    a.reset();
+    a.copy({"hello", 5});
+    CHECK(a.bytes_reserved() <= reserved); // reuses, the oversized block is dropped
+}
+
+TEST_CASE("batch append copies the event and stops at capacity") {
+    Batch b(2);
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    std::string id = "id-1";
+    e.event_id = {id.data(), id.size()};
+    e.position.offset = 7;
+    e.aggregate_version = -1;
+    CHECK(b.append(e));
+    id = "changed"; // the batch holds its own copy
+    CHECK(std::string(b.events[0].event_id.data, b.events[0].event_id.len) == "id-1");
+    CHECK(b.append(e));
+    CHECK_FALSE(b.append(e));
+    CHECK(b.size() == 2);
+    b.reset();
+    CHECK(b.size() == 0);
+}
+
+TEST_CASE("host api: reject keeps the first verdict; duplicate overrides a rejection") {
+    const cdcflow_host_api *api = host_api();
+    cdcflow_batch raw(4);
+    cdcflow_batch *b = &raw;
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    for (int i = 0; i < 3; ++i) REQUIRE(api->batch_append(b, &e) == CDCFLOW_OK);
+    cdcflow_ctx ctx;
+    ctx.stage_id = "validator";
+    api->event_reject(&ctx, b, 0, "first", 5);
+    api->event_reject(&ctx, b, 0, "second", 6);
+    CHECK(raw.events[0].status == CDCFLOW_EVENT_REJECTED);
+    CHECK(std::string(raw.events[0].reject_reason.data, raw.events[0].reject_reason.len) == "first");
+    CHECK(std::string(raw.events[0].reject_stage.data, raw.events[0].reject_stage.len) == "validator");
+    api->event_mark_duplicate(&ctx, b, 0);
+    CHECK(raw.events[0].status == CDCFLOW_EVENT_DUPLICATE);
+    api->event_reject(&ctx, b, 99, "out of range", 12); // ignored, no crash
+    uint32_t count = 0, stride = 0;
+    CHECK(api->batch_events(b, &count, &stride) == raw.events.data());
+    CHECK(count == 3);
+    CHECK(stride == sizeof(cdcflow_event));
+}

@@ -1,0 +1,305 @@
+#include "commands.hpp"
+
+#include "host_api.hpp"
+#include "metrics.hpp"
+#include "pipeline.hpp"
+#include "plugin_loader.hpp"
+#include "runtime.hpp"
+
+#include <boost/program_options.hpp>
+#include <httplib.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <iostream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <pthread.h>
+#include <string>
+#include <thread>
+#include <unistd.h>
+
+namespace po = boost::program_options;
+using namespace cdcflow::host;
+
+namespace cdcflow::cli {
+
+const std::vector<Command> &commands() {
+    static const std::vector<Command> cmds = {
+        {"run", "run a pipeline", cmd_run},
+        {"validate", "check a pipeline file without running it", cmd_validate},
+        {"plugins", "list plugins: kind, ABI version, file, config keys", cmd_plugins},
+        {"status", "show a running host's health and metrics (see run --http)", cmd_status},
+        {"produce", "validate JSON-lines events from stdin and write them into an outbox", cmd_produce},
+    };
+    return cmds;
+}
+
+void print_usage(std::FILE *out) {
+    std::fprintf(out, "usage: cdcflow <command> [options]\n\ncommands:\n");
+    for (const Command &c : commands()) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+    std::fprintf(out, "\n'cdcflow <command> --help' describes a command; 'cdcflow --version' prints the version.\n");
+}
+
+void print_version() {
+    std::printf("cdcflow %s (plugin ABI %u..%u)\n", CDCFLOW_VERSION, CDCFLOW_ABI_VERSION_MIN, CDCFLOW_ABI_VERSION);
+}
+
+namespace {
+
+// Parses argv for one command. Returns -1 to go on, else an exit code
+// (--help printed, or a usage error reported).
+int parse(int argc, char **argv, const char *usage, po::options_description &opts,
+          po::positional_options_description &pos, po::variables_map &vm) {
+    opts.add_options()("help,h", "show this help")(
+        "log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error");
+    try {
+        po::store(po::command_line_parser(argc, argv).options(opts).positional(pos).run(), vm);
+        if (vm.count("help")) {
+            std::cout << "usage: " << usage << "\n\n" << opts << "\n";
+            return kExitOk;
+        }
+        po::notify(vm);
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "cdcflow %s: %s (usage: %s)\n", argv[0], e.what(), usage);
+        return kExitUsage;
+    }
+    cdcflow_log_level level;
+    std::string l = vm["log-level"].as<std::string>();
+    const char *env = std::getenv("CDCFLOW_LOG_LEVEL");
+    if (env && *env && vm["log-level"].defaulted()) l = env;
+    if (!parse_log_level(l, &level)) {
+        std::fprintf(stderr, "cdcflow %s: --log-level: '%s' is not one of debug, info, warn, error\n", argv[0],
+                     l.c_str());
+        return kExitUsage;
+    }
+    set_log_level(level);
+    return -1;
+}
+
+// Load + check + create: the common front half of run and validate.
+Result<std::unique_ptr<Runtime>> prepare(const std::string &file, PluginRegistry &registry, Metrics &metrics) {
+    auto def = load_pipeline_file(file, process_env());
+    if (!def) return def.status();
+    return Runtime::create(std::move(def.value()), registry, metrics);
+}
+
+// Blocks SIGINT/SIGTERM in every thread and handles them on one thread: the
+// first asks the pipeline to drain and stop, and exits with kExitTimeout if
+// it has not stopped within the timeout; a second one exits at once. Data is
+// safe either way: uncommitted batches are replayed from the checkpoint.
+void start_signal_thread(Runtime &rt, uint32_t timeout_ms) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
+    std::thread([set, &rt, timeout_ms] {
+        int sig = 0;
+        if (sigwait(&set, &sig) != 0) return;
+        log_line(CDCFLOW_LOG_INFO, "host",
+                 std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + ": draining in-flight batches (timeout " +
+                     std::to_string(timeout_ms) + " ms)");
+        rt.request_stop();
+        std::thread([set] {
+            int again = 0;
+            if (sigwait(&set, &again) == 0) {
+                log_line(CDCFLOW_LOG_WARN, "host", "second signal: exiting now; uncommitted work will be replayed");
+                _exit(kExitTimeout);
+            }
+        }).detach();
+        if (!rt.wait_stopped(timeout_ms)) {
+            log_line(CDCFLOW_LOG_ERROR, "host",
+                     "shutdown did not finish within " + std::to_string(timeout_ms) +
+                         " ms; exiting: uncommitted work will be replayed from the checkpoint");
+            _exit(kExitTimeout);
+        }
+    }).detach();
+}
+
+std::string health_json(Runtime &rt) {
+    Totals t = rt.totals();
+    nlohmann::json j = {{"pipeline", rt.def().name},
+                        {"state", rt.state()},
+                        {"events", t.events},
+                        {"applied", t.applied},
+                        {"rejected", t.rejected},
+                        {"duplicates", t.duplicates},
+                        {"batches", t.batches}};
+    return j.dump();
+}
+
+} // namespace
+
+int cmd_run(int argc, char **argv) {
+    const char *usage = "cdcflow run PIPELINE.yaml [--drain] [--http HOST:PORT]";
+    po::options_description opts("run options");
+    opts.add_options()("pipeline", po::value<std::string>()->required(), "pipeline YAML file")(
+        "drain", po::bool_switch(), "exit 0 once the source is empty and everything in flight is committed")(
+        "http", po::value<std::string>(), "serve /health and /metrics on HOST:PORT (e.g. 127.0.0.1:9464)");
+    po::positional_options_description pos;
+    pos.add("pipeline", 1);
+    po::variables_map vm;
+    if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+
+    PluginRegistry registry;
+    Metrics metrics;
+    auto rt = prepare(vm["pipeline"].as<std::string>(), registry, metrics);
+    if (!rt) {
+        std::fprintf(stderr, "cdcflow: %s\n", rt.status().message().c_str());
+        return kExitInvalid;
+    }
+    Runtime &r = *rt.value();
+
+    // Before any other thread exists, so that every thread inherits the
+    // blocked signal mask and only the signal thread sees SIGINT/SIGTERM.
+    start_signal_thread(r, r.def().settings.shutdown_timeout_ms);
+
+    std::unique_ptr<httplib::Server> http;
+    std::thread http_thread;
+    if (vm.count("http")) {
+        std::string addr = vm["http"].as<std::string>();
+        size_t colon = addr.rfind(':');
+        int port = colon == std::string::npos ? 0 : std::atoi(addr.c_str() + colon + 1);
+        if (colon == std::string::npos || port <= 0 || port > 65535) {
+            std::fprintf(stderr, "cdcflow run: --http: '%s' is not HOST:PORT\n", addr.c_str());
+            return kExitUsage;
+        }
+        std::string host = addr.substr(0, colon);
+        http = std::make_unique<httplib::Server>();
+        http->new_task_queue = [] { return new httplib::ThreadPool(2); };
+        http->Get("/health", [&r](const httplib::Request &, httplib::Response &res) {
+            res.status = r.state() == "failed" ? 503 : 200;
+            res.set_content(health_json(r), "application/json");
+        });
+        http->Get("/metrics", [&metrics](const httplib::Request &, httplib::Response &res) {
+            res.set_content(metrics.prometheus(), "text/plain; version=0.0.4");
+        });
+        if (!http->bind_to_port(host.c_str(), port)) {
+            std::fprintf(stderr, "cdcflow run: --http: cannot listen on %s\n", addr.c_str());
+            return kExitUsage;
+        }
+        http_thread = std::thread([&] { http->listen_after_bind(); });
+        log_line(CDCFLOW_LOG_INFO, "host", "serving /health and /metrics on http://" + addr);
+    }
+
+    log_line(CDCFLOW_LOG_INFO, "host",
+             "pipeline '" + r.def().name + "' running (" + std::to_string(r.def().stages.size()) + " stages)");
+    RunOptions ro;
+    ro.drain = vm["drain"].as<bool>();
+    Status st = r.run(ro);
+    Totals t = r.totals();
+    std::printf("pipeline '%s': %llu events: %llu applied, %llu rejected, %llu duplicates\n", r.def().name.c_str(),
+                static_cast<unsigned long long>(t.events), static_cast<unsigned long long>(t.applied),
+                static_cast<unsigned long long>(t.rejected), static_cast<unsigned long long>(t.duplicates));
+    std::fflush(stdout);
+    if (http) {
+        http->stop();
+        http_thread.join();
+    }
+    if (!st) {
+        std::fprintf(stderr, "cdcflow: %s\n", st.message().c_str());
+        return kExitFailure;
+    }
+    return kExitOk;
+}
+
+int cmd_validate(int argc, char **argv) {
+    const char *usage = "cdcflow validate PIPELINE.yaml";
+    po::options_description opts("validate options");
+    opts.add_options()("pipeline", po::value<std::string>()->required(), "pipeline YAML file");
+    po::positional_options_description pos;
+    pos.add("pipeline", 1);
+    po::variables_map vm;
+    if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+    PluginRegistry registry;
+    Metrics metrics;
+    std::string file = vm["pipeline"].as<std::string>();
+    auto rt = prepare(file, registry, metrics);
+    if (!rt) {
+        std::fprintf(stderr, "cdcflow: %s\n", rt.status().message().c_str());
+        return kExitInvalid;
+    }
+    std::printf("%s: pipeline '%s' is valid (%zu stages)\n", file.c_str(), rt.value()->def().name.c_str(),
+                rt.value()->def().stages.size());
+    return kExitOk;
+}
+
+static const char *type_name(cdcflow_config_type t) {
+    switch (t) {
+    case CDCFLOW_CONFIG_STRING: return "string";
+    case CDCFLOW_CONFIG_INT: return "int";
+    case CDCFLOW_CONFIG_DOUBLE: return "double";
+    case CDCFLOW_CONFIG_BOOL: return "bool";
+    case CDCFLOW_CONFIG_JSON: return "any";
+    }
+    return "?";
+}
+
+int cmd_plugins(int argc, char **argv) {
+    const char *usage = "cdcflow plugins [--path DIR]...";
+    po::options_description opts("plugins options");
+    opts.add_options()("path", po::value<std::vector<std::string>>()->composing(), "also look in DIR");
+    po::positional_options_description pos;
+    po::variables_map vm;
+    if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+    PluginRegistry registry;
+    if (vm.count("path")) registry.add_front(vm["path"].as<std::vector<std::string>>());
+    auto entries = registry.scan();
+    int broken = 0;
+    for (auto &e : entries) {
+        if (!e.plugin) {
+            std::printf("! %s\n", e.error.c_str());
+            ++broken;
+            continue;
+        }
+        const cdcflow_plugin *d = e.plugin->desc;
+        std::printf("%s  (%s, ABI %u, version %s)\n  %s\n  file: %s\n", d->name, kind_name(d->kind), d->abi_version,
+                    d->version ? d->version : "?", d->description ? d->description : "", e.file.c_str());
+        for (const KeySpec &k : e.plugin->schema.keys) {
+            std::printf("    %-22s %-6s %s%s  %s\n", k.name.c_str(), type_name(k.type), k.required ? "required" : "",
+                        k.default_value ? ("default " + *k.default_value).c_str() : "", k.description.c_str());
+        }
+    }
+    if (entries.empty()) {
+        std::string dirs;
+        for (auto &d : registry.dirs()) dirs += " " + d;
+        std::fprintf(stderr, "cdcflow plugins: no plugins found in:%s\n", dirs.c_str());
+        return kExitInvalid;
+    }
+    return broken ? kExitInvalid : kExitOk;
+}
+
+int cmd_status(int argc, char **argv) {
+    const char *usage = "cdcflow status HOST:PORT [--metrics]";
+    po::options_description opts("status options");
+    opts.add_options()("address", po::value<std::string>()->required(), "the --http address of a running host")(
+        "metrics", po::bool_switch(), "also print every metric");
+    po::positional_options_description pos;
+    pos.add("address", 1);
+    po::variables_map vm;
+    if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+    std::string addr = vm["address"].as<std::string>();
+    size_t colon = addr.rfind(':');
+    int port = colon == std::string::npos ? 0 : std::atoi(addr.c_str() + colon + 1);
+    if (port <= 0 || port > 65535) {
+        std::fprintf(stderr, "cdcflow status: '%s' is not HOST:PORT\n", addr.c_str());
+        return kExitUsage;
+    }
+    httplib::Client cli(addr.substr(0, colon), port);
+    cli.set_connection_timeout(2, 0);
+    cli.set_read_timeout(5, 0);
+    auto res = cli.Get("/health");
+    if (!res) {
+        std::fprintf(stderr, "cdcflow status: cannot reach %s: %s\n", addr.c_str(), httplib::to_string(res.error()).c_str());
+        return kExitFailure;
+    }
+    std::printf("%s\n", res->body.c_str());
+    if (vm["metrics"].as<bool>()) {
+        auto m = cli.Get("/metrics");
+        if (m) std::printf("%s", m->body.c_str());
+    }
+    return res->status == 200 ? kExitOk : kExitFailure;
+}
+
+} // namespace cdcflow::cli
