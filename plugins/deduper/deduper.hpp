@@ -1,0 +1,125 @@
+// deduper: marks later copies of an already seen event id as duplicates.
+// The window (window.hpp) holds 128-bit fingerprints of the most recent ids;
+// after a restart seek() rebuilds it from the outbox as of the sink's
+// checkpoint (seed.hpp). See README.md for the guarantees and their limits.
+// Header-only so the unit tests drive the class in-process; plugin.cpp
+// holds the plugin's entry symbol.
+#pragma once
+
+#include "seed.hpp"
+#include "window.hpp"
+
+#include <cdcflow/sdk.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <memory>
+#include <string>
+
+namespace cdcflow::dedupe {
+
+inline int64_t wall_now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+class Deduper : public cdcflow::Transform {
+public:
+    static constexpr const char *kName = "deduper";
+    static constexpr const char *kDescription =
+        "drops later copies of an event id already seen (LRU window + TTL)";
+    static constexpr const char *kVersion = "1.0.0";
+    static constexpr cdcflow_config_key kConfig[] = {
+        {"window_size", CDCFLOW_CONFIG_INT, "1000000", 0,
+         "remember at least this many most recent event ids (about 36 bytes each)"},
+        {"ttl_seconds", CDCFLOW_CONFIG_INT, "604800", 0,
+         "forget an id once events this much newer (event time) arrive (0 = only window_size evicts)"},
+        {"seed_database", CDCFLOW_CONFIG_STRING, "\"\"", 0,
+         "outbox SQLite database to rebuild the window from on restart (\"\" = start empty)"},
+        {"seed_table", CDCFLOW_CONFIG_STRING, "\"outbox\"", 0, "outbox table in seed_database"},
+        {"seed_id_column", CDCFLOW_CONFIG_STRING, "\"id\"", 0, "event id column"},
+        {"seed_position_column", CDCFLOW_CONFIG_STRING, "\"seq\"", 0,
+         "source position column (the checkpoint's offset)"},
+        {"seed_timestamp_column", CDCFLOW_CONFIG_STRING, "\"timestamp\"", 0,
+         "event time column, microseconds since the epoch (for the TTL)"},
+    };
+
+    Deduper(const cdcflow::Config &cfg, cdcflow::Context ctx) : Transform(ctx) {
+        int64_t size = cfg.i64("window_size");
+        if (size < 1 || size > IdWindow::kMaxCapacity)
+            cfg.fail("window_size", "must be 1.." + std::to_string(IdWindow::kMaxCapacity));
+        int64_t ttl = cfg.i64("ttl_seconds");
+        constexpr int64_t kMaxTtl = int64_t{100} * 366 * 24 * 3600;
+        if (ttl < 0 || ttl > kMaxTtl)
+            cfg.fail("ttl_seconds", "must be 0.." + std::to_string(kMaxTtl) + " (0 = no TTL)");
+
+        seed_.database = std::string(cfg.str("seed_database"));
+        seed_.table = std::string(cfg.str("seed_table"));
+        seed_.id_column = std::string(cfg.str("seed_id_column"));
+        seed_.position_column = std::string(cfg.str("seed_position_column"));
+        seed_.timestamp_column = std::string(cfg.str("seed_timestamp_column"));
+        for (const char *key :
+             {"seed_table", "seed_id_column", "seed_position_column", "seed_timestamp_column"})
+            if (cfg.str(key).empty()) cfg.fail(key, "must not be empty");
+
+        // Address space only: pages become resident as ids arrive.
+        window_ = std::make_unique<IdWindow>(static_cast<uint32_t>(size), ttl);
+
+        // `<stage>.duplicates` is counted by the host in event_mark_duplicate.
+        entries_ = ctx.gauge("window_entries", "event ids remembered");
+        seeded_ = ctx.counter("seeded", "event ids loaded from the outbox on seek");
+    }
+
+    void seek(std::span<const cdcflow_position> positions) override {
+        window_->clear();
+        entries_.set(0);
+        if (positions.empty()) return; // from the start: nothing was processed
+        if (seed_.database.empty()) {
+            ctx().warn("no seed_database: the duplicate window starts empty, so copies of events processed "
+                       "before this restart are not detected");
+            return;
+        }
+        if (positions.size() != 1 || !cdcflow::sv(positions[0].partition).empty())
+            throw cdcflow::Error(CDCFLOW_ERR_CONFIG,
+                                 "seed_database is set but the checkpoint is not an outbox position (one "
+                                 "position, partition \"\"): got partition '" +
+                                     std::string(cdcflow::sv(positions[0].partition)) + "' of " +
+                                     std::to_string(positions.size()));
+        int64_t checkpoint = positions[0].offset;
+        size_t n = seed_window(*window_, seed_, checkpoint, wall_now_us());
+        seeded_.add(static_cast<int64_t>(n));
+        entries_.set(static_cast<int64_t>(window_->size()));
+        ctx().info("seeded " + std::to_string(n) + " event ids from '" + seed_.database + "' up to " +
+                   seed_.position_column + " " + std::to_string(checkpoint));
+    }
+
+    void process(cdcflow::Batch &batch) override {
+        // Event time drives the TTL (window.hpp), capped at the wall clock
+        // so a future-dated event cannot make the window forget early. One
+        // clock read per batch is enough: the TTL has one-second resolution.
+        const int64_t wall = wall_now_us();
+        for (uint32_t i = 0; i < batch.size(); ++i) {
+            cdcflow_event &ev = batch[i];
+            std::string_view id = cdcflow::sv(ev.event_id);
+            if (id.empty()) continue; // nothing to compare: passes untouched
+            // No timestamp (a source without one): the window's own clock,
+            // or the wall clock before any event had a time.
+            int64_t t = ev.timestamp_us > 0   ? std::min(ev.timestamp_us, wall)
+                        : window_->clock_us() ? window_->clock_us()
+                                              : wall;
+            // Rejected events count as seen too: a later copy of an event
+            // that was dead-lettered is skipped, not dead-lettered again.
+            if (window_->check_and_insert(id, t)) batch.mark_duplicate(i);
+        }
+        window_->expire();
+        entries_.set(static_cast<int64_t>(window_->size()));
+    }
+
+private:
+    SeedSource seed_;
+    std::unique_ptr<IdWindow> window_;
+    cdcflow::Metric entries_, seeded_;
+};
+
+} // namespace cdcflow::dedupe

@@ -1,0 +1,307 @@
+#include "outbox_source.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <filesystem>
+#include <thread>
+
+namespace cdcflow::outbox {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+int64_t wall_clock_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string join(const std::vector<std::string> &v) {
+    std::string out;
+    for (const auto &s : v)
+        out += (out.empty() ? "" : ", ") + s;
+    return out;
+}
+
+// The cleanup connection waits only briefly for the write lock: the sink and
+// the application write to the same file, and a cleanup that cannot get in
+// simply runs later, while a long wait would stall the source's reads.
+constexpr int kCleanupBusyTimeoutMs = 250;
+
+} // namespace
+
+OutboxSource::OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
+    : Source(ctx), path_(cfg.str("database")), table_(cfg.str("table")), seq_col_(cfg.str("seq_column")),
+      id_col_(cfg.str("id_column")), agg_type_col_(cfg.str("aggregate_type_column")),
+      agg_id_col_(cfg.str("aggregate_id_column")), type_col_(cfg.str("type_column")),
+      payload_col_(cfg.str("payload_column")), ts_col_(cfg.str("timestamp_column")),
+      poll_interval_ms_(cfg.i64("poll_interval_ms")), busy_timeout_ms_(cfg.i64("busy_timeout_ms")),
+      retention_s_(cfg.i64("retention_seconds")), cleanup_batch_(cfg.i64("cleanup_batch")),
+      create_schema_(cfg.boolean("create_schema")) {
+    if (path_.empty()) cfg.fail("database", "must not be empty");
+    for (const char *key : {"table", "seq_column", "id_column", "aggregate_type_column",
+                            "aggregate_id_column", "type_column", "payload_column", "timestamp_column"})
+        if (cfg.str(key).empty()) cfg.fail(key, "must not be empty");
+    if (poll_interval_ms_ < 1 || poll_interval_ms_ > 60000) cfg.fail("poll_interval_ms", "must be 1..60000");
+    if (busy_timeout_ms_ < 0 || busy_timeout_ms_ > 3600000) cfg.fail("busy_timeout_ms", "must be 0..3600000");
+    if (retention_s_ < 0) cfg.fail("retention_seconds", "must be >= 0 (0 keeps every row)");
+    if (cleanup_batch_ < 1) cfg.fail("cleanup_batch", "must be >= 1");
+
+    rows_read_ = ctx.counter("rows_read", "outbox rows read");
+    polls_ = ctx.counter("polls", "poll calls");
+    cleanup_deleted_ = ctx.counter("cleanup_deleted", "outbox rows deleted by retention cleanup");
+    lag_ = ctx.gauge("lag", "highest seq in the outbox minus the highest seq committed downstream");
+
+    // create() checks, never changes: a missing file or table is an error
+    // now (at `cdcflow validate` time), unless start() is allowed to create it.
+    std::error_code ec;
+    bool exists = std::filesystem::exists(path_, ec);
+    if (!exists) {
+        if (create_schema_) return;
+        cfg.fail("database", "database '" + path_ + "' does not exist");
+    }
+    open_reader();
+    if (!reader_.has_table(table_)) {
+        if (create_schema_) return;
+        cfg.fail("table", "database '" + path_ + "' has no table '" + table_ + "'");
+    }
+    if (auto bad = missing_column()) cfg.fail(bad->first, bad->second);
+}
+
+void OutboxSource::open_reader() {
+    if (!reader_) reader_ = sqlite::Db(path_, SQLITE_OPEN_READONLY, static_cast<int>(busy_timeout_ms_));
+}
+
+std::optional<std::pair<const char *, std::string>> OutboxSource::missing_column() {
+    std::vector<std::string> have = reader_.columns(table_);
+    if (have.empty()) return std::pair("table", "database '" + path_ + "' has no table '" + table_ + "'");
+    const std::pair<const char *, const std::string *> want[] = {{"seq_column", &seq_col_},
+                                                                 {"id_column", &id_col_},
+                                                                 {"aggregate_type_column", &agg_type_col_},
+                                                                 {"aggregate_id_column", &agg_id_col_},
+                                                                 {"type_column", &type_col_},
+                                                                 {"payload_column", &payload_col_},
+                                                                 {"timestamp_column", &ts_col_}};
+    for (auto &[key, col] : want) {
+        // SQLite identifiers are case-insensitive (ASCII).
+        bool found = std::any_of(have.begin(), have.end(), [&](const std::string &h) {
+            return h.size() == col->size() &&
+                   std::equal(h.begin(), h.end(), col->begin(), [](char a, char b) {
+                       return std::tolower(static_cast<unsigned char>(a)) ==
+                              std::tolower(static_cast<unsigned char>(b));
+                   });
+        });
+        if (!found)
+            return std::pair(key, "database '" + path_ + "': table '" + table_ + "' has no column '" + *col +
+                                      "' (it has: " + join(have) + ")");
+    }
+    return std::nullopt;
+}
+
+void OutboxSource::create_schema() {
+    // The writer is opened with CREATE only here: without create_schema the
+    // source never creates anything in the user's database.
+    sqlite::Db db(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, static_cast<int>(busy_timeout_ms_));
+    // WAL: readers (this source) and the application's writers do not block
+    // each other. Switching needs a moment alone with the file; if another
+    // connection is busy, keep the current mode and say so.
+    sqlite::Stmt wal(db, "PRAGMA journal_mode=WAL");
+    std::string mode = wal.step() ? std::string(wal.text(0)) : std::string();
+    wal.reset();
+    if (mode != "wal")
+        ctx().warn("database '" + path_ + "' stays in journal_mode '" + mode + "' (WAL is recommended)");
+    auto q = sqlite::quote_ident;
+    db.exec("CREATE TABLE IF NOT EXISTS " + q(table_) + " (" + q(seq_col_) +
+            " INTEGER PRIMARY KEY AUTOINCREMENT, " + q(id_col_) + " TEXT NOT NULL, " + q(agg_type_col_) +
+            " TEXT NOT NULL, " + q(agg_id_col_) + " TEXT NOT NULL, " + q(type_col_) + " TEXT NOT NULL, " +
+            q(payload_col_) + " TEXT NOT NULL, " + q(ts_col_) + " INTEGER NOT NULL)");
+    db.exec("CREATE INDEX IF NOT EXISTS " + q(table_ + "_" + id_col_ + "_idx") + " ON " + q(table_) + " (" +
+            q(id_col_) + ")");
+}
+
+void OutboxSource::prepare() {
+    auto q = sqlite::quote_ident;
+    const std::string t = q(table_), seq = q(seq_col_);
+    // One statement for every poll: the read transaction it opens ends when
+    // it is reset, so a caught-up source never pins the WAL.
+    select_ =
+        reader_.prepare("SELECT " + seq + ", " + q(id_col_) + ", " + q(agg_type_col_) + ", " +
+                        q(agg_id_col_) + ", " + q(type_col_) + ", " + q(payload_col_) + ", " + q(ts_col_) +
+                        " FROM " + t + " WHERE " + seq + " > ?1 ORDER BY " + seq + " LIMIT ?2");
+    data_version_ = reader_.prepare("PRAGMA data_version");
+    max_seq_ = reader_.prepare("SELECT max(" + seq + ") FROM " + t);
+    if (retention_s_ > 0) {
+        if (!writer_) writer_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, kCleanupBusyTimeoutMs);
+        sqlite3_busy_timeout(writer_.raw(),
+                             static_cast<int>(std::min<int64_t>(busy_timeout_ms_, kCleanupBusyTimeoutMs)));
+        cleanup_ = writer_.prepare("DELETE FROM " + t + " WHERE " + seq + " IN (SELECT " + seq + " FROM " +
+                                   t + " WHERE " + seq + " <= ?1 AND " + q(ts_col_) + " < ?2 ORDER BY " +
+                                   seq + " LIMIT ?3)");
+    }
+}
+
+void OutboxSource::start() {
+    if (create_schema_) create_schema();
+    open_reader();
+    if (auto bad = missing_column())
+        throw Error(CDCFLOW_ERR_CONFIG, std::string(bad->first) + ": " + bad->second);
+    if (!create_schema_) {
+        sqlite::Stmt jm(reader_, "PRAGMA journal_mode");
+        std::string mode = jm.step() ? std::string(jm.text(0)) : std::string();
+        if (mode != "wal")
+            ctx().info(
+                "database '" + path_ + "' is in journal_mode '" + mode +
+                "'; WAL is strongly recommended so that reading the outbox does not block its writers");
+    }
+    prepare();
+    next_cleanup_ = Clock::now();
+}
+
+void OutboxSource::seek(std::span<const cdcflow_position> positions) {
+    for (const cdcflow_position &p : positions) {
+        if (p.partition.len != 0) {
+            ctx().warn("ignoring checkpoint for partition '" + std::string(sv(p.partition)) +
+                       "': an outbox has one partition (\"\")");
+            continue;
+        }
+        // The sink's checkpoint is durable: everything up to it is committed.
+        last_seq_ = p.offset;
+        committed_seq_ = std::max(committed_seq_, p.offset);
+    }
+}
+
+uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
+    uint32_t room = batch.capacity() - batch.size();
+    if (room == 0) return 0;
+    // On a failure the host drops the batch and polls again: the rows
+    // appended so far must then be read again.
+    const int64_t resume = last_seq_;
+    uint32_t n = 0;
+    try {
+        select_.bind(1, last_seq_).bind(2, static_cast<int64_t>(room));
+        struct ResetOnExit {
+            sqlite::Stmt &s;
+            ~ResetOnExit() { s.reset(); }
+        } guard{select_};
+        cdcflow_event_init e = cdcflow::make_event_init();
+        while (select_.step()) {
+            // A NULL column reads as "" (or 0): the validator rejects such
+            // events with a reason instead of this stage failing on them.
+            e.event_id = cdcflow::str(select_.text(1));
+            e.aggregate_type = cdcflow::str(select_.text(2));
+            e.aggregate_id = cdcflow::str(select_.text(3));
+            e.event_type = cdcflow::str(select_.text(4));
+            e.payload = cdcflow::str(select_.text(5));
+            e.timestamp_us = select_.int64(6);
+            e.position = cdcflow_position{{"", 0}, select_.int64(0)};
+            if (!batch.append(e)) break;
+            last_seq_ = e.position.offset;
+            ++n;
+        }
+    } catch (...) {
+        last_seq_ = resume;
+        throw;
+    }
+    rows_read_.add(n);
+    update_lag(n < room);
+    return n;
+}
+
+int64_t OutboxSource::data_version() {
+    int64_t v = data_version_.step() ? data_version_.int64(0) : 0;
+    data_version_.reset();
+    return v;
+}
+
+cdcflow::PollResult OutboxSource::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
+    polls_.add();
+    maybe_cleanup();
+    const auto deadline = Clock::now() + milliseconds(wait_ms);
+    // data_version before the read: a commit that lands between the two is
+    // then either seen by the read or changes the version (a harmless re-read).
+    int64_t version = wait_ms ? data_version() : 0;
+    if (read_rows(batch) > 0) return {false};
+    if (wait_ms == 0) return {true};
+    // Caught up: park in short sleeps, re-reading only when another
+    // connection committed something. Idle cost: one cheap pragma per slice.
+    while (!ctx().stop_requested()) {
+        auto now = Clock::now();
+        if (now >= deadline) break;
+        std::this_thread::sleep_for(
+            std::min<Clock::duration>(milliseconds(poll_interval_ms_), deadline - now));
+        int64_t v = data_version();
+        if (v == version) continue;
+        version = v;
+        if (read_rows(batch) > 0) return {false};
+    }
+    return {true};
+}
+
+void OutboxSource::committed(std::span<const cdcflow_position> positions) {
+    for (const cdcflow_position &p : positions)
+        if (p.partition.len == 0) committed_seq_ = std::max(committed_seq_, p.offset);
+    update_lag(false);
+}
+
+void OutboxSource::update_lag(bool caught_up) {
+    auto now = Clock::now();
+    if (caught_up) {
+        // The read returned everything there was: the newest row is ours.
+        max_seq_seen_ = std::max(max_seq_seen_, last_seq_);
+    } else if (select_ && now >= next_lag_probe_) {
+        // max(seq) is a single index probe; still, at most once a second.
+        next_lag_probe_ = now + std::chrono::seconds(1);
+        try {
+            int64_t m = max_seq_.step() && !max_seq_.is_null(0) ? max_seq_.int64(0) : INT64_MIN;
+            max_seq_.reset();
+            max_seq_seen_ = std::max(max_seq_seen_, m);
+        } catch (const Error &) {
+            // The gauge is best effort: a busy database must not fail a poll
+            // that already holds rows.
+        }
+    }
+    if (max_seq_seen_ == INT64_MIN) return;
+    int64_t base = committed_seq_ == INT64_MIN ? 0 : committed_seq_;
+    lag_.set(std::max<int64_t>(0, max_seq_seen_ - base));
+}
+
+void OutboxSource::maybe_cleanup() {
+    if (retention_s_ <= 0 || !cleanup_ || committed_seq_ == INT64_MIN) return;
+    auto now = Clock::now();
+    if (now < next_cleanup_) return;
+    const int64_t cutoff = wall_clock_us() - retention_s_ * 1000000;
+    try {
+        // A short IMMEDIATE transaction of at most cleanup_batch rows, so the
+        // application's writers never wait long for us.
+        sqlite::Transaction tx(writer_);
+        cleanup_.bind(1, committed_seq_).bind(2, cutoff).bind(3, cleanup_batch_);
+        cleanup_.run();
+        int64_t n = writer_.changes();
+        tx.commit();
+        cleanup_deleted_.add(n);
+        cleanup_failures_ = 0;
+        // A full batch: more is waiting, go again on the next poll. Otherwise
+        // rows only become due as time passes or commits advance: look again
+        // in a second.
+        next_cleanup_ = n >= cleanup_batch_ ? now : now + std::chrono::seconds(1);
+    } catch (const Error &e) {
+        // Busy or failing cleanup never stops the pipeline; back off.
+        uint32_t shift = std::min<uint32_t>(cleanup_failures_++, 6);
+        auto delay = std::chrono::seconds(1LL << shift);
+        next_cleanup_ = now + delay;
+        ctx().warn(std::string("outbox cleanup skipped: ") + e.what() + "; retrying in " +
+                   std::to_string(delay.count()) + " s");
+    }
+}
+
+void OutboxSource::stop() {
+    select_ = {};
+    data_version_ = {};
+    max_seq_ = {};
+    cleanup_ = {};
+    writer_ = {};
+    reader_ = {};
+}
+
+} // namespace cdcflow::outbox

@@ -1,0 +1,104 @@
+// outbox_source: reads a transactional outbox table (Debezium outbox event
+// router columns, DESIGN.md) from SQLite in `seq` order, resumes after the
+// sink's checkpoint, and optionally deletes rows that are committed
+// downstream and older than a retention period. See README.md.
+//
+// Thread-safety: driven by one thread at a time (plugin.h); the connections
+// are used only from the thread that currently drives the instance.
+#pragma once
+
+#include "common/sqlite.hpp"
+
+#include <cdcflow/sdk.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace cdcflow::outbox {
+
+class OutboxSource : public cdcflow::Source {
+public:
+    static constexpr const char *kName = "outbox_source";
+    static constexpr const char *kVersion = "1.0.0";
+    static constexpr const char *kDescription =
+        "reads an SQLite outbox table in seq order (Debezium outbox columns)";
+    static constexpr cdcflow_config_key kConfig[] = {
+        {"database", CDCFLOW_CONFIG_STRING, nullptr, 1, "path of the SQLite database holding the outbox"},
+        {"table", CDCFLOW_CONFIG_STRING, "outbox", 0, "outbox table name"},
+        {"seq_column", CDCFLOW_CONFIG_STRING, "seq", 0,
+         "source position: INTEGER PRIMARY KEY AUTOINCREMENT (never reused after cleanup)"},
+        {"id_column", CDCFLOW_CONFIG_STRING, "id", 0, "event id column"},
+        {"aggregate_type_column", CDCFLOW_CONFIG_STRING, "aggregatetype", 0, "aggregate type column"},
+        {"aggregate_id_column", CDCFLOW_CONFIG_STRING, "aggregateid", 0, "aggregate id column"},
+        {"type_column", CDCFLOW_CONFIG_STRING, "type", 0, "event type column"},
+        {"payload_column", CDCFLOW_CONFIG_STRING, "payload", 0, "JSON payload column"},
+        {"timestamp_column", CDCFLOW_CONFIG_STRING, "timestamp", 0,
+         "event time column, microseconds since epoch"},
+        {"poll_interval_ms", CDCFLOW_CONFIG_INT, "10", 0,
+         "when caught up, how often to look for new rows (milliseconds, >= 1)"},
+        {"busy_timeout_ms", CDCFLOW_CONFIG_INT, "5000", 0, "SQLite busy timeout for reads (milliseconds)"},
+        {"retention_seconds", CDCFLOW_CONFIG_INT, "0", 0,
+         "0 keeps every row; else delete rows committed downstream and older than this"},
+        {"cleanup_batch", CDCFLOW_CONFIG_INT, "1000", 0, "at most this many rows per cleanup transaction"},
+        {"create_schema", CDCFLOW_CONFIG_BOOL, "false", 0,
+         "create the outbox table and its id index if missing, and switch the database to WAL (demos, "
+         "tests)"},
+    };
+
+    OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx);
+
+    void start() override;
+    void seek(std::span<const cdcflow_position> positions) override;
+    cdcflow::PollResult poll(cdcflow::Batch &batch, uint32_t wait_ms) override;
+    void committed(std::span<const cdcflow_position> positions) override;
+    void stop() override;
+
+    // For tests and metrics: the last seq handed out / known committed.
+    int64_t last_seq() const { return last_seq_; }
+    int64_t committed_seq() const { return committed_seq_; }
+
+private:
+    using Clock = std::chrono::steady_clock;
+
+    void open_reader();
+    // The config key and message for the first missing table or column.
+    std::optional<std::pair<const char *, std::string>> missing_column();
+    void create_schema();
+    void prepare();
+    // One short read: appends rows after last_seq_; returns how many.
+    uint32_t read_rows(cdcflow::Batch &batch);
+    int64_t data_version();
+    void maybe_cleanup();
+    void update_lag(bool caught_up);
+
+    // Config.
+    std::string path_;
+    std::string table_;
+    std::string seq_col_, id_col_, agg_type_col_, agg_id_col_, type_col_, payload_col_, ts_col_;
+    int64_t poll_interval_ms_;
+    int64_t busy_timeout_ms_;
+    int64_t retention_s_;
+    int64_t cleanup_batch_;
+    bool create_schema_;
+
+    sqlite::Db reader_; // read-only: every poll
+    sqlite::Db writer_; // read-write: only for create_schema / cleanup
+    sqlite::Stmt select_;
+    sqlite::Stmt data_version_;
+    sqlite::Stmt max_seq_;
+    sqlite::Stmt cleanup_;
+
+    int64_t last_seq_ = INT64_MIN;      // rows with seq > this are next
+    int64_t committed_seq_ = INT64_MIN; // durably committed by the sink
+    int64_t cleaned_upto_ = INT64_MIN;  // committed_seq_ at the last complete cleanup
+    Clock::time_point next_cleanup_{};
+    uint32_t cleanup_failures_ = 0;
+    Clock::time_point next_lag_probe_{};
+    int64_t max_seq_seen_ = INT64_MIN;
+
+    cdcflow::Metric rows_read_, polls_, cleanup_deleted_, lag_;
+};
+
+} // namespace cdcflow::outbox

@@ -1,0 +1,285 @@
+#include "accounts.hpp"
+
+#include "money.hpp"
+
+#include <simdjson.h>
+
+#include <cstring>
+#include <vector>
+
+namespace cdcflow::projection::accounts {
+
+namespace od = simdjson::ondemand;
+
+namespace {
+
+// Payloads above this are parsed from a temporary buffer that is released
+// afterwards, so one huge event does not pin its size in memory forever.
+constexpr size_t kKeepBufferBytes = 1 << 20;
+
+void append_money(std::string &out, int64_t cents) {
+    char buf[24];
+    out.append(buf, money::format(cents, buf));
+}
+
+bool reject(std::string &reason, std::string_view a, std::string_view b = {}, std::string_view c = {}) {
+    reason.clear();
+    reason.append(a).append(b).append(c);
+    return false;
+}
+
+bool reject_quoted(std::string &reason, std::string_view before, std::string_view value,
+                   std::string_view after = {}) {
+    reason.clear();
+    reason.append(before).push_back('"');
+    append_excerpt(reason, value);
+    reason.append("\"").append(after);
+    return false;
+}
+
+// Walks a value to its end so that malformed JSON anywhere in the payload
+// is noticed (On-Demand validates only what it is asked to read).
+simdjson::error_code validate(od::value v, int depth = 0) {
+    od::json_type t;
+    if (auto err = v.type().get(t)) return err;
+    switch (t) {
+    case od::json_type::array: {
+        od::array a;
+        if (auto err = v.get_array().get(a)) return err;
+        for (auto item : a) {
+            od::value x;
+            if (auto err = item.get(x)) return err;
+            if (auto err = validate(x, depth + 1)) return err;
+        }
+        return simdjson::SUCCESS;
+    }
+    case od::json_type::object: {
+        od::object o;
+        if (auto err = v.get_object().get(o)) return err;
+        for (auto field : o) {
+            if (auto err = field.error()) return err;
+            std::string_view key;
+            if (auto err = field.unescaped_key().get(key)) return err;
+            if (auto err = validate(field.value(), depth + 1)) return err;
+        }
+        return simdjson::SUCCESS;
+    }
+    case od::json_type::number: {
+        od::number n;
+        return v.get_number().get(n);
+    }
+    case od::json_type::string: {
+        std::string_view s;
+        return v.get_string().get(s);
+    }
+    case od::json_type::boolean: {
+        bool b;
+        return v.get_bool().get(b);
+    }
+    case od::json_type::null: {
+        bool is_null = false;
+        if (auto err = v.is_null().get(is_null)) return err;
+        return is_null ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
+    }
+    }
+    return simdjson::TAPE_ERROR;
+}
+
+bool is_currency(std::string_view s) {
+    if (s.size() != 3) return false;
+    for (char c : s)
+        if (c < 'A' || c > 'Z') return false;
+    return true;
+}
+
+} // namespace
+
+void append_excerpt(std::string &out, std::string_view s, size_t max_bytes) {
+    size_t n = s.size();
+    bool cut = n > max_bytes;
+    if (cut) {
+        n = max_bytes;
+        // Do not split a UTF-8 sequence: back up over continuation bytes.
+        while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
+            --n;
+    }
+    for (size_t i = 0; i < n; ++i) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        out.push_back(c < 0x20 || c == 0x7f ? '?' : static_cast<char>(c));
+    }
+    if (cut) out.append("...");
+}
+
+struct CommandParser::Impl {
+    od::parser parser;
+    std::vector<char> buf; // payload copy + SIMDJSON_PADDING zero bytes
+};
+
+CommandParser::CommandParser() : impl_(std::make_unique<Impl>()) {}
+CommandParser::~CommandParser() = default;
+
+bool CommandParser::parse(const EventView &ev, Command &out, std::string &reason) {
+    if (ev.aggregate_type != kAggregateType)
+        return reject_quoted(reason, "aggregate type ", ev.aggregate_type, " is not Account");
+    if (ev.aggregate_id.empty()) return reject(reason, "empty account id (aggregate id)");
+
+    Command cmd;
+    if (ev.type == "AccountCreated")
+        cmd.kind = Kind::created;
+    else if (ev.type == "MoneyDeposited")
+        cmd.kind = Kind::deposited;
+    else if (ev.type == "MoneyWithdrawn")
+        cmd.kind = Kind::withdrawn;
+    else if (ev.type == "AccountClosed")
+        cmd.kind = Kind::closed;
+    else
+        return reject_quoted(reason, "unknown event type ", ev.type);
+
+    // A previous huge payload: give its memory back before parsing a normal one.
+    Impl &im = *impl_;
+    if (im.buf.size() > kKeepBufferBytes && ev.payload.size() <= kKeepBufferBytes) {
+        std::vector<char>().swap(im.buf);
+        im.parser = od::parser();
+    }
+    size_t need = ev.payload.size() + simdjson::SIMDJSON_PADDING;
+    if (im.buf.size() < need) im.buf.resize(need);
+    if (!ev.payload.empty()) std::memcpy(im.buf.data(), ev.payload.data(), ev.payload.size());
+    std::memset(im.buf.data() + ev.payload.size(), 0, simdjson::SIMDJSON_PADDING);
+
+    od::document doc;
+    if (auto err = im.parser.iterate(im.buf.data(), ev.payload.size(), im.buf.size()).get(doc))
+        return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
+    od::object obj;
+    if (auto err = doc.get_object().get(obj)) {
+        if (err == simdjson::INCORRECT_TYPE) return reject(reason, "payload is not a JSON object");
+        return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
+    }
+
+    bool has_owner = false, has_currency = false, has_amount = false;
+    std::string_view amount_text;
+    for (auto field : obj) {
+        std::string_view key;
+        if (auto err = field.unescaped_key().get(key))
+            return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
+        bool *seen = nullptr;
+        std::string_view *into = nullptr;
+        if (cmd.kind == Kind::created && key == "owner")
+            seen = &has_owner, into = &cmd.owner;
+        else if (cmd.kind == Kind::created && key == "currency")
+            seen = &has_currency, into = &cmd.currency;
+        else if ((cmd.kind == Kind::deposited || cmd.kind == Kind::withdrawn) && key == "amount")
+            seen = &has_amount, into = &amount_text;
+        if (!seen) {
+            // A field this event does not use: allowed, but it must be valid JSON.
+            if (auto err = validate(field.value()))
+                return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
+            continue;
+        }
+        if (*seen) return reject_quoted(reason, "payload has field ", key, " more than once");
+        *seen = true;
+        od::json_type t;
+        if (auto err = field.value().type().get(t))
+            return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
+        if (t != od::json_type::string) return reject_quoted(reason, "field ", key, " must be a JSON string");
+        if (auto err = field.value().get_string().get(*into))
+            return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
+    }
+    // At the end of the document the location is out of bounds; anything
+    // else is trailing content ("{} x").
+    if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS)
+        return reject(reason, "payload is not valid JSON: content after the object");
+
+    switch (cmd.kind) {
+    case Kind::created:
+        if (!has_owner) return reject(reason, "missing field \"owner\"");
+        if (cmd.owner.empty()) return reject(reason, "owner must be a non-empty string");
+        if (!has_currency) return reject(reason, "missing field \"currency\"");
+        if (!is_currency(cmd.currency))
+            return reject_quoted(reason, "currency must be three capital letters, got ", cmd.currency);
+        break;
+    case Kind::deposited:
+    case Kind::withdrawn: {
+        if (!has_amount) return reject(reason, "missing field \"amount\"");
+        switch (money::parse(amount_text, cmd.amount)) {
+        case money::ParseError::ok:
+            break;
+        case money::ParseError::too_many_decimals:
+            return reject_quoted(reason, "invalid amount ", amount_text, ": more than 2 decimals");
+        case money::ParseError::too_large:
+            return reject_quoted(reason, "invalid amount ", amount_text, ": too large");
+        case money::ParseError::empty:
+        case money::ParseError::syntax:
+            return reject_quoted(reason, "invalid amount ", amount_text,
+                                 ": expected digits with at most 2 decimals, e.g. \"12.34\"");
+        }
+        if (cmd.amount <= 0) return reject_quoted(reason, "amount must be greater than 0, got ", amount_text);
+        break;
+    }
+    case Kind::closed:
+        break;
+    }
+    out = cmd;
+    return true;
+}
+
+bool apply_rules(const Command &cmd, std::string_view account_id, int64_t timestamp_us, Account &acct,
+                 std::string &reason) {
+    auto account_reason = [&](std::string_view what) {
+        reason.clear();
+        reason.append("account ");
+        append_excerpt(reason, account_id, 128);
+        reason.append(what);
+        return false;
+    };
+    if (cmd.kind == Kind::created) {
+        if (acct.exists) return account_reason(" already exists");
+    } else {
+        if (!acct.exists) return account_reason(" does not exist");
+        if (!acct.open) return account_reason(" is closed");
+    }
+    int64_t balance = acct.balance;
+    switch (cmd.kind) {
+    case Kind::created:
+        acct.exists = true;
+        acct.open = true;
+        acct.owner.assign(cmd.owner);
+        acct.currency.assign(cmd.currency);
+        acct.balance = 0;
+        acct.version = 0;
+        break;
+    case Kind::deposited:
+        // balance is within [0, kMaxBalance], so the subtraction cannot
+        // overflow, whatever the (positive) amount.
+        if (cmd.amount > money::kMaxBalance - balance)
+            return reject(reason, "balance would exceed 999999999.99");
+        acct.balance = balance + cmd.amount;
+        break;
+    case Kind::withdrawn:
+        if (cmd.amount > balance) {
+            reason.clear();
+            reason.append("insufficient funds: balance ");
+            append_money(reason, balance);
+            reason.append(", withdrawal ");
+            append_money(reason, cmd.amount);
+            return false;
+        }
+        acct.balance = balance - cmd.amount;
+        break;
+    case Kind::closed:
+        if (balance != 0) {
+            reason.clear();
+            reason.append("cannot close account ");
+            append_excerpt(reason, account_id, 128);
+            reason.append(" with balance ");
+            append_money(reason, balance);
+            return false;
+        }
+        acct.open = false;
+        break;
+    }
+    ++acct.version;
+    acct.updated_at = timestamp_us;
+    return true;
+}
+
+} // namespace cdcflow::projection::accounts

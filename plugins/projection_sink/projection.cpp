@@ -1,0 +1,17 @@
+#include "projection.hpp"
+
+#include "accounts_projection.hpp"
+
+namespace cdcflow::projection {
+
+std::unique_ptr<Projection> make_projection(std::string_view name, const ProjectionOptions &opts,
+                                            cdcflow::Context ctx) {
+    if (name == "accounts") return std::make_unique<AccountsProjection>(opts, ctx);
+    return nullptr;
+}
+
+const char *builtin_projections() {
+    return "accounts";
+}
+
+} // namespace cdcflow::projection

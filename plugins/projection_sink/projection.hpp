@@ -1,0 +1,59 @@
+// Projection: one domain model (a read model) behind projection_sink.
+//
+// The sink owns the database connection, the batch transaction, dead letters
+// and the checkpoint; a Projection only turns OK events into its own rows.
+// Adding a domain is adding a class (and a line in make_projection). A domain
+// outside this repository can also be its own plugin: subclass
+// ProjectionSink (projection_sink.hpp) and pass it a Projection.
+//
+// Call order per batch, all inside one BEGIN IMMEDIATE transaction:
+//   apply(e) for each OK event ... write_batch(); then exactly one of
+//   batch_committed() (after COMMIT) or batch_rolled_back() (after ROLLBACK:
+//   forget whatever the batch changed in memory, so that the host's retry of
+//   the same batch gives identical results).
+#pragma once
+
+#include "common/sqlite.hpp"
+
+#include <cdcflow/sdk.hpp>
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace cdcflow::projection {
+
+class Projection {
+public:
+    virtual ~Projection() = default;
+
+    // Tables it needs (checked at create when create_schema is false).
+    virtual std::vector<std::string> tables() const = 0;
+    // CREATE TABLE IF NOT EXISTS ... (start, inside a transaction).
+    virtual void create_schema(sqlite::Db &db) = 0;
+    // Prepare statements; the tables exist. db outlives the projection's use of it.
+    virtual void open(sqlite::Db &db) = 0;
+    // Close statements (before the connection closes).
+    virtual void close() = 0;
+
+    // Apply one OK event. false: reject it, with a one-line reason.
+    virtual bool apply(const cdcflow_event &e, std::string &reason) = 0;
+    // Write the batch's changes (once per changed row, not per event).
+    virtual void write_batch() = 0;
+    virtual void batch_committed() = 0;
+    virtual void batch_rolled_back() = 0;
+};
+
+struct ProjectionOptions {
+    size_t cache_size = 100000;
+};
+
+// The built-in domains by name; nullptr for an unknown name.
+std::unique_ptr<Projection> make_projection(std::string_view name, const ProjectionOptions &opts,
+                                            cdcflow::Context ctx);
+// "accounts" (for messages).
+const char *builtin_projections();
+
+} // namespace cdcflow::projection

@@ -1,0 +1,258 @@
+#include "projection_sink.hpp"
+
+#include <charconv>
+#include <chrono>
+#include <filesystem>
+
+namespace cdcflow::projection {
+
+namespace {
+
+int64_t wall_clock_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+const char *const kDeadLettersDdl =
+    "CREATE TABLE IF NOT EXISTS dead_letters(seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT, "
+    "aggregatetype TEXT, aggregateid TEXT, type TEXT, payload TEXT, source_position TEXT, stage TEXT, "
+    "reason TEXT, failed_at INTEGER)";
+// "partition" is quoted: it is an SQL keyword (window functions).
+const char *const kCheckpointsDdl = "CREATE TABLE IF NOT EXISTS cdcflow_checkpoints(name TEXT, \"partition\" "
+                                    "TEXT, position INTEGER NOT NULL, "
+                                    "updated_at INTEGER, PRIMARY KEY(name, \"partition\"))";
+
+std::string journal_mode(sqlite::Db &db) {
+    sqlite::Stmt s(db, "PRAGMA journal_mode");
+    return s.step() ? std::string(s.text(0)) : std::string();
+}
+
+} // namespace
+
+ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx)
+    : ProjectionSink(cfg, ctx, nullptr) {}
+
+ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
+                               std::unique_ptr<Projection> projection)
+    : Sink(ctx), path_(cfg.str("database")), checkpoint_name_(cfg.str("checkpoint_name")),
+      busy_timeout_ms_(cfg.i64("busy_timeout_ms")), create_schema_(cfg.boolean("create_schema")),
+      wal_checkpoint_pages_(cfg.i64("wal_checkpoint_pages")), projection_(std::move(projection)) {
+    if (path_.empty()) cfg.fail("database", "must not be empty");
+    if (checkpoint_name_.empty()) cfg.fail("checkpoint_name", "must not be empty");
+    if (busy_timeout_ms_ < 0 || busy_timeout_ms_ > 3600000) cfg.fail("busy_timeout_ms", "must be 0..3600000");
+    std::string_view sync = cfg.str("synchronous");
+    if (sync != "normal" && sync != "full") cfg.fail("synchronous", "must be 'normal' or 'full'");
+    sync_full_ = sync == "full";
+    if (wal_checkpoint_pages_ < 0 || wal_checkpoint_pages_ > 1000000000)
+        cfg.fail("wal_checkpoint_pages", "must be 0..1000000000 (0: checkpoint inside the commit)");
+    if (!projection_) {
+        int64_t cache_size = cfg.i64("cache_size");
+        if (cache_size < 1) cfg.fail("cache_size", "must be >= 1");
+        ProjectionOptions opts;
+        opts.cache_size = static_cast<size_t>(cache_size);
+        std::string_view name = cfg.str("projection");
+        projection_ = make_projection(name, opts, ctx);
+        if (!projection_)
+            cfg.fail("projection", "unknown projection '" + std::string(name) +
+                                       "' (built in: " + builtin_projections() + ")");
+    }
+
+    applied_ = ctx.counter("applied", "events applied to the projection");
+    dead_letters_ = ctx.counter("dead_letters", "dead letters written (rejected by any stage)");
+    commit_us_ = ctx.gauge("commit_us", "duration of the last COMMIT, microseconds");
+
+    // create() only looks: a missing database or table is created in start()
+    // when create_schema allows it, and is an error now otherwise.
+    std::error_code ec;
+    if (!std::filesystem::exists(path_, ec)) {
+        if (!create_schema_)
+            cfg.fail("database", "database '" + path_ + "' does not exist (create_schema is false)");
+        return;
+    }
+    db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
+    if (std::string missing = missing_table(); !missing.empty()) {
+        if (create_schema_) return; // start() creates it
+        cfg.fail("database",
+                 "database '" + path_ + "' has no table '" + missing + "' (create_schema is false)");
+    }
+    prepare(); // every table exists: surface column mismatches now, not mid-run
+}
+
+std::string ProjectionSink::missing_table() {
+    std::vector<std::string> need = projection_->tables();
+    need.insert(need.end(), {"dead_letters", "cdcflow_checkpoints"});
+    for (const std::string &t : need)
+        if (!db_.has_table(t)) return t;
+    return {};
+}
+
+ProjectionSink::~ProjectionSink() {
+    checkpointer_.stop();
+    // Statements before their connection.
+    if (projection_) projection_->close();
+}
+
+void ProjectionSink::prepare() {
+    dead_letter_ = db_.prepare("INSERT INTO dead_letters(event_id, aggregatetype, aggregateid, type, "
+                               "payload, source_position, stage, "
+                               "reason, failed_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+    checkpoint_upsert_ = db_.prepare(
+        "INSERT INTO cdcflow_checkpoints(name, \"partition\", position, updated_at) VALUES(?1, ?2, ?3, ?4) "
+        "ON CONFLICT(name, \"partition\") DO UPDATE SET position = excluded.position, "
+        "updated_at = excluded.updated_at");
+    projection_->open(db_);
+    prepared_ = true;
+}
+
+void ProjectionSink::start() {
+    if (!db_)
+        db_ =
+            sqlite::Db(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, static_cast<int>(busy_timeout_ms_));
+    // With WAL, NORMAL syncs at checkpoints only: a committed batch survives
+    // a process crash (kill -9) but the last ones may be lost on power loss;
+    // FULL syncs every commit.
+    db_.exec(sync_full_ ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    if (create_schema_) {
+        // WAL: the source's reads and this sink's commits do not block each
+        // other, and a commit is one sequential append.
+        sqlite::Stmt wal(db_, "PRAGMA journal_mode=WAL");
+        std::string mode = wal.step() ? std::string(wal.text(0)) : std::string();
+        wal = {};
+        if (mode != "wal")
+            ctx().warn("database '" + path_ + "' stays in journal_mode '" + mode + "' (WAL is recommended)");
+        // Only when something is missing: a restart then takes no write lock
+        // before its first batch.
+        if (!missing_table().empty()) {
+            sqlite::Transaction tx(db_);
+            db_.exec(kDeadLettersDdl);
+            db_.exec(kCheckpointsDdl);
+            projection_->create_schema(db_);
+            tx.commit();
+        }
+    } else if (std::string mode = journal_mode(db_); mode != "wal") {
+        ctx().info("database '" + path_ + "' is in journal_mode '" + mode +
+                   "'; WAL is strongly recommended (readers and this sink then do not block each other)");
+    }
+    if (!prepared_) prepare();
+    if (wal_checkpoint_pages_ > 0 && journal_mode(db_) == "wal")
+        checkpointer_.attach(db_, static_cast<int>(wal_checkpoint_pages_),
+                             [c = ctx()](const std::string &m) { c.warn(m); });
+}
+
+void ProjectionSink::checkpoint(const std::function<void(const cdcflow_position &)> &emit) {
+    // Before start() on a new database there is nothing yet: from the start.
+    if (!db_ || !db_.has_table("cdcflow_checkpoints")) return;
+    sqlite::Stmt s(db_, "SELECT \"partition\", position FROM cdcflow_checkpoints WHERE name = ?1");
+    s.bind(1, std::string_view(checkpoint_name_));
+    while (s.step())
+        emit(cdcflow_position{cdcflow::str(s.text(0)), s.int64(1)});
+}
+
+void ProjectionSink::insert_dead_letter(const cdcflow_event &e, int64_t now_us) {
+    // The offset alone for a one-partition source (an outbox), else
+    // "partition@offset" (Kafka).
+    char num[24];
+    auto [end, ec] = std::to_chars(num, num + sizeof num, e.position.offset);
+    (void)ec;
+    position_text_.clear();
+    if (e.position.partition.len) position_text_.append(sv(e.position.partition)).push_back('@');
+    position_text_.append(num, end);
+    dead_letter_.bind(1, sv(e.event_id))
+        .bind(2, sv(e.aggregate_type))
+        .bind(3, sv(e.aggregate_id))
+        .bind(4, sv(e.event_type))
+        .bind(5, sv(e.payload))
+        .bind(6, std::string_view(position_text_))
+        .bind(7, sv(e.reject_stage))
+        .bind(8, sv(e.reject_reason))
+        .bind(9, now_us);
+    dead_letter_.run();
+}
+
+void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
+    // The last position of each partition in the batch, whatever the events'
+    // status: skipped and dead-lettered events are done with too.
+    partitions_.clear();
+    for (uint32_t i = 0; i < batch.size(); ++i) {
+        const cdcflow_position &p = batch[i].position;
+        std::string_view part = sv(p.partition);
+        bool found = false;
+        for (auto &[name, offset] : partitions_)
+            if (name == part) {
+                offset = p.offset;
+                found = true;
+                break;
+            }
+        if (!found) partitions_.emplace_back(part, p.offset);
+    }
+    for (const auto &[part, offset] : partitions_) {
+        checkpoint_upsert_.bind(1, std::string_view(checkpoint_name_))
+            .bind(2, part)
+            .bind(3, offset)
+            .bind(4, now_us);
+        checkpoint_upsert_.run();
+    }
+}
+
+void ProjectionSink::process(cdcflow::Batch &batch) {
+    if (batch.empty()) return;
+    const int64_t now = wall_clock_us();
+    int64_t applied = 0, dead = 0, commit_us = 0;
+    try {
+        sqlite::Transaction tx(db_);
+        for (uint32_t i = 0; i < batch.size(); ++i) {
+            const cdcflow_event &e = batch[i];
+            if (e.status == CDCFLOW_EVENT_DUPLICATE) continue;
+            if (e.status == CDCFLOW_EVENT_OK) {
+                if (projection_->apply(e, reason_)) {
+                    ++applied;
+                    continue;
+                }
+                // Sets status, stage (this sink) and reason on the event; a
+                // retry of this batch then dead-letters it like any rejection.
+                batch.reject(i, reason_);
+            }
+            insert_dead_letter(batch[i], now);
+            ++dead;
+        }
+        projection_->write_batch();
+        save_checkpoint(batch, now);
+        auto t0 = std::chrono::steady_clock::now();
+        tx.commit();
+        commit_us =
+            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
+                .count();
+    } catch (...) {
+        // The transaction has rolled back (tx's destructor ran first): bring
+        // the projection's memory back to the committed state too, so that
+        // the host's retry of this batch gives the same result.
+        projection_->batch_rolled_back();
+        throw;
+    }
+    projection_->batch_committed();
+    applied_.add(applied);
+    dead_letters_.add(dead);
+    commit_us_.set(commit_us);
+}
+
+void ProjectionSink::stop() {
+    checkpointer_.stop();
+    // Leave a self-contained database file behind a clean stop: copy the WAL
+    // back and empty it. Best effort: a busy reader just means the next open
+    // (or the last connection to close) finishes the job, so do not wait long.
+    try {
+        if (db_ && journal_mode(db_) == "wal") {
+            sqlite3_busy_timeout(db_.raw(), 200);
+            sqlite3_wal_checkpoint_v2(db_.raw(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+        }
+    } catch (const Error &) {
+    }
+    projection_->close();
+    dead_letter_ = {};
+    checkpoint_upsert_ = {};
+    prepared_ = false;
+    db_ = {};
+}
+
+} // namespace cdcflow::projection

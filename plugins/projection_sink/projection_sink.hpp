@@ -1,0 +1,89 @@
+// projection_sink: applies events to a read model in SQLite. One batch is
+// one transaction holding the projection's changes, the batch's dead
+// letters and the checkpoint, so a crash at any instant loses nothing and
+// applies nothing twice. See README.md.
+//
+// Thread-safety: driven by one thread at a time (plugin.h).
+#pragma once
+
+#include "common/sqlite.hpp"
+#include "common/wal_checkpointer.hpp"
+#include "projection.hpp"
+
+#include <cdcflow/sdk.hpp>
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace cdcflow::projection {
+
+class ProjectionSink : public cdcflow::Sink {
+public:
+    static constexpr const char *kName = "projection_sink";
+    static constexpr const char *kVersion = "1.0.0";
+    static constexpr const char *kDescription =
+        "applies events to an SQLite read model; effects, dead letters and checkpoint in one transaction";
+    static constexpr cdcflow_config_key kConfig[] = {
+        {"database", CDCFLOW_CONFIG_STRING, nullptr, 1, "path of the SQLite database of the read model"},
+        {"projection", CDCFLOW_CONFIG_STRING, "accounts", 0,
+         "the domain model to build (built in: accounts)"},
+        {"checkpoint_name", CDCFLOW_CONFIG_STRING, "accounts", 0,
+         "this sink's key in the cdcflow_checkpoints table (unique per pipeline sharing the database)"},
+        {"cache_size", CDCFLOW_CONFIG_INT, "100000", 0, "projection rows kept in the LRU cache"},
+        {"busy_timeout_ms", CDCFLOW_CONFIG_INT, "5000", 0,
+         "SQLite busy timeout; a batch that still finds the database locked is retried by the host"},
+        {"create_schema", CDCFLOW_CONFIG_BOOL, "true", 0,
+         "create the projection, dead_letters and cdcflow_checkpoints tables if missing, and use WAL"},
+        {"synchronous", CDCFLOW_CONFIG_STRING, "normal", 0,
+         "normal: durable against a process crash (with WAL); full: also against power loss"},
+        {"wal_checkpoint_pages", CDCFLOW_CONFIG_INT, "1000", 0,
+         "WAL mode: checkpoint on a background thread once the WAL holds this many pages, so commits never "
+         "wait "
+         "for a checkpoint's fsync (0: SQLite's auto-checkpoint, inside the commit)"},
+    };
+
+    ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx);
+    // For domains built as their own plugins: the same sink around their model.
+    ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx, std::unique_ptr<Projection> projection);
+    ~ProjectionSink() override;
+
+    void start() override;
+    void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override;
+    void process(cdcflow::Batch &batch) override;
+    void stop() override;
+
+    Projection &projection() { return *projection_; }
+
+private:
+    void prepare();
+    // The first table this sink needs that does not exist ("" when none).
+    std::string missing_table();
+    void insert_dead_letter(const cdcflow_event &e, int64_t now_us);
+    void save_checkpoint(cdcflow::Batch &batch, int64_t now_us);
+
+    std::string path_;
+    std::string checkpoint_name_;
+    int64_t busy_timeout_ms_;
+    bool create_schema_;
+    bool sync_full_;
+    int64_t wal_checkpoint_pages_;
+    std::unique_ptr<Projection> projection_;
+
+    sqlite::Db db_;
+    sqlite::Stmt dead_letter_;
+    sqlite::Stmt checkpoint_upsert_;
+    bool prepared_ = false;
+    sqlite::WalCheckpointer checkpointer_; // after db_: stops before it closes
+
+    // Reused per batch: no allocation in the steady state.
+    std::string reason_;
+    std::string position_text_;
+    std::vector<std::pair<std::string_view, int64_t>> partitions_;
+
+    // `<stage>.rejected` is counted by the host (batch.reject).
+    cdcflow::Metric applied_, dead_letters_, commit_us_;
+};
+
+} // namespace cdcflow::projection

@@ -1,0 +1,392 @@
+// outbox_source against real SQLite files, driven over the host API table.
+#include "plugin_harness.hpp"
+
+#include "common/sqlite.hpp"
+#include "outbox_source/outbox_source.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+using cdcflow::outbox::OutboxSource;
+using cdcflow::test::StageHarness;
+using cdcflow::test::TempDir;
+using cdcflow::test::Val;
+namespace sqlite = cdcflow::sqlite;
+
+namespace {
+
+const char *kSchema = "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "
+                      "aggregatetype TEXT NOT NULL, aggregateid TEXT NOT NULL, type TEXT NOT NULL, "
+                      "payload TEXT NOT NULL, timestamp INTEGER NOT NULL);"
+                      "CREATE INDEX outbox_id_idx ON outbox (id);";
+
+int64_t now_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+sqlite::Db make_outbox(const std::string &path, const char *journal = "WAL") {
+    sqlite::Db db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    db.exec(std::string("PRAGMA journal_mode=") + journal);
+    db.exec(kSchema);
+    return db;
+}
+
+void insert_rows(sqlite::Db &db, int n, int64_t ts, const std::string &prefix = "e") {
+    sqlite::Transaction tx(db);
+    auto st = db.prepare("INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, timestamp) "
+                         "VALUES (?1, 'Account', ?2, 'MoneyDeposited', ?3, ?4)");
+    for (int i = 0; i < n; ++i) {
+        std::string id = prefix + std::to_string(i), agg = "acc-" + std::to_string(i % 7);
+        std::string payload = "{\"amount\":\"" + std::to_string(i) + ".00\"}";
+        st.bind(1, std::string_view(id))
+            .bind(2, std::string_view(agg))
+            .bind(3, std::string_view(payload))
+            .bind(4, ts);
+        st.run();
+    }
+    tx.commit();
+}
+
+int64_t count_rows(sqlite::Db &db) {
+    return db.query_int("SELECT count(*) FROM outbox");
+}
+
+struct Source {
+    StageHarness h;
+    std::unique_ptr<OutboxSource> src;
+    Source(std::initializer_list<std::pair<const char *, Val>> cfg)
+        : h("outbox", OutboxSource::kConfig, std::size(OutboxSource::kConfig), cfg),
+          src(cdcflow::test::make_stage<OutboxSource>(h)) {}
+    // One poll into a fresh batch; returns the offsets read.
+    std::vector<int64_t> poll(cdcflow_batch &b, uint32_t wait_ms = 0, bool *exhausted = nullptr) {
+        b.reset();
+        cdcflow::Batch view = h.view(b);
+        auto r = src->poll(view, wait_ms);
+        if (exhausted) *exhausted = r.exhausted;
+        std::vector<int64_t> out;
+        for (uint32_t i = 0; i < b.count; ++i)
+            out.push_back(b.events[i].position.offset);
+        return out;
+    }
+    void committed(int64_t offset) {
+        cdcflow_position p{{"", 0}, offset};
+        src->committed(std::span<const cdcflow_position>(&p, 1));
+    }
+};
+
+std::string error_of(std::initializer_list<std::pair<const char *, Val>> cfg) {
+    try {
+        Source s(cfg);
+        s.src->start();
+    } catch (const cdcflow::Error &e) {
+        return e.what();
+    }
+    return "";
+}
+
+} // namespace
+
+TEST_CASE("outbox_source: a missing database, table or column is a clear error at create") {
+    TempDir dir("os_missing");
+    std::string path = dir.file("app.db");
+
+    std::string err = error_of({{"database", path}});
+    CHECK(err.find("does not exist") != std::string::npos);
+    CHECK(err.find(path) != std::string::npos);
+    CHECK_FALSE(std::filesystem::exists(path)); // create() created nothing
+
+    {
+        sqlite::Db db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+        db.exec("CREATE TABLE other (x)");
+    }
+    err = error_of({{"database", path}});
+    CHECK(err.find("no table 'outbox'") != std::string::npos);
+    CHECK(err.find(path) != std::string::npos);
+
+    {
+        sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+        db.exec("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT, aggregatetype TEXT, "
+                "aggregateid TEXT, type TEXT, timestamp INTEGER)");
+    }
+    err = error_of({{"database", path}});
+    CHECK(err.find("no column 'payload'") != std::string::npos);
+    CHECK(err.find("payload_column") != std::string::npos);
+    CHECK(err.find(path) != std::string::npos);
+
+    // A renamed column is found through its config key.
+    err = error_of({{"database", path}, {"payload_column", "body"}});
+    CHECK(err.find("no column 'body'") != std::string::npos);
+}
+
+TEST_CASE("outbox_source: create_schema creates the table in start(), not in create()") {
+    TempDir dir("os_schema");
+    std::string path = dir.file("new.db");
+    Source s({{"database", path}, {"create_schema", true}, {"table", "my \"outbox\""}});
+    CHECK_FALSE(std::filesystem::exists(path));
+    s.src->start();
+    sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+    CHECK(db.has_table("my \"outbox\""));
+    CHECK(db.query_int(
+              "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'my \"outbox\"'") == 1);
+    sqlite::Stmt jm(db, "PRAGMA journal_mode");
+    REQUIRE(jm.step());
+    CHECK(jm.text(0) == "wal");
+}
+
+TEST_CASE("outbox_source: reads batches in seq order and is exhausted at the end") {
+    TempDir dir("os_order");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 2500, 1234);
+    // Holes in seq (deleted rows) are skipped, never waited for.
+    db.exec("DELETE FROM outbox WHERE seq IN (10, 11, 999)");
+
+    Source s({{"database", path}});
+    s.src->start();
+    cdcflow_batch b(1000);
+    bool exhausted = true;
+    auto first = s.poll(b, 0, &exhausted);
+    REQUIRE(first.size() == 1000);
+    CHECK_FALSE(exhausted);
+    CHECK(first.front() == 1);
+    CHECK(first[9] == 12);
+    for (size_t i = 1; i < first.size(); ++i)
+        CHECK(first[i] > first[i - 1]);
+    const cdcflow_event &e = b.events[0];
+    CHECK(cdcflow::sv(e.event_id) == "e0");
+    CHECK(cdcflow::sv(e.aggregate_type) == "Account");
+    CHECK(cdcflow::sv(e.aggregate_id) == "acc-0");
+    CHECK(cdcflow::sv(e.event_type) == "MoneyDeposited");
+    CHECK(cdcflow::sv(e.payload) == "{\"amount\":\"0.00\"}");
+    CHECK(e.timestamp_us == 1234);
+    CHECK(e.aggregate_version == -1);
+    CHECK(e.headers.len == 0);
+    CHECK(e.position.partition.len == 0);
+
+    auto second = s.poll(b);
+    REQUIRE(second.size() == 1000);
+    CHECK(second.front() == first.back() + 1);
+    auto third = s.poll(b);
+    CHECK(third.size() == 497);
+    CHECK(third.back() == 2500);
+    auto none = s.poll(b, 0, &exhausted);
+    CHECK(none.empty());
+    CHECK(exhausted);
+    CHECK(s.h.metric("rows_read") == 2497);
+    CHECK(s.h.metric("lag") == 2500); // nothing committed yet
+    s.committed(2000);
+    CHECK(s.h.metric("lag") == 500);
+}
+
+TEST_CASE("outbox_source: NULL columns read as empty strings and 0") {
+    TempDir dir("os_null");
+    std::string path = dir.file("app.db");
+    {
+        sqlite::Db db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+        db.exec("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT, aggregatetype TEXT, "
+                "aggregateid TEXT, type TEXT, payload TEXT, timestamp INTEGER);"
+                "INSERT INTO outbox (id) VALUES (NULL);");
+    }
+    Source s({{"database", path}});
+    s.src->start();
+    cdcflow_batch b(10);
+    REQUIRE(s.poll(b).size() == 1);
+    CHECK(b.events[0].event_id.len == 0);
+    CHECK(b.events[0].payload.len == 0);
+    CHECK(b.events[0].timestamp_us == 0);
+}
+
+TEST_CASE("outbox_source: resumes just after the position it is sought to") {
+    TempDir dir("os_seek");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 300, 1);
+    Source s({{"database", path}});
+    cdcflow_position cp{{"", 0}, 200};
+    s.src->seek(std::span<const cdcflow_position>(&cp, 1)); // before start, as the host does
+    s.src->start();
+    cdcflow_batch b(1000);
+    auto got = s.poll(b);
+    REQUIRE(got.size() == 100);
+    CHECK(got.front() == 201);
+    CHECK(cdcflow::sv(b.events[0].event_id) == "e200");
+    CHECK(s.src->committed_seq() == 200); // the sink's checkpoint is committed
+}
+
+TEST_CASE("outbox_source: a waiting poll wakes up for new rows and parks otherwise") {
+    TempDir dir("os_wait");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    Source s({{"database", path}, {"poll_interval_ms", 5}});
+    s.src->start();
+    cdcflow_batch b(100);
+
+    auto t0 = std::chrono::steady_clock::now();
+    bool exhausted = false;
+    CHECK(s.poll(b, 60, &exhausted).empty());
+    auto waited = std::chrono::steady_clock::now() - t0;
+    CHECK(waited >= std::chrono::milliseconds(60));
+    CHECK(waited < std::chrono::milliseconds(1000));
+    CHECK(exhausted);
+
+    std::thread writer([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        sqlite::Db w(path, SQLITE_OPEN_READWRITE);
+        insert_rows(w, 3, 1);
+    });
+    t0 = std::chrono::steady_clock::now();
+    auto got = s.poll(b, 5000);
+    waited = std::chrono::steady_clock::now() - t0;
+    writer.join();
+    CHECK(got.size() == 3);
+    CHECK(waited < std::chrono::milliseconds(2000));
+
+    // A stop request ends the wait early.
+    s.h.request_stop();
+    t0 = std::chrono::steady_clock::now();
+    CHECK(s.poll(b, 5000).empty());
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1000));
+}
+
+TEST_CASE("outbox_source: retention deletes only committed and old rows while a writer keeps inserting") {
+    TempDir dir("os_retention");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    const int64_t old_ts = now_us() - 3600LL * 1000000; // an hour ago
+    insert_rows(db, 1000, old_ts, "old");               // seq 1..1000
+    insert_rows(db, 200, now_us(), "young");            // seq 1001..1200: too young to delete
+
+    Source s({{"database", path}, {"retention_seconds", 60}, {"cleanup_batch", 100}});
+    s.src->start();
+
+    std::atomic<bool> done{false};
+    std::atomic<int> inserted{0};
+    std::thread writer([&] {
+        sqlite::Db w(path, SQLITE_OPEN_READWRITE);
+        while (!done.load()) {
+            insert_rows(w, 10, old_ts, "late" + std::to_string(inserted.load()) + "-");
+            inserted += 10;
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+    });
+
+    cdcflow_batch b(256);
+    // Read everything up to seq 1200, commit up to 700 only.
+    while (s.src->last_seq() < 1200)
+        s.poll(b);
+    s.committed(700);
+    // Each poll deletes at most cleanup_batch rows; a full batch goes again.
+    for (int i = 0; i < 20; ++i)
+        s.poll(b);
+    done = true;
+    writer.join();
+
+    CHECK(s.h.metric("cleanup_deleted") == 700);
+    CHECK(db.query_int("SELECT min(seq) FROM outbox") == 701);
+    CHECK(db.query_int("SELECT count(*) FROM outbox WHERE seq <= 1200") == 500);
+    CHECK(count_rows(db) == 500 + inserted.load()); // nothing the writer wrote was lost
+
+    // Committing further deletes old rows only: the young ones stay.
+    s.committed(1200);
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100)); // the next cleanup is due after a second
+    for (int i = 0; i < 10; ++i)
+        s.poll(b);
+    CHECK(db.query_int("SELECT count(*) FROM outbox WHERE seq <= 1200") == 200);
+    CHECK(db.query_int("SELECT min(seq) FROM outbox") == 1001);
+}
+
+TEST_CASE("outbox_source: a locked database is ERR_RETRY, not a crash, and reading resumes afterwards") {
+    TempDir dir("os_locked");
+    std::string path = dir.file("app.db");
+    // Rollback journal: an EXCLUSIVE lock keeps readers out (WAL would not).
+    sqlite::Db db = make_outbox(path, "DELETE");
+    insert_rows(db, 5, 1);
+    Source s({{"database", path}, {"busy_timeout_ms", 20}});
+    s.src->start();
+
+    sqlite::Db locker(path, SQLITE_OPEN_READWRITE);
+    locker.exec("BEGIN EXCLUSIVE");
+    locker.exec("INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, timestamp) "
+                "VALUES ('x', 'Account', 'a', 't', '{}', 1)");
+    cdcflow_batch b(10);
+    cdcflow_status st = CDCFLOW_OK;
+    try {
+        s.poll(b);
+    } catch (const cdcflow::Error &e) {
+        st = e.status();
+    }
+    CHECK(st == CDCFLOW_ERR_RETRY);
+    locker.exec("COMMIT");
+    auto got = s.poll(b);
+    CHECK(got.size() == 6);
+    CHECK(got.front() == 1);
+
+    // Also through the C ABI thunk: a status, never an exception.
+    locker.exec("BEGIN EXCLUSIVE");
+    const cdcflow_plugin *desc = cdcflow::detail::descriptor<OutboxSource>();
+    char err[256] = {0};
+    int32_t exhausted = 0;
+    cdcflow::detail::Holder<OutboxSource> holder{cdcflow::host::host_api(), s.h.ctx(), std::move(s.src)};
+    b.reset();
+    CHECK(desc->callbacks->poll(&holder, &b, 0, &exhausted, err, sizeof err) == CDCFLOW_ERR_RETRY);
+    CHECK(std::string(err).find("locked") != std::string::npos);
+    locker.exec("ROLLBACK");
+}
+
+TEST_CASE("outbox_source: a busy database during cleanup is logged and retried later, not fatal") {
+    TempDir dir("os_cleanup_busy");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 50, 1); // ancient timestamps
+    Source s({{"database", path}, {"retention_seconds", 1}});
+    s.src->start();
+    cdcflow_batch b(100);
+    CHECK(s.poll(b).size() == 50);
+    s.committed(50);
+    sqlite::Db locker(path, SQLITE_OPEN_READWRITE);
+    locker.exec("BEGIN IMMEDIATE"); // holds the write lock: cleanup cannot run
+    CHECK_NOTHROW(s.poll(b));
+    CHECK(s.h.metric("cleanup_deleted") == 0);
+    locker.exec("ROLLBACK");
+}
+
+TEST_CASE("outbox_source: a read that fails half-way is read again in full by the next poll") {
+    TempDir dir("os_halfway");
+    std::string path = dir.file("app.db");
+    {
+        sqlite::Db db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+        db.exec("PRAGMA journal_mode=WAL");
+        db.exec(
+            "CREATE TABLE real_outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT, aggregatetype TEXT, "
+            "aggregateid TEXT, type TEXT, payload TEXT, timestamp INTEGER);"
+            "CREATE TABLE fail (on_seq INTEGER);"
+            "INSERT INTO fail VALUES (3);"
+            // A view as the outbox: row 3 raises an error while it is read.
+            "CREATE VIEW outbox AS SELECT seq, id, aggregatetype, aggregateid, type, "
+            "CASE WHEN seq = (SELECT on_seq FROM fail) THEN json('not json') ELSE payload END AS payload, "
+            "timestamp FROM real_outbox;");
+        for (int i = 1; i <= 5; ++i)
+            db.exec("INSERT INTO real_outbox (id, aggregatetype, aggregateid, type, payload, timestamp) "
+                    "VALUES ('e" +
+                    std::to_string(i) + "', 'Account', 'a', 't', '{}', 1)");
+    }
+    Source s({{"database", path}});
+    s.src->start();
+    cdcflow_batch b(10);
+    CHECK_THROWS_AS(s.poll(b), cdcflow::Error);
+    CHECK(s.src->last_seq() == INT64_MIN); // rows 1 and 2 were appended, then dropped with the batch
+    {
+        sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+        db.exec("DELETE FROM fail");
+    }
+    auto got = s.poll(b);
+    CHECK(got == std::vector<int64_t>{1, 2, 3, 4, 5});
+}
