@@ -1,0 +1,714 @@
+// OutboxWriter: see cdcflow/outbox_writer.hpp for the contract.
+//
+// Dedupe and the application's transactions: the writer installs no SQLite
+// hooks (a connection has one commit hook and one rollback hook, and taking
+// them would silently break an application that uses them). An id appended
+// inside an application transaction is cached as kPending with its rowid.
+// When the same id comes again, the writer looks that row up on the
+// connection: found (committed, or in the still-open transaction that will
+// commit or roll back together with the retry) means duplicate; not found (a
+// ROLLBACK or a ROLLBACK TO) means the id is forgotten and written again. The
+// lookup is by rowid, so it costs one B-tree probe and only happens for
+// retried ids.
+#include <cdcflow/outbox_writer.hpp>
+
+#include "circuit_breaker.hpp"
+#include "id_cache.hpp"
+#include "uuid.hpp"
+
+#include <simdjson.h>
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <random>
+#include <utility>
+#include <vector>
+
+namespace cdcflow {
+
+bool OutboxStatus::retryable() const {
+    if (code_ == Code::kUnavailable) return true;
+    int primary = sqlite_code_ & 0xff;
+    return code_ == Code::kDbError && (primary == SQLITE_BUSY || primary == SQLITE_LOCKED);
+}
+
+void AppendResult::set_event_id(std::string_view id) {
+    id_len_ = id.size();
+    if (id.size() <= kInlineId)
+        std::memcpy(id_, id.data(), id.size());
+    else
+        long_id_.assign(id);
+}
+
+const char *to_string(BreakerState s) {
+    switch (s) {
+    case BreakerState::kClosed:
+        return "closed";
+    case BreakerState::kOpen:
+        return "open";
+    case BreakerState::kHalfOpen:
+        return "half_open";
+    }
+    return "?";
+}
+
+namespace {
+
+using Code = OutboxStatus::Code;
+
+struct StmtDeleter {
+    void operator()(sqlite3_stmt *s) const { sqlite3_finalize(s); }
+};
+using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
+
+// Names come from options and are never pasted into SQL raw.
+std::string quote_ident(std::string_view name) {
+    std::string out(1, '"');
+    for (char c : name) {
+        if (c == '"') out += '"';
+        out += c;
+    }
+    out += '"';
+    return out;
+}
+
+bool same_name(std::string_view a, std::string_view b) { // SQLite names are ASCII case-insensitive
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+               return (x >= 'A' && x <= 'Z' ? x + 32 : x) == (y >= 'A' && y <= 'Z' ? y + 32 : y);
+           });
+}
+
+// A counter written by the writer's thread and read by metrics() on any
+// thread: a relaxed load + store, no locked instruction on the hot path.
+class Counter {
+public:
+    void add(uint64_t n = 1) { v_.store(v_.load(std::memory_order_relaxed) + n, std::memory_order_relaxed); }
+    void set(uint64_t n) { v_.store(n, std::memory_order_relaxed); }
+    uint64_t get() const { return v_.load(std::memory_order_relaxed); }
+
+private:
+    std::atomic<uint64_t> v_{0};
+};
+
+bool is_unique_violation(int rc) {
+    return rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY;
+}
+
+// Typical payloads never grow the envelope parser's buffers past this.
+constexpr size_t kInitialJsonCapacity = 4096;
+
+} // namespace
+
+struct OutboxWriter::Impl {
+    // A buffered event: its strings live in `arena` at `off`, in field order.
+    struct Buffered {
+        size_t off;
+        size_t id_len, at_len, ai_len, type_len, payload_len;
+        int64_t timestamp_us;
+        uint64_t tag;
+        uint64_t handle; // its dedupe-cache entry
+    };
+
+    Impl(OutboxWriterOptions o, sqlite3 *conn, bool owns)
+        : opt(std::move(o)), db(conn), owns_db(owns),
+          cache(opt.dedupe_capacity, opt.dedupe_ttl_ms, random_seed()),
+          breaker(opt.breaker_failures, opt.breaker_cooldown_ms) {
+        if (opt.rules) validator.emplace(*opt.rules);
+        const char *file = sqlite3_db_filename(db, "main");
+        where =
+            file && *file ? std::string("database '").append(file).append("'") : std::string("the database");
+        buffer.reserve(std::min<size_t>(opt.batch_size, 1 << 16));
+        refused_at_flush.reserve(16);
+    }
+
+    ~Impl() {
+        insert.reset();
+        verify.reset();
+        if (owns_db) sqlite3_close_v2(db);
+    }
+
+    static uint64_t random_seed() {
+        std::random_device rd;
+        return (uint64_t{rd()} << 32) ^ rd();
+    }
+
+    int64_t now_ms() const {
+        if (opt.monotonic_ms) return opt.monotonic_ms();
+        return std::chrono::duration_cast<std::chrono::milliseconds>(
+                   std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+    int64_t wall_us() const {
+        if (opt.wall_us) return opt.wall_us();
+        return std::chrono::duration_cast<std::chrono::microseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    }
+
+    OutboxStatus db_error(int rc, std::string_view doing) {
+        std::string msg = where;
+        msg.append(": ").append(sqlite3_errmsg(db)).append(" (").append(doing).append(")");
+        return OutboxStatus(Code::kDbError, std::move(msg), rc);
+    }
+
+    OutboxStatus insert_error(int rc) const {
+        std::string msg = where;
+        msg.append(": ")
+            .append(step_error)
+            .append(" (inserting into ")
+            .append(quote_ident(opt.table))
+            .append(")");
+        return OutboxStatus(Code::kDbError, std::move(msg), rc);
+    }
+
+    OutboxStatus exec(const char *sql) {
+        int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+        return rc == SQLITE_OK ? OutboxStatus() : db_error(sqlite3_extended_errcode(db), sql);
+    }
+
+    OutboxStatus prepare(const std::string &sql, StmtPtr *out, unsigned flags = SQLITE_PREPARE_PERSISTENT) {
+        sqlite3_stmt *st = nullptr;
+        int rc = sqlite3_prepare_v3(db, sql.c_str(), static_cast<int>(sql.size()), flags, &st, nullptr);
+        if (rc != SQLITE_OK)
+            return db_error(sqlite3_extended_errcode(db), std::string("preparing: ").append(sql, 0, 80));
+        out->reset(st);
+        return {};
+    }
+
+    OutboxStatus prepare_schema();
+    bool check(const OutboxEvent &ev, std::string_view id, std::string *why);
+    bool check_payload_json(std::string_view payload, std::string *why);
+    // Binds and steps the insert. Returns SQLITE_DONE, or the extended error
+    // code with SQLite's message in step_error.
+    int insert_row(std::string_view id, std::string_view at, std::string_view ai, std::string_view type,
+                   std::string_view payload, int64_t ts);
+    // One transaction for the whole buffer; see flush().
+    OutboxStatus write_batch();
+    OutboxEvent event_at(size_t i) const;
+    void rollback();
+    // Is the cache entry `h` for `id` a copy already written? Forgets it when
+    // its row is gone (see the top of this file).
+    bool already_written(uint64_t h, std::string_view id);
+    void note_failure(const OutboxStatus &st, int64_t now) {
+        db_failures.add();
+        last_error = st.message();
+        breaker.on_failure(now);
+    }
+    OutboxStatus fail_fast() {
+        failed_fast.add();
+        std::string msg = where;
+        msg.append(": circuit breaker open (")
+            .append(std::to_string(opt.breaker_failures))
+            .append(" consecutive failures): failing fast for up to ")
+            .append(std::to_string(opt.breaker_cooldown_ms))
+            .append(" ms; last error: ")
+            .append(last_error);
+        return OutboxStatus(Code::kUnavailable, std::move(msg));
+    }
+    // Common front half of both appends: id, timestamp, rules, dedupe.
+    // Returns false when `r` is final (refused or duplicate).
+    bool admit(const OutboxEvent &ev, char *uuid_buf, std::string_view *id, int64_t *ts, AppendResult &r,
+               int64_t now);
+    void sync_gauges() {
+        cached_ids.set(cache.size());
+        buffered.set(buffer.size());
+    }
+
+    OutboxWriterOptions opt;
+    sqlite3 *db;
+    bool owns_db;
+    std::string where; // "database '/path'" for messages
+    StmtPtr insert, verify;
+    std::optional<rules::Validator> validator;
+    simdjson::dom::parser json; // the envelope's payload check when there are no rules
+    std::unique_ptr<char[]> json_buf;
+    size_t json_cap = 0;
+    outbox::UuidGenerator uuids;
+    outbox::IdCache cache;
+    outbox::CircuitBreaker breaker;
+    std::string arena;
+    std::vector<Buffered> buffer;
+    // Buffer indexes refused by a constraint, with why; reported once the batch commits.
+    std::vector<std::pair<size_t, std::string>> refused_at_flush;
+    std::string reason;
+    std::string step_error;
+    std::string last_error;
+
+    Counter written, duplicates, refused, db_failures, failed_fast, batches, buffered, cached_ids;
+};
+
+namespace {
+
+const char *json_type_name(simdjson::dom::element_type t) {
+    using T = simdjson::dom::element_type;
+    switch (t) {
+    case T::ARRAY:
+        return "array";
+    case T::OBJECT:
+        return "object";
+    case T::INT64:
+    case T::UINT64:
+    case T::DOUBLE:
+        return "number";
+    case T::STRING:
+        return "string";
+    case T::BOOL:
+        return "boolean";
+    case T::NULL_VALUE:
+        return "null";
+    }
+    return "value";
+}
+
+OutboxStatus check_options(const OutboxWriterOptions &o) {
+    if (o.batch_size == 0) return {Code::kInvalidArgument, "batch_size must be at least 1"};
+    const std::pair<const char *, const std::string *> names[] = {
+        {"table", &o.table},
+        {"id_column", &o.id_column},
+        {"aggregate_type_column", &o.aggregate_type_column},
+        {"aggregate_id_column", &o.aggregate_id_column},
+        {"type_column", &o.type_column},
+        {"payload_column", &o.payload_column},
+        {"timestamp_column", &o.timestamp_column},
+        {"seq_column", &o.seq_column},
+    };
+    for (const auto &[what, name] : names)
+        if (name->empty()) return {Code::kInvalidArgument, std::string(what).append(" must not be empty")};
+    return {};
+}
+
+} // namespace
+
+OutboxStatus OutboxWriter::Impl::prepare_schema() {
+    const std::string t = quote_ident(opt.table);
+    // pragma_table_info resolves the name as SQL does (case-insensitively).
+    auto read_columns = [&](std::vector<std::string> *have) -> OutboxStatus {
+        have->clear();
+        StmtPtr cols;
+        if (auto st = prepare("SELECT name FROM pragma_table_info(?1)", &cols, 0); !st.ok()) return st;
+        sqlite3_bind_text64(cols.get(), 1, opt.table.data(), opt.table.size(), SQLITE_STATIC, SQLITE_UTF8);
+        int rc;
+        while ((rc = sqlite3_step(cols.get())) == SQLITE_ROW)
+            have->emplace_back(reinterpret_cast<const char *>(sqlite3_column_text(cols.get(), 0)));
+        if (rc != SQLITE_DONE)
+            return db_error(sqlite3_extended_errcode(db), "reading the outbox table's columns");
+        return {};
+    };
+    std::vector<std::string> have;
+    if (auto st = read_columns(&have); !st.ok()) return st;
+    if (have.empty()) {
+        if (!opt.create_schema) {
+            std::string msg = where;
+            msg.append(" has no table ").append(t);
+            return {Code::kNotFound, std::move(msg)};
+        }
+        auto q = quote_ident;
+        std::string ddl = "CREATE TABLE IF NOT EXISTS ";
+        ddl.append(t).append(" (").append(q(opt.seq_column)).append(" INTEGER PRIMARY KEY AUTOINCREMENT, ");
+        for (const std::string *c : {&opt.id_column, &opt.aggregate_type_column, &opt.aggregate_id_column,
+                                     &opt.type_column, &opt.payload_column})
+            ddl.append(q(*c)).append(" TEXT NOT NULL, ");
+        ddl.append(q(opt.timestamp_column)).append(" INTEGER NOT NULL);\n");
+        // The same index name the outbox source's create_schema uses, so the
+        // two never create two indexes.
+        std::string index_name = opt.table;
+        index_name.append("_").append(opt.id_column).append("_idx");
+        ddl.append("CREATE INDEX IF NOT EXISTS ").append(q(index_name)).append(" ON ").append(t).append(" (");
+        ddl.append(q(opt.id_column)).append(");");
+        if (auto st = exec(ddl.c_str()); !st.ok()) return st;
+        if (auto st = read_columns(&have); !st.ok()) return st;
+    }
+    const std::pair<const char *, const std::string *> want[] = {
+        {"id_column", &opt.id_column},
+        {"aggregate_type_column", &opt.aggregate_type_column},
+        {"aggregate_id_column", &opt.aggregate_id_column},
+        {"type_column", &opt.type_column},
+        {"payload_column", &opt.payload_column},
+        {"timestamp_column", &opt.timestamp_column},
+    };
+    for (const auto &[key, col] : want) {
+        if (std::any_of(have.begin(), have.end(), [&](const std::string &h) { return same_name(h, *col); }))
+            continue;
+        std::string msg = where;
+        msg.append(": table ").append(t).append(" has no column ").append(quote_ident(*col));
+        msg.append(" (").append(key).append("; the table has:");
+        for (const std::string &h : have)
+            msg.append(" ").append(h);
+        msg.append(")");
+        return {Code::kInvalidArgument, std::move(msg)};
+    }
+    std::string sql = "INSERT INTO ";
+    sql.append(t).append(" (");
+    for (const auto &[key, col] : want)
+        sql.append(quote_ident(*col)).append(", ");
+    sql.resize(sql.size() - 2);
+    sql.append(") VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    if (auto st = prepare(sql, &insert); !st.ok()) return st;
+    // The rowid is what makes the lookup cheap; a WITHOUT ROWID table has none.
+    sql = "SELECT 1 FROM ";
+    sql.append(t).append(" WHERE rowid = ?1 AND ").append(quote_ident(opt.id_column)).append(" = ?2");
+    if (auto st = prepare(sql, &verify); !st.ok()) {
+        std::string msg = st.message();
+        msg.append(": the outbox table must be a rowid table");
+        return {Code::kInvalidArgument, std::move(msg)};
+    }
+    return {};
+}
+
+bool OutboxWriter::Impl::check(const OutboxEvent &ev, std::string_view id, std::string *why) {
+    // The envelope first: cheap, and the rules do not check every part of it.
+    const char *bad = ev.aggregate_type.empty() ? "aggregate type is empty"
+                      : ev.aggregate_id.empty() ? "aggregate id is empty"
+                      : ev.type.empty()         ? "event type is empty"
+                      : ev.timestamp_us < 0     ? "timestamp is negative"
+                                                : nullptr;
+    if (bad) {
+        why->assign(bad);
+        return false;
+    }
+    if (validator)
+        return validator->check({id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload}, why);
+    return check_payload_json(ev.payload, why);
+}
+
+bool OutboxWriter::Impl::check_payload_json(std::string_view payload, std::string *why) {
+    // Without rules the payload must still be a JSON object: the outbox
+    // source and the stages downstream rely on it. Same bound as the rules'
+    // default max_payload_bytes, which also bounds the parser's memory.
+    const size_t len = payload.size();
+    if (len == 0) {
+        why->assign("payload is empty (expected a JSON object)");
+        return false;
+    }
+    if (len > rules::kDefaultMaxPayloadBytes) {
+        why->assign("payload is ").append(std::to_string(len)).append(" bytes, more than ");
+        why->append(std::to_string(rules::kDefaultMaxPayloadBytes));
+        return false;
+    }
+    if (len + simdjson::SIMDJSON_PADDING > json_cap) {
+        json_cap = std::max(len + simdjson::SIMDJSON_PADDING, std::max(2 * json_cap, kInitialJsonCapacity));
+        json_buf.reset(new char[json_cap]);
+    }
+    std::memcpy(json_buf.get(), payload.data(), len);
+    std::memset(json_buf.get() + len, 0, simdjson::SIMDJSON_PADDING);
+    // Grow geometrically: left alone the parser reallocates for every
+    // payload larger than the last.
+    if (len > json.capacity()) {
+        size_t cap = std::max(len, std::min<size_t>(2 * json.capacity(), rules::kDefaultMaxPayloadBytes));
+        if (json.allocate(std::max(cap, kInitialJsonCapacity)) != simdjson::SUCCESS) throw std::bad_alloc();
+    }
+    simdjson::dom::element root;
+    if (auto err = json.parse(json_buf.get(), len, false).get(root)) {
+        why->assign("payload is not valid JSON: ").append(simdjson::error_message(err));
+        return false;
+    }
+    if (!root.is_object()) {
+        why->assign("payload is not a JSON object (got ").append(json_type_name(root.type())).append(")");
+        return false;
+    }
+    return true;
+}
+
+int OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at, std::string_view ai,
+                                   std::string_view type, std::string_view payload, int64_t ts) {
+    sqlite3_stmt *s = insert.get();
+    // SQLITE_STATIC: the bytes outlive the step (caller's event or the arena);
+    // no copy. A null data() would bind NULL, so never pass one.
+    auto text = [s](int i, std::string_view v) {
+        sqlite3_bind_text64(s, i, v.data() ? v.data() : "", v.size(), SQLITE_STATIC, SQLITE_UTF8);
+    };
+    text(1, id);
+    text(2, at);
+    text(3, ai);
+    text(4, type);
+    text(5, payload);
+    sqlite3_bind_int64(s, 6, ts);
+    int rc = sqlite3_step(s);
+    if (rc != SQLITE_DONE) {
+        rc = sqlite3_extended_errcode(db);
+        step_error = sqlite3_errmsg(db); // before reset: the error path may allocate
+    }
+    sqlite3_reset(s);
+    return rc;
+}
+
+bool OutboxWriter::Impl::already_written(uint64_t h, std::string_view id) {
+    if (cache.state(h) == outbox::IdCache::State::kWritten) return true;
+    // kPending: is the row still there? (See the top of this file.)
+    sqlite3_stmt *s = verify.get();
+    sqlite3_bind_int64(s, 1, cache.rowid(h));
+    sqlite3_bind_text64(s, 2, id.data(), id.size(), SQLITE_STATIC, SQLITE_UTF8);
+    int rc = sqlite3_step(s);
+    sqlite3_reset(s);
+    if (rc == SQLITE_ROW) {
+        // Outside any transaction a row we can see is committed: stop checking.
+        if (sqlite3_get_autocommit(db)) cache.set_state(h, outbox::IdCache::State::kWritten);
+        return true;
+    }
+    // Rolled back, or the lookup failed: forget the id. Writing a second copy
+    // is harmless (the pipeline's deduper drops it); dropping a retry whose
+    // first copy was rolled back would lose the event.
+    cache.erase(h);
+    return false;
+}
+
+bool OutboxWriter::Impl::admit(const OutboxEvent &ev, char *uuid_buf, std::string_view *id, int64_t *ts,
+                               AppendResult &r, int64_t now) {
+    if (ev.id.empty()) {
+        uuids.next(uuid_buf);
+        *id = std::string_view(uuid_buf, outbox::UuidGenerator::kTextSize);
+    } else {
+        *id = ev.id;
+    }
+    r.set_event_id(*id);
+    if (!check(ev, *id, &reason)) {
+        refused.add();
+        r.status = OutboxStatus(Code::kRefused, reason);
+        return false;
+    }
+    *ts = ev.timestamp_us != 0 ? ev.timestamp_us : wall_us();
+    uint64_t h = cache.find(*id, now);
+    if (h != outbox::IdCache::kNone && already_written(h, *id)) {
+        duplicates.add();
+        r.duplicate = true;
+        sync_gauges();
+        return false;
+    }
+    return true;
+}
+
+OutboxStatus OutboxWriter::Impl::write_batch() {
+    if (auto st = exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+    refused_at_flush.clear();
+    uint64_t inserted = 0, dups = 0;
+    for (size_t i = 0; i < buffer.size(); ++i) {
+        OutboxEvent ev = event_at(i);
+        int rc = insert_row(ev.id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ev.timestamp_us);
+        if (rc == SQLITE_DONE) {
+            ++inserted;
+        } else if (is_unique_violation(rc)) {
+            ++dups; // the application made the id unique: the database dedupes
+        } else if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+            // A CHECK or trigger of the application's: this event only. The
+            // statement was undone; the transaction goes on.
+            refused_at_flush.emplace_back(i, step_error);
+        } else {
+            OutboxStatus st = insert_error(rc);
+            rollback();
+            return st;
+        }
+    }
+    if (int rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr); rc != SQLITE_OK) {
+        OutboxStatus st = db_error(sqlite3_extended_errcode(db), "COMMIT");
+        rollback();
+        return st;
+    }
+    // Committed: only now do the counts and callbacks happen, so a batch that
+    // is retried is not counted twice.
+    written.add(inserted);
+    duplicates.add(dups);
+    refused.add(refused_at_flush.size());
+    batches.add();
+    for (const auto &[i, why] : refused_at_flush) {
+        if (buffer[i].handle != outbox::IdCache::kNone && cache.live(buffer[i].handle))
+            cache.erase(buffer[i].handle);
+        if (opt.on_refused) opt.on_refused(event_at(i), why);
+    }
+    buffer.clear();
+    arena.clear();
+    sync_gauges();
+    return {};
+}
+
+OutboxEvent OutboxWriter::Impl::event_at(size_t i) const {
+    const Buffered &b = buffer[i];
+    const char *p = arena.data() + b.off;
+    OutboxEvent ev;
+    ev.id = {p, b.id_len};
+    p += b.id_len;
+    ev.aggregate_type = {p, b.at_len};
+    p += b.at_len;
+    ev.aggregate_id = {p, b.ai_len};
+    p += b.ai_len;
+    ev.type = {p, b.type_len};
+    p += b.type_len;
+    ev.payload = {p, b.payload_len};
+    ev.timestamp_us = b.timestamp_us;
+    ev.tag = b.tag;
+    return ev;
+}
+
+void OutboxWriter::Impl::rollback() {
+    // Some errors (SQLITE_FULL, IOERR...) roll the transaction back already.
+    if (!sqlite3_get_autocommit(db)) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+}
+
+OutboxWriter::OutboxWriter(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+OutboxWriter::~OutboxWriter() {
+    if (impl_ && !impl_->buffer.empty()) (void)flush();
+}
+
+sqlite3 *OutboxWriter::connection() const {
+    return impl_->db;
+}
+
+OutboxStatus OutboxWriter::open(sqlite3 *db, OutboxWriterOptions options,
+                                std::unique_ptr<OutboxWriter> *out) {
+    if (!db || !out) return {Code::kInvalidArgument, "open: no connection or no out pointer"};
+    if (auto st = check_options(options); !st.ok()) return st;
+    auto impl = std::make_unique<Impl>(std::move(options), db, false);
+    if (auto st = impl->prepare_schema(); !st.ok()) return st;
+    out->reset(new OutboxWriter(std::move(impl)));
+    return {};
+}
+
+OutboxStatus OutboxWriter::open(const std::string &path, OutboxWriterOptions options,
+                                std::unique_ptr<OutboxWriter> *out) {
+    if (!out) return {Code::kInvalidArgument, "open: no out pointer"};
+    if (auto st = check_options(options); !st.ok()) return st;
+    sqlite3 *db = nullptr;
+    // Without create_schema nothing is created: a mistyped path is an error,
+    // not a new empty database.
+    int flags =
+        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (options.create_schema ? SQLITE_OPEN_CREATE : 0);
+    int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+    if (rc != SQLITE_OK) {
+        std::string msg = "cannot open database '";
+        msg.append(path).append("': ").append(db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        sqlite3_close(db);
+        return {Code::kDbError, std::move(msg), rc};
+    }
+    sqlite3_extended_result_codes(db, 1);
+    sqlite3_busy_timeout(db, options.busy_timeout_ms);
+    auto impl = std::make_unique<Impl>(std::move(options), db, true); // closes db from here on
+    impl->where = "database '";
+    impl->where.append(path).append("'");
+    // WAL: the outbox source reads while the producer writes. The switch
+    // needs the file to itself; when another connection prevents it, the
+    // current mode stays (correct, only slower).
+    sqlite3_exec(db, "PRAGMA journal_mode=WAL", nullptr, nullptr, nullptr);
+    if (auto st = impl->exec("PRAGMA synchronous=NORMAL"); !st.ok()) return st;
+    if (auto st = impl->prepare_schema(); !st.ok()) return st;
+    out->reset(new OutboxWriter(std::move(impl)));
+    return {};
+}
+
+AppendResult OutboxWriter::append_in_transaction(const OutboxEvent &ev) {
+    Impl &w = *impl_;
+    AppendResult r;
+    if (sqlite3_get_autocommit(w.db)) {
+        r.status =
+            OutboxStatus(Code::kInvalidArgument, "append_in_transaction: no transaction is open on the "
+                                                 "connection (BEGIN one first, or use append())");
+        return r;
+    }
+    const int64_t now = w.now_ms();
+    char uuid[outbox::UuidGenerator::kTextSize];
+    std::string_view id;
+    int64_t ts = 0;
+    if (!w.admit(ev, uuid, &id, &ts, r, now)) return r;
+    if (!w.breaker.allow(now)) {
+        r.status = w.fail_fast();
+        return r;
+    }
+    int rc = w.insert_row(id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ts);
+    if (rc == SQLITE_DONE) {
+        w.breaker.on_success();
+        w.written.add();
+        w.cache.insert(id, outbox::IdCache::State::kPending, now, sqlite3_last_insert_rowid(w.db));
+    } else if (is_unique_violation(rc)) {
+        w.breaker.on_success();
+        w.duplicates.add();
+        r.duplicate = true;
+    } else if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        w.breaker.on_success(); // the database answered: it is the event that is refused
+        w.refused.add();
+        r.status =
+            OutboxStatus(Code::kRefused, std::string("refused by the database: ").append(w.step_error));
+    } else {
+        r.status = w.insert_error(rc);
+        w.note_failure(r.status, now);
+    }
+    w.sync_gauges();
+    return r;
+}
+
+AppendResult OutboxWriter::append(const OutboxEvent &ev) {
+    Impl &w = *impl_;
+    AppendResult r;
+    const int64_t now = w.now_ms();
+    char uuid[outbox::UuidGenerator::kTextSize];
+    std::string_view id;
+    int64_t ts = 0;
+    if (!w.admit(ev, uuid, &id, &ts, r, now)) return r;
+    if (w.buffer.size() >= w.opt.batch_size) {
+        // A failed batch is still buffered: retry it before taking more.
+        if (OutboxStatus st = flush(); !st.ok()) {
+            r.status = std::move(st);
+            return r;
+        }
+    }
+    Impl::Buffered b{w.arena.size(),
+                     id.size(),
+                     ev.aggregate_type.size(),
+                     ev.aggregate_id.size(),
+                     ev.type.size(),
+                     ev.payload.size(),
+                     ts,
+                     ev.tag,
+                     w.cache.insert(id, outbox::IdCache::State::kWritten, now)};
+    w.arena.append(id).append(ev.aggregate_type).append(ev.aggregate_id).append(ev.type).append(ev.payload);
+    w.buffer.push_back(b);
+    if (w.buffer.size() >= w.opt.batch_size) r.flush_status = flush();
+    w.sync_gauges();
+    return r;
+}
+
+OutboxStatus OutboxWriter::flush() {
+    Impl &w = *impl_;
+    if (w.buffer.empty()) return {};
+    if (!sqlite3_get_autocommit(w.db))
+        return {Code::kInvalidArgument, "flush: a transaction is open on the connection, and the writer "
+                                        "commits its batches itself (commit or roll back first)"};
+    const int64_t now = w.now_ms();
+    if (!w.breaker.allow(now)) return w.fail_fast();
+    OutboxStatus st = w.write_batch();
+    if (st.ok())
+        w.breaker.on_success();
+    else
+        w.note_failure(st, now);
+    return st;
+}
+
+size_t OutboxWriter::discard() {
+    Impl &w = *impl_;
+    size_t n = w.buffer.size();
+    for (const Impl::Buffered &b : w.buffer)
+        if (b.handle != outbox::IdCache::kNone && w.cache.live(b.handle)) w.cache.erase(b.handle);
+    w.buffer.clear();
+    w.arena.clear();
+    w.sync_gauges();
+    return n;
+}
+
+OutboxWriterMetrics OutboxWriter::metrics() const {
+    const Impl &w = *impl_;
+    OutboxWriterMetrics m;
+    m.written = w.written.get();
+    m.duplicates = w.duplicates.get();
+    m.refused = w.refused.get();
+    m.db_failures = w.db_failures.get();
+    m.failed_fast = w.failed_fast.get();
+    m.batches = w.batches.get();
+    m.buffered = w.buffered.get();
+    m.cached_ids = w.cached_ids.get();
+    m.breaker_opens = w.breaker.opens();
+    m.breaker_state = w.breaker.state();
+    return m;
+}
+
+} // namespace cdcflow

@@ -1,0 +1,353 @@
+"""End-to-end tests of `cdcflow produce`: JSON lines on stdin -> rows in an
+outbox table, with refused lines reported by line number on stderr."""
+import json
+import os
+import pty
+import re
+import select
+import sqlite3
+import subprocess
+import time
+import unittest
+
+import helpers
+
+UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
+SUMMARY = re.compile(r"^produced: (\d+) written, (\d+) duplicates, (\d+) refused$")
+
+# The accounts rules of DESIGN.md, as a rules file (the `rules:` mapping itself).
+RULES_YAML = """\
+# accounts: what an event must look like
+aggregate_types: [Account]
+events:
+  AccountCreated:
+    owner: {type: string, min_length: 1}
+    currency: {type: string, pattern: "^[A-Z]{3}$"}
+  MoneyDeposited:
+    amount: {type: decimal, max_decimals: 2, min_exclusive: "0", max: "999999999.99"}
+  MoneyWithdrawn:
+    amount: {type: decimal, max_decimals: 2, min_exclusive: "0"}
+  AccountClosed: {}
+"""
+
+PIPELINE_YAML = """\
+pipeline: accounts
+stages:
+  - id: outbox
+    plugin: outbox_source
+    config: {database: "${CDCFLOW_DB:-demo.db}"}
+  - id: rules
+    plugin: validator
+    config:
+      rules:
+""" + "".join("        " + line + "\n" for line in RULES_YAML.splitlines()) + """\
+  - id: sink
+    plugin: projection_sink
+"""
+
+
+def event(type_, payload, id_=None, aggregate_id="acc-1", timestamp=None):
+    e = {"aggregatetype": "Account", "aggregateid": aggregate_id, "type": type_, "payload": payload}
+    if id_ is not None:
+        e["id"] = id_
+    if timestamp is not None:
+        e["timestamp"] = timestamp
+    return json.dumps(e)
+
+
+def created(id_=None, owner="Ada", currency="EUR", aggregate_id="acc-1"):
+    return event("AccountCreated", {"owner": owner, "currency": currency}, id_, aggregate_id)
+
+
+def deposit(amount, id_=None, aggregate_id="acc-1"):
+    return event("MoneyDeposited", {"amount": amount}, id_, aggregate_id)
+
+
+class ProduceTest(helpers.TempDirTest):
+    def setUp(self):
+        super().setUp()
+        self.db = self.path("app.db")
+        self.rules = self.write("rules.yaml", RULES_YAML)
+
+    def produce(self, lines, *args, db=None, stdin=None):
+        text = stdin if stdin is not None else "".join(line + "\n" for line in lines)
+        proc = helpers.run(["produce", "--db", db or self.db] + list(args), stdin=text)
+        self.assertNoCrash(proc)
+        return proc
+
+    def query(self, sql, db=None):
+        con = sqlite3.connect(db or self.db)
+        try:
+            return con.execute(sql).fetchall()
+        finally:
+            con.close()
+
+    def ids(self, table="outbox"):
+        return [r[0] for r in self.query('SELECT id FROM "%s" ORDER BY seq' % table)]
+
+    def summary(self, proc):
+        m = SUMMARY.match(proc.stdout.strip())
+        self.assertIsNotNone(m, "no summary line in: " + proc.stdout)
+        return tuple(int(x) for x in m.groups())
+
+    def test_mixed_lines_write_the_valid_ones_and_report_the_others_by_line(self):
+        lines = [
+            created("e1"),                                                    # 1 ok
+            deposit("-5", "e2"),                                              # 2 rule
+            "not json",                                                       # 3 malformed
+            json.dumps({"aggregatetype": "Account", "type": "MoneyDeposited",
+                        "payload": {"amount": "1.00"}}),                      # 4 missing field
+            deposit("12.34", "e5"),                                           # 5 ok
+            "",                                                               # 6 blank: skipped
+            event("MoneyDeposited", [1, 2], "e7"),                            # 7 payload not an object
+            deposit("7"),                                                     # 8 ok, id generated
+            event("Teleported", {}, "e9"),                                    # 9 unknown type
+            '{"id": "e10", "aggregatetype": "Account", "aggregateid": "a", "type": "AccountClosed", '
+            '"payload": {}, "colour": "red"}',                                # 10 unknown field
+            deposit("1.234", "e11"),                                          # 11 rule
+            '{"id": "e12", "aggregatetype": "Account", "aggregateid": "a", "type": "AccountClosed", '
+            '"payload": {}} trailing',                                        # 12 malformed
+        ]
+        proc = self.produce(lines, "--rules", self.rules, "--create-schema")
+        self.assertEqual(proc.returncode, 5, proc.stderr)
+        err = proc.stderr.splitlines()
+        self.assertEqual([e.split(":")[0] for e in err],
+                         ["line 2", "line 3", "line 4", "line 7", "line 9", "line 10", "line 11", "line 12"])
+        self.assertTrue(err[0].startswith('line 2: MoneyDeposited.amount: "-5" '), err[0])
+        self.assertTrue(err[1].startswith("line 3: not valid JSON: "), err[1])
+        self.assertEqual(err[2], 'line 4: missing field "aggregateid"')
+        self.assertEqual(err[3], "line 7: payload: expected a JSON object, got array")
+        self.assertEqual(err[4], "line 9: unknown event type 'Teleported'")
+        self.assertEqual(err[5], 'line 10: unknown field "colour" '
+                                 '(known: id, aggregatetype, aggregateid, type, payload, timestamp)')
+        self.assertEqual(err[6], 'line 11: MoneyDeposited.amount: "1.234" has more than 2 decimals')
+        self.assertTrue(err[7].startswith("line 12: not valid JSON: "), err[7])
+
+        rows = self.query("SELECT id, aggregatetype, aggregateid, type, payload FROM outbox ORDER BY seq")
+        self.assertEqual([r[0] for r in rows[:2]], ["e1", "e5"])
+        self.assertEqual(len(rows), 3)
+        self.assertRegex(rows[2][0], UUID4)
+        self.assertEqual(rows[1][1:], ("Account", "acc-1", "MoneyDeposited", '{"amount": "12.34"}'))
+        self.assertEqual(self.summary(proc), (3, 0, 8))
+
+    def test_all_valid_exits_0(self):
+        lines = [created("c%d" % i, aggregate_id="acc-%d" % i) for i in range(50)]
+        lines += [deposit("%d.50" % i, "d%d" % i, "acc-%d" % i) for i in range(50)]
+        proc = self.produce(lines, "--rules", self.rules, "--create-schema", "--batch-size", "7")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stderr, "")
+        self.assertEqual(self.summary(proc), (100, 0, 0))
+        self.assertEqual(self.ids(), ["c%d" % i for i in range(50)] + ["d%d" % i for i in range(50)])
+
+    def test_a_repeated_event_id_is_written_once(self):
+        lines = [deposit("1.00", "same"), deposit("2.00", "other"), deposit("1.00", "same"),
+                 deposit("3.00", "third"), deposit("1.00", "same")]
+        # A batch of 2: the copies arrive while the first is buffered and after it is written.
+        proc = self.produce(lines, "--create-schema", "--batch-size", "2")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(self.ids(), ["same", "other", "third"])
+        self.assertEqual(self.summary(proc), (3, 2, 0))
+
+    def test_rules_from_the_accounts_pipeline(self):
+        shipped = os.path.join(helpers.SOURCE_ROOT, "pipelines", "accounts.yaml")
+        pipeline = shipped if os.path.exists(shipped) else self.write("accounts.yaml", PIPELINE_YAML)
+        lines = [created("a1"), deposit("-5", "a2"), deposit("1.234", "a3"), created("a4", currency="eur"),
+                 event("Teleported", {}, "a5"), deposit("12.34", "a6"),
+                 event("MoneyWithdrawn", {"amount": "1.50"}, "a7"), event("AccountClosed", {}, "a8")]
+        proc = self.produce(lines, "--rules", pipeline, "--create-schema")
+        self.assertEqual(proc.returncode, 5, proc.stderr)
+        self.assertEqual([e.split(":")[0] for e in proc.stderr.splitlines()],
+                         ["line 2", "line 3", "line 4", "line 5"])
+        self.assertEqual(self.ids(), ["a1", "a6", "a7", "a8"])
+
+    def test_pipeline_rules_yaml_rules_and_json_rules_decide_alike(self):
+        rules_json = self.write("rules.json", json.dumps({
+            "aggregate_types": ["Account"],
+            "events": {"AccountCreated": {"owner": {"type": "string", "min_length": 1},
+                                          "currency": {"type": "string", "pattern": "^[A-Z]{3}$"}},
+                       "MoneyDeposited": {"amount": {"type": "decimal", "max_decimals": 2,
+                                                     "min_exclusive": "0", "max": "999999999.99"}},
+                       "MoneyWithdrawn": {"amount": {"type": "decimal", "max_decimals": 2,
+                                                     "min_exclusive": "0"}},
+                       "AccountClosed": {}}}))
+        pipeline = self.write("pipeline.yaml", PIPELINE_YAML)
+        lines = [created("x1"), created("x2", owner=""), deposit("0", "x3"), deposit("1000000000.00", "x4"),
+                 deposit("5", "x5")]
+        results = []
+        for rules in (self.rules, rules_json, pipeline):
+            db = self.path(os.path.basename(rules) + ".db")
+            proc = self.produce(lines, "--rules", rules, "--create-schema", db=db)
+            self.assertEqual(proc.returncode, 5, proc.stderr)
+            results.append((proc.stderr, self.ids_of(db)))
+        self.assertEqual(results[0], results[1])
+        self.assertEqual(results[0], results[2])
+        self.assertEqual(results[0][1], ["x1", "x5"])
+
+    def ids_of(self, db):
+        return [r[0] for r in self.query("SELECT id FROM outbox ORDER BY seq", db=db)]
+
+    def test_bad_rules_exit_3_with_one_line(self):
+        bad = self.write("bad.yaml",
+                         "events:\n  MoneyDeposited:\n    amount: {type: decimal, max_decimals: 12}\n")
+        proc = self.produce([], "--rules", bad, "--create-schema")
+        self.assertEqual(proc.returncode, 3)
+        self.assertEqual(len(proc.stderr.splitlines()), 1)
+        self.assertIn("bad.yaml", proc.stderr)
+        self.assertIn("max_decimals", proc.stderr)
+
+        broken = self.write("broken.yaml", "events:\n  A: {x: {type: string}\n")
+        proc = self.produce([], "--rules", broken)
+        self.assertEqual(proc.returncode, 3)
+        self.assertRegex(proc.stderr, r"^cdcflow produce: .*broken\.yaml:\d+:\d+: ")
+
+        no_validator = self.write("nov.yaml", "pipeline: p\nstages:\n  - {id: s, plugin: outbox_source}\n")
+        proc = self.produce([], "--rules", no_validator)
+        self.assertEqual(proc.returncode, 3)
+        self.assertIn("no stage with plugin 'validator'", proc.stderr)
+
+        proc = self.produce([], "--rules", self.path("missing.yaml"))
+        self.assertEqual(proc.returncode, 3)
+        self.assertIn("cannot read rules file", proc.stderr)
+        self.assertFalse(os.path.exists(self.db))
+
+    def test_quiet_when_not_a_terminal(self):
+        lines = [deposit("1.00", "q%d" % i) for i in range(3000)] + ["{oops"]
+        proc = self.produce(lines, "--create-schema", "--batch-size", "100")
+        self.assertEqual(proc.returncode, 5)
+        # Only the refusal: no progress line, no carriage return, no escape codes.
+        self.assertEqual(proc.stderr.splitlines(), [proc.stderr.strip()])
+        self.assertTrue(proc.stderr.startswith("line 3001: not valid JSON"), proc.stderr)
+        self.assertNotIn("\r", proc.stderr + proc.stdout)
+        self.assertEqual(proc.stdout, "produced: 3000 written, 0 duplicates, 1 refused\n")
+
+    def test_progress_on_a_terminal_and_events_written_while_input_pauses(self):
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([helpers.BIN, "produce", "--db", self.db, "--create-schema"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=slave)
+        os.close(slave)
+        try:
+            proc.stdin.write(("\n".join(deposit("1.00", "t%d" % i) for i in range(3)) + "\n").encode())
+            proc.stdin.flush()
+            # The input pauses (stdin stays open): the progress line appears and
+            # the buffered events are written without waiting for a full batch.
+            seen = b""
+            deadline = time.monotonic() + 30
+            while b"events/s" not in seen and time.monotonic() < deadline:
+                ready, _, _ = select.select([master], [], [], 1.0)
+                if ready:
+                    seen += os.read(master, 4096)
+            self.assertIn(b"events/s", seen)
+            self.assertIn(b"\r", seen)
+            helpers.wait_for(lambda: self.count_rows() == 3, what="the paused input's events to be written")
+            proc.stdin.close()
+            self.assertEqual(proc.wait(timeout=60), 0)
+            self.assertEqual(proc.stdout.read().decode(), "produced: 3 written, 0 duplicates, 0 refused\n")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            os.close(master)
+
+    def count_rows(self):
+        try:
+            return self.query("SELECT count(*) FROM outbox")[0][0]
+        except sqlite3.OperationalError:
+            return -1
+
+    def test_empty_input(self):
+        proc = self.produce([], "--create-schema", stdin="")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(proc.stderr, "")
+        self.assertEqual(proc.stdout, "produced: 0 written, 0 duplicates, 0 refused\n")
+        self.assertEqual(self.ids(), [])
+
+    def test_missing_table_without_create_schema_is_a_clear_error(self):
+        con = sqlite3.connect(self.db)
+        con.execute("CREATE TABLE something_else (x)")
+        con.close()
+        proc = self.produce([deposit("1.00", "m1")])
+        self.assertEqual(proc.returncode, 1)
+        self.assertEqual(len(proc.stderr.splitlines()), 1)
+        self.assertIn('has no table "outbox"', proc.stderr)
+        self.assertIn("--create-schema", proc.stderr)
+        self.assertEqual(proc.stdout, "")
+        self.assertEqual(self.query("SELECT name FROM sqlite_master WHERE name = 'outbox'"), [])
+
+    def test_missing_database_file_is_not_created(self):
+        db = self.path("nope.db")
+        proc = self.produce([deposit("1.00", "m1")], db=db)
+        self.assertEqual(proc.returncode, 1)
+        self.assertIn("cannot open database", proc.stderr)
+        self.assertFalse(os.path.exists(db))
+
+    def test_a_locked_database_fails_with_the_lines_not_written(self):
+        self.assertEqual(self.produce([], "--create-schema").returncode, 0)
+        locker = sqlite3.connect(self.db, isolation_level=None)
+        try:
+            locker.execute("BEGIN EXCLUSIVE")
+            lines = [deposit("1.00", "l1"), deposit("2.00", "l2"), "{bad", deposit("3.00", "l4")]
+            proc = self.produce(lines, "--batch-size", "2", "--busy-timeout-ms", "20")
+            self.assertEqual(proc.returncode, 1)
+            err = proc.stderr.splitlines()
+            self.assertEqual(len(err), 1, proc.stderr)
+            self.assertIn("database is locked", err[0])
+            self.assertTrue(err[0].endswith("input up to line 0 is done, line 1 and later not written"), err[0])
+            self.assertEqual(proc.stdout, "produced: 0 written, 0 duplicates, 0 refused\n")
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        self.assertEqual(self.ids(), []) # nothing written behind the message's back
+
+    def test_create_schema_with_a_custom_table(self):
+        proc = self.produce([deposit("1.00", "c1")], "--table", "my events", "--create-schema")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertEqual(self.ids("my events"), ["c1"])
+        index = self.query("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'my events'")
+        self.assertEqual(index, [("my events_id_idx",)])
+
+    def test_command_line_errors_exit_2(self):
+        for args in (["produce"], ["produce", "--db", self.db, "--batch-size", "0"],
+                     ["produce", "--db", self.db, "--no-such-option"], ["produce", "--db", self.db, "extra"]):
+            proc = helpers.run(args, stdin="")
+            self.assertEqual(proc.returncode, 2, args)
+            self.assertEqual(len(proc.stderr.splitlines()), 1, proc.stderr)
+        proc = helpers.run(["produce", "--help"])
+        self.assertEqual(proc.returncode, 0)
+        self.assertIn("--create-schema", proc.stdout)
+
+    def test_generated_ids_and_timestamps(self):
+        before = int(time.time() * 1e6)
+        given = event("MoneyDeposited", {"amount": "3.00"}, "given", timestamp=1700000000000001)
+        proc = self.produce([deposit("1.00"), deposit("2.00"), given], "--create-schema")
+        after = int(time.time() * 1e6)
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        rows = self.query("SELECT id, timestamp FROM outbox ORDER BY seq")
+        self.assertRegex(rows[0][0], UUID4)
+        self.assertRegex(rows[1][0], UUID4)
+        self.assertNotEqual(rows[0][0], rows[1][0])
+        for _, ts in rows[:2]:
+            self.assertTrue(before <= ts <= after, (before, ts, after))
+        self.assertEqual(rows[2], ("given", 1700000000000001))
+
+    def test_crlf_lines_and_field_types(self):
+        lines = [deposit("1.00", "r1"),
+                 '{"id": 5, "aggregatetype": "A", "aggregateid": "a", "type": "T", "payload": {}}',
+                 '{"id": "", "aggregatetype": "A", "aggregateid": "a", "type": "T", "payload": {}}',
+                 '{"aggregatetype": "A", "aggregateid": "a", "type": "T", "payload": {}, "timestamp": "now"}',
+                 '{"aggregatetype": "A", "aggregateid": "a", "type": "T", "payload": {}, "type": "U"}',
+                 '[1, 2]']
+        proc = self.produce([], "--create-schema", stdin="\r\n".join(lines) + "\r\n")
+        self.assertEqual(proc.returncode, 5)
+        self.assertEqual(proc.stderr.splitlines(), [
+            "line 2: id: expected a string, got number",
+            "line 3: id: is empty (leave it out to have one generated)",
+            "line 4: timestamp: expected an integer (microseconds since the epoch), got string",
+            'line 5: duplicate field "type"',
+            "line 6: not a JSON object (got array)",
+        ])
+        self.assertEqual(self.ids(), ["r1"])
+
+
+if __name__ == "__main__":
+    helpers.main()
