@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages cdcflow needs (as root, or through sudo)
+# and configures + builds it in ./build. Safe to run again: apt and meson
+# skip what is already done. Nothing is downloaded from outside Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  g++ meson ninja-build pkg-config            # the build
+  libyaml-cpp-dev                             # pipeline files
+  libboost-dev libboost-program-options-dev   # Boost.DLL, Lockfree (headers), Program_options
+  libsqlite3-dev sqlite3                      # the embedded outbox and projections
+  libsimdjson-dev nlohmann-json3-dev          # JSON: hot path / config
+  libcpp-httplib-dev                          # /health and /metrics
+  librdkafka-dev kcat                         # Kafka source and sink
+  doctest-dev python3                         # unit tests / end-to-end tests
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" = 0 ] || SUDO="sudo"
+  echo "setup: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+builddir=${BUILD_DIR:-build}
+if [ ! -f "$builddir/build.ninja" ]; then
+  meson setup "$builddir" --buildtype=release ${MESON_ARGS:-} >/dev/null
+fi
+ninja -C "$builddir" >&2

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Installs what is needed, builds, and runs every test:
+#   1. the release build: unit tests (doctest) and end-to-end tests (the real
+#      cdcflow binary on real SQLite files, kill -9 crash tests);
+#   2. the same suite built with -Db_sanitize=address,undefined;
+#   3. the queue and runtime unit tests built with -Db_sanitize=thread.
+# Set CDCFLOW_QUICK=1 to run only step 1.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh || exit 1
+
+passed=0
+failed=0
+run_suite() { # name builddir [meson test args...]
+  local name=$1 dir=$2
+  shift 2
+  echo "== $name ==" >&2
+  if meson test -C "$dir" --print-errorlogs --num-processes 2 "$@"; then :; fi
+  local log="$dir/meson-logs/testlog.json"
+  if [ -f "$log" ]; then
+    local p f
+    p=$(grep -c '"result": "OK"' "$log" || true)
+    f=$(grep -c -E '"result": "(FAIL|TIMEOUT|ERROR|UNEXPECTEDPASS)"' "$log" || true)
+    passed=$((passed + p))
+    failed=$((failed + f))
+  else
+    failed=$((failed + 1))
+  fi
+}
+
+run_suite "release build" build
+
+if [ "${CDCFLOW_QUICK:-0}" != 1 ]; then
+  if [ ! -f build-asan/build.ninja ]; then
+    meson setup build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false >/dev/null || exit 1
+  fi
+  ninja -C build-asan >&2 || exit 1
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+    run_suite "address+undefined sanitizers" build-asan
+
+  if [ ! -f build-tsan/build.ninja ]; then
+    meson setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread >/dev/null || exit 1
+  fi
+  ninja -C build-tsan tests/unit_tests tests/plugins/gen_source.so tests/plugins/passthrough.so \
+    tests/plugins/file_sink.so >&2 || exit 1
+  echo "== thread sanitizer: queue and runtime ==" >&2
+  if TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests --test-case='queue*,runtime*'; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
