@@ -36,9 +36,9 @@ OutboxSource::OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
       id_col_(cfg.str("id_column")), agg_type_col_(cfg.str("aggregate_type_column")),
       agg_id_col_(cfg.str("aggregate_id_column")), type_col_(cfg.str("type_column")),
       payload_col_(cfg.str("payload_column")), ts_col_(cfg.str("timestamp_column")),
-      poll_interval_ms_(cfg.i64("poll_interval_ms")), busy_timeout_ms_(cfg.i64("busy_timeout_ms")),
-      retention_s_(cfg.i64("retention_seconds")), cleanup_batch_(cfg.i64("cleanup_batch")),
-      create_schema_(cfg.boolean("create_schema")) {
+      version_col_(cfg.str("version_column")), poll_interval_ms_(cfg.i64("poll_interval_ms")),
+      busy_timeout_ms_(cfg.i64("busy_timeout_ms")), retention_s_(cfg.i64("retention_seconds")),
+      cleanup_batch_(cfg.i64("cleanup_batch")), create_schema_(cfg.boolean("create_schema")) {
     if (path_.empty()) cfg.fail("database", "must not be empty");
     for (const char *key : {"table", "seq_column", "id_column", "aggregate_type_column",
                             "aggregate_id_column", "type_column", "payload_column", "timestamp_column"})
@@ -82,8 +82,10 @@ std::optional<std::pair<const char *, std::string>> OutboxSource::missing_column
                                                                  {"aggregate_id_column", &agg_id_col_},
                                                                  {"type_column", &type_col_},
                                                                  {"payload_column", &payload_col_},
-                                                                 {"timestamp_column", &ts_col_}};
+                                                                 {"timestamp_column", &ts_col_},
+                                                                 {"version_column", &version_col_}};
     for (auto &[key, col] : want) {
+        if (col->empty()) continue; // an optional column that is not configured
         // SQLite identifiers are case-insensitive (ASCII).
         bool found = std::any_of(have.begin(), have.end(), [&](const std::string &h) {
             return h.size() == col->size() &&
@@ -115,7 +117,8 @@ void OutboxSource::create_schema() {
     db.exec("CREATE TABLE IF NOT EXISTS " + q(table_) + " (" + q(seq_col_) +
             " INTEGER PRIMARY KEY AUTOINCREMENT, " + q(id_col_) + " TEXT NOT NULL, " + q(agg_type_col_) +
             " TEXT NOT NULL, " + q(agg_id_col_) + " TEXT NOT NULL, " + q(type_col_) + " TEXT NOT NULL, " +
-            q(payload_col_) + " TEXT NOT NULL, " + q(ts_col_) + " INTEGER NOT NULL)");
+            q(payload_col_) + " TEXT NOT NULL, " + q(ts_col_) + " INTEGER NOT NULL" +
+            (version_col_.empty() ? std::string() : ", " + q(version_col_) + " INTEGER") + ")");
     db.exec("CREATE INDEX IF NOT EXISTS " + q(table_ + "_" + id_col_ + "_idx") + " ON " + q(table_) + " (" +
             q(id_col_) + ")");
 }
@@ -125,10 +128,10 @@ void OutboxSource::prepare() {
     const std::string t = q(table_), seq = q(seq_col_);
     // One statement for every poll: the read transaction it opens ends when
     // it is reset, so a caught-up source never pins the WAL.
-    select_ =
-        reader_.prepare("SELECT " + seq + ", " + q(id_col_) + ", " + q(agg_type_col_) + ", " +
-                        q(agg_id_col_) + ", " + q(type_col_) + ", " + q(payload_col_) + ", " + q(ts_col_) +
-                        " FROM " + t + " WHERE " + seq + " > ?1 ORDER BY " + seq + " LIMIT ?2");
+    select_ = reader_.prepare("SELECT " + seq + ", " + q(id_col_) + ", " + q(agg_type_col_) + ", " +
+                              q(agg_id_col_) + ", " + q(type_col_) + ", " + q(payload_col_) + ", " +
+                              q(ts_col_) + (version_col_.empty() ? std::string() : ", " + q(version_col_)) +
+                              " FROM " + t + " WHERE " + seq + " > ?1 ORDER BY " + seq + " LIMIT ?2");
     data_version_ = reader_.prepare("PRAGMA data_version");
     max_seq_ = reader_.prepare("SELECT max(" + seq + ") FROM " + t);
     if (retention_s_ > 0) {
@@ -195,7 +198,21 @@ uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
             e.payload = cdcflow::str(select_.text(5));
             e.timestamp_us = select_.int64(6);
             e.position = cdcflow_position{{"", 0}, select_.int64(0)};
+            // The version: a non-negative integer, or NULL for none. Anything
+            // else would silently turn the check off for the event: reject it.
+            bool bad_version = false;
+            e.aggregate_version = -1;
+            if (!version_col_.empty()) {
+                int type = sqlite3_column_type(select_.raw(), 7);
+                if (type == SQLITE_INTEGER && select_.int64(7) >= 0)
+                    e.aggregate_version = select_.int64(7);
+                else
+                    bad_version = type != SQLITE_NULL;
+            }
             if (!batch.append(e)) break;
+            if (bad_version)
+                batch.reject(batch.size() - 1,
+                             "column '" + version_col_ + "' is not an integer >= 0 or NULL");
             last_seq_ = e.position.offset;
             ++n;
         }

@@ -36,6 +36,10 @@ public:
         {"payload_column", CDCFLOW_CONFIG_STRING, "payload", 0, "JSON payload column"},
         {"timestamp_column", CDCFLOW_CONFIG_STRING, "timestamp", 0,
          "event time column, microseconds since epoch"},
+        {"version_column", CDCFLOW_CONFIG_STRING, "", 0,
+         "optional aggregate version column (INTEGER >= 0 or NULL); the sink then skips an event whose "
+         "version "
+         "is not above the last one processed for its aggregate. Empty: events carry no version"},
         {"poll_interval_ms", CDCFLOW_CONFIG_INT, "10", 0,
          "when caught up, how often to look for new rows (milliseconds, >= 1)"},
         {"busy_timeout_ms", CDCFLOW_CONFIG_INT, "5000", 0, "SQLite busy timeout for reads (milliseconds)"},
@@ -77,6 +81,7 @@ private:
     std::string path_;
     std::string table_;
     std::string seq_col_, id_col_, agg_type_col_, agg_id_col_, type_col_, payload_col_, ts_col_;
+    std::string version_col_; // empty: none
     int64_t poll_interval_ms_;
     int64_t busy_timeout_ms_;
     int64_t retention_s_;

@@ -1,5 +1,6 @@
 #include "projection_sink.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <chrono>
 #include <filesystem>
@@ -37,7 +38,8 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
                                std::unique_ptr<Projection> projection)
     : Sink(ctx), path_(cfg.str("database")), checkpoint_name_(cfg.str("checkpoint_name")),
       busy_timeout_ms_(cfg.i64("busy_timeout_ms")), create_schema_(cfg.boolean("create_schema")),
-      wal_checkpoint_pages_(cfg.i64("wal_checkpoint_pages")), projection_(std::move(projection)) {
+      wal_checkpoint_pages_(cfg.i64("wal_checkpoint_pages")), projection_(std::move(projection)),
+      versions_(static_cast<size_t>(std::max<int64_t>(1, cfg.i64("cache_size")))) {
     if (path_.empty()) cfg.fail("database", "must not be empty");
     if (checkpoint_name_.empty()) cfg.fail("checkpoint_name", "must not be empty");
     if (busy_timeout_ms_ < 0 || busy_timeout_ms_ > 3600000) cfg.fail("busy_timeout_ms", "must be 0..3600000");
@@ -46,9 +48,9 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
     sync_full_ = sync == "full";
     if (wal_checkpoint_pages_ < 0 || wal_checkpoint_pages_ > 1000000000)
         cfg.fail("wal_checkpoint_pages", "must be 0..1000000000 (0: checkpoint inside the commit)");
+    const int64_t cache_size = cfg.i64("cache_size");
+    if (cache_size < 1) cfg.fail("cache_size", "must be >= 1");
     if (!projection_) {
-        int64_t cache_size = cfg.i64("cache_size");
-        if (cache_size < 1) cfg.fail("cache_size", "must be >= 1");
         ProjectionOptions opts;
         opts.cache_size = static_cast<size_t>(cache_size);
         std::string_view name = cfg.str("projection");
@@ -60,6 +62,8 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
 
     applied_ = ctx.counter("applied", "events applied to the projection");
     dead_letters_ = ctx.counter("dead_letters", "dead letters written (rejected by any stage)");
+    version_duplicates_ = ctx.counter("version_duplicates",
+                                      "events skipped: aggregate version not above the last one processed");
     commit_us_ = ctx.gauge("commit_us", "duration of the last COMMIT, microseconds");
 
     // create() only looks: a missing database or table is created in start()
@@ -81,7 +85,7 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
 
 std::string ProjectionSink::missing_table() {
     std::vector<std::string> need = projection_->tables();
-    need.insert(need.end(), {"dead_letters", "cdcflow_checkpoints"});
+    need.insert(need.end(), {"dead_letters", "cdcflow_checkpoints", AggregateVersions::kTable});
     for (const std::string &t : need)
         if (!db_.has_table(t)) return t;
     return {};
@@ -91,6 +95,7 @@ ProjectionSink::~ProjectionSink() {
     checkpointer_.stop();
     // Statements before their connection.
     if (projection_) projection_->close();
+    versions_.close();
 }
 
 void ProjectionSink::prepare() {
@@ -102,6 +107,7 @@ void ProjectionSink::prepare() {
         "ON CONFLICT(name, \"partition\") DO UPDATE SET position = excluded.position, "
         "updated_at = excluded.updated_at");
     projection_->open(db_);
+    versions_.open(db_, checkpoint_name_);
     prepared_ = true;
 }
 
@@ -127,6 +133,7 @@ void ProjectionSink::start() {
             sqlite::Transaction tx(db_);
             db_.exec(kDeadLettersDdl);
             db_.exec(kCheckpointsDdl);
+            db_.exec(AggregateVersions::ddl());
             projection_->create_schema(db_);
             tx.commit();
         }
@@ -198,12 +205,22 @@ void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
 void ProjectionSink::process(cdcflow::Batch &batch) {
     if (batch.empty()) return;
     const int64_t now = wall_clock_us();
-    int64_t applied = 0, dead = 0, commit_us = 0;
+    int64_t applied = 0, dead = 0, version_dups = 0, commit_us = 0;
     try {
         sqlite::Transaction tx(db_);
         for (uint32_t i = 0; i < batch.size(); ++i) {
             const cdcflow_event &e = batch[i];
             if (e.status == CDCFLOW_EVENT_DUPLICATE) continue;
+            // Events that carry an aggregate version: one at or below the
+            // last processed for the aggregate was applied or dead-lettered
+            // already (a copy under another id, or a stale replay).
+            int64_t last;
+            if (e.aggregate_version >= 0 &&
+                !versions_.advance(sv(e.aggregate_type), sv(e.aggregate_id), e.aggregate_version, last)) {
+                batch.mark_duplicate(i);
+                ++version_dups;
+                continue;
+            }
             if (e.status == CDCFLOW_EVENT_OK) {
                 if (projection_->apply(e, reason_)) {
                     ++applied;
@@ -217,6 +234,7 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
             ++dead;
         }
         projection_->write_batch();
+        versions_.write_batch();
         save_checkpoint(batch, now);
         auto t0 = std::chrono::steady_clock::now();
         tx.commit();
@@ -228,9 +246,12 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
         // the projection's memory back to the committed state too, so that
         // the host's retry of this batch gives the same result.
         projection_->batch_rolled_back();
+        versions_.batch_rolled_back();
         throw;
     }
     projection_->batch_committed();
+    versions_.batch_committed();
+    version_duplicates_.add(version_dups);
     applied_.add(applied);
     dead_letters_.add(dead);
     commit_us_.set(commit_us);
@@ -249,6 +270,7 @@ void ProjectionSink::stop() {
     } catch (const Error &) {
     }
     projection_->close();
+    versions_.close();
     dead_letter_ = {};
     checkpoint_upsert_ = {};
     prepared_ = false;

@@ -6,6 +6,7 @@
 // Thread-safety: driven by one thread at a time (plugin.h).
 #pragma once
 
+#include "aggregate_versions.hpp"
 #include "common/sqlite.hpp"
 #include "common/wal_checkpointer.hpp"
 #include "projection.hpp"
@@ -31,7 +32,8 @@ public:
          "the domain model to build (built in: accounts)"},
         {"checkpoint_name", CDCFLOW_CONFIG_STRING, "accounts", 0,
          "this sink's key in the cdcflow_checkpoints table (unique per pipeline sharing the database)"},
-        {"cache_size", CDCFLOW_CONFIG_INT, "100000", 0, "projection rows kept in the LRU cache"},
+        {"cache_size", CDCFLOW_CONFIG_INT, "100000", 0,
+         "projection rows (and aggregate versions) kept in LRU caches"},
         {"busy_timeout_ms", CDCFLOW_CONFIG_INT, "5000", 0,
          "SQLite busy timeout; a batch that still finds the database locked is retried by the host"},
         {"create_schema", CDCFLOW_CONFIG_BOOL, "true", 0,
@@ -70,6 +72,7 @@ private:
     bool sync_full_;
     int64_t wal_checkpoint_pages_;
     std::unique_ptr<Projection> projection_;
+    AggregateVersions versions_;
 
     sqlite::Db db_;
     sqlite::Stmt dead_letter_;
@@ -83,7 +86,7 @@ private:
     std::vector<std::pair<std::string_view, int64_t>> partitions_;
 
     // `<stage>.rejected` is counted by the host (batch.reject).
-    cdcflow::Metric applied_, dead_letters_, commit_us_;
+    cdcflow::Metric applied_, dead_letters_, commit_us_, version_duplicates_;
 };
 
 } // namespace cdcflow::projection

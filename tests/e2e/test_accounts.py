@@ -131,6 +131,38 @@ class Restarts(AccountsTest):
         self.assert_matches_model()
 
 
+class AggregateVersions(AccountsTest):
+    def test_a_copy_under_a_new_id_is_a_duplicate_by_its_version(self):
+        # The shipped pipeline with its commented version_column switched on.
+        text = open(PIPELINE).read()
+        self.assertIn("# version_column: aggregate_version", text)
+        pipeline = self.write("versions.yaml", text.replace("# version_column:", "version_column:"))
+        c = self.conn()
+        c.execute("ALTER TABLE outbox ADD COLUMN aggregate_version INTEGER")
+
+        def add(event_id, version, type_, payload):
+            c.execute("INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, timestamp, "
+                      "aggregate_version) VALUES (?, 'Account', 'acc-1', ?, ?, ?, ?)",
+                      (event_id, type_, payload, 1000 + version, version))
+            c.commit()
+
+        add("e1", 1, "AccountCreated", '{"owner": "Ada", "currency": "EUR"}')
+        add("e2", 2, "MoneyDeposited", '{"amount": "10.00"}')
+        add("e2-resent", 2, "MoneyDeposited", '{"amount": "10.00"}')  # new id: the deduper cannot see it
+        add("e3", 3, "MoneyDeposited", '{"amount": "0.50"}')
+        r = run(["run", pipeline, "--drain"], env=self.env, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        self.assertIn("4 events: 3 applied, 0 rejected, 1 duplicates", r.stdout)
+        # A stale replay after a restart is dropped by the stored version.
+        add("e2-replayed", 2, "MoneyDeposited", '{"amount": "10.00"}')
+        r = run(["run", pipeline, "--drain"], env=self.env, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        self.assertIn("1 events: 0 applied, 0 rejected, 1 duplicates", r.stdout)
+        self.assertEqual(c.execute("SELECT balance, version FROM accounts").fetchall(), [("10.50", 3)])
+        self.assertEqual(c.execute("SELECT count(*) FROM dead_letters").fetchone()[0], 0)
+        c.close()
+
+
 class HostileInput(AccountsTest):
     def test_hostile_rows_become_dead_letters_or_correct_rows(self):
         evil = "x'); DROP TABLE accounts; --"

@@ -139,6 +139,7 @@ struct EventSpec {
     int64_t timestamp_us = 0;
     int64_t offset = 0;
     std::string partition{};
+    int64_t version = -1; // aggregate version; -1: none
 };
 inline bool append(cdcflow_batch &b, const EventSpec &s) {
     cdcflow_event_init e = cdcflow::make_event_init();
@@ -149,6 +150,7 @@ inline bool append(cdcflow_batch &b, const EventSpec &s) {
     e.payload = cdcflow::str(s.payload);
     e.timestamp_us = s.timestamp_us;
     e.position = cdcflow_position{cdcflow::str(s.partition), s.offset};
+    e.aggregate_version = s.version;
     return b.append(e);
 }
 

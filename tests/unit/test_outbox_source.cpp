@@ -204,6 +204,54 @@ TEST_CASE("outbox_source: NULL columns read as empty strings and 0") {
     CHECK(b.events[0].timestamp_us == 0);
 }
 
+TEST_CASE("outbox_source: version_column carries aggregate versions; a bad one is rejected, not guessed") {
+    TempDir dir("os_version");
+    std::string path = dir.file("app.db");
+    {
+        sqlite::Db db = make_outbox(path);
+        insert_rows(db, 6, now_us());
+        db.exec("ALTER TABLE outbox ADD COLUMN aggregate_version");
+        db.exec("UPDATE outbox SET aggregate_version = CASE seq WHEN 1 THEN 7 WHEN 2 THEN 0 WHEN 3 THEN NULL "
+                "WHEN 4 THEN 'three' WHEN 5 THEN -1 ELSE 2.5 END");
+    }
+    // Without the key the column is ignored: no event carries a version.
+    {
+        Source s({{"database", path}});
+        s.src->start();
+        cdcflow_batch b(10);
+        REQUIRE(s.poll(b).size() == 6);
+        for (uint32_t i = 0; i < b.count; ++i)
+            CHECK(b.events[i].aggregate_version == -1);
+    }
+    Source s({{"database", path}, {"version_column", "aggregate_version"}});
+    s.src->start();
+    cdcflow_batch b(10);
+    REQUIRE(s.poll(b).size() == 6);
+    CHECK(b.events[0].aggregate_version == 7);
+    CHECK(b.events[1].aggregate_version == 0);
+    CHECK(b.events[2].aggregate_version == -1); // NULL: none
+    for (int i = 0; i < 3; ++i)
+        CHECK(b.events[i].status == CDCFLOW_EVENT_OK);
+    for (int i = 3; i < 6; ++i) {
+        CHECK(b.events[i].status == CDCFLOW_EVENT_REJECTED);
+        CHECK(cdcflow::sv(b.events[i].reject_reason) ==
+              "column 'aggregate_version' is not an integer >= 0 or NULL");
+        CHECK(cdcflow::sv(b.events[i].reject_stage) == "outbox");
+    }
+
+    // A configured column that does not exist is an error at create, naming the key.
+    std::string err = error_of({{"database", path}, {"version_column", "ver"}});
+    CHECK(err.find("version_column") != std::string::npos);
+    CHECK(err.find("has no column 'ver'") != std::string::npos);
+
+    // create_schema makes the column when one is configured.
+    std::string fresh = dir.file("fresh.db");
+    Source c({{"database", fresh}, {"create_schema", true}, {"version_column", "v"}});
+    c.src->start();
+    sqlite::Db db(fresh, SQLITE_OPEN_READONLY);
+    CHECK(db.columns("outbox").back() == "v");
+}
+
 TEST_CASE("outbox_source: resumes just after the position it is sought to") {
     TempDir dir("os_seek");
     std::string path = dir.file("app.db");

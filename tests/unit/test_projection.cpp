@@ -397,6 +397,8 @@ TEST_CASE("projection_sink: create() changes nothing; start() creates the schema
                                    "source_position", "stage", "reason", "failed_at"});
     CHECK(db.columns("cdcflow_checkpoints") ==
           std::vector<std::string>{"name", "partition", "position", "updated_at"});
+    CHECK(db.columns("cdcflow_aggregate_versions") ==
+          std::vector<std::string>{"name", "aggregatetype", "aggregateid", "version"});
     sqlite::Stmt jm(db, "PRAGMA journal_mode");
     REQUIRE(jm.step());
     CHECK(jm.text(0) == "wal");
@@ -507,6 +509,113 @@ TEST_CASE("projection_sink: applies, dead-letters and checkpoints a batch in one
     CHECK(r.status == "closed");
     CHECK(r.version == 5);
     CHECK(again.checkpoint() == std::vector<std::pair<std::string, int64_t>>{{"", 11}});
+}
+
+namespace {
+
+EventSpec versioned(int64_t offset, std::string agg, int64_t version, std::string type, std::string payload,
+                    std::string id = "") {
+    EventSpec e = ev(offset, std::move(agg), std::move(type), std::move(payload));
+    e.version = version;
+    if (!id.empty()) e.id = std::move(id);
+    return e;
+}
+
+int64_t stored_version(sqlite::Db &db, const std::string &type, const std::string &id) {
+    auto s = db.prepare("SELECT version FROM cdcflow_aggregate_versions WHERE name = 'accounts' AND "
+                        "aggregatetype = ?1 AND aggregateid = ?2");
+    s.bind(1, std::string_view(type)).bind(2, std::string_view(id));
+    return s.step() ? s.int64(0) : -1;
+}
+
+} // namespace
+
+TEST_CASE(
+    "projection_sink: an event at or below its aggregate's last version is a duplicate, across restarts") {
+    TempDir dir("ps_versions");
+    std::string path = dir.file("read.db");
+    {
+        Sink s({{"database", path}});
+        s.sink->start();
+        cdcflow_batch b(16);
+        append(b, versioned(1, "acc-1", 1, "AccountCreated", created()));
+        append(b, versioned(2, "acc-1", 2, "MoneyDeposited", deposit("10")));
+        append(b, versioned(3, "acc-1", 2, "MoneyDeposited", deposit("10"), "retry-copy")); // same version
+        append(b, versioned(4, "acc-1", 1, "AccountCreated", created("Eve")));              // stale replay
+        append(b, versioned(5, "acc-1", 5, "MoneyDeposited", deposit("1")));                // a gap is fine
+        append(b, versioned(6, "acc-1", 6, "MoneyWithdrawn", deposit("100")));              // rejected
+        append(b, versioned(7, "acc-1", 6, "MoneyWithdrawn", deposit("1"), "copy-of-6"));   // rejected's copy
+        append(b, ev(8, "acc-1", "MoneyDeposited", deposit("2")));                          // no version
+        append(b, versioned(9, "acc-2", 1, "AccountCreated", created("Bob")));              // own sequence
+        s.process(b);
+        const int dup[] = {2, 3, 6};
+        for (int i = 0; i < 9; ++i)
+            CHECK_MESSAGE((b.events[i].status == CDCFLOW_EVENT_DUPLICATE) ==
+                              (std::find(std::begin(dup), std::end(dup), i) != std::end(dup)),
+                          i);
+        CHECK(b.events[5].status == CDCFLOW_EVENT_REJECTED);
+        CHECK(s.h.metric("version_duplicates") == 3);
+        CHECK(s.h.metric("duplicates") == 3);
+        CHECK(s.h.metric("applied") == 5);
+        s.sink->stop();
+    }
+    sqlite::Db db(path, SQLITE_OPEN_READONLY);
+    Row r = account(db, "acc-1");
+    CHECK(r.owner == "Ada");
+    CHECK(r.balance == "13.00");
+    CHECK(r.version == 4); // events applied, not the last aggregate version
+    CHECK(stored_version(db, "Account", "acc-1") == 6);
+    CHECK(stored_version(db, "Account", "acc-2") == 1);
+    CHECK(dead_letters(db).size() == 1);
+
+    // After a restart the versions come from the table, not from memory.
+    Sink again({{"database", path}});
+    again.sink->start();
+    cdcflow_batch b2(8);
+    append(b2, versioned(10, "acc-1", 5, "MoneyDeposited", deposit("1"), "late")); // stale
+    append(b2, versioned(11, "acc-1", 7, "MoneyDeposited", deposit("1")));
+    append(b2, versioned(12, "acc-2", 1, "AccountCreated", created("Bob"), "late-2"));
+    again.process(b2);
+    CHECK(b2.events[0].status == CDCFLOW_EVENT_DUPLICATE);
+    CHECK(b2.events[1].status == CDCFLOW_EVENT_OK);
+    CHECK(b2.events[2].status == CDCFLOW_EVENT_DUPLICATE);
+    CHECK(account(db, "acc-1").balance == "14.00");
+    CHECK(stored_version(db, "Account", "acc-1") == 7);
+}
+
+TEST_CASE("projection_sink: aggregate versions are keyed by type and id, and roll back with the batch") {
+    TempDir dir("ps_versions_keys");
+    std::string path = dir.file("read.db");
+    Sink s({{"database", path}, {"cache_size", 1}}); // every miss goes to the table
+    s.sink->start();
+    cdcflow_batch b(8);
+    // "ab"+"c" and "a"+"bc" concatenate alike; they are different aggregates.
+    EventSpec x = versioned(1, "c", 3, "Nope", "{}");
+    x.aggregate_type = "ab";
+    EventSpec y = versioned(2, "bc", 2, "Nope", "{}");
+    y.aggregate_type = "a";
+    append(b, x);
+    append(b, y);
+    s.process(b);
+    CHECK(b.events[0].status == CDCFLOW_EVENT_REJECTED); // unknown type: dead-lettered, version kept
+    CHECK(b.events[1].status == CDCFLOW_EVENT_REJECTED);
+    sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+    CHECK(stored_version(db, "ab", "c") == 3);
+    CHECK(stored_version(db, "a", "bc") == 2);
+
+    // A batch that fails at its checkpoint write leaves no version behind,
+    // in the table or in memory: its retry applies the event.
+    db.exec("CREATE TRIGGER fail_cp BEFORE UPDATE ON cdcflow_checkpoints BEGIN SELECT RAISE(ABORT, "
+            "'injected'); END");
+    cdcflow_batch b2(8);
+    append(b2, versioned(3, "acc-9", 1, "AccountCreated", created()));
+    CHECK_THROWS_WITH_AS(s.process(b2), doctest::Contains("injected"), cdcflow::Error);
+    CHECK(stored_version(db, "Account", "acc-9") == -1);
+    db.exec("DROP TRIGGER fail_cp");
+    s.process(b2);
+    CHECK(b2.events[0].status == CDCFLOW_EVENT_OK);
+    CHECK(account(db, "acc-9").found);
+    CHECK(stored_version(db, "Account", "acc-9") == 1);
 }
 
 TEST_CASE("projection_sink: SQL metacharacters, invalid UTF-8 and huge payloads are stored verbatim") {

@@ -1,0 +1,90 @@
+#include "aggregate_versions.hpp"
+
+#include <cstring>
+
+namespace cdcflow::projection {
+
+const char *AggregateVersions::ddl() {
+    return "CREATE TABLE IF NOT EXISTS cdcflow_aggregate_versions(name TEXT NOT NULL, aggregatetype TEXT NOT "
+           "NULL, aggregateid TEXT NOT NULL, version INTEGER NOT NULL, PRIMARY KEY(name, aggregatetype, "
+           "aggregateid)) WITHOUT ROWID";
+}
+
+void AggregateVersions::open(sqlite::Db &db, std::string_view name) {
+    name_.assign(name);
+    select_ =
+        db.prepare("SELECT version FROM cdcflow_aggregate_versions WHERE name = ?1 AND aggregatetype = ?2 "
+                   "AND aggregateid = ?3");
+    upsert_ = db.prepare("INSERT INTO cdcflow_aggregate_versions(name, aggregatetype, aggregateid, version) "
+                         "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(name, aggregatetype, aggregateid) DO UPDATE SET "
+                         "version = excluded.version");
+}
+
+void AggregateVersions::close() {
+    select_ = {};
+    upsert_ = {};
+    // A re-opened database may hold other versions: read them again.
+    cache_.clear();
+    touched_.clear();
+}
+
+bool AggregateVersions::advance(std::string_view aggregate_type, std::string_view aggregate_id,
+                                int64_t version, int64_t &last) {
+    // The key is unambiguous: the type's length, the type, the id.
+    const uint32_t type_len = static_cast<uint32_t>(aggregate_type.size());
+    key_.assign(reinterpret_cast<const char *>(&type_len), sizeof type_len)
+        .append(aggregate_type)
+        .append(aggregate_id);
+    Cache::Node *n = cache_.find(key_);
+    if (!n) {
+        // Pinned and touched before the read: if the read throws, the
+        // rollback forgets the half-made node.
+        n = cache_.insert(key_);
+        n->pinned = true;
+        touched_.push_back(n);
+        select_.bind(1, std::string_view(name_)).bind(2, aggregate_type).bind(3, aggregate_id);
+        struct ResetOnExit {
+            sqlite::Stmt &s;
+            ~ResetOnExit() { s.reset(); }
+        } guard{select_};
+        n->row.version = select_.step() ? select_.int64(0) : -1;
+    } else if (!n->pinned) {
+        n->pinned = true;
+        touched_.push_back(n);
+    }
+    last = n->row.version;
+    if (version <= last) return false;
+    n->row.version = version;
+    n->dirty = true;
+    return true;
+}
+
+void AggregateVersions::write_batch() {
+    for (Cache::Node *n : touched_) {
+        if (!n->dirty) continue;
+        std::string_view key = std::string_view(n->key).substr(sizeof(uint32_t));
+        uint32_t type_len;
+        std::memcpy(&type_len, n->key.data(), sizeof type_len);
+        upsert_.bind(1, std::string_view(name_))
+            .bind(2, key.substr(0, type_len))
+            .bind(3, key.substr(type_len))
+            .bind(4, n->row.version);
+        upsert_.run();
+    }
+}
+
+void AggregateVersions::batch_committed() {
+    for (Cache::Node *n : touched_)
+        n->pinned = n->dirty = false;
+    touched_.clear();
+    cache_.trim();
+}
+
+void AggregateVersions::batch_rolled_back() {
+    // Forget what the batch touched; the next miss reads the committed state.
+    for (Cache::Node *n : touched_)
+        cache_.erase(n);
+    touched_.clear();
+}
+
+} // namespace cdcflow::projection
