@@ -220,16 +220,37 @@ class ProduceTest(helpers.TempDirTest):
         self.assertNotIn("\r", proc.stderr + proc.stdout)
         self.assertEqual(proc.stdout, "produced: 3000 written, 0 duplicates, 1 refused\n")
 
-    def test_progress_on_a_terminal_and_events_written_while_input_pauses(self):
-        master, slave = pty.openpty()
+    def test_events_are_written_while_input_pauses(self):
+        proc = subprocess.Popen([helpers.BIN, "produce", "--db", self.db, "--create-schema"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        try:
+            proc.stdin.write(("\n".join(deposit("1.00", "p%d" % i) for i in range(3)) + "\n").encode())
+            proc.stdin.flush()
+            # stdin stays open: the buffered events are written without
+            # waiting for a full batch or the end of the input.
+            helpers.wait_for(lambda: self.count_rows() == 3, what="the paused input's events to be written")
+            proc.stdin.close()
+            self.assertEqual(proc.wait(timeout=60), 0)
+            self.assertEqual(proc.stdout.read().decode(), "produced: 3 written, 0 duplicates, 0 refused\n")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+
+    def test_progress_on_a_terminal(self):
+        try:
+            master, slave = pty.openpty()
+        except OSError as e:
+            # Some containers have no /dev/pts; CI and developer machines do.
+            self.skipTest("no pseudo-terminal here (%s)" % e)
         proc = subprocess.Popen([helpers.BIN, "produce", "--db", self.db, "--create-schema"],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=slave)
         os.close(slave)
         try:
             proc.stdin.write(("\n".join(deposit("1.00", "t%d" % i) for i in range(3)) + "\n").encode())
             proc.stdin.flush()
-            # The input pauses (stdin stays open): the progress line appears and
-            # the buffered events are written without waiting for a full batch.
+            # The input pauses (stdin stays open): the progress line appears.
             seen = b""
             deadline = time.monotonic() + 30
             while b"events/s" not in seen and time.monotonic() < deadline:
