@@ -7,9 +7,10 @@
    other, in the same run. Prints events/s, the ratio, and peak RSS; checks
    that both computed the same balances.
 2. Latency: another process writes a steady 20,000 events/s into the outbox
-   while `cdcflow run` follows it; the outbox commit time of each event (its
-   timestamp) is compared with the first time its seq is seen under the
-   sink's checkpoint (polled every ms: an upper bound). Prints p50/p99/max.
+   while `cdcflow run` follows it; the moment each event's outbox transaction
+   committed (the writer logs it when COMMIT returns) is compared with the
+   first time its seq is seen under the sink's checkpoint (polled every ms:
+   an upper bound). Prints p50/p99/max.
 
 Usage: tools/bench/bench_accounts.py [--build build] [--events N] [--accounts N]
        [--rate 20000] [--seconds 10] [--workdir DIR]
@@ -125,22 +126,29 @@ def latency(args, build, work):
     poller = threading.Thread(target=poll)
     poller.start()
     time.sleep(1.0)  # caught up with the creates
+    commits_file = os.path.join(work, "commits.txt")
     writer = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "bench", "steady_writer.py"), db,
-                             str(args.rate), str(args.seconds)], capture_output=True, text=True)
+                             str(args.rate), str(args.seconds), commits_file], capture_output=True, text=True)
     time.sleep(1.0)
     stop.set()
     poller.join()
     host.terminate()
     host.wait()
-    rows = sqlite3.connect(db).execute("SELECT seq, timestamp FROM outbox WHERE id LIKE 'w%' ORDER BY seq").fetchall()
+    # Per event: from the moment its outbox transaction committed to the
+    # first time the sink's checkpoint was seen at or past it.
+    with open(commits_file) as f:
+        commits = [tuple(map(int, line.split())) for line in f]
+    rows = sqlite3.connect(db).execute("SELECT seq FROM outbox WHERE id LIKE 'w%' ORDER BY seq").fetchall()
     marks = sorted(seen.items())
-    lat, j = [], 0
-    for seq, ts in rows:
+    lat, j, k = [], 0, 0
+    for (seq,) in rows:
+        while k < len(commits) and commits[k][0] < seq:
+            k += 1
         while j < len(marks) and marks[j][0] < seq:
             j += 1
-        if j == len(marks):
+        if j == len(marks) or k == len(commits):
             break
-        lat.append((marks[j][1] - ts) / 1000.0)
+        lat.append((marks[j][1] - commits[k][1]) / 1000.0)
     lat.sort()
     if not lat:
         print("latency: no samples (writer: %s)" % writer.stdout.strip())
