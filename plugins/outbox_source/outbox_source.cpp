@@ -29,6 +29,13 @@ std::string join(const std::vector<std::string> &v) {
 // simply runs later, while a long wait would stall the source's reads.
 constexpr int kCleanupBusyTimeoutMs = 250;
 
+// While rows keep arriving (some were read within kHotWindow), a caught-up
+// poll looks again every kHotSlice instead of every poll_interval_ms: a
+// steady stream then waits ~1 ms for the source, not ~poll_interval/2, and
+// an idle pipeline falls back to the long slices 200 ms after the last row.
+constexpr auto kHotSlice = std::chrono::milliseconds(1);
+constexpr auto kHotWindow = std::chrono::milliseconds(200);
+
 } // namespace
 
 OutboxSource::OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
@@ -221,6 +228,7 @@ uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
         throw;
     }
     rows_read_.add(n);
+    if (n > 0) hot_until_ = Clock::now() + kHotWindow;
     update_lag(n < room);
     return n;
 }
@@ -245,8 +253,9 @@ cdcflow::PollResult OutboxSource::poll(cdcflow::Batch &batch, uint32_t wait_ms) 
     while (!ctx().stop_requested()) {
         auto now = Clock::now();
         if (now >= deadline) break;
-        std::this_thread::sleep_for(
-            std::min<Clock::duration>(milliseconds(poll_interval_ms_), deadline - now));
+        Clock::duration slice = milliseconds(poll_interval_ms_);
+        if (now < hot_until_) slice = std::min<Clock::duration>(slice, kHotSlice);
+        std::this_thread::sleep_for(std::min<Clock::duration>(slice, deadline - now));
         int64_t v = data_version();
         if (v == version) continue;
         version = v;

@@ -101,6 +101,9 @@ private:
     Clock::time_point next_cleanup_{};
     uint32_t cleanup_failures_ = 0;
     Clock::time_point next_lag_probe_{};
+    // Until then, rows arrived recently: wait in kHotSlice slices, not
+    // poll_interval_ms ones (low latency under load, ~0 CPU when idle).
+    Clock::time_point hot_until_{};
     int64_t max_seq_seen_ = INT64_MIN;
 
     cdcflow::Metric rows_read_, polls_, cleanup_deleted_, lag_;

@@ -104,6 +104,7 @@ def latency(args, build, work):
                     int(time.time() * 1e6)) for i in range(1000)])
     c.commit()
     env = dict(os.environ, CDCFLOW_DB=db, CDCFLOW_LOG_LEVEL="warn")
+    host_started = time.monotonic()
     host = subprocess.Popen([os.path.join(build, "tools", "cdcflow"), "run",
                              os.path.join(ROOT, "pipelines", "accounts.yaml")], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -133,7 +134,10 @@ def latency(args, build, work):
     stop.set()
     poller.join()
     host.terminate()
-    host.wait()
+    _, _, usage = os.wait4(host.pid, 0)
+    host.returncode = 0
+    host_cpu = usage.ru_utime + usage.ru_stime
+    host_wall = time.monotonic() - host_started
     # Per event: from the moment its outbox transaction committed to the
     # first time the sink's checkpoint was seen at or past it.
     with open(commits_file) as f:
@@ -156,6 +160,7 @@ def latency(args, build, work):
     pct = lambda p: lat[min(len(lat) - 1, int(p * len(lat)))]
     print("latency at %s: %d events, p50 %.1f ms, p99 %.1f ms, max %.1f ms (outbox commit -> projection commit, "
           "checkpoint polled every 1 ms)" % (writer.stdout.strip(), len(lat), pct(0.5), pct(0.99), lat[-1]))
+    print("host CPU meanwhile: %.1f s, %.1f%% of one core over its %.1f s" % (host_cpu, 100.0 * host_cpu / host_wall, host_wall))
 
 
 def main():
