@@ -14,6 +14,7 @@
 
 #include "circuit_breaker.hpp"
 #include "id_cache.hpp"
+#include "json_type.hpp"
 #include "uuid.hpp"
 
 #include <simdjson.h>
@@ -242,27 +243,6 @@ struct OutboxWriter::Impl {
 
 namespace {
 
-const char *json_type_name(simdjson::dom::element_type t) {
-    using T = simdjson::dom::element_type;
-    switch (t) {
-    case T::ARRAY:
-        return "array";
-    case T::OBJECT:
-        return "object";
-    case T::INT64:
-    case T::UINT64:
-    case T::DOUBLE:
-        return "number";
-    case T::STRING:
-        return "string";
-    case T::BOOL:
-        return "boolean";
-    case T::NULL_VALUE:
-        return "null";
-    }
-    return "value";
-}
-
 OutboxStatus check_options(const OutboxWriterOptions &o) {
     if (o.batch_size == 0) return {Code::kInvalidArgument, "batch_size must be at least 1"};
     const std::pair<const char *, const std::string *> names[] = {
@@ -406,7 +386,9 @@ bool OutboxWriter::Impl::check_payload_json(std::string_view payload, std::strin
         return false;
     }
     if (!root.is_object()) {
-        why->assign("payload is not a JSON object (got ").append(json_type_name(root.type())).append(")");
+        why->assign("payload is not a JSON object (got ")
+            .append(rules::json_type_name(root.type()))
+            .append(")");
         return false;
     }
     return true;

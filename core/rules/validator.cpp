@@ -3,6 +3,7 @@
 // included, which a lazy parse would not), then one pass over the payload's
 // top-level keys. No allocation in the steady state: the padded copy, the
 // parser's tape and the reason string keep their capacity.
+#include "json_type.hpp"
 #include "ruleset_impl.hpp"
 
 #include <simdjson.h>
@@ -20,26 +21,6 @@ namespace {
 
 // Initial parser and buffer capacity: typical payloads never grow them.
 constexpr size_t kInitialCapacity = 4096;
-
-const char *type_name(dom::element_type t) {
-    switch (t) {
-    case dom::element_type::ARRAY:
-        return "array";
-    case dom::element_type::OBJECT:
-        return "object";
-    case dom::element_type::INT64:
-    case dom::element_type::UINT64:
-    case dom::element_type::DOUBLE:
-        return "number";
-    case dom::element_type::STRING:
-        return "string";
-    case dom::element_type::BOOL:
-        return "boolean";
-    case dom::element_type::NULL_VALUE:
-        return "null";
-    }
-    return "value";
-}
 
 const char *expected(FieldType t) {
     switch (t) {
@@ -183,7 +164,7 @@ bool Validator::check(const EventView &ev, std::string *reason) {
     dom::object obj;
     if (root.get_object().get(obj)) {
         s.fail("payload is not a JSON object (got ");
-        *s.reason += type_name(root.type());
+        *s.reason += json_type_name(root.type());
         *s.reason += ')';
         return false;
     }
@@ -242,7 +223,7 @@ bool Validator::State::check_field(const FieldRule &f, dom::element v) {
     r += "expected ";
     r += expected(f.type);
     r += ", got ";
-    r += type_name(t);
+    r += json_type_name(t);
     return false;
 }
 
@@ -340,7 +321,7 @@ bool Validator::State::check_integer(const FieldRule &f, dom::element v) {
     }
     default:
         field_reason(f) += "expected an integer, got ";
-        r += type_name(v.type());
+        r += json_type_name(v.type());
         return false;
     }
     int64_t i = v.get_int64().value_unsafe();
@@ -373,7 +354,7 @@ bool Validator::State::check_number(const FieldRule &f, dom::element v) {
         break;
     default:
         field_reason(f) += "expected a number, got ";
-        r += type_name(v.type());
+        r += json_type_name(v.type());
         return false;
     }
     Broken b;

@@ -220,23 +220,34 @@ class ProduceTest(helpers.TempDirTest):
         self.assertNotIn("\r", proc.stderr + proc.stdout)
         self.assertEqual(proc.stdout, "produced: 3000 written, 0 duplicates, 1 refused\n")
 
-    def test_events_are_written_while_input_pauses(self):
+    def start_produce(self, stderr):
         proc = subprocess.Popen([helpers.BIN, "produce", "--db", self.db, "--create-schema"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr)
+        # Three events, then the input pauses (stdin stays open).
+        proc.stdin.write(("\n".join(deposit("1.00", "p%d" % i) for i in range(3)) + "\n").encode())
+        proc.stdin.flush()
+        return proc
+
+    def finish_produce(self, proc):
+        # The buffered events are written without waiting for a full batch
+        # or the end of the input.
+        helpers.wait_for(lambda: self.count_rows() == 3, what="the paused input's events to be written")
+        proc.stdin.close()
+        self.assertEqual(proc.wait(timeout=60), 0)
+        self.assertEqual(proc.stdout.read().decode(), "produced: 3 written, 0 duplicates, 0 refused\n")
+
+    def stop_produce(self, proc):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+    def test_events_are_written_while_input_pauses(self):
+        proc = self.start_produce(subprocess.DEVNULL)
         try:
-            proc.stdin.write(("\n".join(deposit("1.00", "p%d" % i) for i in range(3)) + "\n").encode())
-            proc.stdin.flush()
-            # stdin stays open: the buffered events are written without
-            # waiting for a full batch or the end of the input.
-            helpers.wait_for(lambda: self.count_rows() == 3, what="the paused input's events to be written")
-            proc.stdin.close()
-            self.assertEqual(proc.wait(timeout=60), 0)
-            self.assertEqual(proc.stdout.read().decode(), "produced: 3 written, 0 duplicates, 0 refused\n")
+            self.finish_produce(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+            self.stop_produce(proc)
 
     def test_progress_on_a_terminal(self):
         try:
@@ -244,13 +255,10 @@ class ProduceTest(helpers.TempDirTest):
         except OSError as e:
             # Some containers have no /dev/pts; CI and developer machines do.
             self.skipTest("no pseudo-terminal here (%s)" % e)
-        proc = subprocess.Popen([helpers.BIN, "produce", "--db", self.db, "--create-schema"],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=slave)
+        proc = self.start_produce(slave)
         os.close(slave)
         try:
-            proc.stdin.write(("\n".join(deposit("1.00", "t%d" % i) for i in range(3)) + "\n").encode())
-            proc.stdin.flush()
-            # The input pauses (stdin stays open): the progress line appears.
+            # While the input pauses, the progress line appears on the terminal.
             seen = b""
             deadline = time.monotonic() + 30
             while b"events/s" not in seen and time.monotonic() < deadline:
@@ -259,15 +267,9 @@ class ProduceTest(helpers.TempDirTest):
                     seen += os.read(master, 4096)
             self.assertIn(b"events/s", seen)
             self.assertIn(b"\r", seen)
-            helpers.wait_for(lambda: self.count_rows() == 3, what="the paused input's events to be written")
-            proc.stdin.close()
-            self.assertEqual(proc.wait(timeout=60), 0)
-            self.assertEqual(proc.stdout.read().decode(), "produced: 3 written, 0 duplicates, 0 refused\n")
+            self.finish_produce(proc)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+            self.stop_produce(proc)
             os.close(master)
 
     def count_rows(self):

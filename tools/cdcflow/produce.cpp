@@ -12,6 +12,7 @@
 // 2 bad command line; 3 bad rules file; 1 database failure (one line on
 // stderr saying which lines are written).
 #include "commands.hpp"
+#include "json_type.hpp"
 #include "pipeline.hpp"
 
 #include <cdcflow/outbox_writer.hpp>
@@ -312,27 +313,6 @@ enum Field : unsigned { kId, kAggregateType, kAggregateId, kType, kPayload, kTim
 constexpr std::string_view kFieldNames[kFieldCount] = {"id",   "aggregatetype", "aggregateid",
                                                        "type", "payload",       "timestamp"};
 
-const char *json_type_name(simdjson::dom::element_type t) {
-    using T = simdjson::dom::element_type;
-    switch (t) {
-    case T::ARRAY:
-        return "array";
-    case T::OBJECT:
-        return "object";
-    case T::INT64:
-    case T::UINT64:
-    case T::DOUBLE:
-        return "number";
-    case T::STRING:
-        return "string";
-    case T::BOOL:
-        return "boolean";
-    case T::NULL_VALUE:
-        return "null";
-    }
-    return "value";
-}
-
 bool json_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
@@ -420,7 +400,7 @@ public:
         }
         simdjson::dom::object obj;
         if (root.get_object().get(obj)) {
-            why->assign("not a JSON object (got ").append(json_type_name(root.type())).append(")");
+            why->assign("not a JSON object (got ").append(rules::json_type_name(root.type())).append(")");
             return false;
         }
         *ev = OutboxEvent();
@@ -492,7 +472,7 @@ private:
     static bool type_error(unsigned f, const char *expected, simdjson::dom::element_type got,
                            std::string *why) {
         why->assign(kFieldNames[f]).append(": expected ").append(expected).append(", got ");
-        why->append(json_type_name(got));
+        why->append(rules::json_type_name(got));
         return false;
     }
 
