@@ -29,7 +29,7 @@ void AggregateVersions::close() {
 }
 
 bool AggregateVersions::advance(std::string_view aggregate_type, std::string_view aggregate_id,
-                                int64_t version, int64_t &last) {
+                                int64_t version) {
     // The key is unambiguous: the type's length, the type, the id.
     const uint32_t type_len = static_cast<uint32_t>(aggregate_type.size());
     key_.assign(reinterpret_cast<const char *>(&type_len), sizeof type_len)
@@ -52,8 +52,7 @@ bool AggregateVersions::advance(std::string_view aggregate_type, std::string_vie
         n->pinned = true;
         touched_.push_back(n);
     }
-    last = n->row.version;
-    if (version <= last) return false;
+    if (version <= n->row.version) return false;
     n->row.version = version;
     n->dirty = true;
     return true;

@@ -42,15 +42,12 @@ public:
 
     // True when `version` is above the last processed version of the
     // aggregate; records it as processed by the batch in progress. False:
-    // the event is a duplicate (last processed version in `last`).
-    bool advance(std::string_view aggregate_type, std::string_view aggregate_id, int64_t version,
-                 int64_t &last);
+    // the event is a duplicate.
+    bool advance(std::string_view aggregate_type, std::string_view aggregate_id, int64_t version);
 
     void write_batch();
     void batch_committed();
     void batch_rolled_back();
-
-    size_t cached() const { return cache_.size(); }
 
 private:
     struct Row {

@@ -205,7 +205,7 @@ void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
 void ProjectionSink::process(cdcflow::Batch &batch) {
     if (batch.empty()) return;
     const int64_t now = wall_clock_us();
-    int64_t applied = 0, dead = 0, version_dups = 0, commit_us = 0;
+    int64_t applied = 0, dead = 0, commit_us = 0;
     try {
         sqlite::Transaction tx(db_);
         for (uint32_t i = 0; i < batch.size(); ++i) {
@@ -213,12 +213,12 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
             if (e.status == CDCFLOW_EVENT_DUPLICATE) continue;
             // Events that carry an aggregate version: one at or below the
             // last processed for the aggregate was applied or dead-lettered
-            // already (a copy under another id, or a stale replay).
-            int64_t last;
+            // already (a copy under another id, or a stale replay). Counted
+            // now: the mark survives a rollback, so a retry skips it above.
             if (e.aggregate_version >= 0 &&
-                !versions_.advance(sv(e.aggregate_type), sv(e.aggregate_id), e.aggregate_version, last)) {
+                !versions_.advance(sv(e.aggregate_type), sv(e.aggregate_id), e.aggregate_version)) {
                 batch.mark_duplicate(i);
-                ++version_dups;
+                version_duplicates_.add();
                 continue;
             }
             if (e.status == CDCFLOW_EVENT_OK) {
@@ -251,7 +251,6 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
     }
     projection_->batch_committed();
     versions_.batch_committed();
-    version_duplicates_.add(version_dups);
     applied_.add(applied);
     dead_letters_.add(dead);
     commit_us_.set(commit_us);
