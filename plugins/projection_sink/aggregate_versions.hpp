@@ -52,6 +52,7 @@ public:
 private:
     struct Row {
         int64_t version = -1; // -1: none processed yet
+        int64_t id = 0;       // its row's id; 0: no row yet
     };
     using Cache = RowCache<Row>;
 
@@ -59,7 +60,7 @@ private:
     Cache cache_;
     std::vector<Cache::Node *> touched_;
     std::string key_; // reused
-    sqlite::Stmt select_, upsert_;
+    sqlite::Stmt select_, update_, upsert_;
 };
 
 } // namespace cdcflow::projection

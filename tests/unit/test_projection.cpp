@@ -398,7 +398,7 @@ TEST_CASE("projection_sink: create() changes nothing; start() creates the schema
     CHECK(db.columns("cdcflow_checkpoints") ==
           std::vector<std::string>{"name", "partition", "position", "updated_at"});
     CHECK(db.columns("cdcflow_aggregate_versions") ==
-          std::vector<std::string>{"name", "aggregatetype", "aggregateid", "version"});
+          std::vector<std::string>{"id", "name", "aggregatetype", "aggregateid", "version"});
     sqlite::Stmt jm(db, "PRAGMA journal_mode");
     REQUIRE(jm.step());
     CHECK(jm.text(0) == "wal");

@@ -13,7 +13,7 @@
    an upper bound). Prints p50/p99/max.
 
 Usage: tools/bench/bench_accounts.py [--build build] [--events N] [--accounts N]
-       [--rate 20000] [--seconds 10] [--workdir DIR]
+       [--rate 20000] [--seconds 10] [--workdir DIR] [--versions]
 Prints figures; asserts nothing.
 """
 import argparse
@@ -81,11 +81,24 @@ def throughput(args, build, work):
     hw, cf = os.path.join(work, "hw.db"), os.path.join(work, "cdcflow.db")
     for dst in (hw, cf):
         shutil.copy(base, dst)
+    pipeline = os.path.join(ROOT, "pipelines", "accounts.yaml")
+    if args.versions:
+        # Every event carries its aggregate's version (1, 2, ...): the sink
+        # then also checks and stores the last version per account.
+        c = sqlite3.connect(cf)
+        c.executescript("ALTER TABLE outbox ADD COLUMN aggregate_version INTEGER;"
+                        "CREATE TEMP TABLE v AS SELECT seq, row_number() OVER (PARTITION BY aggregateid ORDER BY seq)"
+                        " AS rn FROM outbox;"
+                        "UPDATE outbox SET aggregate_version = v.rn FROM v WHERE v.seq = outbox.seq;")
+        c.close()
+        text = open(pipeline).read().replace("# version_column:", "version_column:")
+        pipeline = os.path.join(work, "accounts-versions.yaml")
+        with open(pipeline, "w") as f:
+            f.write(text)
     subprocess.run(["sync"])
     hw_secs, hw_rss, _ = timed([os.path.join(build, "tools", "handwritten_loop"), hw])
     env = dict(os.environ, CDCFLOW_DB=cf, CDCFLOW_LOG_LEVEL="warn")
-    cf_secs, cf_rss, out = timed([os.path.join(build, "tools", "cdcflow"), "run",
-                                  os.path.join(ROOT, "pipelines", "accounts.yaml"), "--drain"], env)
+    cf_secs, cf_rss, out = timed([os.path.join(build, "tools", "cdcflow"), "run", pipeline, "--drain"], env)
     a = dict(sqlite3.connect(hw).execute("SELECT account_id, balance_cents FROM hw_accounts"))
     b = {k: int(v.replace(".", "")) for k, v in sqlite3.connect(cf).execute("SELECT account_id, balance FROM accounts")}
     same = a == b
@@ -173,6 +186,8 @@ def main():
     ap.add_argument("--workdir", default="/tmp/cdcflow-bench")
     ap.add_argument("--skip-throughput", action="store_true")
     ap.add_argument("--skip-latency", action="store_true")
+    ap.add_argument("--versions", action="store_true",
+                    help="throughput: events carry aggregate versions (outbox_source version_column)")
     ap.add_argument("--make-db", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.make_db:
