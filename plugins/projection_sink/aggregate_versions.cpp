@@ -16,36 +16,51 @@ const char *AggregateVersions::ddl() {
 }
 
 void AggregateVersions::open(sqlite::Db &db, std::string_view name) {
+    db_ = &db;
     name_.assign(name);
-    select_ = db.prepare("SELECT id, version FROM cdcflow_aggregate_versions WHERE name = ?1 AND "
-                         "aggregatetype = ?2 AND aggregateid = ?3");
+}
+
+void AggregateVersions::prepare() {
+    if (!db_->has_table(kTable)) {
+        // First versioned event on this database: the batch transaction
+        // creates the table (and a rollback takes it away again).
+        db_->exec(ddl());
+        created_table_ = true;
+        if (info_) info_("created table cdcflow_aggregate_versions for the events' aggregate versions");
+    }
+    select_ = db_->prepare("SELECT id, version FROM cdcflow_aggregate_versions WHERE name = ?1 AND "
+                           "aggregatetype = ?2 AND aggregateid = ?3");
     // The key columns are compared too: a row deleted or replaced behind
     // the cache's back is then not updated by a stale id.
-    update_ = db.prepare("UPDATE cdcflow_aggregate_versions SET version = ?4 WHERE id = ?5 AND name = ?1 AND "
-                         "aggregatetype = ?2 AND aggregateid = ?3");
-    upsert_ = db.prepare("INSERT INTO cdcflow_aggregate_versions(name, aggregatetype, aggregateid, version) "
-                         "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(name, aggregatetype, aggregateid) DO UPDATE SET "
-                         "version = excluded.version RETURNING id");
+    update_ =
+        db_->prepare("UPDATE cdcflow_aggregate_versions SET version = ?4 WHERE id = ?5 AND name = ?1 AND "
+                     "aggregatetype = ?2 AND aggregateid = ?3");
+    upsert_ =
+        db_->prepare("INSERT INTO cdcflow_aggregate_versions(name, aggregatetype, aggregateid, version) "
+                     "VALUES(?1, ?2, ?3, ?4) ON CONFLICT(name, aggregatetype, aggregateid) DO UPDATE SET "
+                     "version = excluded.version RETURNING id");
 }
 
 void AggregateVersions::close() {
     select_ = {};
     update_ = {};
     upsert_ = {};
+    db_ = nullptr;
     // A re-opened database may hold other versions: read them again.
     cache_.clear();
     touched_.clear();
 }
 
-bool AggregateVersions::advance(std::string_view aggregate_type, std::string_view aggregate_id,
-                                int64_t version) {
+AggregateVersions::Entry *AggregateVersions::find(std::string_view aggregate_type,
+                                                  std::string_view aggregate_id) {
     // The key is unambiguous: the type's length, the type, the id.
     const uint32_t type_len = static_cast<uint32_t>(aggregate_type.size());
     key_.assign(reinterpret_cast<const char *>(&type_len), sizeof type_len)
         .append(aggregate_type)
         .append(aggregate_id);
-    Cache::Node *n = cache_.find(key_);
+    Entry *n = cache_.find(key_);
     if (!n) {
+        if (!select_) prepare();
         // Pinned and touched before the read: if the read throws, the
         // rollback forgets the half-made node.
         n = cache_.insert(key_);
@@ -64,14 +79,11 @@ bool AggregateVersions::advance(std::string_view aggregate_type, std::string_vie
         n->pinned = true;
         touched_.push_back(n);
     }
-    if (version <= n->row.version) return false;
-    n->row.version = version;
-    n->dirty = true;
-    return true;
+    return n;
 }
 
 void AggregateVersions::write_batch() {
-    for (Cache::Node *n : touched_) {
+    for (Entry *n : touched_) {
         if (!n->dirty) continue;
         std::string_view key = std::string_view(n->key).substr(sizeof(uint32_t));
         uint32_t type_len;
@@ -98,17 +110,26 @@ void AggregateVersions::write_batch() {
 }
 
 void AggregateVersions::batch_committed() {
-    for (Cache::Node *n : touched_)
+    for (Entry *n : touched_)
         n->pinned = n->dirty = false;
     touched_.clear();
+    created_table_ = false;
     cache_.trim();
 }
 
 void AggregateVersions::batch_rolled_back() {
     // Forget what the batch touched; the next miss reads the committed state.
-    for (Cache::Node *n : touched_)
+    for (Entry *n : touched_)
         cache_.erase(n);
     touched_.clear();
+    if (created_table_) {
+        // The rollback dropped the table the batch created: prepare (and
+        // create) again when the retry needs it.
+        select_ = {};
+        update_ = {};
+        upsert_ = {};
+        created_table_ = false;
+    }
 }
 
 } // namespace cdcflow::projection

@@ -1,20 +1,22 @@
-// AggregateVersions: the last processed version of each aggregate, for
-// events that carry one (cdcflow_event::aggregate_version >= 0).
+// AggregateVersions: the last applied version of each aggregate, for events
+// that carry one (cdcflow_event::aggregate_version >= 0).
 //
 // DESIGN.md: "the projection additionally tracks, per aggregate, the last
 // applied version where events carry one". The deduper catches a copy with
 // the same event id; this catches what it cannot: a re-sent event with a new
 // id, an old event replayed after the deduper window forgot it, a stale
 // event delivered out of order. An event whose version is not above the
-// last one processed for its aggregate is a duplicate (skipped, counted).
-// A version is "processed" once its event was applied or dead-lettered:
-// a rejected event is not retried by a later copy either.
+// last applied one of its aggregate is a duplicate (skipped, counted). Only
+// applied events move the version: a dead-lettered event does not, so a
+// corrected re-send with the same version is applied.
 //
 // Stored in cdcflow_aggregate_versions, written in the sink's batch
-// transaction, so it is exactly as durable as the projection. A bounded LRU
-// (RowCache) keeps recent aggregates in memory; the batch protocol is the
-// Projection's: check()/record() per event, write_batch(), then
-// batch_committed() or batch_rolled_back().
+// transaction, so it is exactly as durable as the projection. The table is
+// created by the first batch that needs it (in that batch's transaction),
+// so a sink whose events never carry versions needs no such table. A
+// bounded LRU (RowCache) keeps recent aggregates in memory; the batch
+// protocol is the Projection's: find()/last()/applied() per event,
+// write_batch(), then batch_committed() or batch_rolled_back().
 //
 // Not thread-safe: owned by one sink instance.
 #pragma once
@@ -23,6 +25,7 @@
 #include "row_cache.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -30,36 +33,48 @@
 namespace cdcflow::projection {
 
 class AggregateVersions {
+    struct Row {
+        int64_t version = -1; // -1: none applied yet
+        int64_t id = 0;       // its row's id; 0: no row yet
+    };
+    using Cache = RowCache<Row>;
+
 public:
+    using Entry = Cache::Node;
+    using Log = std::function<void(const std::string &)>;
     static constexpr const char *kTable = "cdcflow_aggregate_versions";
     static const char *ddl();
 
-    explicit AggregateVersions(size_t cache_size) : cache_(cache_size) {}
+    AggregateVersions(size_t cache_size, Log info) : cache_(cache_size), info_(std::move(info)) {}
 
     // name: the sink's checkpoint_name (several sinks may share a database).
     void open(sqlite::Db &db, std::string_view name);
     void close();
 
-    // True when `version` is above the last processed version of the
-    // aggregate; records it as processed by the batch in progress. False:
-    // the event is a duplicate.
-    bool advance(std::string_view aggregate_type, std::string_view aggregate_id, int64_t version);
+    // The aggregate's entry, loaded and pinned until the batch ends. Only
+    // inside the sink's batch transaction (it may create the table).
+    Entry *find(std::string_view aggregate_type, std::string_view aggregate_id);
+    static int64_t last(const Entry *e) { return e->row.version; }
+    // The batch applied `version` (above last(e)) to the aggregate.
+    static void applied(Entry *e, int64_t version) {
+        e->row.version = version;
+        e->dirty = true;
+    }
 
     void write_batch();
     void batch_committed();
     void batch_rolled_back();
 
 private:
-    struct Row {
-        int64_t version = -1; // -1: none processed yet
-        int64_t id = 0;       // its row's id; 0: no row yet
-    };
-    using Cache = RowCache<Row>;
+    void prepare();
 
+    sqlite::Db *db_ = nullptr;
     std::string name_;
     Cache cache_;
-    std::vector<Cache::Node *> touched_;
-    std::string key_; // reused
+    Log info_;
+    std::vector<Entry *> touched_;
+    std::string key_;            // reused
+    bool created_table_ = false; // by the batch in progress
     sqlite::Stmt select_, update_, upsert_;
 };
 

@@ -39,7 +39,8 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
     : Sink(ctx), path_(cfg.str("database")), checkpoint_name_(cfg.str("checkpoint_name")),
       busy_timeout_ms_(cfg.i64("busy_timeout_ms")), create_schema_(cfg.boolean("create_schema")),
       wal_checkpoint_pages_(cfg.i64("wal_checkpoint_pages")), projection_(std::move(projection)),
-      versions_(static_cast<size_t>(std::max<int64_t>(1, cfg.i64("cache_size")))) {
+      versions_(static_cast<size_t>(std::max<int64_t>(1, cfg.i64("cache_size"))),
+                [ctx](const std::string &m) { ctx.info(m); }) {
     if (path_.empty()) cfg.fail("database", "must not be empty");
     if (checkpoint_name_.empty()) cfg.fail("checkpoint_name", "must not be empty");
     if (busy_timeout_ms_ < 0 || busy_timeout_ms_ > 3600000) cfg.fail("busy_timeout_ms", "must be 0..3600000");
@@ -62,8 +63,8 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
 
     applied_ = ctx.counter("applied", "events applied to the projection");
     dead_letters_ = ctx.counter("dead_letters", "dead letters written (rejected by any stage)");
-    version_duplicates_ = ctx.counter("version_duplicates",
-                                      "events skipped: aggregate version not above the last one processed");
+    version_duplicates_ =
+        ctx.counter("version_duplicates", "events skipped: aggregate version not above the last one applied");
     commit_us_ = ctx.gauge("commit_us", "duration of the last COMMIT, microseconds");
 
     // create() only looks: a missing database or table is created in start()
@@ -85,7 +86,7 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
 
 std::string ProjectionSink::missing_table() {
     std::vector<std::string> need = projection_->tables();
-    need.insert(need.end(), {"dead_letters", "cdcflow_checkpoints", AggregateVersions::kTable});
+    need.insert(need.end(), {"dead_letters", "cdcflow_checkpoints"});
     for (const std::string &t : need)
         if (!db_.has_table(t)) return t;
     return {};
@@ -133,7 +134,6 @@ void ProjectionSink::start() {
             sqlite::Transaction tx(db_);
             db_.exec(kDeadLettersDdl);
             db_.exec(kCheckpointsDdl);
-            db_.exec(AggregateVersions::ddl());
             projection_->create_schema(db_);
             tx.commit();
         }
@@ -212,17 +212,21 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
             const cdcflow_event &e = batch[i];
             if (e.status == CDCFLOW_EVENT_DUPLICATE) continue;
             // Events that carry an aggregate version: one at or below the
-            // last processed for the aggregate was applied or dead-lettered
-            // already (a copy under another id, or a stale replay). Counted
-            // now: the mark survives a rollback, so a retry skips it above.
-            if (e.aggregate_version >= 0 &&
-                !versions_.advance(sv(e.aggregate_type), sv(e.aggregate_id), e.aggregate_version)) {
-                batch.mark_duplicate(i);
-                version_duplicates_.add();
-                continue;
+            // last applied for the aggregate is a copy under another id or
+            // a stale replay. Counted now: the mark survives a rollback, so
+            // a retry skips the event above.
+            AggregateVersions::Entry *version = nullptr;
+            if (e.aggregate_version >= 0) {
+                version = versions_.find(sv(e.aggregate_type), sv(e.aggregate_id));
+                if (e.aggregate_version <= AggregateVersions::last(version)) {
+                    batch.mark_duplicate(i);
+                    version_duplicates_.add();
+                    continue;
+                }
             }
             if (e.status == CDCFLOW_EVENT_OK) {
                 if (projection_->apply(e, reason_)) {
+                    if (version) AggregateVersions::applied(version, e.aggregate_version);
                     ++applied;
                     continue;
                 }

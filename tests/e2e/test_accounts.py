@@ -134,7 +134,8 @@ class Restarts(AccountsTest):
 class AggregateVersions(AccountsTest):
     def test_a_copy_under_a_new_id_is_a_duplicate_by_its_version(self):
         # The shipped pipeline with its commented version_column switched on.
-        text = open(PIPELINE).read()
+        with open(PIPELINE) as f:
+            text = f.read()
         self.assertIn("# version_column: aggregate_version", text)
         pipeline = self.write("versions.yaml", text.replace("# version_column:", "version_column:"))
         c = self.conn()

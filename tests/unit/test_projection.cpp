@@ -6,6 +6,7 @@
 #include "common/wal_checkpointer.hpp"
 #include "projection_sink/accounts.hpp"
 #include "projection_sink/accounts_projection.hpp"
+#include "projection_sink/aggregate_versions.hpp"
 #include "projection_sink/money.hpp"
 #include "projection_sink/projection_sink.hpp"
 #include "projection_sink/row_cache.hpp"
@@ -397,8 +398,7 @@ TEST_CASE("projection_sink: create() changes nothing; start() creates the schema
                                    "source_position", "stage", "reason", "failed_at"});
     CHECK(db.columns("cdcflow_checkpoints") ==
           std::vector<std::string>{"name", "partition", "position", "updated_at"});
-    CHECK(db.columns("cdcflow_aggregate_versions") ==
-          std::vector<std::string>{"id", "name", "aggregatetype", "aggregateid", "version"});
+    CHECK_FALSE(db.has_table("cdcflow_aggregate_versions")); // made by the first versioned batch
     sqlite::Stmt jm(db, "PRAGMA journal_mode");
     REQUIRE(jm.step());
     CHECK(jm.text(0) == "wal");
@@ -530,8 +530,8 @@ int64_t stored_version(sqlite::Db &db, const std::string &type, const std::strin
 
 } // namespace
 
-TEST_CASE(
-    "projection_sink: an event at or below its aggregate's last version is a duplicate, across restarts") {
+TEST_CASE("projection_sink: an event at or below its aggregate's last applied version is a duplicate, across "
+          "restarts") {
     TempDir dir("ps_versions");
     std::string path = dir.file("read.db");
     {
@@ -544,26 +544,26 @@ TEST_CASE(
         append(b, versioned(4, "acc-1", 1, "AccountCreated", created("Eve")));              // stale replay
         append(b, versioned(5, "acc-1", 5, "MoneyDeposited", deposit("1")));                // a gap is fine
         append(b, versioned(6, "acc-1", 6, "MoneyWithdrawn", deposit("100")));              // rejected
-        append(b, versioned(7, "acc-1", 6, "MoneyWithdrawn", deposit("1"), "copy-of-6"));   // rejected's copy
+        append(b, versioned(7, "acc-1", 6, "MoneyWithdrawn", deposit("1"), "corrected"));   // applied
         append(b, ev(8, "acc-1", "MoneyDeposited", deposit("2")));                          // no version
         append(b, versioned(9, "acc-2", 1, "AccountCreated", created("Bob")));              // own sequence
         s.process(b);
-        const int dup[] = {2, 3, 6};
         for (int i = 0; i < 9; ++i)
-            CHECK_MESSAGE((b.events[i].status == CDCFLOW_EVENT_DUPLICATE) ==
-                              (std::find(std::begin(dup), std::end(dup), i) != std::end(dup)),
-                          i);
+            CHECK_MESSAGE((b.events[i].status == CDCFLOW_EVENT_DUPLICATE) == (i == 2 || i == 3), i);
         CHECK(b.events[5].status == CDCFLOW_EVENT_REJECTED);
-        CHECK(s.h.metric("version_duplicates") == 3);
-        CHECK(s.h.metric("duplicates") == 3);
-        CHECK(s.h.metric("applied") == 5);
+        CHECK(b.events[6].status == CDCFLOW_EVENT_OK);
+        CHECK(s.h.metric("version_duplicates") == 2);
+        CHECK(s.h.metric("duplicates") == 2);
+        CHECK(s.h.metric("applied") == 6);
         s.sink->stop();
     }
     sqlite::Db db(path, SQLITE_OPEN_READONLY);
+    CHECK(db.columns("cdcflow_aggregate_versions") ==
+          std::vector<std::string>{"id", "name", "aggregatetype", "aggregateid", "version"});
     Row r = account(db, "acc-1");
     CHECK(r.owner == "Ada");
-    CHECK(r.balance == "13.00");
-    CHECK(r.version == 4); // events applied, not the last aggregate version
+    CHECK(r.balance == "12.00");
+    CHECK(r.version == 5); // events applied, not the last aggregate version
     CHECK(stored_version(db, "Account", "acc-1") == 6);
     CHECK(stored_version(db, "Account", "acc-2") == 1);
     CHECK(dead_letters(db).size() == 1);
@@ -579,43 +579,74 @@ TEST_CASE(
     CHECK(b2.events[0].status == CDCFLOW_EVENT_DUPLICATE);
     CHECK(b2.events[1].status == CDCFLOW_EVENT_OK);
     CHECK(b2.events[2].status == CDCFLOW_EVENT_DUPLICATE);
-    CHECK(account(db, "acc-1").balance == "14.00");
+    CHECK(account(db, "acc-1").balance == "13.00");
     CHECK(stored_version(db, "Account", "acc-1") == 7);
 }
 
-TEST_CASE("projection_sink: aggregate versions are keyed by type and id, and roll back with the batch") {
-    TempDir dir("ps_versions_keys");
+TEST_CASE("projection_sink: the first versioned batch creates the version table, and a rollback undoes it") {
+    TempDir dir("ps_versions_rollback");
     std::string path = dir.file("read.db");
-    Sink s({{"database", path}, {"cache_size", 1}}); // every miss goes to the table
+    Sink s({{"database", path}});
     s.sink->start();
-    cdcflow_batch b(8);
-    // "ab"+"c" and "a"+"bc" concatenate alike; they are different aggregates.
-    EventSpec x = versioned(1, "c", 3, "Nope", "{}");
-    x.aggregate_type = "ab";
-    EventSpec y = versioned(2, "bc", 2, "Nope", "{}");
-    y.aggregate_type = "a";
-    append(b, x);
-    append(b, y);
-    s.process(b);
-    CHECK(b.events[0].status == CDCFLOW_EVENT_REJECTED); // unknown type: dead-lettered, version kept
-    CHECK(b.events[1].status == CDCFLOW_EVENT_REJECTED);
     sqlite::Db db(path, SQLITE_OPEN_READWRITE);
-    CHECK(stored_version(db, "ab", "c") == 3);
-    CHECK(stored_version(db, "a", "bc") == 2);
-
-    // A batch that fails at its checkpoint write leaves no version behind,
-    // in the table or in memory: its retry applies the event.
-    db.exec("CREATE TRIGGER fail_cp BEFORE UPDATE ON cdcflow_checkpoints BEGIN SELECT RAISE(ABORT, "
+    db.exec("CREATE TRIGGER fail_cp BEFORE INSERT ON cdcflow_checkpoints BEGIN SELECT RAISE(ABORT, "
             "'injected'); END");
-    cdcflow_batch b2(8);
-    append(b2, versioned(3, "acc-9", 1, "AccountCreated", created()));
-    CHECK_THROWS_WITH_AS(s.process(b2), doctest::Contains("injected"), cdcflow::Error);
-    CHECK(stored_version(db, "Account", "acc-9") == -1);
+    cdcflow_batch b(8);
+    append(b, versioned(1, "acc-9", 1, "AccountCreated", created()));
+    CHECK_THROWS_WITH_AS(s.process(b), doctest::Contains("injected"), cdcflow::Error);
+    CHECK_FALSE(db.has_table("cdcflow_aggregate_versions"));
     db.exec("DROP TRIGGER fail_cp");
-    s.process(b2);
-    CHECK(b2.events[0].status == CDCFLOW_EVENT_OK);
+    s.process(b); // the host's retry
+    CHECK(b.events[0].status == CDCFLOW_EVENT_OK);
     CHECK(account(db, "acc-9").found);
     CHECK(stored_version(db, "Account", "acc-9") == 1);
+}
+
+TEST_CASE("aggregate versions: keyed by type and id; a row changed behind the cache is rewritten") {
+    TempDir dir("av_keys");
+    sqlite::Db db(dir.file("v.db"), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    std::vector<std::string> log;
+    cdcflow::projection::AggregateVersions v(1, [&](const std::string &m) { log.push_back(m); });
+    v.open(db, "accounts");
+    using AV = cdcflow::projection::AggregateVersions;
+    auto batch = [&](auto body) {
+        sqlite::Transaction tx(db);
+        body();
+        v.write_batch();
+        tx.commit();
+        v.batch_committed();
+    };
+    // "ab"+"c" and "a"+"bc" concatenate alike; they are different aggregates.
+    batch([&] {
+        AV::Entry *x = v.find("ab", "c");
+        CHECK(AV::last(x) == -1);
+        AV::applied(x, 3);
+        AV::Entry *y = v.find("a", "bc");
+        CHECK(AV::last(y) == -1);
+        AV::applied(y, 2);
+    });
+    CHECK(log.size() == 1); // the table was created, once
+    auto stored = [&](const char *type, const char *id) {
+        auto q = db.prepare("SELECT version FROM cdcflow_aggregate_versions WHERE name = 'accounts' AND "
+                            "aggregatetype = ?1 AND aggregateid = ?2");
+        q.bind(1, std::string_view(type)).bind(2, std::string_view(id));
+        return q.step() ? q.int64(0) : -1;
+    };
+    CHECK(stored("ab", "c") == 3);
+    CHECK(stored("a", "bc") == 2);
+
+    // The cache (capacity 1) still holds ("a","bc") with its row id. Another
+    // connection deletes that row: the next update finds nothing by id and
+    // falls back to the upsert instead of losing the version.
+    db.exec("DELETE FROM cdcflow_aggregate_versions WHERE aggregatetype = 'a'");
+    batch([&] {
+        AV::Entry *y = v.find("a", "bc");
+        CHECK(AV::last(y) == 2); // from the cache
+        AV::applied(y, 4);
+    });
+    CHECK(stored("a", "bc") == 4);
+    CHECK(stored("ab", "c") == 3);
+    v.close();
 }
 
 TEST_CASE("projection_sink: SQL metacharacters, invalid UTF-8 and huge payloads are stored verbatim") {
