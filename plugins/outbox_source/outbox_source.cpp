@@ -29,12 +29,12 @@ std::string join(const std::vector<std::string> &v) {
 // simply runs later, while a long wait would stall the source's reads.
 constexpr int kCleanupBusyTimeoutMs = 250;
 
-// While rows keep arriving (some were read within kHotWindow), a caught-up
-// poll looks again every kHotSlice instead of every poll_interval_ms: a
-// steady stream then waits ~1 ms for the source, not ~poll_interval/2, and
-// an idle pipeline falls back to the long slices 200 ms after the last row.
-constexpr auto kHotSlice = std::chrono::milliseconds(1);
-constexpr auto kHotWindow = std::chrono::milliseconds(200);
+// After a read that returned rows, a caught-up poll waits 1 ms, then 2, 4,
+// ... up to poll_interval_ms between looks: a steady stream is picked up
+// within a few milliseconds of its commit instead of ~poll_interval/2, while
+// a trickle or an idle outbox costs a handful of extra looks per row, not a
+// thousand a second.
+constexpr auto kFirstSlice = std::chrono::milliseconds(1);
 
 } // namespace
 
@@ -228,7 +228,7 @@ uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
         throw;
     }
     rows_read_.add(n);
-    if (n > 0) hot_until_ = Clock::now() + kHotWindow;
+    if (n > 0) slice_ = kFirstSlice;
     update_lag(n < room);
     return n;
 }
@@ -253,9 +253,10 @@ cdcflow::PollResult OutboxSource::poll(cdcflow::Batch &batch, uint32_t wait_ms) 
     while (!ctx().stop_requested()) {
         auto now = Clock::now();
         if (now >= deadline) break;
-        Clock::duration slice = milliseconds(poll_interval_ms_);
-        if (now < hot_until_) slice = std::min<Clock::duration>(slice, kHotSlice);
-        std::this_thread::sleep_for(std::min<Clock::duration>(slice, deadline - now));
+        const Clock::duration longest = milliseconds(poll_interval_ms_);
+        if (slice_ > longest) slice_ = longest;
+        std::this_thread::sleep_for(std::min<Clock::duration>(slice_, deadline - now));
+        slice_ *= 2;
         int64_t v = data_version();
         if (v == version) continue;
         version = v;

@@ -39,7 +39,7 @@ public:
         {"version_column", CDCFLOW_CONFIG_STRING, "", 0,
          "optional aggregate version column (INTEGER >= 0 or NULL); the sink then skips an event whose "
          "version "
-         "is not above the last one processed for its aggregate. Empty: events carry no version"},
+         "is not above the last one applied for its aggregate. Empty: events carry no version"},
         {"poll_interval_ms", CDCFLOW_CONFIG_INT, "10", 0,
          "when caught up, how often to look for new rows (milliseconds, >= 1)"},
         {"busy_timeout_ms", CDCFLOW_CONFIG_INT, "5000", 0, "SQLite busy timeout for reads (milliseconds)"},
@@ -101,9 +101,9 @@ private:
     Clock::time_point next_cleanup_{};
     uint32_t cleanup_failures_ = 0;
     Clock::time_point next_lag_probe_{};
-    // Until then, rows arrived recently: wait in kHotSlice slices, not
-    // poll_interval_ms ones (low latency under load, ~0 CPU when idle).
-    Clock::time_point hot_until_{};
+    // The next wait between looks while caught up: 1 ms after rows were
+    // read, doubling up to poll_interval_ms (see kFirstSlice).
+    Clock::duration slice_ = std::chrono::milliseconds(1);
     int64_t max_seq_seen_ = INT64_MIN;
 
     cdcflow::Metric rows_read_, polls_, cleanup_deleted_, lag_;
