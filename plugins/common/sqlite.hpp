@@ -105,8 +105,8 @@ class Stmt {
 public:
     Stmt() = default;
     Stmt(Db &db, const std::string &sql) : db_(&db), sql_(sql) {
-        int rc = sqlite3_prepare_v3(db.raw(), sql.c_str(), static_cast<int>(sql.size()), SQLITE_PREPARE_PERSISTENT,
-                                    &st_, nullptr);
+        int rc = sqlite3_prepare_v3(db.raw(), sql.c_str(), static_cast<int>(sql.size()),
+                                    SQLITE_PREPARE_PERSISTENT, &st_, nullptr);
         if (rc != SQLITE_OK) db.fail(rc, sqlite3_errmsg(db.raw()), sql);
     }
     ~Stmt() {
@@ -161,7 +161,8 @@ public:
     std::string_view text(int col) const {
         const unsigned char *p = sqlite3_column_text(st_, col);
         int n = sqlite3_column_bytes(st_, col);
-        return p ? std::string_view(reinterpret_cast<const char *>(p), static_cast<size_t>(n)) : std::string_view();
+        return p ? std::string_view(reinterpret_cast<const char *>(p), static_cast<size_t>(n))
+                 : std::string_view();
     }
     // Rows changed by the last INSERT/UPDATE/DELETE on this statement's connection.
     int64_t changes() const { return sqlite3_changes64(sqlite3_db_handle(st_)); }
@@ -177,7 +178,16 @@ private:
     std::string sql_;
 };
 
-inline Stmt Db::prepare(const std::string &sql) { return Stmt(*this, sql); }
+inline Stmt Db::prepare(const std::string &sql) {
+    return Stmt(*this, sql);
+}
+
+// Resets a statement when the scope ends, also when a step throws: its read
+// transaction ends and its bindings are cleared. `ResetOnExit guard{stmt};`
+struct ResetOnExit {
+    Stmt &s;
+    ~ResetOnExit() { s.reset(); }
+};
 
 inline bool Db::has_table(const std::string &table) {
     Stmt s(*this, "SELECT 1 FROM sqlite_master WHERE type IN ('table','view') AND name = ?1");
@@ -189,7 +199,8 @@ inline std::vector<std::string> Db::columns(const std::string &table) {
     std::vector<std::string> out;
     Stmt s(*this, "SELECT name FROM pragma_table_info(?1)");
     s.bind(1, std::string_view(table));
-    while (s.step()) out.emplace_back(s.text(0));
+    while (s.step())
+        out.emplace_back(s.text(0));
     return out;
 }
 

@@ -190,10 +190,7 @@ uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
     uint32_t n = 0;
     try {
         select_.bind(1, last_seq_).bind(2, static_cast<int64_t>(room));
-        struct ResetOnExit {
-            sqlite::Stmt &s;
-            ~ResetOnExit() { s.reset(); }
-        } guard{select_};
+        sqlite::ResetOnExit guard{select_};
         cdcflow_event_init e = cdcflow::make_event_init();
         while (select_.step()) {
             // A NULL column reads as "" (or 0): the validator rejects such

@@ -55,10 +55,7 @@ AccountsProjection::Cache::Node *AccountsProjection::row(std::string_view id) {
         n->pinned = true;
         touched_.push_back(n);
         select_.bind(1, id);
-        struct ResetOnExit {
-            sqlite::Stmt &s;
-            ~ResetOnExit() { s.reset(); }
-        } guard{select_};
+        sqlite::ResetOnExit guard{select_};
         accounts::Account &a = n->row.account;
         if (select_.step()) {
             n->row.rowid = select_.int64(0);
@@ -122,10 +119,7 @@ void AccountsProjection::write_batch() {
             if (update_.changes() == 1) continue;
         }
         bind_row(upsert_, n->key, a, balance);
-        struct ResetOnExit {
-            sqlite::Stmt &s;
-            ~ResetOnExit() { s.reset(); }
-        } guard{upsert_};
+        sqlite::ResetOnExit guard{upsert_};
         n->row.rowid = upsert_.step() ? upsert_.int64(0) : 0;
     }
 }

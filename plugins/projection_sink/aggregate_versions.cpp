@@ -67,10 +67,7 @@ AggregateVersions::Entry *AggregateVersions::find(std::string_view aggregate_typ
         n->pinned = true;
         touched_.push_back(n);
         select_.bind(1, std::string_view(name_)).bind(2, aggregate_type).bind(3, aggregate_id);
-        struct ResetOnExit {
-            sqlite::Stmt &s;
-            ~ResetOnExit() { s.reset(); }
-        } guard{select_};
+        sqlite::ResetOnExit guard{select_};
         if (select_.step()) {
             n->row.id = select_.int64(0);
             n->row.version = select_.int64(1);
@@ -101,10 +98,7 @@ void AggregateVersions::write_batch() {
             if (update_.changes() == 1) continue;
         }
         bind_key(upsert_);
-        struct ResetOnExit {
-            sqlite::Stmt &s;
-            ~ResetOnExit() { s.reset(); }
-        } guard{upsert_};
+        sqlite::ResetOnExit guard{upsert_};
         n->row.id = upsert_.step() ? upsert_.int64(0) : 0;
     }
 }
