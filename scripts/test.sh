@@ -35,7 +35,7 @@ if [ "${CDCFLOW_QUICK:-0}" != 1 ]; then
     meson setup build-asan --buildtype=debugoptimized -Db_sanitize=address,undefined -Db_lundef=false >/dev/null || exit 1
   fi
   ninja -C build-asan >&2 || exit 1
-  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+  ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
     run_suite "address+undefined sanitizers" build-asan
 
   if [ ! -f build-tsan/build.ninja ]; then

@@ -1,5 +1,7 @@
 #include "host_api.hpp"
 
+#include "utf8.hpp"
+
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -121,26 +123,35 @@ cdcflow_event *batch_events(cdcflow_batch *b, uint32_t *count, uint32_t *stride)
     return b ? b->events.data() : nullptr;
 }
 
-cdcflow_status batch_append(cdcflow_batch *b, const cdcflow_event_init *ev) {
+// Copies ev into b, reading an older plugin's shorter cdcflow_event_init
+// (the rest zero). OK, BATCH_FULL, NOMEM, or INTERNAL for a malformed struct.
+cdcflow_status push(cdcflow_batch *b, const cdcflow_event_init *ev) {
     if (!b || !ev) return CDCFLOW_ERR_INTERNAL;
-    if (ev->struct_size == sizeof(cdcflow_event_init)) { // the common case: no copy
-        try {
-            return b->append(*ev) ? CDCFLOW_OK : CDCFLOW_ERR_NOMEM;
-        } catch (const std::bad_alloc &) {
-            return CDCFLOW_ERR_NOMEM;
-        }
-    }
-    // A plugin built against an older, shorter cdcflow_event_init: copy what
-    // it has and leave the rest zero.
+    const cdcflow_event_init *in = ev;
     cdcflow_event_init full{};
-    full.aggregate_version = -1;
-    size_t n = ev->struct_size < sizeof full ? ev->struct_size : sizeof full;
-    if (n < offsetof(cdcflow_event_init, position) + sizeof(cdcflow_position)) return CDCFLOW_ERR_INTERNAL;
-    std::memcpy(&full, ev, n);
+    if (ev->struct_size != sizeof(cdcflow_event_init)) {
+        full.aggregate_version = -1;
+        size_t n = ev->struct_size < sizeof full ? ev->struct_size : sizeof full;
+        if (n < offsetof(cdcflow_event_init, position) + sizeof(cdcflow_position)) return CDCFLOW_ERR_INTERNAL;
+        std::memcpy(&full, ev, n);
+        in = &full;
+    }
     try {
-        return b->append(full) ? CDCFLOW_OK : CDCFLOW_ERR_NOMEM;
+        return b->append(*in) ? CDCFLOW_OK : CDCFLOW_ERR_BATCH_FULL;
     } catch (const std::bad_alloc &) {
         return CDCFLOW_ERR_NOMEM;
+    }
+}
+
+cdcflow_status batch_push(cdcflow_batch *b, const cdcflow_event_init *ev) { return push(b, ev); }
+
+// ABI 1's meaning: NOMEM is "full". Memory that ran out must not read as
+// "full" (the source would retry the same row forever): INTERNAL.
+cdcflow_status batch_append(cdcflow_batch *b, const cdcflow_event_init *ev) {
+    switch (cdcflow_status st = push(b, ev)) {
+    case CDCFLOW_ERR_BATCH_FULL: return CDCFLOW_ERR_NOMEM;
+    case CDCFLOW_ERR_NOMEM: return CDCFLOW_ERR_INTERNAL;
+    default: return st;
     }
 }
 
@@ -165,7 +176,17 @@ void event_reject(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index, const char
     const std::string &stage = ctx ? ctx->stage_id : std::string();
     try {
         e.reject_stage = b->arena.copy(cdcflow_str{stage.data(), stage.size()});
-        e.reject_reason = reason && len ? b->arena.copy(cdcflow_str{reason, len}) : cdcflow_str{kNoReason, 8};
+        std::string_view r(reason ? reason : "", reason ? static_cast<size_t>(len) : 0);
+        if (r.empty()) {
+            e.reject_reason = cdcflow_str{kNoReason, 8};
+        } else if (valid_utf8(r)) {
+            e.reject_reason = b->arena.copy(cdcflow_str{r.data(), r.size()});
+        } else {
+            // Reasons are always valid UTF-8 (they quote event bytes): every
+            // client can read the dead-letter table.
+            std::string safe = escape_invalid_utf8(r);
+            e.reject_reason = b->arena.copy(cdcflow_str{safe.data(), safe.size()});
+        }
     } catch (const std::bad_alloc &) {
         e.reject_stage = cdcflow_str{"", 0};
         e.reject_reason = cdcflow_str{kNoReason, 8};
@@ -191,6 +212,13 @@ int32_t stop_requested(cdcflow_ctx *ctx) {
     return ctx && ctx->stop && ctx->stop->load(std::memory_order_relaxed) ? 1 : 0;
 }
 
+void ownership_lost(cdcflow_ctx *ctx, const char *msg) {
+    if (!ctx) return;
+    std::string m = msg ? msg : "ownership lost";
+    if (ctx->ownership_lost) ctx->ownership_lost(m);
+    else log_line(CDCFLOW_LOG_ERROR, ctx->stage_id, m);
+}
+
 const cdcflow_host_api kApi = {
     CDCFLOW_ABI_VERSION,
     sizeof(cdcflow_host_api),
@@ -213,6 +241,8 @@ const cdcflow_host_api kApi = {
     event_mark_duplicate,
     stage_id,
     stop_requested,
+    batch_push,
+    ownership_lost,
 };
 
 } // namespace

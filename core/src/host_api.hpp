@@ -9,6 +9,7 @@
 #include <cdcflow/plugin.h>
 
 #include <atomic>
+#include <functional>
 #include <string>
 
 struct cdcflow_ctx {
@@ -17,6 +18,8 @@ struct cdcflow_ctx {
     const std::atomic<bool> *stop = nullptr;
     cdcflow_metric *rejected = nullptr;   // events this stage rejected
     cdcflow_metric *duplicates = nullptr; // events this stage marked duplicate
+    // ownership_lost: set by the runtime; called from any thread.
+    std::function<void(const std::string &)> ownership_lost;
 };
 
 struct cdcflow_config {

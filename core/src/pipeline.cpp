@@ -5,6 +5,8 @@
 // our own work could explode (aliases). Every limit ends in a one-line error.
 #include "pipeline.hpp"
 
+#include "utf8.hpp"
+
 #include <nlohmann/json.hpp>
 #include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
@@ -99,22 +101,6 @@ const char *kind_of(const YAML::Node &n) {
     default:
         return "null";
     }
-}
-
-// Length of the valid UTF-8 sequence at s[i], or 0.
-size_t utf8_length(std::string_view s, size_t i) {
-    auto at = [&](size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
-    unsigned c = at(0);
-    if (c < 0x80) return 1;
-    if (c < 0xC2 || c > 0xF4) return 0;
-    size_t n = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : 2;
-    // The second byte's range excludes overlong forms, surrogates and code points past U+10FFFF.
-    unsigned lo = c == 0xE0 ? 0xA0 : c == 0xF0 ? 0x90 : 0x80;
-    unsigned hi = c == 0xED ? 0x9F : c == 0xF4 ? 0x8F : 0xBF;
-    if (at(1) < lo || at(1) > hi) return 0;
-    for (size_t k = 2; k < n; ++k)
-        if ((at(k) & 0xC0) != 0x80) return 0;
-    return n;
 }
 
 // A JSON string. Invalid UTF-8 (an environment variable may hold it) becomes U+FFFD.
@@ -529,21 +515,60 @@ private:
                 s.shutdown_timeout_ms = setting(x, UINT32_MAX);
             else if (x.key == "poll_wait_ms")
                 s.poll_wait_ms = setting(x, UINT32_MAX);
+            else if (x.key == "owner_lease_ms")
+                s.owner_lease_ms = setting(x, 3600000, 100);
+            else if (x.key == "when_owned")
+                s.when_owned = when_owned(x);
             else
-                fail(mark_of(x.k),
-                     "unknown settings key " + quote(x.key) +
-                         " (known: batch_size, queue_capacity, shutdown_timeout_ms, poll_wait_ms)");
+                fail(mark_of(x.k), "unknown settings key " + quote(x.key) +
+                                       " (known: batch_size, queue_capacity, shutdown_timeout_ms, "
+                                       "poll_wait_ms, when_owned, owner_lease_ms)");
         }
     }
 
-    uint32_t setting(const Entry &x, uint32_t max) {
-        std::string what =
-            "settings." + x.key + " must be an integer from 1 to " + std::to_string(max) + ", got ";
+    WhenOwned when_owned(const Entry &x) {
+        const std::string what = "settings.when_owned must be 'wait' or 'refuse', got ";
+        if (!x.v.IsScalar()) fail(mark_of(x.k), what + kind_of(x.v));
+        std::string s = conv_.text(x.v);
+        if (s == "wait") return WhenOwned::wait;
+        if (s == "refuse") return WhenOwned::refuse;
+        fail(mark_of(x.v), what + quote(s));
+    }
+
+    // An integer in [min, max] for `<prefix><key>`.
+    uint32_t setting(const Entry &x, uint32_t max, uint32_t min = 1, const char *prefix = "settings.") {
+        std::string what = prefix + x.key + " must be an integer from " + std::to_string(min) + " to " +
+                           std::to_string(max) + ", got ";
         if (!x.v.IsScalar()) fail(mark_of(x.k), what + kind_of(x.v));
         std::string s = conv_.text(x.v);
         std::optional<int64_t> n = parse_int(s);
-        if (!n || *n < 1 || *n > max) fail(mark_of(x.v), what + quote(s));
+        if (!n || *n < min || *n > max) fail(mark_of(x.v), what + quote(s));
         return static_cast<uint32_t>(*n);
+    }
+
+    // A stage's `retry:` mapping (RetryPolicy).
+    RetryPolicy retry_policy(const Entry &e, const std::string &stage) {
+        RetryPolicy r;
+        if (e.v.IsNull()) return r;
+        if (!e.v.IsMap())
+            fail(mark_of(e.k), "'retry' of stage " + quote(stage) + " must be a mapping, got " + kind_of(e.v));
+        std::optional<Mark> max_mark;
+        for (const Entry &x : conv_.entries(e.v, false)) {
+            if (x.key == "max_attempts")
+                r.max_attempts = setting(x, 1000000, 1, "retry.");
+            else if (x.key == "backoff_ms")
+                r.backoff_ms = setting(x, 3600000, 1, "retry.");
+            else if (x.key == "max_backoff_ms") {
+                r.max_backoff_ms = setting(x, 3600000, 1, "retry.");
+                max_mark = mark_of(x.v);
+            } else
+                fail(mark_of(x.k), "unknown key " + quote(x.key) + " in 'retry' of stage " + quote(stage) +
+                                       " (known: max_attempts, backoff_ms, max_backoff_ms)");
+        }
+        if (r.max_backoff_ms < r.backoff_ms)
+            fail(max_mark ? *max_mark : mark_of(e.v),
+                 "retry.max_backoff_ms must be at least retry.backoff_ms (" + std::to_string(r.backoff_ms) + ")");
+        return r;
     }
 
     void read_stages(const Entry &e, PipelineDef &def) {
@@ -568,7 +593,7 @@ private:
             fail(mark_of(n), label + " must be a mapping (id, plugin, config), got " + kind_of(n));
         StageDef st;
         st.mark = st.config_mark = mark_of(n);
-        std::optional<Entry> id, plugin, config;
+        std::optional<Entry> id, plugin, config, retry;
         for (Entry &x : conv_.entries(n, false)) {
             if (x.key == "id")
                 id = std::move(x);
@@ -576,9 +601,11 @@ private:
                 plugin = std::move(x);
             else if (x.key == "config")
                 config = std::move(x);
+            else if (x.key == "retry")
+                retry = std::move(x);
             else
                 fail(mark_of(x.k),
-                     "unknown key " + quote(x.key) + " in " + label + " (known: id, plugin, config)");
+                     "unknown key " + quote(x.key) + " in " + label + " (known: id, plugin, config, retry)");
         }
         if (!id) fail(st.mark, label + " has no 'id'");
         st.id = string_value(*id);
@@ -589,6 +616,7 @@ private:
         if (!plugin) fail(st.mark, "stage " + quote(st.id) + " has no 'plugin'");
         st.plugin = string_value(*plugin);
         st.plugin_mark = mark_of(plugin->v);
+        if (retry) st.retry = retry_policy(*retry, st.id);
         if (config && config->v.IsNull()) {
             st.config_mark = mark_of(config->k);
         } else if (config) {

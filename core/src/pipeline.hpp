@@ -50,6 +50,18 @@ struct ConfigValue {
     Mark key_mark;        // where the key is (for defaults: the config mapping)
 };
 
+// How the host retries a stage call that answered CDCFLOW_ERR_RETRY (a
+// locked database, a broker that is away): the same call again after a
+// backoff that doubles from backoff_ms up to max_backoff_ms, at most
+// max_attempts tries in all; then the pipeline fails with the stage's
+// message. A stop request ends the retrying at once. (A stage's optional
+// `retry:` mapping.)
+struct RetryPolicy {
+    uint32_t max_attempts = 20;
+    uint32_t backoff_ms = 50;
+    uint32_t max_backoff_ms = 5000;
+};
+
 struct StageDef {
     std::string id;
     std::string plugin;
@@ -57,6 +69,13 @@ struct StageDef {
     Mark plugin_mark; // the plugin: value
     Mark config_mark; // the config: mapping (or the stage when absent)
     std::map<std::string, ConfigValue> config;
+    RetryPolicy retry;
+};
+
+// What a host does when another live process owns the sink's checkpoint.
+enum class WhenOwned {
+    wait,  // a standby: take over when the owner stops or dies
+    refuse // exit at once (kExitOwned), naming the owner
 };
 
 // Host-level settings (the optional `settings:` mapping).
@@ -65,6 +84,8 @@ struct Settings {
     uint32_t queue_capacity = 8;            // batches per queue between stages
     uint32_t shutdown_timeout_ms = 10000;   // SIGINT/SIGTERM drain deadline
     uint32_t poll_wait_ms = 100;            // longest a source poll may park
+    WhenOwned when_owned = WhenOwned::wait; // another host owns the checkpoint
+    uint32_t owner_lease_ms = 10000;        // see cdcflow_ownership.lease_ms
 };
 
 struct PipelineDef {

@@ -122,6 +122,15 @@ void PluginRegistry::add_front(const std::vector<std::string> &dirs) {
     dirs_.insert(dirs_.begin(), dirs.begin(), dirs.end());
 }
 
+// A plugin is found by its file name, so the name it declares must match.
+static Result<std::shared_ptr<LoadedPlugin>> load_checked(const fs::path &file, const std::string &name) {
+    auto r = load_plugin_file(file.string());
+    if (r && r.value()->schema.name != name)
+        return bad(file.string(), "declares the name '" + r.value()->schema.name + "', expected '" + name +
+                                      "' (its file name)");
+    return r;
+}
+
 Result<std::shared_ptr<LoadedPlugin>> PluginRegistry::find(const std::string &name) {
     if (auto it = cache_.find(name); it != cache_.end()) return it->second;
     // A name is a file name: refuse paths so "../x" cannot escape the folders.
@@ -131,11 +140,8 @@ Result<std::shared_ptr<LoadedPlugin>> PluginRegistry::find(const std::string &na
         for (fs::path candidate : {fs::path(dir) / (name + ".so"), fs::path(dir) / name / (name + ".so")}) {
             std::error_code ec;
             if (!fs::is_regular_file(candidate, ec)) continue;
-            auto r = load_plugin_file(candidate.string());
+            auto r = load_checked(candidate, name);
             if (!r) return r.status();
-            if (r.value()->schema.name != name)
-                return bad(candidate.string(), "declares the name '" + r.value()->schema.name + "', expected '" +
-                                                   name + "'");
             cache_[name] = r.value();
             return r.value();
         }
@@ -149,12 +155,14 @@ Result<std::shared_ptr<LoadedPlugin>> PluginRegistry::find(const std::string &na
 std::vector<PluginRegistry::Entry> PluginRegistry::scan() {
     std::vector<Entry> out;
     std::set<std::string> seen_files;
+    // A file that `find` would refuse (its declared name is not its file
+    // name) is listed as broken too: a pipeline could not use it.
     auto consider = [&](const fs::path &f) {
         std::error_code ec;
         fs::path canon = fs::weakly_canonical(f, ec);
         std::string key = ec ? f.string() : canon.string();
         if (!seen_files.insert(key).second) return;
-        auto r = load_plugin_file(f.string());
+        auto r = load_checked(f, f.stem().string());
         if (r) out.push_back({r.value(), f.string(), ""});
         else out.push_back({nullptr, f.string(), r.status().message()});
     };

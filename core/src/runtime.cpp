@@ -1,6 +1,8 @@
 #include "runtime.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdlib>
 #include <string_view>
 
 namespace cdcflow::host {
@@ -15,7 +17,23 @@ int64_t micros_since(Clock::time_point t0) {
     return std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count();
 }
 
-std::string stage_label(const StageDef &d) { return "stage '" + d.id + "' (plugin '" + d.plugin + "')"; }
+std::string stage_label(const StageDef &d) {
+    return "stage '" + d.id + "' (plugin '" + d.plugin + "')";
+}
+
+std::string_view partition_of(const cdcflow_position &p) {
+    return {p.partition.data ? p.partition.data : "", static_cast<size_t>(p.partition.len)};
+}
+
+// Does the plugin's callback table (as it was built) hold `field`?
+#define CDCFLOW_CB(cb, field) (CDCFLOW_HAS_FIELD(cb, cdcflow_callbacks, field) ? (cb)->field : nullptr)
+
+// Benchmarks compare a run with and without the ownership check; nothing
+// else should ever set this (two hosts could then both apply everything).
+bool ownership_disabled() {
+    const char *v = std::getenv("CDCFLOW_UNSAFE_NO_OWNERSHIP");
+    return v && *v && std::string_view(v) != "0";
+}
 
 } // namespace
 
@@ -32,7 +50,9 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
     for (const StageDef &sd : d.stages) {
         if (loaded.count(sd.plugin)) continue;
         auto r = registry.find(sd.plugin);
-        if (!r) return Status::error(where(d.file, sd.plugin_mark) + ": stage '" + sd.id + "': " + r.status().message());
+        if (!r)
+            return Status::error(where(d.file, sd.plugin_mark) + ": stage '" + sd.id + "': " +
+                                 r.status().message());
         loaded[sd.plugin] = r.value();
     }
     Status st = check_pipeline(d, [&](const std::string &name) -> const PluginSchema * {
@@ -46,42 +66,73 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         s->def = &sd;
         s->plugin = loaded[sd.plugin];
         s->cb = s->plugin->desc->callbacks;
+        s->acquire = CDCFLOW_CB(s->cb, acquire);
+        s->release = CDCFLOW_CB(s->cb, release);
         s->ctx.stage_id = sd.id;
         s->ctx.metrics = &metrics;
         s->ctx.stop = &rt->stop_;
         s->ctx.rejected = metrics.create(sd.id + ".rejected", "events this stage rejected", false);
         s->ctx.duplicates = metrics.create(sd.id + ".duplicates", "events this stage marked duplicate", false);
+        Runtime *self = rt.get();
+        Stage *stage = s.get();
+        s->ctx.ownership_lost = [self, stage](const std::string &msg) {
+            self->fail(*stage, msg, CDCFLOW_ERR_FENCED);
+        };
         s->cfg.def = &sd;
         s->batches = metrics.create(sd.id + ".batches", "batches handled", false);
         s->events = metrics.create(sd.id + ".events", "events handled", false);
         s->errors = metrics.create(sd.id + ".errors", "failed calls (retried or fatal)", false);
         s->busy_us = metrics.create(sd.id + ".busy_us", "time spent in the plugin, microseconds", false);
-        char err[kErrLen] = {0};
-        cdcflow_status cs = s->cb->create(host_api(), &s->ctx, &s->cfg, &s->instance, err, sizeof err);
-        if (cs != CDCFLOW_OK) {
-            s->instance = nullptr;
-            // Config::fail already starts the message with the key's
-            // "file:line:col": lead with it instead of the stage's position.
-            std::string msg = err[0] ? err : cdcflow_status_str(cs);
-            std::string prefix = d.file + ":";
-            if (msg.rfind(prefix, 0) == 0) {
-                size_t colon = msg.find(": ", prefix.size());
-                std::string loc = msg.substr(0, colon);
-                return Status::error(loc + ": " + stage_label(sd) + ": " +
-                                         (colon == std::string::npos ? "" : msg.substr(colon + 2)),
-                                     cs);
-            }
-            return Status::error(where(d.file, sd.config_mark) + ": " + stage_label(sd) + ": " + msg, cs);
-        }
         rt->stages_.push_back(std::move(s));
     }
+    if (Status cs = rt->create_instances(); !cs) return cs;
     rt->m_events_ = metrics.create("pipeline.events", "events that reached the sink", false);
     rt->m_applied_ = metrics.create("pipeline.applied", "events applied", false);
     rt->m_rejected_ = metrics.create("pipeline.rejected", "events rejected (dead letters)", false);
     rt->m_duplicates_ = metrics.create("pipeline.duplicates", "duplicate events skipped", false);
     rt->m_batches_ = metrics.create("pipeline.batches", "batches committed", false);
     rt->m_checkpoint_ = metrics.create("pipeline.checkpoint_offset", "offset of the last committed event", true);
+    rt->m_owner_ =
+        metrics.create("pipeline.owner", "1 while this host owns the sink's checkpoint, 0 while a standby", true);
+    rt->m_takeovers_ = metrics.create("pipeline.ownership_changes",
+                                      "times this host took the checkpoint over or stepped down", false);
     return rt;
+}
+
+Status Runtime::create_instances() {
+    const PipelineDef &d = def_;
+    for (auto &sp : stages_) {
+        Stage &s = *sp;
+        const StageDef &sd = *s.def;
+        char err[kErrLen] = {0};
+        cdcflow_status cs = s.cb->create(host_api(), &s.ctx, &s.cfg, &s.instance, err, sizeof err);
+        if (cs == CDCFLOW_OK) continue;
+        s.instance = nullptr;
+        std::string msg = err[0] ? err : cdcflow_status_str(cs);
+        // Config::fail already starts the message with the key's
+        // "file:line:col": lead with it instead of the stage's position.
+        std::string prefix = d.file + ":";
+        if (msg.rfind(prefix, 0) == 0) {
+            size_t colon = msg.find(": ", prefix.size());
+            std::string loc = msg.substr(0, colon);
+            return Status::error(
+                loc + ": " + stage_label(sd) + ": " + (colon == std::string::npos ? "" : msg.substr(colon + 2)), cs);
+        }
+        // Not the file's fault (a database that cannot be opened...): no
+        // file position, and the plugin's code, so that it is not reported
+        // as an invalid pipeline.
+        if (cs != CDCFLOW_ERR_CONFIG) return Status::error(stage_label(sd) + ": " + msg, cs);
+        return Status::error(where(d.file, sd.config_mark) + ": " + stage_label(sd) + ": " + msg, cs);
+    }
+    return Status::ok();
+}
+
+void Runtime::destroy_instances() {
+    for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) {
+        Stage &s = **it;
+        if (s.instance) s.cb->destroy(s.instance);
+        s.instance = nullptr;
+    }
 }
 
 Runtime::~Runtime() {
@@ -92,15 +143,12 @@ Runtime::~Runtime() {
         for (auto &t : threads_)
             if (t.joinable()) t.join();
     }
-    for (auto it = stages_.rbegin(); it != stages_.rend(); ++it) {
-        Stage &s = **it;
-        if (s.instance) s.cb->destroy(s.instance);
-        s.instance = nullptr;
-    }
+    destroy_instances();
     stages_.clear(); // releases the plugin libraries last
 }
 
 void Runtime::close_all() {
+    std::lock_guard lock(mu_);
     for (auto &q : queues_) q->close();
     if (free_) free_->close();
 }
@@ -109,9 +157,9 @@ void Runtime::fail(const Stage &st, const std::string &what, cdcflow_status code
     {
         std::lock_guard lock(mu_);
         if (!failed_.load()) error_ = Status::error(stage_label(*st.def) + ": " + what, code);
+        failed_.store(true);
+        stop_.store(true);
     }
-    failed_.store(true);
-    stop_.store(true);
     log_line(CDCFLOW_LOG_ERROR, st.def->id, what);
     close_all();
     std::lock_guard lock(mu_);
@@ -119,8 +167,9 @@ void Runtime::fail(const Stage &st, const std::string &what, cdcflow_status code
 }
 
 void Runtime::request_stop() {
-    stop_.store(true);
     std::lock_guard lock(mu_);
+    user_stop_.store(true);
+    stop_.store(true);
     cv_.notify_all();
 }
 
@@ -133,7 +182,18 @@ std::string Runtime::state() const {
     if (failed_.load()) return "failed";
     if (finished_.load()) return "stopped";
     if (stop_.load()) return "draining";
+    if (standby_.load()) return "standby";
     return running_.load() ? "running" : "starting";
+}
+
+std::string Runtime::role() const {
+    if (owner_.load()) return "owner";
+    return standby_.load() ? "standby" : "";
+}
+
+std::string Runtime::owner() const {
+    std::lock_guard lock(mu_);
+    return standby_.load() ? owner_text_ : std::string();
 }
 
 Totals Runtime::totals() const {
@@ -147,51 +207,61 @@ Totals Runtime::totals() const {
     return t;
 }
 
-bool Runtime::process_with_retry(Stage &st, Batch *b) {
+Runtime::Outcome Runtime::call_with_retry(Stage &st, const char *what, const Call &f) {
+    const RetryPolicy &policy = st.def->retry;
     char err[kErrLen];
-    uint32_t backoff_ms = 50;
-    for (;;) {
+    uint32_t backoff_ms = policy.backoff_ms;
+    for (uint32_t attempt = 1;; ++attempt) {
         err[0] = '\0';
-        auto t0 = Clock::now();
-        cdcflow_status cs = st.cb->process(st.instance, static_cast<cdcflow_batch *>(b), err, sizeof err);
-        st.busy_us->value.fetch_add(micros_since(t0), std::memory_order_relaxed);
-        if (cs == CDCFLOW_OK) return true;
+        cdcflow_status cs = f(err, sizeof err);
+        if (cs == CDCFLOW_OK) return {};
         st.errors->value.fetch_add(1, std::memory_order_relaxed);
         std::string msg = err[0] ? err : cdcflow_status_str(cs);
-        if (cs != CDCFLOW_ERR_RETRY || failed_.load()) {
-            fail(st, msg, cs);
-            return false;
+        if (cs != CDCFLOW_ERR_RETRY) return {cs, msg};
+        if (attempt >= policy.max_attempts)
+            return {cs, msg + " (gave up after " + std::to_string(attempt) + " attempts; see the stage's " +
+                            "retry.max_attempts)"};
+        if (stopping())
+            return {cs, msg + " (stopped while retrying " + what + ": the work is replayed from the " +
+                            "checkpoint on the next start)"};
+        log_line(CDCFLOW_LOG_WARN, st.def->id,
+                 msg + "; " + what + " retry " + std::to_string(attempt) + "/" +
+                     std::to_string(policy.max_attempts - 1) + " in " + std::to_string(backoff_ms) + " ms");
+        {
+            // A stop (or another stage failing) ends the wait at once.
+            std::unique_lock lock(mu_);
+            cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stop_.load(); });
         }
-        // Transient (e.g. database locked): back off and try the same batch
-        // again. A stop does not abandon the batch: the shutdown timeout
-        // bounds how long we keep trying.
-        log_line(CDCFLOW_LOG_WARN, st.def->id, msg + "; retrying in " + std::to_string(backoff_ms) + " ms");
-        std::unique_lock lock(mu_);
-        cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return failed_.load(); });
-        backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
+        if (stopping())
+            return {cs, msg + " (stopped while retrying " + what + ": the work is replayed from the " +
+                            "checkpoint on the next start)"};
+        backoff_ms = backoff_ms > policy.max_backoff_ms / 2 ? policy.max_backoff_ms : backoff_ms * 2;
     }
 }
 
 void Runtime::notify_committed(Stage &src, Batch *b) {
     if (b->count == 0 || !src.cb->committed) return;
-    // The last position per partition: positions within a partition rise.
-    cdcflow_position latest[16];
-    uint32_t n = 0;
+    // The last position of every partition in the batch (positions within a
+    // partition rise), however many partitions: one call, in no particular
+    // order across partitions. Events of one partition usually come in
+    // runs, so the last match is tried first.
+    committed_.clear();
+    size_t last = 0;
     for (uint32_t i = b->count; i-- > 0;) {
         const cdcflow_position &p = b->events[i].position;
-        std::string_view part(p.partition.data ? p.partition.data : "", static_cast<size_t>(p.partition.len));
+        std::string_view part = partition_of(p);
+        if (!committed_.empty() && partition_of(committed_[last]) == part) continue;
         bool seen = false;
-        for (uint32_t j = 0; j < n && !seen; ++j)
-            seen = std::string_view(latest[j].partition.data ? latest[j].partition.data : "",
-                                    static_cast<size_t>(latest[j].partition.len)) == part;
+        for (size_t j = 0; j < committed_.size() && !seen; ++j)
+            if (partition_of(committed_[j]) == part) {
+                seen = true;
+                last = j;
+            }
         if (seen) continue;
-        latest[n++] = p;
-        if (n == 16) {
-            src.cb->committed(src.instance, latest, n);
-            n = 0;
-        }
+        last = committed_.size();
+        committed_.push_back(p);
     }
-    if (n) src.cb->committed(src.instance, latest, n);
+    src.cb->committed(src.instance, committed_.data(), static_cast<uint32_t>(committed_.size()));
 }
 
 void Runtime::recycle(Stage &src, Batch *b) {
@@ -217,41 +287,39 @@ void Runtime::count_committed(Batch *b) {
 }
 
 void Runtime::source_loop(Stage &st, bool drain) {
-    char err[kErrLen] = {0};
-    if (st.cb->start && st.cb->start(st.instance, err, sizeof err) != CDCFLOW_OK) {
-        fail(st, std::string("start failed: ") + err, CDCFLOW_ERR_IO);
+    Outcome started = call_with_retry(st, "start", [&](char *err, uint64_t len) {
+        return st.cb->start ? st.cb->start(st.instance, err, len) : CDCFLOW_OK;
+    });
+    if (started.code != CDCFLOW_OK) {
+        fail(st, "start failed: " + started.message, started.code);
+        if (st.cb->stop) st.cb->stop(st.instance);
         return;
     }
     SpscQueue<Batch> &out = *queues_.front();
     Batch *b = nullptr;
-    uint32_t backoff_ms = 50;
-    while (!stop_.load(std::memory_order_relaxed)) {
+    while (!stopping()) {
         if (!b) {
             b = free_->pop(); // blocks while every batch is downstream
             if (!b) break;
             recycle(st, b);
         }
         int32_t exhausted = 0;
-        err[0] = '\0';
-        auto t0 = Clock::now();
-        cdcflow_status cs =
-            st.cb->poll(st.instance, static_cast<cdcflow_batch *>(b), drain ? 0 : def_.settings.poll_wait_ms, &exhausted, err, sizeof err);
-        st.busy_us->value.fetch_add(micros_since(t0), std::memory_order_relaxed);
-        if (cs == CDCFLOW_ERR_RETRY) {
-            st.errors->value.fetch_add(1, std::memory_order_relaxed);
-            log_line(CDCFLOW_LOG_WARN, st.def->id, std::string(err) + "; retrying in " + std::to_string(backoff_ms) + " ms");
-            b->reset();
-            std::unique_lock lock(mu_);
-            cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stop_.load(); });
-            backoff_ms = backoff_ms * 2 > 5000 ? 5000 : backoff_ms * 2;
-            continue;
-        }
-        if (cs != CDCFLOW_OK) {
-            st.errors->value.fetch_add(1, std::memory_order_relaxed);
-            fail(st, err[0] ? err : cdcflow_status_str(cs), cs);
+        Outcome polled = call_with_retry(st, "poll", [&](char *err, uint64_t len) {
+            exhausted = 0;
+            auto t0 = Clock::now();
+            cdcflow_status cs = st.cb->poll(st.instance, static_cast<cdcflow_batch *>(b),
+                                            drain ? 0 : def_.settings.poll_wait_ms, &exhausted, err, len);
+            st.busy_us->value.fetch_add(micros_since(t0), std::memory_order_relaxed);
+            // A failed poll leaves no half-read batch behind: the source
+            // reads those rows again.
+            if (cs != CDCFLOW_OK) b->reset();
+            return cs;
+        });
+        if (polled.code != CDCFLOW_OK) {
+            if (stopping() && !failed_.load() && polled.code == CDCFLOW_ERR_RETRY) break; // asked to stop
+            fail(st, polled.message, polled.code);
             break;
         }
-        backoff_ms = 50;
         if (b->count > 0) {
             st.batches->value.fetch_add(1, std::memory_order_relaxed);
             st.events->value.fetch_add(b->count, std::memory_order_relaxed);
@@ -285,22 +353,37 @@ void Runtime::stage_loop(size_t index) {
     bool is_sink = index + 1 == stages_.size();
     SpscQueue<Batch> &in = *queues_[index - 1];
     SpscQueue<Batch> &out = is_sink ? *free_ : *queues_[index];
-    char err[kErrLen] = {0};
-    if (st.cb->start && st.cb->start(st.instance, err, sizeof err) != CDCFLOW_OK) {
-        fail(st, std::string("start failed: ") + err, CDCFLOW_ERR_IO);
+    Outcome started = call_with_retry(st, "start", [&](char *err, uint64_t len) {
+        return st.cb->start ? st.cb->start(st.instance, err, len) : CDCFLOW_OK;
+    });
+    if (started.code != CDCFLOW_OK) {
+        fail(st, "start failed: " + started.message, started.code);
+        if (st.cb->stop) st.cb->stop(st.instance);
         return;
     }
     while (Batch *b = in.pop()) {
         if (b->end_of_stream) {
-            err[0] = '\0';
-            if (st.cb->flush && st.cb->flush(st.instance, err, sizeof err) != CDCFLOW_OK) {
-                fail(st, std::string("flush failed: ") + err, CDCFLOW_ERR_IO);
-                break;
+            char err[kErrLen] = {0};
+            if (st.cb->flush) {
+                cdcflow_status cs = st.cb->flush(st.instance, err, sizeof err);
+                if (cs != CDCFLOW_OK) {
+                    fail(st, std::string("flush failed: ") + (err[0] ? err : cdcflow_status_str(cs)), cs);
+                    break;
+                }
             }
             out.push(b);
             break;
         }
-        if (!process_with_retry(st, b)) break;
+        Outcome done = call_with_retry(st, "process", [&](char *err, uint64_t len) {
+            auto t0 = Clock::now();
+            cdcflow_status cs = st.cb->process(st.instance, static_cast<cdcflow_batch *>(b), err, len);
+            st.busy_us->value.fetch_add(micros_since(t0), std::memory_order_relaxed);
+            return cs;
+        });
+        if (done.code != CDCFLOW_OK) {
+            fail(st, done.message, done.code);
+            break;
+        }
         st.batches->value.fetch_add(1, std::memory_order_relaxed);
         st.events->value.fetch_add(b->count, std::memory_order_relaxed);
         if (is_sink) count_committed(b);
@@ -309,48 +392,171 @@ void Runtime::stage_loop(size_t index) {
     if (st.cb->stop) st.cb->stop(st.instance);
 }
 
+Status Runtime::acquire_ownership() {
+    Stage &sink = *stages_.back();
+    if (!sink.acquire || ownership_disabled()) {
+        if (!warned_unfenced_)
+            log_line(CDCFLOW_LOG_WARN, "host",
+                     sink.acquire ? "CDCFLOW_UNSAFE_NO_OWNERSHIP is set: the checkpoint is not fenced; another "
+                                    "host on the same store would apply every event again"
+                                  : stage_label(*sink.def) +
+                                        " does not fence its checkpoint (no acquire callback): run one host "
+                                        "per checkpoint, a second one would apply every event again");
+        warned_unfenced_ = true;
+        owner_.store(true);
+        m_owner_->value.store(1);
+        return Status::ok();
+    }
+    cdcflow_ownership req{};
+    req.struct_size = sizeof req;
+    req.lease_ms = def_.settings.owner_lease_ms;
+    // A standby looks often enough to notice a released or dead owner
+    // promptly, and rarely enough to cost nothing.
+    const auto poll = std::chrono::milliseconds(std::clamp<uint32_t>(req.lease_ms / 4, 25, 500));
+    std::string announced;
+    for (;;) {
+        if (user_stop_.load()) return Status::ok();
+        Outcome got = call_with_retry(sink, "acquire", [&](char *err, uint64_t len) {
+            return sink.acquire(sink.instance, &req, err, len);
+        });
+        if (got.code == CDCFLOW_OK) {
+            if (standby_.load())
+                log_line(CDCFLOW_LOG_INFO, "host", "taking over: this host now owns the checkpoint");
+            m_takeovers_->value.fetch_add(standby_.load() ? 1 : 0, std::memory_order_relaxed);
+            {
+                std::lock_guard lock(mu_);
+                owner_text_.clear();
+                standby_.store(false);
+                owner_.store(true);
+            }
+            m_owner_->value.store(1);
+            return Status::ok();
+        }
+        if (got.code != CDCFLOW_ERR_OWNED) {
+            if (user_stop_.load() && got.code == CDCFLOW_ERR_RETRY) return Status::ok();
+            return Status::error(stage_label(*sink.def) + ": cannot take ownership of the checkpoint: " +
+                                     got.message,
+                                 got.code);
+        }
+        if (def_.settings.when_owned == WhenOwned::refuse)
+            return Status::error(stage_label(*sink.def) + ": " + got.message +
+                                     " (settings.when_owned is 'refuse': exiting instead of waiting as a standby)",
+                                 CDCFLOW_ERR_OWNED);
+        {
+            std::lock_guard lock(mu_);
+            owner_text_ = got.message;
+            standby_.store(true);
+            owner_.store(false);
+        }
+        m_owner_->value.store(0);
+        if (got.message != announced) {
+            log_line(CDCFLOW_LOG_INFO, "host",
+                     "standby: " + got.message + "; taking over when it stops (at once if its process is gone "
+                     "from this machine, else " + std::to_string(req.lease_ms) +
+                     " ms after its last renewal; settings.owner_lease_ms)");
+            announced = got.message;
+        }
+        std::unique_lock lock(mu_);
+        cv_.wait_for(lock, poll, [&] { return user_stop_.load(); });
+    }
+}
+
+void Runtime::release_ownership() {
+    Stage &sink = *stages_.back();
+    if (sink.release && sink.instance && owner_.load() && !ownership_disabled()) sink.release(sink.instance);
+    owner_.store(false);
+}
+
 Status Runtime::run(const RunOptions &opts) {
+    Status result;
+    for (;;) {
+        result = acquire_ownership();
+        if (!result || user_stop_.load()) break;
+        result = run_once(opts);
+        release_ownership();
+        if (result.code() != CDCFLOW_ERR_FENCED || user_stop_.load()) break;
+        m_owner_->value.store(0);
+        m_takeovers_->value.fetch_add(1, std::memory_order_relaxed);
+        if (def_.settings.when_owned == WhenOwned::refuse) break;
+        // Step down: nothing this incarnation holds in memory (row caches,
+        // the dedupe window) may outlive the ownership; new instances start
+        // from whatever the new owner commits.
+        log_line(CDCFLOW_LOG_WARN, "host", "stepping down to standby: " + result.message());
+        destroy_instances();
+        {
+            std::lock_guard lock(mu_);
+            failed_.store(false);
+            stop_.store(user_stop_.load());
+            error_ = Status::ok();
+        }
+        if (result = create_instances(); !result) break;
+    }
+    running_.store(false);
+    {
+        std::lock_guard lock(mu_);
+        standby_.store(false);
+        finished_.store(true);
+    }
+    cv_.notify_all();
+    return result;
+}
+
+Status Runtime::run_once(const RunOptions &opts) {
     // Resume: ask the sink where it is, and start the source (and any
-    // stateful transform) just after it.
+    // stateful transform) just after it. Only the owner reads it: a standby's
+    // copy would be stale by the time it takes over.
     Stage &sink = *stages_.back();
     std::vector<std::pair<std::string, int64_t>> checkpoint;
     if (sink.cb->checkpoint) {
-        char err[kErrLen] = {0};
-        auto collect = [](void *user, const cdcflow_position *p) {
-            auto *v = static_cast<std::vector<std::pair<std::string, int64_t>> *>(user);
-            v->emplace_back(std::string(p->partition.data ? p->partition.data : "", static_cast<size_t>(p->partition.len)),
-                            p->offset);
-        };
-        cdcflow_status cs = sink.cb->checkpoint(sink.instance, collect, &checkpoint, err, sizeof err);
-        if (cs != CDCFLOW_OK)
-            return Status::error(stage_label(*sink.def) + ": cannot read checkpoint: " + (err[0] ? err : cdcflow_status_str(cs)), cs);
+        Outcome got = call_with_retry(sink, "checkpoint", [&](char *err, uint64_t len) {
+            checkpoint.clear();
+            auto collect = [](void *user, const cdcflow_position *p) {
+                static_cast<std::vector<std::pair<std::string, int64_t>> *>(user)->emplace_back(
+                    std::string(partition_of(*p)), p->offset);
+            };
+            return sink.cb->checkpoint(sink.instance, collect, &checkpoint, err, len);
+        });
+        if (got.code != CDCFLOW_OK)
+            return Status::error(stage_label(*sink.def) + ": cannot read checkpoint: " + got.message, got.code);
     }
     std::vector<cdcflow_position> positions;
     for (auto &[part, off] : checkpoint) positions.push_back({{part.data(), part.size()}, off});
     for (size_t i = 0; i + 1 < stages_.size(); ++i) {
         Stage &s = *stages_[i];
         if (!s.cb->seek) continue;
-        char err[kErrLen] = {0};
-        cdcflow_status cs = s.cb->seek(s.instance, positions.data(), static_cast<uint32_t>(positions.size()), err, sizeof err);
-        if (cs != CDCFLOW_OK)
-            return Status::error(stage_label(*s.def) + ": cannot resume from the checkpoint: " + (err[0] ? err : cdcflow_status_str(cs)), cs);
+        Outcome got = call_with_retry(s, "seek", [&](char *err, uint64_t len) {
+            return s.cb->seek(s.instance, positions.data(), static_cast<uint32_t>(positions.size()), err, len);
+        });
+        if (got.code != CDCFLOW_OK)
+            return Status::error(stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message,
+                                 got.code);
     }
     if (!checkpoint.empty()) {
         std::string cp;
-        for (auto &[part, off] : checkpoint) cp += (cp.empty() ? "" : ", ") + (part.empty() ? std::string("offset ") : part + "@") + std::to_string(off);
+        for (auto &[part, off] : checkpoint)
+            cp += (cp.empty() ? "" : ", ") + (part.empty() ? std::string("offset ") : part + "@") + std::to_string(off);
         log_line(CDCFLOW_LOG_INFO, "host", "resuming after checkpoint " + cp);
     }
 
     const Settings &set = def_.settings;
     size_t n = stages_.size();
-    for (size_t i = 0; i + 1 < n; ++i) queues_.push_back(std::make_unique<SpscQueue<Batch>>(set.queue_capacity));
-    // Enough batches to fill every queue and keep one in each stage's hands,
-    // plus the end-of-stream marker.
-    size_t pool = (n - 1) * set.queue_capacity + n + 1;
-    free_ = std::make_unique<SpscQueue<Batch>>(pool);
-    for (size_t i = 0; i < pool; ++i) {
-        pool_.push_back(std::make_unique<cdcflow_batch>(set.batch_size)); // the plugins' handle type
-        free_->try_push(pool_.back().get());
+    {
+        // fail() (e.g. ownership_lost from a plugin's own thread) may close
+        // the queues at any moment: make them under the same lock.
+        std::lock_guard lock(mu_);
+        for (size_t i = 0; i + 1 < n; ++i) queues_.push_back(std::make_unique<SpscQueue<Batch>>(set.queue_capacity));
+        // Enough batches to fill every queue and keep one in each stage's
+        // hands, plus the end-of-stream marker.
+        size_t pool = (n - 1) * set.queue_capacity + n + 1;
+        free_ = std::make_unique<SpscQueue<Batch>>(pool);
+        for (size_t i = 0; i < pool; ++i) {
+            pool_.push_back(std::make_unique<cdcflow_batch>(set.batch_size)); // the plugins' handle type
+            free_->try_push(pool_.back().get());
+        }
+        if (failed_.load()) {
+            for (auto &q : queues_) q->close();
+            free_->close();
+        }
     }
 
     running_.store(true);
@@ -359,13 +565,15 @@ Status Runtime::run(const RunOptions &opts) {
     for (auto &t : threads_) t.join();
     threads_.clear();
     running_.store(false);
+    Status result;
     {
         std::lock_guard lock(mu_);
-        finished_.store(true);
+        queues_.clear();
+        free_.reset();
+        pool_.clear();
+        result = failed_.load() ? error_ : Status::ok();
     }
-    cv_.notify_all();
-    std::lock_guard lock(mu_);
-    return failed_.load() ? error_ : Status::ok();
+    return result;
 }
 
 } // namespace cdcflow::host

@@ -6,11 +6,24 @@
 // batches in circulation is fixed, so memory is bounded and a slow sink
 // blocks the source (back pressure).
 //
+// Ownership (one owner per checkpoint, DESIGN.md): before it reads the
+// checkpoint, run() asks the sink to acquire it. While another live process
+// owns it, this host is a standby (settings.when_owned: wait) polling until
+// it can take over, or returns CDCFLOW_ERR_OWNED (refuse). A sink that finds
+// it was fenced (CDCFLOW_ERR_FENCED from process, or ownership_lost) stops the
+// pipeline without committing more; run() then steps down: it destroys and
+// re-creates every stage instance (no cache outlives the ownership) and waits
+// as a standby again (or returns FENCED when refusing).
+//
 // Shutdown: request_stop() makes the source stop reading; it then sends an
 // end-of-stream marker that each stage forwards after its in-flight work, so
 // everything read is committed. A fatal error in any stage closes every
 // queue instead (nothing more is committed; the next start replays from the
-// sink's checkpoint).
+// sink's checkpoint). A stop also ends a standby's wait and any retrying.
+//
+// Retries: a call that answers CDCFLOW_ERR_RETRY is tried again under the
+// stage's RetryPolicy (backoff, bounded attempts); past the bound the
+// pipeline fails with the stage's message.
 //
 // Teardown order (destructor): threads joined, stage instances destroyed,
 // then plugin libraries released.
@@ -25,6 +38,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -51,29 +65,42 @@ class Runtime {
 public:
     // Loads plugins (the file's plugin_path first), checks the pipeline
     // against their schemas, and creates every stage instance. Nothing runs.
+    // A bad file, plugin or config is CDCFLOW_ERR_CONFIG ("FILE:LINE:COL:
+    // ..."); a plugin's own failure keeps its code (e.g. CDCFLOW_ERR_IO for
+    // a database that cannot be opened) and names the stage.
     static Result<std::unique_ptr<Runtime>> create(PipelineDef def, PluginRegistry &registry,
                                                    Metrics &metrics);
     ~Runtime();
     Runtime(const Runtime &) = delete;
     Runtime &operator=(const Runtime &) = delete;
 
-    // Runs until drained (--drain), stopped, or failed. Blocks.
+    // Runs until drained (--drain), stopped, or failed. Blocks. The status
+    // is CDCFLOW_ERR_OWNED or CDCFLOW_ERR_FENCED when another process owns
+    // the checkpoint and settings.when_owned is refuse.
     Status run(const RunOptions &opts);
-    // Async-signal-safe is not required: called from the signal thread.
+    // Thread-safe (called from the signal thread and HTTP handlers).
     void request_stop();
     // After request_stop: true once run() has returned.
     bool wait_stopped(uint32_t timeout_ms);
 
     Totals totals() const;
     const PipelineDef &def() const { return def_; }
-    // "running", "draining", "stopped", "failed"
+    // "starting", "standby", "running", "draining", "stopped", "failed"
     std::string state() const;
+    // "owner" (this host writes the checkpoint) or "standby"; "" before the
+    // first attempt.
+    std::string role() const;
+    // While a standby: who owns the checkpoint, as the sink describes it.
+    std::string owner() const;
 
 private:
     struct Stage {
         const StageDef *def = nullptr;
         std::shared_ptr<LoadedPlugin> plugin;
         const cdcflow_callbacks *cb = nullptr;
+        // ABI 2 callbacks, null when the plugin's table is too short to hold them.
+        cdcflow_status (*acquire)(void *, const cdcflow_ownership *, char *, uint64_t) = nullptr;
+        void (*release)(void *) = nullptr;
         void *instance = nullptr;
         cdcflow_ctx ctx;
         cdcflow_config cfg;
@@ -82,17 +109,32 @@ private:
         cdcflow_metric *errors = nullptr;
         cdcflow_metric *busy_us = nullptr;
     };
+    // A plugin call: writes a message into err (err_len bytes) on failure.
+    using Call = std::function<cdcflow_status(char *err, uint64_t err_len)>;
+    struct Outcome {
+        cdcflow_status code = CDCFLOW_OK;
+        std::string message;
+    };
 
     explicit Runtime(PipelineDef def, Metrics &metrics);
+    Status create_instances();
+    void destroy_instances();
+    // Waits as a standby until the sink owns the checkpoint (or a stop).
+    Status acquire_ownership();
+    void release_ownership();
+    // One incarnation: checkpoint, seek, threads, until drained/stopped/failed.
+    Status run_once(const RunOptions &opts);
+    // Calls f, retrying CDCFLOW_ERR_RETRY under the stage's policy. Counts
+    // failures in the stage's errors metric and logs each retry.
+    Outcome call_with_retry(Stage &st, const char *what, const Call &f);
     void source_loop(Stage &st, bool drain);
     void recycle(Stage &src, Batch *b);
     void stage_loop(size_t index);
-    // Calls process with retries (backoff) for CDCFLOW_ERR_RETRY.
-    bool process_with_retry(Stage &st, Batch *b);
     void fail(const Stage &st, const std::string &what, cdcflow_status code);
     void notify_committed(Stage &src, Batch *b);
     void count_committed(Batch *b);
     void close_all();
+    bool stopping() const { return stop_.load(std::memory_order_relaxed); }
 
     PipelineDef def_;
     Metrics &metrics_;
@@ -101,13 +143,19 @@ private:
     std::unique_ptr<SpscQueue<Batch>> free_;                // sink -> source
     std::vector<std::unique_ptr<cdcflow_batch>> pool_;
     std::vector<std::thread> threads_;
-    std::atomic<bool> stop_{false};
+    std::vector<cdcflow_position> committed_; // source thread: notify_committed's scratch
+    std::atomic<bool> stop_{false};      // the pipeline is stopping (asked to, or failed); plugins see it
+    std::atomic<bool> user_stop_{false}; // request_stop() was called
     std::atomic<bool> failed_{false};
     std::atomic<bool> running_{false};
+    std::atomic<bool> standby_{false};
+    std::atomic<bool> owner_{false};
     std::atomic<bool> finished_{false};
-    mutable std::mutex mu_;
+    bool warned_unfenced_ = false;
+    mutable std::mutex mu_; // error_, owner_text_, queues_ while they are made or closed
     std::condition_variable cv_;
     Status error_;
+    std::string owner_text_;
 
     cdcflow_metric *m_events_ = nullptr;
     cdcflow_metric *m_applied_ = nullptr;
@@ -115,6 +163,8 @@ private:
     cdcflow_metric *m_duplicates_ = nullptr;
     cdcflow_metric *m_batches_ = nullptr;
     cdcflow_metric *m_checkpoint_ = nullptr;
+    cdcflow_metric *m_owner_ = nullptr;
+    cdcflow_metric *m_takeovers_ = nullptr;
 };
 
 } // namespace cdcflow::host

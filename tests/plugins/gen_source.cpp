@@ -2,9 +2,15 @@
 // 1..count (partition ""), resuming after the sink's checkpoint. Events carry
 // ids "e<offset>" unless `bare` is set (then only positions: the cheapest
 // possible event, for the queue-hop benchmark). count = 0: endless.
+// With `partitions` N > 0, event k goes to partition "p<k mod N>" (offsets
+// still rise within each), and the metric `<stage>.committed_regressions`
+// counts committed() reports that went backwards for a partition.
 #include <cdcflow/sdk.hpp>
 
+#include <algorithm>
 #include <cstdio>
+#include <map>
+#include <vector>
 #include <string>
 #include <thread>
 
@@ -17,12 +23,30 @@ public:
         {"bare", CDCFLOW_CONFIG_BOOL, "false", 0, "no ids or payloads (benchmark)"},
         {"fail_at", CDCFLOW_CONFIG_INT, "0", 0, "poll fails once this offset is reached (0 = never)"},
         {"idle_after", CDCFLOW_CONFIG_INT, "0", 0, "stop producing (stay idle, never exhausted) after this offset"},
+        {"partitions", CDCFLOW_CONFIG_INT, "0", 0, "spread events over this many partitions p0..pN-1 (0: one, \"\")"},
     };
 
     GenSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Source(ctx), count_(cfg.i64("count")), bare_(cfg.boolean("bare")), fail_at_(cfg.i64("fail_at")),
-          idle_after_(cfg.i64("idle_after")) {
+          idle_after_(cfg.i64("idle_after")), partitions_(cfg.i64("partitions")) {
         if (count_ < 0) cfg.fail("count", "must be >= 0");
+        if (partitions_ < 0 || partitions_ > 4096) cfg.fail("partitions", "must be 0..4096");
+        for (int64_t p = 0; p < partitions_; ++p) {
+            char name[24];
+            std::snprintf(name, sizeof name, "p%lld", static_cast<long long>(p));
+            names_.emplace_back(name);
+        }
+        regressions_ = ctx.counter("committed_regressions", "committed() went backwards for a partition");
+        committed_calls_ = ctx.counter("committed_positions", "positions reported through committed()");
+    }
+
+    void committed(std::span<const cdcflow_position> positions) override {
+        for (const cdcflow_position &p : positions) {
+            int64_t &last = last_committed_[std::string(cdcflow::sv(p.partition))];
+            if (p.offset < last) regressions_.add();
+            last = std::max(last, p.offset);
+        }
+        committed_calls_.add(static_cast<int64_t>(positions.size()));
     }
 
     void seek(std::span<const cdcflow_position> positions) override {
@@ -42,6 +66,7 @@ public:
         while (count_ == 0 || next_ <= count_) {
             if (idle_after_ && next_ > idle_after_) break;
             e.position.offset = next_;
+            if (partitions_) e.position.partition = cdcflow::str(names_[static_cast<size_t>(next_ % partitions_)]);
             if (!bare_) {
                 int n = std::snprintf(id, sizeof id, "e%lld", static_cast<long long>(next_));
                 int m = std::snprintf(payload, sizeof payload, "{\"n\":%lld}", static_cast<long long>(next_));
@@ -63,6 +88,10 @@ private:
     bool bare_;
     int64_t fail_at_;
     int64_t idle_after_;
+    int64_t partitions_;
+    std::vector<std::string> names_;
+    std::map<std::string, int64_t> last_committed_;
+    cdcflow::Metric regressions_, committed_calls_;
     int64_t next_ = 1;
 };
 

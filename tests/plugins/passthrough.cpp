@@ -14,14 +14,16 @@ public:
         {"duplicate_every", CDCFLOW_CONFIG_INT, "0", 0, "mark duplicate events whose offset is a multiple of this"},
         {"throw_at", CDCFLOW_CONFIG_INT, "0", 0, "throw a C++ exception at this offset (0 = never)"},
         {"retry_at", CDCFLOW_CONFIG_INT, "0", 0, "fail transiently twice at this offset (0 = never)"},
+        {"retry_forever_at", CDCFLOW_CONFIG_INT, "0", 0, "fail transiently every time at this offset (0 = never)"},
     };
 
     Passthrough(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Transform(ctx), reject_every_(cfg.i64("reject_every")), dup_every_(cfg.i64("duplicate_every")),
-          throw_at_(cfg.i64("throw_at")), retry_at_(cfg.i64("retry_at")) {}
+          throw_at_(cfg.i64("throw_at")), retry_at_(cfg.i64("retry_at")),
+          retry_forever_at_(cfg.i64("retry_forever_at")) {}
 
     void process(cdcflow::Batch &batch) override {
-        if (!reject_every_ && !dup_every_ && !throw_at_ && !retry_at_) return; // the benchmark path
+        if (!reject_every_ && !dup_every_ && !throw_at_ && !retry_at_ && !retry_forever_at_) return; // benchmark path
         for (uint32_t i = 0; i < batch.size(); ++i) {
             int64_t off = batch[i].position.offset;
             if (throw_at_ && off == throw_at_) throw std::runtime_error("injected exception at offset " + std::to_string(off));
@@ -29,13 +31,15 @@ public:
                 ++retries_;
                 throw cdcflow::Error(CDCFLOW_ERR_RETRY, "injected transient failure");
             }
+            if (retry_forever_at_ && off == retry_forever_at_)
+                throw cdcflow::Error(CDCFLOW_ERR_RETRY, "injected transient failure that never ends");
             if (reject_every_ && off % reject_every_ == 0) batch.reject(i, "offset " + std::to_string(off) + " is unlucky");
             if (dup_every_ && off % dup_every_ == 0) batch.mark_duplicate(i);
         }
     }
 
 private:
-    int64_t reject_every_, dup_every_, throw_at_, retry_at_;
+    int64_t reject_every_, dup_every_, throw_at_, retry_at_, retry_forever_at_;
     int retries_ = 0;
 };
 

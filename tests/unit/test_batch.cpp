@@ -63,3 +63,47 @@ TEST_CASE("host api: reject keeps the first verdict; duplicate overrides a rejec
     CHECK(count == 3);
     CHECK(stride == sizeof(cdcflow_event));
 }
+
+TEST_CASE("host api: batch_push tells a full batch from memory that ran out; batch_append keeps ABI 1") {
+    const cdcflow_host_api *api = host_api();
+    REQUIRE(CDCFLOW_HAS_FIELD(api, cdcflow_host_api, batch_push));
+    cdcflow_batch raw(1);
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    e.aggregate_version = -1;
+    CHECK(api->batch_push(&raw, &e) == CDCFLOW_OK);
+    CHECK(api->batch_push(&raw, &e) == CDCFLOW_ERR_BATCH_FULL);
+    CHECK(api->batch_append(&raw, &e) == CDCFLOW_ERR_NOMEM); // ABI 1: "full"
+    raw.reset();
+
+    // A payload whose copy cannot be allocated (the length is never read
+    // through: the arena's allocation fails first). ASan runs set
+    // allocator_may_return_null so that this is a bad_alloc, as in a release
+    // build, rather than a sanitizer report.
+    static const char byte = 'x';
+    e.payload = {&byte, uint64_t{1} << 62};
+    CHECK(api->batch_push(&raw, &e) == CDCFLOW_ERR_NOMEM);
+    // ABI 1 plugins read ERR_NOMEM as "full" and would retry the same row
+    // for ever: they get ERR_INTERNAL, which fails the poll.
+    CHECK(api->batch_append(&raw, &e) == CDCFLOW_ERR_INTERNAL);
+    CHECK(raw.size() == 0);
+}
+
+TEST_CASE("host api: a rejection reason is stored as valid UTF-8, the bad bytes shown as \\xNN") {
+    const cdcflow_host_api *api = host_api();
+    cdcflow_batch raw(4);
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    for (int i = 0; i < 3; ++i) REQUIRE(api->batch_push(&raw, &e) == CDCFLOW_OK);
+    cdcflow_ctx ctx;
+    ctx.stage_id = "project";
+    const std::string bad = "unknown event type \"Money\xff\xfe\" (caf\xc3\xa9 ok, cut \xe2\x82)";
+    api->event_reject(&ctx, &raw, 0, bad.data(), bad.size());
+    CHECK(std::string(raw.events[0].reject_reason.data, raw.events[0].reject_reason.len) ==
+          "unknown event type \"Money\\xFF\\xFE\" (caf\xc3\xa9 ok, cut \\xE2\\x82)");
+    const std::string good = "owner \"Zo\xc3\xab\" is fine";
+    api->event_reject(&ctx, &raw, 1, good.data(), good.size());
+    CHECK(std::string(raw.events[1].reject_reason.data, raw.events[1].reject_reason.len) == good);
+    api->event_reject(&ctx, &raw, 2, nullptr, 0);
+    CHECK(std::string(raw.events[2].reject_reason.data, raw.events[2].reject_reason.len) == "rejected");
+}

@@ -226,7 +226,7 @@ TEST_SUITE("pipeline: structure") {
         CHECK(parse_error("pipeline: p\nstages:\n  - {id: a, plugin: x}\n  - [id, b]\n") ==
               "p.yaml:4:5: stage #2 must be a mapping (id, plugin, config), got a sequence");
         CHECK(parse_error("pipeline: p\nstages:\n  - id: a\n    plugin: x\n    confg: {}\n") ==
-              "p.yaml:5:5: unknown key 'confg' in stage #1 (known: id, plugin, config)");
+              "p.yaml:5:5: unknown key 'confg' in stage #1 (known: id, plugin, config, retry)");
         CHECK(parse_error("pipeline: p\nstages:\n  - id: a\n    plugin: x\n    id: b\n") ==
               "p.yaml:5:5: duplicate key 'id' (first at p.yaml:3:5)");
         CHECK(parse_error("pipeline: p\nstages:\n  - plugin: x\n") == "p.yaml:3:5: stage #1 has no 'id'");
@@ -279,7 +279,7 @@ TEST_SUITE("pipeline: structure") {
               "p.yaml:3:3: settings.batch_size must be an integer from 1 to 1048576, got a sequence");
         CHECK(with("  batch: 1\n") ==
               "p.yaml:3:3: unknown settings key 'batch' (known: batch_size, queue_capacity, "
-              "shutdown_timeout_ms, poll_wait_ms)");
+              "shutdown_timeout_ms, poll_wait_ms, when_owned, owner_lease_ms)");
         CHECK(parse_error("pipeline: p\nsettings: [batch_size]\nstages: [{id: a, plugin: x}]\n") ==
               "p.yaml:2:1: 'settings' must be a mapping, got a sequence");
         PipelineDef def = parse_ok("pipeline: p\nsettings: {batch_size: 1048576, queue_capacity: 4096}\n"
@@ -749,7 +749,7 @@ TEST_SUITE("pipeline: hostile input") {
         CHECK(msg.ends_with(": document too large (alias expansion?)"));
         // Unused, the aliases cost nothing: yaml-cpp shares them.
         text.replace(text.find("config:"), 7, "bogus:");
-        CHECK(parse_error(text) == "p.yaml:5:5: unknown key 'bogus' in stage #1 (known: id, plugin, config)");
+        CHECK(parse_error(text) == "p.yaml:5:5: unknown key 'bogus' in stage #1 (known: id, plugin, config, retry)");
     }
 
     TEST_CASE("one large string aliased many times") {

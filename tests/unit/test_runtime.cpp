@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -155,4 +156,65 @@ TEST_CASE("runtime: unknown plugins and schema errors are reported at load, with
     REQUIRE_FALSE(bad_cfg.is_ok());
     // One location, the key's, then the stage: never the file twice.
     CHECK(bad_cfg.status().message() == "test.yaml:5:21: stage 'src' (plugin 'gen_source'): count: must be >= 0");
+}
+
+TEST_CASE("runtime: committed positions never go backwards, whatever the number of partitions") {
+    // 64 partitions in every batch: more than any fixed-size array would hold.
+    auto r = run_drain(pipeline("count: 20000, partitions: 64", "", "", "settings: {batch_size: 1000}\n"));
+    REQUIRE(r.run_status.is_ok());
+    CHECK(r.totals.events == 20000);
+    CHECK(r.metric("src.committed_regressions") == 0);
+    // One report per partition per batch (20 batches of 1000 events).
+    CHECK(r.metric("src.committed_positions") == 64 * 20);
+}
+
+TEST_CASE("runtime: retries stop at the stage's bound and fail with its message") {
+    auto t0 = std::chrono::steady_clock::now();
+    auto r = run_drain("pipeline: t\nstages:\n  - id: src\n    plugin: gen_source\n    config: {count: 100}\n"
+                       "  - id: pass\n    plugin: passthrough\n    config: {retry_forever_at: 50}\n"
+                       "    retry: {max_attempts: 4, backoff_ms: 10, max_backoff_ms: 20}\n"
+                       "  - id: sink\n    plugin: file_sink\n");
+    REQUIRE(r.create_status.is_ok());
+    REQUIRE_FALSE(r.run_status.is_ok());
+    CHECK(r.run_status.code() == CDCFLOW_ERR_RETRY);
+    CHECK(r.run_status.message() == "stage 'pass' (plugin 'passthrough'): injected transient failure that never "
+                                    "ends (gave up after 4 attempts; see the stage's retry.max_attempts)");
+    CHECK(r.metric("pass.errors") == 4);
+    // Waited 10 + 20 + 20 ms between the four tries, not the default 50 ms..5 s.
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+    CHECK(r.totals.events == 0);
+}
+
+TEST_CASE("runtime: a stop request ends the retrying at once") {
+    PluginRegistry reg;
+    reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
+    Metrics m;
+    // The default policy would go on for minutes.
+    auto rt = make(pipeline("count: 100", "retry_forever_at: 50", ""), reg, m);
+    REQUIRE(rt.is_ok());
+    Status st;
+    std::thread t([&] { st = rt.value()->run(RunOptions{true}); });
+    while (m.value("pass.errors") < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto t0 = std::chrono::steady_clock::now();
+    rt.value()->request_stop();
+    t.join();
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
+    REQUIRE_FALSE(st.is_ok());
+    CHECK(st.message().find("stopped while retrying process") != std::string::npos);
+    CHECK(m.value("sink.counted") == 0);
+}
+
+TEST_CASE("runtime: an unknown retry key or an inverted backoff range is a load error with position") {
+    auto bad = [](const std::string &retry) {
+        auto def = parse_pipeline("pipeline: t\nstages:\n  - id: src\n    plugin: gen_source\n    retry: " + retry +
+                                      "\n  - id: sink\n    plugin: file_sink\n",
+                                  "test.yaml", [](const std::string &) { return std::nullopt; });
+        return def ? std::string() : def.status().message();
+    };
+    CHECK(bad("{max_attempts: 0}") == "test.yaml:5:27: retry.max_attempts must be an integer from 1 to 1000000, got '0'");
+    CHECK(bad("{attempts: 3}") == "test.yaml:5:13: unknown key 'attempts' in 'retry' of stage 'src' (known: "
+                                  "max_attempts, backoff_ms, max_backoff_ms)");
+    CHECK(bad("{backoff_ms: 100, max_backoff_ms: 10}") ==
+          "test.yaml:5:46: retry.max_backoff_ms must be at least retry.backoff_ms (100)");
+    CHECK(bad("[1]") == "test.yaml:5:5: 'retry' of stage 'src' must be a mapping, got a sequence");
 }

@@ -5,6 +5,7 @@
 #include "pipeline.hpp"
 #include "plugin_loader.hpp"
 #include "runtime.hpp"
+#include "signal_watcher.hpp"
 
 #include <boost/program_options.hpp>
 #include <httplib.h>
@@ -13,6 +14,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <pthread.h>
 #include <string>
@@ -80,53 +82,30 @@ int parse(int argc, char **argv, const char *usage, po::options_description &opt
 // Load + check + create: the common front half of run and validate.
 Result<std::unique_ptr<Runtime>> prepare(const std::string &file, PluginRegistry &registry, Metrics &metrics) {
     auto def = load_pipeline_file(file, process_env());
-    if (!def) return def.status();
+    // A pipeline file that cannot be read is the command line's fault: 3.
+    if (!def) return Status::error(def.status().message(), CDCFLOW_ERR_CONFIG);
     return Runtime::create(std::move(def.value()), registry, metrics);
 }
 
-// Blocks SIGINT/SIGTERM in every thread and handles them on one thread: the
-// first asks the pipeline to drain and stop, and exits with kExitTimeout if
-// it has not stopped within the timeout; a second one exits at once. Data is
-// safe either way: uncommitted batches are replayed from the checkpoint.
-void start_signal_thread(Runtime &rt, uint32_t timeout_ms) {
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, nullptr);
-    std::thread([set, &rt, timeout_ms] {
-        int sig = 0;
-        if (sigwait(&set, &sig) != 0) return;
-        log_line(CDCFLOW_LOG_INFO, "host",
-                 std::string(sig == SIGINT ? "SIGINT" : "SIGTERM") + ": draining in-flight batches (timeout " +
-                     std::to_string(timeout_ms) + " ms)");
-        rt.request_stop();
-        std::thread([set] {
-            int again = 0;
-            if (sigwait(&set, &again) == 0) {
-                log_line(CDCFLOW_LOG_WARN, "host", "second signal: exiting now; uncommitted work will be replayed");
-                _exit(kExitTimeout);
-            }
-        }).detach();
-        if (!rt.wait_stopped(timeout_ms)) {
-            log_line(CDCFLOW_LOG_ERROR, "host",
-                     "shutdown did not finish within " + std::to_string(timeout_ms) +
-                         " ms; exiting: uncommitted work will be replayed from the checkpoint");
-            _exit(kExitTimeout);
-        }
-    }).detach();
+// The exit code for a pipeline that could not be created: the file's fault
+// (3), or the environment's (1: a database that cannot be opened...).
+int create_failure_code(const Status &st) {
+    return st.code() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
 }
 
 std::string health_json(Runtime &rt) {
     Totals t = rt.totals();
     nlohmann::json j = {{"pipeline", rt.def().name},
                         {"state", rt.state()},
+                        {"role", rt.role()},
                         {"events", t.events},
                         {"applied", t.applied},
                         {"rejected", t.rejected},
                         {"duplicates", t.duplicates},
                         {"batches", t.batches}};
-    return j.dump();
+    if (std::string owner = rt.owner(); !owner.empty()) j["owner"] = owner;
+    // Owner text comes from the store: never let a stray byte break the JSON.
+    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 } // namespace
@@ -142,18 +121,32 @@ int cmd_run(int argc, char **argv) {
     po::variables_map vm;
     if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
 
+    // Before any other thread exists (a plugin may start one at create), so
+    // that every thread inherits the blocked signal mask and only the
+    // watcher sees SIGINT/SIGTERM. A signal during start-up waits for it.
+    Runtime *current = nullptr;
+    std::mutex current_mu;
+    bool stop_asked = false;
+    auto signals = std::make_unique<SignalWatcher>(Settings{}.shutdown_timeout_ms, kExitTimeout, [&](const char *) {
+        std::lock_guard lock(current_mu);
+        stop_asked = true;
+        if (current) current->request_stop();
+    });
+
     PluginRegistry registry;
     Metrics metrics;
     auto rt = prepare(vm["pipeline"].as<std::string>(), registry, metrics);
     if (!rt) {
         std::fprintf(stderr, "cdcflow: %s\n", rt.status().message().c_str());
-        return kExitInvalid;
+        return create_failure_code(rt.status());
     }
     Runtime &r = *rt.value();
-
-    // Before any other thread exists, so that every thread inherits the
-    // blocked signal mask and only the signal thread sees SIGINT/SIGTERM.
-    start_signal_thread(r, r.def().settings.shutdown_timeout_ms);
+    signals->set_timeout(r.def().settings.shutdown_timeout_ms);
+    {
+        std::lock_guard lock(current_mu);
+        current = &r;
+        if (stop_asked) r.request_stop();
+    }
 
     std::unique_ptr<httplib::Server> http;
     std::thread http_thread;
@@ -197,9 +190,14 @@ int cmd_run(int argc, char **argv) {
         http->stop();
         http_thread.join();
     }
+    {
+        std::lock_guard lock(current_mu);
+        current = nullptr;
+    }
+    signals.reset();
     if (!st) {
         std::fprintf(stderr, "cdcflow: %s\n", st.message().c_str());
-        return kExitFailure;
+        return st.code() == CDCFLOW_ERR_OWNED || st.code() == CDCFLOW_ERR_FENCED ? kExitOwned : kExitFailure;
     }
     return kExitOk;
 }
@@ -218,7 +216,7 @@ int cmd_validate(int argc, char **argv) {
     auto rt = prepare(file, registry, metrics);
     if (!rt) {
         std::fprintf(stderr, "cdcflow: %s\n", rt.status().message().c_str());
-        return kExitInvalid;
+        return create_failure_code(rt.status());
     }
     std::printf("%s: pipeline '%s' is valid (%zu stages)\n", file.c_str(), rt.value()->def().name.c_str(),
                 rt.value()->def().stages.size());

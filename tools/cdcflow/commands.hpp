@@ -13,6 +13,7 @@ constexpr int kExitUsage = 2;    // bad command line
 constexpr int kExitInvalid = 3;  // invalid pipeline file, plugin or config
 constexpr int kExitTimeout = 4;  // graceful shutdown did not finish in time
 constexpr int kExitRefused = 5;  // produce: some input lines were refused
+constexpr int kExitOwned = 6;    // another host owns the checkpoint (settings.when_owned: refuse)
 
 struct Command {
     const char *name;

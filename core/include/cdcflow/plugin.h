@@ -30,9 +30,18 @@
 extern "C" {
 #endif
 
-/* The ABI this header describes, and the oldest one the host still loads. */
-#define CDCFLOW_ABI_VERSION 1u
+/* The ABI this header describes, and the oldest one the host still loads.
+ * ABI 2 appended: the statuses BATCH_FULL, OWNED and FENCED; the host
+ * functions batch_push and ownership_lost; the sink callbacks acquire and
+ * release (one owner per checkpoint). A plugin built against ABI 1 keeps
+ * loading and behaves as before. */
+#define CDCFLOW_ABI_VERSION 2u
 #define CDCFLOW_ABI_VERSION_MIN 1u
+
+/* Does a struct that starts with struct_size (as the other side built it)
+ * hold `field`? Read a field appended after ABI 1 only when this is true. */
+#define CDCFLOW_HAS_FIELD(ptr, type, field)                                                        \
+    ((ptr) != NULL && (ptr)->struct_size >= offsetof(type, field) + sizeof((ptr)->field))
 
 #define CDCFLOW_PLUGIN_ENTRY_SYMBOL "cdcflow_plugin_entry"
 
@@ -51,7 +60,11 @@ typedef enum cdcflow_status {
     CDCFLOW_ERR_INTERNAL = 4,  /* a bug or an exception caught by the SDK */
     CDCFLOW_ERR_NOT_FOUND = 5, /* a config key or item that is not there */
     CDCFLOW_ERR_TYPE = 6,      /* a config key asked for with the wrong type */
-    CDCFLOW_ERR_NOMEM = 7
+    CDCFLOW_ERR_NOMEM = 7,     /* memory ran out (ABI 1's batch_append also used it for "full") */
+    /* ABI 2 */
+    CDCFLOW_ERR_BATCH_FULL = 8, /* batch_push: the batch already holds batch_capacity events */
+    CDCFLOW_ERR_OWNED = 9,      /* acquire: another live process owns the checkpoint */
+    CDCFLOW_ERR_FENCED = 10     /* this instance no longer owns its checkpoint: nothing was committed */
 } cdcflow_status;
 
 typedef enum cdcflow_kind {
@@ -147,6 +160,16 @@ typedef struct cdcflow_config cdcflow_config; /* opaque, owned by the host */
 typedef struct cdcflow_ctx cdcflow_ctx;       /* opaque: one per stage instance */
 typedef struct cdcflow_metric cdcflow_metric; /* opaque, owned by the host */
 
+/* ABI 2: what the host asks of a sink's acquire (one owner per checkpoint).
+ * Starts with struct_size; only ever grows at its end. */
+typedef struct cdcflow_ownership {
+    uint32_t struct_size;
+    /* The owner renews its claim at least every lease_ms / 3; a standby on
+     * another machine takes over once the claim went lease_ms without a
+     * renewal (on the same machine, at once when the owner's process is gone). */
+    uint32_t lease_ms;
+} cdcflow_ownership;
+
 /* Receives positions one at a time (checkpoint reporting). */
 typedef void (*cdcflow_position_fn)(void *user, const cdcflow_position *pos);
 
@@ -185,8 +208,9 @@ typedef struct cdcflow_host_api {
      * only raises the count). Not thread-safe per batch (a batch belongs to
      * one stage at a time). */
     cdcflow_event *(*batch_events)(cdcflow_batch *b, uint32_t *count, uint32_t *stride);
-    /* Sources: copy an event into the batch. ERR_NOMEM when the batch is
-     * full (batch_capacity events) — poll returns what it has. */
+    /* Sources (ABI 1; prefer batch_push): copy an event into the batch.
+     * ERR_NOMEM when the batch is full (batch_capacity events) — poll
+     * returns what it has; ERR_INTERNAL when memory ran out. */
     cdcflow_status (*batch_append)(cdcflow_batch *b, const cdcflow_event_init *ev);
     uint32_t (*batch_capacity)(const cdcflow_batch *b);
     /* Scratch memory that lives as long as the batch's current contents. */
@@ -207,6 +231,23 @@ typedef struct cdcflow_host_api {
     /* Non-zero once the host asked the pipeline to stop: long-running calls
      * (a source waiting for rows) return early when they see it. */
     int32_t (*stop_requested)(cdcflow_ctx *ctx);
+
+    /* ---- ABI 2: check CDCFLOW_HAS_FIELD(host, cdcflow_host_api, name) ---- */
+
+    /* Sources: copy an event into the batch. OK; CDCFLOW_ERR_BATCH_FULL when
+     * the batch holds batch_capacity events (poll returns what it has);
+     * CDCFLOW_ERR_NOMEM when memory ran out (fail the poll: retrying cannot
+     * help). ABI 1's batch_append keeps answering ERR_NOMEM for a full batch
+     * and, since ABI 2, ERR_INTERNAL when memory ran out, so that no plugin
+     * mistakes the one for the other. */
+    cdcflow_status (*batch_push)(cdcflow_batch *b, const cdcflow_event_init *ev);
+    /* Sinks that fence their checkpoint (acquire): this instance learned
+     * outside a process() call (e.g. when renewing its claim on its own
+     * thread) that another process took the checkpoint over. The host stops
+     * the pipeline without committing anything more, and then waits as a
+     * standby or exits (settings.when_owned). Thread-safe; msg is
+     * NUL-terminated. */
+    void (*ownership_lost)(cdcflow_ctx *ctx, const char *msg);
 } cdcflow_host_api;
 
 /* Callbacks. Every callback that can fail returns a status and, on failure,
@@ -254,6 +295,22 @@ typedef struct cdcflow_callbacks {
     void (*stop)(void *instance);
     /* Free the instance; on the host's main thread after stop. */
     void (*destroy)(void *instance);
+
+    /* ---- ABI 2: the host reads these only when struct_size covers them ---- */
+
+    /* SINK, may be NULL (the host then warns that the checkpoint is not
+     * fenced): become the one writer of this sink's checkpoint. Called on
+     * the host's main thread before checkpoint and start, and again (on a
+     * new instance) after the host stepped down. OK: this instance owns the
+     * checkpoint, renews its claim (every lease_ms / 3) until release, and
+     * checks in the same transaction as every commit that it still owns it,
+     * failing that commit with CDCFLOW_ERR_FENCED otherwise. CDCFLOW_ERR_OWNED:
+     * another live process owns it; err names it (host, pid, since when) and
+     * the host asks again later. ERR_RETRY: the store is busy. */
+    cdcflow_status (*acquire)(void *instance, const cdcflow_ownership *req, char *err, uint64_t err_len);
+    /* SINK, may be NULL: give the checkpoint up so that a standby takes over
+     * at once. Called on the host's main thread after stop. */
+    void (*release)(void *instance);
 } cdcflow_callbacks;
 
 /* The descriptor returned by the entry symbol. Static storage in the plugin. */
@@ -284,6 +341,9 @@ static inline const char *cdcflow_status_str(cdcflow_status s) {
     case CDCFLOW_ERR_NOT_FOUND: return "not found";
     case CDCFLOW_ERR_TYPE: return "wrong type";
     case CDCFLOW_ERR_NOMEM: return "out of memory";
+    case CDCFLOW_ERR_BATCH_FULL: return "batch full";
+    case CDCFLOW_ERR_OWNED: return "owned by another process";
+    case CDCFLOW_ERR_FENCED: return "ownership lost";
     }
     return "unknown status";
 }

@@ -21,6 +21,12 @@
 //
 // A plugin with no config keys leaves kConfig out. kVersion is optional.
 //
+// A sink that fences its checkpoint (one owner per checkpoint, DESIGN.md)
+// also defines `void acquire(const cdcflow_ownership &)` (throw
+// Error(CDCFLOW_ERR_OWNED, "<who owns it>") when another process does) and
+// `void release()`; the SDK exports them only when they exist, so that a
+// sink without them tells the host it does not fence.
+//
 // Thread-safety: an instance is driven by one thread at a time (see plugin.h).
 #pragma once
 
@@ -151,6 +157,14 @@ public:
     }
     bool stop_requested() const { return host_->stop_requested(ctx_) != 0; }
     std::string_view stage_id() const { return host_->stage_id(ctx_); }
+    // A fencing sink lost its checkpoint outside process() (see plugin.h).
+    // Thread-safe. On an ABI 1 host, logged as an error instead.
+    void ownership_lost(const std::string &msg) const {
+        if (CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, ownership_lost) && host_->ownership_lost)
+            host_->ownership_lost(ctx_, msg.c_str());
+        else
+            error(msg);
+    }
 
 private:
     const cdcflow_host_api *host_;
@@ -179,11 +193,23 @@ public:
     }
     void mark_duplicate(uint32_t i) const { host_->event_mark_duplicate(ctx_, b_, i); }
 
-    // Sources: append a copy of ev. Returns false when the batch is full.
+    // Sources: append a copy of ev. Returns false when the batch is full;
+    // throws Error(CDCFLOW_ERR_NOMEM) when memory ran out (the poll then
+    // fails instead of returning a short batch that would be retried forever).
     bool append(const cdcflow_event_init &ev) {
-        cdcflow_status st = host_->batch_append(b_, &ev);
-        if (st == CDCFLOW_ERR_NOMEM) return false;
-        if (st != CDCFLOW_OK) throw Error(st, "batch_append failed");
+        cdcflow_status st;
+        if (CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, batch_push) && host_->batch_push) {
+            st = host_->batch_push(b_, &ev);
+            if (st == CDCFLOW_ERR_BATCH_FULL) return false;
+        } else { // an ABI 1 host: ERR_NOMEM meant "full"
+            st = host_->batch_append(b_, &ev);
+            if (st == CDCFLOW_ERR_NOMEM) return false;
+        }
+        if (st != CDCFLOW_OK)
+            throw Error(st, st == CDCFLOW_ERR_NOMEM ? "out of memory copying an event of " +
+                                                          std::to_string(ev.payload.len) + " payload bytes"
+                                                    : std::string("batch_append failed: ") +
+                                                          cdcflow_status_str(st));
         ++count_; // the event array never moves while we hold the batch
         return true;
     }
@@ -316,6 +342,25 @@ struct Holder {
     std::unique_ptr<T> obj;
 };
 
+// For callbacks that return no status (stop, committed, release): an
+// exception is logged as an error on the stage instead of vanishing.
+template <typename T, typename F>
+void guarded_logged(Holder<T> *h, const char *what, F &&f) noexcept {
+    char buf[512];
+    buf[0] = '\0';
+    if (guarded(buf, sizeof buf, std::forward<F>(f)) != CDCFLOW_OK) {
+        char line[640];
+        std::snprintf(line, sizeof line, "%s failed: %s", what, buf);
+        h->host->log(h->ctx, CDCFLOW_LOG_ERROR, line);
+    }
+}
+
+template <typename T>
+concept FencingSink = std::is_base_of_v<Sink, T> && requires(T &t, const cdcflow_ownership &o) {
+    t.acquire(o);
+    t.release();
+};
+
 template <typename T>
 struct Thunks {
     static cdcflow_status create(const cdcflow_host_api *host, cdcflow_ctx *ctx, const cdcflow_config *cfg,
@@ -336,8 +381,7 @@ struct Thunks {
         return guarded(err, err_len, [&] { H(p)->obj->flush(); });
     }
     static void stop(void *p) noexcept {
-        char buf[256];
-        (void)guarded(buf, sizeof buf, [&] { H(p)->obj->stop(); });
+        guarded_logged(H(p), "stop", [&] { H(p)->obj->stop(); });
     }
     static void destroy(void *p) noexcept {
         try {
@@ -371,9 +415,8 @@ struct Thunks {
     }
     static void committed(void *p, const cdcflow_position *pos, uint32_t n) noexcept {
         if constexpr (std::is_base_of_v<Source, T>) {
-            char buf[256];
-            (void)guarded(buf, sizeof buf,
-                          [&] { H(p)->obj->committed(std::span<const cdcflow_position>(pos, n)); });
+            guarded_logged(H(p), "committed",
+                           [&] { H(p)->obj->committed(std::span<const cdcflow_position>(pos, n)); });
         } else {
             (void)p, (void)pos, (void)n;
         }
@@ -399,6 +442,25 @@ struct Thunks {
             (void)p, (void)fn, (void)user, (void)err, (void)err_len;
             return CDCFLOW_OK;
         }
+    }
+    static cdcflow_status acquire(void *p, const cdcflow_ownership *req, char *err, uint64_t err_len) noexcept {
+        if constexpr (FencingSink<T>) {
+            return guarded(err, err_len, [&] {
+                cdcflow_ownership o{};
+                o.struct_size = sizeof o;
+                // A newer host's longer struct: read what this SDK knows.
+                std::memcpy(&o, req, req->struct_size < sizeof o ? req->struct_size : sizeof o);
+                o.struct_size = sizeof o;
+                H(p)->obj->acquire(o);
+            });
+        } else {
+            (void)p, (void)req, (void)err, (void)err_len;
+            return CDCFLOW_ERR_INTERNAL;
+        }
+    }
+    static void release(void *p) noexcept {
+        if constexpr (FencingSink<T>) guarded_logged(H(p), "release", [&] { H(p)->obj->release(); });
+        else (void)p;
     }
 };
 
@@ -429,9 +491,20 @@ template <typename T>
 const cdcflow_plugin *descriptor() {
     static_assert(std::is_base_of_v<Stage, T>, "a plugin derives from cdcflow::Source, Transform or Sink");
     static const cdcflow_callbacks cbs = {
-        sizeof(cdcflow_callbacks), 0,          &Thunks<T>::create, &Thunks<T>::start,   &Thunks<T>::poll,
-        &Thunks<T>::seek,          &Thunks<T>::committed,          &Thunks<T>::process, &Thunks<T>::checkpoint,
-        &Thunks<T>::flush,         &Thunks<T>::stop,               &Thunks<T>::destroy,
+        sizeof(cdcflow_callbacks),
+        0,
+        &Thunks<T>::create,
+        &Thunks<T>::start,
+        &Thunks<T>::poll,
+        &Thunks<T>::seek,
+        &Thunks<T>::committed,
+        &Thunks<T>::process,
+        &Thunks<T>::checkpoint,
+        &Thunks<T>::flush,
+        &Thunks<T>::stop,
+        &Thunks<T>::destroy,
+        FencingSink<T> ? &Thunks<T>::acquire : nullptr,
+        FencingSink<T> ? &Thunks<T>::release : nullptr,
     };
     static const cdcflow_plugin d = {
         CDCFLOW_ABI_VERSION,
