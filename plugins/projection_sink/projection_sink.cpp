@@ -142,9 +142,29 @@ void ProjectionSink::start() {
                    "'; WAL is strongly recommended (readers and this sink then do not block each other)");
     }
     if (!prepared_) prepare();
+    if (lease_ && !fence_) fence_ = ownership::Fence(db_, *lease_);
     if (wal_checkpoint_pages_ > 0 && journal_mode(db_) == "wal")
         checkpointer_.attach(db_, static_cast<int>(wal_checkpoint_pages_),
                              [c = ctx()](const std::string &m) { c.warn(m); });
+}
+
+void ProjectionSink::acquire(const cdcflow_ownership &req) {
+    if (!lease_) {
+        ownership::LeaseOptions opt;
+        opt.database = path_;
+        opt.name = checkpoint_name_;
+        opt.lease_ms = req.lease_ms;
+        opt.on_lost = [c = ctx()](const std::string &m) { c.ownership_lost(m); };
+        opt.warn = [c = ctx()](const std::string &m) { c.warn(m); };
+        lease_ = std::make_unique<ownership::Lease>(std::move(opt));
+    }
+    ownership::Lease::Attempt a = lease_->try_acquire();
+    if (!a.owned) throw Error(CDCFLOW_ERR_OWNED, a.text);
+    ctx().info(a.text);
+}
+
+void ProjectionSink::release() {
+    if (lease_) lease_->release();
 }
 
 void ProjectionSink::checkpoint(const std::function<void(const cdcflow_position &)> &emit) {
@@ -208,6 +228,9 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
     int64_t applied = 0, dead = 0, commit_us = 0;
     try {
         sqlite::Transaction tx(db_);
+        // Still the owner? Checked under the write lock this transaction
+        // holds until COMMIT, so no takeover can slip in between.
+        if (fence_) fence_.check();
         for (uint32_t i = 0; i < batch.size(); ++i) {
             const cdcflow_event &e = batch[i];
             if (e.status == CDCFLOW_EVENT_DUPLICATE) continue;
@@ -276,6 +299,7 @@ void ProjectionSink::stop() {
     versions_.close();
     dead_letter_ = {};
     checkpoint_upsert_ = {};
+    fence_ = {};
     prepared_ = false;
     db_ = {};
 }

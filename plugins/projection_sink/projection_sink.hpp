@@ -7,6 +7,7 @@
 #pragma once
 
 #include "aggregate_versions.hpp"
+#include "common/ownership.hpp"
 #include "common/sqlite.hpp"
 #include "common/wal_checkpointer.hpp"
 #include "projection.hpp"
@@ -55,6 +56,11 @@ public:
     void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override;
     void process(cdcflow::Batch &batch) override;
     void stop() override;
+    // One owner per checkpoint (common/ownership.hpp): the claim lives in
+    // this database's cdcflow_owners table, and every batch's transaction
+    // checks it. Without acquire (unit tests, an ABI 1 host) nothing is fenced.
+    void acquire(const cdcflow_ownership &req);
+    void release();
 
     Projection &projection() { return *projection_; }
 
@@ -74,7 +80,9 @@ private:
     std::unique_ptr<Projection> projection_;
     AggregateVersions versions_;
 
+    std::unique_ptr<ownership::Lease> lease_; // its own connection and renewal thread
     sqlite::Db db_;
+    ownership::Fence fence_; // on db_, prepared once the lease is held
     sqlite::Stmt dead_letter_;
     sqlite::Stmt checkpoint_upsert_;
     bool prepared_ = false;

@@ -3,6 +3,7 @@ running the real cdcflow binary, temporary folders."""
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -30,6 +31,12 @@ def run(args, timeout=120, env=None, stdin=None, cwd=None):
 def start(args, env=None, cwd=None):
     return subprocess.Popen([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=cwd, errors="replace")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def wait_for(pred, timeout=30.0, what="condition"):

@@ -5,14 +5,13 @@ import os
 import random
 import shutil
 import signal
-import socket
 import sys
 import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import (BAD_PLUGINS, TEST_PLUGINS, TempDirTest, env_with, main, run, start,  # noqa: E402
-                     wait_for)
+from helpers import (BAD_PLUGINS, TEST_PLUGINS, TempDirTest, env_with, free_port, main, run,  # noqa: E402
+                     start, wait_for)
 
 ENV = env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS)
 
@@ -22,12 +21,6 @@ def pipeline(src="count: 1000", passcfg="", sink="", settings=""):
             "  - id: src\n    plugin: gen_source\n    config: {" + src + "}\n"
             "  - id: pass\n    plugin: passthrough\n    config: {" + passcfg + "}\n"
             "  - id: sink\n    plugin: file_sink\n    config: {" + sink + "}\n")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def read_offsets(path):

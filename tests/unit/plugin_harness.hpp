@@ -86,6 +86,7 @@ public:
     cdcflow::Config config() const { return cdcflow::Config(host::host_api(), &cfg_); }
     cdcflow::Context context() { return cdcflow::Context(host::host_api(), &ctx_); }
     cdcflow_ctx *ctx() { return &ctx_; }
+    const cdcflow_config *cfg() const { return &cfg_; }
     int64_t metric(const std::string &name) const { return metrics_.value(def_.id + "." + name); }
     void request_stop() { stop_.store(true); }
 

@@ -1,0 +1,311 @@
+#include "common/ownership.hpp"
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <unistd.h>
+#include <vector>
+
+namespace cdcflow::ownership {
+
+const char *const kOwnersDdl =
+    "CREATE TABLE IF NOT EXISTS cdcflow_owners("
+    "name TEXT NOT NULL, \"partition\" TEXT NOT NULL, "
+    "epoch INTEGER NOT NULL, "            // fencing token: +1 at every change of owner
+    "host TEXT NOT NULL, pid INTEGER NOT NULL, boot_id TEXT NOT NULL, pid_ns TEXT NOT NULL, "
+    "start_ticks INTEGER NOT NULL, nonce TEXT NOT NULL, "
+    "lease_ms INTEGER NOT NULL, heartbeat INTEGER NOT NULL, "
+    "acquired_at INTEGER NOT NULL, renewed_at INTEGER NOT NULL, " // wall clock, for people only
+    "released INTEGER NOT NULL DEFAULT 0, "
+    "PRIMARY KEY(name, \"partition\"))";
+
+namespace {
+
+int64_t wall_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+std::string read_first_line(const std::string &path) {
+    std::ifstream in(path);
+    std::string line;
+    std::getline(in, line);
+    return line;
+}
+
+// /proc/<pid>/stat: "pid (comm) state ppid ... starttime(22) ...". comm may
+// hold spaces and parentheses: the fields start after the last ')'.
+struct ProcStat {
+    char state = '?';
+    int64_t start_ticks = 0;
+};
+std::optional<ProcStat> read_proc_stat(const std::string &pid) {
+    std::string line = read_first_line("/proc/" + pid + "/stat");
+    size_t close = line.rfind(')');
+    if (close == std::string::npos) return std::nullopt;
+    std::istringstream rest(line.substr(close + 1));
+    std::vector<std::string> f;
+    for (std::string x; rest >> x;) f.push_back(x);
+    if (f.size() < 20) return std::nullopt;
+    ProcStat st;
+    st.state = f[0].empty() ? '?' : f[0][0];
+    st.start_ticks = std::strtoll(f[19].c_str(), nullptr, 10);
+    return st;
+}
+
+std::string random_nonce() {
+    std::random_device rd;
+    uint64_t v = (uint64_t{rd()} << 32) ^ rd();
+    char buf[20];
+    std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+    return buf;
+}
+
+} // namespace
+
+const Identity &Identity::self() {
+    static const Identity me = [] {
+        Identity id;
+        char host[256] = {0};
+        if (gethostname(host, sizeof host - 1) == 0) id.host = host;
+        id.pid = static_cast<int64_t>(getpid());
+        id.boot_id = read_first_line("/proc/sys/kernel/random/boot_id");
+        char ns[128];
+        ssize_t n = readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+        if (n > 0) id.pid_ns.assign(ns, static_cast<size_t>(n));
+        if (auto st = read_proc_stat("self")) id.start_ticks = st->start_ticks;
+        return id;
+    }();
+    return me;
+}
+
+std::optional<bool> process_alive(const Identity &owner, const Identity &me) {
+    if (owner.boot_id.empty() || owner.boot_id != me.boot_id || owner.pid_ns.empty() || owner.pid_ns != me.pid_ns)
+        return std::nullopt;
+    std::optional<ProcStat> st = read_proc_stat(std::to_string(owner.pid));
+    if (!st) return false; // no such process
+    if (st->state == 'Z' || st->state == 'X') return false;
+    return st->start_ticks == owner.start_ticks; // else the pid was reused
+}
+
+std::string iso_time(int64_t wall_us) {
+    time_t secs = static_cast<time_t>(wall_us / 1000000);
+    tm t{};
+    if (!gmtime_r(&secs, &t)) return "?";
+    char buf[32];
+    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
+    return buf;
+}
+
+struct Lease::Row {
+    int64_t epoch = 0;
+    Identity who;
+    std::string nonce;
+    int64_t lease_ms = 0;
+    int64_t heartbeat = 0;
+    int64_t acquired_at = 0;
+    bool released = false;
+};
+
+Lease::Lease(LeaseOptions opts)
+    : opt_(std::move(opts)), nonce_(random_nonce()),
+      db_(opt_.database, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
+          static_cast<int>(std::clamp<uint32_t>(opt_.lease_ms / 3, 100, 5000))) {
+    key_text_ = "checkpoint '" + opt_.name + "'" +
+                (opt_.partition.empty() ? std::string() : " partition '" + opt_.partition + "'") + " of '" +
+                opt_.database + "'";
+    // A renewal need not survive a power loss: a lost one only lets a
+    // standby take over a little earlier, which the epoch makes safe.
+    db_.exec("PRAGMA synchronous=NORMAL");
+}
+
+Lease::~Lease() { stop_renewing(); }
+
+std::optional<Lease::Row> Lease::read_row() {
+    sqlite::Stmt s(db_, "SELECT epoch, host, pid, boot_id, pid_ns, start_ticks, nonce, lease_ms, heartbeat, "
+                        "acquired_at, released FROM cdcflow_owners WHERE name = ?1 AND \"partition\" = ?2");
+    s.bind(1, std::string_view(opt_.name)).bind(2, std::string_view(opt_.partition));
+    if (!s.step()) return std::nullopt;
+    Row r;
+    r.epoch = s.int64(0);
+    r.who.host = s.text(1);
+    r.who.pid = s.int64(2);
+    r.who.boot_id = s.text(3);
+    r.who.pid_ns = s.text(4);
+    r.who.start_ticks = s.int64(5);
+    r.nonce = s.text(6);
+    r.lease_ms = s.int64(7);
+    r.heartbeat = s.int64(8);
+    r.acquired_at = s.int64(9);
+    r.released = s.int64(10) != 0;
+    return r;
+}
+
+std::string Lease::describe(const Row &row) const {
+    return key_text_ + " is owned by host '" + row.who.host + "' pid " + std::to_string(row.who.pid) + " (since " +
+           iso_time(row.acquired_at) + ", epoch " + std::to_string(row.epoch) + ")";
+}
+
+Lease::Attempt Lease::try_acquire() {
+    if (owned()) return {true, key_text_ + ": already owned by this process"};
+    if (!db_.has_table("cdcflow_owners")) db_.exec(kOwnersDdl);
+    std::optional<Row> row = read_row();
+    const Identity &me = Identity::self();
+    std::string how;
+    if (!row) {
+        how = "a new claim";
+    } else if (row->released) {
+        how = "released by host '" + row->who.host + "' pid " + std::to_string(row->who.pid);
+    } else if (process_alive(row->who, me) == std::optional<bool>(false)) {
+        how = "taken over from pid " + std::to_string(row->who.pid) + " on this machine: its process is gone";
+    } else {
+        // Alive, frozen, or on another machine: wait until its heartbeat has
+        // stood still for its lease, measured on this host's own clock.
+        auto now = std::chrono::steady_clock::now();
+        if (row->epoch != seen_epoch_ || row->heartbeat != seen_heartbeat_) {
+            seen_epoch_ = row->epoch;
+            seen_heartbeat_ = row->heartbeat;
+            seen_at_ = now;
+            return {false, describe(*row)};
+        }
+        auto still = std::chrono::duration_cast<std::chrono::milliseconds>(now - seen_at_).count();
+        if (still < row->lease_ms) return {false, describe(*row)};
+        how = "taken over from host '" + row->who.host + "' pid " + std::to_string(row->who.pid) + ": no renewal for " +
+              std::to_string(still) + " ms (its lease is " + std::to_string(row->lease_ms) + " ms)";
+    }
+    if (!claim(row)) {
+        // Someone else moved first; look again on the next call.
+        std::optional<Row> now = read_row();
+        return {false, now ? describe(*now) : key_text_ + " is being claimed by another process"};
+    }
+    return {true, key_text_ + ": owned by this process (epoch " + std::to_string(epoch_) + ", " + how + ")"};
+}
+
+bool Lease::claim(const std::optional<Row> &seen) {
+    const Identity &me = Identity::self();
+    const int64_t now = wall_us();
+    sqlite::Transaction tx(db_);
+    sqlite::Stmt s;
+    if (!seen) {
+        s = db_.prepare("INSERT OR IGNORE INTO cdcflow_owners(name, \"partition\", epoch, host, pid, boot_id, pid_ns, "
+                        "start_ticks, nonce, lease_ms, heartbeat, acquired_at, renewed_at, released) "
+                        "VALUES(?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, 0)");
+    } else {
+        // Compare-and-swap: only if the row is still the one we judged.
+        s = db_.prepare("UPDATE cdcflow_owners SET epoch = epoch + 1, host = ?3, pid = ?4, boot_id = ?5, "
+                        "pid_ns = ?6, start_ticks = ?7, nonce = ?8, lease_ms = ?9, heartbeat = 0, "
+                        "acquired_at = ?10, renewed_at = ?10, released = 0 "
+                        "WHERE name = ?1 AND \"partition\" = ?2 AND epoch = ?11 AND heartbeat = ?12 AND released = ?13");
+        s.bind(11, seen->epoch).bind(12, seen->heartbeat).bind(13, int64_t{seen->released ? 1 : 0});
+    }
+    s.bind(1, std::string_view(opt_.name))
+        .bind(2, std::string_view(opt_.partition))
+        .bind(3, std::string_view(me.host))
+        .bind(4, me.pid)
+        .bind(5, std::string_view(me.boot_id))
+        .bind(6, std::string_view(me.pid_ns))
+        .bind(7, me.start_ticks)
+        .bind(8, std::string_view(nonce_))
+        .bind(9, static_cast<int64_t>(opt_.lease_ms))
+        .bind(10, now);
+    s.run();
+    if (db_.changes() != 1) return false; // tx rolls back
+    tx.commit();
+    epoch_ = seen ? seen->epoch + 1 : 1;
+    stopping_ = false;
+    renewer_ = std::thread([this] { renew_loop(); });
+    return true;
+}
+
+void Lease::renew_loop() {
+    const auto every = std::chrono::milliseconds(std::max<uint32_t>(opt_.lease_ms / 3, 10));
+    uint32_t failures = 0;
+    std::unique_lock lock(mu_);
+    for (;;) {
+        if (cv_.wait_for(lock, every, [&] { return stopping_; })) return;
+        lock.unlock();
+        try {
+            sqlite::Stmt renew(db_, "UPDATE cdcflow_owners SET heartbeat = heartbeat + 1, renewed_at = ?1 "
+                                    "WHERE name = ?2 AND \"partition\" = ?3 AND epoch = ?4 AND released = 0");
+            renew.bind(1, wall_us())
+                .bind(2, std::string_view(opt_.name))
+                .bind(3, std::string_view(opt_.partition))
+                .bind(4, epoch_);
+            renew.run();
+            if (db_.changes() == 0) {
+                std::optional<Row> row = read_row();
+                std::string now = row && !row->released ? describe(*row) : key_text_ + " was released or removed";
+                if (opt_.on_lost)
+                    opt_.on_lost("ownership lost: " + now + "; this process (epoch " + std::to_string(epoch_) +
+                                 ") commits nothing more");
+                return;
+            }
+            failures = 0;
+        } catch (const Error &e) {
+            // Busy with another writer: the next renewal will do. Say so when
+            // it keeps happening, since a standby may take over meanwhile.
+            if (++failures % 3 == 0 && opt_.warn)
+                opt_.warn("cannot renew ownership of " + key_text_ + " (" + std::to_string(failures) +
+                          " times in a row): " + e.what());
+        }
+        lock.lock();
+    }
+}
+
+void Lease::stop_renewing() {
+    if (!renewer_.joinable()) return;
+    {
+        std::lock_guard lock(mu_);
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    renewer_.join();
+}
+
+void Lease::release() {
+    stop_renewing();
+    if (!owned()) return;
+    try {
+        sqlite::Stmt s(db_, "UPDATE cdcflow_owners SET released = 1, renewed_at = ?1 "
+                            "WHERE name = ?2 AND \"partition\" = ?3 AND epoch = ?4");
+        s.bind(1, wall_us())
+            .bind(2, std::string_view(opt_.name))
+            .bind(3, std::string_view(opt_.partition))
+            .bind(4, epoch_);
+        s.run();
+    } catch (const Error &e) {
+        if (opt_.warn)
+            opt_.warn("cannot release " + key_text_ + " (a standby takes over after the lease instead): " + e.what());
+    }
+    epoch_ = 0;
+}
+
+Fence::Fence(sqlite::Db &db, const Lease &lease)
+    : lease_(&lease),
+      stmt_(db, "SELECT epoch, released, host, pid FROM cdcflow_owners WHERE name = ?1 AND \"partition\" = ?2") {
+}
+
+void Fence::check() {
+    // Runs inside the sink's write transaction: the row cannot change
+    // between this read and the commit.
+    sqlite::ResetOnExit guard{stmt_};
+    stmt_.bind(1, std::string_view(lease_->name())).bind(2, std::string_view(lease_->partition()));
+    const int64_t mine = lease_->epoch();
+    std::string now = "removed";
+    if (stmt_.step()) {
+        if (stmt_.int64(0) == mine && mine > 0 && stmt_.int64(1) == 0) return;
+        now = stmt_.int64(1) != 0 ? "released"
+                                  : "taken over by host '" + std::string(stmt_.text(2)) + "' pid " +
+                                        std::to_string(stmt_.int64(3)) + " (epoch " + std::to_string(stmt_.int64(0)) +
+                                        ")";
+    }
+    throw Error(CDCFLOW_ERR_FENCED, lease_->key_text() + " was " + now + "; this process (epoch " +
+                                        std::to_string(mine) + ") commits nothing more");
+}
+
+} // namespace cdcflow::ownership
