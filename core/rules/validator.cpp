@@ -119,6 +119,16 @@ bool Validator::check(const EventView &ev, std::string *reason) {
     if (ev.event_id.empty()) return s.fail("event id is empty");
     if (ev.aggregate_id.empty()) return s.fail("aggregate id is empty");
     if (ev.event_type.empty()) return s.fail("event type is empty");
+    // Envelope text must be UTF-8 like the payload: a read model never
+    // stores anything else (the reason shows the bad bytes escaped).
+    for (auto [name, text] : {std::pair{"event id", ev.event_id}, std::pair{"aggregate type", ev.aggregate_type},
+                              std::pair{"aggregate id", ev.aggregate_id}, std::pair{"event type", ev.event_type}}) {
+        if (simdjson::validate_utf8(text.data(), text.size())) continue;
+        s.fail(name);
+        *s.reason += " is not valid UTF-8: ";
+        append_quoted(*s.reason, text, '\'');
+        return false;
+    }
     auto it = r.events.find(ev.event_type);
     if (it == r.events.end()) {
         s.fail("unknown event type ");

@@ -133,6 +133,11 @@ public:
         check(sqlite3_bind_int64(st_, i, v));
         return *this;
     }
+    // Bytes kept exactly as given (a BLOB), e.g. text that is not UTF-8.
+    Stmt &bind_blob(int i, std::string_view v) {
+        check(sqlite3_bind_blob64(st_, i, v.data() ? v.data() : "", v.size(), SQLITE_STATIC));
+        return *this;
+    }
     Stmt &bind_null(int i) {
         check(sqlite3_bind_null(st_, i));
         return *this;

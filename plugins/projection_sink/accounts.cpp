@@ -37,9 +37,15 @@ bool reject_quoted(std::string &reason, std::string_view before, std::string_vie
     return false;
 }
 
+// Nesting deeper than this is refused, as the validator stage's DOM parser
+// refuses it (simdjson's default): On-Demand itself sets no bound, and the
+// walk below recurses once per level.
+constexpr int kMaxDepth = 1024;
+
 // Walks a value to its end so that malformed JSON anywhere in the payload
 // is noticed (On-Demand validates only what it is asked to read).
-simdjson::error_code validate(od::value v, int depth = 0) {
+simdjson::error_code validate(od::value v, int depth = 1) {
+    if (depth >= kMaxDepth) return simdjson::DEPTH_ERROR;
     od::json_type t;
     if (auto err = v.type().get(t)) return err;
     switch (t) {

@@ -1,5 +1,9 @@
 #include "projection_sink.hpp"
 
+#include "accounts.hpp"
+
+#include <simdjson.h>
+
 #include <algorithm>
 #include <charconv>
 #include <chrono>
@@ -37,13 +41,16 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx)
 ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
                                std::unique_ptr<Projection> projection)
     : Sink(ctx), path_(cfg.str("database")), checkpoint_name_(cfg.str("checkpoint_name")),
-      busy_timeout_ms_(cfg.i64("busy_timeout_ms")), create_schema_(cfg.boolean("create_schema")),
+      busy_timeout_ms_(cfg.i64("busy_timeout_ms")), max_payload_bytes_(cfg.i64("max_payload_bytes")),
+      create_schema_(cfg.boolean("create_schema")),
       wal_checkpoint_pages_(cfg.i64("wal_checkpoint_pages")), projection_(std::move(projection)),
       versions_(static_cast<size_t>(std::max<int64_t>(1, cfg.i64("cache_size"))),
                 [ctx](const std::string &m) { ctx.info(m); }) {
     if (path_.empty()) cfg.fail("database", "must not be empty");
     if (checkpoint_name_.empty()) cfg.fail("checkpoint_name", "must not be empty");
     if (busy_timeout_ms_ < 0 || busy_timeout_ms_ > 3600000) cfg.fail("busy_timeout_ms", "must be 0..3600000");
+    if (max_payload_bytes_ < 2 || max_payload_bytes_ > (int64_t{1} << 30))
+        cfg.fail("max_payload_bytes", "must be 2..1073741824");
     std::string_view sync = cfg.str("synchronous");
     if (sync != "normal" && sync != "full") cfg.fail("synchronous", "must be 'normal' or 'full'");
     sync_full_ = sync == "full";
@@ -176,6 +183,44 @@ void ProjectionSink::checkpoint(const std::function<void(const cdcflow_position 
         emit(cdcflow_position{cdcflow::str(s.text(0)), s.int64(1)});
 }
 
+bool ProjectionSink::admissible(const cdcflow_event &e, std::string &reason) const {
+    if (e.event_id.len == 0) {
+        reason = "event id is empty";
+        return false;
+    }
+    // Text that is not UTF-8 never reaches the read model (every client
+    // could then no longer read it); the dead letter keeps the bytes.
+    static constexpr std::pair<const char *, cdcflow_str cdcflow_event::*> kText[] = {
+        {"event id", &cdcflow_event::event_id},
+        {"aggregate type", &cdcflow_event::aggregate_type},
+        {"aggregate id", &cdcflow_event::aggregate_id},
+        {"event type", &cdcflow_event::event_type}};
+    for (auto [name, field] : kText) {
+        std::string_view v = sv(e.*field);
+        if (simdjson::validate_utf8(v.data(), v.size())) continue;
+        reason.assign(name).append(" is not valid UTF-8: \"");
+        accounts::append_excerpt(reason, v); // the host shows the bad bytes as \xNN
+        reason.push_back('"');
+        return false;
+    }
+    if (e.payload.len > static_cast<uint64_t>(max_payload_bytes_)) {
+        reason = "payload is " + std::to_string(e.payload.len) + " bytes, more than max_payload_bytes " +
+                 std::to_string(max_payload_bytes_);
+        return false;
+    }
+    return true;
+}
+
+// Dead letters keep the original bytes exactly: text that is not valid UTF-8
+// goes in as a BLOB, which every SQLite client reads back as bytes instead of
+// failing to decode it.
+static void bind_exact(sqlite::Stmt &s, int i, std::string_view v) {
+    if (simdjson::validate_utf8(v.data(), v.size()))
+        s.bind(i, v);
+    else
+        s.bind_blob(i, v);
+}
+
 void ProjectionSink::insert_dead_letter(const cdcflow_event &e, int64_t now_us) {
     // The offset alone for a one-partition source (an outbox), else
     // "partition@offset" (Kafka).
@@ -185,12 +230,13 @@ void ProjectionSink::insert_dead_letter(const cdcflow_event &e, int64_t now_us) 
     position_text_.clear();
     if (e.position.partition.len) position_text_.append(sv(e.position.partition)).push_back('@');
     position_text_.append(num, end);
-    dead_letter_.bind(1, sv(e.event_id))
-        .bind(2, sv(e.aggregate_type))
-        .bind(3, sv(e.aggregate_id))
-        .bind(4, sv(e.event_type))
-        .bind(5, sv(e.payload))
-        .bind(6, std::string_view(position_text_))
+    bind_exact(dead_letter_, 1, sv(e.event_id));
+    bind_exact(dead_letter_, 2, sv(e.aggregate_type));
+    bind_exact(dead_letter_, 3, sv(e.aggregate_id));
+    bind_exact(dead_letter_, 4, sv(e.event_type));
+    bind_exact(dead_letter_, 5, sv(e.payload));
+    bind_exact(dead_letter_, 6, std::string_view(position_text_));
+    dead_letter_
         .bind(7, sv(e.reject_stage))
         .bind(8, sv(e.reject_reason))
         .bind(9, now_us);
@@ -248,7 +294,7 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
                 }
             }
             if (e.status == CDCFLOW_EVENT_OK) {
-                if (projection_->apply(e, reason_)) {
+                if (admissible(e, reason_) && projection_->apply(e, reason_)) {
                     if (version) AggregateVersions::applied(version, e.aggregate_version);
                     ++applied;
                     continue;

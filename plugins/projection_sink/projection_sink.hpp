@@ -35,6 +35,9 @@ public:
          "this sink's key in the cdcflow_checkpoints table (unique per pipeline sharing the database)"},
         {"cache_size", CDCFLOW_CONFIG_INT, "100000", 0,
          "projection rows (and aggregate versions) kept in LRU caches"},
+        {"max_payload_bytes", CDCFLOW_CONFIG_INT, "1048576", 0,
+         "a larger payload is dead-lettered without being parsed (the sink's own limit, with or without a "
+         "validator stage)"},
         {"busy_timeout_ms", CDCFLOW_CONFIG_INT, "5000", 0,
          "SQLite busy timeout; a batch that still finds the database locked is retried by the host"},
         {"create_schema", CDCFLOW_CONFIG_BOOL, "true", 0,
@@ -68,12 +71,16 @@ private:
     void prepare();
     // The first table this sink needs that does not exist ("" when none).
     std::string missing_table();
+    // The sink's own limits, whatever ran before it: a non-empty event id,
+    // UTF-8 text, a bounded payload. false: reason says why.
+    bool admissible(const cdcflow_event &e, std::string &reason) const;
     void insert_dead_letter(const cdcflow_event &e, int64_t now_us);
     void save_checkpoint(cdcflow::Batch &batch, int64_t now_us);
 
     std::string path_;
     std::string checkpoint_name_;
     int64_t busy_timeout_ms_;
+    int64_t max_payload_bytes_;
     bool create_schema_;
     bool sync_full_;
     int64_t wal_checkpoint_pages_;

@@ -140,6 +140,27 @@ class Run(TempDirTest):
         self.assertEqual(r.returncode, 1)
         self.assertIn("cdcflow: stage 'pass' (plugin 'passthrough'): injected exception at offset 777", r.stderr)
 
+    def test_a_plugin_that_retries_forever_stops_at_its_bound_and_at_sigint(self):
+        bounded = pipeline("count: 100", "retry_forever_at: 50").replace(
+            "plugin: passthrough\n", "plugin: passthrough\n    retry: {max_attempts: 3, backoff_ms: 10}\n")
+        r = run(["run", self.write("bounded.yaml", bounded), "--drain"], env=ENV, timeout=60)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertEqual(r.stderr.strip().splitlines()[-1],
+                         "cdcflow: stage 'pass' (plugin 'passthrough'): injected transient failure that never ends "
+                         "(gave up after 3 attempts; see the stage's retry.max_attempts)")
+        self.assertEqual(r.stderr.count("process retry"), 2)
+        # The default policy would keep trying for minutes; a stop request
+        # ends it at once (it used to go on until the shutdown timeout, exit 4).
+        proc = start(["run", self.write("forever.yaml", pipeline("count: 100", "retry_forever_at: 50"))], env=ENV)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+        self.assertLess(time.monotonic() - t0, 3)
+        self.assertEqual(proc.returncode, 1, err)
+        self.assertIn("stopped while retrying process", err.strip().splitlines()[-1])
+        self.assertIn("0 events", out)
+
     def test_sigterm_and_sigint_drain_and_commit(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             out = self.path("events-%d.txt" % sig)

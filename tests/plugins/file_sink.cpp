@@ -21,10 +21,11 @@ public:
     static constexpr cdcflow_config_key kConfig[] = {
         {"output", CDCFLOW_CONFIG_STRING, "\"\"", 0, "file to append events to (empty: count only)"},
         {"slow_us", CDCFLOW_CONFIG_INT, "0", 0, "sleep this long per batch (back-pressure tests)"},
+        {"busy_starts", CDCFLOW_CONFIG_INT, "0", 0, "start() fails transiently this many times first"},
     };
 
     FileSink(const cdcflow::Config &cfg, cdcflow::Context ctx)
-        : Sink(ctx), output_(cfg.str("output")), slow_us_(cfg.i64("slow_us")) {
+        : Sink(ctx), output_(cfg.str("output")), slow_us_(cfg.i64("slow_us")), busy_starts_(cfg.i64("busy_starts")) {
         counted_ = ctx.counter("counted", "events seen");
     }
     ~FileSink() override {
@@ -32,6 +33,7 @@ public:
     }
 
     void start() override {
+        if (busy_starts_-- > 0) throw cdcflow::Error(CDCFLOW_ERR_RETRY, "database is locked (injected)");
         if (output_.empty()) return;
         fd_ = ::open(output_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
         if (fd_ < 0) throw cdcflow::Error(CDCFLOW_ERR_IO, "cannot open " + output_ + ": " + std::strerror(errno));
@@ -69,6 +71,7 @@ public:
 private:
     std::string output_;
     int64_t slow_us_;
+    int64_t busy_starts_;
     int fd_ = -1;
     cdcflow::Metric counted_;
 };

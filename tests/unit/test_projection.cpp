@@ -649,7 +649,8 @@ TEST_CASE("aggregate versions: keyed by type and id; a row changed behind the ca
     v.close();
 }
 
-TEST_CASE("projection_sink: SQL metacharacters, invalid UTF-8 and huge payloads are stored verbatim") {
+TEST_CASE("projection_sink: SQL metacharacters are stored verbatim; invalid UTF-8 and huge payloads are dead "
+          "letters with their exact bytes") {
     TempDir dir("ps_verbatim");
     std::string path = dir.file("read.db");
     Sink s({{"database", path}});
@@ -673,21 +674,64 @@ TEST_CASE("projection_sink: SQL metacharacters, invalid UTF-8 and huge payloads 
     Row r = account(db, evil);
     REQUIRE(r.found);
     CHECK(r.owner == evil);
-    Row u = account(db, bad_utf8);
-    REQUIRE(u.found);
-    CHECK(u.owner == "O'Brien");
+    CHECK_FALSE(account(db, bad_utf8).found); // never text that is not UTF-8 in the read model
     auto dl = dead_letters(db);
-    REQUIRE(dl.size() == 2);
-    CHECK(dl[0].payload == huge);
-    CHECK(dl[0].aggregateid == evil);
-    CHECK(dl[1].event_id == "id'\"; --");
-    CHECK(dl[1].type == "Money\"Deposited'");
-    CHECK(dl[1].source_position == "topic/3@4");
-    CHECK(dl[1].reason == "unknown event type \"Money\"Deposited'\"");
+    REQUIRE(dl.size() == 3);
+    CHECK(dl[0].aggregateid == bad_utf8); // the original bytes...
+    CHECK(dl[0].reason == "aggregate id is not valid UTF-8: \"acc-\\xFF\\xFE\"'\""); // ...and a UTF-8 reason
+    CHECK(db.query_int("SELECT count(*) FROM dead_letters WHERE typeof(aggregateid) = 'blob'") == 1);
+    CHECK(db.query_int("SELECT count(*) FROM dead_letters WHERE typeof(reason) = 'text'") == 3);
+    CHECK(dl[1].payload == huge); // kept whole, never parsed (over max_payload_bytes)
+    CHECK(dl[1].aggregateid == evil);
+    CHECK(dl[1].reason == "payload is " + std::to_string(huge.size()) + " bytes, more than max_payload_bytes 1048576");
+    CHECK(dl[2].event_id == "id'\"; --");
+    CHECK(dl[2].type == "Money\"Deposited'");
+    CHECK(dl[2].source_position == "topic/3@4");
+    CHECK(dl[2].reason == "unknown event type \"Money\"Deposited'\"");
     // Checkpoints per partition.
     auto cp = s.checkpoint();
     std::sort(cp.begin(), cp.end());
     CHECK(cp == std::vector<std::pair<std::string, int64_t>>{{"", 3}, {"topic/3", 4}});
+}
+
+TEST_CASE("projection_sink: holds its own limits without a validator: empty ids, deep JSON, big payloads") {
+    TempDir dir("ps_limits");
+    std::string path = dir.file("read.db");
+    Sink s({{"database", path}, {"max_payload_bytes", 4096}});
+    s.sink->start();
+    cdcflow_batch b(8);
+    append(b, ev(1, "acc-1", "AccountCreated", created()));
+    EventSpec no_id = ev(2, "acc-2", "AccountCreated", created());
+    no_id.id = "";
+    append(b, no_id);
+    std::string deep = "{\"amount\":\"1.00\",\"x\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    Sink big({{"database", dir.file("other.db")}}); // default limit: 1 MiB
+    append(b, ev(3, "acc-1", "MoneyDeposited", deposit("1.00")));
+    append(b, ev(4, "acc-1", "MoneyDeposited", "{\"amount\":\"1.00\",\"pad\":\"" + std::string(5000, 'p') + "\"}"));
+    s.process(b);
+    sqlite::Db db(path, SQLITE_OPEN_READONLY);
+    CHECK(account(db, "acc-1").balance == "1.00");
+    CHECK_FALSE(account(db, "acc-2").found);
+    auto dl = dead_letters(db);
+    REQUIRE(dl.size() == 2);
+    CHECK(dl[0].reason == "event id is empty");
+    CHECK(dl[1].reason == "payload is 5026 bytes, more than max_payload_bytes 4096");
+
+    // 100,000 levels deep: refused at simdjson's default depth (1024), as
+    // the validator's parser refuses it, without walking (or recursing) it all.
+    big.sink->start();
+    cdcflow_batch b2(4);
+    append(b2, ev(1, "acc-9", "AccountCreated", created()));
+    append(b2, ev(2, "acc-9", "MoneyDeposited", deep));
+    append(b2, ev(3, "acc-9", "MoneyDeposited",
+                  "{\"amount\":\"2.00\",\"x\":" + std::string(1000, '[') + std::string(1000, ']') + "}"));
+    big.process(b2);
+    sqlite::Db db2(dir.file("other.db"), SQLITE_OPEN_READONLY);
+    CHECK(account(db2, "acc-9").balance == "2.00"); // 1,000 deep is fine
+    auto dl2 = dead_letters(db2);
+    REQUIRE(dl2.size() == 1);
+    CHECK(dl2[0].reason == "payload is not valid JSON: The JSON document was too deep (too many nested objects and "
+                           "arrays)");
 }
 
 TEST_CASE("projection_sink: a tiny cache gives the same results as a big one") {

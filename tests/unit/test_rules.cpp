@@ -346,6 +346,15 @@ TEST_CASE("Validator checks the envelope") {
           "aggregate type 'Customer' is not in aggregate_types");
     CHECK(c.event({"e", "", "acc-1", "AccountClosed", "{}"}) ==
           "aggregate type '' is not in aggregate_types");
+    // Envelope text that is not UTF-8 never reaches a read model; the reason
+    // itself stays ASCII.
+    CHECK(c.event({"e", "Account", "acc-\xff", "AccountClosed", "{}"}) ==
+          R"(aggregate id is not valid UTF-8: 'acc-\xff')");
+    CHECK(c.event({"e\xc3", "Account", "acc-1", "AccountClosed", "{}"}) == R"(event id is not valid UTF-8: 'e\xc3')");
+    CHECK(c.event({"e", "Acc\xed\xa0\x80", "acc-1", "AccountClosed", "{}"}) ==
+          R"(aggregate type is not valid UTF-8: 'Acc\xed\xa0\x80')"); // a surrogate
+    CHECK(c.event({"e", "Account", "acc-1", "Money\xff", "{}"}) == R"(event type is not valid UTF-8: 'Money\xff')");
+    CHECK(c.event({"e", "Account", "Zo\xc3\xab", "AccountClosed", "{}"}) == ""); // UTF-8 is fine
     // Without aggregate_types any aggregate type passes.
     Checker any(R"({"events": {"A": {}}})");
     CHECK(any.event({"e", "Whatever", "x", "A", "{}"}) == "");

@@ -218,3 +218,18 @@ TEST_CASE("runtime: an unknown retry key or an inverted backoff range is a load 
           "test.yaml:5:46: retry.max_backoff_ms must be at least retry.backoff_ms (100)");
     CHECK(bad("[1]") == "test.yaml:5:5: 'retry' of stage 'src' must be a mapping, got a sequence");
 }
+
+TEST_CASE("runtime: a start() that finds its store busy is retried like a batch, not fatal") {
+    auto r = run_drain(pipeline("count: 500", "", "busy_starts: 3"));
+    REQUIRE(r.run_status.is_ok());
+    CHECK(r.totals.events == 500);
+    CHECK(r.metric("sink.errors") == 3);
+    // Past the bound it fails, with the stage's own code and message.
+    auto bounded = run_drain("pipeline: t\nstages:\n  - id: src\n    plugin: gen_source\n"
+                             "  - id: sink\n    plugin: file_sink\n    config: {busy_starts: 10}\n"
+                             "    retry: {max_attempts: 2, backoff_ms: 1}\n");
+    REQUIRE_FALSE(bounded.run_status.is_ok());
+    CHECK(bounded.run_status.code() == CDCFLOW_ERR_RETRY);
+    CHECK(bounded.run_status.message() == "stage 'sink' (plugin 'file_sink'): start failed: database is locked "
+                                          "(injected) (gave up after 2 attempts; see the stage's retry.max_attempts)");
+}

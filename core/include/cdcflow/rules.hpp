@@ -38,8 +38,8 @@
 // "true") because YAML scalars reach us untyped. Unknown keys are errors.
 //
 // Besides the payload, an event's envelope is checked: event id and aggregate
-// id non-empty, event type listed under `events`, aggregate type listed under
-// `aggregate_types` when that is given. The payload must be a JSON object
+// id non-empty, all four envelope strings valid UTF-8, event type listed under
+// `events`, aggregate type listed under `aggregate_types` when that is given. The payload must be a JSON object
 // (valid UTF-8, nesting at most 1024 deep, at most max_payload_bytes bytes;
 // default 1 MiB, which bounds the parser's memory at about 14 bytes per
 // payload byte). A payload key that a rule names may appear only once.
