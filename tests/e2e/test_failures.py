@@ -14,6 +14,7 @@ import time
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import SOURCE_ROOT, main, run  # noqa: E402
 from outbox_gen import Generator, insert  # noqa: E402
+from accounts_model import Model  # noqa: E402
 from test_accounts import PIPELINE, AccountsTest  # noqa: E402
 
 SANITIZED = bool(os.environ.get("CDCFLOW_SANITIZE", "none") not in ("", "none"))
@@ -99,6 +100,53 @@ class Failures(AccountsTest):
         last = proc.stderr.strip().splitlines()[-1]
         self.assertRegex(last, r"^cdcflow: stage '\w+' \(plugin '\w+'\): .*" + db.replace(".", r"\."))
         self.assertNotIn(".yaml:", last)  # not pointed at the pipeline file: it is fine
+
+    def test_a_full_disk_fails_cleanly_and_resumes_once_there_is_room(self):
+        mnt = os.path.join(self.dir, "small")
+        os.makedirs(mnt)
+        c = self.conn()
+        insert(c, Generator(seed=23, accounts=10_000).rows(20_000))
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        c.close()
+        size_kib = os.path.getsize(self.db) // 1024 + 150  # room for a little of the projection
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%dk" % size_kib, "tmpfs", mnt],
+                          capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a small tmpfs here (needs root with CAP_SYS_ADMIN)")
+        try:
+            db = os.path.join(mnt, "accounts.db")
+            shutil.copy(self.db, db)
+            env = dict(self.env, CDCFLOW_DB=db)
+            r = run(["run", PIPELINE, "--drain"], env=env, timeout=120)
+            self.assertNoCrash(r)
+            self.assertEqual(r.returncode, 1, r.stderr[-2000:])
+            self.assertIn("database or disk is full", r.stderr.strip().splitlines()[-1])
+            # What did commit is whole: the projection equals the model up
+            # to the checkpoint, nothing past it.
+            c = sqlite3.connect(db)
+            try:
+                cp = c.execute("SELECT max(position) FROM cdcflow_checkpoints").fetchone()[0] or 0
+                got = {row[0]: tuple(row[1:]) for row in c.execute(
+                    "SELECT account_id, owner, currency, balance, status, version, updated_at FROM accounts")}
+            except sqlite3.OperationalError:
+                cp, got = 0, {}
+            model = Model()
+            for row in c.execute("SELECT id, aggregatetype, aggregateid, type, payload, timestamp FROM outbox "
+                                 "WHERE seq <= ? ORDER BY seq", (cp,)):
+                model.apply_row(*row)
+            c.close()
+            self.assertLess(cp, 20_000)
+            self.assertEqual(got, model.rows())
+            # The operator makes room and starts it again: it resumes.
+            subprocess.run(["mount", "-o", "remount,size=64m", mnt], check=True)
+            r = run(["run", PIPELINE, "--drain"], env=env, timeout=120)
+            self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+            shutil.copy(db, self.db)
+            for ext in ("-wal", "-shm"):
+                if os.path.exists(self.db + ext):
+                    os.remove(self.db + ext)
+        finally:
+            subprocess.run(["umount", "-l", mnt], capture_output=True)
+        self.assert_matches_model()
 
     def check_readable(self):
         """Every table reads with Python's default (UTF-8) text decoding."""

@@ -12,8 +12,11 @@
    first time its seq is seen under the sink's checkpoint (polled every ms:
    an upper bound). Prints p50/p99/max.
 
+3. With --ownership-rounds N: the throughput drain N times with and N times
+   without the ownership check (one owner per checkpoint), interleaved.
+
 Usage: tools/bench/bench_accounts.py [--build build] [--events N] [--accounts N]
-       [--rate 20000] [--seconds 10] [--workdir DIR] [--versions]
+       [--rate 20000] [--seconds 10] [--workdir DIR] [--versions] [--ownership-rounds N]
 Prints figures; asserts nothing.
 """
 import argparse
@@ -108,6 +111,38 @@ def throughput(args, build, work):
     print("ratio cdcflow/loop: %.2fx   balances identical: %s" % (hw_secs / cf_secs, same))
 
 
+def ownership_cost(args, build, work):
+    """The same 1M-event drain with and without the ownership check (the
+    fence in every batch's transaction, the lease renewals), interleaved so
+    that both see the same machine; CDCFLOW_UNSAFE_NO_OWNERSHIP=1 switches it
+    off (for this measurement only)."""
+    base = os.path.join(work, "base.db")
+    if not os.path.exists(base):
+        subprocess.run([sys.executable, __file__, "--make-db", base, "--events", str(args.events),
+                        "--accounts", str(args.accounts)], check=True)
+    pipeline = os.path.join(ROOT, "pipelines", "accounts.yaml")
+    rates = {True: [], False: []}
+    for r in range(args.ownership_rounds):
+        for fenced in ((True, False) if r % 2 == 0 else (False, True)):
+            db = os.path.join(work, "own.db")
+            for ext in ("", "-wal", "-shm"):
+                if os.path.exists(db + ext):
+                    os.remove(db + ext)
+            shutil.copy(base, db)
+            subprocess.run(["sync"])
+            env = dict(os.environ, CDCFLOW_DB=db, CDCFLOW_LOG_LEVEL="error")
+            if not fenced:
+                env["CDCFLOW_UNSAFE_NO_OWNERSHIP"] = "1"
+            secs, _, _ = timed([os.path.join(build, "tools", "cdcflow"), "run", pipeline, "--drain"], env)
+            rates[fenced].append(args.events / secs)
+    med = lambda v: sorted(v)[len(v) // 2]
+    on, off = med(rates[True]), med(rates[False])
+    print("ownership check   : %9.0f events/s with, %9.0f without (medians of %d interleaved runs each): "
+          "cost %.1f%%" % (on, off, args.ownership_rounds, 100.0 * (off - on) / off))
+    print("                    with: %s" % " ".join("%.0f" % x for x in rates[True]))
+    print("                    without: %s" % " ".join("%.0f" % x for x in rates[False]))
+
+
 def latency(args, build, work):
     db = os.path.join(work, "latency.db")
     c = sqlite3.connect(db)
@@ -188,6 +223,8 @@ def main():
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--versions", action="store_true",
                     help="throughput: events carry aggregate versions (outbox_source version_column)")
+    ap.add_argument("--ownership-rounds", type=int, default=0,
+                    help="also time N drains with and N without the ownership check, interleaved")
     ap.add_argument("--make-db", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.make_db:
@@ -197,6 +234,8 @@ def main():
     os.makedirs(args.workdir)
     if not args.skip_throughput:
         throughput(args, args.build, args.workdir)
+    if args.ownership_rounds:
+        ownership_cost(args, args.build, args.workdir)
     if not args.skip_latency:
         latency(args, args.build, args.workdir)
 
