@@ -233,3 +233,26 @@ TEST_CASE("runtime: a start() that finds its store busy is retried like a batch,
     CHECK(bounded.run_status.message() == "stage 'sink' (plugin 'file_sink'): start failed: database is locked "
                                           "(injected) (gave up after 2 attempts; see the stage's retry.max_attempts)");
 }
+
+TEST_CASE("runtime: plugins built against ABI 1 keep loading and working") {
+    // C plugins compiled against the frozen ABI 1 header: a source that reads
+    // NOMEM from batch_append as "full", a sink with a short callback table.
+    PluginRegistry reg;
+    reg.add_front({CDCFLOW_TEST_PLUGIN_DIR, CDCFLOW_ABI_V1_PLUGIN_DIR});
+    auto source = reg.find("v1_source");
+    REQUIRE(source.is_ok());
+    CHECK(source.value()->desc->abi_version == 1);
+    CHECK(source.value()->desc->callbacks->struct_size < sizeof(cdcflow_callbacks));
+    Metrics m;
+    auto rt = make("pipeline: t\nsettings: {batch_size: 64}\nstages:\n  - id: src\n    plugin: v1_source\n"
+                   "    config: {count: 5000}\n  - id: pass\n    plugin: passthrough\n  - id: sink\n"
+                   "    plugin: v1_sink\n",
+                   reg, m);
+    REQUIRE(rt.is_ok());
+    Status st = rt.value()->run(RunOptions{true});
+    REQUIRE(st.is_ok());
+    CHECK(rt.value()->totals().events == 5000);
+    CHECK(m.value("sink.seen") == 5000);
+    CHECK(m.value("src.batches") == (5000 + 63) / 64);
+    CHECK(rt.value()->role() == ""); // finished: no longer the owner
+}

@@ -1,0 +1,45 @@
+/* v1_sink: a sink written in C against the frozen ABI 1 header: it counts
+ * events by status into the metric <stage>.seen and keeps its checkpoint in
+ * memory only (so every run starts from the beginning). Its callback table
+ * has no acquire/release: the host must run it, unfenced, with a warning. */
+#include "plugin_v1.h"
+
+#include <stdlib.h>
+
+typedef struct {
+    const cdcflow_host_api *host;
+    cdcflow_metric *seen;
+} v1_sink;
+
+static cdcflow_status create(const cdcflow_host_api *host, cdcflow_ctx *ctx, const cdcflow_config *cfg,
+                             void **instance, char *err, uint64_t err_len) {
+    (void)cfg, (void)err, (void)err_len;
+    v1_sink *s = calloc(1, sizeof *s);
+    if (!s) return CDCFLOW_ERR_NOMEM;
+    s->host = host;
+    s->seen = host->metric_counter(ctx, "seen", "events that reached this ABI 1 sink");
+    *instance = s;
+    return CDCFLOW_OK;
+}
+
+static cdcflow_status process(void *instance, cdcflow_batch *b, char *err, uint64_t err_len) {
+    v1_sink *s = instance;
+    uint32_t count = 0, stride = 0;
+    (void)err, (void)err_len;
+    s->host->batch_events(b, &count, &stride);
+    s->host->metric_add(s->seen, count);
+    return CDCFLOW_OK;
+}
+
+static void destroy(void *instance) { free(instance); }
+
+static const cdcflow_callbacks callbacks = {
+    sizeof(cdcflow_callbacks), 0, create, NULL, NULL, NULL, NULL, process, NULL, NULL, NULL, destroy,
+};
+
+static const cdcflow_plugin desc = {
+    CDCFLOW_ABI_VERSION, sizeof(cdcflow_plugin), "v1_sink", CDCFLOW_KIND_SINK, "1.0", "an ABI 1 sink in C",
+    NULL, 0, 0, &callbacks,
+};
+
+CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) { return &desc; }
