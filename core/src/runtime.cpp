@@ -471,7 +471,11 @@ Status Runtime::run(const RunOptions &opts) {
     Status result;
     for (;;) {
         result = acquire_ownership();
-        if (!result || user_stop_.load()) break;
+        if (!result) break;
+        if (user_stop_.load()) { // asked to stop while (or just after) taking over
+            release_ownership();
+            break;
+        }
         result = run_once(opts);
         release_ownership();
         if (result.code() != CDCFLOW_ERR_FENCED || user_stop_.load()) break;

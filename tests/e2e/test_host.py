@@ -161,6 +161,14 @@ class Run(TempDirTest):
         self.assertIn("stopped while retrying process", err.strip().splitlines()[-1])
         self.assertIn("0 events", out)
 
+    def test_exceptions_from_stop_and_committed_are_logged_not_swallowed(self):
+        p = self.write("p.yaml", pipeline("count: 300, throw_in_committed: true", "throw_in_stop: true"))
+        r = run(["run", p, "--drain"], env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("300 events", r.stdout)
+        self.assertRegex(r.stderr, r"error \[src\] committed failed: injected exception in committed")
+        self.assertRegex(r.stderr, r"error \[pass\] stop failed: injected exception in stop")
+
     def test_sigterm_and_sigint_drain_and_commit(self):
         for sig in (signal.SIGTERM, signal.SIGINT):
             out = self.path("events-%d.txt" % sig)

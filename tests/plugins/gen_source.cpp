@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <stdexcept>
 #include <vector>
 #include <string>
 #include <thread>
@@ -24,11 +25,13 @@ public:
         {"fail_at", CDCFLOW_CONFIG_INT, "0", 0, "poll fails once this offset is reached (0 = never)"},
         {"idle_after", CDCFLOW_CONFIG_INT, "0", 0, "stop producing (stay idle, never exhausted) after this offset"},
         {"partitions", CDCFLOW_CONFIG_INT, "0", 0, "spread events over this many partitions p0..pN-1 (0: one, \"\")"},
+        {"throw_in_committed", CDCFLOW_CONFIG_BOOL, "false", 0, "committed() throws (the host must log it)"},
     };
 
     GenSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Source(ctx), count_(cfg.i64("count")), bare_(cfg.boolean("bare")), fail_at_(cfg.i64("fail_at")),
-          idle_after_(cfg.i64("idle_after")), partitions_(cfg.i64("partitions")) {
+          idle_after_(cfg.i64("idle_after")), partitions_(cfg.i64("partitions")),
+          throw_in_committed_(cfg.boolean("throw_in_committed")) {
         if (count_ < 0) cfg.fail("count", "must be >= 0");
         if (partitions_ < 0 || partitions_ > 4096) cfg.fail("partitions", "must be 0..4096");
         for (int64_t p = 0; p < partitions_; ++p) {
@@ -41,6 +44,7 @@ public:
     }
 
     void committed(std::span<const cdcflow_position> positions) override {
+        if (throw_in_committed_) throw std::runtime_error("injected exception in committed");
         for (const cdcflow_position &p : positions) {
             int64_t &last = last_committed_[std::string(cdcflow::sv(p.partition))];
             if (p.offset < last) regressions_.add();
@@ -89,6 +93,7 @@ private:
     int64_t fail_at_;
     int64_t idle_after_;
     int64_t partitions_;
+    bool throw_in_committed_;
     std::vector<std::string> names_;
     std::map<std::string, int64_t> last_committed_;
     cdcflow::Metric regressions_, committed_calls_;

@@ -15,12 +15,17 @@ public:
         {"throw_at", CDCFLOW_CONFIG_INT, "0", 0, "throw a C++ exception at this offset (0 = never)"},
         {"retry_at", CDCFLOW_CONFIG_INT, "0", 0, "fail transiently twice at this offset (0 = never)"},
         {"retry_forever_at", CDCFLOW_CONFIG_INT, "0", 0, "fail transiently every time at this offset (0 = never)"},
+        {"throw_in_stop", CDCFLOW_CONFIG_BOOL, "false", 0, "stop() throws (the host must log it)"},
     };
 
     Passthrough(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Transform(ctx), reject_every_(cfg.i64("reject_every")), dup_every_(cfg.i64("duplicate_every")),
           throw_at_(cfg.i64("throw_at")), retry_at_(cfg.i64("retry_at")),
-          retry_forever_at_(cfg.i64("retry_forever_at")) {}
+          retry_forever_at_(cfg.i64("retry_forever_at")), throw_in_stop_(cfg.boolean("throw_in_stop")) {}
+
+    void stop() override {
+        if (throw_in_stop_) throw std::runtime_error("injected exception in stop");
+    }
 
     void process(cdcflow::Batch &batch) override {
         if (!reject_every_ && !dup_every_ && !throw_at_ && !retry_at_ && !retry_forever_at_) return; // benchmark path
@@ -40,6 +45,7 @@ public:
 
 private:
     int64_t reject_every_, dup_every_, throw_at_, retry_at_, retry_forever_at_;
+    bool throw_in_stop_;
     int retries_ = 0;
 };
 

@@ -128,10 +128,12 @@ TEST_CASE("ownership: a claim whose process is gone from this machine is taken o
     const own::Identity &me = own::Identity::self();
     REQUIRE_FALSE(me.boot_id.empty()); // Linux /proc
     // A child process that claims and exits without releasing: kill -9.
+    std::fflush(nullptr); // the child must not write the parent's buffered output again
     pid_t child = fork();
     REQUIRE(child >= 0);
-    if (child == 0) {
-        // Not the parent's (cached) identity: the child's own.
+    if (child == 0) try {
+        // Not the parent's (cached) identity: the child's own. Nothing may
+        // escape this block: the child must never go on running tests.
         sqlite::Db c(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
         c.exec(own::kOwnersDdl);
         std::string stat;
@@ -158,9 +160,13 @@ TEST_CASE("ownership: a claim whose process is gone from this machine is taken o
             .bind(4, static_cast<int64_t>(ticks));
         s.run();
         _exit(0);
+    } catch (...) {
+        _exit(1);
     }
     int status = 0;
     REQUIRE(waitpid(child, &status, 0) == child);
+    REQUIRE(WIFEXITED(status));
+    REQUIRE(WEXITSTATUS(status) == 0);
     own::Lease b(options(db));
     own::Lease::Attempt got = b.try_acquire();
     REQUIRE(got.owned); // without waiting for its 10-minute lease
