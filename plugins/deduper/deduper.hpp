@@ -1,7 +1,9 @@
 // deduper: marks later copies of an already seen event id as duplicates.
-// The window (window.hpp) holds 128-bit fingerprints of the most recent ids;
-// after a restart seek() rebuilds it from the outbox as of the sink's
-// checkpoint (seed.hpp). See README.md for the guarantees and their limits.
+// The window (window.hpp) holds 128-bit fingerprints of the most recent ids,
+// each kept at least ttl_seconds after its latest copy arrived here (on the
+// host's monotonic clock: event timestamps play no part); after a restart
+// seek() rebuilds it from the outbox as of the sink's checkpoint (seed.hpp).
+// See README.md for the guarantees and their limits.
 // Header-only so the unit tests drive the class in-process; plugin.cpp
 // holds the plugin's entry symbol.
 #pragma once
@@ -11,18 +13,13 @@
 
 #include <cdcflow/sdk.hpp>
 
-#include <algorithm>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 namespace cdcflow::dedupe {
-
-inline int64_t wall_now_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 class Deduper : public cdcflow::Transform {
 public:
@@ -34,7 +31,8 @@ public:
         {"window_size", CDCFLOW_CONFIG_INT, "1000000", 0,
          "remember at least this many most recent event ids (about 36 bytes each)"},
         {"ttl_seconds", CDCFLOW_CONFIG_INT, "604800", 0,
-         "forget an id once events this much newer (event time) arrive (0 = only window_size evicts)"},
+         "remember an id at least this long after its latest copy passed this stage (host monotonic "
+         "clock, never event time; 0 = only window_size evicts)"},
         {"seed_database", CDCFLOW_CONFIG_STRING, "\"\"", 0,
          "outbox SQLite database to rebuild the window from on restart (\"\" = start empty)"},
         {"seed_table", CDCFLOW_CONFIG_STRING, "\"outbox\"", 0, "outbox table in seed_database"},
@@ -42,7 +40,8 @@ public:
         {"seed_position_column", CDCFLOW_CONFIG_STRING, "\"seq\"", 0,
          "source position column (the checkpoint's offset)"},
         {"seed_timestamp_column", CDCFLOW_CONFIG_STRING, "\"timestamp\"", 0,
-         "event time column, microseconds since the epoch (for the TTL)"},
+         "unused: the TTL counts from arrival, not event time (accepted so that older pipeline files "
+         "load)"},
     };
 
     Deduper(const cdcflow::Config &cfg, cdcflow::Context ctx) : Transform(ctx) {
@@ -58,9 +57,7 @@ public:
         seed_.table = std::string(cfg.str("seed_table"));
         seed_.id_column = std::string(cfg.str("seed_id_column"));
         seed_.position_column = std::string(cfg.str("seed_position_column"));
-        seed_.timestamp_column = std::string(cfg.str("seed_timestamp_column"));
-        for (const char *key :
-             {"seed_table", "seed_id_column", "seed_position_column", "seed_timestamp_column"})
+        for (const char *key : {"seed_table", "seed_id_column", "seed_position_column"})
             if (cfg.str(key).empty()) cfg.fail(key, "must not be empty");
 
         // Address space only: pages become resident as ids arrive.
@@ -87,7 +84,8 @@ public:
                                      std::string(cdcflow::sv(positions[0].partition)) + "' of " +
                                      std::to_string(positions.size()));
         int64_t checkpoint = positions[0].offset;
-        size_t n = seed_window(*window_, seed_, checkpoint, wall_now_us());
+        // Every seeded id counts as arriving now (see seed.hpp).
+        size_t n = seed_window(*window_, seed_, checkpoint, now_s());
         seeded_.add(static_cast<int64_t>(n));
         entries_.set(static_cast<int64_t>(window_->size()));
         ctx().info("seeded " + std::to_string(n) + " event ids from '" + seed_.database + "' up to " +
@@ -95,28 +93,33 @@ public:
     }
 
     void process(cdcflow::Batch &batch) override {
-        // Event time drives the TTL (window.hpp), capped at the wall clock
-        // so a future-dated event cannot make the window forget early. One
-        // clock read per batch is enough: the TTL has one-second resolution.
-        const int64_t wall = wall_now_us();
+        // The TTL counts from arrival here, on a monotonic clock, so no
+        // event's timestamp (far future, zero, negative, skewed) can make the
+        // window forget an id early, and a wall-clock step cannot either.
+        // One clock read per batch: the TTL has one-second resolution, and
+        // stamping a batch with the moment it arrived is what "arrival" means.
+        window_->advance_clock(now_s());
+        window_->expire();
         for (uint32_t i = 0; i < batch.size(); ++i) {
-            cdcflow_event &ev = batch[i];
-            std::string_view id = cdcflow::sv(ev.event_id);
+            std::string_view id = cdcflow::sv(batch[i].event_id);
             if (id.empty()) continue; // nothing to compare: passes untouched
-            // No timestamp (a source without one): the window's own clock,
-            // or the wall clock before any event had a time.
-            int64_t t = ev.timestamp_us > 0   ? std::min(ev.timestamp_us, wall)
-                        : window_->clock_us() ? window_->clock_us()
-                                              : wall;
             // Rejected events count as seen too: a later copy of an event
             // that was dead-lettered is skipped, not dead-lettered again.
-            if (window_->check_and_insert(id, t)) batch.mark_duplicate(i);
+            if (window_->check_and_insert(id)) batch.mark_duplicate(i);
         }
-        window_->expire();
         entries_.set(static_cast<int64_t>(window_->size()));
     }
 
+    // The monotonic clock the TTL is measured on; tests drive their own.
+    using Clock = std::function<std::chrono::steady_clock::time_point()>;
+    void set_clock(Clock now) { now_ = std::move(now); }
+
 private:
+    int64_t now_s() const {
+        return std::chrono::duration_cast<std::chrono::seconds>(now_().time_since_epoch()).count();
+    }
+
+    Clock now_ = [] { return std::chrono::steady_clock::now(); };
     SeedSource seed_;
     std::unique_ptr<IdWindow> window_;
     cdcflow::Metric entries_, seeded_;

@@ -14,14 +14,16 @@
 // Both arrays are allocated once, untouched (calloc / for-overwrite), so
 // resident memory grows with the ids actually stored.
 //
-// Time is event time, not the wall clock: the window's clock is the newest
-// event time it has been given, and an id expires once the clock is more
-// than ttl ahead of the id's (latest) event time. So the window's decisions
-// depend only on the stream, and a window rebuilt from the outbox after a
-// restart (seed.hpp) agrees with the one that was lost, even when the events
-// are days old (a backlog, a backfill, a demo). Callers cap event times at
-// the wall clock so one future-dated event cannot expire everything.
-// Times are kept in whole seconds (uint32, good until 2106).
+// Time is arrival time, never event time (DESIGN.md: timestamps are data,
+// not truth). The window has a clock that the caller advances from a
+// monotonic source (the deduper: std::chrono::steady_clock, once per batch);
+// every id is stamped with the clock when its latest copy passed through,
+// and expires once the clock is more than ttl ahead of that stamp. Because
+// stamps only come from the clock and the clock never goes back, stamps never
+// decrease from the least to the most recent id, so expiry pops from the LRU
+// tail and stays O(1) per id. No event's timestamp is ever read here, so none
+// (far future, zero, negative, skewed) can make the window forget an id.
+// Times are kept in whole seconds (uint32: 136 years of a monotonic clock).
 //
 // Thread-safety: none; one window per deduper instance, driven by one thread.
 #pragma once
@@ -54,53 +56,41 @@ public:
         if (!table_) throw std::bad_alloc();
     }
 
-    // The live path, for an event with time event_us (advances the clock).
-    // When `id` is remembered and not expired, makes it the most recent,
-    // keeps the later of the two times and returns true: a duplicate.
-    // Otherwise remembers it as the most recent (evicting the least recent
-    // id when full) and returns false; an event already older than the TTL
-    // is not remembered at all (it would only evict a live id).
-    bool check_and_insert(std::string_view id, int64_t event_us) noexcept {
+    // The live path: when `id` is remembered and not expired, makes it the
+    // most recent, restamps it with the clock and returns true (a
+    // duplicate). Otherwise remembers it as the most recent, stamped with the
+    // clock (evicting the least recent id when full), and returns false.
+    bool check_and_insert(std::string_view id) noexcept {
         Hash128 h = siphash128(id, key_);
-        uint32_t t = to_seconds(event_us);
-        if (t > clock_) clock_ = t;
         size_t slot = find(h);
         if (slot != kNoSlot) {
             uint32_t i = table_[slot] - 1;
             bool live = !expired_s(entries_[i].seen);
-            if (!live || t > entries_[i].seen) entries_[i].seen = t;
-            if (!live && expired_s(t)) {
-                erase(i);
-                return false;
-            }
+            entries_[i].seen = clock_;
             move_to_front(i);
             return live;
         }
-        if (expired_s(t)) return false;
         if (size_ == capacity_) erase(tail_);
         uint32_t i = take_free();
-        entries_[i].set(h, t);
+        entries_[i].set(h, clock_);
         link_front(i);
         insert_slot(h, i);
         return false;
     }
 
     // Seeding, newest first: remembers `id` as the LEAST recent entry,
-    // stamped seen_us. An id already remembered (a newer copy came first)
-    // only keeps the later of the two times, as the live path would have; a
-    // full window takes nothing more. Leaves the clock alone (set it first
-    // with advance_clock). Returns true when it added the id.
-    bool insert_oldest(std::string_view id, int64_t seen_us) noexcept {
+    // stamped with the clock (it counts as arriving now). An id already
+    // remembered (a newer copy came first) stays where it is; a full window
+    // takes nothing more. Returns true when it added the id.
+    // REQUIRES: every entry is stamped with the current clock (the window
+    // was cleared and only insert_oldest ran since the clock last moved), so
+    // stamps still never decrease towards the most recent id.
+    bool insert_oldest(std::string_view id) noexcept {
         Hash128 h = siphash128(id, key_);
-        uint32_t t = to_seconds(seen_us);
-        if (size_t slot = find(h); slot != kNoSlot) {
-            Entry &e = entries_[table_[slot] - 1];
-            if (t > e.seen) e.seen = t;
-            return false;
-        }
+        if (find(h) != kNoSlot) return false;
         if (size_ == capacity_) return false;
         uint32_t i = take_free();
-        entries_[i].set(h, t);
+        entries_[i].set(h, clock_);
         link_back(i);
         insert_slot(h, i);
         return true;
@@ -112,18 +102,21 @@ public:
         return slot != kNoSlot && !expired_s(entries_[table_[slot] - 1].seen);
     }
 
-    // The clock: the newest event time given so far (0 before any).
-    int64_t clock_us() const noexcept { return int64_t{clock_} * 1000000; }
-    // Moves the clock forward to t_us (never back).
-    void advance_clock(int64_t t_us) noexcept {
-        uint32_t t = to_seconds(t_us);
+    // The clock, in seconds of the caller's monotonic time source (0 before
+    // it was first advanced).
+    int64_t clock_s() const noexcept { return clock_; }
+    // Moves the clock forward to now_s (clamped to 0..2^32-1); never back, so
+    // a caller's clock that steps back cannot make stamps decrease.
+    void advance_clock(int64_t now_s) noexcept {
+        uint32_t t = now_s <= 0                     ? 0
+                     : now_s >= int64_t{UINT32_MAX} ? UINT32_MAX
+                                                    : static_cast<uint32_t>(now_s);
         if (t > clock_) clock_ = t;
     }
-    // Is an event time older than the TTL at the current clock?
-    bool expired(int64_t event_us) const noexcept { return expired_s(to_seconds(event_us)); }
 
-    // Forgets expired ids from the least recent end; returns how many. An
-    // expired id further in is still treated as unseen by every lookup.
+    // Forgets expired ids from the least recent end; returns how many. As
+    // stamps never decrease towards the most recent id, that is all of them
+    // (lookups check expiry too, so correctness does not rest on it).
     size_t expire() noexcept {
         size_t n = 0;
         while (tail_ != kNil && expired_s(entries_[tail_].seen)) {
@@ -133,12 +126,11 @@ public:
         return n;
     }
 
-    // Forgets every id and resets the clock.
+    // Forgets every id. The clock stays: it is monotonic.
     void clear() noexcept {
         std::memset(table_.get(), 0, (mask_ + 1) * sizeof(uint32_t));
         head_ = tail_ = free_ = kNil;
         size_ = used_ = 0;
-        clock_ = 0;
     }
 
     size_t size() const noexcept { return size_; }
@@ -153,7 +145,7 @@ public:
     // The fingerprint this window stores for `id`.
     Hash128 fingerprint(std::string_view id) const noexcept { return siphash128(id, key_); }
 
-    // Calls f(fingerprint, seen_seconds) from the most to the least recent
+    // Calls f(fingerprint, arrival_seconds) from the most to the least recent
     // id (for tests and diagnostics).
     template <typename F> void for_each_recent(F &&f) const {
         for (uint32_t i = head_; i != kNil; i = entries_[i].next)
@@ -168,7 +160,7 @@ private:
     struct Entry {
         uint32_t h[4]; // Hash128 lo, hi
         uint32_t prev, next;
-        uint32_t seen; // seconds since the epoch
+        uint32_t seen; // the clock when its latest copy arrived, seconds
 
         void set(const Hash128 &x, uint32_t t) {
             std::memcpy(h, &x.lo, 8);
@@ -188,10 +180,6 @@ private:
         void operator()(uint32_t *p) const noexcept { std::free(p); }
     };
 
-    static uint32_t to_seconds(int64_t us) {
-        int64_t s = us / 1000000;
-        return s <= 0 ? 0 : s >= int64_t{UINT32_MAX} ? UINT32_MAX : static_cast<uint32_t>(s);
-    }
     bool expired_s(uint32_t seen) const {
         return ttl_s_ > 0 && clock_ > seen && static_cast<int64_t>(clock_ - seen) > ttl_s_;
     }
@@ -292,7 +280,7 @@ private:
     uint32_t free_ = kNil;               // free list through Entry::next
     uint32_t size_ = 0;
     uint32_t used_ = 0;  // entries ever handed out (the rest are untouched)
-    uint32_t clock_ = 0; // newest event time, seconds
+    uint32_t clock_ = 0; // arrival clock, seconds (see advance_clock)
 };
 
 } // namespace cdcflow::dedupe

@@ -11,12 +11,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-int64_t wall_clock_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 std::string join(const std::vector<std::string> &v) {
     std::string out;
     for (const auto &s : v)
@@ -29,12 +23,22 @@ std::string join(const std::vector<std::string> &v) {
 // simply runs later, while a long wait would stall the source's reads.
 constexpr int kCleanupBusyTimeoutMs = 250;
 
+constexpr int64_t kMaxRetentionS = int64_t{100} * 366 * 24 * 3600; // a century
+
 // After a read that returned rows, a caught-up poll waits 1 ms, then 2, 4,
 // ... up to poll_interval_ms between looks: a steady stream is picked up
 // within a few milliseconds of its commit instead of ~poll_interval/2, while
 // a trickle or an idle outbox costs a handful of extra looks per row, not a
 // thousand a second.
 constexpr auto kFirstSlice = std::chrono::milliseconds(1);
+
+// Commits closer together than this share one retention mark (see
+// commit_timeline.hpp): rows may go up to 0.1% of the retention late, and the
+// record stays at about 1000 marks however long the retention.
+std::chrono::steady_clock::duration commit_granule(int64_t retention_s) {
+    return std::max<std::chrono::steady_clock::duration>(std::chrono::milliseconds(1),
+                                                         std::chrono::seconds(retention_s) / 1000);
+}
 
 } // namespace
 
@@ -45,14 +49,18 @@ OutboxSource::OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
       payload_col_(cfg.str("payload_column")), ts_col_(cfg.str("timestamp_column")),
       version_col_(cfg.str("version_column")), poll_interval_ms_(cfg.i64("poll_interval_ms")),
       busy_timeout_ms_(cfg.i64("busy_timeout_ms")), retention_s_(cfg.i64("retention_seconds")),
-      cleanup_batch_(cfg.i64("cleanup_batch")), create_schema_(cfg.boolean("create_schema")) {
+      cleanup_batch_(cfg.i64("cleanup_batch")), create_schema_(cfg.boolean("create_schema")),
+      commits_(commit_granule(retention_s_)) {
     if (path_.empty()) cfg.fail("database", "must not be empty");
     for (const char *key : {"table", "seq_column", "id_column", "aggregate_type_column",
                             "aggregate_id_column", "type_column", "payload_column", "timestamp_column"})
         if (cfg.str(key).empty()) cfg.fail(key, "must not be empty");
     if (poll_interval_ms_ < 1 || poll_interval_ms_ > 60000) cfg.fail("poll_interval_ms", "must be 1..60000");
     if (busy_timeout_ms_ < 0 || busy_timeout_ms_ > 3600000) cfg.fail("busy_timeout_ms", "must be 0..3600000");
-    if (retention_s_ < 0) cfg.fail("retention_seconds", "must be >= 0 (0 keeps every row)");
+    // The upper bound keeps seconds(retention_s_) far from overflowing.
+    if (retention_s_ < 0 || retention_s_ > kMaxRetentionS)
+        cfg.fail("retention_seconds",
+                 "must be 0.." + std::to_string(kMaxRetentionS) + " (0 keeps every row)");
     if (cleanup_batch_ < 1) cfg.fail("cleanup_batch", "must be >= 1");
 
     rows_read_ = ctx.counter("rows_read", "outbox rows read");
@@ -145,9 +153,9 @@ void OutboxSource::prepare() {
         if (!writer_) writer_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, kCleanupBusyTimeoutMs);
         sqlite3_busy_timeout(writer_.raw(),
                              static_cast<int>(std::min<int64_t>(busy_timeout_ms_, kCleanupBusyTimeoutMs)));
+        // Positions only: the timestamp column plays no part in retention.
         cleanup_ = writer_.prepare("DELETE FROM " + t + " WHERE " + seq + " IN (SELECT " + seq + " FROM " +
-                                   t + " WHERE " + seq + " <= ?1 AND " + q(ts_col_) + " < ?2 ORDER BY " +
-                                   seq + " LIMIT ?3)");
+                                   t + " WHERE " + seq + " <= ?1 ORDER BY " + seq + " LIMIT ?2)");
     }
 }
 
@@ -165,7 +173,7 @@ void OutboxSource::start() {
                 "'; WAL is strongly recommended so that reading the outbox does not block its writers");
     }
     prepare();
-    next_cleanup_ = Clock::now();
+    next_cleanup_ = now_();
 }
 
 void OutboxSource::seek(std::span<const cdcflow_position> positions) {
@@ -176,8 +184,12 @@ void OutboxSource::seek(std::span<const cdcflow_position> positions) {
             continue;
         }
         // The sink's checkpoint is durable: everything up to it is committed.
+        // When it was committed is unknown, so for retention it counts as
+        // committed now: after a restart rows wait a full retention again,
+        // never less.
         last_seq_ = p.offset;
         committed_seq_ = std::max(committed_seq_, p.offset);
+        if (retention_s_ > 0) commits_.committed(committed_seq_, now_());
     }
 }
 
@@ -265,6 +277,8 @@ cdcflow::PollResult OutboxSource::poll(cdcflow::Batch &batch, uint32_t wait_ms) 
 void OutboxSource::committed(std::span<const cdcflow_position> positions) {
     for (const cdcflow_position &p : positions)
         if (p.partition.len == 0) committed_seq_ = std::max(committed_seq_, p.offset);
+    // Retention counts from here. One clock read per committed batch.
+    if (retention_s_ > 0 && committed_seq_ != INT64_MIN) commits_.committed(committed_seq_, now_());
     update_lag(false);
 }
 
@@ -291,23 +305,32 @@ void OutboxSource::update_lag(bool caught_up) {
 }
 
 void OutboxSource::maybe_cleanup() {
-    if (retention_s_ <= 0 || !cleanup_ || committed_seq_ == INT64_MIN) return;
-    auto now = Clock::now();
+    if (retention_s_ <= 0 || !cleanup_) return;
+    const auto now = now_();
     if (now < next_cleanup_) return;
-    const int64_t cutoff = wall_clock_us() - retention_s_ * 1000000;
+    // Rows up to `due` have been committed for at least the retention. Their
+    // timestamps play no part: a row stamped 30 days ago is kept as long as
+    // one stamped now, and one stamped far in the future goes like any other.
+    const int64_t due = commits_.due(now, std::chrono::seconds(retention_s_));
+    if (due == INT64_MIN || due <= cleaned_upto_) {
+        // Nothing newly due: no write transaction. Commits only become due
+        // as time passes; look again in a second.
+        next_cleanup_ = now + std::chrono::seconds(1);
+        return;
+    }
     try {
         // A short IMMEDIATE transaction of at most cleanup_batch rows, so the
         // application's writers never wait long for us.
         sqlite::Transaction tx(writer_);
-        cleanup_.bind(1, committed_seq_).bind(2, cutoff).bind(3, cleanup_batch_);
+        cleanup_.bind(1, due).bind(2, cleanup_batch_);
         cleanup_.run();
         int64_t n = writer_.changes();
         tx.commit();
         cleanup_deleted_.add(n);
         cleanup_failures_ = 0;
-        // A full batch: more is waiting, go again on the next poll. Otherwise
-        // rows only become due as time passes or commits advance: look again
-        // in a second.
+        // A full batch: more is waiting, go again on the next poll.
+        // Otherwise every row up to `due` is gone.
+        if (n < cleanup_batch_) cleaned_upto_ = due;
         next_cleanup_ = n >= cleanup_batch_ ? now : now + std::chrono::seconds(1);
     } catch (const Error &e) {
         // Busy or failing cleanup never stops the pipeline; back off.

@@ -1,20 +1,24 @@
 // outbox_source: reads a transactional outbox table (Debezium outbox event
 // router columns, DESIGN.md) from SQLite in `seq` order, resumes after the
-// sink's checkpoint, and optionally deletes rows that are committed
-// downstream and older than a retention period. See README.md.
+// sink's checkpoint, and optionally deletes rows once they have been
+// committed downstream for a retention period (counted from the commit,
+// never from a row's timestamp). See README.md.
 //
 // Thread-safety: driven by one thread at a time (plugin.h); the connections
 // are used only from the thread that currently drives the instance.
 #pragma once
 
+#include "commit_timeline.hpp"
 #include "common/sqlite.hpp"
 
 #include <cdcflow/sdk.hpp>
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
+#include <utility>
 
 namespace cdcflow::outbox {
 
@@ -44,7 +48,8 @@ public:
          "when caught up, how often to look for new rows (milliseconds, >= 1)"},
         {"busy_timeout_ms", CDCFLOW_CONFIG_INT, "5000", 0, "SQLite busy timeout for reads (milliseconds)"},
         {"retention_seconds", CDCFLOW_CONFIG_INT, "0", 0,
-         "0 keeps every row; else delete rows committed downstream and older than this"},
+         "0 keeps every row; else delete a row once it has been committed downstream for this long (counted "
+         "from the commit, never from the row's timestamp; a restart counts as the commit again)"},
         {"cleanup_batch", CDCFLOW_CONFIG_INT, "1000", 0, "at most this many rows per cleanup transaction"},
         {"create_schema", CDCFLOW_CONFIG_BOOL, "false", 0,
          "create the outbox table and its id index if missing, and switch the database to WAL (demos, "
@@ -63,9 +68,11 @@ public:
     int64_t last_seq() const { return last_seq_; }
     int64_t committed_seq() const { return committed_seq_; }
 
-private:
     using Clock = std::chrono::steady_clock;
+    // The monotonic clock retention is measured on; tests drive their own.
+    void set_clock(std::function<Clock::time_point()> now) { now_ = std::move(now); }
 
+private:
     void open_reader();
     // The config key and message for the first missing table or column.
     std::optional<std::pair<const char *, std::string>> missing_column();
@@ -97,7 +104,11 @@ private:
 
     int64_t last_seq_ = INT64_MIN;      // rows with seq > this are next
     int64_t committed_seq_ = INT64_MIN; // durably committed by the sink
-    int64_t cleaned_upto_ = INT64_MIN;  // committed_seq_ at the last complete cleanup
+    // When positions became committed (retention counts from there), and
+    // the due position up to which the last complete cleanup deleted.
+    CommitTimeline commits_;
+    int64_t cleaned_upto_ = INT64_MIN;
+    std::function<Clock::time_point()> now_ = [] { return Clock::now(); };
     Clock::time_point next_cleanup_{};
     uint32_t cleanup_failures_ = 0;
     Clock::time_point next_lag_probe_{};

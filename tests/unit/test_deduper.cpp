@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <list>
@@ -27,8 +28,10 @@ using cdcflow::dedupe::SipKey;
 
 namespace {
 
-constexpr int64_t kSec = 1'000'000; // microseconds
-constexpr int64_t kT0 = 1'700'000'000 * kSec;
+constexpr int64_t kSec = 1'000'000;           // microseconds
+constexpr int64_t kT0 = 1'700'000'000 * kSec; // an event timestamp
+// A reading of the window's arrival clock, in seconds.
+constexpr int64_t kNow = 5'000;
 const SipKey kTestKey{0x0706050403020100ULL, 0x0f0e0d0c0b0a0908ULL}; // bytes 00..0f
 
 std::string id_of(size_t i) {
@@ -82,7 +85,7 @@ void add_row(cdcflow::sqlite::Db &db, const std::string &id, int64_t ts) {
 
 std::string seed_error(IdWindow &w, const SeedSource &src, cdcflow_status want) {
     try {
-        cdcflow::dedupe::seed_window(w, src, 10, kT0);
+        cdcflow::dedupe::seed_window(w, src, 10, kNow);
     } catch (const cdcflow::Error &e) {
         CHECK(e.status() == want);
         return e.what();
@@ -140,121 +143,114 @@ TEST_CASE("siphash128 matches the reference vectors") {
 TEST_CASE("IdWindow remembers ids and reports copies") {
     IdWindow w(100, 0, kTestKey);
     CHECK(w.size() == 0);
-    CHECK_FALSE(w.check_and_insert("a", kT0));
-    CHECK_FALSE(w.check_and_insert("b", kT0));
-    CHECK(w.check_and_insert("a", kT0));
-    CHECK(w.check_and_insert("b", kT0));
-    CHECK_FALSE(w.check_and_insert("A", kT0));
-    CHECK_FALSE(w.check_and_insert("", kT0)); // the window itself takes any string
+    CHECK_FALSE(w.check_and_insert("a"));
+    CHECK_FALSE(w.check_and_insert("b"));
+    CHECK(w.check_and_insert("a"));
+    CHECK(w.check_and_insert("b"));
+    CHECK_FALSE(w.check_and_insert("A"));
+    CHECK_FALSE(w.check_and_insert("")); // the window itself takes any string
     CHECK(w.size() == 4);
     CHECK(w.contains("a"));
     CHECK_FALSE(w.contains("c"));
-    CHECK(w.clock_us() == kT0);
+    w.advance_clock(kNow);
     w.clear();
     CHECK(w.size() == 0);
-    CHECK(w.clock_us() == 0);
+    CHECK(w.clock_s() == kNow); // the clock is monotonic: forgetting the ids keeps it
     CHECK_FALSE(w.contains("a"));
-    CHECK_FALSE(w.check_and_insert("a", kT0));
+    CHECK_FALSE(w.check_and_insert("a"));
 }
 
 TEST_CASE("IdWindow evicts the least recently seen id at capacity; a hit refreshes recency") {
     IdWindow w(3, 0, kTestKey);
     for (const char *id : {"a", "b", "c"})
-        CHECK_FALSE(w.check_and_insert(id, kT0));
+        CHECK_FALSE(w.check_and_insert(id));
     CHECK(w.full());
     CHECK(recency(w) == fingerprints(w, {"c", "b", "a"}));
-    CHECK(w.check_and_insert("a", kT0)); // a is now the most recent
+    CHECK(w.check_and_insert("a")); // a is now the most recent
     CHECK(recency(w) == fingerprints(w, {"a", "c", "b"}));
-    CHECK_FALSE(w.check_and_insert("d", kT0)); // evicts b
+    CHECK_FALSE(w.check_and_insert("d")); // evicts b
     CHECK(recency(w) == fingerprints(w, {"d", "a", "c"}));
     CHECK_FALSE(w.contains("b"));
-    CHECK_FALSE(w.check_and_insert("e", kT0)); // evicts c
+    CHECK_FALSE(w.check_and_insert("e")); // evicts c
     CHECK(recency(w) == fingerprints(w, {"e", "d", "a"}));
-    CHECK_FALSE(w.check_and_insert("b", kT0)); // b is new again, evicts a
+    CHECK_FALSE(w.check_and_insert("b")); // b is new again, evicts a
     CHECK(recency(w) == fingerprints(w, {"b", "e", "d"}));
     CHECK(w.size() == 3);
 
     // insert_oldest appends behind everything and never evicts.
     IdWindow s(3, 0, kTestKey);
-    CHECK(s.insert_oldest("newest", kT0));
-    CHECK(s.insert_oldest("middle", kT0));
-    CHECK_FALSE(s.insert_oldest("newest", kT0 - kSec)); // an older copy of a known id
-    CHECK(s.insert_oldest("oldest", kT0));
-    CHECK_FALSE(s.insert_oldest("overflow", kT0));
+    CHECK(s.insert_oldest("newest"));
+    CHECK(s.insert_oldest("middle"));
+    CHECK_FALSE(s.insert_oldest("newest")); // an older copy of a known id
+    CHECK(s.insert_oldest("oldest"));
+    CHECK_FALSE(s.insert_oldest("overflow"));
     CHECK(recency(s) == fingerprints(s, {"newest", "middle", "oldest"}));
-    CHECK_FALSE(s.check_and_insert("new", kT0)); // live inserts evict the oldest
+    CHECK_FALSE(s.check_and_insert("new")); // live inserts evict the oldest
     CHECK(recency(s) == fingerprints(s, {"new", "newest", "middle"}));
 
     IdWindow one(1, 0, kTestKey);
-    CHECK_FALSE(one.check_and_insert("a", kT0));
-    CHECK(one.check_and_insert("a", kT0));
-    CHECK_FALSE(one.check_and_insert("b", kT0));
-    CHECK_FALSE(one.check_and_insert("a", kT0));
+    CHECK_FALSE(one.check_and_insert("a"));
+    CHECK(one.check_and_insert("a"));
+    CHECK_FALSE(one.check_and_insert("b"));
+    CHECK_FALSE(one.check_and_insert("a"));
     CHECK(one.size() == 1);
 }
 
-TEST_CASE("IdWindow forgets ids once events more than the TTL newer arrive (event time)") {
+TEST_CASE("IdWindow keeps an id for the TTL after its latest copy arrived, then forgets it") {
     IdWindow w(100, 10, kTestKey);
-    CHECK_FALSE(w.check_and_insert("a", kT0));
-    CHECK_FALSE(w.check_and_insert("b", kT0 + 5 * kSec));
-    CHECK(w.clock_us() == kT0 + 5 * kSec);
-    w.advance_clock(kT0 + 10 * kSec);
-    CHECK(w.contains("a"));          // exactly the TTL old: still remembered
-    w.advance_clock(kT0 + 9 * kSec); // the clock never goes back
-    CHECK(w.clock_us() == kT0 + 10 * kSec);
-    CHECK(w.check_and_insert("a", kT0 + 10 * kSec)); // a copy; a is now stamped +10 s
-    w.advance_clock(kT0 + 16 * kSec);
+    w.advance_clock(kNow);
+    CHECK_FALSE(w.check_and_insert("a")); // arrives at +0 s
+    w.advance_clock(kNow + 5);
+    CHECK_FALSE(w.check_and_insert("b")); // arrives at +5 s
+    w.advance_clock(kNow + 10);
+    CHECK(w.contains("a"));    // exactly the TTL after it arrived: still remembered
+    w.advance_clock(kNow + 9); // the clock never goes back
+    CHECK(w.clock_s() == kNow + 10);
+    CHECK(w.check_and_insert("a")); // a copy: a now counts from +10 s
+    w.advance_clock(kNow + 16);
     CHECK(w.contains("a"));
-    CHECK_FALSE(w.contains("b"));
-    // An expired id is new again (and restamped), not a duplicate.
-    CHECK_FALSE(w.check_and_insert("b", kT0 + 16 * kSec));
-    CHECK(w.check_and_insert("b", kT0 + 17 * kSec));
-    // A copy carrying an older time is still a duplicate; the later time stays.
-    CHECK(w.check_and_insert("b", kT0));
-    w.advance_clock(kT0 + 27 * kSec);
-    CHECK(w.contains("b"));
-
-    CHECK(w.expired(kT0 + 16 * kSec));
-    CHECK_FALSE(w.expired(kT0 + 17 * kSec));
-    CHECK_FALSE(w.expired(kT0 + 100 * kSec)); // from the future: not expired
-
-    // Events far behind the clock (a backfill) are not remembered: they would
-    // only evict live ids.
-    CHECK_FALSE(w.check_and_insert("old", kT0));
-    CHECK_FALSE(w.contains("old"));
-    CHECK_FALSE(w.check_and_insert("old", kT0));
-    CHECK(w.clock_us() == kT0 + 27 * kSec);
-
-    // Days-old events are fine when the whole stream is that old: only the
-    // distance to the newest event counts, never the wall clock.
-    IdWindow old(100, 10, kTestKey);
-    CHECK_FALSE(old.check_and_insert("x", 1000 * kSec));
-    CHECK(old.check_and_insert("x", 1005 * kSec));
+    CHECK_FALSE(w.contains("b")); // 11 s after it arrived
+    // An expired id is new again (and counts from now), not a duplicate.
+    CHECK_FALSE(w.check_and_insert("b"));
+    w.advance_clock(kNow + 26);
+    CHECK(w.check_and_insert("b"));
+    CHECK_FALSE(w.contains("a")); // 16 s after its latest copy
 
     // expire() drops from the least recent end.
     IdWindow e(100, 10, kTestKey);
-    for (int i = 0; i < 10; ++i)
-        e.check_and_insert(id_of(static_cast<size_t>(i)), kT0 + i * kSec);
+    for (int i = 0; i < 10; ++i) {
+        e.advance_clock(kNow + i);
+        e.check_and_insert(id_of(static_cast<size_t>(i)));
+    }
     CHECK(e.expire() == 0);
-    e.advance_clock(kT0 + 14 * kSec);
-    CHECK(e.expire() == 4); // seen at +0..+3 s
+    e.advance_clock(kNow + 14);
+    CHECK(e.expire() == 4); // arrived at +0..+3 s
     CHECK(e.size() == 6);
     CHECK_FALSE(e.contains(id_of(3)));
     CHECK(e.contains(id_of(4)));
-    e.advance_clock(kT0 + 100 * kSec);
+    e.advance_clock(kNow + 100);
     CHECK(e.expire() == 6);
     CHECK(e.size() == 0);
     // Freed entries are reused.
     for (int i = 0; i < 100; ++i)
-        CHECK_FALSE(e.check_and_insert(id_of(1000 + static_cast<size_t>(i)), kT0 + 100 * kSec));
+        CHECK_FALSE(e.check_and_insert(id_of(1000 + static_cast<size_t>(i))));
     CHECK(e.size() == 100);
 
     // ttl 0: only the capacity evicts.
     IdWindow forever(10, 0, kTestKey);
-    forever.check_and_insert("a", kSec);
-    forever.advance_clock(int64_t{4'000'000'000} * kSec);
+    forever.check_and_insert("a");
+    forever.advance_clock(4'000'000'000);
     CHECK(forever.contains("a"));
     CHECK(forever.expire() == 0);
+
+    // The clock saturates rather than wrapping.
+    IdWindow sat(10, 10, kTestKey);
+    sat.advance_clock(-5);
+    CHECK(sat.clock_s() == 0);
+    sat.check_and_insert("a");
+    sat.advance_clock(INT64_MAX);
+    CHECK(sat.clock_s() == UINT32_MAX);
+    CHECK_FALSE(sat.contains("a"));
 }
 
 TEST_CASE("IdWindow agrees with a straightforward LRU model under random use") {
@@ -263,16 +259,14 @@ TEST_CASE("IdWindow agrees with a straightforward LRU model under random use") {
     const size_t cap = 257;
     const int64_t ttl = 50;
     IdWindow w(static_cast<uint32_t>(cap), ttl, kTestKey);
-    std::list<std::pair<std::string, int64_t>> lru; // front = most recent; (id, seen seconds)
+    std::list<std::pair<std::string, int64_t>> lru; // front = most recent; (id, arrival seconds)
     std::unordered_map<std::string, std::list<std::pair<std::string, int64_t>>::iterator> pos;
     std::mt19937_64 rng(42);
-    int64_t clock = 0;
-    int64_t now_s = kT0 / kSec;
+    int64_t clock = kNow;
     auto expired = [&](int64_t seen) { return clock - seen > ttl; };
     for (int step = 0; step < 200000; ++step) {
-        if (rng() % 8 == 0) now_s += static_cast<int64_t>(rng() % 4);
-        // Mostly current times, sometimes late ones (out of order).
-        int64_t t = rng() % 16 == 0 ? now_s - static_cast<int64_t>(rng() % 80) : now_s;
+        if (rng() % 8 == 0) clock += static_cast<int64_t>(rng() % 4);
+        w.advance_clock(clock);
         if (rng() % 64 == 0) {
             size_t n = w.expire();
             size_t m = 0;
@@ -283,24 +277,19 @@ TEST_CASE("IdWindow agrees with a straightforward LRU model under random use") {
             }
             REQUIRE(n == m);
         }
-        clock = std::max(clock, t);
         std::string id = id_of(rng() % 600);
         auto it = pos.find(id);
         bool want = it != pos.end() && !expired(it->second->second);
-        int64_t seen = want ? std::max(t, it->second->second) : t;
         if (it != pos.end()) {
             lru.erase(it->second);
             pos.erase(it);
+        } else if (lru.size() == cap) {
+            pos.erase(lru.back().first);
+            lru.pop_back();
         }
-        if (want || !expired(seen)) {
-            if (lru.size() == cap) {
-                pos.erase(lru.back().first);
-                lru.pop_back();
-            }
-            lru.emplace_front(id, seen);
-            pos[id] = lru.begin();
-        }
-        REQUIRE(w.check_and_insert(id, t * kSec) == want);
+        lru.emplace_front(id, clock);
+        pos[id] = lru.begin();
+        REQUIRE(w.check_and_insert(id) == want);
         REQUIRE(w.size() == lru.size());
     }
     std::vector<Hash128> model;
@@ -312,9 +301,10 @@ TEST_CASE("IdWindow agrees with a straightforward LRU model under random use") {
 TEST_CASE("IdWindow holds 1,000,000 ids in well under 64 MiB") {
     const uint32_t n = 1'000'000;
     IdWindow w(n, 604800, kTestKey);
+    w.advance_clock(kNow);
     size_t dups = 0, found = 0;
     for (uint32_t i = 0; i < n; ++i)
-        dups += w.check_and_insert(id_of(i), kT0);
+        dups += w.check_and_insert(id_of(i));
     CHECK(dups == 0);
     CHECK(w.size() == n);
     for (uint32_t i = 0; i < n; ++i)
@@ -326,7 +316,7 @@ TEST_CASE("IdWindow holds 1,000,000 ids in well under 64 MiB") {
     CHECK(bytes < size_t{48} << 20);
     // Half a million more evict the oldest half million.
     for (uint32_t i = n; i < n + n / 2; ++i)
-        dups += w.check_and_insert(id_of(i), kT0);
+        dups += w.check_and_insert(id_of(i));
     CHECK(dups == 0);
     CHECK(w.size() == n);
     CHECK_FALSE(w.contains(id_of(0)));
@@ -338,131 +328,139 @@ TEST_CASE("IdWindow holds 1,000,000 ids in well under 64 MiB") {
 // ---------------------------------------------------------------------------
 // Seeding from the outbox
 
-TEST_CASE("seed_window rebuilds the window exactly as of the checkpoint") {
+TEST_CASE("seed_window rebuilds the window as of the checkpoint; every id arrives at the restart") {
     TempDb t("seed");
     create_outbox(t.db);
-    // seq 1..8; "dup" appears at 2 and 5; seq 3 is older than the TTL; 4 has
-    // an empty id; 7 and 8 are after the checkpoint (read, not committed).
+    // seq 1..8; "dup" appears at 2 and 5; 4 has an empty id; 7 and 8 are
+    // after the checkpoint (read, not committed). The stamps play no part:
+    // 3 is eight days older than the rest, 6 an hour in the future.
     add_row(t.db, "e1", kT0 - 100 * kSec);
     add_row(t.db, "dup", kT0 - 90 * kSec);
     add_row(t.db, "ancient", kT0 - 8 * 24 * 3600 * kSec);
     add_row(t.db, "", kT0 - 80 * kSec);
     add_row(t.db, "dup", kT0 - 70 * kSec);
-    add_row(t.db, "e6", kT0 + 3600 * kSec); // clock skew: in the future
+    add_row(t.db, "e6", kT0 + 3600 * kSec);
     add_row(t.db, "after1", kT0 - 10 * kSec);
     add_row(t.db, "after2", kT0 - 5 * kSec);
 
     SeedSource src;
     src.database = t.path.string();
     IdWindow w(100, 604800, kTestKey);
-    w.check_and_insert("stale-live-entry", kT0); // seeding starts from scratch
-    size_t n = cdcflow::dedupe::seed_window(w, src, 6, kT0);
-    CHECK(n == 3);
-    CHECK(w.size() == 3);
-    // The clock is the newest time up to the checkpoint, capped at the wall clock.
-    CHECK(w.clock_us() == kT0);
+    w.check_and_insert("stale-live-entry"); // seeding starts from scratch
+    size_t n = cdcflow::dedupe::seed_window(w, src, 6, kNow);
+    CHECK(n == 4);
+    CHECK(w.size() == 4);
+    CHECK(w.clock_s() == kNow);
     // Most recent first, by the seq of each id's latest copy.
-    CHECK(recency(w) == fingerprints(w, {"e6", "dup", "e1"}));
+    CHECK(recency(w) == fingerprints(w, {"e6", "dup", "ancient", "e1"}));
     CHECK_FALSE(w.contains("stale-live-entry"));
-    CHECK_FALSE(w.contains("ancient")); // 8 days older than the newest event
-    CHECK_FALSE(w.contains("after1"));  // beyond the checkpoint: must be replayed, not dropped
+    CHECK_FALSE(w.contains("after1")); // beyond the checkpoint: must be replayed, not dropped
     CHECK_FALSE(w.contains("after2"));
+    // Every seeded id counts as arriving at the restart, and is kept for the
+    // TTL from then: none sooner, whatever its stamp.
+    w.for_each_recent([](const Hash128 &, uint32_t arrived) { CHECK(arrived == kNow); });
+    w.advance_clock(kNow + 604800);
+    CHECK(w.expire() == 0);
+    for (const char *id : {"e1", "dup", "ancient", "e6"})
+        CHECK(w.contains(id));
 
     // Replaying after the checkpoint: after1 passes, a copy of e1 is dropped.
-    CHECK_FALSE(w.check_and_insert("after1", kT0 - 10 * kSec));
-    CHECK(w.check_and_insert("e1", kT0));
-    // The future timestamp was capped, so e6 expires on time.
-    w.advance_clock(kT0 + 604801 * kSec);
-    CHECK_FALSE(w.contains("e6"));
+    CHECK_FALSE(w.check_and_insert("after1"));
+    CHECK(w.check_and_insert("e1"));
+    w.advance_clock(kNow + 604801);
+    CHECK(w.expire() == 3); // dup, ancient, e6: not seen since the restart
+    CHECK(w.contains("e1"));
+    CHECK(w.contains("after1"));
 
     // A small window keeps the most recent distinct ids.
     IdWindow small(2, 604800, kTestKey);
-    CHECK(cdcflow::dedupe::seed_window(small, src, 8, kT0) == 2);
+    CHECK(cdcflow::dedupe::seed_window(small, src, 8, kNow) == 2);
     CHECK(recency(small) == fingerprints(small, {"after2", "after1"}));
-
-    // No TTL: the ancient id is seeded too.
-    IdWindow all(100, 0, kTestKey);
-    CHECK(cdcflow::dedupe::seed_window(all, src, 6, kT0) == 4);
-    CHECK(all.contains("ancient"));
 
     // A checkpoint before every row seeds nothing.
     IdWindow none(100, 604800, kTestKey);
-    CHECK(cdcflow::dedupe::seed_window(none, src, 0, kT0) == 0);
+    CHECK(cdcflow::dedupe::seed_window(none, src, 0, kNow) == 0);
     CHECK(none.size() == 0);
-    CHECK(none.clock_us() == 0);
 }
 
-TEST_CASE("seed_window: an outbox older than the TTL (a backlog, a demo) is still seeded") {
-    TempDb t("old");
-    create_outbox(t.db);
-    const int64_t year_ago = kT0 - 365 * 24 * 3600 * kSec;
-    for (int i = 0; i < 50; ++i)
-        add_row(t.db, id_of(static_cast<size_t>(i)), year_ago + i * kSec);
-    SeedSource src;
-    src.database = t.path.string();
-    IdWindow w(100, 604800, kTestKey);
-    CHECK(cdcflow::dedupe::seed_window(w, src, 40, kT0) == 40);
-    CHECK(w.clock_us() == year_ago + 39 * kSec);
-    CHECK(w.check_and_insert(id_of(0), year_ago + 45 * kSec)); // a retry of a processed event
-    CHECK_FALSE(w.check_and_insert(id_of(45), year_ago + 45 * kSec));
-}
-
-TEST_CASE("seed_window: a restarted window decides exactly like the one that was lost") {
+TEST_CASE("seed_window: a restarted window catches every copy the lost one would have") {
     // One stream with retries, evictions and expiry, written to the outbox.
-    // The live window processes it all; a second window is seeded at the
-    // checkpoint and then processes the rest. Their decisions must match.
+    // The live window processes it all, its clock advancing per batch; a
+    // second window is seeded at the checkpoint and processes the rest. The
+    // seeded window holds at least what the live one held at the checkpoint:
+    // without a TTL they decide alike; with one the seeded window (whose ids
+    // all arrive at the restart) may hold more, so it catches a superset, and
+    // only true copies.
     TempDb t("replay");
     create_outbox(t.db);
     std::mt19937_64 rng(7);
-    std::vector<std::pair<std::string, int64_t>> stream;
-    int64_t ts = kT0 - 100000 * kSec;
+    std::vector<std::string> stream;
     t.db.exec("BEGIN");
     for (int i = 0; i < 6000; ++i) {
-        ts += static_cast<int64_t>(rng() % 3) * kSec; // non-decreasing event times
         // Mostly fresh ids, some retries of recent ones, some of old ones.
         int back =
             rng() % 10 < 7 ? 0 : static_cast<int>(rng() % static_cast<uint64_t>(std::min(i + 1, 2000)));
-        size_t pick = static_cast<size_t>(i - back);
-        stream.emplace_back(id_of(pick), ts);
-        add_row(t.db, stream.back().first, ts);
+        stream.push_back(id_of(static_cast<size_t>(i - back)));
+        add_row(t.db, stream.back(), rng() % 2 ? kT0 : -kT0); // stamps play no part
     }
     t.db.exec("COMMIT");
     SeedSource src;
     src.database = t.path.string();
-    for (int64_t checkpoint : {1, 1000, 2500, 4500}) {
-        IdWindow live(700, 1500, kTestKey);
-        std::vector<bool> live_dup, seeded_dup;
-        for (size_t i = 0; i < stream.size(); ++i) {
-            live_dup.push_back(live.check_and_insert(stream[i].first, stream[i].second));
-            if (i % 100 == 99) live.expire(); // as the plugin does per batch
+    // Batches of 100 events, 20 s apart: a TTL of 100 s spans 500 events,
+    // fewer than the 700 ids the capacity holds, so the TTL is what evicts.
+    auto batch_clock = [](size_t i) { return kNow + static_cast<int64_t>(i / 100) * 20; };
+    for (int64_t ttl : {0, 100}) {
+        for (int64_t checkpoint : {1, 1000, 2500, 4500}) {
+            IdWindow live(700, ttl, kTestKey);
+            std::vector<bool> live_dup;
+            for (size_t i = 0; i < stream.size(); ++i) {
+                if (i % 100 == 0) {
+                    live.advance_clock(batch_clock(i));
+                    live.expire(); // as the plugin does per batch
+                }
+                live_dup.push_back(live.check_and_insert(stream[i]));
+            }
+            IdWindow seeded(700, ttl, SipKey::random()); // a new process, a new key, a new clock
+            const size_t cp = static_cast<size_t>(checkpoint);
+            cdcflow::dedupe::seed_window(seeded, src, checkpoint, batch_clock(cp));
+            std::unordered_map<std::string, size_t> first;
+            for (size_t i = 0; i < stream.size(); ++i)
+                first.emplace(stream[i], i);
+            size_t dups = 0, missed = 0, extra = 0, wrong = 0;
+            for (size_t i = cp; i < stream.size(); ++i) {
+                if (i % 100 == 0) {
+                    seeded.advance_clock(batch_clock(i));
+                    seeded.expire();
+                }
+                bool d = seeded.check_and_insert(stream[i]);
+                dups += d;
+                missed += live_dup[i] && !d;
+                extra += d && !live_dup[i];
+                wrong += d && first[stream[i]] == i; // a first occurrence dropped
+            }
+            INFO("ttl ", ttl, ", checkpoint ", checkpoint);
+            CHECK(dups > 100);
+            CHECK(missed == 0);
+            CHECK(wrong == 0);
+            if (ttl == 0)
+                CHECK(extra == 0);
+            else if (checkpoint > 1)
+                CHECK(extra > 0); // ids the lost window had let expire before the checkpoint
         }
-        IdWindow seeded(700, 1500, SipKey::random()); // a new process, a new key
-        cdcflow::dedupe::seed_window(seeded, src, checkpoint, kT0);
-        size_t diff = 0, dups = 0;
-        for (size_t i = static_cast<size_t>(checkpoint); i < stream.size(); ++i) {
-            bool d = seeded.check_and_insert(stream[i].first, stream[i].second);
-            diff += d != live_dup[i];
-            dups += d;
-        }
-        INFO("checkpoint ", checkpoint);
-        CHECK(dups > 100);
-        CHECK(diff == 0);
     }
 }
 
-TEST_CASE("seed_window uses the configured names, quoted") {
+TEST_CASE("seed_window uses the configured names, quoted; no timestamp column is needed") {
     TempDb t("names");
-    t.db.exec(
-        R"(CREATE TABLE "my ""outbox""" ("pos" INTEGER PRIMARY KEY, "event id" TEXT, "ts us" INTEGER))");
-    t.db.exec(R"(INSERT INTO "my ""outbox""" VALUES (1, 'x', NULL), (2, NULL, 0), (3, 'y', 0))");
+    t.db.exec(R"(CREATE TABLE "my ""outbox""" ("pos" INTEGER PRIMARY KEY, "event id" TEXT))");
+    t.db.exec(R"(INSERT INTO "my ""outbox""" VALUES (1, 'x'), (2, NULL), (3, 'y'))");
     SeedSource src;
     src.database = t.path.string();
     src.table = "my \"outbox\"";
     src.id_column = "EVENT ID"; // SQLite names are case-insensitive
     src.position_column = "pos";
-    src.timestamp_column = "ts us";
     IdWindow w(10, 0, kTestKey);
-    CHECK(cdcflow::dedupe::seed_window(w, src, 3, kT0) == 2);
+    CHECK(cdcflow::dedupe::seed_window(w, src, 3, kNow) == 2);
     CHECK(recency(w) == fingerprints(w, {"y", "x"}));
 }
 
@@ -484,10 +482,6 @@ TEST_CASE("seed_window names a missing database, table or column") {
     src.position_column = "position";
     CHECK(seed_error(w, src, CDCFLOW_ERR_CONFIG) ==
           where + "table 'outbox' has no column 'position' (seed_position_column)");
-    src.position_column = "seq";
-    src.timestamp_column = "ts";
-    CHECK(seed_error(w, src, CDCFLOW_ERR_CONFIG) ==
-          where + "table 'outbox' has no column 'ts' (seed_timestamp_column)");
 
     SeedSource missing;
     missing.database =
@@ -618,4 +612,157 @@ TEST_CASE("deduper stage: config errors name the key") {
     CHECK(error_of({{"ttl_seconds", -1}}).starts_with("test.yaml:1:1: ttl_seconds: must be 0.."));
     CHECK(error_of({{"seed_table", ""}}) == "test.yaml:1:1: seed_table: must not be empty");
     CHECK(error_of({{"ttl_seconds", 0}, {"window_size", 1}}) == "no error");
+}
+
+// ---------------------------------------------------------------------------
+// DESIGN.md: "Timestamps are data, not truth". No event's timestamp may make
+// the window forget what it would otherwise hold.
+
+namespace {
+
+int64_t wall_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+constexpr int64_t kDay = 24 * 3600 * kSec;
+// Stamps a broken or hostile producer writes.
+const int64_t kHostile[] = {9'000'000'000'000'000'000, 0, -5, INT64_MIN, INT64_MAX};
+
+// A deduper stage over the host API, fed one batch at a time, on a monotonic
+// clock that the test drives (no sleeping).
+struct DedupeStage {
+    StageHarness h;
+    std::unique_ptr<Deduper> stage;
+    std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
+    cdcflow_batch b{64};
+
+    explicit DedupeStage(std::initializer_list<std::pair<const char *, Val>> cfg)
+        : h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), cfg),
+          stage(cdcflow::test::make_stage<Deduper>(h)) {
+        stage->set_clock([this] { return now; });
+    }
+    // As the host calls it: to outbox position `seq`, or without a
+    // checkpoint (a first start) when seq < 0.
+    void seek(int64_t seq) {
+        std::string partition;
+        std::vector<cdcflow_position> positions;
+        if (seq >= 0) positions.push_back({cdcflow::str(partition), seq});
+        stage->seek(positions);
+    }
+    // One batch of (event id, timestamp); returns the events' statuses.
+    std::vector<int> process(const std::vector<std::pair<std::string, int64_t>> &events) {
+        b.reset();
+        for (const auto &[id, t] : events)
+            cdcflow::test::append(b, event(id, t));
+        cdcflow::Batch view = h.view(b);
+        stage->process(view);
+        return statuses(b);
+    }
+};
+
+} // namespace
+
+TEST_CASE("deduper stage: old events, then one stamped far ahead, 0 or negative: copies of the old ids "
+          "are still caught") {
+    const int64_t month_ago = wall_us() - 30 * kDay;
+    for (int64_t hostile :
+         {kHostile[0], kHostile[1], kHostile[2], kHostile[3], kHostile[4], wall_us() + 400 * kDay}) {
+        INFO("hostile timestamp ", hostile);
+        DedupeStage d({{"window_size", 1000}});
+        d.seek(-1);
+        // A backlog from a month ago, then the hostile event in a batch of its
+        // own and amid old events, then retries of every one of them.
+        CHECK(d.process({{"old-1", month_ago}, {"old-2", month_ago + kSec}}) == std::vector<int>{OK, OK});
+        CHECK(d.process({{"hostile", hostile}}) == std::vector<int>{OK});
+        CHECK(d.process({{"old-3", month_ago + 2 * kSec}, {"hostile-2", hostile}, {"old-4", month_ago}}) ==
+              std::vector<int>{OK, OK, OK});
+        CHECK(d.process({{"old-1", month_ago + 3 * kSec},
+                         {"old-2", month_ago},
+                         {"hostile", month_ago},
+                         {"old-3", hostile},
+                         {"hostile-2", hostile},
+                         {"old-4", month_ago + 5 * kSec},
+                         {"hostile", hostile}}) == std::vector<int>{DUP, DUP, DUP, DUP, DUP, DUP, DUP});
+        CHECK(d.h.metric("window_entries") == 6);
+    }
+}
+
+TEST_CASE("deduper stage: seek seeds every id up to the checkpoint, whatever its timestamp") {
+    TempDb t("hostile");
+    create_outbox(t.db);
+    const int64_t month_ago = wall_us() - 30 * kDay;
+    // seq 1..3 a month old, then the hostile stamps, then an old row again;
+    // seq 11 is after the checkpoint.
+    std::vector<std::string> ids;
+    for (int i = 0; i < 3; ++i) {
+        ids.push_back("old-" + std::to_string(i));
+        add_row(t.db, ids.back(), month_ago + i * kSec);
+    }
+    for (int64_t hostile : kHostile) {
+        ids.push_back("hostile-" + std::to_string(ids.size()));
+        add_row(t.db, ids.back(), hostile);
+    }
+    ids.push_back("ahead");
+    add_row(t.db, ids.back(), wall_us() + 400 * kDay);
+    ids.push_back("old-last");
+    add_row(t.db, ids.back(), month_ago);
+    add_row(t.db, "after-checkpoint", month_ago);
+    REQUIRE(ids.size() == 10);
+
+    DedupeStage d({{"window_size", 100}, {"seed_database", t.path.string()}});
+    d.seek(10);
+    CHECK(d.h.metric("seeded") == 10);
+    // The replay after the checkpoint, with retries of every seeded id.
+    std::vector<std::pair<std::string, int64_t>> replay = {{"after-checkpoint", month_ago}};
+    for (const std::string &id : ids)
+        replay.emplace_back(id, month_ago);
+    std::vector<int> want(ids.size() + 1, DUP);
+    want[0] = OK;
+    CHECK(d.process(replay) == want);
+}
+
+TEST_CASE("deduper stage: an id is kept for ttl_seconds after its latest copy arrived, then forgotten") {
+    using std::chrono::milliseconds;
+    using std::chrono::seconds;
+    DedupeStage d({{"window_size", 100}, {"ttl_seconds", 60}});
+    d.seek(-1);
+    const auto t0 = d.now;
+    // Stamps that would have steered the old event-time clock.
+    CHECK(d.process({{"a", kHostile[0]}, {"b", 0}}) == std::vector<int>{OK, OK});
+    d.now = t0 + seconds(60);
+    CHECK(d.process({{"a", -5}}) == std::vector<int>{DUP}); // a counts from +60 s now
+    d.now = t0 + seconds(60) + milliseconds(999);
+    CHECK(d.process({{"c", kT0}}) == std::vector<int>{OK}); // b still held: 60.999 s
+    CHECK(d.h.metric("window_entries") == 3);
+    d.now = t0 + seconds(61);
+    CHECK(d.process({{"b", kT0}}) == std::vector<int>{OK}); // b forgotten: 61 s after it arrived
+    // A clock that steps back (a steady clock never does; a test can) forgets nothing.
+    d.now = t0;
+    CHECK(d.process({{"a", kT0}, {"b", kT0}, {"c", kT0}}) == std::vector<int>{DUP, DUP, DUP});
+    d.now = t0 + seconds(121);
+    CHECK(d.process({{"d", kT0}}) == std::vector<int>{OK});
+    CHECK(d.h.metric("window_entries") == 4); // a, b, c stamped at +61 s: held until +121 s
+    d.now = t0 + seconds(122);
+    CHECK(d.process({{"a", kT0}}) == std::vector<int>{OK});
+    CHECK(d.h.metric("window_entries") == 2); // b and c expired at the batch's start, a is new again
+}
+
+TEST_CASE("deduper stage: seeded ids count as arriving at seek") {
+    TempDb t("seek_clock");
+    create_outbox(t.db);
+    // A year old, in the far future, and at 0: the stamps make no difference.
+    add_row(t.db, "year-old", kT0 - 365 * kDay);
+    add_row(t.db, "far-future", kHostile[0]);
+    add_row(t.db, "zero", 0);
+    DedupeStage d({{"window_size", 100}, {"ttl_seconds", 600}, {"seed_database", t.path.string()}});
+    const auto seek_time = d.now;
+    d.seek(3);
+    CHECK(d.h.metric("seeded") == 3);
+    d.now = seek_time + std::chrono::seconds(600); // the TTL after the restart: all still held
+    CHECK(d.process({{"zero", kT0}}) == std::vector<int>{DUP});
+    d.now = seek_time + std::chrono::seconds(601); // then forgotten, unless seen again since
+    CHECK(d.process({{"year-old", kT0}, {"far-future", kT0}, {"zero", kT0}}) ==
+          std::vector<int>{OK, OK, DUP});
 }

@@ -304,15 +304,19 @@ TEST_CASE("outbox_source: a waiting poll wakes up for new rows and parks otherwi
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::milliseconds(1000));
 }
 
-TEST_CASE("outbox_source: retention deletes only committed and old rows while a writer keeps inserting") {
+TEST_CASE("outbox_source: retention deletes rows committed for retention_seconds while a writer keeps "
+          "inserting") {
     TempDir dir("os_retention");
     std::string path = dir.file("app.db");
     sqlite::Db db = make_outbox(path);
-    const int64_t old_ts = now_us() - 3600LL * 1000000; // an hour ago
-    insert_rows(db, 1000, old_ts, "old");               // seq 1..1000
-    insert_rows(db, 200, now_us(), "young");            // seq 1001..1200: too young to delete
+    insert_rows(db, 1000, now_us() - 30LL * 24 * 3600 * 1000000, "old"); // seq 1..1000
+    insert_rows(db, 200, INT64_MAX, "future");                           // seq 1001..1200
 
     Source s({{"database", path}, {"retention_seconds", 60}, {"cleanup_batch", 100}});
+    // Retention's clock, driven by the test: no waiting for a minute.
+    std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
+    s.src->set_clock([&] { return now; });
+    const auto t0 = now;
     s.src->start();
 
     std::atomic<bool> done{false};
@@ -320,7 +324,7 @@ TEST_CASE("outbox_source: retention deletes only committed and old rows while a 
     std::thread writer([&] {
         sqlite::Db w(path, SQLITE_OPEN_READWRITE);
         while (!done.load()) {
-            insert_rows(w, 10, old_ts, "late" + std::to_string(inserted.load()) + "-");
+            insert_rows(w, 10, now_us(), "late" + std::to_string(inserted.load()) + "-");
             inserted += 10;
             std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
@@ -331,24 +335,129 @@ TEST_CASE("outbox_source: retention deletes only committed and old rows while a 
     while (s.src->last_seq() < 1200)
         s.poll(b);
     s.committed(700);
+    auto polls = [&](int n) {
+        for (int i = 0; i < n; ++i)
+            s.poll(b);
+    };
+    polls(5);
+    CHECK(s.h.metric("cleanup_deleted") == 0); // committed just now
+    now = t0 + std::chrono::seconds(59);
+    polls(5);
+    CHECK(s.h.metric("cleanup_deleted") == 0); // committed 59 s ago
+    s.committed(1200);
+    now = t0 + std::chrono::seconds(60);
     // Each poll deletes at most cleanup_batch rows; a full batch goes again.
-    for (int i = 0; i < 20; ++i)
-        s.poll(b);
-    done = true;
-    writer.join();
-
+    polls(20);
     CHECK(s.h.metric("cleanup_deleted") == 700);
     CHECK(db.query_int("SELECT min(seq) FROM outbox") == 701);
-    CHECK(db.query_int("SELECT count(*) FROM outbox WHERE seq <= 1200") == 500);
-    CHECK(count_rows(db) == 500 + inserted.load()); // nothing the writer wrote was lost
+    now = t0 + std::chrono::seconds(118);
+    polls(5);
+    CHECK(db.query_int("SELECT count(*) FROM outbox WHERE seq <= 1200") == 500); // committed 59 s ago
+    // Rows stamped at the end of time go like any other.
+    now = t0 + std::chrono::seconds(119);
+    polls(5);
+    done = true;
+    writer.join();
+    CHECK(db.query_int("SELECT count(*) FROM outbox WHERE seq <= 1200") == 0);
+    CHECK(count_rows(db) == inserted.load()); // nothing the writer wrote, never committed, was lost
+    CHECK(s.h.metric("cleanup_deleted") == 1200);
+}
 
-    // Committing further deletes old rows only: the young ones stay.
-    s.committed(1200);
-    std::this_thread::sleep_for(std::chrono::milliseconds(1100)); // the next cleanup is due after a second
-    for (int i = 0; i < 10; ++i)
+TEST_CASE("outbox_source: after a restart the checkpoint counts as committed at seek") {
+    TempDir dir("os_retention_seek");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 300, 1); // stamped in 1970
+    Source s({{"database", path}, {"retention_seconds", 3600}});
+    std::chrono::steady_clock::time_point now{std::chrono::hours(10)};
+    s.src->set_clock([&] { return now; });
+    const auto restart = now;
+    cdcflow_position cp{{"", 0}, 200};
+    s.src->seek(std::span<const cdcflow_position>(&cp, 1)); // before start, as the host does
+    s.src->start();
+    cdcflow_batch b(1000);
+    CHECK(s.poll(b).size() == 100);
+    // How long ago the checkpoint was committed is unknown: a full retention
+    // from the restart, never less.
+    now = restart + std::chrono::seconds(3599);
+    s.poll(b);
+    CHECK(count_rows(db) == 300);
+    now = restart + std::chrono::seconds(3600);
+    s.poll(b);
+    CHECK(count_rows(db) == 100);
+    CHECK(db.query_int("SELECT min(seq) FROM outbox") == 201);
+}
+
+TEST_CASE("CommitTimeline: a week of commits stays bounded and never makes a position due early") {
+    using cdcflow::outbox::CommitTimeline;
+    using std::chrono::milliseconds;
+    const auto retention = std::chrono::seconds(7 * 24 * 3600);
+    const auto granule = retention / 1000;
+    CommitTimeline t(granule);
+    const CommitTimeline::Clock::time_point t0{std::chrono::hours(1)};
+    const auto step = milliseconds(250); // a committed batch every 250 ms, for 8 days
+    const int64_t n = 8 * 24 * 3600 * 4;
+    size_t most = 0;
+    int64_t checked = 0;
+    CHECK(t.due(t0, retention) == INT64_MIN);
+    for (int64_t i = 1; i <= n; ++i) {
+        const auto now = t0 + i * step; // seq i becomes committed at t0 + i * step
+        t.committed(i, now);
+        t.committed(i - 1, now); // an older position again changes nothing
+        most = std::max(most, t.marks());
+        if (i % 997 != 0) continue;
+        // Positions committed at least `retention` ago: 1..(i - retention/step);
+        // none (INT64_MIN from due()) counts as 0.
+        const int64_t exact = std::max<int64_t>(0, i - retention / step);
+        const int64_t due = std::max<int64_t>(0, t.due(now, retention));
+        REQUIRE(due <= exact);                      // never early
+        REQUIRE(due >= exact - granule / step - 1); // at most one granule late
+        ++checked;
+    }
+    CHECK(checked > 100);
+    // About retention / granule: the ring never had to merge into its newest mark.
+    CHECK(most < CommitTimeline::kMaxMarks);
+    MESSAGE("CommitTimeline: " << n << " commits over 8 days, at most " << most << " marks");
+}
+
+TEST_CASE("CommitTimeline: a full ring merges into the newest mark, later, never earlier") {
+    using cdcflow::outbox::CommitTimeline;
+    CommitTimeline t(std::chrono::nanoseconds(1)); // every commit would open a mark
+    const CommitTimeline::Clock::time_point t0{};
+    for (int64_t i = 1; i <= 5000; ++i)
+        t.committed(i, t0 + std::chrono::seconds(i));
+    CHECK(t.marks() == CommitTimeline::kMaxMarks);
+    // Positions up to 1023 kept their own times; 1024..5000 share the last.
+    CHECK(t.due(t0 + std::chrono::seconds(1023 + 10), std::chrono::seconds(10)) == 1023);
+    CHECK(t.due(t0 + std::chrono::seconds(4999 + 10), std::chrono::seconds(10)) == 1023);
+    CHECK(t.due(t0 + std::chrono::seconds(5000 + 10), std::chrono::seconds(10)) == 5000);
+    CHECK(t.marks() == 0);
+}
+
+TEST_CASE("outbox_source: retention counts from the commit, never from the rows' timestamps") {
+    TempDir dir("os_retention_stamps");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    const int64_t day = 24 * 3600 * int64_t{1000000};
+    insert_rows(db, 100, now_us() - 30 * day, "backlog"); // a backlog after an outage
+    for (int64_t hostile :
+         {int64_t{9'000'000'000'000'000'000}, now_us() + 400 * day, int64_t{0}, int64_t{-5}})
+        insert_rows(db, 1, hostile, "hostile" + std::to_string(hostile) + "-");
+
+    Source s({{"database", path}, {"retention_seconds", 1}});
+    s.src->start();
+    cdcflow_batch b(1000);
+    REQUIRE(s.poll(b).size() == 104);
+    s.committed(104);
+    // Committed just now: nothing is due, however old the stamps.
+    for (int i = 0; i < 3; ++i)
         s.poll(b);
-    CHECK(db.query_int("SELECT count(*) FROM outbox WHERE seq <= 1200") == 200);
-    CHECK(db.query_int("SELECT min(seq) FROM outbox") == 1001);
+    CHECK(count_rows(db) == 104);
+    // Committed for the retention: every row goes, the far-future ones too.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1100));
+    s.poll(b);
+    CHECK(count_rows(db) == 0);
+    CHECK(s.h.metric("cleanup_deleted") == 104);
 }
 
 TEST_CASE("outbox_source: a locked database is ERR_RETRY, not a crash, and reading resumes afterwards") {
@@ -393,17 +502,25 @@ TEST_CASE("outbox_source: a busy database during cleanup is logged and retried l
     TempDir dir("os_cleanup_busy");
     std::string path = dir.file("app.db");
     sqlite::Db db = make_outbox(path);
-    insert_rows(db, 50, 1); // ancient timestamps
+    insert_rows(db, 50, 1);
     Source s({{"database", path}, {"retention_seconds", 1}});
+    std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
+    s.src->set_clock([&] { return now; });
     s.src->start();
     cdcflow_batch b(100);
     CHECK(s.poll(b).size() == 50);
     s.committed(50);
+    now += std::chrono::seconds(1); // due
     sqlite::Db locker(path, SQLITE_OPEN_READWRITE);
     locker.exec("BEGIN IMMEDIATE"); // holds the write lock: cleanup cannot run
     CHECK_NOTHROW(s.poll(b));
     CHECK(s.h.metric("cleanup_deleted") == 0);
     locker.exec("ROLLBACK");
+    CHECK_NOTHROW(s.poll(b)); // backing off: not yet
+    CHECK(count_rows(db) == 50);
+    now += std::chrono::seconds(1);
+    CHECK_NOTHROW(s.poll(b));
+    CHECK(s.h.metric("cleanup_deleted") == 50);
 }
 
 TEST_CASE("outbox_source: a read that fails half-way is read again in full by the next poll") {
