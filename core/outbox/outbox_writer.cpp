@@ -10,6 +10,15 @@
 // ROLLBACK or a ROLLBACK TO) means the id is forgotten and written again. The
 // lookup is by rowid, so it costs one B-tree probe and only happens for
 // retried ids.
+//
+// Conflicts and transactions: the insert is INSERT OR ABORT, which overrides
+// any ON CONFLICT clause of the table's constraints (ROLLBACK, REPLACE,
+// IGNORE, FAIL): a constraint failure undoes that one INSERT and nothing
+// else, so a duplicate id never costs the batch or the application its
+// transaction. Two things still end a transaction from inside an INSERT: a
+// trigger's RAISE(ROLLBACK) and errors such as SQLITE_FULL. After every
+// failed INSERT the writer therefore asks sqlite3_get_autocommit() whether
+// its transaction still exists (see write_batch() and append_in_transaction()).
 #include <cdcflow/outbox_writer.hpp>
 
 #include "circuit_breaker.hpp"
@@ -98,6 +107,14 @@ bool is_unique_violation(int rc) {
     return rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY;
 }
 
+// What one INSERT did.
+enum class Inserted : uint8_t {
+    kRow,       // the row is in, in the open transaction
+    kDuplicate, // a UNIQUE or PRIMARY KEY constraint: the table already holds the id
+    kRefused,   // a CHECK, NOT NULL or trigger refused the row
+    kFailed,    // any other error
+};
+
 // Typical payloads never grow the envelope parser's buffers past this.
 constexpr size_t kInitialJsonCapacity = 4096;
 
@@ -111,6 +128,8 @@ struct OutboxWriter::Impl {
         int64_t timestamp_us;
         uint64_t tag;
         uint64_t handle; // its dedupe-cache entry
+        // write_batch(): what the current attempt found (see there).
+        enum class Settled : uint8_t { kNo, kRefused, kDuplicate, kDuplicateEnded } settled = Settled::kNo;
     };
 
     Impl(OutboxWriterOptions o, sqlite3 *conn, bool owns)
@@ -182,10 +201,11 @@ struct OutboxWriter::Impl {
     OutboxStatus prepare_schema();
     bool check(const OutboxEvent &ev, std::string_view id, std::string *why);
     bool check_payload_json(std::string_view payload, std::string *why);
-    // Binds and steps the insert. Returns SQLITE_DONE, or the extended error
-    // code with SQLite's message in step_error.
-    int insert_row(std::string_view id, std::string_view at, std::string_view ai, std::string_view type,
-                   std::string_view payload, int64_t ts);
+    // Binds and steps the insert. Anything but kRow leaves the extended
+    // result code in step_rc and the reason in step_error. The caller checks
+    // sqlite3_get_autocommit(): a failure may have ended the transaction.
+    Inserted insert_row(std::string_view id, std::string_view at, std::string_view ai, std::string_view type,
+                        std::string_view payload, int64_t ts);
     // One transaction for the whole buffer; see flush().
     OutboxStatus write_batch();
     OutboxEvent event_at(size_t i) const;
@@ -236,6 +256,7 @@ struct OutboxWriter::Impl {
     std::vector<std::pair<size_t, std::string>> refused_at_flush;
     std::string reason;
     std::string step_error;
+    int step_rc = 0;
     std::string last_error;
 
     Counter written, duplicates, refused, db_failures, failed_fast, batches, buffered, cached_ids;
@@ -320,7 +341,8 @@ OutboxStatus OutboxWriter::Impl::prepare_schema() {
         msg.append(")");
         return {Code::kInvalidArgument, std::move(msg)};
     }
-    std::string sql = "INSERT INTO ";
+    // OR ABORT: the table's own ON CONFLICT clauses do not apply (see the top).
+    std::string sql = "INSERT OR ABORT INTO ";
     sql.append(t).append(" (");
     for (const auto &[key, col] : want)
         sql.append(quote_ident(*col)).append(", ");
@@ -394,8 +416,8 @@ bool OutboxWriter::Impl::check_payload_json(std::string_view payload, std::strin
     return true;
 }
 
-int OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at, std::string_view ai,
-                                   std::string_view type, std::string_view payload, int64_t ts) {
+Inserted OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at, std::string_view ai,
+                                        std::string_view type, std::string_view payload, int64_t ts) {
     sqlite3_stmt *s = insert.get();
     // SQLITE_STATIC: the bytes outlive the step (caller's event or the arena);
     // no copy. A null data() would bind NULL, so never pass one.
@@ -409,12 +431,16 @@ int OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at, std
     text(5, payload);
     sqlite3_bind_int64(s, 6, ts);
     int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE) {
-        rc = sqlite3_extended_errcode(db);
-        step_error = sqlite3_errmsg(db); // before reset: the error path may allocate
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(s);
+        return Inserted::kRow;
     }
+    step_rc = sqlite3_extended_errcode(db);
+    step_error = sqlite3_errmsg(db); // before reset: the error path may allocate
     sqlite3_reset(s);
-    return rc;
+    if (is_unique_violation(step_rc)) return Inserted::kDuplicate;
+    if ((step_rc & 0xff) == SQLITE_CONSTRAINT) return Inserted::kRefused;
+    return Inserted::kFailed;
 }
 
 bool OutboxWriter::Impl::already_written(uint64_t h, std::string_view id) {
@@ -463,25 +489,54 @@ bool OutboxWriter::Impl::admit(const OutboxEvent &ev, char *uuid_buf, std::strin
 }
 
 OutboxStatus OutboxWriter::Impl::write_batch() {
-    if (auto st = exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+    using Settled = Buffered::Settled;
+    // What this attempt finds out; a failed attempt writes and counts nothing.
     refused_at_flush.clear();
-    uint64_t inserted = 0, dups = 0;
-    for (size_t i = 0; i < buffer.size(); ++i) {
-        OutboxEvent ev = event_at(i);
-        int rc = insert_row(ev.id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ev.timestamp_us);
-        if (rc == SQLITE_DONE) {
-            ++inserted;
-        } else if (is_unique_violation(rc)) {
-            ++dups; // the application made the id unique: the database dedupes
-        } else if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-            // A CHECK or trigger of the application's: this event only. The
-            // statement was undone; the transaction goes on.
-            refused_at_flush.emplace_back(i, step_error);
-        } else {
-            OutboxStatus st = insert_error(rc);
-            rollback();
-            return st;
+    for (Buffered &b : buffer)
+        b.settled = Settled::kNo;
+    uint64_t inserted = 0;
+    for (;;) {
+        if (auto st = exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+        inserted = 0;
+        bool ended = false;
+        for (size_t i = 0; i < buffer.size() && !ended; ++i) {
+            Buffered &b = buffer[i];
+            if (b.settled != Settled::kNo) continue;
+            OutboxEvent ev = event_at(i);
+            switch (
+                insert_row(ev.id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ev.timestamp_us)) {
+            case Inserted::kRow:
+                ++inserted;
+                continue;
+            case Inserted::kDuplicate:
+                b.settled = Settled::kDuplicate; // the application made the id unique: the database dedupes
+                break;
+            case Inserted::kRefused:
+                // A CHECK or trigger of the application's: this event only.
+                b.settled = Settled::kRefused;
+                refused_at_flush.emplace_back(i, step_error);
+                break;
+            case Inserted::kFailed: {
+                OutboxStatus st = insert_error(step_rc);
+                rollback();
+                return st;
+            }
+            }
+            // Usually only the INSERT was undone. A RAISE(ROLLBACK) undid the
+            // whole transaction: going on would commit each later row on its
+            // own, and the rows before it would be gone.
+            if (sqlite3_get_autocommit(db)) {
+                ended = true;
+                if (b.settled == Settled::kDuplicate) b.settled = Settled::kDuplicateEnded;
+            }
         }
+        if (!ended) break;
+        // Start over. Refusals stay; a duplicate may have been of a row of
+        // this batch that is gone now, so it is tried again (unless it ended
+        // the transaction: each round settles one more row for good, so this
+        // takes at most as many rounds as the batch has rows that roll back).
+        for (Buffered &b : buffer)
+            if (b.settled == Settled::kDuplicate) b.settled = Settled::kNo;
     }
     if (int rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr); rc != SQLITE_OK) {
         OutboxStatus st = db_error(sqlite3_extended_errcode(db), "COMMIT");
@@ -489,9 +544,14 @@ OutboxStatus OutboxWriter::Impl::write_batch() {
         return st;
     }
     // Committed: only now do the counts and callbacks happen, so a batch that
-    // is retried is not counted twice.
+    // is retried is not counted twice. Refusals in input order (a later round
+    // may find an earlier one).
+    std::sort(refused_at_flush.begin(), refused_at_flush.end(),
+              [](const auto &x, const auto &y) { return x.first < y.first; });
     written.add(inserted);
-    duplicates.add(dups);
+    duplicates.add(static_cast<uint64_t>(std::count_if(buffer.begin(), buffer.end(), [](const Buffered &b) {
+        return b.settled == Settled::kDuplicate || b.settled == Settled::kDuplicateEnded;
+    })));
     refused.add(refused_at_flush.size());
     batches.add();
     for (const auto &[i, why] : refused_at_flush) {
@@ -597,23 +657,42 @@ AppendResult OutboxWriter::append_in_transaction(const OutboxEvent &ev) {
         r.status = w.fail_fast();
         return r;
     }
-    int rc = w.insert_row(id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ts);
-    if (rc == SQLITE_DONE) {
+    const Inserted res = w.insert_row(id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ts);
+    // A failed INSERT normally undoes itself only; a RAISE(ROLLBACK) or an
+    // error such as SQLITE_FULL rolls back the application's whole
+    // transaction. Then nothing of it is written, and the caller must know:
+    // carrying on would run its next statements in autocommit mode.
+    r.rolled_back = res != Inserted::kRow && sqlite3_get_autocommit(w.db) != 0;
+    switch (res) {
+    case Inserted::kRow:
         w.breaker.on_success();
         w.written.add();
         w.cache.insert(id, outbox::IdCache::State::kPending, now, sqlite3_last_insert_rowid(w.db));
-    } else if (is_unique_violation(rc)) {
-        w.breaker.on_success();
-        w.duplicates.add();
-        r.duplicate = true;
-    } else if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        break;
+    case Inserted::kDuplicate:
+        if (!r.rolled_back) {
+            w.breaker.on_success();
+            w.duplicates.add();
+            r.duplicate = true;
+            break;
+        }
+        [[fallthrough]]; // not "ok, a duplicate": the caller's transaction is gone
+    case Inserted::kRefused:
         w.breaker.on_success(); // the database answered: it is the event that is refused
         w.refused.add();
         r.status =
             OutboxStatus(Code::kRefused, std::string("refused by the database: ").append(w.step_error));
-    } else {
-        r.status = w.insert_error(rc);
+        break;
+    case Inserted::kFailed:
+        r.status = w.insert_error(w.step_rc);
         w.note_failure(r.status, now);
+        break;
+    }
+    if (r.rolled_back) {
+        std::string msg = r.status.message();
+        msg.append("; SQLite rolled back the whole transaction (everything in it is undone, and no "
+                   "transaction is open now)");
+        r.status = OutboxStatus(r.status.code(), std::move(msg), r.status.sqlite_code());
     }
     w.sync_gauges();
     return r;

@@ -412,6 +412,178 @@ TEST_CASE("outbox writer: a CHECK constraint refuses one buffered event; the res
     CHECK(app.count("SELECT count(*) FROM outbox") == 3);
 }
 
+// ---- constraints that end the transaction ------------------------------------
+//
+// A RAISE(ROLLBACK) trigger or an ON CONFLICT ROLLBACK constraint rolls back
+// the whole transaction, not just the failed INSERT. Whatever the table does,
+// every accepted event must end up in the outbox exactly once.
+
+namespace {
+
+const char *kOutboxDdl = "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "
+                         "aggregatetype TEXT NOT NULL, aggregateid TEXT NOT NULL, type TEXT NOT NULL, "
+                         "payload TEXT NOT NULL, timestamp INTEGER NOT NULL)";
+// Rolls back the transaction of any event for the account 'bad'.
+const char *kRollbackTrigger = "CREATE TRIGGER no_bad BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'bad' "
+                               "BEGIN SELECT RAISE(ROLLBACK, 'no bad accounts'); END";
+const char *kUniqueRollbackDdl = "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                                 "id TEXT NOT NULL UNIQUE ON CONFLICT ROLLBACK, aggregatetype TEXT NOT NULL, "
+                                 "aggregateid TEXT NOT NULL, type TEXT NOT NULL, payload TEXT NOT NULL, "
+                                 "timestamp INTEGER NOT NULL)";
+
+} // namespace
+
+TEST_CASE("outbox writer: a RAISE(ROLLBACK) trigger refuses its rows; the rest of the batch commits once") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec(kRollbackTrigger);
+    std::vector<std::pair<uint64_t, std::string>> refused;
+    OutboxWriterOptions o = options();
+    o.batch_size = 100;
+    o.on_refused = [&](const OutboxEvent &e, std::string_view why) { refused.emplace_back(e.tag, why); };
+    auto w = open_on(app.db, o);
+    const char *accounts[] = {"acc-1", "bad", "acc-3", "acc-4", "bad", "acc-6"};
+    std::vector<std::string> ids;
+    for (int i = 0; i < 6; ++i)
+        ids.push_back("ev-" + std::to_string(i + 1));
+    for (int i = 0; i < 6; ++i) {
+        OutboxEvent e = deposit(ids[i], accounts[i]);
+        e.tag = static_cast<uint64_t>(i + 1);
+        REQUIRE(w->append(e).status.ok());
+    }
+    OutboxStatus st = w->flush();
+    INFO(st.message());
+    REQUIRE(st.ok());
+    CHECK(w->flush().ok()); // nothing left buffered
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") ==
+          std::vector<std::string>{"ev-1", "ev-3", "ev-4", "ev-6"});
+    CHECK(app.count("SELECT count(*) FROM outbox") == 4);
+    REQUIRE(refused.size() == 2);
+    CHECK(refused[0].first == 2);
+    CHECK(refused[1].first == 5);
+    CHECK(refused[0].second.find("no bad accounts") != std::string::npos);
+    CHECK(w->metrics().written == 4);
+    CHECK(w->metrics().refused == 2);
+    CHECK(w->metrics().batches == 1);
+    CHECK(w->metrics().buffered == 0);
+    // A refused id is not remembered: fixed, it is written.
+    REQUIRE_FALSE(w->append(deposit("ev-2")).duplicate);
+    REQUIRE(w->flush().ok());
+    CHECK(app.count("SELECT count(*) FROM outbox WHERE id = 'ev-2'") == 1);
+    CHECK(app.count("SELECT count(*) FROM outbox") == 5);
+}
+
+TEST_CASE("outbox writer: a batch full of RAISE(ROLLBACK) rows writes each good row once") {
+    // Every other row ends the transaction: the writer starts over each time.
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec(kRollbackTrigger);
+    OutboxWriterOptions o = options();
+    o.batch_size = 20;
+    auto w = open_on(app.db, o);
+    for (int i = 0; i < 20; ++i) {
+        AppendResult r = w->append(deposit("ev-" + std::to_string(i), i % 2 ? "bad" : "acc-1"));
+        REQUIRE(r.status.ok());
+        INFO(r.flush_status.message());
+        REQUIRE(r.flush_status.ok()); // the 20th append writes the batch
+    }
+    CHECK(app.count("SELECT count(*) FROM outbox") == 10);
+    CHECK(app.count("SELECT count(DISTINCT id) FROM outbox") == 10);
+    CHECK(app.count("SELECT count(*) FROM outbox WHERE aggregateid = 'bad'") == 0);
+    CHECK(w->metrics().written == 10);
+    CHECK(w->metrics().refused == 10);
+}
+
+TEST_CASE("outbox writer: an id column UNIQUE ON CONFLICT ROLLBACK dedupes a batch without rolling it back") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kUniqueRollbackDdl);
+    OutboxWriterOptions o = options();
+    o.dedupe_capacity = 0; // the database alone dedupes
+    auto w = open_on(app.db, o);
+    REQUIRE(w->append(deposit("a")).status.ok());
+    REQUIRE(w->flush().ok());
+    for (const char *id : {"b", "a", "c", "b", "d"})
+        REQUIRE(w->append(deposit(id)).status.ok());
+    OutboxStatus st = w->flush();
+    INFO(st.message());
+    REQUIRE(st.ok());
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "b", "c", "d"});
+    CHECK(w->metrics().written == 4);
+    CHECK(w->metrics().duplicates == 2);
+    CHECK(w->metrics().buffered == 0);
+}
+
+TEST_CASE("outbox writer: append_in_transaction reports a transaction that a RAISE(ROLLBACK) trigger ended") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec(kRollbackTrigger);
+    app.exec("CREATE TABLE accounts(id TEXT PRIMARY KEY, balance TEXT)");
+    auto w = open_on(app.db, options());
+
+    app.exec("BEGIN");
+    app.exec("INSERT INTO accounts VALUES ('acc-1', '1.00')");
+    AppendResult r = w->append_in_transaction(deposit("ev-1"));
+    REQUIRE(r.status.ok());
+    CHECK_FALSE(r.rolled_back);
+    r = w->append_in_transaction(deposit("ev-2", "bad"));
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK(r.rolled_back);
+    CHECK(r.status.message().find("no bad accounts") != std::string::npos);
+    CHECK(r.status.message().find("rolled back the whole transaction") != std::string::npos);
+    CHECK(sqlite3_get_autocommit(app.db) != 0); // nothing is open any more
+    CHECK(w->metrics().refused == 1);
+    // Whatever the application does next cannot commit half of its work:
+    // the writer refuses to append outside a transaction.
+    CHECK(w->append_in_transaction(deposit("ev-3")).status.code() == Code::kInvalidArgument);
+    CHECK(app.count("SELECT count(*) FROM outbox") == 0);
+    CHECK(app.count("SELECT count(*) FROM accounts") == 0);
+
+    // The application redoes its transaction without the bad event: ev-1 is
+    // not taken for a duplicate of its rolled-back copy.
+    app.exec("BEGIN");
+    app.exec("INSERT INTO accounts VALUES ('acc-1', '1.00')");
+    r = w->append_in_transaction(deposit("ev-1"));
+    REQUIRE(r.status.ok());
+    CHECK_FALSE(r.duplicate);
+    REQUIRE(w->append_in_transaction(deposit("ev-3")).status.ok());
+    app.exec("COMMIT");
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"ev-1", "ev-3"});
+    CHECK(app.count("SELECT count(*) FROM accounts") == 1);
+}
+
+TEST_CASE("outbox writer: append_in_transaction: ON CONFLICT ROLLBACK on the id keeps the transaction") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kUniqueRollbackDdl);
+    app.exec("CREATE TABLE accounts(id TEXT PRIMARY KEY, balance TEXT)");
+    OutboxWriterOptions o = options();
+    o.dedupe_capacity = 0; // the database alone dedupes
+    auto w = open_on(app.db, o);
+    app.exec("BEGIN");
+    REQUIRE(w->append_in_transaction(deposit("a")).status.ok());
+    app.exec("COMMIT");
+
+    // A retry of "a" next to new business rows and a new event.
+    app.exec("BEGIN");
+    app.exec("INSERT INTO accounts VALUES ('acc-1', '1.00')");
+    AppendResult r = w->append_in_transaction(deposit("a"));
+    REQUIRE(r.status.ok());
+    CHECK(r.duplicate);
+    CHECK_FALSE(r.rolled_back);
+    REQUIRE(sqlite3_get_autocommit(app.db) == 0); // the application's transaction is still open
+    r = w->append_in_transaction(deposit("b"));
+    INFO(r.status.message());
+    REQUIRE(r.status.ok());
+    app.exec("COMMIT");
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "b"});
+    CHECK(app.count("SELECT count(*) FROM accounts") == 1);
+    CHECK(w->metrics().duplicates == 1);
+}
+
 TEST_CASE("outbox writer: events are checked with the validator stage's rules") {
     TempDir dir;
     Conn app(dir.file("app.db"));

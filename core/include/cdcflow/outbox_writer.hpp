@@ -127,6 +127,12 @@ struct AppendResult {
     // reached batch_size) failed. The event itself is accepted and stays
     // buffered with the rest of the batch; the next flush() retries.
     OutboxStatus flush_status;
+    // append_in_transaction() only: the failed INSERT ended the application's
+    // transaction (a trigger's RAISE(ROLLBACK), or an error such as
+    // SQLITE_FULL): SQLite rolled all of it back, the application's own rows
+    // and the events appended before included, and no transaction is open
+    // now. status is then not ok (kRefused or kDbError) and its message says so.
+    bool rolled_back = false;
 
     // The event id that was used: the caller's, or the generated UUID.
     // Empty when the event was refused before an id was chosen.
@@ -208,9 +214,12 @@ struct OutboxWriterOptions {
     // (On the application's own connection its own busy timeout applies.)
     int busy_timeout_ms = 5000;
 
-    // A database constraint (a CHECK or trigger the application added)
-    // refused a buffered event while flush() wrote it: the event is dropped,
-    // counted as refused, and reported here. Default: none.
+    // A database constraint (a CHECK or trigger the application added, a
+    // trigger's RAISE(ROLLBACK) included) refused a buffered event while
+    // flush() wrote it: the event is dropped, counted as refused, and reported
+    // here once the rest of its batch has committed (each of those exactly
+    // once: after a RAISE(ROLLBACK) the writer writes the batch again without
+    // the refused event). Default: none.
     std::function<void(const OutboxEvent &event, std::string_view reason)> on_refused;
 
     // Clocks, injectable for tests. monotonic_ms drives the dedupe TTL and the
@@ -255,8 +264,11 @@ public:
     // application commits that transaction (a ROLLBACK, or ROLLBACK TO a
     // savepoint taken before, undoes it, and the same id may be appended
     // again afterwards: the writer forgets ids whose rows it no longer finds).
-    // On kDbError the failed INSERT was undone; SQLite may have rolled back
-    // the whole transaction for some errors (check sqlite3_get_autocommit()).
+    // A duplicate id (the dedupe window, or a UNIQUE constraint on the id
+    // column) is ok with duplicate set, and the transaction goes on.
+    // When the database refuses the row (kRefused) or fails (kDbError) only
+    // the INSERT is undone, unless AppendResult::rolled_back is set: then
+    // SQLite rolled back the whole transaction (see there).
     AppendResult append_in_transaction(const OutboxEvent &event);
 
     // Buffers `event` (a copy) for the next batch; when the buffer holds
