@@ -110,8 +110,8 @@ bool is_unique_violation(int rc) {
 // What one INSERT did.
 enum class Inserted : uint8_t {
     kRow,       // the row is in, in the open transaction
-    kDuplicate, // a UNIQUE or PRIMARY KEY constraint: the table already holds the id
-    kRefused,   // a CHECK, NOT NULL or trigger refused the row
+    kDuplicate, // a UNIQUE or PRIMARY KEY constraint, and the table already holds the id
+    kRefused,   // a CHECK, NOT NULL, other UNIQUE or a trigger refused the row, or a trigger ignored it
     kFailed,    // any other error
 };
 
@@ -147,6 +147,7 @@ struct OutboxWriter::Impl {
     ~Impl() {
         insert.reset();
         verify.reset();
+        has_id.reset();
         if (owns_db) sqlite3_close_v2(db);
     }
 
@@ -242,7 +243,7 @@ struct OutboxWriter::Impl {
     sqlite3 *db;
     bool owns_db;
     std::string where; // "database '/path'" for messages
-    StmtPtr insert, verify;
+    StmtPtr insert, verify, has_id;
     std::optional<rules::Validator> validator;
     simdjson::dom::parser json; // the envelope's payload check when there are no rules
     std::unique_ptr<char[]> json_buf;
@@ -357,6 +358,9 @@ OutboxStatus OutboxWriter::Impl::prepare_schema() {
         msg.append(": the outbox table must be a rowid table");
         return {Code::kInvalidArgument, std::move(msg)};
     }
+    sql = "SELECT 1 FROM ";
+    sql.append(t).append(" WHERE ").append(quote_ident(opt.id_column)).append(" = ?1 LIMIT 1");
+    if (auto st = prepare(sql, &has_id); !st.ok()) return st;
     return {};
 }
 
@@ -433,14 +437,32 @@ Inserted OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at
     int rc = sqlite3_step(s);
     if (rc == SQLITE_DONE) {
         sqlite3_reset(s);
-        return Inserted::kRow;
+        if (sqlite3_changes(db) == 1) return Inserted::kRow;
+        // Done without a row: a BEFORE INSERT trigger's RAISE(IGNORE). Taken
+        // for written, the event would be lost without a word.
+        step_rc = SQLITE_CONSTRAINT_TRIGGER;
+        step_error = "a trigger ignored the row (RAISE(IGNORE))";
+        return Inserted::kRefused;
     }
     step_rc = sqlite3_extended_errcode(db);
     step_error = sqlite3_errmsg(db); // before reset: the error path may allocate
     sqlite3_reset(s);
-    if (is_unique_violation(step_rc)) return Inserted::kDuplicate;
-    if ((step_rc & 0xff) == SQLITE_CONSTRAINT) return Inserted::kRefused;
-    return Inserted::kFailed;
+    if ((step_rc & 0xff) != SQLITE_CONSTRAINT) return Inserted::kFailed;
+    if (!is_unique_violation(step_rc)) return Inserted::kRefused;
+    // A duplicate only if the table holds this id: a UNIQUE constraint on
+    // other columns refuses a new event, which must not pass for written.
+    // (Only on this rare path; a UNIQUE id column has an index to probe.)
+    s = has_id.get();
+    sqlite3_bind_text64(s, 1, id.data() ? id.data() : "", id.size(), SQLITE_STATIC, SQLITE_UTF8);
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        step_rc = sqlite3_extended_errcode(db);
+        step_error = sqlite3_errmsg(db);
+    }
+    sqlite3_reset(s);
+    return rc == SQLITE_ROW    ? Inserted::kDuplicate
+           : rc == SQLITE_DONE ? Inserted::kRefused
+                               : Inserted::kFailed;
 }
 
 bool OutboxWriter::Impl::already_written(uint64_t h, std::string_view id) {

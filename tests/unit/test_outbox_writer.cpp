@@ -584,6 +584,77 @@ TEST_CASE("outbox writer: append_in_transaction: ON CONFLICT ROLLBACK on the id 
     CHECK(w->metrics().duplicates == 1);
 }
 
+TEST_CASE("outbox writer: a row a RAISE(IGNORE) trigger skips is refused, not counted as written") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec("CREATE TRIGGER skip BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'skip' "
+             "BEGIN SELECT RAISE(IGNORE); END");
+    std::vector<std::pair<uint64_t, std::string>> refused;
+    OutboxWriterOptions o = options();
+    o.on_refused = [&](const OutboxEvent &e, std::string_view why) { refused.emplace_back(e.tag, why); };
+    auto w = open_on(app.db, o);
+    OutboxEvent a = deposit("a"), b = deposit("b", "skip"), c = deposit("c");
+    a.tag = 1, b.tag = 2, c.tag = 3;
+    for (const OutboxEvent &e : {a, b, c})
+        REQUIRE(w->append(e).status.ok());
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "c"});
+    REQUIRE(refused.size() == 1);
+    CHECK(refused[0].first == 2);
+    CHECK(refused[0].second.find("RAISE(IGNORE)") != std::string::npos);
+    CHECK(w->metrics().written == 2);
+    CHECK(w->metrics().refused == 1);
+
+    // In the application's transaction: refused, and the transaction goes on.
+    app.exec("BEGIN");
+    AppendResult r = w->append_in_transaction(deposit("d", "skip"));
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK_FALSE(r.rolled_back);
+    CHECK(r.status.message().find("RAISE(IGNORE)") != std::string::npos);
+    REQUIRE(w->append_in_transaction(deposit("e")).status.ok());
+    app.exec("COMMIT");
+    // Neither refused id is remembered: fixed, they are written.
+    app.exec("BEGIN");
+    REQUIRE_FALSE(w->append_in_transaction(deposit("d")).duplicate);
+    app.exec("COMMIT");
+    REQUIRE_FALSE(w->append(deposit("b")).duplicate);
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") ==
+          std::vector<std::string>{"a", "c", "e", "d", "b"});
+    CHECK(w->metrics().written == 5);
+}
+
+TEST_CASE("outbox writer: a UNIQUE constraint on other columns refuses the event; it is no duplicate") {
+    // Only a UNIQUE id column makes a violation a duplicate: here the event
+    // id is new, and dropping the event as a "duplicate" would lose it.
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec("CREATE UNIQUE INDEX one_per_type ON outbox (aggregateid, type)");
+    std::vector<std::string> refused;
+    OutboxWriterOptions o = options();
+    o.on_refused = [&](const OutboxEvent &e, std::string_view) { refused.emplace_back(e.id); };
+    auto w = open_on(app.db, o);
+    REQUIRE(w->append(deposit("a", "acc-1")).status.ok());
+    REQUIRE(w->append(deposit("b", "acc-1")).status.ok());
+    REQUIRE(w->append(deposit("c", "acc-2")).status.ok());
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "c"});
+    CHECK(refused == std::vector<std::string>{"b"});
+    CHECK(w->metrics().duplicates == 0);
+    CHECK(w->metrics().refused == 1);
+
+    app.exec("BEGIN");
+    AppendResult r = w->append_in_transaction(deposit("d", "acc-2"));
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK_FALSE(r.duplicate);
+    CHECK(r.status.message().find("UNIQUE constraint failed") != std::string::npos);
+    app.exec("COMMIT");
+    CHECK(w->metrics().duplicates == 0);
+    CHECK(w->metrics().refused == 2);
+}
+
 TEST_CASE("outbox writer: events are checked with the validator stage's rules") {
     TempDir dir;
     Conn app(dir.file("app.db"));

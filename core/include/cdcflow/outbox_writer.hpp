@@ -214,8 +214,9 @@ struct OutboxWriterOptions {
     // (On the application's own connection its own busy timeout applies.)
     int busy_timeout_ms = 5000;
 
-    // A database constraint (a CHECK or trigger the application added, a
-    // trigger's RAISE(ROLLBACK) included) refused a buffered event while
+    // A database constraint (a CHECK, a UNIQUE constraint on other columns
+    // than the id, or a trigger the application added; also a trigger's
+    // RAISE(IGNORE) or RAISE(ROLLBACK)) refused a buffered event while
     // flush() wrote it: the event is dropped, counted as refused, and reported
     // here once the rest of its batch has committed (each of those exactly
     // once: after a RAISE(ROLLBACK) the writer writes the batch again without
@@ -265,7 +266,9 @@ public:
     // savepoint taken before, undoes it, and the same id may be appended
     // again afterwards: the writer forgets ids whose rows it no longer finds).
     // A duplicate id (the dedupe window, or a UNIQUE constraint on the id
-    // column) is ok with duplicate set, and the transaction goes on.
+    // column that finds the id in the table) is ok with duplicate set, and
+    // the transaction goes on. A row that a trigger skips (RAISE(IGNORE)) is
+    // kRefused: it was not written.
     // When the database refuses the row (kRefused) or fails (kDbError) only
     // the INSERT is undone, unless AppendResult::rolled_back is set: then
     // SQLite rolled back the whole transaction (see there).
