@@ -32,7 +32,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <utility>
 #include <vector>
@@ -118,6 +120,52 @@ enum class Inserted : uint8_t {
 // Typical payloads never grow the envelope parser's buffers past this.
 constexpr size_t kInitialJsonCapacity = 4096;
 
+// A UTC date for reasons, "2024-05-01T12:00:00Z" (".123456" before the Z
+// when there are microseconds), for every int64_t: a timestamp far outside
+// years 0..9999 is exactly what a reason has to show.
+void append_utc(std::string &out, int64_t us) {
+    int64_t secs = us / 1'000'000, frac = us % 1'000'000; // no overflow at INT64_MIN
+    if (frac < 0) {
+        frac += 1'000'000;
+        --secs;
+    }
+    const time_t t = static_cast<time_t>(secs);
+    std::tm tm{};
+    char buf[64];
+    if (!gmtime_r(&t, &tm) || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        out.append("(not a date)");
+        return;
+    }
+    out.append(buf);
+    if (frac != 0) {
+        char digits[7] = {'.'};
+        for (int i = 6; i >= 1; --i, frac /= 10)
+            digits[i] = static_cast<char>('0' + frac % 10);
+        out.append(digits, sizeof digits);
+    }
+    out += 'Z';
+}
+
+// "now + 1 day", "now + 90 s": the upper end of the timestamp range.
+void append_now_plus(std::string &out, int64_t ms) {
+    out.append("now");
+    if (ms == 0) return;
+    struct Unit {
+        int64_t ms;
+        const char *name;
+    };
+    static constexpr Unit kUnits[] = {
+        {86'400'000, " day"}, {3'600'000, " h"}, {60'000, " min"}, {1000, " s"}};
+    out.append(" + ");
+    for (const Unit &u : kUnits)
+        if (ms % u.ms == 0) {
+            out.append(std::to_string(ms / u.ms)).append(u.name);
+            if (u.ms == 86'400'000 && ms != u.ms) out += 's';
+            return;
+        }
+    out.append(std::to_string(ms)).append(" ms");
+}
+
 } // namespace
 
 struct OutboxWriter::Impl {
@@ -201,6 +249,7 @@ struct OutboxWriter::Impl {
 
     OutboxStatus prepare_schema();
     bool check(const OutboxEvent &ev, std::string_view id, std::string *why);
+    bool check_timestamp(int64_t ts, std::string *why);
     bool check_payload_json(std::string_view payload, std::string *why);
     // Binds and steps the insert. Anything but kRow leaves the extended
     // result code in step_rc and the reason in step_error. The caller checks
@@ -267,6 +316,8 @@ namespace {
 
 OutboxStatus check_options(const OutboxWriterOptions &o) {
     if (o.batch_size == 0) return {Code::kInvalidArgument, "batch_size must be at least 1"};
+    if (o.max_timestamp_ahead_ms < 0)
+        return {Code::kInvalidArgument, "max_timestamp_ahead_ms must not be negative"};
     const std::pair<const char *, const std::string *> names[] = {
         {"table", &o.table},
         {"id_column", &o.id_column},
@@ -369,15 +420,33 @@ bool OutboxWriter::Impl::check(const OutboxEvent &ev, std::string_view id, std::
     const char *bad = ev.aggregate_type.empty() ? "aggregate type is empty"
                       : ev.aggregate_id.empty() ? "aggregate id is empty"
                       : ev.type.empty()         ? "event type is empty"
-                      : ev.timestamp_us < 0     ? "timestamp is negative"
                                                 : nullptr;
     if (bad) {
         why->assign(bad);
         return false;
     }
+    if (ev.timestamp_us && !check_timestamp(*ev.timestamp_us, why)) return false;
     if (validator)
         return validator->check({id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload}, why);
     return check_payload_json(ev.payload, why);
+}
+
+bool OutboxWriter::Impl::check_timestamp(int64_t ts, std::string *why) {
+    const int64_t ahead_ms = opt.max_timestamp_ahead_ms;
+    const int64_t ahead_us = ahead_ms > INT64_MAX / 1000 ? INT64_MAX : ahead_ms * 1000;
+    const int64_t now = wall_us();
+    const int64_t max = now > INT64_MAX - ahead_us ? INT64_MAX : now + ahead_us;
+    if (ts >= opt.min_timestamp_us && ts <= max) return true;
+    why->assign("timestamp ").append(std::to_string(ts)).append(" (");
+    append_utc(*why, ts);
+    why->append(") is outside the allowed range ");
+    append_utc(*why, opt.min_timestamp_us);
+    why->append(" to ");
+    append_utc(*why, max);
+    why->append(" (");
+    append_now_plus(*why, ahead_ms);
+    why->append(")");
+    return false;
 }
 
 bool OutboxWriter::Impl::check_payload_json(std::string_view payload, std::string *why) {
@@ -499,7 +568,7 @@ bool OutboxWriter::Impl::admit(const OutboxEvent &ev, char *uuid_buf, std::strin
         r.status = OutboxStatus(Code::kRefused, reason);
         return false;
     }
-    *ts = ev.timestamp_us != 0 ? ev.timestamp_us : wall_us();
+    *ts = ev.timestamp_us ? *ev.timestamp_us : wall_us(); // a given one is checked above
     uint64_t h = cache.find(*id, now);
     if (h != outbox::IdCache::kNone && already_written(h, *id)) {
         duplicates.add();
@@ -524,9 +593,9 @@ OutboxStatus OutboxWriter::Impl::write_batch() {
         for (size_t i = 0; i < buffer.size() && !ended; ++i) {
             Buffered &b = buffer[i];
             if (b.settled != Settled::kNo) continue;
-            OutboxEvent ev = event_at(i);
+            const OutboxEvent ev = event_at(i);
             switch (
-                insert_row(ev.id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ev.timestamp_us)) {
+                insert_row(ev.id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, b.timestamp_us)) {
             case Inserted::kRow:
                 ++inserted;
                 continue;

@@ -353,6 +353,66 @@ class ProduceTest(helpers.TempDirTest):
             self.assertTrue(before <= ts <= after, (before, ts, after))
         self.assertEqual(rows[2], ("given", 1700000000000001))
 
+    def test_timestamps_outside_the_range_are_refused_with_the_range(self):
+        now = int(time.time() * 1e6)
+        hour, day = 3600 * 10**6, 86400 * 10**6
+        lines = [event("AccountClosed", {}, "t0", timestamp=0),                      # 1 ok: 1970-01-01
+                 event("AccountClosed", {}, "t1", timestamp=9223372036854775807),    # 2 far future
+                 event("AccountClosed", {}, "t2", timestamp=-1),                     # 3 before 1970
+                 event("AccountClosed", {}, "t3", timestamp=now + 2 * day),          # 4 two days ahead
+                 event("AccountClosed", {}, "t4", timestamp=now + hour),             # 5 ok
+                 event("AccountClosed", {}, "t5", timestamp=18446744073709551615),   # 6 not an int64
+                 event("AccountClosed", {}, "t6", timestamp=-9223372036854775808),   # 7 far past
+                 event("AccountClosed", {}, "t7")]                                   # 8 ok: now
+        proc = self.produce(lines, "--create-schema")
+        self.assertEqual(proc.returncode, 5, proc.stderr)
+        err = proc.stderr.splitlines()
+        self.assertEqual([e.split(":")[0] for e in err], ["line 2", "line 3", "line 4", "line 6", "line 7"])
+        rng = re.compile(r" is outside the allowed range 1970-01-01T00:00:00Z to "
+                         r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z \(now \+ 1 day\)$")
+        self.assertTrue(err[0].startswith("line 2: timestamp 9223372036854775807 (294247-01-10T04:00:54.775807Z)"),
+                        err[0])
+        self.assertTrue(err[1].startswith("line 3: timestamp -1 (1969-12-31T23:59:59.999999Z)"), err[1])
+        self.assertTrue(err[2].startswith("line 4: timestamp %d (" % (now + 2 * day)), err[2])
+        for e in (err[0], err[1], err[2], err[4]):
+            self.assertRegex(e, rng)
+        self.assertEqual(err[3], "line 6: timestamp: 18446744073709551615 is more than 9223372036854775807 "
+                                 "(microseconds since the epoch)")
+        rows = self.query("SELECT id, timestamp FROM outbox ORDER BY seq")
+        self.assertEqual([r[0] for r in rows], ["t0", "t4", "t7"])
+        self.assertEqual(rows[0][1], 0)
+        self.assertEqual(rows[1][1], now + hour)
+        self.assertEqual(self.summary(proc), (3, 0, 5))
+
+    def test_timestamp_range_flags(self):
+        now = int(time.time() * 1e6)
+        lines = [event("AccountClosed", {}, "f1", timestamp=1699999999999999),      # 1 before the minimum
+                 event("AccountClosed", {}, "f2", timestamp=1700000000000000),      # 2 ok: the minimum
+                 event("AccountClosed", {}, "f3", timestamp=now + 120 * 10**6),     # 3 2 min ahead
+                 event("AccountClosed", {}, "f4", timestamp=now - 10**6)]           # 4 ok
+        proc = self.produce(lines, "--create-schema", "--min-timestamp", "1700000000000000",
+                            "--max-timestamp-ahead", "60")
+        self.assertEqual(proc.returncode, 5, proc.stderr)
+        err = proc.stderr.splitlines()
+        self.assertEqual([e.split(":")[0] for e in err], ["line 1", "line 3"])
+        self.assertIn("outside the allowed range 2023-11-14T22:13:20Z to ", err[0])
+        self.assertTrue(err[0].endswith("(now + 1 min)"), err[0])
+        self.assertEqual(self.ids(), ["f2", "f4"])
+
+        # Before 1970 when asked for; a negative allowance is a usage error.
+        proc = self.produce([event("AccountClosed", {}, "old", timestamp=-86400 * 10**6)],
+                            "--min-timestamp", "-100000000000")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("old", self.ids())
+        for bad in ("-1", "9223372036854776"):
+            proc = self.produce([], "--max-timestamp-ahead", bad)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertEqual(len(proc.stderr.splitlines()), 1, proc.stderr)
+            self.assertIn("--max-timestamp-ahead must be from 0 to", proc.stderr)
+        proc = helpers.run(["produce", "--help"])
+        self.assertIn("--min-timestamp", proc.stdout)
+        self.assertIn("--max-timestamp-ahead", proc.stdout)
+
     def test_crlf_lines_and_field_types(self):
         lines = [deposit("1.00", "r1"),
                  '{"id": 5, "aggregatetype": "A", "aggregateid": "a", "type": "T", "payload": {}}',

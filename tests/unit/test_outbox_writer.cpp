@@ -313,11 +313,6 @@ TEST_CASE("outbox writer: a missing timestamp is the current wall-clock time in 
     OutboxEvent given = deposit("b");
     given.timestamp_us = 42;
     REQUIRE(w->append(given).status.ok());
-    OutboxEvent negative = deposit("c");
-    negative.timestamp_us = -1;
-    AppendResult r = w->append(negative);
-    CHECK(r.status.code() == Code::kRefused);
-    CHECK(r.status.message() == "timestamp is negative");
     REQUIRE(w->flush().ok());
     CHECK(app.column("SELECT timestamp FROM outbox ORDER BY seq") ==
           std::vector<std::string>{"1700000000123456", "42"});
@@ -336,6 +331,100 @@ TEST_CASE("outbox writer: a missing timestamp is the current wall-clock time in 
     int64_t ts = app2.count("SELECT timestamp FROM outbox");
     CHECK(ts >= before);
     CHECK(ts <= after);
+}
+
+TEST_CASE("outbox writer: a given timestamp must lie from 1970 to one day ahead of the wall clock") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    const int64_t now = 1'700'000'000'123'456; // 2023-11-14T22:13:20.123456Z
+    const int64_t day = 86'400'000'000;
+    OutboxWriterOptions o = options();
+    o.wall_us = [now] { return now; };
+    auto w = open_on(app.db, o);
+    auto with_ts = [](std::string_view id, int64_t ts) {
+        OutboxEvent e = deposit(id);
+        e.timestamp_us = ts;
+        return e;
+    };
+    // Both ends are included; 0 is 1970-01-01T00:00:00Z, not "now".
+    for (auto [id, ts] : {std::pair{"zero", int64_t{0}}, {"last", now + day}, {"one", int64_t{1}}}) {
+        AppendResult r = w->append(with_ts(id, ts));
+        INFO(id, " ", r.status.message());
+        CHECK(r.status.ok());
+    }
+    const std::string range =
+        " is outside the allowed range 1970-01-01T00:00:00Z to 2023-11-15T22:13:20.123456Z (now + 1 day)";
+    auto refused = [&](int64_t ts) {
+        AppendResult r = w->append(with_ts("x", ts));
+        CHECK(r.status.code() == Code::kRefused);
+        return r.status.message();
+    };
+    CHECK(refused(-1) == "timestamp -1 (1969-12-31T23:59:59.999999Z)" + range);
+    CHECK(refused(now + day + 1) == "timestamp 1700086400123457 (2023-11-15T22:13:20.123457Z)" + range);
+    CHECK(refused(INT64_MAX) == "timestamp 9223372036854775807 (294247-01-10T04:00:54.775807Z)" + range);
+    CHECK(refused(INT64_MIN) == "timestamp -9223372036854775808 (-290308-12-21T19:59:05.224192Z)" + range);
+    CHECK(w->metrics().refused == 4);
+    // The same check inside the application's transaction.
+    app.exec("BEGIN");
+    CHECK(w->append_in_transaction(with_ts("y", -5)).status.code() == Code::kRefused);
+    REQUIRE(w->append_in_transaction(with_ts("z", now)).status.ok());
+    app.exec("COMMIT");
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT id || ' ' || timestamp FROM outbox ORDER BY seq") ==
+          std::vector<std::string>{"z 1700000000123456", "zero 0", "last 1700086400123456", "one 1"});
+}
+
+TEST_CASE("outbox writer: the timestamp range is configurable; a generated timestamp is always in it") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    const int64_t now = 1'700'000'000'000'000; // 2023-11-14T22:13:20Z
+    OutboxWriterOptions o = options();
+    o.wall_us = [now] { return now; };
+    o.min_timestamp_us = now + 10; // later than the wall clock
+    o.max_timestamp_ahead_ms = 90'000;
+    auto w = open_on(app.db, o);
+    OutboxEvent e = deposit("early");
+    e.timestamp_us = now + 9;
+    AppendResult r = w->append(e);
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK(r.status.message() ==
+          "timestamp 1700000000000009 (2023-11-14T22:13:20.000009Z) is outside the allowed "
+          "range 2023-11-14T22:13:20.000010Z to 2023-11-14T22:14:50Z (now + 90 s)");
+    e.timestamp_us = now + 90'000'001;
+    CHECK(w->append(e).status.code() == Code::kRefused);
+    e.timestamp_us = now + 10;
+    CHECK(w->append(e).status.ok());
+    CHECK(w->append(deposit("generated")).status.ok()); // now, below the minimum: still taken
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT timestamp FROM outbox ORDER BY seq") ==
+          std::vector<std::string>{"1700000000000010", "1700000000000000"});
+
+    // Before 1970 when the application says so; a range ending at the wall clock.
+    Conn app2(dir.file("app2.db"));
+    OutboxWriterOptions old = options();
+    old.wall_us = [now] { return now; };
+    old.min_timestamp_us = -1'000'000;
+    old.max_timestamp_ahead_ms = 0;
+    auto w2 = open_on(app2.db, old);
+    OutboxEvent past = deposit("past");
+    past.timestamp_us = -1'000'000;
+    CHECK(w2->append(past).status.ok());
+    past.timestamp_us = now + 1;
+    CHECK(w2->append(past).status.message().find("to 2023-11-14T22:13:20Z (now)") != std::string::npos);
+    // A huge allowance saturates instead of overflowing.
+    OutboxWriterOptions far = options();
+    far.max_timestamp_ahead_ms = INT64_MAX;
+    auto w3 = open_on(app2.db, far);
+    past.id = "far";
+    past.timestamp_us = INT64_MAX;
+    CHECK(w3->append(past).status.ok());
+
+    std::unique_ptr<OutboxWriter> bad;
+    OutboxWriterOptions negative = options();
+    negative.max_timestamp_ahead_ms = -1;
+    OutboxStatus st = OutboxWriter::open(app.db, negative, &bad);
+    CHECK(st.code() == Code::kInvalidArgument);
+    CHECK(st.message() == "max_timestamp_ahead_ms must not be negative");
 }
 
 TEST_CASE("outbox writer: the dedupe window forgets ids after the TTL and beyond its capacity") {

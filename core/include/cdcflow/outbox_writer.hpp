@@ -11,7 +11,8 @@
 //     transactions of up to batch_size events (one prepared statement).
 //
 // Every event is checked before it is written: the envelope (non-empty
-// aggregate type, aggregate id and type; the payload a JSON object) and, when
+// aggregate type, aggregate id and type; the payload a JSON object; a given
+// timestamp within the configured range) and, when
 // OutboxWriterOptions::rules is set, the same declarative rules the validator
 // stage applies (cdcflow/rules.hpp: the code is shared, so an event the
 // producer accepts is not rejected downstream for a rule). A missing event id
@@ -109,8 +110,12 @@ struct OutboxEvent {
     std::string_view aggregate_id{};   // e.g. "acc-42"; must not be empty
     std::string_view type{};           // event type, e.g. "MoneyDeposited"; must not be empty
     std::string_view payload{};        // a JSON object (UTF-8 text)
-    int64_t timestamp_us = 0;          // microseconds since the epoch; 0: now. Negative is refused.
-    uint64_t tag = 0;                  // opaque to the writer; handed back to on_refused
+    // Microseconds since the epoch (0 is 1970-01-01T00:00:00Z). Absent: the
+    // writer takes the wall clock (OutboxWriterOptions::wall_us). A given
+    // value outside [min_timestamp_us, now + max_timestamp_ahead_ms] is
+    // refused (see the options).
+    std::optional<int64_t> timestamp_us{};
+    uint64_t tag = 0; // opaque to the writer; handed back to on_refused
 };
 
 // The outcome of one append.
@@ -190,6 +195,18 @@ struct OutboxWriterOptions {
     // The validator stage's rules. Default: none (only the envelope is checked).
     std::optional<rules::RuleSet> rules;
 
+    // The range of an event's timestamp, when the event gives one: from
+    // min_timestamp_us to max_timestamp_ahead_ms after the wall clock at the
+    // append, both included; outside it the event is refused, with a reason
+    // that shows the value and the range as UTC dates. A timestamp is data
+    // from the application: a far-future or negative one would otherwise
+    // travel on to every stage and read model. A missing timestamp (the
+    // writer takes the wall clock) is never refused.
+    // REQUIRES: max_timestamp_ahead_ms >= 0 (huge values saturate).
+    // Defaults: 0 (1970-01-01T00:00:00Z) and one day (86,400,000 ms).
+    int64_t min_timestamp_us = 0;
+    int64_t max_timestamp_ahead_ms = 86'400'000;
+
     // Most events per transaction of append()/flush(); also the buffer size.
     // REQUIRES: >= 1. Default: 1000.
     size_t batch_size = 1000;
@@ -224,7 +241,8 @@ struct OutboxWriterOptions {
     std::function<void(const OutboxEvent &event, std::string_view reason)> on_refused;
 
     // Clocks, injectable for tests. monotonic_ms drives the dedupe TTL and the
-    // breaker cool-down; wall_us fills missing timestamps. Defaults:
+    // breaker cool-down; wall_us fills missing timestamps and is the "now"
+    // of the timestamp range. Defaults:
     // std::chrono::steady_clock and std::chrono::system_clock.
     std::function<int64_t()> monotonic_ms;
     std::function<int64_t()> wall_us;
