@@ -413,6 +413,67 @@ class ProduceTest(helpers.TempDirTest):
         self.assertIn("--min-timestamp", proc.stdout)
         self.assertIn("--max-timestamp-ahead", proc.stdout)
 
+    def produce_bytes(self, data, *args):
+        """Runs produce on raw bytes; returns (returncode, stdout, stderr) with
+        stderr as bytes, so that its encoding can be checked."""
+        proc = subprocess.run([helpers.BIN, "produce", "--db", self.db] + list(args), input=data,
+                              capture_output=True, timeout=120)
+        self.assertGreaterEqual(proc.returncode, 0, "killed by signal")
+        return proc.returncode, proc.stdout.decode(), proc.stderr
+
+    def assertLinesOfUtf8(self, stderr):
+        text = stderr.decode("utf-8")  # raises on invalid UTF-8
+        for line in text.splitlines():
+            self.assertTrue(line.startswith("line "), line)
+        return text.splitlines()
+
+    def test_invalid_utf8_and_lone_surrogates_are_refused_never_written(self):
+        good = event("AccountClosed", {}, "u1").encode()
+        lines = [
+            good,                                                                         # 1 ok
+            b'{"id": "u2", "aggregatetype": "Account", "aggregateid": "acc-\xff", '
+            b'"type": "AccountClosed", "payload": {}}',                                  # 2 raw byte
+            b'{"id": "u3", "aggregatetype": "Account", "aggregateid": "acc-\\ud800", '
+            b'"type": "AccountClosed", "payload": {}}',                                  # 3 lone surrogate
+            b'{"id": "u4", "aggregatetype": "Account", "aggregateid": "acc-1", '
+            b'"type": "AccountClosed", "payload": {"n": "\\udc00x"}}',                   # 4 in the payload
+            b'{"id": "u5", "aggregatetype": "Account", "aggregateid": "acc-1", '
+            b'"type": "AccountClosed", "payload": {"n": "\xed\xa0\x80"}}',               # 5 UTF-8-encoded surrogate
+            b'{"id": "u6", "aggregatetype": "Account", "aggregateid": "acc-1", '
+            b'"type": "AccountClosed", "payload": {}, "c\xc3\xb6l\\"our": 1}',            # 6 unknown field
+            b'{"id": "u7", "aggregatetype": "Account", "aggregateid": "k\xc3\xb6nto-\\ud83d\\ude00", '
+            b'"type": "AccountClosed", "payload": {}}',                                  # 7 ok: valid UTF-8
+        ]
+        rc, out, err = self.produce_bytes(b"\n".join(lines) + b"\n", "--create-schema")
+        self.assertEqual(rc, 5, err)
+        err = self.assertLinesOfUtf8(err)
+        self.assertEqual([e.split(":")[0] for e in err], ["line 2", "line 3", "line 4", "line 5", "line 6"])
+        self.assertEqual(err[0], "line 2: not valid JSON: The input is not valid UTF-8")
+        self.assertTrue(err[1].startswith("line 3: not valid JSON: "), err[1])
+        self.assertTrue(err[2].startswith("line 4: not valid JSON: "), err[2])
+        self.assertEqual(err[3], "line 5: not valid JSON: The input is not valid UTF-8")
+        self.assertEqual(err[4], 'line 6: unknown field "c\\xc3\\xb6l\\"our" '
+                                 '(known: id, aggregatetype, aggregateid, type, payload, timestamp)')
+        self.assertEqual(self.ids(), ["u1", "u7"])
+        self.assertEqual(self.query("SELECT aggregateid FROM outbox WHERE id = 'u7'"),
+                         [("k\u00f6nto-\U0001F600",)])
+        self.assertEqual(out, "produced: 2 written, 0 duplicates, 5 refused\n")
+
+    def test_reasons_from_the_database_are_one_line_of_valid_utf8(self):
+        self.assertEqual(self.produce([], "--create-schema").returncode, 0)
+        # A trigger message with a stray byte and a line break (the sqlite3
+        # shell takes the bytes as they are; Python's driver would not).
+        sql = (b"CREATE TRIGGER odd BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'odd' "
+               b"BEGIN SELECT RAISE(ABORT, 'odd \xff\naccount'); END;\n")
+        shell = subprocess.run(["sqlite3", self.db], input=sql, capture_output=True, timeout=60)
+        self.assertEqual(shell.returncode, 0, shell.stderr)
+        lines = [deposit("1.00", "d1"), deposit("2.00", "d2", aggregate_id="odd"), deposit("3.00", "d3")]
+        rc, out, err = self.produce_bytes("".join(line + "\n" for line in lines).encode())
+        self.assertEqual(rc, 5, err)
+        err = self.assertLinesOfUtf8(err)
+        self.assertEqual(err, ['line 2: refused by the database: "odd \\xff\\x0aaccount"'])
+        self.assertEqual(self.ids(), ["d1", "d3"])
+
     def test_crlf_lines_and_field_types(self):
         lines = [deposit("1.00", "r1"),
                  '{"id": 5, "aggregatetype": "A", "aggregateid": "a", "type": "T", "payload": {}}',

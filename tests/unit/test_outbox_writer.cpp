@@ -7,6 +7,7 @@
 #include "uuid.hpp"
 
 #include <doctest/doctest.h>
+#include <simdjson.h>
 #include <sqlite3.h>
 
 #include <cstdlib>
@@ -793,9 +794,111 @@ TEST_CASE("outbox writer: without rules the envelope is still checked") {
     CHECK(why(deposit("x", "a", "")) == "payload is empty (expected a JSON object)");
     CHECK(why(deposit("x", "a", "{\"a\": tru}")).find("payload is not valid JSON") == 0);
     CHECK(why(deposit("x", "a", "{\"a\": 1} {")).find("payload is not valid JSON") == 0);
-    CHECK(why(deposit("x", "a", "{\"a\": \"\xff\"}")).find("payload is not valid JSON") == 0);
+    CHECK(why(deposit("x", "a", "{\"a\": \"\xff\"}")) ==
+          R"(payload is not valid UTF-8: "{\"a\": \"\xff\"}")");
     CHECK(w->append(deposit("x", "a", "{\"any\": [1, {\"thing\": null}]}")).status.ok());
     CHECK(w->metrics().refused == 8);
+}
+
+// ---- UTF-8 -------------------------------------------------------------------
+
+namespace {
+
+bool one_line_of_utf8(std::string_view s) {
+    return simdjson::validate_utf8(s.data(), s.size()) && s.find('\n') == std::string_view::npos &&
+           s.find('\r') == std::string_view::npos;
+}
+
+} // namespace
+
+TEST_CASE("outbox writer: text that is not valid UTF-8 is refused, naming the field, bytes escaped") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    auto w = open_on(app.db, options());
+    auto why = [&](const OutboxEvent &e) {
+        AppendResult r = w->append(e);
+        CHECK(r.status.code() == Code::kRefused);
+        CHECK(one_line_of_utf8(r.status.message()));
+        return r.status.message();
+    };
+    CHECK(why(deposit("ev-\xff")) == R"(event id is not valid UTF-8: "ev-\xff")");
+    CHECK(why(deposit("x", "acc-\xc3")) == R"(aggregate id is not valid UTF-8: "acc-\xc3")");
+    OutboxEvent e = deposit("x");
+    e.aggregate_type = "Acc\x80unt";
+    CHECK(why(e) == R"(aggregate type is not valid UTF-8: "Acc\x80unt")");
+    e = deposit("x");
+    e.type = "Money\xc0\xaf"
+             "Deposited"; // an overlong '/'
+    CHECK(why(e) == R"(event type is not valid UTF-8: "Money\xc0\xafDeposited")");
+    CHECK(why(deposit("x", "a", "{\"a\": \"\xed\xa0\x80\"}")) == // a UTF-16 surrogate, UTF-8 encoded
+          R"(payload is not valid UTF-8: "{\"a\": \"\xed\xa0\x80\"}")");
+    CHECK(why(deposit("x", "a", "{\"a\": \"\xf4\x90\x80\x80\"}")).find("payload is not valid UTF-8: ") == 0);
+    // A long value is cut in the reason, never in the middle of an escape.
+    std::string long_payload = "{\"a\": \"" + std::string(100, 'x') + "\xff\"}";
+    std::string reason = why(deposit("x", "a", long_payload));
+    CHECK(reason.find("payload is not valid UTF-8: \"{\\\"a\\\": \\\"xxx") == 0);
+    CHECK(reason.size() < 120);
+    // The same inside the application's transaction, and with rules.
+    app.exec("BEGIN");
+    AppendResult r = w->append_in_transaction(deposit("x", "acc-\xff"));
+    CHECK(r.status.code() == Code::kRefused);
+    app.exec("COMMIT");
+    CHECK(app.count("SELECT count(*) FROM outbox") == 0);
+
+    // Valid UTF-8 beyond ASCII is text like any other.
+    REQUIRE(
+        w->append(deposit("ev-\xc3\xa9", "konto-\xc3\xbc", "{\"owner\": \"Bj\xc3\xb6rk \xf0\x9f\x98\x80\"}"))
+            .status.ok());
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT aggregateid FROM outbox") == std::vector<std::string>{"konto-\xc3\xbc"});
+    CHECK(w->metrics().refused == 8);
+    CHECK(w->metrics().written == 1);
+
+    std::string error;
+    OutboxWriterOptions o = options();
+    o.rules = cdcflow::rules::RuleSet::parse(kAccountsRules, &error);
+    REQUIRE(o.rules);
+    auto wr = open_on(app.db, o);
+    r = wr->append(deposit("x", "acc-\xff"));
+    CHECK(r.status.message() == R"(aggregate id is not valid UTF-8: "acc-\xff")");
+}
+
+TEST_CASE("outbox writer: messages from the database are one line of valid UTF-8") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    // An application's trigger whose message holds a stray byte and a line break.
+    app.exec("CREATE TRIGGER odd BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'odd' "
+             "BEGIN SELECT RAISE(ABORT, 'odd \xff\naccount'); END");
+    std::vector<std::string> refused;
+    OutboxWriterOptions o = options();
+    o.on_refused = [&](const OutboxEvent &, std::string_view why) { refused.emplace_back(why); };
+    auto w = open_on(app.db, o);
+    REQUIRE(w->append(deposit("a", "odd")).status.ok());
+    REQUIRE(w->flush().ok());
+    REQUIRE(refused.size() == 1);
+    CHECK(refused[0] == R"("odd \xff\x0aaccount")");
+    app.exec("BEGIN");
+    AppendResult r = w->append_in_transaction(deposit("b", "odd"));
+    app.exec("ROLLBACK");
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK(r.status.message() == R"(refused by the database: "odd \xff\x0aaccount")");
+
+    // A path that is not UTF-8 (a Linux file name is any bytes).
+    std::string odd_path = dir.file("caf\xe9\nx.db");
+    std::unique_ptr<OutboxWriter> w2;
+    OutboxStatus st = OutboxWriter::open(odd_path, OutboxWriterOptions(), &w2);
+    CHECK(st.code() == Code::kDbError);
+    CHECK(one_line_of_utf8(st.message()));
+    CHECK(st.message().find("caf\\xe9\\x0ax.db") != std::string::npos);
+    REQUIRE(OutboxWriter::open(odd_path, options(), &w2).ok());
+    REQUIRE(sqlite3_exec(w2->connection(), "PRAGMA query_only = 1", nullptr, nullptr, nullptr) == SQLITE_OK);
+    REQUIRE(w2->append(deposit("c")).status.ok());
+    st = w2->flush();
+    CHECK(st.code() == Code::kDbError);
+    CHECK(one_line_of_utf8(st.message()));
+    CHECK(st.message().find("caf\\xe9\\x0ax.db") != std::string::npos);
+    w2->discard();
 }
 
 TEST_CASE("outbox writer: open checks the table; create_schema creates it; names are quoted") {

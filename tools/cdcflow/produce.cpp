@@ -7,7 +7,8 @@
 // validator stage's rules (the shared rules library) and the timestamp range
 // (--min-timestamp, --max-timestamp-ahead), fills in a missing id
 // and timestamp, drops repeated ids and writes in batched transactions. A
-// refused line is reported on stderr as "line N: reason" and not written.
+// refused line is reported on stderr as "line N: reason" and not written;
+// a reason is one line of valid UTF-8 (what it quotes is escaped).
 //
 // Exit codes: 0 every line written or a duplicate; 5 some lines refused;
 // 2 bad command line; 3 bad rules file; 1 database failure (one line on
@@ -15,6 +16,7 @@
 #include "commands.hpp"
 #include "json_type.hpp"
 #include "pipeline.hpp"
+#include "ruleset_impl.hpp" // rules::append_quoted: one way to quote untrusted bytes in a reason
 
 #include <cdcflow/outbox_writer.hpp>
 #include <cdcflow/rules.hpp>
@@ -54,21 +56,6 @@ constexpr size_t kMaxLineBytes = size_t{8} << 20;      // longer lines are refus
 constexpr size_t kReadChunk = size_t{1} << 20;
 constexpr int kProgressMs = 250;  // the progress line's refresh period (~4x/s)
 constexpr int kIdleFlushMs = 200; // input paused this long: write what is buffered (tail -f | produce)
-
-// Appends v for a one-line message: control and non-ASCII bytes as \xNN,
-// cut after max bytes.
-void append_printable(std::string &out, std::string_view v, size_t max = 60) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (size_t i = 0; i < v.size() && i < max; ++i) {
-        auto c = static_cast<unsigned char>(v[i]);
-        if (c < 0x20 || c >= 0x7f || c == '\\') {
-            out.append("\\x").append(1, kHex[c >> 4]).append(1, kHex[c & 0xf]);
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    if (v.size() > max) out += "...";
-}
 
 // ---- rules ---------------------------------------------------------------
 
@@ -414,9 +401,9 @@ public:
             while (f < kFieldCount && kv.key != kFieldNames[f])
                 ++f;
             if (f == kFieldCount) {
-                why->assign("unknown field \"");
-                append_printable(*why, kv.key);
-                why->append("\" (known: id, aggregatetype, aggregateid, type, payload, timestamp)");
+                why->assign("unknown field ");
+                rules::append_quoted(*why, kv.key, '"', 60);
+                why->append(" (known: id, aggregatetype, aggregateid, type, payload, timestamp)");
                 return false;
             }
             if (seen & (1u << f)) {
@@ -538,7 +525,8 @@ int cmd_produce(int argc, char **argv) {
         "busy-timeout-ms", po::value<int>()->default_value(5000),
         "how long a write waits for another connection's lock before failing")(
         "min-timestamp", po::value<long long>()->value_name("US")->default_value(0),
-        "refuse an event whose timestamp (microseconds since the epoch) is earlier (0: 1970-01-01T00:00:00Z)")(
+        "refuse an event whose timestamp (microseconds since the epoch) is earlier (0: "
+        "1970-01-01T00:00:00Z)")(
         "max-timestamp-ahead", po::value<long long>()->value_name("SECONDS")->default_value(86400),
         "refuse an event whose timestamp is more than SECONDS after the current time (86400: one day)");
     po::positional_options_description none; // so that a stray argument is an error, not ignored

@@ -11,7 +11,8 @@
 //     transactions of up to batch_size events (one prepared statement).
 //
 // Every event is checked before it is written: the envelope (non-empty
-// aggregate type, aggregate id and type; the payload a JSON object; a given
+// aggregate type, aggregate id and type; id, aggregate type, aggregate id,
+// type and payload valid UTF-8; the payload a JSON object; a given
 // timestamp within the configured range) and, when
 // OutboxWriterOptions::rules is set, the same declarative rules the validator
 // stage applies (cdcflow/rules.hpp: the code is shared, so an event the
@@ -89,7 +90,9 @@ public:
     Code code() const { return code_; }
     // The SQLite extended result code of a kDbError (e.g. SQLITE_BUSY), else 0.
     int sqlite_code() const { return sqlite_code_; }
-    // Empty when ok(); otherwise one line without a trailing newline.
+    // Empty when ok(); otherwise one line of valid UTF-8 without a trailing
+    // newline (untrusted bytes it quotes, such as a file name or a trigger's
+    // message, are escaped as \xNN).
     const std::string &message() const { return message_; }
     // Is it worth trying the same call again later? True for kUnavailable and
     // for a locked or busy database.
