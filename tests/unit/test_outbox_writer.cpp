@@ -103,6 +103,47 @@ OutboxEvent deposit(std::string_view id, std::string_view account = "acc-1",
     return e;
 }
 
+// The application's side of a transaction: BEGIN, a business row for the
+// event's account (table accounts), then the event.
+AppendResult begin_and_append(Conn &app, OutboxWriter &w, const OutboxEvent &e) {
+    app.exec("BEGIN");
+    app.exec("INSERT INTO accounts VALUES ('" + std::string(e.aggregate_id) + "', '12.34')");
+    return w.append_in_transaction(e);
+}
+
+// What on_refused reported: (event tag, reason), in call order.
+using Refusals = std::vector<std::pair<uint64_t, std::string>>;
+
+std::unique_ptr<OutboxWriter> open_logging_refusals(sqlite3 *db, OutboxWriterOptions o, Refusals *log) {
+    o.on_refused = [log](const OutboxEvent &e, std::string_view why) { log->emplace_back(e.tag, why); };
+    return open_on(db, std::move(o));
+}
+
+// Buffers events "a", "b" (for account `b_account`) and "c", tagged 1 to 3,
+// and writes them with one flush().
+void write_abc(OutboxWriter &w, std::string_view b_account) {
+    OutboxEvent a = deposit("a"), b = deposit("b", b_account), c = deposit("c");
+    a.tag = 1, b.tag = 2, c.tag = 3;
+    for (const OutboxEvent &e : {a, b, c})
+        REQUIRE(w.append(e).status.ok());
+    OutboxStatus st = w.flush();
+    INFO(st.message());
+    REQUIRE(st.ok());
+}
+
+// write_abc() into a table that refuses b's account: a and c are written,
+// and on_refused (logging into `refused`) reported b once. Returns its reason.
+std::string write_abc_refusing_b(Conn &app, OutboxWriter &w, const Refusals &refused,
+                                 std::string_view b_account) {
+    write_abc(w, b_account);
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "c"});
+    REQUIRE(refused.size() == 1);
+    CHECK(refused[0].first == 2);
+    CHECK(w.metrics().written == 2);
+    CHECK(w.metrics().refused == 1);
+    return refused[0].second;
+}
+
 // 8-4-4-4-12 lowercase hex, version nibble 4, variant 10xx. (Not std::regex:
 // GCC 12 warns inside <regex> under the sanitizers.)
 bool is_uuid4(std::string_view s) {
@@ -129,9 +170,7 @@ TEST_CASE("outbox writer: an event appended in a rolled-back transaction is not 
     app.exec("CREATE TABLE accounts(id TEXT PRIMARY KEY, balance TEXT)");
     auto w = open_on(app.db, options());
 
-    app.exec("BEGIN");
-    app.exec("INSERT INTO accounts VALUES ('acc-1', '12.34')");
-    AppendResult r = w->append_in_transaction(deposit("ev-1"));
+    AppendResult r = begin_and_append(app, *w, deposit("ev-1"));
     REQUIRE(r.status.ok());
     CHECK_FALSE(r.duplicate);
     CHECK(r.event_id() == "ev-1");
@@ -141,9 +180,7 @@ TEST_CASE("outbox writer: an event appended in a rolled-back transaction is not 
 
     // The application retries at once, in a new transaction: the id must not
     // be taken for a duplicate of the rolled-back copy.
-    app.exec("BEGIN");
-    app.exec("INSERT INTO accounts VALUES ('acc-1', '12.34')");
-    r = w->append_in_transaction(deposit("ev-1"));
+    r = begin_and_append(app, *w, deposit("ev-1"));
     REQUIRE(r.status.ok());
     CHECK_FALSE(r.duplicate);
     app.exec("COMMIT");
@@ -481,20 +518,10 @@ TEST_CASE("outbox writer: a CHECK constraint refuses one buffered event; the res
     app.exec("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "
              "aggregatetype TEXT NOT NULL, aggregateid TEXT NOT NULL CHECK (length(aggregateid) < 6), "
              "type TEXT NOT NULL, payload TEXT NOT NULL, timestamp INTEGER NOT NULL)");
-    std::vector<std::pair<uint64_t, std::string>> refused;
-    OutboxWriterOptions o = options();
-    o.on_refused = [&](const OutboxEvent &e, std::string_view why) { refused.emplace_back(e.tag, why); };
-    auto w = open_on(app.db, o);
-    OutboxEvent a = deposit("a"), b = deposit("b", "acc-too-long"), c = deposit("c");
-    a.tag = 1, b.tag = 2, c.tag = 3;
-    for (const OutboxEvent &e : {a, b, c})
-        REQUIRE(w->append(e).status.ok());
-    REQUIRE(w->flush().ok());
-    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "c"});
-    REQUIRE(refused.size() == 1);
-    CHECK(refused[0].first == 2);
-    CHECK(refused[0].second.find("CHECK constraint failed") != std::string::npos);
-    CHECK(w->metrics().refused == 1);
+    Refusals refused;
+    auto w = open_logging_refusals(app.db, options(), &refused);
+    CHECK(write_abc_refusing_b(app, *w, refused, "acc-too-long").find("CHECK constraint failed") !=
+          std::string::npos);
     // The refused id was never written, so it is not a duplicate.
     AppendResult r = w->append(deposit("b"));
     CHECK_FALSE(r.duplicate);
@@ -528,11 +555,10 @@ TEST_CASE("outbox writer: a RAISE(ROLLBACK) trigger refuses its rows; the rest o
     Conn app(dir.file("app.db"));
     app.exec(kOutboxDdl);
     app.exec(kRollbackTrigger);
-    std::vector<std::pair<uint64_t, std::string>> refused;
+    Refusals refused;
     OutboxWriterOptions o = options();
     o.batch_size = 100;
-    o.on_refused = [&](const OutboxEvent &e, std::string_view why) { refused.emplace_back(e.tag, why); };
-    auto w = open_on(app.db, o);
+    auto w = open_logging_refusals(app.db, o, &refused);
     const char *accounts[] = {"acc-1", "bad", "acc-3", "acc-4", "bad", "acc-6"};
     std::vector<std::string> ids;
     for (int i = 0; i < 6; ++i)
@@ -614,9 +640,7 @@ TEST_CASE("outbox writer: append_in_transaction reports a transaction that a RAI
     app.exec("CREATE TABLE accounts(id TEXT PRIMARY KEY, balance TEXT)");
     auto w = open_on(app.db, options());
 
-    app.exec("BEGIN");
-    app.exec("INSERT INTO accounts VALUES ('acc-1', '1.00')");
-    AppendResult r = w->append_in_transaction(deposit("ev-1"));
+    AppendResult r = begin_and_append(app, *w, deposit("ev-1"));
     REQUIRE(r.status.ok());
     CHECK_FALSE(r.rolled_back);
     r = w->append_in_transaction(deposit("ev-2", "bad"));
@@ -634,9 +658,7 @@ TEST_CASE("outbox writer: append_in_transaction reports a transaction that a RAI
 
     // The application redoes its transaction without the bad event: ev-1 is
     // not taken for a duplicate of its rolled-back copy.
-    app.exec("BEGIN");
-    app.exec("INSERT INTO accounts VALUES ('acc-1', '1.00')");
-    r = w->append_in_transaction(deposit("ev-1"));
+    r = begin_and_append(app, *w, deposit("ev-1"));
     REQUIRE(r.status.ok());
     CHECK_FALSE(r.duplicate);
     REQUIRE(w->append_in_transaction(deposit("ev-3")).status.ok());
@@ -658,9 +680,7 @@ TEST_CASE("outbox writer: append_in_transaction: ON CONFLICT ROLLBACK on the id 
     app.exec("COMMIT");
 
     // A retry of "a" next to new business rows and a new event.
-    app.exec("BEGIN");
-    app.exec("INSERT INTO accounts VALUES ('acc-1', '1.00')");
-    AppendResult r = w->append_in_transaction(deposit("a"));
+    AppendResult r = begin_and_append(app, *w, deposit("a"));
     REQUIRE(r.status.ok());
     CHECK(r.duplicate);
     CHECK_FALSE(r.rolled_back);
@@ -680,21 +700,9 @@ TEST_CASE("outbox writer: a row a RAISE(IGNORE) trigger skips is refused, not co
     app.exec(kOutboxDdl);
     app.exec("CREATE TRIGGER skip BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'skip' "
              "BEGIN SELECT RAISE(IGNORE); END");
-    std::vector<std::pair<uint64_t, std::string>> refused;
-    OutboxWriterOptions o = options();
-    o.on_refused = [&](const OutboxEvent &e, std::string_view why) { refused.emplace_back(e.tag, why); };
-    auto w = open_on(app.db, o);
-    OutboxEvent a = deposit("a"), b = deposit("b", "skip"), c = deposit("c");
-    a.tag = 1, b.tag = 2, c.tag = 3;
-    for (const OutboxEvent &e : {a, b, c})
-        REQUIRE(w->append(e).status.ok());
-    REQUIRE(w->flush().ok());
-    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "c"});
-    REQUIRE(refused.size() == 1);
-    CHECK(refused[0].first == 2);
-    CHECK(refused[0].second.find("RAISE(IGNORE)") != std::string::npos);
-    CHECK(w->metrics().written == 2);
-    CHECK(w->metrics().refused == 1);
+    Refusals refused;
+    auto w = open_logging_refusals(app.db, options(), &refused);
+    CHECK(write_abc_refusing_b(app, *w, refused, "skip") == "a trigger ignored the row (RAISE(IGNORE))");
 
     // In the application's transaction: refused, and the transaction goes on.
     app.exec("BEGIN");
@@ -722,16 +730,13 @@ TEST_CASE("outbox writer: a UNIQUE constraint on other columns refuses the event
     Conn app(dir.file("app.db"));
     app.exec(kOutboxDdl);
     app.exec("CREATE UNIQUE INDEX one_per_type ON outbox (aggregateid, type)");
-    std::vector<std::string> refused;
-    OutboxWriterOptions o = options();
-    o.on_refused = [&](const OutboxEvent &e, std::string_view) { refused.emplace_back(e.id); };
-    auto w = open_on(app.db, o);
-    REQUIRE(w->append(deposit("a", "acc-1")).status.ok());
-    REQUIRE(w->append(deposit("b", "acc-1")).status.ok());
-    REQUIRE(w->append(deposit("c", "acc-2")).status.ok());
-    REQUIRE(w->flush().ok());
-    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "c"});
-    CHECK(refused == std::vector<std::string>{"b"});
+    Refusals refused;
+    auto w = open_logging_refusals(app.db, options(), &refused);
+    write_abc(*w, "acc-2"); // "a" and "c" are both for acc-1
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "b"});
+    REQUIRE(refused.size() == 1);
+    CHECK(refused[0].first == 3);
+    CHECK(refused[0].second == "UNIQUE constraint failed: outbox.aggregateid, outbox.type");
     CHECK(w->metrics().duplicates == 0);
     CHECK(w->metrics().refused == 1);
 
@@ -870,14 +875,9 @@ TEST_CASE("outbox writer: messages from the database are one line of valid UTF-8
     // An application's trigger whose message holds a stray byte and a line break.
     app.exec("CREATE TRIGGER odd BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'odd' "
              "BEGIN SELECT RAISE(ABORT, 'odd \xff\naccount'); END");
-    std::vector<std::string> refused;
-    OutboxWriterOptions o = options();
-    o.on_refused = [&](const OutboxEvent &, std::string_view why) { refused.emplace_back(why); };
-    auto w = open_on(app.db, o);
-    REQUIRE(w->append(deposit("a", "odd")).status.ok());
-    REQUIRE(w->flush().ok());
-    REQUIRE(refused.size() == 1);
-    CHECK(refused[0] == R"("odd \xff\x0aaccount")");
+    Refusals refused;
+    auto w = open_logging_refusals(app.db, options(), &refused);
+    CHECK(write_abc_refusing_b(app, *w, refused, "odd") == R"("odd \xff\x0aaccount")");
     app.exec("BEGIN");
     AppendResult r = w->append_in_transaction(deposit("b", "odd"));
     app.exec("ROLLBACK");
