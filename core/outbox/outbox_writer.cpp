@@ -657,8 +657,9 @@ OutboxStatus OutboxWriter::Impl::write_batch() {
             Buffered &b = buffer[i];
             if (b.settled != Settled::kNo) continue;
             const OutboxEvent ev = event_at(i);
-            switch (
-                insert_row(ev.id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, b.timestamp_us)) {
+            const Inserted res =
+                insert_row(ev.id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, b.timestamp_us);
+            switch (res) {
             case Inserted::kRow:
                 ++inserted;
                 continue;
