@@ -10,11 +10,21 @@
 // ROLLBACK or a ROLLBACK TO) means the id is forgotten and written again. The
 // lookup is by rowid, so it costs one B-tree probe and only happens for
 // retried ids.
+//
+// Conflicts and transactions: the insert is INSERT OR ABORT, which overrides
+// any ON CONFLICT clause of the table's constraints (ROLLBACK, REPLACE,
+// IGNORE, FAIL): a constraint failure undoes that one INSERT and nothing
+// else, so a duplicate id never costs the batch or the application its
+// transaction. Two things still end a transaction from inside an INSERT: a
+// trigger's RAISE(ROLLBACK) and errors such as SQLITE_FULL. After every
+// failed INSERT the writer therefore asks sqlite3_get_autocommit() whether
+// its transaction still exists (see write_batch() and append_in_transaction()).
 #include <cdcflow/outbox_writer.hpp>
 
 #include "circuit_breaker.hpp"
 #include "id_cache.hpp"
 #include "json_type.hpp"
+#include "ruleset_impl.hpp" // rules::append_quoted: one way to quote untrusted bytes in a reason
 #include "uuid.hpp"
 
 #include <simdjson.h>
@@ -23,7 +33,9 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <climits>
 #include <cstring>
+#include <ctime>
 #include <random>
 #include <utility>
 #include <vector>
@@ -98,8 +110,91 @@ bool is_unique_violation(int rc) {
     return rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY;
 }
 
+// What one INSERT did.
+enum class Inserted : uint8_t {
+    kRow,       // the row is in, in the open transaction
+    kDuplicate, // a UNIQUE or PRIMARY KEY constraint, and the table already holds the id
+    kRefused,   // a CHECK, NOT NULL, other UNIQUE or a trigger refused the row, or a trigger ignored it
+    kFailed,    // any other error
+};
+
 // Typical payloads never grow the envelope parser's buffers past this.
 constexpr size_t kInitialJsonCapacity = 4096;
+
+// simdjson's validator, behind an ASCII fast path: ids, types and typical
+// payloads are ASCII, and for short strings the dispatch into simdjson costs
+// more than the check (5 fields: 78 ns an event without it, 14 ns with it).
+bool valid_utf8(std::string_view v) {
+    unsigned char any = 0;
+    for (char c : v)
+        any |= static_cast<unsigned char>(c);
+    return any < 0x80 || simdjson::validate_utf8(v.data(), v.size());
+}
+
+// Untrusted text inside a message: SQLite's messages quote the schema (an
+// application's trigger message, constraint and column names), and a file
+// name is any bytes. Verbatim when it is printable valid UTF-8 (between
+// `quote`s when one is given), else escaped and quoted like every value in
+// a reason, so that a message is always one line of valid UTF-8.
+void append_text(std::string &out, std::string_view text, char quote = 0) {
+    const bool printable = std::none_of(text.begin(), text.end(), [](char c) {
+        auto u = static_cast<unsigned char>(c);
+        return u < 0x20 || u == 0x7f;
+    });
+    if (printable && valid_utf8(text)) {
+        if (quote) out += quote;
+        out.append(text);
+        if (quote) out += quote;
+    } else {
+        rules::append_quoted(out, text, quote ? quote : '"', 200);
+    }
+}
+
+// A UTC date for reasons, "2024-05-01T12:00:00Z" (".123456" before the Z
+// when there are microseconds), for every int64_t: a timestamp far outside
+// years 0..9999 is exactly what a reason has to show.
+void append_utc(std::string &out, int64_t us) {
+    int64_t secs = us / 1'000'000, frac = us % 1'000'000; // no overflow at INT64_MIN
+    if (frac < 0) {
+        frac += 1'000'000;
+        --secs;
+    }
+    const time_t t = static_cast<time_t>(secs);
+    std::tm tm{};
+    char buf[64];
+    if (!gmtime_r(&t, &tm) || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
+        out.append("(not a date)");
+        return;
+    }
+    out.append(buf);
+    if (frac != 0) {
+        char digits[7] = {'.'};
+        for (int i = 6; i >= 1; --i, frac /= 10)
+            digits[i] = static_cast<char>('0' + frac % 10);
+        out.append(digits, sizeof digits);
+    }
+    out += 'Z';
+}
+
+// "now + 1 day", "now + 90 s": the upper end of the timestamp range.
+void append_now_plus(std::string &out, int64_t ms) {
+    out.append("now");
+    if (ms == 0) return;
+    struct Unit {
+        int64_t ms;
+        const char *name;
+    };
+    static constexpr Unit kUnits[] = {
+        {86'400'000, " day"}, {3'600'000, " h"}, {60'000, " min"}, {1000, " s"}};
+    out.append(" + ");
+    for (const Unit &u : kUnits)
+        if (ms % u.ms == 0) {
+            out.append(std::to_string(ms / u.ms)).append(u.name);
+            if (u.ms == 86'400'000 && ms != u.ms) out += 's';
+            return;
+        }
+    out.append(std::to_string(ms)).append(" ms");
+}
 
 } // namespace
 
@@ -111,6 +206,8 @@ struct OutboxWriter::Impl {
         int64_t timestamp_us;
         uint64_t tag;
         uint64_t handle; // its dedupe-cache entry
+        // write_batch(): what the current attempt found (see there).
+        enum class Settled : uint8_t { kNo, kRefused, kDuplicate, kDuplicateEnded } settled = Settled::kNo;
     };
 
     Impl(OutboxWriterOptions o, sqlite3 *conn, bool owns)
@@ -119,8 +216,7 @@ struct OutboxWriter::Impl {
           breaker(opt.breaker_failures, opt.breaker_cooldown_ms) {
         if (opt.rules) validator.emplace(*opt.rules);
         const char *file = sqlite3_db_filename(db, "main");
-        where =
-            file && *file ? std::string("database '").append(file).append("'") : std::string("the database");
+        set_where(file && *file ? file : std::string_view());
         buffer.reserve(std::min<size_t>(opt.batch_size, 1 << 16));
         refused_at_flush.reserve(16);
     }
@@ -128,6 +224,7 @@ struct OutboxWriter::Impl {
     ~Impl() {
         insert.reset();
         verify.reset();
+        has_id.reset();
         if (owns_db) sqlite3_close_v2(db);
     }
 
@@ -149,19 +246,31 @@ struct OutboxWriter::Impl {
             .count();
     }
 
+    // "database '/path'" (or "the database") for messages.
+    void set_where(std::string_view path) {
+        if (path.empty()) {
+            where = "the database";
+            return;
+        }
+        where = "database ";
+        append_text(where, path, '\'');
+    }
+
     OutboxStatus db_error(int rc, std::string_view doing) {
         std::string msg = where;
-        msg.append(": ").append(sqlite3_errmsg(db)).append(" (").append(doing).append(")");
+        msg.append(": ");
+        append_text(msg, sqlite3_errmsg(db));
+        msg.append(" (");
+        append_text(msg, doing); // SQL with the configured names
+        msg.append(")");
         return OutboxStatus(Code::kDbError, std::move(msg), rc);
     }
 
     OutboxStatus insert_error(int rc) const {
         std::string msg = where;
-        msg.append(": ")
-            .append(step_error)
-            .append(" (inserting into ")
-            .append(quote_ident(opt.table))
-            .append(")");
+        msg.append(": ").append(step_error).append(" (inserting into ");
+        append_text(msg, quote_ident(opt.table));
+        msg.append(")");
         return OutboxStatus(Code::kDbError, std::move(msg), rc);
     }
 
@@ -181,11 +290,13 @@ struct OutboxWriter::Impl {
 
     OutboxStatus prepare_schema();
     bool check(const OutboxEvent &ev, std::string_view id, std::string *why);
+    bool check_timestamp(int64_t ts, std::string *why);
     bool check_payload_json(std::string_view payload, std::string *why);
-    // Binds and steps the insert. Returns SQLITE_DONE, or the extended error
-    // code with SQLite's message in step_error.
-    int insert_row(std::string_view id, std::string_view at, std::string_view ai, std::string_view type,
-                   std::string_view payload, int64_t ts);
+    // Binds and steps the insert. Anything but kRow leaves the extended
+    // result code in step_rc and the reason in step_error. The caller checks
+    // sqlite3_get_autocommit(): a failure may have ended the transaction.
+    Inserted insert_row(std::string_view id, std::string_view at, std::string_view ai, std::string_view type,
+                        std::string_view payload, int64_t ts);
     // One transaction for the whole buffer; see flush().
     OutboxStatus write_batch();
     OutboxEvent event_at(size_t i) const;
@@ -222,7 +333,7 @@ struct OutboxWriter::Impl {
     sqlite3 *db;
     bool owns_db;
     std::string where; // "database '/path'" for messages
-    StmtPtr insert, verify;
+    StmtPtr insert, verify, has_id;
     std::optional<rules::Validator> validator;
     simdjson::dom::parser json; // the envelope's payload check when there are no rules
     std::unique_ptr<char[]> json_buf;
@@ -235,7 +346,8 @@ struct OutboxWriter::Impl {
     // Buffer indexes refused by a constraint, with why; reported once the batch commits.
     std::vector<std::pair<size_t, std::string>> refused_at_flush;
     std::string reason;
-    std::string step_error;
+    std::string step_error; // one line of valid UTF-8 (append_text)
+    int step_rc = 0;
     std::string last_error;
 
     Counter written, duplicates, refused, db_failures, failed_fast, batches, buffered, cached_ids;
@@ -245,6 +357,8 @@ namespace {
 
 OutboxStatus check_options(const OutboxWriterOptions &o) {
     if (o.batch_size == 0) return {Code::kInvalidArgument, "batch_size must be at least 1"};
+    if (o.max_timestamp_ahead_ms < 0)
+        return {Code::kInvalidArgument, "max_timestamp_ahead_ms must not be negative"};
     const std::pair<const char *, const std::string *> names[] = {
         {"table", &o.table},
         {"id_column", &o.id_column},
@@ -282,7 +396,8 @@ OutboxStatus OutboxWriter::Impl::prepare_schema() {
     if (have.empty()) {
         if (!opt.create_schema) {
             std::string msg = where;
-            msg.append(" has no table ").append(t);
+            msg.append(" has no table ");
+            append_text(msg, t);
             return {Code::kNotFound, std::move(msg)};
         }
         auto q = quote_ident;
@@ -313,14 +428,20 @@ OutboxStatus OutboxWriter::Impl::prepare_schema() {
         if (std::any_of(have.begin(), have.end(), [&](const std::string &h) { return same_name(h, *col); }))
             continue;
         std::string msg = where;
-        msg.append(": table ").append(t).append(" has no column ").append(quote_ident(*col));
+        msg.append(": table ");
+        append_text(msg, t);
+        msg.append(" has no column ");
+        append_text(msg, quote_ident(*col));
         msg.append(" (").append(key).append("; the table has:");
-        for (const std::string &h : have)
-            msg.append(" ").append(h);
+        for (const std::string &h : have) {
+            msg.append(" ");
+            append_text(msg, h);
+        }
         msg.append(")");
         return {Code::kInvalidArgument, std::move(msg)};
     }
-    std::string sql = "INSERT INTO ";
+    // OR ABORT: the table's own ON CONFLICT clauses do not apply (see the top).
+    std::string sql = "INSERT OR ABORT INTO ";
     sql.append(t).append(" (");
     for (const auto &[key, col] : want)
         sql.append(quote_ident(*col)).append(", ");
@@ -335,6 +456,9 @@ OutboxStatus OutboxWriter::Impl::prepare_schema() {
         msg.append(": the outbox table must be a rowid table");
         return {Code::kInvalidArgument, std::move(msg)};
     }
+    sql = "SELECT 1 FROM ";
+    sql.append(t).append(" WHERE ").append(quote_ident(opt.id_column)).append(" = ?1 LIMIT 1");
+    if (auto st = prepare(sql, &has_id); !st.ok()) return st;
     return {};
 }
 
@@ -343,15 +467,47 @@ bool OutboxWriter::Impl::check(const OutboxEvent &ev, std::string_view id, std::
     const char *bad = ev.aggregate_type.empty() ? "aggregate type is empty"
                       : ev.aggregate_id.empty() ? "aggregate id is empty"
                       : ev.type.empty()         ? "event type is empty"
-                      : ev.timestamp_us < 0     ? "timestamp is negative"
                                                 : nullptr;
     if (bad) {
         why->assign(bad);
         return false;
     }
+    // No invalid UTF-8 reaches a read model as text (the rules do not look
+    // at the envelope's encoding; the payload is checked here too, so the
+    // reason says so whether or not rules are set).
+    const std::pair<const char *, std::string_view> texts[] = {{"event id", id},
+                                                               {"aggregate type", ev.aggregate_type},
+                                                               {"aggregate id", ev.aggregate_id},
+                                                               {"event type", ev.type},
+                                                               {"payload", ev.payload}};
+    for (const auto &[name, text] : texts)
+        if (!valid_utf8(text)) {
+            why->assign(name).append(" is not valid UTF-8: ");
+            rules::append_quoted(*why, text);
+            return false;
+        }
+    if (ev.timestamp_us && !check_timestamp(*ev.timestamp_us, why)) return false;
     if (validator)
         return validator->check({id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload}, why);
     return check_payload_json(ev.payload, why);
+}
+
+bool OutboxWriter::Impl::check_timestamp(int64_t ts, std::string *why) {
+    const int64_t ahead_ms = opt.max_timestamp_ahead_ms;
+    const int64_t ahead_us = ahead_ms > INT64_MAX / 1000 ? INT64_MAX : ahead_ms * 1000;
+    const int64_t now = wall_us();
+    const int64_t max = now > INT64_MAX - ahead_us ? INT64_MAX : now + ahead_us;
+    if (ts >= opt.min_timestamp_us && ts <= max) return true;
+    why->assign("timestamp ").append(std::to_string(ts)).append(" (");
+    append_utc(*why, ts);
+    why->append(") is outside the allowed range ");
+    append_utc(*why, opt.min_timestamp_us);
+    why->append(" to ");
+    append_utc(*why, max);
+    why->append(" (");
+    append_now_plus(*why, ahead_ms);
+    why->append(")");
+    return false;
 }
 
 bool OutboxWriter::Impl::check_payload_json(std::string_view payload, std::string *why) {
@@ -394,8 +550,8 @@ bool OutboxWriter::Impl::check_payload_json(std::string_view payload, std::strin
     return true;
 }
 
-int OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at, std::string_view ai,
-                                   std::string_view type, std::string_view payload, int64_t ts) {
+Inserted OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at, std::string_view ai,
+                                        std::string_view type, std::string_view payload, int64_t ts) {
     sqlite3_stmt *s = insert.get();
     // SQLITE_STATIC: the bytes outlive the step (caller's event or the arena);
     // no copy. A null data() would bind NULL, so never pass one.
@@ -409,12 +565,36 @@ int OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at, std
     text(5, payload);
     sqlite3_bind_int64(s, 6, ts);
     int rc = sqlite3_step(s);
-    if (rc != SQLITE_DONE) {
-        rc = sqlite3_extended_errcode(db);
-        step_error = sqlite3_errmsg(db); // before reset: the error path may allocate
+    if (rc == SQLITE_DONE) {
+        sqlite3_reset(s);
+        if (sqlite3_changes(db) == 1) return Inserted::kRow;
+        // Done without a row: a BEFORE INSERT trigger's RAISE(IGNORE). Taken
+        // for written, the event would be lost without a word.
+        step_rc = SQLITE_CONSTRAINT_TRIGGER;
+        step_error = "a trigger ignored the row (RAISE(IGNORE))";
+        return Inserted::kRefused;
+    }
+    step_rc = sqlite3_extended_errcode(db);
+    step_error.clear(); // SQLite's message, taken before the reset replaces it
+    append_text(step_error, sqlite3_errmsg(db));
+    sqlite3_reset(s);
+    if ((step_rc & 0xff) != SQLITE_CONSTRAINT) return Inserted::kFailed;
+    if (!is_unique_violation(step_rc)) return Inserted::kRefused;
+    // A duplicate only if the table holds this id: a UNIQUE constraint on
+    // other columns refuses a new event, which must not pass for written.
+    // (Only on this rare path; a UNIQUE id column has an index to probe.)
+    s = has_id.get();
+    sqlite3_bind_text64(s, 1, id.data() ? id.data() : "", id.size(), SQLITE_STATIC, SQLITE_UTF8);
+    rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        step_rc = sqlite3_extended_errcode(db);
+        step_error.clear();
+        append_text(step_error, sqlite3_errmsg(db));
     }
     sqlite3_reset(s);
-    return rc;
+    return rc == SQLITE_ROW    ? Inserted::kDuplicate
+           : rc == SQLITE_DONE ? Inserted::kRefused
+                               : Inserted::kFailed;
 }
 
 bool OutboxWriter::Impl::already_written(uint64_t h, std::string_view id) {
@@ -451,7 +631,7 @@ bool OutboxWriter::Impl::admit(const OutboxEvent &ev, char *uuid_buf, std::strin
         r.status = OutboxStatus(Code::kRefused, reason);
         return false;
     }
-    *ts = ev.timestamp_us != 0 ? ev.timestamp_us : wall_us();
+    *ts = ev.timestamp_us ? *ev.timestamp_us : wall_us(); // a given one is checked above
     uint64_t h = cache.find(*id, now);
     if (h != outbox::IdCache::kNone && already_written(h, *id)) {
         duplicates.add();
@@ -463,25 +643,55 @@ bool OutboxWriter::Impl::admit(const OutboxEvent &ev, char *uuid_buf, std::strin
 }
 
 OutboxStatus OutboxWriter::Impl::write_batch() {
-    if (auto st = exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+    using Settled = Buffered::Settled;
+    // What this attempt finds out; a failed attempt writes and counts nothing.
     refused_at_flush.clear();
-    uint64_t inserted = 0, dups = 0;
-    for (size_t i = 0; i < buffer.size(); ++i) {
-        OutboxEvent ev = event_at(i);
-        int rc = insert_row(ev.id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ev.timestamp_us);
-        if (rc == SQLITE_DONE) {
-            ++inserted;
-        } else if (is_unique_violation(rc)) {
-            ++dups; // the application made the id unique: the database dedupes
-        } else if ((rc & 0xff) == SQLITE_CONSTRAINT) {
-            // A CHECK or trigger of the application's: this event only. The
-            // statement was undone; the transaction goes on.
-            refused_at_flush.emplace_back(i, step_error);
-        } else {
-            OutboxStatus st = insert_error(rc);
-            rollback();
-            return st;
+    for (Buffered &b : buffer)
+        b.settled = Settled::kNo;
+    uint64_t inserted = 0;
+    for (;;) {
+        if (auto st = exec("BEGIN IMMEDIATE"); !st.ok()) return st;
+        inserted = 0;
+        bool ended = false;
+        for (size_t i = 0; i < buffer.size() && !ended; ++i) {
+            Buffered &b = buffer[i];
+            if (b.settled != Settled::kNo) continue;
+            const OutboxEvent ev = event_at(i);
+            const Inserted res =
+                insert_row(ev.id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, b.timestamp_us);
+            switch (res) {
+            case Inserted::kRow:
+                ++inserted;
+                continue;
+            case Inserted::kDuplicate:
+                b.settled = Settled::kDuplicate; // the application made the id unique: the database dedupes
+                break;
+            case Inserted::kRefused:
+                // A CHECK or trigger of the application's: this event only.
+                b.settled = Settled::kRefused;
+                refused_at_flush.emplace_back(i, step_error);
+                break;
+            case Inserted::kFailed: {
+                OutboxStatus st = insert_error(step_rc);
+                rollback();
+                return st;
+            }
+            }
+            // Usually only the INSERT was undone. A RAISE(ROLLBACK) undid the
+            // whole transaction: going on would commit each later row on its
+            // own, and the rows before it would be gone.
+            if (sqlite3_get_autocommit(db)) {
+                ended = true;
+                if (b.settled == Settled::kDuplicate) b.settled = Settled::kDuplicateEnded;
+            }
         }
+        if (!ended) break;
+        // Start over. Refusals stay; a duplicate may have been of a row of
+        // this batch that is gone now, so it is tried again (unless it ended
+        // the transaction: each round settles one more row for good, so this
+        // takes at most as many rounds as the batch has rows that roll back).
+        for (Buffered &b : buffer)
+            if (b.settled == Settled::kDuplicate) b.settled = Settled::kNo;
     }
     if (int rc = sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr); rc != SQLITE_OK) {
         OutboxStatus st = db_error(sqlite3_extended_errcode(db), "COMMIT");
@@ -489,9 +699,14 @@ OutboxStatus OutboxWriter::Impl::write_batch() {
         return st;
     }
     // Committed: only now do the counts and callbacks happen, so a batch that
-    // is retried is not counted twice.
+    // is retried is not counted twice. Refusals in input order (a later round
+    // may find an earlier one).
+    std::sort(refused_at_flush.begin(), refused_at_flush.end(),
+              [](const auto &x, const auto &y) { return x.first < y.first; });
     written.add(inserted);
-    duplicates.add(dups);
+    duplicates.add(static_cast<uint64_t>(std::count_if(buffer.begin(), buffer.end(), [](const Buffered &b) {
+        return b.settled == Settled::kDuplicate || b.settled == Settled::kDuplicateEnded;
+    })));
     refused.add(refused_at_flush.size());
     batches.add();
     for (const auto &[i, why] : refused_at_flush) {
@@ -559,16 +774,17 @@ OutboxStatus OutboxWriter::open(const std::string &path, OutboxWriterOptions opt
         SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (options.create_schema ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
     if (rc != SQLITE_OK) {
-        std::string msg = "cannot open database '";
-        msg.append(path).append("': ").append(db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+        std::string msg = "cannot open database ";
+        append_text(msg, path, '\'');
+        msg.append(": ");
+        append_text(msg, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         sqlite3_close(db);
         return {Code::kDbError, std::move(msg), rc};
     }
     sqlite3_extended_result_codes(db, 1);
     sqlite3_busy_timeout(db, options.busy_timeout_ms);
     auto impl = std::make_unique<Impl>(std::move(options), db, true); // closes db from here on
-    impl->where = "database '";
-    impl->where.append(path).append("'");
+    impl->set_where(path);
     // WAL: the outbox source reads while the producer writes. The switch
     // needs the file to itself; when another connection prevents it, the
     // current mode stays (correct, only slower).
@@ -597,23 +813,42 @@ AppendResult OutboxWriter::append_in_transaction(const OutboxEvent &ev) {
         r.status = w.fail_fast();
         return r;
     }
-    int rc = w.insert_row(id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ts);
-    if (rc == SQLITE_DONE) {
+    const Inserted res = w.insert_row(id, ev.aggregate_type, ev.aggregate_id, ev.type, ev.payload, ts);
+    // A failed INSERT normally undoes itself only; a RAISE(ROLLBACK) or an
+    // error such as SQLITE_FULL rolls back the application's whole
+    // transaction. Then nothing of it is written, and the caller must know:
+    // carrying on would run its next statements in autocommit mode.
+    r.rolled_back = res != Inserted::kRow && sqlite3_get_autocommit(w.db) != 0;
+    switch (res) {
+    case Inserted::kRow:
         w.breaker.on_success();
         w.written.add();
         w.cache.insert(id, outbox::IdCache::State::kPending, now, sqlite3_last_insert_rowid(w.db));
-    } else if (is_unique_violation(rc)) {
-        w.breaker.on_success();
-        w.duplicates.add();
-        r.duplicate = true;
-    } else if ((rc & 0xff) == SQLITE_CONSTRAINT) {
+        break;
+    case Inserted::kDuplicate:
+        if (!r.rolled_back) {
+            w.breaker.on_success();
+            w.duplicates.add();
+            r.duplicate = true;
+            break;
+        }
+        [[fallthrough]]; // not "ok, a duplicate": the caller's transaction is gone
+    case Inserted::kRefused:
         w.breaker.on_success(); // the database answered: it is the event that is refused
         w.refused.add();
         r.status =
             OutboxStatus(Code::kRefused, std::string("refused by the database: ").append(w.step_error));
-    } else {
-        r.status = w.insert_error(rc);
+        break;
+    case Inserted::kFailed:
+        r.status = w.insert_error(w.step_rc);
         w.note_failure(r.status, now);
+        break;
+    }
+    if (r.rolled_back) {
+        std::string msg = r.status.message();
+        msg.append("; SQLite rolled back the whole transaction (everything in it is undone, and no "
+                   "transaction is open now)");
+        r.status = OutboxStatus(r.status.code(), std::move(msg), r.status.sqlite_code());
     }
     w.sync_gauges();
     return r;

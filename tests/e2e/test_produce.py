@@ -353,6 +353,127 @@ class ProduceTest(helpers.TempDirTest):
             self.assertTrue(before <= ts <= after, (before, ts, after))
         self.assertEqual(rows[2], ("given", 1700000000000001))
 
+    def test_timestamps_outside_the_range_are_refused_with_the_range(self):
+        now = int(time.time() * 1e6)
+        hour, day = 3600 * 10**6, 86400 * 10**6
+        lines = [event("AccountClosed", {}, "t0", timestamp=0),                      # 1 ok: 1970-01-01
+                 event("AccountClosed", {}, "t1", timestamp=9223372036854775807),    # 2 far future
+                 event("AccountClosed", {}, "t2", timestamp=-1),                     # 3 before 1970
+                 event("AccountClosed", {}, "t3", timestamp=now + 2 * day),          # 4 two days ahead
+                 event("AccountClosed", {}, "t4", timestamp=now + hour),             # 5 ok
+                 event("AccountClosed", {}, "t5", timestamp=18446744073709551615),   # 6 not an int64
+                 event("AccountClosed", {}, "t6", timestamp=-9223372036854775808),   # 7 far past
+                 event("AccountClosed", {}, "t7")]                                   # 8 ok: now
+        proc = self.produce(lines, "--create-schema")
+        self.assertEqual(proc.returncode, 5, proc.stderr)
+        err = proc.stderr.splitlines()
+        self.assertEqual([e.split(":")[0] for e in err], ["line 2", "line 3", "line 4", "line 6", "line 7"])
+        rng = re.compile(r" is outside the allowed range 1970-01-01T00:00:00Z to "
+                         r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{6})?Z \(now \+ 1 day\)$")
+        self.assertTrue(err[0].startswith("line 2: timestamp 9223372036854775807 (294247-01-10T04:00:54.775807Z)"),
+                        err[0])
+        self.assertTrue(err[1].startswith("line 3: timestamp -1 (1969-12-31T23:59:59.999999Z)"), err[1])
+        self.assertTrue(err[2].startswith("line 4: timestamp %d (" % (now + 2 * day)), err[2])
+        for e in (err[0], err[1], err[2], err[4]):
+            self.assertRegex(e, rng)
+        self.assertEqual(err[3], "line 6: timestamp: 18446744073709551615 is more than 9223372036854775807 "
+                                 "(microseconds since the epoch)")
+        rows = self.query("SELECT id, timestamp FROM outbox ORDER BY seq")
+        self.assertEqual([r[0] for r in rows], ["t0", "t4", "t7"])
+        self.assertEqual(rows[0][1], 0)
+        self.assertEqual(rows[1][1], now + hour)
+        self.assertEqual(self.summary(proc), (3, 0, 5))
+
+    def test_timestamp_range_flags(self):
+        now = int(time.time() * 1e6)
+        lines = [event("AccountClosed", {}, "f1", timestamp=1699999999999999),      # 1 before the minimum
+                 event("AccountClosed", {}, "f2", timestamp=1700000000000000),      # 2 ok: the minimum
+                 event("AccountClosed", {}, "f3", timestamp=now + 120 * 10**6),     # 3 2 min ahead
+                 event("AccountClosed", {}, "f4", timestamp=now - 10**6)]           # 4 ok
+        proc = self.produce(lines, "--create-schema", "--min-timestamp", "1700000000000000",
+                            "--max-timestamp-ahead", "60")
+        self.assertEqual(proc.returncode, 5, proc.stderr)
+        err = proc.stderr.splitlines()
+        self.assertEqual([e.split(":")[0] for e in err], ["line 1", "line 3"])
+        self.assertIn("outside the allowed range 2023-11-14T22:13:20Z to ", err[0])
+        self.assertTrue(err[0].endswith("(now + 1 min)"), err[0])
+        self.assertEqual(self.ids(), ["f2", "f4"])
+
+        # Before 1970 when asked for; a negative allowance is a usage error.
+        proc = self.produce([event("AccountClosed", {}, "old", timestamp=-86400 * 10**6)],
+                            "--min-timestamp", "-100000000000")
+        self.assertEqual(proc.returncode, 0, proc.stderr)
+        self.assertIn("old", self.ids())
+        for bad in ("-1", "9223372036854776"):
+            proc = self.produce([], "--max-timestamp-ahead", bad)
+            self.assertEqual(proc.returncode, 2, proc.stderr)
+            self.assertEqual(len(proc.stderr.splitlines()), 1, proc.stderr)
+            self.assertIn("--max-timestamp-ahead must be from 0 to", proc.stderr)
+        proc = helpers.run(["produce", "--help"])
+        self.assertIn("--min-timestamp", proc.stdout)
+        self.assertIn("--max-timestamp-ahead", proc.stdout)
+
+    def produce_bytes(self, data, *args):
+        """Runs produce on raw bytes; returns (returncode, stdout, stderr) with
+        stderr as bytes, so that its encoding can be checked."""
+        proc = subprocess.run([helpers.BIN, "produce", "--db", self.db] + list(args), input=data,
+                              capture_output=True, timeout=120)
+        self.assertGreaterEqual(proc.returncode, 0, "killed by signal")
+        return proc.returncode, proc.stdout.decode(), proc.stderr
+
+    def assertLinesOfUtf8(self, stderr):
+        text = stderr.decode("utf-8")  # raises on invalid UTF-8
+        for line in text.splitlines():
+            self.assertTrue(line.startswith("line "), line)
+        return text.splitlines()
+
+    def test_invalid_utf8_and_lone_surrogates_are_refused_never_written(self):
+        good = event("AccountClosed", {}, "u1").encode()
+        lines = [
+            good,                                                                         # 1 ok
+            b'{"id": "u2", "aggregatetype": "Account", "aggregateid": "acc-\xff", '
+            b'"type": "AccountClosed", "payload": {}}',                                  # 2 raw byte
+            b'{"id": "u3", "aggregatetype": "Account", "aggregateid": "acc-\\ud800", '
+            b'"type": "AccountClosed", "payload": {}}',                                  # 3 lone surrogate
+            b'{"id": "u4", "aggregatetype": "Account", "aggregateid": "acc-1", '
+            b'"type": "AccountClosed", "payload": {"n": "\\udc00x"}}',                   # 4 in the payload
+            b'{"id": "u5", "aggregatetype": "Account", "aggregateid": "acc-1", '
+            b'"type": "AccountClosed", "payload": {"n": "\xed\xa0\x80"}}',               # 5 UTF-8-encoded surrogate
+            b'{"id": "u6", "aggregatetype": "Account", "aggregateid": "acc-1", '
+            b'"type": "AccountClosed", "payload": {}, "c\xc3\xb6l\\"our": 1}',            # 6 unknown field
+            b'{"id": "u7", "aggregatetype": "Account", "aggregateid": "k\xc3\xb6nto-\\ud83d\\ude00", '
+            b'"type": "AccountClosed", "payload": {}}',                                  # 7 ok: valid UTF-8
+        ]
+        rc, out, err = self.produce_bytes(b"\n".join(lines) + b"\n", "--create-schema")
+        self.assertEqual(rc, 5, err)
+        err = self.assertLinesOfUtf8(err)
+        self.assertEqual([e.split(":")[0] for e in err], ["line 2", "line 3", "line 4", "line 5", "line 6"])
+        self.assertEqual(err[0], "line 2: not valid JSON: The input is not valid UTF-8")
+        self.assertTrue(err[1].startswith("line 3: not valid JSON: "), err[1])
+        self.assertTrue(err[2].startswith("line 4: not valid JSON: "), err[2])
+        self.assertEqual(err[3], "line 5: not valid JSON: The input is not valid UTF-8")
+        self.assertEqual(err[4], 'line 6: unknown field "c\\xc3\\xb6l\\"our" '
+                                 '(known: id, aggregatetype, aggregateid, type, payload, timestamp)')
+        self.assertEqual(self.ids(), ["u1", "u7"])
+        self.assertEqual(self.query("SELECT aggregateid FROM outbox WHERE id = 'u7'"),
+                         [("k\u00f6nto-\U0001F600",)])
+        self.assertEqual(out, "produced: 2 written, 0 duplicates, 5 refused\n")
+
+    def test_reasons_from_the_database_are_one_line_of_valid_utf8(self):
+        self.assertEqual(self.produce([], "--create-schema").returncode, 0)
+        # A trigger message with a stray byte and a line break (the sqlite3
+        # shell takes the bytes as they are; Python's driver would not).
+        sql = (b"CREATE TRIGGER odd BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'odd' "
+               b"BEGIN SELECT RAISE(ABORT, 'odd \xff\naccount'); END;\n")
+        shell = subprocess.run(["sqlite3", self.db], input=sql, capture_output=True, timeout=60)
+        self.assertEqual(shell.returncode, 0, shell.stderr)
+        lines = [deposit("1.00", "d1"), deposit("2.00", "d2", aggregate_id="odd"), deposit("3.00", "d3")]
+        rc, out, err = self.produce_bytes("".join(line + "\n" for line in lines).encode())
+        self.assertEqual(rc, 5, err)
+        err = self.assertLinesOfUtf8(err)
+        self.assertEqual(err, ['line 2: refused by the database: "odd \\xff\\x0aaccount"'])
+        self.assertEqual(self.ids(), ["d1", "d3"])
+
     def test_crlf_lines_and_field_types(self):
         lines = [deposit("1.00", "r1"),
                  '{"id": 5, "aggregatetype": "A", "aggregateid": "a", "type": "T", "payload": {}}',

@@ -7,6 +7,7 @@
 #include "uuid.hpp"
 
 #include <doctest/doctest.h>
+#include <simdjson.h>
 #include <sqlite3.h>
 
 #include <cstdlib>
@@ -102,6 +103,47 @@ OutboxEvent deposit(std::string_view id, std::string_view account = "acc-1",
     return e;
 }
 
+// The application's side of a transaction: BEGIN, a business row for the
+// event's account (table accounts), then the event.
+AppendResult begin_and_append(Conn &app, OutboxWriter &w, const OutboxEvent &e) {
+    app.exec("BEGIN");
+    app.exec("INSERT INTO accounts VALUES ('" + std::string(e.aggregate_id) + "', '12.34')");
+    return w.append_in_transaction(e);
+}
+
+// What on_refused reported: (event tag, reason), in call order.
+using Refusals = std::vector<std::pair<uint64_t, std::string>>;
+
+std::unique_ptr<OutboxWriter> open_logging_refusals(sqlite3 *db, OutboxWriterOptions o, Refusals *log) {
+    o.on_refused = [log](const OutboxEvent &e, std::string_view why) { log->emplace_back(e.tag, why); };
+    return open_on(db, std::move(o));
+}
+
+// Buffers events "a", "b" (for account `b_account`) and "c", tagged 1 to 3,
+// and writes them with one flush().
+void write_abc(OutboxWriter &w, std::string_view b_account) {
+    OutboxEvent a = deposit("a"), b = deposit("b", b_account), c = deposit("c");
+    a.tag = 1, b.tag = 2, c.tag = 3;
+    for (const OutboxEvent &e : {a, b, c})
+        REQUIRE(w.append(e).status.ok());
+    OutboxStatus st = w.flush();
+    INFO(st.message());
+    REQUIRE(st.ok());
+}
+
+// write_abc() into a table that refuses b's account: a and c are written,
+// and on_refused (logging into `refused`) reported b once. Returns its reason.
+std::string write_abc_refusing_b(Conn &app, OutboxWriter &w, const Refusals &refused,
+                                 std::string_view b_account) {
+    write_abc(w, b_account);
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "c"});
+    REQUIRE(refused.size() == 1);
+    CHECK(refused[0].first == 2);
+    CHECK(w.metrics().written == 2);
+    CHECK(w.metrics().refused == 1);
+    return refused[0].second;
+}
+
 // 8-4-4-4-12 lowercase hex, version nibble 4, variant 10xx. (Not std::regex:
 // GCC 12 warns inside <regex> under the sanitizers.)
 bool is_uuid4(std::string_view s) {
@@ -128,9 +170,7 @@ TEST_CASE("outbox writer: an event appended in a rolled-back transaction is not 
     app.exec("CREATE TABLE accounts(id TEXT PRIMARY KEY, balance TEXT)");
     auto w = open_on(app.db, options());
 
-    app.exec("BEGIN");
-    app.exec("INSERT INTO accounts VALUES ('acc-1', '12.34')");
-    AppendResult r = w->append_in_transaction(deposit("ev-1"));
+    AppendResult r = begin_and_append(app, *w, deposit("ev-1"));
     REQUIRE(r.status.ok());
     CHECK_FALSE(r.duplicate);
     CHECK(r.event_id() == "ev-1");
@@ -140,9 +180,7 @@ TEST_CASE("outbox writer: an event appended in a rolled-back transaction is not 
 
     // The application retries at once, in a new transaction: the id must not
     // be taken for a duplicate of the rolled-back copy.
-    app.exec("BEGIN");
-    app.exec("INSERT INTO accounts VALUES ('acc-1', '12.34')");
-    r = w->append_in_transaction(deposit("ev-1"));
+    r = begin_and_append(app, *w, deposit("ev-1"));
     REQUIRE(r.status.ok());
     CHECK_FALSE(r.duplicate);
     app.exec("COMMIT");
@@ -313,11 +351,6 @@ TEST_CASE("outbox writer: a missing timestamp is the current wall-clock time in 
     OutboxEvent given = deposit("b");
     given.timestamp_us = 42;
     REQUIRE(w->append(given).status.ok());
-    OutboxEvent negative = deposit("c");
-    negative.timestamp_us = -1;
-    AppendResult r = w->append(negative);
-    CHECK(r.status.code() == Code::kRefused);
-    CHECK(r.status.message() == "timestamp is negative");
     REQUIRE(w->flush().ok());
     CHECK(app.column("SELECT timestamp FROM outbox ORDER BY seq") ==
           std::vector<std::string>{"1700000000123456", "42"});
@@ -336,6 +369,100 @@ TEST_CASE("outbox writer: a missing timestamp is the current wall-clock time in 
     int64_t ts = app2.count("SELECT timestamp FROM outbox");
     CHECK(ts >= before);
     CHECK(ts <= after);
+}
+
+TEST_CASE("outbox writer: a given timestamp must lie from 1970 to one day ahead of the wall clock") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    const int64_t now = 1'700'000'000'123'456; // 2023-11-14T22:13:20.123456Z
+    const int64_t day = 86'400'000'000;
+    OutboxWriterOptions o = options();
+    o.wall_us = [now] { return now; };
+    auto w = open_on(app.db, o);
+    auto with_ts = [](std::string_view id, int64_t ts) {
+        OutboxEvent e = deposit(id);
+        e.timestamp_us = ts;
+        return e;
+    };
+    // Both ends are included; 0 is 1970-01-01T00:00:00Z, not "now".
+    for (auto [id, ts] : {std::pair{"zero", int64_t{0}}, {"last", now + day}, {"one", int64_t{1}}}) {
+        AppendResult r = w->append(with_ts(id, ts));
+        INFO(id, " ", r.status.message());
+        CHECK(r.status.ok());
+    }
+    const std::string range =
+        " is outside the allowed range 1970-01-01T00:00:00Z to 2023-11-15T22:13:20.123456Z (now + 1 day)";
+    auto refused = [&](int64_t ts) {
+        AppendResult r = w->append(with_ts("x", ts));
+        CHECK(r.status.code() == Code::kRefused);
+        return r.status.message();
+    };
+    CHECK(refused(-1) == "timestamp -1 (1969-12-31T23:59:59.999999Z)" + range);
+    CHECK(refused(now + day + 1) == "timestamp 1700086400123457 (2023-11-15T22:13:20.123457Z)" + range);
+    CHECK(refused(INT64_MAX) == "timestamp 9223372036854775807 (294247-01-10T04:00:54.775807Z)" + range);
+    CHECK(refused(INT64_MIN) == "timestamp -9223372036854775808 (-290308-12-21T19:59:05.224192Z)" + range);
+    CHECK(w->metrics().refused == 4);
+    // The same check inside the application's transaction.
+    app.exec("BEGIN");
+    CHECK(w->append_in_transaction(with_ts("y", -5)).status.code() == Code::kRefused);
+    REQUIRE(w->append_in_transaction(with_ts("z", now)).status.ok());
+    app.exec("COMMIT");
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT id || ' ' || timestamp FROM outbox ORDER BY seq") ==
+          std::vector<std::string>{"z 1700000000123456", "zero 0", "last 1700086400123456", "one 1"});
+}
+
+TEST_CASE("outbox writer: the timestamp range is configurable; a generated timestamp is always in it") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    const int64_t now = 1'700'000'000'000'000; // 2023-11-14T22:13:20Z
+    OutboxWriterOptions o = options();
+    o.wall_us = [now] { return now; };
+    o.min_timestamp_us = now + 10; // later than the wall clock
+    o.max_timestamp_ahead_ms = 90'000;
+    auto w = open_on(app.db, o);
+    OutboxEvent e = deposit("early");
+    e.timestamp_us = now + 9;
+    AppendResult r = w->append(e);
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK(r.status.message() ==
+          "timestamp 1700000000000009 (2023-11-14T22:13:20.000009Z) is outside the allowed "
+          "range 2023-11-14T22:13:20.000010Z to 2023-11-14T22:14:50Z (now + 90 s)");
+    e.timestamp_us = now + 90'000'001;
+    CHECK(w->append(e).status.code() == Code::kRefused);
+    e.timestamp_us = now + 10;
+    CHECK(w->append(e).status.ok());
+    CHECK(w->append(deposit("generated")).status.ok()); // now, below the minimum: still taken
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT timestamp FROM outbox ORDER BY seq") ==
+          std::vector<std::string>{"1700000000000010", "1700000000000000"});
+
+    // Before 1970 when the application says so; a range ending at the wall clock.
+    Conn app2(dir.file("app2.db"));
+    OutboxWriterOptions old = options();
+    old.wall_us = [now] { return now; };
+    old.min_timestamp_us = -1'000'000;
+    old.max_timestamp_ahead_ms = 0;
+    auto w2 = open_on(app2.db, old);
+    OutboxEvent past = deposit("past");
+    past.timestamp_us = -1'000'000;
+    CHECK(w2->append(past).status.ok());
+    past.timestamp_us = now + 1;
+    CHECK(w2->append(past).status.message().find("to 2023-11-14T22:13:20Z (now)") != std::string::npos);
+    // A huge allowance saturates instead of overflowing.
+    OutboxWriterOptions far = options();
+    far.max_timestamp_ahead_ms = INT64_MAX;
+    auto w3 = open_on(app2.db, far);
+    past.id = "far";
+    past.timestamp_us = INT64_MAX;
+    CHECK(w3->append(past).status.ok());
+
+    std::unique_ptr<OutboxWriter> bad;
+    OutboxWriterOptions negative = options();
+    negative.max_timestamp_ahead_ms = -1;
+    OutboxStatus st = OutboxWriter::open(app.db, negative, &bad);
+    CHECK(st.code() == Code::kInvalidArgument);
+    CHECK(st.message() == "max_timestamp_ahead_ms must not be negative");
 }
 
 TEST_CASE("outbox writer: the dedupe window forgets ids after the TTL and beyond its capacity") {
@@ -391,25 +518,236 @@ TEST_CASE("outbox writer: a CHECK constraint refuses one buffered event; the res
     app.exec("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "
              "aggregatetype TEXT NOT NULL, aggregateid TEXT NOT NULL CHECK (length(aggregateid) < 6), "
              "type TEXT NOT NULL, payload TEXT NOT NULL, timestamp INTEGER NOT NULL)");
-    std::vector<std::pair<uint64_t, std::string>> refused;
-    OutboxWriterOptions o = options();
-    o.on_refused = [&](const OutboxEvent &e, std::string_view why) { refused.emplace_back(e.tag, why); };
-    auto w = open_on(app.db, o);
-    OutboxEvent a = deposit("a"), b = deposit("b", "acc-too-long"), c = deposit("c");
-    a.tag = 1, b.tag = 2, c.tag = 3;
-    for (const OutboxEvent &e : {a, b, c})
-        REQUIRE(w->append(e).status.ok());
-    REQUIRE(w->flush().ok());
-    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "c"});
-    REQUIRE(refused.size() == 1);
-    CHECK(refused[0].first == 2);
-    CHECK(refused[0].second.find("CHECK constraint failed") != std::string::npos);
-    CHECK(w->metrics().refused == 1);
+    Refusals refused;
+    auto w = open_logging_refusals(app.db, options(), &refused);
+    CHECK(write_abc_refusing_b(app, *w, refused, "acc-too-long").find("CHECK constraint failed") !=
+          std::string::npos);
     // The refused id was never written, so it is not a duplicate.
     AppendResult r = w->append(deposit("b"));
     CHECK_FALSE(r.duplicate);
     REQUIRE(w->flush().ok());
     CHECK(app.count("SELECT count(*) FROM outbox") == 3);
+}
+
+// ---- constraints that end the transaction ------------------------------------
+//
+// A RAISE(ROLLBACK) trigger or an ON CONFLICT ROLLBACK constraint rolls back
+// the whole transaction, not just the failed INSERT. Whatever the table does,
+// every accepted event must end up in the outbox exactly once.
+
+namespace {
+
+const char *kOutboxDdl = "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "
+                         "aggregatetype TEXT NOT NULL, aggregateid TEXT NOT NULL, type TEXT NOT NULL, "
+                         "payload TEXT NOT NULL, timestamp INTEGER NOT NULL)";
+// Rolls back the transaction of any event for the account 'bad'.
+const char *kRollbackTrigger = "CREATE TRIGGER no_bad BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'bad' "
+                               "BEGIN SELECT RAISE(ROLLBACK, 'no bad accounts'); END";
+const char *kUniqueRollbackDdl = "CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+                                 "id TEXT NOT NULL UNIQUE ON CONFLICT ROLLBACK, aggregatetype TEXT NOT NULL, "
+                                 "aggregateid TEXT NOT NULL, type TEXT NOT NULL, payload TEXT NOT NULL, "
+                                 "timestamp INTEGER NOT NULL)";
+
+} // namespace
+
+TEST_CASE("outbox writer: a RAISE(ROLLBACK) trigger refuses its rows; the rest of the batch commits once") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec(kRollbackTrigger);
+    Refusals refused;
+    OutboxWriterOptions o = options();
+    o.batch_size = 100;
+    auto w = open_logging_refusals(app.db, o, &refused);
+    const char *accounts[] = {"acc-1", "bad", "acc-3", "acc-4", "bad", "acc-6"};
+    std::vector<std::string> ids;
+    for (int i = 0; i < 6; ++i)
+        ids.push_back("ev-" + std::to_string(i + 1));
+    for (int i = 0; i < 6; ++i) {
+        OutboxEvent e = deposit(ids[i], accounts[i]);
+        e.tag = static_cast<uint64_t>(i + 1);
+        REQUIRE(w->append(e).status.ok());
+    }
+    OutboxStatus st = w->flush();
+    INFO(st.message());
+    REQUIRE(st.ok());
+    CHECK(w->flush().ok()); // nothing left buffered
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") ==
+          std::vector<std::string>{"ev-1", "ev-3", "ev-4", "ev-6"});
+    CHECK(app.count("SELECT count(*) FROM outbox") == 4);
+    REQUIRE(refused.size() == 2);
+    CHECK(refused[0].first == 2);
+    CHECK(refused[1].first == 5);
+    CHECK(refused[0].second.find("no bad accounts") != std::string::npos);
+    CHECK(w->metrics().written == 4);
+    CHECK(w->metrics().refused == 2);
+    CHECK(w->metrics().batches == 1);
+    CHECK(w->metrics().buffered == 0);
+    // A refused id is not remembered: fixed, it is written.
+    REQUIRE_FALSE(w->append(deposit("ev-2")).duplicate);
+    REQUIRE(w->flush().ok());
+    CHECK(app.count("SELECT count(*) FROM outbox WHERE id = 'ev-2'") == 1);
+    CHECK(app.count("SELECT count(*) FROM outbox") == 5);
+}
+
+TEST_CASE("outbox writer: a batch full of RAISE(ROLLBACK) rows writes each good row once") {
+    // Every other row ends the transaction: the writer starts over each time.
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec(kRollbackTrigger);
+    OutboxWriterOptions o = options();
+    o.batch_size = 20;
+    auto w = open_on(app.db, o);
+    for (int i = 0; i < 20; ++i) {
+        AppendResult r = w->append(deposit("ev-" + std::to_string(i), i % 2 ? "bad" : "acc-1"));
+        REQUIRE(r.status.ok());
+        INFO(r.flush_status.message());
+        REQUIRE(r.flush_status.ok()); // the 20th append writes the batch
+    }
+    CHECK(app.count("SELECT count(*) FROM outbox") == 10);
+    CHECK(app.count("SELECT count(DISTINCT id) FROM outbox") == 10);
+    CHECK(app.count("SELECT count(*) FROM outbox WHERE aggregateid = 'bad'") == 0);
+    CHECK(w->metrics().written == 10);
+    CHECK(w->metrics().refused == 10);
+}
+
+TEST_CASE("outbox writer: an id column UNIQUE ON CONFLICT ROLLBACK dedupes a batch without rolling it back") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kUniqueRollbackDdl);
+    OutboxWriterOptions o = options();
+    o.dedupe_capacity = 0; // the database alone dedupes
+    auto w = open_on(app.db, o);
+    REQUIRE(w->append(deposit("a")).status.ok());
+    REQUIRE(w->flush().ok());
+    for (const char *id : {"b", "a", "c", "b", "d"})
+        REQUIRE(w->append(deposit(id)).status.ok());
+    OutboxStatus st = w->flush();
+    INFO(st.message());
+    REQUIRE(st.ok());
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "b", "c", "d"});
+    CHECK(w->metrics().written == 4);
+    CHECK(w->metrics().duplicates == 2);
+    CHECK(w->metrics().buffered == 0);
+}
+
+TEST_CASE("outbox writer: append_in_transaction reports a transaction that a RAISE(ROLLBACK) trigger ended") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec(kRollbackTrigger);
+    app.exec("CREATE TABLE accounts(id TEXT PRIMARY KEY, balance TEXT)");
+    auto w = open_on(app.db, options());
+
+    AppendResult r = begin_and_append(app, *w, deposit("ev-1"));
+    REQUIRE(r.status.ok());
+    CHECK_FALSE(r.rolled_back);
+    r = w->append_in_transaction(deposit("ev-2", "bad"));
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK(r.rolled_back);
+    CHECK(r.status.message().find("no bad accounts") != std::string::npos);
+    CHECK(r.status.message().find("rolled back the whole transaction") != std::string::npos);
+    CHECK(sqlite3_get_autocommit(app.db) != 0); // nothing is open any more
+    CHECK(w->metrics().refused == 1);
+    // Whatever the application does next cannot commit half of its work:
+    // the writer refuses to append outside a transaction.
+    CHECK(w->append_in_transaction(deposit("ev-3")).status.code() == Code::kInvalidArgument);
+    CHECK(app.count("SELECT count(*) FROM outbox") == 0);
+    CHECK(app.count("SELECT count(*) FROM accounts") == 0);
+
+    // The application redoes its transaction without the bad event: ev-1 is
+    // not taken for a duplicate of its rolled-back copy.
+    r = begin_and_append(app, *w, deposit("ev-1"));
+    REQUIRE(r.status.ok());
+    CHECK_FALSE(r.duplicate);
+    REQUIRE(w->append_in_transaction(deposit("ev-3")).status.ok());
+    app.exec("COMMIT");
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"ev-1", "ev-3"});
+    CHECK(app.count("SELECT count(*) FROM accounts") == 1);
+}
+
+TEST_CASE("outbox writer: append_in_transaction: ON CONFLICT ROLLBACK on the id keeps the transaction") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kUniqueRollbackDdl);
+    app.exec("CREATE TABLE accounts(id TEXT PRIMARY KEY, balance TEXT)");
+    OutboxWriterOptions o = options();
+    o.dedupe_capacity = 0; // the database alone dedupes
+    auto w = open_on(app.db, o);
+    app.exec("BEGIN");
+    REQUIRE(w->append_in_transaction(deposit("a")).status.ok());
+    app.exec("COMMIT");
+
+    // A retry of "a" next to new business rows and a new event.
+    AppendResult r = begin_and_append(app, *w, deposit("a"));
+    REQUIRE(r.status.ok());
+    CHECK(r.duplicate);
+    CHECK_FALSE(r.rolled_back);
+    REQUIRE(sqlite3_get_autocommit(app.db) == 0); // the application's transaction is still open
+    r = w->append_in_transaction(deposit("b"));
+    INFO(r.status.message());
+    REQUIRE(r.status.ok());
+    app.exec("COMMIT");
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "b"});
+    CHECK(app.count("SELECT count(*) FROM accounts") == 1);
+    CHECK(w->metrics().duplicates == 1);
+}
+
+TEST_CASE("outbox writer: a row a RAISE(IGNORE) trigger skips is refused, not counted as written") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec("CREATE TRIGGER skip BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'skip' "
+             "BEGIN SELECT RAISE(IGNORE); END");
+    Refusals refused;
+    auto w = open_logging_refusals(app.db, options(), &refused);
+    CHECK(write_abc_refusing_b(app, *w, refused, "skip") == "a trigger ignored the row (RAISE(IGNORE))");
+
+    // In the application's transaction: refused, and the transaction goes on.
+    app.exec("BEGIN");
+    AppendResult r = w->append_in_transaction(deposit("d", "skip"));
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK_FALSE(r.rolled_back);
+    CHECK(r.status.message().find("RAISE(IGNORE)") != std::string::npos);
+    REQUIRE(w->append_in_transaction(deposit("e")).status.ok());
+    app.exec("COMMIT");
+    // Neither refused id is remembered: fixed, they are written.
+    app.exec("BEGIN");
+    REQUIRE_FALSE(w->append_in_transaction(deposit("d")).duplicate);
+    app.exec("COMMIT");
+    REQUIRE_FALSE(w->append(deposit("b")).duplicate);
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") ==
+          std::vector<std::string>{"a", "c", "e", "d", "b"});
+    CHECK(w->metrics().written == 5);
+}
+
+TEST_CASE("outbox writer: a UNIQUE constraint on other columns refuses the event; it is no duplicate") {
+    // Only a UNIQUE id column makes a violation a duplicate: here the event
+    // id is new, and dropping the event as a "duplicate" would lose it.
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    app.exec("CREATE UNIQUE INDEX one_per_type ON outbox (aggregateid, type)");
+    Refusals refused;
+    auto w = open_logging_refusals(app.db, options(), &refused);
+    write_abc(*w, "acc-2"); // "a" and "c" are both for acc-1
+    CHECK(app.column("SELECT id FROM outbox ORDER BY seq") == std::vector<std::string>{"a", "b"});
+    REQUIRE(refused.size() == 1);
+    CHECK(refused[0].first == 3);
+    CHECK(refused[0].second == "UNIQUE constraint failed: outbox.aggregateid, outbox.type");
+    CHECK(w->metrics().duplicates == 0);
+    CHECK(w->metrics().refused == 1);
+
+    app.exec("BEGIN");
+    AppendResult r = w->append_in_transaction(deposit("d", "acc-2"));
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK_FALSE(r.duplicate);
+    CHECK(r.status.message().find("UNIQUE constraint failed") != std::string::npos);
+    app.exec("COMMIT");
+    CHECK(w->metrics().duplicates == 0);
+    CHECK(w->metrics().refused == 2);
 }
 
 TEST_CASE("outbox writer: events are checked with the validator stage's rules") {
@@ -461,9 +799,106 @@ TEST_CASE("outbox writer: without rules the envelope is still checked") {
     CHECK(why(deposit("x", "a", "")) == "payload is empty (expected a JSON object)");
     CHECK(why(deposit("x", "a", "{\"a\": tru}")).find("payload is not valid JSON") == 0);
     CHECK(why(deposit("x", "a", "{\"a\": 1} {")).find("payload is not valid JSON") == 0);
-    CHECK(why(deposit("x", "a", "{\"a\": \"\xff\"}")).find("payload is not valid JSON") == 0);
+    CHECK(why(deposit("x", "a", "{\"a\": \"\xff\"}")) ==
+          R"(payload is not valid UTF-8: "{\"a\": \"\xff\"}")");
     CHECK(w->append(deposit("x", "a", "{\"any\": [1, {\"thing\": null}]}")).status.ok());
     CHECK(w->metrics().refused == 8);
+}
+
+// ---- UTF-8 -------------------------------------------------------------------
+
+namespace {
+
+bool one_line_of_utf8(std::string_view s) {
+    return simdjson::validate_utf8(s.data(), s.size()) && s.find('\n') == std::string_view::npos &&
+           s.find('\r') == std::string_view::npos;
+}
+
+} // namespace
+
+TEST_CASE("outbox writer: text that is not valid UTF-8 is refused, naming the field, bytes escaped") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    auto w = open_on(app.db, options());
+    auto why = [&](const OutboxEvent &e) {
+        AppendResult r = w->append(e);
+        CHECK(r.status.code() == Code::kRefused);
+        CHECK(one_line_of_utf8(r.status.message()));
+        return r.status.message();
+    };
+    CHECK(why(deposit("ev-\xff")) == R"(event id is not valid UTF-8: "ev-\xff")");
+    CHECK(why(deposit("x", "acc-\xc3")) == R"(aggregate id is not valid UTF-8: "acc-\xc3")");
+    OutboxEvent e = deposit("x");
+    e.aggregate_type = "Acc\x80unt";
+    CHECK(why(e) == R"(aggregate type is not valid UTF-8: "Acc\x80unt")");
+    e = deposit("x");
+    e.type = "Money\xc0\xaf"
+             "Deposited"; // an overlong '/'
+    CHECK(why(e) == R"(event type is not valid UTF-8: "Money\xc0\xafDeposited")");
+    CHECK(why(deposit("x", "a", "{\"a\": \"\xed\xa0\x80\"}")) == // a UTF-16 surrogate, UTF-8 encoded
+          R"(payload is not valid UTF-8: "{\"a\": \"\xed\xa0\x80\"}")");
+    CHECK(why(deposit("x", "a", "{\"a\": \"\xf4\x90\x80\x80\"}")).find("payload is not valid UTF-8: ") == 0);
+    // A long value is cut in the reason, never in the middle of an escape.
+    std::string long_payload = "{\"a\": \"" + std::string(100, 'x') + "\xff\"}";
+    std::string reason = why(deposit("x", "a", long_payload));
+    CHECK(reason.find("payload is not valid UTF-8: \"{\\\"a\\\": \\\"xxx") == 0);
+    CHECK(reason.size() < 120);
+    // The same inside the application's transaction, and with rules.
+    app.exec("BEGIN");
+    AppendResult r = w->append_in_transaction(deposit("x", "acc-\xff"));
+    CHECK(r.status.code() == Code::kRefused);
+    app.exec("COMMIT");
+    CHECK(app.count("SELECT count(*) FROM outbox") == 0);
+
+    // Valid UTF-8 beyond ASCII is text like any other.
+    REQUIRE(
+        w->append(deposit("ev-\xc3\xa9", "konto-\xc3\xbc", "{\"owner\": \"Bj\xc3\xb6rk \xf0\x9f\x98\x80\"}"))
+            .status.ok());
+    REQUIRE(w->flush().ok());
+    CHECK(app.column("SELECT aggregateid FROM outbox") == std::vector<std::string>{"konto-\xc3\xbc"});
+    CHECK(w->metrics().refused == 8);
+    CHECK(w->metrics().written == 1);
+
+    std::string error;
+    OutboxWriterOptions o = options();
+    o.rules = cdcflow::rules::RuleSet::parse(kAccountsRules, &error);
+    REQUIRE(o.rules);
+    auto wr = open_on(app.db, o);
+    r = wr->append(deposit("x", "acc-\xff"));
+    CHECK(r.status.message() == R"(aggregate id is not valid UTF-8: "acc-\xff")");
+}
+
+TEST_CASE("outbox writer: messages from the database are one line of valid UTF-8") {
+    TempDir dir;
+    Conn app(dir.file("app.db"));
+    app.exec(kOutboxDdl);
+    // An application's trigger whose message holds a stray byte and a line break.
+    app.exec("CREATE TRIGGER odd BEFORE INSERT ON outbox WHEN NEW.aggregateid = 'odd' "
+             "BEGIN SELECT RAISE(ABORT, 'odd \xff\naccount'); END");
+    Refusals refused;
+    auto w = open_logging_refusals(app.db, options(), &refused);
+    CHECK(write_abc_refusing_b(app, *w, refused, "odd") == R"("odd \xff\x0aaccount")");
+    app.exec("BEGIN");
+    AppendResult r = w->append_in_transaction(deposit("b", "odd"));
+    app.exec("ROLLBACK");
+    CHECK(r.status.code() == Code::kRefused);
+    CHECK(r.status.message() == R"(refused by the database: "odd \xff\x0aaccount")");
+
+    // A path that is not UTF-8 (a Linux file name is any bytes).
+    std::string odd_path = dir.file("caf\xe9\nx.db");
+    std::unique_ptr<OutboxWriter> w2;
+    OutboxStatus st = OutboxWriter::open(odd_path, OutboxWriterOptions(), &w2);
+    CHECK(st.code() == Code::kDbError);
+    CHECK(one_line_of_utf8(st.message()));
+    CHECK(st.message().find("caf\\xe9\\x0ax.db") != std::string::npos);
+    REQUIRE(OutboxWriter::open(odd_path, options(), &w2).ok());
+    REQUIRE(sqlite3_exec(w2->connection(), "PRAGMA query_only = 1", nullptr, nullptr, nullptr) == SQLITE_OK);
+    REQUIRE(w2->append(deposit("c")).status.ok());
+    st = w2->flush();
+    CHECK(st.code() == Code::kDbError);
+    CHECK(one_line_of_utf8(st.message()));
+    CHECK(st.message().find("caf\\xe9\\x0ax.db") != std::string::npos);
+    w2->discard();
 }
 
 TEST_CASE("outbox writer: open checks the table; create_schema creates it; names are quoted") {

@@ -4,9 +4,11 @@
 //   {"id"?: str, "aggregatetype": str, "aggregateid": str, "type": str, "payload": {...}, "timestamp"?: int}
 // A line is parsed here (simdjson DOM: the whole line is validated, UTF-8
 // included) and handed to an OutboxWriter, which checks it with the
-// validator stage's rules (the shared rules library), fills in a missing id
+// validator stage's rules (the shared rules library) and the timestamp range
+// (--min-timestamp, --max-timestamp-ahead), fills in a missing id
 // and timestamp, drops repeated ids and writes in batched transactions. A
-// refused line is reported on stderr as "line N: reason" and not written.
+// refused line is reported on stderr as "line N: reason" and not written;
+// a reason is one line of valid UTF-8 (what it quotes is escaped).
 //
 // Exit codes: 0 every line written or a duplicate; 5 some lines refused;
 // 2 bad command line; 3 bad rules file; 1 database failure (one line on
@@ -14,6 +16,7 @@
 #include "commands.hpp"
 #include "json_type.hpp"
 #include "pipeline.hpp"
+#include "ruleset_impl.hpp" // rules::append_quoted: one way to quote untrusted bytes in a reason
 
 #include <cdcflow/outbox_writer.hpp>
 #include <cdcflow/rules.hpp>
@@ -30,6 +33,7 @@
 #include <charconv>
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -45,27 +49,13 @@ namespace cdcflow::cli {
 namespace {
 
 constexpr const char *kUsage = "cdcflow produce --db PATH [--table T] [--rules FILE] [--batch-size N] "
-                               "[--create-schema] [--busy-timeout-ms MS] < events.jsonl";
+                               "[--create-schema] [--busy-timeout-ms MS] [--min-timestamp US] "
+                               "[--max-timestamp-ahead SECONDS] < events.jsonl";
 constexpr size_t kMaxRulesFileBytes = size_t{4} << 20; // as for pipeline files
 constexpr size_t kMaxLineBytes = size_t{8} << 20;      // longer lines are refused (8x the payload limit)
 constexpr size_t kReadChunk = size_t{1} << 20;
 constexpr int kProgressMs = 250;  // the progress line's refresh period (~4x/s)
 constexpr int kIdleFlushMs = 200; // input paused this long: write what is buffered (tail -f | produce)
-
-// Appends v for a one-line message: control and non-ASCII bytes as \xNN,
-// cut after max bytes.
-void append_printable(std::string &out, std::string_view v, size_t max = 60) {
-    static constexpr char kHex[] = "0123456789abcdef";
-    for (size_t i = 0; i < v.size() && i < max; ++i) {
-        auto c = static_cast<unsigned char>(v[i]);
-        if (c < 0x20 || c >= 0x7f || c == '\\') {
-            out.append("\\x").append(1, kHex[c >> 4]).append(1, kHex[c & 0xf]);
-        } else {
-            out += static_cast<char>(c);
-        }
-    }
-    if (v.size() > max) out += "...";
-}
 
 // ---- rules ---------------------------------------------------------------
 
@@ -411,9 +401,9 @@ public:
             while (f < kFieldCount && kv.key != kFieldNames[f])
                 ++f;
             if (f == kFieldCount) {
-                why->assign("unknown field \"");
-                append_printable(*why, kv.key);
-                why->append("\" (known: id, aggregatetype, aggregateid, type, payload, timestamp)");
+                why->assign("unknown field ");
+                rules::append_quoted(*why, kv.key, '"', 60);
+                why->append(" (known: id, aggregatetype, aggregateid, type, payload, timestamp)");
                 return false;
             }
             if (seen & (1u << f)) {
@@ -428,13 +418,16 @@ public:
                 if (t != simdjson::dom::element_type::OBJECT) return type_error(f, "a JSON object", t, why);
                 payload_index = index;
             } else if (f == kTimestamp) {
+                // The writer checks the range (OutboxWriterOptions).
+                if (t == simdjson::dom::element_type::UINT64) {
+                    why->assign("timestamp: ")
+                        .append(std::to_string(kv.value.get_uint64().value_unsafe()))
+                        .append(" is more than 9223372036854775807 (microseconds since the epoch)");
+                    return false;
+                }
                 if (t != simdjson::dom::element_type::INT64)
                     return type_error(f, "an integer (microseconds since the epoch)", t, why);
                 ev->timestamp_us = kv.value.get_int64().value_unsafe();
-                if (ev->timestamp_us <= 0) {
-                    why->assign("timestamp: must be positive (microseconds since the epoch)");
-                    return false;
-                }
             } else {
                 if (t != simdjson::dom::element_type::STRING) return type_error(f, "a string", t, why);
                 std::string_view s = kv.value.get_string().value_unsafe();
@@ -530,7 +523,12 @@ int cmd_produce(int argc, char **argv) {
         "batch-size", po::value<long long>()->default_value(1000), "events per transaction (1..1000000)")(
         "create-schema", po::bool_switch(), "create the outbox table and its index when missing")(
         "busy-timeout-ms", po::value<int>()->default_value(5000),
-        "how long a write waits for another connection's lock before failing");
+        "how long a write waits for another connection's lock before failing")(
+        "min-timestamp", po::value<long long>()->value_name("US")->default_value(0),
+        "refuse an event whose timestamp (microseconds since the epoch) is earlier (0: "
+        "1970-01-01T00:00:00Z)")(
+        "max-timestamp-ahead", po::value<long long>()->value_name("SECONDS")->default_value(86400),
+        "refuse an event whose timestamp is more than SECONDS after the current time (86400: one day)");
     po::positional_options_description none; // so that a stray argument is an error, not ignored
     po::variables_map vm;
     try {
@@ -541,7 +539,9 @@ int cmd_produce(int argc, char **argv) {
                 << "Reads one JSON event per line from standard input:\n"
                 << "  {\"id\"?: str, \"aggregatetype\": str, \"aggregateid\": str, \"type\": str,"
                 << " \"payload\": {...}, \"timestamp\"?: int}\n"
-                << "and writes the valid ones into the outbox. Refused lines are reported on stderr.\n\n"
+                << "and writes the valid ones into the outbox. Refused lines are reported on stderr.\n"
+                << "A timestamp (microseconds since the epoch; missing: now) must lie from --min-timestamp\n"
+                << "to --max-timestamp-ahead seconds after the current time.\n\n"
                 << opts << "\n";
             return kExitOk;
         }
@@ -559,6 +559,13 @@ int cmd_produce(int argc, char **argv) {
         std::fprintf(stderr, "cdcflow produce: --batch-size must be from 1 to 1000000, got %lld\n", batch);
         return kExitUsage;
     }
+    long long ahead_s = vm["max-timestamp-ahead"].as<long long>();
+    if (ahead_s < 0 || ahead_s > INT64_MAX / 1000) {
+        std::fprintf(stderr,
+                     "cdcflow produce: --max-timestamp-ahead must be from 0 to %lld seconds, got %lld\n",
+                     static_cast<long long>(INT64_MAX / 1000), ahead_s);
+        return kExitUsage;
+    }
     const std::string db_path = vm["db"].as<std::string>();
 
     OutboxWriterOptions wo;
@@ -566,6 +573,8 @@ int cmd_produce(int argc, char **argv) {
     wo.batch_size = static_cast<size_t>(batch);
     wo.create_schema = vm["create-schema"].as<bool>();
     wo.busy_timeout_ms = std::max(0, vm["busy-timeout-ms"].as<int>());
+    wo.min_timestamp_us = vm["min-timestamp"].as<long long>();
+    wo.max_timestamp_ahead_ms = ahead_s * 1000;
     if (vm.count("rules")) {
         std::string error;
         wo.rules = load_rules(vm["rules"].as<std::string>(), &error);

@@ -11,7 +11,9 @@
 //     transactions of up to batch_size events (one prepared statement).
 //
 // Every event is checked before it is written: the envelope (non-empty
-// aggregate type, aggregate id and type; the payload a JSON object) and, when
+// aggregate type, aggregate id and type; id, aggregate type, aggregate id,
+// type and payload valid UTF-8; the payload a JSON object; a given
+// timestamp within the configured range) and, when
 // OutboxWriterOptions::rules is set, the same declarative rules the validator
 // stage applies (cdcflow/rules.hpp: the code is shared, so an event the
 // producer accepts is not rejected downstream for a rule). A missing event id
@@ -88,7 +90,9 @@ public:
     Code code() const { return code_; }
     // The SQLite extended result code of a kDbError (e.g. SQLITE_BUSY), else 0.
     int sqlite_code() const { return sqlite_code_; }
-    // Empty when ok(); otherwise one line without a trailing newline.
+    // Empty when ok(); otherwise one line of valid UTF-8 without a trailing
+    // newline (untrusted bytes it quotes, such as a file name or a trigger's
+    // message, are escaped as \xNN).
     const std::string &message() const { return message_; }
     // Is it worth trying the same call again later? True for kUnavailable and
     // for a locked or busy database.
@@ -109,8 +113,12 @@ struct OutboxEvent {
     std::string_view aggregate_id{};   // e.g. "acc-42"; must not be empty
     std::string_view type{};           // event type, e.g. "MoneyDeposited"; must not be empty
     std::string_view payload{};        // a JSON object (UTF-8 text)
-    int64_t timestamp_us = 0;          // microseconds since the epoch; 0: now. Negative is refused.
-    uint64_t tag = 0;                  // opaque to the writer; handed back to on_refused
+    // Microseconds since the epoch (0 is 1970-01-01T00:00:00Z). Absent: the
+    // writer takes the wall clock (OutboxWriterOptions::wall_us). A given
+    // value outside [min_timestamp_us, now + max_timestamp_ahead_ms] is
+    // refused (see the options).
+    std::optional<int64_t> timestamp_us{};
+    uint64_t tag = 0; // opaque to the writer; handed back to on_refused
 };
 
 // The outcome of one append.
@@ -127,6 +135,12 @@ struct AppendResult {
     // reached batch_size) failed. The event itself is accepted and stays
     // buffered with the rest of the batch; the next flush() retries.
     OutboxStatus flush_status;
+    // append_in_transaction() only: the failed INSERT ended the application's
+    // transaction (a trigger's RAISE(ROLLBACK), or an error such as
+    // SQLITE_FULL): SQLite rolled all of it back, the application's own rows
+    // and the events appended before included, and no transaction is open
+    // now. status is then not ok (kRefused or kDbError) and its message says so.
+    bool rolled_back = false;
 
     // The event id that was used: the caller's, or the generated UUID.
     // Empty when the event was refused before an id was chosen.
@@ -184,6 +198,18 @@ struct OutboxWriterOptions {
     // The validator stage's rules. Default: none (only the envelope is checked).
     std::optional<rules::RuleSet> rules;
 
+    // The range of an event's timestamp, when the event gives one: from
+    // min_timestamp_us to max_timestamp_ahead_ms after the wall clock at the
+    // append, both included; outside it the event is refused, with a reason
+    // that shows the value and the range as UTC dates. A timestamp is data
+    // from the application: a far-future or negative one would otherwise
+    // travel on to every stage and read model. A missing timestamp (the
+    // writer takes the wall clock) is never refused.
+    // REQUIRES: max_timestamp_ahead_ms >= 0 (huge values saturate).
+    // Defaults: 0 (1970-01-01T00:00:00Z) and one day (86,400,000 ms).
+    int64_t min_timestamp_us = 0;
+    int64_t max_timestamp_ahead_ms = 86'400'000;
+
     // Most events per transaction of append()/flush(); also the buffer size.
     // REQUIRES: >= 1. Default: 1000.
     size_t batch_size = 1000;
@@ -208,13 +234,18 @@ struct OutboxWriterOptions {
     // (On the application's own connection its own busy timeout applies.)
     int busy_timeout_ms = 5000;
 
-    // A database constraint (a CHECK or trigger the application added)
-    // refused a buffered event while flush() wrote it: the event is dropped,
-    // counted as refused, and reported here. Default: none.
+    // A database constraint (a CHECK, a UNIQUE constraint on other columns
+    // than the id, or a trigger the application added; also a trigger's
+    // RAISE(IGNORE) or RAISE(ROLLBACK)) refused a buffered event while
+    // flush() wrote it: the event is dropped, counted as refused, and reported
+    // here once the rest of its batch has committed (each of those exactly
+    // once: after a RAISE(ROLLBACK) the writer writes the batch again without
+    // the refused event). Default: none.
     std::function<void(const OutboxEvent &event, std::string_view reason)> on_refused;
 
     // Clocks, injectable for tests. monotonic_ms drives the dedupe TTL and the
-    // breaker cool-down; wall_us fills missing timestamps. Defaults:
+    // breaker cool-down; wall_us fills missing timestamps and is the "now"
+    // of the timestamp range. Defaults:
     // std::chrono::steady_clock and std::chrono::system_clock.
     std::function<int64_t()> monotonic_ms;
     std::function<int64_t()> wall_us;
@@ -255,8 +286,13 @@ public:
     // application commits that transaction (a ROLLBACK, or ROLLBACK TO a
     // savepoint taken before, undoes it, and the same id may be appended
     // again afterwards: the writer forgets ids whose rows it no longer finds).
-    // On kDbError the failed INSERT was undone; SQLite may have rolled back
-    // the whole transaction for some errors (check sqlite3_get_autocommit()).
+    // A duplicate id (the dedupe window, or a UNIQUE constraint on the id
+    // column that finds the id in the table) is ok with duplicate set, and
+    // the transaction goes on. A row that a trigger skips (RAISE(IGNORE)) is
+    // kRefused: it was not written.
+    // When the database refuses the row (kRefused) or fails (kDbError) only
+    // the INSERT is undone, unless AppendResult::rolled_back is set: then
+    // SQLite rolled back the whole transaction (see there).
     AppendResult append_in_transaction(const OutboxEvent &event);
 
     // Buffers `event` (a copy) for the next batch; when the buffer holds
