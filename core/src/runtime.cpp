@@ -297,12 +297,22 @@ void Runtime::source_loop(Stage &st, bool drain) {
     }
     SpscQueue<Batch> &out = *queues_.front();
     Batch *b = nullptr;
-    while (!stopping()) {
-        if (!b) {
-            b = free_->pop(); // blocks while every batch is downstream
-            if (!b) break;
-            recycle(st, b);
+    // Committed batches taken back early (their positions already reported):
+    // an idle source learns what was committed without waiting for traffic.
+    std::vector<Batch *> spare;
+    spare.reserve(pool_.size());
+    auto take = [&]() -> Batch * {
+        if (!spare.empty()) {
+            Batch *x = spare.back();
+            spare.pop_back();
+            return x;
         }
+        Batch *x = free_->pop(); // blocks while every batch is downstream
+        if (x) recycle(st, x);
+        return x;
+    };
+    while (!stopping()) {
+        if (!b && !(b = take())) break;
         int32_t exhausted = 0;
         Outcome polled = call_with_retry(st, "poll", [&](char *err, uint64_t len) {
             exhausted = 0;
@@ -327,12 +337,17 @@ void Runtime::source_loop(Stage &st, bool drain) {
             b = nullptr;
         } else if (drain && exhausted) {
             break;
+        } else {
+            while (Batch *r = free_->try_pop()) {
+                recycle(st, r);
+                spare.push_back(r);
+            }
         }
     }
     // End of stream: everything read so far drains and commits, then the
     // marker comes back through the pool.
     if (!failed_.load()) {
-        if (!b) b = free_->pop();
+        if (!b) b = take();
         if (b) {
             recycle(st, b);
             b->end_of_stream = true;

@@ -41,6 +41,7 @@ public:
         }
         regressions_ = ctx.counter("committed_regressions", "committed() went backwards for a partition");
         committed_calls_ = ctx.counter("committed_positions", "positions reported through committed()");
+        last_committed_gauge_ = ctx.gauge("last_committed", "highest committed offset reported");
     }
 
     void committed(std::span<const cdcflow_position> positions) override {
@@ -49,7 +50,9 @@ public:
             int64_t &last = last_committed_[std::string(cdcflow::sv(p.partition))];
             if (p.offset < last) regressions_.add();
             last = std::max(last, p.offset);
+            highest_ = std::max(highest_, p.offset);
         }
+        last_committed_gauge_.set(highest_);
         committed_calls_.add(static_cast<int64_t>(positions.size()));
     }
 
@@ -96,7 +99,8 @@ private:
     bool throw_in_committed_;
     std::vector<std::string> names_;
     std::map<std::string, int64_t> last_committed_;
-    cdcflow::Metric regressions_, committed_calls_;
+    cdcflow::Metric regressions_, committed_calls_, last_committed_gauge_;
+    int64_t highest_ = 0;
     int64_t next_ = 1;
 };
 

@@ -256,3 +256,23 @@ TEST_CASE("runtime: plugins built against ABI 1 keep loading and working") {
     CHECK(m.value("src.batches") == (5000 + 63) / 64);
     CHECK(rt.value()->role() == ""); // finished: no longer the owner
 }
+
+TEST_CASE("runtime: an idle source still learns that its last batches were committed") {
+    // Retention and the lag gauge depend on it: the source must not wait for
+    // new traffic before it hears about the batches it sent last.
+    PluginRegistry reg;
+    reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
+    Metrics m;
+    auto rt = make(pipeline("count: 0, idle_after: 1000", "", "", "settings: {batch_size: 64, poll_wait_ms: 20}\n"),
+                   reg, m);
+    REQUIRE(rt.is_ok());
+    Status st;
+    std::thread t([&] { st = rt.value()->run(RunOptions{}); });
+    auto t0 = std::chrono::steady_clock::now();
+    while (m.value("src.last_committed") < 1000 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10))
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    CHECK(m.value("src.last_committed") == 1000);
+    rt.value()->request_stop();
+    t.join();
+    CHECK(st.is_ok());
+}
