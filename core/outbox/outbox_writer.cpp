@@ -24,7 +24,7 @@
 #include "circuit_breaker.hpp"
 #include "id_cache.hpp"
 #include "json_type.hpp"
-#include "ruleset_impl.hpp" // rules::append_quoted: one way to quote untrusted bytes in a reason
+#include "quote.hpp" // rules::append_quoted: one way to quote untrusted bytes in a reason
 #include "uuid.hpp"
 
 #include <simdjson.h>

@@ -1,5 +1,5 @@
 // One-line, bounded rendering of untrusted values inside failure reasons.
-#include "ruleset_impl.hpp"
+#include "quote.hpp"
 
 namespace cdcflow::rules {
 

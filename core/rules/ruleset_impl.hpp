@@ -2,6 +2,8 @@
 // and the hot path (validator.cpp). Private to core/rules.
 #pragma once
 
+#include "quote.hpp"
+
 #include <cdcflow/rules.hpp>
 
 #include <regex.h>
@@ -66,10 +68,5 @@ struct RuleSet::Impl {
     uint64_t max_payload_bytes = kDefaultMaxPayloadBytes;
     size_t max_fields = 0; // the most fields any one event has
 };
-
-// Appends `v` to `out` between `quote` characters, escaping `quote`, '\\',
-// control and non-ASCII bytes (\xNN) and cutting it after about `max_bytes`
-// source bytes ("..." marks the cut), so the result is always one short line.
-void append_quoted(std::string &out, std::string_view v, char quote = '"', size_t max_bytes = 40);
 
 } // namespace cdcflow::rules

@@ -34,9 +34,8 @@ class Generator:
         self.dup_share = dup_share
         self.created = []
         self.history = []  # rows written, for duplicates
-        # Outbox timestamps are write times: start an hour ago (well inside
-        # the deduper's TTL, which it applies to the outbox timestamps when it
-        # rebuilds its window after a restart).
+        # Outbox timestamps are write times: start an hour ago. (They are
+        # data only: neither the deduper nor retention reads them.)
         self.ts = int(time.time() * 1e6) - 3_600_000_000
 
     def _id(self):

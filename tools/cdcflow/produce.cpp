@@ -16,7 +16,7 @@
 #include "commands.hpp"
 #include "json_type.hpp"
 #include "pipeline.hpp"
-#include "ruleset_impl.hpp" // rules::append_quoted: one way to quote untrusted bytes in a reason
+#include "quote.hpp" // rules::append_quoted: one way to quote untrusted bytes in a reason
 
 #include <cdcflow/outbox_writer.hpp>
 #include <cdcflow/rules.hpp>
