@@ -3,7 +3,7 @@
 #   1. the release build: unit tests (doctest) and end-to-end tests (the real
 #      cdcflow binary on real SQLite files, kill -9 crash tests);
 #   2. the same suite built with -Db_sanitize=address,undefined;
-#   3. the queue and runtime unit tests built with -Db_sanitize=thread.
+#   3. the queue, runtime and ownership unit tests built with -Db_sanitize=thread.
 # Set CDCFLOW_QUICK=1 to run only step 1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -42,9 +42,9 @@ if [ "${CDCFLOW_QUICK:-0}" != 1 ]; then
     meson setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread >/dev/null || exit 1
   fi
   ninja -C build-tsan tests/unit_tests tests/plugins/gen_source.so tests/plugins/passthrough.so \
-    tests/plugins/file_sink.so >&2 || exit 1
-  echo "== thread sanitizer: queue and runtime ==" >&2
-  if TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests --test-case='queue*,runtime*'; then
+    tests/plugins/file_sink.so tests/plugins/abi_v1/v1_source.so tests/plugins/abi_v1/v1_sink.so >&2 || exit 1
+  echo "== thread sanitizer: queue, runtime and ownership ==" >&2
+  if TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests --test-case='queue*,runtime*,ownership*'; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))

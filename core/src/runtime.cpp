@@ -39,7 +39,8 @@ bool ownership_disabled() {
 
 Runtime::Runtime(PipelineDef def, Metrics &metrics) : def_(std::move(def)), metrics_(metrics) {}
 
-Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry &registry, Metrics &metrics) {
+Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry &registry,
+                                                 Metrics &metrics) {
     std::unique_ptr<Runtime> rt(new Runtime(std::move(def), metrics));
     PipelineDef &d = rt->def_;
     registry.add_front(d.plugin_path);
@@ -51,8 +52,8 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         if (loaded.count(sd.plugin)) continue;
         auto r = registry.find(sd.plugin);
         if (!r)
-            return Status::error(where(d.file, sd.plugin_mark) + ": stage '" + sd.id + "': " +
-                                 r.status().message());
+            return Status::error(where(d.file, sd.plugin_mark) + ": stage '" + sd.id +
+                                 "': " + r.status().message());
         loaded[sd.plugin] = r.value();
     }
     Status st = check_pipeline(d, [&](const std::string &name) -> const PluginSchema * {
@@ -72,7 +73,8 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         s->ctx.metrics = &metrics;
         s->ctx.stop = &rt->stop_;
         s->ctx.rejected = metrics.create(sd.id + ".rejected", "events this stage rejected", false);
-        s->ctx.duplicates = metrics.create(sd.id + ".duplicates", "events this stage marked duplicate", false);
+        s->ctx.duplicates =
+            metrics.create(sd.id + ".duplicates", "events this stage marked duplicate", false);
         Runtime *self = rt.get();
         Stage *stage = s.get();
         s->ctx.ownership_lost = [self, stage](const std::string &msg) {
@@ -91,9 +93,10 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
     rt->m_rejected_ = metrics.create("pipeline.rejected", "events rejected (dead letters)", false);
     rt->m_duplicates_ = metrics.create("pipeline.duplicates", "duplicate events skipped", false);
     rt->m_batches_ = metrics.create("pipeline.batches", "batches committed", false);
-    rt->m_checkpoint_ = metrics.create("pipeline.checkpoint_offset", "offset of the last committed event", true);
-    rt->m_owner_ =
-        metrics.create("pipeline.owner", "1 while this host owns the sink's checkpoint, 0 while a standby", true);
+    rt->m_checkpoint_ =
+        metrics.create("pipeline.checkpoint_offset", "offset of the last committed event", true);
+    rt->m_owner_ = metrics.create("pipeline.owner",
+                                  "1 while this host owns the sink's checkpoint, 0 while a standby", true);
     rt->m_takeovers_ = metrics.create("pipeline.ownership_changes",
                                       "times this host took the checkpoint over or stepped down", false);
     return rt;
@@ -115,8 +118,9 @@ Status Runtime::create_instances() {
         if (msg.rfind(prefix, 0) == 0) {
             size_t colon = msg.find(": ", prefix.size());
             std::string loc = msg.substr(0, colon);
-            return Status::error(
-                loc + ": " + stage_label(sd) + ": " + (colon == std::string::npos ? "" : msg.substr(colon + 2)), cs);
+            return Status::error(loc + ": " + stage_label(sd) + ": " +
+                                     (colon == std::string::npos ? "" : msg.substr(colon + 2)),
+                                 cs);
         }
         // Not the file's fault (a database that cannot be opened...): no
         // file position, and the plugin's code, so that it is not reported
@@ -149,7 +153,8 @@ Runtime::~Runtime() {
 
 void Runtime::close_all() {
     std::lock_guard lock(mu_);
-    for (auto &q : queues_) q->close();
+    for (auto &q : queues_)
+        q->close();
     if (free_) free_->close();
 }
 
@@ -273,9 +278,15 @@ void Runtime::count_committed(Batch *b) {
     uint64_t ok = 0, rej = 0, dup = 0;
     for (uint32_t i = 0; i < b->count; ++i) {
         switch (b->events[i].status) {
-        case CDCFLOW_EVENT_OK: ++ok; break;
-        case CDCFLOW_EVENT_REJECTED: ++rej; break;
-        default: ++dup; break;
+        case CDCFLOW_EVENT_OK:
+            ++ok;
+            break;
+        case CDCFLOW_EVENT_REJECTED:
+            ++rej;
+            break;
+        default:
+            ++dup;
+            break;
         }
     }
     m_events_->value.fetch_add(b->count, std::memory_order_relaxed);
@@ -283,7 +294,8 @@ void Runtime::count_committed(Batch *b) {
     m_rejected_->value.fetch_add(rej, std::memory_order_relaxed);
     m_duplicates_->value.fetch_add(dup, std::memory_order_relaxed);
     m_batches_->value.fetch_add(1, std::memory_order_relaxed);
-    if (b->count) m_checkpoint_->value.store(b->events[b->count - 1].position.offset, std::memory_order_relaxed);
+    if (b->count)
+        m_checkpoint_->value.store(b->events[b->count - 1].position.offset, std::memory_order_relaxed);
 }
 
 void Runtime::source_loop(Stage &st, bool drain) {
@@ -412,11 +424,12 @@ Status Runtime::acquire_ownership() {
     if (!sink.acquire || ownership_disabled()) {
         if (!warned_unfenced_)
             log_line(CDCFLOW_LOG_WARN, "host",
-                     sink.acquire ? "CDCFLOW_UNSAFE_NO_OWNERSHIP is set: the checkpoint is not fenced; another "
-                                    "host on the same store would apply every event again"
-                                  : stage_label(*sink.def) +
-                                        " does not fence its checkpoint (no acquire callback): run one host "
-                                        "per checkpoint, a second one would apply every event again");
+                     sink.acquire
+                         ? "CDCFLOW_UNSAFE_NO_OWNERSHIP is set: the checkpoint is not fenced; another "
+                           "host on the same store would apply every event again"
+                         : stage_label(*sink.def) +
+                               " does not fence its checkpoint (no acquire callback): run one host "
+                               "per checkpoint, a second one would apply every event again");
         warned_unfenced_ = true;
         owner_.store(true);
         m_owner_->value.store(1);
@@ -449,14 +462,15 @@ Status Runtime::acquire_ownership() {
         }
         if (got.code != CDCFLOW_ERR_OWNED) {
             if (user_stop_.load() && got.code == CDCFLOW_ERR_RETRY) return Status::ok();
-            return Status::error(stage_label(*sink.def) + ": cannot take ownership of the checkpoint: " +
-                                     got.message,
+            return Status::error(stage_label(*sink.def) +
+                                     ": cannot take ownership of the checkpoint: " + got.message,
                                  got.code);
         }
         if (def_.settings.when_owned == WhenOwned::refuse)
-            return Status::error(stage_label(*sink.def) + ": " + got.message +
-                                     " (settings.when_owned is 'refuse': exiting instead of waiting as a standby)",
-                                 CDCFLOW_ERR_OWNED);
+            return Status::error(
+                stage_label(*sink.def) + ": " + got.message +
+                    " (settings.when_owned is 'refuse': exiting instead of waiting as a standby)",
+                CDCFLOW_ERR_OWNED);
         {
             std::lock_guard lock(mu_);
             owner_text_ = got.message;
@@ -466,9 +480,11 @@ Status Runtime::acquire_ownership() {
         m_owner_->value.store(0);
         if (got.message != announced) {
             log_line(CDCFLOW_LOG_INFO, "host",
-                     "standby: " + got.message + "; taking over when it stops (at once if its process is gone "
-                     "from this machine, else " + std::to_string(req.lease_ms) +
-                     " ms after its last renewal; settings.owner_lease_ms)");
+                     "standby: " + got.message +
+                         "; taking over when it stops (at once if its process is gone "
+                         "from this machine, else " +
+                         std::to_string(req.lease_ms) +
+                         " ms after its last renewal; settings.owner_lease_ms)");
             announced = got.message;
         }
         std::unique_lock lock(mu_);
@@ -536,15 +552,18 @@ Status Runtime::run_once(const RunOptions &opts) {
             return sink.cb->checkpoint(sink.instance, collect, &checkpoint, err, len);
         });
         if (got.code != CDCFLOW_OK)
-            return Status::error(stage_label(*sink.def) + ": cannot read checkpoint: " + got.message, got.code);
+            return Status::error(stage_label(*sink.def) + ": cannot read checkpoint: " + got.message,
+                                 got.code);
     }
     std::vector<cdcflow_position> positions;
-    for (auto &[part, off] : checkpoint) positions.push_back({{part.data(), part.size()}, off});
+    for (auto &[part, off] : checkpoint)
+        positions.push_back({{part.data(), part.size()}, off});
     for (size_t i = 0; i + 1 < stages_.size(); ++i) {
         Stage &s = *stages_[i];
         if (!s.cb->seek) continue;
         Outcome got = call_with_retry(s, "seek", [&](char *err, uint64_t len) {
-            return s.cb->seek(s.instance, positions.data(), static_cast<uint32_t>(positions.size()), err, len);
+            return s.cb->seek(s.instance, positions.data(), static_cast<uint32_t>(positions.size()), err,
+                              len);
         });
         if (got.code != CDCFLOW_OK)
             return Status::error(stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message,
@@ -553,7 +572,8 @@ Status Runtime::run_once(const RunOptions &opts) {
     if (!checkpoint.empty()) {
         std::string cp;
         for (auto &[part, off] : checkpoint)
-            cp += (cp.empty() ? "" : ", ") + (part.empty() ? std::string("offset ") : part + "@") + std::to_string(off);
+            cp += (cp.empty() ? "" : ", ") + (part.empty() ? std::string("offset ") : part + "@") +
+                  std::to_string(off);
         log_line(CDCFLOW_LOG_INFO, "host", "resuming after checkpoint " + cp);
     }
 
@@ -563,7 +583,8 @@ Status Runtime::run_once(const RunOptions &opts) {
         // fail() (e.g. ownership_lost from a plugin's own thread) may close
         // the queues at any moment: make them under the same lock.
         std::lock_guard lock(mu_);
-        for (size_t i = 0; i + 1 < n; ++i) queues_.push_back(std::make_unique<SpscQueue<Batch>>(set.queue_capacity));
+        for (size_t i = 0; i + 1 < n; ++i)
+            queues_.push_back(std::make_unique<SpscQueue<Batch>>(set.queue_capacity));
         // Enough batches to fill every queue and keep one in each stage's
         // hands, plus the end-of-stream marker.
         size_t pool = (n - 1) * set.queue_capacity + n + 1;
@@ -573,15 +594,18 @@ Status Runtime::run_once(const RunOptions &opts) {
             free_->try_push(pool_.back().get());
         }
         if (failed_.load()) {
-            for (auto &q : queues_) q->close();
+            for (auto &q : queues_)
+                q->close();
             free_->close();
         }
     }
 
     running_.store(true);
     threads_.emplace_back([this, &opts] { source_loop(*stages_[0], opts.drain); });
-    for (size_t i = 1; i < n; ++i) threads_.emplace_back([this, i] { stage_loop(i); });
-    for (auto &t : threads_) t.join();
+    for (size_t i = 1; i < n; ++i)
+        threads_.emplace_back([this, i] { stage_loop(i); });
+    for (auto &t : threads_)
+        t.join();
     threads_.clear();
     running_.store(false);
     Status result;

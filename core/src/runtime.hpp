@@ -138,7 +138,7 @@ private:
 
     PipelineDef def_;
     Metrics &metrics_;
-    std::vector<std::unique_ptr<Stage>> stages_; // stable addresses: plugins keep &ctx
+    std::vector<std::unique_ptr<Stage>> stages_;            // stable addresses: plugins keep &ctx
     std::vector<std::unique_ptr<SpscQueue<Batch>>> queues_; // queues_[i]: stage i -> i+1
     std::unique_ptr<SpscQueue<Batch>> free_;                // sink -> source
     std::vector<std::unique_ptr<cdcflow_batch>> pool_;

@@ -15,7 +15,7 @@ namespace cdcflow::ownership {
 const char *const kOwnersDdl =
     "CREATE TABLE IF NOT EXISTS cdcflow_owners("
     "name TEXT NOT NULL, \"partition\" TEXT NOT NULL, "
-    "epoch INTEGER NOT NULL, "            // fencing token: +1 at every change of owner
+    "epoch INTEGER NOT NULL, " // fencing token: +1 at every change of owner
     "host TEXT NOT NULL, pid INTEGER NOT NULL, boot_id TEXT NOT NULL, pid_ns TEXT NOT NULL, "
     "start_ticks INTEGER NOT NULL, nonce TEXT NOT NULL, "
     "lease_ms INTEGER NOT NULL, heartbeat INTEGER NOT NULL, "
@@ -50,7 +50,8 @@ std::optional<ProcStat> read_proc_stat(const std::string &pid) {
     if (close == std::string::npos) return std::nullopt;
     std::istringstream rest(line.substr(close + 1));
     std::vector<std::string> f;
-    for (std::string x; rest >> x;) f.push_back(x);
+    for (std::string x; rest >> x;)
+        f.push_back(x);
     if (f.size() < 20) return std::nullopt;
     ProcStat st;
     st.state = f[0].empty() ? '?' : f[0][0];
@@ -85,7 +86,8 @@ const Identity &Identity::self() {
 }
 
 std::optional<bool> process_alive(const Identity &owner, const Identity &me) {
-    if (owner.boot_id.empty() || owner.boot_id != me.boot_id || owner.pid_ns.empty() || owner.pid_ns != me.pid_ns)
+    if (owner.boot_id.empty() || owner.boot_id != me.boot_id || owner.pid_ns.empty() ||
+        owner.pid_ns != me.pid_ns)
         return std::nullopt;
     std::optional<ProcStat> st = read_proc_stat(std::to_string(owner.pid));
     if (!st) return false; // no such process
@@ -124,7 +126,9 @@ Lease::Lease(LeaseOptions opts)
     db_.exec("PRAGMA synchronous=NORMAL");
 }
 
-Lease::~Lease() { stop_renewing(); }
+Lease::~Lease() {
+    stop_renewing();
+}
 
 std::optional<Lease::Row> Lease::read_row() {
     sqlite::Stmt s(db_, "SELECT epoch, host, pid, boot_id, pid_ns, start_ticks, nonce, lease_ms, heartbeat, "
@@ -147,8 +151,8 @@ std::optional<Lease::Row> Lease::read_row() {
 }
 
 std::string Lease::describe(const Row &row) const {
-    return key_text_ + " is owned by host '" + row.who.host + "' pid " + std::to_string(row.who.pid) + " (since " +
-           iso_time(row.acquired_at) + ", epoch " + std::to_string(row.epoch) + ")";
+    return key_text_ + " is owned by host '" + row.who.host + "' pid " + std::to_string(row.who.pid) +
+           " (since " + iso_time(row.acquired_at) + ", epoch " + std::to_string(row.epoch) + ")";
 }
 
 Lease::Attempt Lease::try_acquire() {
@@ -175,8 +179,9 @@ Lease::Attempt Lease::try_acquire() {
         }
         auto still = std::chrono::duration_cast<std::chrono::milliseconds>(now - seen_at_).count();
         if (still < row->lease_ms) return {false, describe(*row)};
-        how = "taken over from host '" + row->who.host + "' pid " + std::to_string(row->who.pid) + ": no renewal for " +
-              std::to_string(still) + " ms (its lease is " + std::to_string(row->lease_ms) + " ms)";
+        how = "taken over from host '" + row->who.host + "' pid " + std::to_string(row->who.pid) +
+              ": no renewal for " + std::to_string(still) + " ms (its lease is " +
+              std::to_string(row->lease_ms) + " ms)";
     }
     if (!claim(row)) {
         // Someone else moved first; look again on the next call.
@@ -192,15 +197,17 @@ bool Lease::claim(const std::optional<Row> &seen) {
     sqlite::Transaction tx(db_);
     sqlite::Stmt s;
     if (!seen) {
-        s = db_.prepare("INSERT OR IGNORE INTO cdcflow_owners(name, \"partition\", epoch, host, pid, boot_id, pid_ns, "
-                        "start_ticks, nonce, lease_ms, heartbeat, acquired_at, renewed_at, released) "
-                        "VALUES(?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, 0)");
+        s = db_.prepare(
+            "INSERT OR IGNORE INTO cdcflow_owners(name, \"partition\", epoch, host, pid, boot_id, pid_ns, "
+            "start_ticks, nonce, lease_ms, heartbeat, acquired_at, renewed_at, released) "
+            "VALUES(?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, 0)");
     } else {
         // Compare-and-swap: only if the row is still the one we judged.
-        s = db_.prepare("UPDATE cdcflow_owners SET epoch = epoch + 1, host = ?3, pid = ?4, boot_id = ?5, "
-                        "pid_ns = ?6, start_ticks = ?7, nonce = ?8, lease_ms = ?9, heartbeat = 0, "
-                        "acquired_at = ?10, renewed_at = ?10, released = 0 "
-                        "WHERE name = ?1 AND \"partition\" = ?2 AND epoch = ?11 AND heartbeat = ?12 AND released = ?13");
+        s = db_.prepare(
+            "UPDATE cdcflow_owners SET epoch = epoch + 1, host = ?3, pid = ?4, boot_id = ?5, "
+            "pid_ns = ?6, start_ticks = ?7, nonce = ?8, lease_ms = ?9, heartbeat = 0, "
+            "acquired_at = ?10, renewed_at = ?10, released = 0 "
+            "WHERE name = ?1 AND \"partition\" = ?2 AND epoch = ?11 AND heartbeat = ?12 AND released = ?13");
         s.bind(11, seen->epoch).bind(12, seen->heartbeat).bind(13, int64_t{seen->released ? 1 : 0});
     }
     s.bind(1, std::string_view(opt_.name))
@@ -222,6 +229,18 @@ bool Lease::claim(const std::optional<Row> &seen) {
     return true;
 }
 
+bool Lease::update_claim(const char *set) {
+    sqlite::Stmt s(
+        db_, std::string("UPDATE cdcflow_owners SET ") + set +
+                 ", renewed_at = ?1 WHERE name = ?2 AND \"partition\" = ?3 AND epoch = ?4 AND released = 0");
+    s.bind(1, wall_us())
+        .bind(2, std::string_view(opt_.name))
+        .bind(3, std::string_view(opt_.partition))
+        .bind(4, epoch_);
+    s.run();
+    return db_.changes() == 1;
+}
+
 void Lease::renew_loop() {
     const auto every = std::chrono::milliseconds(std::max<uint32_t>(opt_.lease_ms / 3, 10));
     uint32_t failures = 0;
@@ -230,19 +249,13 @@ void Lease::renew_loop() {
         if (cv_.wait_for(lock, every, [&] { return stopping_; })) return;
         lock.unlock();
         try {
-            sqlite::Stmt renew(db_, "UPDATE cdcflow_owners SET heartbeat = heartbeat + 1, renewed_at = ?1 "
-                                    "WHERE name = ?2 AND \"partition\" = ?3 AND epoch = ?4 AND released = 0");
-            renew.bind(1, wall_us())
-                .bind(2, std::string_view(opt_.name))
-                .bind(3, std::string_view(opt_.partition))
-                .bind(4, epoch_);
-            renew.run();
-            if (db_.changes() == 0) {
+            if (!update_claim("heartbeat = heartbeat + 1")) {
                 std::optional<Row> row = read_row();
-                std::string now = row && !row->released ? describe(*row) : key_text_ + " was released or removed";
+                std::string now =
+                    row && !row->released ? describe(*row) : key_text_ + " was released or removed";
                 if (opt_.on_lost)
-                    opt_.on_lost("ownership lost: " + now + "; this process (epoch " + std::to_string(epoch_) +
-                                 ") commits nothing more");
+                    opt_.on_lost("ownership lost: " + now + "; this process (epoch " +
+                                 std::to_string(epoch_) + ") commits nothing more");
                 return;
             }
             failures = 0;
@@ -271,24 +284,19 @@ void Lease::release() {
     stop_renewing();
     if (!owned()) return;
     try {
-        sqlite::Stmt s(db_, "UPDATE cdcflow_owners SET released = 1, renewed_at = ?1 "
-                            "WHERE name = ?2 AND \"partition\" = ?3 AND epoch = ?4");
-        s.bind(1, wall_us())
-            .bind(2, std::string_view(opt_.name))
-            .bind(3, std::string_view(opt_.partition))
-            .bind(4, epoch_);
-        s.run();
+        update_claim("released = 1");
     } catch (const Error &e) {
         if (opt_.warn)
-            opt_.warn("cannot release " + key_text_ + " (a standby takes over after the lease instead): " + e.what());
+            opt_.warn("cannot release " + key_text_ +
+                      " (a standby takes over after the lease instead): " + e.what());
     }
     epoch_ = 0;
 }
 
 Fence::Fence(sqlite::Db &db, const Lease &lease)
     : lease_(&lease),
-      stmt_(db, "SELECT epoch, released, host, pid FROM cdcflow_owners WHERE name = ?1 AND \"partition\" = ?2") {
-}
+      stmt_(db,
+            "SELECT epoch, released, host, pid FROM cdcflow_owners WHERE name = ?1 AND \"partition\" = ?2") {}
 
 void Fence::check() {
     // Runs inside the sink's write transaction: the row cannot change
@@ -299,10 +307,10 @@ void Fence::check() {
     std::string now = "removed";
     if (stmt_.step()) {
         if (stmt_.int64(0) == mine && mine > 0 && stmt_.int64(1) == 0) return;
-        now = stmt_.int64(1) != 0 ? "released"
-                                  : "taken over by host '" + std::string(stmt_.text(2)) + "' pid " +
-                                        std::to_string(stmt_.int64(3)) + " (epoch " + std::to_string(stmt_.int64(0)) +
-                                        ")";
+        now = stmt_.int64(1) != 0
+                  ? "released"
+                  : "taken over by host '" + std::string(stmt_.text(2)) + "' pid " +
+                        std::to_string(stmt_.int64(3)) + " (epoch " + std::to_string(stmt_.int64(0)) + ")";
     }
     throw Error(CDCFLOW_ERR_FENCED, lease_->key_text() + " was " + now + "; this process (epoch " +
                                         std::to_string(mine) + ") commits nothing more");

@@ -47,7 +47,7 @@ namespace cdcflow::ownership {
 
 // Who runs a process, as written into an owner row.
 struct Identity {
-    std::string host;        // gethostname()
+    std::string host; // gethostname()
     int64_t pid = 0;
     std::string boot_id;     // this boot of this machine ("" when unknown)
     std::string pid_ns;      // the pid namespace ("" when unknown)
@@ -111,6 +111,9 @@ private:
     std::optional<Row> read_row();
     std::string describe(const Row &row) const;
     bool claim(const std::optional<Row> &seen);
+    // UPDATE of this claim's row (still this epoch, not released): SET `set`
+    // and renewed_at. False when the row is no longer this claim's.
+    bool update_claim(const char *set);
     void renew_loop();
     void stop_renewing();
 

@@ -11,8 +11,8 @@
 #include <atomic>
 #include <chrono>
 #include <string>
-#include <thread>
 #include <sys/wait.h>
+#include <thread>
 #include <unistd.h>
 
 namespace own = cdcflow::ownership;
@@ -116,10 +116,12 @@ TEST_CASE("ownership: a renewal that finds the claim taken calls on_lost once") 
         sqlite::Db c(db, SQLITE_OPEN_READWRITE);
         c.exec("UPDATE cdcflow_owners SET epoch = epoch + 1, pid = 1, host = 'elsewhere'");
     }
-    for (int i = 0; i < 200 && lost.load() == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    for (int i = 0; i < 200 && lost.load() == 0; ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
     CHECK(lost.load() == 1);
-    CHECK(why.find("ownership lost: checkpoint 'accounts' of '" + db + "' is owned by host 'elsewhere' pid 1") == 0);
+    CHECK(why.find("ownership lost: checkpoint 'accounts' of '" + db +
+                   "' is owned by host 'elsewhere' pid 1") == 0);
 }
 
 TEST_CASE("ownership: a claim whose process is gone from this machine is taken over at once") {
@@ -132,37 +134,38 @@ TEST_CASE("ownership: a claim whose process is gone from this machine is taken o
     pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) try {
-        // Not the parent's (cached) identity: the child's own. Nothing may
-        // escape this block: the child must never go on running tests.
-        sqlite::Db c(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-        c.exec(own::kOwnersDdl);
-        std::string stat;
-        {
-            FILE *f = std::fopen("/proc/self/stat", "r");
-            char buf[1024] = {0};
-            if (f && std::fgets(buf, sizeof buf, f)) stat = buf;
-            if (f) std::fclose(f);
+            // Not the parent's (cached) identity: the child's own. Nothing may
+            // escape this block: the child must never go on running tests.
+            sqlite::Db c(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+            c.exec(own::kOwnersDdl);
+            std::string stat;
+            {
+                FILE *f = std::fopen("/proc/self/stat", "r");
+                char buf[1024] = {0};
+                if (f && std::fgets(buf, sizeof buf, f)) stat = buf;
+                if (f) std::fclose(f);
+            }
+            // start_ticks: field 22.
+            std::string rest = stat.substr(stat.rfind(')') + 2);
+            long long ticks = 0;
+            int field = 3;
+            for (size_t i = 0, j; i < rest.size(); i = j + 1, ++field) {
+                j = rest.find(' ', i);
+                if (j == std::string::npos) j = rest.size();
+                if (field == 22) ticks = std::atoll(rest.substr(i, j - i).c_str());
+            }
+            sqlite::Stmt s(
+                c, "INSERT INTO cdcflow_owners VALUES('accounts', '', 7, 'here', ?1, ?2, ?3, ?4, 'n', "
+                   "600000, 0, 0, 0, 0)");
+            s.bind(1, static_cast<int64_t>(getpid()))
+                .bind(2, std::string_view(me.boot_id))
+                .bind(3, std::string_view(me.pid_ns))
+                .bind(4, static_cast<int64_t>(ticks));
+            s.run();
+            _exit(0);
+        } catch (...) {
+            _exit(1);
         }
-        // start_ticks: field 22.
-        std::string rest = stat.substr(stat.rfind(')') + 2);
-        long long ticks = 0;
-        int field = 3;
-        for (size_t i = 0, j; i < rest.size(); i = j + 1, ++field) {
-            j = rest.find(' ', i);
-            if (j == std::string::npos) j = rest.size();
-            if (field == 22) ticks = std::atoll(rest.substr(i, j - i).c_str());
-        }
-        sqlite::Stmt s(c, "INSERT INTO cdcflow_owners VALUES('accounts', '', 7, 'here', ?1, ?2, ?3, ?4, 'n', "
-                          "600000, 0, 0, 0, 0)");
-        s.bind(1, static_cast<int64_t>(getpid()))
-            .bind(2, std::string_view(me.boot_id))
-            .bind(3, std::string_view(me.pid_ns))
-            .bind(4, static_cast<int64_t>(ticks));
-        s.run();
-        _exit(0);
-    } catch (...) {
-        _exit(1);
-    }
     int status = 0;
     REQUIRE(waitpid(child, &status, 0) == child);
     REQUIRE(WIFEXITED(status));
@@ -221,7 +224,8 @@ EventSpec created(int64_t offset, const std::string &account) {
 
 } // namespace
 
-TEST_CASE("projection_sink: a second instance is refused with the owner named; a fenced commit applies nothing") {
+TEST_CASE(
+    "projection_sink: a second instance is refused with the owner named; a fenced commit applies nothing") {
     TempDir dir("own_sink");
     std::string db = dir.file("read.db");
     Sink a(db);
@@ -253,9 +257,10 @@ TEST_CASE("projection_sink: a second instance is refused with the owner named; a
         FAIL("a fenced commit went through");
     } catch (const cdcflow::Error &e) {
         CHECK(e.status() == CDCFLOW_ERR_FENCED);
-        CHECK(std::string(e.what()) == "checkpoint 'accounts' of '" + db +
-                                           "' was taken over by host 'h2' pid 42 (epoch 2); this process (epoch 1) "
-                                           "commits nothing more");
+        CHECK(std::string(e.what()) ==
+              "checkpoint 'accounts' of '" + db +
+                  "' was taken over by host 'h2' pid 42 (epoch 2); this process (epoch 1) "
+                  "commits nothing more");
     }
     CHECK(column(db, "SELECT count(*) FROM accounts") == 1);
     CHECK(column(db, "SELECT position FROM cdcflow_checkpoints") == 1);
@@ -270,12 +275,16 @@ TEST_CASE("projection_sink: through the C ABI, acquire and release are exported 
     REQUIRE(static_cast<bool>(d->callbacks->release));
     TempDir dir("own_abi");
     std::string db = dir.file("read.db");
-    StageHarness h1("project", ProjectionSink::kConfig, std::size(ProjectionSink::kConfig), {{"database", db}});
-    StageHarness h2("project", ProjectionSink::kConfig, std::size(ProjectionSink::kConfig), {{"database", db}});
+    StageHarness h1("project", ProjectionSink::kConfig, std::size(ProjectionSink::kConfig),
+                    {{"database", db}});
+    StageHarness h2("project", ProjectionSink::kConfig, std::size(ProjectionSink::kConfig),
+                    {{"database", db}});
     void *i1 = nullptr, *i2 = nullptr;
     char err[512] = {0};
-    REQUIRE(d->callbacks->create(cdcflow::host::host_api(), h1.ctx(), h1.cfg(), &i1, err, sizeof err) == CDCFLOW_OK);
-    REQUIRE(d->callbacks->create(cdcflow::host::host_api(), h2.ctx(), h2.cfg(), &i2, err, sizeof err) == CDCFLOW_OK);
+    REQUIRE(d->callbacks->create(cdcflow::host::host_api(), h1.ctx(), h1.cfg(), &i1, err, sizeof err) ==
+            CDCFLOW_OK);
+    REQUIRE(d->callbacks->create(cdcflow::host::host_api(), h2.ctx(), h2.cfg(), &i2, err, sizeof err) ==
+            CDCFLOW_OK);
     cdcflow_ownership req = lease(10000);
     CHECK(d->callbacks->acquire(i1, &req, err, sizeof err) == CDCFLOW_OK);
     CHECK(d->callbacks->acquire(i2, &req, err, sizeof err) == CDCFLOW_ERR_OWNED);

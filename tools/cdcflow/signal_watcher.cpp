@@ -71,13 +71,14 @@ void SignalWatcher::loop() {
         const char *name = info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
         if (stopping) {
             log_line(CDCFLOW_LOG_WARN, "host",
-                     std::string("second signal (") + name + "): exiting now; uncommitted work will be replayed");
+                     std::string("second signal (") + name +
+                         "): exiting now; uncommitted work will be replayed");
             _exit(exit_code_);
         }
         stopping = true;
         log_line(CDCFLOW_LOG_INFO, "host",
-                 std::string(name) + ": draining in-flight batches (timeout " + std::to_string(timeout_ms_.load()) +
-                     " ms)");
+                 std::string(name) + ": draining in-flight batches (timeout " +
+                     std::to_string(timeout_ms_.load()) + " ms)");
         on_stop_(name);
     }
 }
