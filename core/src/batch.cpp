@@ -1,5 +1,6 @@
 #include "batch.hpp"
 
+#include <cstdint>
 #include <cstring>
 #include <new>
 
@@ -7,6 +8,8 @@ namespace cdcflow::host {
 
 void *Arena::alloc(size_t n, size_t align) {
     if (n == 0) n = 1;
+    // A length from a plugin can be anything: never let the sums below wrap.
+    if (n > (SIZE_MAX >> 1)) throw std::bad_alloc();
     while (cur_ < blocks_.size()) {
         Block &b = blocks_[cur_];
         size_t start = (used_ + align - 1) & ~(align - 1);
@@ -18,7 +21,11 @@ void *Arena::alloc(size_t n, size_t align) {
         used_ = 0;
     }
     size_t size = n + align > block_size_ ? n + align : block_size_;
-    blocks_.push_back(Block{std::unique_ptr<char[]>(new char[size]), size});
+    // nothrow + our own bad_alloc: the same outcome under AddressSanitizer,
+    // whose throwing operator new aborts instead of throwing.
+    std::unique_ptr<char[]> mem(new (std::nothrow) char[size]);
+    if (!mem) throw std::bad_alloc();
+    blocks_.push_back(Block{std::move(mem), size});
     reserved_ += size;
     cur_ = blocks_.size() - 1;
     used_ = 0;

@@ -220,7 +220,8 @@ Runtime::Outcome Runtime::call_with_retry(Stage &st, const char *what, const Cal
         err[0] = '\0';
         cdcflow_status cs = f(err, sizeof err);
         if (cs == CDCFLOW_OK) return {};
-        st.errors->value.fetch_add(1, std::memory_order_relaxed);
+        // "Owned by another process" is a standby's normal answer, not an error.
+        if (cs != CDCFLOW_ERR_OWNED) st.errors->value.fetch_add(1, std::memory_order_relaxed);
         std::string msg = err[0] ? err : cdcflow_status_str(cs);
         if (cs != CDCFLOW_ERR_RETRY) return {cs, msg};
         if (attempt >= policy.max_attempts)
@@ -459,6 +460,13 @@ Status Runtime::acquire_ownership() {
             }
             m_owner_->value.store(1);
             return Status::ok();
+        }
+        if (got.code == CDCFLOW_ERR_RETRY && standby_.load() && !user_stop_.load()) {
+            // A standby whose store stays locked (a frozen owner inside a
+            // commit, a long backup) goes on waiting: that is its job.
+            std::unique_lock lock(mu_);
+            cv_.wait_for(lock, poll, [&] { return user_stop_.load(); });
+            continue;
         }
         if (got.code != CDCFLOW_ERR_OWNED) {
             if (user_stop_.load() && got.code == CDCFLOW_ERR_RETRY) return Status::ok();

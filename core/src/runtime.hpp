@@ -19,7 +19,9 @@
 // end-of-stream marker that each stage forwards after its in-flight work, so
 // everything read is committed. A fatal error in any stage closes every
 // queue instead (nothing more is committed; the next start replays from the
-// sink's checkpoint). A stop also ends a standby's wait and any retrying.
+// sink's checkpoint). A stop also ends a standby's wait and any retrying: a
+// stage that was retrying (a locked database) then fails the run, and what
+// it held is replayed from the checkpoint on the next start.
 //
 // Retries: a call that answers CDCFLOW_ERR_RETRY is tried again under the
 // stage's RetryPolicy (backoff, bounded attempts); past the bound the

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <csignal>
 #include <cstring>
 #include <ctime>
 #include <fstream>
@@ -89,10 +90,14 @@ std::optional<bool> process_alive(const Identity &owner, const Identity &me) {
     if (owner.boot_id.empty() || owner.boot_id != me.boot_id || owner.pid_ns.empty() ||
         owner.pid_ns != me.pid_ns)
         return std::nullopt;
+    // Only ESRCH means "no such process"; EPERM (another user's process) is
+    // alive. /proc may be hidden (hidepid, ProtectProc) or unreadable: what
+    // cannot be known then falls back to watching the heartbeat.
+    if (::kill(static_cast<pid_t>(owner.pid), 0) != 0 && errno == ESRCH) return false;
     std::optional<ProcStat> st = read_proc_stat(std::to_string(owner.pid));
-    if (!st) return false; // no such process
-    if (st->state == 'Z' || st->state == 'X') return false;
-    return st->start_ticks == owner.start_ticks; // else the pid was reused
+    if (!st) return std::nullopt;
+    if (st->state == 'Z' || st->state == 'X') return false; // exited: it holds no lock
+    return st->start_ticks == owner.start_ticks;            // else the pid was reused
 }
 
 std::string iso_time(int64_t wall_us) {
@@ -121,9 +126,6 @@ Lease::Lease(LeaseOptions opts)
     key_text_ = "checkpoint '" + opt_.name + "'" +
                 (opt_.partition.empty() ? std::string() : " partition '" + opt_.partition + "'") + " of '" +
                 opt_.database + "'";
-    // A renewal need not survive a power loss: a lost one only lets a
-    // standby take over a little earlier, which the epoch makes safe.
-    db_.exec("PRAGMA synchronous=NORMAL");
 }
 
 Lease::~Lease() {
@@ -229,16 +231,30 @@ bool Lease::claim(const std::optional<Row> &seen) {
     return true;
 }
 
-bool Lease::update_claim(const char *set) {
-    sqlite::Stmt s(
-        db_, std::string("UPDATE cdcflow_owners SET ") + set +
-                 ", renewed_at = ?1 WHERE name = ?2 AND \"partition\" = ?3 AND epoch = ?4 AND released = 0");
+// The WHERE clause that names this claim: this epoch and this process's
+// nonce (a row deleted and re-created by hand restarts the epochs; the nonce
+// still tells this claim from a new one), not released.
+static const char *const kThisClaim =
+    "name = ?2 AND \"partition\" = ?3 AND epoch = ?4 AND nonce = ?5 AND released = 0";
+
+static void bind_claim(sqlite::Stmt &s, const LeaseOptions &opt, int64_t epoch, const std::string &nonce) {
     s.bind(1, wall_us())
-        .bind(2, std::string_view(opt_.name))
-        .bind(3, std::string_view(opt_.partition))
-        .bind(4, epoch_);
+        .bind(2, std::string_view(opt.name))
+        .bind(3, std::string_view(opt.partition))
+        .bind(4, epoch)
+        .bind(5, std::string_view(nonce));
+}
+
+bool Lease::update_claim(const char *set) {
+    sqlite::Stmt s(db_,
+                   std::string("UPDATE cdcflow_owners SET ") + set + ", renewed_at = ?1 WHERE " + kThisClaim);
+    bind_claim(s, opt_, epoch_, nonce_);
     s.run();
     return db_.changes() == 1;
+}
+
+void Lease::renewed_by_commit() {
+    renewed_at_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
 }
 
 void Lease::renew_loop() {
@@ -247,6 +263,12 @@ void Lease::renew_loop() {
     std::unique_lock lock(mu_);
     for (;;) {
         if (cv_.wait_for(lock, every, [&] { return stopping_; })) return;
+        // The owner's own commits renew the claim in their transactions
+        // (Fence::check): under load this thread has nothing to do, and never
+        // competes with the sink for the write lock.
+        const auto last = std::chrono::steady_clock::time_point(
+            std::chrono::steady_clock::duration(renewed_at_.load(std::memory_order_relaxed)));
+        if (std::chrono::steady_clock::now() - last < every) continue;
         lock.unlock();
         try {
             if (!update_claim("heartbeat = heartbeat + 1")) {
@@ -259,12 +281,14 @@ void Lease::renew_loop() {
                 return;
             }
             failures = 0;
-        } catch (const Error &e) {
+        } catch (const std::exception &e) {
             // Busy with another writer: the next renewal will do. Say so when
             // it keeps happening, since a standby may take over meanwhile.
             if (++failures % 3 == 0 && opt_.warn)
                 opt_.warn("cannot renew ownership of " + key_text_ + " (" + std::to_string(failures) +
                           " times in a row): " + e.what());
+        } catch (...) {
+            if (++failures % 3 == 0 && opt_.warn) opt_.warn("cannot renew ownership of " + key_text_);
         }
         lock.lock();
     }
@@ -285,7 +309,7 @@ void Lease::release() {
     if (!owned()) return;
     try {
         update_claim("released = 1");
-    } catch (const Error &e) {
+    } catch (const std::exception &e) {
         if (opt_.warn)
             opt_.warn("cannot release " + key_text_ +
                       " (a standby takes over after the lease instead): " + e.what());
@@ -293,27 +317,35 @@ void Lease::release() {
     epoch_ = 0;
 }
 
-Fence::Fence(sqlite::Db &db, const Lease &lease)
+Fence::Fence(sqlite::Db &db, Lease &lease)
     : lease_(&lease),
-      stmt_(db,
-            "SELECT epoch, released, host, pid FROM cdcflow_owners WHERE name = ?1 AND \"partition\" = ?2") {}
+      renew_(db, std::string("UPDATE cdcflow_owners SET heartbeat = heartbeat + 1, renewed_at = ?1 WHERE ") +
+                     kThisClaim),
+      owner_(db,
+             "SELECT epoch, released, host, pid FROM cdcflow_owners WHERE name = ?1 AND \"partition\" = ?2") {
+}
 
 void Fence::check() {
     // Runs inside the sink's write transaction: the row cannot change
-    // between this read and the commit.
-    sqlite::ResetOnExit guard{stmt_};
-    stmt_.bind(1, std::string_view(lease_->name())).bind(2, std::string_view(lease_->partition()));
-    const int64_t mine = lease_->epoch();
+    // between this statement and the COMMIT. Still ours: this also renews
+    // the claim, committed with the batch.
+    bind_claim(renew_, lease_->opt_, lease_->epoch(), lease_->nonce_);
+    renew_.run();
+    if (sqlite3_changes64(sqlite3_db_handle(renew_.raw())) == 1) return;
+    sqlite::ResetOnExit guard{owner_};
+    owner_.bind(1, std::string_view(lease_->name())).bind(2, std::string_view(lease_->partition()));
     std::string now = "removed";
-    if (stmt_.step()) {
-        if (stmt_.int64(0) == mine && mine > 0 && stmt_.int64(1) == 0) return;
-        now = stmt_.int64(1) != 0
+    if (owner_.step())
+        now = owner_.int64(1) != 0
                   ? "released"
-                  : "taken over by host '" + std::string(stmt_.text(2)) + "' pid " +
-                        std::to_string(stmt_.int64(3)) + " (epoch " + std::to_string(stmt_.int64(0)) + ")";
-    }
+                  : "taken over by host '" + std::string(owner_.text(2)) + "' pid " +
+                        std::to_string(owner_.int64(3)) + " (epoch " + std::to_string(owner_.int64(0)) + ")";
     throw Error(CDCFLOW_ERR_FENCED, lease_->key_text() + " was " + now + "; this process (epoch " +
-                                        std::to_string(mine) + ") commits nothing more");
+                                        std::to_string(lease_->epoch()) + ") commits nothing more");
+}
+
+void Fence::committed() {
+    lease_->renewed_by_commit();
 }
 
 } // namespace cdcflow::ownership

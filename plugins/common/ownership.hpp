@@ -15,12 +15,14 @@
 //   it is still exactly as it was read. The epoch is the fencing token.
 // - Every commit of the owner checks, inside the same write transaction as
 //   its changes and its checkpoint, that the row still carries its epoch
-//   and is not released (Fence). A stale owner (a second host, a process
-//   frozen past its lease that wakes up) therefore fails its commit and
-//   applies nothing; it never relies on clocks or timing to be safe.
-// - Leases only decide *when* a standby may take over: the owner renews
-//   (heartbeat + 1) every lease_ms / 3 on a thread and connection of its
-//   own. A standby takes over when the row is released (a clean stop), at
+//   and nonce and is not released (Fence), and renews the claim there
+//   (heartbeat + 1). A stale owner (a second host, a process frozen past its
+//   lease that wakes up) therefore fails its commit and applies nothing; it
+//   never relies on clocks or timing to be safe.
+// - Leases only decide *when* a standby may take over. An owner that has not
+//   committed for lease_ms / 3 renews on a thread and connection of its own,
+//   so renewals never compete with its own commits for the write lock under
+//   load. A standby takes over when the row is released (a clean stop), at
 //   once when the owner ran on this machine and its process is gone (same
 //   boot and pid namespace; pid and start time compared, so a reused pid
 //   does not count), and otherwise once it has watched the heartbeat stand
@@ -34,6 +36,7 @@
 
 #include "common/sqlite.hpp"
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -107,6 +110,9 @@ public:
     void release();
 
 private:
+    friend class Fence;
+    // A commit renewed the claim (Fence): the renewal thread may rest.
+    void renewed_by_commit();
     struct Row;
     std::optional<Row> read_row();
     std::string describe(const Row &row) const;
@@ -126,6 +132,7 @@ private:
     int64_t seen_epoch_ = -1, seen_heartbeat_ = -1;
     std::chrono::steady_clock::time_point seen_at_{};
 
+    std::atomic<int64_t> renewed_at_{0}; // steady_clock ticks of the last renewal by a commit
     std::thread renewer_;
     std::mutex mu_;
     std::condition_variable cv_;
@@ -137,15 +144,19 @@ private:
 class Fence {
 public:
     Fence() = default;
-    Fence(sqlite::Db &db, const Lease &lease);
-    // Throws cdcflow::Error(CDCFLOW_ERR_FENCED) naming the new owner when
-    // the lease's epoch no longer owns the checkpoint.
+    Fence(sqlite::Db &db, Lease &lease);
+    // Inside the sink's write transaction: renews the claim, or throws
+    // cdcflow::Error(CDCFLOW_ERR_FENCED) naming the new owner when the
+    // lease's claim no longer owns the checkpoint.
     void check();
-    explicit operator bool() const { return static_cast<bool>(stmt_); }
+    // After the sink's COMMIT: the renewal in it is durable.
+    void committed();
+    explicit operator bool() const { return static_cast<bool>(renew_); }
 
 private:
-    const Lease *lease_ = nullptr;
-    sqlite::Stmt stmt_;
+    Lease *lease_ = nullptr;
+    sqlite::Stmt renew_;
+    sqlite::Stmt owner_; // who has it instead (for the message)
 };
 
 // The table (the same for every checkpoint in a database).

@@ -113,7 +113,7 @@ void ProjectionSink::prepare() {
     checkpoint_upsert_ = db_.prepare(
         "INSERT INTO cdcflow_checkpoints(name, \"partition\", position, updated_at) VALUES(?1, ?2, ?3, ?4) "
         "ON CONFLICT(name, \"partition\") DO UPDATE SET position = excluded.position, "
-        "updated_at = excluded.updated_at");
+        "updated_at = excluded.updated_at WHERE excluded.position > cdcflow_checkpoints.position");
     projection_->open(db_);
     versions_.open(db_, checkpoint_name_);
     prepared_ = true;
@@ -175,6 +175,12 @@ void ProjectionSink::release() {
 }
 
 void ProjectionSink::checkpoint(const std::function<void(const cdcflow_position &)> &emit) {
+    // The database may have appeared since create(): another host made it
+    // while this one waited as a standby. Reading "nothing" then would start
+    // over from the beginning.
+    std::error_code ec;
+    if (!db_ && std::filesystem::exists(path_, ec))
+        db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
     // Before start() on a new database there is nothing yet: from the start.
     if (!db_ || !db_.has_table("cdcflow_checkpoints")) return;
     sqlite::Stmt s(db_, "SELECT \"partition\", position FROM cdcflow_checkpoints WHERE name = ?1");
@@ -265,6 +271,19 @@ void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
             .bind(3, offset)
             .bind(4, now_us);
         checkpoint_upsert_.run();
+        // A checkpoint never moves back: that would mean this batch repeats
+        // events already applied. Refuse the whole batch (it rolls back)
+        // rather than apply anything twice.
+        if (db_.changes() != 1) {
+            sqlite::Stmt at(db_, "SELECT position FROM cdcflow_checkpoints WHERE name = ?1 AND \"partition\" = ?2");
+            at.bind(1, std::string_view(checkpoint_name_)).bind(2, part);
+            const int64_t current = at.step() ? at.int64(0) : 0;
+            throw Error(CDCFLOW_ERR_INTERNAL,
+                        "checkpoint '" + checkpoint_name_ + "'" +
+                            (part.empty() ? std::string() : " partition '" + std::string(part) + "'") + " is at " +
+                            std::to_string(current) + ", this batch ends at " + std::to_string(offset) +
+                            ": refusing to apply events a second time");
+        }
     }
 }
 
@@ -322,6 +341,7 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
         versions_.batch_rolled_back();
         throw;
     }
+    if (fence_) fence_.committed();
     projection_->batch_committed();
     versions_.batch_committed();
     applied_.add(applied);

@@ -161,6 +161,24 @@ class Run(TempDirTest):
         self.assertIn("stopped while retrying process", err.strip().splitlines()[-1])
         self.assertIn("0 events", out)
 
+    def test_signals_while_the_process_exits_never_crash_it(self):
+        # A signal can arrive at any moment, also while `run` is tearing the
+        # pipeline down after a drain: it must never touch what is gone.
+        p = self.write("p.yaml", pipeline("count: 3000"))
+        for _ in range(5):
+            proc = start(["run", p, "--drain"], env=ENV)
+            deadline = time.monotonic() + 30
+            time.sleep(0.05)
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    proc.send_signal(signal.SIGTERM)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.0005)
+            out, err = proc.communicate(timeout=30)
+            self.assertGreaterEqual(proc.returncode, 0, "killed by a signal: " + err[-2000:])
+            self.assertIn(proc.returncode, (0, 4), err[-2000:])
+
     def test_exceptions_from_stop_and_committed_are_logged_not_swallowed(self):
         p = self.write("p.yaml", pipeline("count: 300, throw_in_committed: true", "throw_in_stop: true"))
         r = run(["run", p, "--drain"], env=ENV)

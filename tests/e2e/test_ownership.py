@@ -15,6 +15,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import BIN, env_with, free_port, main, run, start, wait_for  # noqa: E402
+from accounts_model import replay  # noqa: E402
 from outbox_gen import Generator, insert  # noqa: E402
 from test_accounts import PIPELINE, AccountsTest, checkpoint  # noqa: E402
 
@@ -157,6 +158,83 @@ class Ownership(AccountsTest):
         # The default lease is 10 s: the takeover did not wait for it.
         self.assertLess(time.monotonic() - t0, 8)
         self.assertIn("its process is gone", r.stderr)
+        self.assert_matches_model()
+
+    def test_a_standby_made_before_a_separate_read_model_existed_resumes_where_the_owner_stopped(self):
+        # The read model in a file of its own that no host has made yet: both
+        # hosts start before it exists; the standby must still resume from
+        # the owner's checkpoint, not from the beginning.
+        read_db = self.path("read.db")
+        with open(PIPELINE) as f:
+            text = f.read()
+        sink_line = "      database: ${CDCFLOW_DB:-demo/accounts.db}\n      projection: accounts"
+        self.assertIn(sink_line, text)
+        p = self.write("separate.yaml", text.replace(sink_line, "      database: " + read_db + "\n      projection: accounts"))
+        gen = Generator(seed=17, accounts=300)
+        insert(self.conn(), gen.rows(4_000))
+        pa, pb = free_port(), free_port()
+        a, b = self.host(p, port=pa), self.host(p, port=pb)
+        try:
+            roles = lambda: sorted((health(x) or {}).get("role", "") for x in (pa, pb))
+            wait_for(lambda: roles() == ["owner", "standby"], what="one owner, one standby")
+            owner, standby = (a, b) if health(pa)["role"] == "owner" else (b, a)
+            wait_for(lambda: checkpoint(read_db) == 4_000, what="the owner caught up")
+            self.assertEqual(self.finish(owner)[0], 0)
+            insert(self.conn(), gen.rows(1_000))
+            wait_for(lambda: checkpoint(read_db) == 5_000, what="the standby took over and went on")
+            code, out, err = self.finish(standby)
+            self.assertEqual(code, 0, err[-3000:])
+            self.assertIn("1000 events", out)  # only what came after the owner's checkpoint
+        finally:
+            for proc in (a, b):
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.communicate()
+        model = replay(self.conn())
+        r = sqlite3.connect(read_db)
+        got = {row[0]: tuple(row[1:]) for row in r.execute(
+            "SELECT account_id, owner, currency, balance, status, version, updated_at FROM accounts")}
+        r.close()
+        self.assertEqual(got, model.rows())
+
+    def test_a_standby_keeps_waiting_while_the_store_stays_locked(self):
+        # Its sink's retry budget is two attempts; a standby must not give up
+        # on a lock (a backup, a frozen owner inside a commit): it waits.
+        insert(self.conn(), Generator(seed=18, accounts=50).rows(500))
+        p = self.pipeline(owner_lease_ms=300)
+        with open(p) as f:
+            text = f.read()
+        q = self.write("tight.yaml", text.replace("    plugin: projection_sink\n",
+                                                  "    plugin: projection_sink\n    retry: {max_attempts: 2, backoff_ms: 10}\n"))
+        pa, pb = free_port(), free_port()
+        a = self.host(p, port=pa)
+        b = None
+        locker = None
+        try:
+            wait_for(lambda: (health(pa) or {}).get("role") == "owner" and checkpoint(self.db) == 500,
+                     what="host A owns the checkpoint")
+            a.send_signal(signal.SIGSTOP)  # its claim will go stale...
+            locker = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+            locker.execute("BEGIN IMMEDIATE")  # ...but nobody can write to take it
+            b = self.host(q, port=pb)
+            wait_for(lambda: (health(pb) or {}).get("role") == "standby", what="host B is a standby")
+            time.sleep(2.0)  # many claim attempts meet the lock
+            self.assertIsNone(b.poll(), "the standby gave up")
+            self.assertEqual((health(pb) or {}).get("role"), "standby")
+            locker.execute("COMMIT")
+            wait_for(lambda: (health(pb) or {}).get("role") == "owner", timeout=30, what="host B takes over")
+            a.send_signal(signal.SIGCONT)
+            wait_for(lambda: (health(pa) or {}).get("role") == "standby", timeout=30, what="host A steps down")
+            self.assertEqual(self.finish(b)[0], 0)
+            self.assertEqual(self.finish(a)[0], 0)
+        finally:
+            if locker:
+                locker.close()
+            for proc in (a, b):
+                if proc and proc.poll() is None:
+                    proc.send_signal(signal.SIGCONT)
+                    proc.kill()
+                    proc.communicate()
         self.assert_matches_model()
 
     def test_an_owner_frozen_past_its_lease_cannot_commit_when_it_wakes(self):

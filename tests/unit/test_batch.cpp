@@ -1,6 +1,8 @@
 #include "batch.hpp"
 #include "host_api.hpp"
 
+#include <cdcflow/sdk.hpp>
+
 #include <doctest/doctest.h>
 
 #include <cstring>
@@ -106,4 +108,25 @@ TEST_CASE("host api: a rejection reason is stored as valid UTF-8, the bad bytes 
     CHECK(std::string(raw.events[1].reject_reason.data, raw.events[1].reject_reason.len) == good);
     api->event_reject(&ctx, &raw, 2, nullptr, 0);
     CHECK(std::string(raw.events[2].reject_reason.data, raw.events[2].reject_reason.len) == "rejected");
+}
+
+TEST_CASE("sdk: Batch::append returns false when full and throws when memory ran out") {
+    cdcflow_batch raw(1);
+    cdcflow_ctx ctx;
+    ctx.stage_id = "src";
+    cdcflow::Batch view(host_api(), &ctx, &raw);
+    cdcflow_event_init e = cdcflow::make_event_init();
+    static const char byte = 'x';
+    e.payload = {&byte, uint64_t{1} << 62}; // cannot be copied (never read: the allocation fails first)
+    try {
+        view.append(e);
+        FAIL("no exception");
+    } catch (const cdcflow::Error &err) {
+        CHECK(err.status() == CDCFLOW_ERR_NOMEM);
+        CHECK(std::string(err.what()) == "out of memory copying an event of 4611686018427387904 payload bytes");
+    }
+    e.payload = {"{}", 2};
+    CHECK(view.append(e));
+    CHECK_FALSE(view.append(e)); // full: the source returns what it has
+    CHECK(view.size() == 1);
 }

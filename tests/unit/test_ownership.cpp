@@ -189,6 +189,9 @@ TEST_CASE("ownership: a live process elsewhere (or a reused pid) is not taken fo
     own::Identity other_ns = me;
     other_ns.pid_ns = "pid:[1]";
     CHECK(own::process_alive(other_ns, me) == std::nullopt);
+    own::Identity gone = me;
+    gone.pid = 4194304; // above any pid_max: no such process (ESRCH)
+    CHECK(own::process_alive(gone, me) == std::optional<bool>(false));
 }
 
 namespace {
@@ -266,6 +269,78 @@ TEST_CASE(
     CHECK(column(db, "SELECT position FROM cdcflow_checkpoints") == 1);
     CHECK(column(db, "SELECT count(*) FROM dead_letters") == 0);
     a.sink->stop();
+}
+
+TEST_CASE("projection_sink: every commit renews the claim in its own transaction; a re-created row with the "
+          "same epoch is still another claim") {
+    TempDir dir("own_renew");
+    std::string db = dir.file("read.db");
+    Sink a(db);
+    a.sink->acquire(lease(600000)); // the renewal thread would wait 200 s: only commits renew
+    a.sink->start();
+    const int64_t before = column(db, "SELECT heartbeat FROM cdcflow_owners");
+    for (int64_t k = 1; k <= 3; ++k) {
+        cdcflow_batch b(2);
+        append(b, created(k, "acc-" + std::to_string(k)));
+        a.process(b);
+    }
+    CHECK(column(db, "SELECT heartbeat FROM cdcflow_owners") == before + 3);
+
+    // Someone deletes the row and another process claims anew: epochs start
+    // over at 1, like ours. The nonce still tells the claims apart.
+    {
+        sqlite::Db c(db, SQLITE_OPEN_READWRITE);
+        c.exec("UPDATE cdcflow_owners SET nonce = 'someone-else', host = 'h3', pid = 3");
+    }
+    cdcflow_batch b(2);
+    append(b, created(4, "acc-4"));
+    try {
+        a.process(b);
+        FAIL("a commit under another claim with the same epoch");
+    } catch (const cdcflow::Error &e) {
+        CHECK(e.status() == CDCFLOW_ERR_FENCED);
+    }
+    CHECK(column(db, "SELECT count(*) FROM accounts") == 3);
+    a.sink->stop();
+}
+
+TEST_CASE("projection_sink: a checkpoint never moves back; such a batch applies nothing") {
+    TempDir dir("own_back");
+    std::string db = dir.file("read.db");
+    Sink a(db);
+    a.sink->start();
+    cdcflow_batch b1(2);
+    append(b1, created(10, "acc-1"));
+    a.process(b1);
+    cdcflow_batch b2(2);
+    append(b2, created(5, "acc-2")); // a replay of something older than the checkpoint
+    try {
+        a.process(b2);
+        FAIL("the checkpoint moved back");
+    } catch (const cdcflow::Error &e) {
+        CHECK(std::string(e.what()) ==
+              "checkpoint 'accounts' is at 10, this batch ends at 5: refusing to apply events a second time");
+    }
+    CHECK(column(db, "SELECT count(*) FROM accounts") == 1);
+    CHECK(column(db, "SELECT position FROM cdcflow_checkpoints") == 10);
+    a.sink->stop();
+}
+
+TEST_CASE("projection_sink: a standby made before its database existed reads the checkpoint the owner wrote") {
+    TempDir dir("own_late_db");
+    std::string db = dir.file("read.db"); // does not exist yet
+    Sink a(db), b(db);
+    a.sink->acquire(lease(10000));
+    a.sink->start();
+    cdcflow_batch b1(2);
+    append(b1, created(7, "acc-1"));
+    a.process(b1);
+    a.sink->stop();
+    a.sink->release();
+    b.sink->acquire(lease(10000));
+    std::vector<int64_t> seen;
+    b.sink->checkpoint([&](const cdcflow_position &p) { seen.push_back(p.offset); });
+    CHECK(seen == std::vector<int64_t>{7}); // not "from the beginning"
 }
 
 TEST_CASE("projection_sink: through the C ABI, acquire and release are exported and report OWNED") {

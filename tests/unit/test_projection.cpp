@@ -855,10 +855,14 @@ TEST_CASE("projection_sink: through the C ABI, a bad batch is a status, never an
     });
     CHECK(desc->callbacks->process(&holder, &b, err, sizeof err) == CDCFLOW_OK);
     release.join();
-    CHECK(desc->callbacks->process(&holder, &b, err, sizeof err) ==
-          CDCFLOW_OK); // replay: already exists -> dead letter
+    // The same batch again, after it committed: a replay below the
+    // checkpoint is refused as a whole (a status and a message, nothing applied).
+    CHECK(desc->callbacks->process(&holder, &b, err, sizeof err) == CDCFLOW_ERR_INTERNAL);
+    CHECK(std::string(err) ==
+          "checkpoint 'accounts' is at 1, this batch ends at 1: refusing to apply events a second time");
     sqlite::Db db(path, SQLITE_OPEN_READONLY);
-    CHECK(dead_letters(db).size() == 1);
+    CHECK(dead_letters(db).empty());
+    CHECK(db.query_int("SELECT count(*) FROM accounts") == 1);
 }
 
 TEST_CASE("projection_sink: rows renumbered under the cache (VACUUM) are still updated by account id") {

@@ -147,6 +147,16 @@ int cmd_run(int argc, char **argv) {
         current = &r;
         if (stop_asked) r.request_stop();
     }
+    // Whatever way this function returns, a signal must not reach the
+    // Runtime once it is gone (it is destroyed before the watcher).
+    struct Forget {
+        std::mutex &mu;
+        Runtime *&current;
+        ~Forget() {
+            std::lock_guard lock(mu);
+            current = nullptr;
+        }
+    } forget{current_mu, current};
 
     std::unique_ptr<httplib::Server> http;
     std::thread http_thread;
@@ -190,11 +200,6 @@ int cmd_run(int argc, char **argv) {
         http->stop();
         http_thread.join();
     }
-    {
-        std::lock_guard lock(current_mu);
-        current = nullptr;
-    }
-    signals.reset();
     if (!st) {
         std::fprintf(stderr, "cdcflow: %s\n", st.message().c_str());
         return st.code() == CDCFLOW_ERR_OWNED || st.code() == CDCFLOW_ERR_FENCED ? kExitOwned : kExitFailure;

@@ -4,8 +4,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <csignal>
 #include <cstring>
+#include <optional>
 #include <poll.h>
 #include <pthread.h>
 #include <string>
@@ -48,34 +50,55 @@ SignalWatcher::~SignalWatcher() {
     if (wake_fd_ >= 0) close(wake_fd_);
 }
 
+namespace {
+
+// The last words before _exit: another thread may hold the log's lock (or
+// be blocked writing to a full stderr pipe), so write directly, and only if
+// stderr can take it now. Exiting matters more than the message.
+void say_and_exit(int code, const std::string &msg) {
+    std::string line = "cdcflow: " + msg + "\n";
+    pollfd out{STDERR_FILENO, POLLOUT, 0};
+    if (poll(&out, 1, 0) == 1 && (out.revents & POLLOUT)) {
+        ssize_t n = write(STDERR_FILENO, line.data(), line.size());
+        (void)n;
+    }
+    _exit(code);
+}
+
+} // namespace
+
 void SignalWatcher::loop() {
-    bool stopping = false;
+    using Clock = std::chrono::steady_clock;
+    std::optional<Clock::time_point> first_signal;
     for (;;) {
         pollfd fds[2] = {{signal_fd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}};
-        // Before the first signal: wait for ever. After it: the shutdown timeout.
-        const uint32_t timeout_ms = timeout_ms_.load();
-        int rc = poll(fds, 2, stopping ? static_cast<int>(std::min<uint32_t>(timeout_ms, INT32_MAX)) : -1);
+        // Before the first signal: wait for ever. After it: until the
+        // shutdown timeout, counted from that signal (re-read each time, as
+        // the pipeline file may set it after the signal came).
+        int wait_ms = -1;
+        if (first_signal) {
+            auto deadline = *first_signal + std::chrono::milliseconds(timeout_ms_.load());
+            auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+            wait_ms = static_cast<int>(std::clamp<int64_t>(left, 0, INT32_MAX));
+        }
+        int rc = poll(fds, 2, wait_ms);
         if (rc < 0) {
             if (errno == EINTR) continue;
             return;
         }
         if (fds[1].revents) return; // the command is done
-        if (rc == 0) {
-            log_line(CDCFLOW_LOG_ERROR, "host",
-                     "shutdown did not finish within " + std::to_string(timeout_ms) +
-                         " ms; exiting: uncommitted work will be replayed from the checkpoint");
-            _exit(exit_code_);
-        }
+        if (rc == 0)
+            say_and_exit(exit_code_,
+                         "shutdown did not finish within " + std::to_string(timeout_ms_.load()) +
+                             " ms; exiting: uncommitted work will be replayed from the checkpoint");
         signalfd_siginfo info{};
         if (read(signal_fd_, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
         const char *name = info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
-        if (stopping) {
-            log_line(CDCFLOW_LOG_WARN, "host",
-                     std::string("second signal (") + name +
-                         "): exiting now; uncommitted work will be replayed");
-            _exit(exit_code_);
-        }
-        stopping = true;
+        if (first_signal)
+            say_and_exit(exit_code_, std::string("second signal (") + name +
+                                         "): exiting now; uncommitted work will be replayed");
+        first_signal = Clock::now();
         log_line(CDCFLOW_LOG_INFO, "host",
                  std::string(name) + ": draining in-flight batches (timeout " +
                      std::to_string(timeout_ms_.load()) + " ms)");
