@@ -123,24 +123,26 @@ cdcflow_event *batch_events(cdcflow_batch *b, uint32_t *count, uint32_t *stride)
     return b ? b->events.data() : nullptr;
 }
 
-// Copies ev into b, reading an older plugin's shorter cdcflow_event_init
-// (the rest zero). OK, BATCH_FULL, NOMEM, or INTERNAL for a malformed struct.
-cdcflow_status push(cdcflow_batch *b, const cdcflow_event_init *ev) {
-    if (!b || !ev) return CDCFLOW_ERR_INTERNAL;
-    const cdcflow_event_init *in = ev;
-    cdcflow_event_init full{};
-    if (ev->struct_size != sizeof(cdcflow_event_init)) {
-        full.aggregate_version = -1;
-        size_t n = ev->struct_size < sizeof full ? ev->struct_size : sizeof full;
-        if (n < offsetof(cdcflow_event_init, position) + sizeof(cdcflow_position)) return CDCFLOW_ERR_INTERNAL;
-        std::memcpy(&full, ev, n);
-        in = &full;
-    }
+// Copies ev into b. OK, BATCH_FULL, NOMEM.
+cdcflow_status push_exact(cdcflow_batch *b, const cdcflow_event_init &ev) {
     try {
-        return b->append(*in) ? CDCFLOW_OK : CDCFLOW_ERR_BATCH_FULL;
+        return b->append(ev) ? CDCFLOW_OK : CDCFLOW_ERR_BATCH_FULL;
     } catch (const std::bad_alloc &) {
         return CDCFLOW_ERR_NOMEM;
     }
+}
+
+// As push_exact, also for an older plugin's shorter cdcflow_event_init (the
+// rest zero); INTERNAL for a malformed one. The common case copies nothing.
+cdcflow_status push(cdcflow_batch *b, const cdcflow_event_init *ev) {
+    if (!b || !ev) return CDCFLOW_ERR_INTERNAL;
+    if (ev->struct_size == sizeof(cdcflow_event_init)) return push_exact(b, *ev);
+    cdcflow_event_init full{};
+    full.aggregate_version = -1;
+    size_t n = ev->struct_size < sizeof full ? ev->struct_size : sizeof full;
+    if (n < offsetof(cdcflow_event_init, position) + sizeof(cdcflow_position)) return CDCFLOW_ERR_INTERNAL;
+    std::memcpy(&full, ev, n);
+    return push_exact(b, full);
 }
 
 cdcflow_status batch_push(cdcflow_batch *b, const cdcflow_event_init *ev) { return push(b, ev); }

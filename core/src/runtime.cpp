@@ -212,7 +212,7 @@ Totals Runtime::totals() const {
     return t;
 }
 
-Runtime::Outcome Runtime::call_with_retry(Stage &st, const char *what, const Call &f) {
+template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const char *what, F &&f) {
     const RetryPolicy &policy = st.def->retry;
     char err[kErrLen];
     uint32_t backoff_ms = policy.backoff_ms;

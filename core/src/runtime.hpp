@@ -111,8 +111,6 @@ private:
         cdcflow_metric *errors = nullptr;
         cdcflow_metric *busy_us = nullptr;
     };
-    // A plugin call: writes a message into err (err_len bytes) on failure.
-    using Call = std::function<cdcflow_status(char *err, uint64_t err_len)>;
     struct Outcome {
         cdcflow_status code = CDCFLOW_OK;
         std::string message;
@@ -126,9 +124,12 @@ private:
     void release_ownership();
     // One incarnation: checkpoint, seek, threads, until drained/stopped/failed.
     Status run_once(const RunOptions &opts);
-    // Calls f, retrying CDCFLOW_ERR_RETRY under the stage's policy. Counts
-    // failures in the stage's errors metric and logs each retry.
-    Outcome call_with_retry(Stage &st, const char *what, const Call &f);
+    // Calls f(err, err_len) -> cdcflow_status (a plugin call that writes a
+    // message into err on failure), retrying CDCFLOW_ERR_RETRY under the
+    // stage's policy. Counts failures in the stage's errors metric and logs
+    // each retry. A template, not std::function: it wraps every poll and
+    // every batch, and must not allocate.
+    template <typename F> Outcome call_with_retry(Stage &st, const char *what, F &&f);
     void source_loop(Stage &st, bool drain);
     void recycle(Stage &src, Batch *b);
     void stage_loop(size_t index);

@@ -177,6 +177,7 @@ class Batch {
 public:
     Batch(const cdcflow_host_api *host, cdcflow_ctx *ctx, cdcflow_batch *b) : host_(host), ctx_(ctx), b_(b) {
         first_ = host_->batch_events(b_, &count_, &stride_);
+        if (CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, batch_push)) push_ = host_->batch_push;
     }
 
     uint32_t size() const { return count_; }
@@ -198,8 +199,8 @@ public:
     // fails instead of returning a short batch that would be retried forever).
     bool append(const cdcflow_event_init &ev) {
         cdcflow_status st;
-        if (CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, batch_push) && host_->batch_push) {
-            st = host_->batch_push(b_, &ev);
+        if (push_) {
+            st = push_(b_, &ev);
             if (st == CDCFLOW_ERR_BATCH_FULL) return false;
         } else { // an ABI 1 host: ERR_NOMEM meant "full"
             st = host_->batch_append(b_, &ev);
@@ -241,6 +242,8 @@ private:
     cdcflow_event *first_ = nullptr;
     uint32_t count_ = 0;
     uint32_t stride_ = sizeof(cdcflow_event);
+    // ABI 2's batch_push, null on an ABI 1 host (then batch_append).
+    cdcflow_status (*push_)(cdcflow_batch *, const cdcflow_event_init *) = nullptr;
 };
 
 inline cdcflow_event_init make_event_init() {
