@@ -55,6 +55,14 @@ class Ownership(AccountsTest):
             args += ["--http", "127.0.0.1:%d" % port]
         return start(args, env=self.env)
 
+    def reap(self, *procs):
+        """Whatever a test left running (frozen or not) is killed."""
+        for proc in procs:
+            if proc and proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.communicate()
+
     def finish(self, proc, sig=signal.SIGTERM, timeout=60):
         if proc.poll() is None:
             proc.send_signal(sig)
@@ -114,13 +122,9 @@ class Ownership(AccountsTest):
                 out_b, err_b = b.communicate(timeout=120)
                 self.assertEqual(b.returncode, 0, err_b[-3000:])
             finally:
-                if b.poll() is None:
-                    b.kill()
-                    b.communicate()
+                self.reap(b)
         finally:
-            if a.poll() is None:
-                a.kill()
-                a.communicate()
+            self.reap(a)
         self.assertEqual(err_b.count("standby: checkpoint 'accounts'"), 1, err_b)  # said once, not every poll
         self.assertIn("released by host", err_b)
         self.assertEqual(totals(out_a)[0] + totals(out_b)[0], self.outbox_rows())
@@ -186,10 +190,7 @@ class Ownership(AccountsTest):
             self.assertEqual(code, 0, err[-3000:])
             self.assertIn("1000 events", out)  # only what came after the owner's checkpoint
         finally:
-            for proc in (a, b):
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.communicate()
+            self.reap(a, b)
         model = replay(self.conn())
         r = sqlite3.connect(read_db)
         got = {row[0]: tuple(row[1:]) for row in r.execute(
@@ -230,11 +231,7 @@ class Ownership(AccountsTest):
         finally:
             if locker:
                 locker.close()
-            for proc in (a, b):
-                if proc and proc.poll() is None:
-                    proc.send_signal(signal.SIGCONT)
-                    proc.kill()
-                    proc.communicate()
+            self.reap(a, b)
         self.assert_matches_model()
 
     def test_an_owner_frozen_past_its_lease_cannot_commit_when_it_wakes(self):
@@ -272,11 +269,7 @@ class Ownership(AccountsTest):
             self.assertEqual(code_b, 0, err_b[-3000:])
             self.assertIn("no renewal for", err_b)
         finally:
-            for proc in (a, b):
-                if proc and proc.poll() is None:
-                    proc.send_signal(signal.SIGCONT)
-                    proc.kill()
-                    proc.communicate()
+            self.reap(a, b)
         self.assert_matches_model()
 
 

@@ -225,6 +225,25 @@ EventSpec created(int64_t offset, const std::string &account) {
     return e;
 }
 
+// Another process changes the claim behind the sink's back (`sql`); the
+// sink's next batch must fail with FENCED. Returns the message.
+std::string fenced(Sink &s, const std::string &db, const std::string &sql, int64_t offset) {
+    {
+        sqlite::Db c(db, SQLITE_OPEN_READWRITE);
+        c.exec(sql);
+    }
+    cdcflow_batch b(2);
+    append(b, created(offset, "acc-" + std::to_string(offset)));
+    try {
+        s.process(b);
+    } catch (const cdcflow::Error &e) {
+        CHECK(e.status() == CDCFLOW_ERR_FENCED);
+        return e.what();
+    }
+    FAIL("a fenced commit went through");
+    return "";
+}
+
 } // namespace
 
 TEST_CASE(
@@ -249,22 +268,9 @@ TEST_CASE(
 
     // Another process takes the checkpoint over while `a` is away (frozen
     // past its lease): its next batch must commit nothing at all.
-    {
-        sqlite::Db c(db, SQLITE_OPEN_READWRITE);
-        c.exec("UPDATE cdcflow_owners SET epoch = epoch + 1, host = 'h2', pid = 42");
-    }
-    cdcflow_batch b2(4);
-    append(b2, created(2, "acc-2"));
-    try {
-        a.process(b2);
-        FAIL("a fenced commit went through");
-    } catch (const cdcflow::Error &e) {
-        CHECK(e.status() == CDCFLOW_ERR_FENCED);
-        CHECK(std::string(e.what()) ==
-              "checkpoint 'accounts' of '" + db +
-                  "' was taken over by host 'h2' pid 42 (epoch 2); this process (epoch 1) "
-                  "commits nothing more");
-    }
+    CHECK(fenced(a, db, "UPDATE cdcflow_owners SET epoch = epoch + 1, host = 'h2', pid = 42", 2) ==
+          "checkpoint 'accounts' of '" + db +
+              "' was taken over by host 'h2' pid 42 (epoch 2); this process (epoch 1) commits nothing more");
     CHECK(column(db, "SELECT count(*) FROM accounts") == 1);
     CHECK(column(db, "SELECT position FROM cdcflow_checkpoints") == 1);
     CHECK(column(db, "SELECT count(*) FROM dead_letters") == 0);
@@ -288,18 +294,7 @@ TEST_CASE("projection_sink: every commit renews the claim in its own transaction
 
     // Someone deletes the row and another process claims anew: epochs start
     // over at 1, like ours. The nonce still tells the claims apart.
-    {
-        sqlite::Db c(db, SQLITE_OPEN_READWRITE);
-        c.exec("UPDATE cdcflow_owners SET nonce = 'someone-else', host = 'h3', pid = 3");
-    }
-    cdcflow_batch b(2);
-    append(b, created(4, "acc-4"));
-    try {
-        a.process(b);
-        FAIL("a commit under another claim with the same epoch");
-    } catch (const cdcflow::Error &e) {
-        CHECK(e.status() == CDCFLOW_ERR_FENCED);
-    }
+    fenced(a, db, "UPDATE cdcflow_owners SET nonce = 'someone-else', host = 'h3', pid = 3", 4);
     CHECK(column(db, "SELECT count(*) FROM accounts") == 3);
     a.sink->stop();
 }
@@ -326,7 +321,8 @@ TEST_CASE("projection_sink: a checkpoint never moves back; such a batch applies 
     a.sink->stop();
 }
 
-TEST_CASE("projection_sink: a standby made before its database existed reads the checkpoint the owner wrote") {
+TEST_CASE(
+    "projection_sink: a standby made before its database existed reads the checkpoint the owner wrote") {
     TempDir dir("own_late_db");
     std::string db = dir.file("read.db"); // does not exist yet
     Sink a(db), b(db);
