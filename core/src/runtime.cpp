@@ -445,9 +445,17 @@ Status Runtime::acquire_ownership() {
     std::string announced;
     for (;;) {
         if (user_stop_.load()) return Status::ok();
-        Outcome got = call_with_retry(sink, "acquire", [&](char *err, uint64_t len) {
-            return sink.acquire(sink.instance, &req, err, len);
-        });
+        auto attempt = [&](char *err, uint64_t len) { return sink.acquire(sink.instance, &req, err, len); };
+        Outcome got;
+        if (standby_.load()) {
+            // A standby asks once per look: a busy store is just more waiting
+            // (no retry budget, no warning per attempt).
+            char err[kErrLen] = {0};
+            got.code = attempt(err, sizeof err);
+            if (got.code != CDCFLOW_OK) got.message = err[0] ? err : cdcflow_status_str(got.code);
+        } else {
+            got = call_with_retry(sink, "acquire", attempt);
+        }
         if (got.code == CDCFLOW_OK) {
             if (standby_.load())
                 log_line(CDCFLOW_LOG_INFO, "host", "taking over: this host now owns the checkpoint");
