@@ -525,10 +525,15 @@ Status Runtime::run(const RunOptions &opts) {
         }
         result = run_once(opts);
         release_ownership();
-        if (result.code() != CDCFLOW_ERR_FENCED || user_stop_.load()) break;
+        if (result.code() != CDCFLOW_ERR_FENCED) break;
         m_owner_->value.store(0);
         m_takeovers_->value.fetch_add(1, std::memory_order_relaxed);
         if (def_.settings.when_owned == WhenOwned::refuse) break;
+        if (user_stop_.load()) { // fenced, then asked to stop: a standby's clean exit
+            log_line(CDCFLOW_LOG_WARN, "host", "stepped down: " + result.message());
+            result = Status::ok();
+            break;
+        }
         // Step down: nothing this incarnation holds in memory (row caches,
         // the dedupe window) may outlive the ownership; new instances start
         // from whatever the new owner commits.
