@@ -1,4 +1,4 @@
-"""An independent model of the accounts contract (shared/DESIGN.md), used to
+"""An independent model of the accounts contract (DESIGN.md), used to
 check what cdcflow wrote. It knows nothing of the plugins' code: it replays
 the outbox in seq order with the rules from the design table."""
 import json
