@@ -164,10 +164,12 @@ class Ownership(AccountsTest):
         self.assertIn("its process is gone", r.stderr)
         self.assert_matches_model()
 
-    def test_a_standby_made_before_a_separate_read_model_existed_resumes_where_the_owner_stopped(self):
-        # The read model in a file of its own that no host has made yet: both
-        # hosts start before it exists; the standby must still resume from
-        # the owner's checkpoint, not from the beginning.
+    def test_a_standby_on_a_separate_read_model_file_resumes_where_the_owner_stopped(self):
+        # The read model in a file of its own that no host has made yet, two
+        # hosts started together: the standby must resume from the owner's
+        # checkpoint, not from the beginning. (Whether the standby's sink is
+        # made before the file exists is a race here; the unit test
+        # "a standby made before its database existed" forces that order.)
         read_db = self.path("read.db")
         with open(PIPELINE) as f:
             text = f.read()
