@@ -245,6 +245,8 @@ const cdcflow_host_api kApi = {
     stop_requested,
     batch_push,
     ownership_lost,
+    nullptr, // config_lookup (ABI 3)
+    nullptr, // event_drop (ABI 3)
 };
 
 } // namespace

@@ -33,9 +33,13 @@ extern "C" {
 /* The ABI this header describes, and the oldest one the host still loads.
  * ABI 2 appended: the statuses BATCH_FULL, OWNED and FENCED; the host
  * functions batch_push and ownership_lost; the sink callbacks acquire and
- * release (one owner per checkpoint). A plugin built against ABI 1 keeps
- * loading and behaves as before. */
-#define CDCFLOW_ABI_VERSION 2u
+ * release (one owner per checkpoint).
+ * ABI 3 appended: declared config (cdcflow_config_param with bounds, choices
+ * and secrets; config_lookup with its own result type); dropping events in
+ * a transform (CDCFLOW_EVENT_DROPPED, event_drop); rebuilding a stateful
+ * transform through the host (history, restore, and the source's replay).
+ * A plugin built against ABI 1 or 2 keeps loading and behaves as before. */
+#define CDCFLOW_ABI_VERSION 3u
 #define CDCFLOW_ABI_VERSION_MIN 1u
 
 /* Does a struct that starts with struct_size (as the other side built it)
@@ -77,7 +81,11 @@ typedef enum cdcflow_kind {
 typedef enum cdcflow_event_status {
     CDCFLOW_EVENT_OK = 0,
     CDCFLOW_EVENT_DUPLICATE = 1, /* skip: counted, not dead-lettered */
-    CDCFLOW_EVENT_REJECTED = 2   /* dead letter: see reject_stage, reject_reason */
+    CDCFLOW_EVENT_REJECTED = 2,  /* dead letter: see reject_stage, reject_reason */
+    /* ABI 3: filtered out by a transform (event_drop): counted, not applied,
+     * not dead-lettered. A stage built against ABI 1 or 2 never sees it: the
+     * host shows it such an event as DUPLICATE (skipped). */
+    CDCFLOW_EVENT_DROPPED = 3
 } cdcflow_event_status;
 
 typedef enum cdcflow_log_level {
@@ -110,8 +118,10 @@ typedef struct cdcflow_position {
     int64_t offset;
 } cdcflow_position;
 
-/* One declared config key. default_value is the YAML text of the default
- * (e.g. "100", "true", "[]"), or NULL when the key has no default. */
+/* ABI 1's declared config key (an array element without a size, so it cannot
+ * grow; ABI 3 plugins declare cdcflow_config_param instead). default_value is
+ * the YAML text of the default (e.g. "100", "true", "\"outbox\"", "[]"), or
+ * NULL when the key has no default. */
 typedef struct cdcflow_config_key {
     const char *name;
     cdcflow_config_type type;
@@ -154,6 +164,73 @@ typedef struct cdcflow_event_init {
     int64_t aggregate_version; /* -1: none */
     cdcflow_position position;
 } cdcflow_event_init;
+
+/* ABI 3: flags of a cdcflow_config_param. */
+#define CDCFLOW_PARAM_REQUIRED 1u /* the pipeline must set it */
+#define CDCFLOW_PARAM_SECRET 2u   /* never printed: not by `plugins`, logs, errors or /health */
+
+/* ABI 3: one declared config key. The host checks every value against it
+ * before create (type, bounds, choices, required) and refuses a key that is
+ * not declared, naming the closest declared one. */
+typedef struct cdcflow_config_param {
+    uint32_t struct_size; /* sizeof(cdcflow_config_param) as the plugin built it */
+    uint32_t flags;       /* CDCFLOW_PARAM_* */
+    const char *name;
+    cdcflow_config_type type;
+    uint32_t reserved;
+    /* The default written as the value itself, the way a user writes it in
+     * the pipeline file: 100, true, 0.5, outbox (no quotes for a string),
+     * or JSON text for JSON keys ([] , {"a": 1}). NULL: no default. */
+    const char *default_value;
+    const char *description; /* one line */
+    /* INT and DOUBLE: inclusive bounds, written like default_value; NULL:
+     * unbounded on that side. */
+    const char *min;
+    const char *max;
+    /* STRING: the allowed values, a NULL-terminated array; NULL: any text. */
+    const char *const *choices;
+} cdcflow_config_param;
+
+/* ABI 3: what config_lookup found. Not a cdcflow_status: a look-up is not an
+ * operation that fails, and its answers are not errors a stage returns. */
+typedef enum cdcflow_config_result {
+    CDCFLOW_CONFIG_FOUND = 0,      /* set in the file, or its default */
+    CDCFLOW_CONFIG_UNSET = 1,      /* declared, not set, no default */
+    CDCFLOW_CONFIG_WRONG_TYPE = 2, /* declared with another type */
+    CDCFLOW_CONFIG_UNDECLARED = 3  /* the plugin did not declare this key */
+} cdcflow_config_result;
+
+/* ABI 3: a config value as config_lookup hands it out. Only the member of
+ * the asked type is set; text stays valid until destroy. */
+typedef struct cdcflow_config_value {
+    uint32_t struct_size; /* set by the caller */
+    uint32_t reserved;
+    cdcflow_str text; /* STRING: the string; JSON: the value as JSON text */
+    int64_t i;        /* INT */
+    double d;         /* DOUBLE */
+    int32_t b;        /* BOOL: 0 or 1 */
+    int32_t reserved2;
+} cdcflow_config_value;
+
+/* ABI 3: what a stateful transform wants replayed to rebuild its state
+ * (history); filled in by the transform, the host zeroes it first. */
+typedef struct cdcflow_history {
+    uint32_t struct_size; /* set by the host */
+    uint32_t reserved;
+    /* The newest max_events events up to and including the checkpoint, per
+     * partition; 0: nothing (the transform keeps no state from the stream). */
+    uint64_t max_events;
+} cdcflow_history;
+
+/* ABI 3: what the host asks of a source's replay. */
+typedef struct cdcflow_replay {
+    uint32_t struct_size;
+    uint32_t position_count;
+    /* The checkpoint: replay ends with the event at each of these positions
+     * (inclusive), and starts at most max_events events before it. */
+    const cdcflow_position *positions;
+    uint64_t max_events;
+} cdcflow_replay;
 
 typedef struct cdcflow_batch cdcflow_batch;   /* opaque, owned by the host */
 typedef struct cdcflow_config cdcflow_config; /* opaque, owned by the host */
@@ -248,6 +325,18 @@ typedef struct cdcflow_host_api {
      * standby or exits (settings.when_owned). Thread-safe; msg is
      * NUL-terminated. */
     void (*ownership_lost)(cdcflow_ctx *ctx, const char *msg);
+
+    /* ---- ABI 3: check CDCFLOW_HAS_FIELD(host, cdcflow_host_api, name) ---- */
+
+    /* Typed look-up of a declared key; out->struct_size must be set. Never
+     * fails for a key of an ABI 3 plugin's own declaration, of its type. */
+    cdcflow_config_result (*config_lookup)(const cdcflow_config *cfg, const char *key,
+                                           cdcflow_config_type type, cdcflow_config_value *out);
+    /* Transforms: filter an event out. It travels on marked DROPPED: not
+     * applied, not dead-lettered, counted in "<stage>.dropped"; its position
+     * still counts as processed (the checkpoint moves past it). A rejection
+     * or duplicate mark stands over a drop. */
+    void (*event_drop)(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index);
 } cdcflow_host_api;
 
 /* Callbacks. Every callback that can fail returns a status and, on failure,
@@ -311,6 +400,24 @@ typedef struct cdcflow_callbacks {
     /* SINK, may be NULL: give the checkpoint up so that a standby takes over
      * at once. Called on the host's main thread after stop. */
     void (*release)(void *instance);
+
+    /* ---- ABI 3: the host reads these only when struct_size covers them ---- */
+
+    /* TRANSFORM, may be NULL: how much of the stream before the checkpoint
+     * this stage needs to see again to rebuild its state (a deduper's window).
+     * Called on the host's main thread after create. */
+    void (*history)(void *instance, cdcflow_history *want);
+    /* TRANSFORM, may be NULL: rebuild state from replayed events (already
+     * delivered, oldest first, ending at the checkpoint). Nothing may be
+     * marked and nothing goes downstream. Called before start. */
+    cdcflow_status (*restore)(void *instance, cdcflow_batch *b, char *err, uint64_t err_len);
+    /* SOURCE, may be NULL (then stateful transforms start empty, with a
+     * warning): fill b with already delivered events for req, oldest first;
+     * the host calls it again with a fresh batch until *done is non-zero.
+     * Called before seek and start; the source's position after the replay
+     * is whatever seek then sets. */
+    cdcflow_status (*replay)(void *instance, const cdcflow_replay *req, cdcflow_batch *b,
+                             int32_t *done, char *err, uint64_t err_len);
 } cdcflow_callbacks;
 
 /* The descriptor returned by the entry symbol. Static storage in the plugin. */
@@ -325,6 +432,14 @@ typedef struct cdcflow_plugin {
     uint32_t config_key_count;
     uint32_t reserved;
     const cdcflow_callbacks *callbacks;
+
+    /* ---- ABI 3: the host reads these only when struct_size covers them ---- */
+
+    /* The declared config; when set, config_keys above is ignored. Every
+     * element has the same struct_size, which is the array's stride. */
+    const cdcflow_config_param *config_params;
+    uint32_t config_param_count;
+    uint32_t reserved2;
 } cdcflow_plugin;
 
 typedef const cdcflow_plugin *(*cdcflow_plugin_entry_fn)(void);

@@ -508,6 +508,9 @@ const cdcflow_plugin *descriptor() {
         &Thunks<T>::destroy,
         FencingSink<T> ? &Thunks<T>::acquire : nullptr,
         FencingSink<T> ? &Thunks<T>::release : nullptr,
+        nullptr, // history (ABI 3)
+        nullptr, // restore (ABI 3)
+        nullptr, // replay (ABI 3)
     };
     static const cdcflow_plugin d = {
         CDCFLOW_ABI_VERSION,
@@ -520,6 +523,9 @@ const cdcflow_plugin *descriptor() {
         config_count_of<T>(),
         0,
         &cbs,
+        nullptr, // config_params (ABI 3)
+        0,
+        0,
     };
     return &d;
 }
