@@ -90,9 +90,13 @@ std::optional<rules::RuleSet> load_rules_file(const std::string &path, const hos
 
     // JSON: taken literally, no YAML typing or interpolation; a pipeline
     // written as JSON is YAML's to read.
-    if (text[first] == '{' && nlohmann::json::accept(text)) {
-        if (!nlohmann::json::parse(text).contains("stages")) return parse_rules(text, path, error);
-        return rules_of_pipeline_text(text, path, env, error);
+    if (text[first] == '{') {
+        nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+        if (!j.is_discarded()) {
+            if (!j.contains("stages")) return parse_rules(text, path, error);
+            return rules_of_pipeline_text(text, path, env, error);
+        }
+        // else: YAML (a flow mapping need not be JSON).
     }
     auto doc = host::parse_config_document(text, path, "rules file", env);
     if (!doc) {

@@ -175,6 +175,22 @@ TEST_SUITE("produce") {
         CHECK(error == path + ":2:1: a second YAML document: a rules file holds one");
     }
 
+    TEST_CASE("a JSON rules file is taken literally; a YAML flow mapping is YAML") {
+        TempDir dir("produce_json_rules");
+        const std::string path = dir.file("rules.json");
+        std::string error, why;
+        write_file(path, R"({"events": {"A": {"x": {"type": "string", "max_length": "${X}"}}}})");
+        CHECK_FALSE(cdcflow::produce::load_rules_file(path, env_of({{"X", "3"}}), &error).has_value());
+        CHECK(error.rfind(path + ": events.A.x.max_length: ", 0) == 0);
+
+        write_file(path, "{events: {A: {x: {type: string, max_length: 3}}}}\n");
+        auto rs = cdcflow::produce::load_rules_file(path, env_of({}), &error);
+        REQUIRE_MESSAGE(rs.has_value(), error);
+        cdcflow::rules::Validator v(*rs);
+        CHECK(v.check({"e1", "A", "1", "A", R"({"x": "abc"})"}, &why));
+        CHECK_FALSE(v.check({"e2", "A", "1", "A", R"({"x": "abcd"})"}, &why));
+    }
+
     TEST_CASE("a pipeline file: the rules of its first validator stage") {
         TempDir dir("produce_pipeline");
         const std::string path = dir.file("p.yaml");
