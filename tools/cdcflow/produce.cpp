@@ -186,7 +186,9 @@ int cmd_produce(int argc, char **argv) {
     if (progress.enabled()) {
         hooks.progress_ms = kProgressMs;
         hooks.progress = [&](uint64_t lines, uint64_t refused_here) {
-            progress.tick(lines, writer->metrics(), refused_here);
+            // Refused in all, as the summary counts them: by the parser and by the writer.
+            OutboxWriterMetrics m = writer->metrics();
+            progress.tick(lines, m, m.refused + refused_here);
         };
     }
     produce::ProduceOutcome out = produce::produce_lines(STDIN_FILENO, *writer, hooks);
