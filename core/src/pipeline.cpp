@@ -814,19 +814,30 @@ Result<std::string> interpolate(const std::string &text, const EnvLookup &env) {
     }
 }
 
-Result<PipelineDef> parse_pipeline(const std::string &text, const std::string &file, const EnvLookup &env) {
+namespace {
+
+// The one YAML document of `text`, after the checks that protect yaml-cpp
+// (binary, size, depth, node count). `kind` names the file in messages
+// ("pipeline file", "rules file"). Throws LoadError and YAML::Exception.
+YAML::Node load_one_document(const std::string &text, const std::string &kind) {
+    check_text(text);
+    prescan(text);
+    std::istringstream in(text);
+    YAML::Parser parser(in);
+    DocumentStarts docs;
+    if (!parser.HandleNextDocument(docs)) fail({1, 1}, "empty " + kind);
+    if (parser.HandleNextDocument(docs))
+        fail(mark_of(docs.mark), "a second YAML document: a " + kind + " holds one");
+    YAML::Node root = YAML::Load(text);
+    if (root.IsNull()) fail({1, 1}, "empty " + kind);
+    return root;
+}
+
+// Runs `load` and turns what it throws into one line "FILE:LINE:COL: what".
+template <typename T, typename Load>
+Result<T> one_line_errors(const std::string &file, const std::string &what, Load &&load) {
     try {
-        check_text(text);
-        prescan(text);
-        std::istringstream in(text);
-        YAML::Parser parser(in);
-        DocumentStarts docs;
-        if (!parser.HandleNextDocument(docs)) fail({1, 1}, "empty pipeline file");
-        if (parser.HandleNextDocument(docs))
-            fail(mark_of(docs.mark), "a second YAML document: a pipeline file holds one");
-        YAML::Node root = YAML::Load(text);
-        if (root.IsNull()) fail({1, 1}, "empty pipeline file");
-        return Reader(file, env).read(root);
+        return load();
     } catch (const LoadError &e) {
         return Status::error(one_line(where(file, e.mark) + ": " + e.msg));
     } catch (const YAML::DeepRecursion &e) { // what the prescan missed
@@ -834,8 +845,25 @@ Result<PipelineDef> parse_pipeline(const std::string &text, const std::string &f
     } catch (const YAML::Exception &e) {
         return Status::error(one_line(where(file, mark_of(e.mark)) + ": invalid YAML: " + e.msg));
     } catch (const std::exception &e) {
-        return Status::error(one_line(file + ": cannot load the pipeline: " + e.what()));
+        return Status::error(one_line(file + ": cannot load " + what + ": " + e.what()));
     }
+}
+
+} // namespace
+
+Result<PipelineDef> parse_pipeline(const std::string &text, const std::string &file, const EnvLookup &env) {
+    return one_line_errors<PipelineDef>(file, "the pipeline", [&] {
+        YAML::Node root = load_one_document(text, "pipeline file");
+        return Reader(file, env).read(root);
+    });
+}
+
+Result<ConfigValue> parse_config_document(const std::string &text, const std::string &file,
+                                          const std::string &kind, const EnvLookup &env) {
+    return one_line_errors<ConfigValue>(file, "the " + kind, [&] {
+        YAML::Node root = load_one_document(text, kind);
+        return Converter(file, &env).value(root, Mark{1, 1});
+    });
 }
 
 Result<PipelineDef> load_pipeline_file(const std::string &path, const EnvLookup &env) {

@@ -123,6 +123,14 @@ Result<PipelineDef> parse_pipeline(const std::string &text, const std::string &f
 // Step 1 from a file on disk (unreadable file: an error naming it).
 Result<PipelineDef> load_pipeline_file(const std::string &path, const EnvLookup &env);
 
+// A YAML document that is one config value kept in a file of its own (e.g. a
+// validator's `rules:` mapping, read by `cdcflow produce --rules`): the
+// value means exactly what it would mean under a stage's `config:` (same
+// scalar typing, ${VAR} interpolation and limits on hostile input). `kind`
+// names the file in messages ("rules file"); errors are "FILE:LINE:COL: what".
+Result<ConfigValue> parse_config_document(const std::string &text, const std::string &file,
+                                          const std::string &kind, const EnvLookup &env);
+
 // Step 2. `find` returns the schema of a plugin by name, or nullptr.
 Status check_pipeline(PipelineDef &def, const std::function<const PluginSchema *(const std::string &)> &find);
 

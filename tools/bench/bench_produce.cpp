@@ -7,17 +7,26 @@
 //            memory, one prepared statement bound with SQLITE_STATIC,
 //            BEGIN/COMMIT every `batch` rows. No parsing, validation, dedupe.
 //            The floor that SQLite itself sets.
-//   produce  the real command (cmd_produce, linked in) with the file as its
-//            standard input: read, parse, validate with the accounts rules,
-//            dedupe, write in batches.
+//   produce  what the real command runs (the producer library, core/produce:
+//            the rules file loaded as --rules loads it, then the command's
+//            loop over the file): read, parse, validate with the accounts
+//            rules, dedupe, write in batches. Only the option parsing and
+//            the summary line of `cdcflow produce` are left out.
 //   produce-no-rules  the same without --rules (envelope checks only).
+//   read+parse  only the producer's reader and line parser over the file
+//            (event_lines.hpp), nothing written: the part of `produce` that
+//            is not the writer's.
 //
 // Both use a new database file in the same folder, journal_mode=WAL,
 // synchronous=NORMAL, DESIGN.md's outbox table with its id index, and the
 // same batch size. Prints figures; asserts nothing.
 //
 // Usage: bench_produce [N=1000000] [DIR=.] [BATCH=1000] [ROUNDS=2]
-#include "../cdcflow/commands.hpp"
+#include "event_lines.hpp"
+#include "producer.hpp"
+#include "rules_file.hpp"
+
+#include <cdcflow/outbox_writer.hpp>
 
 #include <sqlite3.h>
 
@@ -27,10 +36,13 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -193,35 +205,57 @@ void run_plain(const std::vector<Event> &events, const std::string &path, size_t
     t->keep_best(now_s() - t0, cpu_s() - c0);
 }
 
-// The real command, standard input from the file, its summary line to /dev/null.
+// The producer's loop over the file, into a new database, as `cdcflow
+// produce --create-schema --batch-size BATCH [--rules RULES]` runs it.
 void run_produce(const std::string &input, const std::string &path, const std::string &rules, size_t batch,
                  Timing *t) {
     remove_db(path);
     int in = ::open(input.c_str(), O_RDONLY);
-    int devnull = ::open("/dev/null", O_WRONLY);
-    if (in < 0 || devnull < 0) die("cannot open", input);
-    int saved_in = ::dup(STDIN_FILENO), saved_out = ::dup(STDOUT_FILENO);
-    std::fflush(stdout);
-    ::dup2(in, STDIN_FILENO);
-    ::dup2(devnull, STDOUT_FILENO);
-    std::string batch_s = std::to_string(batch);
-    std::vector<std::string> args = {"produce", "--db", path, "--batch-size", batch_s, "--create-schema"};
-    if (!rules.empty()) {
-        args.push_back("--rules");
-        args.push_back(rules);
-    }
-    std::vector<char *> argv;
-    for (std::string &a : args)
-        argv.push_back(a.data());
+    if (in < 0) die("cannot open", input);
     double t0 = now_s(), c0 = cpu_s();
-    int rc = cdcflow::cli::cmd_produce(static_cast<int>(argv.size()), argv.data());
+    cdcflow::OutboxWriterOptions wo;
+    wo.batch_size = batch;
+    wo.create_schema = true;
+    if (!rules.empty()) {
+        std::string error;
+        wo.rules = cdcflow::produce::load_rules_file(rules, cdcflow::host::process_env(), &error);
+        if (!wo.rules) die("rules:", error);
+    }
+    std::unique_ptr<cdcflow::OutboxWriter> writer;
+    if (cdcflow::OutboxStatus st = cdcflow::OutboxWriter::open(path, std::move(wo), &writer); !st.ok())
+        die("cannot open the outbox:", st.message());
+    uint64_t refused = 0;
+    cdcflow::produce::ProduceHooks hooks;
+    hooks.refused = [&](uint64_t, std::string_view) { ++refused; };
+    cdcflow::produce::ProduceOutcome out = cdcflow::produce::produce_lines(in, *writer, hooks);
+    writer.reset(); // closes the database: part of the work
     double secs = now_s() - t0, cpu = cpu_s() - c0;
-    std::fflush(stdout);
-    ::dup2(saved_in, STDIN_FILENO);
-    ::dup2(saved_out, STDOUT_FILENO);
-    for (int fd : {in, devnull, saved_in, saved_out})
-        ::close(fd);
-    if (rc != cdcflow::cli::kExitOk) die("produce exited with", std::to_string(rc));
+    ::close(in);
+    if (out.end != cdcflow::produce::ProduceOutcome::End::kDone)
+        die("produce failed:", out.db_status.message());
+    if (refused) die("produce refused lines:", std::to_string(refused));
+    t->keep_best(secs, cpu);
+}
+
+// The reader and the parser alone: every line parsed, nothing written.
+void run_parse(const std::string &input, size_t n, Timing *t) {
+    int in = ::open(input.c_str(), O_RDONLY);
+    if (in < 0) die("cannot open", input);
+    double t0 = now_s(), c0 = cpu_s();
+    cdcflow::produce::LineReader reader(in);
+    cdcflow::produce::EventLineParser parser;
+    cdcflow::OutboxEvent ev;
+    std::string why;
+    std::string_view line;
+    size_t parsed = 0, payload_bytes = 0;
+    while (reader.next(&line, {}, {}) == cdcflow::produce::LineReader::Got::kLine) {
+        if (!parser.parse(line, &ev, &why)) die("parse:", why);
+        ++parsed;
+        payload_bytes += ev.payload.size(); // uses the result
+    }
+    double secs = now_s() - t0, cpu = cpu_s() - c0;
+    ::close(in);
+    if (parsed != n || payload_bytes == 0) die("parsed lines:", std::to_string(parsed));
     t->keep_best(secs, cpu);
 }
 
@@ -244,11 +278,12 @@ int main(int argc, char **argv) {
         std::fclose(f);
     }
 
-    Timing plain, produce, produce_nr;
+    Timing plain, produce, produce_nr, parse;
     for (int r = 0; r < rounds; ++r) {
         run_plain(events, plain_db, batch, &plain);
         run_produce(input, produce_db, rules, batch, &produce);
         run_produce(input, produce_db, "", batch, &produce_nr);
+        run_parse(input, n, &parse);
     }
     int64_t rows = count_rows(produce_db);
     if (rows != static_cast<int64_t>(n)) die("rows written by produce:", std::to_string(rows));
@@ -263,6 +298,7 @@ int main(int argc, char **argv) {
     row("plain INSERT loop (parsed, no checks)", plain);
     row("cdcflow produce --rules (accounts)", produce);
     row("cdcflow produce (envelope only)", produce_nr);
+    row("read + parse only (nothing written)", parse);
     for (const std::string &p : {plain_db, produce_db})
         remove_db(p);
     std::remove(input.c_str());
