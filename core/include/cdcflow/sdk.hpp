@@ -178,6 +178,7 @@ public:
     Batch(const cdcflow_host_api *host, cdcflow_ctx *ctx, cdcflow_batch *b) : host_(host), ctx_(ctx), b_(b) {
         first_ = host_->batch_events(b_, &count_, &stride_);
         if (CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, batch_push)) push_ = host_->batch_push;
+        if (CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, event_drop)) drop_ = host_->event_drop;
     }
 
     uint32_t size() const { return count_; }
@@ -193,6 +194,20 @@ public:
         host_->event_reject(ctx_, b_, i, reason.data(), reason.size());
     }
     void mark_duplicate(uint32_t i) const { host_->event_mark_duplicate(ctx_, b_, i); }
+    // Transforms: filter event i out (ABI 3). It is not applied and not
+    // dead-lettered, counted in "<stage>.dropped", and the checkpoint moves
+    // past it. A rejection or duplicate mark already on the event stands.
+    // A host without event_drop (its ABI 3 table does not hold it) gets the
+    // event marked duplicate instead: the same outcome for the data (skipped,
+    // checkpoint moves on, no dead letter), only counted as a duplicate;
+    // failing the pipeline there would make every filter unusable for the
+    // sake of a counter's name. (Hosts before ABI 3 refuse an ABI 3 plugin.)
+    void drop(uint32_t i) const {
+        if (drop_)
+            drop_(ctx_, b_, i);
+        else
+            host_->event_mark_duplicate(ctx_, b_, i);
+    }
 
     // Sources: append a copy of ev. Returns false when the batch is full;
     // throws Error(CDCFLOW_ERR_NOMEM) when memory ran out (the poll then
@@ -244,6 +259,8 @@ private:
     uint32_t stride_ = sizeof(cdcflow_event);
     // ABI 2's batch_push, null on an ABI 1 host (then batch_append).
     cdcflow_status (*push_)(cdcflow_batch *, const cdcflow_event_init *) = nullptr;
+    // ABI 3's event_drop, null on a host whose table does not hold it.
+    void (*drop_)(cdcflow_ctx *, cdcflow_batch *, uint32_t) = nullptr;
 };
 
 inline cdcflow_event_init make_event_init() {
@@ -331,7 +348,11 @@ cdcflow_status guarded(char *err, uint64_t err_len, F &&f) noexcept {
         write_err(err, err_len, e.what());
         return CDCFLOW_ERR_INTERNAL;
     } catch (...) {
-        write_err(err, err_len, "unknown exception");
+        // `throw 42` and the like carry no text we could show: say what was
+        // thrown and how to give the host a message instead.
+        write_err(err, err_len,
+                  "threw something that is not a std::exception (e.g. `throw 42`), so there is no message; "
+                  "throw cdcflow::Error or a std::exception instead");
         return CDCFLOW_ERR_INTERNAL;
     }
 }
