@@ -197,3 +197,26 @@ TEST_CASE("sdk: an exception that is not a std::exception says so, instead of a 
     CHECK(st == CDCFLOW_ERR_RETRY);
     CHECK(std::string(err) == "busy");
 }
+
+TEST_CASE("sdk: Batch::copy puts bytes in the batch's memory and throws when memory ran out") {
+    cdcflow_batch raw(1);
+    cdcflow_ctx ctx;
+    ctx.stage_id = "mask";
+    cdcflow::Batch view(host_api(), &ctx, &raw);
+    std::string text = "{\"owner\":\"***\"}";
+    cdcflow_str c = view.copy(text);
+    text[2] = 'X'; // the copy is the batch's own
+    CHECK(cdcflow::sv(c) == "{\"owner\":\"***\"}");
+    CHECK(view.copy("").len == 0);
+    // batch_alloc answers null when memory ran out: the SDK turns it into an error.
+    cdcflow_host_api no_mem = *host_api();
+    no_mem.batch_alloc = [](cdcflow_batch *, uint64_t) -> void * { return nullptr; };
+    cdcflow::Batch starved(&no_mem, &ctx, &raw);
+    try {
+        starved.copy("abc");
+        FAIL("no exception");
+    } catch (const cdcflow::Error &err) {
+        CHECK(err.status() == CDCFLOW_ERR_NOMEM);
+        CHECK(std::string(err.what()) == "out of memory copying 3 bytes into the batch");
+    }
+}

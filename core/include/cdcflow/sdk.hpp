@@ -229,8 +229,21 @@ public:
         ++count_; // the event array never moves while we hold the batch
         return true;
     }
-    // Scratch memory owned by the batch (freed when the batch is recycled).
+    // Scratch memory owned by the batch: it stays valid while any later stage
+    // holds the batch (freed when the batch is recycled), so an event's
+    // strings may point into it. Null when memory ran out.
     void *alloc(size_t n) const { return host_->batch_alloc(b_, n); }
+    // A copy of bytes in the batch's memory, e.g. a rewritten payload to set
+    // as event.payload. Throws Error(CDCFLOW_ERR_NOMEM) when memory ran out.
+    cdcflow_str copy(std::string_view bytes) const {
+        if (bytes.empty()) return cdcflow_str{"", 0};
+        void *p = alloc(bytes.size());
+        if (!p)
+            throw Error(CDCFLOW_ERR_NOMEM,
+                        "out of memory copying " + std::to_string(bytes.size()) + " bytes into the batch");
+        std::memcpy(p, bytes.data(), bytes.size());
+        return cdcflow_str{static_cast<const char *>(p), bytes.size()};
+    }
 
     class iterator {
     public:
