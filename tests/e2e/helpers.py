@@ -22,6 +22,23 @@ def env_with(**extra):
     return env
 
 
+def install_tree(root):
+    """`meson install --destdir root` of the build being tested, as a user
+    installs cdcflow. Returns (host, env): the installed `cdcflow` binary and
+    an environment in which `pkg-config cdcflow` (and cdcflow-outbox) answer
+    for that install: PKG_CONFIG_PATH names its pkgconfig folder, and
+    PKG_CONFIG_SYSROOT_DIR puts `root` in front of the -I paths, since the
+    .pc files hold the configured prefix (/usr/local), not the staging root."""
+    import glob
+    subprocess.run(["meson", "install", "-C", BUILD_ROOT, "--destdir", root, "--no-rebuild", "--quiet"],
+                   check=True, capture_output=True)
+    pcs = glob.glob(root + "/**/pkgconfig/cdcflow.pc", recursive=True)
+    bins = glob.glob(root + "/**/bin/cdcflow", recursive=True)
+    if len(pcs) != 1 or len(bins) != 1:
+        raise AssertionError("expected one cdcflow.pc and one bin/cdcflow under %s: %s %s" % (root, pcs, bins))
+    return bins[0], env_with(PKG_CONFIG_PATH=os.path.dirname(pcs[0]), PKG_CONFIG_SYSROOT_DIR=root)
+
+
 def run(args, timeout=120, env=None, stdin=None, cwd=None):
     """Runs cdcflow to completion; returns CompletedProcess (text)."""
     return subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=timeout,
