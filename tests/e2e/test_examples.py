@@ -7,6 +7,7 @@ with the installed host on a real SQLite outbox."""
 import glob
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -47,6 +48,22 @@ class GuideExamples(TempDirTest):
                 r = subprocess.run(cmd, cwd=d, env=env, capture_output=True, text=True)
                 self.assertEqual(r.returncode, 0, "%s in %s:\n%s%s" % (cmd, name, r.stdout[-3000:], r.stderr[-3000:]))
             self.assertTrue(os.path.isfile(os.path.join(d, "build", name + ".so")))
+
+        # The guide's own first example compiles as printed, with the command it gives.
+        guide = glob.glob(self.path("root") + "/**/share/doc/cdcflow/plugin-authoring.md", recursive=True)[0]
+        with open(guide) as f:
+            blocks = re.findall(r"```cpp\n(.*?)```", f.read(), re.S)
+        snippet = [b for b in blocks if "CDCFLOW_PLUGIN(MaxIdLength)" in b]
+        self.assertEqual(len(snippet), 1)
+        src = self.write("max_id_length.cpp", snippet[0])
+        cflags = subprocess.run(["pkg-config", "--cflags", "cdcflow"], env=env, check=True, capture_output=True,
+                                text=True).stdout.split()
+        own = self.path("own")
+        os.makedirs(own)
+        subprocess.run(["g++", "-std=c++20", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden",
+                        "-o", os.path.join(own, "max_id_length.so"), src] + cflags, check=True)
+        r = subprocess.run([host, "plugins", "--path", own], capture_output=True, text=True)
+        self.assertIn("max_id_length  (transform, ABI 3, version 1.0.0)", r.stdout)
 
         # The installed host lists them with their declared config.
         r = subprocess.run([host, "plugins", "--path", os.path.join(ex, "mask", "build"), "--path",

@@ -100,41 +100,32 @@ public:
         {"checkpoint", CDCFLOW_CONFIG_STRING, nullptr, 1, "checkpoint file (replaced atomically per batch)"},
     };
 
-    // The host asks for the checkpoint once, right after construction and
-    // before start(): durable state is read here. Reading changes nothing
-    // (`cdcflow validate` constructs stages too); cutting the files back
-    // waits for start().
+    // The constructor only reads the config: it must change nothing outside
+    // the process (`cdcflow validate` constructs stages too).
     JsonlSink(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Sink(ctx), output_(cfg.str("output")), dead_path_(cfg.str("dead_letters")),
           checkpoint_path_(cfg.str("checkpoint")),
-          written_(ctx.counter("written", "events written to the output file")) {
-        std::ifstream in(checkpoint_path_);
-        if (!in) return; // no checkpoint yet: from the start
-        std::stringstream text;
-        text << in.rdbuf();
-        json cp = json::parse(text.str(), nullptr, false);
-        if (cp.is_discarded() || !cp.is_object() || !cp.contains("positions") || !cp.contains("output_bytes"))
-            throw cdcflow::Error(CDCFLOW_ERR_IO,
-                                 "checkpoint " + checkpoint_path_ + " is not a checkpoint file");
-        for (auto &[part, off] : cp["positions"].items())
-            positions_[part] = off.get<int64_t>();
-        output_bytes_ = cp["output_bytes"].get<int64_t>();
-        dead_bytes_ = cp["dead_letter_bytes"].get<int64_t>();
-    }
+          written_(ctx.counter("written", "events written to the output file")) {}
     ~JsonlSink() override {
         if (out_fd_ >= 0) ::close(out_fd_);
         if (dead_fd_ >= 0) ::close(dead_fd_);
     }
 
-    // One position per partition: the last one committed. The host starts
-    // the source just after these.
+    // Called once per instance, on the host's main thread, after acquire
+    // (for a sink that fences) and before start(): the moment to read the
+    // durable state. (Read in the constructor, a standby's copy would be
+    // stale by the time it takes over.) One position per partition, the last
+    // one committed; the host starts the source just after these.
     void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override {
+        load();
         for (auto &[part, off] : positions_)
             emit(cdcflow_position{cdcflow::str(part), off});
     }
 
-    // On the stage's own thread, before the first batch.
+    // On the stage's own thread, before the first batch: cut the files back
+    // to the last commit.
     void start() override {
+        load(); // already done by checkpoint(); never cut files back to an unread length
         out_fd_ = open_at(output_, output_bytes_);
         dead_fd_ = open_at(dead_path_, dead_bytes_);
     }
@@ -157,6 +148,26 @@ public:
     }
 
 private:
+    void load() {
+        if (loaded_) return;
+        std::ifstream in(checkpoint_path_);
+        if (in) {
+            std::stringstream text;
+            text << in.rdbuf();
+            try {
+                json cp = json::parse(text.str());
+                for (auto &[part, off] : cp.at("positions").items())
+                    positions_[part] = off.get<int64_t>();
+                output_bytes_ = cp.at("output_bytes").get<int64_t>();
+                dead_bytes_ = cp.at("dead_letter_bytes").get<int64_t>();
+            } catch (const json::exception &e) {
+                throw cdcflow::Error(CDCFLOW_ERR_IO, "checkpoint " + checkpoint_path_ +
+                                                         " is not a checkpoint file: " + e.what());
+            }
+        } // no file: no checkpoint yet, from the start
+        loaded_ = true;
+    }
+
     struct Committed {
         std::map<std::string, int64_t> positions;
         int64_t output_bytes, dead_bytes;
@@ -258,6 +269,7 @@ private:
     std::map<std::string, int64_t> positions_;  // partition -> last committed offset
     int64_t output_bytes_ = 0, dead_bytes_ = 0; // committed lengths of the two files
     int out_fd_ = -1, dead_fd_ = -1;
+    bool loaded_ = false;
     cdcflow::Metric written_;
 };
 
