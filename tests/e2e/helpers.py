@@ -12,6 +12,7 @@ import unittest
 BIN = os.environ.get("CDCFLOW_BIN", "build/tools/cdcflow")
 TEST_PLUGINS = os.environ.get("CDCFLOW_TEST_PLUGIN_DIR", "build/tests/plugins")
 BAD_PLUGINS = os.environ.get("CDCFLOW_BAD_PLUGIN_DIR", "build/tests/plugins/bad")
+ABI_V1_PLUGINS = os.environ.get("CDCFLOW_ABI_V1_PLUGIN_DIR", "build/tests/plugins/abi_v1")
 SOURCE_ROOT = os.environ.get("CDCFLOW_SOURCE_ROOT", ".")
 BUILD_ROOT = os.environ.get("CDCFLOW_BUILD_ROOT", "build")
 

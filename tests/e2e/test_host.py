@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import (BAD_PLUGINS, TEST_PLUGINS, TempDirTest, env_with, free_port, main, run,  # noqa: E402
+from helpers import (ABI_V1_PLUGINS, BAD_PLUGINS, TEST_PLUGINS, TempDirTest, env_with, free_port, main, run,  # noqa: E402
                      start, wait_for)
 
 ENV = env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS)
@@ -126,6 +126,27 @@ class Run(TempDirTest):
         self.assertIn("pipeline 'e2e': 20000 events: 15428 applied, 1715 rejected, 2857 duplicates", r.stdout)
         r = run(["run", p, "--drain"], env=env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS, N="5"))
         self.assertIn("pipeline 'e2e': 5 events: 5 applied", r.stdout)
+
+    def test_dropped_events_are_totalled_and_an_abi_1_stage_sees_them_as_skipped(self):
+        out = self.path("events.txt")
+        # A dropping transform, then a transform built against the frozen ABI 1
+        # header, then an ABI 3 sink that writes each event's status.
+        p = self.write("p.yaml", "plugin_path: [%s]\n" % ABI_V1_PLUGINS +
+                       pipeline("count: 100", "drop_every: 10", "output: '%s'" % out).replace(
+                           "  - id: sink\n", "  - id: old\n    plugin: v1_pass\n  - id: sink\n"))
+        r = run(["run", p, "--drain"], env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("pipeline 'e2e': 100 events: 90 applied, 0 rejected, 0 duplicates, 10 dropped", r.stdout)
+        with open(out) as f:
+            statuses = [line.split()[1] for line in f]
+        self.assertEqual(statuses.count("3"), 10)  # DROPPED again after the ABI 1 stage
+        self.assertEqual(read_checkpoint(out), 100)  # the last event was dropped: still processed
+        # An ABI 1 sink behind the dropping transform: the run and its totals are the same.
+        p = self.write("p1.yaml", "plugin_path: [%s]\n" % ABI_V1_PLUGINS +
+                       pipeline("count: 100", "drop_every: 10").replace("plugin: file_sink", "plugin: v1_sink"))
+        r = run(["run", p, "--drain"], env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("100 events: 90 applied, 0 rejected, 0 duplicates, 10 dropped", r.stdout)
 
     def test_undefined_variable_is_an_error_with_position(self):
         p = self.write("p.yaml", pipeline("count: '${NOPE_NOT_SET}'"))
