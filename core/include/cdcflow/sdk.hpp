@@ -21,6 +21,13 @@
 //
 // A plugin with no config keys leaves kConfig out. kVersion is optional.
 //
+// Events are marked in place: batch.reject(i, why) (a dead letter),
+// batch.mark_duplicate(i), batch.drop(i) (filtered out; ABI 3). A transform
+// rewrites an event by pointing it at new bytes from batch.copy(...). The
+// plugin author's guide (cdcflow/README.md in the sources, installed as
+// share/doc/cdcflow/plugin-authoring.md) says when each callback is called,
+// on which thread, and what a sink must store itself.
+//
 // A sink that fences its checkpoint (one owner per checkpoint, DESIGN.md)
 // also defines `void acquire(const cdcflow_ownership &)` (throw
 // Error(CDCFLOW_ERR_OWNED, "<who owns it>") when another process does) and
