@@ -258,22 +258,25 @@ class Run(TempDirTest):
 
     def test_http_status_and_metrics(self):
         port = free_port()
-        p = self.write("p.yaml", pipeline("count: 1000, idle_after: 1000"))
+        p = self.write("p.yaml", pipeline("count: 1000, idle_after: 1000", "drop_every: 10"))
         proc = start(["run", p, "--http", "127.0.0.1:%d" % port], env=ENV)
         try:
             def healthy():
                 try:
                     with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=1) as resp:
-                        return json.loads(resp.read()).get("applied") == 1000
+                        return json.loads(resp.read()).get("applied") == 900
                 except OSError:
                     return False
-            wait_for(healthy, what="/health to report 1000 applied")
+            wait_for(healthy, what="/health to report 900 applied")
             r = run(["status", "127.0.0.1:%d" % port, "--metrics"])
             self.assertEqual(r.returncode, 0, r.stderr)
             health = json.loads(r.stdout.splitlines()[0])
             self.assertEqual(health["state"], "running")
             self.assertEqual(health["pipeline"], "e2e")
-            self.assertIn("cdcflow_pipeline_applied 1000", r.stdout)
+            self.assertEqual(health["dropped"], 100)
+            self.assertIn("cdcflow_pipeline_applied 900", r.stdout)
+            self.assertIn("cdcflow_pipeline_dropped 100", r.stdout)
+            self.assertIn("cdcflow_pass_dropped 100", r.stdout)
             self.assertIn("cdcflow_src_events 1000", r.stdout)
             # Idle now (the source has nothing): the host must park, not spin.
             pid = proc.pid
