@@ -9,14 +9,14 @@ sys.path.insert(0, os.path.dirname(__file__))
 from helpers import TEST_PLUGINS, TempDirTest, install_tree, main  # noqa: E402
 
 PLUGIN = r'''
-// An out-of-tree transform: rejects events whose type is on a block list.
+// An out-of-tree transform: rejects every event whose offset is a multiple of blocked_every.
 #include <cdcflow/sdk.hpp>
 #include <string>
 
 class Blocker : public cdcflow::Transform {
 public:
     static constexpr const char *kName = "blocker";
-    static constexpr const char *kDescription = "rejects events of a blocked type";
+    static constexpr const char *kDescription = "rejects events at every blocked_every-th offset";
     static constexpr const char *kVersion = "1.2.3";
     static constexpr cdcflow_config_key kConfig[] = {
         {"blocked_every", CDCFLOW_CONFIG_INT, nullptr, 1, "reject offsets that are multiples of this"}};
