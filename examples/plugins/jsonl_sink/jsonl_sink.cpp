@@ -1,5 +1,6 @@
-// jsonl_sink: an example sink (the plugin author's guide, section "A complete
-// sink"). It appends every applied event as one JSON line to `output`, every
+// jsonl_sink: the complete example sink of the plugin author's guide
+// (plugin-authoring.md, "Sinks: the sink owns the transaction"). It
+// appends every applied event as one JSON line to `output`, every
 // rejected event to `dead_letters` (with the stage that rejected it and the
 // reason), skips duplicates and dropped events, and keeps its own checkpoint
 // in `checkpoint`.

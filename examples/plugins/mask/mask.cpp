@@ -1,10 +1,13 @@
-// mask: an example transform (the plugin author's guide, section "A complete
-// transform"). It
+// mask: the complete example transform of the plugin author's guide
+// (plugin-authoring.md, "Rewriting an event" and "Statuses"). It
 //  - replaces the value of one payload field (e.g. a person's name) with a
 //    fixed text, by writing a new payload into the batch's memory, and
 //  - drops (filters out) events whose type is on a list: they are not applied,
 //    not dead-lettered, counted in "<stage>.dropped", and the checkpoint still
 //    moves past them.
+//
+// It parses payloads it does not trust: place it after a validator stage,
+// which bounds payload size and nesting depth, when producers are not yours.
 //
 // Build it out of tree against an installed cdcflow (see meson.build):
 //     meson setup build && ninja -C build       # makes build/mask.so
