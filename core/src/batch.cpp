@@ -60,6 +60,7 @@ void Batch::reset() {
     count = 0;
     arena.reset();
     end_of_stream = false;
+    dropped = 0;
 }
 
 bool Batch::append(const cdcflow_event_init &in) {

@@ -56,6 +56,9 @@ struct Batch {
     uint32_t count = 0;
     Arena arena;
     bool end_of_stream = false; // sentinel batch: no more data follows
+    // Events marked DROPPED (event_drop): while zero, the runtime shows the
+    // batch to ABI 1 and 2 stages as it is, without looking at any event.
+    uint32_t dropped = 0;
 };
 
 } // namespace cdcflow::host

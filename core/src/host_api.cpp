@@ -208,6 +208,17 @@ void event_mark_duplicate(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
     if (ctx) metric_add(ctx->duplicates, 1);
 }
 
+void event_drop(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
+    if (!b || index >= b->count) return;
+    cdcflow_event &e = b->events[index];
+    // A rejection (a dead letter) or a duplicate mark stands over a drop: a
+    // filter must not make a bad event or a copy vanish from the counts.
+    if (e.status != CDCFLOW_EVENT_OK) return;
+    e.status = CDCFLOW_EVENT_DROPPED;
+    ++b->dropped;
+    if (ctx) metric_add(ctx->dropped, 1);
+}
+
 const char *stage_id(cdcflow_ctx *ctx) { return ctx ? ctx->stage_id.c_str() : ""; }
 
 int32_t stop_requested(cdcflow_ctx *ctx) {
@@ -246,7 +257,7 @@ const cdcflow_host_api kApi = {
     batch_push,
     ownership_lost,
     nullptr, // config_lookup (ABI 3)
-    nullptr, // event_drop (ABI 3)
+    event_drop,
 };
 
 } // namespace

@@ -18,6 +18,7 @@ struct cdcflow_ctx {
     const std::atomic<bool> *stop = nullptr;
     cdcflow_metric *rejected = nullptr;   // events this stage rejected
     cdcflow_metric *duplicates = nullptr; // events this stage marked duplicate
+    cdcflow_metric *dropped = nullptr;    // events this stage dropped (filtered out)
     // ownership_lost: set by the runtime; called from any thread.
     std::function<void(const std::string &)> ownership_lost;
 };

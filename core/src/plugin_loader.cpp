@@ -60,13 +60,21 @@ Result<std::shared_ptr<LoadedPlugin>> load_plugin_file(const std::string &path) 
         return bad(path, "unsupported ABI version " + std::to_string(d->abi_version) + " (this host supports " +
                              std::to_string(CDCFLOW_ABI_VERSION_MIN) + ".." + std::to_string(CDCFLOW_ABI_VERSION) +
                              ")");
+    // Say what was expected: the usual cause is a descriptor written by hand
+    // with struct_size set to something other than sizeof(cdcflow_plugin).
     if (d->struct_size < kMinPluginSize)
-        return bad(path, "descriptor too small (" + std::to_string(d->struct_size) + " bytes)");
+        return bad(path, "descriptor too small: struct_size is " + std::to_string(d->struct_size) +
+                             " bytes, ABI " + std::to_string(d->abi_version) + " needs at least " +
+                             std::to_string(kMinPluginSize) + " (set it to sizeof(cdcflow_plugin))");
     if (!d->name || !*d->name) return bad(path, "descriptor has no name");
     if (d->kind != CDCFLOW_KIND_SOURCE && d->kind != CDCFLOW_KIND_TRANSFORM && d->kind != CDCFLOW_KIND_SINK)
         return bad(path, "descriptor has an unknown kind " + std::to_string(static_cast<int>(d->kind)));
     const cdcflow_callbacks *cb = d->callbacks;
-    if (!cb || cb->struct_size < kMinCallbacksSize) return bad(path, "descriptor has no callback table");
+    if (!cb) return bad(path, "descriptor has no callback table");
+    if (cb->struct_size < kMinCallbacksSize)
+        return bad(path, "callback table too small: struct_size is " + std::to_string(cb->struct_size) +
+                             " bytes, ABI 1 needs at least " + std::to_string(kMinCallbacksSize) +
+                             " (set it to sizeof(cdcflow_callbacks))");
     if (!cb->create || !cb->destroy) return bad(path, "callbacks create and destroy are required");
     if (d->kind == CDCFLOW_KIND_SOURCE && !cb->poll) return bad(path, "a source needs a poll callback");
     if (d->kind != CDCFLOW_KIND_SOURCE && !cb->process)

@@ -69,12 +69,15 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         s->cb = s->plugin->desc->callbacks;
         s->acquire = CDCFLOW_CB(s->cb, acquire);
         s->release = CDCFLOW_CB(s->cb, release);
+        s->knows_dropped = s->plugin->desc->abi_version >= 3;
         s->ctx.stage_id = sd.id;
         s->ctx.metrics = &metrics;
         s->ctx.stop = &rt->stop_;
         s->ctx.rejected = metrics.create(sd.id + ".rejected", "events this stage rejected", false);
         s->ctx.duplicates =
             metrics.create(sd.id + ".duplicates", "events this stage marked duplicate", false);
+        s->ctx.dropped =
+            metrics.create(sd.id + ".dropped", "events this stage dropped (filtered out)", false);
         Runtime *self = rt.get();
         Stage *stage = s.get();
         s->ctx.ownership_lost = [self, stage](const std::string &msg) {
@@ -92,6 +95,8 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
     rt->m_applied_ = metrics.create("pipeline.applied", "events applied", false);
     rt->m_rejected_ = metrics.create("pipeline.rejected", "events rejected (dead letters)", false);
     rt->m_duplicates_ = metrics.create("pipeline.duplicates", "duplicate events skipped", false);
+    rt->m_dropped_ =
+        metrics.create("pipeline.dropped", "events dropped (filtered out) by a transform", false);
     rt->m_batches_ = metrics.create("pipeline.batches", "batches committed", false);
     rt->m_checkpoint_ =
         metrics.create("pipeline.checkpoint_offset", "offset of the last committed event", true);
@@ -208,6 +213,7 @@ Totals Runtime::totals() const {
     t.applied = v(m_applied_);
     t.rejected = v(m_rejected_);
     t.duplicates = v(m_duplicates_);
+    t.dropped = v(m_dropped_);
     t.batches = v(m_batches_);
     return t;
 }
@@ -276,7 +282,7 @@ void Runtime::recycle(Stage &src, Batch *b) {
 }
 
 void Runtime::count_committed(Batch *b) {
-    uint64_t ok = 0, rej = 0, dup = 0;
+    uint64_t ok = 0, rej = 0, dup = 0, drop = 0;
     for (uint32_t i = 0; i < b->count; ++i) {
         switch (b->events[i].status) {
         case CDCFLOW_EVENT_OK:
@@ -284,6 +290,9 @@ void Runtime::count_committed(Batch *b) {
             break;
         case CDCFLOW_EVENT_REJECTED:
             ++rej;
+            break;
+        case CDCFLOW_EVENT_DROPPED:
+            ++drop;
             break;
         default:
             ++dup;
@@ -294,9 +303,31 @@ void Runtime::count_committed(Batch *b) {
     m_applied_->value.fetch_add(ok, std::memory_order_relaxed);
     m_rejected_->value.fetch_add(rej, std::memory_order_relaxed);
     m_duplicates_->value.fetch_add(dup, std::memory_order_relaxed);
+    m_dropped_->value.fetch_add(drop, std::memory_order_relaxed);
     m_batches_->value.fetch_add(1, std::memory_order_relaxed);
     if (b->count)
         m_checkpoint_->value.store(b->events[b->count - 1].position.offset, std::memory_order_relaxed);
+}
+
+void Runtime::hide_dropped(Stage &st, Batch *b) {
+    st.hidden.clear();
+    if (st.knows_dropped || b->dropped == 0) return; // the common case looks at no event
+    for (uint32_t i = 0; i < b->count; ++i) {
+        cdcflow_event &e = b->events[i];
+        if (e.status != CDCFLOW_EVENT_DROPPED) continue;
+        // DUPLICATE is what an ABI 1/2 stage already skips without a dead
+        // letter: the same outcome as a drop, in a status it knows.
+        e.status = CDCFLOW_EVENT_DUPLICATE;
+        st.hidden.push_back(i); // reserved to the batch size: no allocation per batch
+    }
+}
+
+void Runtime::unhide_dropped(Stage &st, Batch *b) {
+    // The stage could not have changed a shown DUPLICATE: event_reject keeps
+    // the first verdict and event_mark_duplicate is a no-op on a duplicate.
+    for (uint32_t i : st.hidden)
+        if (b->events[i].status == CDCFLOW_EVENT_DUPLICATE) b->events[i].status = CDCFLOW_EVENT_DROPPED;
+    st.hidden.clear();
 }
 
 void Runtime::source_loop(Stage &st, bool drain) {
@@ -381,6 +412,7 @@ void Runtime::stage_loop(size_t index) {
     bool is_sink = index + 1 == stages_.size();
     SpscQueue<Batch> &in = *queues_[index - 1];
     SpscQueue<Batch> &out = is_sink ? *free_ : *queues_[index];
+    if (!st.knows_dropped) st.hidden.reserve(def_.settings.batch_size);
     Outcome started = call_with_retry(st, "start", [&](char *err, uint64_t len) {
         return st.cb->start ? st.cb->start(st.instance, err, len) : CDCFLOW_OK;
     });
@@ -402,12 +434,14 @@ void Runtime::stage_loop(size_t index) {
             out.push(b);
             break;
         }
+        hide_dropped(st, b);
         Outcome done = call_with_retry(st, "process", [&](char *err, uint64_t len) {
             auto t0 = Clock::now();
             cdcflow_status cs = st.cb->process(st.instance, static_cast<cdcflow_batch *>(b), err, len);
             st.busy_us->value.fetch_add(micros_since(t0), std::memory_order_relaxed);
             return cs;
         });
+        unhide_dropped(st, b);
         if (done.code != CDCFLOW_OK) {
             fail(st, done.message, done.code);
             break;

@@ -60,6 +60,7 @@ struct Totals {
     uint64_t applied = 0;
     uint64_t rejected = 0;
     uint64_t duplicates = 0;
+    uint64_t dropped = 0; // filtered out by a transform (event_drop)
     uint64_t batches = 0;
 };
 
@@ -103,6 +104,10 @@ private:
         // ABI 2 callbacks, null when the plugin's table is too short to hold them.
         cdcflow_status (*acquire)(void *, const cdcflow_ownership *, char *, uint64_t) = nullptr;
         void (*release)(void *) = nullptr;
+        // Built against ABI 1 or 2: never shown CDCFLOW_EVENT_DROPPED (see
+        // hide_dropped); `hidden` holds the events it is shown as DUPLICATE.
+        bool knows_dropped = true;
+        std::vector<uint32_t> hidden;
         void *instance = nullptr;
         cdcflow_ctx ctx;
         cdcflow_config cfg;
@@ -136,6 +141,11 @@ private:
     void fail(const Stage &st, const std::string &what, cdcflow_status code);
     void notify_committed(Stage &src, Batch *b);
     void count_committed(Batch *b);
+    // Around an ABI 1/2 stage's process: DROPPED events are shown to it as
+    // DUPLICATE (skipped, a status it knows), then marked DROPPED again for
+    // the stages after it and the totals.
+    static void hide_dropped(Stage &st, Batch *b);
+    static void unhide_dropped(Stage &st, Batch *b);
     void close_all();
     bool stopping() const { return stop_.load(std::memory_order_relaxed); }
 
@@ -164,6 +174,7 @@ private:
     cdcflow_metric *m_applied_ = nullptr;
     cdcflow_metric *m_rejected_ = nullptr;
     cdcflow_metric *m_duplicates_ = nullptr;
+    cdcflow_metric *m_dropped_ = nullptr;
     cdcflow_metric *m_batches_ = nullptr;
     cdcflow_metric *m_checkpoint_ = nullptr;
     cdcflow_metric *m_owner_ = nullptr;

@@ -298,7 +298,9 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
         if (fence_) fence_.check();
         for (uint32_t i = 0; i < batch.size(); ++i) {
             const cdcflow_event &e = batch[i];
-            if (e.status == CDCFLOW_EVENT_DUPLICATE) continue;
+            // Skipped: a copy, or filtered out by a transform (its position
+            // still moves the checkpoint below).
+            if (e.status == CDCFLOW_EVENT_DUPLICATE || e.status == CDCFLOW_EVENT_DROPPED) continue;
             // Events that carry an aggregate version: one at or below the
             // last applied for the aggregate is a copy under another id or
             // a stale replay. Counted now: the mark survives a rollback, so

@@ -12,6 +12,7 @@ import unittest
 BIN = os.environ.get("CDCFLOW_BIN", "build/tools/cdcflow")
 TEST_PLUGINS = os.environ.get("CDCFLOW_TEST_PLUGIN_DIR", "build/tests/plugins")
 BAD_PLUGINS = os.environ.get("CDCFLOW_BAD_PLUGIN_DIR", "build/tests/plugins/bad")
+ABI_V1_PLUGINS = os.environ.get("CDCFLOW_ABI_V1_PLUGIN_DIR", "build/tests/plugins/abi_v1")
 SOURCE_ROOT = os.environ.get("CDCFLOW_SOURCE_ROOT", ".")
 BUILD_ROOT = os.environ.get("CDCFLOW_BUILD_ROOT", "build")
 
@@ -20,6 +21,23 @@ def env_with(**extra):
     env = dict(os.environ)
     env.update({k: str(v) for k, v in extra.items()})
     return env
+
+
+def install_tree(root):
+    """`meson install --destdir root` of the build being tested, as a user
+    installs cdcflow. Returns (host, env): the installed `cdcflow` binary and
+    an environment in which `pkg-config cdcflow` (and cdcflow-outbox) answer
+    for that install: PKG_CONFIG_PATH names its pkgconfig folder, and
+    PKG_CONFIG_SYSROOT_DIR puts `root` in front of the -I paths, since the
+    .pc files hold the configured prefix (/usr/local), not the staging root."""
+    import glob
+    subprocess.run(["meson", "install", "-C", BUILD_ROOT, "--destdir", root, "--no-rebuild", "--quiet"],
+                   check=True, capture_output=True)
+    pcs = glob.glob(root + "/**/pkgconfig/cdcflow.pc", recursive=True)
+    bins = glob.glob(root + "/**/bin/cdcflow", recursive=True)
+    if len(pcs) != 1 or len(bins) != 1:
+        raise AssertionError("expected one cdcflow.pc and one bin/cdcflow under %s: %s %s" % (root, pcs, bins))
+    return bins[0], env_with(PKG_CONFIG_PATH=os.path.dirname(pcs[0]), PKG_CONFIG_SYSROOT_DIR=root)
 
 
 def run(args, timeout=120, env=None, stdin=None, cwd=None):

@@ -10,7 +10,7 @@ import time
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import (BAD_PLUGINS, TEST_PLUGINS, TempDirTest, env_with, free_port, main, run,  # noqa: E402
+from helpers import (ABI_V1_PLUGINS, BAD_PLUGINS, TEST_PLUGINS, TempDirTest, env_with, free_port, main, run,  # noqa: E402
                      start, wait_for)
 
 ENV = env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS)
@@ -127,6 +127,27 @@ class Run(TempDirTest):
         r = run(["run", p, "--drain"], env=env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS, N="5"))
         self.assertIn("pipeline 'e2e': 5 events: 5 applied", r.stdout)
 
+    def test_dropped_events_are_totalled_and_an_abi_1_stage_sees_them_as_skipped(self):
+        out = self.path("events.txt")
+        # A dropping transform, then a transform built against the frozen ABI 1
+        # header, then an ABI 3 sink that writes each event's status.
+        p = self.write("p.yaml", "plugin_path: [%s]\n" % ABI_V1_PLUGINS +
+                       pipeline("count: 100", "drop_every: 10", "output: '%s'" % out).replace(
+                           "  - id: sink\n", "  - id: old\n    plugin: v1_pass\n  - id: sink\n"))
+        r = run(["run", p, "--drain"], env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("pipeline 'e2e': 100 events: 90 applied, 0 rejected, 0 duplicates, 10 dropped", r.stdout)
+        with open(out) as f:
+            statuses = [line.split()[1] for line in f]
+        self.assertEqual(statuses.count("3"), 10)  # DROPPED again after the ABI 1 stage
+        self.assertEqual(read_checkpoint(out), 100)  # the last event was dropped: still processed
+        # An ABI 1 sink behind the dropping transform: the run and its totals are the same.
+        p = self.write("p1.yaml", "plugin_path: [%s]\n" % ABI_V1_PLUGINS +
+                       pipeline("count: 100", "drop_every: 10").replace("plugin: file_sink", "plugin: v1_sink"))
+        r = run(["run", p, "--drain"], env=ENV)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("100 events: 90 applied, 0 rejected, 0 duplicates, 10 dropped", r.stdout)
+
     def test_undefined_variable_is_an_error_with_position(self):
         p = self.write("p.yaml", pipeline("count: '${NOPE_NOT_SET}'"))
         r = run(["run", p, "--drain"], env=ENV)
@@ -237,22 +258,25 @@ class Run(TempDirTest):
 
     def test_http_status_and_metrics(self):
         port = free_port()
-        p = self.write("p.yaml", pipeline("count: 1000, idle_after: 1000"))
+        p = self.write("p.yaml", pipeline("count: 1000, idle_after: 1000", "drop_every: 10"))
         proc = start(["run", p, "--http", "127.0.0.1:%d" % port], env=ENV)
         try:
             def healthy():
                 try:
                     with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=1) as resp:
-                        return json.loads(resp.read()).get("applied") == 1000
+                        return json.loads(resp.read()).get("applied") == 900
                 except OSError:
                     return False
-            wait_for(healthy, what="/health to report 1000 applied")
+            wait_for(healthy, what="/health to report 900 applied")
             r = run(["status", "127.0.0.1:%d" % port, "--metrics"])
             self.assertEqual(r.returncode, 0, r.stderr)
             health = json.loads(r.stdout.splitlines()[0])
             self.assertEqual(health["state"], "running")
             self.assertEqual(health["pipeline"], "e2e")
-            self.assertIn("cdcflow_pipeline_applied 1000", r.stdout)
+            self.assertEqual(health["dropped"], 100)
+            self.assertIn("cdcflow_pipeline_applied 900", r.stdout)
+            self.assertIn("cdcflow_pipeline_dropped 100", r.stdout)
+            self.assertIn("cdcflow_pass_dropped 100", r.stdout)
             self.assertIn("cdcflow_src_events 1000", r.stdout)
             # Idle now (the source has nothing): the host must park, not spin.
             pid = proc.pid

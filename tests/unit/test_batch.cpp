@@ -5,6 +5,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstddef>
 #include <cstring>
 #include <string>
 
@@ -129,4 +130,93 @@ TEST_CASE("sdk: Batch::append returns false when full and throws when memory ran
     CHECK(view.append(e));
     CHECK_FALSE(view.append(e)); // full: the source returns what it has
     CHECK(view.size() == 1);
+}
+
+TEST_CASE("host api: event_drop marks an OK event DROPPED, counts it, and never overrides a verdict") {
+    const cdcflow_host_api *api = host_api();
+    REQUIRE(CDCFLOW_HAS_FIELD(api, cdcflow_host_api, event_drop));
+    REQUIRE(bool(api->event_drop));
+    Metrics m;
+    cdcflow_batch raw(4);
+    cdcflow_event_init e = cdcflow::make_event_init();
+    for (int i = 0; i < 4; ++i)
+        REQUIRE(api->batch_push(&raw, &e) == CDCFLOW_OK);
+    cdcflow_ctx ctx;
+    ctx.stage_id = "filter";
+    ctx.dropped = m.create("filter.dropped", "", false);
+    api->event_reject(&ctx, &raw, 1, "bad", 3);
+    api->event_mark_duplicate(&ctx, &raw, 2);
+    for (uint32_t i = 0; i < 4; ++i)
+        api->event_drop(&ctx, &raw, i);
+    api->event_drop(&ctx, &raw, 0);  // already dropped: counted once
+    api->event_drop(&ctx, &raw, 99); // out of range: ignored, no crash
+    CHECK(raw.events[0].status == CDCFLOW_EVENT_DROPPED);
+    CHECK(raw.events[1].status == CDCFLOW_EVENT_REJECTED); // a dead letter does not vanish
+    CHECK(raw.events[2].status == CDCFLOW_EVENT_DUPLICATE);
+    CHECK(raw.events[3].status == CDCFLOW_EVENT_DROPPED);
+    CHECK(m.value("filter.dropped") == 2);
+    CHECK(raw.dropped == 2);
+    // A later stage's verdicts: a rejection does not override the drop (the
+    // first verdict stands), a duplicate mark does (as over a rejection).
+    api->event_reject(&ctx, &raw, 0, "late", 4);
+    CHECK(raw.events[0].status == CDCFLOW_EVENT_DROPPED);
+    api->event_mark_duplicate(&ctx, &raw, 3);
+    CHECK(raw.events[3].status == CDCFLOW_EVENT_DUPLICATE);
+    raw.reset();
+    CHECK(raw.dropped == 0);
+}
+
+TEST_CASE("sdk: Batch::drop uses event_drop, and marks duplicate on a host table without it") {
+    cdcflow_batch raw(2);
+    cdcflow_event_init e = cdcflow::make_event_init();
+    cdcflow_ctx ctx;
+    ctx.stage_id = "filter";
+    REQUIRE(host_api()->batch_push(&raw, &e) == CDCFLOW_OK);
+    REQUIRE(host_api()->batch_push(&raw, &e) == CDCFLOW_OK);
+    cdcflow::Batch view(host_api(), &ctx, &raw);
+    view.drop(0);
+    CHECK(raw.events[0].status == CDCFLOW_EVENT_DROPPED);
+
+    // A host whose table ends before event_drop (an ABI 2-sized table).
+    cdcflow_host_api old = *host_api();
+    old.struct_size = static_cast<uint32_t>(offsetof(cdcflow_host_api, config_lookup));
+    old.event_drop = nullptr; // never read: struct_size says it is not there
+    cdcflow::Batch old_view(&old, &ctx, &raw);
+    old_view.drop(1);
+    CHECK(raw.events[1].status == CDCFLOW_EVENT_DUPLICATE);
+}
+
+TEST_CASE("sdk: an exception that is not a std::exception says so, instead of a bare 'unknown exception'") {
+    char err[512];
+    cdcflow_status st = cdcflow::detail::guarded(err, sizeof err, [] { throw 42; });
+    CHECK(st == CDCFLOW_ERR_INTERNAL);
+    CHECK(std::string(err) ==
+          "threw something that is not a std::exception (e.g. `throw 42`), so there is no "
+          "message; throw cdcflow::Error or a std::exception instead");
+    st = cdcflow::detail::guarded(err, sizeof err, [] { throw cdcflow::Error(CDCFLOW_ERR_RETRY, "busy"); });
+    CHECK(st == CDCFLOW_ERR_RETRY);
+    CHECK(std::string(err) == "busy");
+}
+
+TEST_CASE("sdk: Batch::copy puts bytes in the batch's memory and throws when memory ran out") {
+    cdcflow_batch raw(1);
+    cdcflow_ctx ctx;
+    ctx.stage_id = "mask";
+    cdcflow::Batch view(host_api(), &ctx, &raw);
+    std::string text = "{\"owner\":\"***\"}";
+    cdcflow_str c = view.copy(text);
+    text[2] = 'X'; // the copy is the batch's own
+    CHECK(cdcflow::sv(c) == "{\"owner\":\"***\"}");
+    CHECK(view.copy("").len == 0);
+    // batch_alloc answers null when memory ran out: the SDK turns it into an error.
+    cdcflow_host_api no_mem = *host_api();
+    no_mem.batch_alloc = [](cdcflow_batch *, uint64_t) -> void * { return nullptr; };
+    cdcflow::Batch starved(&no_mem, &ctx, &raw);
+    try {
+        starved.copy("abc");
+        FAIL("no exception");
+    } catch (const cdcflow::Error &err) {
+        CHECK(err.status() == CDCFLOW_ERR_NOMEM);
+        CHECK(std::string(err.what()) == "out of memory copying 3 bytes into the batch");
+    }
 }

@@ -530,6 +530,30 @@ int64_t stored_version(sqlite::Db &db, const std::string &type, const std::strin
 
 } // namespace
 
+TEST_CASE(
+    "projection_sink: a dropped event is neither applied nor dead-lettered; the checkpoint moves past it") {
+    TempDir dir("ps_drop");
+    std::string path = dir.file("read.db");
+    Sink s({{"database", path}});
+    s.sink->start();
+    cdcflow_batch b(8);
+    append(b, ev(1, "acc-1", "AccountCreated", created()));
+    append(b, ev(2, "acc-1", "MoneyDeposited", deposit("5"))); // dropped
+    append(b, ev(3, "acc-1", "MoneyDeposited", deposit("1")));
+    append(b, ev(4, "acc-1", "MoneyWithdrawn", deposit("99"))); // dropped (would be a dead letter)
+    cdcflow_ctx filter{};
+    filter.stage_id = "filter";
+    cdcflow::host::host_api()->event_drop(&filter, &b, 1);
+    cdcflow::host::host_api()->event_drop(&filter, &b, 3);
+    s.process(b);
+    CHECK(b.events[1].status == CDCFLOW_EVENT_DROPPED);
+    CHECK(b.events[3].status == CDCFLOW_EVENT_DROPPED);
+    sqlite::Db db(path, SQLITE_OPEN_READONLY);
+    CHECK(account(db, "acc-1").balance == "1.00");
+    CHECK(dead_letters(db).empty());
+    CHECK(s.checkpoint() == std::vector<std::pair<std::string, int64_t>>{{"", 4}});
+}
+
 TEST_CASE("projection_sink: an event at or below its aggregate's last applied version is a duplicate, across "
           "restarts") {
     TempDir dir("ps_versions");

@@ -95,14 +95,9 @@ int create_failure_code(const Status &st) {
 
 std::string health_json(Runtime &rt) {
     Totals t = rt.totals();
-    nlohmann::json j = {{"pipeline", rt.def().name},
-                        {"state", rt.state()},
-                        {"role", rt.role()},
-                        {"events", t.events},
-                        {"applied", t.applied},
-                        {"rejected", t.rejected},
-                        {"duplicates", t.duplicates},
-                        {"batches", t.batches}};
+    nlohmann::json j = {{"pipeline", rt.def().name},  {"state", rt.state()},  {"role", rt.role()},
+                        {"events", t.events},         {"applied", t.applied}, {"rejected", t.rejected},
+                        {"duplicates", t.duplicates}, {"dropped", t.dropped}, {"batches", t.batches}};
     if (std::string owner = rt.owner(); !owner.empty()) j["owner"] = owner;
     // Owner text comes from the store: never let a stray byte break the JSON.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
@@ -192,9 +187,11 @@ int cmd_run(int argc, char **argv) {
     ro.drain = vm["drain"].as<bool>();
     Status st = r.run(ro);
     Totals t = r.totals();
-    std::printf("pipeline '%s': %llu events: %llu applied, %llu rejected, %llu duplicates\n", r.def().name.c_str(),
-                static_cast<unsigned long long>(t.events), static_cast<unsigned long long>(t.applied),
-                static_cast<unsigned long long>(t.rejected), static_cast<unsigned long long>(t.duplicates));
+    // "dropped" comes last: scripts that read the line up to "duplicates" keep working.
+    std::printf("pipeline '%s': %llu events: %llu applied, %llu rejected, %llu duplicates, %llu dropped\n",
+                r.def().name.c_str(), static_cast<unsigned long long>(t.events),
+                static_cast<unsigned long long>(t.applied), static_cast<unsigned long long>(t.rejected),
+                static_cast<unsigned long long>(t.duplicates), static_cast<unsigned long long>(t.dropped));
     std::fflush(stdout);
     if (http) {
         http->stop();

@@ -12,6 +12,13 @@
  * Growth rule: every struct here only ever grows at its end. A reader checks
  * struct_size before touching a field that a newer ABI appended.
  *
+ * Versions: as in SQLite's headers, every declaration appended after ABI 1
+ * says when it appeared: its comment starts "Since ABI N." or ends "since
+ * ABI N", and a marker "---- ABI N ----" heads what ABI N appended to an
+ * enum or struct. Anything without such a note has been there since ABI 1.
+ * A plugin built against ABI N declares abi_version N and loads in every
+ * host whose CDCFLOW_ABI_VERSION >= N.
+ *
  * Threading: the host calls every callback of one stage instance from one
  * thread at a time (the stage's own thread, or the host's main thread before
  * start and after stop). Host API functions are thread-safe unless noted.
@@ -43,7 +50,8 @@ extern "C" {
 #define CDCFLOW_ABI_VERSION_MIN 1u
 
 /* Does a struct that starts with struct_size (as the other side built it)
- * hold `field`? Read a field appended after ABI 1 only when this is true. */
+ * hold `field`? Read a field appended after ABI 1 only when this is true.
+ * Since ABI 2 (a plugin built against ABI 1 compares struct_size itself). */
 #define CDCFLOW_HAS_FIELD(ptr, type, field)                                                        \
     ((ptr) != NULL && (ptr)->struct_size >= offsetof(type, field) + sizeof((ptr)->field))
 
@@ -65,10 +73,11 @@ typedef enum cdcflow_status {
     CDCFLOW_ERR_NOT_FOUND = 5, /* a config key or item that is not there */
     CDCFLOW_ERR_TYPE = 6,      /* a config key asked for with the wrong type */
     CDCFLOW_ERR_NOMEM = 7,     /* memory ran out (ABI 1's batch_append also used it for "full") */
-    /* ABI 2 */
-    CDCFLOW_ERR_BATCH_FULL = 8, /* batch_push: the batch already holds batch_capacity events */
-    CDCFLOW_ERR_OWNED = 9,      /* acquire: another live process owns the checkpoint */
-    CDCFLOW_ERR_FENCED = 10     /* this instance no longer owns its checkpoint: nothing was committed */
+    /* ---- ABI 2 ---- */
+    CDCFLOW_ERR_BATCH_FULL = 8, /* since ABI 2. batch_push: the batch already holds batch_capacity events */
+    CDCFLOW_ERR_OWNED = 9,      /* since ABI 2. acquire: another live process owns the checkpoint */
+    CDCFLOW_ERR_FENCED = 10     /* since ABI 2. This instance no longer owns its checkpoint: nothing was
+                                   committed */
 } cdcflow_status;
 
 typedef enum cdcflow_kind {
@@ -77,14 +86,18 @@ typedef enum cdcflow_kind {
     CDCFLOW_KIND_SINK = 3
 } cdcflow_kind;
 
-/* Event status: events are marked, never erased or copied. */
+/* Event status: events are marked, never erased or copied. A sink applies
+ * OK events, dead-letters REJECTED ones and skips every other status. */
 typedef enum cdcflow_event_status {
     CDCFLOW_EVENT_OK = 0,
     CDCFLOW_EVENT_DUPLICATE = 1, /* skip: counted, not dead-lettered */
     CDCFLOW_EVENT_REJECTED = 2,  /* dead letter: see reject_stage, reject_reason */
-    /* ABI 3: filtered out by a transform (event_drop): counted, not applied,
-     * not dead-lettered. A stage built against ABI 1 or 2 never sees it: the
-     * host shows it such an event as DUPLICATE (skipped). */
+    /* ---- ABI 3 ---- */
+    /* Since ABI 3. Filtered out by a transform (event_drop): counted, not
+     * applied, not dead-lettered; its position still counts as processed.
+     * A stage built against ABI 1 or 2 never sees it: during that stage's
+     * process the host shows such an event as DUPLICATE (skipped), and
+     * marks it DROPPED again for the stages after it. */
     CDCFLOW_EVENT_DROPPED = 3
 } cdcflow_event_status;
 
@@ -139,7 +152,10 @@ typedef struct cdcflow_event {
     cdcflow_str aggregate_type;
     cdcflow_str aggregate_id;
     cdcflow_str event_type;
-    cdcflow_str payload; /* JSON bytes, as the source read them */
+    /* The bytes the source read. JSON only if the producer wrote JSON: a
+     * validator stage rejects anything else, but stages before it (or in a
+     * pipeline without one) may see any bytes. */
+    cdcflow_str payload;
     cdcflow_str headers; /* JSON object text, or empty */
     int64_t timestamp_us;
     int64_t aggregate_version; /* -1: none */
@@ -165,11 +181,11 @@ typedef struct cdcflow_event_init {
     cdcflow_position position;
 } cdcflow_event_init;
 
-/* ABI 3: flags of a cdcflow_config_param. */
+/* Since ABI 3. Flags of a cdcflow_config_param. */
 #define CDCFLOW_PARAM_REQUIRED 1u /* the pipeline must set it */
 #define CDCFLOW_PARAM_SECRET 2u   /* never printed: not by `plugins`, logs, errors or /health */
 
-/* ABI 3: one declared config key. The host checks every value against it
+/* Since ABI 3. One declared config key. The host checks every value against it
  * before create (type, bounds, choices, required) and refuses a key that is
  * not declared, naming the closest declared one. */
 typedef struct cdcflow_config_param {
@@ -191,7 +207,7 @@ typedef struct cdcflow_config_param {
     const char *const *choices;
 } cdcflow_config_param;
 
-/* ABI 3: what config_lookup found. Not a cdcflow_status: a look-up is not an
+/* Since ABI 3. What config_lookup found. Not a cdcflow_status: a look-up is not an
  * operation that fails, and its answers are not errors a stage returns. */
 typedef enum cdcflow_config_result {
     CDCFLOW_CONFIG_FOUND = 0,      /* set in the file, or its default */
@@ -200,7 +216,7 @@ typedef enum cdcflow_config_result {
     CDCFLOW_CONFIG_UNDECLARED = 3  /* the plugin did not declare this key */
 } cdcflow_config_result;
 
-/* ABI 3: a config value as config_lookup hands it out. Only the member of
+/* Since ABI 3. A config value as config_lookup hands it out. Only the member of
  * the asked type is set; text stays valid until destroy. */
 typedef struct cdcflow_config_value {
     uint32_t struct_size; /* set by the caller */
@@ -212,7 +228,7 @@ typedef struct cdcflow_config_value {
     int32_t reserved2;
 } cdcflow_config_value;
 
-/* ABI 3: what a stateful transform wants replayed to rebuild its state
+/* Since ABI 3. What a stateful transform wants replayed to rebuild its state
  * (history); filled in by the transform, the host zeroes it first. */
 typedef struct cdcflow_history {
     uint32_t struct_size; /* set by the host */
@@ -222,7 +238,7 @@ typedef struct cdcflow_history {
     uint64_t max_events;
 } cdcflow_history;
 
-/* ABI 3: what the host asks of a source's replay. */
+/* Since ABI 3. What the host asks of a source's replay. */
 typedef struct cdcflow_replay {
     uint32_t struct_size;
     uint32_t position_count;
@@ -237,7 +253,7 @@ typedef struct cdcflow_config cdcflow_config; /* opaque, owned by the host */
 typedef struct cdcflow_ctx cdcflow_ctx;       /* opaque: one per stage instance */
 typedef struct cdcflow_metric cdcflow_metric; /* opaque, owned by the host */
 
-/* ABI 2: what the host asks of a sink's acquire (one owner per checkpoint).
+/* Since ABI 2. What the host asks of a sink's acquire (one owner per checkpoint).
  * Starts with struct_size; only ever grows at its end. */
 typedef struct cdcflow_ownership {
     uint32_t struct_size;
@@ -285,12 +301,14 @@ typedef struct cdcflow_host_api {
      * only raises the count). Not thread-safe per batch (a batch belongs to
      * one stage at a time). */
     cdcflow_event *(*batch_events)(cdcflow_batch *b, uint32_t *count, uint32_t *stride);
-    /* Sources (ABI 1; prefer batch_push): copy an event into the batch.
+    /* Sources (prefer batch_push, since ABI 2): copy an event into the batch.
      * ERR_NOMEM when the batch is full (batch_capacity events) — poll
      * returns what it has; ERR_INTERNAL when memory ran out. */
     cdcflow_status (*batch_append)(cdcflow_batch *b, const cdcflow_event_init *ev);
     uint32_t (*batch_capacity)(const cdcflow_batch *b);
-    /* Scratch memory that lives as long as the batch's current contents. */
+    /* Scratch memory that lives as long as the batch's current contents
+     * (later stages may read it: a transform's rewritten payload lives
+     * here). NULL when memory ran out (or b is NULL). */
     void *(*batch_alloc)(cdcflow_batch *b, uint64_t size);
 
     /* Marking: reject copies reason into the batch and records the calling
@@ -317,26 +335,31 @@ typedef struct cdcflow_host_api {
      * help). ABI 1's batch_append keeps answering ERR_NOMEM for a full batch
      * and, since ABI 2, ERR_INTERNAL when memory ran out, so that no plugin
      * mistakes the one for the other. */
-    cdcflow_status (*batch_push)(cdcflow_batch *b, const cdcflow_event_init *ev);
+    cdcflow_status (*batch_push)(cdcflow_batch *b, const cdcflow_event_init *ev); /* since ABI 2 */
     /* Sinks that fence their checkpoint (acquire): this instance learned
      * outside a process() call (e.g. when renewing its claim on its own
      * thread) that another process took the checkpoint over. The host stops
      * the pipeline without committing anything more, and then waits as a
      * standby or exits (settings.when_owned). Thread-safe; msg is
      * NUL-terminated. */
-    void (*ownership_lost)(cdcflow_ctx *ctx, const char *msg);
+    void (*ownership_lost)(cdcflow_ctx *ctx, const char *msg); /* since ABI 2 */
 
     /* ---- ABI 3: check CDCFLOW_HAS_FIELD(host, cdcflow_host_api, name) ---- */
 
     /* Typed look-up of a declared key; out->struct_size must be set. Never
      * fails for a key of an ABI 3 plugin's own declaration, of its type. */
     cdcflow_config_result (*config_lookup)(const cdcflow_config *cfg, const char *key,
-                                           cdcflow_config_type type, cdcflow_config_value *out);
+                                           cdcflow_config_type type,
+                                           cdcflow_config_value *out); /* since ABI 3 */
     /* Transforms: filter an event out. It travels on marked DROPPED: not
-     * applied, not dead-lettered, counted in "<stage>.dropped"; its position
-     * still counts as processed (the checkpoint moves past it). A rejection
-     * or duplicate mark stands over a drop. */
-    void (*event_drop)(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index);
+     * applied, not dead-lettered, counted by the host in "<stage>.dropped"
+     * (a plugin must not count it again under that name) and in the
+     * pipeline's totals; its position still counts as processed (the
+     * checkpoint moves past it). Only an OK event is dropped: a rejection or
+     * duplicate mark already on it stands. Afterwards, a later stage's
+     * rejection does not override the drop (the first verdict stands) and a
+     * duplicate mark does (as over a rejection). */
+    void (*event_drop)(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index); /* since ABI 3 */
 } cdcflow_host_api;
 
 /* Callbacks. Every callback that can fail returns a status and, on failure,
@@ -396,28 +419,30 @@ typedef struct cdcflow_callbacks {
      * failing that commit with CDCFLOW_ERR_FENCED otherwise. CDCFLOW_ERR_OWNED:
      * another live process owns it; err names it (host, pid, since when) and
      * the host asks again later. ERR_RETRY: the store is busy. */
-    cdcflow_status (*acquire)(void *instance, const cdcflow_ownership *req, char *err, uint64_t err_len);
+    cdcflow_status (*acquire)(void *instance, const cdcflow_ownership *req, char *err,
+                              uint64_t err_len); /* since ABI 2 */
     /* SINK, may be NULL: give the checkpoint up so that a standby takes over
      * at once. Called on the host's main thread after stop. */
-    void (*release)(void *instance);
+    void (*release)(void *instance); /* since ABI 2 */
 
     /* ---- ABI 3: the host reads these only when struct_size covers them ---- */
 
     /* TRANSFORM, may be NULL: how much of the stream before the checkpoint
      * this stage needs to see again to rebuild its state (a deduper's window).
      * Called on the host's main thread after create. */
-    void (*history)(void *instance, cdcflow_history *want);
+    void (*history)(void *instance, cdcflow_history *want); /* since ABI 3 */
     /* TRANSFORM, may be NULL: rebuild state from replayed events (already
      * delivered, oldest first, ending at the checkpoint). Nothing may be
      * marked and nothing goes downstream. Called before start. */
-    cdcflow_status (*restore)(void *instance, cdcflow_batch *b, char *err, uint64_t err_len);
+    cdcflow_status (*restore)(void *instance, cdcflow_batch *b, char *err,
+                              uint64_t err_len); /* since ABI 3 */
     /* SOURCE, may be NULL (then stateful transforms start empty, with a
      * warning): fill b with already delivered events for req, oldest first;
      * the host calls it again with a fresh batch until *done is non-zero.
      * Called before seek and start; the source's position after the replay
      * is whatever seek then sets. */
-    cdcflow_status (*replay)(void *instance, const cdcflow_replay *req, cdcflow_batch *b,
-                             int32_t *done, char *err, uint64_t err_len);
+    cdcflow_status (*replay)(void *instance, const cdcflow_replay *req, cdcflow_batch *b, int32_t *done,
+                             char *err, uint64_t err_len); /* since ABI 3 */
 } cdcflow_callbacks;
 
 /* The descriptor returned by the entry symbol. Static storage in the plugin. */
@@ -437,9 +462,9 @@ typedef struct cdcflow_plugin {
 
     /* The declared config; when set, config_keys above is ignored. Every
      * element has the same struct_size, which is the array's stride. */
-    const cdcflow_config_param *config_params;
-    uint32_t config_param_count;
-    uint32_t reserved2;
+    const cdcflow_config_param *config_params; /* since ABI 3 */
+    uint32_t config_param_count;               /* since ABI 3 */
+    uint32_t reserved2;                        /* since ABI 3 */
 } cdcflow_plugin;
 
 typedef const cdcflow_plugin *(*cdcflow_plugin_entry_fn)(void);

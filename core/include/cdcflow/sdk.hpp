@@ -21,6 +21,13 @@
 //
 // A plugin with no config keys leaves kConfig out. kVersion is optional.
 //
+// Events are marked in place: batch.reject(i, why) (a dead letter),
+// batch.mark_duplicate(i), batch.drop(i) (filtered out; ABI 3). A transform
+// rewrites an event by pointing it at new bytes from batch.copy(...). The
+// plugin author's guide (cdcflow/README.md in the sources, installed as
+// share/doc/cdcflow/plugin-authoring.md) says when each callback is called,
+// on which thread, and what a sink must store itself.
+//
 // A sink that fences its checkpoint (one owner per checkpoint, DESIGN.md)
 // also defines `void acquire(const cdcflow_ownership &)` (throw
 // Error(CDCFLOW_ERR_OWNED, "<who owns it>") when another process does) and
@@ -178,6 +185,7 @@ public:
     Batch(const cdcflow_host_api *host, cdcflow_ctx *ctx, cdcflow_batch *b) : host_(host), ctx_(ctx), b_(b) {
         first_ = host_->batch_events(b_, &count_, &stride_);
         if (CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, batch_push)) push_ = host_->batch_push;
+        if (CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, event_drop)) drop_ = host_->event_drop;
     }
 
     uint32_t size() const { return count_; }
@@ -193,6 +201,20 @@ public:
         host_->event_reject(ctx_, b_, i, reason.data(), reason.size());
     }
     void mark_duplicate(uint32_t i) const { host_->event_mark_duplicate(ctx_, b_, i); }
+    // Transforms: filter event i out (ABI 3). It is not applied and not
+    // dead-lettered, counted in "<stage>.dropped", and the checkpoint moves
+    // past it. A rejection or duplicate mark already on the event stands.
+    // A host without event_drop (its ABI 3 table does not hold it) gets the
+    // event marked duplicate instead: the same outcome for the data (skipped,
+    // checkpoint moves on, no dead letter), only counted as a duplicate;
+    // failing the pipeline there would make every filter unusable for the
+    // sake of a counter's name. (Hosts before ABI 3 refuse an ABI 3 plugin.)
+    void drop(uint32_t i) const {
+        if (drop_)
+            drop_(ctx_, b_, i);
+        else
+            host_->event_mark_duplicate(ctx_, b_, i);
+    }
 
     // Sources: append a copy of ev. Returns false when the batch is full;
     // throws Error(CDCFLOW_ERR_NOMEM) when memory ran out (the poll then
@@ -214,8 +236,21 @@ public:
         ++count_; // the event array never moves while we hold the batch
         return true;
     }
-    // Scratch memory owned by the batch (freed when the batch is recycled).
+    // Scratch memory owned by the batch: it stays valid while any later stage
+    // holds the batch (freed when the batch is recycled), so an event's
+    // strings may point into it. Null when memory ran out.
     void *alloc(size_t n) const { return host_->batch_alloc(b_, n); }
+    // A copy of bytes in the batch's memory, e.g. a rewritten payload to set
+    // as event.payload. Throws Error(CDCFLOW_ERR_NOMEM) when memory ran out.
+    cdcflow_str copy(std::string_view bytes) const {
+        if (bytes.empty()) return cdcflow_str{"", 0};
+        void *p = alloc(bytes.size());
+        if (!p)
+            throw Error(CDCFLOW_ERR_NOMEM,
+                        "out of memory copying " + std::to_string(bytes.size()) + " bytes into the batch");
+        std::memcpy(p, bytes.data(), bytes.size());
+        return cdcflow_str{static_cast<const char *>(p), bytes.size()};
+    }
 
     class iterator {
     public:
@@ -244,6 +279,8 @@ private:
     uint32_t stride_ = sizeof(cdcflow_event);
     // ABI 2's batch_push, null on an ABI 1 host (then batch_append).
     cdcflow_status (*push_)(cdcflow_batch *, const cdcflow_event_init *) = nullptr;
+    // ABI 3's event_drop, null on a host whose table does not hold it.
+    void (*drop_)(cdcflow_ctx *, cdcflow_batch *, uint32_t) = nullptr;
 };
 
 inline cdcflow_event_init make_event_init() {
@@ -331,7 +368,11 @@ cdcflow_status guarded(char *err, uint64_t err_len, F &&f) noexcept {
         write_err(err, err_len, e.what());
         return CDCFLOW_ERR_INTERNAL;
     } catch (...) {
-        write_err(err, err_len, "unknown exception");
+        // `throw 42` and the like carry no text we could show: say what was
+        // thrown and how to give the host a message instead.
+        write_err(err, err_len,
+                  "threw something that is not a std::exception (e.g. `throw 42`), so there is no message; "
+                  "throw cdcflow::Error or a std::exception instead");
         return CDCFLOW_ERR_INTERNAL;
     }
 }
