@@ -263,29 +263,39 @@ bool OutboxSource::begin_replay(cdcflow_replay &req, int64_t checkpoint) {
         throw Error(CDCFLOW_ERR_CONFIG, std::string(bad->first) + ": " + bad->second);
     auto q = sqlite::quote_ident;
     const std::string t = q(table_), seq = q(seq_col_);
-    // The start: the max_events-th row counted back from the checkpoint. One
-    // query on the seq index (the table's rowid), stepping over ids only.
-    sqlite::Stmt first = reader_.prepare("SELECT " + seq + " FROM " + t + " WHERE " + seq +
-                                         " <= ?1 ORDER BY " + seq + " DESC LIMIT 1 OFFSET ?2");
-    first.bind(1, checkpoint)
-        .bind(2, static_cast<int64_t>(std::min<uint64_t>(req.max_events - 1, INT64_MAX)));
-    if (first.step()) {
-        replay_after_ = first.int64(0) - 1;
-    } else {
-        // Fewer rows than asked for: replay them all. Rows before the
-        // oldest one existed (an AUTOINCREMENT seq starts at 1) but were
-        // deleted: the transforms get a shorter history than they asked for.
-        sqlite::Stmt oldest =
-            reader_.prepare("SELECT min(" + seq + ") FROM " + t + " WHERE " + seq + " <= ?1");
-        oldest.bind(1, checkpoint);
-        bool any = oldest.step() && !oldest.is_null(0);
-        int64_t min_seq = any ? oldest.int64(0) : checkpoint + 1;
-        if (min_seq > 1 && checkpoint >= 1) {
+    // The oldest row up to the checkpoint: one probe of the seq (rowid) index.
+    sqlite::Stmt oldest = reader_.prepare("SELECT min(" + seq + ") FROM " + t + " WHERE " + seq + " <= ?1");
+    oldest.bind(1, checkpoint);
+    if (!oldest.step() || oldest.is_null(0)) {
+        // Every row up to the checkpoint is gone (or there never was one).
+        if (checkpoint >= 1) {
             req.truncated = 1;
             req.truncated_by = retention_s_ > 0 ? "retention_seconds" : nullptr;
         }
-        if (!any) return false;
+        return false;
+    }
+    const int64_t min_seq = oldest.int64(0);
+    const uint64_t span = static_cast<uint64_t>(checkpoint) - static_cast<uint64_t>(min_seq) + 1;
+    if (span <= req.max_events) {
+        // Seqs are unique integers: at most `span` rows exist from there on,
+        // so every one of them is asked for. When rows before the oldest
+        // existed (an AUTOINCREMENT seq starts at 1) and are deleted, the
+        // transforms get a shorter history than they asked for.
         replay_after_ = min_seq - 1;
+        if (min_seq > 1 && span < req.max_events) {
+            req.truncated = 1;
+            req.truncated_by = retention_s_ > 0 ? "retention_seconds" : nullptr;
+        }
+    } else {
+        // More rows than asked for: the start is the max_events-th row
+        // counted back from the checkpoint. One query on the seq index,
+        // stepping over row ids only (seqs may have gaps, so no arithmetic).
+        sqlite::Stmt first = reader_.prepare("SELECT " + seq + " FROM " + t + " WHERE " + seq +
+                                             " <= ?1 ORDER BY " + seq + " DESC LIMIT 1 OFFSET ?2");
+        first.bind(1, checkpoint)
+            .bind(2, static_cast<int64_t>(std::min<uint64_t>(req.max_events - 1, INT64_MAX)));
+        // No such row: gaps left fewer rows than the span; replay them all.
+        replay_after_ = first.step() ? first.int64(0) - 1 : min_seq - 1;
     }
     replay_upto_ = checkpoint;
     replay_select_ = reader_.prepare(select_columns() + " WHERE " + seq + " > ?1 AND " + seq +

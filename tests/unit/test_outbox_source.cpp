@@ -637,6 +637,14 @@ TEST_CASE("outbox_source: replay hands out the newest max_events rows up to the 
     CHECK(flatten(replay_all(s, all, 256)) == range(1, 800));
     CHECK(all.truncated == 0); // nothing was deleted: the stream is just that short
 
+    // Gaps in seq (rows deleted in the middle): still the newest 300 rows.
+    db.exec("DELETE FROM outbox WHERE seq BETWEEN 500 AND 599");
+    cdcflow_replay gaps = replay_request(&cp, 1, 300);
+    std::vector<int64_t> want = range(401, 499), tail = range(600, 800);
+    want.insert(want.end(), tail.begin(), tail.end());
+    CHECK(flatten(replay_all(s, gaps, 64)) == want);
+    CHECK(gaps.truncated == 0);
+
     // Then the source seeks and polls as before.
     s.src->seek(std::span<const cdcflow_position>(&cp, 1));
     s.src->start();
