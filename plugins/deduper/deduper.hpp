@@ -86,14 +86,10 @@ public:
     // its next delivery is treated as new.
     void restore(cdcflow::Batch &batch) {
         window_->advance_clock(now_s());
-        int64_t n = 0;
-        for (uint32_t i = 0; i < batch.size(); ++i) {
-            std::string_view id = cdcflow::sv(batch[i].event_id);
-            if (id.empty()) continue; // never remembered live either
-            window_->check_and_insert(id);
-            ++n;
-        }
-        restored_.add(n);
+        // Empty ids are skipped, as live (never remembered).
+        size_t n = window_->insert_all(
+            [&](size_t i) { return cdcflow::sv(batch[static_cast<uint32_t>(i)].event_id); }, batch.size());
+        restored_.add(static_cast<int64_t>(n));
         entries_.set(static_cast<int64_t>(window_->size()));
     }
 

@@ -132,16 +132,16 @@ TEST_CASE("IdWindow evicts the least recently seen id at capacity; a hit refresh
     CHECK(recency(w) == fingerprints(w, {"b", "e", "d"}));
     CHECK(w.size() == 3);
 
-    // insert_oldest appends behind everything and never evicts.
-    IdWindow s(3, 0, kTestKey);
-    CHECK(s.insert_oldest("newest"));
-    CHECK(s.insert_oldest("middle"));
-    CHECK_FALSE(s.insert_oldest("newest")); // an older copy of a known id
-    CHECK(s.insert_oldest("oldest"));
-    CHECK_FALSE(s.insert_oldest("overflow"));
-    CHECK(recency(s) == fingerprints(s, {"newest", "middle", "oldest"}));
-    CHECK_FALSE(s.check_and_insert("new")); // live inserts evict the oldest
-    CHECK(recency(s) == fingerprints(s, {"new", "newest", "middle"}));
+    // insert_all (restore) is check_and_insert for each non-empty id, in order.
+    const std::vector<std::string> ids = {"a", "", "b", "c", "a", "d", "", "e", "f", "b", "g", "h", "i", "d"};
+    for (size_t cap : {size_t{1}, size_t{3}, size_t{20}}) {
+        IdWindow one_by_one(static_cast<uint32_t>(cap), 0, kTestKey),
+            batched(static_cast<uint32_t>(cap), 0, kTestKey);
+        for (const auto &id : ids)
+            if (!id.empty()) one_by_one.check_and_insert(id);
+        CHECK(batched.insert_all([&](size_t i) { return std::string_view(ids[i]); }, ids.size()) == 12);
+        CHECK(recency(batched) == recency(one_by_one));
+    }
 
     IdWindow one(1, 0, kTestKey);
     CHECK_FALSE(one.check_and_insert("a"));
