@@ -382,8 +382,10 @@ typedef struct cdcflow_callbacks {
                            int32_t *exhausted, char *err, uint64_t err_len);
     /* SOURCE: resume just after these positions (the sink's checkpoint).
      * Also called on a TRANSFORM that keeps state derived from the stream
-     * (a deduper rebuilding its window as of the checkpoint); may be NULL
-     * for transforms. Called before start; count may be 0 (from the start). */
+     * (ABI 1 and 2's way to rebuild it, by reading the source's store
+     * itself; since ABI 3 prefer history and restore below); may be NULL
+     * for transforms. Called before start, after any replay; count may be 0
+     * (from the start). */
     cdcflow_status (*seek)(void *instance, const cdcflow_position *positions, uint32_t count,
                            char *err, uint64_t err_len);
     /* SOURCE: these positions are durably committed downstream (retention,
