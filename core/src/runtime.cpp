@@ -591,11 +591,13 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
         if (!checkpoint.empty() && !warned_no_replay_) {
             std::string names;
             for (Stage *s : restoring)
-                names += (names.empty() ? "stage '" : ", '") + s->def->id + "'";
-            log_line(CDCFLOW_LOG_WARN, "host",
-                     stage_label(*src.def) + " cannot replay events (no replay callback): " + names +
-                         " start with no state from before the checkpoint (" + asker +
-                         "), so e.g. copies of events processed before this start are not recognised");
+                names += (names.empty() ? "'" : ", '") + s->def->id + "'";
+            log_line(
+                CDCFLOW_LOG_WARN, "host",
+                stage_label(*src.def) + " cannot replay events (no replay callback), so " +
+                    (restoring.size() == 1 ? "stage " + names + " starts" : "stages " + names + " start") +
+                    " with no state from before the checkpoint (" + asker +
+                    "): e.g. copies of events processed before this start are not recognised");
             warned_no_replay_ = true;
         }
         return Status::ok();

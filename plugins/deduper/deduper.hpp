@@ -2,9 +2,9 @@
 // The window (window.hpp) holds 128-bit fingerprints of the most recent ids,
 // each kept at least ttl_seconds after its latest copy arrived here (on the
 // host's monotonic clock: event timestamps play no part). After a restart
-// the host replays the last window_size events up to the sink's checkpoint
-// through the source (history/restore, plugin.h ABI 3), wherever they live,
-// and the window is rebuilt from them.
+// the host replays the last 2 x window_size events up to the sink's
+// checkpoint through the source (history/restore, plugin.h ABI 3), wherever
+// they live, and the window is rebuilt from them.
 // See README.md for the guarantees and their limits.
 // Header-only so the unit tests drive the class in-process; plugin.cpp
 // holds the plugin's entry symbol.

@@ -33,7 +33,8 @@ public:
         restore_first_ = ctx.gauge("restore_first", "offset of the first event restore() saw");
         restore_last_ = ctx.gauge("restore_last", "offset of the last event restore() saw");
         restore_disorder_ = ctx.counter("restore_disorder", "restored events not after the previous one");
-        restore_late_ = ctx.counter("restore_late", "restore() calls after start()");
+        restore_late_ = ctx.counter("restore_late", "restore() calls after seek() or start()");
+        seeks_ = ctx.counter("seeks", "seek() calls (the pre-ABI-3 way to rebuild state)");
         restore_max_batch_ = ctx.gauge("restore_max_batch", "most events in one restore() call");
     }
 
@@ -42,7 +43,7 @@ public:
     void restore(cdcflow::Batch &batch) {
         if (fail_restore_) throw cdcflow::Error(CDCFLOW_ERR_IO, "injected restore failure");
         restore_calls_.add();
-        if (started_) restore_late_.add();
+        if (started_ || sought_) restore_late_.add();
         if (batch.size() > max_batch_) restore_max_batch_.set(max_batch_ = batch.size());
         for (uint32_t i = 0; i < batch.size(); ++i) {
             int64_t off = batch[i].position.offset;
@@ -55,6 +56,10 @@ public:
     }
 
     void start() override { started_ = true; }
+    void seek(std::span<const cdcflow_position>) override {
+        seeks_.add();
+        sought_ = true;
+    }
 
     void stop() override {
         if (throw_in_stop_) throw std::runtime_error("injected exception in stop");
@@ -82,11 +87,11 @@ private:
     int64_t history_;
     bool fail_restore_;
     int retries_ = 0;
-    bool started_ = false;
+    bool started_ = false, sought_ = false;
     int64_t last_ = 0;
     uint32_t max_batch_ = 0;
-    cdcflow::Metric restored_, restore_calls_, restore_first_, restore_last_, restore_disorder_, restore_late_,
-        restore_max_batch_;
+    cdcflow::Metric restored_, restore_calls_, restore_first_, restore_last_, restore_disorder_,
+        restore_late_, restore_max_batch_, seeks_;
 };
 
 CDCFLOW_PLUGIN(Passthrough)

@@ -338,7 +338,8 @@ TEST_CASE("runtime: a transform's history is replayed before start, oldest first
     CHECK(r.metric("pass.restore_first") == 701);
     CHECK(r.metric("pass.restore_last") == 1000); // the checkpoint, inclusive
     CHECK(r.metric("pass.restore_disorder") == 0);
-    CHECK(r.metric("pass.restore_late") == 0);                // before start
+    CHECK(r.metric("pass.restore_late") == 0); // before seek and start
+    CHECK(r.metric("pass.seeks") == 1);        // a transform's seek (ABI 1's way) is still called
     CHECK(r.metric("pass.restore_calls") == (300 + 63) / 64); // full batches of the pool's size
     CHECK(r.metric("pass.restore_max_batch") == 64);
     CHECK(r.metric("src.seeks") == 1); // then the source seeks as before
@@ -409,9 +410,10 @@ TEST_CASE("runtime: a source without replay: the stateful transform starts empty
     REQUIRE(r.run_status.is_ok());
     CHECK(r.metric("pass.restore_calls") == 0);
     CHECK(r.totals.events == 100);
-    CHECK(text.find("stage 'src' (plugin 'gen_source_noreplay') cannot replay events (no replay callback): "
-                    "stage 'pass' start with no state from before the checkpoint (stage 'pass' (plugin "
-                    "'passthrough') asked for the last 100 events (its history))") != std::string::npos);
+    CHECK(
+        text.find("stage 'src' (plugin 'gen_source_noreplay') cannot replay events (no replay callback), so "
+                  "stage 'pass' starts with no state from before the checkpoint (stage 'pass' (plugin "
+                  "'passthrough') asked for the last 100 events (its history))") != std::string::npos);
     size_t first = text.find("cannot replay events");
     CHECK(text.find("cannot replay events", first + 1) == std::string::npos);
     std::filesystem::remove_all(dir);
