@@ -70,6 +70,9 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         s->acquire = CDCFLOW_CB(s->cb, acquire);
         s->release = CDCFLOW_CB(s->cb, release);
         s->knows_dropped = s->plugin->desc->abi_version >= 3;
+        s->history = CDCFLOW_CB(s->cb, history);
+        s->restore = CDCFLOW_CB(s->cb, restore);
+        s->replay = CDCFLOW_CB(s->cb, replay);
         s->ctx.stage_id = sd.id;
         s->ctx.metrics = &metrics;
         s->ctx.stop = &rt->stop_;
@@ -104,6 +107,8 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
                                   "1 while this host owns the sink's checkpoint, 0 while a standby", true);
     rt->m_takeovers_ = metrics.create("pipeline.ownership_changes",
                                       "times this host took the checkpoint over or stepped down", false);
+    rt->m_replayed_ = metrics.create(
+        "pipeline.replayed", "events replayed to rebuild stateful transforms at the last start", true);
     return rt;
 }
 
@@ -591,6 +596,120 @@ Status Runtime::run(const RunOptions &opts) {
     return result;
 }
 
+Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
+    m_replayed_->value.store(0);
+    // What each stateful transform asks for. The most any of them asks is
+    // replayed, to each: one pass over the source, and a transform that sees
+    // more than it asked for only remembers more.
+    std::vector<Stage *> restoring;
+    uint64_t want = 0;
+    std::string asker; // who asked the most, for the messages below
+    for (size_t i = 1; i + 1 < stages_.size(); ++i) {
+        Stage &s = *stages_[i];
+        if (!s.history || !s.restore) continue;
+        cdcflow_history h{};
+        h.struct_size = sizeof h;
+        s.history(s.instance, &h);
+        if (h.max_events == 0) continue;
+        restoring.push_back(&s);
+        if (h.max_events > want) {
+            want = h.max_events;
+            asker = stage_label(*s.def) + " asked for the last " + std::to_string(want) + " events" +
+                    (h.setting ? std::string(" (its ") + h.setting + ")" : std::string());
+        }
+    }
+    if (restoring.empty()) return Status::ok();
+    Stage &src = *stages_.front();
+    if (!src.replay) {
+        // Nothing was delivered before a first start: nothing is lost then.
+        if (!checkpoint.empty() && !warned_no_replay_) {
+            std::string names;
+            for (Stage *s : restoring)
+                names += (names.empty() ? "'" : ", '") + s->def->id + "'";
+            log_line(
+                CDCFLOW_LOG_WARN, "host",
+                stage_label(*src.def) + " cannot replay events (no replay callback), so " +
+                    (restoring.size() == 1 ? "stage " + names + " starts" : "stages " + names + " start") +
+                    " with no state from before the checkpoint (" + asker +
+                    "): e.g. copies of events processed before this start are not recognised");
+            warned_no_replay_ = true;
+        }
+        return Status::ok();
+    }
+
+    cdcflow_replay req{};
+    req.struct_size = sizeof req;
+    req.position_count = static_cast<uint32_t>(checkpoint.size());
+    req.positions = checkpoint.data();
+    req.max_events = want;
+    // One batch of the normal pool, filled and handed to each transform in
+    // turn on this thread: the replay costs no memory of its own.
+    Batch *b = pool_.front().get();
+    uint64_t replayed = 0;
+    const auto t0 = Clock::now();
+    for (int32_t done = 0; !done;) {
+        b->reset();
+        if (stopping()) return Status::ok(); // the caller starts nothing
+        Outcome got = call_with_retry(src, "replay", [&](char *err, uint64_t len) {
+            done = 0;
+            cdcflow_status cs =
+                src.replay(src.instance, &req, static_cast<cdcflow_batch *>(b), &done, err, len);
+            if (cs != CDCFLOW_OK) b->reset(); // the source reads these again
+            return cs;
+        });
+        if (got.code != CDCFLOW_OK) {
+            b->reset();
+            if (stopping() && !failed_.load() && got.code == CDCFLOW_ERR_RETRY) return Status::ok();
+            return Status::error(stage_label(*src.def) + ": replay failed: " + got.message, got.code);
+        }
+        // An event past the checkpoint was never committed: a transform that
+        // remembered it would, e.g., drop its real delivery as a duplicate.
+        for (uint32_t i = 0; i < b->count; ++i) {
+            const cdcflow_position &p = b->events[i].position;
+            bool within = false;
+            for (const cdcflow_position &c : checkpoint)
+                if (partition_of(c) == partition_of(p)) within = p.offset <= c.offset;
+            if (!within) {
+                std::string at =
+                    (partition_of(p).empty() ? std::string("offset ") : std::string(partition_of(p)) + "@") +
+                    std::to_string(p.offset);
+                b->reset();
+                return Status::error(stage_label(*src.def) + ": replay handed out " + at +
+                                         ", which is past the checkpoint: refusing to rebuild state from "
+                                         "events that were not committed",
+                                     CDCFLOW_ERR_INTERNAL);
+            }
+        }
+        if (b->count == 0) continue;
+        for (Stage *s : restoring) {
+            Outcome restored = call_with_retry(*s, "restore", [&](char *err, uint64_t len) {
+                return s->restore(s->instance, static_cast<cdcflow_batch *>(b), err, len);
+            });
+            if (restored.code != CDCFLOW_OK) {
+                b->reset();
+                if (stopping() && !failed_.load() && restored.code == CDCFLOW_ERR_RETRY) return Status::ok();
+                return Status::error(stage_label(*s->def) + ": restore failed: " + restored.message,
+                                     restored.code);
+            }
+        }
+        replayed += b->count;
+    }
+    b->reset();
+    m_replayed_->value.store(static_cast<int64_t>(replayed));
+    if (!checkpoint.empty())
+        log_line(CDCFLOW_LOG_INFO, "host",
+                 "rebuilt stream state from " + std::to_string(replayed) + " events up to the checkpoint, " +
+                     "replayed by " + stage_label(*src.def) + " in " +
+                     std::to_string(micros_since(t0) / 1000) + " ms");
+    if (req.truncated)
+        log_line(CDCFLOW_LOG_WARN, "host",
+                 asker + " to rebuild its state, but " + stage_label(*src.def) + " could replay only " +
+                     std::to_string(replayed) + ": older events are gone" +
+                     (req.truncated_by ? std::string(" (its ") + req.truncated_by + ")" : std::string()) +
+                     "; e.g. copies of those older events are not recognised after this start");
+    return Status::ok();
+}
+
 Status Runtime::run_once(const RunOptions &opts) {
     // Resume: ask the sink where it is, and start the source (and any
     // stateful transform) just after it. Only the owner reads it: a standby's
@@ -613,24 +732,6 @@ Status Runtime::run_once(const RunOptions &opts) {
     std::vector<cdcflow_position> positions;
     for (auto &[part, off] : checkpoint)
         positions.push_back({{part.data(), part.size()}, off});
-    for (size_t i = 0; i + 1 < stages_.size(); ++i) {
-        Stage &s = *stages_[i];
-        if (!s.cb->seek) continue;
-        Outcome got = call_with_retry(s, "seek", [&](char *err, uint64_t len) {
-            return s.cb->seek(s.instance, positions.data(), static_cast<uint32_t>(positions.size()), err,
-                              len);
-        });
-        if (got.code != CDCFLOW_OK)
-            return Status::error(stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message,
-                                 got.code);
-    }
-    if (!checkpoint.empty()) {
-        std::string cp;
-        for (auto &[part, off] : checkpoint)
-            cp += (cp.empty() ? "" : ", ") + (part.empty() ? std::string("offset ") : part + "@") +
-                  std::to_string(off);
-        log_line(CDCFLOW_LOG_INFO, "host", "resuming after checkpoint " + cp);
-    }
 
     const Settings &set = def_.settings;
     size_t n = stages_.size();
@@ -654,6 +755,42 @@ Status Runtime::run_once(const RunOptions &opts) {
             free_->close();
         }
     }
+    // Every return from here on leaves no queue or batch behind.
+    auto finish = [&](Status st) {
+        std::lock_guard lock(mu_);
+        queues_.clear();
+        free_.reset();
+        pool_.clear();
+        return st;
+    };
+
+    if (Status st = restore_state(positions); !st) return finish(st);
+    if (stopping()) { // asked to stop (or fenced) during the replay: start nothing
+        Status st;
+        {
+            std::lock_guard lock(mu_);
+            st = failed_.load() ? error_ : Status::ok();
+        }
+        return finish(st);
+    }
+    for (size_t i = 0; i + 1 < stages_.size(); ++i) {
+        Stage &s = *stages_[i];
+        if (!s.cb->seek) continue;
+        Outcome got = call_with_retry(s, "seek", [&](char *err, uint64_t len) {
+            return s.cb->seek(s.instance, positions.data(), static_cast<uint32_t>(positions.size()), err,
+                              len);
+        });
+        if (got.code != CDCFLOW_OK)
+            return finish(Status::error(
+                stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message, got.code));
+    }
+    if (!checkpoint.empty()) {
+        std::string cp;
+        for (auto &[part, off] : checkpoint)
+            cp += (cp.empty() ? "" : ", ") + (part.empty() ? std::string("offset ") : part + "@") +
+                  std::to_string(off);
+        log_line(CDCFLOW_LOG_INFO, "host", "resuming after checkpoint " + cp);
+    }
 
     running_.store(true);
     threads_.emplace_back([this, &opts] { source_loop(*stages_[0], opts.drain); });
@@ -666,12 +803,9 @@ Status Runtime::run_once(const RunOptions &opts) {
     Status result;
     {
         std::lock_guard lock(mu_);
-        queues_.clear();
-        free_.reset();
-        pool_.clear();
         result = failed_.load() ? error_ : Status::ok();
     }
-    return result;
+    return finish(result);
 }
 
 } // namespace cdcflow::host

@@ -6,6 +6,13 @@
 // batches in circulation is fixed, so memory is bounded and a slow sink
 // blocks the source (back pressure).
 //
+// State that moves with the stream: after the checkpoint is read and before
+// seek/start, a transform that keeps state derived from the stream (history
+// and restore) is rebuilt from the source's replay of the events up to the
+// checkpoint, wherever they live (an outbox, a Kafka partition that moved
+// here). Nothing replayed is marked, passed downstream or committed. This
+// runs again for every incarnation (after a step-down too).
+//
 // Ownership (one owner per checkpoint, DESIGN.md): before it reads the
 // checkpoint, run() asks the sink to acquire it. While another live process
 // owns it, this host is a standby (settings.when_owned: wait) polling until
@@ -108,6 +115,11 @@ private:
         // hide_dropped); `hidden` holds the events it is shown as DUPLICATE.
         bool knows_dropped = true;
         std::vector<uint32_t> hidden;
+        // ABI 3 callbacks (state that moves with the stream), null likewise.
+        void (*history)(void *, cdcflow_history *) = nullptr;
+        cdcflow_status (*restore)(void *, cdcflow_batch *, char *, uint64_t) = nullptr;
+        cdcflow_status (*replay)(void *, cdcflow_replay *, cdcflow_batch *, int32_t *, char *,
+                                 uint64_t) = nullptr;
         void *instance = nullptr;
         cdcflow_ctx ctx;
         cdcflow_config cfg;
@@ -127,8 +139,12 @@ private:
     // Waits as a standby until the sink owns the checkpoint (or a stop).
     Status acquire_ownership();
     void release_ownership();
-    // One incarnation: checkpoint, seek, threads, until drained/stopped/failed.
+    // One incarnation: checkpoint, replay, seek, threads, until drained/stopped/failed.
     Status run_once(const RunOptions &opts);
+    // Rebuilds the stateful transforms (history/restore) from the source's
+    // replay of the events up to the checkpoint, through one pool batch.
+    // Returns early (OK) on a stop request.
+    Status restore_state(const std::vector<cdcflow_position> &checkpoint);
     // Calls f(err, err_len) -> cdcflow_status (a plugin call that writes a
     // message into err on failure), retrying CDCFLOW_ERR_RETRY under the
     // stage's policy. Counts failures in the stage's errors metric and logs
@@ -165,6 +181,7 @@ private:
     std::atomic<bool> owner_{false};
     std::atomic<bool> finished_{false};
     bool warned_unfenced_ = false;
+    bool warned_no_replay_ = false;
     mutable std::mutex mu_; // error_, owner_text_, queues_ while they are made or closed
     std::condition_variable cv_;
     Status error_;
@@ -179,6 +196,7 @@ private:
     cdcflow_metric *m_checkpoint_ = nullptr;
     cdcflow_metric *m_owner_ = nullptr;
     cdcflow_metric *m_takeovers_ = nullptr;
+    cdcflow_metric *m_replayed_ = nullptr;
 };
 
 } // namespace cdcflow::host

@@ -1,14 +1,15 @@
 // deduper: marks later copies of an already seen event id as duplicates.
 // The window (window.hpp) holds 128-bit fingerprints of the most recent ids,
 // each kept at least ttl_seconds after its latest copy arrived here (on the
-// host's monotonic clock: event timestamps play no part); after a restart
-// seek() rebuilds it from the outbox as of the sink's checkpoint (seed.hpp).
+// host's monotonic clock: event timestamps play no part). After a restart
+// the host replays the last 2 x window_size events up to the sink's
+// checkpoint through the source (history/restore, plugin.h ABI 3), wherever
+// they live, and the window is rebuilt from them.
 // See README.md for the guarantees and their limits.
 // Header-only so the unit tests drive the class in-process; plugin.cpp
 // holds the plugin's entry symbol.
 #pragma once
 
-#include "seed.hpp"
 #include "window.hpp"
 
 #include <cdcflow/sdk.hpp>
@@ -44,6 +45,9 @@ public:
          "load)"},
     };
 
+    // The config key that decides how much history restore needs.
+    static constexpr const char *kHistorySetting = "window_size";
+
     Deduper(const cdcflow::Config &cfg, cdcflow::Context ctx) : Transform(ctx) {
         int64_t size = cfg.i64("window_size");
         if (size < 1 || size > IdWindow::kMaxCapacity)
@@ -53,43 +57,40 @@ public:
         if (ttl < 0 || ttl > kMaxTtl)
             cfg.fail("ttl_seconds", "must be 0.." + std::to_string(kMaxTtl) + " (0 = no TTL)");
 
-        seed_.database = std::string(cfg.str("seed_database"));
-        seed_.table = std::string(cfg.str("seed_table"));
-        seed_.id_column = std::string(cfg.str("seed_id_column"));
-        seed_.position_column = std::string(cfg.str("seed_position_column"));
-        for (const char *key : {"seed_table", "seed_id_column", "seed_position_column"})
-            if (cfg.str(key).empty()) cfg.fail(key, "must not be empty");
+        // The seed_* keys are no longer read: the host replays the history
+        // through the source (restore below), so this stage never opens the
+        // outbox itself. They stay declared so that older pipeline files load.
 
         // Address space only: pages become resident as ids arrive.
         window_ = std::make_unique<IdWindow>(static_cast<uint32_t>(size), ttl);
 
         // `<stage>.duplicates` is counted by the host in event_mark_duplicate.
         entries_ = ctx.gauge("window_entries", "event ids remembered");
-        seeded_ = ctx.counter("seeded", "event ids loaded from the outbox on seek");
+        restored_ = ctx.counter("restored", "event ids restored from the host's replay at start");
     }
 
-    void seek(std::span<const cdcflow_position> positions) override {
-        window_->clear();
-        entries_.set(0);
-        if (positions.empty()) return; // from the start: nothing was processed
-        if (seed_.database.empty()) {
-            ctx().warn("no seed_database: the duplicate window starts empty, so copies of events processed "
-                       "before this restart are not detected");
-            return;
-        }
-        if (positions.size() != 1 || !cdcflow::sv(positions[0].partition).empty())
-            throw cdcflow::Error(CDCFLOW_ERR_CONFIG,
-                                 "seed_database is set but the checkpoint is not an outbox position (one "
-                                 "position, partition \"\"): got partition '" +
-                                     std::string(cdcflow::sv(positions[0].partition)) + "' of " +
-                                     std::to_string(positions.size()));
-        int64_t checkpoint = positions[0].offset;
-        // Every seeded id counts as arriving now (see seed.hpp).
-        size_t n = seed_window(*window_, seed_, checkpoint, now_s());
-        seeded_.add(static_cast<int64_t>(n));
+    // The live window holds the last window_size distinct ids; with copies
+    // among them they span more than window_size events. Twice that many
+    // rebuilds it exactly while at most half the recent events are copies (a
+    // producer's retries are far rarer); the surplus only costs replay time,
+    // since restore's LRU keeps the most recent window_size ids anyway.
+    uint64_t history() const { return 2 * static_cast<uint64_t>(window_->capacity()); }
+
+    // Events up to the checkpoint, oldest first, already processed before
+    // this start. Inserting them in that order rebuilds the live window's
+    // LRU order exactly (a copy refreshes its id, as it did live). Every id
+    // counts as arriving now, at the restart: the arrival stamps of the lost
+    // window are unknown, and remembering longer only drops more later
+    // copies, which are duplicates anyway. An event read but not committed
+    // before a crash is after the checkpoint, so it is not replayed here and
+    // its next delivery is treated as new.
+    void restore(cdcflow::Batch &batch) {
+        window_->advance_clock(now_s());
+        // Empty ids are skipped, as live (never remembered).
+        size_t n = window_->insert_all(
+            [&](size_t i) { return cdcflow::sv(batch[static_cast<uint32_t>(i)].event_id); }, batch.size());
+        restored_.add(static_cast<int64_t>(n));
         entries_.set(static_cast<int64_t>(window_->size()));
-        ctx().info("seeded " + std::to_string(n) + " event ids from '" + seed_.database + "' up to " +
-                   seed_.position_column + " " + std::to_string(checkpoint));
     }
 
     void process(cdcflow::Batch &batch) override {
@@ -120,9 +121,8 @@ private:
     }
 
     Clock now_ = [] { return std::chrono::steady_clock::now(); };
-    SeedSource seed_;
     std::unique_ptr<IdWindow> window_;
-    cdcflow::Metric entries_, seeded_;
+    cdcflow::Metric entries_, restored_;
 };
 
 } // namespace cdcflow::dedupe

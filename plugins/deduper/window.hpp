@@ -60,8 +60,9 @@ public:
     // most recent, restamps it with the clock and returns true (a
     // duplicate). Otherwise remembers it as the most recent, stamped with the
     // clock (evicting the least recent id when full), and returns false.
-    bool check_and_insert(std::string_view id) noexcept {
-        Hash128 h = siphash128(id, key_);
+    bool check_and_insert(std::string_view id) noexcept { return check_and_insert(siphash128(id, key_)); }
+    // The same for an id's fingerprint (see fingerprint()).
+    bool check_and_insert(const Hash128 &h) noexcept {
         size_t slot = find(h);
         if (slot != kNoSlot) {
             uint32_t i = table_[slot] - 1;
@@ -78,22 +79,36 @@ public:
         return false;
     }
 
-    // Seeding, newest first: remembers `id` as the LEAST recent entry,
-    // stamped with the clock (it counts as arriving now). An id already
-    // remembered (a newer copy came first) stays where it is; a full window
-    // takes nothing more. Returns true when it added the id.
-    // REQUIRES: every entry is stamped with the current clock (the window
-    // was cleared and only insert_oldest ran since the clock last moved), so
-    // stamps still never decrease towards the most recent id.
-    bool insert_oldest(std::string_view id) noexcept {
-        Hash128 h = siphash128(id, key_);
-        if (find(h) != kNoSlot) return false;
-        if (size_ == capacity_) return false;
-        uint32_t i = take_free();
-        entries_[i].set(h, clock_);
-        link_back(i);
-        insert_slot(h, i);
-        return true;
+    // Restoring after a restart (the host's replay, oldest first): what
+    // check_and_insert does for each id, with the table slots of the next
+    // few ids prefetched while the current one is inserted. A full window's
+    // inserts are cache misses (a random table slot, then its entry), which
+    // the live path hides behind other work but a restore of a million ids
+    // waits for one after another. Empty ids are skipped; returns how many
+    // were not.
+    template <typename Ids> size_t insert_all(const Ids &ids, size_t n) noexcept {
+        constexpr size_t kAhead = 8;
+        Hash128 ring[kAhead];
+        size_t queued = 0, done = 0, inserted = 0;
+        auto next = [&] { // hashes the next non-empty id into the ring
+            while (queued < n) {
+                std::string_view id = ids(queued++);
+                if (id.empty()) continue;
+                Hash128 h = siphash128(id, key_);
+                __builtin_prefetch(&table_[home(h)]);
+                ring[(inserted + done++) % kAhead] = h;
+                return;
+            }
+        };
+        for (size_t k = 0; k < kAhead; ++k)
+            next();
+        while (done > 0) {
+            check_and_insert(ring[inserted % kAhead]);
+            ++inserted;
+            --done;
+            next();
+        }
+        return inserted;
     }
 
     // Is `id` remembered and not expired? Changes nothing.
@@ -254,15 +269,6 @@ private:
         else
             tail_ = i;
         head_ = i;
-    }
-    void link_back(uint32_t i) {
-        entries_[i].next = kNil;
-        entries_[i].prev = tail_;
-        if (tail_ != kNil)
-            entries_[tail_].next = i;
-        else
-            head_ = i;
-        tail_ = i;
     }
     void move_to_front(uint32_t i) {
         if (head_ == i) return;

@@ -67,6 +67,7 @@ OutboxSource::OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
     polls_ = ctx.counter("polls", "poll calls");
     cleanup_deleted_ = ctx.counter("cleanup_deleted", "outbox rows deleted by retention cleanup");
     lag_ = ctx.gauge("lag", "highest seq in the outbox minus the highest seq committed downstream");
+    replayed_ = ctx.counter("replayed", "outbox rows replayed to rebuild stateful transforms");
 
     // create() checks, never changes: a missing file or table is an error
     // now (at `cdcflow validate` time), unless start() is allowed to create it.
@@ -138,15 +139,19 @@ void OutboxSource::create_schema() {
             q(id_col_) + ")");
 }
 
+std::string OutboxSource::select_columns() const {
+    auto q = sqlite::quote_ident;
+    return "SELECT " + q(seq_col_) + ", " + q(id_col_) + ", " + q(agg_type_col_) + ", " + q(agg_id_col_) +
+           ", " + q(type_col_) + ", " + q(payload_col_) + ", " + q(ts_col_) +
+           (version_col_.empty() ? std::string() : ", " + q(version_col_)) + " FROM " + q(table_);
+}
+
 void OutboxSource::prepare() {
     auto q = sqlite::quote_ident;
     const std::string t = q(table_), seq = q(seq_col_);
     // One statement for every poll: the read transaction it opens ends when
     // it is reset, so a caught-up source never pins the WAL.
-    select_ = reader_.prepare("SELECT " + seq + ", " + q(id_col_) + ", " + q(agg_type_col_) + ", " +
-                              q(agg_id_col_) + ", " + q(type_col_) + ", " + q(payload_col_) + ", " +
-                              q(ts_col_) + (version_col_.empty() ? std::string() : ", " + q(version_col_)) +
-                              " FROM " + t + " WHERE " + seq + " > ?1 ORDER BY " + seq + " LIMIT ?2");
+    select_ = reader_.prepare(select_columns() + " WHERE " + seq + " > ?1 ORDER BY " + seq + " LIMIT ?2");
     data_version_ = reader_.prepare("PRAGMA data_version");
     max_seq_ = reader_.prepare("SELECT max(" + seq + ") FROM " + t);
     if (retention_s_ > 0) {
@@ -193,6 +198,34 @@ void OutboxSource::seek(std::span<const cdcflow_position> positions) {
     }
 }
 
+bool OutboxSource::append_row(sqlite::Stmt &st, cdcflow::Batch &batch, bool reject_bad_version) {
+    // A NULL column reads as "" (or 0): the validator rejects such events
+    // with a reason instead of this stage failing on them.
+    cdcflow_event_init e = cdcflow::make_event_init();
+    e.event_id = cdcflow::str(st.text(1));
+    e.aggregate_type = cdcflow::str(st.text(2));
+    e.aggregate_id = cdcflow::str(st.text(3));
+    e.event_type = cdcflow::str(st.text(4));
+    e.payload = cdcflow::str(st.text(5));
+    e.timestamp_us = st.int64(6);
+    e.position = cdcflow_position{{"", 0}, st.int64(0)};
+    // The version: a non-negative integer, or NULL for none. Anything else
+    // would silently turn the check off for the event: reject it.
+    bool bad_version = false;
+    e.aggregate_version = -1;
+    if (!version_col_.empty()) {
+        int type = sqlite3_column_type(st.raw(), 7);
+        if (type == SQLITE_INTEGER && st.int64(7) >= 0)
+            e.aggregate_version = st.int64(7);
+        else
+            bad_version = type != SQLITE_NULL;
+    }
+    if (!batch.append(e)) return false;
+    if (bad_version && reject_bad_version)
+        batch.reject(batch.size() - 1, "column '" + version_col_ + "' is not an integer >= 0 or NULL");
+    return true;
+}
+
 uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
     uint32_t room = batch.capacity() - batch.size();
     if (room == 0) return 0;
@@ -203,33 +236,9 @@ uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
     try {
         select_.bind(1, last_seq_).bind(2, static_cast<int64_t>(room));
         sqlite::ResetOnExit guard{select_};
-        cdcflow_event_init e = cdcflow::make_event_init();
         while (select_.step()) {
-            // A NULL column reads as "" (or 0): the validator rejects such
-            // events with a reason instead of this stage failing on them.
-            e.event_id = cdcflow::str(select_.text(1));
-            e.aggregate_type = cdcflow::str(select_.text(2));
-            e.aggregate_id = cdcflow::str(select_.text(3));
-            e.event_type = cdcflow::str(select_.text(4));
-            e.payload = cdcflow::str(select_.text(5));
-            e.timestamp_us = select_.int64(6);
-            e.position = cdcflow_position{{"", 0}, select_.int64(0)};
-            // The version: a non-negative integer, or NULL for none. Anything
-            // else would silently turn the check off for the event: reject it.
-            bool bad_version = false;
-            e.aggregate_version = -1;
-            if (!version_col_.empty()) {
-                int type = sqlite3_column_type(select_.raw(), 7);
-                if (type == SQLITE_INTEGER && select_.int64(7) >= 0)
-                    e.aggregate_version = select_.int64(7);
-                else
-                    bad_version = type != SQLITE_NULL;
-            }
-            if (!batch.append(e)) break;
-            if (bad_version)
-                batch.reject(batch.size() - 1,
-                             "column '" + version_col_ + "' is not an integer >= 0 or NULL");
-            last_seq_ = e.position.offset;
+            if (!append_row(select_, batch, true)) break;
+            last_seq_ = select_.int64(0);
             ++n;
         }
     } catch (...) {
@@ -240,6 +249,90 @@ uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
     if (n > 0) slice_ = kFirstSlice;
     update_lag(n < room);
     return n;
+}
+
+bool OutboxSource::begin_replay(cdcflow_replay &req, int64_t checkpoint) {
+    // Called before start: the reader may not be open yet, and with
+    // create_schema the database may not exist yet (then nothing was
+    // delivered from it).
+    std::error_code ec;
+    if (!std::filesystem::exists(path_, ec)) return false;
+    open_reader();
+    if (!reader_.has_table(table_)) return false;
+    if (auto bad = missing_column())
+        throw Error(CDCFLOW_ERR_CONFIG, std::string(bad->first) + ": " + bad->second);
+    auto q = sqlite::quote_ident;
+    const std::string t = q(table_), seq = q(seq_col_);
+    // The oldest row up to the checkpoint: one probe of the seq (rowid) index.
+    sqlite::Stmt oldest = reader_.prepare("SELECT min(" + seq + ") FROM " + t + " WHERE " + seq + " <= ?1");
+    oldest.bind(1, checkpoint);
+    if (!oldest.step() || oldest.is_null(0)) {
+        // Every row up to the checkpoint is gone (or there never was one).
+        if (checkpoint >= 1) {
+            req.truncated = 1;
+            req.truncated_by = retention_s_ > 0 ? "retention_seconds" : nullptr;
+        }
+        return false;
+    }
+    const int64_t min_seq = oldest.int64(0);
+    const uint64_t span = static_cast<uint64_t>(checkpoint) - static_cast<uint64_t>(min_seq) + 1;
+    if (span <= req.max_events) {
+        // Seqs are unique integers: at most `span` rows exist from there on,
+        // so every one of them is asked for. When rows before the oldest
+        // existed (an AUTOINCREMENT seq starts at 1) and are deleted, the
+        // transforms get a shorter history than they asked for.
+        replay_after_ = min_seq - 1;
+        if (min_seq > 1 && span < req.max_events) {
+            req.truncated = 1;
+            req.truncated_by = retention_s_ > 0 ? "retention_seconds" : nullptr;
+        }
+    } else {
+        // More rows than asked for: the start is the max_events-th row
+        // counted back from the checkpoint. One query on the seq index,
+        // stepping over row ids only (seqs may have gaps, so no arithmetic).
+        sqlite::Stmt first = reader_.prepare("SELECT " + seq + " FROM " + t + " WHERE " + seq +
+                                             " <= ?1 ORDER BY " + seq + " DESC LIMIT 1 OFFSET ?2");
+        first.bind(1, checkpoint)
+            .bind(2, static_cast<int64_t>(std::min<uint64_t>(req.max_events - 1, INT64_MAX)));
+        // No such row: gaps left fewer rows than the span; replay them all.
+        replay_after_ = first.step() ? first.int64(0) - 1 : min_seq - 1;
+    }
+    replay_upto_ = checkpoint;
+    replay_select_ = reader_.prepare(select_columns() + " WHERE " + seq + " > ?1 AND " + seq +
+                                     " <= ?3 ORDER BY " + seq + " LIMIT ?2");
+    return true;
+}
+
+bool OutboxSource::replay(cdcflow_replay &req, cdcflow::Batch &batch) {
+    keep_rows_ = std::max(keep_rows_, req.max_events);
+    if (!replay_select_) {
+        const cdcflow_position *cp = nullptr;
+        for (uint32_t i = 0; i < req.position_count; ++i)
+            if (req.positions[i].partition.len == 0) cp = &req.positions[i];
+        // No checkpoint (a first start), or one of another source: nothing
+        // from this outbox was delivered.
+        if (!cp || req.max_events == 0 || !begin_replay(req, cp->offset)) return true;
+    }
+    uint32_t room = batch.capacity() - batch.size();
+    if (room == 0) return false;
+    uint32_t n = 0;
+    int64_t after = replay_after_;
+    {
+        // Each call is one short read transaction; a failed one is read
+        // again in full by the next call (replay_after_ moves on success).
+        replay_select_.bind(1, replay_after_).bind(2, static_cast<int64_t>(room)).bind(3, replay_upto_);
+        sqlite::ResetOnExit guard{replay_select_};
+        while (replay_select_.step()) {
+            if (!append_row(replay_select_, batch, false)) break; // marks are not the replay's business
+            after = replay_select_.int64(0);
+            ++n;
+        }
+    }
+    replay_after_ = after;
+    replayed_.add(n);
+    if (n == room) return false;
+    replay_select_ = {}; // done: a later replay starts afresh
+    return true;
 }
 
 int64_t OutboxSource::data_version() {
@@ -311,7 +404,15 @@ void OutboxSource::maybe_cleanup() {
     // Rows up to `due` have been committed for at least the retention. Their
     // timestamps play no part: a row stamped 30 days ago is kept as long as
     // one stamped now, and one stamped far in the future goes like any other.
-    const int64_t due = commits_.due(now, std::chrono::seconds(retention_s_));
+    int64_t due = commits_.due(now, std::chrono::seconds(retention_s_));
+    // Never the newest keep_rows_ committed rows: the pipeline's stateful
+    // transforms rebuild from them at the next start (replay), so retention
+    // cannot make a restarted deduper forget what the live one remembered.
+    // Counted in seq: exact for an outbox that only this cleanup deletes from.
+    if (keep_rows_ > 0 && due != INT64_MIN) {
+        const int64_t keep = static_cast<int64_t>(std::min<uint64_t>(keep_rows_, INT64_MAX));
+        due = std::min(due, committed_seq_ < INT64_MIN + keep ? INT64_MIN : committed_seq_ - keep);
+    }
     if (due == INT64_MIN || due <= cleaned_upto_) {
         // Nothing newly due: no write transaction. Commits only become due
         // as time passes; look again in a second.
@@ -343,6 +444,7 @@ void OutboxSource::maybe_cleanup() {
 }
 
 void OutboxSource::stop() {
+    replay_select_ = {};
     select_ = {};
     data_version_ = {};
     max_seq_ = {};

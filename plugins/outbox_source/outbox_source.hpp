@@ -2,7 +2,9 @@
 // router columns, DESIGN.md) from SQLite in `seq` order, resumes after the
 // sink's checkpoint, and optionally deletes rows once they have been
 // committed downstream for a retention period (counted from the commit,
-// never from a row's timestamp). See README.md.
+// never from a row's timestamp). It replays (ABI 3) the rows up to the
+// checkpoint that the pipeline's stateful transforms need to rebuild their
+// state, and its retention never deletes those. See README.md.
 //
 // Thread-safety: driven by one thread at a time (plugin.h); the connections
 // are used only from the thread that currently drives the instance.
@@ -60,6 +62,11 @@ public:
 
     void start() override;
     void seek(std::span<const cdcflow_position> positions) override;
+    // The newest req.max_events rows up to the checkpoint (partition ""),
+    // oldest first, one batch per call; true once they are all handed out.
+    // Sets req.truncated when retention (or anyone) deleted rows that were
+    // asked for. Remembers max_events: retention keeps that many rows.
+    bool replay(cdcflow_replay &req, cdcflow::Batch &batch);
     cdcflow::PollResult poll(cdcflow::Batch &batch, uint32_t wait_ms) override;
     void committed(std::span<const cdcflow_position> positions) override;
     void stop() override;
@@ -78,8 +85,16 @@ private:
     std::optional<std::pair<const char *, std::string>> missing_column();
     void create_schema();
     void prepare();
+    // "SELECT <the event columns> FROM <table>": shared by poll and replay.
+    std::string select_columns() const;
+    // Appends the row `st` is on; false when the batch is full. A bad
+    // version is rejected when `reject_bad_version`, else read as none.
+    bool append_row(sqlite::Stmt &st, cdcflow::Batch &batch, bool reject_bad_version);
     // One short read: appends rows after last_seq_; returns how many.
     uint32_t read_rows(cdcflow::Batch &batch);
+    // The first replay call: where the replay starts (one indexed query).
+    // False when there is nothing to replay.
+    bool begin_replay(cdcflow_replay &req, int64_t checkpoint);
     int64_t data_version();
     void maybe_cleanup();
     void update_lag(bool caught_up);
@@ -101,6 +116,7 @@ private:
     sqlite::Stmt data_version_;
     sqlite::Stmt max_seq_;
     sqlite::Stmt cleanup_;
+    sqlite::Stmt replay_select_; // set while a replay is under way
 
     int64_t last_seq_ = INT64_MIN;      // rows with seq > this are next
     int64_t committed_seq_ = INT64_MIN; // durably committed by the sink
@@ -116,8 +132,13 @@ private:
     // read, doubling up to poll_interval_ms (see kFirstSlice).
     Clock::duration slice_ = std::chrono::milliseconds(1);
     int64_t max_seq_seen_ = INT64_MIN;
+    // Replay: rows with replay_after_ < seq <= replay_upto_ are next.
+    int64_t replay_after_ = 0, replay_upto_ = 0;
+    // The most history any replay asked for: retention keeps at least this
+    // many committed rows, so that the next start can replay them.
+    uint64_t keep_rows_ = 0;
 
-    cdcflow::Metric rows_read_, polls_, cleanup_deleted_, lag_;
+    cdcflow::Metric rows_read_, polls_, cleanup_deleted_, lag_, replayed_;
 };
 
 } // namespace cdcflow::outbox

@@ -5,6 +5,10 @@
 // With `partitions` N > 0, event k goes to partition "p<k mod N>" (offsets
 // still rise within each), and the metric `<stage>.committed_regressions`
 // counts committed() reports that went backwards for a partition.
+// It replays (ABI 3) what it generated up to the checkpoint, in pieces of at
+// most `replay_piece` events per call, optionally `replay_past` events past
+// the checkpoint (a broken source the host must refuse). Built a second time
+// as gen_source_noreplay (GEN_SOURCE_NO_REPLAY): a source without replay.
 #include <cdcflow/sdk.hpp>
 
 #include <algorithm>
@@ -17,7 +21,11 @@
 
 class GenSource : public cdcflow::Source {
 public:
+#ifdef GEN_SOURCE_NO_REPLAY
+    static constexpr const char *kName = "gen_source_noreplay";
+#else
     static constexpr const char *kName = "gen_source";
+#endif
     static constexpr const char *kDescription = "test source: generates numbered events";
     static constexpr cdcflow_config_key kConfig[] = {
         {"count", CDCFLOW_CONFIG_INT, "1000", 0, "events to generate; 0 = endless"},
@@ -26,12 +34,18 @@ public:
         {"idle_after", CDCFLOW_CONFIG_INT, "0", 0, "stop producing (stay idle, never exhausted) after this offset"},
         {"partitions", CDCFLOW_CONFIG_INT, "0", 0, "spread events over this many partitions p0..pN-1 (0: one, \"\")"},
         {"throw_in_committed", CDCFLOW_CONFIG_BOOL, "false", 0, "committed() throws (the host must log it)"},
+        {"replay_piece", CDCFLOW_CONFIG_INT, "0", 0, "replay at most this many events per call (0: a batch)"},
+        {"replay_past", CDCFLOW_CONFIG_INT, "0", 0, "replay this many events past the checkpoint (a bug)"},
+        {"replay_sleep_ms", CDCFLOW_CONFIG_INT, "0", 0, "sleep this long per replay call (stop tests)"},
+        {"replay_first", CDCFLOW_CONFIG_INT, "1", 0, "the oldest offset still there to replay (retention)"},
     };
 
     GenSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Source(ctx), count_(cfg.i64("count")), bare_(cfg.boolean("bare")), fail_at_(cfg.i64("fail_at")),
           idle_after_(cfg.i64("idle_after")), partitions_(cfg.i64("partitions")),
-          throw_in_committed_(cfg.boolean("throw_in_committed")) {
+          throw_in_committed_(cfg.boolean("throw_in_committed")), replay_piece_(cfg.i64("replay_piece")),
+          replay_past_(cfg.i64("replay_past")), replay_sleep_ms_(cfg.i64("replay_sleep_ms")),
+          replay_first_(cfg.i64("replay_first")) {
         if (count_ < 0) cfg.fail("count", "must be >= 0");
         if (partitions_ < 0 || partitions_ > 4096) cfg.fail("partitions", "must be 0..4096");
         last_committed_.assign(static_cast<size_t>(std::max<int64_t>(partitions_, 1)), 0);
@@ -43,7 +57,44 @@ public:
         regressions_ = ctx.counter("committed_regressions", "committed() went backwards for a partition");
         committed_calls_ = ctx.counter("committed_positions", "positions reported through committed()");
         last_committed_gauge_ = ctx.gauge("last_committed", "highest committed offset reported");
+        replay_calls_ = ctx.counter("replay_calls", "replay() calls");
+        replay_max_ = ctx.gauge("replay_max_events", "max_events of the last replay request");
+        seeks_ = ctx.counter("seeks", "seek() calls");
     }
+
+#ifndef GEN_SOURCE_NO_REPLAY
+    // The events it generated up to the checkpoint, newest max_events, oldest
+    // first: exactly what poll() produced for those offsets.
+    bool replay(cdcflow_replay &req, cdcflow::Batch &batch) {
+        replay_calls_.add();
+        replay_max_.set(static_cast<int64_t>(req.max_events));
+        if (seeks_value_ > 0) throw cdcflow::Error(CDCFLOW_ERR_INTERNAL, "replay after seek");
+        if (replay_sleep_ms_) std::this_thread::sleep_for(std::chrono::milliseconds(replay_sleep_ms_));
+        if (req.position_count == 0) return true;
+        if (partitions_) throw cdcflow::Error(CDCFLOW_ERR_INTERNAL, "gen_source replays one partition only");
+        int64_t cp = req.positions[0].offset;
+        if (replay_next_ == 0) {
+            int64_t want = static_cast<int64_t>(std::min<uint64_t>(req.max_events, INT64_MAX / 2));
+            replay_next_ = std::max<int64_t>(cp - want + 1, 1);
+            if (replay_next_ < replay_first_) {
+                replay_next_ = replay_first_;
+                req.truncated = 1;
+                req.truncated_by = "replay_first";
+            }
+        }
+        int64_t last = cp + replay_past_;
+        uint32_t put = 0;
+        while (replay_next_ <= last && (replay_piece_ == 0 || put < replay_piece_)) {
+            if (!generate(batch, replay_next_)) return false;
+            ++replay_next_;
+            ++put;
+        }
+        if (replay_next_ <= last) return false;
+        replay_next_ = 0;
+        return true;
+    }
+#endif
+
 
     void committed(std::span<const cdcflow_position> positions) override {
         if (throw_in_committed_) throw std::runtime_error("injected exception in committed");
@@ -62,6 +113,8 @@ public:
     }
 
     void seek(std::span<const cdcflow_position> positions) override {
+        seeks_.add();
+        ++seeks_value_;
         for (auto &p : positions) next_ = p.offset + 1;
     }
 
@@ -73,38 +126,46 @@ public:
                 std::this_thread::sleep_for(std::chrono::milliseconds(10));
             return {};
         }
-        cdcflow_event_init e = cdcflow::make_event_init();
-        char id[24], payload[40];
         while (count_ == 0 || next_ <= count_) {
             if (idle_after_ && next_ > idle_after_) break;
-            e.position.offset = next_;
-            if (partitions_) e.position.partition = cdcflow::str(names_[static_cast<size_t>(next_ % partitions_)]);
-            if (!bare_) {
-                int n = std::snprintf(id, sizeof id, "e%lld", static_cast<long long>(next_));
-                int m = std::snprintf(payload, sizeof payload, "{\"n\":%lld}", static_cast<long long>(next_));
-                e.event_id = {id, static_cast<uint64_t>(n)};
-                e.aggregate_type = cdcflow::str("Test");
-                e.aggregate_id = e.event_id;
-                e.event_type = cdcflow::str("Generated");
-                e.payload = {payload, static_cast<uint64_t>(m)};
-                e.timestamp_us = next_;
-            }
-            if (!batch.append(e)) break;
+            if (!generate(batch, next_)) break;
             ++next_;
         }
         return {count_ != 0 && next_ > count_};
     }
 
 private:
+    // Appends the event at `offset`; false when the batch is full.
+    bool generate(cdcflow::Batch &batch, int64_t offset) {
+        cdcflow_event_init e = cdcflow::make_event_init();
+        char id[24], payload[40];
+        e.position.offset = offset;
+        if (partitions_) e.position.partition = cdcflow::str(names_[static_cast<size_t>(offset % partitions_)]);
+        if (!bare_) {
+            int n = std::snprintf(id, sizeof id, "e%lld", static_cast<long long>(offset));
+            int m = std::snprintf(payload, sizeof payload, "{\"n\":%lld}", static_cast<long long>(offset));
+            e.event_id = {id, static_cast<uint64_t>(n)};
+            e.aggregate_type = cdcflow::str("Test");
+            e.aggregate_id = e.event_id;
+            e.event_type = cdcflow::str("Generated");
+            e.payload = {payload, static_cast<uint64_t>(m)};
+            e.timestamp_us = offset;
+        }
+        return batch.append(e);
+    }
+
     int64_t count_;
     bool bare_;
     int64_t fail_at_;
     int64_t idle_after_;
     int64_t partitions_;
     bool throw_in_committed_;
+    int64_t replay_piece_, replay_past_, replay_sleep_ms_, replay_first_;
+    int64_t replay_next_ = 0; // the next offset to replay; 0: no replay under way
+    int64_t seeks_value_ = 0;
     std::vector<std::string> names_;
     std::vector<int64_t> last_committed_; // per partition index
-    cdcflow::Metric regressions_, committed_calls_, last_committed_gauge_;
+    cdcflow::Metric regressions_, committed_calls_, last_committed_gauge_, replay_calls_, replay_max_, seeks_;
     int64_t highest_ = 0;
     int64_t next_ = 1;
 };

@@ -1,5 +1,7 @@
 // passthrough: a test transform. Passes batches on untouched unless told to
-// reject, mark duplicates, drop, fail or throw at given offsets.
+// reject, mark duplicates, drop, fail or throw at given offsets. With `history` N
+// it asks the host to replay the last N events up to the checkpoint before
+// start (ABI 3), and records what restore() saw in its metrics.
 #include <cdcflow/sdk.hpp>
 
 #include <stdexcept>
@@ -20,12 +22,48 @@ public:
         {"retry_forever_at", CDCFLOW_CONFIG_INT, "0", 0,
          "fail transiently every time at this offset (0 = never)"},
         {"throw_in_stop", CDCFLOW_CONFIG_BOOL, "false", 0, "stop() throws (the host must log it)"},
+        {"history", CDCFLOW_CONFIG_INT, "0", 0, "events before the checkpoint to see again at start (0: none)"},
+        {"fail_restore", CDCFLOW_CONFIG_BOOL, "false", 0, "restore() fails"},
     };
+    static constexpr const char *kHistorySetting = "history";
 
     Passthrough(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Transform(ctx), reject_every_(cfg.i64("reject_every")), dup_every_(cfg.i64("duplicate_every")),
           drop_every_(cfg.i64("drop_every")), throw_at_(cfg.i64("throw_at")), retry_at_(cfg.i64("retry_at")),
-          retry_forever_at_(cfg.i64("retry_forever_at")), throw_in_stop_(cfg.boolean("throw_in_stop")) {}
+          retry_forever_at_(cfg.i64("retry_forever_at")), throw_in_stop_(cfg.boolean("throw_in_stop")),
+          history_(cfg.i64("history")), fail_restore_(cfg.boolean("fail_restore")) {
+        restored_ = ctx.counter("restored", "events seen by restore()");
+        restore_calls_ = ctx.counter("restore_calls", "restore() calls");
+        restore_first_ = ctx.gauge("restore_first", "offset of the first event restore() saw");
+        restore_last_ = ctx.gauge("restore_last", "offset of the last event restore() saw");
+        restore_disorder_ = ctx.counter("restore_disorder", "restored events not after the previous one");
+        restore_late_ = ctx.counter("restore_late", "restore() calls after seek() or start()");
+        seeks_ = ctx.counter("seeks", "seek() calls (the pre-ABI-3 way to rebuild state)");
+        restore_max_batch_ = ctx.gauge("restore_max_batch", "most events in one restore() call");
+    }
+
+    uint64_t history() { return static_cast<uint64_t>(history_); }
+
+    void restore(cdcflow::Batch &batch) {
+        if (fail_restore_) throw cdcflow::Error(CDCFLOW_ERR_IO, "injected restore failure");
+        restore_calls_.add();
+        if (started_ || sought_) restore_late_.add();
+        if (batch.size() > max_batch_) restore_max_batch_.set(max_batch_ = batch.size());
+        for (uint32_t i = 0; i < batch.size(); ++i) {
+            int64_t off = batch[i].position.offset;
+            if (last_ == 0) restore_first_.set(off);
+            else if (off <= last_) restore_disorder_.add();
+            last_ = off;
+        }
+        restore_last_.set(last_);
+        restored_.add(batch.size());
+    }
+
+    void start() override { started_ = true; }
+    void seek(std::span<const cdcflow_position>) override {
+        seeks_.add();
+        sought_ = true;
+    }
 
     void stop() override {
         if (throw_in_stop_) throw std::runtime_error("injected exception in stop");
@@ -52,7 +90,14 @@ public:
 private:
     int64_t reject_every_, dup_every_, drop_every_, throw_at_, retry_at_, retry_forever_at_;
     bool throw_in_stop_;
+    int64_t history_;
+    bool fail_restore_;
     int retries_ = 0;
+    bool started_ = false, sought_ = false;
+    int64_t last_ = 0;
+    uint32_t max_batch_ = 0;
+    cdcflow::Metric restored_, restore_calls_, restore_first_, restore_last_, restore_disorder_,
+        restore_late_, restore_max_batch_, seeks_;
 };
 
 CDCFLOW_PLUGIN(Passthrough)

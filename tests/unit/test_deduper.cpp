@@ -1,15 +1,13 @@
-// The deduper: SipHash-128, the LRU/TTL id window, seeding the window from
-// an outbox database, and the stage driven in-process over the real host API.
+// The deduper: SipHash-128, the LRU/TTL id window, and the stage driven
+// in-process over the real host API, including rebuilding its window from
+// the host's replay after a restart (history/restore).
 #include "plugin_harness.hpp"
 
 #include "deduper/deduper.hpp"
-#include "deduper/seed.hpp"
 #include "deduper/siphash.hpp"
 #include "deduper/window.hpp"
 
 #include <doctest/doctest.h>
-
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -23,7 +21,6 @@
 
 using cdcflow::dedupe::Hash128;
 using cdcflow::dedupe::IdWindow;
-using cdcflow::dedupe::SeedSource;
 using cdcflow::dedupe::SipKey;
 
 namespace {
@@ -50,48 +47,6 @@ std::vector<Hash128> fingerprints(const IdWindow &w, std::initializer_list<const
     for (const char *id : ids)
         out.push_back(w.fingerprint(id));
     return out;
-}
-
-// A temporary SQLite file, removed afterwards.
-struct TempDb {
-    std::filesystem::path path;
-    cdcflow::sqlite::Db db;
-
-    explicit TempDb(const std::string &name)
-        : path(std::filesystem::temp_directory_path() /
-               ("cdcflow_test_deduper_" + std::to_string(getpid()) + "_" + name + ".db")) {
-        std::filesystem::remove(path);
-        db = cdcflow::sqlite::Db(path.string(), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-        db.exec("PRAGMA synchronous = OFF"); // a test file: no fsync per insert
-    }
-    ~TempDb() {
-        db = cdcflow::sqlite::Db();
-        std::filesystem::remove(path);
-    }
-};
-
-void create_outbox(cdcflow::sqlite::Db &db) {
-    db.exec("CREATE TABLE outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, "
-            "aggregatetype TEXT NOT NULL, aggregateid TEXT NOT NULL, type TEXT NOT NULL, "
-            "payload TEXT NOT NULL, timestamp INTEGER NOT NULL)");
-}
-
-void add_row(cdcflow::sqlite::Db &db, const std::string &id, int64_t ts) {
-    auto st = db.prepare("INSERT INTO outbox (id, aggregatetype, aggregateid, type, payload, timestamp) "
-                         "VALUES (?1, 'Account', 'acc-1', 'AccountClosed', '{}', ?2)");
-    st.bind(1, std::string_view(id)).bind(2, ts);
-    st.run();
-}
-
-std::string seed_error(IdWindow &w, const SeedSource &src, cdcflow_status want) {
-    try {
-        cdcflow::dedupe::seed_window(w, src, 10, kNow);
-    } catch (const cdcflow::Error &e) {
-        CHECK(e.status() == want);
-        return e.what();
-    }
-    FAIL("seed_window did not throw");
-    return "";
 }
 
 } // namespace
@@ -177,16 +132,16 @@ TEST_CASE("IdWindow evicts the least recently seen id at capacity; a hit refresh
     CHECK(recency(w) == fingerprints(w, {"b", "e", "d"}));
     CHECK(w.size() == 3);
 
-    // insert_oldest appends behind everything and never evicts.
-    IdWindow s(3, 0, kTestKey);
-    CHECK(s.insert_oldest("newest"));
-    CHECK(s.insert_oldest("middle"));
-    CHECK_FALSE(s.insert_oldest("newest")); // an older copy of a known id
-    CHECK(s.insert_oldest("oldest"));
-    CHECK_FALSE(s.insert_oldest("overflow"));
-    CHECK(recency(s) == fingerprints(s, {"newest", "middle", "oldest"}));
-    CHECK_FALSE(s.check_and_insert("new")); // live inserts evict the oldest
-    CHECK(recency(s) == fingerprints(s, {"new", "newest", "middle"}));
+    // insert_all (restore) is check_and_insert for each non-empty id, in order.
+    const std::vector<std::string> ids = {"a", "", "b", "c", "a", "d", "", "e", "f", "b", "g", "h", "i", "d"};
+    for (size_t cap : {size_t{1}, size_t{3}, size_t{20}}) {
+        IdWindow one_by_one(static_cast<uint32_t>(cap), 0, kTestKey),
+            batched(static_cast<uint32_t>(cap), 0, kTestKey);
+        for (const auto &id : ids)
+            if (!id.empty()) one_by_one.check_and_insert(id);
+        CHECK(batched.insert_all([&](size_t i) { return std::string_view(ids[i]); }, ids.size()) == 12);
+        CHECK(recency(batched) == recency(one_by_one));
+    }
 
     IdWindow one(1, 0, kTestKey);
     CHECK_FALSE(one.check_and_insert("a"));
@@ -326,173 +281,6 @@ TEST_CASE("IdWindow holds 1,000,000 ids in well under 64 MiB") {
 }
 
 // ---------------------------------------------------------------------------
-// Seeding from the outbox
-
-TEST_CASE("seed_window rebuilds the window as of the checkpoint; every id arrives at the restart") {
-    TempDb t("seed");
-    create_outbox(t.db);
-    // seq 1..8; "dup" appears at 2 and 5; 4 has an empty id; 7 and 8 are
-    // after the checkpoint (read, not committed). The stamps play no part:
-    // 3 is eight days older than the rest, 6 an hour in the future.
-    add_row(t.db, "e1", kT0 - 100 * kSec);
-    add_row(t.db, "dup", kT0 - 90 * kSec);
-    add_row(t.db, "ancient", kT0 - 8 * 24 * 3600 * kSec);
-    add_row(t.db, "", kT0 - 80 * kSec);
-    add_row(t.db, "dup", kT0 - 70 * kSec);
-    add_row(t.db, "e6", kT0 + 3600 * kSec);
-    add_row(t.db, "after1", kT0 - 10 * kSec);
-    add_row(t.db, "after2", kT0 - 5 * kSec);
-
-    SeedSource src;
-    src.database = t.path.string();
-    IdWindow w(100, 604800, kTestKey);
-    w.check_and_insert("stale-live-entry"); // seeding starts from scratch
-    size_t n = cdcflow::dedupe::seed_window(w, src, 6, kNow);
-    CHECK(n == 4);
-    CHECK(w.size() == 4);
-    CHECK(w.clock_s() == kNow);
-    // Most recent first, by the seq of each id's latest copy.
-    CHECK(recency(w) == fingerprints(w, {"e6", "dup", "ancient", "e1"}));
-    CHECK_FALSE(w.contains("stale-live-entry"));
-    CHECK_FALSE(w.contains("after1")); // beyond the checkpoint: must be replayed, not dropped
-    CHECK_FALSE(w.contains("after2"));
-    // Every seeded id counts as arriving at the restart, and is kept for the
-    // TTL from then: none sooner, whatever its stamp.
-    w.for_each_recent([](const Hash128 &, uint32_t arrived) { CHECK(arrived == kNow); });
-    w.advance_clock(kNow + 604800);
-    CHECK(w.expire() == 0);
-    for (const char *id : {"e1", "dup", "ancient", "e6"})
-        CHECK(w.contains(id));
-
-    // Replaying after the checkpoint: after1 passes, a copy of e1 is dropped.
-    CHECK_FALSE(w.check_and_insert("after1"));
-    CHECK(w.check_and_insert("e1"));
-    w.advance_clock(kNow + 604801);
-    CHECK(w.expire() == 3); // dup, ancient, e6: not seen since the restart
-    CHECK(w.contains("e1"));
-    CHECK(w.contains("after1"));
-
-    // A small window keeps the most recent distinct ids.
-    IdWindow small(2, 604800, kTestKey);
-    CHECK(cdcflow::dedupe::seed_window(small, src, 8, kNow) == 2);
-    CHECK(recency(small) == fingerprints(small, {"after2", "after1"}));
-
-    // A checkpoint before every row seeds nothing.
-    IdWindow none(100, 604800, kTestKey);
-    CHECK(cdcflow::dedupe::seed_window(none, src, 0, kNow) == 0);
-    CHECK(none.size() == 0);
-}
-
-TEST_CASE("seed_window: a restarted window catches every copy the lost one would have") {
-    // One stream with retries, evictions and expiry, written to the outbox.
-    // The live window processes it all, its clock advancing per batch; a
-    // second window is seeded at the checkpoint and processes the rest. The
-    // seeded window holds at least what the live one held at the checkpoint:
-    // without a TTL they decide alike; with one the seeded window (whose ids
-    // all arrive at the restart) may hold more, so it catches a superset, and
-    // only true copies.
-    TempDb t("replay");
-    create_outbox(t.db);
-    std::mt19937_64 rng(7);
-    std::vector<std::string> stream;
-    t.db.exec("BEGIN");
-    for (int i = 0; i < 6000; ++i) {
-        // Mostly fresh ids, some retries of recent ones, some of old ones.
-        int back =
-            rng() % 10 < 7 ? 0 : static_cast<int>(rng() % static_cast<uint64_t>(std::min(i + 1, 2000)));
-        stream.push_back(id_of(static_cast<size_t>(i - back)));
-        add_row(t.db, stream.back(), rng() % 2 ? kT0 : -kT0); // stamps play no part
-    }
-    t.db.exec("COMMIT");
-    SeedSource src;
-    src.database = t.path.string();
-    // Batches of 100 events, 20 s apart: a TTL of 100 s spans 500 events,
-    // fewer than the 700 ids the capacity holds, so the TTL is what evicts.
-    auto batch_clock = [](size_t i) { return kNow + static_cast<int64_t>(i / 100) * 20; };
-    for (int64_t ttl : {0, 100}) {
-        for (int64_t checkpoint : {1, 1000, 2500, 4500}) {
-            IdWindow live(700, ttl, kTestKey);
-            std::vector<bool> live_dup;
-            for (size_t i = 0; i < stream.size(); ++i) {
-                if (i % 100 == 0) {
-                    live.advance_clock(batch_clock(i));
-                    live.expire(); // as the plugin does per batch
-                }
-                live_dup.push_back(live.check_and_insert(stream[i]));
-            }
-            IdWindow seeded(700, ttl, SipKey::random()); // a new process, a new key, a new clock
-            const size_t cp = static_cast<size_t>(checkpoint);
-            cdcflow::dedupe::seed_window(seeded, src, checkpoint, batch_clock(cp));
-            std::unordered_map<std::string, size_t> first;
-            for (size_t i = 0; i < stream.size(); ++i)
-                first.emplace(stream[i], i);
-            size_t dups = 0, missed = 0, extra = 0, wrong = 0;
-            for (size_t i = cp; i < stream.size(); ++i) {
-                if (i % 100 == 0) {
-                    seeded.advance_clock(batch_clock(i));
-                    seeded.expire();
-                }
-                bool d = seeded.check_and_insert(stream[i]);
-                dups += d;
-                missed += live_dup[i] && !d;
-                extra += d && !live_dup[i];
-                wrong += d && first[stream[i]] == i; // a first occurrence dropped
-            }
-            INFO("ttl ", ttl, ", checkpoint ", checkpoint);
-            CHECK(dups > 100);
-            CHECK(missed == 0);
-            CHECK(wrong == 0);
-            if (ttl == 0)
-                CHECK(extra == 0);
-            else if (checkpoint > 1)
-                CHECK(extra > 0); // ids the lost window had let expire before the checkpoint
-        }
-    }
-}
-
-TEST_CASE("seed_window uses the configured names, quoted; no timestamp column is needed") {
-    TempDb t("names");
-    t.db.exec(R"(CREATE TABLE "my ""outbox""" ("pos" INTEGER PRIMARY KEY, "event id" TEXT))");
-    t.db.exec(R"(INSERT INTO "my ""outbox""" VALUES (1, 'x'), (2, NULL), (3, 'y'))");
-    SeedSource src;
-    src.database = t.path.string();
-    src.table = "my \"outbox\"";
-    src.id_column = "EVENT ID"; // SQLite names are case-insensitive
-    src.position_column = "pos";
-    IdWindow w(10, 0, kTestKey);
-    CHECK(cdcflow::dedupe::seed_window(w, src, 3, kNow) == 2);
-    CHECK(recency(w) == fingerprints(w, {"y", "x"}));
-}
-
-TEST_CASE("seed_window names a missing database, table or column") {
-    TempDb t("errors");
-    create_outbox(t.db);
-    IdWindow w(10, 0, kTestKey);
-    SeedSource src;
-    src.database = t.path.string();
-    const std::string where = "seed_database '" + src.database + "': ";
-
-    src.table = "outbox_missing";
-    CHECK(seed_error(w, src, CDCFLOW_ERR_CONFIG) == where + "no table 'outbox_missing' (seed_table)");
-    src.table = "outbox";
-    src.id_column = "event_id";
-    CHECK(seed_error(w, src, CDCFLOW_ERR_CONFIG) ==
-          where + "table 'outbox' has no column 'event_id' (seed_id_column)");
-    src.id_column = "id";
-    src.position_column = "position";
-    CHECK(seed_error(w, src, CDCFLOW_ERR_CONFIG) ==
-          where + "table 'outbox' has no column 'position' (seed_position_column)");
-
-    SeedSource missing;
-    missing.database =
-        (std::filesystem::temp_directory_path() / "cdcflow_test_no_such_dir" / "x.db").string();
-    CHECK(seed_error(w, missing, CDCFLOW_ERR_IO)
-              .starts_with("cannot open database '" + missing.database + "'"));
-    // Read-only: seeding never creates the file.
-    CHECK_FALSE(std::filesystem::exists(missing.database));
-}
-
-// ---------------------------------------------------------------------------
 // The deduper stage over the real host API
 
 namespace {
@@ -525,8 +313,6 @@ constexpr int OK = CDCFLOW_EVENT_OK, DUP = CDCFLOW_EVENT_DUPLICATE, REJ = CDCFLO
 TEST_CASE("deduper stage: marks later copies, even of rejected events; empty ids pass") {
     StageHarness h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), {{"window_size", 100}});
     auto stage = cdcflow::test::make_stage<Deduper>(h);
-    std::vector<cdcflow_position> none;
-    stage->seek(none); // first start: nothing to seed, nothing to open
 
     cdcflow_batch b(16);
     auto add = [&](const std::string &id, int64_t t) { cdcflow::test::append(b, event(id, t)); };
@@ -552,47 +338,7 @@ TEST_CASE("deduper stage: marks later copies, even of rejected events; empty ids
     CHECK(statuses(b) == std::vector<int>{DUP, DUP, OK, DUP});
     CHECK(h.metric("duplicates") == 4); // counted once, by the host's event_mark_duplicate
     CHECK(h.metric("window_entries") == 4);
-    CHECK(h.metric("seeded") == 0);
-}
-
-TEST_CASE("deduper stage: seek rebuilds the window from the outbox as of the checkpoint") {
-    TempDb t("stage");
-    create_outbox(t.db);
-    for (const char *id : {"e1", "e2", "e3"})
-        add_row(t.db, id, kT0);
-    StageHarness h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig),
-                   {{"window_size", 100}, {"seed_database", t.path.string()}});
-    auto stage = cdcflow::test::make_stage<Deduper>(h);
-    std::string partition;
-    std::vector<cdcflow_position> checkpoint = {{cdcflow::str(partition), 2}};
-    stage->seek(checkpoint);
-    CHECK(h.metric("seeded") == 2);
-    CHECK(h.metric("window_entries") == 2);
-
-    // The replay after the checkpoint: e3 was read but never committed.
-    cdcflow_batch b(8);
-    for (const char *id : {"e3", "e1", "e3", "e2"})
-        cdcflow::test::append(b, event(id, kT0));
-    cdcflow::Batch view = h.view(b);
-    stage->process(view);
-    CHECK(statuses(b) == std::vector<int>{OK, DUP, DUP, DUP});
-
-    // A Kafka checkpoint cannot seed from an outbox.
-    std::string kafka = "orders/0";
-    std::vector<cdcflow_position> kp = {{cdcflow::str(kafka), 2}};
-    try {
-        stage->seek(kp);
-        FAIL("no error");
-    } catch (const cdcflow::Error &e) {
-        CHECK(e.status() == CDCFLOW_ERR_CONFIG);
-        CHECK(std::string(e.what()).find("got partition 'orders/0'") != std::string::npos);
-    }
-
-    // Without seed_database a restart starts empty (and says so in the log).
-    StageHarness plain("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), {});
-    auto unseeded = cdcflow::test::make_stage<Deduper>(plain);
-    unseeded->seek(checkpoint);
-    CHECK(plain.metric("seeded") == 0);
+    CHECK(h.metric("restored") == 0);
 }
 
 TEST_CASE("deduper stage: config errors name the key") {
@@ -610,7 +356,8 @@ TEST_CASE("deduper stage: config errors name the key") {
     CHECK(error_of({{"window_size", int64_t{1} << 31}}) ==
           "test.yaml:1:1: window_size: must be 1..1073741824");
     CHECK(error_of({{"ttl_seconds", -1}}).starts_with("test.yaml:1:1: ttl_seconds: must be 0.."));
-    CHECK(error_of({{"seed_table", ""}}) == "test.yaml:1:1: seed_table: must not be empty");
+    // The seed_* keys of older pipeline files are accepted and not read.
+    CHECK(error_of({{"seed_table", ""}, {"seed_database", "/nonexistent/outbox.db"}}) == "no error");
     CHECK(error_of({{"ttl_seconds", 0}, {"window_size", 1}}) == "no error");
 }
 
@@ -636,20 +383,22 @@ struct DedupeStage {
     StageHarness h;
     std::unique_ptr<Deduper> stage;
     std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
-    cdcflow_batch b{64};
+    cdcflow_batch b{128};
 
     explicit DedupeStage(std::initializer_list<std::pair<const char *, Val>> cfg)
         : h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), cfg),
           stage(cdcflow::test::make_stage<Deduper>(h)) {
         stage->set_clock([this] { return now; });
     }
-    // As the host calls it: to outbox position `seq`, or without a
-    // checkpoint (a first start) when seq < 0.
-    void seek(int64_t seq) {
-        std::string partition;
-        std::vector<cdcflow_position> positions;
-        if (seq >= 0) positions.push_back({cdcflow::str(partition), seq});
-        stage->seek(positions);
+    // As the host calls it before start: the replayed events (already
+    // processed before the restart), oldest first, one batch.
+    void restore(const std::vector<std::pair<std::string, int64_t>> &events) {
+        b.reset();
+        for (const auto &[id, t] : events)
+            cdcflow::test::append(b, event(id, t));
+        cdcflow::Batch view = h.view(b);
+        stage->restore(view);
+        CHECK(statuses(b) == std::vector<int>(events.size(), OK)); // restore marks nothing
     }
     // One batch of (event id, timestamp); returns the events' statuses.
     std::vector<int> process(const std::vector<std::pair<std::string, int64_t>> &events) {
@@ -671,7 +420,6 @@ TEST_CASE("deduper stage: old events, then one stamped far ahead, 0 or negative:
          {kHostile[0], kHostile[1], kHostile[2], kHostile[3], kHostile[4], wall_us() + 400 * kDay}) {
         INFO("hostile timestamp ", hostile);
         DedupeStage d({{"window_size", 1000}});
-        d.seek(-1);
         // A backlog from a month ago, then the hostile event in a batch of its
         // own and amid old events, then retries of every one of them.
         CHECK(d.process({{"old-1", month_ago}, {"old-2", month_ago + kSec}}) == std::vector<int>{OK, OK});
@@ -689,45 +437,34 @@ TEST_CASE("deduper stage: old events, then one stamped far ahead, 0 or negative:
     }
 }
 
-TEST_CASE("deduper stage: seek seeds every id up to the checkpoint, whatever its timestamp") {
-    TempDb t("hostile");
-    create_outbox(t.db);
+TEST_CASE("deduper stage: restore remembers every replayed id, whatever its timestamp") {
     const int64_t month_ago = wall_us() - 30 * kDay;
-    // seq 1..3 a month old, then the hostile stamps, then an old row again;
-    // seq 11 is after the checkpoint.
-    std::vector<std::string> ids;
-    for (int i = 0; i < 3; ++i) {
-        ids.push_back("old-" + std::to_string(i));
-        add_row(t.db, ids.back(), month_ago + i * kSec);
-    }
-    for (int64_t hostile : kHostile) {
-        ids.push_back("hostile-" + std::to_string(ids.size()));
-        add_row(t.db, ids.back(), hostile);
-    }
-    ids.push_back("ahead");
-    add_row(t.db, ids.back(), wall_us() + 400 * kDay);
-    ids.push_back("old-last");
-    add_row(t.db, ids.back(), month_ago);
-    add_row(t.db, "after-checkpoint", month_ago);
-    REQUIRE(ids.size() == 10);
+    std::vector<std::pair<std::string, int64_t>> replayed;
+    for (int i = 0; i < 3; ++i)
+        replayed.emplace_back("old-" + std::to_string(i), month_ago + i * kSec);
+    for (int64_t hostile : kHostile)
+        replayed.emplace_back("hostile-" + std::to_string(replayed.size()), hostile);
+    replayed.emplace_back("ahead", wall_us() + 400 * kDay);
+    replayed.emplace_back("old-last", month_ago);
+    REQUIRE(replayed.size() == 10);
 
-    DedupeStage d({{"window_size", 100}, {"seed_database", t.path.string()}});
-    d.seek(10);
-    CHECK(d.h.metric("seeded") == 10);
-    // The replay after the checkpoint, with retries of every seeded id.
-    std::vector<std::pair<std::string, int64_t>> replay = {{"after-checkpoint", month_ago}};
-    for (const std::string &id : ids)
-        replay.emplace_back(id, month_ago);
-    std::vector<int> want(ids.size() + 1, DUP);
+    DedupeStage d({{"window_size", 100}});
+    d.restore(replayed);
+    CHECK(d.h.metric("restored") == 10);
+    CHECK(d.h.metric("window_entries") == 10);
+    // The events after the checkpoint, with retries of every restored id.
+    std::vector<std::pair<std::string, int64_t>> after = {{"after-checkpoint", month_ago}};
+    for (const auto &[id, t] : replayed)
+        after.emplace_back(id, month_ago);
+    std::vector<int> want(after.size(), DUP);
     want[0] = OK;
-    CHECK(d.process(replay) == want);
+    CHECK(d.process(after) == want);
 }
 
 TEST_CASE("deduper stage: an id is kept for ttl_seconds after its latest copy arrived, then forgotten") {
     using std::chrono::milliseconds;
     using std::chrono::seconds;
     DedupeStage d({{"window_size", 100}, {"ttl_seconds", 60}});
-    d.seek(-1);
     const auto t0 = d.now;
     // Stamps that would have steered the old event-time clock.
     CHECK(d.process({{"a", kHostile[0]}, {"b", 0}}) == std::vector<int>{OK, OK});
@@ -749,20 +486,143 @@ TEST_CASE("deduper stage: an id is kept for ttl_seconds after its latest copy ar
     CHECK(d.h.metric("window_entries") == 2); // b and c expired at the batch's start, a is new again
 }
 
-TEST_CASE("deduper stage: seeded ids count as arriving at seek") {
-    TempDb t("seek_clock");
-    create_outbox(t.db);
+TEST_CASE("deduper stage: restored ids count as arriving at the restore, whatever their stamps") {
+    DedupeStage d({{"window_size", 100}, {"ttl_seconds", 600}});
+    const auto restart = d.now;
     // A year old, in the far future, and at 0: the stamps make no difference.
-    add_row(t.db, "year-old", kT0 - 365 * kDay);
-    add_row(t.db, "far-future", kHostile[0]);
-    add_row(t.db, "zero", 0);
-    DedupeStage d({{"window_size", 100}, {"ttl_seconds", 600}, {"seed_database", t.path.string()}});
-    const auto seek_time = d.now;
-    d.seek(3);
-    CHECK(d.h.metric("seeded") == 3);
-    d.now = seek_time + std::chrono::seconds(600); // the TTL after the restart: all still held
+    d.restore({{"year-old", kT0 - 365 * kDay}, {"far-future", kHostile[0]}, {"zero", 0}});
+    CHECK(d.h.metric("restored") == 3);
+    d.now = restart + std::chrono::seconds(600); // the TTL after the restart: all still held
     CHECK(d.process({{"zero", kT0}}) == std::vector<int>{DUP});
-    d.now = seek_time + std::chrono::seconds(601); // then forgotten, unless seen again since
+    d.now = restart + std::chrono::seconds(601); // then forgotten, unless seen again since
     CHECK(d.process({{"year-old", kT0}, {"far-future", kT0}, {"zero", kT0}}) ==
           std::vector<int>{OK, OK, DUP});
+}
+
+// ---------------------------------------------------------------------------
+// Restarts: the host replays the last history() events up to the checkpoint
+// (oldest first) into restore() before start.
+
+TEST_CASE("deduper stage: asks for twice window_size events of history; restore rebuilds the window's LRU "
+          "order") {
+    DedupeStage d({{"window_size", 100}});
+    CHECK(d.stage->history() == 200);
+    // The events up to the checkpoint, oldest first: "dup" twice, an empty id.
+    d.restore({{"e1", kT0}, {"dup", kT0}, {"ancient", kT0 - 8 * kDay}, {"", kT0}, {"dup", kT0}, {"e6", kT0}});
+    CHECK(d.h.metric("restored") == 5);
+    CHECK(d.h.metric("window_entries") == 4);
+    CHECK(d.h.metric("duplicates") == 0); // nothing marked while restoring
+    // The events after the checkpoint: new ones pass, copies are dropped.
+    CHECK(d.process({{"after1", kT0}, {"e1", kT0}, {"dup", kT0}, {"after1", kT0}, {"", kT0}}) ==
+          std::vector<int>{OK, DUP, DUP, DUP, OK});
+
+    // A small window keeps the most recent distinct ids, as live: a later
+    // copy refreshed "dup", so "e6" and "dup" are what a window of 2 holds.
+    DedupeStage small({{"window_size", 2}});
+    CHECK(small.stage->history() == 4);
+    small.restore({{"e1", kT0}, {"dup", kT0}, {"ancient", kT0}, {"dup", kT0}, {"e6", kT0}});
+    CHECK(small.process({{"e6", kT0}, {"dup", kT0}}) == std::vector<int>{DUP, DUP});
+    CHECK(small.process({{"e1", kT0}}) == std::vector<int>{OK});
+}
+
+TEST_CASE("deduper stage: a restarted deduper catches every copy the lost one would have") {
+    // One stream with retries, evictions and expiry. The live deduper
+    // processes it all, its clock advancing per batch; a restarted one
+    // restores the last history() events up to the checkpoint (what the
+    // host replays) and processes the rest. Without a TTL they decide alike;
+    // with one the restarted window (whose ids all arrive at the restart) may
+    // hold more, so it catches a superset, and only true copies.
+    std::mt19937_64 rng(7);
+    std::vector<std::string> stream;
+    for (int i = 0; i < 6000; ++i) {
+        // Mostly fresh ids, some retries of recent ones, some of old ones.
+        int back =
+            rng() % 10 < 7 ? 0 : static_cast<int>(rng() % static_cast<uint64_t>(std::min(i + 1, 2000)));
+        stream.push_back(id_of(static_cast<size_t>(i - back)));
+    }
+    std::unordered_map<std::string, size_t> first;
+    for (size_t i = 0; i < stream.size(); ++i)
+        first.emplace(stream[i], i);
+    // Batches of 100 events, 20 s apart: a TTL of 100 s spans 500 events,
+    // fewer than the 700 ids the capacity holds, so the TTL is what evicts.
+    auto clock_at = [](size_t i) {
+        return std::chrono::steady_clock::time_point(
+            std::chrono::seconds(kNow + static_cast<int64_t>(i / 100) * 20));
+    };
+    // Events [from, to) through `d` in batches cut at multiples of 100; the
+    // statuses, one per event.
+    auto run = [&](DedupeStage &d, size_t from, size_t to) {
+        std::vector<int> out;
+        for (size_t i = from; i < to;) {
+            size_t end = std::min(to, (i / 100 + 1) * 100);
+            d.now = clock_at(i);
+            std::vector<std::pair<std::string, int64_t>> batch;
+            for (size_t k = i; k < end; ++k)
+                batch.emplace_back(stream[k], rng() % 2 ? kT0 : -kT0); // stamps play no part
+            for (int st : d.process(batch))
+                out.push_back(st);
+            i = end;
+        }
+        return out;
+    };
+    for (int ttl : {0, 100}) {
+        for (size_t checkpoint : {size_t{1}, size_t{1000}, size_t{2500}, size_t{4500}}) {
+            INFO("ttl ", ttl, ", checkpoint ", checkpoint);
+            DedupeStage live({{"window_size", 700}, {"ttl_seconds", ttl}});
+            std::vector<int> live_st = run(live, 0, stream.size());
+            // A new process: a new key, a new clock. The host replays the
+            // newest history() events up to the checkpoint, 128 at a time.
+            DedupeStage restarted({{"window_size", 700}, {"ttl_seconds", ttl}});
+            restarted.now = clock_at(checkpoint);
+            size_t want = static_cast<size_t>(restarted.stage->history());
+            for (size_t i = checkpoint > want ? checkpoint - want : 0; i < checkpoint; i += 128) {
+                std::vector<std::pair<std::string, int64_t>> replayed;
+                for (size_t k = i; k < std::min(checkpoint, i + 128); ++k)
+                    replayed.emplace_back(stream[k], kT0);
+                restarted.restore(replayed);
+            }
+            std::vector<int> st = run(restarted, checkpoint, stream.size());
+            size_t dups = 0, missed = 0, extra = 0, wrong = 0;
+            for (size_t i = checkpoint; i < stream.size(); ++i) {
+                bool d = st[i - checkpoint] == DUP, was = live_st[i] == DUP;
+                dups += d;
+                missed += was && !d;
+                extra += d && !was;
+                wrong += d && first[stream[i]] == i; // a first occurrence dropped
+            }
+            CHECK(dups > 100);
+            CHECK(missed == 0);
+            CHECK(wrong == 0);
+            if (ttl == 0)
+                CHECK(extra == 0);
+            else if (checkpoint > 1)
+                CHECK(extra > 0); // ids the lost window had let expire before the checkpoint
+        }
+    }
+}
+
+TEST_CASE("deduper: the SDK exports history and restore (and no seek-time reading of its own)") {
+    const cdcflow_plugin *d = cdcflow::detail::descriptor<Deduper>();
+    REQUIRE(CDCFLOW_HAS_FIELD(d->callbacks, cdcflow_callbacks, replay));
+    const bool has_history = d->callbacks->history, has_restore = d->callbacks->restore,
+               has_replay = d->callbacks->replay;
+    CHECK(has_history);
+    CHECK(has_restore);
+    CHECK_FALSE(has_replay); // a transform does not replay
+    // Through the C ABI, as the host calls it.
+    StageHarness h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), {{"window_size", 1234}});
+    void *inst = nullptr;
+    char err[256] = {0};
+    REQUIRE(d->callbacks->create(cdcflow::host::host_api(), h.ctx(), h.cfg(), &inst, err, sizeof err) ==
+            CDCFLOW_OK);
+    cdcflow_history want{};
+    want.struct_size = sizeof want;
+    d->callbacks->history(inst, &want);
+    CHECK(want.max_events == 2468);
+    CHECK(std::string(want.setting) == "window_size");
+    cdcflow_batch b(8);
+    cdcflow::test::append(b, event("x", kT0));
+    CHECK(d->callbacks->restore(inst, &b, err, sizeof err) == CDCFLOW_OK);
+    CHECK(h.metric("restored") == 1);
+    d->callbacks->destroy(inst);
 }

@@ -555,3 +555,175 @@ TEST_CASE("outbox_source: a read that fails half-way is read again in full by th
     auto got = s.poll(b);
     CHECK(got == std::vector<int64_t>{1, 2, 3, 4, 5});
 }
+
+// ---------------------------------------------------------------------------
+// Replay (ABI 3): the rows up to the checkpoint, for stateful transforms.
+
+namespace {
+
+// One replay as the host drives it: calls until done, each into a fresh
+// batch of `batch_size`; returns the offsets per call.
+std::vector<std::vector<int64_t>> replay_all(Source &s, cdcflow_replay &req, uint32_t batch_size) {
+    std::vector<std::vector<int64_t>> calls;
+    cdcflow_batch b(batch_size);
+    for (bool done = false; !done;) {
+        b.reset();
+        cdcflow::Batch view = s.h.view(b);
+        done = s.src->replay(req, view);
+        std::vector<int64_t> got;
+        for (uint32_t i = 0; i < b.count; ++i) {
+            got.push_back(b.events[i].position.offset);
+            CHECK(b.events[i].status == CDCFLOW_EVENT_OK); // nothing is marked
+        }
+        calls.push_back(got);
+        REQUIRE(calls.size() < 10000);
+    }
+    return calls;
+}
+
+std::vector<int64_t> flatten(const std::vector<std::vector<int64_t>> &calls) {
+    std::vector<int64_t> out;
+    for (const auto &c : calls)
+        out.insert(out.end(), c.begin(), c.end());
+    return out;
+}
+
+std::vector<int64_t> range(int64_t from, int64_t to) {
+    std::vector<int64_t> out;
+    for (int64_t i = from; i <= to; ++i)
+        out.push_back(i);
+    return out;
+}
+
+cdcflow_replay replay_request(const cdcflow_position *cp, uint32_t n, uint64_t max_events) {
+    cdcflow_replay req{};
+    req.struct_size = sizeof req;
+    req.position_count = n;
+    req.positions = cp;
+    req.max_events = max_events;
+    return req;
+}
+
+} // namespace
+
+TEST_CASE("outbox_source: replay hands out the newest max_events rows up to the checkpoint, oldest first, "
+          "a batch per call") {
+    TempDir dir("os_replay");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 1000, now_us());
+    Source s({{"database", path}});
+    cdcflow_position cp{{"", 0}, 800};
+    // Before start, as the host calls it.
+    cdcflow_replay req = replay_request(&cp, 1, 300);
+    auto calls = replay_all(s, req, 64);
+    CHECK(flatten(calls) == range(501, 800)); // the checkpoint is included, nothing after it
+    CHECK(calls.size() == 5);                 // 4 full batches, then 44 rows
+    CHECK(calls.front().size() == 64);
+    CHECK(req.truncated == 0);
+    CHECK(s.h.metric("replayed") == 300);
+
+    // The events are the rows, as poll would read them.
+    cdcflow_batch b(4);
+    cdcflow_replay one = replay_request(&cp, 1, 1);
+    cdcflow::Batch view = s.h.view(b);
+    CHECK(s.src->replay(one, view));
+    REQUIRE(b.count == 1);
+    CHECK(cdcflow::sv(b.events[0].event_id) == "e799");
+    CHECK(cdcflow::sv(b.events[0].payload) == "{\"amount\":\"799.00\"}");
+
+    // A second replay starts afresh; more than there is: all of it.
+    cdcflow_replay all = replay_request(&cp, 1, 5000);
+    CHECK(flatten(replay_all(s, all, 256)) == range(1, 800));
+    CHECK(all.truncated == 0); // nothing was deleted: the stream is just that short
+
+    // Gaps in seq (rows deleted in the middle): still the newest 300 rows.
+    db.exec("DELETE FROM outbox WHERE seq BETWEEN 500 AND 599");
+    cdcflow_replay gaps = replay_request(&cp, 1, 300);
+    std::vector<int64_t> want = range(401, 499), tail = range(600, 800);
+    want.insert(want.end(), tail.begin(), tail.end());
+    CHECK(flatten(replay_all(s, gaps, 64)) == want);
+    CHECK(gaps.truncated == 0);
+
+    // Then the source seeks and polls as before.
+    s.src->seek(std::span<const cdcflow_position>(&cp, 1));
+    s.src->start();
+    cdcflow_batch p(1000);
+    CHECK(s.poll(p) == range(801, 1000));
+}
+
+TEST_CASE(
+    "outbox_source: replay with no checkpoint, another partition, or no database yet hands out nothing") {
+    TempDir dir("os_replay_none");
+    std::string path = dir.file("app.db");
+    Source fresh({{"database", path}, {"create_schema", true}});
+    cdcflow_position cp{{"", 0}, 10};
+    cdcflow_replay req = replay_request(&cp, 1, 100);
+    CHECK(flatten(replay_all(fresh, req, 64)).empty()); // the database does not exist yet
+    CHECK_FALSE(std::filesystem::exists(path));         // and replay did not create it
+
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 50, now_us());
+    Source s({{"database", path}});
+    cdcflow_replay first_start = replay_request(nullptr, 0, 100);
+    CHECK(flatten(replay_all(s, first_start, 64)).empty());
+    std::string kafka = "orders/0";
+    cdcflow_position other{cdcflow::str(kafka), 10};
+    cdcflow_replay foreign = replay_request(&other, 1, 100);
+    CHECK(flatten(replay_all(s, foreign, 64)).empty());
+}
+
+TEST_CASE("outbox_source: rows deleted by retention: replay what exists and say it is short") {
+    TempDir dir("os_replay_retention");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 1000, now_us());
+    db.exec("DELETE FROM outbox WHERE seq <= 900"); // an older retention, or someone else
+    Source s({{"database", path}, {"retention_seconds", 60}});
+    cdcflow_position cp{{"", 0}, 950};
+    cdcflow_replay req = replay_request(&cp, 1, 200);
+    CHECK(flatten(replay_all(s, req, 16)) == range(901, 950));
+    CHECK(req.truncated == 1);
+    CHECK(std::string(req.truncated_by) == "retention_seconds");
+    // Enough rows left for what is asked: not short.
+    cdcflow_replay enough = replay_request(&cp, 1, 50);
+    CHECK(flatten(replay_all(s, enough, 16)) == range(901, 950));
+    CHECK(enough.truncated == 0);
+    // Everything up to the checkpoint gone.
+    db.exec("DELETE FROM outbox WHERE seq <= 950");
+    cdcflow_replay gone = replay_request(&cp, 1, 10);
+    CHECK(flatten(replay_all(s, gone, 16)).empty());
+    CHECK(gone.truncated == 1);
+}
+
+TEST_CASE("outbox_source: retention keeps the rows the pipeline's stateful transforms replay at the next "
+          "start") {
+    TempDir dir("os_replay_keep");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 1000, 1);
+    Source s({{"database", path}, {"retention_seconds", 60}, {"cleanup_batch", 10000}});
+    std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
+    s.src->set_clock([&] { return now; });
+    // A first start: the host tells the source how much history the
+    // pipeline keeps (a deduper's window of 300).
+    cdcflow_replay req = replay_request(nullptr, 0, 300);
+    CHECK(flatten(replay_all(s, req, 64)).empty());
+    s.src->start();
+    cdcflow_batch b(2000);
+    CHECK(s.poll(b).size() == 1000);
+    s.committed(1000);
+    now += std::chrono::seconds(61);
+    s.poll(b);
+    // Committed for longer than the retention, but the newest 300 stay.
+    CHECK(s.h.metric("cleanup_deleted") == 700);
+    CHECK(db.query_int("SELECT min(seq) FROM outbox") == 701);
+    s.src->stop();
+
+    // The next start replays every one of them.
+    Source next({{"database", path}, {"retention_seconds", 60}});
+    cdcflow_position cp{{"", 0}, 1000};
+    cdcflow_replay again = replay_request(&cp, 1, 300);
+    CHECK(flatten(replay_all(next, again, 64)) == range(701, 1000));
+    CHECK(again.truncated == 0);
+}

@@ -3,9 +3,14 @@
 
 #include <doctest/doctest.h>
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <thread>
 
@@ -361,5 +366,193 @@ TEST_CASE("runtime: stages built against ABI 1 never see DROPPED; later ABI 3 st
         CHECK(total == 1000);
         CHECK(dropped == 250); // the ABI 3 sink after the ABI 1 stage sees DROPPED again
     }
+    std::filesystem::remove_all(dir);
+}
+
+// ---------------------------------------------------------------------------
+// State that moves with the stream: history / restore / replay (ABI 3).
+
+namespace {
+
+// Captures what the host logs (stderr) while it lives.
+class CapturedLog {
+public:
+    explicit CapturedLog(const std::filesystem::path &file) : file_(file) {
+        std::fflush(stderr);
+        saved_ = dup(2);
+        int fd = open(file.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(fd, 2);
+        close(fd);
+    }
+    ~CapturedLog() { restore(); }
+    std::string text() {
+        restore();
+        std::ifstream in(file_);
+        return std::string(std::istreambuf_iterator<char>(in), {});
+    }
+
+private:
+    void restore() {
+        if (saved_ < 0) return;
+        std::fflush(stderr);
+        dup2(saved_, 2);
+        close(saved_);
+        saved_ = -1;
+    }
+    std::filesystem::path file_;
+    int saved_ = -1;
+};
+
+// A file_sink whose checkpoint already stands at `offset`: the events up to
+// it count as delivered and committed before this start.
+std::string sink_at(const std::filesystem::path &dir, int64_t offset) {
+    std::string out = (dir / "events.txt").string();
+    std::ofstream(out + ".checkpoint") << offset << "\n";
+    return "output: '" + out + "'";
+}
+
+} // namespace
+
+TEST_CASE("runtime: a transform's history is replayed before start, oldest first, in pool-sized batches, "
+          "up to the checkpoint") {
+    auto dir = temp_dir("replay_order");
+    auto r = run_drain(
+        pipeline("count: 1000", "history: 300", sink_at(dir, 1000), "settings: {batch_size: 64}\n"));
+    REQUIRE(r.run_status.is_ok());
+    CHECK(r.metric("src.replay_max_events") == 300);
+    CHECK(r.metric("pipeline.replayed") == 300);
+    CHECK(r.metric("pass.restored") == 300);
+    CHECK(r.metric("pass.restore_first") == 701);
+    CHECK(r.metric("pass.restore_last") == 1000); // the checkpoint, inclusive
+    CHECK(r.metric("pass.restore_disorder") == 0);
+    CHECK(r.metric("pass.restore_late") == 0); // before seek and start
+    CHECK(r.metric("pass.seeks") == 1);        // a transform's seek (ABI 1's way) is still called
+    CHECK(r.metric("pass.restore_calls") == (300 + 63) / 64); // full batches of the pool's size
+    CHECK(r.metric("pass.restore_max_batch") == 64);
+    CHECK(r.metric("src.seeks") == 1); // then the source seeks as before
+    CHECK(r.totals.events == 0);       // nothing replayed went downstream
+    CHECK(r.metric("pass.events") == 0);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: a source that replays in small pieces is called until done, each piece restored") {
+    auto dir = temp_dir("replay_pieces");
+    auto r = run_drain(pipeline("count: 1200, replay_piece: 7", "history: 100", sink_at(dir, 1000),
+                                "settings: {batch_size: 64}\n"));
+    REQUIRE(r.run_status.is_ok());
+    CHECK(r.metric("pass.restored") == 100);
+    CHECK(r.metric("pass.restore_first") == 901);
+    CHECK(r.metric("pass.restore_last") == 1000);
+    CHECK(r.metric("pass.restore_calls") == (100 + 6) / 7);
+    CHECK(r.metric("pass.restore_disorder") == 0);
+    CHECK(r.totals.events == 200); // then 1001..1200 flow as usual
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: restore never sees an event past the checkpoint; a source that hands one out fails the "
+          "start") {
+    auto dir = temp_dir("replay_past");
+    auto r = run_drain(pipeline("count: 1000, replay_past: 3", "history: 50", sink_at(dir, 900),
+                                "settings: {batch_size: 64}\n"));
+    REQUIRE_FALSE(r.run_status.is_ok());
+    CHECK(r.run_status.code() == CDCFLOW_ERR_INTERNAL);
+    CHECK(r.run_status.message() ==
+          "stage 'src' (plugin 'gen_source'): replay handed out offset 901, which is "
+          "past the checkpoint: refusing to rebuild state from events that were not "
+          "committed");
+    CHECK(r.metric("pass.restored") == 0); // 851..903 came in one batch: none of it was restored
+    CHECK(r.totals.events == 0);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: no replay when no transform asks for history, nor before a first start") {
+    auto dir = temp_dir("replay_none");
+    auto none = run_drain(pipeline("count: 500", "", sink_at(dir, 400)));
+    REQUIRE(none.run_status.is_ok());
+    CHECK(none.metric("src.replay_calls") == 0);
+    CHECK(none.metric("pass.restore_calls") == 0);
+    CHECK(none.totals.events == 100);
+    std::filesystem::remove_all(dir);
+
+    // No checkpoint: one call that tells the source how much history the
+    // pipeline keeps, and nothing to restore.
+    auto first = run_drain(pipeline("count: 500", "history: 100", ""));
+    REQUIRE(first.run_status.is_ok());
+    CHECK(first.metric("src.replay_calls") == 1);
+    CHECK(first.metric("src.replay_max_events") == 100);
+    CHECK(first.metric("pass.restore_calls") == 0);
+    CHECK(first.totals.events == 500);
+}
+
+TEST_CASE("runtime: a source without replay: the stateful transform starts empty, with one warning") {
+    auto dir = temp_dir("replay_missing");
+    std::string yaml =
+        "pipeline: t\nstages:\n  - id: src\n    plugin: gen_source_noreplay\n    config: {count: 500}\n"
+        "  - id: pass\n    plugin: passthrough\n    config: {history: 100}\n"
+        "  - id: sink\n    plugin: file_sink\n    config: {" +
+        sink_at(dir, 400) + "}\n";
+    CapturedLog log(dir / "log.txt");
+    auto r = run_drain(yaml);
+    std::string text = log.text();
+    REQUIRE(r.run_status.is_ok());
+    CHECK(r.metric("pass.restore_calls") == 0);
+    CHECK(r.totals.events == 100);
+    CHECK(
+        text.find("stage 'src' (plugin 'gen_source_noreplay') cannot replay events (no replay callback), so "
+                  "stage 'pass' starts with no state from before the checkpoint (stage 'pass' (plugin "
+                  "'passthrough') asked for the last 100 events (its history))") != std::string::npos);
+    size_t first = text.find("cannot replay events");
+    CHECK(text.find("cannot replay events", first + 1) == std::string::npos);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: a replay cut short by the source's retention is a warning naming both settings") {
+    auto dir = temp_dir("replay_truncated");
+    CapturedLog log(dir / "log.txt");
+    auto r = run_drain(pipeline("count: 1000, replay_first: 950", "history: 200", sink_at(dir, 1000)));
+    std::string text = log.text();
+    REQUIRE(r.run_status.is_ok());
+    CHECK(r.metric("pass.restored") == 51); // 950..1000: what still exists
+    CHECK(r.metric("pass.restore_first") == 950);
+    CHECK(text.find(
+              "stage 'pass' (plugin 'passthrough') asked for the last 200 events (its history) to rebuild "
+              "its state, but stage 'src' (plugin 'gen_source') could replay only 51: older events are "
+              "gone (its replay_first)") != std::string::npos);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: a failing restore fails the start with the transform's message") {
+    auto dir = temp_dir("restore_fails");
+    auto r = run_drain(pipeline("count: 1000", "history: 10, fail_restore: true", sink_at(dir, 500)));
+    REQUIRE_FALSE(r.run_status.is_ok());
+    CHECK(r.run_status.code() == CDCFLOW_ERR_IO);
+    CHECK(r.run_status.message() ==
+          "stage 'pass' (plugin 'passthrough'): restore failed: injected restore failure");
+    CHECK(r.totals.events == 0);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: a stop requested during the replay ends it promptly and starts nothing") {
+    auto dir = temp_dir("replay_stop");
+    PluginRegistry reg;
+    reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
+    Metrics m;
+    // 100,000 events of history in pieces of 10, 20 ms each: over three minutes.
+    auto rt = make(pipeline("count: 100000, replay_piece: 10, replay_sleep_ms: 20", "history: 100000",
+                            sink_at(dir, 100000)),
+                   reg, m);
+    REQUIRE(rt.is_ok());
+    Status st;
+    std::thread t([&] { st = rt.value()->run(RunOptions{}); });
+    while (m.value("pass.restored") < 50)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    auto t0 = std::chrono::steady_clock::now();
+    rt.value()->request_stop();
+    t.join();
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+    CHECK(st.is_ok());
+    CHECK(m.value("pass.restored") < 100000);
+    CHECK(m.value("src.seeks") == 0); // never started
+    CHECK(rt.value()->state() == "stopped");
     std::filesystem::remove_all(dir);
 }

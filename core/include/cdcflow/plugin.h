@@ -236,16 +236,35 @@ typedef struct cdcflow_history {
     /* The newest max_events events up to and including the checkpoint, per
      * partition; 0: nothing (the transform keeps no state from the stream). */
     uint64_t max_events;
+    /* The transform's setting that decides max_events (e.g. "window_size"),
+     * named in the host's messages: static NUL-terminated text, or NULL. */
+    const char *setting;
 } cdcflow_history;
 
-/* Since ABI 3. What the host asks of a source's replay. */
+/* Since ABI 3. What the host asks of a source's replay, and what the source
+ * answers about it. The host zeroes it, sets the request, and passes the same
+ * struct to every call of one replay. */
 typedef struct cdcflow_replay {
     uint32_t struct_size;
     uint32_t position_count;
     /* The checkpoint: replay ends with the event at each of these positions
-     * (inclusive), and starts at most max_events events before it. */
+     * (inclusive), and starts at most max_events events before it, per
+     * partition. position_count 0: nothing was delivered yet, so there is
+     * nothing to replay (answer done at once); the call still tells the
+     * source how much history the pipeline keeps (e.g. to keep that many
+     * events from its retention). A source must never hand out an event past
+     * the checkpoint: a transform would remember an event that was not
+     * committed (the host refuses such a replay). */
     const cdcflow_position *positions;
     uint64_t max_events;
+    /* Set by the source, read once done: non-zero when events that were
+     * asked for existed but are gone (deleted by retention, expired from a
+     * topic), so that a transform's state is shorter than it asked for. The
+     * host then warns, naming truncated_by: the source's setting that removed
+     * them (static NUL-terminated text, or NULL). */
+    int32_t truncated;
+    uint32_t reserved;
+    const char *truncated_by;
 } cdcflow_replay;
 
 typedef struct cdcflow_batch cdcflow_batch;   /* opaque, owned by the host */
@@ -386,8 +405,10 @@ typedef struct cdcflow_callbacks {
                            int32_t *exhausted, char *err, uint64_t err_len);
     /* SOURCE: resume just after these positions (the sink's checkpoint).
      * Also called on a TRANSFORM that keeps state derived from the stream
-     * (a deduper rebuilding its window as of the checkpoint); may be NULL
-     * for transforms. Called before start; count may be 0 (from the start). */
+     * (ABI 1 and 2's way to rebuild it, by reading the source's store
+     * itself; since ABI 3 prefer history and restore below); may be NULL
+     * for transforms. Called before start, after any replay; count may be 0
+     * (from the start). */
     cdcflow_status (*seek)(void *instance, const cdcflow_position *positions, uint32_t count,
                            char *err, uint64_t err_len);
     /* SOURCE: these positions are durably committed downstream (retention,
@@ -433,16 +454,20 @@ typedef struct cdcflow_callbacks {
     void (*history)(void *instance, cdcflow_history *want); /* since ABI 3 */
     /* TRANSFORM, may be NULL: rebuild state from replayed events (already
      * delivered, oldest first, ending at the checkpoint). Nothing may be
-     * marked and nothing goes downstream. Called before start. */
+     * marked and nothing goes downstream. Called before start, in pipeline
+     * order; a transform may see more events than it asked for (the most
+     * that any stage of the pipeline asked for is replayed to each). */
     cdcflow_status (*restore)(void *instance, cdcflow_batch *b, char *err,
                               uint64_t err_len); /* since ABI 3 */
     /* SOURCE, may be NULL (then stateful transforms start empty, with a
      * warning): fill b with already delivered events for req, oldest first;
-     * the host calls it again with a fresh batch until *done is non-zero.
-     * Called before seek and start; the source's position after the replay
-     * is whatever seek then sets. */
-    cdcflow_status (*replay)(void *instance, const cdcflow_replay *req, cdcflow_batch *b, int32_t *done,
-                             char *err, uint64_t err_len); /* since ABI 3 */
+     * the host calls it again with a fresh batch until *done is non-zero
+     * (after a failure, with the same request: resume where the last
+     * successful call ended). Called on the host's main thread before seek
+     * and start; the source's position after the replay is whatever seek
+     * then sets. Long calls return early on stop_requested. */
+    cdcflow_status (*replay)(void *instance, cdcflow_replay *req, cdcflow_batch *b, int32_t *done, char *err,
+                             uint64_t err_len); /* since ABI 3 */
 } cdcflow_callbacks;
 
 /* The descriptor returned by the entry symbol. Static storage in the plugin. */

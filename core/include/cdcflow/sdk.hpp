@@ -34,11 +34,24 @@
 // `void release()`; the SDK exports them only when they exist, so that a
 // sink without them tells the host it does not fence.
 //
+// State that moves with the stream (ABI 3): a transform that keeps state
+// derived from the stream (a dedupe window) defines `uint64_t history()` (how
+// many events up to the sink's checkpoint it needs to see again after a
+// restart; optionally `static constexpr const char *kHistorySetting`, the
+// config key that decides it, for the host's messages) and
+// `void restore(Batch &)` (rebuild from those events, oldest first; mark
+// nothing). A source that can read already delivered events again defines
+// `bool replay(cdcflow_replay &req, Batch &batch)`: fill the batch with the
+// next events of req (oldest first, never past its positions) and return
+// true once there are no more; set req.truncated when some that were asked
+// for are gone. The SDK exports these only when they exist.
+//
 // Thread-safety: an instance is driven by one thread at a time (see plugin.h).
 #pragma once
 
 #include <cdcflow/plugin.h>
 
+#include <concepts>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -328,7 +341,10 @@ public:
     static constexpr cdcflow_kind kKind = CDCFLOW_KIND_TRANSFORM;
     using Stage::Stage;
     virtual void process(Batch &batch) = 0;
-    // Stateful transforms rebuild their state as of the sink's checkpoint.
+    // ABI 1's way for a stateful transform to rebuild its state as of the
+    // sink's checkpoint (by reading the source's store itself). Prefer
+    // history() + restore() (see the top of this file): the host then
+    // replays the events through the source, wherever they live.
     virtual void seek(std::span<const cdcflow_position> positions) { (void)positions; }
 };
 
@@ -404,6 +420,24 @@ concept FencingSink = std::is_base_of_v<Sink, T> && requires(T &t, const cdcflow
     t.acquire(o);
     t.release();
 };
+
+template <typename T>
+concept ReplayingSource = std::is_base_of_v<Source, T> && requires(T &t, cdcflow_replay &r, Batch &b) {
+    { t.replay(r, b) } -> std::convertible_to<bool>;
+};
+
+template <typename T>
+concept RestoringTransform = std::is_base_of_v<Transform, T> && requires(T &t, Batch &b) {
+    { t.history() } -> std::convertible_to<uint64_t>;
+    t.restore(b);
+};
+
+template <typename T> constexpr const char *history_setting_of() {
+    if constexpr (requires { T::kHistorySetting; })
+        return T::kHistorySetting;
+    else
+        return nullptr;
+}
 
 template <typename T>
 struct Thunks {
@@ -506,6 +540,43 @@ struct Thunks {
         if constexpr (FencingSink<T>) guarded_logged(H(p), "release", [&] { H(p)->obj->release(); });
         else (void)p;
     }
+    // The host's cdcflow_history and cdcflow_replay are at least as long as
+    // this SDK's (it refuses plugins of a newer ABI), so they are used in place.
+    static void history(void *p, cdcflow_history *want) noexcept {
+        if constexpr (RestoringTransform<T>) {
+            uint64_t n = 0;
+            // No status to return: a failure is logged, and the stage then
+            // asks for nothing (it starts empty, as without replay).
+            guarded_logged(H(p), "history", [&] { n = static_cast<uint64_t>(H(p)->obj->history()); });
+            want->max_events = n;
+            want->setting = history_setting_of<T>();
+        } else {
+            (void)p, (void)want;
+        }
+    }
+    static cdcflow_status restore(void *p, cdcflow_batch *b, char *err, uint64_t err_len) noexcept {
+        if constexpr (RestoringTransform<T>) {
+            return guarded(err, err_len, [&] {
+                Batch batch(H(p)->host, H(p)->ctx, b);
+                H(p)->obj->restore(batch);
+            });
+        } else {
+            (void)p, (void)b, (void)err, (void)err_len;
+            return CDCFLOW_ERR_INTERNAL;
+        }
+    }
+    static cdcflow_status replay(void *p, cdcflow_replay *req, cdcflow_batch *b, int32_t *done, char *err,
+                                 uint64_t err_len) noexcept {
+        if constexpr (ReplayingSource<T>) {
+            return guarded(err, err_len, [&] {
+                Batch batch(H(p)->host, H(p)->ctx, b);
+                *done = H(p)->obj->replay(*req, batch) ? 1 : 0;
+            });
+        } else {
+            (void)p, (void)req, (void)b, (void)done, (void)err, (void)err_len;
+            return CDCFLOW_ERR_INTERNAL;
+        }
+    }
 };
 
 template <typename T>
@@ -549,9 +620,9 @@ const cdcflow_plugin *descriptor() {
         &Thunks<T>::destroy,
         FencingSink<T> ? &Thunks<T>::acquire : nullptr,
         FencingSink<T> ? &Thunks<T>::release : nullptr,
-        nullptr, // history (ABI 3)
-        nullptr, // restore (ABI 3)
-        nullptr, // replay (ABI 3)
+        RestoringTransform<T> ? &Thunks<T>::history : nullptr,
+        RestoringTransform<T> ? &Thunks<T>::restore : nullptr,
+        ReplayingSource<T> ? &Thunks<T>::replay : nullptr,
     };
     static const cdcflow_plugin d = {
         CDCFLOW_ABI_VERSION,
