@@ -61,6 +61,8 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         return it == loaded.end() ? nullptr : &it->second->schema;
     });
     if (!st) return st;
+    for (const std::string &w : d.warnings)
+        log_line(CDCFLOW_LOG_WARN, "host", w);
 
     for (const StageDef &sd : d.stages) {
         auto s = std::make_unique<Stage>();
@@ -81,6 +83,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
             self->fail(*stage, msg, CDCFLOW_ERR_FENCED);
         };
         s->cfg.def = &sd;
+        s->cfg.schema = &s->plugin->schema;
         s->batches = metrics.create(sd.id + ".batches", "batches handled", false);
         s->events = metrics.create(sd.id + ".events", "events handled", false);
         s->errors = metrics.create(sd.id + ".errors", "failed calls (retried or fatal)", false);
