@@ -21,44 +21,63 @@
 
 namespace cdcflow::dedupe {
 
+// The stage's config (cdcflow/sdk.hpp, "Declared config"); the host enforces
+// the bounds.
+struct DeduperSettings {
+    int64_t window_size = 1000000;
+    int64_t ttl_seconds = 604800;
+    // Deprecated: the window is rebuilt through the host (replay). Still read
+    // here until the seeding code is gone; the host already warns when set.
+    std::string seed_database, seed_table, seed_id_column, seed_position_column;
+
+    using S = DeduperSettings;
+    static constexpr const char *kSeedGone =
+        "deprecated: the window is now rebuilt through the host from the source; remove this key";
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("window_size", &S::window_size)
+            .defaults_to("1000000")
+            .min("1")
+            .max("1073741824") // IdWindow::kMaxCapacity (checked below)
+            .describe("remember at least this many most recent event ids (about 36 bytes each)"),
+        // The bound (a century) keeps the window's clock arithmetic far from overflowing.
+        cdcflow::param("ttl_seconds", &S::ttl_seconds)
+            .defaults_to("604800")
+            .min("0")
+            .max("3162240000")
+            .describe("remember an id at least this long after its latest copy passed this stage (host "
+                      "monotonic clock, never event time; 0 = only window_size evicts)"),
+        cdcflow::param("seed_database", &S::seed_database).deprecated().describe(kSeedGone),
+        cdcflow::param("seed_table", &S::seed_table).deprecated().defaults_to("outbox").describe(kSeedGone),
+        cdcflow::param("seed_id_column", &S::seed_id_column)
+            .deprecated()
+            .defaults_to("id")
+            .describe(kSeedGone),
+        cdcflow::param("seed_position_column", &S::seed_position_column)
+            .deprecated()
+            .defaults_to("seq")
+            .describe(kSeedGone),
+        cdcflow::deprecated<S>("seed_timestamp_column", CDCFLOW_CONFIG_STRING)
+            .describe("deprecated and unused: the TTL counts from arrival, not event time; remove this key"));
+};
+
 class Deduper : public cdcflow::Transform {
 public:
     static constexpr const char *kName = "deduper";
     static constexpr const char *kDescription =
         "drops later copies of an event id already seen (LRU window + TTL)";
     static constexpr const char *kVersion = "1.0.0";
-    static constexpr cdcflow_config_key kConfig[] = {
-        {"window_size", CDCFLOW_CONFIG_INT, "1000000", 0,
-         "remember at least this many most recent event ids (about 36 bytes each)"},
-        {"ttl_seconds", CDCFLOW_CONFIG_INT, "604800", 0,
-         "remember an id at least this long after its latest copy passed this stage (host monotonic "
-         "clock, never event time; 0 = only window_size evicts)"},
-        {"seed_database", CDCFLOW_CONFIG_STRING, "\"\"", 0,
-         "outbox SQLite database to rebuild the window from on restart (\"\" = start empty)"},
-        {"seed_table", CDCFLOW_CONFIG_STRING, "\"outbox\"", 0, "outbox table in seed_database"},
-        {"seed_id_column", CDCFLOW_CONFIG_STRING, "\"id\"", 0, "event id column"},
-        {"seed_position_column", CDCFLOW_CONFIG_STRING, "\"seq\"", 0,
-         "source position column (the checkpoint's offset)"},
-        {"seed_timestamp_column", CDCFLOW_CONFIG_STRING, "\"timestamp\"", 0,
-         "unused: the TTL counts from arrival, not event time (accepted so that older pipeline files "
-         "load)"},
-    };
+    using Settings = DeduperSettings;
+    static_assert(IdWindow::kMaxCapacity == 1073741824, "window_size's declared max");
 
-    Deduper(const cdcflow::Config &cfg, cdcflow::Context ctx) : Transform(ctx) {
-        int64_t size = cfg.i64("window_size");
-        if (size < 1 || size > IdWindow::kMaxCapacity)
-            cfg.fail("window_size", "must be 1.." + std::to_string(IdWindow::kMaxCapacity));
-        int64_t ttl = cfg.i64("ttl_seconds");
-        constexpr int64_t kMaxTtl = int64_t{100} * 366 * 24 * 3600;
-        if (ttl < 0 || ttl > kMaxTtl)
-            cfg.fail("ttl_seconds", "must be 0.." + std::to_string(kMaxTtl) + " (0 = no TTL)");
-
-        seed_.database = std::string(cfg.str("seed_database"));
-        seed_.table = std::string(cfg.str("seed_table"));
-        seed_.id_column = std::string(cfg.str("seed_id_column"));
-        seed_.position_column = std::string(cfg.str("seed_position_column"));
-        for (const char *key : {"seed_table", "seed_id_column", "seed_position_column"})
-            if (cfg.str(key).empty()) cfg.fail(key, "must not be empty");
+    Deduper(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx) : Transform(ctx) {
+        const int64_t size = cfg.window_size, ttl = cfg.ttl_seconds; // bounds: the host's
+        seed_.database = cfg.seed_database;
+        seed_.table = cfg.seed_table;
+        seed_.id_column = cfg.seed_id_column;
+        seed_.position_column = cfg.seed_position_column;
+        for (std::string Settings::*key :
+             {&Settings::seed_table, &Settings::seed_id_column, &Settings::seed_position_column})
+            if ((cfg.*key).empty()) cfg.fail(key, "must not be empty");
 
         // Address space only: pages become resident as ids arrive.
         window_ = std::make_unique<IdWindow>(static_cast<uint32_t>(size), ttl);

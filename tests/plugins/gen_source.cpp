@@ -15,25 +15,48 @@
 #include <string>
 #include <thread>
 
+// Declared the ABI 3 way (cdcflow/sdk.hpp, "Declared config"); passthrough and
+// file_sink keep the older kConfig, so both paths stay exercised.
+struct GenSourceSettings {
+    int64_t count = 1000;
+    bool bare = false;
+    int64_t fail_at = 0;
+    int64_t idle_after = 0;
+    int64_t partitions = 0;
+    bool throw_in_committed = false;
+
+    using S = GenSourceSettings;
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("count", &S::count)
+            .defaults_to("1000")
+            .min("0")
+            .describe("events to generate; 0 = endless"),
+        cdcflow::param("bare", &S::bare).defaults_to("false").describe("no ids or payloads (benchmark)"),
+        cdcflow::param("fail_at", &S::fail_at)
+            .defaults_to("0")
+            .describe("poll fails once this offset is reached (0 = never)"),
+        cdcflow::param("idle_after", &S::idle_after)
+            .defaults_to("0")
+            .describe("stop producing (stay idle, never exhausted) after this offset"),
+        cdcflow::param("partitions", &S::partitions)
+            .defaults_to("0")
+            .min("0")
+            .max("4096")
+            .describe("spread events over this many partitions p0..pN-1 (0: one, \"\")"),
+        cdcflow::param("throw_in_committed", &S::throw_in_committed)
+            .defaults_to("false")
+            .describe("committed() throws (the host must log it)"));
+};
+
 class GenSource : public cdcflow::Source {
 public:
     static constexpr const char *kName = "gen_source";
     static constexpr const char *kDescription = "test source: generates numbered events";
-    static constexpr cdcflow_config_key kConfig[] = {
-        {"count", CDCFLOW_CONFIG_INT, "1000", 0, "events to generate; 0 = endless"},
-        {"bare", CDCFLOW_CONFIG_BOOL, "false", 0, "no ids or payloads (benchmark)"},
-        {"fail_at", CDCFLOW_CONFIG_INT, "0", 0, "poll fails once this offset is reached (0 = never)"},
-        {"idle_after", CDCFLOW_CONFIG_INT, "0", 0, "stop producing (stay idle, never exhausted) after this offset"},
-        {"partitions", CDCFLOW_CONFIG_INT, "0", 0, "spread events over this many partitions p0..pN-1 (0: one, \"\")"},
-        {"throw_in_committed", CDCFLOW_CONFIG_BOOL, "false", 0, "committed() throws (the host must log it)"},
-    };
+    using Settings = GenSourceSettings;
 
-    GenSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
-        : Source(ctx), count_(cfg.i64("count")), bare_(cfg.boolean("bare")), fail_at_(cfg.i64("fail_at")),
-          idle_after_(cfg.i64("idle_after")), partitions_(cfg.i64("partitions")),
-          throw_in_committed_(cfg.boolean("throw_in_committed")) {
-        if (count_ < 0) cfg.fail("count", "must be >= 0");
-        if (partitions_ < 0 || partitions_ > 4096) cfg.fail("partitions", "must be 0..4096");
+    GenSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
+        : Source(ctx), count_(cfg.count), bare_(cfg.bare), fail_at_(cfg.fail_at), idle_after_(cfg.idle_after),
+          partitions_(cfg.partitions), throw_in_committed_(cfg.throw_in_committed) {
         last_committed_.assign(static_cast<size_t>(std::max<int64_t>(partitions_, 1)), 0);
         for (int64_t p = 0; p < partitions_; ++p) {
             char name[24];

@@ -523,7 +523,7 @@ constexpr int OK = CDCFLOW_EVENT_OK, DUP = CDCFLOW_EVENT_DUPLICATE, REJ = CDCFLO
 } // namespace
 
 TEST_CASE("deduper stage: marks later copies, even of rejected events; empty ids pass") {
-    StageHarness h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), {{"window_size", 100}});
+    StageHarness h("dedupe", cdcflow::test::declared<Deduper>(), {{"window_size", 100}});
     auto stage = cdcflow::test::make_stage<Deduper>(h);
     std::vector<cdcflow_position> none;
     stage->seek(none); // first start: nothing to seed, nothing to open
@@ -560,7 +560,7 @@ TEST_CASE("deduper stage: seek rebuilds the window from the outbox as of the che
     create_outbox(t.db);
     for (const char *id : {"e1", "e2", "e3"})
         add_row(t.db, id, kT0);
-    StageHarness h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig),
+    StageHarness h("dedupe", cdcflow::test::declared<Deduper>(),
                    {{"window_size", 100}, {"seed_database", t.path.string()}});
     auto stage = cdcflow::test::make_stage<Deduper>(h);
     std::string partition;
@@ -589,7 +589,7 @@ TEST_CASE("deduper stage: seek rebuilds the window from the outbox as of the che
     }
 
     // Without seed_database a restart starts empty (and says so in the log).
-    StageHarness plain("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), {});
+    StageHarness plain("dedupe", cdcflow::test::declared<Deduper>(), {});
     auto unseeded = cdcflow::test::make_stage<Deduper>(plain);
     unseeded->seek(checkpoint);
     CHECK(plain.metric("seeded") == 0);
@@ -597,7 +597,7 @@ TEST_CASE("deduper stage: seek rebuilds the window from the outbox as of the che
 
 TEST_CASE("deduper stage: config errors name the key") {
     auto error_of = [](std::initializer_list<std::pair<const char *, Val>> values) -> std::string {
-        StageHarness h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), values);
+        StageHarness h("dedupe", cdcflow::test::declared<Deduper>(), values);
         try {
             cdcflow::test::make_stage<Deduper>(h);
         } catch (const cdcflow::Error &e) {
@@ -606,10 +606,15 @@ TEST_CASE("deduper stage: config errors name the key") {
         }
         return "no error";
     };
-    CHECK(error_of({{"window_size", 0}}) == "test.yaml:1:1: window_size: must be 1..1073741824");
+    // Bounds are declared and enforced by the host, before the stage exists.
+    CHECK(
+        error_of({{"window_size", 0}}) ==
+        "test.yaml:1:1: config key 'window_size' for plugin 'deduper' must be from 1 to 1073741824, got '0'");
     CHECK(error_of({{"window_size", int64_t{1} << 31}}) ==
-          "test.yaml:1:1: window_size: must be 1..1073741824");
-    CHECK(error_of({{"ttl_seconds", -1}}).starts_with("test.yaml:1:1: ttl_seconds: must be 0.."));
+          "test.yaml:1:1: config key 'window_size' for plugin 'deduper' must be from 1 to 1073741824, got "
+          "'2147483648'");
+    CHECK(error_of({{"ttl_seconds", -1}})
+              .starts_with("test.yaml:1:1: config key 'ttl_seconds' for plugin 'deduper' must be from 0 to"));
     CHECK(error_of({{"seed_table", ""}}) == "test.yaml:1:1: seed_table: must not be empty");
     CHECK(error_of({{"ttl_seconds", 0}, {"window_size", 1}}) == "no error");
 }
@@ -639,8 +644,7 @@ struct DedupeStage {
     cdcflow_batch b{64};
 
     explicit DedupeStage(std::initializer_list<std::pair<const char *, Val>> cfg)
-        : h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), cfg),
-          stage(cdcflow::test::make_stage<Deduper>(h)) {
+        : h("dedupe", cdcflow::test::declared<Deduper>(), cfg), stage(cdcflow::test::make_stage<Deduper>(h)) {
         stage->set_clock([this] { return now; });
     }
     // As the host calls it: to outbox position `seq`, or without a
