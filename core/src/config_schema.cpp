@@ -276,20 +276,23 @@ const char *config_type_name(cdcflow_config_type t) {
     return "unknown";
 }
 
+// Optimal string alignment: insertions, deletions, substitutions and swaps of two
+// neighbours ("fsat" for "fast") each count 1, the typos people make.
 size_t edit_distance(std::string_view a, std::string_view b) {
-    std::vector<size_t> row(b.size() + 1);
+    std::vector<size_t> before(b.size() + 1), prev(b.size() + 1), row(b.size() + 1);
     for (size_t j = 0; j <= b.size(); ++j)
-        row[j] = j;
+        prev[j] = j;
     for (size_t i = 1; i <= a.size(); ++i) {
-        size_t diag = row[0];
         row[0] = i;
         for (size_t j = 1; j <= b.size(); ++j) {
-            size_t up = row[j];
-            row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
-            diag = up;
+            row[j] = std::min({prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                row[j] = std::min(row[j], before[j - 2] + 1);
         }
+        std::swap(before, prev);
+        std::swap(prev, row);
     }
-    return row[b.size()];
+    return prev[b.size()];
 }
 
 // Close enough: at most a third of the longer word differs (at least 1, so that a

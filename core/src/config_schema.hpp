@@ -43,7 +43,7 @@ const KeySpec *find_key(const PluginSchema &schema, std::string_view name);
 // "string", "int", "double", "bool", "json".
 const char *config_type_name(cdcflow_config_type t);
 
-// Levenshtein distance (bytes).
+// Edit distance in bytes (optimal string alignment: a swap of two neighbours is one edit).
 size_t edit_distance(std::string_view a, std::string_view b);
 // The candidate closest to `word` when it is close enough to be a likely typo.
 std::optional<std::string> closest(std::string_view word, const std::vector<std::string> &candidates);

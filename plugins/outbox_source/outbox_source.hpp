@@ -38,7 +38,7 @@ struct OutboxSourceSettings {
     static constexpr auto kParams = cdcflow::params(
         cdcflow::param("database", &S::database)
             .required()
-            .describe("path of the SQLite database holding the outbox"),
+            .describe("path of the application's SQLite database holding the outbox"),
         cdcflow::param("table", &S::table).defaults_to("outbox").describe("outbox table name"),
         cdcflow::param("seq_column", &S::seq_column)
             .defaults_to("seq")

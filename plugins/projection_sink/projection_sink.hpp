@@ -39,7 +39,7 @@ struct ProjectionSinkSettings {
     static constexpr auto kParams = cdcflow::params(
         cdcflow::param("database", &S::database)
             .required()
-            .describe("path of the SQLite database of the read model"),
+            .describe("path of the SQLite database of the read model (may be the outbox's file)"),
         cdcflow::param("projection", &S::projection)
             .defaults_to("accounts")
             .describe("the domain model to build (built in: accounts)"),
@@ -71,7 +71,9 @@ struct ProjectionSinkSettings {
         cdcflow::param("synchronous", &S::synchronous)
             .defaults_to("normal")
             .choices(kSynchronous)
-            .describe("normal: durable against a process crash (with WAL); full: also against power loss"),
+            .describe(
+                "normal: with WAL, a committed batch survives a process crash; full: also a power loss (one "
+                "fsync per commit)"),
         cdcflow::param("wal_checkpoint_pages", &S::wal_checkpoint_pages)
             .defaults_to("1000")
             .min("0")
