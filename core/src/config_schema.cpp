@@ -202,7 +202,7 @@ void check_config(const std::string &file, StageDef &st, const PluginSchema &sch
             error(v.mark, "config key " + quote(key) + of + " " + *why);
         } else if (spec->deprecated) {
             warnings.push_back(where(file, v.key_mark) + ": stage " + quote(st.id) + ": config key " +
-                               quote(key) + " is deprecated and ignored" +
+                               quote(key) + " is deprecated" +
                                (spec->description.empty() ? "" : ": " + spec->description));
         }
     }
@@ -238,8 +238,8 @@ std::optional<std::string> check_spec(const KeySpec &k) {
         if (!*b) continue;
         bool ok = k.type == CDCFLOW_CONFIG_INT ? parse_int(**b).has_value() : parse_double(**b).has_value();
         if (!ok)
-            return key + " has a " + (b == &k.min ? "min" : "max") + " that is not a " +
-                   config_type_name(k.type) + ": " + quote(**b);
+            return key + " has a " + (b == &k.min ? "min" : "max") + " that is not " +
+                   (k.type == CDCFLOW_CONFIG_INT ? "an integer" : "a number") + ": " + quote(**b);
     }
     if (k.min && k.max &&
         (k.type == CDCFLOW_CONFIG_INT ? *parse_int(*k.min) > *parse_int(*k.max)

@@ -26,13 +26,16 @@ namespace cdcflow::dedupe {
 struct DeduperSettings {
     int64_t window_size = 1000000;
     int64_t ttl_seconds = 604800;
-    // Deprecated: the window is rebuilt through the host (replay). Still read
-    // here until the seeding code is gone; the host already warns when set.
+    // Deprecated: the window is rebuilt through the host (its replay).
+    // Until that lands and the seeding code goes, these are still read, so
+    // that restarts keep their duplicate window; the host already warns when
+    // a file sets them. Then each becomes cdcflow::deprecated<S>(name, type)
+    // (accepted, ignored) and these members go.
     std::string seed_database, seed_table, seed_id_column, seed_position_column;
 
     using S = DeduperSettings;
     static constexpr const char *kSeedGone =
-        "deprecated: the window is now rebuilt through the host from the source; remove this key";
+        "the duplicate window is now rebuilt through the host; remove this key";
     static constexpr auto kParams = cdcflow::params(
         cdcflow::param("window_size", &S::window_size)
             .defaults_to("1000000")
@@ -57,7 +60,7 @@ struct DeduperSettings {
             .defaults_to("seq")
             .describe(kSeedGone),
         cdcflow::deprecated<S>("seed_timestamp_column", CDCFLOW_CONFIG_STRING)
-            .describe("deprecated and unused: the TTL counts from arrival, not event time; remove this key"));
+            .describe("unused: the TTL counts from arrival, not event time; remove this key"));
 };
 
 class Deduper : public cdcflow::Transform {

@@ -36,7 +36,7 @@ class Plugins(TempDirTest):
         self.assertRegex(out, r"\n    ratio\s+double\s+default 0.5; 0 to 1\s+a bounded double\n")
         self.assertRegex(out, r"\n    extra\s+json\s+default \[\]\s+any YAML value, as JSON\n")
         self.assertRegex(out, r"\n    limit\s+int\s+at least 1\s+optional")
-        self.assertRegex(out, r"\n    old_knob\s+int\s+deprecated\s+deprecated: ")
+        self.assertRegex(out, r"\n    old_knob\s+int\s+deprecated\s+the probe no longer has a knob")
         # A secret is marked, and its default is not shown.
         self.assertRegex(out, r"\n    token\s+string\s+secret; default \(secret: not shown\)\s+a secret string\n")
         self.assertNotIn("probe-default-token", out)
@@ -108,7 +108,7 @@ class Enforcement(TempDirTest):
         self.assertIn("read: mode=fast level=-3 ratio=0.250000 loud=true extra={\"a\":[1,2]} token_length=%d "
                       "pin_set=yes limit=unset port=8080" % len(SECRET), r.stderr)
         self.assertRegex(r.stderr, r"warn  \[host\] .*p\.yaml:16:7: stage 'probe': config key 'old_knob' is "
-                                   r"deprecated and ignored: deprecated: the probe no longer has a knob")
+                                   r"deprecated: the probe no longer has a knob; remove this key")
         self.assertNotIn(SECRET, r.stdout + r.stderr)
         self.assertNotIn("4321", r.stdout + r.stderr)
 

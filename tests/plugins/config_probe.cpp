@@ -41,7 +41,7 @@ struct ProbeSettings {
             .max("65535")
             .describe("a 16-bit member"),
         cdcflow::deprecated<S>("old_knob", CDCFLOW_CONFIG_INT)
-            .describe("deprecated: the probe no longer has a knob; remove this key"));
+            .describe("the probe no longer has a knob; remove this key"));
 };
 
 class ConfigProbe : public cdcflow::Transform {

@@ -199,7 +199,7 @@ TEST_SUITE("config schema: enforcement before create") {
     TEST_CASE("a deprecated key loads, with a warning at its position") {
         PipelineDef def = checked("      name: n\n      old_knob: 3\n");
         REQUIRE(def.warnings.size() == 1);
-        CHECK(def.warnings[0] == "p.yaml:7:7: stage 'in': config key 'old_knob' is deprecated and ignored");
+        CHECK(def.warnings[0] == "p.yaml:7:7: stage 'in': config key 'old_knob' is deprecated");
         CHECK(checked("      name: n\n").warnings.empty());
         // Checking again does not repeat it.
         REQUIRE(check_pipeline(def, find).is_ok());
@@ -290,7 +290,7 @@ TEST_SUITE("config schema: reading a declaration") {
         CHECK(schema_error({param("a", CDCFLOW_CONFIG_STRING, nullptr, 0, "1")}) ==
               "config key 'a' has bounds, but only int and double keys take them");
         CHECK(schema_error({param("a", CDCFLOW_CONFIG_INT, nullptr, 0, "one")}) ==
-              "config key 'a' has a min that is not a int: 'one'");
+              "config key 'a' has a min that is not an integer: 'one'");
         CHECK(schema_error({param("a", CDCFLOW_CONFIG_DOUBLE, nullptr, 0, "2", "1")}) ==
               "config key 'a' has min 2 above max 1");
         CHECK(schema_error({param("a", CDCFLOW_CONFIG_INT, "0", 0, "1", "5")}) ==
