@@ -61,8 +61,6 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         return it == loaded.end() ? nullptr : &it->second->schema;
     });
     if (!st) return st;
-    for (const std::string &w : d.warnings)
-        log_line(CDCFLOW_LOG_WARN, "host", w);
 
     for (const StageDef &sd : d.stages) {
         auto s = std::make_unique<Stage>();
@@ -91,6 +89,9 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         rt->stages_.push_back(std::move(s));
     }
     if (Status cs = rt->create_instances(); !cs) return cs;
+    // Only for a pipeline that loads: a failure stays the one line it is.
+    for (const std::string &w : d.warnings)
+        log_line(CDCFLOW_LOG_WARN, "host", w);
     rt->m_events_ = metrics.create("pipeline.events", "events that reached the sink", false);
     rt->m_applied_ = metrics.create("pipeline.applied", "events applied", false);
     rt->m_rejected_ = metrics.create("pipeline.rejected", "events rejected (dead letters)", false);

@@ -153,6 +153,9 @@ private:
 //         }
 //         ...
 //
+// (A constructor taking `const UpperSettings &` works too, when it needs no
+// fail() or location().)
+//
 // Defaults, min and max are written as the value itself, the way a user
 // writes it in the pipeline file (no extra quotes for a string). Member types:
 // std::string (string), bool, double, integers (int; a value that does not fit
