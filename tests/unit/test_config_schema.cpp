@@ -397,6 +397,7 @@ struct ProbeSettings {
     cdcflow::Json extra;
     std::optional<int64_t> limit = 99;
     uint8_t small = 0;
+    uint8_t hidden = 0;
     std::string untouched = "kept";
 
     using S = ProbeSettings;
@@ -406,7 +407,7 @@ struct ProbeSettings {
         cdcflow::param("level", &S::level).min("-5").max("5").required(),
         cdcflow::param("ratio", &S::ratio).defaults_to("0.25"), cdcflow::param("loud", &S::loud),
         cdcflow::param("extra", &S::extra).defaults_to("{a: [1]}"), cdcflow::param("limit", &S::limit),
-        cdcflow::param("small", &S::small).defaults_to("7"),
+        cdcflow::param("small", &S::small).defaults_to("7"), cdcflow::param("hidden", &S::hidden).secret(),
         cdcflow::param("untouched", &S::untouched).secret(),
         cdcflow::deprecated<S>("gone", CDCFLOW_CONFIG_INT).describe("why"));
 };
@@ -433,7 +434,7 @@ TEST_CASE("SDK: one declaration gives the host's params and fills the members") 
     const cdcflow_plugin *d = cdcflow::detail::descriptor<Probe>();
     CHECK(d->abi_version == CDCFLOW_ABI_VERSION);
     CHECK(d->config_keys == nullptr);
-    REQUIRE(d->config_param_count == 9);
+    REQUIRE(d->config_param_count == 10);
     const cdcflow_config_param &mode = d->config_params[0];
     CHECK(mode.struct_size == sizeof(cdcflow_config_param));
     CHECK(std::string(mode.name) == "mode");
@@ -445,8 +446,8 @@ TEST_CASE("SDK: one declaration gives the host's params and fills the members") 
     CHECK(std::string(d->config_params[1].min) == "-5");
     CHECK(d->config_params[4].type == CDCFLOW_CONFIG_JSON);
     CHECK(d->config_params[5].type == CDCFLOW_CONFIG_INT); // std::optional<int64_t>
-    CHECK(d->config_params[7].flags == CDCFLOW_PARAM_SECRET);
-    CHECK(d->config_params[8].flags == CDCFLOW_PARAM_DEPRECATED);
+    CHECK(d->config_params[8].flags == CDCFLOW_PARAM_SECRET);
+    CHECK(d->config_params[9].flags == CDCFLOW_PARAM_DEPRECATED);
 
     // Through the host's checker and config_lookup, as `cdcflow run` does.
     cdcflow::test::StageHarness h("probe", cdcflow::test::declared<Probe>(), {{"level", -2}, {"loud", true}});
@@ -474,6 +475,16 @@ TEST_CASE("SDK: one declaration gives the host's params and fills the members") 
         CHECK(e.status() == CDCFLOW_ERR_CONFIG);
         CHECK(std::string(e.what()) ==
               "test.yaml:1:1: small: 300 does not fit (the plugin declares no bounds that keep it in range)");
+    }
+    // ... and a secret's value is not echoed there either.
+    cdcflow::test::StageHarness secret("probe", cdcflow::test::declared<Probe>(),
+                                       {{"level", 0}, {"hidden", 4242}});
+    try {
+        cdcflow::test::make_stage<Probe>(secret);
+        FAIL("no error");
+    } catch (const cdcflow::Error &e) {
+        CHECK(std::string(e.what()) == "test.yaml:1:1: hidden: the value does not fit (the plugin declares "
+                                       "no bounds that keep it in range)");
     }
     // fail() names the key by its member, at its position.
     cdcflow::test::StageHarness four("probe", cdcflow::test::declared<Probe>(), {{"level", 4}});

@@ -418,8 +418,10 @@ private:
                 out = v.d;
             else {
                 if (!std::in_range<V>(v.i))
-                    fail_key(p.name, std::to_string(v.i) + " does not fit (the plugin declares no bounds "
-                                                           "that keep it in range)");
+                    fail_key(
+                        p.name,
+                        ((p.flags & CDCFLOW_PARAM_SECRET) ? std::string("the value") : std::to_string(v.i)) +
+                            " does not fit (the plugin declares no bounds that keep it in range)");
                 out = static_cast<V>(v.i);
             }
         } else {
