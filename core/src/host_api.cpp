@@ -1,5 +1,6 @@
 #include "host_api.hpp"
 
+#include "config_schema.hpp"
 #include "utf8.hpp"
 
 #include <cstdio>
@@ -45,8 +46,20 @@ void log_line(cdcflow_log_level level, const std::string &who, const std::string
 
 namespace {
 
-const ConfigValue *lookup(const cdcflow_config *cfg, const char *key) {
+// The key's declaration, or null when the plugin did not declare it. Without a
+// schema (a StageDef filled by hand in tests) a key set in def counts as declared.
+const KeySpec *declared(const cdcflow_config *cfg, const char *key) {
+    static const KeySpec kUnchecked{};
     if (!cfg || !cfg->def || !key) return nullptr;
+    if (!cfg->schema) return cfg->def->config.count(key) ? &kUnchecked : nullptr;
+    return find_key(*cfg->schema, key);
+}
+
+// The value of a declared key (set, or its default); null otherwise. The v1
+// getters go through here too, so they refuse an undeclared key like
+// config_lookup does (NOT_FOUND), whatever the StageDef holds.
+const ConfigValue *lookup(const cdcflow_config *cfg, const char *key) {
+    if (!declared(cfg, key)) return nullptr;
     auto it = cfg->def->config.find(key);
     return it == cfg->def->config.end() ? nullptr : &it->second;
 }
@@ -92,6 +105,44 @@ cdcflow_status get_json(const cdcflow_config *cfg, const char *key, cdcflow_str 
     if (!v) return CDCFLOW_ERR_NOT_FOUND;
     *out = cdcflow_str{v->json.c_str(), v->json.size()};
     return CDCFLOW_OK;
+}
+
+// ABI 3. Only the member of the asked type is written, and only when the
+// caller's cdcflow_config_value is long enough to hold it (it is for every ABI 3
+// caller; a shorter one gets WRONG_TYPE rather than a write past its end).
+cdcflow_config_result config_lookup(const cdcflow_config *cfg, const char *key, cdcflow_config_type type,
+                                    cdcflow_config_value *out) {
+    const KeySpec *spec = declared(cfg, key);
+    if (!spec) return CDCFLOW_CONFIG_UNDECLARED;
+    const ConfigValue *v = lookup(cfg, key);
+    // Without a schema the value's own (checked) type stands in for the declaration.
+    cdcflow_config_type declared_type = cfg->schema ? spec->type : v->type;
+    if (declared_type != type) return CDCFLOW_CONFIG_WRONG_TYPE;
+    if (!v) return CDCFLOW_CONFIG_UNSET;
+    if (!out) return CDCFLOW_CONFIG_FOUND;
+    switch (type) {
+    case CDCFLOW_CONFIG_STRING:
+    case CDCFLOW_CONFIG_JSON:
+        if (!CDCFLOW_HAS_FIELD(out, cdcflow_config_value, text)) return CDCFLOW_CONFIG_WRONG_TYPE;
+        out->text = type == CDCFLOW_CONFIG_STRING ? cdcflow_str{v->scalar.c_str(), v->scalar.size()}
+                                                  : cdcflow_str{v->json.c_str(), v->json.size()};
+        break;
+    case CDCFLOW_CONFIG_INT:
+        if (!CDCFLOW_HAS_FIELD(out, cdcflow_config_value, i)) return CDCFLOW_CONFIG_WRONG_TYPE;
+        out->i = v->i;
+        break;
+    case CDCFLOW_CONFIG_DOUBLE:
+        if (!CDCFLOW_HAS_FIELD(out, cdcflow_config_value, d)) return CDCFLOW_CONFIG_WRONG_TYPE;
+        out->d = v->d;
+        break;
+    case CDCFLOW_CONFIG_BOOL:
+        if (!CDCFLOW_HAS_FIELD(out, cdcflow_config_value, b)) return CDCFLOW_CONFIG_WRONG_TYPE;
+        out->b = v->b ? 1 : 0;
+        break;
+    default:
+        return CDCFLOW_CONFIG_WRONG_TYPE;
+    }
+    return CDCFLOW_CONFIG_FOUND;
 }
 
 const char *config_location(const cdcflow_config *cfg, const char *key) {
@@ -256,7 +307,7 @@ const cdcflow_host_api kApi = {
     stop_requested,
     batch_push,
     ownership_lost,
-    nullptr, // config_lookup (ABI 3)
+    config_lookup,
     event_drop,
 };
 

@@ -25,6 +25,9 @@ struct cdcflow_ctx {
 
 struct cdcflow_config {
     const cdcflow::host::StageDef *def = nullptr;
+    // The plugin's declaration: what config_lookup and the getters answer for.
+    // Null (tests that fill a StageDef by hand): every key in def counts as declared.
+    const cdcflow::host::PluginSchema *schema = nullptr;
 };
 
 namespace cdcflow::host {

@@ -6,10 +6,11 @@
 //      mappings belong, unique stage ids, required fields), interpolates
 //      ${VAR} / ${VAR:-default} in scalar values, and refuses hostile input
 //      (too large, too deep, alias bombs, binary) with an error, never a crash.
-//   2. check_pipeline(): checks every stage's config against its plugin's
-//      declared schema (unknown plugin, unknown key, wrong type, missing
-//      required key) and the shape (a source first, a sink last, transforms
-//      between), and fills in defaults.
+//   2. check_pipeline() (config_schema.cpp): checks every stage's config
+//      against its plugin's declared schema (unknown plugin, unknown key with
+//      the closest declared one, wrong type, bounds, choices, missing required
+//      key; a secret's value is never echoed) and the shape (a source first, a
+//      sink last, transforms between), and fills in defaults.
 // Every error is one line: "FILE:LINE:COL: what is wrong".
 #pragma once
 
@@ -94,15 +95,29 @@ struct PipelineDef {
     std::vector<std::string> plugin_path; // folders, resolved relative to the file
     Settings settings;
     std::vector<StageDef> stages;
+    // Filled by check_pipeline(): "file:line:col: what" for what loads but
+    // deserves a word (a deprecated config key); the runtime logs them.
+    std::vector<std::string> warnings{};
 };
 
-// What the checker needs to know about a plugin (from its descriptor).
+// What the checker needs to know about a plugin (from its descriptor: ABI 3's
+// config_params, or ABI 1's config_keys converted; see config_schema.hpp).
 struct KeySpec {
     std::string name;
     cdcflow_config_type type;
-    std::optional<std::string> default_value; // YAML text
+    // ABI 1: the YAML text of the default ("\"outbox\"" or "outbox"); ABI 3
+    // (literal_default): the value as a user writes it, a string taken as is.
+    std::optional<std::string> default_value;
     bool required = false;
     std::string description;
+    bool literal_default = false;
+    bool secret = false;     // never printed (CDCFLOW_PARAM_SECRET)
+    bool deprecated = false; // accepted, ignored, a warning when set (CDCFLOW_PARAM_DEPRECATED)
+    // INT and DOUBLE: inclusive bounds as declared (text), nullopt: unbounded.
+    std::optional<std::string> min{};
+    std::optional<std::string> max{};
+    // STRING: the allowed values; empty: any text.
+    std::vector<std::string> choices{};
 };
 struct PluginSchema {
     std::string name;

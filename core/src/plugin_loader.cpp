@@ -1,5 +1,7 @@
 #include "plugin_loader.hpp"
 
+#include "config_schema.hpp"
+
 #include <boost/dll/shared_library.hpp>
 
 #include <cstddef>
@@ -8,6 +10,7 @@
 #include <set>
 #include <system_error>
 #include <unistd.h>
+#include <utility>
 
 namespace fs = std::filesystem;
 
@@ -79,27 +82,10 @@ Result<std::shared_ptr<LoadedPlugin>> load_plugin_file(const std::string &path) 
     if (d->kind == CDCFLOW_KIND_SOURCE && !cb->poll) return bad(path, "a source needs a poll callback");
     if (d->kind != CDCFLOW_KIND_SOURCE && !cb->process)
         return bad(path, std::string("a ") + kind_name(d->kind) + " needs a process callback");
-    if (d->config_key_count > 0 && !d->config_keys) return bad(path, "config_key_count without config_keys");
-    if (d->config_key_count > 1024) return bad(path, "too many config keys");
-
+    Result<PluginSchema> schema = schema_of(*d);
+    if (!schema) return bad(path, schema.status().message());
     p->desc = d;
-    p->schema.name = d->name;
-    p->schema.kind = d->kind;
-    std::set<std::string> seen;
-    for (uint32_t i = 0; i < d->config_key_count; ++i) {
-        const cdcflow_config_key &k = d->config_keys[i];
-        if (!k.name || !*k.name) return bad(path, "config key " + std::to_string(i) + " has no name");
-        if (!seen.insert(k.name).second) return bad(path, std::string("config key '") + k.name + "' declared twice");
-        if (k.type < CDCFLOW_CONFIG_STRING || k.type > CDCFLOW_CONFIG_JSON)
-            return bad(path, std::string("config key '") + k.name + "' has an unknown type");
-        KeySpec ks;
-        ks.name = k.name;
-        ks.type = k.type;
-        if (k.default_value) ks.default_value = k.default_value;
-        ks.required = k.required != 0;
-        ks.description = k.description ? k.description : "";
-        p->schema.keys.push_back(std::move(ks));
-    }
+    p->schema = std::move(schema.value());
     return p;
 }
 

@@ -87,6 +87,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
             self->fail(*stage, msg, CDCFLOW_ERR_FENCED);
         };
         s->cfg.def = &sd;
+        s->cfg.schema = &s->plugin->schema;
         s->batches = metrics.create(sd.id + ".batches", "batches handled", false);
         s->events = metrics.create(sd.id + ".events", "events handled", false);
         s->errors = metrics.create(sd.id + ".errors", "failed calls (retried or fatal)", false);
@@ -94,6 +95,9 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         rt->stages_.push_back(std::move(s));
     }
     if (Status cs = rt->create_instances(); !cs) return cs;
+    // Only for a pipeline that loads: a failure stays the one line it is.
+    for (const std::string &w : d.warnings)
+        log_line(CDCFLOW_LOG_WARN, "host", w);
     rt->m_events_ = metrics.create("pipeline.events", "events that reached the sink", false);
     rt->m_applied_ = metrics.create("pipeline.applied", "events applied", false);
     rt->m_rejected_ = metrics.create("pipeline.rejected", "events rejected (dead letters)", false);

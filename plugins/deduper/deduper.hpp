@@ -22,44 +22,50 @@
 
 namespace cdcflow::dedupe {
 
+// The stage's config (cdcflow/sdk.hpp, "Declared config"); the host enforces
+// the bounds.
+struct DeduperSettings {
+    int64_t window_size = 1000000;
+    int64_t ttl_seconds = 604800;
+
+    using S = DeduperSettings;
+    static constexpr const char *kSeedGone =
+        "the duplicate window is now rebuilt through the host; remove this key";
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("window_size", &S::window_size)
+            .defaults_to("1000000")
+            .min("1")
+            .max("1073741824") // IdWindow::kMaxCapacity (checked below)
+            .describe("remember at least this many most recent event ids (about 36 bytes each)"),
+        // The bound (a century) keeps the window's clock arithmetic far from overflowing.
+        cdcflow::param("ttl_seconds", &S::ttl_seconds)
+            .defaults_to("604800")
+            .min("0")
+            .max("3162240000")
+            .describe("remember an id at least this long after its latest copy passed this stage (host "
+                      "monotonic clock, never event time; 0 = only window_size evicts)"),
+        cdcflow::deprecated<S>("seed_database", CDCFLOW_CONFIG_STRING).describe(kSeedGone),
+        cdcflow::deprecated<S>("seed_table", CDCFLOW_CONFIG_STRING).describe(kSeedGone),
+        cdcflow::deprecated<S>("seed_id_column", CDCFLOW_CONFIG_STRING).describe(kSeedGone),
+        cdcflow::deprecated<S>("seed_position_column", CDCFLOW_CONFIG_STRING).describe(kSeedGone),
+        cdcflow::deprecated<S>("seed_timestamp_column", CDCFLOW_CONFIG_STRING)
+            .describe("unused: the TTL counts from arrival, not event time; remove this key"));
+};
+
 class Deduper : public cdcflow::Transform {
 public:
     static constexpr const char *kName = "deduper";
     static constexpr const char *kDescription =
         "drops later copies of an event id already seen (LRU window + TTL)";
     static constexpr const char *kVersion = "1.0.0";
-    static constexpr cdcflow_config_key kConfig[] = {
-        {"window_size", CDCFLOW_CONFIG_INT, "1000000", 0,
-         "remember at least this many most recent event ids (about 36 bytes each)"},
-        {"ttl_seconds", CDCFLOW_CONFIG_INT, "604800", 0,
-         "remember an id at least this long after its latest copy passed this stage (host monotonic "
-         "clock, never event time; 0 = only window_size evicts)"},
-        {"seed_database", CDCFLOW_CONFIG_STRING, "\"\"", 0,
-         "outbox SQLite database to rebuild the window from on restart (\"\" = start empty)"},
-        {"seed_table", CDCFLOW_CONFIG_STRING, "\"outbox\"", 0, "outbox table in seed_database"},
-        {"seed_id_column", CDCFLOW_CONFIG_STRING, "\"id\"", 0, "event id column"},
-        {"seed_position_column", CDCFLOW_CONFIG_STRING, "\"seq\"", 0,
-         "source position column (the checkpoint's offset)"},
-        {"seed_timestamp_column", CDCFLOW_CONFIG_STRING, "\"timestamp\"", 0,
-         "unused: the TTL counts from arrival, not event time (accepted so that older pipeline files "
-         "load)"},
-    };
+    using Settings = DeduperSettings;
+    static_assert(IdWindow::kMaxCapacity == 1073741824, "window_size's declared max");
 
     // The config key that decides how much history restore needs.
     static constexpr const char *kHistorySetting = "window_size";
 
-    Deduper(const cdcflow::Config &cfg, cdcflow::Context ctx) : Transform(ctx) {
-        int64_t size = cfg.i64("window_size");
-        if (size < 1 || size > IdWindow::kMaxCapacity)
-            cfg.fail("window_size", "must be 1.." + std::to_string(IdWindow::kMaxCapacity));
-        int64_t ttl = cfg.i64("ttl_seconds");
-        constexpr int64_t kMaxTtl = int64_t{100} * 366 * 24 * 3600;
-        if (ttl < 0 || ttl > kMaxTtl)
-            cfg.fail("ttl_seconds", "must be 0.." + std::to_string(kMaxTtl) + " (0 = no TTL)");
-
-        // The seed_* keys are no longer read: the host replays the history
-        // through the source (restore below), so this stage never opens the
-        // outbox itself. They stay declared so that older pipeline files load.
+    Deduper(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx) : Transform(ctx) {
+        const int64_t size = cfg.window_size, ttl = cfg.ttl_seconds; // bounds: the host's
 
         // Address space only: pages become resident as ids arrive.
         window_ = std::make_unique<IdWindow>(static_cast<uint32_t>(size), ttl);

@@ -23,8 +23,6 @@ std::string join(const std::vector<std::string> &v) {
 // simply runs later, while a long wait would stall the source's reads.
 constexpr int kCleanupBusyTimeoutMs = 250;
 
-constexpr int64_t kMaxRetentionS = int64_t{100} * 366 * 24 * 3600; // a century
-
 // After a read that returned rows, a caught-up poll waits 1 ms, then 2, 4,
 // ... up to poll_interval_ms between looks: a steady stream is picked up
 // within a few milliseconds of its commit instead of ~poll_interval/2, while
@@ -42,26 +40,21 @@ std::chrono::steady_clock::duration commit_granule(int64_t retention_s) {
 
 } // namespace
 
-OutboxSource::OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
-    : Source(ctx), path_(cfg.str("database")), table_(cfg.str("table")), seq_col_(cfg.str("seq_column")),
-      id_col_(cfg.str("id_column")), agg_type_col_(cfg.str("aggregate_type_column")),
-      agg_id_col_(cfg.str("aggregate_id_column")), type_col_(cfg.str("type_column")),
-      payload_col_(cfg.str("payload_column")), ts_col_(cfg.str("timestamp_column")),
-      version_col_(cfg.str("version_column")), poll_interval_ms_(cfg.i64("poll_interval_ms")),
-      busy_timeout_ms_(cfg.i64("busy_timeout_ms")), retention_s_(cfg.i64("retention_seconds")),
-      cleanup_batch_(cfg.i64("cleanup_batch")), create_schema_(cfg.boolean("create_schema")),
+OutboxSource::OutboxSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
+    : Source(ctx), path_(cfg.database), table_(cfg.table), seq_col_(cfg.seq_column), id_col_(cfg.id_column),
+      agg_type_col_(cfg.aggregate_type_column), agg_id_col_(cfg.aggregate_id_column),
+      type_col_(cfg.type_column), payload_col_(cfg.payload_column), ts_col_(cfg.timestamp_column),
+      version_col_(cfg.version_column), poll_interval_ms_(cfg.poll_interval_ms),
+      busy_timeout_ms_(cfg.busy_timeout_ms), retention_s_(cfg.retention_seconds),
+      cleanup_batch_(cfg.cleanup_batch), create_schema_(cfg.create_schema),
       commits_(commit_granule(retention_s_)) {
-    if (path_.empty()) cfg.fail("database", "must not be empty");
-    for (const char *key : {"table", "seq_column", "id_column", "aggregate_type_column",
-                            "aggregate_id_column", "type_column", "payload_column", "timestamp_column"})
-        if (cfg.str(key).empty()) cfg.fail(key, "must not be empty");
-    if (poll_interval_ms_ < 1 || poll_interval_ms_ > 60000) cfg.fail("poll_interval_ms", "must be 1..60000");
-    if (busy_timeout_ms_ < 0 || busy_timeout_ms_ > 3600000) cfg.fail("busy_timeout_ms", "must be 0..3600000");
-    // The upper bound keeps seconds(retention_s_) far from overflowing.
-    if (retention_s_ < 0 || retention_s_ > kMaxRetentionS)
-        cfg.fail("retention_seconds",
-                 "must be 0.." + std::to_string(kMaxRetentionS) + " (0 keeps every row)");
-    if (cleanup_batch_ < 1) cfg.fail("cleanup_batch", "must be >= 1");
+    // Bounds are the host's (declared in OutboxSourceSettings); emptiness is ours.
+    using S = Settings;
+    if (path_.empty()) cfg.fail(&S::database, "must not be empty");
+    for (std::string S::*key :
+         {&S::table, &S::seq_column, &S::id_column, &S::aggregate_type_column, &S::aggregate_id_column,
+          &S::type_column, &S::payload_column, &S::timestamp_column})
+        if ((cfg.*key).empty()) cfg.fail(key, "must not be empty");
 
     rows_read_ = ctx.counter("rows_read", "outbox rows read");
     polls_ = ctx.counter("polls", "poll calls");
@@ -75,12 +68,12 @@ OutboxSource::OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
     bool exists = std::filesystem::exists(path_, ec);
     if (!exists) {
         if (create_schema_) return;
-        cfg.fail("database", "database '" + path_ + "' does not exist");
+        cfg.fail(&Settings::database, "database '" + path_ + "' does not exist");
     }
     open_reader();
     if (!reader_.has_table(table_)) {
         if (create_schema_) return;
-        cfg.fail("table", "database '" + path_ + "' has no table '" + table_ + "'");
+        cfg.fail(&Settings::table, "database '" + path_ + "' has no table '" + table_ + "'");
     }
     if (auto bad = missing_column()) cfg.fail(bad->first, bad->second);
 }
@@ -89,18 +82,20 @@ void OutboxSource::open_reader() {
     if (!reader_) reader_ = sqlite::Db(path_, SQLITE_OPEN_READONLY, static_cast<int>(busy_timeout_ms_));
 }
 
-std::optional<std::pair<const char *, std::string>> OutboxSource::missing_column() {
+std::optional<std::pair<std::string OutboxSource::Settings::*, std::string>> OutboxSource::missing_column() {
     std::vector<std::string> have = reader_.columns(table_);
-    if (have.empty()) return std::pair("table", "database '" + path_ + "' has no table '" + table_ + "'");
-    const std::pair<const char *, const std::string *> want[] = {{"seq_column", &seq_col_},
-                                                                 {"id_column", &id_col_},
-                                                                 {"aggregate_type_column", &agg_type_col_},
-                                                                 {"aggregate_id_column", &agg_id_col_},
-                                                                 {"type_column", &type_col_},
-                                                                 {"payload_column", &payload_col_},
-                                                                 {"timestamp_column", &ts_col_},
-                                                                 {"version_column", &version_col_}};
-    for (auto &[key, col] : want) {
+    using S = Settings;
+    if (have.empty()) return std::pair(&S::table, "database '" + path_ + "' has no table '" + table_ + "'");
+    const std::pair<std::string S::*, const std::string *> want[] = {
+        {&S::seq_column, &seq_col_},
+        {&S::id_column, &id_col_},
+        {&S::aggregate_type_column, &agg_type_col_},
+        {&S::aggregate_id_column, &agg_id_col_},
+        {&S::type_column, &type_col_},
+        {&S::payload_column, &payload_col_},
+        {&S::timestamp_column, &ts_col_},
+        {&S::version_column, &version_col_}};
+    for (auto &[member, col] : want) {
         if (col->empty()) continue; // an optional column that is not configured
         // SQLite identifiers are case-insensitive (ASCII).
         bool found = std::any_of(have.begin(), have.end(), [&](const std::string &h) {
@@ -111,8 +106,8 @@ std::optional<std::pair<const char *, std::string>> OutboxSource::missing_column
                    });
         });
         if (!found)
-            return std::pair(key, "database '" + path_ + "': table '" + table_ + "' has no column '" + *col +
-                                      "' (it has: " + join(have) + ")");
+            return std::pair(member, "database '" + path_ + "': table '" + table_ + "' has no column '" +
+                                         *col + "' (it has: " + join(have) + ")");
     }
     return std::nullopt;
 }
@@ -168,7 +163,7 @@ void OutboxSource::start() {
     if (create_schema_) create_schema();
     open_reader();
     if (auto bad = missing_column())
-        throw Error(CDCFLOW_ERR_CONFIG, std::string(bad->first) + ": " + bad->second);
+        throw Error(CDCFLOW_ERR_CONFIG, std::string(cdcflow::key_of(bad->first)) + ": " + bad->second);
     if (!create_schema_) {
         sqlite::Stmt jm(reader_, "PRAGMA journal_mode");
         std::string mode = jm.step() ? std::string(jm.text(0)) : std::string();
@@ -260,7 +255,7 @@ bool OutboxSource::begin_replay(cdcflow_replay &req, int64_t checkpoint) {
     open_reader();
     if (!reader_.has_table(table_)) return false;
     if (auto bad = missing_column())
-        throw Error(CDCFLOW_ERR_CONFIG, std::string(bad->first) + ": " + bad->second);
+        throw Error(CDCFLOW_ERR_CONFIG, std::string(cdcflow::key_of(bad->first)) + ": " + bad->second);
     auto q = sqlite::quote_ident;
     const std::string t = q(table_), seq = q(seq_col_);
     // The oldest row up to the checkpoint: one probe of the seq (rowid) index.

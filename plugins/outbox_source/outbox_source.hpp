@@ -24,41 +24,85 @@
 
 namespace cdcflow::outbox {
 
+// The stage's config: each key named once, bound to the member it fills
+// (cdcflow/sdk.hpp, "Declared config"); the host enforces types and bounds.
+struct OutboxSourceSettings {
+    std::string database;
+    std::string table, seq_column, id_column, aggregate_type_column, aggregate_id_column, type_column,
+        payload_column, timestamp_column, version_column;
+    int64_t poll_interval_ms = 10;
+    int64_t busy_timeout_ms = 5000;
+    int64_t retention_seconds = 0;
+    int64_t cleanup_batch = 1000;
+    bool create_schema = false;
+
+    using S = OutboxSourceSettings;
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("database", &S::database)
+            .required()
+            .describe("path of the application's SQLite database holding the outbox"),
+        cdcflow::param("table", &S::table).defaults_to("outbox").describe("outbox table name"),
+        cdcflow::param("seq_column", &S::seq_column)
+            .defaults_to("seq")
+            .describe("source position: INTEGER PRIMARY KEY AUTOINCREMENT (never reused after cleanup)"),
+        cdcflow::param("id_column", &S::id_column).defaults_to("id").describe("event id column"),
+        cdcflow::param("aggregate_type_column", &S::aggregate_type_column)
+            .defaults_to("aggregatetype")
+            .describe("aggregate type column"),
+        cdcflow::param("aggregate_id_column", &S::aggregate_id_column)
+            .defaults_to("aggregateid")
+            .describe("aggregate id column"),
+        cdcflow::param("type_column", &S::type_column).defaults_to("type").describe("event type column"),
+        cdcflow::param("payload_column", &S::payload_column)
+            .defaults_to("payload")
+            .describe("JSON payload column"),
+        cdcflow::param("timestamp_column", &S::timestamp_column)
+            .defaults_to("timestamp")
+            .describe("event time column, microseconds since epoch"),
+        cdcflow::param("version_column", &S::version_column)
+            .defaults_to("")
+            .describe(
+                "optional aggregate version column (INTEGER >= 0 or NULL); the sink then skips an event "
+                "whose version is not above the last one applied for its aggregate. Empty: events carry "
+                "no version"),
+        cdcflow::param("poll_interval_ms", &S::poll_interval_ms)
+            .defaults_to("10")
+            .min("1")
+            .max("60000")
+            .describe("when caught up, how often to look for new rows (milliseconds)"),
+        cdcflow::param("busy_timeout_ms", &S::busy_timeout_ms)
+            .defaults_to("5000")
+            .min("0")
+            .max("3600000")
+            .describe("SQLite busy timeout for reads (milliseconds)"),
+        // The upper bound (a century) keeps seconds(retention_seconds) far from overflowing.
+        cdcflow::param("retention_seconds", &S::retention_seconds)
+            .defaults_to("0")
+            .min("0")
+            .max("3162240000")
+            .describe(
+                "0 keeps every row; else delete a row once it has been committed downstream for this "
+                "long (counted from the commit, never from the row's timestamp; a restart counts as the "
+                "commit again)"),
+        cdcflow::param("cleanup_batch", &S::cleanup_batch)
+            .defaults_to("1000")
+            .min("1")
+            .describe("at most this many rows per cleanup transaction"),
+        cdcflow::param("create_schema", &S::create_schema)
+            .defaults_to("false")
+            .describe("create the outbox table and its id index if missing, and switch the database to WAL "
+                      "(demos, tests)"));
+};
+
 class OutboxSource : public cdcflow::Source {
 public:
     static constexpr const char *kName = "outbox_source";
     static constexpr const char *kVersion = "1.0.0";
     static constexpr const char *kDescription =
         "reads an SQLite outbox table in seq order (Debezium outbox columns)";
-    static constexpr cdcflow_config_key kConfig[] = {
-        {"database", CDCFLOW_CONFIG_STRING, nullptr, 1, "path of the SQLite database holding the outbox"},
-        {"table", CDCFLOW_CONFIG_STRING, "outbox", 0, "outbox table name"},
-        {"seq_column", CDCFLOW_CONFIG_STRING, "seq", 0,
-         "source position: INTEGER PRIMARY KEY AUTOINCREMENT (never reused after cleanup)"},
-        {"id_column", CDCFLOW_CONFIG_STRING, "id", 0, "event id column"},
-        {"aggregate_type_column", CDCFLOW_CONFIG_STRING, "aggregatetype", 0, "aggregate type column"},
-        {"aggregate_id_column", CDCFLOW_CONFIG_STRING, "aggregateid", 0, "aggregate id column"},
-        {"type_column", CDCFLOW_CONFIG_STRING, "type", 0, "event type column"},
-        {"payload_column", CDCFLOW_CONFIG_STRING, "payload", 0, "JSON payload column"},
-        {"timestamp_column", CDCFLOW_CONFIG_STRING, "timestamp", 0,
-         "event time column, microseconds since epoch"},
-        {"version_column", CDCFLOW_CONFIG_STRING, "", 0,
-         "optional aggregate version column (INTEGER >= 0 or NULL); the sink then skips an event whose "
-         "version "
-         "is not above the last one applied for its aggregate. Empty: events carry no version"},
-        {"poll_interval_ms", CDCFLOW_CONFIG_INT, "10", 0,
-         "when caught up, how often to look for new rows (milliseconds, >= 1)"},
-        {"busy_timeout_ms", CDCFLOW_CONFIG_INT, "5000", 0, "SQLite busy timeout for reads (milliseconds)"},
-        {"retention_seconds", CDCFLOW_CONFIG_INT, "0", 0,
-         "0 keeps every row; else delete a row once it has been committed downstream for this long (counted "
-         "from the commit, never from the row's timestamp; a restart counts as the commit again)"},
-        {"cleanup_batch", CDCFLOW_CONFIG_INT, "1000", 0, "at most this many rows per cleanup transaction"},
-        {"create_schema", CDCFLOW_CONFIG_BOOL, "false", 0,
-         "create the outbox table and its id index if missing, and switch the database to WAL (demos, "
-         "tests)"},
-    };
+    using Settings = OutboxSourceSettings;
 
-    OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx);
+    OutboxSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx);
 
     void start() override;
     void seek(std::span<const cdcflow_position> positions) override;
@@ -81,8 +125,8 @@ public:
 
 private:
     void open_reader();
-    // The config key and message for the first missing table or column.
-    std::optional<std::pair<const char *, std::string>> missing_column();
+    // The config key (its member) and message for the first missing table or column.
+    std::optional<std::pair<std::string Settings::*, std::string>> missing_column();
     void create_schema();
     void prepare();
     // "SELECT <the event columns> FROM <table>": shared by poll and replay.

@@ -35,37 +35,26 @@ std::string journal_mode(sqlite::Db &db) {
 
 } // namespace
 
-ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx)
+ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
     : ProjectionSink(cfg, ctx, nullptr) {}
 
-ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
+ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx,
                                std::unique_ptr<Projection> projection)
-    : Sink(ctx), path_(cfg.str("database")), checkpoint_name_(cfg.str("checkpoint_name")),
-      busy_timeout_ms_(cfg.i64("busy_timeout_ms")), max_payload_bytes_(cfg.i64("max_payload_bytes")),
-      create_schema_(cfg.boolean("create_schema")),
-      wal_checkpoint_pages_(cfg.i64("wal_checkpoint_pages")), projection_(std::move(projection)),
-      versions_(static_cast<size_t>(std::max<int64_t>(1, cfg.i64("cache_size"))),
-                [ctx](const std::string &m) { ctx.info(m); }) {
-    if (path_.empty()) cfg.fail("database", "must not be empty");
-    if (checkpoint_name_.empty()) cfg.fail("checkpoint_name", "must not be empty");
-    if (busy_timeout_ms_ < 0 || busy_timeout_ms_ > 3600000) cfg.fail("busy_timeout_ms", "must be 0..3600000");
-    if (max_payload_bytes_ < 2 || max_payload_bytes_ > (int64_t{1} << 30))
-        cfg.fail("max_payload_bytes", "must be 2..1073741824");
-    std::string_view sync = cfg.str("synchronous");
-    if (sync != "normal" && sync != "full") cfg.fail("synchronous", "must be 'normal' or 'full'");
-    sync_full_ = sync == "full";
-    if (wal_checkpoint_pages_ < 0 || wal_checkpoint_pages_ > 1000000000)
-        cfg.fail("wal_checkpoint_pages", "must be 0..1000000000 (0: checkpoint inside the commit)");
-    const int64_t cache_size = cfg.i64("cache_size");
-    if (cache_size < 1) cfg.fail("cache_size", "must be >= 1");
+    : Sink(ctx), path_(cfg.database), checkpoint_name_(cfg.checkpoint_name),
+      busy_timeout_ms_(cfg.busy_timeout_ms), max_payload_bytes_(cfg.max_payload_bytes),
+      create_schema_(cfg.create_schema), sync_full_(cfg.synchronous == "full"),
+      wal_checkpoint_pages_(cfg.wal_checkpoint_pages), projection_(std::move(projection)),
+      versions_(static_cast<size_t>(cfg.cache_size), [ctx](const std::string &m) { ctx.info(m); }) {
+    // Bounds and choices are the host's (declared in ProjectionSinkSettings); emptiness is ours.
+    if (path_.empty()) cfg.fail(&Settings::database, "must not be empty");
+    if (checkpoint_name_.empty()) cfg.fail(&Settings::checkpoint_name, "must not be empty");
     if (!projection_) {
         ProjectionOptions opts;
-        opts.cache_size = static_cast<size_t>(cache_size);
-        std::string_view name = cfg.str("projection");
-        projection_ = make_projection(name, opts, ctx);
+        opts.cache_size = static_cast<size_t>(cfg.cache_size);
+        projection_ = make_projection(cfg.projection, opts, ctx);
         if (!projection_)
-            cfg.fail("projection", "unknown projection '" + std::string(name) +
-                                       "' (built in: " + builtin_projections() + ")");
+            cfg.fail(&Settings::projection,
+                     "unknown projection '" + cfg.projection + "' (built in: " + builtin_projections() + ")");
     }
 
     applied_ = ctx.counter("applied", "events applied to the projection");
@@ -79,13 +68,13 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
     std::error_code ec;
     if (!std::filesystem::exists(path_, ec)) {
         if (!create_schema_)
-            cfg.fail("database", "database '" + path_ + "' does not exist (create_schema is false)");
+            cfg.fail(&Settings::database, "database '" + path_ + "' does not exist (create_schema is false)");
         return;
     }
     db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
     if (std::string missing = missing_table(); !missing.empty()) {
         if (create_schema_) return; // start() creates it
-        cfg.fail("database",
+        cfg.fail(&Settings::database,
                  "database '" + path_ + "' has no table '" + missing + "' (create_schema is false)");
     }
     prepare(); // every table exists: surface column mismatches now, not mid-run

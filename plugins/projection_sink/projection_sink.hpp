@@ -21,38 +21,80 @@
 
 namespace cdcflow::projection {
 
+// The stage's config (cdcflow/sdk.hpp, "Declared config"); the host enforces
+// types, bounds and choices.
+struct ProjectionSinkSettings {
+    std::string database;
+    std::string projection;
+    std::string checkpoint_name;
+    int64_t cache_size = 100000;
+    int64_t max_payload_bytes = 1048576;
+    int64_t busy_timeout_ms = 5000;
+    bool create_schema = true;
+    std::string synchronous;
+    int64_t wal_checkpoint_pages = 1000;
+
+    using S = ProjectionSinkSettings;
+    static constexpr const char *kSynchronous[] = {"normal", "full", nullptr};
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("database", &S::database)
+            .required()
+            .describe("path of the SQLite database of the read model (may be the outbox's file)"),
+        cdcflow::param("projection", &S::projection)
+            .defaults_to("accounts")
+            .describe("the domain model to build (built in: accounts)"),
+        cdcflow::param("checkpoint_name", &S::checkpoint_name)
+            .defaults_to("accounts")
+            .describe("this sink's key in the cdcflow_checkpoints table (unique per pipeline sharing the "
+                      "database)"),
+        cdcflow::param("cache_size", &S::cache_size)
+            .defaults_to("100000")
+            .min("1")
+            .describe("projection rows (and aggregate versions) kept in LRU caches"),
+        cdcflow::param("max_payload_bytes", &S::max_payload_bytes)
+            .defaults_to("1048576")
+            .min("2")
+            .max("1073741824")
+            .describe("a larger payload is dead-lettered without being parsed (the sink's own limit, with or "
+                      "without a validator stage)"),
+        cdcflow::param("busy_timeout_ms", &S::busy_timeout_ms)
+            .defaults_to("5000")
+            .min("0")
+            .max("3600000")
+            .describe(
+                "SQLite busy timeout; a batch that still finds the database locked is retried by the host"),
+        cdcflow::param("create_schema", &S::create_schema)
+            .defaults_to("true")
+            .describe(
+                "create the projection, dead_letters and cdcflow_checkpoints tables if missing, and use "
+                "WAL"),
+        cdcflow::param("synchronous", &S::synchronous)
+            .defaults_to("normal")
+            .choices(kSynchronous)
+            .describe(
+                "normal: with WAL, a committed batch survives a process crash; full: also a power loss (one "
+                "fsync per commit)"),
+        cdcflow::param("wal_checkpoint_pages", &S::wal_checkpoint_pages)
+            .defaults_to("1000")
+            .min("0")
+            .max("1000000000")
+            .describe("WAL mode: checkpoint on a background thread once the WAL holds this many pages, so "
+                      "commits never wait for a checkpoint's fsync (0: SQLite's auto-checkpoint, inside the "
+                      "commit)"));
+};
+
 class ProjectionSink : public cdcflow::Sink {
 public:
     static constexpr const char *kName = "projection_sink";
     static constexpr const char *kVersion = "1.0.0";
     static constexpr const char *kDescription =
         "applies events to an SQLite read model; effects, dead letters and checkpoint in one transaction";
-    static constexpr cdcflow_config_key kConfig[] = {
-        {"database", CDCFLOW_CONFIG_STRING, nullptr, 1, "path of the SQLite database of the read model"},
-        {"projection", CDCFLOW_CONFIG_STRING, "accounts", 0,
-         "the domain model to build (built in: accounts)"},
-        {"checkpoint_name", CDCFLOW_CONFIG_STRING, "accounts", 0,
-         "this sink's key in the cdcflow_checkpoints table (unique per pipeline sharing the database)"},
-        {"cache_size", CDCFLOW_CONFIG_INT, "100000", 0,
-         "projection rows (and aggregate versions) kept in LRU caches"},
-        {"max_payload_bytes", CDCFLOW_CONFIG_INT, "1048576", 0,
-         "a larger payload is dead-lettered without being parsed (the sink's own limit, with or without a "
-         "validator stage)"},
-        {"busy_timeout_ms", CDCFLOW_CONFIG_INT, "5000", 0,
-         "SQLite busy timeout; a batch that still finds the database locked is retried by the host"},
-        {"create_schema", CDCFLOW_CONFIG_BOOL, "true", 0,
-         "create the projection, dead_letters and cdcflow_checkpoints tables if missing, and use WAL"},
-        {"synchronous", CDCFLOW_CONFIG_STRING, "normal", 0,
-         "normal: durable against a process crash (with WAL); full: also against power loss"},
-        {"wal_checkpoint_pages", CDCFLOW_CONFIG_INT, "1000", 0,
-         "WAL mode: checkpoint on a background thread once the WAL holds this many pages, so commits never "
-         "wait "
-         "for a checkpoint's fsync (0: SQLite's auto-checkpoint, inside the commit)"},
-    };
+    using Settings = ProjectionSinkSettings;
 
-    ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx);
+    ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx);
     // For domains built as their own plugins: the same sink around their model.
-    ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx, std::unique_ptr<Projection> projection);
+    ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx,
+                   std::unique_ptr<Projection> projection);
     ~ProjectionSink() override;
 
     void start() override;

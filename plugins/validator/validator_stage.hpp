@@ -12,21 +12,27 @@
 
 namespace cdcflow::validator {
 
+// The stage's config (cdcflow/sdk.hpp, "Declared config").
+struct ValidatorSettings {
+    cdcflow::Json rules;
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("rules", &ValidatorSettings::rules)
+            .required()
+            .describe("aggregate_types (optional), events: event type -> payload field rules (see "
+                      "plugins/validator/README.md)"));
+};
+
 class ValidatorStage : public cdcflow::Transform {
 public:
     static constexpr const char *kName = "validator";
     static constexpr const char *kDescription = "rejects events that break the declared event rules";
     static constexpr const char *kVersion = "1.0.0";
-    static constexpr cdcflow_config_key kConfig[] = {
-        {"rules", CDCFLOW_CONFIG_JSON, nullptr, 1,
-         "aggregate_types (optional), events: event type -> payload field rules (see "
-         "plugins/validator/README.md)"},
-    };
+    using Settings = ValidatorSettings;
 
-    ValidatorStage(const cdcflow::Config &cfg, cdcflow::Context ctx) : Transform(ctx) {
+    ValidatorStage(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx) : Transform(ctx) {
         std::string err;
-        auto rules = cdcflow::rules::RuleSet::parse(cfg.json("rules"), &err);
-        if (!rules) cfg.fail("rules", err);
+        auto rules = cdcflow::rules::RuleSet::parse(cfg.rules.text, &err);
+        if (!rules) cfg.fail(&Settings::rules, err);
         validator_.emplace(*rules);
         // `<stage>.rejected` is counted by the host in event_reject (adding
         // to it here would count every rejection twice).

@@ -78,7 +78,7 @@ class Cli(TempDirTest):
         self.assertIn("gen_source  (source, ABI 3", r.stdout)
         self.assertIn("passthrough  (transform, ABI 3", r.stdout)
         self.assertIn("file_sink  (sink, ABI 3", r.stdout)
-        self.assertRegex(r.stdout, r"count\s+int\s+default 1000\s+events to generate")
+        self.assertRegex(r.stdout, r"count\s+int\s+default 1000; at least 0\s+events to generate")
         self.assertIn("file: " + TEST_PLUGINS, r.stdout)
 
     def test_plugins_reports_broken_files(self):

@@ -19,6 +19,56 @@
 #include <string>
 #include <thread>
 
+// Declared the ABI 3 way (cdcflow/sdk.hpp, "Declared config"); passthrough and
+// file_sink keep the older kConfig, so both paths stay exercised.
+struct GenSourceSettings {
+    int64_t count = 1000;
+    bool bare = false;
+    int64_t fail_at = 0;
+    int64_t idle_after = 0;
+    int64_t partitions = 0;
+    bool throw_in_committed = false;
+    int64_t replay_piece = 0, replay_past = 0, replay_sleep_ms = 0, replay_first = 1;
+
+    using S = GenSourceSettings;
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("count", &S::count)
+            .defaults_to("1000")
+            .min("0")
+            .describe("events to generate; 0 = endless"),
+        cdcflow::param("bare", &S::bare).defaults_to("false").describe("no ids or payloads (benchmark)"),
+        cdcflow::param("fail_at", &S::fail_at)
+            .defaults_to("0")
+            .describe("poll fails once this offset is reached (0 = never)"),
+        cdcflow::param("idle_after", &S::idle_after)
+            .defaults_to("0")
+            .describe("stop producing (stay idle, never exhausted) after this offset"),
+        cdcflow::param("partitions", &S::partitions)
+            .defaults_to("0")
+            .min("0")
+            .max("4096")
+            .describe("spread events over this many partitions p0..pN-1 (0: one, \"\")"),
+        cdcflow::param("throw_in_committed", &S::throw_in_committed)
+            .defaults_to("false")
+            .describe("committed() throws (the host must log it)"),
+        cdcflow::param("replay_piece", &S::replay_piece)
+            .defaults_to("0")
+            .min("0")
+            .describe("replay at most this many events per call (0: a batch)"),
+        cdcflow::param("replay_past", &S::replay_past)
+            .defaults_to("0")
+            .min("0")
+            .describe("replay this many events past the checkpoint (a bug)"),
+        cdcflow::param("replay_sleep_ms", &S::replay_sleep_ms)
+            .defaults_to("0")
+            .min("0")
+            .describe("sleep this long per replay call (stop tests)"),
+        cdcflow::param("replay_first", &S::replay_first)
+            .defaults_to("1")
+            .min("1")
+            .describe("the oldest offset still there to replay (retention)"));
+};
+
 class GenSource : public cdcflow::Source {
 public:
 #ifdef GEN_SOURCE_NO_REPLAY
@@ -27,27 +77,12 @@ public:
     static constexpr const char *kName = "gen_source";
 #endif
     static constexpr const char *kDescription = "test source: generates numbered events";
-    static constexpr cdcflow_config_key kConfig[] = {
-        {"count", CDCFLOW_CONFIG_INT, "1000", 0, "events to generate; 0 = endless"},
-        {"bare", CDCFLOW_CONFIG_BOOL, "false", 0, "no ids or payloads (benchmark)"},
-        {"fail_at", CDCFLOW_CONFIG_INT, "0", 0, "poll fails once this offset is reached (0 = never)"},
-        {"idle_after", CDCFLOW_CONFIG_INT, "0", 0, "stop producing (stay idle, never exhausted) after this offset"},
-        {"partitions", CDCFLOW_CONFIG_INT, "0", 0, "spread events over this many partitions p0..pN-1 (0: one, \"\")"},
-        {"throw_in_committed", CDCFLOW_CONFIG_BOOL, "false", 0, "committed() throws (the host must log it)"},
-        {"replay_piece", CDCFLOW_CONFIG_INT, "0", 0, "replay at most this many events per call (0: a batch)"},
-        {"replay_past", CDCFLOW_CONFIG_INT, "0", 0, "replay this many events past the checkpoint (a bug)"},
-        {"replay_sleep_ms", CDCFLOW_CONFIG_INT, "0", 0, "sleep this long per replay call (stop tests)"},
-        {"replay_first", CDCFLOW_CONFIG_INT, "1", 0, "the oldest offset still there to replay (retention)"},
-    };
+    using Settings = GenSourceSettings;
 
-    GenSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
-        : Source(ctx), count_(cfg.i64("count")), bare_(cfg.boolean("bare")), fail_at_(cfg.i64("fail_at")),
-          idle_after_(cfg.i64("idle_after")), partitions_(cfg.i64("partitions")),
-          throw_in_committed_(cfg.boolean("throw_in_committed")), replay_piece_(cfg.i64("replay_piece")),
-          replay_past_(cfg.i64("replay_past")), replay_sleep_ms_(cfg.i64("replay_sleep_ms")),
-          replay_first_(cfg.i64("replay_first")) {
-        if (count_ < 0) cfg.fail("count", "must be >= 0");
-        if (partitions_ < 0 || partitions_ > 4096) cfg.fail("partitions", "must be 0..4096");
+    GenSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
+        : Source(ctx), count_(cfg.count), bare_(cfg.bare), fail_at_(cfg.fail_at), idle_after_(cfg.idle_after),
+          partitions_(cfg.partitions), throw_in_committed_(cfg.throw_in_committed), replay_piece_(cfg.replay_piece),
+          replay_past_(cfg.replay_past), replay_sleep_ms_(cfg.replay_sleep_ms), replay_first_(cfg.replay_first) {
         last_committed_.assign(static_cast<size_t>(std::max<int64_t>(partitions_, 1)), 0);
         for (int64_t p = 0; p < partitions_; ++p) {
             char name[24];

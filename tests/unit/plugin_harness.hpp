@@ -2,11 +2,12 @@
 // (cdcflow::host::host_api()): the Config and Context handed to the plugin
 // are the host's own cdcflow_config / cdcflow_ctx, and batches are the
 // host's cdcflow_batch. Only the YAML step is skipped: config values are
-// filled here, defaults taken from the plugin's declared kConfig the way
-// check_pipeline() does.
+// given typed here, then checked and completed with defaults by the host's
+// own config checker, against the plugin's own declaration.
 #pragma once
 
 #include "batch.hpp"
+#include "config_schema.hpp"
 #include "host_api.hpp"
 #include "metrics.hpp"
 #include "pipeline.hpp"
@@ -15,9 +16,11 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstddef>
 #include <filesystem>
 #include <initializer_list>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -45,40 +48,40 @@ inline std::string json_quote(const std::string &s) {
     return out + "\"";
 }
 
+// A plugin class's declaration as the host reads it: its descriptor's schema
+// (ABI 3 config_params, or the older kConfig).
+template <typename T> host::PluginSchema declared() {
+    host::Result<host::PluginSchema> r = host::schema_of(*cdcflow::detail::descriptor<T>());
+    if (!r) throw std::logic_error("the plugin's declaration is refused: " + r.status().message());
+    return std::move(r.value());
+}
+
 // A stage's host-side objects: StageDef, cdcflow_config, cdcflow_ctx, metrics.
+// The values go through the host's own checks (types, bounds, choices,
+// required keys, defaults) as a pipeline file's would; a value the host
+// refuses makes make_stage() throw the host's message, as `cdcflow run` would
+// print it (at "test.yaml:1:1").
 class StageHarness {
 public:
+    StageHarness(std::string stage_id, host::PluginSchema schema,
+                 std::initializer_list<std::pair<const char *, Val>> values)
+        : schema_(std::move(schema)) {
+        init(std::move(stage_id), values);
+    }
+    // The older kConfig declaration (kept for plugins that still use it).
     StageHarness(std::string stage_id, const cdcflow_config_key *keys, size_t nkeys,
                  std::initializer_list<std::pair<const char *, Val>> values) {
-        def_.id = std::move(stage_id);
-        for (size_t k = 0; k < nkeys; ++k) {
-            const cdcflow_config_key &key = keys[k];
-            if (!key.default_value) continue;
-            std::string text = key.default_value;
-            switch (key.type) {
-            case CDCFLOW_CONFIG_STRING:
-                if (text.size() >= 2 && text.front() == '"' && text.back() == '"')
-                    text = text.substr(1, text.size() - 2);
-                put(key.name, Val(text), true);
-                break;
-            case CDCFLOW_CONFIG_INT:
-                put(key.name, Val(static_cast<int64_t>(std::stoll(text))), true);
-                break;
-            case CDCFLOW_CONFIG_BOOL:
-                put(key.name, Val(text == "true"), true);
-                break;
-            default:
-                break;
-            }
-        }
-        for (auto &[k, v] : values)
-            put(k, v, false);
-        cfg_.def = &def_;
-        ctx_.stage_id = def_.id;
-        ctx_.metrics = &metrics_;
-        ctx_.stop = &stop_;
-        ctx_.rejected = metrics_.create(def_.id + ".rejected", "", false);
-        ctx_.duplicates = metrics_.create(def_.id + ".duplicates", "", false);
+        cdcflow_plugin d{};
+        d.abi_version = 1;
+        d.struct_size = offsetof(cdcflow_plugin, config_params);
+        d.name = "test";
+        d.kind = CDCFLOW_KIND_TRANSFORM;
+        d.config_keys = keys;
+        d.config_key_count = static_cast<uint32_t>(nkeys);
+        host::Result<host::PluginSchema> r = host::schema_of(d);
+        if (!r) throw std::logic_error("the plugin's declaration is refused: " + r.status().message());
+        schema_ = std::move(r.value());
+        init(std::move(stage_id), values);
     }
     StageHarness(const StageHarness &) = delete;
     StageHarness &operator=(const StageHarness &) = delete;
@@ -89,43 +92,63 @@ public:
     const cdcflow_config *cfg() const { return &cfg_; }
     int64_t metric(const std::string &name) const { return metrics_.value(def_.id + "." + name); }
     void request_stop() { stop_.store(true); }
+    // Why the host refused the values ("" when it did not).
+    const std::string &refused() const { return refused_; }
 
     // A view of b as the plugin sees it in process()/poll().
     cdcflow::Batch view(cdcflow_batch &b) { return cdcflow::Batch(host::host_api(), &ctx_, &b); }
 
 private:
-    void put(const std::string &key, const Val &v, bool from_default) {
+    void init(std::string stage_id, std::initializer_list<std::pair<const char *, Val>> values) {
+        def_.id = std::move(stage_id);
+        def_.plugin = schema_.name;
+        for (auto &[k, v] : values)
+            put(k, v);
+        host::Status st = host::check_stage_config("test.yaml", def_, schema_, nullptr);
+        if (!st) refused_ = st.message();
+        cfg_.def = &def_;
+        cfg_.schema = &schema_;
+        ctx_.stage_id = def_.id;
+        ctx_.metrics = &metrics_;
+        ctx_.stop = &stop_;
+        ctx_.rejected = metrics_.create(def_.id + ".rejected", "", false);
+        ctx_.duplicates = metrics_.create(def_.id + ".duplicates", "", false);
+    }
+
+    // As the YAML step would store the value: its text, checked afterwards.
+    void put(const std::string &key, const Val &v) {
         host::ConfigValue cv;
-        cv.from_default = from_default;
-        cv.type = v.type;
+        cv.mark = cv.key_mark = host::Mark{1, 1};
         cv.location = "test.yaml:1:1";
         switch (v.type) {
         case CDCFLOW_CONFIG_STRING:
             cv.scalar = v.s;
-            cv.json = json_quote(v.s);
             break;
         case CDCFLOW_CONFIG_INT:
-            cv.i = v.i;
-            cv.scalar = cv.json = std::to_string(v.i);
+            cv.scalar = std::to_string(v.i);
             break;
         default:
-            cv.b = v.b;
-            cv.scalar = cv.json = v.b ? "true" : "false";
+            cv.scalar = v.b ? "true" : "false";
             break;
         }
+        cv.json = json_quote(cv.scalar);
         def_.config[key] = std::move(cv);
     }
 
+    host::PluginSchema schema_;
     host::StageDef def_;
     cdcflow_config cfg_{};
     cdcflow_ctx ctx_{};
     host::Metrics metrics_;
     std::atomic<bool> stop_{false};
+    std::string refused_;
 };
 
-// Makes a T (a plugin class) from the harness, as the SDK's create thunk does.
+// Makes a T (a plugin class) from the harness, as the SDK's create thunk does;
+// throws the host's message when it refused the values.
 template <typename T> std::unique_ptr<T> make_stage(StageHarness &h) {
-    return std::make_unique<T>(h.config(), h.context());
+    if (!h.refused().empty()) throw cdcflow::Error(CDCFLOW_ERR_CONFIG, h.refused());
+    return cdcflow::detail::make_stage<T>(host::host_api(), h.ctx(), h.cfg());
 }
 
 // Appends one event to a host batch (what a source's poll does). Other

@@ -311,7 +311,7 @@ constexpr int OK = CDCFLOW_EVENT_OK, DUP = CDCFLOW_EVENT_DUPLICATE, REJ = CDCFLO
 } // namespace
 
 TEST_CASE("deduper stage: marks later copies, even of rejected events; empty ids pass") {
-    StageHarness h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), {{"window_size", 100}});
+    StageHarness h("dedupe", cdcflow::test::declared<Deduper>(), {{"window_size", 100}});
     auto stage = cdcflow::test::make_stage<Deduper>(h);
 
     cdcflow_batch b(16);
@@ -343,7 +343,7 @@ TEST_CASE("deduper stage: marks later copies, even of rejected events; empty ids
 
 TEST_CASE("deduper stage: config errors name the key") {
     auto error_of = [](std::initializer_list<std::pair<const char *, Val>> values) -> std::string {
-        StageHarness h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), values);
+        StageHarness h("dedupe", cdcflow::test::declared<Deduper>(), values);
         try {
             cdcflow::test::make_stage<Deduper>(h);
         } catch (const cdcflow::Error &e) {
@@ -352,10 +352,15 @@ TEST_CASE("deduper stage: config errors name the key") {
         }
         return "no error";
     };
-    CHECK(error_of({{"window_size", 0}}) == "test.yaml:1:1: window_size: must be 1..1073741824");
+    // Bounds are declared and enforced by the host, before the stage exists.
+    CHECK(
+        error_of({{"window_size", 0}}) ==
+        "test.yaml:1:1: config key 'window_size' for plugin 'deduper' must be from 1 to 1073741824, got '0'");
     CHECK(error_of({{"window_size", int64_t{1} << 31}}) ==
-          "test.yaml:1:1: window_size: must be 1..1073741824");
-    CHECK(error_of({{"ttl_seconds", -1}}).starts_with("test.yaml:1:1: ttl_seconds: must be 0.."));
+          "test.yaml:1:1: config key 'window_size' for plugin 'deduper' must be from 1 to 1073741824, got "
+          "'2147483648'");
+    CHECK(error_of({{"ttl_seconds", -1}})
+              .starts_with("test.yaml:1:1: config key 'ttl_seconds' for plugin 'deduper' must be from 0 to"));
     // The seed_* keys of older pipeline files are accepted and not read.
     CHECK(error_of({{"seed_table", ""}, {"seed_database", "/nonexistent/outbox.db"}}) == "no error");
     CHECK(error_of({{"ttl_seconds", 0}, {"window_size", 1}}) == "no error");
@@ -386,8 +391,7 @@ struct DedupeStage {
     cdcflow_batch b{128};
 
     explicit DedupeStage(std::initializer_list<std::pair<const char *, Val>> cfg)
-        : h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), cfg),
-          stage(cdcflow::test::make_stage<Deduper>(h)) {
+        : h("dedupe", cdcflow::test::declared<Deduper>(), cfg), stage(cdcflow::test::make_stage<Deduper>(h)) {
         stage->set_clock([this] { return now; });
     }
     // As the host calls it before start: the replayed events (already
@@ -610,7 +614,7 @@ TEST_CASE("deduper: the SDK exports history and restore (and no seek-time readin
     CHECK(has_restore);
     CHECK_FALSE(has_replay); // a transform does not replay
     // Through the C ABI, as the host calls it.
-    StageHarness h("dedupe", Deduper::kConfig, std::size(Deduper::kConfig), {{"window_size", 1234}});
+    StageHarness h("dedupe", cdcflow::test::declared<Deduper>(), {{"window_size", 1234}});
     void *inst = nullptr;
     char err[256] = {0};
     REQUIRE(d->callbacks->create(cdcflow::host::host_api(), h.ctx(), h.cfg(), &inst, err, sizeof err) ==

@@ -63,7 +63,7 @@ struct Source {
     StageHarness h;
     std::unique_ptr<OutboxSource> src;
     Source(std::initializer_list<std::pair<const char *, Val>> cfg)
-        : h("outbox", OutboxSource::kConfig, std::size(OutboxSource::kConfig), cfg),
+        : h("outbox", cdcflow::test::declared<OutboxSource>(), cfg),
           src(cdcflow::test::make_stage<OutboxSource>(h)) {}
     // One poll into a fresh batch; returns the offsets read.
     std::vector<int64_t> poll(cdcflow_batch &b, uint32_t wait_ms = 0, bool *exhausted = nullptr) {

@@ -200,7 +200,7 @@ struct Sink {
     StageHarness h;
     std::unique_ptr<ProjectionSink> sink;
     explicit Sink(const std::string &db)
-        : h("project", ProjectionSink::kConfig, std::size(ProjectionSink::kConfig), {{"database", db}}),
+        : h("project", cdcflow::test::declared<ProjectionSink>(), {{"database", db}}),
           sink(cdcflow::test::make_stage<ProjectionSink>(h)) {}
     void process(cdcflow_batch &b) {
         cdcflow::Batch view = h.view(b);
@@ -346,10 +346,8 @@ TEST_CASE("projection_sink: through the C ABI, acquire and release are exported 
     REQUIRE(static_cast<bool>(d->callbacks->release));
     TempDir dir("own_abi");
     std::string db = dir.file("read.db");
-    StageHarness h1("project", ProjectionSink::kConfig, std::size(ProjectionSink::kConfig),
-                    {{"database", db}});
-    StageHarness h2("project", ProjectionSink::kConfig, std::size(ProjectionSink::kConfig),
-                    {{"database", db}});
+    StageHarness h1("project", cdcflow::test::declared<ProjectionSink>(), {{"database", db}});
+    StageHarness h2("project", cdcflow::test::declared<ProjectionSink>(), {{"database", db}});
     void *i1 = nullptr, *i2 = nullptr;
     char err[512] = {0};
     REQUIRE(d->callbacks->create(cdcflow::host::host_api(), h1.ctx(), h1.cfg(), &i1, err, sizeof err) ==

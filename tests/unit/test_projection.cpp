@@ -310,7 +310,7 @@ struct Sink {
     StageHarness h;
     std::unique_ptr<ProjectionSink> sink;
     Sink(std::initializer_list<std::pair<const char *, Val>> cfg)
-        : h("project", ProjectionSink::kConfig, std::size(ProjectionSink::kConfig), cfg),
+        : h("project", cdcflow::test::declared<ProjectionSink>(), cfg),
           sink(cdcflow::test::make_stage<ProjectionSink>(h)) {}
     void process(cdcflow_batch &b) {
         cdcflow::Batch view = h.view(b);

@@ -591,6 +591,7 @@ namespace {
 // schema checking (scalar typing, JSON conversion, defaults).
 struct ValidatorPipeline {
     cdcflow::host::PipelineDef def;
+    cdcflow::host::PluginSchema val;
     cdcflow_config cfg{};
 
     explicit ValidatorPipeline(const std::string &rules_yaml) {
@@ -604,9 +605,7 @@ struct ValidatorPipeline {
         REQUIRE(parsed.is_ok());
         def = std::move(parsed.value());
         cdcflow::host::PluginSchema src{"src", CDCFLOW_KIND_SOURCE, {}}, snk{"snk", CDCFLOW_KIND_SINK, {}};
-        cdcflow::host::PluginSchema val{"validator", CDCFLOW_KIND_TRANSFORM, {}};
-        for (const auto &k : cdcflow::validator::ValidatorStage::kConfig)
-            val.keys.push_back({k.name, k.type, std::nullopt, k.required != 0, k.description});
+        val = cdcflow::test::declared<cdcflow::validator::ValidatorStage>();
         auto find = [&](const std::string &name) -> const cdcflow::host::PluginSchema * {
             return name == "src" ? &src : name == "snk" ? &snk : name == "validator" ? &val : nullptr;
         };
@@ -614,8 +613,11 @@ struct ValidatorPipeline {
         INFO(st.message());
         REQUIRE(st.is_ok());
         cfg.def = &def.stages[1];
+        cfg.schema = &val;
     }
-    cdcflow::Config config() const { return cdcflow::Config(cdcflow::host::host_api(), &cfg); }
+    cdcflow::Configured<cdcflow::validator::ValidatorStage::Settings> config() const {
+        return {cdcflow::host::host_api(), &cfg};
+    }
 };
 
 cdcflow::test::EventSpec event(const char *id, const char *aggregate_type, const char *type,

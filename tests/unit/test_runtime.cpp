@@ -159,8 +159,9 @@ TEST_CASE("runtime: unknown plugins and schema errors are reported at load, with
 
     auto bad_cfg = make(pipeline("count: -1", "", ""), reg, m);
     REQUIRE_FALSE(bad_cfg.is_ok());
-    // One location, the key's, then the stage: never the file twice.
-    CHECK(bad_cfg.status().message() == "test.yaml:5:21: stage 'src' (plugin 'gen_source'): count: must be >= 0");
+    // The declared bound, enforced by the host before create: one line, at the value.
+    CHECK(bad_cfg.status().message() ==
+          "test.yaml:5:21: config key 'count' for plugin 'gen_source' must be at least 0, got '-1'");
 }
 
 TEST_CASE("runtime: committed positions never go backwards, whatever the number of partitions") {

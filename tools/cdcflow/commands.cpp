@@ -1,5 +1,6 @@
 #include "commands.hpp"
 
+#include "config_schema.hpp"
 #include "host_api.hpp"
 #include "metrics.hpp"
 #include "pipeline.hpp"
@@ -30,7 +31,8 @@ const std::vector<Command> &commands() {
     static const std::vector<Command> cmds = {
         {"run", "run a pipeline", cmd_run},
         {"validate", "check a pipeline file without running it", cmd_validate},
-        {"plugins", "list plugins: kind, ABI version, file, config keys", cmd_plugins},
+        {"plugins", "list plugins: kind, ABI version, file, config keys (--markdown: as tables)",
+         cmd_plugins},
         {"status", "show a running host's health and metrics (see run --http)", cmd_status},
         {"produce", "validate JSON-lines events from stdin and write them into an outbox", cmd_produce},
     };
@@ -225,40 +227,126 @@ int cmd_validate(int argc, char **argv) {
     return kExitOk;
 }
 
-static const char *type_name(cdcflow_config_type t) {
-    switch (t) {
-    case CDCFLOW_CONFIG_STRING: return "string";
-    case CDCFLOW_CONFIG_INT: return "int";
-    case CDCFLOW_CONFIG_DOUBLE: return "double";
-    case CDCFLOW_CONFIG_BOOL: return "bool";
-    case CDCFLOW_CONFIG_JSON: return "any";
-    }
-    return "?";
+namespace {
+
+// A key's default as `plugins` shows it: never a secret's (it may be a real
+// credential baked into the plugin); "" for an empty string default.
+std::string default_text(const KeySpec &k) {
+    if (!k.default_value) return "";
+    if (k.secret) return kSecretShown;
+    return k.default_value->empty() ? "\"\"" : *k.default_value;
 }
 
+// What values a key takes beyond its type: "1 to 60000", "at least 0",
+// "one of: normal, full".
+std::string allowed_text(const KeySpec &k, const char *quote) {
+    if (k.min && k.max) return *k.min + " to " + *k.max;
+    if (k.min) return "at least " + *k.min;
+    if (k.max) return "at most " + *k.max;
+    std::string out;
+    for (const std::string &c : k.choices)
+        out += (out.empty() ? "one of: " : ", ") + std::string(quote) + c + quote;
+    return out;
+}
+
+std::string notes_text(const KeySpec &k) {
+    std::string out;
+    for (auto [on, word] :
+         {std::pair{k.required, "required"}, {k.secret, "secret"}, {k.deprecated, "deprecated"}})
+        if (on) out += (out.empty() ? "" : ", ") + std::string(word);
+    return out;
+}
+
+// A Markdown table cell: one line, no column breaks.
+std::string md_cell(std::string s) {
+    std::string out;
+    for (char c : s) {
+        if (c == '|')
+            out += "\\|";
+        else if (c == '\n' || c == '\r')
+            out += ' ';
+        else
+            out += c;
+    }
+    return out;
+}
+
+// Code in a cell; a backtick inside takes a double-backtick span.
+std::string md_code(const std::string &s) {
+    if (s.empty()) return "";
+    std::string cell = md_cell(s);
+    return cell.find('`') == std::string::npos ? "`" + cell + "`" : "`` " + cell + " ``";
+}
+
+// The key table a plugin README carries (between its generated-table markers).
+std::string markdown_table(const PluginSchema &schema) {
+    std::string out = "| key | type | default | allowed | notes | description |\n|---|---|---|---|---|---|\n";
+    for (const KeySpec &k : schema.keys) {
+        std::string def = default_text(k);
+        out += "| " + md_code(k.name) + " | " + config_type_name(k.type) + " | " +
+               (k.secret && k.default_value ? md_cell(def) : md_code(def)) + " | " +
+               md_cell(allowed_text(k, "`")) + " | " + notes_text(k) + " | " + md_cell(k.description) +
+               " |\n";
+    }
+    if (schema.keys.empty()) out = "This plugin takes no config keys.\n";
+    return out;
+}
+
+void print_plugin(const PluginRegistry::Entry &e) {
+    const cdcflow_plugin *d = e.plugin->desc;
+    std::printf("%s  (%s, ABI %u, version %s)\n  %s\n  file: %s\n", d->name, kind_name(d->kind),
+                d->abi_version, d->version ? d->version : "?", d->description ? d->description : "",
+                e.file.c_str());
+    for (const KeySpec &k : e.plugin->schema.keys) {
+        std::string facts;
+        auto add = [&](const std::string &f) {
+            if (!f.empty()) facts += (facts.empty() ? "" : "; ") + f;
+        };
+        add(notes_text(k));
+        if (k.default_value) add("default " + default_text(k));
+        add(allowed_text(k, "'"));
+        std::printf("    %-22s %-6s %s%s%s\n", k.name.c_str(), config_type_name(k.type), facts.c_str(),
+                    facts.empty() ? "" : "  ", k.description.c_str());
+    }
+}
+
+} // namespace
+
 int cmd_plugins(int argc, char **argv) {
-    const char *usage = "cdcflow plugins [--path DIR]...";
+    const char *usage = "cdcflow plugins [--path DIR]... [--markdown [NAME]]";
     po::options_description opts("plugins options");
-    opts.add_options()("path", po::value<std::vector<std::string>>()->composing(), "also look in DIR");
+    opts.add_options()("path", po::value<std::vector<std::string>>()->composing(), "also look in DIR")(
+        "markdown", po::value<std::string>()->implicit_value(""),
+        "print each plugin's config keys as a Markdown table (only NAME's table when given: what its README "
+        "carries)");
     po::positional_options_description pos;
     po::variables_map vm;
     if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
     PluginRegistry registry;
     if (vm.count("path")) registry.add_front(vm["path"].as<std::vector<std::string>>());
+
+    if (vm.count("markdown") && !vm["markdown"].as<std::string>().empty()) {
+        const std::string name = vm["markdown"].as<std::string>();
+        auto p = registry.find(name);
+        if (!p) {
+            std::fprintf(stderr, "cdcflow plugins: %s\n", p.status().message().c_str());
+            return kExitInvalid;
+        }
+        std::printf("%s", markdown_table(p.value()->schema).c_str());
+        return kExitOk;
+    }
     auto entries = registry.scan();
     int broken = 0;
     for (auto &e : entries) {
         if (!e.plugin) {
             std::printf("! %s\n", e.error.c_str());
             ++broken;
-            continue;
-        }
-        const cdcflow_plugin *d = e.plugin->desc;
-        std::printf("%s  (%s, ABI %u, version %s)\n  %s\n  file: %s\n", d->name, kind_name(d->kind), d->abi_version,
-                    d->version ? d->version : "?", d->description ? d->description : "", e.file.c_str());
-        for (const KeySpec &k : e.plugin->schema.keys) {
-            std::printf("    %-22s %-6s %s%s  %s\n", k.name.c_str(), type_name(k.type), k.required ? "required" : "",
-                        k.default_value ? ("default " + *k.default_value).c_str() : "", k.description.c_str());
+        } else if (vm.count("markdown")) {
+            const cdcflow_plugin *d = e.plugin->desc;
+            std::printf("## %s\n\n%s (%s)\n\n%s\n", d->name, d->description ? d->description : "",
+                        kind_name(d->kind), markdown_table(e.plugin->schema).c_str());
+        } else {
+            print_plugin(e);
         }
     }
     if (entries.empty()) {

@@ -16,7 +16,9 @@ mkdir -p "$out/corpus" "$out/artifacts"
 
 clang++ -std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
     -DBOOST_DLL_USE_STD_FS -Icore/include -Icore/src \
-    tools/fuzz/fuzz_pipeline.cpp core/src/pipeline.cpp -lyaml-cpp -o "$out/fuzz_pipeline"
+    tools/fuzz/fuzz_pipeline.cpp core/src/pipeline.cpp core/src/config_schema.cpp core/src/escape.cpp \
+    core/src/interpolate.cpp core/src/pipeline_file.cpp core/src/yaml_json.cpp core/src/yaml_prescan.cpp \
+    -lyaml-cpp -o "$out/fuzz_pipeline"
 
 exec "$out/fuzz_pipeline" "$out/corpus" tests/fuzz_corpus/pipeline \
     -max_total_time="$seconds" -rss_limit_mb=2048 -timeout=10 \

@@ -24,7 +24,11 @@ const PluginSchema *find_schema(const std::string &name) {
           {"name", CDCFLOW_CONFIG_STRING, std::nullopt, true, ""},
           {"ratio", CDCFLOW_CONFIG_DOUBLE, "0.5", false, ""},
           {"enabled", CDCFLOW_CONFIG_BOOL, "yes", false, ""},
-          {"table", CDCFLOW_CONFIG_STRING, "", false, ""}}},
+          {"table", CDCFLOW_CONFIG_STRING, "", false, ""},
+          // ABI 3 declarations: bounds, choices, a secret.
+          {"level", CDCFLOW_CONFIG_INT, "0", false, "", true, false, false, "-5", "5"},
+          {"mode", CDCFLOW_CONFIG_STRING, "fast", false, "", true, true, false, std::nullopt, std::nullopt,
+           {"fast", "safe"}}}},
         {"pass", CDCFLOW_KIND_TRANSFORM, {{"rules", CDCFLOW_CONFIG_JSON, "{a: [1, 2.5, x]}", false, ""}}},
         {"sink",
          CDCFLOW_KIND_SINK,

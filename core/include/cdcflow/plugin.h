@@ -184,6 +184,9 @@ typedef struct cdcflow_event_init {
 /* Since ABI 3. Flags of a cdcflow_config_param. */
 #define CDCFLOW_PARAM_REQUIRED 1u /* the pipeline must set it */
 #define CDCFLOW_PARAM_SECRET 2u   /* never printed: not by `plugins`, logs, errors or /health */
+/* Accepted so that older pipeline files load, and ignored: the host warns at
+ * load when a file sets it, giving the description as the reason. */
+#define CDCFLOW_PARAM_DEPRECATED 4u
 
 /* Since ABI 3. One declared config key. The host checks every value against it
  * before create (type, bounds, choices, required) and refuses a key that is

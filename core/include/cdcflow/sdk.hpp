@@ -21,6 +21,11 @@
 //
 // A plugin with no config keys leaves kConfig out. kVersion is optional.
 //
+// That is the older way to declare config, kept source compatible. The
+// current one names each key once, in a settings struct bound to its
+// members (see "Declared config" below): the host then enforces bounds,
+// choices and secrets, and the plugin cannot read a key it did not declare.
+//
 // Events are marked in place: batch.reject(i, why) (a dead letter),
 // batch.mark_duplicate(i), batch.drop(i) (filtered out; ABI 3). A transform
 // rewrites an event by pointing it at new bytes from batch.copy(...). The
@@ -52,16 +57,20 @@
 #include <cdcflow/plugin.h>
 
 #include <concepts>
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <type_traits>
+#include <utility>
 
 namespace cdcflow {
 
@@ -135,6 +144,311 @@ private:
         if (st != CDCFLOW_OK)
             throw Error(st, std::string("config key '") + key + "': " + cdcflow_status_str(st));
     }
+    const cdcflow_host_api *host_;
+    const cdcflow_config *cfg_;
+};
+
+// ---- Declared config (ABI 3) -------------------------------------------
+//
+// Each key is named once, in a settings struct, and bound to the member it
+// fills; the SDK generates from that one list both the cdcflow_config_param
+// array the host enforces (type, required, bounds, choices, secrets) and the
+// reading into members, so a plugin cannot read a key it did not declare:
+//
+//     struct UpperSettings {
+//         std::string field = "type";
+//         int64_t limit = 0;
+//         static constexpr const char *kModes[] = {"fast", "safe", nullptr};
+//         std::string mode;
+//         static constexpr auto kParams = cdcflow::params(
+//             cdcflow::param("field", &UpperSettings::field).defaults_to("type").describe("which field"),
+//             cdcflow::param("limit", &UpperSettings::limit).min("0").max("100").describe("..."),
+//             cdcflow::param("mode", &UpperSettings::mode).choices(kModes).defaults_to("safe"));
+//     };
+//     class Upper : public cdcflow::Transform {
+//     public:
+//         using Settings = UpperSettings;
+//         Upper(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx) : Transform(ctx) {
+//             if (cfg.field.empty()) cfg.fail(&Settings::field, "must not be empty");
+//         }
+//         ...
+//
+// (A constructor taking `const UpperSettings &` works too, when it needs no
+// fail() or location().)
+//
+// Defaults, min and max are written as the value itself, the way a user
+// writes it in the pipeline file (no extra quotes for a string). Member types:
+// std::string (string), bool, double, integers (int; a value that does not fit
+// a narrower member is a config error: declare bounds that fit), cdcflow::Json
+// (any YAML value as JSON text), and std::optional of any of these (nullopt
+// when the key is unset and has no default; a plain member then keeps its
+// initializer). cdcflow::deprecated("old_key", type) accepts a key so that
+// older pipeline files load, ignores it, and has the host warn when it is set.
+//
+// The older way, a `kConfig` array of cdcflow_config_key and a
+// `(const cdcflow::Config &, cdcflow::Context)` constructor reading keys by
+// name, still compiles and loads unchanged.
+
+// A JSON key's value as JSON text.
+struct Json {
+    std::string text;
+};
+
+namespace detail {
+
+template <typename M> struct unwrap_optional {
+    using type = M;
+    static constexpr bool optional = false;
+};
+template <typename M> struct unwrap_optional<std::optional<M>> {
+    using type = M;
+    static constexpr bool optional = true;
+};
+
+// No member: a deprecated key.
+struct Unused {};
+
+template <typename M> constexpr cdcflow_config_type config_type_for() {
+    using V = typename unwrap_optional<M>::type;
+    if constexpr (std::is_same_v<V, std::string>)
+        return CDCFLOW_CONFIG_STRING;
+    else if constexpr (std::is_same_v<V, bool>)
+        return CDCFLOW_CONFIG_BOOL;
+    else if constexpr (std::is_integral_v<V>)
+        return CDCFLOW_CONFIG_INT;
+    else if constexpr (std::is_same_v<V, double>)
+        return CDCFLOW_CONFIG_DOUBLE;
+    else if constexpr (std::is_same_v<V, Json>)
+        return CDCFLOW_CONFIG_JSON;
+    else
+        static_assert(sizeof(V) == 0,
+                      "a config member is std::string, bool, an integer, double, cdcflow::Json "
+                      "or std::optional of one of these");
+}
+
+constexpr bool same_text(const char *a, const char *b) {
+    while (*a && *a == *b)
+        ++a, ++b;
+    return *a == *b;
+}
+
+} // namespace detail
+
+// One declared key, bound to a member of the settings struct C. Built with
+// cdcflow::param(); each modifier returns a changed copy (constexpr).
+template <typename C, typename M> struct Param {
+    const char *name;
+    M C::*member; // null: deprecated, nothing to fill
+    cdcflow_config_type type;
+    uint32_t flags = 0;
+    const char *default_value = nullptr;
+    const char *description = "";
+    const char *min_value = nullptr;
+    const char *max_value = nullptr;
+    const char *const *choice_list = nullptr;
+
+    constexpr Param required() const {
+        return with([](Param &p) { p.flags |= CDCFLOW_PARAM_REQUIRED; });
+    }
+    constexpr Param secret() const {
+        return with([](Param &p) { p.flags |= CDCFLOW_PARAM_SECRET; });
+    }
+    // Accepted so that older pipeline files load; the host warns when a file
+    // sets it (give the reason with describe()). The member is still filled,
+    // for a plugin that honours the key while it goes; cdcflow::deprecated()
+    // declares one with no member at all.
+    constexpr Param deprecated() const {
+        return with([](Param &p) { p.flags |= CDCFLOW_PARAM_DEPRECATED; });
+    }
+    constexpr Param describe(const char *text) const {
+        return with([&](Param &p) { p.description = text; });
+    }
+    constexpr Param defaults_to(const char *value) const {
+        return with([&](Param &p) { p.default_value = value; });
+    }
+    // Inclusive bounds, for integer and double keys.
+    constexpr Param min(const char *value) const {
+        static_assert(numeric(), "min() is for integer and double keys");
+        return with([&](Param &p) { p.min_value = value; });
+    }
+    constexpr Param max(const char *value) const {
+        static_assert(numeric(), "max() is for integer and double keys");
+        return with([&](Param &p) { p.max_value = value; });
+    }
+    // The allowed values of a string key: a static array ending with nullptr.
+    template <size_t N> constexpr Param choices(const char *const (&list)[N]) const {
+        static_assert(std::is_same_v<typename detail::unwrap_optional<M>::type, std::string> ||
+                          std::is_same_v<M, detail::Unused>,
+                      "choices() is for string keys");
+        static_assert(N >= 2, "choices: at least one value, then nullptr");
+        if (list[N - 1] != nullptr) throw "choices: the array must end with nullptr";
+        return with([&](Param &p) { p.choice_list = list; });
+    }
+
+    constexpr cdcflow_config_param to_c() const {
+        cdcflow_config_param p{};
+        p.struct_size = sizeof(cdcflow_config_param);
+        p.flags = flags;
+        p.name = name;
+        p.type = type;
+        p.default_value = default_value;
+        p.description = description;
+        p.min = min_value;
+        p.max = max_value;
+        p.choices = choice_list;
+        return p;
+    }
+
+private:
+    static constexpr bool numeric() {
+        if constexpr (std::is_same_v<M, detail::Unused>)
+            return true;
+        else
+            return config_type_for_m() == CDCFLOW_CONFIG_INT || config_type_for_m() == CDCFLOW_CONFIG_DOUBLE;
+    }
+    static constexpr cdcflow_config_type config_type_for_m() { return detail::config_type_for<M>(); }
+    template <typename F> constexpr Param with(F &&f) const {
+        Param p = *this;
+        f(p);
+        return p;
+    }
+};
+
+// A key named `name` that fills `member`; its type follows the member's.
+template <typename C, typename M> constexpr Param<C, M> param(const char *name, M C::*member) {
+    return Param<C, M>{name, member, detail::config_type_for<M>()};
+}
+
+// A key that is accepted (so that older pipeline files load) and ignored; the
+// host warns when a file sets it, with the description as the reason.
+template <typename C>
+constexpr Param<C, detail::Unused> deprecated(const char *name, cdcflow_config_type type) {
+    Param<C, detail::Unused> p{name, nullptr, type};
+    p.flags = CDCFLOW_PARAM_DEPRECATED;
+    return p;
+}
+
+// The declaration: a settings struct's `static constexpr auto kParams`.
+template <typename... P> constexpr std::tuple<P...> params(P... p) {
+    return std::tuple<P...>(p...);
+}
+
+namespace detail {
+
+template <typename C> constexpr size_t param_count() {
+    return std::tuple_size_v<std::remove_cv_t<decltype(C::kParams)>>;
+}
+
+// Checked when the plugin compiles: names present and unique.
+template <typename C> constexpr bool valid_params() {
+    return std::apply(
+        [](const auto &...p) {
+            const char *names[] = {p.name..., nullptr};
+            for (size_t i = 0; names[i]; ++i) {
+                if (!*names[i]) return false;
+                for (size_t j = 0; j < i; ++j)
+                    if (same_text(names[i], names[j])) return false;
+            }
+            return true;
+        },
+        C::kParams);
+}
+
+template <typename C> struct ParamArray {
+    static_assert(valid_params<C>(), "config keys need a name, each declared once");
+    static constexpr std::array<cdcflow_config_param, param_count<C>()> value = std::apply(
+        [](const auto &...p) { return std::array<cdcflow_config_param, sizeof...(p)>{p.to_c()...}; },
+        C::kParams);
+};
+
+} // namespace detail
+
+// The key name that fills `member` of settings struct C, or nullptr when no
+// declared key does (so messages name a key without writing it twice).
+template <typename C, typename M> constexpr const char *key_of(M C::*member) {
+    const char *found = nullptr;
+    std::apply(
+        [&](const auto &...p) {
+            auto match = [&](const auto &q) {
+                if constexpr (std::is_same_v<std::remove_cvref_t<decltype(q.member)>, M C::*>)
+                    if (!found && q.member == member) found = q.name;
+            };
+            (match(p), ...);
+        },
+        C::kParams);
+    return found;
+}
+
+// The settings struct C, filled from the host's checked config; what an
+// ABI 3 plugin's constructor receives. fail() and location() name a key by its
+// member, so that no key name is written twice.
+template <typename C> class Configured : public C {
+public:
+    Configured(const cdcflow_host_api *host, const cdcflow_config *cfg) : C(), host_(host), cfg_(cfg) {
+        if (!CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, config_lookup) || !host_->config_lookup)
+            throw Error(CDCFLOW_ERR_INTERNAL, "the host has no config_lookup (ABI 3); this plugin needs it");
+        std::apply([&](const auto &...p) { (this->read(p), ...); }, C::kParams);
+    }
+
+    // "file:line:col" of the key that fills `member`.
+    template <typename M> std::string location(M C::*member) const {
+        const char *loc = host_->config_location(cfg_, name_of(member));
+        return loc ? loc : "";
+    }
+    // Throws Error(CDCFLOW_ERR_CONFIG): "<file:line:col>: <key>: <why>".
+    template <typename M> [[noreturn]] void fail(M C::*member, const std::string &why) const {
+        fail_key(name_of(member), why);
+    }
+    // The key name that fills `member` (declared, or Error INTERNAL).
+    template <typename M> static const char *name_of(M C::*member) {
+        const char *found = key_of(member);
+        if (!found) throw Error(CDCFLOW_ERR_INTERNAL, "a config member that no declared key fills");
+        return found;
+    }
+
+private:
+    [[noreturn]] void fail_key(const char *key, const std::string &why) const {
+        const char *loc = host_->config_location(cfg_, key);
+        std::string where = loc && *loc ? std::string(loc) + ": " : std::string();
+        throw Error(CDCFLOW_ERR_CONFIG, where + key + ": " + why);
+    }
+
+    template <typename M> void read(const Param<C, M> &p) {
+        if constexpr (!std::is_same_v<M, detail::Unused>) {
+            using V = typename detail::unwrap_optional<M>::type;
+            cdcflow_config_value v{};
+            v.struct_size = sizeof v;
+            cdcflow_config_result r = host_->config_lookup(cfg_, p.name, p.type, &v);
+            M &out = this->*(p.member);
+            if (r == CDCFLOW_CONFIG_UNSET) {
+                if constexpr (detail::unwrap_optional<M>::optional) out.reset();
+                return;
+            }
+            if (r != CDCFLOW_CONFIG_FOUND)
+                throw Error(CDCFLOW_ERR_INTERNAL,
+                            std::string("config key '") + p.name + "': the host answers " +
+                                (r == CDCFLOW_CONFIG_UNDECLARED ? "undeclared" : "another type"));
+            if constexpr (std::is_same_v<V, std::string>)
+                out = std::string(sv(v.text));
+            else if constexpr (std::is_same_v<V, Json>)
+                out = Json{std::string(sv(v.text))};
+            else if constexpr (std::is_same_v<V, bool>)
+                out = v.b != 0;
+            else if constexpr (std::is_same_v<V, double>)
+                out = v.d;
+            else {
+                if (!std::in_range<V>(v.i))
+                    fail_key(
+                        p.name,
+                        ((p.flags & CDCFLOW_PARAM_SECRET) ? std::string("the value") : std::to_string(v.i)) +
+                            " does not fit (the plugin declares no bounds that keep it in range)");
+                out = static_cast<V>(v.i);
+            }
+        } else {
+            (void)p;
+        }
+    }
+
     const cdcflow_host_api *host_;
     const cdcflow_config *cfg_;
 };
@@ -421,6 +735,23 @@ concept FencingSink = std::is_base_of_v<Sink, T> && requires(T &t, const cdcflow
     t.release();
 };
 
+// T declares its config the ABI 3 way: `using Settings = S;` where S has
+// `static constexpr auto kParams = cdcflow::params(...)`.
+template <typename T>
+concept DeclaresSettings = requires {
+    T::Settings::kParams;
+};
+
+// Makes a T from the host's objects, as the create callback does (also used
+// by the unit tests' harness).
+template <typename T>
+std::unique_ptr<T> make_stage(const cdcflow_host_api *host, cdcflow_ctx *ctx, const cdcflow_config *cfg) {
+    if constexpr (DeclaresSettings<T>)
+        return std::make_unique<T>(Configured<typename T::Settings>(host, cfg), Context(host, ctx));
+    else
+        return std::make_unique<T>(Config(host, cfg), Context(host, ctx));
+}
+
 template <typename T>
 concept ReplayingSource = std::is_base_of_v<Source, T> && requires(T &t, cdcflow_replay &r, Batch &b) {
     { t.replay(r, b) } -> std::convertible_to<bool>;
@@ -447,7 +778,7 @@ struct Thunks {
             auto h = std::make_unique<Holder<T>>();
             h->host = host;
             h->ctx = ctx;
-            h->obj = std::make_unique<T>(Config(host, cfg), Context(host, ctx));
+            h->obj = make_stage<T>(host, ctx, cfg);
             *instance = h.release();
         });
     }
@@ -602,9 +933,24 @@ constexpr uint32_t config_count_of() {
         return 0;
 }
 
+template <typename T> constexpr const cdcflow_config_param *params_of() {
+    if constexpr (DeclaresSettings<T>)
+        return param_count<typename T::Settings>() ? ParamArray<typename T::Settings>::value.data() : nullptr;
+    else
+        return nullptr;
+}
+template <typename T> constexpr uint32_t param_count_of() {
+    if constexpr (DeclaresSettings<T>)
+        return static_cast<uint32_t>(param_count<typename T::Settings>());
+    else
+        return 0;
+}
+
 template <typename T>
 const cdcflow_plugin *descriptor() {
     static_assert(std::is_base_of_v<Stage, T>, "a plugin derives from cdcflow::Source, Transform or Sink");
+    static_assert(!(DeclaresSettings<T> && requires { T::kConfig; }),
+                  "declare config once: Settings (kParams) or the older kConfig, not both");
     static const cdcflow_callbacks cbs = {
         sizeof(cdcflow_callbacks),
         0,
@@ -635,8 +981,8 @@ const cdcflow_plugin *descriptor() {
         config_count_of<T>(),
         0,
         &cbs,
-        nullptr, // config_params (ABI 3)
-        0,
+        params_of<T>(),
+        param_count_of<T>(),
         0,
     };
     return &d;
