@@ -1,7 +1,6 @@
 #include "outbox_source.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <filesystem>
 #include <thread>
 
@@ -10,13 +9,6 @@ namespace cdcflow::outbox {
 namespace {
 
 using std::chrono::milliseconds;
-
-std::string join(const std::vector<std::string> &v) {
-    std::string out;
-    for (const auto &s : v)
-        out += (out.empty() ? "" : ", ") + s;
-    return out;
-}
 
 // The cleanup connection waits only briefly for the write lock: the sink and
 // the application write to the same file, and a cleanup that cannot get in
@@ -43,18 +35,19 @@ std::chrono::steady_clock::duration commit_granule(int64_t retention_s) {
 } // namespace
 
 OutboxSource::OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
-    : Source(ctx), path_(cfg.str("database")), table_(cfg.str("table")), seq_col_(cfg.str("seq_column")),
-      id_col_(cfg.str("id_column")), agg_type_col_(cfg.str("aggregate_type_column")),
-      agg_id_col_(cfg.str("aggregate_id_column")), type_col_(cfg.str("type_column")),
-      payload_col_(cfg.str("payload_column")), ts_col_(cfg.str("timestamp_column")),
-      version_col_(cfg.str("version_column")), poll_interval_ms_(cfg.i64("poll_interval_ms")),
+    : Source(ctx), path_(cfg.str("database")), poll_interval_ms_(cfg.i64("poll_interval_ms")),
       busy_timeout_ms_(cfg.i64("busy_timeout_ms")), retention_s_(cfg.i64("retention_seconds")),
       cleanup_batch_(cfg.i64("cleanup_batch")), create_schema_(cfg.boolean("create_schema")),
       commits_(commit_granule(retention_s_)) {
     if (path_.empty()) cfg.fail("database", "must not be empty");
-    for (const char *key : {"table", "seq_column", "id_column", "aggregate_type_column",
-                            "aggregate_id_column", "type_column", "payload_column", "timestamp_column"})
-        if (cfg.str(key).empty()) cfg.fail(key, "must not be empty");
+    schema_.table = cfg.str("table");
+    if (schema_.table.empty()) cfg.fail("table", "must not be empty");
+    for (size_t i = 0; i < kColumnCount; ++i) {
+        schema_.names[i] = cfg.str(kColumns[i].key);
+        // Only the version column is optional: an empty name means none.
+        if (schema_.names[i].empty() && i != static_cast<size_t>(Column::kVersion))
+            cfg.fail(kColumns[i].key, "must not be empty");
+    }
     if (poll_interval_ms_ < 1 || poll_interval_ms_ > 60000) cfg.fail("poll_interval_ms", "must be 1..60000");
     if (busy_timeout_ms_ < 0 || busy_timeout_ms_ > 3600000) cfg.fail("busy_timeout_ms", "must be 0..3600000");
     // The upper bound keeps seconds(retention_s_) far from overflowing.
@@ -74,14 +67,14 @@ OutboxSource::OutboxSource(const cdcflow::Config &cfg, cdcflow::Context ctx)
     bool exists = std::filesystem::exists(path_, ec);
     if (!exists) {
         if (create_schema_) return;
-        cfg.fail("database", "database '" + path_ + "' does not exist");
+        cfg.fail("database", sqlite::database_label(path_) + " does not exist");
     }
     open_reader();
-    if (!reader_.has_table(table_)) {
-        if (create_schema_) return;
-        cfg.fail("table", "database '" + path_ + "' has no table '" + table_ + "'");
+    if (auto bad = missing_column()) {
+        // start() creates a missing table; a missing column it cannot fix.
+        if (create_schema_ && std::string_view(bad->first) == "table") return;
+        cfg.fail(bad->first, bad->second);
     }
-    if (auto bad = missing_column()) cfg.fail(bad->first, bad->second);
 }
 
 void OutboxSource::open_reader() {
@@ -89,31 +82,19 @@ void OutboxSource::open_reader() {
 }
 
 std::optional<std::pair<const char *, std::string>> OutboxSource::missing_column() {
-    std::vector<std::string> have = reader_.columns(table_);
-    if (have.empty()) return std::pair("table", "database '" + path_ + "' has no table '" + table_ + "'");
-    const std::pair<const char *, const std::string *> want[] = {{"seq_column", &seq_col_},
-                                                                 {"id_column", &id_col_},
-                                                                 {"aggregate_type_column", &agg_type_col_},
-                                                                 {"aggregate_id_column", &agg_id_col_},
-                                                                 {"type_column", &type_col_},
-                                                                 {"payload_column", &payload_col_},
-                                                                 {"timestamp_column", &ts_col_},
-                                                                 {"version_column", &version_col_}};
-    for (auto &[key, col] : want) {
-        if (col->empty()) continue; // an optional column that is not configured
-        // SQLite identifiers are case-insensitive (ASCII).
-        bool found = std::any_of(have.begin(), have.end(), [&](const std::string &h) {
-            return h.size() == col->size() &&
-                   std::equal(h.begin(), h.end(), col->begin(), [](char a, char b) {
-                       return std::tolower(static_cast<unsigned char>(a)) ==
-                              std::tolower(static_cast<unsigned char>(b));
-                   });
-        });
-        if (!found)
-            return std::pair(key, "database '" + path_ + "': table '" + table_ + "' has no column '" + *col +
-                                      "' (it has: " + join(have) + ")");
+    SchemaProblem p = schema_.check(reader_.raw());
+    const std::string where = sqlite::database_label(path_);
+    switch (p.kind) {
+    case SchemaProblem::Kind::kNone:
+        return std::nullopt;
+    case SchemaProblem::Kind::kNoTable:
+        return std::pair("table", where + " " + p.message);
+    case SchemaProblem::Kind::kNoColumn:
+        return std::pair(p.key, where + ": " + p.message);
+    case SchemaProblem::Kind::kDbError:
+        break;
     }
-    return std::nullopt;
+    throw Error(sqlite::status_of(p.sqlite_rc), where + ": " + p.message);
 }
 
 void OutboxSource::create_schema() {
@@ -127,26 +108,21 @@ void OutboxSource::create_schema() {
     std::string mode = wal.step() ? std::string(wal.text(0)) : std::string();
     wal.reset();
     if (mode != "wal")
-        ctx().warn("database '" + path_ + "' stays in journal_mode '" + mode + "' (WAL is recommended)");
-    auto q = sqlite::quote_ident;
-    db.exec("CREATE TABLE IF NOT EXISTS " + q(table_) + " (" + q(seq_col_) +
-            " INTEGER PRIMARY KEY AUTOINCREMENT, " + q(id_col_) + " TEXT NOT NULL, " + q(agg_type_col_) +
-            " TEXT NOT NULL, " + q(agg_id_col_) + " TEXT NOT NULL, " + q(type_col_) + " TEXT NOT NULL, " +
-            q(payload_col_) + " TEXT NOT NULL, " + q(ts_col_) + " INTEGER NOT NULL" +
-            (version_col_.empty() ? std::string() : ", " + q(version_col_) + " INTEGER") + ")");
-    db.exec("CREATE INDEX IF NOT EXISTS " + q(table_ + "_" + id_col_ + "_idx") + " ON " + q(table_) + " (" +
-            q(id_col_) + ")");
+        ctx().warn(sqlite::database_label(path_) + " stays in journal_mode '" + mode +
+                   "' (WAL is recommended)");
+    db.exec(schema_.create_sql());
 }
 
 void OutboxSource::prepare() {
-    auto q = sqlite::quote_ident;
-    const std::string t = q(table_), seq = q(seq_col_);
+    const std::string t = schema_.quoted_table(), seq = schema_.quoted(Column::kSeq);
     // One statement for every poll: the read transaction it opens ends when
     // it is reset, so a caught-up source never pins the WAL.
-    select_ = reader_.prepare("SELECT " + seq + ", " + q(id_col_) + ", " + q(agg_type_col_) + ", " +
-                              q(agg_id_col_) + ", " + q(type_col_) + ", " + q(payload_col_) + ", " +
-                              q(ts_col_) + (version_col_.empty() ? std::string() : ", " + q(version_col_)) +
-                              " FROM " + t + " WHERE " + seq + " > ?1 ORDER BY " + seq + " LIMIT ?2");
+    // Column order: read_rows() takes them by index.
+    select_ = reader_.prepare(
+        "SELECT " +
+        schema_.column_list({Column::kSeq, Column::kId, Column::kAggregateType, Column::kAggregateId,
+                             Column::kType, Column::kPayload, Column::kTimestamp, Column::kVersion}) +
+        " FROM " + t + " WHERE " + seq + " > ?1 ORDER BY " + seq + " LIMIT ?2");
     data_version_ = reader_.prepare("PRAGMA data_version");
     max_seq_ = reader_.prepare("SELECT max(" + seq + ") FROM " + t);
     if (retention_s_ > 0) {
@@ -169,7 +145,7 @@ void OutboxSource::start() {
         std::string mode = jm.step() ? std::string(jm.text(0)) : std::string();
         if (mode != "wal")
             ctx().info(
-                "database '" + path_ + "' is in journal_mode '" + mode +
+                sqlite::database_label(path_) + " is in journal_mode '" + mode +
                 "'; WAL is strongly recommended so that reading the outbox does not block its writers");
     }
     prepare();
@@ -218,7 +194,7 @@ uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
             // else would silently turn the check off for the event: reject it.
             bool bad_version = false;
             e.aggregate_version = -1;
-            if (!version_col_.empty()) {
+            if (schema_.has(Column::kVersion)) {
                 int type = sqlite3_column_type(select_.raw(), 7);
                 if (type == SQLITE_INTEGER && select_.int64(7) >= 0)
                     e.aggregate_version = select_.int64(7);
@@ -227,8 +203,8 @@ uint32_t OutboxSource::read_rows(cdcflow::Batch &batch) {
             }
             if (!batch.append(e)) break;
             if (bad_version)
-                batch.reject(batch.size() - 1,
-                             "column '" + version_col_ + "' is not an integer >= 0 or NULL");
+                batch.reject(batch.size() - 1, "column '" + schema_.name(Column::kVersion) +
+                                                   "' is not an integer >= 0 or NULL");
             last_seq_ = e.position.offset;
             ++n;
         }

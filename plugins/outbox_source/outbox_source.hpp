@@ -10,6 +10,7 @@
 
 #include "commit_timeline.hpp"
 #include "common/sqlite.hpp"
+#include "outbox/schema.hpp"
 
 #include <cdcflow/sdk.hpp>
 
@@ -30,17 +31,23 @@ public:
         "reads an SQLite outbox table in seq order (Debezium outbox columns)";
     static constexpr cdcflow_config_key kConfig[] = {
         {"database", CDCFLOW_CONFIG_STRING, nullptr, 1, "path of the SQLite database holding the outbox"},
-        {"table", CDCFLOW_CONFIG_STRING, "outbox", 0, "outbox table name"},
-        {"seq_column", CDCFLOW_CONFIG_STRING, "seq", 0,
+        // The table's and columns' keys and defaults are the outbox schema's
+        // (outbox/schema.hpp), the same as the producer's.
+        {"table", CDCFLOW_CONFIG_STRING, kDefaultTable, 0, "outbox table name"},
+        {info(Column::kSeq).key, CDCFLOW_CONFIG_STRING, info(Column::kSeq).default_name, 0,
          "source position: INTEGER PRIMARY KEY AUTOINCREMENT (never reused after cleanup)"},
-        {"id_column", CDCFLOW_CONFIG_STRING, "id", 0, "event id column"},
-        {"aggregate_type_column", CDCFLOW_CONFIG_STRING, "aggregatetype", 0, "aggregate type column"},
-        {"aggregate_id_column", CDCFLOW_CONFIG_STRING, "aggregateid", 0, "aggregate id column"},
-        {"type_column", CDCFLOW_CONFIG_STRING, "type", 0, "event type column"},
-        {"payload_column", CDCFLOW_CONFIG_STRING, "payload", 0, "JSON payload column"},
-        {"timestamp_column", CDCFLOW_CONFIG_STRING, "timestamp", 0,
+        {info(Column::kId).key, CDCFLOW_CONFIG_STRING, info(Column::kId).default_name, 0, "event id column"},
+        {info(Column::kAggregateType).key, CDCFLOW_CONFIG_STRING, info(Column::kAggregateType).default_name,
+         0, "aggregate type column"},
+        {info(Column::kAggregateId).key, CDCFLOW_CONFIG_STRING, info(Column::kAggregateId).default_name, 0,
+         "aggregate id column"},
+        {info(Column::kType).key, CDCFLOW_CONFIG_STRING, info(Column::kType).default_name, 0,
+         "event type column"},
+        {info(Column::kPayload).key, CDCFLOW_CONFIG_STRING, info(Column::kPayload).default_name, 0,
+         "JSON payload column"},
+        {info(Column::kTimestamp).key, CDCFLOW_CONFIG_STRING, info(Column::kTimestamp).default_name, 0,
          "event time column, microseconds since epoch"},
-        {"version_column", CDCFLOW_CONFIG_STRING, "", 0,
+        {info(Column::kVersion).key, CDCFLOW_CONFIG_STRING, info(Column::kVersion).default_name, 0,
          "optional aggregate version column (INTEGER >= 0 or NULL); the sink then skips an event whose "
          "version "
          "is not above the last one applied for its aggregate. Empty: events carry no version"},
@@ -74,7 +81,7 @@ public:
 
 private:
     void open_reader();
-    // The config key and message for the first missing table or column.
+    // The config key and message for a missing table or column.
     std::optional<std::pair<const char *, std::string>> missing_column();
     void create_schema();
     void prepare();
@@ -86,9 +93,7 @@ private:
 
     // Config.
     std::string path_;
-    std::string table_;
-    std::string seq_col_, id_col_, agg_type_col_, agg_id_col_, type_col_, payload_col_, ts_col_;
-    std::string version_col_; // empty: none
+    outbox::OutboxSchema schema_; // the table and its column names (no version column: empty name)
     int64_t poll_interval_ms_;
     int64_t busy_timeout_ms_;
     int64_t retention_s_;

@@ -2,6 +2,10 @@
 
 #include "accounts.hpp"
 
+#include "base/clock.hpp"
+#include "base/text.hpp"
+#include "base/utf8.hpp"
+
 #include <simdjson.h>
 
 #include <algorithm>
@@ -12,12 +16,6 @@
 namespace cdcflow::projection {
 
 namespace {
-
-int64_t wall_clock_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 const char *const kDeadLettersDdl =
     "CREATE TABLE IF NOT EXISTS dead_letters(seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT, "
@@ -203,10 +201,9 @@ bool ProjectionSink::admissible(const cdcflow_event &e, std::string &reason) con
         {"event type", &cdcflow_event::event_type}};
     for (auto [name, field] : kText) {
         std::string_view v = sv(e.*field);
-        if (simdjson::validate_utf8(v.data(), v.size())) continue;
-        reason.assign(name).append(" is not valid UTF-8: \"");
-        accounts::append_excerpt(reason, v); // the host shows the bad bytes as \xNN
-        reason.push_back('"');
+        if (base::valid_utf8(v)) continue;
+        reason.assign(name).append(" is not valid UTF-8: ");
+        base::append_quoted(reason, v, {'"', 64, true});
         return false;
     }
     if (e.payload.len > static_cast<uint64_t>(max_payload_bytes_)) {
@@ -221,7 +218,7 @@ bool ProjectionSink::admissible(const cdcflow_event &e, std::string &reason) con
 // goes in as a BLOB, which every SQLite client reads back as bytes instead of
 // failing to decode it.
 static void bind_exact(sqlite::Stmt &s, int i, std::string_view v) {
-    if (simdjson::validate_utf8(v.data(), v.size()))
+    if (base::valid_utf8(v))
         s.bind(i, v);
     else
         s.bind_blob(i, v);
@@ -289,7 +286,7 @@ void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
 
 void ProjectionSink::process(cdcflow::Batch &batch) {
     if (batch.empty()) return;
-    const int64_t now = wall_clock_us();
+    const int64_t now = base::wall_us();
     int64_t applied = 0, dead = 0, commit_us = 0;
     try {
         sqlite::Transaction tx(db_);

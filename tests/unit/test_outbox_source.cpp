@@ -108,7 +108,7 @@ TEST_CASE("outbox_source: a missing database, table or column is a clear error a
         db.exec("CREATE TABLE other (x)");
     }
     err = error_of({{"database", path}});
-    CHECK(err.find("no table 'outbox'") != std::string::npos);
+    CHECK(err.find("no table \"outbox\"") != std::string::npos);
     CHECK(err.find(path) != std::string::npos);
 
     {
@@ -117,13 +117,13 @@ TEST_CASE("outbox_source: a missing database, table or column is a clear error a
                 "aggregateid TEXT, type TEXT, timestamp INTEGER)");
     }
     err = error_of({{"database", path}});
-    CHECK(err.find("no column 'payload'") != std::string::npos);
+    CHECK(err.find("no column \"payload\"") != std::string::npos);
     CHECK(err.find("payload_column") != std::string::npos);
     CHECK(err.find(path) != std::string::npos);
 
     // A renamed column is found through its config key.
     err = error_of({{"database", path}, {"payload_column", "body"}});
-    CHECK(err.find("no column 'body'") != std::string::npos);
+    CHECK(err.find("no column \"body\"") != std::string::npos);
 }
 
 TEST_CASE("outbox_source: create_schema creates the table in start(), not in create()") {
@@ -242,7 +242,7 @@ TEST_CASE("outbox_source: version_column carries aggregate versions; a bad one i
     // A configured column that does not exist is an error at create, naming the key.
     std::string err = error_of({{"database", path}, {"version_column", "ver"}});
     CHECK(err.find("version_column") != std::string::npos);
-    CHECK(err.find("has no column 'ver'") != std::string::npos);
+    CHECK(err.find("has no column \"ver\"") != std::string::npos);
 
     // create_schema makes the column when one is configured.
     std::string fresh = dir.file("fresh.db");

@@ -13,10 +13,10 @@
 // Exit codes: 0 every line written or a duplicate; 5 some lines refused;
 // 2 bad command line; 3 bad rules file; 1 database failure (one line on
 // stderr saying which lines are written).
+#include "base/text.hpp" // base::append_quoted: one way to quote untrusted bytes in a reason
 #include "commands.hpp"
 #include "json_type.hpp"
 #include "pipeline.hpp"
-#include "quote.hpp" // rules::append_quoted: one way to quote untrusted bytes in a reason
 
 #include <cdcflow/outbox_writer.hpp>
 #include <cdcflow/rules.hpp>
@@ -402,7 +402,7 @@ public:
                 ++f;
             if (f == kFieldCount) {
                 why->assign("unknown field ");
-                rules::append_quoted(*why, kv.key, '"', 60);
+                base::append_quoted(*why, kv.key, {'"', 60});
                 why->append(" (known: id, aggregatetype, aggregateid, type, payload, timestamp)");
                 return false;
             }
