@@ -16,9 +16,12 @@ bool is_digit(char c) {
     return c >= '0' && c <= '9';
 }
 
-} // namespace
-
-Decimal::ParseError Decimal::parse(std::string_view text, int scale, Decimal *out) noexcept {
+// The one decimal parser; max_integer_digits is kMaxIntegerDigits for
+// parse() and unlimited for parse_within_int64().
+Decimal::ParseError parse_decimal(std::string_view text, int scale, size_t max_integer_digits,
+                                  Decimal *out) noexcept {
+    using ParseError = Decimal::ParseError;
+    constexpr int kMaxScale = Decimal::kMaxScale;
     if (scale < 0 || scale > kMaxScale) return ParseError::kBadScale;
     if (text.empty()) return ParseError::kEmpty;
 
@@ -33,13 +36,13 @@ Decimal::ParseError Decimal::parse(std::string_view text, int scale, Decimal *ou
     if (dot + 1 == text.size()) return ParseError::kNoFractionDigit;
     size_t int_digits = dot;
     size_t frac_digits = dot == text.size() ? 0 : text.size() - dot - 1;
-    // Digit counts first: they bound the loop below and give the precise
-    // reason before any overflow can happen.
+    // Digit counts first: they give the precise reason before any overflow
+    // can happen.
     if (frac_digits > static_cast<size_t>(scale)) return ParseError::kTooManyDecimals;
-    if (int_digits > static_cast<size_t>(kMaxIntegerDigits)) return ParseError::kTooManyIntegerDigits;
+    if (int_digits > max_integer_digits) return ParseError::kTooManyIntegerDigits;
 
-    // At most 15 + 9 digits: accumulate with overflow checks (scales >= 4
-    // can exceed int64 with 15 integer digits).
+    // Accumulate with overflow checks (even 15 integer digits exceed int64
+    // units at scales >= 4).
     int64_t units = 0;
     for (size_t i = 0; i < text.size(); ++i) {
         if (i == dot) continue;
@@ -51,6 +54,16 @@ Decimal::ParseError Decimal::parse(std::string_view text, int scale, Decimal *ou
         return ParseError::kOutOfRange;
     *out = Decimal(units, scale);
     return ParseError::kNone;
+}
+
+} // namespace
+
+Decimal::ParseError Decimal::parse(std::string_view text, int scale, Decimal *out) noexcept {
+    return parse_decimal(text, scale, static_cast<size_t>(kMaxIntegerDigits), out);
+}
+
+Decimal::ParseError Decimal::parse_within_int64(std::string_view text, int scale, Decimal *out) noexcept {
+    return parse_decimal(text, scale, SIZE_MAX, out);
 }
 
 const char *Decimal::describe(ParseError e) noexcept {

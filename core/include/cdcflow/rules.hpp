@@ -95,6 +95,12 @@ public:
     // *out and returns kNone; on failure leaves *out untouched and returns
     // why. Never allocates or throws.
     static ParseError parse(std::string_view text, int scale, Decimal *out) noexcept;
+    // As parse(), but with no limit on the number of integer digits as
+    // written (leading zeros are free): any value whose units fit in int64
+    // at `scale` is read, a larger one is kOutOfRange. For a consumer that
+    // bounds values by size itself (the projection's balance limit) rather
+    // than by how they are written.
+    static ParseError parse_within_int64(std::string_view text, int scale, Decimal *out) noexcept;
     // A short fixed phrase for an error, e.g. "has no digit after '.'".
     static const char *describe(ParseError e) noexcept;
 
