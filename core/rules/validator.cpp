@@ -3,6 +3,7 @@
 // included, which a lazy parse would not), then one pass over the payload's
 // top-level keys. No allocation in the steady state: the padded copy, the
 // parser's tape and the reason string keep their capacity.
+#include "base/utf8.hpp"
 #include "json_type.hpp"
 #include "ruleset_impl.hpp"
 
@@ -123,7 +124,7 @@ bool Validator::check(const EventView &ev, std::string *reason) {
     // stores anything else (the reason shows the bad bytes escaped).
     for (auto [name, text] : {std::pair{"event id", ev.event_id}, std::pair{"aggregate type", ev.aggregate_type},
                               std::pair{"aggregate id", ev.aggregate_id}, std::pair{"event type", ev.event_type}}) {
-        if (simdjson::validate_utf8(text.data(), text.size())) continue;
+        if (base::valid_utf8(text)) continue;
         s.fail(name);
         *s.reason += " is not valid UTF-8: ";
         base::append_quoted(*s.reason, text, {'\''});

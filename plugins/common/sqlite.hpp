@@ -80,6 +80,14 @@ public:
     // The first column of the first row of a query (a PRAGMA, max(...)), or
     // `otherwise` when there is no row or it is NULL.
     int64_t query_int(const std::string &sql, int64_t otherwise = 0);
+    // The journal mode in effect ("wal", "delete", ...).
+    std::string journal_mode() { return query_text("PRAGMA journal_mode"); }
+    // Asks for WAL (readers and the writer then do not block each other) and
+    // returns the mode in effect: the switch needs a moment alone with the
+    // file, so while another connection is busy the old mode stays.
+    std::string switch_to_wal() { return query_text("PRAGMA journal_mode=WAL"); }
+    // The first column of the first row as text ("" when there is none).
+    std::string query_text(const std::string &sql);
 
     [[noreturn]] void fail(int rc, const std::string &msg, std::string_view sql) const {
         std::string s(sql.substr(0, 120));
@@ -202,6 +210,11 @@ inline std::vector<std::string> Db::columns(const std::string &table) {
 inline int64_t Db::query_int(const std::string &sql, int64_t otherwise) {
     Stmt s(*this, sql);
     return s.step() && !s.is_null(0) ? s.int64(0) : otherwise;
+}
+
+inline std::string Db::query_text(const std::string &sql) {
+    Stmt s(*this, sql);
+    return s.step() ? std::string(s.text(0)) : std::string();
 }
 
 // RAII transaction: BEGIN IMMEDIATE (take the write lock up front so a busy

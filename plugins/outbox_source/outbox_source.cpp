@@ -104,10 +104,7 @@ void OutboxSource::create_schema() {
     // WAL: readers (this source) and the application's writers do not block
     // each other. Switching needs a moment alone with the file; if another
     // connection is busy, keep the current mode and say so.
-    sqlite::Stmt wal(db, "PRAGMA journal_mode=WAL");
-    std::string mode = wal.step() ? std::string(wal.text(0)) : std::string();
-    wal.reset();
-    if (mode != "wal")
+    if (std::string mode = db.switch_to_wal(); mode != "wal")
         ctx().warn(sqlite::database_label(path_) + " stays in journal_mode '" + mode +
                    "' (WAL is recommended)");
     db.exec(schema_.create_sql());
@@ -141,9 +138,7 @@ void OutboxSource::start() {
     if (auto bad = missing_column())
         throw Error(CDCFLOW_ERR_CONFIG, std::string(bad->first) + ": " + bad->second);
     if (!create_schema_) {
-        sqlite::Stmt jm(reader_, "PRAGMA journal_mode");
-        std::string mode = jm.step() ? std::string(jm.text(0)) : std::string();
-        if (mode != "wal")
+        if (std::string mode = reader_.journal_mode(); mode != "wal")
             ctx().info(
                 sqlite::database_label(path_) + " is in journal_mode '" + mode +
                 "'; WAL is strongly recommended so that reading the outbox does not block its writers");

@@ -26,11 +26,6 @@ const char *const kCheckpointsDdl = "CREATE TABLE IF NOT EXISTS cdcflow_checkpoi
                                     "TEXT, position INTEGER NOT NULL, "
                                     "updated_at INTEGER, PRIMARY KEY(name, \"partition\"))";
 
-std::string journal_mode(sqlite::Db &db) {
-    sqlite::Stmt s(db, "PRAGMA journal_mode");
-    return s.step() ? std::string(s.text(0)) : std::string();
-}
-
 } // namespace
 
 ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx)
@@ -77,14 +72,14 @@ ProjectionSink::ProjectionSink(const cdcflow::Config &cfg, cdcflow::Context ctx,
     std::error_code ec;
     if (!std::filesystem::exists(path_, ec)) {
         if (!create_schema_)
-            cfg.fail("database", "database '" + path_ + "' does not exist (create_schema is false)");
+            cfg.fail("database", sqlite::database_label(path_) + " does not exist (create_schema is false)");
         return;
     }
     db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
     if (std::string missing = missing_table(); !missing.empty()) {
         if (create_schema_) return; // start() creates it
         cfg.fail("database",
-                 "database '" + path_ + "' has no table '" + missing + "' (create_schema is false)");
+                 sqlite::database_label(path_) + " has no table '" + missing + "' (create_schema is false)");
     }
     prepare(); // every table exists: surface column mismatches now, not mid-run
 }
@@ -128,11 +123,9 @@ void ProjectionSink::start() {
     if (create_schema_) {
         // WAL: the source's reads and this sink's commits do not block each
         // other, and a commit is one sequential append.
-        sqlite::Stmt wal(db_, "PRAGMA journal_mode=WAL");
-        std::string mode = wal.step() ? std::string(wal.text(0)) : std::string();
-        wal = {};
-        if (mode != "wal")
-            ctx().warn("database '" + path_ + "' stays in journal_mode '" + mode + "' (WAL is recommended)");
+        if (std::string mode = db_.switch_to_wal(); mode != "wal")
+            ctx().warn(sqlite::database_label(path_) + " stays in journal_mode '" + mode +
+                       "' (WAL is recommended)");
         // Only when something is missing: a restart then takes no write lock
         // before its first batch.
         if (!missing_table().empty()) {
@@ -142,13 +135,13 @@ void ProjectionSink::start() {
             projection_->create_schema(db_);
             tx.commit();
         }
-    } else if (std::string mode = journal_mode(db_); mode != "wal") {
-        ctx().info("database '" + path_ + "' is in journal_mode '" + mode +
+    } else if (std::string mode = db_.journal_mode(); mode != "wal") {
+        ctx().info(sqlite::database_label(path_) + " is in journal_mode '" + mode +
                    "'; WAL is strongly recommended (readers and this sink then do not block each other)");
     }
     if (!prepared_) prepare();
     if (lease_ && !fence_) fence_ = ownership::Fence(db_, *lease_);
-    if (wal_checkpoint_pages_ > 0 && journal_mode(db_) == "wal")
+    if (wal_checkpoint_pages_ > 0 && db_.journal_mode() == "wal")
         checkpointer_.attach(db_, static_cast<int>(wal_checkpoint_pages_),
                              [c = ctx()](const std::string &m) { c.warn(m); });
 }
@@ -352,7 +345,7 @@ void ProjectionSink::stop() {
     // back and empty it. Best effort: a busy reader just means the next open
     // (or the last connection to close) finishes the job, so do not wait long.
     try {
-        if (db_ && journal_mode(db_) == "wal") {
+        if (db_ && db_.journal_mode() == "wal") {
             sqlite3_busy_timeout(db_.raw(), 200);
             sqlite3_wal_checkpoint_v2(db_.raw(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
         }
