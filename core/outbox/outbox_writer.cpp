@@ -332,14 +332,9 @@ OutboxStatus OutboxWriter::Impl::prepare_schema() {
     }
     const std::string t = schema.quoted_table();
     // OR ABORT: the table's own ON CONFLICT clauses do not apply (see the top).
-    std::string sql = "INSERT OR ABORT INTO ";
-    sql.append(t)
-        .append(" (")
-        .append(schema.column_list(written))
-        .append(") VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-    if (auto st = prepare(sql, &insert); !st.ok()) return st;
+    if (auto st = prepare(schema.insert_sql(written, "INSERT OR ABORT"), &insert); !st.ok()) return st;
     // The rowid is what makes the lookup cheap; a WITHOUT ROWID table has none.
-    sql = "SELECT 1 FROM ";
+    std::string sql = "SELECT 1 FROM ";
     sql.append(t).append(" WHERE rowid = ?1 AND ").append(schema.quoted(Column::kId)).append(" = ?2");
     if (auto st = prepare(sql, &verify); !st.ok()) {
         std::string msg = st.message();

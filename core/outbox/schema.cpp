@@ -35,6 +35,19 @@ std::string OutboxSchema::column_list(std::initializer_list<Column> cols) const 
     return out;
 }
 
+std::string OutboxSchema::insert_sql(std::initializer_list<Column> cols, const char *verb) const {
+    std::string sql = verb;
+    sql.append(" INTO ").append(quoted_table()).append(" (").append(column_list(cols)).append(") VALUES (");
+    int n = 0;
+    for (Column c : cols) {
+        if (!has(c)) continue;
+        if (n > 0) sql.append(", ");
+        sql.append("?").append(std::to_string(++n));
+    }
+    sql.append(")");
+    return sql;
+}
+
 SchemaProblem OutboxSchema::check(sqlite3 *db, std::initializer_list<Column> needed,
                                   std::vector<std::string> *have) const {
     std::vector<std::string> own;

@@ -103,6 +103,10 @@ struct OutboxSchema {
     // '"id", "aggregatetype"' for the given columns (skipping unnamed ones):
     // for SELECT and INSERT lists.
     std::string column_list(std::initializer_list<Column> cols) const;
+    // '<verb> INTO "outbox" ("id", ...) VALUES (?1, ...)' for the given
+    // columns (skipping unnamed ones), bound in that order. verb: "INSERT",
+    // "INSERT OR ABORT"...
+    std::string insert_sql(std::initializer_list<Column> cols, const char *verb = "INSERT") const;
 
     // Checks that the table exists in `db` and has the `needed` columns that
     // are named (matched case-insensitively, as SQLite does). `have`, when

@@ -149,8 +149,12 @@ TEST_CASE("outbox schema: configured names, odd characters and the version colum
           std::vector<std::string>{"my \"events\"_Event Id_idx"});
     CHECK(s.check(m.db).ok());
     CHECK(s.column_list({Column::kSeq, Column::kId, Column::kVersion}) == "\"seq\", \"Event Id\", \"v\"");
+    CHECK(s.insert_sql({Column::kId, Column::kVersion}) ==
+          "INSERT INTO \"my \"\"events\"\"\" (\"Event Id\", \"v\") VALUES (?1, ?2)");
     s.name(Column::kVersion).clear(); // an unnamed column is left out
     CHECK(s.column_list({Column::kSeq, Column::kVersion}) == "\"seq\"");
+    CHECK(s.insert_sql({Column::kId, Column::kVersion, Column::kType}, "INSERT OR ABORT") ==
+          "INSERT OR ABORT INTO \"my \"\"events\"\"\" (\"Event Id\", \"type\") VALUES (?1, ?2)");
 }
 
 TEST_CASE("outbox schema: check finds columns whatever their case") {
