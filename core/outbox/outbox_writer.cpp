@@ -21,10 +21,14 @@
 // its transaction still exists (see write_batch() and append_in_transaction()).
 #include <cdcflow/outbox_writer.hpp>
 
+#include "base/clock.hpp"
+#include "base/text.hpp" // one way to quote untrusted bytes in a message
+#include "base/utf8.hpp"
 #include "circuit_breaker.hpp"
 #include "id_cache.hpp"
 #include "json_type.hpp"
-#include "quote.hpp" // rules::append_quoted: one way to quote untrusted bytes in a reason
+#include "outbox/schema.hpp" // the table, its columns and DDL: shared with the outbox source
+#include "sqlite/sqlite_util.hpp"
 #include "uuid.hpp"
 
 #include <simdjson.h>
@@ -35,7 +39,6 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
-#include <ctime>
 #include <random>
 #include <utility>
 #include <vector>
@@ -44,8 +47,7 @@ namespace cdcflow {
 
 bool OutboxStatus::retryable() const {
     if (code_ == Code::kUnavailable) return true;
-    int primary = sqlite_code_ & 0xff;
-    return code_ == Code::kDbError && (primary == SQLITE_BUSY || primary == SQLITE_LOCKED);
+    return code_ == Code::kDbError && sqlite::is_busy(sqlite_code_);
 }
 
 void AppendResult::set_event_id(std::string_view id) {
@@ -72,27 +74,11 @@ namespace {
 
 using Code = OutboxStatus::Code;
 
-struct StmtDeleter {
-    void operator()(sqlite3_stmt *s) const { sqlite3_finalize(s); }
-};
-using StmtPtr = std::unique_ptr<sqlite3_stmt, StmtDeleter>;
-
-// Names come from options and are never pasted into SQL raw.
-std::string quote_ident(std::string_view name) {
-    std::string out(1, '"');
-    for (char c : name) {
-        if (c == '"') out += '"';
-        out += c;
-    }
-    out += '"';
-    return out;
-}
-
-bool same_name(std::string_view a, std::string_view b) { // SQLite names are ASCII case-insensitive
-    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
-               return (x >= 'A' && x <= 'Z' ? x + 32 : x) == (y >= 'A' && y <= 'Z' ? y + 32 : y);
-           });
-}
+using base::append_text;
+using base::append_utc;
+using base::valid_utf8;
+using sqlite::quote_ident;
+using sqlite::StmtPtr;
 
 // A counter written by the writer's thread and read by metrics() on any
 // thread: a relaxed load + store, no locked instruction on the hot path.
@@ -120,61 +106,6 @@ enum class Inserted : uint8_t {
 
 // Typical payloads never grow the envelope parser's buffers past this.
 constexpr size_t kInitialJsonCapacity = 4096;
-
-// simdjson's validator, behind an ASCII fast path: ids, types and typical
-// payloads are ASCII, and for short strings the dispatch into simdjson costs
-// more than the check (5 fields: 78 ns an event without it, 14 ns with it).
-bool valid_utf8(std::string_view v) {
-    unsigned char any = 0;
-    for (char c : v)
-        any |= static_cast<unsigned char>(c);
-    return any < 0x80 || simdjson::validate_utf8(v.data(), v.size());
-}
-
-// Untrusted text inside a message: SQLite's messages quote the schema (an
-// application's trigger message, constraint and column names), and a file
-// name is any bytes. Verbatim when it is printable valid UTF-8 (between
-// `quote`s when one is given), else escaped and quoted like every value in
-// a reason, so that a message is always one line of valid UTF-8.
-void append_text(std::string &out, std::string_view text, char quote = 0) {
-    const bool printable = std::none_of(text.begin(), text.end(), [](char c) {
-        auto u = static_cast<unsigned char>(c);
-        return u < 0x20 || u == 0x7f;
-    });
-    if (printable && valid_utf8(text)) {
-        if (quote) out += quote;
-        out.append(text);
-        if (quote) out += quote;
-    } else {
-        rules::append_quoted(out, text, quote ? quote : '"', 200);
-    }
-}
-
-// A UTC date for reasons, "2024-05-01T12:00:00Z" (".123456" before the Z
-// when there are microseconds), for every int64_t: a timestamp far outside
-// years 0..9999 is exactly what a reason has to show.
-void append_utc(std::string &out, int64_t us) {
-    int64_t secs = us / 1'000'000, frac = us % 1'000'000; // no overflow at INT64_MIN
-    if (frac < 0) {
-        frac += 1'000'000;
-        --secs;
-    }
-    const time_t t = static_cast<time_t>(secs);
-    std::tm tm{};
-    char buf[64];
-    if (!gmtime_r(&t, &tm) || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm) == 0) {
-        out.append("(not a date)");
-        return;
-    }
-    out.append(buf);
-    if (frac != 0) {
-        char digits[7] = {'.'};
-        for (int i = 6; i >= 1; --i, frac /= 10)
-            digits[i] = static_cast<char>('0' + frac % 10);
-        out.append(digits, sizeof digits);
-    }
-    out += 'Z';
-}
 
 // "now + 1 day", "now + 90 s": the upper end of the timestamp range.
 void append_now_plus(std::string &out, int64_t ms) {
@@ -241,20 +172,11 @@ struct OutboxWriter::Impl {
     }
     int64_t wall_us() const {
         if (opt.wall_us) return opt.wall_us();
-        return std::chrono::duration_cast<std::chrono::microseconds>(
-                   std::chrono::system_clock::now().time_since_epoch())
-            .count();
+        return base::wall_us();
     }
 
     // "database '/path'" (or "the database") for messages.
-    void set_where(std::string_view path) {
-        if (path.empty()) {
-            where = "the database";
-            return;
-        }
-        where = "database ";
-        append_text(where, path, '\'');
-    }
+    void set_where(std::string_view path) { where = sqlite::database_label(path); }
 
     OutboxStatus db_error(int rc, std::string_view doing) {
         std::string msg = where;
@@ -377,87 +299,50 @@ OutboxStatus check_options(const OutboxWriterOptions &o) {
 } // namespace
 
 OutboxStatus OutboxWriter::Impl::prepare_schema() {
-    const std::string t = quote_ident(opt.table);
-    // pragma_table_info resolves the name as SQL does (case-insensitively).
-    auto read_columns = [&](std::vector<std::string> *have) -> OutboxStatus {
-        have->clear();
-        StmtPtr cols;
-        if (auto st = prepare("SELECT name FROM pragma_table_info(?1)", &cols, 0); !st.ok()) return st;
-        sqlite3_bind_text64(cols.get(), 1, opt.table.data(), opt.table.size(), SQLITE_STATIC, SQLITE_UTF8);
-        int rc;
-        while ((rc = sqlite3_step(cols.get())) == SQLITE_ROW)
-            have->emplace_back(reinterpret_cast<const char *>(sqlite3_column_text(cols.get(), 0)));
-        if (rc != SQLITE_DONE)
-            return db_error(sqlite3_extended_errcode(db), "reading the outbox table's columns");
-        return {};
-    };
-    std::vector<std::string> have;
-    if (auto st = read_columns(&have); !st.ok()) return st;
-    if (have.empty()) {
-        if (!opt.create_schema) {
-            std::string msg = where;
-            msg.append(" has no table ");
-            append_text(msg, t);
-            return {Code::kNotFound, std::move(msg)};
-        }
-        auto q = quote_ident;
-        std::string ddl = "CREATE TABLE IF NOT EXISTS ";
-        ddl.append(t).append(" (").append(q(opt.seq_column)).append(" INTEGER PRIMARY KEY AUTOINCREMENT, ");
-        for (const std::string *c : {&opt.id_column, &opt.aggregate_type_column, &opt.aggregate_id_column,
-                                     &opt.type_column, &opt.payload_column})
-            ddl.append(q(*c)).append(" TEXT NOT NULL, ");
-        ddl.append(q(opt.timestamp_column)).append(" INTEGER NOT NULL);\n");
-        // The same index name the outbox source's create_schema uses, so the
-        // two never create two indexes.
-        std::string index_name = opt.table;
-        index_name.append("_").append(opt.id_column).append("_idx");
-        ddl.append("CREATE INDEX IF NOT EXISTS ").append(q(index_name)).append(" ON ").append(t).append(" (");
-        ddl.append(q(opt.id_column)).append(");");
-        if (auto st = exec(ddl.c_str()); !st.ok()) return st;
-        if (auto st = read_columns(&have); !st.ok()) return st;
+    using outbox::Column;
+    using Kind = outbox::SchemaProblem::Kind;
+    outbox::OutboxSchema schema; // no version column: the producer writes none
+    schema.table = opt.table;
+    schema.name(Column::kSeq) = opt.seq_column;
+    schema.name(Column::kId) = opt.id_column;
+    schema.name(Column::kAggregateType) = opt.aggregate_type_column;
+    schema.name(Column::kAggregateId) = opt.aggregate_id_column;
+    schema.name(Column::kType) = opt.type_column;
+    schema.name(Column::kPayload) = opt.payload_column;
+    schema.name(Column::kTimestamp) = opt.timestamp_column;
+    // What the writer fills in, in the INSERT's order. The seq column is the
+    // table's own business (the writer only names it when creating the table).
+    const std::initializer_list<Column> written = {Column::kId,          Column::kAggregateType,
+                                                   Column::kAggregateId, Column::kType,
+                                                   Column::kPayload,     Column::kTimestamp};
+    outbox::SchemaProblem problem = schema.check(db, written);
+    if (problem.kind == Kind::kNoTable && opt.create_schema) {
+        if (auto st = exec(schema.create_sql().c_str()); !st.ok()) return st;
+        problem = schema.check(db, written);
     }
-    const std::pair<const char *, const std::string *> want[] = {
-        {"id_column", &opt.id_column},
-        {"aggregate_type_column", &opt.aggregate_type_column},
-        {"aggregate_id_column", &opt.aggregate_id_column},
-        {"type_column", &opt.type_column},
-        {"payload_column", &opt.payload_column},
-        {"timestamp_column", &opt.timestamp_column},
-    };
-    for (const auto &[key, col] : want) {
-        if (std::any_of(have.begin(), have.end(), [&](const std::string &h) { return same_name(h, *col); }))
-            continue;
-        std::string msg = where;
-        msg.append(": table ");
-        append_text(msg, t);
-        msg.append(" has no column ");
-        append_text(msg, quote_ident(*col));
-        msg.append(" (").append(key).append("; the table has:");
-        for (const std::string &h : have) {
-            msg.append(" ");
-            append_text(msg, h);
-        }
-        msg.append(")");
-        return {Code::kInvalidArgument, std::move(msg)};
+    switch (problem.kind) {
+    case Kind::kNone:
+        break;
+    case Kind::kNoTable:
+        return {Code::kNotFound, where + " " + problem.message};
+    case Kind::kNoColumn:
+        return {Code::kInvalidArgument, where + ": " + problem.message};
+    case Kind::kDbError:
+        return {Code::kDbError, where + ": " + problem.message, problem.sqlite_rc};
     }
+    const std::string t = schema.quoted_table();
     // OR ABORT: the table's own ON CONFLICT clauses do not apply (see the top).
-    std::string sql = "INSERT OR ABORT INTO ";
-    sql.append(t).append(" (");
-    for (const auto &[key, col] : want)
-        sql.append(quote_ident(*col)).append(", ");
-    sql.resize(sql.size() - 2);
-    sql.append(") VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
-    if (auto st = prepare(sql, &insert); !st.ok()) return st;
+    if (auto st = prepare(schema.insert_sql(written, "INSERT OR ABORT"), &insert); !st.ok()) return st;
     // The rowid is what makes the lookup cheap; a WITHOUT ROWID table has none.
-    sql = "SELECT 1 FROM ";
-    sql.append(t).append(" WHERE rowid = ?1 AND ").append(quote_ident(opt.id_column)).append(" = ?2");
+    std::string sql = "SELECT 1 FROM ";
+    sql.append(t).append(" WHERE rowid = ?1 AND ").append(schema.quoted(Column::kId)).append(" = ?2");
     if (auto st = prepare(sql, &verify); !st.ok()) {
         std::string msg = st.message();
         msg.append(": the outbox table must be a rowid table");
         return {Code::kInvalidArgument, std::move(msg)};
     }
     sql = "SELECT 1 FROM ";
-    sql.append(t).append(" WHERE ").append(quote_ident(opt.id_column)).append(" = ?1 LIMIT 1");
+    sql.append(t).append(" WHERE ").append(schema.quoted(Column::kId)).append(" = ?1 LIMIT 1");
     if (auto st = prepare(sql, &has_id); !st.ok()) return st;
     return {};
 }
@@ -483,7 +368,7 @@ bool OutboxWriter::Impl::check(const OutboxEvent &ev, std::string_view id, std::
     for (const auto &[name, text] : texts)
         if (!valid_utf8(text)) {
             why->assign(name).append(" is not valid UTF-8: ");
-            rules::append_quoted(*why, text);
+            base::append_quoted(*why, text);
             return false;
         }
     if (ev.timestamp_us && !check_timestamp(*ev.timestamp_us, why)) return false;
@@ -553,11 +438,8 @@ bool OutboxWriter::Impl::check_payload_json(std::string_view payload, std::strin
 Inserted OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at, std::string_view ai,
                                         std::string_view type, std::string_view payload, int64_t ts) {
     sqlite3_stmt *s = insert.get();
-    // SQLITE_STATIC: the bytes outlive the step (caller's event or the arena);
-    // no copy. A null data() would bind NULL, so never pass one.
-    auto text = [s](int i, std::string_view v) {
-        sqlite3_bind_text64(s, i, v.data() ? v.data() : "", v.size(), SQLITE_STATIC, SQLITE_UTF8);
-    };
+    // No copy: the bytes outlive the step (caller's event or the arena).
+    auto text = [s](int i, std::string_view v) { sqlite::bind_text(s, i, v); };
     text(1, id);
     text(2, at);
     text(3, ai);
@@ -584,7 +466,7 @@ Inserted OutboxWriter::Impl::insert_row(std::string_view id, std::string_view at
     // other columns refuses a new event, which must not pass for written.
     // (Only on this rare path; a UNIQUE id column has an index to probe.)
     s = has_id.get();
-    sqlite3_bind_text64(s, 1, id.data() ? id.data() : "", id.size(), SQLITE_STATIC, SQLITE_UTF8);
+    sqlite::bind_text(s, 1, id);
     rc = sqlite3_step(s);
     if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
         step_rc = sqlite3_extended_errcode(db);
@@ -602,7 +484,7 @@ bool OutboxWriter::Impl::already_written(uint64_t h, std::string_view id) {
     // kPending: is the row still there? (See the top of this file.)
     sqlite3_stmt *s = verify.get();
     sqlite3_bind_int64(s, 1, cache.rowid(h));
-    sqlite3_bind_text64(s, 2, id.data(), id.size(), SQLITE_STATIC, SQLITE_UTF8);
+    sqlite::bind_text(s, 2, id);
     int rc = sqlite3_step(s);
     sqlite3_reset(s);
     if (rc == SQLITE_ROW) {
@@ -774,9 +656,7 @@ OutboxStatus OutboxWriter::open(const std::string &path, OutboxWriterOptions opt
         SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | (options.create_schema ? SQLITE_OPEN_CREATE : 0);
     int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
     if (rc != SQLITE_OK) {
-        std::string msg = "cannot open database ";
-        append_text(msg, path, '\'');
-        msg.append(": ");
+        std::string msg = "cannot open " + sqlite::database_label(path) + ": ";
         append_text(msg, db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
         sqlite3_close(db);
         return {Code::kDbError, std::move(msg), rc};

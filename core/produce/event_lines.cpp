@@ -2,7 +2,7 @@
 #include "event_lines.hpp"
 
 #include "json_type.hpp" // rules::json_type_name: every reason names JSON types alike
-#include "quote.hpp"     // rules::append_quoted: one way to quote untrusted bytes in a reason
+#include "base/text.hpp" // base::append_quoted: one way to quote untrusted bytes in a reason
 
 #include <poll.h>
 #include <unistd.h>
@@ -134,7 +134,7 @@ bool EventLineParser::parse(std::string_view line, OutboxEvent *ev, std::string 
             ++f;
         if (f == kFieldCount) {
             why->assign("unknown field ");
-            rules::append_quoted(*why, kv.key, '"', 60);
+            base::append_quoted(*why, kv.key, {'"', 60});
             why->append(" (known: id, aggregatetype, aggregateid, type, payload, timestamp)");
             return false;
         }

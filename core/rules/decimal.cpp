@@ -12,45 +12,11 @@ constexpr int64_t kPow10[Decimal::kMaxScale + 1] = {
     1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000,
 };
 
-bool is_digit(char c) {
-    return c >= '0' && c <= '9';
-}
-
 } // namespace
 
+// The parser itself is inline in rules.hpp (Decimal::parse_text).
 Decimal::ParseError Decimal::parse(std::string_view text, int scale, Decimal *out) noexcept {
-    if (scale < 0 || scale > kMaxScale) return ParseError::kBadScale;
-    if (text.empty()) return ParseError::kEmpty;
-
-    size_t dot = text.size();
-    for (size_t i = 0; i < text.size(); ++i) {
-        char c = text[i];
-        if (is_digit(c)) continue;
-        if (c != '.' || dot != text.size()) return ParseError::kNotDecimal; // sign, 'e', space, 2nd '.'
-        dot = i;
-    }
-    if (dot == 0) return ParseError::kNoIntegerDigit;
-    if (dot + 1 == text.size()) return ParseError::kNoFractionDigit;
-    size_t int_digits = dot;
-    size_t frac_digits = dot == text.size() ? 0 : text.size() - dot - 1;
-    // Digit counts first: they bound the loop below and give the precise
-    // reason before any overflow can happen.
-    if (frac_digits > static_cast<size_t>(scale)) return ParseError::kTooManyDecimals;
-    if (int_digits > static_cast<size_t>(kMaxIntegerDigits)) return ParseError::kTooManyIntegerDigits;
-
-    // At most 15 + 9 digits: accumulate with overflow checks (scales >= 4
-    // can exceed int64 with 15 integer digits).
-    int64_t units = 0;
-    for (size_t i = 0; i < text.size(); ++i) {
-        if (i == dot) continue;
-        if (__builtin_mul_overflow(units, int64_t{10}, &units) ||
-            __builtin_add_overflow(units, int64_t{text[i] - '0'}, &units))
-            return ParseError::kOutOfRange;
-    }
-    if (__builtin_mul_overflow(units, kPow10[static_cast<size_t>(scale) - frac_digits], &units))
-        return ParseError::kOutOfRange;
-    *out = Decimal(units, scale);
-    return ParseError::kNone;
+    return parse_text(text, scale, static_cast<size_t>(kMaxIntegerDigits), out);
 }
 
 const char *Decimal::describe(ParseError e) noexcept {

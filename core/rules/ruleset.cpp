@@ -31,7 +31,7 @@ std::string printable(std::string_view name) {
     for (char c : name)
         if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) {
             std::string out;
-            append_quoted(out, name, '\'', 200);
+            base::append_quoted(out, name, {'\'', 200});
             return out;
         }
     return std::string(name);
@@ -127,12 +127,12 @@ Bound<Decimal> decimal_bound(const json &j, int scale, const std::string &path) 
     auto err = Decimal::parse(text, scale, &b.value);
     if (err == Decimal::ParseError::kTooManyDecimals) {
         std::string msg;
-        append_quoted(msg, text);
+        base::append_quoted(msg, text);
         fail(path, msg + " has more than " + std::to_string(scale) + " decimals (max_decimals)");
     }
     if (err != Decimal::ParseError::kNone) {
         std::string msg;
-        append_quoted(msg, text);
+        base::append_quoted(msg, text);
         fail(path, msg + " " + Decimal::describe(err));
     }
     return b;

@@ -2,7 +2,7 @@
 // and the hot path (validator.cpp). Private to core/rules.
 #pragma once
 
-#include "quote.hpp"
+#include "base/text.hpp" // base::append_quoted: one way to quote untrusted bytes in a reason
 
 #include <cdcflow/rules.hpp>
 

@@ -3,6 +3,7 @@
 // included, which a lazy parse would not), then one pass over the payload's
 // top-level keys. No allocation in the steady state: the padded copy, the
 // parser's tape and the reason string keep their capacity.
+#include "base/utf8.hpp"
 #include "json_type.hpp"
 #include "ruleset_impl.hpp"
 
@@ -87,7 +88,7 @@ struct Validator::State {
     }
     bool fail_value(const FieldRule &f, std::string_view value, std::string_view why) {
         auto &r = field_reason(f);
-        append_quoted(r, value);
+        base::append_quoted(r, value);
         r += ' ';
         r += why;
         return false;
@@ -123,22 +124,22 @@ bool Validator::check(const EventView &ev, std::string *reason) {
     // stores anything else (the reason shows the bad bytes escaped).
     for (auto [name, text] : {std::pair{"event id", ev.event_id}, std::pair{"aggregate type", ev.aggregate_type},
                               std::pair{"aggregate id", ev.aggregate_id}, std::pair{"event type", ev.event_type}}) {
-        if (simdjson::validate_utf8(text.data(), text.size())) continue;
+        if (base::valid_utf8(text)) continue;
         s.fail(name);
         *s.reason += " is not valid UTF-8: ";
-        append_quoted(*s.reason, text, '\'');
+        base::append_quoted(*s.reason, text, {'\''});
         return false;
     }
     auto it = r.events.find(ev.event_type);
     if (it == r.events.end()) {
         s.fail("unknown event type ");
-        append_quoted(*s.reason, ev.event_type, '\'');
+        base::append_quoted(*s.reason, ev.event_type, {'\''});
         return false;
     }
     if (r.aggregate_types && std::find(r.aggregate_types->begin(), r.aggregate_types->end(),
                                        ev.aggregate_type) == r.aggregate_types->end()) {
         s.fail("aggregate type ");
-        append_quoted(*s.reason, ev.aggregate_type, '\'');
+        base::append_quoted(*s.reason, ev.aggregate_type, {'\''});
         *s.reason += " is not in aggregate_types";
         return false;
     }
@@ -246,14 +247,14 @@ bool Validator::State::check_string(const FieldRule &f, std::string_view s) {
         uint64_t n = too_long ? bytes : code_points(s);
         if (f.min_length && n < f.min_length->value) {
             auto &r = field_reason(f);
-            append_quoted(r, s);
+            base::append_quoted(r, s);
             r += " is shorter than min_length ";
             r += f.min_length->text;
             return false;
         }
         if (f.max_length && n > f.max_length->value) {
             auto &r = field_reason(f);
-            append_quoted(r, s);
+            base::append_quoted(r, s);
             r += " is longer than max_length ";
             r += f.max_length->text;
             return false;
@@ -272,7 +273,7 @@ bool Validator::State::check_string(const FieldRule &f, std::string_view s) {
         }
         if (why) {
             auto &r = field_reason(f);
-            append_quoted(r, s);
+            base::append_quoted(r, s);
             r += why;
             r += f.pattern->text;
             return false;
@@ -286,7 +287,7 @@ bool Validator::State::check_decimal(const FieldRule &f, std::string_view s) {
     auto err = Decimal::parse(s, f.scale, &d);
     if (err == Decimal::ParseError::kTooManyDecimals) {
         auto &r = field_reason(f);
-        append_quoted(r, s);
+        base::append_quoted(r, s);
         r += " has more than ";
         append_num(r, f.scale);
         r += f.scale == 1 ? " decimal" : " decimals";
@@ -304,7 +305,7 @@ bool Validator::State::check_decimal(const FieldRule &f, std::string_view s) {
         b = {"must be < ", &f.dmax_excl->text};
     if (!b.op) return true;
     auto &r = field_reason(f);
-    append_quoted(r, s);
+    base::append_quoted(r, s);
     r += ' ';
     r += b.op;
     r += *b.bound;

@@ -1,14 +1,14 @@
 #include "host_api.hpp"
 
 #include "config_schema.hpp"
-#include "utf8.hpp"
+#include "base/clock.hpp"
+#include "base/text.hpp"
+#include "base/utf8.hpp"
 
 #include <cstdio>
 #include <cstring>
-#include <ctime>
 #include <mutex>
 #include <new>
-#include <sys/time.h>
 
 namespace cdcflow::host {
 
@@ -33,15 +33,9 @@ void log_line(cdcflow_log_level level, const std::string &who, const std::string
     if (level < g_level.load(std::memory_order_relaxed)) return;
     static const char *names[] = {"debug", "info", "warn", "error"};
     int li = level < CDCFLOW_LOG_DEBUG || level > CDCFLOW_LOG_ERROR ? 1 : static_cast<int>(level);
-    timeval tv{};
-    gettimeofday(&tv, nullptr);
-    tm t{};
-    gmtime_r(&tv.tv_sec, &t);
-    char ts[32];
-    std::strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &t);
+    const std::string ts = base::utc(base::wall_us(), base::UtcDigits::kMillis);
     std::lock_guard lock(g_log_mu);
-    std::fprintf(stderr, "%s.%03dZ %-5s [%s] %s\n", ts, static_cast<int>(tv.tv_usec / 1000), names[li],
-                 who.c_str(), msg.c_str());
+    std::fprintf(stderr, "%s %-5s [%s] %s\n", ts.c_str(), names[li], who.c_str(), msg.c_str());
 }
 
 namespace {
@@ -232,12 +226,12 @@ void event_reject(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index, const char
         std::string_view r(reason ? reason : "", reason ? static_cast<size_t>(len) : 0);
         if (r.empty()) {
             e.reject_reason = cdcflow_str{kNoReason, 8};
-        } else if (valid_utf8(r)) {
+        } else if (base::valid_utf8(r)) {
             e.reject_reason = b->arena.copy(cdcflow_str{r.data(), r.size()});
         } else {
             // Reasons are always valid UTF-8 (they quote event bytes): every
             // client can read the dead-letter table.
-            std::string safe = escape_invalid_utf8(r);
+            std::string safe = base::escape_invalid_utf8(r);
             e.reject_reason = b->arena.copy(cdcflow_str{safe.data(), safe.size()});
         }
     } catch (const std::bad_alloc &) {

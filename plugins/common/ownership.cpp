@@ -1,5 +1,7 @@
 #include "common/ownership.hpp"
 
+#include "base/clock.hpp"
+
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
@@ -26,11 +28,7 @@ const char *const kOwnersDdl =
 
 namespace {
 
-int64_t wall_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
+using base::wall_us;
 
 std::string read_first_line(const std::string &path) {
     std::ifstream in(path);
@@ -100,15 +98,6 @@ std::optional<bool> process_alive(const Identity &owner, const Identity &me) {
     return st->start_ticks == owner.start_ticks;            // else the pid was reused
 }
 
-std::string iso_time(int64_t wall_us) {
-    time_t secs = static_cast<time_t>(wall_us / 1000000);
-    tm t{};
-    if (!gmtime_r(&secs, &t)) return "?";
-    char buf[32];
-    std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &t);
-    return buf;
-}
-
 struct Lease::Row {
     int64_t epoch = 0;
     Identity who;
@@ -154,7 +143,8 @@ std::optional<Lease::Row> Lease::read_row() {
 
 std::string Lease::describe(const Row &row) const {
     return key_text_ + " is owned by host '" + row.who.host + "' pid " + std::to_string(row.who.pid) +
-           " (since " + iso_time(row.acquired_at) + ", epoch " + std::to_string(row.epoch) + ")";
+           " (since " + base::utc(row.acquired_at, base::UtcDigits::kSeconds) + ", epoch " +
+           std::to_string(row.epoch) + ")";
 }
 
 Lease::Attempt Lease::try_acquire() {

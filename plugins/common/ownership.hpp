@@ -65,9 +65,6 @@ struct Identity {
 // zombie, or another process that reused the pid, counts as gone.
 std::optional<bool> process_alive(const Identity &owner, const Identity &me);
 
-// "2026-11-30T06:24:12Z" for wall-clock microseconds.
-std::string iso_time(int64_t wall_us);
-
 struct LeaseOptions {
     std::string database; // the SQLite file that holds the checkpoint
     std::string name;     // the checkpoint's name

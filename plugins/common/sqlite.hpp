@@ -1,10 +1,14 @@
-// Small RAII wrapper over the SQLite C API, shared by the SQLite plugins and
-// the producer. Errors throw cdcflow::Error with a one-line message naming
-// the database and the statement; SQLITE_BUSY / SQLITE_LOCKED become
-// CDCFLOW_ERR_RETRY so the host retries the batch with backoff.
+// Small RAII wrapper over the SQLite C API for the SQLite plugins: errors
+// throw cdcflow::Error (the SDK's way of failing a call) with a one-line
+// message naming the database and the statement; SQLITE_BUSY /
+// SQLITE_LOCKED become CDCFLOW_ERR_RETRY so the host retries the batch with
+// backoff. The non-throwing helpers underneath (names, column look-up,
+// result codes) are core/sqlite's, shared with the producer.
 //
 // Thread-safety: a Db and its Stmts belong to one thread.
 #pragma once
+
+#include "sqlite/sqlite_util.hpp"
 
 #include <cdcflow/sdk.hpp>
 
@@ -19,19 +23,7 @@
 namespace cdcflow::sqlite {
 
 inline cdcflow_status status_of(int rc) {
-    int primary = rc & 0xff;
-    return primary == SQLITE_BUSY || primary == SQLITE_LOCKED ? CDCFLOW_ERR_RETRY : CDCFLOW_ERR_IO;
-}
-
-// Quote an identifier for SQL ("my""table"): column and table names come
-// from config and are never pasted in raw.
-inline std::string quote_ident(std::string_view name) {
-    std::string out = "\"";
-    for (char c : name) {
-        if (c == '"') out += '"';
-        out += c;
-    }
-    return out + "\"";
+    return is_busy(rc) ? CDCFLOW_ERR_RETRY : CDCFLOW_ERR_IO;
 }
 
 class Stmt;
@@ -46,7 +38,7 @@ public:
             std::string msg = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
             sqlite3_close(db_);
             db_ = nullptr;
-            throw Error(CDCFLOW_ERR_IO, "cannot open database '" + path + "': " + msg);
+            throw Error(CDCFLOW_ERR_IO, "cannot open " + database_label(path) + ": " + msg);
         }
         sqlite3_extended_result_codes(db_, 1);
         sqlite3_busy_timeout(db_, busy_timeout_ms);
@@ -88,12 +80,20 @@ public:
     // The first column of the first row of a query (a PRAGMA, max(...)), or
     // `otherwise` when there is no row or it is NULL.
     int64_t query_int(const std::string &sql, int64_t otherwise = 0);
+    // The journal mode in effect ("wal", "delete", ...).
+    std::string journal_mode() { return query_text("PRAGMA journal_mode"); }
+    // Asks for WAL (readers and the writer then do not block each other) and
+    // returns the mode in effect: the switch needs a moment alone with the
+    // file, so while another connection is busy the old mode stays.
+    std::string switch_to_wal() { return query_text("PRAGMA journal_mode=WAL"); }
+    // The first column of the first row as text ("" when there is none).
+    std::string query_text(const std::string &sql);
 
     [[noreturn]] void fail(int rc, const std::string &msg, std::string_view sql) const {
         std::string s(sql.substr(0, 120));
         for (char &c : s)
             if (c == '\n') c = ' ';
-        throw Error(status_of(rc), "database '" + path_ + "': " + msg + " (in: " + s + ")");
+        throw Error(status_of(rc), database_label(path_) + ": " + msg + " (in: " + s + ")");
     }
 
 private:
@@ -126,7 +126,7 @@ public:
     // Binds are 1-based. Text is bound without a copy (SQLITE_STATIC): the
     // bytes must stay valid until the statement is reset.
     Stmt &bind(int i, std::string_view v) {
-        check(sqlite3_bind_text64(st_, i, v.data() ? v.data() : "", v.size(), SQLITE_STATIC, SQLITE_UTF8));
+        check(bind_text(st_, i, v));
         return *this;
     }
     Stmt &bind(int i, int64_t v) {
@@ -202,16 +202,19 @@ inline bool Db::has_table(const std::string &table) {
 
 inline std::vector<std::string> Db::columns(const std::string &table) {
     std::vector<std::string> out;
-    Stmt s(*this, "SELECT name FROM pragma_table_info(?1)");
-    s.bind(1, std::string_view(table));
-    while (s.step())
-        out.emplace_back(s.text(0));
+    if (int rc = table_columns(db_, table, &out); rc != SQLITE_OK)
+        fail(rc, sqlite3_errmsg(db_), "SELECT name FROM pragma_table_info(?1)");
     return out;
 }
 
 inline int64_t Db::query_int(const std::string &sql, int64_t otherwise) {
     Stmt s(*this, sql);
     return s.step() && !s.is_null(0) ? s.int64(0) : otherwise;
+}
+
+inline std::string Db::query_text(const std::string &sql) {
+    Stmt s(*this, sql);
+    return s.step() ? std::string(s.text(0)) : std::string();
 }
 
 // RAII transaction: BEGIN IMMEDIATE (take the write lock up front so a busy

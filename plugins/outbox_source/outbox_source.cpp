@@ -1,7 +1,6 @@
 #include "outbox_source.hpp"
 
 #include <algorithm>
-#include <cctype>
 #include <filesystem>
 #include <thread>
 
@@ -10,13 +9,6 @@ namespace cdcflow::outbox {
 namespace {
 
 using std::chrono::milliseconds;
-
-std::string join(const std::vector<std::string> &v) {
-    std::string out;
-    for (const auto &s : v)
-        out += (out.empty() ? "" : ", ") + s;
-    return out;
-}
 
 // The cleanup connection waits only briefly for the write lock: the sink and
 // the application write to the same file, and a cleanup that cannot get in
@@ -41,20 +33,20 @@ std::chrono::steady_clock::duration commit_granule(int64_t retention_s) {
 } // namespace
 
 OutboxSource::OutboxSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
-    : Source(ctx), path_(cfg.database), table_(cfg.table), seq_col_(cfg.seq_column), id_col_(cfg.id_column),
-      agg_type_col_(cfg.aggregate_type_column), agg_id_col_(cfg.aggregate_id_column),
-      type_col_(cfg.type_column), payload_col_(cfg.payload_column), ts_col_(cfg.timestamp_column),
-      version_col_(cfg.version_column), poll_interval_ms_(cfg.poll_interval_ms),
+    : Source(ctx), path_(cfg.database), poll_interval_ms_(cfg.poll_interval_ms),
       busy_timeout_ms_(cfg.busy_timeout_ms), retention_s_(cfg.retention_seconds),
       cleanup_batch_(cfg.cleanup_batch), create_schema_(cfg.create_schema),
       commits_(commit_granule(retention_s_)) {
     // Bounds are the host's (declared in OutboxSourceSettings); emptiness is ours.
-    using S = Settings;
-    if (path_.empty()) cfg.fail(&S::database, "must not be empty");
-    for (std::string S::*key :
-         {&S::table, &S::seq_column, &S::id_column, &S::aggregate_type_column, &S::aggregate_id_column,
-          &S::type_column, &S::payload_column, &S::timestamp_column})
-        if ((cfg.*key).empty()) cfg.fail(key, "must not be empty");
+    if (path_.empty()) cfg.fail(&Settings::database, "must not be empty");
+    if (cfg.table.empty()) cfg.fail(&Settings::table, "must not be empty");
+    schema_.table = cfg.table;
+    for (size_t i = 0; i < kColumnCount; ++i) {
+        schema_.names[i] = cfg.*Settings::kColumnMembers[i];
+        // Only the version column is optional: an empty name means none.
+        if (schema_.names[i].empty() && i != static_cast<size_t>(Column::kVersion))
+            cfg.fail(Settings::kColumnMembers[i], "must not be empty");
+    }
 
     rows_read_ = ctx.counter("rows_read", "outbox rows read");
     polls_ = ctx.counter("polls", "poll calls");
@@ -68,14 +60,14 @@ OutboxSource::OutboxSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Co
     bool exists = std::filesystem::exists(path_, ec);
     if (!exists) {
         if (create_schema_) return;
-        cfg.fail(&Settings::database, "database '" + path_ + "' does not exist");
+        cfg.fail(&Settings::database, sqlite::database_label(path_) + " does not exist");
     }
     open_reader();
-    if (!reader_.has_table(table_)) {
-        if (create_schema_) return;
-        cfg.fail(&Settings::table, "database '" + path_ + "' has no table '" + table_ + "'");
+    if (auto bad = missing_column()) {
+        // start() creates a missing table; a missing column it cannot fix.
+        if (create_schema_ && bad->first == &Settings::table) return;
+        cfg.fail(bad->first, bad->second);
     }
-    if (auto bad = missing_column()) cfg.fail(bad->first, bad->second);
 }
 
 void OutboxSource::open_reader() {
@@ -83,33 +75,22 @@ void OutboxSource::open_reader() {
 }
 
 std::optional<std::pair<std::string OutboxSource::Settings::*, std::string>> OutboxSource::missing_column() {
-    std::vector<std::string> have = reader_.columns(table_);
-    using S = Settings;
-    if (have.empty()) return std::pair(&S::table, "database '" + path_ + "' has no table '" + table_ + "'");
-    const std::pair<std::string S::*, const std::string *> want[] = {
-        {&S::seq_column, &seq_col_},
-        {&S::id_column, &id_col_},
-        {&S::aggregate_type_column, &agg_type_col_},
-        {&S::aggregate_id_column, &agg_id_col_},
-        {&S::type_column, &type_col_},
-        {&S::payload_column, &payload_col_},
-        {&S::timestamp_column, &ts_col_},
-        {&S::version_column, &version_col_}};
-    for (auto &[member, col] : want) {
-        if (col->empty()) continue; // an optional column that is not configured
-        // SQLite identifiers are case-insensitive (ASCII).
-        bool found = std::any_of(have.begin(), have.end(), [&](const std::string &h) {
-            return h.size() == col->size() &&
-                   std::equal(h.begin(), h.end(), col->begin(), [](char a, char b) {
-                       return std::tolower(static_cast<unsigned char>(a)) ==
-                              std::tolower(static_cast<unsigned char>(b));
-                   });
-        });
-        if (!found)
-            return std::pair(member, "database '" + path_ + "': table '" + table_ + "' has no column '" +
-                                         *col + "' (it has: " + join(have) + ")");
+    SchemaProblem p = schema_.check(reader_.raw());
+    const std::string where = sqlite::database_label(path_);
+    switch (p.kind) {
+    case SchemaProblem::Kind::kNone:
+        return std::nullopt;
+    case SchemaProblem::Kind::kNoTable:
+        return std::pair(&Settings::table, where + " " + p.message);
+    case SchemaProblem::Kind::kNoColumn:
+        for (size_t i = 0; i < kColumnCount; ++i)
+            if (std::string_view(kColumns[i].key) == p.key)
+                return std::pair(Settings::kColumnMembers[i], where + ": " + p.message);
+        break;
+    case SchemaProblem::Kind::kDbError:
+        break;
     }
-    return std::nullopt;
+    throw Error(sqlite::status_of(p.sqlite_rc), where + ": " + p.message);
 }
 
 void OutboxSource::create_schema() {
@@ -119,31 +100,22 @@ void OutboxSource::create_schema() {
     // WAL: readers (this source) and the application's writers do not block
     // each other. Switching needs a moment alone with the file; if another
     // connection is busy, keep the current mode and say so.
-    sqlite::Stmt wal(db, "PRAGMA journal_mode=WAL");
-    std::string mode = wal.step() ? std::string(wal.text(0)) : std::string();
-    wal.reset();
-    if (mode != "wal")
-        ctx().warn("database '" + path_ + "' stays in journal_mode '" + mode + "' (WAL is recommended)");
-    auto q = sqlite::quote_ident;
-    db.exec("CREATE TABLE IF NOT EXISTS " + q(table_) + " (" + q(seq_col_) +
-            " INTEGER PRIMARY KEY AUTOINCREMENT, " + q(id_col_) + " TEXT NOT NULL, " + q(agg_type_col_) +
-            " TEXT NOT NULL, " + q(agg_id_col_) + " TEXT NOT NULL, " + q(type_col_) + " TEXT NOT NULL, " +
-            q(payload_col_) + " TEXT NOT NULL, " + q(ts_col_) + " INTEGER NOT NULL" +
-            (version_col_.empty() ? std::string() : ", " + q(version_col_) + " INTEGER") + ")");
-    db.exec("CREATE INDEX IF NOT EXISTS " + q(table_ + "_" + id_col_ + "_idx") + " ON " + q(table_) + " (" +
-            q(id_col_) + ")");
+    if (std::string mode = db.switch_to_wal(); mode != "wal")
+        ctx().warn(sqlite::database_label(path_) + " stays in journal_mode '" + mode +
+                   "' (WAL is recommended)");
+    db.exec(schema_.create_sql());
 }
 
 std::string OutboxSource::select_columns() const {
-    auto q = sqlite::quote_ident;
-    return "SELECT " + q(seq_col_) + ", " + q(id_col_) + ", " + q(agg_type_col_) + ", " + q(agg_id_col_) +
-           ", " + q(type_col_) + ", " + q(payload_col_) + ", " + q(ts_col_) +
-           (version_col_.empty() ? std::string() : ", " + q(version_col_)) + " FROM " + q(table_);
+    // Column order: append_row() takes them by index.
+    return "SELECT " +
+           schema_.column_list({Column::kSeq, Column::kId, Column::kAggregateType, Column::kAggregateId,
+                                Column::kType, Column::kPayload, Column::kTimestamp, Column::kVersion}) +
+           " FROM " + schema_.quoted_table();
 }
 
 void OutboxSource::prepare() {
-    auto q = sqlite::quote_ident;
-    const std::string t = q(table_), seq = q(seq_col_);
+    const std::string t = schema_.quoted_table(), seq = schema_.quoted(Column::kSeq);
     // One statement for every poll: the read transaction it opens ends when
     // it is reset, so a caught-up source never pins the WAL.
     select_ = reader_.prepare(select_columns() + " WHERE " + seq + " > ?1 ORDER BY " + seq + " LIMIT ?2");
@@ -165,11 +137,9 @@ void OutboxSource::start() {
     if (auto bad = missing_column())
         throw Error(CDCFLOW_ERR_CONFIG, std::string(cdcflow::key_of(bad->first)) + ": " + bad->second);
     if (!create_schema_) {
-        sqlite::Stmt jm(reader_, "PRAGMA journal_mode");
-        std::string mode = jm.step() ? std::string(jm.text(0)) : std::string();
-        if (mode != "wal")
+        if (std::string mode = reader_.journal_mode(); mode != "wal")
             ctx().info(
-                "database '" + path_ + "' is in journal_mode '" + mode +
+                sqlite::database_label(path_) + " is in journal_mode '" + mode +
                 "'; WAL is strongly recommended so that reading the outbox does not block its writers");
     }
     prepare();
@@ -208,7 +178,7 @@ bool OutboxSource::append_row(sqlite::Stmt &st, cdcflow::Batch &batch, bool reje
     // would silently turn the check off for the event: reject it.
     bool bad_version = false;
     e.aggregate_version = -1;
-    if (!version_col_.empty()) {
+    if (schema_.has(Column::kVersion)) {
         int type = sqlite3_column_type(st.raw(), 7);
         if (type == SQLITE_INTEGER && st.int64(7) >= 0)
             e.aggregate_version = st.int64(7);
@@ -217,7 +187,8 @@ bool OutboxSource::append_row(sqlite::Stmt &st, cdcflow::Batch &batch, bool reje
     }
     if (!batch.append(e)) return false;
     if (bad_version && reject_bad_version)
-        batch.reject(batch.size() - 1, "column '" + version_col_ + "' is not an integer >= 0 or NULL");
+        batch.reject(batch.size() - 1,
+                     "column '" + schema_.name(Column::kVersion) + "' is not an integer >= 0 or NULL");
     return true;
 }
 
@@ -253,11 +224,10 @@ bool OutboxSource::begin_replay(cdcflow_replay &req, int64_t checkpoint) {
     std::error_code ec;
     if (!std::filesystem::exists(path_, ec)) return false;
     open_reader();
-    if (!reader_.has_table(table_)) return false;
+    if (!reader_.has_table(schema_.table)) return false;
     if (auto bad = missing_column())
         throw Error(CDCFLOW_ERR_CONFIG, std::string(cdcflow::key_of(bad->first)) + ": " + bad->second);
-    auto q = sqlite::quote_ident;
-    const std::string t = q(table_), seq = q(seq_col_);
+    const std::string t = schema_.quoted_table(), seq = schema_.quoted(Column::kSeq);
     // The oldest row up to the checkpoint: one probe of the seq (rowid) index.
     sqlite::Stmt oldest = reader_.prepare("SELECT min(" + seq + ") FROM " + t + " WHERE " + seq + " <= ?1");
     oldest.bind(1, checkpoint);

@@ -12,6 +12,7 @@
 
 #include "commit_timeline.hpp"
 #include "common/sqlite.hpp"
+#include "outbox/schema.hpp"
 
 #include <cdcflow/sdk.hpp>
 
@@ -41,26 +42,28 @@ struct OutboxSourceSettings {
         cdcflow::param("database", &S::database)
             .required()
             .describe("path of the application's SQLite database holding the outbox"),
-        cdcflow::param("table", &S::table).defaults_to("outbox").describe("outbox table name"),
+        cdcflow::param("table", &S::table).defaults_to(kDefaultTable).describe("outbox table name"),
         cdcflow::param("seq_column", &S::seq_column)
-            .defaults_to("seq")
+            .defaults_to(info(Column::kSeq).default_name)
             .describe("source position: INTEGER PRIMARY KEY AUTOINCREMENT (never reused after cleanup)"),
-        cdcflow::param("id_column", &S::id_column).defaults_to("id").describe("event id column"),
+        cdcflow::param("id_column", &S::id_column)
+            .defaults_to(info(Column::kId).default_name).describe("event id column"),
         cdcflow::param("aggregate_type_column", &S::aggregate_type_column)
-            .defaults_to("aggregatetype")
+            .defaults_to(info(Column::kAggregateType).default_name)
             .describe("aggregate type column"),
         cdcflow::param("aggregate_id_column", &S::aggregate_id_column)
-            .defaults_to("aggregateid")
+            .defaults_to(info(Column::kAggregateId).default_name)
             .describe("aggregate id column"),
-        cdcflow::param("type_column", &S::type_column).defaults_to("type").describe("event type column"),
+        cdcflow::param("type_column", &S::type_column)
+            .defaults_to(info(Column::kType).default_name).describe("event type column"),
         cdcflow::param("payload_column", &S::payload_column)
-            .defaults_to("payload")
+            .defaults_to(info(Column::kPayload).default_name)
             .describe("JSON payload column"),
         cdcflow::param("timestamp_column", &S::timestamp_column)
-            .defaults_to("timestamp")
+            .defaults_to(info(Column::kTimestamp).default_name)
             .describe("event time column, microseconds since epoch"),
         cdcflow::param("version_column", &S::version_column)
-            .defaults_to("")
+            .defaults_to(info(Column::kVersion).default_name)
             .describe(
                 "optional aggregate version column (INTEGER >= 0 or NULL); the sink then skips an event "
                 "whose version is not above the last one applied for its aggregate. Empty: events carry "
@@ -92,7 +95,22 @@ struct OutboxSourceSettings {
             .defaults_to("false")
             .describe("create the outbox table and its id index if missing, and switch the database to WAL "
                       "(demos, tests)"));
+
+    // The column keys in the outbox schema's order (outbox/schema.hpp): the
+    // schema module owns the keys' names and defaults, these members hold
+    // what the pipeline set.
+    static constexpr std::string S::*kColumnMembers[kColumnCount] = {
+        &S::seq_column, &S::id_column,      &S::aggregate_type_column, &S::aggregate_id_column,
+        &S::type_column, &S::payload_column, &S::timestamp_column,      &S::version_column};
 };
+
+// The keys this stage declares are the schema module's, in its order.
+static_assert([] {
+    for (size_t i = 0; i < kColumnCount; ++i)
+        if (std::string_view(cdcflow::key_of(OutboxSourceSettings::kColumnMembers[i])) != kColumns[i].key)
+            return false;
+    return std::string_view(cdcflow::key_of(&OutboxSourceSettings::table)) == "table";
+}());
 
 class OutboxSource : public cdcflow::Source {
 public:
@@ -145,9 +163,7 @@ private:
 
     // Config.
     std::string path_;
-    std::string table_;
-    std::string seq_col_, id_col_, agg_type_col_, agg_id_col_, type_col_, payload_col_, ts_col_;
-    std::string version_col_; // empty: none
+    outbox::OutboxSchema schema_; // the table and its column names (no version column: empty name)
     int64_t poll_interval_ms_;
     int64_t busy_timeout_ms_;
     int64_t retention_s_;

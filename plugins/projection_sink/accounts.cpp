@@ -2,6 +2,8 @@
 
 #include "money.hpp"
 
+#include "base/text.hpp"
+
 #include <simdjson.h>
 
 #include <cstring>
@@ -28,12 +30,15 @@ bool reject(std::string &reason, std::string_view a, std::string_view b = {}, st
     return false;
 }
 
+// Values and account ids in reasons: readable (UTF-8 kept), one line, short.
+constexpr base::Quoting kValueQuoting{'"', 64, true};
+constexpr base::Quoting kAccountIdQuoting{0, 128, true};
+
 bool reject_quoted(std::string &reason, std::string_view before, std::string_view value,
                    std::string_view after = {}) {
-    reason.clear();
-    reason.append(before).push_back('"');
-    append_excerpt(reason, value);
-    reason.append("\"").append(after);
+    reason.assign(before);
+    base::append_quoted(reason, value, kValueQuoting);
+    reason.append(after);
     return false;
 }
 
@@ -99,22 +104,6 @@ bool is_currency(std::string_view s) {
 }
 
 } // namespace
-
-void append_excerpt(std::string &out, std::string_view s, size_t max_bytes) {
-    size_t n = s.size();
-    bool cut = n > max_bytes;
-    if (cut) {
-        n = max_bytes;
-        // Do not split a UTF-8 sequence: back up over continuation bytes.
-        while (n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
-            --n;
-    }
-    for (size_t i = 0; i < n; ++i) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        out.push_back(c < 0x20 || c == 0x7f ? '?' : static_cast<char>(c));
-    }
-    if (cut) out.append("...");
-}
 
 struct CommandParser::Impl {
     od::parser parser;
@@ -233,7 +222,7 @@ bool apply_rules(const Command &cmd, std::string_view account_id, int64_t timest
     auto account_reason = [&](std::string_view what) {
         reason.clear();
         reason.append("account ");
-        append_excerpt(reason, account_id, 128);
+        base::append_quoted(reason, account_id, kAccountIdQuoting);
         reason.append(what);
         return false;
     };
@@ -275,7 +264,7 @@ bool apply_rules(const Command &cmd, std::string_view account_id, int64_t timest
         if (balance != 0) {
             reason.clear();
             reason.append("cannot close account ");
-            append_excerpt(reason, account_id, 128);
+            base::append_quoted(reason, account_id, kAccountIdQuoting);
             reason.append(" with balance ");
             append_money(reason, balance);
             return false;

@@ -67,8 +67,4 @@ private:
 bool apply_rules(const Command &cmd, std::string_view account_id, int64_t timestamp_us, Account &acct,
                  std::string &reason);
 
-// Appends s to out for a human-readable reason: at most max_bytes (cut on a
-// UTF-8 boundary, then "..."), control characters shown as '?'.
-void append_excerpt(std::string &out, std::string_view s, size_t max_bytes = 64);
-
 } // namespace cdcflow::projection::accounts

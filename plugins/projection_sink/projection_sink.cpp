@@ -2,6 +2,10 @@
 
 #include "accounts.hpp"
 
+#include "base/clock.hpp"
+#include "base/text.hpp"
+#include "base/utf8.hpp"
+
 #include <simdjson.h>
 
 #include <algorithm>
@@ -13,12 +17,6 @@ namespace cdcflow::projection {
 
 namespace {
 
-int64_t wall_clock_us() {
-    return std::chrono::duration_cast<std::chrono::microseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
-
 const char *const kDeadLettersDdl =
     "CREATE TABLE IF NOT EXISTS dead_letters(seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT, "
     "aggregatetype TEXT, aggregateid TEXT, type TEXT, payload TEXT, source_position TEXT, stage TEXT, "
@@ -27,11 +25,6 @@ const char *const kDeadLettersDdl =
 const char *const kCheckpointsDdl = "CREATE TABLE IF NOT EXISTS cdcflow_checkpoints(name TEXT, \"partition\" "
                                     "TEXT, position INTEGER NOT NULL, "
                                     "updated_at INTEGER, PRIMARY KEY(name, \"partition\"))";
-
-std::string journal_mode(sqlite::Db &db) {
-    sqlite::Stmt s(db, "PRAGMA journal_mode");
-    return s.step() ? std::string(s.text(0)) : std::string();
-}
 
 } // namespace
 
@@ -68,14 +61,14 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
     std::error_code ec;
     if (!std::filesystem::exists(path_, ec)) {
         if (!create_schema_)
-            cfg.fail(&Settings::database, "database '" + path_ + "' does not exist (create_schema is false)");
+            cfg.fail(&Settings::database, sqlite::database_label(path_) + " does not exist (create_schema is false)");
         return;
     }
     db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
     if (std::string missing = missing_table(); !missing.empty()) {
         if (create_schema_) return; // start() creates it
         cfg.fail(&Settings::database,
-                 "database '" + path_ + "' has no table '" + missing + "' (create_schema is false)");
+                 sqlite::database_label(path_) + " has no table '" + missing + "' (create_schema is false)");
     }
     prepare(); // every table exists: surface column mismatches now, not mid-run
 }
@@ -119,11 +112,9 @@ void ProjectionSink::start() {
     if (create_schema_) {
         // WAL: the source's reads and this sink's commits do not block each
         // other, and a commit is one sequential append.
-        sqlite::Stmt wal(db_, "PRAGMA journal_mode=WAL");
-        std::string mode = wal.step() ? std::string(wal.text(0)) : std::string();
-        wal = {};
-        if (mode != "wal")
-            ctx().warn("database '" + path_ + "' stays in journal_mode '" + mode + "' (WAL is recommended)");
+        if (std::string mode = db_.switch_to_wal(); mode != "wal")
+            ctx().warn(sqlite::database_label(path_) + " stays in journal_mode '" + mode +
+                       "' (WAL is recommended)");
         // Only when something is missing: a restart then takes no write lock
         // before its first batch.
         if (!missing_table().empty()) {
@@ -133,13 +124,13 @@ void ProjectionSink::start() {
             projection_->create_schema(db_);
             tx.commit();
         }
-    } else if (std::string mode = journal_mode(db_); mode != "wal") {
-        ctx().info("database '" + path_ + "' is in journal_mode '" + mode +
+    } else if (std::string mode = db_.journal_mode(); mode != "wal") {
+        ctx().info(sqlite::database_label(path_) + " is in journal_mode '" + mode +
                    "'; WAL is strongly recommended (readers and this sink then do not block each other)");
     }
     if (!prepared_) prepare();
     if (lease_ && !fence_) fence_ = ownership::Fence(db_, *lease_);
-    if (wal_checkpoint_pages_ > 0 && journal_mode(db_) == "wal")
+    if (wal_checkpoint_pages_ > 0 && db_.journal_mode() == "wal")
         checkpointer_.attach(db_, static_cast<int>(wal_checkpoint_pages_),
                              [c = ctx()](const std::string &m) { c.warn(m); });
 }
@@ -192,10 +183,9 @@ bool ProjectionSink::admissible(const cdcflow_event &e, std::string &reason) con
         {"event type", &cdcflow_event::event_type}};
     for (auto [name, field] : kText) {
         std::string_view v = sv(e.*field);
-        if (simdjson::validate_utf8(v.data(), v.size())) continue;
-        reason.assign(name).append(" is not valid UTF-8: \"");
-        accounts::append_excerpt(reason, v); // the host shows the bad bytes as \xNN
-        reason.push_back('"');
+        if (base::valid_utf8(v)) continue;
+        reason.assign(name).append(" is not valid UTF-8: ");
+        base::append_quoted(reason, v, {'"', 64, true});
         return false;
     }
     if (e.payload.len > static_cast<uint64_t>(max_payload_bytes_)) {
@@ -210,7 +200,7 @@ bool ProjectionSink::admissible(const cdcflow_event &e, std::string &reason) con
 // goes in as a BLOB, which every SQLite client reads back as bytes instead of
 // failing to decode it.
 static void bind_exact(sqlite::Stmt &s, int i, std::string_view v) {
-    if (simdjson::validate_utf8(v.data(), v.size()))
+    if (base::valid_utf8(v))
         s.bind(i, v);
     else
         s.bind_blob(i, v);
@@ -278,7 +268,7 @@ void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
 
 void ProjectionSink::process(cdcflow::Batch &batch) {
     if (batch.empty()) return;
-    const int64_t now = wall_clock_us();
+    const int64_t now = base::wall_us();
     int64_t applied = 0, dead = 0, commit_us = 0;
     try {
         sqlite::Transaction tx(db_);
@@ -346,7 +336,7 @@ void ProjectionSink::stop() {
     // back and empty it. Best effort: a busy reader just means the next open
     // (or the last connection to close) finishes the job, so do not wait long.
     try {
-        if (db_ && journal_mode(db_) == "wal") {
+        if (db_ && db_.journal_mode() == "wal") {
             sqlite3_busy_timeout(db_.raw(), 200);
             sqlite3_wal_checkpoint_v2(db_.raw(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
         }

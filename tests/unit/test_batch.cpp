@@ -103,7 +103,7 @@ TEST_CASE("host api: a rejection reason is stored as valid UTF-8, the bad bytes 
     const std::string bad = "unknown event type \"Money\xff\xfe\" (caf\xc3\xa9 ok, cut \xe2\x82)";
     api->event_reject(&ctx, &raw, 0, bad.data(), bad.size());
     CHECK(std::string(raw.events[0].reject_reason.data, raw.events[0].reject_reason.len) ==
-          "unknown event type \"Money\\xFF\\xFE\" (caf\xc3\xa9 ok, cut \\xE2\\x82)");
+          "unknown event type \"Money\\xff\\xfe\" (caf\xc3\xa9 ok, cut \\xe2\\x82)");
     const std::string good = "owner \"Zo\xc3\xab\" is fine";
     api->event_reject(&ctx, &raw, 1, good.data(), good.size());
     CHECK(std::string(raw.events[1].reject_reason.data, raw.events[1].reject_reason.len) == good);

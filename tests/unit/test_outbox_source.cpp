@@ -4,6 +4,8 @@
 #include "common/sqlite.hpp"
 #include "outbox_source/outbox_source.hpp"
 
+#include <cdcflow/outbox_writer.hpp>
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -108,7 +110,7 @@ TEST_CASE("outbox_source: a missing database, table or column is a clear error a
         db.exec("CREATE TABLE other (x)");
     }
     err = error_of({{"database", path}});
-    CHECK(err.find("no table 'outbox'") != std::string::npos);
+    CHECK(err.find("no table \"outbox\"") != std::string::npos);
     CHECK(err.find(path) != std::string::npos);
 
     {
@@ -117,13 +119,13 @@ TEST_CASE("outbox_source: a missing database, table or column is a clear error a
                 "aggregateid TEXT, type TEXT, timestamp INTEGER)");
     }
     err = error_of({{"database", path}});
-    CHECK(err.find("no column 'payload'") != std::string::npos);
+    CHECK(err.find("no column \"payload\"") != std::string::npos);
     CHECK(err.find("payload_column") != std::string::npos);
     CHECK(err.find(path) != std::string::npos);
 
     // A renamed column is found through its config key.
     err = error_of({{"database", path}, {"payload_column", "body"}});
-    CHECK(err.find("no column 'body'") != std::string::npos);
+    CHECK(err.find("no column \"body\"") != std::string::npos);
 }
 
 TEST_CASE("outbox_source: create_schema creates the table in start(), not in create()") {
@@ -139,6 +141,53 @@ TEST_CASE("outbox_source: create_schema creates the table in start(), not in cre
     sqlite::Stmt jm(db, "PRAGMA journal_mode");
     REQUIRE(jm.step());
     CHECK(jm.text(0) == "wal");
+}
+
+TEST_CASE("outbox_source: a table made by the producer is read; columns match whatever their case") {
+    TempDir dir("os_shared");
+    std::string path = dir.file("app.db");
+    {
+        // The producer creates the table through the same schema module.
+        cdcflow::OutboxWriterOptions o;
+        o.create_schema = true;
+        std::unique_ptr<cdcflow::OutboxWriter> w;
+        REQUIRE(cdcflow::OutboxWriter::open(path, o, &w).ok());
+        cdcflow::OutboxEvent e;
+        e.id = "e1";
+        e.aggregate_type = "Account";
+        e.aggregate_id = "acc-1";
+        e.type = "AccountCreated";
+        e.payload = R"({"owner":"Ada","currency":"EUR"})";
+        e.timestamp_us = 1'700'000'000'000'000;
+        REQUIRE(w->append(e).status.ok());
+        REQUIRE(w->flush().ok());
+    }
+    {
+        // The source's create_schema finds it there and adds no second index.
+        Source s({{"database", path}, {"create_schema", true}});
+        s.src->start();
+        cdcflow_batch b(10);
+        REQUIRE(s.poll(b) == std::vector<int64_t>{1});
+        CHECK(cdcflow::sv(b.events[0].event_id) == "e1");
+        s.src->stop();
+    }
+    sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+    CHECK(db.query_int("SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'") ==
+          1);
+
+    // Columns written in another case are the same columns to SQLite.
+    std::string upper = dir.file("upper.db");
+    sqlite::Db u(upper, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    u.exec("CREATE TABLE Outbox (SEQ INTEGER PRIMARY KEY AUTOINCREMENT, ID TEXT, AggregateType TEXT, "
+           "AggregateId TEXT, TYPE TEXT, Payload TEXT, TimeStamp INTEGER, Ver INTEGER)");
+    u.exec("INSERT INTO Outbox (ID, AggregateType, AggregateId, TYPE, Payload, TimeStamp, Ver) "
+           "VALUES ('x1', 'Account', 'acc-2', 'AccountClosed', '{}', 5, 3)");
+    Source s({{"database", upper}, {"version_column", "VER"}});
+    s.src->start();
+    cdcflow_batch b(10);
+    REQUIRE(s.poll(b) == std::vector<int64_t>{1});
+    CHECK(cdcflow::sv(b.events[0].event_id) == "x1");
+    CHECK(b.events[0].aggregate_version == 3);
 }
 
 TEST_CASE("outbox_source: reads batches in seq order and is exhausted at the end") {
@@ -242,7 +291,7 @@ TEST_CASE("outbox_source: version_column carries aggregate versions; a bad one i
     // A configured column that does not exist is an error at create, naming the key.
     std::string err = error_of({{"database", path}, {"version_column", "ver"}});
     CHECK(err.find("version_column") != std::string::npos);
-    CHECK(err.find("has no column 'ver'") != std::string::npos);
+    CHECK(err.find("has no column \"ver\"") != std::string::npos);
 
     // create_schema makes the column when one is configured.
     std::string fresh = dir.file("fresh.db");

@@ -258,14 +258,17 @@ TEST_CASE("accounts: text is kept verbatim; reasons quote it safely") {
     CHECK(d.apply("z", "MoneyDeposited", "{\"amount\":\"1\",\"x\":\"\xff\xfe\"}")
               .rfind("payload is not valid JSON", 0) == 0);
     // Control characters and long values are tamed in reasons.
-    CHECK(d.apply("z", "Bad\nType", "{}") == "unknown event type \"Bad?Type\"");
+    CHECK(d.apply("z", "Bad\nType", "{}") == "unknown event type \"Bad\\x0aType\"");
     std::string reason = d.apply("z", std::string(500, 'T'), "{}");
     CHECK(reason.size() < 100);
     CHECK(reason.find("...") != std::string::npos);
     // A cut never splits a UTF-8 sequence.
-    std::string out;
-    acc::append_excerpt(out, std::string(63, 'a') + "é", 64);
-    CHECK(out == std::string(63, 'a') + "...");
+    reason = d.apply(std::string(60, 'a') + "\xc3\xa9\xc3\xa9", "MoneyDeposited", R"({"amount":"1"})");
+    CHECK(reason == "account " + std::string(60, 'a') + "\xc3\xa9\xc3\xa9 does not exist");
+    reason = d.apply("z", "MoneyDeposited", "{\"amount\":\"" + std::string(63, '9') + "\xc3\xa9\"}");
+    CHECK(reason == "invalid amount \"" + std::string(63, '9') +
+                        "...\": expected digits with at most 2 "
+                        "decimals, e.g. \"12.34\"");
 }
 
 TEST_CASE("accounts: a 10 MB payload is parsed (and its memory let go afterwards)") {
@@ -702,7 +705,8 @@ TEST_CASE("projection_sink: SQL metacharacters are stored verbatim; invalid UTF-
     auto dl = dead_letters(db);
     REQUIRE(dl.size() == 3);
     CHECK(dl[0].aggregateid == bad_utf8); // the original bytes...
-    CHECK(dl[0].reason == "aggregate id is not valid UTF-8: \"acc-\\xFF\\xFE\"'\""); // ...and a UTF-8 reason
+    CHECK(dl[0].reason ==
+          "aggregate id is not valid UTF-8: \"acc-\\xff\\xfe\\\"'\""); // ...and a UTF-8 reason
     CHECK(db.query_int("SELECT count(*) FROM dead_letters WHERE typeof(aggregateid) = 'blob'") == 1);
     CHECK(db.query_int("SELECT count(*) FROM dead_letters WHERE typeof(reason) = 'text'") == 3);
     CHECK(dl[1].payload == huge); // kept whole, never parsed (over max_payload_bytes)
@@ -711,7 +715,7 @@ TEST_CASE("projection_sink: SQL metacharacters are stored verbatim; invalid UTF-
     CHECK(dl[2].event_id == "id'\"; --");
     CHECK(dl[2].type == "Money\"Deposited'");
     CHECK(dl[2].source_position == "topic/3@4");
-    CHECK(dl[2].reason == "unknown event type \"Money\"Deposited'\"");
+    CHECK(dl[2].reason == "unknown event type \"Money\\\"Deposited'\"");
     // Checkpoints per partition.
     auto cp = s.checkpoint();
     std::sort(cp.begin(), cp.end());

@@ -138,6 +138,43 @@ TEST_CASE("Decimal::parse rejects everything else without touching the output") 
     CHECK(d.units() == INT64_MAX);
 }
 
+TEST_CASE("Decimal::parse_within_int64 bounds by value, not by digits written; same syntax and precedence") {
+    struct Case {
+        const char *text;
+        int scale;
+        PE bounded;   // Decimal::parse
+        PE unbounded; // Decimal::parse_within_int64
+        int64_t units;
+    };
+    for (Case c : {
+             // Leading zeros are free; 17 integer digits fit in int64 cents.
+             Case{"0000000000000001", 2, PE::kTooManyIntegerDigits, PE::kNone, 100},
+             Case{"000000000000000000000000009", 0, PE::kTooManyIntegerDigits, PE::kNone, 9},
+             Case{"92233720368547758.07", 2, PE::kTooManyIntegerDigits, PE::kNone, INT64_MAX},
+             Case{"92233720368547758.08", 2, PE::kTooManyIntegerDigits, PE::kOutOfRange, 0},
+             // Around the unchecked fast path's end (18 digits) and uint64's wrap (20 digits).
+             Case{"999999999999999999", 0, PE::kTooManyIntegerDigits, PE::kNone, 999999999999999999},
+             Case{"9223372036854775807", 0, PE::kTooManyIntegerDigits, PE::kNone, INT64_MAX},
+             Case{"9223372036854775808", 0, PE::kTooManyIntegerDigits, PE::kOutOfRange, 0},
+             Case{"18446744073709551616", 0, PE::kTooManyIntegerDigits, PE::kOutOfRange, 0},
+             // The syntax comes first, then the decimals, then the size.
+             Case{"99999999999999999999x", 2, PE::kNotDecimal, PE::kNotDecimal, 0},
+             Case{"99999999999999999999.999", 2, PE::kTooManyDecimals, PE::kTooManyDecimals, 0},
+             Case{".5x", 2, PE::kNotDecimal, PE::kNotDecimal, 0},
+             Case{"1.2.", 2, PE::kNotDecimal, PE::kNotDecimal, 0},
+             Case{".", 2, PE::kNoIntegerDigit, PE::kNoIntegerDigit, 0},
+             Case{"1.", 2, PE::kNoFractionDigit, PE::kNoFractionDigit, 0},
+             Case{"12.34", 2, PE::kNone, PE::kNone, 1234},
+         }) {
+        INFO(c.text, " scale ", c.scale);
+        Decimal d(42, 1);
+        CHECK(Decimal::parse(c.text, c.scale, &d) == c.bounded);
+        Decimal u(42, 1);
+        CHECK(Decimal::parse_within_int64(c.text, c.scale, &u) == c.unbounded);
+        CHECK(u == (c.unbounded == PE::kNone ? Decimal(c.units, c.scale) : Decimal(42, 1)));
+    }
+}
+
 TEST_CASE("Decimal::format writes exactly scale decimals and round-trips") {
     CHECK(Decimal(1230, 2).to_string() == "12.30");
     CHECK(Decimal(5, 2).to_string() == "0.05");

@@ -12,6 +12,7 @@
 // Exit codes: 0 every line written or a duplicate; 5 some lines refused;
 // 2 bad command line; 3 bad rules file; 1 database failure (one line on
 // stderr saying which lines are written).
+#include "base/text.hpp" // base::append_quoted: one way to quote untrusted bytes in a reason
 #include "commands.hpp"
 #include "producer.hpp"
 #include "rules_file.hpp"

@@ -39,10 +39,10 @@
 //
 // Besides the payload, an event's envelope is checked: event id and aggregate
 // id non-empty, all four envelope strings valid UTF-8, event type listed under
-// `events`, aggregate type listed under `aggregate_types` when that is given. The payload must be a JSON object
-// (valid UTF-8, nesting at most 1024 deep, at most max_payload_bytes bytes;
-// default 1 MiB, which bounds the parser's memory at about 14 bytes per
-// payload byte). A payload key that a rule names may appear only once.
+// `events`, aggregate type listed under `aggregate_types` when that is given. The payload must be a JSON
+// object (valid UTF-8, nesting at most 1024 deep, at most max_payload_bytes bytes; default 1 MiB, which
+// bounds the parser's memory at about 14 bytes per payload byte). A payload key that a rule names may appear
+// only once.
 #pragma once
 
 #include <compare>
@@ -95,6 +95,15 @@ public:
     // *out and returns kNone; on failure leaves *out untouched and returns
     // why. Never allocates or throws.
     static ParseError parse(std::string_view text, int scale, Decimal *out) noexcept;
+    // As parse(), but with no limit on the number of integer digits as
+    // written (leading zeros are free): any value whose units fit in int64
+    // at `scale` is read, a larger one is kOutOfRange. For a consumer that
+    // bounds values by size itself (the projection's balance limit) rather
+    // than by how they are written.
+    // Inline: the projection parses every amount with it on its hot path.
+    static ParseError parse_within_int64(std::string_view text, int scale, Decimal *out) noexcept {
+        return parse_text(text, scale, SIZE_MAX, out);
+    }
     // A short fixed phrase for an error, e.g. "has no digit after '.'".
     static const char *describe(ParseError e) noexcept;
 
@@ -122,9 +131,65 @@ public:
     std::string to_string() const;
 
 private:
+    // The one decimal parser behind parse() and parse_within_int64(), see
+    // there; max_integer_digits is kMaxIntegerDigits or unlimited.
+    static ParseError parse_text(std::string_view text, int scale, size_t max_integer_digits,
+                                 Decimal *out) noexcept;
+
     int64_t units_ = 0;
     int scale_ = 0;
 };
+
+// One pass over the text without overflow checks while there are at most 18
+// digits (10^18 < 2^63); longer text is summed again with checks. The errors
+// come in the order of precedence of ParseError: the syntax first, then the
+// digit counts, then the range.
+inline Decimal::ParseError Decimal::parse_text(std::string_view text, int scale, size_t max_integer_digits,
+                                               Decimal *out) noexcept {
+    constexpr size_t kSafeDigits = 18;
+    constexpr int64_t kPow10[kMaxScale + 1] = {1,      10,      100,      1000,      10000,
+                                               100000, 1000000, 10000000, 100000000, 1000000000};
+    auto is_digit = [](char c) { return static_cast<unsigned char>(c - '0') <= 9; };
+    if (scale < 0 || scale > kMaxScale) return ParseError::kBadScale;
+    if (text.empty()) return ParseError::kEmpty;
+
+    const char *p = text.data();
+    const size_t n = text.size();
+    uint64_t sum = 0; // exact while there are at most kSafeDigits digits
+    size_t i = 0;
+    for (; i < n && is_digit(p[i]); ++i)
+        sum = sum * 10 + static_cast<uint64_t>(p[i] - '0');
+    const size_t int_digits = i;
+    size_t frac_digits = 0;
+    if (i < n) {
+        if (p[i] != '.') return ParseError::kNotDecimal; // sign, 'e', space...
+        const size_t start = ++i;
+        for (; i < n && is_digit(p[i]); ++i)
+            sum = sum * 10 + static_cast<uint64_t>(p[i] - '0');
+        if (i < n) return ParseError::kNotDecimal; // a second '.', or any other character
+        if (int_digits == 0) return ParseError::kNoIntegerDigit;
+        frac_digits = i - start;
+        if (frac_digits == 0) return ParseError::kNoFractionDigit;
+    }
+    if (frac_digits > static_cast<size_t>(scale)) return ParseError::kTooManyDecimals;
+    if (int_digits > max_integer_digits) return ParseError::kTooManyIntegerDigits;
+
+    int64_t units = static_cast<int64_t>(sum);
+    if (int_digits + frac_digits > kSafeDigits) {
+        // Leading zeros, or a value near or past the range: check every step.
+        units = 0;
+        for (size_t k = 0; k < n; ++k) {
+            if (p[k] == '.') continue;
+            if (__builtin_mul_overflow(units, int64_t{10}, &units) ||
+                __builtin_add_overflow(units, int64_t{p[k] - '0'}, &units))
+                return ParseError::kOutOfRange;
+        }
+    }
+    if (__builtin_mul_overflow(units, kPow10[static_cast<size_t>(scale) - frac_digits], &units))
+        return ParseError::kOutOfRange;
+    *out = Decimal(units, scale);
+    return ParseError::kNone;
+}
 
 // The parts of an event the rules look at. Borrowed; nothing is copied.
 struct EventView {
