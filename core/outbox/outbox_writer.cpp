@@ -45,11 +45,6 @@
 
 namespace cdcflow {
 
-bool OutboxStatus::retryable() const {
-    if (code_ == Code::kUnavailable) return true;
-    return code_ == Code::kDbError && sqlite::is_busy(sqlite_code_);
-}
-
 void AppendResult::set_event_id(std::string_view id) {
     id_len_ = id.size();
     if (id.size() <= kInlineId)

@@ -320,21 +320,21 @@ const KeySpec *find_key(const PluginSchema &schema, std::string_view name) {
 Result<std::vector<KeySpec>> keys_from_params(const cdcflow_config_param *params, uint32_t count) {
     std::vector<KeySpec> keys;
     if (count == 0) return keys;
-    if (!params) return Status::error("config_param_count without config_params");
-    if (count > kMaxKeys) return Status::error("too many config keys (the limit is 1024)");
+    if (!params) return Status::Config("config_param_count without config_params");
+    if (count > kMaxKeys) return Status::Config("too many config keys (the limit is 1024)");
     // Every element has the size the plugin built it with: that is the stride, so a
     // plugin built against a later, longer cdcflow_config_param is walked correctly.
     const uint32_t stride = params->struct_size;
     if (stride < kMinParamSize || stride % alignof(cdcflow_config_param) != 0)
-        return Status::error("config_params[0] has a bad struct_size (" + std::to_string(stride) + ")");
+        return Status::Config("config_params[0] has a bad struct_size (" + std::to_string(stride) + ")");
     const char *base = reinterpret_cast<const char *>(params);
     for (uint32_t i = 0; i < count; ++i) {
         const auto &p = *reinterpret_cast<const cdcflow_config_param *>(base + size_t{i} * stride);
         if (p.struct_size != stride)
-            return Status::error("config_params[" + std::to_string(i) + "] has struct_size " +
+            return Status::Config("config_params[" + std::to_string(i) + "] has struct_size " +
                                  std::to_string(p.struct_size) + ", config_params[0] " +
                                  std::to_string(stride));
-        if (!p.name || !*p.name) return Status::error("config key " + std::to_string(i) + " has no name");
+        if (!p.name || !*p.name) return Status::Config("config key " + std::to_string(i) + " has no name");
         KeySpec k;
         k.name = p.name;
         k.type = p.type;
@@ -349,11 +349,11 @@ Result<std::vector<KeySpec>> keys_from_params(const cdcflow_config_param *params
         if (p.choices) {
             for (size_t c = 0; p.choices[c]; ++c) {
                 if (c == kMaxChoices)
-                    return Status::error("config key " + quote(k.name) + " has more than 1024 choices");
+                    return Status::Config("config key " + quote(k.name) + " has more than 1024 choices");
                 k.choices.push_back(p.choices[c]);
             }
             if (k.choices.empty())
-                return Status::error("config key " + quote(k.name) + " has an empty choices list");
+                return Status::Config("config key " + quote(k.name) + " has an empty choices list");
         }
         keys.push_back(std::move(k));
     }
@@ -377,13 +377,13 @@ Result<PluginSchema> schema_of(const cdcflow_plugin &d) {
             schema.keys = std::move(keys.value());
         } else {
             if (d.config_key_count > 0 && !d.config_keys)
-                return Status::error("config_key_count without config_keys");
+                return Status::Config("config_key_count without config_keys");
             if (d.config_key_count > kMaxKeys)
-                return Status::error("too many config keys (the limit is 1024)");
+                return Status::Config("too many config keys (the limit is 1024)");
             for (uint32_t i = 0; i < d.config_key_count; ++i) {
                 const cdcflow_config_key &k = d.config_keys[i];
                 if (!k.name || !*k.name)
-                    return Status::error("config key " + std::to_string(i) + " has no name");
+                    return Status::Config("config key " + std::to_string(i) + " has no name");
                 KeySpec ks;
                 ks.name = k.name;
                 ks.type = k.type;
@@ -396,16 +396,16 @@ Result<PluginSchema> schema_of(const cdcflow_plugin &d) {
         std::vector<std::string> seen;
         for (const KeySpec &k : schema.keys) {
             if (std::find(seen.begin(), seen.end(), k.name) != seen.end())
-                return Status::error("config key " + quote(k.name) + " declared twice");
+                return Status::Config("config key " + quote(k.name) + " declared twice");
             seen.push_back(k.name);
             // ABI 1 defaults keep being checked per pipeline, where they always were
             // (check_config reports a bad one at the stage).
             KeySpec checked = k;
             if (!k.literal_default) checked.default_value.reset();
-            if (std::optional<std::string> why = check_spec(checked)) return Status::error(*why);
+            if (std::optional<std::string> why = check_spec(checked)) return Status::Config(*why);
         }
     } catch (const std::exception &e) {
-        return Status::error(std::string("cannot read the config declaration: ") + e.what());
+        return Status::Config(std::string("cannot read the config declaration: ") + e.what());
     }
     return schema;
 }
@@ -420,10 +420,10 @@ Status check_stage_config(const std::string &file, StageDef &st, const PluginSch
         };
         std::vector<std::string> ignored;
         check_config(file, st, schema, error, warnings ? *warnings : ignored);
-        if (first) return Status::error(one_line(where(file, first->first) + ": " + first->second));
-        return Status::ok();
+        if (first) return Status::Config(one_line(where(file, first->first) + ": " + first->second));
+        return Status::OK();
     } catch (const std::exception &e) {
-        return Status::error(one_line(file + ": cannot check the config: " + e.what()));
+        return Status::Config(one_line(file + ": cannot check the config: " + e.what()));
     }
 }
 
@@ -450,10 +450,10 @@ Status check_pipeline(PipelineDef &def,
                                    kind_name(schema->kind) + ") " + *why);
             check_config(def.file, st, *schema, error, def.warnings);
         }
-        if (first) return Status::error(one_line(where(def.file, first->first) + ": " + first->second));
-        return Status::ok();
+        if (first) return Status::Config(one_line(where(def.file, first->first) + ": " + first->second));
+        return Status::OK();
     } catch (const std::exception &e) {
-        return Status::error(one_line(def.file + ": cannot check the pipeline: " + e.what()));
+        return Status::Config(one_line(def.file + ": cannot check the pipeline: " + e.what()));
     }
 }
 

@@ -10,7 +10,7 @@
 #pragma once
 
 #include "pipeline.hpp"
-#include "status.hpp"
+#include <cdcflow/status.hpp>
 
 #include <cdcflow/plugin.h>
 

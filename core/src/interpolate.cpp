@@ -32,27 +32,27 @@ Result<std::string> interpolate(const std::string &text, const EnvLookup &env) {
                 continue;
             }
             size_t close = text.find('}', i + 2);
-            if (close == std::string::npos) return Status::error("unterminated '${' (missing '}')");
+            if (close == std::string::npos) return Status::Config("unterminated '${' (missing '}')");
             std::string_view inner(text.data() + i + 2, close - i - 2);
             size_t sep = inner.find(":-");
             std::string name(inner.substr(0, sep));
             if (name.empty() || std::isdigit(static_cast<unsigned char>(name[0])) ||
                 name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
                     std::string::npos)
-                return Status::error("invalid environment variable name " + quote(name) + " in " +
+                return Status::Config("invalid environment variable name " + quote(name) + " in " +
                                      quote(text.substr(i, close - i + 1)));
             std::optional<std::string> value = env(name);
             if (sep != npos && (!value || value->empty())) value = std::string(inner.substr(sep + 2));
             if (!value)
-                return Status::error("undefined environment variable '" + name + "' (use ${" + name +
+                return Status::Config("undefined environment variable '" + name + "' (use ${" + name +
                                      ":-default} to give a default)");
             out += *value;
-            if (out.size() > kMaxOutputBytes) return Status::error("value too large after interpolation");
+            if (out.size() > kMaxOutputBytes) return Status::Config("value too large after interpolation");
             i = close;
         }
         return out;
     } catch (const std::exception &e) {
-        return Status::error(std::string("cannot interpolate: ") + e.what());
+        return Status::Config(std::string("cannot interpolate: ") + e.what());
     }
 }
 

@@ -253,13 +253,13 @@ Result<T> one_line_errors(const std::string &file, const std::string &what, Load
     try {
         return load();
     } catch (const LoadError &e) {
-        return Status::error(one_line(where(file, e.mark) + ": " + e.msg));
+        return Status::Config(one_line(where(file, e.mark) + ": " + e.msg));
     } catch (const YAML::DeepRecursion &e) { // what the prescan missed
-        return Status::error(where(file, mark_of(e.mark)) + ": nesting deeper than 200 levels");
+        return Status::Config(where(file, mark_of(e.mark)) + ": nesting deeper than 200 levels");
     } catch (const YAML::Exception &e) {
-        return Status::error(one_line(where(file, mark_of(e.mark)) + ": invalid YAML: " + e.msg));
+        return Status::Config(one_line(where(file, mark_of(e.mark)) + ": invalid YAML: " + e.msg));
     } catch (const std::exception &e) {
-        return Status::error(one_line(file + ": cannot load " + what + ": " + e.what()));
+        return Status::Config(one_line(file + ": cannot load " + what + ": " + e.what()));
     }
 }
 

@@ -14,7 +14,7 @@
 // Every error is one line: "FILE:LINE:COL: what is wrong".
 #pragma once
 
-#include "status.hpp"
+#include <cdcflow/status.hpp>
 
 #include <cdcflow/plugin.h>
 

@@ -15,8 +15,7 @@ Result<PipelineDef> load_pipeline_file(const std::string &path, const EnvLookup 
     std::string text;
     try {
         auto fail_io = [&] {
-            return Status::error("cannot read pipeline file " + quote(path) + ": " + std::strerror(errno),
-                                 CDCFLOW_ERR_IO);
+            return Status::from_abi(CDCFLOW_ERR_IO, "cannot read pipeline file " + quote(path) + ": " + std::strerror(errno));
         };
         std::unique_ptr<FILE, int (*)(FILE *)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
         if (!f) return fail_io();
@@ -30,7 +29,7 @@ Result<PipelineDef> load_pipeline_file(const std::string &path, const EnvLookup 
         }
         if (std::ferror(f.get())) return fail_io();
     } catch (const std::exception &e) {
-        return Status::error("cannot read pipeline file " + quote(path) + ": " + e.what(), CDCFLOW_ERR_IO);
+        return Status::from_abi(CDCFLOW_ERR_IO, "cannot read pipeline file " + quote(path) + ": " + e.what());
     }
     return parse_pipeline(text, path, env);
 }

@@ -34,7 +34,7 @@ static constexpr size_t kMinPluginSize = offsetof(cdcflow_plugin, callbacks) + s
 static constexpr size_t kMinCallbacksSize = offsetof(cdcflow_callbacks, destroy) + sizeof(void *);
 
 static Status bad(const std::string &file, const std::string &why) {
-    return Status::error("plugin '" + file + "': " + why, CDCFLOW_ERR_CONFIG);
+    return Status::from_abi(CDCFLOW_ERR_CONFIG, "plugin '" + file + "': " + why);
 }
 
 Result<std::shared_ptr<LoadedPlugin>> load_plugin_file(const std::string &path) {
@@ -129,7 +129,7 @@ Result<std::shared_ptr<LoadedPlugin>> PluginRegistry::find(const std::string &na
     if (auto it = cache_.find(name); it != cache_.end()) return it->second;
     // A name is a file name: refuse paths so "../x" cannot escape the folders.
     if (name.empty() || name.find('/') != std::string::npos || name[0] == '.')
-        return Status::error("invalid plugin name '" + name + "'");
+        return Status::Config("invalid plugin name '" + name + "'");
     for (const std::string &dir : dirs_) {
         for (fs::path candidate : {fs::path(dir) / (name + ".so"), fs::path(dir) / name / (name + ".so")}) {
             std::error_code ec;
@@ -142,7 +142,7 @@ Result<std::shared_ptr<LoadedPlugin>> PluginRegistry::find(const std::string &na
     }
     std::string searched;
     for (const std::string &d : dirs_) searched += (searched.empty() ? "" : ":") + d;
-    return Status::error("plugin '" + name + "' not found (searched " + searched +
+    return Status::Config("plugin '" + name + "' not found (searched " + searched +
                          "; add folders with CDCFLOW_PLUGIN_PATH or plugin_path)");
 }
 

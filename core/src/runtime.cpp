@@ -52,7 +52,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         if (loaded.count(sd.plugin)) continue;
         auto r = registry.find(sd.plugin);
         if (!r)
-            return Status::error(where(d.file, sd.plugin_mark) + ": stage '" + sd.id +
+            return Status::Config(where(d.file, sd.plugin_mark) + ": stage '" + sd.id +
                                  "': " + r.status().message());
         loaded[sd.plugin] = r.value();
     }
@@ -132,17 +132,16 @@ Status Runtime::create_instances() {
         if (msg.rfind(prefix, 0) == 0) {
             size_t colon = msg.find(": ", prefix.size());
             std::string loc = msg.substr(0, colon);
-            return Status::error(loc + ": " + stage_label(sd) + ": " +
-                                     (colon == std::string::npos ? "" : msg.substr(colon + 2)),
-                                 cs);
+            return Status::from_abi(cs, loc + ": " + stage_label(sd) + ": " +
+                                     (colon == std::string::npos ? "" : msg.substr(colon + 2)));
         }
         // Not the file's fault (a database that cannot be opened...): no
         // file position, and the plugin's code, so that it is not reported
         // as an invalid pipeline.
-        if (cs != CDCFLOW_ERR_CONFIG) return Status::error(stage_label(sd) + ": " + msg, cs);
-        return Status::error(where(d.file, sd.config_mark) + ": " + stage_label(sd) + ": " + msg, cs);
+        if (cs != CDCFLOW_ERR_CONFIG) return Status::from_abi(cs, stage_label(sd) + ": " + msg);
+        return Status::from_abi(cs, where(d.file, sd.config_mark) + ": " + stage_label(sd) + ": " + msg);
     }
-    return Status::ok();
+    return Status::OK();
 }
 
 void Runtime::destroy_instances() {
@@ -175,7 +174,7 @@ void Runtime::close_all() {
 void Runtime::fail(const Stage &st, const std::string &what, cdcflow_status code) {
     {
         std::lock_guard lock(mu_);
-        if (!failed_.load()) error_ = Status::error(stage_label(*st.def) + ": " + what, code);
+        if (!failed_.load()) error_ = Status::from_abi(code, stage_label(*st.def) + ": " + what);
         failed_.store(true);
         stop_.store(true);
     }
@@ -477,7 +476,7 @@ Status Runtime::acquire_ownership() {
         warned_unfenced_ = true;
         owner_.store(true);
         m_owner_->value.store(1);
-        return Status::ok();
+        return Status::OK();
     }
     cdcflow_ownership req{};
     req.struct_size = sizeof req;
@@ -487,7 +486,7 @@ Status Runtime::acquire_ownership() {
     const auto poll = std::chrono::milliseconds(std::clamp<uint32_t>(req.lease_ms / 4, 25, 500));
     std::string announced;
     for (;;) {
-        if (user_stop_.load()) return Status::ok();
+        if (user_stop_.load()) return Status::OK();
         auto attempt = [&](char *err, uint64_t len) { return sink.acquire(sink.instance, &req, err, len); };
         Outcome got;
         if (standby_.load()) {
@@ -510,7 +509,7 @@ Status Runtime::acquire_ownership() {
                 owner_.store(true);
             }
             m_owner_->value.store(1);
-            return Status::ok();
+            return Status::OK();
         }
         if (got.code == CDCFLOW_ERR_RETRY && standby_.load() && !user_stop_.load()) {
             // A standby whose store stays locked (a frozen owner inside a
@@ -520,16 +519,14 @@ Status Runtime::acquire_ownership() {
             continue;
         }
         if (got.code != CDCFLOW_ERR_OWNED) {
-            if (user_stop_.load() && got.code == CDCFLOW_ERR_RETRY) return Status::ok();
-            return Status::error(stage_label(*sink.def) +
-                                     ": cannot take ownership of the checkpoint: " + got.message,
-                                 got.code);
+            if (user_stop_.load() && got.code == CDCFLOW_ERR_RETRY) return Status::OK();
+            return Status::from_abi(got.code, stage_label(*sink.def) +
+                                     ": cannot take ownership of the checkpoint: " + got.message);
         }
         if (def_.settings.when_owned == WhenOwned::refuse)
-            return Status::error(
+            return Status::from_abi(CDCFLOW_ERR_OWNED, 
                 stage_label(*sink.def) + ": " + got.message +
-                    " (settings.when_owned is 'refuse': exiting instead of waiting as a standby)",
-                CDCFLOW_ERR_OWNED);
+                    " (settings.when_owned is 'refuse': exiting instead of waiting as a standby)");
         {
             std::lock_guard lock(mu_);
             owner_text_ = got.message;
@@ -568,13 +565,13 @@ Status Runtime::run(const RunOptions &opts) {
         }
         result = run_once(opts);
         release_ownership();
-        if (result.code() != CDCFLOW_ERR_FENCED) break;
+        if (result.abi() != CDCFLOW_ERR_FENCED) break;
         m_owner_->value.store(0);
         m_takeovers_->value.fetch_add(1, std::memory_order_relaxed);
         if (def_.settings.when_owned == WhenOwned::refuse) break;
         if (user_stop_.load()) { // fenced, then asked to stop: a standby's clean exit
             log_line(CDCFLOW_LOG_WARN, "host", "stepped down: " + result.message());
-            result = Status::ok();
+            result = Status::OK();
             break;
         }
         // Step down: nothing this incarnation holds in memory (row caches,
@@ -586,7 +583,7 @@ Status Runtime::run(const RunOptions &opts) {
             std::lock_guard lock(mu_);
             failed_.store(false);
             stop_.store(user_stop_.load());
-            error_ = Status::ok();
+            error_ = Status::OK();
         }
         if (result = create_instances(); !result) break;
     }
@@ -622,7 +619,7 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
                     (h.setting ? std::string(" (its ") + h.setting + ")" : std::string());
         }
     }
-    if (restoring.empty()) return Status::ok();
+    if (restoring.empty()) return Status::OK();
     Stage &src = *stages_.front();
     if (!src.replay) {
         // Nothing was delivered before a first start: nothing is lost then.
@@ -638,7 +635,7 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
                     "): e.g. copies of events processed before this start are not recognised");
             warned_no_replay_ = true;
         }
-        return Status::ok();
+        return Status::OK();
     }
 
     cdcflow_replay req{};
@@ -653,7 +650,7 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
     const auto t0 = Clock::now();
     for (int32_t done = 0; !done;) {
         b->reset();
-        if (stopping()) return Status::ok(); // the caller starts nothing
+        if (stopping()) return Status::OK(); // the caller starts nothing
         Outcome got = call_with_retry(src, "replay", [&](char *err, uint64_t len) {
             done = 0;
             cdcflow_status cs =
@@ -663,8 +660,8 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
         });
         if (got.code != CDCFLOW_OK) {
             b->reset();
-            if (stopping() && !failed_.load() && got.code == CDCFLOW_ERR_RETRY) return Status::ok();
-            return Status::error(stage_label(*src.def) + ": replay failed: " + got.message, got.code);
+            if (stopping() && !failed_.load() && got.code == CDCFLOW_ERR_RETRY) return Status::OK();
+            return Status::from_abi(got.code, stage_label(*src.def) + ": replay failed: " + got.message);
         }
         // An event past the checkpoint was never committed: a transform that
         // remembered it would, e.g., drop its real delivery as a duplicate.
@@ -678,10 +675,9 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
                     (partition_of(p).empty() ? std::string("offset ") : std::string(partition_of(p)) + "@") +
                     std::to_string(p.offset);
                 b->reset();
-                return Status::error(stage_label(*src.def) + ": replay handed out " + at +
+                return Status::from_abi(CDCFLOW_ERR_INTERNAL, stage_label(*src.def) + ": replay handed out " + at +
                                          ", which is past the checkpoint: refusing to rebuild state from "
-                                         "events that were not committed",
-                                     CDCFLOW_ERR_INTERNAL);
+                                         "events that were not committed");
             }
         }
         if (b->count == 0) continue;
@@ -691,9 +687,8 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
             });
             if (restored.code != CDCFLOW_OK) {
                 b->reset();
-                if (stopping() && !failed_.load() && restored.code == CDCFLOW_ERR_RETRY) return Status::ok();
-                return Status::error(stage_label(*s->def) + ": restore failed: " + restored.message,
-                                     restored.code);
+                if (stopping() && !failed_.load() && restored.code == CDCFLOW_ERR_RETRY) return Status::OK();
+                return Status::from_abi(restored.code, stage_label(*s->def) + ": restore failed: " + restored.message);
             }
         }
         replayed += b->count;
@@ -711,7 +706,7 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
                      std::to_string(replayed) + ": older events are gone" +
                      (req.truncated_by ? std::string(" (its ") + req.truncated_by + ")" : std::string()) +
                      "; e.g. copies of those older events are not recognised after this start");
-    return Status::ok();
+    return Status::OK();
 }
 
 Status Runtime::run_once(const RunOptions &opts) {
@@ -730,8 +725,7 @@ Status Runtime::run_once(const RunOptions &opts) {
             return sink.cb->checkpoint(sink.instance, collect, &checkpoint, err, len);
         });
         if (got.code != CDCFLOW_OK)
-            return Status::error(stage_label(*sink.def) + ": cannot read checkpoint: " + got.message,
-                                 got.code);
+            return Status::from_abi(got.code, stage_label(*sink.def) + ": cannot read checkpoint: " + got.message);
     }
     std::vector<cdcflow_position> positions;
     for (auto &[part, off] : checkpoint)
@@ -773,7 +767,7 @@ Status Runtime::run_once(const RunOptions &opts) {
         Status st;
         {
             std::lock_guard lock(mu_);
-            st = failed_.load() ? error_ : Status::ok();
+            st = failed_.load() ? error_ : Status::OK();
         }
         return finish(st);
     }
@@ -785,8 +779,8 @@ Status Runtime::run_once(const RunOptions &opts) {
                               len);
         });
         if (got.code != CDCFLOW_OK)
-            return finish(Status::error(
-                stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message, got.code));
+            return finish(Status::from_abi(got.code, 
+                stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message));
     }
     if (!checkpoint.empty()) {
         std::string cp;
@@ -807,7 +801,7 @@ Status Runtime::run_once(const RunOptions &opts) {
     Status result;
     {
         std::lock_guard lock(mu_);
-        result = failed_.load() ? error_ : Status::ok();
+        result = failed_.load() ? error_ : Status::OK();
     }
     return finish(result);
 }

@@ -43,7 +43,7 @@
 #include "pipeline.hpp"
 #include "plugin_loader.hpp"
 #include "spsc_queue.hpp"
-#include "status.hpp"
+#include <cdcflow/status.hpp>
 
 #include <atomic>
 #include <condition_variable>

@@ -51,7 +51,7 @@ inline std::string json_quote(const std::string &s) {
 // A plugin class's declaration as the host reads it: its descriptor's schema
 // (ABI 3 config_params, or the older kConfig).
 template <typename T> host::PluginSchema declared() {
-    host::Result<host::PluginSchema> r = host::schema_of(*cdcflow::detail::descriptor<T>());
+    cdcflow::Result<host::PluginSchema> r = host::schema_of(*cdcflow::detail::descriptor<T>());
     if (!r) throw std::logic_error("the plugin's declaration is refused: " + r.status().message());
     return std::move(r.value());
 }
@@ -78,7 +78,7 @@ public:
         d.kind = CDCFLOW_KIND_TRANSFORM;
         d.config_keys = keys;
         d.config_key_count = static_cast<uint32_t>(nkeys);
-        host::Result<host::PluginSchema> r = host::schema_of(d);
+        cdcflow::Result<host::PluginSchema> r = host::schema_of(d);
         if (!r) throw std::logic_error("the plugin's declaration is refused: " + r.status().message());
         schema_ = std::move(r.value());
         init(std::move(stage_id), values);
@@ -104,7 +104,7 @@ private:
         def_.plugin = schema_.name;
         for (auto &[k, v] : values)
             put(k, v);
-        host::Status st = host::check_stage_config("test.yaml", def_, schema_, nullptr);
+        cdcflow::Status st = host::check_stage_config("test.yaml", def_, schema_, nullptr);
         if (!st) refused_ = st.message();
         cfg_.def = &def_;
         cfg_.schema = &schema_;

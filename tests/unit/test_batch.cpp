@@ -10,6 +10,8 @@
 #include <string>
 
 using namespace cdcflow::host;
+using cdcflow::Result;
+using cdcflow::Status;
 
 TEST_CASE("arena keeps copies valid across blocks and reuses blocks after reset") {
     Arena a(64);

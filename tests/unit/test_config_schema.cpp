@@ -19,6 +19,8 @@
 #include <vector>
 
 using namespace cdcflow::host;
+using cdcflow::Result;
+using cdcflow::Status;
 
 namespace {
 
@@ -53,7 +55,7 @@ cdcflow_plugin descriptor(const char *name, cdcflow_kind kind, const cdcflow_con
 PluginSchema schema_ok(const cdcflow_plugin &d) {
     Result<PluginSchema> r = schema_of(d);
     INFO(r.status().message());
-    REQUIRE(r.is_ok());
+    REQUIRE(r.ok());
     return r.value();
 }
 
@@ -61,7 +63,7 @@ std::string schema_error(std::vector<cdcflow_config_param> params) {
     cdcflow_plugin d =
         descriptor("p", CDCFLOW_KIND_SINK, params.data(), static_cast<uint32_t>(params.size()));
     Result<PluginSchema> r = schema_of(d);
-    REQUIRE_FALSE(r.is_ok());
+    REQUIRE_FALSE(r.ok());
     return r.status().message();
 }
 
@@ -104,20 +106,20 @@ std::string pipeline_with(const std::string &lines) {
 PipelineDef checked(const std::string &lines) {
     Result<PipelineDef> r = parse_pipeline(pipeline_with(lines), "p.yaml", no_env());
     INFO(r.status().message());
-    REQUIRE(r.is_ok());
+    REQUIRE(r.ok());
     PipelineDef def = std::move(r.value());
     Status st = check_pipeline(def, find);
     INFO(st.message());
-    REQUIRE(st.is_ok());
+    REQUIRE(st.ok());
     return def;
 }
 
 std::string check_error(const std::string &lines) {
     Result<PipelineDef> r = parse_pipeline(pipeline_with(lines), "p.yaml", no_env());
     INFO(r.status().message());
-    REQUIRE(r.is_ok());
+    REQUIRE(r.ok());
     Status st = check_pipeline(r.value(), find);
-    REQUIRE_FALSE(st.is_ok());
+    REQUIRE_FALSE(st.ok());
     CHECK(st.message().find('\n') == std::string::npos);
     return st.message();
 }
@@ -202,7 +204,7 @@ TEST_SUITE("config schema: enforcement before create") {
         CHECK(def.warnings[0] == "p.yaml:7:7: stage 'in': config key 'old_knob' is deprecated");
         CHECK(checked("      name: n\n").warnings.empty());
         // Checking again does not repeat it.
-        REQUIRE(check_pipeline(def, find).is_ok());
+        REQUIRE(check_pipeline(def, find).ok());
         CHECK(def.warnings.size() == 1);
     }
 
@@ -227,7 +229,7 @@ TEST_SUITE("config schema: enforcement before create") {
         st.id = "k";
         st.plugin = "v1";
         st.config_mark = {3, 5};
-        REQUIRE(check_stage_config("p.yaml", st, s, nullptr).is_ok());
+        REQUIRE(check_stage_config("p.yaml", st, s, nullptr).ok());
         CHECK(st.config.at("table").scalar == "outbox");
         CHECK(st.config.at("quoted").scalar == "seq");
         CHECK(st.config.at("n").i == 10);
@@ -342,7 +344,7 @@ struct Checked {
         }
         Status ok = check_stage_config("t.yaml", st, schema, nullptr);
         INFO(ok.message());
-        REQUIRE(ok.is_ok());
+        REQUIRE(ok.ok());
         cfg.def = &st;
         cfg.schema = &schema;
     }

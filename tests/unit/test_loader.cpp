@@ -9,10 +9,12 @@
 #include <string>
 
 using namespace cdcflow::host;
+using cdcflow::Result;
+using cdcflow::Status;
 
 TEST_CASE("loader: a good plugin loads and exposes its schema") {
     auto r = load_plugin_file(CDCFLOW_TEST_PLUGIN_DIR "/gen_source.so");
-    REQUIRE(r.is_ok());
+    REQUIRE(r.ok());
     CHECK(r.value()->schema.name == "gen_source");
     CHECK(r.value()->schema.kind == CDCFLOW_KIND_SOURCE);
     CHECK(r.value()->desc->abi_version == CDCFLOW_ABI_VERSION);
@@ -24,14 +26,14 @@ TEST_CASE("loader: a good plugin loads and exposes its schema") {
 TEST_CASE("loader: a plugin built for another ABI is refused with the versions") {
     std::string f = CDCFLOW_BAD_PLUGIN_DIR "/bad_abi.so";
     auto r = load_plugin_file(f);
-    REQUIRE_FALSE(r.is_ok());
+    REQUIRE_FALSE(r.ok());
     CHECK(r.status().message() == "plugin '" + f + "': unsupported ABI version 999 (this host supports 1..3)");
 }
 
 TEST_CASE("loader: a descriptor too small for its ABI is refused, saying what was expected") {
     std::string f = CDCFLOW_BAD_PLUGIN_DIR "/small_desc.so";
     auto r = load_plugin_file(f);
-    REQUIRE_FALSE(r.is_ok());
+    REQUIRE_FALSE(r.ok());
     CHECK(r.status().message() ==
           "plugin '" + f + "': descriptor too small: struct_size is 16 bytes, ABI 3 needs at least " +
               std::to_string(offsetof(cdcflow_plugin, callbacks) + sizeof(void *)) +
@@ -41,7 +43,7 @@ TEST_CASE("loader: a descriptor too small for its ABI is refused, saying what wa
 TEST_CASE("loader: a shared object without the entry symbol is refused") {
     std::string f = CDCFLOW_BAD_PLUGIN_DIR "/no_symbol.so";
     auto r = load_plugin_file(f);
-    REQUIRE_FALSE(r.is_ok());
+    REQUIRE_FALSE(r.ok());
     CHECK(r.status().message() ==
           "plugin '" + f + "': no entry symbol 'cdcflow_plugin_entry' (not a cdcflow plugin)");
 }
@@ -52,7 +54,7 @@ TEST_CASE("loader: a text file named .so is refused, naming the file") {
     std::string f = (dir / "text.so").string();
     std::ofstream(f) << "this is not an ELF file\n";
     auto r = load_plugin_file(f);
-    REQUIRE_FALSE(r.is_ok());
+    REQUIRE_FALSE(r.ok());
     CHECK(r.status().message().rfind("plugin '" + f + "': not a loadable shared object", 0) == 0);
     CHECK(r.status().message().find('\n') == std::string::npos);
 
@@ -65,12 +67,12 @@ TEST_CASE("registry: finds plugins by name in added folders; unknown names list 
     PluginRegistry reg;
     reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
     auto r = reg.find("passthrough");
-    REQUIRE(r.is_ok());
+    REQUIRE(r.ok());
     CHECK(r.value()->schema.kind == CDCFLOW_KIND_TRANSFORM);
     auto again = reg.find("passthrough");
     CHECK(again.value().get() == r.value().get()); // cached, loaded once
     auto nf = reg.find("nope");
-    REQUIRE_FALSE(nf.is_ok());
+    REQUIRE_FALSE(nf.ok());
     CHECK(nf.status().message().rfind("plugin 'nope' not found (searched " CDCFLOW_TEST_PLUGIN_DIR, 0) == 0);
-    CHECK_FALSE(reg.find("../etc/passwd").is_ok());
+    CHECK_FALSE(reg.find("../etc/passwd").ok());
 }

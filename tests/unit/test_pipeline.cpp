@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 using namespace cdcflow::host;
+using cdcflow::Result;
+using cdcflow::Status;
 
 namespace {
 
@@ -29,14 +31,14 @@ PipelineDef parse_ok(const std::string &text, const EnvLookup &env = no_env,
                      const std::string &file = "p.yaml") {
     Result<PipelineDef> r = parse_pipeline(text, file, env);
     INFO(r.status().message());
-    REQUIRE(r.is_ok());
+    REQUIRE(r.ok());
     return std::move(r.value());
 }
 
 std::string parse_error(const std::string &text, const EnvLookup &env = no_env) {
     Result<PipelineDef> r = parse_pipeline(text, "p.yaml", env);
-    REQUIRE_FALSE(r.is_ok());
-    CHECK(r.status().code() == CDCFLOW_ERR_CONFIG);
+    REQUIRE_FALSE(r.ok());
+    CHECK(r.status().abi() == CDCFLOW_ERR_CONFIG);
     CHECK(r.status().message().find('\n') == std::string::npos);
     return r.status().message();
 }
@@ -66,7 +68,7 @@ const PluginSchema *find_schema(const std::string &name) {
 std::string check_error(const std::string &text, const EnvLookup &env = no_env) {
     PipelineDef def = parse_ok(text, env);
     Status st = check_pipeline(def, find_schema);
-    REQUIRE_FALSE(st.is_ok());
+    REQUIRE_FALSE(st.ok());
     CHECK(st.message().find('\n') == std::string::npos);
     return st.message();
 }
@@ -75,7 +77,7 @@ PipelineDef check_ok(const std::string &text, const EnvLookup &env = no_env) {
     PipelineDef def = parse_ok(text, env);
     Status st = check_pipeline(def, find_schema);
     INFO(st.message());
-    REQUIRE(st.is_ok());
+    REQUIRE(st.ok());
     return def;
 }
 
@@ -325,12 +327,12 @@ TEST_SUITE("pipeline: interpolation") {
         auto ok = [&](const std::string &text) {
             Result<std::string> r = interpolate(text, env);
             INFO(r.status().message());
-            REQUIRE(r.is_ok());
+            REQUIRE(r.ok());
             return r.value();
         };
         auto error = [&](const std::string &text) {
             Result<std::string> r = interpolate(text, env);
-            REQUIRE_FALSE(r.is_ok());
+            REQUIRE_FALSE(r.ok());
             return r.status().message();
         };
         CHECK(ok("${A}") == "alpha");
@@ -675,7 +677,7 @@ TEST_SUITE("pipeline: check against plugin schemas") {
 
     TEST_CASE("checking twice gives the same result") {
         PipelineDef def = check_ok(pipeline_with("      name: n\n      count: 3\n"));
-        REQUIRE(check_pipeline(def, find_schema).is_ok());
+        REQUIRE(check_pipeline(def, find_schema).ok());
         CHECK(def.stages[0].config.at("count").i == 3);
         CHECK(def.stages[0].config.at("enabled").json == "false");
     }
@@ -794,7 +796,7 @@ TEST_SUITE("pipeline: hostile input") {
         TempDir dir;
         std::string path = dir.write("big.yaml", text);
         Result<PipelineDef> r = load_pipeline_file(path, no_env);
-        REQUIRE_FALSE(r.is_ok());
+        REQUIRE_FALSE(r.ok());
         CHECK(r.status().message() == path + ":1:1: file too large (the limit is 4 MiB)");
     }
 }
@@ -805,24 +807,24 @@ TEST_SUITE("pipeline: files") {
         std::string path =
             dir.write("p.yaml", "pipeline: p\nplugin_path: plugins\nstages: [{id: a, plugin: x}]\n");
         Result<PipelineDef> r = load_pipeline_file(path, no_env);
-        REQUIRE(r.is_ok());
+        REQUIRE(r.ok());
         CHECK(r->file == path);
         CHECK(r->plugin_path == std::vector<std::string>{(dir.path / "plugins").string()});
 
         std::string bad = dir.write("bad.yaml", "pipeline: p\nstages: 5\n");
         r = load_pipeline_file(bad, no_env);
-        REQUIRE_FALSE(r.is_ok());
+        REQUIRE_FALSE(r.ok());
         CHECK(r.status().message() == bad + ":2:1: 'stages' must be a sequence, got a scalar");
     }
 
     TEST_CASE("unreadable files") {
         Result<PipelineDef> r = load_pipeline_file("/nonexistent/p.yaml", no_env);
-        REQUIRE_FALSE(r.is_ok());
+        REQUIRE_FALSE(r.ok());
         CHECK(r.status().message() ==
               "cannot read pipeline file '/nonexistent/p.yaml': No such file or directory");
         TempDir dir;
         r = load_pipeline_file(dir.path.string(), no_env);
-        REQUIRE_FALSE(r.is_ok());
+        REQUIRE_FALSE(r.ok());
         CHECK(r.status().message() ==
               "cannot read pipeline file '" + dir.path.string() + "': Is a directory");
     }

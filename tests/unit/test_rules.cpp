@@ -639,7 +639,7 @@ struct ValidatorPipeline {
         auto parsed = cdcflow::host::parse_pipeline(
             yaml, "test.yaml", [](const std::string &) { return std::optional<std::string>(); });
         INFO(yaml, parsed.status().message());
-        REQUIRE(parsed.is_ok());
+        REQUIRE(parsed.ok());
         def = std::move(parsed.value());
         cdcflow::host::PluginSchema src{"src", CDCFLOW_KIND_SOURCE, {}}, snk{"snk", CDCFLOW_KIND_SINK, {}};
         val = cdcflow::test::declared<cdcflow::validator::ValidatorStage>();
@@ -648,7 +648,7 @@ struct ValidatorPipeline {
         };
         auto st = cdcflow::host::check_pipeline(def, find);
         INFO(st.message());
-        REQUIRE(st.is_ok());
+        REQUIRE(st.ok());
         cfg.def = &def.stages[1];
         cfg.schema = &val;
     }

@@ -15,6 +15,8 @@
 #include <thread>
 
 using namespace cdcflow::host;
+using cdcflow::Result;
+using cdcflow::Status;
 
 namespace {
 
@@ -64,8 +66,8 @@ std::filesystem::path temp_dir(const char *name) {
 
 TEST_CASE("runtime: --drain counts every event as exactly one of applied, rejected, duplicate") {
     auto r = run_drain(pipeline("count: 10000", "reject_every: 10, duplicate_every: 7", ""));
-    REQUIRE(r.create_status.is_ok());
-    REQUIRE(r.run_status.is_ok());
+    REQUIRE(r.create_status.ok());
+    REQUIRE(r.run_status.ok());
     CHECK(r.totals.events == 10000);
     CHECK(r.totals.duplicates == 1428); // multiples of 7 (a later duplicate mark overrides a rejection)
     CHECK(r.totals.rejected == 1000 - 142);
@@ -78,7 +80,7 @@ TEST_CASE("runtime: batch sizes 1 and odd sizes move every event") {
     for (const char *bs : {"1", "3", "1000"}) {
         auto r = run_drain(pipeline("count: 2500", "", "", std::string("settings: {batch_size: ") + bs +
                                                                  ", queue_capacity: 2}\n"));
-        REQUIRE(r.run_status.is_ok());
+        REQUIRE(r.run_status.ok());
         CHECK(r.totals.events == 2500);
         CHECK(r.totals.applied == 2500);
     }
@@ -86,22 +88,22 @@ TEST_CASE("runtime: batch sizes 1 and odd sizes move every event") {
 
 TEST_CASE("runtime: an exception in a plugin becomes a stage error, never a crash") {
     auto r = run_drain(pipeline("count: 5000", "throw_at: 500", ""));
-    REQUIRE(r.create_status.is_ok());
-    REQUIRE_FALSE(r.run_status.is_ok());
+    REQUIRE(r.create_status.ok());
+    REQUIRE_FALSE(r.run_status.ok());
     CHECK(r.run_status.message() == "stage 'pass' (plugin 'passthrough'): injected exception at offset 500");
     CHECK(r.totals.events < 5000);
 }
 
 TEST_CASE("runtime: a source failure stops the pipeline with the source's message") {
     auto r = run_drain(pipeline("count: 5000, fail_at: 100", "", "", "settings: {batch_size: 10}\n"));
-    REQUIRE_FALSE(r.run_status.is_ok());
+    REQUIRE_FALSE(r.run_status.ok());
     // Batches of 10: offsets 1..100 are read, the poll that would read 101 fails.
     CHECK(r.run_status.message() == "stage 'src' (plugin 'gen_source'): injected failure at offset 101");
 }
 
 TEST_CASE("runtime: a transient failure is retried and loses nothing") {
     auto r = run_drain(pipeline("count: 3000", "retry_at: 1500", ""));
-    REQUIRE(r.run_status.is_ok());
+    REQUIRE(r.run_status.ok());
     CHECK(r.totals.events == 3000);
     CHECK(r.metric("pass.errors") == 2);
 }
@@ -110,10 +112,10 @@ TEST_CASE("runtime: a restart resumes after the sink's checkpoint") {
     auto dir = temp_dir("resume");
     std::string out = (dir / "events.txt").string();
     auto first = run_drain(pipeline("count: 100", "", "output: '" + out + "'", "settings: {batch_size: 16}\n"));
-    REQUIRE(first.run_status.is_ok());
+    REQUIRE(first.run_status.ok());
     CHECK(first.totals.events == 100);
     auto second = run_drain(pipeline("count: 250", "", "output: '" + out + "'", "settings: {batch_size: 16}\n"));
-    REQUIRE(second.run_status.is_ok());
+    REQUIRE(second.run_status.ok());
     CHECK(second.totals.events == 150); // 101..250 only
     std::ifstream in(out);
     std::string line;
@@ -131,13 +133,13 @@ TEST_CASE("runtime: request_stop drains what was read and commits it") {
     Metrics m;
     auto rt = make(pipeline("count: 0", "", "output: '" + out + "', slow_us: 200", "settings: {batch_size: 64}\n"),
                    reg, m);
-    REQUIRE(rt.is_ok());
+    REQUIRE(rt.ok());
     Status st;
     std::thread t([&] { st = rt.value()->run(RunOptions{}); });
     while (m.value("sink.counted") < 1000) std::this_thread::yield();
     rt.value()->request_stop();
     t.join();
-    CHECK(st.is_ok());
+    CHECK(st.ok());
     CHECK(rt.value()->state() == "stopped");
     // Everything the source read reached the sink: the sink saw as many
     // events as the source produced, and the checkpoint is the last one.
@@ -154,11 +156,11 @@ TEST_CASE("runtime: unknown plugins and schema errors are reported at load, with
     reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
     Metrics m;
     auto rt = make("pipeline: t\nstages:\n  - id: a\n    plugin: nope\n  - id: b\n    plugin: file_sink\n", reg, m);
-    REQUIRE_FALSE(rt.is_ok());
+    REQUIRE_FALSE(rt.ok());
     CHECK(rt.status().message().rfind("test.yaml:4:13: stage 'a': plugin 'nope' not found", 0) == 0);
 
     auto bad_cfg = make(pipeline("count: -1", "", ""), reg, m);
-    REQUIRE_FALSE(bad_cfg.is_ok());
+    REQUIRE_FALSE(bad_cfg.ok());
     // The declared bound, enforced by the host before create: one line, at the value.
     CHECK(bad_cfg.status().message() ==
           "test.yaml:5:21: config key 'count' for plugin 'gen_source' must be at least 0, got '-1'");
@@ -167,7 +169,7 @@ TEST_CASE("runtime: unknown plugins and schema errors are reported at load, with
 TEST_CASE("runtime: committed positions never go backwards, whatever the number of partitions") {
     // 64 partitions in every batch: more than any fixed-size array would hold.
     auto r = run_drain(pipeline("count: 20000, partitions: 64", "", "", "settings: {batch_size: 1000}\n"));
-    REQUIRE(r.run_status.is_ok());
+    REQUIRE(r.run_status.ok());
     CHECK(r.totals.events == 20000);
     CHECK(r.metric("src.committed_regressions") == 0);
     // One report per partition per batch (20 batches of 1000 events).
@@ -180,9 +182,9 @@ TEST_CASE("runtime: retries stop at the stage's bound and fail with its message"
                        "  - id: pass\n    plugin: passthrough\n    config: {retry_forever_at: 50}\n"
                        "    retry: {max_attempts: 4, backoff_ms: 10, max_backoff_ms: 20}\n"
                        "  - id: sink\n    plugin: file_sink\n");
-    REQUIRE(r.create_status.is_ok());
-    REQUIRE_FALSE(r.run_status.is_ok());
-    CHECK(r.run_status.code() == CDCFLOW_ERR_RETRY);
+    REQUIRE(r.create_status.ok());
+    REQUIRE_FALSE(r.run_status.ok());
+    CHECK(r.run_status.abi() == CDCFLOW_ERR_RETRY);
     CHECK(r.run_status.message() == "stage 'pass' (plugin 'passthrough'): injected transient failure that never "
                                     "ends (gave up after 4 attempts; see the stage's retry.max_attempts)");
     CHECK(r.metric("pass.errors") == 4);
@@ -197,7 +199,7 @@ TEST_CASE("runtime: a stop request ends the retrying at once") {
     Metrics m;
     // The default policy would go on for minutes.
     auto rt = make(pipeline("count: 100", "retry_forever_at: 50", ""), reg, m);
-    REQUIRE(rt.is_ok());
+    REQUIRE(rt.ok());
     Status st;
     std::thread t([&] { st = rt.value()->run(RunOptions{true}); });
     while (m.value("pass.errors") < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
@@ -205,7 +207,7 @@ TEST_CASE("runtime: a stop request ends the retrying at once") {
     rt.value()->request_stop();
     t.join();
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
-    REQUIRE_FALSE(st.is_ok());
+    REQUIRE_FALSE(st.ok());
     CHECK(st.message().find("stopped while retrying process") != std::string::npos);
     CHECK(m.value("sink.counted") == 0);
 }
@@ -227,15 +229,15 @@ TEST_CASE("runtime: an unknown retry key or an inverted backoff range is a load 
 
 TEST_CASE("runtime: a start() that finds its store busy is retried like a batch, not fatal") {
     auto r = run_drain(pipeline("count: 500", "", "busy_starts: 3"));
-    REQUIRE(r.run_status.is_ok());
+    REQUIRE(r.run_status.ok());
     CHECK(r.totals.events == 500);
     CHECK(r.metric("sink.errors") == 3);
     // Past the bound it fails, with the stage's own code and message.
     auto bounded = run_drain("pipeline: t\nstages:\n  - id: src\n    plugin: gen_source\n"
                              "  - id: sink\n    plugin: file_sink\n    config: {busy_starts: 10}\n"
                              "    retry: {max_attempts: 2, backoff_ms: 1}\n");
-    REQUIRE_FALSE(bounded.run_status.is_ok());
-    CHECK(bounded.run_status.code() == CDCFLOW_ERR_RETRY);
+    REQUIRE_FALSE(bounded.run_status.ok());
+    CHECK(bounded.run_status.abi() == CDCFLOW_ERR_RETRY);
     CHECK(bounded.run_status.message() == "stage 'sink' (plugin 'file_sink'): start failed: database is locked "
                                           "(injected) (gave up after 2 attempts; see the stage's retry.max_attempts)");
 }
@@ -246,7 +248,7 @@ TEST_CASE("runtime: plugins built against ABI 1 keep loading and working") {
     PluginRegistry reg;
     reg.add_front({CDCFLOW_TEST_PLUGIN_DIR, CDCFLOW_ABI_V1_PLUGIN_DIR});
     auto source = reg.find("v1_source");
-    REQUIRE(source.is_ok());
+    REQUIRE(source.ok());
     CHECK(source.value()->desc->abi_version == 1);
     CHECK(source.value()->desc->callbacks->struct_size < sizeof(cdcflow_callbacks));
     Metrics m;
@@ -254,9 +256,9 @@ TEST_CASE("runtime: plugins built against ABI 1 keep loading and working") {
                    "    config: {count: 5000}\n  - id: pass\n    plugin: passthrough\n  - id: sink\n"
                    "    plugin: v1_sink\n",
                    reg, m);
-    REQUIRE(rt.is_ok());
+    REQUIRE(rt.ok());
     Status st = rt.value()->run(RunOptions{true});
-    REQUIRE(st.is_ok());
+    REQUIRE(st.ok());
     CHECK(rt.value()->totals().events == 5000);
     CHECK(m.value("sink.seen") == 5000);
     CHECK(m.value("src.batches") == (5000 + 63) / 64);
@@ -271,7 +273,7 @@ TEST_CASE("runtime: an idle source still learns that its last batches were commi
     Metrics m;
     auto rt = make(pipeline("count: 0, idle_after: 1000", "", "", "settings: {batch_size: 64, poll_wait_ms: 20}\n"),
                    reg, m);
-    REQUIRE(rt.is_ok());
+    REQUIRE(rt.ok());
     Status st;
     std::thread t([&] { st = rt.value()->run(RunOptions{}); });
     auto t0 = std::chrono::steady_clock::now();
@@ -280,7 +282,7 @@ TEST_CASE("runtime: an idle source still learns that its last batches were commi
     CHECK(m.value("src.last_committed") == 1000);
     rt.value()->request_stop();
     t.join();
-    CHECK(st.is_ok());
+    CHECK(st.ok());
 }
 
 TEST_CASE(
@@ -290,7 +292,7 @@ TEST_CASE(
     // Offset 100, the run's last event, is dropped: the checkpoint must still reach it.
     auto r = run_drain(pipeline("count: 100", "drop_every: 10, reject_every: 20, duplicate_every: 30",
                                 "output: '" + out + "'", "settings: {batch_size: 16}\n"));
-    REQUIRE(r.run_status.is_ok());
+    REQUIRE(r.run_status.ok());
     CHECK(r.totals.events == 100);
     // Multiples of 30 are duplicates (a duplicate mark stands over the rest);
     // of the other multiples of 10, those of 20 were rejected before the drop.
@@ -314,7 +316,7 @@ TEST_CASE(
     CHECK(dropped_lines == 3);
     auto second = run_drain(
         pipeline("count: 150", "drop_every: 10", "output: '" + out + "'", "settings: {batch_size: 16}\n"));
-    REQUIRE(second.run_status.is_ok());
+    REQUIRE(second.run_status.ok());
     CHECK(second.totals.events == 50); // 101..150: nothing before the dropped 100 again
     CHECK(second.totals.dropped == 5);
     std::filesystem::remove_all(dir);
@@ -332,8 +334,8 @@ TEST_CASE("runtime: stages built against ABI 1 never see DROPPED; later ABI 3 st
                  "    config: {count: 1000}\n  - id: pass\n    plugin: passthrough\n"
                  "    config: {drop_every: 4}\n  - id: sink\n    plugin: v1_sink\n",
                  reg, m);
-        REQUIRE(rt.is_ok());
-        REQUIRE(rt.value()->run(RunOptions{true}).is_ok());
+        REQUIRE(rt.ok());
+        REQUIRE(rt.value()->run(RunOptions{true}).ok());
         CHECK(m.value("sink.seen") == 1000);
         CHECK(m.value("sink.unknown_status") == 0);
         CHECK(m.value("sink.skipped") == 250); // shown as DUPLICATE: skipped
@@ -351,8 +353,8 @@ TEST_CASE("runtime: stages built against ABI 1 never see DROPPED; later ABI 3 st
                  "  - id: sink\n    plugin: file_sink\n    config: {output: '" +
                      out + "'}\n",
                  reg, m);
-        REQUIRE(rt.is_ok());
-        REQUIRE(rt.value()->run(RunOptions{true}).is_ok());
+        REQUIRE(rt.ok());
+        REQUIRE(rt.value()->run(RunOptions{true}).ok());
         CHECK(m.value("old.unknown_status") == 0);
         CHECK(m.value("old.skipped") == 250);
         CHECK(rt.value()->totals().dropped == 250);
@@ -419,7 +421,7 @@ TEST_CASE("runtime: a transform's history is replayed before start, oldest first
     auto dir = temp_dir("replay_order");
     auto r = run_drain(
         pipeline("count: 1000", "history: 300", sink_at(dir, 1000), "settings: {batch_size: 64}\n"));
-    REQUIRE(r.run_status.is_ok());
+    REQUIRE(r.run_status.ok());
     CHECK(r.metric("src.replay_max_events") == 300);
     CHECK(r.metric("pipeline.replayed") == 300);
     CHECK(r.metric("pass.restored") == 300);
@@ -440,7 +442,7 @@ TEST_CASE("runtime: a source that replays in small pieces is called until done, 
     auto dir = temp_dir("replay_pieces");
     auto r = run_drain(pipeline("count: 1200, replay_piece: 7", "history: 100", sink_at(dir, 1000),
                                 "settings: {batch_size: 64}\n"));
-    REQUIRE(r.run_status.is_ok());
+    REQUIRE(r.run_status.ok());
     CHECK(r.metric("pass.restored") == 100);
     CHECK(r.metric("pass.restore_first") == 901);
     CHECK(r.metric("pass.restore_last") == 1000);
@@ -455,8 +457,8 @@ TEST_CASE("runtime: restore never sees an event past the checkpoint; a source th
     auto dir = temp_dir("replay_past");
     auto r = run_drain(pipeline("count: 1000, replay_past: 3", "history: 50", sink_at(dir, 900),
                                 "settings: {batch_size: 64}\n"));
-    REQUIRE_FALSE(r.run_status.is_ok());
-    CHECK(r.run_status.code() == CDCFLOW_ERR_INTERNAL);
+    REQUIRE_FALSE(r.run_status.ok());
+    CHECK(r.run_status.abi() == CDCFLOW_ERR_INTERNAL);
     CHECK(r.run_status.message() ==
           "stage 'src' (plugin 'gen_source'): replay handed out offset 901, which is "
           "past the checkpoint: refusing to rebuild state from events that were not "
@@ -469,7 +471,7 @@ TEST_CASE("runtime: restore never sees an event past the checkpoint; a source th
 TEST_CASE("runtime: no replay when no transform asks for history, nor before a first start") {
     auto dir = temp_dir("replay_none");
     auto none = run_drain(pipeline("count: 500", "", sink_at(dir, 400)));
-    REQUIRE(none.run_status.is_ok());
+    REQUIRE(none.run_status.ok());
     CHECK(none.metric("src.replay_calls") == 0);
     CHECK(none.metric("pass.restore_calls") == 0);
     CHECK(none.totals.events == 100);
@@ -478,7 +480,7 @@ TEST_CASE("runtime: no replay when no transform asks for history, nor before a f
     // No checkpoint: one call that tells the source how much history the
     // pipeline keeps, and nothing to restore.
     auto first = run_drain(pipeline("count: 500", "history: 100", ""));
-    REQUIRE(first.run_status.is_ok());
+    REQUIRE(first.run_status.ok());
     CHECK(first.metric("src.replay_calls") == 1);
     CHECK(first.metric("src.replay_max_events") == 100);
     CHECK(first.metric("pass.restore_calls") == 0);
@@ -495,7 +497,7 @@ TEST_CASE("runtime: a source without replay: the stateful transform starts empty
     CapturedLog log(dir / "log.txt");
     auto r = run_drain(yaml);
     std::string text = log.text();
-    REQUIRE(r.run_status.is_ok());
+    REQUIRE(r.run_status.ok());
     CHECK(r.metric("pass.restore_calls") == 0);
     CHECK(r.totals.events == 100);
     CHECK(
@@ -512,7 +514,7 @@ TEST_CASE("runtime: a replay cut short by the source's retention is a warning na
     CapturedLog log(dir / "log.txt");
     auto r = run_drain(pipeline("count: 1000, replay_first: 950", "history: 200", sink_at(dir, 1000)));
     std::string text = log.text();
-    REQUIRE(r.run_status.is_ok());
+    REQUIRE(r.run_status.ok());
     CHECK(r.metric("pass.restored") == 51); // 950..1000: what still exists
     CHECK(r.metric("pass.restore_first") == 950);
     CHECK(text.find(
@@ -525,8 +527,8 @@ TEST_CASE("runtime: a replay cut short by the source's retention is a warning na
 TEST_CASE("runtime: a failing restore fails the start with the transform's message") {
     auto dir = temp_dir("restore_fails");
     auto r = run_drain(pipeline("count: 1000", "history: 10, fail_restore: true", sink_at(dir, 500)));
-    REQUIRE_FALSE(r.run_status.is_ok());
-    CHECK(r.run_status.code() == CDCFLOW_ERR_IO);
+    REQUIRE_FALSE(r.run_status.ok());
+    CHECK(r.run_status.abi() == CDCFLOW_ERR_IO);
     CHECK(r.run_status.message() ==
           "stage 'pass' (plugin 'passthrough'): restore failed: injected restore failure");
     CHECK(r.totals.events == 0);
@@ -542,7 +544,7 @@ TEST_CASE("runtime: a stop requested during the replay ends it promptly and star
     auto rt = make(pipeline("count: 100000, replay_piece: 10, replay_sleep_ms: 20", "history: 100000",
                             sink_at(dir, 100000)),
                    reg, m);
-    REQUIRE(rt.is_ok());
+    REQUIRE(rt.ok());
     Status st;
     std::thread t([&] { st = rt.value()->run(RunOptions{}); });
     while (m.value("pass.restored") < 50)
@@ -551,7 +553,7 @@ TEST_CASE("runtime: a stop requested during the replay ends it promptly and star
     rt.value()->request_stop();
     t.join();
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
-    CHECK(st.is_ok());
+    CHECK(st.ok());
     CHECK(m.value("pass.restored") < 100000);
     CHECK(m.value("src.seeks") == 0); // never started
     CHECK(rt.value()->state() == "stopped");

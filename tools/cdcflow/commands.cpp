@@ -24,6 +24,8 @@
 
 namespace po = boost::program_options;
 using namespace cdcflow::host;
+using cdcflow::Result;
+using cdcflow::Status;
 
 namespace cdcflow::cli {
 
@@ -85,14 +87,14 @@ int parse(int argc, char **argv, const char *usage, po::options_description &opt
 Result<std::unique_ptr<Runtime>> prepare(const std::string &file, PluginRegistry &registry, Metrics &metrics) {
     auto def = load_pipeline_file(file, process_env());
     // A pipeline file that cannot be read is the command line's fault: 3.
-    if (!def) return Status::error(def.status().message(), CDCFLOW_ERR_CONFIG);
+    if (!def) return Status::from_abi(CDCFLOW_ERR_CONFIG, def.status().message());
     return Runtime::create(std::move(def.value()), registry, metrics);
 }
 
 // The exit code for a pipeline that could not be created: the file's fault
 // (3), or the environment's (1: a database that cannot be opened...).
 int create_failure_code(const Status &st) {
-    return st.code() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
+    return st.abi() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
 }
 
 std::string health_json(Runtime &rt) {
@@ -201,7 +203,7 @@ int cmd_run(int argc, char **argv) {
     }
     if (!st) {
         std::fprintf(stderr, "cdcflow: %s\n", st.message().c_str());
-        return st.code() == CDCFLOW_ERR_OWNED || st.code() == CDCFLOW_ERR_FENCED ? kExitOwned : kExitFailure;
+        return st.abi() == CDCFLOW_ERR_OWNED || st.abi() == CDCFLOW_ERR_FENCED ? kExitOwned : kExitFailure;
     }
     return kExitOk;
 }

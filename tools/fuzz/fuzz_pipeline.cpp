@@ -11,6 +11,8 @@
 #include <vector>
 
 using namespace cdcflow::host;
+using cdcflow::Result;
+using cdcflow::Status;
 
 namespace {
 

@@ -54,6 +54,7 @@
 #pragma once
 
 #include <cdcflow/rules.hpp>
+#include <cdcflow/status.hpp>
 
 #include <cstddef>
 #include <cstdint>
@@ -68,41 +69,18 @@ struct sqlite3;
 
 namespace cdcflow {
 
-// The outcome of a writer call: ok, or a code and a one-line message.
-//
-// Thread-safety: a plain value type.
-class OutboxStatus {
-public:
-    enum class Code : uint8_t {
-        kOk = 0,
-        kRefused,         // the event breaks a rule or the envelope: not written; do not retry it as is
-        kInvalidArgument, // bad options, or a call the writer's state does not allow (message says which)
-        kNotFound,        // open(): the outbox table does not exist (and create_schema is not set)
-        kDbError,         // SQLite failed; sqlite_code() has its (extended) result code
-        kUnavailable,     // the circuit breaker is open: failed fast without touching the database
-    };
-
-    OutboxStatus() = default; // ok
-    OutboxStatus(Code code, std::string message, int sqlite_code = 0)
-        : code_(code), sqlite_code_(sqlite_code), message_(std::move(message)) {}
-
-    bool ok() const { return code_ == Code::kOk; }
-    Code code() const { return code_; }
-    // The SQLite extended result code of a kDbError (e.g. SQLITE_BUSY), else 0.
-    int sqlite_code() const { return sqlite_code_; }
-    // Empty when ok(); otherwise one line of valid UTF-8 without a trailing
-    // newline (untrusted bytes it quotes, such as a file name or a trigger's
-    // message, are escaped as \xNN).
-    const std::string &message() const { return message_; }
-    // Is it worth trying the same call again later? True for kUnavailable and
-    // for a locked or busy database.
-    bool retryable() const;
-
-private:
-    Code code_ = Code::kOk;
-    int sqlite_code_ = 0;
-    std::string message_;
-};
+// The outcome of a writer call: cdcflow's one Status (cdcflow/status.hpp).
+// The writer answers ok or one of: kRefused (the event breaks a rule or the
+// envelope: not written; do not retry it as is), kInvalidArgument (bad
+// options, or a call the writer's state does not allow; the message says
+// which), kNotFound (open(): the outbox table does not exist and
+// create_schema is not set), kDbError (SQLite failed; sqlite_code() has its
+// extended result code), kUnavailable (the circuit breaker is open: failed
+// fast without touching the database). retryable() is true for kUnavailable
+// and for a locked or busy database. Messages are one line of valid UTF-8
+// (untrusted bytes it quotes, such as a file name or a trigger's message,
+// are escaped as \xNN). The name OutboxStatus stays for source compatibility.
+using OutboxStatus = Status;
 
 // One event to append. Borrowed: the writer copies what it keeps, so the
 // referenced bytes need only stay valid during the call.

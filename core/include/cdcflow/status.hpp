@@ -66,6 +66,7 @@ public:
     static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
 
     bool ok() const { return code_ == Code::kOk; }
+    explicit operator bool() const { return ok(); }
     Code code() const { return code_; }
     // Empty when ok().
     const std::string &message() const { return message_; }
