@@ -1,6 +1,7 @@
 #include "escape.hpp"
 
-#include "utf8.hpp"
+#include "base/text.hpp"
+#include "base/utf8.hpp"
 
 #include <algorithm>
 #include <cstdio>
@@ -14,21 +15,9 @@ std::string hex(unsigned char c) {
 }
 
 std::string quote(std::string_view s) {
-    size_t n = std::min<size_t>(s.size(), 200);
-    while (n < s.size() && n > 0 && (static_cast<unsigned char>(s[n]) & 0xC0) == 0x80)
-        --n;
-    std::string out = "'";
-    for (unsigned char c : s.substr(0, n)) {
-        if (c == '\n')
-            out += "\\n";
-        else if (c == '\t')
-            out += "\\t";
-        else if (c < 0x20 || c == 0x7F)
-            out += "\\x" + hex(c).substr(2);
-        else
-            out += static_cast<char>(c);
-    }
-    return out + (n < s.size() ? "...'" : "'");
+    // The project's one way to quote untrusted text in a message (base/text.hpp):
+    // single quotes, UTF-8 kept, cut at 200 bytes on a character boundary.
+    return base::quoted(s, {'\'', 200, true});
 }
 
 std::string one_line(std::string s) {
@@ -49,7 +38,7 @@ void put_string(std::string &out, std::string_view s) {
         i = run;
         if (i == s.size()) break;
         auto c = static_cast<unsigned char>(s[i]);
-        size_t n = utf8_length(s, i);
+        size_t n = base::utf8_length(s, i);
         if (c == '"' || c == '\\') {
             out += '\\';
             out += static_cast<char>(c);

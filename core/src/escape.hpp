@@ -1,6 +1,6 @@
-// Text in messages and JSON: how the host quotes user text in a one-line
-// error and writes a string as JSON. (Shared text-escaping helpers for the
-// whole project are coming; this file is the host's one place for them.)
+// Text in the pipeline loader's messages and JSON: the loader's spelling of
+// the project's one quoting helper (base/text.hpp), and the JSON string
+// writer that turns YAML scalars into the JSON handed to plugins.
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -12,8 +12,8 @@ namespace cdcflow::host {
 
 // "0x7F".
 std::string hex(unsigned char c);
-// User text in a one-line message: quoted, control characters escaped, long text cut
-// (at a UTF-8 character boundary).
+// User text in a one-line message: base::quoted with single quotes, valid
+// UTF-8 kept, control bytes and invalid UTF-8 as \xNN, cut after 200 bytes.
 std::string quote(std::string_view s);
 // The final safety net for "every error is one line" (library messages).
 std::string one_line(std::string s);

@@ -1,7 +1,7 @@
 #include "yaml_prescan.hpp"
 
 #include "escape.hpp"
-#include "utf8.hpp"
+#include "base/utf8.hpp"
 #include "yaml_load.hpp"
 
 #include <algorithm>
@@ -16,7 +16,7 @@ void check_text(std::string_view text) {
         auto c = static_cast<unsigned char>(text[i]);
         if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7F)
             fail(m, "control character " + hex(c) + " (a binary file?)");
-        size_t n = utf8_length(text, i);
+        size_t n = base::utf8_length(text, i);
         if (n == 0) fail(m, "invalid UTF-8 byte " + hex(c) + " (a binary file?)");
         if (c == '\n') m = {m.line + 1, 0};
         i += n;

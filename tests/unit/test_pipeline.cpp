@@ -238,7 +238,7 @@ TEST_SUITE("pipeline: structure") {
         CHECK(parse_error("pipeline: p\nstages:\n  - id: a b\n    plugin: x\n") ==
               "p.yaml:3:9: invalid stage id 'a b': use letters, digits, '_', '.' and '-'");
         CHECK(parse_error("pipeline: p\nstages:\n  - id: \"a\\nb\"\n    plugin: x\n") ==
-              "p.yaml:3:9: invalid stage id 'a\\nb': use letters, digits, '_', '.' and '-'");
+              "p.yaml:3:9: invalid stage id 'a\\x0ab': use letters, digits, '_', '.' and '-'");
     }
 
     TEST_CASE("duplicate stage ids") {
