@@ -272,6 +272,7 @@ void Runtime::notify_committed(Stage &src, Batch *b) {
 
 void Runtime::recycle(Stage &src, Batch *b) {
     notify_committed(src, b);
+    in_flight_ -= std::min<uint64_t>(in_flight_, b->count);
     b->reset();
 }
 
@@ -310,22 +311,50 @@ void Runtime::source_loop(Stage &st, bool drain) {
     }
     SpscQueue<Batch> &out = *queues_.front();
     Batch *b = nullptr;
+    in_flight_ = 0; // a fresh pool
     // Committed batches taken back early (their positions already reported):
     // an idle source learns what was committed without waiting for traffic.
+    // Used last in, first out: the batches in use stay the few already grown
+    // to the backlog's size, the others keep their small first allocation.
     std::vector<Batch *> spare;
     spare.reserve(pool_.size());
+    auto take_back = [&](Batch *r) {
+        recycle(st, r);
+        spare.push_back(r);
+    };
     auto take = [&]() -> Batch * {
-        if (!spare.empty()) {
-            Batch *x = spare.back();
-            spare.pop_back();
+        while (Batch *r = free_->try_pop())
+            take_back(r);
+        if (spare.empty()) {
+            Batch *x = free_->pop(); // blocks while every batch is downstream
+            if (x) recycle(st, x);
             return x;
         }
-        Batch *x = free_->pop(); // blocks while every batch is downstream
-        if (x) recycle(st, x);
+        Batch *x = spare.back();
+        spare.pop_back();
         return x;
     };
+    // Adaptive batching (Settings): the events the next fill may take.
+    const Settings &set = def_.settings;
+    BatchSizer sizer(set.batch_size, set.batch_max_events);
+    // Memory stays bounded however long the backlog: at most one largest
+    // batch per stage is in flight (every stage busy at once is all that
+    // the batches' size can buy).
+    const uint64_t in_flight_max = uint64_t(sizer.max()) * stages_.size();
     while (!stopping()) {
         if (!b && !(b = take())) break;
+        // Wait for committed batches until the next fill fits the bound
+        // (something is in flight then, so this ends).
+        while (in_flight_ > 0 && in_flight_ + sizer.target() > in_flight_max && !stopping()) {
+            Batch *r = free_->pop();
+            if (!r) break; // closed: a stage failed
+            take_back(r);
+        }
+        BatchLimits limits;
+        limits.events = sizer.target();
+        limits.bytes = set.batch_max_bytes;
+        if (set.batch_max_ms) limits.deadline = Clock::now() + std::chrono::milliseconds(set.batch_max_ms);
+        b->set_limits(limits);
         int32_t exhausted = 0;
         Outcome polled = call_with_retry(st, "poll", [&](char *err, uint64_t len) {
             exhausted = 0;
@@ -344,17 +373,18 @@ void Runtime::source_loop(Stage &st, bool drain) {
             break;
         }
         if (b->count > 0) {
+            sizer.filled(b->count, b->full);
             st.batches->value.fetch_add(1, std::memory_order_relaxed);
             st.events->value.fetch_add(b->count, std::memory_order_relaxed);
+            in_flight_ += b->count;
             if (!out.push(b)) break; // closed: a stage failed
             b = nullptr;
         } else if (drain && exhausted) {
             break;
         } else {
-            while (Batch *r = free_->try_pop()) {
-                recycle(st, r);
-                spare.push_back(r);
-            }
+            sizer.filled(0, false);
+            while (Batch *r = free_->try_pop())
+                take_back(r);
         }
     }
     // End of stream: everything read so far drains and commits, then the

@@ -49,7 +49,8 @@ TEST_CASE("host api: reject keeps the first verdict; duplicate overrides a rejec
     cdcflow_batch *b = &raw;
     cdcflow_event_init e{};
     e.struct_size = sizeof e;
-    for (int i = 0; i < 3; ++i) REQUIRE(api->batch_append(b, &e) == CDCFLOW_OK);
+    for (int i = 0; i < 3; ++i)
+        REQUIRE(api->batch_append(b, &e) == CDCFLOW_OK);
     cdcflow_ctx ctx;
     ctx.stage_id = "validator";
     api->event_reject(&ctx, b, 0, "first", 5);
@@ -96,7 +97,8 @@ TEST_CASE("host api: a rejection reason is stored as valid UTF-8, the bad bytes 
     cdcflow_batch raw(4);
     cdcflow_event_init e{};
     e.struct_size = sizeof e;
-    for (int i = 0; i < 3; ++i) REQUIRE(api->batch_push(&raw, &e) == CDCFLOW_OK);
+    for (int i = 0; i < 3; ++i)
+        REQUIRE(api->batch_push(&raw, &e) == CDCFLOW_OK);
     cdcflow_ctx ctx;
     ctx.stage_id = "project";
     const std::string bad = "unknown event type \"Money\xff\xfe\" (caf\xc3\xa9 ok, cut \xe2\x82)";
@@ -123,10 +125,83 @@ TEST_CASE("sdk: Batch::append returns false when full and throws when memory ran
         FAIL("no exception");
     } catch (const cdcflow::Error &err) {
         CHECK(err.status() == CDCFLOW_ERR_NOMEM);
-        CHECK(std::string(err.what()) == "out of memory copying an event of 4611686018427387904 payload bytes");
+        CHECK(std::string(err.what()) ==
+              "out of memory copying an event of 4611686018427387904 payload bytes");
     }
     e.payload = {"{}", 2};
     CHECK(view.append(e));
     CHECK_FALSE(view.append(e)); // full: the source returns what it has
     CHECK(view.size() == 1);
+}
+
+TEST_CASE("batch limits: a fill stops at its event, byte and time bounds, and always takes one event") {
+    std::string payload(100, 'p');
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    e.event_id = {"id", 2};
+    e.payload = {payload.data(), payload.size()};
+
+    Batch b(4);
+    BatchLimits l;
+    l.events = 10; // grows the array: the pool's batches start small
+    b.set_limits(l);
+    CHECK(b.capacity() == 10);
+    CHECK(b.events.size() >= 10);
+    for (int i = 0; i < 10; ++i)
+        REQUIRE(b.append(e));
+    CHECK_FALSE(b.full);
+    CHECK_FALSE(b.append(e));
+    CHECK(b.full);
+
+    b.reset();
+    CHECK_FALSE(b.full);
+    l.events = 1000;
+    l.bytes = 350; // three events of 102 bytes fit, the fourth would not
+    b.set_limits(l);
+    int n = 0;
+    while (b.append(e))
+        ++n;
+    CHECK(n == 3);
+    CHECK(b.full);
+    CHECK(b.arena.bytes_used() <= 350);
+
+    b.reset();
+    l.bytes = 10; // smaller than one event: the first still goes in
+    b.set_limits(l);
+    CHECK(b.append(e));
+    CHECK_FALSE(b.append(e));
+
+    b.reset();
+    l.bytes = 0;
+    l.deadline = std::chrono::steady_clock::now() - std::chrono::milliseconds(1); // already past
+    b.set_limits(l);
+    n = 0;
+    while (b.append(e))
+        ++n;
+    // The clock is read every 64 events: a fill past its deadline stops there.
+    CHECK(n == 64);
+    CHECK(b.full);
+}
+
+TEST_CASE("batch sizer: backlog doubles the batches up to the maximum, caught up falls back at once") {
+    BatchSizer s(100, 1000);
+    CHECK(s.target() == 100);
+    s.filled(100, false); // filled to its limit: a backlog
+    CHECK(s.target() == 200);
+    s.filled(150, true); // stopped by bytes or time: also a backlog
+    CHECK(s.target() == 400);
+    s.filled(400, false);
+    s.filled(800, false);
+    CHECK(s.target() == 1000); // never beyond the maximum
+    s.filled(1000, false);
+    CHECK(s.target() == 1000);
+    s.filled(37, false); // caught up: small batches again, for latency
+    CHECK(s.target() == 100);
+    s.filled(0, false);
+    CHECK(s.target() == 100);
+
+    BatchSizer fixed(500, 10); // a maximum below batch_size: batch_size wins
+    CHECK(fixed.max() == 500);
+    fixed.filled(500, true);
+    CHECK(fixed.target() == 500);
 }
