@@ -15,7 +15,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <list>
 #include <map>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -300,6 +302,51 @@ TEST_CASE("row cache: LRU eviction skips pinned rows") {
     CHECK(cache.find("d") == nullptr); // d was least recently used (finds refresh a and c)
     CHECK(cache.find("a") != nullptr);
     CHECK(cache.find("c") != nullptr);
+}
+
+TEST_CASE("row cache: finds exactly the live keys through growth, eviction and erasure") {
+    // Against a model: which keys are cached. A wrong deletion in the
+    // open-addressing index loses a live key (find misses) or keeps a dead
+    // one (find hits); both show here.
+    cdcflow::projection::RowCache<int> cache(700);
+    std::map<std::string, int> model; // key -> row value
+    std::list<std::string> lru;       // most recent first
+    std::mt19937 rnd(7);
+    auto touch = [&](const std::string &k) {
+        lru.remove(k);
+        lru.push_front(k);
+    };
+    for (int step = 0; step < 60000; ++step) {
+        std::string k = "acc-" + std::to_string(rnd() % 1500);
+        int op = static_cast<int>(rnd() % 10);
+        auto *n = cache.find(k);
+        REQUIRE((n != nullptr) == (model.count(k) == 1));
+        if (n) {
+            CHECK(n->row == model[k]);
+            touch(k);
+            if (op == 0) { // forget it (a rolled-back batch)
+                cache.erase(n);
+                model.erase(k);
+                lru.remove(k);
+            }
+        } else {
+            if (model.size() >= 700) { // the least recently used goes
+                model.erase(lru.back());
+                lru.pop_back();
+            }
+            cache.insert(k)->row = step;
+            model[k] = step;
+            lru.push_front(k);
+        }
+        REQUIRE(cache.size() == model.size());
+    }
+    for (int i = 0; i < 1500; ++i) {
+        std::string k = "acc-" + std::to_string(i);
+        CHECK((cache.find(k) != nullptr) == (model.count(k) == 1));
+    }
+    cache.clear();
+    CHECK(cache.size() == 0);
+    CHECK(cache.find("acc-1") == nullptr);
 }
 
 // ---------------------------------------------------------------- the sink
@@ -677,13 +724,14 @@ TEST_CASE("projection_sink: SQL metacharacters are stored verbatim; invalid UTF-
     CHECK_FALSE(account(db, bad_utf8).found); // never text that is not UTF-8 in the read model
     auto dl = dead_letters(db);
     REQUIRE(dl.size() == 3);
-    CHECK(dl[0].aggregateid == bad_utf8); // the original bytes...
+    CHECK(dl[0].aggregateid == bad_utf8);                                            // the original bytes...
     CHECK(dl[0].reason == "aggregate id is not valid UTF-8: \"acc-\\xFF\\xFE\"'\""); // ...and a UTF-8 reason
     CHECK(db.query_int("SELECT count(*) FROM dead_letters WHERE typeof(aggregateid) = 'blob'") == 1);
     CHECK(db.query_int("SELECT count(*) FROM dead_letters WHERE typeof(reason) = 'text'") == 3);
     CHECK(dl[1].payload == huge); // kept whole, never parsed (over max_payload_bytes)
     CHECK(dl[1].aggregateid == evil);
-    CHECK(dl[1].reason == "payload is " + std::to_string(huge.size()) + " bytes, more than max_payload_bytes 1048576");
+    CHECK(dl[1].reason ==
+          "payload is " + std::to_string(huge.size()) + " bytes, more than max_payload_bytes 1048576");
     CHECK(dl[2].event_id == "id'\"; --");
     CHECK(dl[2].type == "Money\"Deposited'");
     CHECK(dl[2].source_position == "topic/3@4");
@@ -704,10 +752,12 @@ TEST_CASE("projection_sink: holds its own limits without a validator: empty ids,
     EventSpec no_id = ev(2, "acc-2", "AccountCreated", created());
     no_id.id = "";
     append(b, no_id);
-    std::string deep = "{\"amount\":\"1.00\",\"x\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    std::string deep =
+        "{\"amount\":\"1.00\",\"x\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
     Sink big({{"database", dir.file("other.db")}}); // default limit: 1 MiB
     append(b, ev(3, "acc-1", "MoneyDeposited", deposit("1.00")));
-    append(b, ev(4, "acc-1", "MoneyDeposited", "{\"amount\":\"1.00\",\"pad\":\"" + std::string(5000, 'p') + "\"}"));
+    append(b, ev(4, "acc-1", "MoneyDeposited",
+                 "{\"amount\":\"1.00\",\"pad\":\"" + std::string(5000, 'p') + "\"}"));
     s.process(b);
     sqlite::Db db(path, SQLITE_OPEN_READONLY);
     CHECK(account(db, "acc-1").balance == "1.00");
@@ -730,8 +780,9 @@ TEST_CASE("projection_sink: holds its own limits without a validator: empty ids,
     CHECK(account(db2, "acc-9").balance == "2.00"); // 1,000 deep is fine
     auto dl2 = dead_letters(db2);
     REQUIRE(dl2.size() == 1);
-    CHECK(dl2[0].reason == "payload is not valid JSON: The JSON document was too deep (too many nested objects and "
-                           "arrays)");
+    CHECK(dl2[0].reason ==
+          "payload is not valid JSON: The JSON document was too deep (too many nested objects and "
+          "arrays)");
 }
 
 TEST_CASE("projection_sink: a tiny cache gives the same results as a big one") {
