@@ -61,6 +61,10 @@ Batch::Batch(uint32_t capacity) : events(capacity ? capacity : 1) {
 }
 
 void Batch::reset() {
+    if (++generation == 0) { // wrapped: no stale entry may look current
+        parsed.clear();
+        generation = 1;
+    }
     count = 0;
     arena.reset();
     full = false;

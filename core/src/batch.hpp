@@ -98,6 +98,15 @@ struct Batch {
     std::vector<cdcflow_event> events; // at least capacity() long
     uint32_t count = 0;
     Arena arena;
+    // event_payload's results, by event index; an entry is current when its
+    // generation is the batch's (reset() moves the generation on instead of
+    // clearing every entry).
+    struct Parsed {
+        uint32_t generation = 0;
+        cdcflow_payload payload{};
+    };
+    std::vector<Parsed> parsed;
+    uint32_t generation = 1;
     BatchLimits limits;
     bool full = false;          // append refused an event since the last reset
     bool end_of_stream = false; // sentinel batch: no more data follows

@@ -330,7 +330,13 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
                 }
             }
             if (e.status == CDCFLOW_EVENT_OK) {
-                if (admissible(e, reason_) && projection_->apply(e, reason_)) {
+                // The payload as the host parsed it once (a validator before
+                // us usually asked already); an older host: the projection
+                // parses it itself.
+                cdcflow_payload parsed;
+                if (admissible(e, reason_) &&
+                    (batch.payload(i, parsed) ? projection_->apply(e, parsed, reason_)
+                                              : projection_->apply(e, reason_))) {
                     if (version) AggregateVersions::applied(version, e.aggregate_version);
                     ++applied;
                     continue;

@@ -205,3 +205,110 @@ TEST_CASE("batch sizer: backlog doubles the batches up to the maximum, caught up
     fixed.filled(500, true);
     CHECK(fixed.target() == 500);
 }
+
+namespace {
+
+cdcflow_payload parse_payload(cdcflow_batch &b, uint32_t i) {
+    cdcflow_payload p{};
+    p.struct_size = sizeof p;
+    REQUIRE(host_api()->event_payload(&b, i, &p) == CDCFLOW_OK);
+    return p;
+}
+
+std::string text(cdcflow_str s) {
+    return std::string(s.data, s.len);
+}
+
+} // namespace
+
+TEST_CASE("event_payload: fields as spans of the payload, parsed once per batch contents") {
+    cdcflow_batch b(4);
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    std::string p0 =
+        R"( {"amount" : "12.50" , "n": -1.5e3, "o": {"k": [1, null]}, "t": true, "s": "a\"b", "k\u0065y": null} )";
+    e.payload = {p0.data(), p0.size()};
+    REQUIRE(b.append(e));
+    cdcflow_payload p = parse_payload(b, 0);
+    REQUIRE(p.result == CDCFLOW_PAYLOAD_OBJECT);
+    CHECK(p.root_type == CDCFLOW_JSON_OBJECT);
+    REQUIRE(p.field_count == 6);
+    auto f = [&](uint32_t k) -> const cdcflow_json_field & { return cdcflow::Batch::field(p, k); };
+    CHECK(text(f(0).key) == "amount");
+    CHECK(text(f(0).value) == "\"12.50\"");
+    CHECK(f(0).type == CDCFLOW_JSON_STRING);
+    CHECK(f(0).has_escape == 0);
+    // Spans point into the event's own payload bytes (the arena copy).
+    const cdcflow_str &stored = b.events[0].payload;
+    CHECK(f(0).value.data >= stored.data);
+    CHECK(f(0).value.data + f(0).value.len <= stored.data + stored.len);
+    CHECK(text(f(1).value) == "-1.5e3");
+    CHECK(f(1).type == CDCFLOW_JSON_NUMBER);
+    CHECK(text(f(2).value) == R"({"k": [1, null]})");
+    CHECK(f(2).type == CDCFLOW_JSON_OBJECT);
+    CHECK(f(3).type == CDCFLOW_JSON_BOOL);
+    CHECK(text(f(4).value) == R"("a\"b")");
+    CHECK(f(4).has_escape == 1);
+    CHECK(text(f(5).key) == "key"); // keys come unescaped
+    CHECK(f(5).type == CDCFLOW_JSON_NULL);
+
+    // Asked again (a later stage): the stored result, not a new parse.
+    cdcflow_payload again = parse_payload(b, 0);
+    CHECK(again.fields == p.fields);
+    // Past the batch: not found.
+    cdcflow_payload none{};
+    none.struct_size = sizeof none;
+    CHECK(host_api()->event_payload(&b, 1, &none) == CDCFLOW_ERR_NOT_FOUND);
+
+    // New contents after a reset: parsed anew.
+    b.reset();
+    std::string p1 = "[1, 2]";
+    e.payload = {p1.data(), p1.size()};
+    REQUIRE(b.append(e));
+    cdcflow_payload q = parse_payload(b, 0);
+    CHECK(q.result == CDCFLOW_PAYLOAD_NOT_OBJECT);
+    CHECK(q.root_type == CDCFLOW_JSON_ARRAY);
+    CHECK(q.field_count == 0);
+}
+
+TEST_CASE("event_payload: invalid JSON is invalid wherever it hides, with a reason") {
+    const char *bad[] = {"",
+                         "{",
+                         R"({"a": 1,})",
+                         R"({"a" 1})",
+                         R"({"a": 1} x)",
+                         R"({"a": [1,})",
+                         R"({"a": tru})",
+                         R"({"a": "\q"})",
+                         R"({"a": 01})",
+                         "{\"a\": \"\xff\xfe\"}", // not UTF-8
+                         "{\"a\": {\"b\": [1, 2}}",
+                         "[1, 2",
+                         "nul",
+                         "12 13"};
+    for (const char *s : bad) {
+        cdcflow_batch b(1);
+        cdcflow_event_init e{};
+        e.struct_size = sizeof e;
+        e.payload = {s, std::strlen(s)};
+        REQUIRE(b.append(e));
+        cdcflow_payload p = parse_payload(b, 0);
+        CHECK_MESSAGE(p.result == CDCFLOW_PAYLOAD_INVALID, s);
+        REQUIRE(p.error != nullptr);
+        CHECK(std::string(p.error).rfind("payload is not valid JSON: ", 0) == 0);
+    }
+    // Nesting deeper than 1024 levels is refused as the DOM parser refuses it.
+    std::string deep = "{\"a\":" + std::string(1100, '[') + std::string(1100, ']') + "}";
+    cdcflow_batch b(1);
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    e.payload = {deep.data(), deep.size()};
+    REQUIRE(b.append(e));
+    CHECK(parse_payload(b, 0).result == CDCFLOW_PAYLOAD_INVALID);
+    for (const char *ok : {"12", "\"x\"", "null", "true", "[1, {\"a\": []}]"}) {
+        cdcflow_batch c(1);
+        e.payload = {ok, std::strlen(ok)};
+        REQUIRE(c.append(e));
+        CHECK_MESSAGE(parse_payload(c, 0).result == CDCFLOW_PAYLOAD_NOT_OBJECT, ok);
+    }
+}

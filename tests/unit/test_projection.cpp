@@ -2,8 +2,10 @@
 // against real SQLite files over the host API table.
 #include "plugin_harness.hpp"
 
+#include "batch.hpp"
 #include "common/sqlite.hpp"
 #include "common/wal_checkpointer.hpp"
+#include "host_api.hpp"
 #include "projection_sink/accounts.hpp"
 #include "projection_sink/accounts_projection.hpp"
 #include "projection_sink/aggregate_versions.hpp"
@@ -95,12 +97,15 @@ struct Domain {
     std::string reason;
     int64_t ts = 0;
 
-    // "" when applied, else the reason.
+    // "" when applied, else the reason. Every event is also read from the
+    // host's shared parse (event_payload): both readings must agree.
     std::string apply(std::string_view id, std::string_view type, std::string_view payload,
                       std::string_view agg_type = "Account") {
         acc::Command cmd;
         reason.clear();
-        if (!parser.parse(acc::EventView{agg_type, id, type, payload}, cmd, reason)) return reason;
+        bool ok = parser.parse(acc::EventView{agg_type, id, type, payload}, cmd, reason);
+        same_as_shared_parse(acc::EventView{agg_type, id, type, payload}, ok, cmd, reason);
+        if (!ok) return reason;
         acc::Account &a = accounts[std::string(id)];
         acc::Account before = a;
         if (!acc::apply_rules(cmd, id, ++ts, a, reason)) {
@@ -113,6 +118,35 @@ struct Domain {
         return "";
     }
     std::string balance(const std::string &id) { return money::to_string(accounts[id].balance); }
+
+    void same_as_shared_parse(const acc::EventView &ev, bool ok, const acc::Command &cmd,
+                              const std::string &why) {
+        cdcflow_batch b(1);
+        cdcflow_event_init in{};
+        in.struct_size = sizeof in;
+        in.payload = {ev.payload.data(), ev.payload.size()};
+        REQUIRE(b.append(in));
+        cdcflow_payload shared{};
+        shared.struct_size = sizeof shared;
+        REQUIRE(cdcflow::host::host_api()->event_payload(&b, 0, &shared) == CDCFLOW_OK);
+        acc::Command cmd2;
+        std::string why2;
+        acc::CommandParser fresh;
+        bool ok2 = fresh.parse(ev, shared, cmd2, why2);
+        CHECK_MESSAGE(ok2 == ok, ev.payload);
+        if (ok && ok2) {
+            CHECK(cmd2.kind == cmd.kind);
+            CHECK(cmd2.amount == cmd.amount);
+            CHECK(cmd2.owner == cmd.owner);
+            CHECK(cmd2.currency == cmd.currency);
+        } else if (why.rfind("payload is not", 0) == 0) {
+            // "not JSON" and "not an object" may be told apart differently
+            // ("xyz": the own parse sees no object, the host no JSON).
+            CHECK_MESSAGE(why2.rfind("payload is not", 0) == 0, ev.payload);
+        } else {
+            CHECK_MESSAGE(why2 == why, ev.payload);
+        }
+    }
 };
 
 std::string deposit(std::string_view amount) {
