@@ -39,11 +39,13 @@
 //
 // Besides the payload, an event's envelope is checked: event id and aggregate
 // id non-empty, all four envelope strings valid UTF-8, event type listed under
-// `events`, aggregate type listed under `aggregate_types` when that is given. The payload must be a JSON object
-// (valid UTF-8, nesting at most 1024 deep, at most max_payload_bytes bytes;
-// default 1 MiB, which bounds the parser's memory at about 14 bytes per
-// payload byte). A payload key that a rule names may appear only once.
+// `events`, aggregate type listed under `aggregate_types` when that is given. The payload must be a JSON
+// object (valid UTF-8, nesting at most 1024 deep, at most max_payload_bytes bytes; default 1 MiB, which
+// bounds the parser's memory at about 14 bytes per payload byte). A payload key that a rule names may appear
+// only once.
 #pragma once
+
+#include <cdcflow/plugin.h>
 
 #include <compare>
 #include <cstddef>
@@ -183,6 +185,13 @@ public:
     // (buffers grow to the largest payload seen and to the longest reason);
     // throws only std::bad_alloc while growing them.
     bool check(const EventView &event, std::string *reason);
+
+    // check() in two steps, for a stage whose host parses each payload once
+    // for the whole pipeline (plugin.h, event_payload): the envelope and the
+    // payload's size first (before anything parses it), then the payload as
+    // parsed. Same rules, same reasons as check().
+    bool check_envelope(const EventView &event, std::string *reason);
+    bool check_payload(const EventView &event, const cdcflow_payload &parsed, std::string *reason);
 
 private:
     struct State;
