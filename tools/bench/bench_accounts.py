@@ -71,6 +71,7 @@ def timed(cmd, env=None):
     out, err = p.stdout.read(), p.stderr.read()
     if status != 0:
         sys.exit("%s failed: %s" % (cmd[0], err[-2000:]))
+    timed.cpu = ru.ru_utime + ru.ru_stime  # CPU seconds of the last run (all threads)
     return secs, ru.ru_maxrss / 1024.0, out
 
 
@@ -100,14 +101,17 @@ def throughput(args, build, work):
             f.write(text)
     subprocess.run(["sync"])
     hw_secs, hw_rss, _ = timed([os.path.join(build, "tools", "handwritten_loop"), hw])
+    hw_cpu = timed.cpu
     env = dict(os.environ, CDCFLOW_DB=cf, CDCFLOW_LOG_LEVEL="warn")
     cf_secs, cf_rss, out = timed([os.path.join(build, "tools", "cdcflow"), "run", pipeline, "--drain"], env)
+    cf_cpu = timed.cpu
     a = dict(sqlite3.connect(hw).execute("SELECT account_id, balance_cents FROM hw_accounts"))
     b = {k: int(v.replace(".", "")) for k, v in sqlite3.connect(cf).execute("SELECT account_id, balance FROM accounts")}
     same = a == b
-    print("hand-written loop : %9.0f events/s  (%.2f s, peak RSS %.0f MiB)" % (args.events / hw_secs, hw_secs, hw_rss))
-    print("cdcflow --drain   : %9.0f events/s  (%.2f s, peak RSS %.0f MiB)  %s" % (
-        args.events / cf_secs, cf_secs, cf_rss, out.strip()))
+    print("hand-written loop : %9.0f events/s  (%.2f s, %.2f s CPU, peak RSS %.0f MiB)" % (
+        args.events / hw_secs, hw_secs, hw_cpu, hw_rss))
+    print("cdcflow --drain   : %9.0f events/s  (%.2f s, %.2f s CPU, peak RSS %.0f MiB)  %s" % (
+        args.events / cf_secs, cf_secs, cf_cpu, cf_rss, out.strip()))
     print("ratio cdcflow/loop: %.2fx   balances identical: %s" % (hw_secs / cf_secs, same))
 
 
