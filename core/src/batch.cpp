@@ -93,12 +93,14 @@ bool Batch::append(const cdcflow_event_init &in) {
         }
         // The clock is read once per 64 events: ~20 ns a read would cost
         // more than the rest of append at a million events a second.
-        if ((count & 63) == 0 && limits.deadline != std::chrono::steady_clock::time_point{} &&
-            std::chrono::steady_clock::now() >= limits.deadline) {
+        if ((count & 63) == 0 && limits.max_fill.count() > 0 &&
+            std::chrono::steady_clock::now() >= fill_deadline) {
             full = true;
             return false;
         }
     }
+    if (count == 0 && limits.max_fill.count() > 0)
+        fill_deadline = std::chrono::steady_clock::now() + limits.max_fill;
     cdcflow_event &e = events[count];
     e.event_id = arena.copy(in.event_id);
     e.aggregate_type = arena.copy(in.aggregate_type);

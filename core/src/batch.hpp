@@ -52,9 +52,11 @@ private:
 // before each poll). A batch always takes its first event, however large, so
 // that one oversized event cannot stall the stream.
 struct BatchLimits {
-    uint32_t events = 1;                              // at most this many events (batch_capacity)
-    size_t bytes = 0;                                 // arena bytes (event strings); 0: unbounded
-    std::chrono::steady_clock::time_point deadline{}; // stop filling after; epoch: no limit
+    uint32_t events = 1; // at most this many events (batch_capacity)
+    size_t bytes = 0;    // arena bytes (event strings); 0: unbounded
+    // Stop filling this long after the first event went in (the time a
+    // source spends waiting for its first row does not count); 0: no limit.
+    std::chrono::nanoseconds max_fill{0};
 };
 
 // Adaptive batching's policy (settings batch_size / batch_max_events): the
@@ -108,8 +110,9 @@ struct Batch {
     std::vector<Parsed> parsed;
     uint32_t generation = 1;
     BatchLimits limits;
-    bool full = false;          // append refused an event since the last reset
-    bool end_of_stream = false; // sentinel batch: no more data follows
+    bool full = false;                                     // append refused an event since the last reset
+    std::chrono::steady_clock::time_point fill_deadline{}; // set by the first append
+    bool end_of_stream = false;                            // sentinel batch: no more data follows
 };
 
 } // namespace cdcflow::host

@@ -84,7 +84,7 @@ struct Settings {
     // source keeps up; each batch the source fills to its limit doubles the
     // next one's, up to max(batch_size, batch_max_events), and the first one
     // that is not full falls back to batch_size. A fill also stops at
-    // batch_max_bytes of event data and batch_max_ms after it began (0: no
+    // batch_max_bytes of event data and batch_max_ms after its first event (0: no
     // time bound). Events in flight are bounded by stages x the largest batch.
     uint32_t batch_size = 1024;             // events per batch while caught up
     uint32_t batch_max_events = 32768;      // events per batch under backlog

@@ -362,7 +362,7 @@ void Runtime::source_loop(Stage &st, bool drain) {
         BatchLimits limits;
         limits.events = sizer.target();
         limits.bytes = set.batch_max_bytes;
-        if (set.batch_max_ms) limits.deadline = Clock::now() + std::chrono::milliseconds(set.batch_max_ms);
+        limits.max_fill = std::chrono::milliseconds(set.batch_max_ms);
         b->set_limits(limits);
         int32_t exhausted = 0;
         Outcome polled = call_with_retry(st, "poll", [&](char *err, uint64_t len) {

@@ -17,6 +17,7 @@
 
 Usage: tools/bench/bench_accounts.py [--build build] [--events N] [--accounts N]
        [--rate 20000] [--seconds 10] [--workdir DIR] [--versions] [--ownership-rounds N]
+       [--pipeline FILE]
 Prints figures; asserts nothing.
 """
 import argparse
@@ -85,7 +86,7 @@ def throughput(args, build, work):
     hw, cf = os.path.join(work, "hw.db"), os.path.join(work, "cdcflow.db")
     for dst in (hw, cf):
         shutil.copy(base, dst)
-    pipeline = os.path.join(ROOT, "pipelines", "accounts.yaml")
+    pipeline = args.pipeline
     if args.versions:
         # Every event carries its aggregate's version (1, 2, ...): the sink
         # then also checks and stores the last version per account.
@@ -157,8 +158,7 @@ def latency(args, build, work):
     c.commit()
     env = dict(os.environ, CDCFLOW_DB=db, CDCFLOW_LOG_LEVEL="warn")
     host_started = time.monotonic()
-    host = subprocess.Popen([os.path.join(build, "tools", "cdcflow"), "run",
-                             os.path.join(ROOT, "pipelines", "accounts.yaml")], env=env,
+    host = subprocess.Popen([os.path.join(build, "tools", "cdcflow"), "run", args.pipeline], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = {}  # checkpoint position -> first time observed (us)
     stop = threading.Event()
@@ -229,6 +229,8 @@ def main():
                     help="throughput: events carry aggregate versions (outbox_source version_column)")
     ap.add_argument("--ownership-rounds", type=int, default=0,
                     help="also time N drains with and N without the ownership check, interleaved")
+    ap.add_argument("--pipeline", default=os.path.join(ROOT, "pipelines", "accounts.yaml"),
+                    help="the pipeline file to run (default: pipelines/accounts.yaml)")
     ap.add_argument("--make-db", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.make_db:
