@@ -105,6 +105,7 @@ struct Batch {
     // clearing every entry).
     struct Parsed {
         uint32_t generation = 0;
+        cdcflow_str of{}; // the payload it was parsed from (a stage may point an event elsewhere)
         cdcflow_payload payload{};
     };
     std::vector<Parsed> parsed;

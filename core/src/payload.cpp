@@ -183,9 +183,9 @@ cdcflow_status event_payload(Batch &b, uint32_t index, cdcflow_payload *out) {
     try {
         if (b.parsed.size() < b.count) b.parsed.resize(b.events.size());
         Batch::Parsed &slot = b.parsed[index];
-        if (slot.generation != b.generation) {
+        const cdcflow_str payload = b.events[index].payload;
+        if (slot.generation != b.generation || slot.of.data != payload.data || slot.of.len != payload.len) {
             thread_local ThreadParser tp;
-            const cdcflow_str payload = b.events[index].payload;
             const size_t len = static_cast<size_t>(payload.len);
             if (tp.buf.size() > kKeepBufferBytes && len <= kKeepBufferBytes) {
                 std::vector<char>().swap(tp.buf);
@@ -221,6 +221,7 @@ cdcflow_status event_payload(Batch &b, uint32_t index, cdcflow_payload *out) {
                 r.field_count = static_cast<uint32_t>(tp.fields.size());
             }
             slot.payload = r;
+            slot.of = payload;
             slot.generation = b.generation;
         }
         std::memcpy(out, &slot.payload, std::min<size_t>(out->struct_size, sizeof(cdcflow_payload)));

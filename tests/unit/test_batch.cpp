@@ -239,7 +239,7 @@ TEST_CASE("event_payload: fields as spans of the payload, parsed once per batch 
     CHECK(f(0).type == CDCFLOW_JSON_STRING);
     CHECK(f(0).has_escape == 0);
     // Spans point into the event's own payload bytes (the arena copy).
-    const cdcflow_str &stored = b.events[0].payload;
+    const cdcflow_str stored = b.events[0].payload;
     CHECK(f(0).value.data >= stored.data);
     CHECK(f(0).value.data + f(0).value.len <= stored.data + stored.len);
     CHECK(text(f(1).value) == "-1.5e3");
@@ -255,6 +255,14 @@ TEST_CASE("event_payload: fields as spans of the payload, parsed once per batch 
     // Asked again (a later stage): the stored result, not a new parse.
     cdcflow_payload again = parse_payload(b, 0);
     CHECK(again.fields == p.fields);
+    // A stage that points the event at other bytes gets those parsed.
+    std::string other = R"({"x": 1})";
+    b.events[0].payload = {other.data(), other.size()};
+    cdcflow_payload changed = parse_payload(b, 0);
+    REQUIRE(changed.field_count == 1);
+    CHECK(text(cdcflow::Batch::field(changed, 0).key) == "x");
+    b.events[0].payload = stored;
+    CHECK(parse_payload(b, 0).field_count == 6);
     // Past the batch: not found.
     cdcflow_payload none{};
     none.struct_size = sizeof none;
