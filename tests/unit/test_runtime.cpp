@@ -306,6 +306,18 @@ TEST_CASE("runtime: under backlog batches grow to batch_max_events, never beyond
     CHECK(r.totals.batches < 100);
 }
 
+TEST_CASE("runtime: once the source is caught up, batches are small again") {
+    // A backlog of 50,000 events, then the source hands out 10 events per
+    // poll (what a caught-up outbox source sees at a steady rate).
+    auto r = run_drain(pipeline("count: 52000, trickle_after: 50000, trickle: 10", "", "",
+                                "settings: {batch_size: 100, batch_max_events: 5000, batch_max_ms: 0}\n"));
+    REQUIRE(r.run_status.is_ok());
+    CHECK(r.totals.events == 52000);
+    CHECK(r.metric("src.max_capacity") == 5000); // the backlog grew the batches
+    CHECK(r.metric("src.last_capacity") == 100); // caught up: batch_size again
+    CHECK(r.metric("sink.max_batch") == 5000);
+}
+
 TEST_CASE("runtime: batch_max_bytes bounds a batch however many events it may take") {
     // gen_source's events carry at least 24 bytes of strings ("Test",
     // "Generated", the id twice, the payload).
