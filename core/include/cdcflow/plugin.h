@@ -246,10 +246,10 @@ typedef enum cdcflow_json_type {
 /* ABI 3: one top-level field of a payload object (event_payload). Arrays of
  * these are walked with the stride event_payload reports. */
 typedef struct cdcflow_json_field {
-    cdcflow_str key;   /* unescaped */
-    cdcflow_str value; /* the value's JSON text as written, inside the event's
-                        * payload: a string keeps its quotes and escapes */
-    int32_t type;      /* cdcflow_json_type */
+    cdcflow_str key;    /* unescaped */
+    cdcflow_str value;  /* the value's JSON text as written, inside the event's
+                         * payload: a string keeps its quotes and escapes */
+    int32_t type;       /* cdcflow_json_type */
     int32_t has_escape; /* STRING: the text holds a backslash escape (else the
                          * string is value without its two quotes) */
 } cdcflow_json_field;
