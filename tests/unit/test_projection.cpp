@@ -329,13 +329,28 @@ TEST_CASE("row cache: LRU eviction skips pinned rows") {
     cache.find("c")->pinned = true;
     cache.insert("d"); // everything pinned: grows past capacity
     CHECK(cache.size() == 3);
-    cache.find("a")->pinned = false;
+    cache.find("a")->pinned = false; // a batch commits: its rows are unpinned
     cache.find("c")->pinned = false;
+    cache.find("a"); // unpinned finds refresh: a, then c are the most recent
+    cache.find("c");
     cache.trim();
     CHECK(cache.size() == 2);
-    CHECK(cache.find("d") == nullptr); // d was least recently used (finds refresh a and c)
+    CHECK(cache.find("d") == nullptr); // d was least recently used
     CHECK(cache.find("a") != nullptr);
     CHECK(cache.find("c") != nullptr);
+
+    // A pinned row is not moved by later finds in its batch: it became the
+    // most recent at its first touch.
+    cdcflow::projection::RowCache<int> lru(3);
+    lru.insert("x");
+    lru.insert("y")->pinned = true; // touched first in this batch
+    lru.insert("z");
+    CHECK(lru.find("y") != nullptr); // pinned: stays behind z
+    lru.find("y")->pinned = false;
+    lru.find("x");   // x now most recent; order: x, z, y
+    lru.insert("w"); // full: the least recent unpinned row goes
+    CHECK(lru.find("y") == nullptr);
+    CHECK(lru.find("z") != nullptr);
 }
 
 TEST_CASE("row cache: finds exactly the live keys through growth, eviction and erasure") {
