@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstring>
 #include <string_view>
 
 namespace cdcflow::base {
@@ -32,12 +33,21 @@ bool valid_utf8_simd(std::string_view s) noexcept;
 
 // Is `s` valid UTF-8? Ids, types and typical payloads are ASCII, and for
 // short strings the dispatch into simdjson costs more than this loop (the
-// producer's five fields: 78 ns an event without it, 14 ns with it).
+// producer's five fields: 78 ns an event without it, 14 ns with it; the
+// validator's and the sink's envelope checks were 3-5% of their time in
+// simdjson's per-call setup). Eight bytes at a time.
 inline bool valid_utf8(std::string_view s) noexcept {
-    unsigned char any = 0;
-    for (char c : s)
-        any |= static_cast<unsigned char>(c);
-    return any < 0x80 || valid_utf8_simd(s);
+    const char *p = s.data();
+    size_t n = s.size(), i = 0;
+    uint64_t any = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        std::memcpy(&w, p + i, 8);
+        any |= w;
+    }
+    for (; i < n; ++i)
+        any |= static_cast<unsigned char>(p[i]);
+    return (any & 0x8080808080808080ull) == 0 || valid_utf8_simd(s);
 }
 
 // The largest n' <= n that does not fall inside a UTF-8 sequence of s (for

@@ -95,6 +95,7 @@ struct Validator::State {
     }
 
     bool check_field(const FieldRule &f, dom::element v);
+    bool check_parsed_field(const FieldRule &f, const cdcflow_json_field &v);
     bool check_string(const FieldRule &f, std::string_view s);
     bool check_decimal(const FieldRule &f, std::string_view s);
     bool check_integer(const FieldRule &f, dom::element v);
@@ -111,7 +112,7 @@ Validator::~Validator() = default;
 Validator::Validator(Validator &&) noexcept = default;
 Validator &Validator::operator=(Validator &&) noexcept = default;
 
-bool Validator::check(const EventView &ev, std::string *reason) {
+bool Validator::check_envelope(const EventView &ev, std::string *reason) {
     State &s = *state_;
     const RuleSet::Impl &r = *s.rules;
     std::string scratch;
@@ -144,7 +145,6 @@ bool Validator::check(const EventView &ev, std::string *reason) {
         return false;
     }
 
-    // Parse a padded copy (the batch arena does not promise padding).
     const size_t len = ev.payload.size();
     if (len == 0) return s.fail("payload is empty (expected a JSON object)");
     if (len > r.max_payload_bytes) {
@@ -154,6 +154,18 @@ bool Validator::check(const EventView &ev, std::string *reason) {
         append_num(*s.reason, r.max_payload_bytes);
         return false;
     }
+    return true;
+}
+
+bool Validator::check(const EventView &ev, std::string *reason) {
+    if (!check_envelope(ev, reason)) return false;
+    State &s = *state_;
+    const RuleSet::Impl &r = *s.rules;
+    std::string scratch;
+    s.reason = reason ? reason : &scratch;
+    auto it = r.events.find(ev.event_type); // there: check_envelope found it
+    const size_t len = ev.payload.size();
+    // Parse a padded copy (the batch arena does not promise padding).
     if (len + simdjson::SIMDJSON_PADDING > s.buf_cap) {
         s.buf_cap = std::max(len + simdjson::SIMDJSON_PADDING, std::max(2 * s.buf_cap, kInitialCapacity));
         s.buf.reset(new char[s.buf_cap]);
@@ -203,6 +215,74 @@ bool Validator::check(const EventView &ev, std::string *reason) {
             return false;
         }
     return true;
+}
+
+bool Validator::check_payload(const EventView &ev, const cdcflow_payload &parsed, std::string *reason) {
+    State &s = *state_;
+    const RuleSet::Impl &r = *s.rules;
+    std::string scratch;
+    s.reason = reason ? reason : &scratch;
+    auto it = r.events.find(ev.event_type);
+    if (it == r.events.end()) return check(ev, reason); // check_envelope was skipped: its reason
+    if (parsed.result == CDCFLOW_PAYLOAD_INVALID)
+        return s.fail(parsed.error ? std::string_view(parsed.error) : "payload is not valid JSON");
+    if (parsed.result != CDCFLOW_PAYLOAD_OBJECT) {
+        s.fail("payload is not a JSON object (got ");
+        *s.reason += json_type_name(parsed.root_type);
+        *s.reason += ')';
+        return false;
+    }
+    // As in check(): one pass over the payload's keys.
+    const std::vector<FieldRule> &fields = it->second.fields;
+    std::fill_n(s.seen.begin(), fields.size(), uint8_t{0});
+    for (uint32_t i = 0; i < parsed.field_count; ++i) {
+        const auto &kv = *reinterpret_cast<const cdcflow_json_field *>(
+            reinterpret_cast<const char *>(parsed.fields) + size_t(i) * parsed.field_stride);
+        std::string_view key(kv.key.data, static_cast<size_t>(kv.key.len));
+        for (size_t k = 0; k < fields.size(); ++k) {
+            const FieldRule &f = fields[k];
+            if (f.name != key) continue;
+            if (s.seen[k]) {
+                s.field_reason(f) += "duplicate key";
+                return false;
+            }
+            s.seen[k] = 1;
+            if (!s.check_parsed_field(f, kv)) return false;
+            break;
+        }
+    }
+    for (size_t k = 0; k < fields.size(); ++k)
+        if (!s.seen[k] && !fields[k].optional) {
+            s.field_reason(fields[k]) += "missing";
+            return false;
+        }
+    return true;
+}
+
+bool Validator::State::check_parsed_field(const FieldRule &f, const cdcflow_json_field &v) {
+    // The common case reads the string straight from the payload's text.
+    if (v.type == CDCFLOW_JSON_STRING && !v.has_escape &&
+        (f.type == FieldType::kString || f.type == FieldType::kDecimal)) {
+        std::string_view sv(v.value.data + 1, static_cast<size_t>(v.value.len) - 2);
+        return f.type == FieldType::kString ? check_string(f, sv) : check_decimal(f, sv);
+    }
+    // Anything else (escapes, numbers, other types): parse just this value,
+    // a few bytes, and check it as check() does.
+    const size_t len = static_cast<size_t>(v.value.len);
+    if (len + simdjson::SIMDJSON_PADDING > buf_cap) {
+        buf_cap = std::max(len + simdjson::SIMDJSON_PADDING, std::max(2 * buf_cap, kInitialCapacity));
+        buf.reset(new char[buf_cap]);
+    }
+    std::memcpy(buf.get(), v.value.data, len);
+    std::memset(buf.get() + len, 0, simdjson::SIMDJSON_PADDING);
+    if (len > parser.capacity() && parser.allocate(len) != simdjson::SUCCESS) throw std::bad_alloc();
+    dom::element e;
+    if (auto err = parser.parse(reinterpret_cast<const uint8_t *>(buf.get()), len, false).get(e)) {
+        fail("payload is not valid JSON: ");
+        *reason += simdjson::error_message(err);
+        return false;
+    }
+    return check_field(f, e);
 }
 
 bool Validator::State::check_field(const FieldRule &f, dom::element v) {

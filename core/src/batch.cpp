@@ -15,6 +15,7 @@ void *Arena::alloc(size_t n, size_t align) {
         size_t start = (used_ + align - 1) & ~(align - 1);
         if (start + n <= b.size) {
             used_ = start + n;
+            used_total_ += n;
             return b.mem.get() + start;
         }
         ++cur_;
@@ -52,19 +53,55 @@ void Arena::reset() {
     }
     cur_ = 0;
     used_ = 0;
+    used_total_ = 0;
 }
 
-Batch::Batch(uint32_t capacity) : events(capacity ? capacity : 1) {}
+Batch::Batch(uint32_t capacity) : events(capacity ? capacity : 1) {
+    limits.events = static_cast<uint32_t>(events.size());
+}
 
 void Batch::reset() {
+    if (++generation == 0) { // wrapped: no stale entry may look current
+        parsed.clear();
+        generation = 1;
+    }
     count = 0;
     arena.reset();
+    full = false;
     end_of_stream = false;
     dropped = 0;
 }
 
+void Batch::set_limits(const BatchLimits &l) {
+    limits = l;
+    if (limits.events == 0) limits.events = 1;
+    if (events.size() < limits.events) events.resize(limits.events);
+}
+
 bool Batch::append(const cdcflow_event_init &in) {
-    if (count >= events.size()) return false;
+    if (count >= limits.events) {
+        full = true;
+        return false;
+    }
+    if (count > 0) {
+        if (limits.bytes) {
+            uint64_t need = in.event_id.len + in.aggregate_type.len + in.aggregate_id.len +
+                            in.event_type.len + in.payload.len + in.headers.len + in.position.partition.len;
+            if (arena.bytes_used() + need > limits.bytes) {
+                full = true;
+                return false;
+            }
+        }
+        // The clock is read once per 64 events: ~20 ns a read would cost
+        // more than the rest of append at a million events a second.
+        if ((count & 63) == 0 && limits.max_fill.count() > 0 &&
+            std::chrono::steady_clock::now() >= fill_deadline) {
+            full = true;
+            return false;
+        }
+    }
+    if (count == 0 && limits.max_fill.count() > 0)
+        fill_deadline = std::chrono::steady_clock::now() + limits.max_fill;
     cdcflow_event &e = events[count];
     e.event_id = arena.copy(in.event_id);
     e.aggregate_type = arena.copy(in.aggregate_type);

@@ -9,6 +9,8 @@
 
 #include <cdcflow/plugin.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -30,6 +32,8 @@ public:
     cdcflow_str copy(cdcflow_str s);
     void reset();
     size_t bytes_reserved() const { return reserved_; }
+    // Bytes handed out since the last reset (what a batch's byte bound counts).
+    size_t bytes_used() const { return used_total_; }
 
 private:
     struct Block {
@@ -41,24 +45,78 @@ private:
     size_t cur_ = 0;  // index of the block being filled
     size_t used_ = 0; // bytes used in blocks_[cur_]
     size_t reserved_ = 0;
+    size_t used_total_ = 0;
+};
+
+// What bounds one fill of a batch (adaptive batching: the host sets these
+// before each poll). A batch always takes its first event, however large, so
+// that one oversized event cannot stall the stream.
+struct BatchLimits {
+    uint32_t events = 1; // at most this many events (batch_capacity)
+    size_t bytes = 0;    // arena bytes (event strings); 0: unbounded
+    // Stop filling this long after the first event went in (the time a
+    // source spends waiting for its first row does not count); 0: no limit.
+    std::chrono::nanoseconds max_fill{0};
+};
+
+// Adaptive batching's policy (settings batch_size / batch_max_events): the
+// events the next fill may take. A fill that came back full (a backlog)
+// doubles the next one, up to max_events, so that each sink commit covers
+// more events; one that did not (caught up) falls back to min_events, and
+// with it the latency of small batches.
+class BatchSizer {
+public:
+    BatchSizer(uint32_t min_events, uint32_t max_events)
+        : min_(min_events ? min_events : 1), max_(max_events > min_ ? max_events : min_), target_(min_) {}
+    uint32_t target() const { return target_; }
+    uint32_t max() const { return max_; }
+    // After a fill: what it held, and whether a limit stopped it.
+    void filled(uint32_t count, bool full) {
+        if (full || count >= target_)
+            target_ = static_cast<uint32_t>(std::min<uint64_t>(uint64_t(target_) * 2, max_));
+        else
+            target_ = min_;
+    }
+
+private:
+    uint32_t min_, max_, target_;
 };
 
 struct Batch {
     explicit Batch(uint32_t capacity);
 
-    void reset(); // empty, keep memory
+    void reset(); // empty, keep memory (and the limits)
     uint32_t size() const { return count; }
-    uint32_t capacity() const { return static_cast<uint32_t>(events.size()); }
+    // The events this fill may hold (what batch_capacity reports).
+    uint32_t capacity() const { return limits.events; }
     cdcflow_event &at(uint32_t i) { return events[i]; }
-    bool append(const cdcflow_event_init &ev); // false when full
+    // false when full: capacity reached, or (with at least one event in)
+    // the byte bound or the deadline; `full` then records it.
+    bool append(const cdcflow_event_init &ev);
+    // Only while no stage holds the batch (between fills): the event array
+    // grows to hold limits.events and never moves during a fill.
+    void set_limits(const BatchLimits &l);
 
-    std::vector<cdcflow_event> events; // sized to capacity once
+    std::vector<cdcflow_event> events; // at least capacity() long
     uint32_t count = 0;
     Arena arena;
-    bool end_of_stream = false; // sentinel batch: no more data follows
     // Events marked DROPPED (event_drop): while zero, the runtime shows the
     // batch to ABI 1 and 2 stages as it is, without looking at any event.
     uint32_t dropped = 0;
+    // event_payload's results, by event index; an entry is current when its
+    // generation is the batch's (reset() moves the generation on instead of
+    // clearing every entry).
+    struct Parsed {
+        uint32_t generation = 0;
+        cdcflow_str of{}; // the payload it was parsed from (a stage may point an event elsewhere)
+        cdcflow_payload payload{};
+    };
+    std::vector<Parsed> parsed;
+    uint32_t generation = 1;
+    BatchLimits limits;
+    bool full = false;                                     // append refused an event since the last reset
+    std::chrono::steady_clock::time_point fill_deadline{}; // set by the first append
+    bool end_of_stream = false;                            // sentinel batch: no more data follows
 };
 
 } // namespace cdcflow::host

@@ -4,6 +4,7 @@
 #include "base/clock.hpp"
 #include "base/text.hpp"
 #include "base/utf8.hpp"
+#include "payload.hpp"
 
 #include <cstdio>
 #include <cstring>
@@ -15,12 +16,15 @@ namespace cdcflow::host {
 static std::atomic<int> g_level{CDCFLOW_LOG_INFO};
 static std::mutex g_log_mu;
 
-void set_log_level(cdcflow_log_level level) { g_level.store(level); }
+void set_log_level(cdcflow_log_level level) {
+    g_level.store(level);
+}
 
 bool parse_log_level(const std::string &s, cdcflow_log_level *out) {
-    static const std::pair<const char *, cdcflow_log_level> names[] = {
-        {"debug", CDCFLOW_LOG_DEBUG}, {"info", CDCFLOW_LOG_INFO}, {"warn", CDCFLOW_LOG_WARN},
-        {"error", CDCFLOW_LOG_ERROR}};
+    static const std::pair<const char *, cdcflow_log_level> names[] = {{"debug", CDCFLOW_LOG_DEBUG},
+                                                                       {"info", CDCFLOW_LOG_INFO},
+                                                                       {"warn", CDCFLOW_LOG_WARN},
+                                                                       {"error", CDCFLOW_LOG_ERROR}};
     for (auto &[n, l] : names)
         if (s == n) {
             *out = l;
@@ -190,19 +194,30 @@ cdcflow_status push(cdcflow_batch *b, const cdcflow_event_init *ev) {
     return push_exact(b, full);
 }
 
-cdcflow_status batch_push(cdcflow_batch *b, const cdcflow_event_init *ev) { return push(b, ev); }
+cdcflow_status batch_push(cdcflow_batch *b, const cdcflow_event_init *ev) {
+    return push(b, ev);
+}
 
 // ABI 1's meaning: NOMEM is "full". Memory that ran out must not read as
 // "full" (the source would retry the same row forever): INTERNAL.
 cdcflow_status batch_append(cdcflow_batch *b, const cdcflow_event_init *ev) {
     switch (cdcflow_status st = push(b, ev)) {
-    case CDCFLOW_ERR_BATCH_FULL: return CDCFLOW_ERR_NOMEM;
-    case CDCFLOW_ERR_NOMEM: return CDCFLOW_ERR_INTERNAL;
-    default: return st;
+    case CDCFLOW_ERR_BATCH_FULL:
+        return CDCFLOW_ERR_NOMEM;
+    case CDCFLOW_ERR_NOMEM:
+        return CDCFLOW_ERR_INTERNAL;
+    default:
+        return st;
     }
 }
 
-uint32_t batch_capacity(const cdcflow_batch *b) { return b ? b->capacity() : 0; }
+cdcflow_status payload_of(cdcflow_batch *b, uint32_t index, cdcflow_payload *out) {
+    return b ? event_payload(*b, index, out) : CDCFLOW_ERR_INTERNAL;
+}
+
+uint32_t batch_capacity(const cdcflow_batch *b) {
+    return b ? b->capacity() : 0;
+}
 
 void *batch_alloc(cdcflow_batch *b, uint64_t size) {
     if (!b) return nullptr;
@@ -273,8 +288,10 @@ int32_t stop_requested(cdcflow_ctx *ctx) {
 void ownership_lost(cdcflow_ctx *ctx, const char *msg) {
     if (!ctx) return;
     std::string m = msg ? msg : "ownership lost";
-    if (ctx->ownership_lost) ctx->ownership_lost(m);
-    else log_line(CDCFLOW_LOG_ERROR, ctx->stage_id, m);
+    if (ctx->ownership_lost)
+        ctx->ownership_lost(m);
+    else
+        log_line(CDCFLOW_LOG_ERROR, ctx->stage_id, m);
 }
 
 const cdcflow_host_api kApi = {
@@ -303,10 +320,13 @@ const cdcflow_host_api kApi = {
     ownership_lost,
     config_lookup,
     event_drop,
+    payload_of,
 };
 
 } // namespace
 
-const cdcflow_host_api *host_api() { return &kApi; }
+const cdcflow_host_api *host_api() {
+    return &kApi;
+}
 
 } // namespace cdcflow::host

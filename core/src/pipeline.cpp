@@ -95,6 +95,12 @@ private:
         for (const Entry &x : conv_.entries(e.v, false)) {
             if (x.key == "batch_size")
                 s.batch_size = setting(x, 1u << 20);
+            else if (x.key == "batch_max_events")
+                s.batch_max_events = setting(x, 1u << 20);
+            else if (x.key == "batch_max_bytes")
+                s.batch_max_bytes = setting(x, 1u << 30, 1024);
+            else if (x.key == "batch_max_ms")
+                s.batch_max_ms = setting(x, 3600000, 0);
             else if (x.key == "queue_capacity")
                 s.queue_capacity = setting(x, 4096);
             else if (x.key == "shutdown_timeout_ms")
@@ -107,7 +113,8 @@ private:
                 s.when_owned = when_owned(x);
             else
                 fail(mark_of(x.k), "unknown settings key " + quote(x.key) +
-                                       " (known: batch_size, queue_capacity, shutdown_timeout_ms, "
+                                       " (known: batch_size, batch_max_events, batch_max_bytes, "
+                                       "batch_max_ms, queue_capacity, shutdown_timeout_ms, "
                                        "poll_wait_ms, when_owned, owner_lease_ms)");
         }
     }

@@ -81,7 +81,16 @@ enum class WhenOwned {
 
 // Host-level settings (the optional `settings:` mapping).
 struct Settings {
-    uint32_t batch_size = 1024;             // events per batch
+    // Adaptive batching: a batch holds up to batch_size events while the
+    // source keeps up; each batch the source fills to its limit doubles the
+    // next one's, up to max(batch_size, batch_max_events), and the first one
+    // that is not full falls back to batch_size. A fill also stops at
+    // batch_max_bytes of event data and batch_max_ms after its first event (0: no
+    // time bound). Events in flight are bounded by stages x the largest batch.
+    uint32_t batch_size = 1024;             // events per batch while caught up
+    uint32_t batch_max_events = 32768;      // events per batch under backlog
+    uint32_t batch_max_bytes = 8u << 20;    // event bytes per batch
+    uint32_t batch_max_ms = 50;             // longest a batch fills
     uint32_t queue_capacity = 8;            // batches per queue between stages
     uint32_t shutdown_timeout_ms = 10000;   // SIGINT/SIGTERM drain deadline
     uint32_t poll_wait_ms = 100;            // longest a source poll may park

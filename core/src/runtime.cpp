@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdlib>
+#include <pthread.h>
 #include <string_view>
 
 namespace cdcflow::host {
@@ -23,6 +24,14 @@ std::string stage_label(const StageDef &d) {
 
 std::string_view partition_of(const cdcflow_position &p) {
     return {p.partition.data ? p.partition.data : "", static_cast<size_t>(p.partition.len)};
+}
+
+// Names the calling thread after its stage ("cf:" + the stage id, cut to
+// Linux's 15 bytes), so that top -H, perf and gdb show which stage spends
+// what.
+void name_thread(const StageDef &d) {
+    std::string name = ("cf:" + d.id).substr(0, 15);
+    pthread_setname_np(pthread_self(), name.c_str());
 }
 
 // Does the plugin's callback table (as it was built) hold `field`?
@@ -286,6 +295,7 @@ void Runtime::notify_committed(Stage &src, Batch *b) {
 
 void Runtime::recycle(Stage &src, Batch *b) {
     notify_committed(src, b);
+    in_flight_ -= std::min<uint64_t>(in_flight_, b->count);
     b->reset();
 }
 
@@ -349,22 +359,50 @@ void Runtime::source_loop(Stage &st, bool drain) {
     }
     SpscQueue<Batch> &out = *queues_.front();
     Batch *b = nullptr;
+    in_flight_ = 0; // a fresh pool
     // Committed batches taken back early (their positions already reported):
     // an idle source learns what was committed without waiting for traffic.
+    // Used last in, first out: the batches in use stay the few already grown
+    // to the backlog's size, the others keep their small first allocation.
     std::vector<Batch *> spare;
     spare.reserve(pool_.size());
+    auto take_back = [&](Batch *r) {
+        recycle(st, r);
+        spare.push_back(r);
+    };
     auto take = [&]() -> Batch * {
-        if (!spare.empty()) {
-            Batch *x = spare.back();
-            spare.pop_back();
+        while (Batch *r = free_->try_pop())
+            take_back(r);
+        if (spare.empty()) {
+            Batch *x = free_->pop(); // blocks while every batch is downstream
+            if (x) recycle(st, x);
             return x;
         }
-        Batch *x = free_->pop(); // blocks while every batch is downstream
-        if (x) recycle(st, x);
+        Batch *x = spare.back();
+        spare.pop_back();
         return x;
     };
+    // Adaptive batching (Settings): the events the next fill may take.
+    const Settings &set = def_.settings;
+    BatchSizer sizer(set.batch_size, set.batch_max_events);
+    // Memory stays bounded however long the backlog: at most one largest
+    // batch per stage is in flight (every stage busy at once is all that
+    // the batches' size can buy).
+    const uint64_t in_flight_max = uint64_t(sizer.max()) * stages_.size();
     while (!stopping()) {
         if (!b && !(b = take())) break;
+        // Wait for committed batches until the next fill fits the bound
+        // (something is in flight then, so this ends).
+        while (in_flight_ > 0 && in_flight_ + sizer.target() > in_flight_max && !stopping()) {
+            Batch *r = free_->pop();
+            if (!r) break; // closed: a stage failed
+            take_back(r);
+        }
+        BatchLimits limits;
+        limits.events = sizer.target();
+        limits.bytes = set.batch_max_bytes;
+        limits.max_fill = std::chrono::milliseconds(set.batch_max_ms);
+        b->set_limits(limits);
         int32_t exhausted = 0;
         Outcome polled = call_with_retry(st, "poll", [&](char *err, uint64_t len) {
             exhausted = 0;
@@ -383,17 +421,18 @@ void Runtime::source_loop(Stage &st, bool drain) {
             break;
         }
         if (b->count > 0) {
+            sizer.filled(b->count, b->full);
             st.batches->value.fetch_add(1, std::memory_order_relaxed);
             st.events->value.fetch_add(b->count, std::memory_order_relaxed);
+            in_flight_ += b->count;
             if (!out.push(b)) break; // closed: a stage failed
             b = nullptr;
         } else if (drain && exhausted) {
             break;
         } else {
-            while (Batch *r = free_->try_pop()) {
-                recycle(st, r);
-                spare.push_back(r);
-            }
+            sizer.filled(0, false);
+            while (Batch *r = free_->try_pop())
+                take_back(r);
         }
     }
     // End of stream: everything read so far drains and commits, then the
@@ -791,9 +830,15 @@ Status Runtime::run_once(const RunOptions &opts) {
     }
 
     running_.store(true);
-    threads_.emplace_back([this, &opts] { source_loop(*stages_[0], opts.drain); });
+    threads_.emplace_back([this, &opts] {
+        name_thread(*stages_[0]->def);
+        source_loop(*stages_[0], opts.drain);
+    });
     for (size_t i = 1; i < n; ++i)
-        threads_.emplace_back([this, i] { stage_loop(i); });
+        threads_.emplace_back([this, i] {
+            name_thread(*stages_[i]->def);
+            stage_loop(i);
+        });
     for (auto &t : threads_)
         t.join();
     threads_.clear();

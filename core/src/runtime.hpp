@@ -173,6 +173,7 @@ private:
     std::vector<std::unique_ptr<cdcflow_batch>> pool_;
     std::vector<std::thread> threads_;
     std::vector<cdcflow_position> committed_; // source thread: notify_committed's scratch
+    uint64_t in_flight_ = 0;                  // source thread: events pushed and not yet recycled
     std::atomic<bool> stop_{false};      // the pipeline is stopping (asked to, or failed); plugins see it
     std::atomic<bool> user_stop_{false}; // request_stop() was called
     std::atomic<bool> failed_{false};

@@ -19,6 +19,7 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace cdcflow::dedupe {
 
@@ -107,12 +108,22 @@ public:
         // stamping a batch with the moment it arrived is what "arrival" means.
         window_->advance_clock(now_s());
         window_->expire();
-        for (uint32_t i = 0; i < batch.size(); ++i) {
-            std::string_view id = cdcflow::sv(batch[i].event_id);
-            if (id.empty()) continue; // nothing to compare: passes untouched
+        // Hashes first, then the look-ups in order, prefetching the table
+        // slot kSlotAhead ids ahead and its entry kEntryAhead ids ahead
+        // (IdWindow::prefetch_slot). The order of check_and_insert is the
+        // batch's, so copies within one batch are still caught.
+        const uint32_t n = batch.size();
+        hashes_.resize(n);
+        for (uint32_t i = 0; i < n; ++i)
+            hashes_[i] = window_->fingerprint(cdcflow::sv(batch[i].event_id));
+        constexpr uint32_t kSlotAhead = 16, kEntryAhead = 8;
+        for (uint32_t i = 0; i < n; ++i) {
+            if (i + kSlotAhead < n) window_->prefetch_slot(hashes_[i + kSlotAhead]);
+            if (i + kEntryAhead < n) window_->prefetch_entry(hashes_[i + kEntryAhead]);
+            if (batch[i].event_id.len == 0) continue; // nothing to compare: passes untouched
             // Rejected events count as seen too: a later copy of an event
             // that was dead-lettered is skipped, not dead-lettered again.
-            if (window_->check_and_insert(id)) batch.mark_duplicate(i);
+            if (window_->check_and_insert(hashes_[i])) batch.mark_duplicate(i);
         }
         entries_.set(static_cast<int64_t>(window_->size()));
     }
@@ -129,6 +140,7 @@ private:
     Clock now_ = [] { return std::chrono::steady_clock::now(); };
     std::unique_ptr<IdWindow> window_;
     cdcflow::Metric entries_, restored_;
+    std::vector<Hash128> hashes_; // process()'s scratch, one per event
 };
 
 } // namespace cdcflow::dedupe

@@ -113,12 +113,11 @@ struct CommandParser::Impl {
 CommandParser::CommandParser() : impl_(std::make_unique<Impl>()) {}
 CommandParser::~CommandParser() = default;
 
-bool CommandParser::parse(const EventView &ev, Command &out, std::string &reason) {
+// The envelope: aggregate type, account id, event type -> cmd.kind.
+bool CommandParser::envelope(const EventView &ev, Command &cmd, std::string &reason) {
     if (ev.aggregate_type != kAggregateType)
         return reject_quoted(reason, "aggregate type ", ev.aggregate_type, " is not Account");
     if (ev.aggregate_id.empty()) return reject(reason, "empty account id (aggregate id)");
-
-    Command cmd;
     if (ev.type == "AccountCreated")
         cmd.kind = Kind::created;
     else if (ev.type == "MoneyDeposited")
@@ -129,6 +128,35 @@ bool CommandParser::parse(const EventView &ev, Command &out, std::string &reason
         cmd.kind = Kind::closed;
     else
         return reject_quoted(reason, "unknown event type ", ev.type);
+    return true;
+}
+
+bool CommandParser::parse(const EventView &ev, const cdcflow_payload &shared, Command &out,
+                          std::string &reason) {
+    Command cmd;
+    if (!envelope(ev, cmd, reason)) return false;
+    if (shared.result == CDCFLOW_PAYLOAD_INVALID)
+        return reject(reason, shared.error ? shared.error : "payload is not valid JSON");
+    if (shared.result != CDCFLOW_PAYLOAD_OBJECT) return reject(reason, "payload is not a JSON object");
+    Fields got;
+    for (uint32_t k = 0; k < shared.field_count; ++k) {
+        const cdcflow_json_field &f = cdcflow::Batch::field(shared, k);
+        std::string_view key(f.key.data, static_cast<size_t>(f.key.len));
+        std::string_view *into = got.slot(cmd.kind, key);
+        if (!into) continue; // a field this event does not use (the host checked its JSON)
+        if (got.repeated) return reject_quoted(reason, "payload has field ", key, " more than once");
+        if (f.type != CDCFLOW_JSON_STRING)
+            return reject_quoted(reason, "field ", key, " must be a JSON string");
+        // Escapes (rare in these fields): the own parse unescapes them.
+        if (f.has_escape) return parse(ev, out, reason);
+        *into = std::string_view(f.value.data + 1, static_cast<size_t>(f.value.len) - 2);
+    }
+    return finish(cmd, got, out, reason);
+}
+
+bool CommandParser::parse(const EventView &ev, Command &out, std::string &reason) {
+    Command cmd;
+    if (!envelope(ev, cmd, reason)) return false;
 
     // A previous huge payload: give its memory back before parsing a normal one.
     Impl &im = *impl_;
@@ -150,28 +178,19 @@ bool CommandParser::parse(const EventView &ev, Command &out, std::string &reason
         return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
     }
 
-    bool has_owner = false, has_currency = false, has_amount = false;
-    std::string_view amount_text;
+    Fields got;
     for (auto field : obj) {
         std::string_view key;
         if (auto err = field.unescaped_key().get(key))
             return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
-        bool *seen = nullptr;
-        std::string_view *into = nullptr;
-        if (cmd.kind == Kind::created && key == "owner")
-            seen = &has_owner, into = &cmd.owner;
-        else if (cmd.kind == Kind::created && key == "currency")
-            seen = &has_currency, into = &cmd.currency;
-        else if ((cmd.kind == Kind::deposited || cmd.kind == Kind::withdrawn) && key == "amount")
-            seen = &has_amount, into = &amount_text;
-        if (!seen) {
+        std::string_view *into = got.slot(cmd.kind, key);
+        if (!into) {
             // A field this event does not use: allowed, but it must be valid JSON.
             if (auto err = validate(field.value()))
                 return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
             continue;
         }
-        if (*seen) return reject_quoted(reason, "payload has field ", key, " more than once");
-        *seen = true;
+        if (got.repeated) return reject_quoted(reason, "payload has field ", key, " more than once");
         od::json_type t;
         if (auto err = field.value().type().get(t))
             return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
@@ -184,30 +203,37 @@ bool CommandParser::parse(const EventView &ev, Command &out, std::string &reason
     if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS)
         return reject(reason, "payload is not valid JSON: content after the object");
 
+    return finish(cmd, got, out, reason);
+}
+
+// The fields' own rules, once they are found (whichever parse found them).
+bool CommandParser::finish(Command &cmd, const Fields &got, Command &out, std::string &reason) {
+    cmd.owner = got.owner;
+    cmd.currency = got.currency;
     switch (cmd.kind) {
     case Kind::created:
-        if (!has_owner) return reject(reason, "missing field \"owner\"");
+        if (!got.has_owner) return reject(reason, "missing field \"owner\"");
         if (cmd.owner.empty()) return reject(reason, "owner must be a non-empty string");
-        if (!has_currency) return reject(reason, "missing field \"currency\"");
+        if (!got.has_currency) return reject(reason, "missing field \"currency\"");
         if (!is_currency(cmd.currency))
             return reject_quoted(reason, "currency must be three capital letters, got ", cmd.currency);
         break;
     case Kind::deposited:
     case Kind::withdrawn: {
-        if (!has_amount) return reject(reason, "missing field \"amount\"");
-        switch (money::parse(amount_text, cmd.amount)) {
+        if (!got.has_amount) return reject(reason, "missing field \"amount\"");
+        switch (money::parse(got.amount, cmd.amount)) {
         case money::ParseError::ok:
             break;
         case money::ParseError::too_many_decimals:
-            return reject_quoted(reason, "invalid amount ", amount_text, ": more than 2 decimals");
+            return reject_quoted(reason, "invalid amount ", got.amount, ": more than 2 decimals");
         case money::ParseError::too_large:
-            return reject_quoted(reason, "invalid amount ", amount_text, ": too large");
+            return reject_quoted(reason, "invalid amount ", got.amount, ": too large");
         case money::ParseError::empty:
         case money::ParseError::syntax:
-            return reject_quoted(reason, "invalid amount ", amount_text,
+            return reject_quoted(reason, "invalid amount ", got.amount,
                                  ": expected digits with at most 2 decimals, e.g. \"12.34\"");
         }
-        if (cmd.amount <= 0) return reject_quoted(reason, "amount must be greater than 0, got ", amount_text);
+        if (cmd.amount <= 0) return reject_quoted(reason, "amount must be greater than 0, got ", got.amount);
         break;
     }
     case Kind::closed:

@@ -9,6 +9,8 @@
 // Money is int64 cents (money.hpp), never floating point.
 #pragma once
 
+#include <cdcflow/sdk.hpp>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -55,9 +57,37 @@ public:
     CommandParser(const CommandParser &) = delete;
     CommandParser &operator=(const CommandParser &) = delete;
 
+    // Parses the payload itself.
     bool parse(const EventView &ev, Command &out, std::string &reason);
+    // Reads the payload as the host parsed it once for the whole pipeline
+    // (event_payload): no second parse of the text.
+    bool parse(const EventView &ev, const cdcflow_payload &shared, Command &out, std::string &reason);
 
 private:
+    // The payload fields a command uses, as found.
+    struct Fields {
+        bool has_owner = false, has_currency = false, has_amount = false;
+        bool repeated = false; // the last slot() was for a field already seen
+        std::string_view owner, currency, amount;
+        // Where field `key` of a `kind` event goes; nullptr: not used.
+        std::string_view *slot(Kind kind, std::string_view key) {
+            bool *seen = nullptr;
+            std::string_view *into = nullptr;
+            if (kind == Kind::created && key == "owner")
+                seen = &has_owner, into = &owner;
+            else if (kind == Kind::created && key == "currency")
+                seen = &has_currency, into = &currency;
+            else if ((kind == Kind::deposited || kind == Kind::withdrawn) && key == "amount")
+                seen = &has_amount, into = &amount;
+            if (!seen) return nullptr;
+            repeated = *seen;
+            *seen = true;
+            return into;
+        }
+    };
+    bool envelope(const EventView &ev, Command &cmd, std::string &reason);
+    bool finish(Command &cmd, const Fields &got, Command &out, std::string &reason);
+
     struct Impl;
     std::unique_ptr<Impl> impl_;
 };

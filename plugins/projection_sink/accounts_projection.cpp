@@ -83,7 +83,17 @@ AccountsProjection::Cache::Node *AccountsProjection::row(std::string_view id) {
 bool AccountsProjection::apply(const cdcflow_event &e, std::string &reason) {
     accounts::Command cmd;
     accounts::EventView ev{sv(e.aggregate_type), sv(e.aggregate_id), sv(e.event_type), sv(e.payload)};
-    if (!parser_.parse(ev, cmd, reason)) return false;
+    return parser_.parse(ev, cmd, reason) && apply(e, ev, cmd, reason);
+}
+
+bool AccountsProjection::apply(const cdcflow_event &e, const cdcflow_payload &parsed, std::string &reason) {
+    accounts::Command cmd;
+    accounts::EventView ev{sv(e.aggregate_type), sv(e.aggregate_id), sv(e.event_type), sv(e.payload)};
+    return parser_.parse(ev, parsed, cmd, reason) && apply(e, ev, cmd, reason);
+}
+
+bool AccountsProjection::apply(const cdcflow_event &e, const accounts::EventView &ev,
+                               const accounts::Command &cmd, std::string &reason) {
     Cache::Node *n = row(ev.aggregate_id);
     if (!accounts::apply_rules(cmd, ev.aggregate_id, e.timestamp_us, n->row.account, reason)) return false;
     n->dirty = true;

@@ -23,6 +23,7 @@ public:
     void close() override;
 
     bool apply(const cdcflow_event &e, std::string &reason) override;
+    bool apply(const cdcflow_event &e, const cdcflow_payload &parsed, std::string &reason) override;
     void write_batch() override;
     void batch_committed() override;
     void batch_rolled_back() override;
@@ -41,6 +42,8 @@ private:
     // The cached row for id, read from the table on a miss; pinned and
     // remembered as touched by this batch.
     Cache::Node *row(std::string_view id);
+    bool apply(const cdcflow_event &e, const accounts::EventView &ev, const accounts::Command &cmd,
+               std::string &reason);
 
     accounts::CommandParser parser_;
     Cache cache_;

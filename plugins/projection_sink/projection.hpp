@@ -40,6 +40,13 @@ public:
 
     // Apply one OK event. false: reject it, with a one-line reason.
     virtual bool apply(const cdcflow_event &e, std::string &reason) = 0;
+    // The same, with the payload as the host parsed it once for the whole
+    // pipeline (cdcflow_host_api.event_payload). A projection that reads
+    // the payload overrides this to skip its own parse.
+    virtual bool apply(const cdcflow_event &e, const cdcflow_payload &parsed, std::string &reason) {
+        (void)parsed;
+        return apply(e, reason);
+    }
     // Write the batch's changes (once per changed row, not per event).
     virtual void write_batch() = 0;
     virtual void batch_committed() = 0;

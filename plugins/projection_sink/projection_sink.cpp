@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <charconv>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 
 namespace cdcflow::projection {
@@ -221,10 +222,7 @@ void ProjectionSink::insert_dead_letter(const cdcflow_event &e, int64_t now_us) 
     bind_exact(dead_letter_, 4, sv(e.event_type));
     bind_exact(dead_letter_, 5, sv(e.payload));
     bind_exact(dead_letter_, 6, std::string_view(position_text_));
-    dead_letter_
-        .bind(7, sv(e.reject_stage))
-        .bind(8, sv(e.reject_reason))
-        .bind(9, now_us);
+    dead_letter_.bind(7, sv(e.reject_stage)).bind(8, sv(e.reject_reason)).bind(9, now_us);
     dead_letter_.run();
 }
 
@@ -254,14 +252,15 @@ void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
         // events already applied. Refuse the whole batch (it rolls back)
         // rather than apply anything twice.
         if (db_.changes() != 1) {
-            sqlite::Stmt at(db_, "SELECT position FROM cdcflow_checkpoints WHERE name = ?1 AND \"partition\" = ?2");
+            sqlite::Stmt at(
+                db_, "SELECT position FROM cdcflow_checkpoints WHERE name = ?1 AND \"partition\" = ?2");
             at.bind(1, std::string_view(checkpoint_name_)).bind(2, part);
             const int64_t current = at.step() ? at.int64(0) : 0;
             throw Error(CDCFLOW_ERR_INTERNAL,
                         "checkpoint '" + checkpoint_name_ + "'" +
-                            (part.empty() ? std::string() : " partition '" + std::string(part) + "'") + " is at " +
-                            std::to_string(current) + ", this batch ends at " + std::to_string(offset) +
-                            ": refusing to apply events a second time");
+                            (part.empty() ? std::string() : " partition '" + std::string(part) + "'") +
+                            " is at " + std::to_string(current) + ", this batch ends at " +
+                            std::to_string(offset) + ": refusing to apply events a second time");
         }
     }
 }
@@ -294,7 +293,13 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
                 }
             }
             if (e.status == CDCFLOW_EVENT_OK) {
-                if (admissible(e, reason_) && projection_->apply(e, reason_)) {
+                // The payload as the host parsed it once (a validator before
+                // us usually asked already); an older host: the projection
+                // parses it itself.
+                cdcflow_payload parsed;
+                if (admissible(e, reason_) &&
+                    (batch.payload(i, parsed) ? projection_->apply(e, parsed, reason_)
+                                              : projection_->apply(e, reason_))) {
                     if (version) AggregateVersions::applied(version, e.aggregate_version);
                     ++applied;
                     continue;

@@ -48,7 +48,14 @@ public:
             cdcflow::rules::EventView view{cdcflow::sv(ev.event_id), cdcflow::sv(ev.aggregate_type),
                                            cdcflow::sv(ev.aggregate_id), cdcflow::sv(ev.event_type),
                                            cdcflow::sv(ev.payload)};
-            if (!validator_->check(view, &reason_)) batch.reject(i, reason_);
+            // The envelope and size first, then the payload as the host
+            // parsed it once for the pipeline (the sink reads the same
+            // parse); an older host: the validator parses it itself.
+            cdcflow_payload parsed;
+            bool ok = validator_->check_envelope(view, &reason_) &&
+                      (batch.payload(i, parsed) ? validator_->check_payload(view, parsed, &reason_)
+                                                : validator_->check(view, &reason_));
+            if (!ok) batch.reject(i, reason_);
         }
         checked_.add(checked); // once per batch, not per event
     }

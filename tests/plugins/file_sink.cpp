@@ -25,8 +25,10 @@ public:
     };
 
     FileSink(const cdcflow::Config &cfg, cdcflow::Context ctx)
-        : Sink(ctx), output_(cfg.str("output")), slow_us_(cfg.i64("slow_us")), busy_starts_(cfg.i64("busy_starts")) {
+        : Sink(ctx), output_(cfg.str("output")), slow_us_(cfg.i64("slow_us")),
+          busy_starts_(cfg.i64("busy_starts")) {
         counted_ = ctx.counter("counted", "events seen");
+        max_batch_ = ctx.gauge("max_batch", "most events seen in one batch (adaptive batching tests)");
     }
     ~FileSink() override {
         if (fd_ >= 0) ::close(fd_);
@@ -36,7 +38,8 @@ public:
         if (busy_starts_-- > 0) throw cdcflow::Error(CDCFLOW_ERR_RETRY, "database is locked (injected)");
         if (output_.empty()) return;
         fd_ = ::open(output_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-        if (fd_ < 0) throw cdcflow::Error(CDCFLOW_ERR_IO, "cannot open " + output_ + ": " + std::strerror(errno));
+        if (fd_ < 0)
+            throw cdcflow::Error(CDCFLOW_ERR_IO, "cannot open " + output_ + ": " + std::strerror(errno));
     }
 
     void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override {
@@ -50,19 +53,22 @@ public:
 
     void process(cdcflow::Batch &batch) override {
         counted_.add(batch.size());
+        if (batch.size() > max_batch_seen_) max_batch_.set(max_batch_seen_ = batch.size());
         if (slow_us_) ::usleep(static_cast<useconds_t>(slow_us_));
         if (fd_ < 0 || batch.empty()) return;
         std::string buf;
         for (auto &e : batch) {
             buf += std::to_string(e.position.offset) + " " + std::to_string(e.status) + " " +
-                   std::string(cdcflow::sv(e.event_id)) + " " + std::string(cdcflow::sv(e.reject_reason)) + "\n";
+                   std::string(cdcflow::sv(e.event_id)) + " " + std::string(cdcflow::sv(e.reject_reason)) +
+                   "\n";
         }
         if (::write(fd_, buf.data(), buf.size()) != static_cast<ssize_t>(buf.size()) || ::fsync(fd_) != 0)
             throw cdcflow::Error(CDCFLOW_ERR_IO, "write " + output_ + ": " + std::strerror(errno));
         std::string tmp = output_ + ".checkpoint.tmp";
         std::string cp = std::to_string(batch[batch.size() - 1].position.offset) + "\n";
         int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        bool ok = fd >= 0 && ::write(fd, cp.data(), cp.size()) == static_cast<ssize_t>(cp.size()) && ::fsync(fd) == 0;
+        bool ok = fd >= 0 && ::write(fd, cp.data(), cp.size()) == static_cast<ssize_t>(cp.size()) &&
+                  ::fsync(fd) == 0;
         if (fd >= 0) ::close(fd);
         if (!ok || std::rename(tmp.c_str(), (output_ + ".checkpoint").c_str()) != 0)
             throw cdcflow::Error(CDCFLOW_ERR_IO, "checkpoint " + output_ + ": " + std::strerror(errno));
@@ -73,7 +79,8 @@ private:
     int64_t slow_us_;
     int64_t busy_starts_;
     int fd_ = -1;
-    cdcflow::Metric counted_;
+    cdcflow::Metric counted_, max_batch_;
+    uint32_t max_batch_seen_ = 0;
 };
 
 CDCFLOW_PLUGIN(FileSink)

@@ -15,9 +15,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <stdexcept>
-#include <vector>
 #include <string>
 #include <thread>
+#include <vector>
 
 // Declared the ABI 3 way (cdcflow/sdk.hpp, "Declared config"); passthrough and
 // file_sink keep the older kConfig, so both paths stay exercised.
@@ -29,6 +29,7 @@ struct GenSourceSettings {
     int64_t partitions = 0;
     bool throw_in_committed = false;
     int64_t replay_piece = 0, replay_past = 0, replay_sleep_ms = 0, replay_first = 1;
+    int64_t trickle_after = 0, trickle = 10;
 
     using S = GenSourceSettings;
     static constexpr auto kParams = cdcflow::params(
@@ -66,7 +67,12 @@ struct GenSourceSettings {
         cdcflow::param("replay_first", &S::replay_first)
             .defaults_to("1")
             .min("1")
-            .describe("the oldest offset still there to replay (retention)"));
+            .describe("the oldest offset still there to replay (retention)"),
+        cdcflow::param("trickle_after", &S::trickle_after)
+            .defaults_to("0")
+            .min("0")
+            .describe("past this offset, at most trickle events per poll (a caught-up source; 0: never)"),
+        cdcflow::param("trickle", &S::trickle).defaults_to("10").min("1").describe("events per poll once trickling"));
 };
 
 class GenSource : public cdcflow::Source {
@@ -82,7 +88,8 @@ public:
     GenSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
         : Source(ctx), count_(cfg.count), bare_(cfg.bare), fail_at_(cfg.fail_at), idle_after_(cfg.idle_after),
           partitions_(cfg.partitions), throw_in_committed_(cfg.throw_in_committed), replay_piece_(cfg.replay_piece),
-          replay_past_(cfg.replay_past), replay_sleep_ms_(cfg.replay_sleep_ms), replay_first_(cfg.replay_first) {
+          replay_past_(cfg.replay_past), replay_sleep_ms_(cfg.replay_sleep_ms), replay_first_(cfg.replay_first),
+          trickle_after_(cfg.trickle_after), trickle_(cfg.trickle) {
         last_committed_.assign(static_cast<size_t>(std::max<int64_t>(partitions_, 1)), 0);
         for (int64_t p = 0; p < partitions_; ++p) {
             char name[24];
@@ -95,6 +102,8 @@ public:
         replay_calls_ = ctx.counter("replay_calls", "replay() calls");
         replay_max_ = ctx.gauge("replay_max_events", "max_events of the last replay request");
         seeks_ = ctx.counter("seeks", "seek() calls");
+        max_capacity_ = ctx.gauge("max_capacity", "largest batch capacity the host offered a poll");
+        last_capacity_ = ctx.gauge("last_capacity", "batch capacity the host offered the last poll");
     }
 
 #ifndef GEN_SOURCE_NO_REPLAY
@@ -136,7 +145,8 @@ public:
         for (const cdcflow_position &p : positions) {
             // "" or "p<N>": an index, no allocation (the hop benchmark runs this per batch).
             std::string_view part = cdcflow::sv(p.partition);
-            size_t k = part.size() > 1 ? static_cast<size_t>(std::atoll(std::string(part.substr(1)).c_str())) : 0;
+            size_t k =
+                part.size() > 1 ? static_cast<size_t>(std::atoll(std::string(part.substr(1)).c_str())) : 0;
             if (k >= last_committed_.size()) continue;
             int64_t &last = last_committed_[k];
             if (p.offset < last) regressions_.add();
@@ -154,15 +164,23 @@ public:
     }
 
     cdcflow::PollResult poll(cdcflow::Batch &batch, uint32_t wait_ms) override {
-        if (fail_at_ && next_ >= fail_at_) throw cdcflow::Error(CDCFLOW_ERR_IO, "injected failure at offset " + std::to_string(next_));
+        if (fail_at_ && next_ >= fail_at_)
+            throw cdcflow::Error(CDCFLOW_ERR_IO, "injected failure at offset " + std::to_string(next_));
         if (idle_after_ && next_ > idle_after_) {
             // Idle: park for the wait (a real source waits on its database).
             for (uint32_t waited = 0; waited < wait_ms && !ctx().stop_requested(); waited += 10)
                 std::this_thread::sleep_for(std::chrono::milliseconds(10));
             return {};
         }
+        const int64_t capacity = batch.capacity();
+        max_capacity_seen_ = std::max(max_capacity_seen_, capacity);
+        max_capacity_.set(max_capacity_seen_);
+        last_capacity_.set(capacity);
+        int64_t produced = 0;
         while (count_ == 0 || next_ <= count_) {
             if (idle_after_ && next_ > idle_after_) break;
+            if (trickle_after_ && next_ > trickle_after_ && produced >= trickle_) break;
+            ++produced;
             if (!generate(batch, next_)) break;
             ++next_;
         }
@@ -200,7 +218,10 @@ private:
     int64_t seeks_value_ = 0;
     std::vector<std::string> names_;
     std::vector<int64_t> last_committed_; // per partition index
-    cdcflow::Metric regressions_, committed_calls_, last_committed_gauge_, replay_calls_, replay_max_, seeks_;
+    int64_t trickle_after_, trickle_;
+    cdcflow::Metric regressions_, committed_calls_, last_committed_gauge_, replay_calls_, replay_max_, seeks_,
+        max_capacity_, last_capacity_;
+    int64_t max_capacity_seen_ = 0;
     int64_t highest_ = 0;
     int64_t next_ = 1;
 };

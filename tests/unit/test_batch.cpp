@@ -52,7 +52,8 @@ TEST_CASE("host api: reject keeps the first verdict; duplicate overrides a rejec
     cdcflow_batch *b = &raw;
     cdcflow_event_init e{};
     e.struct_size = sizeof e;
-    for (int i = 0; i < 3; ++i) REQUIRE(api->batch_append(b, &e) == CDCFLOW_OK);
+    for (int i = 0; i < 3; ++i)
+        REQUIRE(api->batch_append(b, &e) == CDCFLOW_OK);
     cdcflow_ctx ctx;
     ctx.stage_id = "validator";
     api->event_reject(&ctx, b, 0, "first", 5);
@@ -99,7 +100,8 @@ TEST_CASE("host api: a rejection reason is stored as valid UTF-8, the bad bytes 
     cdcflow_batch raw(4);
     cdcflow_event_init e{};
     e.struct_size = sizeof e;
-    for (int i = 0; i < 3; ++i) REQUIRE(api->batch_push(&raw, &e) == CDCFLOW_OK);
+    for (int i = 0; i < 3; ++i)
+        REQUIRE(api->batch_push(&raw, &e) == CDCFLOW_OK);
     cdcflow_ctx ctx;
     ctx.stage_id = "project";
     const std::string bad = "unknown event type \"Money\xff\xfe\" (caf\xc3\xa9 ok, cut \xe2\x82)";
@@ -126,7 +128,8 @@ TEST_CASE("sdk: Batch::append returns false when full and throws when memory ran
         FAIL("no exception");
     } catch (const cdcflow::Error &err) {
         CHECK(err.status() == CDCFLOW_ERR_NOMEM);
-        CHECK(std::string(err.what()) == "out of memory copying an event of 4611686018427387904 payload bytes");
+        CHECK(std::string(err.what()) ==
+              "out of memory copying an event of 4611686018427387904 payload bytes");
     }
     e.payload = {"{}", 2};
     CHECK(view.append(e));
@@ -220,5 +223,192 @@ TEST_CASE("sdk: Batch::copy puts bytes in the batch's memory and throws when mem
     } catch (const cdcflow::Error &err) {
         CHECK(err.status() == CDCFLOW_ERR_NOMEM);
         CHECK(std::string(err.what()) == "out of memory copying 3 bytes into the batch");
+    }
+}
+
+TEST_CASE("batch limits: a fill stops at its event, byte and time bounds, and always takes one event") {
+    std::string payload(100, 'p');
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    e.event_id = {"id", 2};
+    e.payload = {payload.data(), payload.size()};
+
+    Batch b(4);
+    BatchLimits l;
+    l.events = 10; // grows the array: the pool's batches start small
+    b.set_limits(l);
+    CHECK(b.capacity() == 10);
+    CHECK(b.events.size() >= 10);
+    for (int i = 0; i < 10; ++i)
+        REQUIRE(b.append(e));
+    CHECK_FALSE(b.full);
+    CHECK_FALSE(b.append(e));
+    CHECK(b.full);
+
+    b.reset();
+    CHECK_FALSE(b.full);
+    l.events = 1000;
+    l.bytes = 350; // three events of 102 bytes fit, the fourth would not
+    b.set_limits(l);
+    int n = 0;
+    while (b.append(e))
+        ++n;
+    CHECK(n == 3);
+    CHECK(b.full);
+    CHECK(b.arena.bytes_used() <= 350);
+
+    b.reset();
+    l.bytes = 10; // smaller than one event: the first still goes in
+    b.set_limits(l);
+    CHECK(b.append(e));
+    CHECK_FALSE(b.append(e));
+
+    b.reset();
+    l.bytes = 0;
+    l.max_fill = std::chrono::nanoseconds(1); // over by the time the clock is next read
+    b.set_limits(l);
+    n = 0;
+    while (b.append(e))
+        ++n;
+    // The clock is read every 64 events: a fill past its time stops there.
+    CHECK(n == 64);
+    CHECK(b.full);
+}
+
+TEST_CASE("batch sizer: backlog doubles the batches up to the maximum, caught up falls back at once") {
+    BatchSizer s(100, 1000);
+    CHECK(s.target() == 100);
+    s.filled(100, false); // filled to its limit: a backlog
+    CHECK(s.target() == 200);
+    s.filled(150, true); // stopped by bytes or time: also a backlog
+    CHECK(s.target() == 400);
+    s.filled(400, false);
+    s.filled(800, false);
+    CHECK(s.target() == 1000); // never beyond the maximum
+    s.filled(1000, false);
+    CHECK(s.target() == 1000);
+    s.filled(37, false); // caught up: small batches again, for latency
+    CHECK(s.target() == 100);
+    s.filled(0, false);
+    CHECK(s.target() == 100);
+
+    BatchSizer fixed(500, 10); // a maximum below batch_size: batch_size wins
+    CHECK(fixed.max() == 500);
+    fixed.filled(500, true);
+    CHECK(fixed.target() == 500);
+}
+
+namespace {
+
+cdcflow_payload parse_payload(cdcflow_batch &b, uint32_t i) {
+    cdcflow_payload p{};
+    p.struct_size = sizeof p;
+    REQUIRE(host_api()->event_payload(&b, i, &p) == CDCFLOW_OK);
+    return p;
+}
+
+std::string text(cdcflow_str s) {
+    return std::string(s.data, s.len);
+}
+
+} // namespace
+
+TEST_CASE("event_payload: fields as spans of the payload, parsed once per batch contents") {
+    cdcflow_batch b(4);
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    std::string p0 =
+        R"( {"amount" : "12.50" , "n": -1.5e3, "o": {"k": [1, null]}, "t": true, "s": "a\"b", "k\u0065y": null} )";
+    e.payload = {p0.data(), p0.size()};
+    REQUIRE(b.append(e));
+    cdcflow_payload p = parse_payload(b, 0);
+    REQUIRE(p.result == CDCFLOW_PAYLOAD_OBJECT);
+    CHECK(p.root_type == CDCFLOW_JSON_OBJECT);
+    REQUIRE(p.field_count == 6);
+    auto f = [&](uint32_t k) -> const cdcflow_json_field & { return cdcflow::Batch::field(p, k); };
+    CHECK(text(f(0).key) == "amount");
+    CHECK(text(f(0).value) == "\"12.50\"");
+    CHECK(f(0).type == CDCFLOW_JSON_STRING);
+    CHECK(f(0).has_escape == 0);
+    // Spans point into the event's own payload bytes (the arena copy).
+    const cdcflow_str stored = b.events[0].payload;
+    CHECK(f(0).value.data >= stored.data);
+    CHECK(f(0).value.data + f(0).value.len <= stored.data + stored.len);
+    CHECK(text(f(1).value) == "-1.5e3");
+    CHECK(f(1).type == CDCFLOW_JSON_NUMBER);
+    CHECK(text(f(2).value) == R"({"k": [1, null]})");
+    CHECK(f(2).type == CDCFLOW_JSON_OBJECT);
+    CHECK(f(3).type == CDCFLOW_JSON_BOOL);
+    CHECK(text(f(4).value) == R"("a\"b")");
+    CHECK(f(4).has_escape == 1);
+    CHECK(text(f(5).key) == "key"); // keys come unescaped
+    CHECK(f(5).type == CDCFLOW_JSON_NULL);
+
+    // Asked again (a later stage): the stored result, not a new parse.
+    cdcflow_payload again = parse_payload(b, 0);
+    CHECK(again.fields == p.fields);
+    // A stage that points the event at other bytes gets those parsed.
+    std::string other = R"({"x": 1})";
+    b.events[0].payload = {other.data(), other.size()};
+    cdcflow_payload changed = parse_payload(b, 0);
+    REQUIRE(changed.field_count == 1);
+    CHECK(text(cdcflow::Batch::field(changed, 0).key) == "x");
+    b.events[0].payload = stored;
+    CHECK(parse_payload(b, 0).field_count == 6);
+    // Past the batch: not found.
+    cdcflow_payload none{};
+    none.struct_size = sizeof none;
+    CHECK(host_api()->event_payload(&b, 1, &none) == CDCFLOW_ERR_NOT_FOUND);
+
+    // New contents after a reset: parsed anew.
+    b.reset();
+    std::string p1 = "[1, 2]";
+    e.payload = {p1.data(), p1.size()};
+    REQUIRE(b.append(e));
+    cdcflow_payload q = parse_payload(b, 0);
+    CHECK(q.result == CDCFLOW_PAYLOAD_NOT_OBJECT);
+    CHECK(q.root_type == CDCFLOW_JSON_ARRAY);
+    CHECK(q.field_count == 0);
+}
+
+TEST_CASE("event_payload: invalid JSON is invalid wherever it hides, with a reason") {
+    const char *bad[] = {"",
+                         "{",
+                         R"({"a": 1,})",
+                         R"({"a" 1})",
+                         R"({"a": 1} x)",
+                         R"({"a": [1,})",
+                         R"({"a": tru})",
+                         R"({"a": "\q"})",
+                         R"({"a": 01})",
+                         "{\"a\": \"\xff\xfe\"}", // not UTF-8
+                         "{\"a\": {\"b\": [1, 2}}",
+                         "[1, 2",
+                         "nul",
+                         "12 13"};
+    for (const char *s : bad) {
+        cdcflow_batch b(1);
+        cdcflow_event_init e{};
+        e.struct_size = sizeof e;
+        e.payload = {s, std::strlen(s)};
+        REQUIRE(b.append(e));
+        cdcflow_payload p = parse_payload(b, 0);
+        CHECK_MESSAGE(p.result == CDCFLOW_PAYLOAD_INVALID, s);
+        REQUIRE(p.error != nullptr);
+        CHECK(std::string(p.error).rfind("payload is not valid JSON: ", 0) == 0);
+    }
+    // Nesting deeper than 1024 levels is refused as the DOM parser refuses it.
+    std::string deep = "{\"a\":" + std::string(1100, '[') + std::string(1100, ']') + "}";
+    cdcflow_batch b(1);
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    e.payload = {deep.data(), deep.size()};
+    REQUIRE(b.append(e));
+    CHECK(parse_payload(b, 0).result == CDCFLOW_PAYLOAD_INVALID);
+    for (const char *ok : {"12", "\"x\"", "null", "true", "[1, {\"a\": []}]"}) {
+        cdcflow_batch c(1);
+        e.payload = {ok, std::strlen(ok)};
+        REQUIRE(c.append(e));
+        CHECK_MESSAGE(parse_payload(c, 0).result == CDCFLOW_PAYLOAD_NOT_OBJECT, ok);
     }
 }

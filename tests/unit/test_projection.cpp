@@ -2,8 +2,10 @@
 // against real SQLite files over the host API table.
 #include "plugin_harness.hpp"
 
+#include "batch.hpp"
 #include "common/sqlite.hpp"
 #include "common/wal_checkpointer.hpp"
+#include "host_api.hpp"
 #include "projection_sink/accounts.hpp"
 #include "projection_sink/accounts_projection.hpp"
 #include "projection_sink/aggregate_versions.hpp"
@@ -15,7 +17,9 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <list>
 #include <map>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -93,12 +97,15 @@ struct Domain {
     std::string reason;
     int64_t ts = 0;
 
-    // "" when applied, else the reason.
+    // "" when applied, else the reason. Every event is also read from the
+    // host's shared parse (event_payload): both readings must agree.
     std::string apply(std::string_view id, std::string_view type, std::string_view payload,
                       std::string_view agg_type = "Account") {
         acc::Command cmd;
         reason.clear();
-        if (!parser.parse(acc::EventView{agg_type, id, type, payload}, cmd, reason)) return reason;
+        bool ok = parser.parse(acc::EventView{agg_type, id, type, payload}, cmd, reason);
+        same_as_shared_parse(acc::EventView{agg_type, id, type, payload}, ok, cmd, reason);
+        if (!ok) return reason;
         acc::Account &a = accounts[std::string(id)];
         acc::Account before = a;
         if (!acc::apply_rules(cmd, id, ++ts, a, reason)) {
@@ -111,6 +118,35 @@ struct Domain {
         return "";
     }
     std::string balance(const std::string &id) { return money::to_string(accounts[id].balance); }
+
+    void same_as_shared_parse(const acc::EventView &ev, bool ok, const acc::Command &cmd,
+                              const std::string &why) {
+        cdcflow_batch b(1);
+        cdcflow_event_init in{};
+        in.struct_size = sizeof in;
+        in.payload = {ev.payload.data(), ev.payload.size()};
+        REQUIRE(b.append(in));
+        cdcflow_payload shared{};
+        shared.struct_size = sizeof shared;
+        REQUIRE(cdcflow::host::host_api()->event_payload(&b, 0, &shared) == CDCFLOW_OK);
+        acc::Command cmd2;
+        std::string why2;
+        acc::CommandParser fresh;
+        bool ok2 = fresh.parse(ev, shared, cmd2, why2);
+        CHECK_MESSAGE(ok2 == ok, ev.payload);
+        if (ok && ok2) {
+            CHECK(cmd2.kind == cmd.kind);
+            CHECK(cmd2.amount == cmd.amount);
+            CHECK(cmd2.owner == cmd.owner);
+            CHECK(cmd2.currency == cmd.currency);
+        } else if (why.rfind("payload is not", 0) == 0) {
+            // "not JSON" and "not an object" may be told apart differently
+            // ("xyz": the own parse sees no object, the host no JSON).
+            CHECK_MESSAGE(why2.rfind("payload is not", 0) == 0, ev.payload);
+        } else {
+            CHECK_MESSAGE(why2 == why, ev.payload);
+        }
+    }
 };
 
 std::string deposit(std::string_view amount) {
@@ -296,13 +332,73 @@ TEST_CASE("row cache: LRU eviction skips pinned rows") {
     cache.find("c")->pinned = true;
     cache.insert("d"); // everything pinned: grows past capacity
     CHECK(cache.size() == 3);
-    cache.find("a")->pinned = false;
+    cache.find("a")->pinned = false; // a batch commits: its rows are unpinned
     cache.find("c")->pinned = false;
+    cache.find("a"); // unpinned finds refresh: a, then c are the most recent
+    cache.find("c");
     cache.trim();
     CHECK(cache.size() == 2);
-    CHECK(cache.find("d") == nullptr); // d was least recently used (finds refresh a and c)
+    CHECK(cache.find("d") == nullptr); // d was least recently used
     CHECK(cache.find("a") != nullptr);
     CHECK(cache.find("c") != nullptr);
+
+    // A pinned row is not moved by later finds in its batch: it became the
+    // most recent at its first touch.
+    cdcflow::projection::RowCache<int> lru(3);
+    lru.insert("x");
+    lru.insert("y")->pinned = true; // touched first in this batch
+    lru.insert("z");
+    CHECK(lru.find("y") != nullptr); // pinned: stays behind z
+    lru.find("y")->pinned = false;
+    lru.find("x");   // x now most recent; order: x, z, y
+    lru.insert("w"); // full: the least recent unpinned row goes
+    CHECK(lru.find("y") == nullptr);
+    CHECK(lru.find("z") != nullptr);
+}
+
+TEST_CASE("row cache: finds exactly the live keys through growth, eviction and erasure") {
+    // Against a model: which keys are cached. A wrong deletion in the
+    // open-addressing index loses a live key (find misses) or keeps a dead
+    // one (find hits); both show here.
+    cdcflow::projection::RowCache<int> cache(700);
+    std::map<std::string, int> model; // key -> row value
+    std::list<std::string> lru;       // most recent first
+    std::mt19937 rnd(7);
+    auto touch = [&](const std::string &k) {
+        lru.remove(k);
+        lru.push_front(k);
+    };
+    for (int step = 0; step < 60000; ++step) {
+        std::string k = "acc-" + std::to_string(rnd() % 1500);
+        int op = static_cast<int>(rnd() % 10);
+        auto *n = cache.find(k);
+        REQUIRE((n != nullptr) == (model.count(k) == 1));
+        if (n) {
+            CHECK(n->row == model[k]);
+            touch(k);
+            if (op == 0) { // forget it (a rolled-back batch)
+                cache.erase(n);
+                model.erase(k);
+                lru.remove(k);
+            }
+        } else {
+            if (model.size() >= 700) { // the least recently used goes
+                model.erase(lru.back());
+                lru.pop_back();
+            }
+            cache.insert(k)->row = step;
+            model[k] = step;
+            lru.push_front(k);
+        }
+        REQUIRE(cache.size() == model.size());
+    }
+    for (int i = 0; i < 1500; ++i) {
+        std::string k = "acc-" + std::to_string(i);
+        CHECK((cache.find(k) != nullptr) == (model.count(k) == 1));
+    }
+    cache.clear();
+    CHECK(cache.size() == 0);
+    CHECK(cache.find("acc-1") == nullptr);
 }
 
 // ---------------------------------------------------------------- the sink
@@ -711,7 +807,8 @@ TEST_CASE("projection_sink: SQL metacharacters are stored verbatim; invalid UTF-
     CHECK(db.query_int("SELECT count(*) FROM dead_letters WHERE typeof(reason) = 'text'") == 3);
     CHECK(dl[1].payload == huge); // kept whole, never parsed (over max_payload_bytes)
     CHECK(dl[1].aggregateid == evil);
-    CHECK(dl[1].reason == "payload is " + std::to_string(huge.size()) + " bytes, more than max_payload_bytes 1048576");
+    CHECK(dl[1].reason ==
+          "payload is " + std::to_string(huge.size()) + " bytes, more than max_payload_bytes 1048576");
     CHECK(dl[2].event_id == "id'\"; --");
     CHECK(dl[2].type == "Money\"Deposited'");
     CHECK(dl[2].source_position == "topic/3@4");
@@ -732,10 +829,12 @@ TEST_CASE("projection_sink: holds its own limits without a validator: empty ids,
     EventSpec no_id = ev(2, "acc-2", "AccountCreated", created());
     no_id.id = "";
     append(b, no_id);
-    std::string deep = "{\"amount\":\"1.00\",\"x\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+    std::string deep =
+        "{\"amount\":\"1.00\",\"x\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
     Sink big({{"database", dir.file("other.db")}}); // default limit: 1 MiB
     append(b, ev(3, "acc-1", "MoneyDeposited", deposit("1.00")));
-    append(b, ev(4, "acc-1", "MoneyDeposited", "{\"amount\":\"1.00\",\"pad\":\"" + std::string(5000, 'p') + "\"}"));
+    append(b, ev(4, "acc-1", "MoneyDeposited",
+                 "{\"amount\":\"1.00\",\"pad\":\"" + std::string(5000, 'p') + "\"}"));
     s.process(b);
     sqlite::Db db(path, SQLITE_OPEN_READONLY);
     CHECK(account(db, "acc-1").balance == "1.00");
@@ -758,8 +857,9 @@ TEST_CASE("projection_sink: holds its own limits without a validator: empty ids,
     CHECK(account(db2, "acc-9").balance == "2.00"); // 1,000 deep is fine
     auto dl2 = dead_letters(db2);
     REQUIRE(dl2.size() == 1);
-    CHECK(dl2[0].reason == "payload is not valid JSON: The JSON document was too deep (too many nested objects and "
-                           "arrays)");
+    CHECK(dl2[0].reason ==
+          "payload is not valid JSON: The JSON document was too deep (too many nested objects and "
+          "arrays)");
 }
 
 TEST_CASE("projection_sink: a tiny cache gives the same results as a big one") {

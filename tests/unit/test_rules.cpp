@@ -1,5 +1,7 @@
 // The rules library (Decimal, RuleSet::parse errors, Validator reasons) and
 // the validator stage driven in-process over the real host API.
+#include "batch.hpp"
+#include "host_api.hpp"
 #include "plugin_harness.hpp"
 #include "validator/validator_stage.hpp"
 
@@ -64,11 +66,38 @@ struct Checker {
 
     std::string event(const EventView &ev) {
         reason = "stale";
-        if (v.check(ev, &reason)) return "";
+        bool ok = v.check(ev, &reason);
+        same_with_shared_parse(ev, ok);
+        if (ok) return "";
         // Every reason is one short line, whatever the input.
         CHECK(reason.find('\n') == std::string::npos);
         CHECK(reason.size() < 400);
         return reason;
+    }
+    // The validator stage's path: envelope, then the payload as the host
+    // parsed it once (event_payload). It must decide as check() does, with
+    // the same reason (only which JSON error a broken payload names may
+    // differ between the two parsers).
+    void same_with_shared_parse(const EventView &ev, bool ok) {
+        std::string why = "stale";
+        bool ok2 = v.check_envelope(ev, &why);
+        if (ok2) {
+            cdcflow_batch b(1);
+            cdcflow_event_init in{};
+            in.struct_size = sizeof in;
+            in.payload = {ev.payload.data(), ev.payload.size()};
+            REQUIRE(b.append(in));
+            cdcflow_payload parsed{};
+            parsed.struct_size = sizeof parsed;
+            REQUIRE(cdcflow::host::host_api()->event_payload(&b, 0, &parsed) == CDCFLOW_OK);
+            ok2 = v.check_payload(ev, parsed, &why);
+        }
+        CHECK_MESSAGE(ok2 == ok, ev.payload);
+        if (ok || ok2) return;
+        if (reason.rfind("payload is not", 0) == 0)
+            CHECK_MESSAGE(why.rfind("payload is not", 0) == 0, ev.payload);
+        else
+            CHECK_MESSAGE(why == reason, ev.payload);
     }
     std::string payload(std::string_view type, std::string_view payload) {
         return event(EventView{"ev-1", "Account", "acc-1", type, payload});
@@ -387,10 +416,12 @@ TEST_CASE("Validator checks the envelope") {
     // itself stays ASCII.
     CHECK(c.event({"e", "Account", "acc-\xff", "AccountClosed", "{}"}) ==
           R"(aggregate id is not valid UTF-8: 'acc-\xff')");
-    CHECK(c.event({"e\xc3", "Account", "acc-1", "AccountClosed", "{}"}) == R"(event id is not valid UTF-8: 'e\xc3')");
+    CHECK(c.event({"e\xc3", "Account", "acc-1", "AccountClosed", "{}"}) ==
+          R"(event id is not valid UTF-8: 'e\xc3')");
     CHECK(c.event({"e", "Acc\xed\xa0\x80", "acc-1", "AccountClosed", "{}"}) ==
           R"(aggregate type is not valid UTF-8: 'Acc\xed\xa0\x80')"); // a surrogate
-    CHECK(c.event({"e", "Account", "acc-1", "Money\xff", "{}"}) == R"(event type is not valid UTF-8: 'Money\xff')");
+    CHECK(c.event({"e", "Account", "acc-1", "Money\xff", "{}"}) ==
+          R"(event type is not valid UTF-8: 'Money\xff')");
     CHECK(c.event({"e", "Account", "Zo\xc3\xab", "AccountClosed", "{}"}) == ""); // UTF-8 is fine
     // Without aggregate_types any aggregate type passes.
     Checker any(R"({"events": {"A": {}}})");

@@ -50,8 +50,8 @@ Run run_drain(const std::string &yaml) {
 
 std::string pipeline(const std::string &src_cfg, const std::string &pass_cfg, const std::string &sink_cfg,
                      const std::string &settings = "") {
-    return "pipeline: t\n" + settings + "stages:\n  - id: src\n    plugin: gen_source\n    config: {" + src_cfg +
-           "}\n  - id: pass\n    plugin: passthrough\n    config: {" + pass_cfg +
+    return "pipeline: t\n" + settings + "stages:\n  - id: src\n    plugin: gen_source\n    config: {" +
+           src_cfg + "}\n  - id: pass\n    plugin: passthrough\n    config: {" + pass_cfg +
            "}\n  - id: sink\n    plugin: file_sink\n    config: {" + sink_cfg + "}\n";
 }
 
@@ -95,9 +95,11 @@ TEST_CASE("runtime: an exception in a plugin becomes a stage error, never a cras
 }
 
 TEST_CASE("runtime: a source failure stops the pipeline with the source's message") {
-    auto r = run_drain(pipeline("count: 5000, fail_at: 100", "", "", "settings: {batch_size: 10}\n"));
+    auto r = run_drain(
+        pipeline("count: 5000, fail_at: 100", "", "", "settings: {batch_size: 10, batch_max_events: 10}\n"));
     REQUIRE_FALSE(r.run_status.ok());
-    // Batches of 10: offsets 1..100 are read, the poll that would read 101 fails.
+    // Batches of 10 (batch_max_events: they do not grow): offsets 1..100 are read, the poll that would read
+    // 101 fails.
     CHECK(r.run_status.message() == "stage 'src' (plugin 'gen_source'): injected failure at offset 101");
 }
 
@@ -120,7 +122,8 @@ TEST_CASE("runtime: a restart resumes after the sink's checkpoint") {
     std::ifstream in(out);
     std::string line;
     int64_t expect = 1;
-    while (std::getline(in, line)) CHECK(std::stoll(line) == expect++);
+    while (std::getline(in, line))
+        CHECK(std::stoll(line) == expect++);
     CHECK(expect == 251);
     std::filesystem::remove_all(dir);
 }
@@ -136,7 +139,8 @@ TEST_CASE("runtime: request_stop drains what was read and commits it") {
     REQUIRE(rt.ok());
     Status st;
     std::thread t([&] { st = rt.value()->run(RunOptions{}); });
-    while (m.value("sink.counted") < 1000) std::this_thread::yield();
+    while (m.value("sink.counted") < 1000)
+        std::this_thread::yield();
     rt.value()->request_stop();
     t.join();
     CHECK(st.ok());
@@ -168,7 +172,8 @@ TEST_CASE("runtime: unknown plugins and schema errors are reported at load, with
 
 TEST_CASE("runtime: committed positions never go backwards, whatever the number of partitions") {
     // 64 partitions in every batch: more than any fixed-size array would hold.
-    auto r = run_drain(pipeline("count: 20000, partitions: 64", "", "", "settings: {batch_size: 1000}\n"));
+    auto r = run_drain(pipeline("count: 20000, partitions: 64", "", "",
+                                "settings: {batch_size: 1000, batch_max_events: 1000}\n"));
     REQUIRE(r.run_status.ok());
     CHECK(r.totals.events == 20000);
     CHECK(r.metric("src.committed_regressions") == 0);
@@ -202,7 +207,8 @@ TEST_CASE("runtime: a stop request ends the retrying at once") {
     REQUIRE(rt.ok());
     Status st;
     std::thread t([&] { st = rt.value()->run(RunOptions{true}); });
-    while (m.value("pass.errors") < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    while (m.value("pass.errors") < 2)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
     auto t0 = std::chrono::steady_clock::now();
     rt.value()->request_stop();
     t.join();
@@ -214,12 +220,14 @@ TEST_CASE("runtime: a stop request ends the retrying at once") {
 
 TEST_CASE("runtime: an unknown retry key or an inverted backoff range is a load error with position") {
     auto bad = [](const std::string &retry) {
-        auto def = parse_pipeline("pipeline: t\nstages:\n  - id: src\n    plugin: gen_source\n    retry: " + retry +
-                                      "\n  - id: sink\n    plugin: file_sink\n",
-                                  "test.yaml", [](const std::string &) { return std::nullopt; });
+        auto def =
+            parse_pipeline("pipeline: t\nstages:\n  - id: src\n    plugin: gen_source\n    retry: " + retry +
+                               "\n  - id: sink\n    plugin: file_sink\n",
+                           "test.yaml", [](const std::string &) { return std::nullopt; });
         return def ? std::string() : def.status().message();
     };
-    CHECK(bad("{max_attempts: 0}") == "test.yaml:5:27: retry.max_attempts must be an integer from 1 to 1000000, got '0'");
+    CHECK(bad("{max_attempts: 0}") ==
+          "test.yaml:5:27: retry.max_attempts must be an integer from 1 to 1000000, got '0'");
     CHECK(bad("{attempts: 3}") == "test.yaml:5:13: unknown key 'attempts' in 'retry' of stage 'src' (known: "
                                   "max_attempts, backoff_ms, max_backoff_ms)");
     CHECK(bad("{backoff_ms: 100, max_backoff_ms: 10}") ==
@@ -252,7 +260,8 @@ TEST_CASE("runtime: plugins built against ABI 1 keep loading and working") {
     CHECK(source.value()->desc->abi_version == 1);
     CHECK(source.value()->desc->callbacks->struct_size < sizeof(cdcflow_callbacks));
     Metrics m;
-    auto rt = make("pipeline: t\nsettings: {batch_size: 64}\nstages:\n  - id: src\n    plugin: v1_source\n"
+    auto rt = make("pipeline: t\nsettings: {batch_size: 64, batch_max_events: 64}\nstages:\n  - id: src\n    "
+                   "plugin: v1_source\n"
                    "    config: {count: 5000}\n  - id: pass\n    plugin: passthrough\n  - id: sink\n"
                    "    plugin: v1_sink\n",
                    reg, m);
@@ -277,7 +286,8 @@ TEST_CASE("runtime: an idle source still learns that its last batches were commi
     Status st;
     std::thread t([&] { st = rt.value()->run(RunOptions{}); });
     auto t0 = std::chrono::steady_clock::now();
-    while (m.value("src.last_committed") < 1000 && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10))
+    while (m.value("src.last_committed") < 1000 &&
+           std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10))
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
     CHECK(m.value("src.last_committed") == 1000);
     rt.value()->request_stop();
@@ -558,4 +568,46 @@ TEST_CASE("runtime: a stop requested during the replay ends it promptly and star
     CHECK(m.value("src.seeks") == 0); // never started
     CHECK(rt.value()->state() == "stopped");
     std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: under backlog batches grow to batch_max_events, never beyond, and lose nothing") {
+    auto r = run_drain(pipeline("count: 200000", "", "",
+                                "settings: {batch_size: 100, batch_max_events: 5000, batch_max_ms: 0}\n"));
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 200000);
+    CHECK(r.metric("sink.counted") == 200000);
+    CHECK(r.metric("sink.max_batch") == 5000);
+    // Fixed batches of 100 would be 2,000; growing ones are ~40 of 5,000.
+    CHECK(r.totals.batches < 100);
+}
+
+TEST_CASE("runtime: once the source is caught up, batches are small again") {
+    // A backlog of 50,000 events, then the source hands out 10 events per
+    // poll (what a caught-up outbox source sees at a steady rate).
+    auto r = run_drain(pipeline("count: 52000, trickle_after: 50000, trickle: 10", "", "",
+                                "settings: {batch_size: 100, batch_max_events: 5000, batch_max_ms: 0}\n"));
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 52000);
+    CHECK(r.metric("src.max_capacity") == 5000); // the backlog grew the batches
+    CHECK(r.metric("src.last_capacity") == 100); // caught up: batch_size again
+    CHECK(r.metric("sink.max_batch") == 5000);
+}
+
+TEST_CASE("runtime: batch_max_bytes bounds a batch however many events it may take") {
+    // gen_source's events carry at least 24 bytes of strings ("Test",
+    // "Generated", the id twice, the payload).
+    auto r = run_drain(pipeline("count: 20000", "", "",
+                                "settings: {batch_size: 10000, batch_max_bytes: 2048, batch_max_ms: 0}\n"));
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 20000);
+    CHECK(r.metric("sink.max_batch") > 1);
+    CHECK(r.metric("sink.max_batch") <= 2048 / 24);
+}
+
+TEST_CASE("runtime: the adaptive batching settings are checked at load, with position") {
+    auto bad = parse_pipeline("pipeline: t\nsettings: {batch_max_bytes: 10}\nstages: []\n", "t.yaml",
+                              [](const std::string &) { return std::nullopt; });
+    REQUIRE_FALSE(bad);
+    CHECK(bad.status().message().find("t.yaml:2:") == 0);
+    CHECK(bad.status().message().find("batch_max_bytes") != std::string::npos);
 }

@@ -44,7 +44,8 @@ extern "C" {
  * ABI 3 appended: declared config (cdcflow_config_param with bounds, choices
  * and secrets; config_lookup with its own result type); dropping events in
  * a transform (CDCFLOW_EVENT_DROPPED, event_drop); rebuilding a stateful
- * transform through the host (history, restore, and the source's replay).
+ * transform through the host (history, restore, and the source's replay);
+ * each payload parsed once per pipeline and shared (event_payload).
  * A plugin built against ABI 1 or 2 keeps loading and behaves as before. */
 #define CDCFLOW_ABI_VERSION 3u
 #define CDCFLOW_ABI_VERSION_MIN 1u
@@ -270,6 +271,48 @@ typedef struct cdcflow_replay {
     const char *truncated_by;
 } cdcflow_replay;
 
+/* ABI 3: JSON value types (event_payload). */
+typedef enum cdcflow_json_type {
+    CDCFLOW_JSON_NULL = 0,
+    CDCFLOW_JSON_BOOL = 1,
+    CDCFLOW_JSON_NUMBER = 2,
+    CDCFLOW_JSON_STRING = 3,
+    CDCFLOW_JSON_ARRAY = 4,
+    CDCFLOW_JSON_OBJECT = 5
+} cdcflow_json_type;
+
+/* ABI 3: one top-level field of a payload object (event_payload). Arrays of
+ * these are walked with the stride event_payload reports. */
+typedef struct cdcflow_json_field {
+    cdcflow_str key;    /* unescaped */
+    cdcflow_str value;  /* the value's JSON text as written, inside the event's
+                         * payload: a string keeps its quotes and escapes */
+    int32_t type;       /* cdcflow_json_type */
+    int32_t has_escape; /* STRING: the text holds a backslash escape (else the
+                         * string is value without its two quotes) */
+} cdcflow_json_field;
+
+/* ABI 3: what event_payload found. */
+typedef enum cdcflow_payload_result {
+    CDCFLOW_PAYLOAD_OBJECT = 0,     /* a valid JSON object: fields */
+    CDCFLOW_PAYLOAD_NOT_OBJECT = 1, /* valid JSON, another type: root_type */
+    CDCFLOW_PAYLOAD_INVALID = 2     /* not valid JSON (UTF-8, syntax, nesting
+                                     * deeper than 1024, trailing content): error */
+} cdcflow_payload_result;
+
+/* ABI 3: an event's payload parsed as JSON (event_payload). */
+typedef struct cdcflow_payload {
+    uint32_t struct_size; /* set by the caller */
+    int32_t result;       /* cdcflow_payload_result */
+    int32_t root_type;    /* cdcflow_json_type: OBJECT, NOT_OBJECT */
+    uint32_t field_count; /* OBJECT: top-level fields in payload order (a
+                           * repeated key appears each time) */
+    const cdcflow_json_field *fields;
+    uint32_t field_stride; /* bytes between fields */
+    uint32_t reserved;
+    const char *error; /* INVALID: why, one line, NUL-terminated */
+} cdcflow_payload;
+
 typedef struct cdcflow_batch cdcflow_batch;   /* opaque, owned by the host */
 typedef struct cdcflow_config cdcflow_config; /* opaque, owned by the host */
 typedef struct cdcflow_ctx cdcflow_ctx;       /* opaque: one per stage instance */
@@ -382,6 +425,15 @@ typedef struct cdcflow_host_api {
      * rejection does not override the drop (the first verdict stands) and a
      * duplicate mark does (as over a rejection). */
     void (*event_drop)(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index); /* since ABI 3 */
+    /* Any stage: event index's payload parsed as JSON, once per event per
+     * pipeline: the first stage that asks parses and checks the whole text
+     * (as strictly as a DOM parser: UTF-8, syntax, depth, trailing content)
+     * and the batch keeps the result for every later stage, so a validator
+     * and a sink do not both parse each payload. Everything out points to
+     * stays valid while the batch is in the caller's hands.
+     * out->struct_size must be set. OK; ERR_NOT_FOUND for an index past the
+     * batch; ERR_NOMEM. Not thread-safe per batch, like the batch. */
+    cdcflow_status (*event_payload)(cdcflow_batch *b, uint32_t index, cdcflow_payload *out); /* since ABI 3 */
 } cdcflow_host_api;
 
 /* Callbacks. Every callback that can fail returns a status and, on failure,

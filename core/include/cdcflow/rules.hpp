@@ -45,6 +45,8 @@
 // only once.
 #pragma once
 
+#include <cdcflow/plugin.h>
+
 #include <compare>
 #include <cstddef>
 #include <cstdint>
@@ -248,6 +250,13 @@ public:
     // (buffers grow to the largest payload seen and to the longest reason);
     // throws only std::bad_alloc while growing them.
     bool check(const EventView &event, std::string *reason);
+
+    // check() in two steps, for a stage whose host parses each payload once
+    // for the whole pipeline (plugin.h, event_payload): the envelope and the
+    // payload's size first (before anything parses it), then the payload as
+    // parsed. Same rules, same reasons as check().
+    bool check_envelope(const EventView &event, std::string *reason);
+    bool check_payload(const EventView &event, const cdcflow_payload &parsed, std::string *reason);
 
 private:
     struct State;

@@ -77,7 +77,9 @@ namespace cdcflow {
 inline std::string_view sv(cdcflow_str s) noexcept {
     return s.data ? std::string_view(s.data, static_cast<size_t>(s.len)) : std::string_view();
 }
-inline cdcflow_str str(std::string_view s) noexcept { return cdcflow_str{s.data(), s.size()}; }
+inline cdcflow_str str(std::string_view s) noexcept {
+    return cdcflow_str{s.data(), s.size()};
+}
 
 // An exception that carries an ABI status; thrown by SDK helpers and by
 // plugins that want a status other than CDCFLOW_ERR_INTERNAL.
@@ -556,10 +558,10 @@ public:
             if (st == CDCFLOW_ERR_NOMEM) return false;
         }
         if (st != CDCFLOW_OK)
-            throw Error(st, st == CDCFLOW_ERR_NOMEM ? "out of memory copying an event of " +
-                                                          std::to_string(ev.payload.len) + " payload bytes"
-                                                    : std::string("batch_append failed: ") +
-                                                          cdcflow_status_str(st));
+            throw Error(st, st == CDCFLOW_ERR_NOMEM
+                                ? "out of memory copying an event of " + std::to_string(ev.payload.len) +
+                                      " payload bytes"
+                                : std::string("batch_append failed: ") + cdcflow_status_str(st));
         ++count_; // the event array never moves while we hold the batch
         return true;
     }
@@ -577,6 +579,23 @@ public:
                         "out of memory copying " + std::to_string(bytes.size()) + " bytes into the batch");
         std::memcpy(p, bytes.data(), bytes.size());
         return cdcflow_str{static_cast<const char *>(p), bytes.size()};
+    }
+
+    // Event i's payload parsed as JSON once per pipeline (plugin.h,
+    // event_payload): true with out filled in; false on a host older than
+    // ABI 3 (parse it yourself). Throws Error when memory ran out.
+    bool payload(uint32_t i, cdcflow_payload &out) const {
+        if (!CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, event_payload) || !host_->event_payload) return false;
+        out = cdcflow_payload{};
+        out.struct_size = sizeof out;
+        cdcflow_status st = host_->event_payload(b_, i, &out);
+        if (st != CDCFLOW_OK) throw Error(st, std::string("event_payload failed: ") + cdcflow_status_str(st));
+        return true;
+    }
+    // Field k of a parsed payload (walked with the host's stride).
+    static const cdcflow_json_field &field(const cdcflow_payload &p, uint32_t k) {
+        return *reinterpret_cast<const cdcflow_json_field *>(reinterpret_cast<const char *>(p.fields) +
+                                                             static_cast<size_t>(k) * p.field_stride);
     }
 
     class iterator {
@@ -683,8 +702,7 @@ inline void write_err(char *err, uint64_t err_len, const char *msg) {
 }
 
 // Run f; turn any exception into a status and a message.
-template <typename F>
-cdcflow_status guarded(char *err, uint64_t err_len, F &&f) noexcept {
+template <typename F> cdcflow_status guarded(char *err, uint64_t err_len, F &&f) noexcept {
     try {
         f();
         return CDCFLOW_OK;
@@ -709,8 +727,7 @@ cdcflow_status guarded(char *err, uint64_t err_len, F &&f) noexcept {
 
 // One instance as the host sees it: the user's object plus what the thunks
 // need to rebuild Batch views.
-template <typename T>
-struct Holder {
+template <typename T> struct Holder {
     const cdcflow_host_api *host;
     cdcflow_ctx *ctx;
     std::unique_ptr<T> obj;
@@ -718,8 +735,7 @@ struct Holder {
 
 // For callbacks that return no status (stop, committed, release): an
 // exception is logged as an error on the stage instead of vanishing.
-template <typename T, typename F>
-void guarded_logged(Holder<T> *h, const char *what, F &&f) noexcept {
+template <typename T, typename F> void guarded_logged(Holder<T> *h, const char *what, F &&f) noexcept {
     char buf[512];
     buf[0] = '\0';
     if (guarded(buf, sizeof buf, std::forward<F>(f)) != CDCFLOW_OK) {
@@ -815,8 +831,7 @@ struct Thunks {
     static cdcflow_status seek(void *p, const cdcflow_position *pos, uint32_t n, char *err,
                                uint64_t err_len) noexcept {
         if constexpr (std::is_base_of_v<Source, T> || std::is_base_of_v<Transform, T>) {
-            return guarded(err, err_len,
-                           [&] { H(p)->obj->seek(std::span<const cdcflow_position>(pos, n)); });
+            return guarded(err, err_len, [&] { H(p)->obj->seek(std::span<const cdcflow_position>(pos, n)); });
         } else {
             (void)p, (void)pos, (void)n;
             return CDCFLOW_OK;
@@ -845,14 +860,16 @@ struct Thunks {
     static cdcflow_status checkpoint(void *p, cdcflow_position_fn fn, void *user, char *err,
                                      uint64_t err_len) noexcept {
         if constexpr (std::is_base_of_v<Sink, T>) {
-            return guarded(err, err_len,
-                           [&] { H(p)->obj->checkpoint([&](const cdcflow_position &pos) { fn(user, &pos); }); });
+            return guarded(err, err_len, [&] {
+                H(p)->obj->checkpoint([&](const cdcflow_position &pos) { fn(user, &pos); });
+            });
         } else {
             (void)p, (void)fn, (void)user, (void)err, (void)err_len;
             return CDCFLOW_OK;
         }
     }
-    static cdcflow_status acquire(void *p, const cdcflow_ownership *req, char *err, uint64_t err_len) noexcept {
+    static cdcflow_status acquire(void *p, const cdcflow_ownership *req, char *err,
+                                  uint64_t err_len) noexcept {
         if constexpr (FencingSink<T>) {
             return guarded(err, err_len, [&] {
                 cdcflow_ownership o{};
@@ -868,8 +885,10 @@ struct Thunks {
         }
     }
     static void release(void *p) noexcept {
-        if constexpr (FencingSink<T>) guarded_logged(H(p), "release", [&] { H(p)->obj->release(); });
-        else (void)p;
+        if constexpr (FencingSink<T>)
+            guarded_logged(H(p), "release", [&] { H(p)->obj->release(); });
+        else
+            (void)p;
     }
     // The host's cdcflow_history and cdcflow_replay are at least as long as
     // this SDK's (it refuses plugins of a newer ABI), so they are used in place.
@@ -910,23 +929,20 @@ struct Thunks {
     }
 };
 
-template <typename T>
-constexpr const char *version_of() {
+template <typename T> constexpr const char *version_of() {
     if constexpr (requires { T::kVersion; })
         return T::kVersion;
     else
         return "0";
 }
 
-template <typename T>
-constexpr const cdcflow_config_key *config_of() {
+template <typename T> constexpr const cdcflow_config_key *config_of() {
     if constexpr (requires { T::kConfig; })
         return T::kConfig;
     else
         return nullptr;
 }
-template <typename T>
-constexpr uint32_t config_count_of() {
+template <typename T> constexpr uint32_t config_count_of() {
     if constexpr (requires { T::kConfig; })
         return static_cast<uint32_t>(std::size(T::kConfig));
     else
@@ -992,7 +1008,7 @@ const cdcflow_plugin *descriptor() {
 } // namespace cdcflow
 
 // Export the plugin class T. Write once, at namespace scope, in one .cpp file.
-#define CDCFLOW_PLUGIN(T)                                                                          \
-    extern "C" CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) {                     \
-        return ::cdcflow::detail::descriptor<T>();                                                 \
+#define CDCFLOW_PLUGIN(T)                                                                                    \
+    extern "C" CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) {                             \
+        return ::cdcflow::detail::descriptor<T>();                                                           \
     }
