@@ -49,21 +49,32 @@ class GuideExamples(TempDirTest):
                 self.assertEqual(r.returncode, 0, "%s in %s:\n%s%s" % (cmd, name, r.stdout[-3000:], r.stderr[-3000:]))
             self.assertTrue(os.path.isfile(os.path.join(d, "build", name + ".so")))
 
-        # The guide's own first example compiles as printed, with the command it gives.
+        # Every complete plugin in the guide (a cpp block with CDCFLOW_PLUGIN)
+        # compiles as printed, with the command the guide gives, and loads;
+        # every other cpp block says that it is a fragment.
         guide = glob.glob(self.path("root") + "/**/share/doc/cdcflow/plugin-authoring.md", recursive=True)[0]
         with open(guide) as f:
             blocks = re.findall(r"```cpp\n(.*?)```", f.read(), re.S)
-        snippet = [b for b in blocks if "CDCFLOW_PLUGIN(MaxIdLength)" in b]
-        self.assertEqual(len(snippet), 1)
-        src = self.write("max_id_length.cpp", snippet[0])
+        complete = [b for b in blocks if "CDCFLOW_PLUGIN(" in b]
+        for b in blocks:
+            if b not in complete:
+                self.assertTrue(b.startswith("// fragment"), "a cpp block in the guide is neither a complete "
+                                "plugin nor marked as a fragment:\n" + b)
+        names = [re.search(r'kName = "(\w+)"', b).group(1) for b in complete]
+        self.assertIn("max_id_length", names)  # the first example, built with the guide's own command
+        self.assertGreaterEqual(len(complete), 3)
         cflags = subprocess.run(["pkg-config", "--cflags", "cdcflow"], env=env, check=True, capture_output=True,
                                 text=True).stdout.split()
         own = self.path("own")
         os.makedirs(own)
-        subprocess.run(["g++", "-std=c++20", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared", "-fvisibility=hidden",
-                        "-o", os.path.join(own, "max_id_length.so"), src] + cflags, check=True)
+        for name, b in zip(names, complete):
+            src = self.write(name + ".cpp", b)
+            subprocess.run(["g++", "-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+                            "-fvisibility=hidden", "-o", os.path.join(own, name + ".so"), src] + cflags, check=True)
         r = subprocess.run([host, "plugins", "--path", own], capture_output=True, text=True)
         self.assertIn("max_id_length  (transform, ABI 3, version 1.0.0)", r.stdout)
+        for name in names:
+            self.assertRegex(r.stdout, r"(?m)^%s  \(" % name)
 
         # The installed host lists them with their declared config.
         r = subprocess.run([host, "plugins", "--path", os.path.join(ex, "mask", "build"), "--path",
@@ -124,6 +135,33 @@ class GuideExamples(TempDirTest):
         self.assertEqual([l["event_id"] for l in lines], ["e1", "e2", "e5", "e6"])
         self.assertEqual(json.loads(lines[-1]["payload"])["owner"], "***")
         self.assertEqual(len(read_lines(out + ".dead")), 1)
+
+        # The examples' declarations reach the host through the installed
+        # SDK: a value outside mask's declared choices is refused before any
+        # stage starts, with the value's file:line:col (exit 3).
+        with open(pipeline) as f:
+            text = f.read()
+        self.assertIn("      field: owner", text)
+        bad = os.path.join(ex, "bad.yaml")
+        with open(bad, "w") as f:
+            f.write(text.replace("      field: owner", "      field: owner\n      on_unparsable: pass"))
+        line = text[:text.index("      field: owner")].count("\n") + 2
+        r = subprocess.run([host, "validate", bad], cwd=work, env=run_env, capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertRegex(r.stderr, r"bad\.yaml:%d:\d+: .*on_unparsable.*must be one of \"reject\", \"drop\", "
+                                   r"got \"pass\"" % line)
+
+        # ... and a value inside them is honoured: unparsable payloads are
+        # filtered out instead of dead-lettered.
+        dropping = os.path.join(ex, "dropping.yaml")
+        with open(dropping, "w") as f:
+            f.write(text.replace("      field: owner", "      field: owner\n      on_unparsable: drop"))
+        r = subprocess.run([host, "run", dropping, "--drain"], cwd=work, timeout=120, capture_output=True, text=True,
+                           env=dict(run_env, CDCFLOW_OUT=os.path.join(work, "dropping.jsonl")))
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        self.assertIn("6 events: 4 applied, 0 rejected, 0 duplicates, 2 dropped", r.stdout)
+        self.assertEqual(read_lines(os.path.join(work, "dropping.jsonl.dead")), [])
 
 
 if __name__ == "__main__":
