@@ -60,6 +60,13 @@ class GuideExamples(TempDirTest):
             if b not in complete:
                 self.assertTrue(b.startswith("// fragment"), "a cpp block in the guide is neither a complete "
                                 "plugin nor marked as a fragment:\n" + b)
+        # The guide's copy of mask's declaration is the example's own.
+        decl = [b for b in blocks
+                if b.startswith("// fragment: the declaration of examples/plugins/mask/mask.cpp")]
+        self.assertEqual(len(decl), 1)
+        struct = decl[0][decl[0].index("struct MaskSettings {"):decl[0].index("};\n") + 3]
+        with open(os.path.join(ex, "mask", "mask.cpp")) as f:
+            self.assertIn(struct, f.read(), "the guide's MaskSettings differs from examples/plugins/mask/mask.cpp")
         names = [re.search(r'kName = "(\w+)"', b).group(1) for b in complete]
         self.assertIn("max_id_length", names)  # the first example, built with the guide's own command
         self.assertGreaterEqual(len(complete), 3)
@@ -149,8 +156,8 @@ class GuideExamples(TempDirTest):
         r = subprocess.run([host, "validate", bad], cwd=work, env=run_env, capture_output=True, text=True,
                            timeout=60)
         self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
-        self.assertRegex(r.stderr, r"bad\.yaml:%d:\d+: .*on_unparsable.*must be one of \"reject\", \"drop\", "
-                                   r"got \"pass\"" % line)
+        self.assertRegex(r.stderr, r"bad\.yaml:%d:\d+: config key 'on_unparsable' for plugin 'mask' must be one of "
+                                   r"'reject', 'drop', got 'pass'" % line)
 
         # ... and a value inside them is honoured: unparsable payloads are
         # filtered out instead of dead-lettered.
@@ -162,6 +169,43 @@ class GuideExamples(TempDirTest):
         self.assertEqual(r.returncode, 0, r.stderr[-3000:])
         self.assertIn("6 events: 4 applied, 0 rejected, 0 duplicates, 2 dropped", r.stdout)
         self.assertEqual(read_lines(os.path.join(work, "dropping.jsonl.dead")), [])
+
+        # The guide's stateful examples do what section 5 says: recent_ids
+        # behind outbox_source recognises, after a restart, a copy of an
+        # event committed before it (its memory rebuilt from the replay) ...
+        sink_dir = os.path.join(ex, "jsonl_sink", "build")
+        state_db = os.path.join(work, "state.db")
+        add_events(state_db, [("s1", "AccountCreated", "{}"), ("s2", "MoneyDeposited", "{}")])
+
+        def stateful(name, source, config):
+            path = self.write(name + ".yaml", """
+pipeline: %s
+plugin_path: [%s, %s]
+stages:
+  - {id: src, plugin: %s, config: %s}
+  - {id: recent, plugin: recent_ids, config: {remember: 3}}
+  - {id: out, plugin: jsonl_sink, config: {output: %s.jsonl, dead_letters: %s.dead, checkpoint: %s.cp}}
+""" % (name, own, sink_dir, source, config, name, name, name))
+            r = subprocess.run([host, "run", path, "--drain"], cwd=work, timeout=120, capture_output=True,
+                               text=True)
+            self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+            return r
+
+        outbox = "{database: %s}" % json.dumps(state_db)
+        stateful("recent", "outbox_source", outbox)
+        add_events(state_db, [("s2", "MoneyDeposited", "{}"), ("s3", "MoneyDeposited", "{}")])
+        r = stateful("recent", "outbox_source", outbox)
+        self.assertIn("2 events: 1 applied, 0 rejected, 1 duplicates, 0 dropped", r.stdout)
+        self.assertIn("rebuilt stream state from 2 events up to the checkpoint", r.stderr)
+
+        # ... and counter_source replays the last `remember` events up to the checkpoint.
+        r = stateful("counted", "counter_source", "{count: 5}")
+        self.assertIn("5 events: 5 applied", r.stdout)
+        r = stateful("counted", "counter_source", "{count: 8}")
+        self.assertIn("3 events: 3 applied, 0 rejected, 0 duplicates", r.stdout)
+        self.assertIn("rebuilt stream state from 3 events up to the checkpoint", r.stderr)
+        self.assertEqual([l["event_id"] for l in read_lines(os.path.join(work, "counted.jsonl"))],
+                         ["ev-%d" % k for k in range(1, 9)])
 
 
 if __name__ == "__main__":
