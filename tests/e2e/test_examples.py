@@ -3,7 +3,9 @@ them: install cdcflow (meson install into a temporary root), take the
 examples from that install (share/doc/cdcflow/examples), build each with its
 own meson.build against the installed SDK found by pkg-config
 (PKG_CONFIG_PATH + PKG_CONFIG_SYSROOT_DIR), and run the example pipeline
-with the installed host on a real SQLite outbox."""
+with the installed host on a real SQLite outbox. Every complete plugin printed
+in the installed guide is compiled as printed and loaded, and the stateful
+ones (section 5) are run across a restart."""
 import glob
 import json
 import os
