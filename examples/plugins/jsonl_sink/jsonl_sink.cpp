@@ -87,25 +87,36 @@ std::string dir_of(const std::string &path) {
 
 } // namespace
 
+// The stage's config, declared once (the host checks it before the
+// constructor runs). Relative paths are relative to the directory cdcflow
+// runs in (not to the pipeline file).
+struct JsonlSinkSettings {
+    std::string output, dead_letters, checkpoint;
+
+    using S = JsonlSinkSettings;
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("output", &S::output).required().describe("JSON-lines file of applied events"),
+        cdcflow::param("dead_letters", &S::dead_letters)
+            .required()
+            .describe("JSON-lines file of rejected events"),
+        cdcflow::param("checkpoint", &S::checkpoint)
+            .required()
+            .describe("checkpoint file (replaced atomically per batch)"));
+};
+
 class JsonlSink : public cdcflow::Sink {
 public:
     static constexpr const char *kName = "jsonl_sink";
     static constexpr const char *kDescription =
         "appends events as JSON lines, with dead letters and a checkpoint";
     static constexpr const char *kVersion = "1.0.0";
-    // Relative paths are relative to the directory cdcflow runs in (not to
-    // the pipeline file).
-    static constexpr cdcflow_config_key kConfig[] = {
-        {"output", CDCFLOW_CONFIG_STRING, nullptr, 1, "JSON-lines file of applied events"},
-        {"dead_letters", CDCFLOW_CONFIG_STRING, nullptr, 1, "JSON-lines file of rejected events"},
-        {"checkpoint", CDCFLOW_CONFIG_STRING, nullptr, 1, "checkpoint file (replaced atomically per batch)"},
-    };
+    using Settings = JsonlSinkSettings;
 
     // The constructor only reads the config: it must change nothing outside
-    // the process (`cdcflow validate` constructs stages too).
-    JsonlSink(const cdcflow::Config &cfg, cdcflow::Context ctx)
-        : Sink(ctx), output_(cfg.str("output")), dead_path_(cfg.str("dead_letters")),
-          checkpoint_path_(cfg.str("checkpoint")),
+    // the process (`cdcflow validate` constructs stages too). It needs no
+    // fail() or location(), so it takes the plain settings struct.
+    JsonlSink(const Settings &cfg, cdcflow::Context ctx)
+        : Sink(ctx), output_(cfg.output), dead_path_(cfg.dead_letters), checkpoint_path_(cfg.checkpoint),
           written_(ctx.counter("written", "events written to the output file")) {}
     ~JsonlSink() override {
         if (out_fd_ >= 0) ::close(out_fd_);

@@ -18,31 +18,53 @@
 #include <set>
 #include <string>
 
+// The stage's config, declared once: each key is bound to the member it
+// fills, and the host enforces the declaration (types, required keys,
+// choices, unknown keys with "did you mean") before the constructor runs,
+// with the file's line and column. Defaults are written as in the pipeline
+// file: *** is the string ***.
+struct MaskSettings {
+    std::string field;
+    std::string mask = "***";
+    cdcflow::Json drop_types; // a YAML list, handed over as JSON text
+    static constexpr const char *kOnUnparsable[] = {"reject", "drop", nullptr};
+    std::string on_unparsable = "reject";
+
+    using S = MaskSettings;
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("field", &S::field)
+            .required()
+            .describe("top-level payload field whose value is masked"),
+        cdcflow::param("mask", &S::mask).defaults_to("***").describe("the text that replaces the value"),
+        cdcflow::param("drop_types", &S::drop_types)
+            .defaults_to("[]")
+            .describe("event types to drop (filter out), a list of strings"),
+        cdcflow::param("on_unparsable", &S::on_unparsable)
+            .choices(kOnUnparsable)
+            .defaults_to("reject")
+            .describe("a payload that is not a JSON object: reject (a dead letter) or drop (filter it out); "
+                      "never passed on unmasked"));
+};
+
 class Mask : public cdcflow::Transform {
 public:
     static constexpr const char *kName = "mask"; // the file must be mask.so
     static constexpr const char *kDescription = "masks a payload field; drops events of listed types";
     static constexpr const char *kVersion = "1.0.0";
-    // Checked by the host before the constructor runs: unknown keys, wrong
-    // types and missing required keys never reach the plugin. Defaults are
-    // YAML text ("\"***\"" is the string ***).
-    static constexpr cdcflow_config_key kConfig[] = {
-        {"field", CDCFLOW_CONFIG_STRING, nullptr, 1, "top-level payload field whose value is masked"},
-        {"mask", CDCFLOW_CONFIG_STRING, "\"***\"", 0, "the text that replaces the value"},
-        {"drop_types", CDCFLOW_CONFIG_JSON, "[]", 0, "event types to drop (filter out), a list of strings"},
-    };
+    using Settings = MaskSettings;
 
-    // The constructor reads and checks the config. It must not change
-    // anything outside the process: `cdcflow validate` constructs stages too.
-    Mask(const cdcflow::Config &cfg, cdcflow::Context ctx)
-        : Transform(ctx), field_(cfg.str("field")), mask_(cfg.str("mask")),
+    // The constructor checks what the declaration cannot say (a non-empty
+    // field, a list of strings). It must not change anything outside the
+    // process: `cdcflow validate` constructs stages too.
+    Mask(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
+        : Transform(ctx), field_(cfg.field), mask_(cfg.mask), drop_unparsable_(cfg.on_unparsable == "drop"),
           masked_(ctx.counter("masked", "payloads whose field was masked")) {
-        if (field_.empty()) cfg.fail("field", "must not be empty");
+        if (field_.empty()) cfg.fail(&Settings::field, "must not be empty");
         // JSON keys arrive as JSON text, whatever YAML form the user wrote.
-        auto types = nlohmann::json::parse(cfg.json("drop_types"), nullptr, false);
-        if (!types.is_array()) cfg.fail("drop_types", "must be a list of event types");
+        auto types = nlohmann::json::parse(cfg.drop_types.text, nullptr, false);
+        if (!types.is_array()) cfg.fail(&Settings::drop_types, "must be a list of event types");
         for (const auto &t : types) {
-            if (!t.is_string()) cfg.fail("drop_types", "must be a list of strings, got " + t.dump());
+            if (!t.is_string()) cfg.fail(&Settings::drop_types, "must be a list of strings, got " + t.dump());
             drop_types_.insert(t.get<std::string>());
         }
     }
@@ -72,8 +94,12 @@ private:
         auto doc = nlohmann::ordered_json::parse(cdcflow::sv(e.payload), nullptr, false);
         if (doc.is_discarded() || !doc.is_object()) {
             // Passing it on unmasked could leak the field: make it a dead
-            // letter instead (the sink stores it with this stage and reason).
-            batch.reject(i, "payload is not a JSON object, so '" + field_ + "' cannot be masked");
+            // letter (the sink stores it with this stage and reason), or
+            // filter it out when the pipeline says so.
+            if (drop_unparsable_)
+                batch.drop(i);
+            else
+                batch.reject(i, "payload is not a JSON object, so '" + field_ + "' cannot be masked");
             return;
         }
         auto it = doc.find(field_);
@@ -88,6 +114,7 @@ private:
 
     std::string field_;
     std::string mask_;
+    bool drop_unparsable_;
     std::set<std::string> drop_types_;
     cdcflow::Metric masked_; // "<stage>.masked" in /metrics
 };
