@@ -271,7 +271,7 @@ typedef struct cdcflow_replay {
     const char *truncated_by;
 } cdcflow_replay;
 
-/* ABI 3: JSON value types (event_payload). */
+/* Since ABI 3. JSON value types (event_payload). */
 typedef enum cdcflow_json_type {
     CDCFLOW_JSON_NULL = 0,
     CDCFLOW_JSON_BOOL = 1,
@@ -281,7 +281,7 @@ typedef enum cdcflow_json_type {
     CDCFLOW_JSON_OBJECT = 5
 } cdcflow_json_type;
 
-/* ABI 3: one top-level field of a payload object (event_payload). Arrays of
+/* Since ABI 3. One top-level field of a payload object (event_payload). Arrays of
  * these are walked with the stride event_payload reports. */
 typedef struct cdcflow_json_field {
     cdcflow_str key;    /* unescaped */
@@ -292,7 +292,7 @@ typedef struct cdcflow_json_field {
                          * string is value without its two quotes) */
 } cdcflow_json_field;
 
-/* ABI 3: what event_payload found. */
+/* Since ABI 3. What event_payload found. */
 typedef enum cdcflow_payload_result {
     CDCFLOW_PAYLOAD_OBJECT = 0,     /* a valid JSON object: fields */
     CDCFLOW_PAYLOAD_NOT_OBJECT = 1, /* valid JSON, another type: root_type */
@@ -300,7 +300,7 @@ typedef enum cdcflow_payload_result {
                                      * deeper than 1024, trailing content): error */
 } cdcflow_payload_result;
 
-/* ABI 3: an event's payload parsed as JSON (event_payload). */
+/* Since ABI 3. An event's payload parsed as JSON (event_payload). */
 typedef struct cdcflow_payload {
     uint32_t struct_size; /* set by the caller */
     int32_t result;       /* cdcflow_payload_result */

@@ -1,34 +1,39 @@
 // cdcflow/sdk.hpp: header-only C++ SDK for writing cdcflow stage plugins.
 //
 // A plugin author subclasses cdcflow::Source, cdcflow::Transform or
-// cdcflow::Sink, gives the class a constructor taking (const Config&,
-// Context), declares its config keys, and writes one macro line:
+// cdcflow::Sink, declares its config once in a settings struct (see
+// "Declared config" below), gives the class a constructor taking
+// (const Configured<Settings>&, Context), and writes one macro line:
 //
+//     struct UpperSettings {
+//         std::string field;
+//         static constexpr auto kParams = cdcflow::params(
+//             cdcflow::param("field", &UpperSettings::field).defaults_to("type").describe("which field"));
+//     };
 //     class Upper : public cdcflow::Transform {
 //     public:
 //         static constexpr const char *kName = "upper";
 //         static constexpr const char *kDescription = "upper-cases event types";
-//         static constexpr cdcflow_config_key kConfig[] = {
-//             {"field", CDCFLOW_CONFIG_STRING, "\"type\"", 0, "which field"}};
-//         Upper(const cdcflow::Config &cfg, cdcflow::Context ctx) : Transform(ctx) {}
+//         using Settings = UpperSettings;
+//         Upper(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx) : Transform(ctx) {}
 //         void process(cdcflow::Batch &batch) override { ... }
 //     };
 //     CDCFLOW_PLUGIN(Upper)
+//
+// The host then enforces types, bounds, choices and secrets before create,
+// and the plugin cannot read a key it did not declare. The older way (a
+// `kConfig` array of cdcflow_config_key and a constructor taking
+// (const Config&, Context) that reads keys by name) still compiles and
+// loads. A plugin with no config leaves both out. kVersion is optional.
 //
 // Exceptions never cross the C ABI: the thunks below catch everything and turn
 // it into a status plus a one-line message (cdcflow::Error carries its own
 // status; any other exception becomes CDCFLOW_ERR_INTERNAL).
 //
-// A plugin with no config keys leaves kConfig out. kVersion is optional.
-//
-// That is the older way to declare config, kept source compatible. The
-// current one names each key once, in a settings struct bound to its
-// members (see "Declared config" below): the host then enforces bounds,
-// choices and secrets, and the plugin cannot read a key it did not declare.
-//
 // Events are marked in place: batch.reject(i, why) (a dead letter),
 // batch.mark_duplicate(i), batch.drop(i) (filtered out; ABI 3). A transform
-// rewrites an event by pointing it at new bytes from batch.copy(...). The
+// rewrites an event by pointing it at new bytes from batch.copy(...), and
+// reads a payload parsed once per pipeline through batch.payload(i, out). The
 // plugin author's guide (cdcflow/README.md in the sources, installed as
 // share/doc/cdcflow/plugin-authoring.md) says when each callback is called,
 // on which thread, and what a sink must store itself.
