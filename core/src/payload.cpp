@@ -1,5 +1,7 @@
 #include "payload.hpp"
 
+#include "base/json_walk.hpp"
+
 #include <simdjson.h>
 
 #include <algorithm>
@@ -44,55 +46,6 @@ cdcflow_json_type type_of(od::json_type t) {
     return CDCFLOW_JSON_NULL;
 }
 
-// Reads a value to its end, so that malformed JSON anywhere in it is seen
-// (On-Demand checks only what it is asked to read).
-template <typename V> simdjson::error_code walk(V &&v, int depth) {
-    if (depth > kMaxPayloadDepth) return simdjson::DEPTH_ERROR;
-    od::json_type t;
-    if (auto err = v.type().get(t)) return err;
-    switch (t) {
-    case od::json_type::array: {
-        od::array a;
-        if (auto err = v.get_array().get(a)) return err;
-        for (auto item : a) {
-            od::value x;
-            if (auto err = item.get(x)) return err;
-            if (auto err = walk(x, depth + 1)) return err;
-        }
-        return simdjson::SUCCESS;
-    }
-    case od::json_type::object: {
-        od::object o;
-        if (auto err = v.get_object().get(o)) return err;
-        for (auto field : o) {
-            if (auto err = field.error()) return err;
-            std::string_view key;
-            if (auto err = field.unescaped_key().get(key)) return err;
-            if (auto err = walk(field.value(), depth + 1)) return err;
-        }
-        return simdjson::SUCCESS;
-    }
-    case od::json_type::number: {
-        od::number n;
-        return v.get_number().get(n);
-    }
-    case od::json_type::string: {
-        std::string_view s;
-        return v.get_string().get(s);
-    }
-    case od::json_type::boolean: {
-        bool b;
-        return v.get_bool().get(b);
-    }
-    case od::json_type::null: {
-        bool is_null = false;
-        if (auto err = v.is_null().get(is_null)) return err;
-        return is_null ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
-    }
-    }
-    return simdjson::TAPE_ERROR;
-}
-
 bool is_space(char c) {
     return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
@@ -113,9 +66,9 @@ simdjson::error_code parse(ThreadParser &tp, size_t len, cdcflow_payload &r) {
             for (auto item : a) {
                 od::value x;
                 if (auto err = item.get(x)) return err;
-                if (auto err = walk(x, 2)) return err;
+                if (auto err = base::walk_json(x, 2)) return err;
             }
-        } else if (auto err = walk(doc, 1)) {
+        } else if (auto err = base::walk_json(doc, 1)) {
             return err;
         }
         if (doc.current_location().error() != simdjson::OUT_OF_BOUNDS) return simdjson::TRAILING_CONTENT;
@@ -140,7 +93,7 @@ simdjson::error_code parse(ThreadParser &tp, size_t len, cdcflow_payload &r) {
         std::string_view token = v.raw_json_token();
         const char *start = token.data();
         const char *end = start + token.size();
-        if (auto err = walk(v, 2)) return err;
+        if (auto err = base::walk_json(v, 2)) return err;
         if (vt == od::json_type::object || vt == od::json_type::array) {
             if (auto err = doc.current_location().get(end))
                 return err == simdjson::OUT_OF_BOUNDS ? simdjson::TAPE_ERROR : err;

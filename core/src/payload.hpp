@@ -18,7 +18,4 @@ namespace cdcflow::host {
 // the caller's: only that much of the result is written.
 cdcflow_status event_payload(Batch &b, uint32_t index, cdcflow_payload *out);
 
-// Nesting deeper than this is invalid, as in simdjson's DOM parser.
-inline constexpr int kMaxPayloadDepth = 1024;
-
 } // namespace cdcflow::host

@@ -2,6 +2,7 @@
 
 #include "money.hpp"
 
+#include "base/json_walk.hpp"
 #include "base/text.hpp"
 
 #include <simdjson.h>
@@ -40,60 +41,6 @@ bool reject_quoted(std::string &reason, std::string_view before, std::string_vie
     base::append_quoted(reason, value, kValueQuoting);
     reason.append(after);
     return false;
-}
-
-// Nesting deeper than this is refused, as the validator stage's DOM parser
-// refuses it (simdjson's default): On-Demand itself sets no bound, and the
-// walk below recurses once per level.
-constexpr int kMaxDepth = 1024;
-
-// Walks a value to its end so that malformed JSON anywhere in the payload
-// is noticed (On-Demand validates only what it is asked to read).
-simdjson::error_code validate(od::value v, int depth = 1) {
-    if (depth >= kMaxDepth) return simdjson::DEPTH_ERROR;
-    od::json_type t;
-    if (auto err = v.type().get(t)) return err;
-    switch (t) {
-    case od::json_type::array: {
-        od::array a;
-        if (auto err = v.get_array().get(a)) return err;
-        for (auto item : a) {
-            od::value x;
-            if (auto err = item.get(x)) return err;
-            if (auto err = validate(x, depth + 1)) return err;
-        }
-        return simdjson::SUCCESS;
-    }
-    case od::json_type::object: {
-        od::object o;
-        if (auto err = v.get_object().get(o)) return err;
-        for (auto field : o) {
-            if (auto err = field.error()) return err;
-            std::string_view key;
-            if (auto err = field.unescaped_key().get(key)) return err;
-            if (auto err = validate(field.value(), depth + 1)) return err;
-        }
-        return simdjson::SUCCESS;
-    }
-    case od::json_type::number: {
-        od::number n;
-        return v.get_number().get(n);
-    }
-    case od::json_type::string: {
-        std::string_view s;
-        return v.get_string().get(s);
-    }
-    case od::json_type::boolean: {
-        bool b;
-        return v.get_bool().get(b);
-    }
-    case od::json_type::null: {
-        bool is_null = false;
-        if (auto err = v.is_null().get(is_null)) return err;
-        return is_null ? simdjson::SUCCESS : simdjson::N_ATOM_ERROR;
-    }
-    }
-    return simdjson::TAPE_ERROR;
 }
 
 bool is_currency(std::string_view s) {
@@ -186,7 +133,7 @@ bool CommandParser::parse(const EventView &ev, Command &out, std::string &reason
         std::string_view *into = got.slot(cmd.kind, key);
         if (!into) {
             // A field this event does not use: allowed, but it must be valid JSON.
-            if (auto err = validate(field.value()))
+            if (auto err = base::walk_json(field.value(), 2))
                 return reject(reason, "payload is not valid JSON: ", simdjson::error_message(err));
             continue;
         }
