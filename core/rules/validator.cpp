@@ -95,6 +95,15 @@ struct Validator::State {
     }
 
     bool check_field(const FieldRule &f, dom::element v);
+    // After a pass over the payload's keys: every required field was there.
+    bool required_seen(const std::vector<FieldRule> &fields) {
+        for (size_t k = 0; k < fields.size(); ++k)
+            if (!seen[k] && !fields[k].optional) {
+                field_reason(fields[k]) += "missing";
+                return false;
+            }
+        return true;
+    }
     bool check_parsed_field(const FieldRule &f, const cdcflow_json_field &v);
     bool check_string(const FieldRule &f, std::string_view s);
     bool check_decimal(const FieldRule &f, std::string_view s);
@@ -209,12 +218,7 @@ bool Validator::check(const EventView &ev, std::string *reason) {
             break;
         }
     }
-    for (size_t k = 0; k < fields.size(); ++k)
-        if (!s.seen[k] && !fields[k].optional) {
-            s.field_reason(fields[k]) += "missing";
-            return false;
-        }
-    return true;
+    return s.required_seen(fields);
 }
 
 bool Validator::check_payload(const EventView &ev, const cdcflow_payload &parsed, std::string *reason) {
@@ -251,12 +255,7 @@ bool Validator::check_payload(const EventView &ev, const cdcflow_payload &parsed
             break;
         }
     }
-    for (size_t k = 0; k < fields.size(); ++k)
-        if (!s.seen[k] && !fields[k].optional) {
-            s.field_reason(fields[k]) += "missing";
-            return false;
-        }
-    return true;
+    return s.required_seen(fields);
 }
 
 bool Validator::State::check_parsed_field(const FieldRule &f, const cdcflow_json_field &v) {
