@@ -41,8 +41,9 @@ TEST_CASE("status: the producer API's kDbError is kIo") {
 }
 
 TEST_CASE("status: round trip through the C ABI keeps what the host acts on") {
-    for (cdcflow_status a : {CDCFLOW_ERR_CONFIG, CDCFLOW_ERR_IO, CDCFLOW_ERR_RETRY, CDCFLOW_ERR_NOT_FOUND,
-                             CDCFLOW_ERR_NOMEM, CDCFLOW_ERR_OWNED, CDCFLOW_ERR_FENCED, CDCFLOW_ERR_INTERNAL}) {
+    for (cdcflow_status a :
+         {CDCFLOW_ERR_CONFIG, CDCFLOW_ERR_IO, CDCFLOW_ERR_RETRY, CDCFLOW_ERR_NOT_FOUND, CDCFLOW_ERR_NOMEM,
+          CDCFLOW_ERR_OWNED, CDCFLOW_ERR_FENCED, CDCFLOW_ERR_INTERNAL}) {
         Status s = Status::from_abi(a, "why");
         CHECK_FALSE(s.ok());
         CHECK(s.message() == "why");

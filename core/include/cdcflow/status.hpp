@@ -61,7 +61,9 @@ public:
     static Status InvalidArgument(std::string msg) { return Status(Code::kInvalidArgument, std::move(msg)); }
     static Status NotFound(std::string msg) { return Status(Code::kNotFound, std::move(msg)); }
     static Status Refused(std::string msg) { return Status(Code::kRefused, std::move(msg)); }
-    static Status Io(std::string msg, int sqlite_code = 0) { return Status(Code::kIo, std::move(msg), sqlite_code); }
+    static Status Io(std::string msg, int sqlite_code = 0) {
+        return Status(Code::kIo, std::move(msg), sqlite_code);
+    }
     static Status Transient(std::string msg) { return Status(Code::kTransient, std::move(msg)); }
     static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
 
@@ -76,12 +78,17 @@ public:
 
     Kind kind() const {
         switch (code_) {
-        case Code::kOk: return Kind::kOk;
+        case Code::kOk:
+            return Kind::kOk;
         case Code::kTransient:
-        case Code::kUnavailable: return Kind::kTransient;
-        case Code::kRefused: return Kind::kEvent;
-        case Code::kIo: return busy_or_locked() ? Kind::kTransient : Kind::kPermanent;
-        default: return Kind::kPermanent;
+        case Code::kUnavailable:
+            return Kind::kTransient;
+        case Code::kRefused:
+            return Kind::kEvent;
+        case Code::kIo:
+            return busy_or_locked() ? Kind::kTransient : Kind::kPermanent;
+        default:
+            return Kind::kPermanent;
         }
     }
     // Is it worth trying the same call again later?
@@ -90,34 +97,54 @@ public:
     // The C ABI's status for this code (the message travels separately).
     cdcflow_status abi() const {
         switch (code_) {
-        case Code::kOk: return CDCFLOW_OK;
+        case Code::kOk:
+            return CDCFLOW_OK;
         case Code::kConfig:
-        case Code::kInvalidArgument: return CDCFLOW_ERR_CONFIG;
-        case Code::kNotFound: return CDCFLOW_ERR_NOT_FOUND;
-        case Code::kRefused: return CDCFLOW_ERR_INTERNAL; // an event verdict is not a call status
-        case Code::kIo: return busy_or_locked() ? CDCFLOW_ERR_RETRY : CDCFLOW_ERR_IO;
+        case Code::kInvalidArgument:
+            return CDCFLOW_ERR_CONFIG;
+        case Code::kNotFound:
+            return CDCFLOW_ERR_NOT_FOUND;
+        case Code::kRefused:
+            return CDCFLOW_ERR_INTERNAL; // an event verdict is not a call status
+        case Code::kIo:
+            return busy_or_locked() ? CDCFLOW_ERR_RETRY : CDCFLOW_ERR_IO;
         case Code::kTransient:
-        case Code::kUnavailable: return CDCFLOW_ERR_RETRY;
-        case Code::kInternal: return CDCFLOW_ERR_INTERNAL;
-        case Code::kNoMemory: return CDCFLOW_ERR_NOMEM;
-        case Code::kOwned: return CDCFLOW_ERR_OWNED;
-        case Code::kFenced: return CDCFLOW_ERR_FENCED;
+        case Code::kUnavailable:
+            return CDCFLOW_ERR_RETRY;
+        case Code::kInternal:
+            return CDCFLOW_ERR_INTERNAL;
+        case Code::kNoMemory:
+            return CDCFLOW_ERR_NOMEM;
+        case Code::kOwned:
+            return CDCFLOW_ERR_OWNED;
+        case Code::kFenced:
+            return CDCFLOW_ERR_FENCED;
         }
         return CDCFLOW_ERR_INTERNAL;
     }
     static Status from_abi(cdcflow_status s, std::string msg) {
         switch (s) {
-        case CDCFLOW_OK: return Status();
-        case CDCFLOW_ERR_CONFIG: return Status(Code::kConfig, std::move(msg));
-        case CDCFLOW_ERR_IO: return Status(Code::kIo, std::move(msg));
-        case CDCFLOW_ERR_RETRY: return Status(Code::kTransient, std::move(msg));
-        case CDCFLOW_ERR_NOT_FOUND: return Status(Code::kNotFound, std::move(msg));
-        case CDCFLOW_ERR_TYPE: return Status(Code::kConfig, std::move(msg));
-        case CDCFLOW_ERR_NOMEM: return Status(Code::kNoMemory, std::move(msg));
-        case CDCFLOW_ERR_OWNED: return Status(Code::kOwned, std::move(msg));
-        case CDCFLOW_ERR_FENCED: return Status(Code::kFenced, std::move(msg));
+        case CDCFLOW_OK:
+            return Status();
+        case CDCFLOW_ERR_CONFIG:
+            return Status(Code::kConfig, std::move(msg));
+        case CDCFLOW_ERR_IO:
+            return Status(Code::kIo, std::move(msg));
+        case CDCFLOW_ERR_RETRY:
+            return Status(Code::kTransient, std::move(msg));
+        case CDCFLOW_ERR_NOT_FOUND:
+            return Status(Code::kNotFound, std::move(msg));
+        case CDCFLOW_ERR_TYPE:
+            return Status(Code::kConfig, std::move(msg));
+        case CDCFLOW_ERR_NOMEM:
+            return Status(Code::kNoMemory, std::move(msg));
+        case CDCFLOW_ERR_OWNED:
+            return Status(Code::kOwned, std::move(msg));
+        case CDCFLOW_ERR_FENCED:
+            return Status(Code::kFenced, std::move(msg));
         case CDCFLOW_ERR_INTERNAL:
-        case CDCFLOW_ERR_BATCH_FULL: break; // never a call's result
+        case CDCFLOW_ERR_BATCH_FULL:
+            break; // never a call's result
         }
         return Status(Code::kInternal, std::move(msg));
     }
@@ -136,8 +163,7 @@ private:
 };
 
 // A value or the Status that explains why there is none.
-template <typename T>
-class [[nodiscard]] Result {
+template <typename T> class [[nodiscard]] Result {
 public:
     Result(T value) : v_(std::move(value)) {}
     Result(Status st) : v_(std::move(st)) {}
