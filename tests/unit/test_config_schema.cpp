@@ -267,6 +267,12 @@ TEST_SUITE("config schema: reading a declaration") {
                                                      ", config_params[0] " + std::to_string(sizeof(Longer)));
         params[0].p.struct_size = 8;
         CHECK(schema_of(d).status().message() == "config_params[0] has a bad struct_size (8)");
+        params[0].p.struct_size = 0;
+        CHECK(schema_of(d).status().message() == "config_params[0] has a bad struct_size (0)");
+        // Garbage as large as this would have the walk read far past the array
+        // (config_params[1] at 1 MiB): refused before any element past [0] is read.
+        params[0].p.struct_size = 1u << 20;
+        CHECK(schema_of(d).status().message() == "config_params[0] has a bad struct_size (1048576)");
         d.config_params = nullptr;
         CHECK(schema_of(d).status().message() == "config_param_count without config_params");
     }
