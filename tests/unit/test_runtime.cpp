@@ -466,6 +466,28 @@ TEST_CASE("runtime: restore never sees an event past the checkpoint; a source th
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("runtime: a replay that never finishes fails the start instead of looping until stopped") {
+    auto dir = temp_dir("replay_stall");
+    // Empty batches, never done.
+    auto empty = run_drain(pipeline("count: 1000, replay_stall: 1", "history: 50", sink_at(dir, 900)));
+    REQUIRE_FALSE(empty.run_status.is_ok());
+    CHECK(empty.run_status.code() == CDCFLOW_ERR_INTERNAL);
+    CHECK(empty.run_status.message() == "stage 'src' (plugin 'gen_source'): replay made no progress: 1000 "
+                                        "calls in a row handed out no event and did not finish");
+    CHECK(empty.metric("src.replay_calls") == 1000);
+    CHECK(empty.totals.events == 0);
+    // The same events again and again, never done.
+    auto again = run_drain(
+        pipeline("count: 1000, replay_stall: 2, replay_piece: 20", "history: 50", sink_at(dir, 900)));
+    REQUIRE_FALSE(again.run_status.is_ok());
+    CHECK(again.run_status.message() ==
+          "stage 'src' (plugin 'gen_source'): replay handed out more than the 50 "
+          "events per partition asked for without finishing");
+    CHECK(again.metric("pass.restored") == 40); // two pieces fit in what was asked for; the third does not
+    CHECK(again.totals.events == 0);
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("runtime: no replay when no transform asks for history, nor before a first start") {
     auto dir = temp_dir("replay_none");
     auto none = run_drain(pipeline("count: 500", "", sink_at(dir, 400)));
