@@ -327,6 +327,12 @@ TEST_SUITE("config schema: reading a declaration") {
         CHECK(closest("tabel", {"table", "seq_column"}) == std::optional<std::string>("table"));
         CHECK(closest("x", {"y"}) == std::nullopt); // the whole word differs
         CHECK(closest("colour", {"count", "name"}) == std::nullopt);
+        // Hostile words: empty, one byte, invalid UTF-8, very long; no candidates.
+        CHECK(closest("", {"a", "ab"}) == std::nullopt);
+        CHECK(closest("\xff", {"a"}) == std::nullopt);
+        CHECK(closest("lev\xffl", {"level"}) == std::optional<std::string>("level"));
+        CHECK(closest(std::string(100000, 'k'), {"kkk"}) == std::nullopt);
+        CHECK(closest("level", {}) == std::nullopt);
     }
 }
 
