@@ -595,6 +595,19 @@ TEST_CASE("runtime: a failing restore fails the start with the transform's messa
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("runtime: a source whose replay throws fails the start with its message") {
+    auto dir = temp_dir("replay_throws");
+    // gen_source throws from replay when it spreads events over partitions.
+    auto r = run_drain(pipeline("count: 1000, partitions: 2", "history: 10", sink_at(dir, 500)));
+    REQUIRE_FALSE(r.run_status.is_ok());
+    CHECK(r.run_status.code() == CDCFLOW_ERR_INTERNAL);
+    CHECK(r.run_status.message() ==
+          "stage 'src' (plugin 'gen_source'): replay failed: gen_source replays one partition only");
+    CHECK(r.metric("pass.restored") == 0);
+    CHECK(r.totals.events == 0);
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("runtime: a stop requested during the replay ends it promptly and starts nothing") {
     auto dir = temp_dir("replay_stop");
     PluginRegistry reg;
