@@ -14,11 +14,13 @@
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -251,6 +253,18 @@ constexpr size_t kMinParamSize = sizeof(cdcflow_config_param);
 // and walking with it as the stride would read far past the plugin's array.
 constexpr size_t kMaxParamSize = 64 * kMinParamSize;
 
+// A plugin's declared type, read as the integer it holds: in C++, loading an
+// enum that holds a value outside its enumerators' range (a C plugin's 99) is
+// undefined behaviour, so nothing else reads the field before this.
+std::optional<cdcflow_config_type> known_type(const cdcflow_config_type &declared) {
+    std::underlying_type_t<cdcflow_config_type> raw;
+    static_assert(sizeof raw == sizeof declared);
+    std::memcpy(&raw, &declared, sizeof raw);
+    const auto v = static_cast<int64_t>(raw);
+    if (v < CDCFLOW_CONFIG_STRING || v > CDCFLOW_CONFIG_JSON) return std::nullopt;
+    return static_cast<cdcflow_config_type>(v);
+}
+
 std::optional<std::string> check_spec(const KeySpec &k) {
     const std::string key = "config key " + quote(k.name);
     if (k.type < CDCFLOW_CONFIG_STRING || k.type > CDCFLOW_CONFIG_JSON) return key + " has an unknown type";
@@ -359,7 +373,9 @@ Result<std::vector<KeySpec>> keys_from_params(const cdcflow_config_param *params
         if (!p.name || !*p.name) return Status::error("config key " + std::to_string(i) + " has no name");
         KeySpec k;
         k.name = p.name;
-        k.type = p.type;
+        std::optional<cdcflow_config_type> type = known_type(p.type);
+        if (!type) return Status::error("config key " + quote(k.name) + " has an unknown type");
+        k.type = *type;
         if (p.default_value) k.default_value = p.default_value;
         k.literal_default = true;
         k.required = (p.flags & CDCFLOW_PARAM_REQUIRED) != 0;
@@ -410,7 +426,9 @@ Result<PluginSchema> schema_of(const cdcflow_plugin &d) {
                     return Status::error("config key " + std::to_string(i) + " has no name");
                 KeySpec ks;
                 ks.name = k.name;
-                ks.type = k.type;
+                std::optional<cdcflow_config_type> type = known_type(k.type);
+                if (!type) return Status::error("config key " + quote(ks.name) + " has an unknown type");
+                ks.type = *type;
                 if (k.default_value) ks.default_value = k.default_value;
                 ks.required = k.required != 0;
                 ks.description = k.description ? k.description : "";

@@ -312,6 +312,19 @@ TEST_SUITE("config schema: reading a declaration") {
         CHECK(schema_error({param("", CDCFLOW_CONFIG_INT)}) == "config key 0 has no name");
         CHECK(schema_error({param("a", static_cast<cdcflow_config_type>(99))}) ==
               "config key 'a' has an unknown type");
+        // The same from an ABI 1 plugin (a C plugin may hold any integer there).
+        cdcflow_config_key v1{"b", CDCFLOW_CONFIG_INT, nullptr, 0, ""};
+        const uint32_t raw = 99;
+        static_assert(sizeof raw == sizeof v1.type);
+        std::memcpy(&v1.type, &raw, sizeof raw);
+        cdcflow_plugin d1{};
+        d1.abi_version = 1;
+        d1.struct_size = offsetof(cdcflow_plugin, config_params);
+        d1.name = "v1";
+        d1.kind = CDCFLOW_KIND_SINK;
+        d1.config_keys = &v1;
+        d1.config_key_count = 1;
+        CHECK(schema_of(d1).status().message() == "config key 'b' has an unknown type");
         CHECK(schema_error({param("a", CDCFLOW_CONFIG_INT, nullptr,
                                   CDCFLOW_PARAM_REQUIRED | CDCFLOW_PARAM_DEPRECATED)}) ==
               "config key 'a' is both required and deprecated");
