@@ -710,9 +710,11 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
                                  CDCFLOW_ERR_INTERNAL);
         }
         for (Stage *s : restoring) {
+            s->ctx.restoring = true;
             Outcome restored = call_with_retry(*s, "restore", [&](char *err, uint64_t len) {
                 return s->restore(s->instance, static_cast<cdcflow_batch *>(b), err, len);
             });
+            s->ctx.restoring = false;
             if (restored.code != CDCFLOW_OK) {
                 b->reset();
                 if (stopping() && !failed_.load() && restored.code == CDCFLOW_ERR_RETRY) return Status::ok();

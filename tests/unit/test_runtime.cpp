@@ -595,6 +595,19 @@ TEST_CASE("runtime: a failing restore fails the start with the transform's messa
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("runtime: marks made in restore are ignored and not counted") {
+    auto dir = temp_dir("restore_marks");
+    auto r = run_drain(pipeline("count: 1000", "history: 10, mark_in_restore: true", sink_at(dir, 900)));
+    REQUIRE(r.run_status.is_ok());
+    CHECK(r.metric("pass.restored") == 10);
+    CHECK(r.metric("pass.rejected") == 0);
+    CHECK(r.metric("pass.duplicates") == 0);
+    CHECK(r.metric("pass.dropped") == 0);
+    CHECK(r.totals.events == 100);
+    CHECK(r.totals.applied == 100);
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("runtime: a source whose replay throws fails the start with its message") {
     auto dir = temp_dir("replay_throws");
     // gen_source throws from replay when it spreads events over partitions.
