@@ -41,8 +41,10 @@ if [ "${CDCFLOW_QUICK:-0}" != 1 ]; then
   if [ ! -f build-tsan/build.ninja ]; then
     meson setup build-tsan --buildtype=debugoptimized -Db_sanitize=thread >/dev/null || exit 1
   fi
-  ninja -C build-tsan tests/unit_tests tests/plugins/gen_source.so tests/plugins/passthrough.so \
-    tests/plugins/file_sink.so tests/plugins/abi_v1/v1_source.so tests/plugins/abi_v1/v1_sink.so >&2 || exit 1
+  # Every plugin the runtime tests load (a missing one fails them with "unknown plugin").
+  ninja -C build-tsan tests/unit_tests tests/plugins/gen_source.so tests/plugins/gen_source_noreplay.so \
+    tests/plugins/passthrough.so tests/plugins/file_sink.so tests/plugins/abi_v1/v1_source.so \
+    tests/plugins/abi_v1/v1_sink.so tests/plugins/abi_v1/v1_pass.so >&2 || exit 1
   echo "== thread sanitizer: queue, runtime and ownership ==" >&2
   if TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests --test-case='queue*,runtime*,ownership*'; then
     passed=$((passed + 1))

@@ -14,11 +14,13 @@
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
 #include <functional>
 #include <optional>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -181,13 +183,31 @@ std::vector<std::string> key_names(const PluginSchema &schema) {
     return out;
 }
 
-void check_config(const std::string &file, StageDef &st, const PluginSchema &schema, const ErrorFn &error,
+// The values set for secret keys. A YAML alias can repeat a secret's value under
+// a key that is not secret (`token: &t ...` then `mode: *t`); a message about
+// that key must not show it either.
+void add_secret_values(const StageDef &st, const PluginSchema &schema, std::vector<std::string> &out) {
+    for (const auto &[key, v] : st.config)
+        if (const KeySpec *spec = find_key(schema, key);
+            spec && spec->secret && v.is_scalar && !v.scalar.empty())
+            out.push_back(v.scalar);
+}
+
+void check_config(const std::string &file, StageDef &st, const PluginSchema &schema,
+                  const std::vector<std::string> &secrets, const ErrorFn &error,
                   std::vector<std::string> &warnings) {
     const std::string of = " for plugin " + quote(st.plugin);
     for (auto &entry : st.config) {
         const std::string &key = entry.first; // not a structured binding: clang 14 cannot capture those
         ConfigValue &v = entry.second;
         const KeySpec *spec = find_key(schema, key);
+        std::optional<KeySpec> hidden;
+        if (spec && !spec->secret && v.is_scalar &&
+            std::find(secrets.begin(), secrets.end(), v.scalar) != secrets.end()) {
+            hidden = *spec;
+            hidden->secret = true; // only for what messages show: the key stays what it is
+            spec = &*hidden;
+        }
         if (!spec) {
             // Deprecated keys are not offered: a user should not start using one.
             std::vector<std::string> names = key_names(schema);
@@ -228,6 +248,22 @@ constexpr uint32_t kMaxKeys = 1024;
 constexpr size_t kMaxChoices = 1024;
 // The smallest cdcflow_config_param: it appeared in ABI 3 as it is now.
 constexpr size_t kMinParamSize = sizeof(cdcflow_config_param);
+// The largest believed: the struct only grows at its end, a few fields per ABI
+// version. A larger struct_size is garbage (an uninitialised or wrong array),
+// and walking with it as the stride would read far past the plugin's array.
+constexpr size_t kMaxParamSize = 64 * kMinParamSize;
+
+// A plugin's declared type, read as the integer it holds: in C++, loading an
+// enum that holds a value outside its enumerators' range (a C plugin's 99) is
+// undefined behaviour, so nothing else reads the field before this.
+std::optional<cdcflow_config_type> known_type(const cdcflow_config_type &declared) {
+    std::underlying_type_t<cdcflow_config_type> raw;
+    static_assert(sizeof raw == sizeof declared);
+    std::memcpy(&raw, &declared, sizeof raw);
+    const auto v = static_cast<int64_t>(raw);
+    if (v < CDCFLOW_CONFIG_STRING || v > CDCFLOW_CONFIG_JSON) return std::nullopt;
+    return static_cast<cdcflow_config_type>(v);
+}
 
 std::optional<std::string> check_spec(const KeySpec &k) {
     const std::string key = "config key " + quote(k.name);
@@ -325,7 +361,7 @@ Result<std::vector<KeySpec>> keys_from_params(const cdcflow_config_param *params
     // Every element has the size the plugin built it with: that is the stride, so a
     // plugin built against a later, longer cdcflow_config_param is walked correctly.
     const uint32_t stride = params->struct_size;
-    if (stride < kMinParamSize || stride % alignof(cdcflow_config_param) != 0)
+    if (stride < kMinParamSize || stride > kMaxParamSize || stride % alignof(cdcflow_config_param) != 0)
         return Status::Config("config_params[0] has a bad struct_size (" + std::to_string(stride) + ")");
     const char *base = reinterpret_cast<const char *>(params);
     for (uint32_t i = 0; i < count; ++i) {
@@ -337,7 +373,9 @@ Result<std::vector<KeySpec>> keys_from_params(const cdcflow_config_param *params
         if (!p.name || !*p.name) return Status::Config("config key " + std::to_string(i) + " has no name");
         KeySpec k;
         k.name = p.name;
-        k.type = p.type;
+        std::optional<cdcflow_config_type> type = known_type(p.type);
+        if (!type) return Status::Config("config key " + quote(k.name) + " has an unknown type");
+        k.type = *type;
         if (p.default_value) k.default_value = p.default_value;
         k.literal_default = true;
         k.required = (p.flags & CDCFLOW_PARAM_REQUIRED) != 0;
@@ -347,6 +385,8 @@ Result<std::vector<KeySpec>> keys_from_params(const cdcflow_config_param *params
         if (p.min) k.min = p.min;
         if (p.max) k.max = p.max;
         if (p.choices) {
+            // A choices array without its NULL terminator cannot be detected: the
+            // walk stops at the first NULL past it, or at the limit below.
             for (size_t c = 0; p.choices[c]; ++c) {
                 if (c == kMaxChoices)
                     return Status::Config("config key " + quote(k.name) + " has more than 1024 choices");
@@ -386,7 +426,9 @@ Result<PluginSchema> schema_of(const cdcflow_plugin &d) {
                     return Status::Config("config key " + std::to_string(i) + " has no name");
                 KeySpec ks;
                 ks.name = k.name;
-                ks.type = k.type;
+                std::optional<cdcflow_config_type> type = known_type(k.type);
+                if (!type) return Status::Config("config key " + quote(ks.name) + " has an unknown type");
+                ks.type = *type;
                 if (k.default_value) ks.default_value = k.default_value;
                 ks.required = k.required != 0;
                 ks.description = k.description ? k.description : "";
@@ -418,8 +460,9 @@ Status check_stage_config(const std::string &file, StageDef &st, const PluginSch
             if (!first || std::tie(m.line, m.col) < std::tie(first->first.line, first->first.col))
                 first.emplace(m, msg);
         };
-        std::vector<std::string> ignored;
-        check_config(file, st, schema, error, warnings ? *warnings : ignored);
+        std::vector<std::string> ignored, secrets;
+        add_secret_values(st, schema, secrets);
+        check_config(file, st, schema, secrets, error, warnings ? *warnings : ignored);
         if (first) return Status::Config(one_line(where(file, first->first) + ": " + first->second));
         return Status::OK();
     } catch (const std::exception &e) {
@@ -438,6 +481,10 @@ Status check_pipeline(PipelineDef &def,
         };
         def.warnings.clear();
         if (def.stages.empty()) error({1, 1}, "a pipeline needs a source and a sink");
+        // An alias may repeat one stage's secret in another stage.
+        std::vector<std::string> secrets;
+        for (const StageDef &st : def.stages)
+            if (const PluginSchema *schema = find(st.plugin)) add_secret_values(st, *schema, secrets);
         for (size_t n = 0; n < def.stages.size(); ++n) {
             StageDef &st = def.stages[n];
             const PluginSchema *schema = find(st.plugin);
@@ -448,7 +495,7 @@ Status check_pipeline(PipelineDef &def,
             if (std::optional<std::string> why = shape_error(n, def.stages.size(), schema->kind))
                 error(st.mark, "stage " + quote(st.id) + " (plugin " + quote(st.plugin) + ", " +
                                    kind_name(schema->kind) + ") " + *why);
-            check_config(def.file, st, *schema, error, def.warnings);
+            check_config(def.file, st, *schema, secrets, error, def.warnings);
         }
         if (first) return Status::Config(one_line(where(def.file, first->first) + ": " + first->second));
         return Status::OK();

@@ -231,7 +231,7 @@ void *batch_alloc(cdcflow_batch *b, uint64_t size) {
 const char kNoReason[] = "rejected";
 
 void event_reject(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index, const char *reason, uint64_t len) {
-    if (!b || index >= b->count) return;
+    if (!b || index >= b->count || (ctx && ctx->restoring)) return;
     cdcflow_event &e = b->events[index];
     if (e.status != CDCFLOW_EVENT_OK) return; // first verdict stands
     e.status = CDCFLOW_EVENT_REJECTED;
@@ -257,7 +257,7 @@ void event_reject(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index, const char
 }
 
 void event_mark_duplicate(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
-    if (!b || index >= b->count) return;
+    if (!b || index >= b->count || (ctx && ctx->restoring)) return;
     cdcflow_event &e = b->events[index];
     if (e.status == CDCFLOW_EVENT_DUPLICATE) return;
     // A later copy of an id is a duplicate even if an earlier stage rejected
@@ -269,7 +269,7 @@ void event_mark_duplicate(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
 }
 
 void event_drop(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
-    if (!b || index >= b->count) return;
+    if (!b || index >= b->count || (ctx && ctx->restoring)) return;
     cdcflow_event &e = b->events[index];
     // A rejection (a dead letter) or a duplicate mark stands over a drop: a
     // filter must not make a bad event or a copy vanish from the counts.

@@ -19,6 +19,9 @@ struct cdcflow_ctx {
     cdcflow_metric *rejected = nullptr;   // events this stage rejected
     cdcflow_metric *duplicates = nullptr; // events this stage marked duplicate
     cdcflow_metric *dropped = nullptr;    // events this stage dropped (filtered out)
+    // Set by the runtime around a restore call (its thread): replayed events are
+    // not marked (plugin.h), so the marking functions ignore them, uncounted.
+    bool restoring = false;
     // ownership_lost: set by the runtime; called from any thread.
     std::function<void(const std::string &)> ownership_lost;
 };

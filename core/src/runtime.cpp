@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <pthread.h>
 #include <string_view>
@@ -11,6 +12,9 @@ namespace cdcflow::host {
 namespace {
 
 constexpr size_t kErrLen = 1024;
+// A replay call that hands out nothing and is not done makes no progress; a
+// source that keeps doing so would hold the start (and a CPU) until stopped.
+constexpr int kMaxEmptyReplays = 1000;
 
 using Clock = std::chrono::steady_clock;
 
@@ -686,6 +690,11 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
     // turn on this thread: the replay costs no memory of its own.
     Batch *b = pool_.front().get();
     uint64_t replayed = 0;
+    // A source hands out at most max_events per partition of the checkpoint;
+    // more means it is going round in circles (e.g. the same events again).
+    const uint64_t partitions = std::max<uint64_t>(checkpoint.size(), 1);
+    const uint64_t most = want > UINT64_MAX / partitions ? UINT64_MAX : want * partitions;
+    int empty_calls = 0;
     const auto t0 = Clock::now();
     for (int32_t done = 0; !done;) {
         b->reset();
@@ -719,11 +728,26 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
                                          "events that were not committed");
             }
         }
+        if (b->count == 0 && !done && ++empty_calls == kMaxEmptyReplays) {
+            b->reset();
+            return Status::from_abi(CDCFLOW_ERR_INTERNAL, stage_label(*src.def) +
+                                     ": replay made no progress: " + std::to_string(kMaxEmptyReplays) +
+                                     " calls in a row handed out no event and did not finish");
+        }
         if (b->count == 0) continue;
+        empty_calls = 0;
+        if (b->count > most - replayed) {
+            b->reset();
+            return Status::from_abi(CDCFLOW_ERR_INTERNAL, stage_label(*src.def) + ": replay handed out more than the " +
+                                     std::to_string(want) +
+                                     " events per partition asked for without finishing");
+        }
         for (Stage *s : restoring) {
+            s->ctx.restoring = true;
             Outcome restored = call_with_retry(*s, "restore", [&](char *err, uint64_t len) {
                 return s->restore(s->instance, static_cast<cdcflow_batch *>(b), err, len);
             });
+            s->ctx.restoring = false;
             if (restored.code != CDCFLOW_OK) {
                 b->reset();
                 if (stopping() && !failed_.load() && restored.code == CDCFLOW_ERR_RETRY) return Status::OK();

@@ -99,6 +99,21 @@ class Enforcement(TempDirTest):
             self.assertNotIn(SECRET, err)
             self.assertNotIn("12345678", err)
 
+    def test_a_secret_repeated_by_a_yaml_alias_is_not_echoed(self):
+        # The alias repeats the secret under a key that is not secret, even in
+        # another stage: the message about that key must not show it either.
+        err = self.error_of(["token: &t " + SECRET, "mode: *t"])
+        self.assertIn("config key 'mode' for plugin 'config_probe' must be one of 'fast', 'safe', "
+                      "got (secret: not shown)", err)
+        self.assertNotIn(SECRET, err)
+        p = self.write("p.yaml", pipeline(["token: &t " + SECRET]).replace(
+            "plugin: file_sink\n", "plugin: file_sink\n    config: {slow_us: *t}\n"))
+        r = run(["validate", p], env=ENV)
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn("config key 'slow_us' for plugin 'file_sink' must be an integer (int64), "
+                      "got (secret: not shown)", r.stderr)
+        self.assertNotIn(SECRET, r.stdout + r.stderr)
+
     def test_values_reach_the_members_and_a_deprecated_key_warns(self):
         p = self.write("p.yaml", pipeline(["mode: fast", "level: -3", "ratio: 0.25", "loud: yes",
                                            "extra: {a: [1, 2]}", "token: " + SECRET, "pin: 4321",

@@ -189,7 +189,10 @@ class Run(TempDirTest):
         for _ in range(5):
             proc = start(["run", p, "--drain"], env=ENV)
             deadline = time.monotonic() + 30
-            time.sleep(0.05)
+            # Before main() blocks the signals (the dynamic loader, a sanitizer's
+            # start-up) SIGTERM's default action ends any process: wait for the
+            # first log line, written once the host is up and watching signals.
+            proc.stderr.readline()
             while proc.poll() is None and time.monotonic() < deadline:
                 try:
                     proc.send_signal(signal.SIGTERM)

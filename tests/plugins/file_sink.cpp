@@ -22,11 +22,13 @@ public:
         {"output", CDCFLOW_CONFIG_STRING, "\"\"", 0, "file to append events to (empty: count only)"},
         {"slow_us", CDCFLOW_CONFIG_INT, "0", 0, "sleep this long per batch (back-pressure tests)"},
         {"busy_starts", CDCFLOW_CONFIG_INT, "0", 0, "start() fails transiently this many times first"},
+        {"drop_every", CDCFLOW_CONFIG_INT, "0", 0,
+         "drop OK events whose offset is a multiple of this, unwritten"},
     };
 
     FileSink(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Sink(ctx), output_(cfg.str("output")), slow_us_(cfg.i64("slow_us")),
-          busy_starts_(cfg.i64("busy_starts")) {
+          busy_starts_(cfg.i64("busy_starts")), drop_every_(cfg.i64("drop_every")) {
         counted_ = ctx.counter("counted", "events seen");
         max_batch_ = ctx.gauge("max_batch", "most events seen in one batch (adaptive batching tests)");
     }
@@ -57,7 +59,13 @@ public:
         if (slow_us_) ::usleep(static_cast<useconds_t>(slow_us_));
         if (fd_ < 0 || batch.empty()) return;
         std::string buf;
-        for (auto &e : batch) {
+        for (uint32_t i = 0; i < batch.size(); ++i) {
+            const cdcflow_event &e = batch[i];
+            // A sink may filter too: what it drops it does not write.
+            if (drop_every_ && e.status == CDCFLOW_EVENT_OK && e.position.offset % drop_every_ == 0) {
+                batch.drop(i);
+                continue;
+            }
             buf += std::to_string(e.position.offset) + " " + std::to_string(e.status) + " " +
                    std::string(cdcflow::sv(e.event_id)) + " " + std::string(cdcflow::sv(e.reject_reason)) +
                    "\n";
@@ -78,6 +86,7 @@ private:
     std::string output_;
     int64_t slow_us_;
     int64_t busy_starts_;
+    int64_t drop_every_;
     int fd_ = -1;
     cdcflow::Metric counted_, max_batch_;
     uint32_t max_batch_seen_ = 0;

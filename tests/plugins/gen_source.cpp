@@ -28,7 +28,7 @@ struct GenSourceSettings {
     int64_t idle_after = 0;
     int64_t partitions = 0;
     bool throw_in_committed = false;
-    int64_t replay_piece = 0, replay_past = 0, replay_sleep_ms = 0, replay_first = 1;
+    int64_t replay_piece = 0, replay_past = 0, replay_sleep_ms = 0, replay_first = 1, replay_stall = 0;
     int64_t trickle_after = 0, trickle = 10;
 
     using S = GenSourceSettings;
@@ -68,6 +68,11 @@ struct GenSourceSettings {
             .defaults_to("1")
             .min("1")
             .describe("the oldest offset still there to replay (retention)"),
+        cdcflow::param("replay_stall", &S::replay_stall)
+            .defaults_to("0")
+            .min("0")
+            .max("2")
+            .describe("replay never ends (a bug): 1 empty batches, 2 the same events again"),
         cdcflow::param("trickle_after", &S::trickle_after)
             .defaults_to("0")
             .min("0")
@@ -87,9 +92,10 @@ public:
 
     GenSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
         : Source(ctx), count_(cfg.count), bare_(cfg.bare), fail_at_(cfg.fail_at), idle_after_(cfg.idle_after),
-          partitions_(cfg.partitions), throw_in_committed_(cfg.throw_in_committed), replay_piece_(cfg.replay_piece),
-          replay_past_(cfg.replay_past), replay_sleep_ms_(cfg.replay_sleep_ms), replay_first_(cfg.replay_first),
-          trickle_after_(cfg.trickle_after), trickle_(cfg.trickle) {
+          partitions_(cfg.partitions), throw_in_committed_(cfg.throw_in_committed),
+          replay_piece_(cfg.replay_piece), replay_past_(cfg.replay_past),
+          replay_sleep_ms_(cfg.replay_sleep_ms), replay_first_(cfg.replay_first),
+          replay_stall_(cfg.replay_stall), trickle_after_(cfg.trickle_after), trickle_(cfg.trickle) {
         last_committed_.assign(static_cast<size_t>(std::max<int64_t>(partitions_, 1)), 0);
         for (int64_t p = 0; p < partitions_; ++p) {
             char name[24];
@@ -117,6 +123,8 @@ public:
         if (req.position_count == 0) return true;
         if (partitions_) throw cdcflow::Error(CDCFLOW_ERR_INTERNAL, "gen_source replays one partition only");
         int64_t cp = req.positions[0].offset;
+        if (replay_stall_ == 1) return false;     // not done, and nothing handed out
+        if (replay_stall_ == 2) replay_next_ = 0; // starts over at every call
         if (replay_next_ == 0) {
             int64_t want = static_cast<int64_t>(std::min<uint64_t>(req.max_events, INT64_MAX / 2));
             replay_next_ = std::max<int64_t>(cp - want + 1, 1);
@@ -213,7 +221,7 @@ private:
     int64_t idle_after_;
     int64_t partitions_;
     bool throw_in_committed_;
-    int64_t replay_piece_, replay_past_, replay_sleep_ms_, replay_first_;
+    int64_t replay_piece_, replay_past_, replay_sleep_ms_, replay_first_, replay_stall_;
     int64_t replay_next_ = 0; // the next offset to replay; 0: no replay under way
     int64_t seeks_value_ = 0;
     std::vector<std::string> names_;

@@ -22,8 +22,11 @@ public:
         {"retry_forever_at", CDCFLOW_CONFIG_INT, "0", 0,
          "fail transiently every time at this offset (0 = never)"},
         {"throw_in_stop", CDCFLOW_CONFIG_BOOL, "false", 0, "stop() throws (the host must log it)"},
-        {"history", CDCFLOW_CONFIG_INT, "0", 0, "events before the checkpoint to see again at start (0: none)"},
+        {"history", CDCFLOW_CONFIG_INT, "0", 0,
+         "events before the checkpoint to see again at start (0: none)"},
         {"fail_restore", CDCFLOW_CONFIG_BOOL, "false", 0, "restore() fails"},
+        {"mark_in_restore", CDCFLOW_CONFIG_BOOL, "false", 0,
+         "restore() marks events (a bug the host ignores)"},
     };
     static constexpr const char *kHistorySetting = "history";
 
@@ -31,7 +34,8 @@ public:
         : Transform(ctx), reject_every_(cfg.i64("reject_every")), dup_every_(cfg.i64("duplicate_every")),
           drop_every_(cfg.i64("drop_every")), throw_at_(cfg.i64("throw_at")), retry_at_(cfg.i64("retry_at")),
           retry_forever_at_(cfg.i64("retry_forever_at")), throw_in_stop_(cfg.boolean("throw_in_stop")),
-          history_(cfg.i64("history")), fail_restore_(cfg.boolean("fail_restore")) {
+          history_(cfg.i64("history")), fail_restore_(cfg.boolean("fail_restore")),
+          mark_in_restore_(cfg.boolean("mark_in_restore")) {
         restored_ = ctx.counter("restored", "events seen by restore()");
         restore_calls_ = ctx.counter("restore_calls", "restore() calls");
         restore_first_ = ctx.gauge("restore_first", "offset of the first event restore() saw");
@@ -46,6 +50,11 @@ public:
 
     void restore(cdcflow::Batch &batch) {
         if (fail_restore_) throw cdcflow::Error(CDCFLOW_ERR_IO, "injected restore failure");
+        if (mark_in_restore_ && batch.size() >= 3) {
+            batch.reject(0, "marked in restore");
+            batch.mark_duplicate(1);
+            batch.drop(2);
+        }
         restore_calls_.add();
         if (started_ || sought_) restore_late_.add();
         if (batch.size() > max_batch_) restore_max_batch_.set(max_batch_ = batch.size());
@@ -92,6 +101,7 @@ private:
     bool throw_in_stop_;
     int64_t history_;
     bool fail_restore_;
+    bool mark_in_restore_;
     int retries_ = 0;
     bool started_ = false, sought_ = false;
     int64_t last_ = 0;

@@ -269,6 +269,12 @@ TEST_SUITE("config schema: reading a declaration") {
                                                      ", config_params[0] " + std::to_string(sizeof(Longer)));
         params[0].p.struct_size = 8;
         CHECK(schema_of(d).status().message() == "config_params[0] has a bad struct_size (8)");
+        params[0].p.struct_size = 0;
+        CHECK(schema_of(d).status().message() == "config_params[0] has a bad struct_size (0)");
+        // Garbage as large as this would have the walk read far past the array
+        // (config_params[1] at 1 MiB): refused before any element past [0] is read.
+        params[0].p.struct_size = 1u << 20;
+        CHECK(schema_of(d).status().message() == "config_params[0] has a bad struct_size (1048576)");
         d.config_params = nullptr;
         CHECK(schema_of(d).status().message() == "config_param_count without config_params");
     }
@@ -308,6 +314,19 @@ TEST_SUITE("config schema: reading a declaration") {
         CHECK(schema_error({param("", CDCFLOW_CONFIG_INT)}) == "config key 0 has no name");
         CHECK(schema_error({param("a", static_cast<cdcflow_config_type>(99))}) ==
               "config key 'a' has an unknown type");
+        // The same from an ABI 1 plugin (a C plugin may hold any integer there).
+        cdcflow_config_key v1{"b", CDCFLOW_CONFIG_INT, nullptr, 0, ""};
+        const uint32_t raw = 99;
+        static_assert(sizeof raw == sizeof v1.type);
+        std::memcpy(&v1.type, &raw, sizeof raw);
+        cdcflow_plugin d1{};
+        d1.abi_version = 1;
+        d1.struct_size = offsetof(cdcflow_plugin, config_params);
+        d1.name = "v1";
+        d1.kind = CDCFLOW_KIND_SINK;
+        d1.config_keys = &v1;
+        d1.config_key_count = 1;
+        CHECK(schema_of(d1).status().message() == "config key 'b' has an unknown type");
         CHECK(schema_error({param("a", CDCFLOW_CONFIG_INT, nullptr,
                                   CDCFLOW_PARAM_REQUIRED | CDCFLOW_PARAM_DEPRECATED)}) ==
               "config key 'a' is both required and deprecated");
@@ -323,6 +342,12 @@ TEST_SUITE("config schema: reading a declaration") {
         CHECK(closest("tabel", {"table", "seq_column"}) == std::optional<std::string>("table"));
         CHECK(closest("x", {"y"}) == std::nullopt); // the whole word differs
         CHECK(closest("colour", {"count", "name"}) == std::nullopt);
+        // Hostile words: empty, one byte, invalid UTF-8, very long; no candidates.
+        CHECK(closest("", {"a", "ab"}) == std::nullopt);
+        CHECK(closest("\xff", {"a"}) == std::nullopt);
+        CHECK(closest("lev\xffl", {"level"}) == std::optional<std::string>("level"));
+        CHECK(closest(std::string(100000, 'k'), {"kkk"}) == std::nullopt);
+        CHECK(closest("level", {}) == std::nullopt);
     }
 }
 

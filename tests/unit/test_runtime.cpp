@@ -478,6 +478,68 @@ TEST_CASE("runtime: restore never sees an event past the checkpoint; a source th
     std::filesystem::remove_all(dir);
 }
 
+TEST_CASE("runtime: drop, reject and duplicate on one event: the first verdict stands, a duplicate mark "
+          "overrides; a sink may drop too; each event is counted once") {
+    auto dir = temp_dir("drop_orders");
+    std::string out = (dir / "events.txt").string();
+    // Drop first, then reject and duplicate marks; the sink drops what is still OK at multiples of 7.
+    auto r =
+        run_drain("pipeline: t\nstages:\n  - id: src\n    plugin: gen_source\n    config: {count: 30}\n"
+                  "  - id: drop\n    plugin: passthrough\n    config: {drop_every: 2}\n"
+                  "  - id: mark\n    plugin: passthrough\n    config: {reject_every: 5, duplicate_every: 3}\n"
+                  "  - id: sink\n    plugin: file_sink\n    config: {output: '" +
+                  out + "', drop_every: 7}\n");
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 30);
+    CHECK(r.totals.duplicates == 10); // 3, 6, ..., 30: over a drop (6, 12, ...) and a rejection (15)
+    CHECK(r.totals.rejected == 2);    // 5, 25: 10, 20 were dropped before, and a rejection never overrides
+    CHECK(r.totals.dropped ==
+          11);                    // 2, 4, 8, ... by "drop" (not 6, 12, 18, 24, 30: duplicates), 7 by the sink
+    CHECK(r.totals.applied == 7); // 1, 11, 13, 17, 19, 23, 29
+    CHECK(r.totals.applied + r.totals.rejected + r.totals.duplicates + r.totals.dropped == 30);
+    // What each stage did, as it did it: a later mark may change the outcome.
+    CHECK(r.metric("drop.dropped") == 15);
+    CHECK(r.metric("mark.rejected") == 3); // 5, 15, 25
+    CHECK(r.metric("mark.duplicates") == 10);
+    CHECK(r.metric("sink.dropped") == 1);
+    CHECK(r.metric("pipeline.dropped") == 11);
+    std::ifstream in(out);
+    std::string line;
+    int lines = 0;
+    while (std::getline(in, line)) {
+        ++lines;
+        CHECK(line.rfind("7 ", 0) != 0); // what the sink dropped it did not write
+    }
+    CHECK(lines == 29);
+    std::ifstream cp(out + ".checkpoint");
+    int64_t at = 0;
+    cp >> at;
+    CHECK(at == 30);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: a replay that never finishes fails the start instead of looping until stopped") {
+    auto dir = temp_dir("replay_stall");
+    // Empty batches, never done.
+    auto empty = run_drain(pipeline("count: 1000, replay_stall: 1", "history: 50", sink_at(dir, 900)));
+    REQUIRE_FALSE(empty.run_status.ok());
+    CHECK(empty.run_status.abi() == CDCFLOW_ERR_INTERNAL);
+    CHECK(empty.run_status.message() == "stage 'src' (plugin 'gen_source'): replay made no progress: 1000 "
+                                        "calls in a row handed out no event and did not finish");
+    CHECK(empty.metric("src.replay_calls") == 1000);
+    CHECK(empty.totals.events == 0);
+    // The same events again and again, never done.
+    auto again = run_drain(
+        pipeline("count: 1000, replay_stall: 2, replay_piece: 20", "history: 50", sink_at(dir, 900)));
+    REQUIRE_FALSE(again.run_status.ok());
+    CHECK(again.run_status.message() ==
+          "stage 'src' (plugin 'gen_source'): replay handed out more than the 50 "
+          "events per partition asked for without finishing");
+    CHECK(again.metric("pass.restored") == 40); // two pieces fit in what was asked for; the third does not
+    CHECK(again.totals.events == 0);
+    std::filesystem::remove_all(dir);
+}
+
 TEST_CASE("runtime: no replay when no transform asks for history, nor before a first start") {
     auto dir = temp_dir("replay_none");
     auto none = run_drain(pipeline("count: 500", "", sink_at(dir, 400)));
@@ -541,6 +603,32 @@ TEST_CASE("runtime: a failing restore fails the start with the transform's messa
     CHECK(r.run_status.abi() == CDCFLOW_ERR_IO);
     CHECK(r.run_status.message() ==
           "stage 'pass' (plugin 'passthrough'): restore failed: injected restore failure");
+    CHECK(r.totals.events == 0);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: marks made in restore are ignored and not counted") {
+    auto dir = temp_dir("restore_marks");
+    auto r = run_drain(pipeline("count: 1000", "history: 10, mark_in_restore: true", sink_at(dir, 900)));
+    REQUIRE(r.run_status.ok());
+    CHECK(r.metric("pass.restored") == 10);
+    CHECK(r.metric("pass.rejected") == 0);
+    CHECK(r.metric("pass.duplicates") == 0);
+    CHECK(r.metric("pass.dropped") == 0);
+    CHECK(r.totals.events == 100);
+    CHECK(r.totals.applied == 100);
+    std::filesystem::remove_all(dir);
+}
+
+TEST_CASE("runtime: a source whose replay throws fails the start with its message") {
+    auto dir = temp_dir("replay_throws");
+    // gen_source throws from replay when it spreads events over partitions.
+    auto r = run_drain(pipeline("count: 1000, partitions: 2", "history: 10", sink_at(dir, 500)));
+    REQUIRE_FALSE(r.run_status.ok());
+    CHECK(r.run_status.abi() == CDCFLOW_ERR_INTERNAL);
+    CHECK(r.run_status.message() ==
+          "stage 'src' (plugin 'gen_source'): replay failed: gen_source replays one partition only");
+    CHECK(r.metric("pass.restored") == 0);
     CHECK(r.totals.events == 0);
     std::filesystem::remove_all(dir);
 }
