@@ -1,8 +1,8 @@
 // See event_lines.hpp.
 #include "event_lines.hpp"
 
-#include "json_type.hpp" // rules::json_type_name: every reason names JSON types alike
 #include "base/text.hpp" // base::append_quoted: one way to quote untrusted bytes in a reason
+#include "json_type.hpp" // rules::json_type_name: every reason names JSON types alike
 
 #include <poll.h>
 #include <unistd.h>

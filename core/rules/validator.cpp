@@ -132,8 +132,9 @@ bool Validator::check_envelope(const EventView &ev, std::string *reason) {
     if (ev.event_type.empty()) return s.fail("event type is empty");
     // Envelope text must be UTF-8 like the payload: a read model never
     // stores anything else (the reason shows the bad bytes escaped).
-    for (auto [name, text] : {std::pair{"event id", ev.event_id}, std::pair{"aggregate type", ev.aggregate_type},
-                              std::pair{"aggregate id", ev.aggregate_id}, std::pair{"event type", ev.event_type}}) {
+    for (auto [name, text] :
+         {std::pair{"event id", ev.event_id}, std::pair{"aggregate type", ev.aggregate_type},
+          std::pair{"aggregate id", ev.aggregate_id}, std::pair{"event type", ev.event_type}}) {
         if (base::valid_utf8(text)) continue;
         s.fail(name);
         *s.reason += " is not valid UTF-8: ";

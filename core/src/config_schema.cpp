@@ -368,8 +368,8 @@ Result<std::vector<KeySpec>> keys_from_params(const cdcflow_config_param *params
         const auto &p = *reinterpret_cast<const cdcflow_config_param *>(base + size_t{i} * stride);
         if (p.struct_size != stride)
             return Status::Config("config_params[" + std::to_string(i) + "] has struct_size " +
-                                 std::to_string(p.struct_size) + ", config_params[0] " +
-                                 std::to_string(stride));
+                                  std::to_string(p.struct_size) + ", config_params[0] " +
+                                  std::to_string(stride));
         if (!p.name || !*p.name) return Status::Config("config key " + std::to_string(i) + " has no name");
         KeySpec k;
         k.name = p.name;

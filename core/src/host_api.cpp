@@ -1,9 +1,9 @@
 #include "host_api.hpp"
 
-#include "config_schema.hpp"
 #include "base/clock.hpp"
 #include "base/text.hpp"
 #include "base/utf8.hpp"
+#include "config_schema.hpp"
 #include "payload.hpp"
 
 #include <cstdio>
@@ -279,7 +279,9 @@ void event_drop(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
     if (ctx) metric_add(ctx->dropped, 1);
 }
 
-const char *stage_id(cdcflow_ctx *ctx) { return ctx ? ctx->stage_id.c_str() : ""; }
+const char *stage_id(cdcflow_ctx *ctx) {
+    return ctx ? ctx->stage_id.c_str() : "";
+}
 
 int32_t stop_requested(cdcflow_ctx *ctx) {
     return ctx && ctx->stop && ctx->stop->load(std::memory_order_relaxed) ? 1 : 0;

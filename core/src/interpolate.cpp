@@ -40,12 +40,12 @@ Result<std::string> interpolate(const std::string &text, const EnvLookup &env) {
                 name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
                     std::string::npos)
                 return Status::Config("invalid environment variable name " + quote(name) + " in " +
-                                     quote(text.substr(i, close - i + 1)));
+                                      quote(text.substr(i, close - i + 1)));
             std::optional<std::string> value = env(name);
             if (sep != npos && (!value || value->empty())) value = std::string(inner.substr(sep + 2));
             if (!value)
                 return Status::Config("undefined environment variable '" + name + "' (use ${" + name +
-                                     ":-default} to give a default)");
+                                      ":-default} to give a default)");
             out += *value;
             if (out.size() > kMaxOutputBytes) return Status::Config("value too large after interpolation");
             i = close;

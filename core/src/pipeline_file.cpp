@@ -15,7 +15,8 @@ Result<PipelineDef> load_pipeline_file(const std::string &path, const EnvLookup 
     std::string text;
     try {
         auto fail_io = [&] {
-            return Status::from_abi(CDCFLOW_ERR_IO, "cannot read pipeline file " + quote(path) + ": " + std::strerror(errno));
+            return Status::from_abi(CDCFLOW_ERR_IO,
+                                    "cannot read pipeline file " + quote(path) + ": " + std::strerror(errno));
         };
         std::unique_ptr<FILE, int (*)(FILE *)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
         if (!f) return fail_io();

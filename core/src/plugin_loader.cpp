@@ -22,9 +22,12 @@ LoadedPlugin::~LoadedPlugin() {
 
 const char *kind_name(cdcflow_kind k) {
     switch (k) {
-    case CDCFLOW_KIND_SOURCE: return "source";
-    case CDCFLOW_KIND_TRANSFORM: return "transform";
-    case CDCFLOW_KIND_SINK: return "sink";
+    case CDCFLOW_KIND_SOURCE:
+        return "source";
+    case CDCFLOW_KIND_TRANSFORM:
+        return "transform";
+    case CDCFLOW_KIND_SINK:
+        return "sink";
     }
     return "unknown";
 }
@@ -43,8 +46,8 @@ Result<std::shared_ptr<LoadedPlugin>> load_plugin_file(const std::string &path) 
     std::error_code ec;
     if (!fs::is_regular_file(path, ec)) return bad(path, "no such file");
     try {
-        p->lib = std::make_shared<boost::dll::shared_library>(
-            path, boost::dll::load_mode::rtld_now | boost::dll::load_mode::rtld_local);
+        p->lib = std::make_shared<boost::dll::shared_library>(path, boost::dll::load_mode::rtld_now |
+                                                                        boost::dll::load_mode::rtld_local);
     } catch (const std::exception &e) {
         // dlerror() text names the reason (e.g. "invalid ELF header").
         return bad(path, std::string("not a loadable shared object: ") + e.what());
@@ -60,9 +63,9 @@ Result<std::shared_ptr<LoadedPlugin>> load_plugin_file(const std::string &path) 
     const cdcflow_plugin *d = entry ? entry() : nullptr;
     if (!d) return bad(path, "entry symbol returned no descriptor");
     if (d->abi_version < CDCFLOW_ABI_VERSION_MIN || d->abi_version > CDCFLOW_ABI_VERSION)
-        return bad(path, "unsupported ABI version " + std::to_string(d->abi_version) + " (this host supports " +
-                             std::to_string(CDCFLOW_ABI_VERSION_MIN) + ".." + std::to_string(CDCFLOW_ABI_VERSION) +
-                             ")");
+        return bad(path, "unsupported ABI version " + std::to_string(d->abi_version) +
+                             " (this host supports " + std::to_string(CDCFLOW_ABI_VERSION_MIN) + ".." +
+                             std::to_string(CDCFLOW_ABI_VERSION) + ")");
     // Say what was expected: the usual cause is a descriptor written by hand
     // with struct_size set to something other than sizeof(cdcflow_plugin).
     if (d->struct_size < kMinPluginSize)
@@ -108,7 +111,7 @@ PluginRegistry::PluginRegistry() {
         }
     }
     std::string exe = executable_dir();
-    dirs_.push_back(exe + "/../plugins");          // build tree: build/tools/cdcflow
+    dirs_.push_back(exe + "/../plugins");             // build tree: build/tools/cdcflow
     dirs_.push_back(exe + "/" CDCFLOW_REL_PLUGINDIR); // install tree
 }
 
@@ -141,9 +144,10 @@ Result<std::shared_ptr<LoadedPlugin>> PluginRegistry::find(const std::string &na
         }
     }
     std::string searched;
-    for (const std::string &d : dirs_) searched += (searched.empty() ? "" : ":") + d;
+    for (const std::string &d : dirs_)
+        searched += (searched.empty() ? "" : ":") + d;
     return Status::Config("plugin '" + name + "' not found (searched " + searched +
-                         "; add folders with CDCFLOW_PLUGIN_PATH or plugin_path)");
+                          "; add folders with CDCFLOW_PLUGIN_PATH or plugin_path)");
 }
 
 std::vector<PluginRegistry::Entry> PluginRegistry::scan() {
@@ -157,14 +161,17 @@ std::vector<PluginRegistry::Entry> PluginRegistry::scan() {
         std::string key = ec ? f.string() : canon.string();
         if (!seen_files.insert(key).second) return;
         auto r = load_checked(f, f.stem().string());
-        if (r) out.push_back({r.value(), f.string(), ""});
-        else out.push_back({nullptr, f.string(), r.status().message()});
+        if (r)
+            out.push_back({r.value(), f.string(), ""});
+        else
+            out.push_back({nullptr, f.string(), r.status().message()});
     };
     for (const std::string &dir : dirs_) {
         std::error_code ec;
         if (!fs::is_directory(dir, ec)) continue;
         for (auto &ent : fs::directory_iterator(dir, ec)) {
-            if (ent.is_regular_file(ec) && ent.path().extension() == ".so") consider(ent.path());
+            if (ent.is_regular_file(ec) && ent.path().extension() == ".so")
+                consider(ent.path());
             else if (ent.is_directory(ec)) {
                 fs::path inner = ent.path() / (ent.path().filename().string() + ".so");
                 if (fs::is_regular_file(inner, ec)) consider(inner);

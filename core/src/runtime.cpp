@@ -66,7 +66,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         auto r = registry.find(sd.plugin);
         if (!r)
             return Status::Config(where(d.file, sd.plugin_mark) + ": stage '" + sd.id +
-                                 "': " + r.status().message());
+                                  "': " + r.status().message());
         loaded[sd.plugin] = r.value();
     }
     Status st = check_pipeline(d, [&](const std::string &name) -> const PluginSchema * {
@@ -146,7 +146,7 @@ Status Runtime::create_instances() {
             size_t colon = msg.find(": ", prefix.size());
             std::string loc = msg.substr(0, colon);
             return Status::from_abi(cs, loc + ": " + stage_label(sd) + ": " +
-                                     (colon == std::string::npos ? "" : msg.substr(colon + 2)));
+                                            (colon == std::string::npos ? "" : msg.substr(colon + 2)));
         }
         // Not the file's fault (a database that cannot be opened...): no
         // file position, and the plugin's code, so that it is not reported
@@ -563,11 +563,13 @@ Status Runtime::acquire_ownership() {
         }
         if (got.code != CDCFLOW_ERR_OWNED) {
             if (user_stop_.load() && got.code == CDCFLOW_ERR_RETRY) return Status::OK();
-            return Status::from_abi(got.code, stage_label(*sink.def) +
-                                     ": cannot take ownership of the checkpoint: " + got.message);
+            return Status::from_abi(got.code,
+                                    stage_label(*sink.def) +
+                                        ": cannot take ownership of the checkpoint: " + got.message);
         }
         if (def_.settings.when_owned == WhenOwned::refuse)
-            return Status::from_abi(CDCFLOW_ERR_OWNED, 
+            return Status::from_abi(
+                CDCFLOW_ERR_OWNED,
                 stage_label(*sink.def) + ": " + got.message +
                     " (settings.when_owned is 'refuse': exiting instead of waiting as a standby)");
         {
@@ -723,24 +725,27 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
                     (partition_of(p).empty() ? std::string("offset ") : std::string(partition_of(p)) + "@") +
                     std::to_string(p.offset);
                 b->reset();
-                return Status::from_abi(CDCFLOW_ERR_INTERNAL, stage_label(*src.def) + ": replay handed out " + at +
-                                         ", which is past the checkpoint: refusing to rebuild state from "
-                                         "events that were not committed");
+                return Status::from_abi(CDCFLOW_ERR_INTERNAL,
+                                        stage_label(*src.def) + ": replay handed out " + at +
+                                            ", which is past the checkpoint: refusing to rebuild state from "
+                                            "events that were not committed");
             }
         }
         if (b->count == 0 && !done && ++empty_calls == kMaxEmptyReplays) {
             b->reset();
-            return Status::from_abi(CDCFLOW_ERR_INTERNAL, stage_label(*src.def) +
-                                     ": replay made no progress: " + std::to_string(kMaxEmptyReplays) +
-                                     " calls in a row handed out no event and did not finish");
+            return Status::from_abi(CDCFLOW_ERR_INTERNAL,
+                                    stage_label(*src.def) +
+                                        ": replay made no progress: " + std::to_string(kMaxEmptyReplays) +
+                                        " calls in a row handed out no event and did not finish");
         }
         if (b->count == 0) continue;
         empty_calls = 0;
         if (b->count > most - replayed) {
             b->reset();
-            return Status::from_abi(CDCFLOW_ERR_INTERNAL, stage_label(*src.def) + ": replay handed out more than the " +
-                                     std::to_string(want) +
-                                     " events per partition asked for without finishing");
+            return Status::from_abi(CDCFLOW_ERR_INTERNAL,
+                                    stage_label(*src.def) + ": replay handed out more than the " +
+                                        std::to_string(want) +
+                                        " events per partition asked for without finishing");
         }
         for (Stage *s : restoring) {
             s->ctx.restoring = true;
@@ -751,7 +756,8 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
             if (restored.code != CDCFLOW_OK) {
                 b->reset();
                 if (stopping() && !failed_.load() && restored.code == CDCFLOW_ERR_RETRY) return Status::OK();
-                return Status::from_abi(restored.code, stage_label(*s->def) + ": restore failed: " + restored.message);
+                return Status::from_abi(restored.code,
+                                        stage_label(*s->def) + ": restore failed: " + restored.message);
             }
         }
         replayed += b->count;
@@ -788,7 +794,8 @@ Status Runtime::run_once(const RunOptions &opts) {
             return sink.cb->checkpoint(sink.instance, collect, &checkpoint, err, len);
         });
         if (got.code != CDCFLOW_OK)
-            return Status::from_abi(got.code, stage_label(*sink.def) + ": cannot read checkpoint: " + got.message);
+            return Status::from_abi(got.code,
+                                    stage_label(*sink.def) + ": cannot read checkpoint: " + got.message);
     }
     std::vector<cdcflow_position> positions;
     for (auto &[part, off] : checkpoint)
@@ -842,8 +849,8 @@ Status Runtime::run_once(const RunOptions &opts) {
                               len);
         });
         if (got.code != CDCFLOW_OK)
-            return finish(Status::from_abi(got.code, 
-                stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message));
+            return finish(Status::from_abi(
+                got.code, stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message));
     }
     if (!checkpoint.empty()) {
         std::string cp;

@@ -1,7 +1,7 @@
 #include "yaml_prescan.hpp"
 
-#include "escape.hpp"
 #include "base/utf8.hpp"
+#include "escape.hpp"
 #include "yaml_load.hpp"
 
 #include <algorithm>

@@ -47,7 +47,8 @@ struct OutboxSourceSettings {
             .defaults_to(info(Column::kSeq).default_name)
             .describe("source position: INTEGER PRIMARY KEY AUTOINCREMENT (never reused after cleanup)"),
         cdcflow::param("id_column", &S::id_column)
-            .defaults_to(info(Column::kId).default_name).describe("event id column"),
+            .defaults_to(info(Column::kId).default_name)
+            .describe("event id column"),
         cdcflow::param("aggregate_type_column", &S::aggregate_type_column)
             .defaults_to(info(Column::kAggregateType).default_name)
             .describe("aggregate type column"),
@@ -55,7 +56,8 @@ struct OutboxSourceSettings {
             .defaults_to(info(Column::kAggregateId).default_name)
             .describe("aggregate id column"),
         cdcflow::param("type_column", &S::type_column)
-            .defaults_to(info(Column::kType).default_name).describe("event type column"),
+            .defaults_to(info(Column::kType).default_name)
+            .describe("event type column"),
         cdcflow::param("payload_column", &S::payload_column)
             .defaults_to(info(Column::kPayload).default_name)
             .describe("JSON payload column"),
@@ -100,7 +102,7 @@ struct OutboxSourceSettings {
     // schema module owns the keys' names and defaults, these members hold
     // what the pipeline set.
     static constexpr std::string S::*kColumnMembers[kColumnCount] = {
-        &S::seq_column, &S::id_column,      &S::aggregate_type_column, &S::aggregate_id_column,
+        &S::seq_column,  &S::id_column,      &S::aggregate_type_column, &S::aggregate_id_column,
         &S::type_column, &S::payload_column, &S::timestamp_column,      &S::version_column};
 };
 

@@ -62,7 +62,8 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
     std::error_code ec;
     if (!std::filesystem::exists(path_, ec)) {
         if (!create_schema_)
-            cfg.fail(&Settings::database, sqlite::database_label(path_) + " does not exist (create_schema is false)");
+            cfg.fail(&Settings::database,
+                     sqlite::database_label(path_) + " does not exist (create_schema is false)");
         return;
     }
     db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));

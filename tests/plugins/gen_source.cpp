@@ -77,7 +77,10 @@ struct GenSourceSettings {
             .defaults_to("0")
             .min("0")
             .describe("past this offset, at most trickle events per poll (a caught-up source; 0: never)"),
-        cdcflow::param("trickle", &S::trickle).defaults_to("10").min("1").describe("events per poll once trickling"));
+        cdcflow::param("trickle", &S::trickle)
+            .defaults_to("10")
+            .min("1")
+            .describe("events per poll once trickling"));
 };
 
 class GenSource : public cdcflow::Source {
@@ -147,7 +150,6 @@ public:
     }
 #endif
 
-
     void committed(std::span<const cdcflow_position> positions) override {
         if (throw_in_committed_) throw std::runtime_error("injected exception in committed");
         for (const cdcflow_position &p : positions) {
@@ -168,7 +170,8 @@ public:
     void seek(std::span<const cdcflow_position> positions) override {
         seeks_.add();
         ++seeks_value_;
-        for (auto &p : positions) next_ = p.offset + 1;
+        for (auto &p : positions)
+            next_ = p.offset + 1;
     }
 
     cdcflow::PollResult poll(cdcflow::Batch &batch, uint32_t wait_ms) override {
@@ -201,7 +204,8 @@ private:
         cdcflow_event_init e = cdcflow::make_event_init();
         char id[24], payload[40];
         e.position.offset = offset;
-        if (partitions_) e.position.partition = cdcflow::str(names_[static_cast<size_t>(offset % partitions_)]);
+        if (partitions_)
+            e.position.partition = cdcflow::str(names_[static_cast<size_t>(offset % partitions_)]);
         if (!bare_) {
             int n = std::snprintf(id, sizeof id, "e%lld", static_cast<long long>(offset));
             int m = std::snprintf(payload, sizeof payload, "{\"n\":%lld}", static_cast<long long>(offset));

@@ -60,8 +60,10 @@ public:
         if (batch.size() > max_batch_) restore_max_batch_.set(max_batch_ = batch.size());
         for (uint32_t i = 0; i < batch.size(); ++i) {
             int64_t off = batch[i].position.offset;
-            if (last_ == 0) restore_first_.set(off);
-            else if (off <= last_) restore_disorder_.add();
+            if (last_ == 0)
+                restore_first_.set(off);
+            else if (off <= last_)
+                restore_disorder_.add();
             last_ = off;
         }
         restore_last_.set(last_);
@@ -83,14 +85,16 @@ public:
             return; // benchmark path
         for (uint32_t i = 0; i < batch.size(); ++i) {
             int64_t off = batch[i].position.offset;
-            if (throw_at_ && off == throw_at_) throw std::runtime_error("injected exception at offset " + std::to_string(off));
+            if (throw_at_ && off == throw_at_)
+                throw std::runtime_error("injected exception at offset " + std::to_string(off));
             if (retry_at_ && off == retry_at_ && retries_ < 2) {
                 ++retries_;
                 throw cdcflow::Error(CDCFLOW_ERR_RETRY, "injected transient failure");
             }
             if (retry_forever_at_ && off == retry_forever_at_)
                 throw cdcflow::Error(CDCFLOW_ERR_RETRY, "injected transient failure that never ends");
-            if (reject_every_ && off % reject_every_ == 0) batch.reject(i, "offset " + std::to_string(off) + " is unlucky");
+            if (reject_every_ && off % reject_every_ == 0)
+                batch.reject(i, "offset " + std::to_string(off) + " is unlucky");
             if (dup_every_ && off % dup_every_ == 0) batch.mark_duplicate(i);
             if (drop_every_ && off % drop_every_ == 0) batch.drop(i);
         }

@@ -27,7 +27,8 @@ TEST_CASE("loader: a plugin built for another ABI is refused with the versions")
     std::string f = CDCFLOW_BAD_PLUGIN_DIR "/bad_abi.so";
     auto r = load_plugin_file(f);
     REQUIRE_FALSE(r.ok());
-    CHECK(r.status().message() == "plugin '" + f + "': unsupported ABI version 999 (this host supports 1..3)");
+    CHECK(r.status().message() ==
+          "plugin '" + f + "': unsupported ABI version 999 (this host supports 1..3)");
 }
 
 TEST_CASE("loader: a descriptor too small for its ABI is refused, saying what was expected") {

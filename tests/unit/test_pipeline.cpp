@@ -1,5 +1,6 @@
 // The pipeline YAML loader: structure, interpolation, schema checks, and hostile input.
 // Every error is asserted with its exact text and position.
+#include "escape.hpp"
 #include "pipeline.hpp"
 
 #include <doctest/doctest.h>
@@ -647,9 +648,8 @@ TEST_SUITE("pipeline: check against plugin schemas") {
         CHECK(error(sink + "  - {id: k2, plugin: sink}\n") ==
               "p.yaml:3:5: stage 'k' (plugin 'sink', a sink) cannot be first: "
               "a pipeline starts with a source");
-        CHECK(error(src + mid) ==
-              "p.yaml:4:5: stage 't' (plugin 'pass', a transform) cannot be last: "
-              "a pipeline ends with a sink");
+        CHECK(error(src + mid) == "p.yaml:4:5: stage 't' (plugin 'pass', a transform) cannot be last: "
+                                  "a pipeline ends with a sink");
         CHECK(error(src) ==
               "p.yaml:3:5: stage 's' (plugin 'src', a source) cannot be last: a pipeline ends with a sink");
         CHECK(error(src + "  - {id: s2, plugin: src, config: {name: n}}\n" + sink) ==
@@ -752,7 +752,8 @@ TEST_SUITE("pipeline: hostile input") {
         CHECK(msg.ends_with(": document too large (alias expansion?)"));
         // Unused, the aliases cost nothing: yaml-cpp shares them.
         text.replace(text.find("config:"), 7, "bogus:");
-        CHECK(parse_error(text) == "p.yaml:5:5: unknown key 'bogus' in stage #1 (known: id, plugin, config, retry)");
+        CHECK(parse_error(text) ==
+              "p.yaml:5:5: unknown key 'bogus' in stage #1 (known: id, plugin, config, retry)");
     }
 
     TEST_CASE("one large string aliased many times") {
@@ -833,4 +834,14 @@ TEST_SUITE("pipeline: files") {
     TEST_CASE("where") {
         CHECK(where("a/p.yaml", Mark{3, 14}) == "a/p.yaml:3:14");
     }
+}
+
+TEST_CASE("loader messages: user text is quoted the project's one way (invalid UTF-8 escaped, never raw)") {
+    using cdcflow::host::quote;
+    CHECK(quote("plain") == "'plain'");
+    CHECK(quote("caf\xc3\xa9") == "'caf\xc3\xa9'"); // valid UTF-8 stays readable
+    CHECK(quote("a\xff"
+                "b") == "'a\\xffb'"); // an environment variable's stray byte
+    CHECK(quote("it's") == "'it\\'s'");
+    CHECK(quote(std::string(300, 'x')).size() < 210); // cut, with "..." inside the quotes
 }

@@ -78,8 +78,8 @@ TEST_CASE("runtime: --drain counts every event as exactly one of applied, reject
 
 TEST_CASE("runtime: batch sizes 1 and odd sizes move every event") {
     for (const char *bs : {"1", "3", "1000"}) {
-        auto r = run_drain(pipeline("count: 2500", "", "", std::string("settings: {batch_size: ") + bs +
-                                                                 ", queue_capacity: 2}\n"));
+        auto r = run_drain(pipeline("count: 2500", "", "",
+                                    std::string("settings: {batch_size: ") + bs + ", queue_capacity: 2}\n"));
         REQUIRE(r.run_status.ok());
         CHECK(r.totals.events == 2500);
         CHECK(r.totals.applied == 2500);
@@ -113,10 +113,12 @@ TEST_CASE("runtime: a transient failure is retried and loses nothing") {
 TEST_CASE("runtime: a restart resumes after the sink's checkpoint") {
     auto dir = temp_dir("resume");
     std::string out = (dir / "events.txt").string();
-    auto first = run_drain(pipeline("count: 100", "", "output: '" + out + "'", "settings: {batch_size: 16}\n"));
+    auto first =
+        run_drain(pipeline("count: 100", "", "output: '" + out + "'", "settings: {batch_size: 16}\n"));
     REQUIRE(first.run_status.ok());
     CHECK(first.totals.events == 100);
-    auto second = run_drain(pipeline("count: 250", "", "output: '" + out + "'", "settings: {batch_size: 16}\n"));
+    auto second =
+        run_drain(pipeline("count: 250", "", "output: '" + out + "'", "settings: {batch_size: 16}\n"));
     REQUIRE(second.run_status.ok());
     CHECK(second.totals.events == 150); // 101..250 only
     std::ifstream in(out);
@@ -134,8 +136,9 @@ TEST_CASE("runtime: request_stop drains what was read and commits it") {
     PluginRegistry reg;
     reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
     Metrics m;
-    auto rt = make(pipeline("count: 0", "", "output: '" + out + "', slow_us: 200", "settings: {batch_size: 64}\n"),
-                   reg, m);
+    auto rt =
+        make(pipeline("count: 0", "", "output: '" + out + "', slow_us: 200", "settings: {batch_size: 64}\n"),
+             reg, m);
     REQUIRE(rt.ok());
     Status st;
     std::thread t([&] { st = rt.value()->run(RunOptions{}); });
@@ -159,7 +162,8 @@ TEST_CASE("runtime: unknown plugins and schema errors are reported at load, with
     PluginRegistry reg;
     reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
     Metrics m;
-    auto rt = make("pipeline: t\nstages:\n  - id: a\n    plugin: nope\n  - id: b\n    plugin: file_sink\n", reg, m);
+    auto rt =
+        make("pipeline: t\nstages:\n  - id: a\n    plugin: nope\n  - id: b\n    plugin: file_sink\n", reg, m);
     REQUIRE_FALSE(rt.ok());
     CHECK(rt.status().message().rfind("test.yaml:4:13: stage 'a': plugin 'nope' not found", 0) == 0);
 
@@ -190,8 +194,9 @@ TEST_CASE("runtime: retries stop at the stage's bound and fail with its message"
     REQUIRE(r.create_status.ok());
     REQUIRE_FALSE(r.run_status.ok());
     CHECK(r.run_status.abi() == CDCFLOW_ERR_RETRY);
-    CHECK(r.run_status.message() == "stage 'pass' (plugin 'passthrough'): injected transient failure that never "
-                                    "ends (gave up after 4 attempts; see the stage's retry.max_attempts)");
+    CHECK(r.run_status.message() ==
+          "stage 'pass' (plugin 'passthrough'): injected transient failure that never "
+          "ends (gave up after 4 attempts; see the stage's retry.max_attempts)");
     CHECK(r.metric("pass.errors") == 4);
     // Waited 10 + 20 + 20 ms between the four tries, not the default 50 ms..5 s.
     CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
@@ -246,8 +251,9 @@ TEST_CASE("runtime: a start() that finds its store busy is retried like a batch,
                              "    retry: {max_attempts: 2, backoff_ms: 1}\n");
     REQUIRE_FALSE(bounded.run_status.ok());
     CHECK(bounded.run_status.abi() == CDCFLOW_ERR_RETRY);
-    CHECK(bounded.run_status.message() == "stage 'sink' (plugin 'file_sink'): start failed: database is locked "
-                                          "(injected) (gave up after 2 attempts; see the stage's retry.max_attempts)");
+    CHECK(bounded.run_status.message() ==
+          "stage 'sink' (plugin 'file_sink'): start failed: database is locked "
+          "(injected) (gave up after 2 attempts; see the stage's retry.max_attempts)");
 }
 
 TEST_CASE("runtime: plugins built against ABI 1 keep loading and working") {
@@ -280,8 +286,9 @@ TEST_CASE("runtime: an idle source still learns that its last batches were commi
     PluginRegistry reg;
     reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
     Metrics m;
-    auto rt = make(pipeline("count: 0, idle_after: 1000", "", "", "settings: {batch_size: 64, poll_wait_ms: 20}\n"),
-                   reg, m);
+    auto rt =
+        make(pipeline("count: 0, idle_after: 1000", "", "", "settings: {batch_size: 64, poll_wait_ms: 20}\n"),
+             reg, m);
     REQUIRE(rt.ok());
     Status st;
     std::thread t([&] { st = rt.value()->run(RunOptions{}); });

@@ -43,12 +43,15 @@ const std::vector<Command> &commands() {
 
 void print_usage(std::FILE *out) {
     std::fprintf(out, "usage: cdcflow <command> [options]\n\ncommands:\n");
-    for (const Command &c : commands()) std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
-    std::fprintf(out, "\n'cdcflow <command> --help' describes a command; 'cdcflow --version' prints the version.\n");
+    for (const Command &c : commands())
+        std::fprintf(out, "  %-10s %s\n", c.name, c.summary);
+    std::fprintf(
+        out, "\n'cdcflow <command> --help' describes a command; 'cdcflow --version' prints the version.\n");
 }
 
 void print_version() {
-    std::printf("cdcflow %s (plugin ABI %u..%u)\n", CDCFLOW_VERSION, CDCFLOW_ABI_VERSION_MIN, CDCFLOW_ABI_VERSION);
+    std::printf("cdcflow %s (plugin ABI %u..%u)\n", CDCFLOW_VERSION, CDCFLOW_ABI_VERSION_MIN,
+                CDCFLOW_ABI_VERSION);
 }
 
 namespace {
@@ -75,8 +78,8 @@ int parse(int argc, char **argv, const char *usage, po::options_description &opt
     const char *env = std::getenv("CDCFLOW_LOG_LEVEL");
     if (env && *env && vm["log-level"].defaulted()) l = env;
     if (!parse_log_level(l, &level)) {
-        std::fprintf(stderr, "cdcflow %s: --log-level: '%s' is not one of debug, info, warn, error\n", argv[0],
-                     l.c_str());
+        std::fprintf(stderr, "cdcflow %s: --log-level: '%s' is not one of debug, info, warn, error\n",
+                     argv[0], l.c_str());
         return kExitUsage;
     }
     set_log_level(level);
@@ -84,7 +87,8 @@ int parse(int argc, char **argv, const char *usage, po::options_description &opt
 }
 
 // Load + check + create: the common front half of run and validate.
-Result<std::unique_ptr<Runtime>> prepare(const std::string &file, PluginRegistry &registry, Metrics &metrics) {
+Result<std::unique_ptr<Runtime>> prepare(const std::string &file, PluginRegistry &registry,
+                                         Metrics &metrics) {
     auto def = load_pipeline_file(file, process_env());
     // A pipeline file that cannot be read is the command line's fault: 3.
     if (!def) return Status::from_abi(CDCFLOW_ERR_CONFIG, def.status().message());
@@ -126,11 +130,12 @@ int cmd_run(int argc, char **argv) {
     Runtime *current = nullptr;
     std::mutex current_mu;
     bool stop_asked = false;
-    auto signals = std::make_unique<SignalWatcher>(Settings{}.shutdown_timeout_ms, kExitTimeout, [&](const char *) {
-        std::lock_guard lock(current_mu);
-        stop_asked = true;
-        if (current) current->request_stop();
-    });
+    auto signals =
+        std::make_unique<SignalWatcher>(Settings{}.shutdown_timeout_ms, kExitTimeout, [&](const char *) {
+            std::lock_guard lock(current_mu);
+            stop_asked = true;
+            if (current) current->request_stop();
+        });
 
     PluginRegistry registry;
     Metrics metrics;
@@ -186,7 +191,8 @@ int cmd_run(int argc, char **argv) {
     }
 
     log_line(CDCFLOW_LOG_INFO, "host",
-             "pipeline '" + r.def().name + "' running (" + std::to_string(r.def().stages.size()) + " stages)");
+             "pipeline '" + r.def().name + "' running (" + std::to_string(r.def().stages.size()) +
+                 " stages)");
     RunOptions ro;
     ro.drain = vm["drain"].as<bool>();
     Status st = r.run(ro);
@@ -353,7 +359,8 @@ int cmd_plugins(int argc, char **argv) {
     }
     if (entries.empty()) {
         std::string dirs;
-        for (auto &d : registry.dirs()) dirs += " " + d;
+        for (auto &d : registry.dirs())
+            dirs += " " + d;
         std::fprintf(stderr, "cdcflow plugins: no plugins found in:%s\n", dirs.c_str());
         return kExitInvalid;
     }
@@ -363,8 +370,9 @@ int cmd_plugins(int argc, char **argv) {
 int cmd_status(int argc, char **argv) {
     const char *usage = "cdcflow status HOST:PORT [--metrics]";
     po::options_description opts("status options");
-    opts.add_options()("address", po::value<std::string>()->required(), "the --http address of a running host")(
-        "metrics", po::bool_switch(), "also print every metric");
+    opts.add_options()("address", po::value<std::string>()->required(),
+                       "the --http address of a running host")("metrics", po::bool_switch(),
+                                                               "also print every metric");
     po::positional_options_description pos;
     pos.add("address", 1);
     po::variables_map vm;
@@ -381,7 +389,8 @@ int cmd_status(int argc, char **argv) {
     cli.set_read_timeout(5, 0);
     auto res = cli.Get("/health");
     if (!res) {
-        std::fprintf(stderr, "cdcflow status: cannot reach %s: %s\n", addr.c_str(), httplib::to_string(res.error()).c_str());
+        std::fprintf(stderr, "cdcflow status: cannot reach %s: %s\n", addr.c_str(),
+                     httplib::to_string(res.error()).c_str());
         return kExitFailure;
     }
     std::printf("%s\n", res->body.c_str());

@@ -53,7 +53,7 @@ extern "C" {
 /* Does a struct that starts with struct_size (as the other side built it)
  * hold `field`? Read a field appended after ABI 1 only when this is true.
  * Since ABI 2 (a plugin built against ABI 1 compares struct_size itself). */
-#define CDCFLOW_HAS_FIELD(ptr, type, field)                                                        \
+#define CDCFLOW_HAS_FIELD(ptr, type, field)                                                                  \
     ((ptr) != NULL && (ptr)->struct_size >= offsetof(type, field) + sizeof((ptr)->field))
 
 #define CDCFLOW_PLUGIN_ENTRY_SYMBOL "cdcflow_plugin_entry"
@@ -113,7 +113,7 @@ typedef enum cdcflow_log_level {
  * (mapping, sequence or scalar) and hands it to the plugin as JSON text. */
 typedef enum cdcflow_config_type {
     CDCFLOW_CONFIG_STRING = 1,
-    CDCFLOW_CONFIG_INT = 2,    /* int64 */
+    CDCFLOW_CONFIG_INT = 2, /* int64 */
     CDCFLOW_CONFIG_DOUBLE = 3,
     CDCFLOW_CONFIG_BOOL = 4,
     CDCFLOW_CONFIG_JSON = 5
@@ -161,7 +161,7 @@ typedef struct cdcflow_event {
     int64_t timestamp_us;
     int64_t aggregate_version; /* -1: none */
     cdcflow_position position;
-    int32_t status;            /* cdcflow_event_status */
+    int32_t status; /* cdcflow_event_status */
     int32_t reserved;
     cdcflow_str reject_stage;  /* set by the host on reject */
     cdcflow_str reject_reason; /* set by the host on reject */
@@ -342,13 +342,11 @@ typedef struct cdcflow_host_api {
 
     /* Config access. Strings and JSON text stay valid until destroy.
      * Return OK, ERR_NOT_FOUND (key unset and no default) or ERR_TYPE. */
-    cdcflow_status (*config_get_string)(const cdcflow_config *cfg, const char *key,
-                                        cdcflow_str *out);
+    cdcflow_status (*config_get_string)(const cdcflow_config *cfg, const char *key, cdcflow_str *out);
     cdcflow_status (*config_get_int)(const cdcflow_config *cfg, const char *key, int64_t *out);
     cdcflow_status (*config_get_double)(const cdcflow_config *cfg, const char *key, double *out);
     cdcflow_status (*config_get_bool)(const cdcflow_config *cfg, const char *key, int32_t *out);
-    cdcflow_status (*config_get_json)(const cdcflow_config *cfg, const char *key,
-                                      cdcflow_str *out);
+    cdcflow_status (*config_get_json)(const cdcflow_config *cfg, const char *key, cdcflow_str *out);
     /* Where a key was written in the pipeline file, "file:line:col", for
      * plugin-side config errors (e.g. a bad rule). NUL-terminated. */
     const char *(*config_location)(const cdcflow_config *cfg, const char *key);
@@ -446,9 +444,8 @@ typedef struct cdcflow_callbacks {
      * may open connections and check that what it needs exists, but must
      * not change anything outside the process (`cdcflow validate` creates
      * and destroys instances); do that in start. */
-    cdcflow_status (*create)(const cdcflow_host_api *host, cdcflow_ctx *ctx,
-                             const cdcflow_config *cfg, void **instance, char *err,
-                             uint64_t err_len);
+    cdcflow_status (*create)(const cdcflow_host_api *host, cdcflow_ctx *ctx, const cdcflow_config *cfg,
+                             void **instance, char *err, uint64_t err_len);
     /* Called once on the stage's thread before the first batch. */
     cdcflow_status (*start)(void *instance, char *err, uint64_t err_len);
 
@@ -456,16 +453,16 @@ typedef struct cdcflow_callbacks {
      * events when nothing is available within wait_ms (wait parked, not
      * spinning, and return early on stop_requested). *exhausted set non-zero
      * tells --drain that the source has nothing left right now. */
-    cdcflow_status (*poll)(void *instance, cdcflow_batch *b, uint32_t wait_ms,
-                           int32_t *exhausted, char *err, uint64_t err_len);
+    cdcflow_status (*poll)(void *instance, cdcflow_batch *b, uint32_t wait_ms, int32_t *exhausted, char *err,
+                           uint64_t err_len);
     /* SOURCE: resume just after these positions (the sink's checkpoint).
      * Also called on a TRANSFORM that keeps state derived from the stream
      * (ABI 1 and 2's way to rebuild it, by reading the source's store
      * itself; since ABI 3 prefer history and restore below); may be NULL
      * for transforms. Called before start, after any replay; count may be 0
      * (from the start). */
-    cdcflow_status (*seek)(void *instance, const cdcflow_position *positions, uint32_t count,
-                           char *err, uint64_t err_len);
+    cdcflow_status (*seek)(void *instance, const cdcflow_position *positions, uint32_t count, char *err,
+                           uint64_t err_len);
     /* SOURCE: these positions are durably committed downstream (retention,
      * offset commits). Called on the source's thread. */
     void (*committed)(void *instance, const cdcflow_position *positions, uint32_t count);
@@ -553,17 +550,28 @@ typedef const cdcflow_plugin *(*cdcflow_plugin_entry_fn)(void);
  * not link against the host. */
 static inline const char *cdcflow_status_str(cdcflow_status s) {
     switch (s) {
-    case CDCFLOW_OK: return "ok";
-    case CDCFLOW_ERR_CONFIG: return "config error";
-    case CDCFLOW_ERR_IO: return "io error";
-    case CDCFLOW_ERR_RETRY: return "transient error";
-    case CDCFLOW_ERR_INTERNAL: return "internal error";
-    case CDCFLOW_ERR_NOT_FOUND: return "not found";
-    case CDCFLOW_ERR_TYPE: return "wrong type";
-    case CDCFLOW_ERR_NOMEM: return "out of memory";
-    case CDCFLOW_ERR_BATCH_FULL: return "batch full";
-    case CDCFLOW_ERR_OWNED: return "owned by another process";
-    case CDCFLOW_ERR_FENCED: return "ownership lost";
+    case CDCFLOW_OK:
+        return "ok";
+    case CDCFLOW_ERR_CONFIG:
+        return "config error";
+    case CDCFLOW_ERR_IO:
+        return "io error";
+    case CDCFLOW_ERR_RETRY:
+        return "transient error";
+    case CDCFLOW_ERR_INTERNAL:
+        return "internal error";
+    case CDCFLOW_ERR_NOT_FOUND:
+        return "not found";
+    case CDCFLOW_ERR_TYPE:
+        return "wrong type";
+    case CDCFLOW_ERR_NOMEM:
+        return "out of memory";
+    case CDCFLOW_ERR_BATCH_FULL:
+        return "batch full";
+    case CDCFLOW_ERR_OWNED:
+        return "owned by another process";
+    case CDCFLOW_ERR_FENCED:
+        return "ownership lost";
     }
     return "unknown status";
 }

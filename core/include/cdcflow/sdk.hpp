@@ -61,8 +61,8 @@
 
 #include <cdcflow/plugin.h>
 
-#include <concepts>
 #include <array>
+#include <concepts>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -791,8 +791,7 @@ template <typename T> constexpr const char *history_setting_of() {
         return nullptr;
 }
 
-template <typename T>
-struct Thunks {
+template <typename T> struct Thunks {
     static cdcflow_status create(const cdcflow_host_api *host, cdcflow_ctx *ctx, const cdcflow_config *cfg,
                                  void **instance, char *err, uint64_t err_len) noexcept {
         return guarded(err, err_len, [&] {
@@ -967,8 +966,7 @@ template <typename T> constexpr uint32_t param_count_of() {
         return 0;
 }
 
-template <typename T>
-const cdcflow_plugin *descriptor() {
+template <typename T> const cdcflow_plugin *descriptor() {
     static_assert(std::is_base_of_v<Stage, T>, "a plugin derives from cdcflow::Source, Transform or Sink");
     static_assert(!(DeclaresSettings<T> && requires { T::kConfig; }),
                   "declare config once: Settings (kParams) or the older kConfig, not both");

@@ -46,15 +46,27 @@ static cdcflow_status process(void *instance, cdcflow_batch *b, char *err, uint6
     return CDCFLOW_OK;
 }
 
-static void destroy(void *instance) { free(instance); }
+static void destroy(void *instance) {
+    free(instance);
+}
 
 static const cdcflow_callbacks callbacks = {
     sizeof(cdcflow_callbacks), 0, create, NULL, NULL, NULL, NULL, process, NULL, NULL, NULL, destroy,
 };
 
 static const cdcflow_plugin desc = {
-    CDCFLOW_ABI_VERSION, sizeof(cdcflow_plugin), "v1_sink", CDCFLOW_KIND_SINK, "1.0", "an ABI 1 sink in C",
-    NULL, 0, 0, &callbacks,
+    CDCFLOW_ABI_VERSION,
+    sizeof(cdcflow_plugin),
+    "v1_sink",
+    CDCFLOW_KIND_SINK,
+    "1.0",
+    "an ABI 1 sink in C",
+    NULL,
+    0,
+    0,
+    &callbacks,
 };
 
-CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) { return &desc; }
+CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) {
+    return &desc;
+}

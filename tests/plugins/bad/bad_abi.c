@@ -8,4 +8,6 @@ static const cdcflow_plugin desc = {.abi_version = 999u,
                                     .version = "0",
                                     .description = "built for ABI 999"};
 
-CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) { return &desc; }
+CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) {
+    return &desc;
+}
