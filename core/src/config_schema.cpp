@@ -4,6 +4,7 @@
 
 #include "escape.hpp"
 #include "pipeline.hpp"
+#include "plugin_loader.hpp"
 #include "yaml_json.hpp"
 #include "yaml_load.hpp"
 
@@ -26,18 +27,6 @@
 
 namespace cdcflow::host {
 namespace {
-
-const char *kind_name(cdcflow_kind k) {
-    switch (k) {
-    case CDCFLOW_KIND_SOURCE:
-        return "a source";
-    case CDCFLOW_KIND_TRANSFORM:
-        return "a transform";
-    case CDCFLOW_KIND_SINK:
-        return "a sink";
-    }
-    return "of unknown kind";
-}
 
 std::optional<std::string> shape_error(size_t index, size_t count, cdcflow_kind kind) {
     bool first = index == 0, last = index + 1 == count;
@@ -493,7 +482,7 @@ Status check_pipeline(PipelineDef &def,
                 continue;
             }
             if (std::optional<std::string> why = shape_error(n, def.stages.size(), schema->kind))
-                error(st.mark, "stage " + quote(st.id) + " (plugin " + quote(st.plugin) + ", " +
+                error(st.mark, "stage " + quote(st.id) + " (plugin " + quote(st.plugin) + ", a " +
                                    kind_name(schema->kind) + ") " + *why);
             check_config(def.file, st, *schema, secrets, error, def.warnings);
         }

@@ -114,7 +114,7 @@ cdcflow_config_result config_lookup(const cdcflow_config *cfg, const char *key, 
     if (!spec) return CDCFLOW_CONFIG_UNDECLARED;
     const ConfigValue *v = lookup(cfg, key);
     // Without a schema the value's own (checked) type stands in for the declaration.
-    cdcflow_config_type declared_type = cfg->schema ? spec->type : v->type;
+    cdcflow_config_type declared_type = cfg->schema ? spec->type : v ? v->type : type;
     if (declared_type != type) return CDCFLOW_CONFIG_WRONG_TYPE;
     if (!v) return CDCFLOW_CONFIG_UNSET;
     if (!out) return CDCFLOW_CONFIG_FOUND;

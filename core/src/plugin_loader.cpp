@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <set>
 #include <system_error>
@@ -73,8 +74,12 @@ Result<std::shared_ptr<LoadedPlugin>> load_plugin_file(const std::string &path) 
                              " bytes, ABI " + std::to_string(d->abi_version) + " needs at least " +
                              std::to_string(kMinPluginSize) + " (set it to sizeof(cdcflow_plugin))");
     if (!d->name || !*d->name) return bad(path, "descriptor has no name");
-    if (d->kind != CDCFLOW_KIND_SOURCE && d->kind != CDCFLOW_KIND_TRANSFORM && d->kind != CDCFLOW_KIND_SINK)
-        return bad(path, "descriptor has an unknown kind " + std::to_string(static_cast<int>(d->kind)));
+    // Read as an int first: a plugin may have written any value there, and
+    // loading one that is not an enumerator as the enum is undefined.
+    int kind = 0;
+    std::memcpy(&kind, &d->kind, sizeof kind);
+    if (kind != CDCFLOW_KIND_SOURCE && kind != CDCFLOW_KIND_TRANSFORM && kind != CDCFLOW_KIND_SINK)
+        return bad(path, "descriptor has an unknown kind " + std::to_string(kind));
     const cdcflow_callbacks *cb = d->callbacks;
     if (!cb) return bad(path, "descriptor has no callback table");
     if (cb->struct_size < kMinCallbacksSize)

@@ -4,14 +4,12 @@
  * it ABI 3's DROPPED) and DUPLICATE ones into <stage>.skipped. Placed between
  * a dropping transform and an ABI 3 sink, it also shows that the stages after
  * it see the drops again. */
-#include "plugin_v1.h"
+#include "status_counts.h"
 
 #include <stdlib.h>
 
 typedef struct {
-    const cdcflow_host_api *host;
-    cdcflow_metric *skipped;
-    cdcflow_metric *unknown;
+    v1_status_counts counts;
 } v1_pass;
 
 static cdcflow_status create(const cdcflow_host_api *host, cdcflow_ctx *ctx, const cdcflow_config *cfg,
@@ -19,26 +17,15 @@ static cdcflow_status create(const cdcflow_host_api *host, cdcflow_ctx *ctx, con
     (void)cfg, (void)err, (void)err_len;
     v1_pass *s = calloc(1, sizeof *s);
     if (!s) return CDCFLOW_ERR_NOMEM;
-    s->host = host;
-    s->skipped = host->metric_counter(ctx, "skipped", "events this ABI 1 transform saw marked DUPLICATE");
-    s->unknown = host->metric_counter(ctx, "unknown_status", "events with a status ABI 1 does not define");
+    v1_status_counts_init(&s->counts, host, ctx);
     *instance = s;
     return CDCFLOW_OK;
 }
 
 static cdcflow_status process(void *instance, cdcflow_batch *b, char *err, uint64_t err_len) {
     v1_pass *s = instance;
-    uint32_t count = 0, stride = 0, i;
-    const char *first;
     (void)err, (void)err_len;
-    first = (const char *)s->host->batch_events(b, &count, &stride);
-    for (i = 0; i < count; ++i) {
-        const cdcflow_event *e = (const cdcflow_event *)(first + (size_t)i * stride);
-        if (e->status == CDCFLOW_EVENT_DUPLICATE)
-            s->host->metric_add(s->skipped, 1);
-        else if (e->status != CDCFLOW_EVENT_OK && e->status != CDCFLOW_EVENT_REJECTED)
-            s->host->metric_add(s->unknown, 1);
-    }
+    (void)v1_status_counts_add(&s->counts, b);
     return CDCFLOW_OK;
 }
 

@@ -5,15 +5,13 @@
  * in memory only (so every run starts from the beginning). Its callback
  * table has no acquire/release: the host must run it, unfenced, with a
  * warning. */
-#include "plugin_v1.h"
+#include "status_counts.h"
 
 #include <stdlib.h>
 
 typedef struct {
-    const cdcflow_host_api *host;
+    v1_status_counts counts;
     cdcflow_metric *seen;
-    cdcflow_metric *skipped;
-    cdcflow_metric *unknown;
 } v1_sink;
 
 static cdcflow_status create(const cdcflow_host_api *host, cdcflow_ctx *ctx, const cdcflow_config *cfg,
@@ -21,28 +19,18 @@ static cdcflow_status create(const cdcflow_host_api *host, cdcflow_ctx *ctx, con
     (void)cfg, (void)err, (void)err_len;
     v1_sink *s = calloc(1, sizeof *s);
     if (!s) return CDCFLOW_ERR_NOMEM;
-    s->host = host;
+    v1_status_counts_init(&s->counts, host, ctx);
     s->seen = host->metric_counter(ctx, "seen", "events that reached this ABI 1 sink");
-    s->skipped = host->metric_counter(ctx, "skipped", "events this ABI 1 sink saw marked DUPLICATE");
-    s->unknown = host->metric_counter(ctx, "unknown_status", "events with a status ABI 1 does not define");
     *instance = s;
     return CDCFLOW_OK;
 }
 
 static cdcflow_status process(void *instance, cdcflow_batch *b, char *err, uint64_t err_len) {
     v1_sink *s = instance;
-    uint32_t count = 0, stride = 0, i;
-    const char *first;
+    uint32_t count;
     (void)err, (void)err_len;
-    first = (const char *)s->host->batch_events(b, &count, &stride);
-    for (i = 0; i < count; ++i) {
-        const cdcflow_event *e = (const cdcflow_event *)(first + (size_t)i * stride);
-        if (e->status == CDCFLOW_EVENT_DUPLICATE)
-            s->host->metric_add(s->skipped, 1);
-        else if (e->status != CDCFLOW_EVENT_OK && e->status != CDCFLOW_EVENT_REJECTED)
-            s->host->metric_add(s->unknown, 1);
-    }
-    s->host->metric_add(s->seen, count);
+    count = v1_status_counts_add(&s->counts, b);
+    s->counts.host->metric_add(s->seen, count);
     return CDCFLOW_OK;
 }
 
