@@ -166,6 +166,20 @@ void metric_set(cdcflow_metric *m, int64_t value) {
     if (m) m->value.store(value, std::memory_order_relaxed);
 }
 
+// ABI 4. Placeholder names until the metrics families land.
+cdcflow_metric *metric_cache(cdcflow_ctx *ctx, const char *cache, cdcflow_cache_stat stat) {
+    static const char *names[] = {"", "entries", "capacity", "hits", "misses"};
+    if (!ctx || !ctx->metrics || !cache || stat < CDCFLOW_CACHE_ENTRIES || stat > CDCFLOW_CACHE_MISSES)
+        return nullptr;
+    bool gauge = stat == CDCFLOW_CACHE_ENTRIES || stat == CDCFLOW_CACHE_CAPACITY;
+    return ctx->metrics->create(ctx->stage_id + ".cache_" + cache + "_" + names[stat], "cache", gauge);
+}
+
+cdcflow_metric *metric_lag(cdcflow_ctx *ctx, const char *partition) {
+    if (!ctx || !ctx->metrics || !partition) return nullptr;
+    return ctx->metrics->create(ctx->stage_id + ".lag" + partition, "source lag", true);
+}
+
 cdcflow_event *batch_events(cdcflow_batch *b, uint32_t *count, uint32_t *stride) {
     if (count) *count = b ? b->count : 0;
     if (stride) *stride = sizeof(cdcflow_event);
@@ -323,6 +337,8 @@ const cdcflow_host_api kApi = {
     config_lookup,
     event_drop,
     payload_of,
+    metric_cache,
+    metric_lag,
 };
 
 } // namespace

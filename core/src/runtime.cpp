@@ -1,5 +1,7 @@
 #include "runtime.hpp"
 
+#include "base/clock.hpp"
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -184,10 +186,12 @@ void Runtime::close_all() {
     if (free_) free_->close();
 }
 
-void Runtime::fail(const Stage &st, const std::string &what, cdcflow_status code) {
+void Runtime::fail(Stage &st, const std::string &what, cdcflow_status code) {
     {
         std::lock_guard lock(mu_);
         if (!failed_.load()) error_ = Status::from_abi(code, stage_label(*st.def) + ": " + what);
+        st.last_error = what;
+        st.last_error_unix_ms = static_cast<uint64_t>(base::wall_us() / 1000);
         failed_.store(true);
         stop_.store(true);
     }
@@ -222,6 +226,58 @@ std::string Runtime::role() const {
     return standby_.load() ? "standby" : "";
 }
 
+const char *breaker_name(BreakerState s) {
+    switch (s) {
+    case BreakerState::half_open:
+        return "half_open";
+    case BreakerState::open:
+        return "open";
+    default:
+        return "closed";
+    }
+}
+
+HealthReport Runtime::health() const {
+    HealthReport h;
+    h.pipeline = def_.name;
+    h.state = state();
+    h.role = role();
+    h.owner = owner();
+    h.totals = totals();
+    bool all_started = !stages_.empty();
+    std::lock_guard lock(mu_);
+    if (failed_.load()) h.last_error = error_.message();
+    for (const auto &sp : stages_) {
+        const Stage &s = *sp;
+        StageReport r;
+        r.id = s.def->id;
+        r.plugin = s.def->plugin;
+        r.kind = kind_name(s.plugin->desc->kind);
+        r.breaker = static_cast<BreakerState>(s.breaker.load());
+        r.retries = s.retries.load();
+        r.trips = s.trips.load();
+        r.last_error = s.last_error;
+        r.last_error_unix_ms = s.last_error_unix_ms;
+        bool started = s.started.load();
+        if (r.breaker == BreakerState::open)
+            r.state = "open";
+        else if (s.retrying.load())
+            r.state = "retrying";
+        else if (started)
+            r.state = "running";
+        else if (s.stopped.load())
+            r.state = failed_.load() ? "failed" : "stopped";
+        else
+            r.state = "idle";
+        if (r.breaker != BreakerState::closed) h.healthy = false;
+        all_started = all_started && started;
+        h.stages.push_back(std::move(r));
+    }
+    if (failed_.load()) h.healthy = false;
+    h.ready = h.healthy && all_started && owner_.load() && running_.load() && !stop_.load();
+    return h;
+}
+
 std::string Runtime::owner() const {
     std::lock_guard lock(mu_);
     return standby_.load() ? owner_text_ : std::string();
@@ -246,7 +302,10 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
     for (uint32_t attempt = 1;; ++attempt) {
         err[0] = '\0';
         cdcflow_status cs = f(err, sizeof err);
-        if (cs == CDCFLOW_OK) return {};
+        if (cs == CDCFLOW_OK) {
+            if (attempt > 1) st.retrying.store(false, std::memory_order_relaxed);
+            return {};
+        }
         // "Owned by another process" is a standby's normal answer, not an error.
         if (cs != CDCFLOW_ERR_OWNED) st.errors->value.fetch_add(1, std::memory_order_relaxed);
         std::string msg = err[0] ? err : cdcflow_status_str(cs);
@@ -257,6 +316,13 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
         if (stopping())
             return {cs, msg + " (stopped while retrying " + what + ": the work is replayed from the " +
                             "checkpoint on the next start)"};
+        st.retrying.store(true, std::memory_order_relaxed);
+        st.retries.fetch_add(1, std::memory_order_relaxed);
+        {
+            std::lock_guard lock(mu_);
+            st.last_error = msg;
+            st.last_error_unix_ms = static_cast<uint64_t>(base::wall_us() / 1000);
+        }
         log_line(CDCFLOW_LOG_WARN, st.def->id,
                  msg + "; " + what + " retry " + std::to_string(attempt) + "/" +
                      std::to_string(policy.max_attempts - 1) + " in " + std::to_string(backoff_ms) + " ms");
@@ -361,6 +427,7 @@ void Runtime::source_loop(Stage &st, bool drain) {
         if (st.cb->stop) st.cb->stop(st.instance);
         return;
     }
+    st.started.store(true);
     SpscQueue<Batch> &out = *queues_.front();
     Batch *b = nullptr;
     in_flight_ = 0; // a fresh pool
@@ -455,6 +522,8 @@ void Runtime::source_loop(Stage &st, bool drain) {
             }
         }
     }
+    st.started.store(false);
+    st.stopped.store(true);
     if (st.cb->stop) st.cb->stop(st.instance);
 }
 
@@ -472,6 +541,7 @@ void Runtime::stage_loop(size_t index) {
         if (st.cb->stop) st.cb->stop(st.instance);
         return;
     }
+    st.started.store(true);
     while (Batch *b = in.pop()) {
         if (b->end_of_stream) {
             char err[kErrLen] = {0};
@@ -502,6 +572,8 @@ void Runtime::stage_loop(size_t index) {
         if (is_sink) count_committed(b);
         if (!out.push(b)) break;
     }
+    st.started.store(false);
+    st.stopped.store(true);
     if (st.cb->stop) st.cb->stop(st.instance);
 }
 

@@ -71,6 +71,43 @@ struct Totals {
     uint64_t batches = 0;
 };
 
+// A stage's circuit breaker (settings per stage, `breaker:`): closed while
+// calls succeed; open after consecutive failures (nothing is called, upstream
+// waits: back pressure); half-open while one probe call runs after the
+// cool-down. The numbers are cdcflow_breaker_state's.
+enum class BreakerState : int { closed = 0, half_open = 1, open = 2 };
+const char *breaker_name(BreakerState s); // "closed", "half_open", "open"
+
+// One stage as /health shows it.
+struct StageReport {
+    std::string id;
+    std::string plugin;
+    std::string kind;  // "source", "transform", "sink"
+    std::string state; // "idle" (not started), "running", "retrying", "open" (breaker), "failed", "stopped"
+    BreakerState breaker = BreakerState::closed;
+    uint64_t retries = 0;    // calls retried since start
+    uint64_t trips = 0;      // times the breaker opened
+    std::string last_error;  // the stage's last failure, "" if none
+    uint64_t last_error_unix_ms = 0;
+};
+
+// What /health and /ready answer, taken at one moment (Runtime::health).
+struct HealthReport {
+    std::string pipeline;
+    std::string state; // Runtime::state()
+    std::string role;  // Runtime::role()
+    std::string owner; // while a standby: who owns the checkpoint
+    std::string last_error;
+    // /health: 200 when true (running, stopping, standing by); 503 when the
+    // pipeline failed or a stage's breaker is not closed.
+    bool healthy = true;
+    // /ready: 200 when every stage started, the source is connected and this
+    // host owns the checkpoint; 503 otherwise (a standby, starting, stopping).
+    bool ready = false;
+    std::vector<StageReport> stages;
+    Totals totals;
+};
+
 class Runtime {
 public:
     // Loads plugins (the file's plugin_path first), checks the pipeline
@@ -102,6 +139,8 @@ public:
     std::string role() const;
     // While a standby: who owns the checkpoint, as the sink describes it.
     std::string owner() const;
+    // Thread-safe snapshot for /health, /ready and `status`.
+    HealthReport health() const;
 
 private:
     struct Stage {
@@ -127,6 +166,15 @@ private:
         cdcflow_metric *events = nullptr;
         cdcflow_metric *errors = nullptr;
         cdcflow_metric *busy_us = nullptr;
+        // What health() reports (written by the stage's thread, read by any).
+        std::atomic<bool> started{false};  // start succeeded, stop not yet called
+        std::atomic<bool> stopped{false};  // stop was called
+        std::atomic<bool> retrying{false}; // the last call failed and is being retried
+        std::atomic<int> breaker{0};       // BreakerState
+        std::atomic<uint64_t> retries{0};
+        std::atomic<uint64_t> trips{0};
+        std::string last_error; // under Runtime::mu_
+        uint64_t last_error_unix_ms = 0;
     };
     struct Outcome {
         cdcflow_status code = CDCFLOW_OK;
@@ -154,7 +202,7 @@ private:
     void source_loop(Stage &st, bool drain);
     void recycle(Stage &src, Batch *b);
     void stage_loop(size_t index);
-    void fail(const Stage &st, const std::string &what, cdcflow_status code);
+    void fail(Stage &st, const std::string &what, cdcflow_status code);
     void notify_committed(Stage &src, Batch *b);
     void count_committed(Batch *b);
     // Around an ABI 1/2 stage's process: DROPPED events are shown to it as

@@ -46,8 +46,11 @@ extern "C" {
  * a transform (CDCFLOW_EVENT_DROPPED, event_drop); rebuilding a stateful
  * transform through the host (history, restore, and the source's replay);
  * each payload parsed once per pipeline and shared (event_payload).
- * A plugin built against ABI 1 or 2 keeps loading and behaves as before. */
-#define CDCFLOW_ABI_VERSION 3u
+ * ABI 4 appended: the status ERR_EVENT (a poison event: the host isolates
+ * it and dead-letters it); cache and source-lag figures under the host's
+ * metric families (metric_cache, metric_lag).
+ * A plugin built against ABI 1, 2 or 3 keeps loading and behaves as before. */
+#define CDCFLOW_ABI_VERSION 4u
 #define CDCFLOW_ABI_VERSION_MIN 1u
 
 /* Does a struct that starts with struct_size (as the other side built it)
@@ -77,8 +80,18 @@ typedef enum cdcflow_status {
     /* ---- ABI 2 ---- */
     CDCFLOW_ERR_BATCH_FULL = 8, /* since ABI 2. batch_push: the batch already holds batch_capacity events */
     CDCFLOW_ERR_OWNED = 9,      /* since ABI 2. acquire: another live process owns the checkpoint */
-    CDCFLOW_ERR_FENCED = 10     /* since ABI 2. This instance no longer owns its checkpoint: nothing was
+    CDCFLOW_ERR_FENCED = 10,    /* since ABI 2. This instance no longer owns its checkpoint: nothing was
                                    committed */
+    /* ---- ABI 4 ---- */
+    /* Since ABI 4. process: one or more events of this batch cannot be
+     * handled (a poison event), the rest could. Nothing of the batch took
+     * effect (a sink rolled back). The host then calls process on parts of
+     * the batch to find the events that fail on their own, dead-letters each
+     * with err as its reason, and goes on with the rest. CDCFLOW_ERR_INTERNAL
+     * (e.g. an exception the SDK caught) is treated the same way; IO, CONFIG
+     * and every other code never are. A stage that can fail a batch this way
+     * must leave its own state as it was before the failed call. */
+    CDCFLOW_ERR_EVENT = 11
 } cdcflow_status;
 
 typedef enum cdcflow_kind {
@@ -328,6 +341,14 @@ typedef struct cdcflow_ownership {
     uint32_t lease_ms;
 } cdcflow_ownership;
 
+/* Since ABI 4. The figures of one cache of a stage (metric_cache). */
+typedef enum cdcflow_cache_stat {
+    CDCFLOW_CACHE_ENTRIES = 1,  /* gauge: entries held now */
+    CDCFLOW_CACHE_CAPACITY = 2, /* gauge: the configured limit (entries) */
+    CDCFLOW_CACHE_HITS = 3,     /* counter: look-ups answered from the cache */
+    CDCFLOW_CACHE_MISSES = 4    /* counter: look-ups that went to the store */
+} cdcflow_cache_stat;
+
 /* Receives positions one at a time (checkpoint reporting). */
 typedef void (*cdcflow_position_fn)(void *user, const cdcflow_position *pos);
 
@@ -432,6 +453,21 @@ typedef struct cdcflow_host_api {
      * out->struct_size must be set. OK; ERR_NOT_FOUND for an index past the
      * batch; ERR_NOMEM. Not thread-safe per batch, like the batch. */
     cdcflow_status (*event_payload)(cdcflow_batch *b, uint32_t index, cdcflow_payload *out); /* since ABI 3 */
+
+    /* ---- ABI 4: check CDCFLOW_HAS_FIELD(host, cdcflow_host_api, name) ---- */
+
+    /* A cache's figure under the host's own families (cdcflow_cache_entries,
+     * cdcflow_cache_capacity, cdcflow_cache_hits_total,
+     * cdcflow_cache_misses_total, labelled with the stage and `cache`, e.g.
+     * "window" or "rows"), so that every plugin's caches read alike: set the
+     * gauges with metric_set, add to the counters with metric_add. The same
+     * arguments return the same handle. NULL for a NULL or unknown argument. */
+    cdcflow_metric *(*metric_cache)(cdcflow_ctx *ctx, const char *cache,
+                                    cdcflow_cache_stat stat); /* since ABI 4 */
+    /* Sources: a gauge of the events not yet read from `partition` ("" for
+     * an outbox), cdcflow_source_lag_events; set it with metric_set whenever
+     * the source learns it (e.g. once per poll). */
+    cdcflow_metric *(*metric_lag)(cdcflow_ctx *ctx, const char *partition); /* since ABI 4 */
 } cdcflow_host_api;
 
 /* Callbacks. Every callback that can fail returns a status and, on failure,
@@ -570,6 +606,8 @@ static inline const char *cdcflow_status_str(cdcflow_status s) {
         return "batch full";
     case CDCFLOW_ERR_OWNED:
         return "owned by another process";
+    case CDCFLOW_ERR_EVENT:
+        return "poison event";
     case CDCFLOW_ERR_FENCED:
         return "ownership lost";
     }

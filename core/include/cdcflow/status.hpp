@@ -105,7 +105,7 @@ public:
         case Code::kNotFound:
             return CDCFLOW_ERR_NOT_FOUND;
         case Code::kRefused:
-            return CDCFLOW_ERR_INTERNAL; // an event verdict is not a call status
+            return CDCFLOW_ERR_EVENT; // a poison event: the host isolates it (ABI 4)
         case Code::kIo:
             return busy_or_locked() ? CDCFLOW_ERR_RETRY : CDCFLOW_ERR_IO;
         case Code::kTransient:
@@ -142,6 +142,8 @@ public:
             return Status(Code::kOwned, std::move(msg));
         case CDCFLOW_ERR_FENCED:
             return Status(Code::kFenced, std::move(msg));
+        case CDCFLOW_ERR_EVENT:
+            return Status(Code::kRefused, std::move(msg));
         case CDCFLOW_ERR_INTERNAL:
         case CDCFLOW_ERR_BATCH_FULL:
             break; // never a call's result
