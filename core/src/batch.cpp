@@ -70,6 +70,7 @@ void Batch::reset() {
     full = false;
     end_of_stream = false;
     dropped = 0;
+    marked = 0;
 }
 
 void Batch::set_limits(const BatchLimits &l) {

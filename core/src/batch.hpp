@@ -103,6 +103,10 @@ struct Batch {
     // Events marked DROPPED (event_drop): while zero, the runtime shows the
     // batch to ABI 1 and 2 stages as it is, without looking at any event.
     uint32_t dropped = 0;
+    // Events no longer OK (rejected, duplicate or dropped through the host's
+    // marking functions): the runtime counts a stage's outcomes from this
+    // before and after its process, without looking at any event.
+    uint32_t marked = 0;
     // event_payload's results, by event index; an entry is current when its
     // generation is the batch's (reset() moves the generation on instead of
     // clearing every entry).

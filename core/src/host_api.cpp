@@ -148,14 +148,37 @@ const char *config_location(const cdcflow_config *cfg, const char *key) {
     return v ? v->location.c_str() : "";
 }
 
+// A plugin's metrics are families of their own, cdcflow_plugin_<plugin>_<name>
+// (a counter ends in _total), labelled with the pipeline and the stage: they
+// can never alias the host's families, and two stages of one plugin share
+// a family. A name that cannot be listed (empty, or already a family of
+// the other type) gets a handle that counts but is never rendered.
+cdcflow_metric *plugin_metric(cdcflow_ctx *ctx, const char *name, const char *help, bool gauge) {
+    if (!ctx) return nullptr;
+    cdcflow_metric *m = nullptr;
+    if (ctx->metrics && name && *name) {
+        std::string family = "cdcflow_plugin_" + Metrics::name_part(ctx->plugin) + "_" + Metrics::name_part(name);
+        const std::string total = "_total";
+        if (!gauge && (family.size() < total.size() || family.compare(family.size() - total.size(),
+                                                                      total.size(), total) != 0))
+            family += total;
+        Labels labels = {{"pipeline", ctx->pipeline}, {"stage", ctx->stage_id}};
+        std::string h = help && *help ? help : std::string("metric '") + name + "' of plugin " + ctx->plugin;
+        m = gauge ? ctx->metrics->gauge(family, h, labels) : ctx->metrics->counter(family, h, labels);
+        if (!m)
+            log_line(CDCFLOW_LOG_WARN, ctx->stage_id,
+                     "metric " + base::quoted(name) + " is not shown in /metrics: family " + family +
+                         " already exists as another type");
+    }
+    return m ? m : &ctx->unlisted.emplace_back();
+}
+
 cdcflow_metric *metric_counter(cdcflow_ctx *ctx, const char *name, const char *help) {
-    if (!ctx || !ctx->metrics || !name) return nullptr;
-    return ctx->metrics->create(ctx->stage_id + "." + name, help ? help : "", false);
+    return plugin_metric(ctx, name, help, false);
 }
 
 cdcflow_metric *metric_gauge(cdcflow_ctx *ctx, const char *name, const char *help) {
-    if (!ctx || !ctx->metrics || !name) return nullptr;
-    return ctx->metrics->create(ctx->stage_id + "." + name, help ? help : "", true);
+    return plugin_metric(ctx, name, help, true);
 }
 
 void metric_add(cdcflow_metric *m, int64_t delta) {
@@ -166,18 +189,30 @@ void metric_set(cdcflow_metric *m, int64_t value) {
     if (m) m->value.store(value, std::memory_order_relaxed);
 }
 
-// ABI 4. Placeholder names until the metrics families land.
+// ABI 4. A cache's figures under the host's families, labelled with the
+// stage and the cache's name.
 cdcflow_metric *metric_cache(cdcflow_ctx *ctx, const char *cache, cdcflow_cache_stat stat) {
-    static const char *names[] = {"", "entries", "capacity", "hits", "misses"};
-    if (!ctx || !ctx->metrics || !cache || stat < CDCFLOW_CACHE_ENTRIES || stat > CDCFLOW_CACHE_MISSES)
-        return nullptr;
-    bool gauge = stat == CDCFLOW_CACHE_ENTRIES || stat == CDCFLOW_CACHE_CAPACITY;
-    return ctx->metrics->create(ctx->stage_id + ".cache_" + cache + "_" + names[stat], "cache", gauge);
+    if (!ctx || !ctx->metrics || !cache) return nullptr;
+    Labels labels = {{"pipeline", ctx->pipeline}, {"stage", ctx->stage_id}, {"cache", cache}};
+    switch (stat) {
+    case CDCFLOW_CACHE_ENTRIES:
+        return ctx->metrics->gauge("cdcflow_cache_entries", "Entries a stage's cache holds.", labels);
+    case CDCFLOW_CACHE_CAPACITY:
+        return ctx->metrics->gauge("cdcflow_cache_capacity", "Entries a stage's cache holds at most.", labels);
+    case CDCFLOW_CACHE_HITS:
+        return ctx->metrics->counter("cdcflow_cache_hits_total", "Look-ups a stage's cache answered.", labels);
+    case CDCFLOW_CACHE_MISSES:
+        return ctx->metrics->counter("cdcflow_cache_misses_total",
+                                     "Look-ups a stage's cache could not answer.", labels);
+    }
+    return nullptr;
 }
 
 cdcflow_metric *metric_lag(cdcflow_ctx *ctx, const char *partition) {
     if (!ctx || !ctx->metrics || !partition) return nullptr;
-    return ctx->metrics->create(ctx->stage_id + ".lag" + partition, "source lag", true);
+    return ctx->metrics->gauge("cdcflow_source_lag_events",
+                               "Events a source has not read yet (for Kafka: the consumer lag).",
+                               {{"pipeline", ctx->pipeline}, {"stage", ctx->stage_id}, {"partition", partition}});
 }
 
 cdcflow_event *batch_events(cdcflow_batch *b, uint32_t *count, uint32_t *stride) {
@@ -249,6 +284,7 @@ void event_reject(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index, const char
     cdcflow_event &e = b->events[index];
     if (e.status != CDCFLOW_EVENT_OK) return; // first verdict stands
     e.status = CDCFLOW_EVENT_REJECTED;
+    ++b->marked;
     const std::string &stage = ctx ? ctx->stage_id : std::string();
     try {
         e.reject_stage = b->arena.copy(cdcflow_str{stage.data(), stage.size()});
@@ -274,6 +310,7 @@ void event_mark_duplicate(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
     if (!b || index >= b->count || (ctx && ctx->restoring)) return;
     cdcflow_event &e = b->events[index];
     if (e.status == CDCFLOW_EVENT_DUPLICATE) return;
+    if (e.status == CDCFLOW_EVENT_OK) ++b->marked;
     // A later copy of an id is a duplicate even if an earlier stage rejected
     // it: it is counted, not dead-lettered (DESIGN.md).
     e.status = CDCFLOW_EVENT_DUPLICATE;
@@ -290,6 +327,7 @@ void event_drop(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
     if (e.status != CDCFLOW_EVENT_OK) return;
     e.status = CDCFLOW_EVENT_DROPPED;
     ++b->dropped;
+    ++b->marked;
     if (ctx) metric_add(ctx->dropped, 1);
 }
 

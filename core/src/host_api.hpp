@@ -9,13 +9,19 @@
 #include <cdcflow/plugin.h>
 
 #include <atomic>
+#include <deque>
 #include <functional>
 #include <string>
 
 struct cdcflow_ctx {
     std::string stage_id;
+    std::string pipeline; // the pipeline's name: every series' `pipeline` label
+    std::string plugin;   // the plugin's name: its metric families' namespace
     cdcflow::host::Metrics *metrics = nullptr;
     const std::atomic<bool> *stop = nullptr;
+    // Handles for metrics that cannot be listed (a plugin's name clash):
+    // counted, never rendered, so the plugin needs no null checks.
+    std::deque<cdcflow_metric> unlisted;
     cdcflow_metric *rejected = nullptr;   // events this stage rejected
     cdcflow_metric *duplicates = nullptr; // events this stage marked duplicate
     cdcflow_metric *dropped = nullptr;    // events this stage dropped (filtered out)

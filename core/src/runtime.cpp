@@ -91,11 +91,6 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         s->ctx.stage_id = sd.id;
         s->ctx.metrics = &metrics;
         s->ctx.stop = &rt->stop_;
-        s->ctx.rejected = metrics.create(sd.id + ".rejected", "events this stage rejected", false);
-        s->ctx.duplicates =
-            metrics.create(sd.id + ".duplicates", "events this stage marked duplicate", false);
-        s->ctx.dropped =
-            metrics.create(sd.id + ".dropped", "events this stage dropped (filtered out)", false);
         Runtime *self = rt.get();
         Stage *stage = s.get();
         s->ctx.ownership_lost = [self, stage](const std::string &msg) {
@@ -103,31 +98,13 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         };
         s->cfg.def = &sd;
         s->cfg.schema = &s->plugin->schema;
-        s->batches = metrics.create(sd.id + ".batches", "batches handled", false);
-        s->events = metrics.create(sd.id + ".events", "events handled", false);
-        s->errors = metrics.create(sd.id + ".errors", "failed calls (retried or fatal)", false);
-        s->busy_us = metrics.create(sd.id + ".busy_us", "time spent in the plugin, microseconds", false);
         rt->stages_.push_back(std::move(s));
     }
+    rt->make_metrics(); // before the instances: a plugin's create may count already
     if (Status cs = rt->create_instances(); !cs) return cs;
     // Only for a pipeline that loads: a failure stays the one line it is.
     for (const std::string &w : d.warnings)
         log_line(CDCFLOW_LOG_WARN, "host", w);
-    rt->m_events_ = metrics.create("pipeline.events", "events that reached the sink", false);
-    rt->m_applied_ = metrics.create("pipeline.applied", "events applied", false);
-    rt->m_rejected_ = metrics.create("pipeline.rejected", "events rejected (dead letters)", false);
-    rt->m_duplicates_ = metrics.create("pipeline.duplicates", "duplicate events skipped", false);
-    rt->m_dropped_ =
-        metrics.create("pipeline.dropped", "events dropped (filtered out) by a transform", false);
-    rt->m_batches_ = metrics.create("pipeline.batches", "batches committed", false);
-    rt->m_checkpoint_ =
-        metrics.create("pipeline.checkpoint_offset", "offset of the last committed event", true);
-    rt->m_owner_ = metrics.create("pipeline.owner",
-                                  "1 while this host owns the sink's checkpoint, 0 while a standby", true);
-    rt->m_takeovers_ = metrics.create("pipeline.ownership_changes",
-                                      "times this host took the checkpoint over or stepped down", false);
-    rt->m_replayed_ = metrics.create(
-        "pipeline.replayed", "events replayed to rebuild stateful transforms at the last start", true);
     return rt;
 }
 
@@ -168,6 +145,8 @@ void Runtime::destroy_instances() {
 }
 
 Runtime::~Runtime() {
+    // A scrape must not read this object once it starts going away.
+    if (collector_) metrics_.remove_collector(collector_);
     // Teardown order: stop queues, join, destroy instances, unload libraries.
     if (!threads_.empty()) {
         stop_.store(true);
@@ -285,13 +264,12 @@ std::string Runtime::owner() const {
 
 Totals Runtime::totals() const {
     Totals t;
-    auto v = [](cdcflow_metric *m) { return m ? static_cast<uint64_t>(m->value.load()) : 0; };
-    t.events = v(m_events_);
-    t.applied = v(m_applied_);
-    t.rejected = v(m_rejected_);
-    t.duplicates = v(m_duplicates_);
-    t.dropped = v(m_dropped_);
-    t.batches = v(m_batches_);
+    t.events = totals_.events.load();
+    t.applied = totals_.applied.load();
+    t.rejected = totals_.rejected.load();
+    t.duplicates = totals_.duplicates.load();
+    t.dropped = totals_.dropped.load();
+    t.batches = totals_.batches.load();
     return t;
 }
 
@@ -367,34 +345,6 @@ void Runtime::recycle(Stage &src, Batch *b) {
     notify_committed(src, b);
     in_flight_ -= std::min<uint64_t>(in_flight_, b->count);
     b->reset();
-}
-
-void Runtime::count_committed(Batch *b) {
-    uint64_t ok = 0, rej = 0, dup = 0, drop = 0;
-    for (uint32_t i = 0; i < b->count; ++i) {
-        switch (b->events[i].status) {
-        case CDCFLOW_EVENT_OK:
-            ++ok;
-            break;
-        case CDCFLOW_EVENT_REJECTED:
-            ++rej;
-            break;
-        case CDCFLOW_EVENT_DROPPED:
-            ++drop;
-            break;
-        default:
-            ++dup;
-            break;
-        }
-    }
-    m_events_->value.fetch_add(b->count, std::memory_order_relaxed);
-    m_applied_->value.fetch_add(ok, std::memory_order_relaxed);
-    m_rejected_->value.fetch_add(rej, std::memory_order_relaxed);
-    m_duplicates_->value.fetch_add(dup, std::memory_order_relaxed);
-    m_dropped_->value.fetch_add(drop, std::memory_order_relaxed);
-    m_batches_->value.fetch_add(1, std::memory_order_relaxed);
-    if (b->count)
-        m_checkpoint_->value.store(b->events[b->count - 1].position.offset, std::memory_order_relaxed);
 }
 
 void Runtime::hide_dropped(Stage &st, Batch *b) {
@@ -480,7 +430,7 @@ void Runtime::source_loop(Stage &st, bool drain) {
             auto t0 = Clock::now();
             cdcflow_status cs = st.cb->poll(st.instance, static_cast<cdcflow_batch *>(b),
                                             drain ? 0 : def_.settings.poll_wait_ms, &exhausted, err, len);
-            st.busy_us->value.fetch_add(micros_since(t0), std::memory_order_relaxed);
+            st.duration->observe(micros_since(t0));
             // A failed poll leaves no half-read batch behind: the source
             // reads those rows again.
             if (cs != CDCFLOW_OK) b->reset();
@@ -494,7 +444,8 @@ void Runtime::source_loop(Stage &st, bool drain) {
         if (b->count > 0) {
             sizer.filled(b->count, b->full);
             st.batches->value.fetch_add(1, std::memory_order_relaxed);
-            st.events->value.fetch_add(b->count, std::memory_order_relaxed);
+            st.passed->value.fetch_add(b->count, std::memory_order_relaxed);
+            st.batch_events->observe(b->count);
             in_flight_ += b->count;
             if (!out.push(b)) break; // closed: a stage failed
             b = nullptr;
@@ -555,11 +506,12 @@ void Runtime::stage_loop(size_t index) {
             out.push(b);
             break;
         }
+        const uint32_t marked_before = b->marked;
         hide_dropped(st, b);
         Outcome done = call_with_retry(st, "process", [&](char *err, uint64_t len) {
             auto t0 = Clock::now();
             cdcflow_status cs = st.cb->process(st.instance, static_cast<cdcflow_batch *>(b), err, len);
-            st.busy_us->value.fetch_add(micros_since(t0), std::memory_order_relaxed);
+            st.duration->observe(micros_since(t0));
             return cs;
         });
         unhide_dropped(st, b);
@@ -567,8 +519,7 @@ void Runtime::stage_loop(size_t index) {
             fail(st, done.message, done.code);
             break;
         }
-        st.batches->value.fetch_add(1, std::memory_order_relaxed);
-        st.events->value.fetch_add(b->count, std::memory_order_relaxed);
+        count_processed(st, b, marked_before);
         if (is_sink) count_committed(b);
         if (!out.push(b)) break;
     }

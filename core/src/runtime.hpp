@@ -162,10 +162,15 @@ private:
         void *instance = nullptr;
         cdcflow_ctx ctx;
         cdcflow_config cfg;
+        // Series of the stage's metric families (runtime_metrics.cpp); the
+        // marks it makes are counted through ctx (rejected, duplicates, dropped).
         cdcflow_metric *batches = nullptr;
-        cdcflow_metric *events = nullptr;
+        cdcflow_metric *passed = nullptr;  // events_total{outcome="passed"|"applied"}
+        cdcflow_metric *skipped = nullptr; // events_total{outcome="skipped"}: came marked
         cdcflow_metric *errors = nullptr;
-        cdcflow_metric *busy_us = nullptr;
+        cdcflow_metric *dead_letters = nullptr; // its rejections, once the sink wrote them
+        Histogram *duration = nullptr;          // each poll / process call, microseconds
+        Histogram *batch_events = nullptr;      // the source: events per batch
         // What health() reports (written by the stage's thread, read by any).
         std::atomic<bool> started{false};  // start succeeded, stop not yet called
         std::atomic<bool> stopped{false};  // stop was called
@@ -204,6 +209,9 @@ private:
     void stage_loop(size_t index);
     void fail(Stage &st, const std::string &what, cdcflow_status code);
     void notify_committed(Stage &src, Batch *b);
+    // After a stage processed b (runtime_metrics.cpp): its events by outcome.
+    static void count_processed(Stage &st, const Batch *b, uint32_t marked_before);
+    // After the sink committed b: the totals, dead letters, end-to-end latency.
     void count_committed(Batch *b);
     // Around an ABI 1/2 stage's process: DROPPED events are shown to it as
     // DUPLICATE (skipped, a status it knows), then marked DROPPED again for
@@ -236,12 +244,17 @@ private:
     Status error_;
     std::string owner_text_;
 
-    cdcflow_metric *m_events_ = nullptr;
-    cdcflow_metric *m_applied_ = nullptr;
-    cdcflow_metric *m_rejected_ = nullptr;
-    cdcflow_metric *m_duplicates_ = nullptr;
-    cdcflow_metric *m_dropped_ = nullptr;
-    cdcflow_metric *m_batches_ = nullptr;
+    // The totals (counted at the sink; Totals). Not metric series: a stage
+    // can never be named so that it adds to them.
+    struct {
+        std::atomic<uint64_t> events{0}, applied{0}, rejected{0}, duplicates{0}, dropped{0}, batches{0};
+    } totals_;
+    // runtime_metrics.cpp: the pipeline's series and the scrape-time collector.
+    void make_metrics();
+    void collect(Collect &out) const;
+    int collector_ = 0;
+    cdcflow_metric *m_commits_ = nullptr;
+    Histogram *m_latency_ = nullptr; // event timestamp to commit, microseconds
     cdcflow_metric *m_checkpoint_ = nullptr;
     cdcflow_metric *m_owner_ = nullptr;
     cdcflow_metric *m_takeovers_ = nullptr;

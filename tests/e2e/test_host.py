@@ -277,10 +277,10 @@ class Run(TempDirTest):
             self.assertEqual(health["state"], "running")
             self.assertEqual(health["pipeline"], "e2e")
             self.assertEqual(health["dropped"], 100)
-            self.assertIn("cdcflow_pipeline_applied 900", r.stdout)
-            self.assertIn("cdcflow_pipeline_dropped 100", r.stdout)
-            self.assertIn("cdcflow_pass_dropped 100", r.stdout)
-            self.assertIn("cdcflow_src_events 1000", r.stdout)
+            self.assertIn('cdcflow_events_total{pipeline="e2e",stage="sink",outcome="applied"} 900', r.stdout)
+            self.assertIn('cdcflow_events_total{pipeline="e2e",stage="sink",outcome="skipped"} 100', r.stdout)
+            self.assertIn('cdcflow_events_total{pipeline="e2e",stage="pass",outcome="dropped"} 100', r.stdout)
+            self.assertIn('cdcflow_events_total{pipeline="e2e",stage="src",outcome="passed"} 1000', r.stdout)
             # Idle now (the source has nothing): the host must park, not spin.
             pid = proc.pid
             def cpu_ticks():

@@ -6,6 +6,7 @@
 // own config checker, against the plugin's own declaration.
 #pragma once
 
+#include "metrics_lookup.hpp"
 #include "batch.hpp"
 #include "config_schema.hpp"
 #include "host_api.hpp"
@@ -90,7 +91,7 @@ public:
     cdcflow::Context context() { return cdcflow::Context(host::host_api(), &ctx_); }
     cdcflow_ctx *ctx() { return &ctx_; }
     const cdcflow_config *cfg() const { return &cfg_; }
-    int64_t metric(const std::string &name) const { return metrics_.value(def_.id + "." + name); }
+    int64_t metric(const std::string &name) const { return test::metric_value(metrics_, def_.id + "." + name); }
     void request_stop() { stop_.store(true); }
     // Why the host refused the values ("" when it did not).
     const std::string &refused() const { return refused_; }
@@ -111,8 +112,14 @@ private:
         ctx_.stage_id = def_.id;
         ctx_.metrics = &metrics_;
         ctx_.stop = &stop_;
-        ctx_.rejected = metrics_.create(def_.id + ".rejected", "", false);
-        ctx_.duplicates = metrics_.create(def_.id + ".duplicates", "", false);
+        ctx_.pipeline = "test";
+        ctx_.plugin = schema_.name;
+        auto events = [&](const char *outcome) {
+            return metrics_.counter("cdcflow_events_total", "", {{"stage", def_.id}, {"outcome", outcome}});
+        };
+        ctx_.rejected = events("rejected");
+        ctx_.duplicates = events("duplicate");
+        ctx_.dropped = events("dropped");
     }
 
     // As the YAML step would store the value: its text, checked afterwards.

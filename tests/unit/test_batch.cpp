@@ -148,7 +148,7 @@ TEST_CASE("host api: event_drop marks an OK event DROPPED, counts it, and never 
         REQUIRE(api->batch_push(&raw, &e) == CDCFLOW_OK);
     cdcflow_ctx ctx;
     ctx.stage_id = "filter";
-    ctx.dropped = m.create("filter.dropped", "", false);
+    ctx.dropped = m.counter("cdcflow_events_total", "", {{"stage", "filter"}, {"outcome", "dropped"}});
     api->event_reject(&ctx, &raw, 1, "bad", 3);
     api->event_mark_duplicate(&ctx, &raw, 2);
     for (uint32_t i = 0; i < 4; ++i)
@@ -159,7 +159,7 @@ TEST_CASE("host api: event_drop marks an OK event DROPPED, counts it, and never 
     CHECK(raw.events[1].status == CDCFLOW_EVENT_REJECTED); // a dead letter does not vanish
     CHECK(raw.events[2].status == CDCFLOW_EVENT_DUPLICATE);
     CHECK(raw.events[3].status == CDCFLOW_EVENT_DROPPED);
-    CHECK(m.value("filter.dropped") == 2);
+    CHECK(m.value("cdcflow_events_total", {{"stage", "filter"}, {"outcome", "dropped"}}) == 2);
     CHECK(raw.dropped == 2);
     // A later stage's verdicts: a rejection does not override the drop (the
     // first verdict stands), a duplicate mark does (as over a rejection).

@@ -5,6 +5,7 @@
 #include "metrics.hpp"
 #include "pipeline.hpp"
 #include "plugin_loader.hpp"
+#include "process_metrics.hpp"
 #include "runtime.hpp"
 #include "signal_watcher.hpp"
 
@@ -139,6 +140,7 @@ int cmd_run(int argc, char **argv) {
 
     PluginRegistry registry;
     Metrics metrics;
+    add_process_metrics(metrics);
     auto rt = prepare(vm["pipeline"].as<std::string>(), registry, metrics);
     if (!rt) {
         std::fprintf(stderr, "cdcflow: %s\n", rt.status().message().c_str());

@@ -1,0 +1,106 @@
+#include "process_metrics.hpp"
+
+#include <cdcflow/plugin.h>
+
+#include <cstdio>
+#include <cstring>
+#include <dirent.h>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <sys/resource.h>
+#include <unistd.h>
+
+namespace cdcflow::host {
+
+namespace {
+
+struct ProcStat {
+    bool ok = false;
+    double utime = 0, stime = 0; // clock ticks
+    double start = 0;            // clock ticks after boot
+    double vsize = 0;            // bytes
+    double rss = 0;              // pages
+};
+
+ProcStat read_stat() {
+    ProcStat st;
+    std::ifstream f("/proc/self/stat");
+    std::string line;
+    if (!std::getline(f, line)) return st;
+    // The command name (field 2) is in parentheses and may hold spaces: the
+    // fields after the last ')' are fixed.
+    size_t close = line.rfind(')');
+    if (close == std::string::npos) return st;
+    std::istringstream in(line.substr(close + 2));
+    std::string field;
+    // Field 3 is the state; fields 14, 15, 22, 23 and 24 are what we read.
+    for (int n = 3; n <= 24 && in >> field; ++n) {
+        if (n == 14) st.utime = std::strtod(field.c_str(), nullptr);
+        if (n == 15) st.stime = std::strtod(field.c_str(), nullptr);
+        if (n == 22) st.start = std::strtod(field.c_str(), nullptr);
+        if (n == 23) st.vsize = std::strtod(field.c_str(), nullptr);
+        if (n == 24) {
+            st.rss = std::strtod(field.c_str(), nullptr);
+            st.ok = true;
+        }
+    }
+    return st;
+}
+
+// Boot time, seconds since the epoch (/proc/stat btime).
+double boot_time() {
+    std::ifstream f("/proc/stat");
+    std::string key;
+    double value = 0;
+    while (f >> key) {
+        if (key == "btime") {
+            f >> value;
+            return value;
+        }
+        f.ignore(1 << 20, '\n');
+    }
+    return 0;
+}
+
+double open_fds() {
+    DIR *d = opendir("/proc/self/fd");
+    if (!d) return -1;
+    double n = 0;
+    while (dirent *e = readdir(d))
+        if (e->d_name[0] != '.') ++n;
+    closedir(d);
+    return n - 1; // the directory's own descriptor
+}
+
+} // namespace
+
+int add_process_metrics(Metrics &m) {
+    const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
+    const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
+    const double boot = boot_time();
+    return m.add_collector([=](Collect &out) {
+        ProcStat st = read_stat();
+        if (st.ok && ticks > 0) {
+            out.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", {},
+                        (st.utime + st.stime) / ticks);
+            out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", {}, st.rss * page);
+            out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", {}, st.vsize);
+            if (boot > 0)
+                out.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
+                          {}, boot + st.start / ticks);
+        }
+        if (double fds = open_fds(); fds >= 0)
+            out.gauge("process_open_fds", "Number of open file descriptors.", {}, fds);
+        rlimit lim{};
+        if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY)
+            out.gauge("process_max_fds", "Maximum number of open file descriptors.", {},
+                      static_cast<double>(lim.rlim_cur));
+        out.gauge("cdcflow_build_info", "The cdcflow version and plugin ABI range of this host (always 1).",
+                  {{"version", CDCFLOW_VERSION},
+                   {"abi", std::to_string(CDCFLOW_ABI_VERSION_MIN) + ".." + std::to_string(CDCFLOW_ABI_VERSION)}},
+                  1);
+    });
+}
+
+} // namespace cdcflow::host
