@@ -15,6 +15,11 @@ packages=(
   librdkafka-dev kcat                         # Kafka source and sink
   doctest-dev python3                         # unit tests / end-to-end tests
 )
+# Test-only tools (scripts/test.sh asks for them): Prometheus's own promtool
+# checks the /metrics page and the shipped alert rules.
+if [ "${CDCFLOW_TEST_TOOLS:-0}" = 1 ]; then
+  packages+=(prometheus)
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -7,7 +7,7 @@
 # Set CDCFLOW_QUICK=1 to run only step 1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-./scripts/setup.sh || exit 1
+CDCFLOW_TEST_TOOLS=1 ./scripts/setup.sh || exit 1
 
 passed=0
 failed=0

@@ -71,6 +71,7 @@ void Batch::reset() {
     end_of_stream = false;
     dropped = 0;
     marked = 0;
+    overridden = 0;
 }
 
 void Batch::set_limits(const BatchLimits &l) {

@@ -107,6 +107,10 @@ struct Batch {
     // marking functions): the runtime counts a stage's outcomes from this
     // before and after its process, without looking at any event.
     uint32_t marked = 0;
+    // Marks a later stage's duplicate mark replaced (a copy of an event an
+    // earlier stage rejected or dropped): counted as that stage's duplicate,
+    // not as skipped.
+    uint32_t overridden = 0;
     // event_payload's results, by event index; an entry is current when its
     // generation is the batch's (reset() moves the generation on instead of
     // clearing every entry).

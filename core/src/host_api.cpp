@@ -310,7 +310,11 @@ void event_mark_duplicate(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index) {
     if (!b || index >= b->count || (ctx && ctx->restoring)) return;
     cdcflow_event &e = b->events[index];
     if (e.status == CDCFLOW_EVENT_DUPLICATE) return;
-    if (e.status == CDCFLOW_EVENT_OK) ++b->marked;
+    if (e.status == CDCFLOW_EVENT_OK)
+        ++b->marked;
+    else if (!ctx || std::string_view(e.reject_stage.data ? e.reject_stage.data : "", e.reject_stage.len) !=
+                         ctx->stage_id)
+        ++b->overridden; // another stage's verdict: see Batch::overridden
     // A later copy of an id is a duplicate even if an earlier stage rejected
     // it: it is counted, not dead-lettered (DESIGN.md).
     e.status = CDCFLOW_EVENT_DUPLICATE;

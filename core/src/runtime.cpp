@@ -430,7 +430,8 @@ void Runtime::source_loop(Stage &st, bool drain) {
             auto t0 = Clock::now();
             cdcflow_status cs = st.cb->poll(st.instance, static_cast<cdcflow_batch *>(b),
                                             drain ? 0 : def_.settings.poll_wait_ms, &exhausted, err, len);
-            st.duration->observe(micros_since(t0));
+            // Only a poll that brought events: an idle source's wait is not work.
+            if (b->count) st.duration->observe(micros_since(t0));
             // A failed poll leaves no half-read batch behind: the source
             // reads those rows again.
             if (cs != CDCFLOW_OK) b->reset();
@@ -506,7 +507,7 @@ void Runtime::stage_loop(size_t index) {
             out.push(b);
             break;
         }
-        const uint32_t marked_before = b->marked;
+        const uint32_t marked_before = b->marked, overridden_before = b->overridden;
         hide_dropped(st, b);
         Outcome done = call_with_retry(st, "process", [&](char *err, uint64_t len) {
             auto t0 = Clock::now();
@@ -519,7 +520,7 @@ void Runtime::stage_loop(size_t index) {
             fail(st, done.message, done.code);
             break;
         }
-        count_processed(st, b, marked_before);
+        count_processed(st, b, marked_before, overridden_before);
         if (is_sink) count_committed(b);
         if (!out.push(b)) break;
     }

@@ -107,11 +107,14 @@ void Runtime::collect(Collect &out) const {
     }
 }
 
-void Runtime::count_processed(Stage &st, const Batch *b, uint32_t marked_before) {
+void Runtime::count_processed(Stage &st, const Batch *b, uint32_t marked_before, uint32_t overridden_before) {
     st.batches->value.fetch_add(1, std::memory_order_relaxed);
     uint32_t marked_after = std::max(b->marked, marked_before);
     st.passed->value.fetch_add(b->count - std::min(marked_after, b->count), std::memory_order_relaxed);
-    if (marked_before) st.skipped->value.fetch_add(marked_before, std::memory_order_relaxed);
+    // Came marked, minus those this stage marked again (counted as its own).
+    uint32_t remarked = b->overridden - std::min(overridden_before, b->overridden);
+    uint32_t skipped = marked_before - std::min(remarked, marked_before);
+    if (skipped) st.skipped->value.fetch_add(skipped, std::memory_order_relaxed);
 }
 
 void Runtime::count_committed(Batch *b) {

@@ -55,7 +55,6 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
     dead_letters_ = ctx.counter("dead_letters", "dead letters written (rejected by any stage)");
     version_duplicates_ =
         ctx.counter("version_duplicates", "events skipped: aggregate version not above the last one applied");
-    commit_us_ = ctx.gauge("commit_us", "duration of the last COMMIT, microseconds");
 
     // create() only looks: a missing database or table is created in start()
     // when create_schema allows it, and is an error now otherwise.
@@ -269,7 +268,7 @@ void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
 void ProjectionSink::process(cdcflow::Batch &batch) {
     if (batch.empty()) return;
     const int64_t now = base::wall_us();
-    int64_t applied = 0, dead = 0, commit_us = 0;
+    int64_t applied = 0, dead = 0;
     try {
         sqlite::Transaction tx(db_);
         // Still the owner? Checked under the write lock this transaction
@@ -315,11 +314,7 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
         projection_->write_batch();
         versions_.write_batch();
         save_checkpoint(batch, now);
-        auto t0 = std::chrono::steady_clock::now();
         tx.commit();
-        commit_us =
-            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0)
-                .count();
     } catch (...) {
         // The transaction has rolled back (tx's destructor ran first): bring
         // the projection's memory back to the committed state too, so that
@@ -333,7 +328,6 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
     versions_.batch_committed();
     applied_.add(applied);
     dead_letters_.add(dead);
-    commit_us_.set(commit_us);
 }
 
 void ProjectionSink::stop() {

@@ -143,7 +143,7 @@ private:
     std::vector<std::pair<std::string_view, int64_t>> partitions_;
 
     // `<stage>.rejected` is counted by the host (batch.reject).
-    cdcflow::Metric applied_, dead_letters_, commit_us_, version_duplicates_;
+    cdcflow::Metric applied_, dead_letters_, version_duplicates_;
 };
 
 } // namespace cdcflow::projection
