@@ -157,10 +157,11 @@ cdcflow_metric *plugin_metric(cdcflow_ctx *ctx, const char *name, const char *he
     if (!ctx) return nullptr;
     cdcflow_metric *m = nullptr;
     if (ctx->metrics && name && *name) {
-        std::string family = "cdcflow_plugin_" + Metrics::name_part(ctx->plugin) + "_" + Metrics::name_part(name);
+        std::string family =
+            "cdcflow_plugin_" + Metrics::name_part(ctx->plugin) + "_" + Metrics::name_part(name);
         const std::string total = "_total";
-        if (!gauge && (family.size() < total.size() || family.compare(family.size() - total.size(),
-                                                                      total.size(), total) != 0))
+        if (!gauge && (family.size() < total.size() ||
+                       family.compare(family.size() - total.size(), total.size(), total) != 0))
             family += total;
         Labels labels = {{"pipeline", ctx->pipeline}, {"stage", ctx->stage_id}};
         std::string h = help && *help ? help : std::string("metric '") + name + "' of plugin " + ctx->plugin;
@@ -198,9 +199,11 @@ cdcflow_metric *metric_cache(cdcflow_ctx *ctx, const char *cache, cdcflow_cache_
     case CDCFLOW_CACHE_ENTRIES:
         return ctx->metrics->gauge("cdcflow_cache_entries", "Entries a stage's cache holds.", labels);
     case CDCFLOW_CACHE_CAPACITY:
-        return ctx->metrics->gauge("cdcflow_cache_capacity", "Entries a stage's cache holds at most.", labels);
+        return ctx->metrics->gauge("cdcflow_cache_capacity", "Entries a stage's cache holds at most.",
+                                   labels);
     case CDCFLOW_CACHE_HITS:
-        return ctx->metrics->counter("cdcflow_cache_hits_total", "Look-ups a stage's cache answered.", labels);
+        return ctx->metrics->counter("cdcflow_cache_hits_total", "Look-ups a stage's cache answered.",
+                                     labels);
     case CDCFLOW_CACHE_MISSES:
         return ctx->metrics->counter("cdcflow_cache_misses_total",
                                      "Look-ups a stage's cache could not answer.", labels);
@@ -210,9 +213,9 @@ cdcflow_metric *metric_cache(cdcflow_ctx *ctx, const char *cache, cdcflow_cache_
 
 cdcflow_metric *metric_lag(cdcflow_ctx *ctx, const char *partition) {
     if (!ctx || !ctx->metrics || !partition) return nullptr;
-    return ctx->metrics->gauge("cdcflow_source_lag_events",
-                               "Events a source has not read yet (for Kafka: the consumer lag).",
-                               {{"pipeline", ctx->pipeline}, {"stage", ctx->stage_id}, {"partition", partition}});
+    return ctx->metrics->gauge(
+        "cdcflow_source_lag_events", "Events a source has not read yet (for Kafka: the consumer lag).",
+        {{"pipeline", ctx->pipeline}, {"stage", ctx->stage_id}, {"partition", partition}});
 }
 
 cdcflow_event *batch_events(cdcflow_batch *b, uint32_t *count, uint32_t *stride) {

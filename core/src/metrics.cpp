@@ -50,6 +50,17 @@ void append_help(std::string &out, std::string_view help) {
     }
 }
 
+// A raw value in base units. A scale like 1e-6 divides by 1e6 instead of
+// multiplying by 1e-6 (not exact in binary), so microseconds show as the
+// decimal seconds they are (7051700 us: 7.0517, not 7.051699999999999).
+double scaled(double raw, double scale) {
+    if (scale > 0 && scale < 1) {
+        double inverse = std::round(1 / scale);
+        if (std::fabs(inverse * scale - 1) < 1e-12) return raw / inverse;
+    }
+    return raw * scale;
+}
+
 void append_header(std::string &out, const std::string &name, std::string_view help, MetricType type) {
     out += "# HELP ";
     out += name;
@@ -140,7 +151,7 @@ void Histogram::render(std::string &out, const std::string &name, const std::str
         out += '\n';
     }
     out += name + "_sum" + labels + ' ';
-    append_number(out, sum_.load(std::memory_order_relaxed) * scale_);
+    append_number(out, scaled(sum_.load(std::memory_order_relaxed), scale_));
     out += '\n';
     // _count equals the +Inf bucket by definition; read it from there so a
     // scrape racing an observation never shows them apart.
@@ -273,7 +284,8 @@ std::string Metrics::prometheus() const {
             out += name;
             out += s.rendered_labels;
             out += ' ';
-            append_number(out, static_cast<double>(s.metric.value.load(std::memory_order_relaxed)) * f.scale);
+            append_number(
+                out, scaled(static_cast<double>(s.metric.value.load(std::memory_order_relaxed)), f.scale));
             out += '\n';
         }
         if (f.type != MetricType::histogram) render_collected(name, f.type, true);
@@ -292,7 +304,8 @@ std::optional<double> Metrics::value(std::string_view family, const Labels &labe
     auto it = fit->second.by_labels.find(render_labels(labels));
     if (it == fit->second.by_labels.end()) return std::nullopt;
     if (it->second->histogram) return static_cast<double>(it->second->histogram->count());
-    return static_cast<double>(it->second->metric.value.load(std::memory_order_relaxed)) * fit->second.scale;
+    return scaled(static_cast<double>(it->second->metric.value.load(std::memory_order_relaxed)),
+                  fit->second.scale);
 }
 
 double Metrics::sum(std::string_view family, const Labels &subset) const {
@@ -310,8 +323,8 @@ double Metrics::sum(std::string_view family, const Labels &subset) const {
         }
         if (!match) continue;
         total += s.histogram ? static_cast<double>(s.histogram->count())
-                             : static_cast<double>(s.metric.value.load(std::memory_order_relaxed)) *
-                                   fit->second.scale;
+                             : scaled(static_cast<double>(s.metric.value.load(std::memory_order_relaxed)),
+                                      fit->second.scale);
     }
     return total;
 }

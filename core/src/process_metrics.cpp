@@ -87,8 +87,9 @@ int add_process_metrics(Metrics &m) {
             out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", {}, st.rss * page);
             out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", {}, st.vsize);
             if (boot > 0)
-                out.gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds.",
-                          {}, boot + st.start / ticks);
+                out.gauge("process_start_time_seconds",
+                          "Start time of the process since unix epoch in seconds.", {},
+                          boot + st.start / ticks);
         }
         if (double fds = open_fds(); fds >= 0)
             out.gauge("process_open_fds", "Number of open file descriptors.", {}, fds);
@@ -96,10 +97,11 @@ int add_process_metrics(Metrics &m) {
         if (getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY)
             out.gauge("process_max_fds", "Maximum number of open file descriptors.", {},
                       static_cast<double>(lim.rlim_cur));
-        out.gauge("cdcflow_build_info", "The cdcflow version and plugin ABI range of this host (always 1).",
-                  {{"version", CDCFLOW_VERSION},
-                   {"abi", std::to_string(CDCFLOW_ABI_VERSION_MIN) + ".." + std::to_string(CDCFLOW_ABI_VERSION)}},
-                  1);
+        out.gauge(
+            "cdcflow_build_info", "The cdcflow version and plugin ABI range of this host (always 1).",
+            {{"version", CDCFLOW_VERSION},
+             {"abi", std::to_string(CDCFLOW_ABI_VERSION_MIN) + ".." + std::to_string(CDCFLOW_ABI_VERSION)}},
+            1);
     });
 }
 

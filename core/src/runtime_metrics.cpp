@@ -14,9 +14,8 @@ namespace cdcflow::host {
 namespace {
 
 // Seconds, for calls and end-to-end latency: 100 us to 60 s.
-const std::vector<double> kSecondsBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                             0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10,
-                                             30,     60};
+const std::vector<double> kSecondsBuckets = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                             0.1,    0.25,    0.5,    1,     2.5,    5,     10,   30,    60};
 // Events per batch: 1 to the largest batch_max_events allows.
 const std::vector<double> kBatchBuckets = {1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144};
 constexpr double kMicros = 1e-6;
@@ -59,9 +58,8 @@ void Runtime::make_metrics() {
                                  "or sink's process; a sink's includes its commit).",
                                  stage, kSecondsBuckets, kMicros);
         if (is_source)
-            s.batch_events =
-                m.histogram("cdcflow_batch_events", "Events per batch, as the source filled it.", stage,
-                            kBatchBuckets);
+            s.batch_events = m.histogram("cdcflow_batch_events", "Events per batch, as the source filled it.",
+                                         stage, kBatchBuckets);
         s.ctx.pipeline = p;
         s.ctx.plugin = s.def->plugin;
     }
@@ -72,8 +70,9 @@ void Runtime::make_metrics() {
                              "batch; a timestamp in the future counts as 0.",
                              pipeline, kSecondsBuckets, kMicros);
     m_checkpoint_ = m.gauge("cdcflow_checkpoint_offset", "Offset of the last committed event.", pipeline);
-    m_owner_ = m.gauge("cdcflow_owner_role",
-                       "1 while this host owns the sink's checkpoint (it writes), 0 while a standby.", pipeline);
+    m_owner_ =
+        m.gauge("cdcflow_owner_role",
+                "1 while this host owns the sink's checkpoint (it writes), 0 while a standby.", pipeline);
     m_takeovers_ = m.counter("cdcflow_ownership_changes_total",
                              "Times this host took the checkpoint over or stepped down.", pipeline);
     m_replayed_ = m.gauge("cdcflow_restore_replayed_events",
@@ -102,8 +101,8 @@ void Runtime::collect(Collect &out) const {
                               {"queue", stages_[i]->def->id + "->" + stages_[i + 1]->def->id}};
         out.gauge("cdcflow_queue_depth_batches", "Batches waiting in a queue between two stages.", queue,
                   static_cast<double>(queues_[i]->size()));
-        out.gauge("cdcflow_queue_capacity_batches", "Batches a queue between two stages holds at most.", queue,
-                  def_.settings.queue_capacity);
+        out.gauge("cdcflow_queue_capacity_batches", "Batches a queue between two stages holds at most.",
+                  queue, def_.settings.queue_capacity);
     }
 }
 

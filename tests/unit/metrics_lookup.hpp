@@ -24,7 +24,8 @@ inline int64_t metric_value(const host::Metrics &m, const std::string &dotted) {
     if (what == "rejected") return events("rejected");
     if (what == "duplicates") return events("duplicate");
     if (what == "dropped") return events("dropped");
-    if (what == "errors") return static_cast<int64_t>(m.sum("cdcflow_stage_errors_total", {{"stage", stage}}));
+    if (what == "errors")
+        return static_cast<int64_t>(m.sum("cdcflow_stage_errors_total", {{"stage", stage}}));
     if (what == "batches") return static_cast<int64_t>(m.sum("cdcflow_batches_total", {{"stage", stage}}));
     if (dotted == "pipeline.replayed") return static_cast<int64_t>(m.sum("cdcflow_restore_replayed_events"));
     for (const std::string &f : m.families()) {
