@@ -372,7 +372,9 @@ typedef struct cdcflow_host_api {
      * plugin-side config errors (e.g. a bad rule). NUL-terminated. */
     const char *(*config_location)(const cdcflow_config *cfg, const char *key);
 
-    /* Metrics: counters and gauges named "<stage>.<name>". The handle lives
+    /* Metrics: counters and gauges, shown as cdcflow_plugin_<plugin>_<name>
+     * (a counter ends in _total) labelled with the pipeline and the stage
+     * (until ABI 4 the host named them "<stage>.<name>"). The handle lives
      * as long as the host; add/set are lock-free and may be called anywhere. */
     cdcflow_metric *(*metric_counter)(cdcflow_ctx *ctx, const char *name, const char *help);
     cdcflow_metric *(*metric_gauge)(cdcflow_ctx *ctx, const char *name, const char *help);
@@ -399,7 +401,7 @@ typedef struct cdcflow_host_api {
      * stage; the event travels on to the sink's dead-letter store. The first
      * rejection stands; a duplicate mark overrides a rejection (a later copy
      * of an event id is skipped, not dead-lettered). The host counts both in
-     * the metrics "<stage>.rejected" and "<stage>.duplicates": a plugin
+     * cdcflow_events_total{outcome="rejected"|"duplicate"}: a plugin
      * must not count them again under those names. */
     void (*event_reject)(cdcflow_ctx *ctx, cdcflow_batch *b, uint32_t index, const char *reason,
                          uint64_t reason_len);
@@ -436,8 +438,9 @@ typedef struct cdcflow_host_api {
                                            cdcflow_config_type type,
                                            cdcflow_config_value *out); /* since ABI 3 */
     /* Transforms: filter an event out. It travels on marked DROPPED: not
-     * applied, not dead-lettered, counted by the host in "<stage>.dropped"
-     * (a plugin must not count it again under that name) and in the
+     * applied, not dead-lettered, counted by the host in
+     * cdcflow_events_total{outcome="dropped"} (a plugin must not count it
+     * again) and in the
      * pipeline's totals; its position still counts as processed (the
      * checkpoint moves past it). Only an OK event is dropped: a rejection or
      * duplicate mark already on it stands. Afterwards, a later stage's

@@ -536,7 +536,7 @@ public:
     }
     void mark_duplicate(uint32_t i) const { host_->event_mark_duplicate(ctx_, b_, i); }
     // Transforms: filter event i out (ABI 3). It is not applied and not
-    // dead-lettered, counted in "<stage>.dropped", and the checkpoint moves
+    // dead-lettered, counted in cdcflow_events_total{outcome="dropped"}, and the checkpoint moves
     // past it. A rejection or duplicate mark already on the event stands.
     // A host without event_drop (its ABI 3 table does not hold it) gets the
     // event marked duplicate instead: the same outcome for the data (skipped,
