@@ -325,6 +325,13 @@ class Endpoints(TempDirTest):
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("cannot reach http://%s/health" % h.addr, r.stderr)
         self.assertLess(time.monotonic() - t0, 5)
+        # --watch keeps watching a host that is away (it may come back).
+        w = start(["status", h.addr, "--watch", "--interval", "0.2"])
+        time.sleep(1.0)
+        w.send_signal(signal.SIGINT)
+        out, err = w.communicate(timeout=10)
+        self.assertEqual(w.returncode, 0, err)
+        self.assertGreaterEqual(out.count("cannot reach http://%s/health" % h.addr), 2, out)
 
     def test_status_against_an_unhealthy_and_a_silent_host(self):
         # A failing host exits; its 503 is shown by a stand-in that answers
