@@ -11,7 +11,7 @@ packages=(
   libboost-dev libboost-program-options-dev   # Boost.DLL, Lockfree (headers), Program_options
   libsqlite3-dev sqlite3                      # the embedded outbox and projections
   libsimdjson-dev nlohmann-json3-dev          # JSON: hot path / config
-  libcpp-httplib-dev                          # /health and /metrics
+  # /health, /ready and /metrics: Boost.Beast/Asio from libboost-dev (header-only)
   librdkafka-dev kcat                         # Kafka source and sink
   doctest-dev python3                         # unit tests / end-to-end tests
 )

@@ -48,11 +48,13 @@ public:
                 read_plugin_path(e, def);
             } else if (e.key == "settings") {
                 read_settings(e, def.settings);
+            } else if (e.key == "http") {
+                read_http(e, def.http);
             } else if (e.key == "stages") {
                 read_stages(e, def);
             } else {
-                fail(mark_of(e.k),
-                     "unknown key " + quote(e.key) + " (known: pipeline, plugin_path, settings, stages)");
+                fail(mark_of(e.k), "unknown key " + quote(e.key) +
+                                       " (known: pipeline, plugin_path, settings, http, stages)");
             }
         }
         if (!named) fail(mark_of(root), "missing required key 'pipeline' (the pipeline's name)");
@@ -116,6 +118,30 @@ private:
                                        " (known: batch_size, batch_max_events, batch_max_bytes, "
                                        "batch_max_ms, queue_capacity, shutdown_timeout_ms, "
                                        "poll_wait_ms, when_owned, owner_lease_ms)");
+        }
+    }
+
+    // The `http:` mapping (HttpSettings). listen is parsed here, strictly, so
+    // that a bad address is a FILE:LINE:COL error before anything starts.
+    void read_http(const Entry &e, HttpSettings &h) {
+        if (e.v.IsNull()) return;
+        if (!e.v.IsMap()) fail(mark_of(e.k), std::string("'http' must be a mapping, got ") + kind_of(e.v));
+        for (const Entry &x : conv_.entries(e.v, false)) {
+            if (x.key == "listen") {
+                if (!x.v.IsScalar())
+                    fail(mark_of(x.k), std::string("http.listen must be an address, got ") + kind_of(x.v));
+                auto a = http::parse_address(conv_.text(x.v));
+                if (!a) fail(mark_of(x.v), "http.listen: " + a.status().message());
+                h.listen = *a;
+                h.listen_mark = mark_of(x.v);
+            } else if (x.key == "request_timeout_ms") {
+                h.request_timeout_ms = setting(x, 3600000, 10, "http.");
+            } else if (x.key == "max_connections") {
+                h.max_connections = setting(x, 100000, 1, "http.");
+            } else {
+                fail(mark_of(x.k), "unknown http key " + quote(x.key) +
+                                       " (known: listen, request_timeout_ms, max_connections)");
+            }
         }
     }
 

@@ -14,6 +14,7 @@
 // Every error is one line: "FILE:LINE:COL: what is wrong".
 #pragma once
 
+#include "http/address.hpp"
 #include <cdcflow/status.hpp>
 
 #include <cdcflow/plugin.h>
@@ -98,11 +99,22 @@ struct Settings {
     uint32_t owner_lease_ms = 10000;        // see cdcflow_ownership.lease_ms
 };
 
+// The operational endpoints (the optional `http:` mapping; `run --http ADDR`
+// overrides listen): /health, /ready and /metrics, served as http/server.hpp
+// says.
+struct HttpSettings {
+    std::optional<http::Address> listen; // none: served only with --http
+    Mark listen_mark;                    // where listen's value is, for messages
+    uint32_t request_timeout_ms = 5000;  // one deadline for a whole request
+    uint32_t max_connections = 32;       // open at once; more are closed at accept
+};
+
 struct PipelineDef {
     std::string file; // as given on the command line
     std::string name;
     std::vector<std::string> plugin_path; // folders, resolved relative to the file
     Settings settings;
+    HttpSettings http;
     std::vector<StageDef> stages;
     // Filled by check_pipeline(): "file:line:col: what" for what loads but
     // deserves a word (a deprecated config key); the runtime logs them.

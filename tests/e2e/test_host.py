@@ -273,7 +273,9 @@ class Run(TempDirTest):
             wait_for(healthy, what="/health to report 900 applied")
             r = run(["status", "127.0.0.1:%d" % port, "--metrics"])
             self.assertEqual(r.returncode, 0, r.stderr)
-            health = json.loads(r.stdout.splitlines()[0])
+            self.assertIn("pipeline  e2e", r.stdout)
+            with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=5) as resp:
+                health = json.loads(resp.read())
             self.assertEqual(health["state"], "running")
             self.assertEqual(health["pipeline"], "e2e")
             self.assertEqual(health["dropped"], 100)
@@ -296,7 +298,7 @@ class Run(TempDirTest):
             proc.communicate(timeout=30)
         self.assertEqual(proc.returncode, 0)
         r = run(["status", "127.0.0.1:%d" % port])
-        self.assertEqual(r.returncode, 1)
+        self.assertEqual(r.returncode, 2)  # cannot be reached
         self.assertIn("cannot reach", r.stderr)
 
 

@@ -1,27 +1,26 @@
 #include "commands.hpp"
 
 #include "config_schema.hpp"
+#include "health_json.hpp"
 #include "host_api.hpp"
+#include "http/server.hpp"
 #include "metrics.hpp"
 #include "pipeline.hpp"
 #include "plugin_loader.hpp"
 #include "process_metrics.hpp"
 #include "runtime.hpp"
 #include "signal_watcher.hpp"
+#include "status_cmd.hpp"
 
 #include <boost/program_options.hpp>
-#include <httplib.h>
 
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
-#include <pthread.h>
+#include <optional>
 #include <string>
-#include <thread>
-#include <unistd.h>
 
 namespace po = boost::program_options;
 using namespace cdcflow::host;
@@ -102,28 +101,58 @@ int create_failure_code(const Status &st) {
     return st.abi() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
 }
 
-std::string health_json(Runtime &rt) {
-    Totals t = rt.totals();
-    nlohmann::json j = {{"pipeline", rt.def().name},  {"state", rt.state()},  {"role", rt.role()},
-                        {"events", t.events},         {"applied", t.applied}, {"rejected", t.rejected},
-                        {"duplicates", t.duplicates}, {"dropped", t.dropped}, {"batches", t.batches}};
-    if (std::string owner = rt.owner(); !owner.empty()) j["owner"] = owner;
-    // Owner text comes from the store: never let a stray byte break the JSON.
-    return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+// The operational endpoints of a running pipeline (http/server.hpp: one
+// I/O thread, a deadline per request, a connection cap, a stop that never
+// waits for a client). Handlers read snapshots only.
+Result<std::unique_ptr<http::Server>> serve(Runtime &r, Metrics &metrics, const http::Address &addr) {
+    const HttpSettings &hs = r.def().http;
+    http::ServerOptions so;
+    so.request_timeout_ms = hs.request_timeout_ms;
+    so.max_connections = hs.max_connections;
+    so.warn = [](const std::string &msg) { log_line(CDCFLOW_LOG_WARN, "http", msg); };
+    auto server = std::make_unique<http::Server>(std::move(so));
+    constexpr const char *kJson = "application/json";
+    server->route("/health", [&r](const http::Request &) {
+        HealthReport h = r.health();
+        return http::Response{h.healthy ? 200 : 503, kJson, health_json(h)};
+    });
+    server->route("/ready", [&r](const http::Request &) {
+        HealthReport h = r.health();
+        return http::Response{h.ready ? 200 : 503, kJson, ready_json(h)};
+    });
+    server->route("/metrics", [&metrics](const http::Request &) {
+        return http::Response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.prometheus()};
+    });
+    if (Status st = server->start(addr); !st) return st;
+    log_line(CDCFLOW_LOG_INFO, "host",
+             "serving /health, /ready and /metrics on http://" + server->bound().text());
+    return server;
 }
 
 } // namespace
 
 int cmd_run(int argc, char **argv) {
-    const char *usage = "cdcflow run PIPELINE.yaml [--drain] [--http HOST:PORT]";
+    const char *usage = "cdcflow run PIPELINE.yaml [--drain] [--http ADDR]";
     po::options_description opts("run options");
     opts.add_options()("pipeline", po::value<std::string>()->required(), "pipeline YAML file")(
         "drain", po::bool_switch(), "exit 0 once the source is empty and everything in flight is committed")(
-        "http", po::value<std::string>(), "serve /health and /metrics on HOST:PORT (e.g. 127.0.0.1:9464)");
+        "http", po::value<std::string>(),
+        "serve /health, /ready and /metrics on ADDR: HOST:PORT (IPv4 or localhost), [IPv6]:PORT, :PORT or "
+        "PORT (127.0.0.1); port 0 picks a free one. Overrides the pipeline file's http.listen");
     po::positional_options_description pos;
     pos.add("pipeline", 1);
     po::variables_map vm;
     if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+    // The address is checked before anything is loaded or opened.
+    std::optional<http::Address> http_addr;
+    if (vm.count("http")) {
+        auto a = http::parse_address(vm["http"].as<std::string>());
+        if (!a) {
+            std::fprintf(stderr, "cdcflow run: --http: %s\n", a.status().message().c_str());
+            return kExitUsage;
+        }
+        http_addr = *a;
+    }
 
     // Before any other thread exists (a plugin may start one at create), so
     // that every thread inherits the blocked signal mask and only the
@@ -164,32 +193,21 @@ int cmd_run(int argc, char **argv) {
         }
     } forget{current_mu, current};
 
-    std::unique_ptr<httplib::Server> http;
-    std::thread http_thread;
-    if (vm.count("http")) {
-        std::string addr = vm["http"].as<std::string>();
-        size_t colon = addr.rfind(':');
-        int port = colon == std::string::npos ? 0 : std::atoi(addr.c_str() + colon + 1);
-        if (colon == std::string::npos || port <= 0 || port > 65535) {
-            std::fprintf(stderr, "cdcflow run: --http: '%s' is not HOST:PORT\n", addr.c_str());
+    // Bound before the pipeline starts, so that an address in use is an
+    // error at once. Declared after the Runtime: destroyed (stopped) first.
+    std::unique_ptr<http::Server> server;
+    const bool from_file = !http_addr && r.def().http.listen;
+    if (from_file) http_addr = r.def().http.listen;
+    if (http_addr) {
+        auto sv = serve(r, metrics, *http_addr);
+        if (!sv) {
+            std::string at = from_file
+                                 ? " (http.listen at " + where(r.def().file, r.def().http.listen_mark) + ")"
+                                 : std::string(" (--http)");
+            std::fprintf(stderr, "cdcflow run: %s%s\n", sv.status().message().c_str(), at.c_str());
             return kExitUsage;
         }
-        std::string host = addr.substr(0, colon);
-        http = std::make_unique<httplib::Server>();
-        http->new_task_queue = [] { return new httplib::ThreadPool(2); };
-        http->Get("/health", [&r](const httplib::Request &, httplib::Response &res) {
-            res.status = r.state() == "failed" ? 503 : 200;
-            res.set_content(health_json(r), "application/json");
-        });
-        http->Get("/metrics", [&metrics](const httplib::Request &, httplib::Response &res) {
-            res.set_content(metrics.prometheus(), "text/plain; version=0.0.4");
-        });
-        if (!http->bind_to_port(host.c_str(), port)) {
-            std::fprintf(stderr, "cdcflow run: --http: cannot listen on %s\n", addr.c_str());
-            return kExitUsage;
-        }
-        http_thread = std::thread([&] { http->listen_after_bind(); });
-        log_line(CDCFLOW_LOG_INFO, "host", "serving /health and /metrics on http://" + addr);
+        server = std::move(sv.value());
     }
 
     log_line(CDCFLOW_LOG_INFO, "host",
@@ -198,6 +216,10 @@ int cmd_run(int argc, char **argv) {
     RunOptions ro;
     ro.drain = vm["drain"].as<bool>();
     Status st = r.run(ro);
+    // The endpoints answer through the drain (state "draining", /ready 503
+    // "stopping"); stopping them returns at once, so no client can hold the
+    // shutdown.
+    if (server) server->stop();
     Totals t = r.totals();
     // "dropped" comes last: scripts that read the line up to "duplicates" keep working.
     std::printf("pipeline '%s': %llu events: %llu applied, %llu rejected, %llu duplicates, %llu dropped\n",
@@ -205,10 +227,6 @@ int cmd_run(int argc, char **argv) {
                 static_cast<unsigned long long>(t.applied), static_cast<unsigned long long>(t.rejected),
                 static_cast<unsigned long long>(t.duplicates), static_cast<unsigned long long>(t.dropped));
     std::fflush(stdout);
-    if (http) {
-        http->stop();
-        http_thread.join();
-    }
     if (!st) {
         std::fprintf(stderr, "cdcflow: %s\n", st.message().c_str());
         return st.abi() == CDCFLOW_ERR_OWNED || st.abi() == CDCFLOW_ERR_FENCED ? kExitOwned : kExitFailure;
@@ -370,37 +388,39 @@ int cmd_plugins(int argc, char **argv) {
 }
 
 int cmd_status(int argc, char **argv) {
-    const char *usage = "cdcflow status HOST:PORT [--metrics]";
+    const char *usage = "cdcflow status [ADDR] [--watch] [--interval SEC] [--metrics]";
     po::options_description opts("status options");
-    opts.add_options()("address", po::value<std::string>()->required(),
-                       "the --http address of a running host")("metrics", po::bool_switch(),
-                                                               "also print every metric");
+    opts.add_options()("address", po::value<std::string>()->default_value("127.0.0.1:9464"),
+                       "the host's --http address (same forms as run --http)")(
+        "watch", po::bool_switch(), "refresh until SIGINT/SIGTERM (in place on a terminal)")(
+        "interval", po::value<double>(),
+        "seconds between readings; rates come from two readings (default with --watch: 1; without "
+        "--watch one reading and no rates, unless given)")("metrics", po::bool_switch(),
+                                                           "also print the raw /metrics page");
     po::positional_options_description pos;
     pos.add("address", 1);
     po::variables_map vm;
     if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
-    std::string addr = vm["address"].as<std::string>();
-    size_t colon = addr.rfind(':');
-    int port = colon == std::string::npos ? 0 : std::atoi(addr.c_str() + colon + 1);
-    if (port <= 0 || port > 65535) {
-        std::fprintf(stderr, "cdcflow status: '%s' is not HOST:PORT\n", addr.c_str());
+    StatusOptions so;
+    auto a = http::parse_address(vm["address"].as<std::string>());
+    if (!a || a->port == 0) {
+        std::string why = a ? "port 0 is for listening, not for connecting" : a.status().message();
+        std::fprintf(stderr, "cdcflow status: %s (usage: %s)\n", why.c_str(), usage);
         return kExitUsage;
     }
-    httplib::Client cli(addr.substr(0, colon), port);
-    cli.set_connection_timeout(2, 0);
-    cli.set_read_timeout(5, 0);
-    auto res = cli.Get("/health");
-    if (!res) {
-        std::fprintf(stderr, "cdcflow status: cannot reach %s: %s\n", addr.c_str(),
-                     httplib::to_string(res.error()).c_str());
-        return kExitFailure;
+    so.addr = *a;
+    so.watch = vm["watch"].as<bool>();
+    so.metrics = vm["metrics"].as<bool>();
+    if (vm.count("interval")) {
+        double s = vm["interval"].as<double>();
+        if (!(s >= 0.05 && s <= 3600)) {
+            std::fprintf(stderr, "cdcflow status: --interval must be from 0.05 to 3600 seconds (usage: %s)\n",
+                         usage);
+            return kExitUsage;
+        }
+        so.interval_s = s;
     }
-    std::printf("%s\n", res->body.c_str());
-    if (vm["metrics"].as<bool>()) {
-        auto m = cli.Get("/metrics");
-        if (m) std::printf("%s", m->body.c_str());
-    }
-    return res->status == 200 ? kExitOk : kExitFailure;
+    return run_status(so);
 }
 
 } // namespace cdcflow::cli
