@@ -229,7 +229,8 @@ TEST_SUITE("pipeline: structure") {
         CHECK(parse_error("pipeline: p\nstages:\n  - {id: a, plugin: x}\n  - [id, b]\n") ==
               "p.yaml:4:5: stage #2 must be a mapping (id, plugin, config), got a sequence");
         CHECK(parse_error("pipeline: p\nstages:\n  - id: a\n    plugin: x\n    confg: {}\n") ==
-              "p.yaml:5:5: unknown key 'confg' in stage #1 (known: id, plugin, config, retry)");
+              "p.yaml:5:5: unknown key 'confg' in stage #1 (known: id, plugin, config, retry, breaker, "
+              "poison_limit)");
         CHECK(parse_error("pipeline: p\nstages:\n  - id: a\n    plugin: x\n    id: b\n") ==
               "p.yaml:5:5: duplicate key 'id' (first at p.yaml:3:5)");
         CHECK(parse_error("pipeline: p\nstages:\n  - plugin: x\n") == "p.yaml:3:5: stage #1 has no 'id'");
@@ -752,8 +753,8 @@ TEST_SUITE("pipeline: hostile input") {
         CHECK(msg.ends_with(": document too large (alias expansion?)"));
         // Unused, the aliases cost nothing: yaml-cpp shares them.
         text.replace(text.find("config:"), 7, "bogus:");
-        CHECK(parse_error(text) ==
-              "p.yaml:5:5: unknown key 'bogus' in stage #1 (known: id, plugin, config, retry)");
+        CHECK(parse_error(text) == "p.yaml:5:5: unknown key 'bogus' in stage #1 (known: id, plugin, config, "
+                                   "retry, breaker, poison_limit)");
     }
 
     TEST_CASE("one large string aliased many times") {
