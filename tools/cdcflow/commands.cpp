@@ -101,12 +101,27 @@ int create_failure_code(const Status &st) {
     return st.abi() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
 }
 
-std::string health_json(Runtime &rt) {
-    Totals t = rt.totals();
-    nlohmann::json j = {{"pipeline", rt.def().name},  {"state", rt.state()},  {"role", rt.role()},
+std::string health_json(const HealthReport &h) {
+    const Totals &t = h.totals;
+    nlohmann::json j = {{"pipeline", h.pipeline},     {"state", h.state},     {"role", h.role},
                         {"events", t.events},         {"applied", t.applied}, {"rejected", t.rejected},
-                        {"duplicates", t.duplicates}, {"dropped", t.dropped}, {"batches", t.batches}};
-    if (std::string owner = rt.owner(); !owner.empty()) j["owner"] = owner;
+                        {"duplicates", t.duplicates}, {"dropped", t.dropped}, {"batches", t.batches},
+                        {"healthy", h.healthy},       {"ready", h.ready}};
+    if (!h.owner.empty()) j["owner"] = h.owner;
+    // Each stage's state and breaker (the HTTP work's format:
+    // stages:[{id,plugin,kind,state,breaker,retries,breaker_trips,last_error}]).
+    nlohmann::json stages = nlohmann::json::array();
+    for (const StageReport &s : h.stages)
+        stages.push_back({{"id", s.id},
+                          {"plugin", s.plugin},
+                          {"kind", s.kind},
+                          {"state", s.state},
+                          {"breaker", breaker_name(s.breaker)},
+                          {"retries", s.retries},
+                          {"breaker_trips", s.trips},
+                          {"poison_events", s.poison},
+                          {"last_error", s.last_error}});
+    j["stages"] = std::move(stages);
     // Owner text comes from the store: never let a stray byte break the JSON.
     return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
 }
@@ -176,8 +191,11 @@ int cmd_run(int argc, char **argv) {
         http = std::make_unique<httplib::Server>();
         http->new_task_queue = [] { return new httplib::ThreadPool(2); };
         http->Get("/health", [&r](const httplib::Request &, httplib::Response &res) {
-            res.status = r.state() == "failed" ? 503 : 200;
-            res.set_content(health_json(r), "application/json");
+            // One snapshot for the code and the body: 503 while the pipeline
+            // failed or a stage's breaker is not closed.
+            HealthReport h = r.health();
+            res.status = h.healthy ? 200 : 503;
+            res.set_content(health_json(h), "application/json");
         });
         http->Get("/metrics", [&metrics](const httplib::Request &, httplib::Response &res) {
             res.set_content(metrics.prometheus(), "text/plain; version=0.0.4");
