@@ -284,7 +284,8 @@ TEST_SUITE("pipeline: structure") {
         CHECK(with("  batch: 1\n") ==
               "p.yaml:3:3: unknown settings key 'batch' (known: batch_size, batch_max_events, "
               "batch_max_bytes, batch_max_ms, queue_capacity, "
-              "shutdown_timeout_ms, poll_wait_ms, when_owned, owner_lease_ms)");
+              "shutdown_timeout_ms, poll_wait_ms, when_owned, owner_lease_ms, retry, breaker, "
+              "poison_limit)");
         CHECK(parse_error("pipeline: p\nsettings: [batch_size]\nstages: [{id: a, plugin: x}]\n") ==
               "p.yaml:2:1: 'settings' must be a mapping, got a sequence");
         PipelineDef def = parse_ok("pipeline: p\nsettings: {batch_size: 1048576, queue_capacity: 4096}\n"
