@@ -3,6 +3,8 @@
 // (tests/plugins) loaded through Boost.DLL.
 #include "runtime.hpp"
 
+#include <cdcflow/sdk.hpp>
+
 #include <doctest/doctest.h>
 
 #include <chrono>
@@ -390,4 +392,14 @@ TEST_CASE("poison: an ABI 1 C sink answering CDCFLOW_ERR_INTERNAL has its poison
     CHECK(t.applied == 288);
     CHECK(stage(rt.value()->health(), "sink").poison == 12);
     CHECK(m.value("sink.unknown_status") == 0);
+}
+
+TEST_CASE("sdk: a plugin's Status of Code::kRefused reaches the host as CDCFLOW_ERR_EVENT") {
+    char err[64] = {0};
+    auto refused = [] { throw cdcflow::Error(Status::Refused("amount has 3 decimals")); };
+    CHECK(cdcflow::detail::guarded(err, sizeof err, refused) == CDCFLOW_ERR_EVENT);
+    CHECK(std::string(err) == "amount has 3 decimals");
+    CHECK(cdcflow::Error(CDCFLOW_ERR_EVENT, "x").status() == CDCFLOW_ERR_EVENT);
+    CHECK(cdcflow::Error(Status::Io("disk full")).status() == CDCFLOW_ERR_IO);
+    CHECK(cdcflow::Error(Status::OK()).status() == CDCFLOW_ERR_INTERNAL);
 }
