@@ -33,7 +33,8 @@ std::string health_json(const HealthReport &h) {
                    {"state", s.state},
                    {"breaker", breaker_name(s.breaker)},
                    {"retries", s.retries},
-                   {"breaker_trips", s.trips}};
+                   {"breaker_trips", s.trips},
+                   {"poison_events", s.poison}};
         if (!s.last_error.empty()) {
             st["last_error"] = s.last_error;
             if (s.last_error_unix_ms)

@@ -59,6 +59,14 @@ public:
         }
         if (!named) fail(mark_of(root), "missing required key 'pipeline' (the pipeline's name)");
         if (def.stages.empty()) fail(mark_of(root), "missing required key 'stages'");
+        // The file's defaults for every stage, then each stage's own keys.
+        StageDef defaults;
+        apply_policies(defaults, PolicyKeys{});
+        def.settings.retry = defaults.retry;
+        def.settings.breaker = defaults.breaker;
+        def.settings.poison_limit = defaults.poison_limit;
+        for (size_t i = 0; i < def.stages.size(); ++i)
+            apply_policies(def.stages[i], stage_policy_[i]);
         return def;
     }
 
@@ -113,11 +121,18 @@ private:
                 s.owner_lease_ms = setting(x, 3600000, 100);
             else if (x.key == "when_owned")
                 s.when_owned = when_owned(x);
+            else if (x.key == "retry")
+                settings_policy_.retry = retry_keys(x, "settings");
+            else if (x.key == "breaker")
+                settings_policy_.breaker = breaker_keys(x, "settings");
+            else if (x.key == "poison_limit")
+                settings_policy_.poison_limit = poison_limit(x);
             else
                 fail(mark_of(x.k), "unknown settings key " + quote(x.key) +
                                        " (known: batch_size, batch_max_events, batch_max_bytes, "
                                        "batch_max_ms, queue_capacity, shutdown_timeout_ms, "
-                                       "poll_wait_ms, when_owned, owner_lease_ms)");
+                                       "poll_wait_ms, when_owned, owner_lease_ms, retry, breaker, "
+                                       "poison_limit)");
         }
     }
 
@@ -165,14 +180,34 @@ private:
         return static_cast<uint32_t>(*n);
     }
 
-    // A stage's `retry:` mapping (RetryPolicy).
-    RetryPolicy retry_policy(const Entry &e, const std::string &stage) {
-        RetryPolicy r;
-        if (e.v.IsNull()) return r;
-        if (!e.v.IsMap())
-            fail(mark_of(e.k),
-                 "'retry' of stage " + quote(stage) + " must be a mapping, got " + kind_of(e.v));
-        std::optional<Mark> max_mark;
+    // The keys one `retry:` or `breaker:` mapping sets (in `settings` or a
+    // stage): applied on top of the defaults key by key, once the whole file
+    // is read (settings may come after the stages).
+    struct RetryKeys {
+        std::optional<uint32_t> max_attempts, backoff_ms, max_backoff_ms;
+        std::optional<double> jitter;
+        Mark at, max_backoff_at; // the mapping; max_backoff_ms's value
+    };
+    struct BreakerKeys {
+        std::optional<uint32_t> failures, cooldown_ms;
+    };
+    struct PolicyKeys {
+        std::optional<RetryKeys> retry;
+        std::optional<BreakerKeys> breaker;
+        std::optional<uint32_t> poison_limit;
+    };
+
+    // `owner`: "settings" or "stage 'id'" (messages).
+    const YAML::Node &policy_mapping(const Entry &e, const std::string &owner) {
+        if (!e.v.IsMap() && !e.v.IsNull())
+            fail(mark_of(e.k), quote(e.key) + " of " + owner + " must be a mapping, got " + kind_of(e.v));
+        return e.v;
+    }
+
+    RetryKeys retry_keys(const Entry &e, const std::string &owner) {
+        RetryKeys r;
+        r.at = mark_of(e.v.IsNull() ? e.k : e.v);
+        if (policy_mapping(e, owner).IsNull()) return r;
         for (const Entry &x : conv_.entries(e.v, false)) {
             if (x.key == "max_attempts")
                 r.max_attempts = setting(x, 1000000, 1, "retry.");
@@ -180,16 +215,68 @@ private:
                 r.backoff_ms = setting(x, 3600000, 1, "retry.");
             else if (x.key == "max_backoff_ms") {
                 r.max_backoff_ms = setting(x, 3600000, 1, "retry.");
-                max_mark = mark_of(x.v);
+                r.max_backoff_at = mark_of(x.v);
+            } else if (x.key == "jitter") {
+                const std::string what = "retry.jitter must be a number from 0 to 1, got ";
+                if (!x.v.IsScalar()) fail(mark_of(x.k), what + kind_of(x.v));
+                std::string text = conv_.text(x.v);
+                std::optional<double> d = parse_double(text);
+                if (!d || !(*d >= 0 && *d <= 1)) fail(mark_of(x.v), what + quote(text));
+                r.jitter = *d;
             } else
-                fail(mark_of(x.k), "unknown key " + quote(x.key) + " in 'retry' of stage " + quote(stage) +
-                                       " (known: max_attempts, backoff_ms, max_backoff_ms)");
+                fail(mark_of(x.k), "unknown key " + quote(x.key) + " in 'retry' of " + owner +
+                                       " (known: max_attempts, backoff_ms, max_backoff_ms, jitter)");
+        }
+        return r;
+    }
+
+    BreakerKeys breaker_keys(const Entry &e, const std::string &owner) {
+        BreakerKeys b;
+        if (policy_mapping(e, owner).IsNull()) return b;
+        for (const Entry &x : conv_.entries(e.v, false)) {
+            if (x.key == "failures")
+                b.failures = setting(x, 1000000, 0, "breaker.");
+            else if (x.key == "cooldown_ms")
+                b.cooldown_ms = setting(x, 3600000, 1, "breaker.");
+            else
+                fail(mark_of(x.k), "unknown key " + quote(x.key) + " in 'breaker' of " + owner +
+                                       " (known: failures, cooldown_ms)");
+        }
+        return b;
+    }
+
+    uint32_t poison_limit(const Entry &x) { return setting(x, 1000000, 1, ""); }
+
+    // A stage's policies: the built-in defaults, then settings' keys, then
+    // the stage's own.
+    void apply_policies(StageDef &st, const PolicyKeys &own) {
+        RetryPolicy &r = st.retry;
+        Mark max_at{};
+        bool max_set = false;
+        for (const PolicyKeys *k : {static_cast<const PolicyKeys *>(&settings_policy_), &own}) {
+            if (k->retry) {
+                const RetryKeys &x = *k->retry;
+                if (x.max_attempts) r.max_attempts = *x.max_attempts;
+                if (x.backoff_ms) r.backoff_ms = *x.backoff_ms;
+                if (x.jitter) r.jitter = *x.jitter;
+                if (x.max_backoff_ms) {
+                    r.max_backoff_ms = *x.max_backoff_ms;
+                    max_at = x.max_backoff_at;
+                    max_set = true;
+                } else if (x.backoff_ms) {
+                    max_at = x.at; // the mapping that raised backoff_ms past the maximum
+                    max_set = true;
+                }
+            }
+            if (k->breaker) {
+                if (k->breaker->failures) st.breaker.failures = *k->breaker->failures;
+                if (k->breaker->cooldown_ms) st.breaker.cooldown_ms = *k->breaker->cooldown_ms;
+            }
+            if (k->poison_limit) st.poison_limit = *k->poison_limit;
         }
         if (r.max_backoff_ms < r.backoff_ms)
-            fail(max_mark ? *max_mark : mark_of(e.v),
-                 "retry.max_backoff_ms must be at least retry.backoff_ms (" + std::to_string(r.backoff_ms) +
-                     ")");
-        return r;
+            fail(max_set ? max_at : st.mark, "retry.max_backoff_ms must be at least retry.backoff_ms (" +
+                                                 std::to_string(r.backoff_ms) + ")");
     }
 
     void read_stages(const Entry &e, PipelineDef &def) {
@@ -214,7 +301,9 @@ private:
             fail(mark_of(n), label + " must be a mapping (id, plugin, config), got " + kind_of(n));
         StageDef st;
         st.mark = st.config_mark = mark_of(n);
-        std::optional<Entry> id, plugin, config, retry;
+        std::optional<Entry> id, plugin, config;
+        std::vector<Entry> policy_entries;
+        PolicyKeys policy;
         for (Entry &x : conv_.entries(n, false)) {
             if (x.key == "id")
                 id = std::move(x);
@@ -222,11 +311,11 @@ private:
                 plugin = std::move(x);
             else if (x.key == "config")
                 config = std::move(x);
-            else if (x.key == "retry")
-                retry = std::move(x);
+            else if (x.key == "retry" || x.key == "breaker" || x.key == "poison_limit")
+                policy_entries.push_back(std::move(x)); // read once the stage's id is known
             else
-                fail(mark_of(x.k),
-                     "unknown key " + quote(x.key) + " in " + label + " (known: id, plugin, config, retry)");
+                fail(mark_of(x.k), "unknown key " + quote(x.key) + " in " + label +
+                                       " (known: id, plugin, config, retry, breaker, poison_limit)");
         }
         if (!id) fail(st.mark, label + " has no 'id'");
         st.id = string_value(*id);
@@ -237,7 +326,16 @@ private:
         if (!plugin) fail(st.mark, "stage " + quote(st.id) + " has no 'plugin'");
         st.plugin = string_value(*plugin);
         st.plugin_mark = mark_of(plugin->v);
-        if (retry) st.retry = retry_policy(*retry, st.id);
+        for (const Entry &x : policy_entries) {
+            const std::string owner = "stage " + quote(st.id);
+            if (x.key == "retry")
+                policy.retry = retry_keys(x, owner);
+            else if (x.key == "breaker")
+                policy.breaker = breaker_keys(x, owner);
+            else
+                policy.poison_limit = poison_limit(x);
+        }
+        stage_policy_.push_back(std::move(policy));
         if (config && config->v.IsNull()) {
             st.config_mark = mark_of(config->k);
         } else if (config) {
@@ -253,6 +351,8 @@ private:
 
     const std::string &file_;
     Converter conv_;
+    PolicyKeys settings_policy_;           // settings.retry / breaker / poison_limit
+    std::vector<PolicyKeys> stage_policy_; // by stage index
 };
 
 } // namespace

@@ -54,15 +54,45 @@ struct ConfigValue {
 
 // How the host retries a stage call that answered CDCFLOW_ERR_RETRY (a
 // locked database, a broker that is away): the same call again after a
-// backoff that doubles from backoff_ms up to max_backoff_ms, at most
-// max_attempts tries in all; then the pipeline fails with the stage's
-// message. A stop request ends the retrying at once. (A stage's optional
-// `retry:` mapping.)
+// backoff that doubles from backoff_ms up to max_backoff_ms, each wait
+// multiplied by a random factor in [1 - jitter, 1] (so that hosts that met
+// the same lock do not come back in step). With the stage's breaker disabled
+// (breaker.failures 0), max_attempts tries in all, then the pipeline fails
+// with the stage's message; with it enabled, the breaker opens after
+// min(breaker.failures, max_attempts) consecutive failures instead (see
+// BreakerPolicy). A stop request ends any wait at once. (A stage's optional
+// `retry:` mapping; `settings.retry` holds the pipeline's defaults, which a
+// stage's own mapping overrides key by key.)
 struct RetryPolicy {
     uint32_t max_attempts = 20;
     uint32_t backoff_ms = 50;
     uint32_t max_backoff_ms = 5000;
+    double jitter = 0.2; // 0..1
 };
+
+// A stage's circuit breaker (`breaker:`, defaults in `settings.breaker`):
+// after `failures` consecutive transient failures of one call the breaker
+// opens: nothing is called for cooldown_ms (the stage's thread waits, so its
+// upstream queue fills and the source blocks: back pressure, nothing is
+// dropped), then it is half-open: the same call once more (the probe).
+// Success closes it and the stage goes on; failure opens it for another
+// cool-down. While enabled, a transient failure never fails the pipeline
+// (it waits; /health answers 503 while a breaker is not closed). failures 0
+// disables the breaker: past retry.max_attempts the pipeline fails.
+// Permanent failures (IO, CONFIG, NOMEM, ...) never go through it: they stop
+// the pipeline at once, the last checkpoint intact.
+struct BreakerPolicy {
+    uint32_t failures = 5;
+    uint32_t cooldown_ms = 5000;
+};
+
+// Poison events (CDCFLOW_ERR_EVENT or CDCFLOW_ERR_INTERNAL from a transform's
+// or sink's process): the host bisects the batch down to the events that fail
+// on their own and dead-letters each (REJECTED, the stage's message as the
+// reason). More than `poison_limit` events isolated in a row (no event
+// succeeding in between), or a batch of 2+ events that all fail on their
+// own, is a stage failure instead. (A stage key; default in settings.)
+constexpr uint32_t kDefaultPoisonLimit = 100;
 
 struct StageDef {
     std::string id;
@@ -71,7 +101,9 @@ struct StageDef {
     Mark plugin_mark; // the plugin: value
     Mark config_mark; // the config: mapping (or the stage when absent)
     std::map<std::string, ConfigValue> config;
-    RetryPolicy retry;
+    RetryPolicy retry;     // settings.retry, overridden key by key by the stage's `retry:`
+    BreakerPolicy breaker; // settings.breaker, likewise by the stage's `breaker:`
+    uint32_t poison_limit = kDefaultPoisonLimit;
 };
 
 // What a host does when another live process owns the sink's checkpoint.
@@ -97,6 +129,10 @@ struct Settings {
     uint32_t poll_wait_ms = 100;            // longest a source poll may park
     WhenOwned when_owned = WhenOwned::wait; // another host owns the checkpoint
     uint32_t owner_lease_ms = 10000;        // see cdcflow_ownership.lease_ms
+    // Every stage's defaults (a stage's own keys override them one by one).
+    RetryPolicy retry;
+    BreakerPolicy breaker;
+    uint32_t poison_limit = kDefaultPoisonLimit;
 };
 
 // The operational endpoints (the optional `http:` mapping; `run --http ADDR`

@@ -2,11 +2,16 @@
 
 #include "base/clock.hpp"
 
+#include "escape.hpp"
+
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <functional>
 #include <pthread.h>
+#include <random>
 #include <string_view>
 
 namespace cdcflow::host {
@@ -235,6 +240,8 @@ HealthReport Runtime::health() const {
         r.breaker = static_cast<BreakerState>(s.breaker.load());
         r.retries = s.retries.load();
         r.trips = s.trips.load();
+        r.poison = s.poison.load();
+        r.bisect_calls = s.bisect_calls.load();
         r.last_error = s.last_error;
         r.last_error_unix_ms = s.last_error_unix_ms;
         bool started = s.started.load();
@@ -273,47 +280,252 @@ Totals Runtime::totals() const {
     return t;
 }
 
+uint32_t retry_backoff_ms(const RetryPolicy &p, uint32_t retry) {
+    uint64_t ms = std::max<uint32_t>(p.backoff_ms, 1);
+    for (uint32_t i = 1; i < retry && ms < p.max_backoff_ms; ++i)
+        ms *= 2;
+    return static_cast<uint32_t>(std::min<uint64_t>(ms, std::max(p.max_backoff_ms, p.backoff_ms)));
+}
+
+uint32_t jittered_ms(uint32_t ms, double jitter) {
+    if (!(jitter > 0) || ms == 0) return ms; // also NaN
+    jitter = std::min(jitter, 1.0);
+    // Seeded per thread from the clock and the thread: hosts (and stages)
+    // that met the same lock at the same moment draw different waits.
+    thread_local std::minstd_rand rng(static_cast<std::minstd_rand::result_type>(
+        static_cast<uint64_t>(Clock::now().time_since_epoch().count()) ^
+        std::hash<std::thread::id>{}(std::this_thread::get_id())));
+    std::uniform_real_distribution<double> factor(1.0 - jitter, 1.0);
+    // factor < 1, so the ceiling is at most ms, and at least ms * (1 - jitter).
+    return static_cast<uint32_t>(std::ceil(static_cast<double>(ms) * factor(rng)));
+}
+
 template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const char *what, F &&f) {
     const RetryPolicy &policy = st.def->retry;
+    const BreakerPolicy &bp = st.def->breaker;
+    const bool breaker = bp.failures > 0;
+    // With the breaker, exhausting retry.max_attempts opens it too.
+    const uint32_t open_after = breaker ? std::min(bp.failures, policy.max_attempts) : 0;
     char err[kErrLen];
-    uint32_t backoff_ms = policy.backoff_ms;
-    for (uint32_t attempt = 1;; ++attempt) {
+    uint32_t failures = 0; // consecutive failures of this call
+    Clock::time_point opened{};
+    for (;;) {
         err[0] = '\0';
         cdcflow_status cs = f(err, sizeof err);
         if (cs == CDCFLOW_OK) {
-            if (attempt > 1) st.retrying.store(false, std::memory_order_relaxed);
+            if (failures == 0) return {};
+            if (st.breaker.load() != static_cast<int>(BreakerState::closed)) {
+                st.breaker.store(static_cast<int>(BreakerState::closed));
+                log_line(CDCFLOW_LOG_INFO, st.def->id,
+                         std::string("breaker closed: ") + what + " succeeded again after " +
+                             std::to_string(micros_since(opened) / 1000) + " ms open (" +
+                             std::to_string(failures) + " failures in a row)");
+            }
+            st.retrying.store(false, std::memory_order_relaxed);
             return {};
         }
         // "Owned by another process" is a standby's normal answer, not an error.
         if (cs != CDCFLOW_ERR_OWNED) st.errors->value.fetch_add(1, std::memory_order_relaxed);
         std::string msg = err[0] ? err : cdcflow_status_str(cs);
-        if (cs != CDCFLOW_ERR_RETRY) return {cs, msg};
-        if (attempt >= policy.max_attempts)
-            return {cs, msg + " (gave up after " + std::to_string(attempt) + " attempts; see the stage's " +
-                            "retry.max_attempts)"};
-        if (stopping())
-            return {cs, msg + " (stopped while retrying " + what + ": the work is replayed from the " +
-                            "checkpoint on the next start)"};
-        st.retrying.store(true, std::memory_order_relaxed);
-        st.retries.fetch_add(1, std::memory_order_relaxed);
+        if (cs != CDCFLOW_ERR_RETRY) {
+            st.retrying.store(false, std::memory_order_relaxed);
+            return {cs, msg};
+        }
+        ++failures;
         {
             std::lock_guard lock(mu_);
             st.last_error = msg;
             st.last_error_unix_ms = static_cast<uint64_t>(base::wall_us() / 1000);
         }
-        log_line(CDCFLOW_LOG_WARN, st.def->id,
-                 msg + "; " + what + " retry " + std::to_string(attempt) + "/" +
-                     std::to_string(policy.max_attempts - 1) + " in " + std::to_string(backoff_ms) + " ms");
+        auto stopped = [&] {
+            bool open = st.breaker.load() != static_cast<int>(BreakerState::closed);
+            return Outcome{cs,
+                           std::string("stopped while ") +
+                               (open ? "the breaker was open for " : "retrying ") + what + " (" + msg + ")",
+                           true};
+        };
+        if (stopping()) return stopped();
+        const auto state = static_cast<BreakerState>(st.breaker.load());
+        uint32_t wait_ms;
+        if (breaker && (state == BreakerState::half_open || failures >= open_after)) {
+            if (state == BreakerState::closed) opened = Clock::now();
+            st.breaker.store(static_cast<int>(BreakerState::open));
+            st.trips.fetch_add(1, std::memory_order_relaxed);
+            st.retrying.store(true, std::memory_order_relaxed);
+            wait_ms = bp.cooldown_ms;
+            log_line(CDCFLOW_LOG_WARN, st.def->id,
+                     state == BreakerState::half_open
+                         ? std::string("breaker open again: the probe of ") + what + " failed: " + msg +
+                               "; next probe in " + std::to_string(wait_ms) + " ms"
+                         : std::string("breaker open after ") + std::to_string(failures) +
+                               (failures == 1 ? " failure" : " consecutive failures") + " of " + what + ": " +
+                               msg + "; nothing is called for " + std::to_string(wait_ms) +
+                               " ms (breaker.cooldown_ms), then one probe");
+        } else if (!breaker && failures >= policy.max_attempts) {
+            st.retrying.store(false, std::memory_order_relaxed);
+            return {cs, msg + " (gave up after " + std::to_string(failures) + " attempts; see the stage's " +
+                            "retry.max_attempts)"};
+        } else {
+            st.retrying.store(true, std::memory_order_relaxed);
+            wait_ms = jittered_ms(retry_backoff_ms(policy, failures), policy.jitter);
+            log_line(CDCFLOW_LOG_WARN, st.def->id,
+                     msg + "; " + what + " retry " + std::to_string(failures) + "/" +
+                         std::to_string((breaker ? open_after : policy.max_attempts) - 1) + " in " +
+                         std::to_string(wait_ms) + " ms" + (breaker ? " (then the breaker opens)" : ""));
+        }
         {
             // A stop (or another stage failing) ends the wait at once.
             std::unique_lock lock(mu_);
-            cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stop_.load(); });
+            cv_.wait_for(lock, std::chrono::milliseconds(wait_ms), [&] { return stop_.load(); });
         }
-        if (stopping())
-            return {cs, msg + " (stopped while retrying " + what + ": the work is replayed from the " +
-                            "checkpoint on the next start)"};
-        backoff_ms = backoff_ms > policy.max_backoff_ms / 2 ? policy.max_backoff_ms : backoff_ms * 2;
+        if (stopping()) return stopped();
+        st.retries.fetch_add(1, std::memory_order_relaxed);
+        if (st.breaker.load() == static_cast<int>(BreakerState::open)) {
+            st.breaker.store(static_cast<int>(BreakerState::half_open));
+            log_line(CDCFLOW_LOG_INFO, st.def->id,
+                     std::string("breaker half-open: probing ") + what + " once");
+        }
     }
+}
+
+void Runtime::abandon(Stage &st, const std::string &why) {
+    {
+        std::lock_guard lock(mu_);
+        abandoned_.store(true);
+        stop_.store(true);
+    }
+    log_line(CDCFLOW_LOG_WARN, st.def->id,
+             why + ": what this stage held is not committed; it is replayed from the checkpoint on the "
+                   "next start");
+    close_all();
+    std::lock_guard lock(mu_);
+    cv_.notify_all();
+}
+
+namespace {
+
+// The codes that blame events rather than the stage (ABI 4): bisect.
+bool poison_code(cdcflow_status cs) {
+    return cs == CDCFLOW_ERR_EVENT || cs == CDCFLOW_ERR_INTERNAL;
+}
+
+// Shows events [from, to) of a batch of n to a plugin as a batch of their
+// own: they are rotated to the front (their parsed payloads with them) and
+// the count is cut; the destructor rotates everything back. Only isolation
+// uses it: the normal path never moves an event.
+class PartView {
+public:
+    PartView(Batch *b, uint32_t from, uint32_t to, uint32_t n) : b_(b), from_(from), n_(n) {
+        // event_payload fills `parsed` by index: give it every slot now so
+        // that entries made during the part rotate back with their events.
+        if (b->parsed.size() < n) b->parsed.resize(b->events.size());
+        std::rotate(b->events.begin(), b->events.begin() + from, b->events.begin() + n);
+        std::rotate(b->parsed.begin(), b->parsed.begin() + from, b->parsed.begin() + n);
+        b->count = to - from;
+    }
+    ~PartView() {
+        b_->count = n_;
+        std::rotate(b_->events.begin(), b_->events.begin() + (n_ - from_), b_->events.begin() + n_);
+        std::rotate(b_->parsed.begin(), b_->parsed.begin() + (n_ - from_), b_->parsed.begin() + n_);
+    }
+    PartView(const PartView &) = delete;
+    PartView &operator=(const PartView &) = delete;
+
+private:
+    Batch *b_;
+    uint32_t from_, n_;
+};
+
+std::string event_label(const cdcflow_event &e) {
+    std::string_view part = partition_of(e.position);
+    return (part.empty() ? std::string("offset ") : std::string(part) + "@") +
+           std::to_string(e.position.offset) + " (event id " +
+           quote(std::string_view(e.event_id.data ? e.event_id.data : "",
+                                  static_cast<size_t>(e.event_id.len))) +
+           ")";
+}
+
+} // namespace
+
+struct Runtime::Isolation {
+    uint32_t n = 0;        // events in the batch
+    uint32_t carry = 0;    // sink: first event not committed yet ([carry, next part) are isolated ones)
+    uint32_t isolated = 0; // events that failed on their own
+};
+
+Runtime::Outcome Runtime::process_part(Stage &st, Batch *b, uint32_t from, uint32_t to, uint32_t n) {
+    PartView view(b, from, to, n);
+    hide_dropped(st, b);
+    st.bisect_calls.fetch_add(1, std::memory_order_relaxed);
+    Outcome r = call_with_retry(st, "process", [&](char *err, uint64_t len) {
+        auto t0 = Clock::now();
+        cdcflow_status cs = st.cb->process(st.instance, static_cast<cdcflow_batch *>(b), err, len);
+        st.duration->observe(micros_since(t0));
+        return cs;
+    });
+    unhide_dropped(st, b);
+    return r;
+}
+
+Runtime::Outcome Runtime::split(Stage &st, Batch *b, bool is_sink, uint32_t lo, uint32_t hi,
+                                const Outcome &failed, Isolation &iso) {
+    if (hi - lo == 1) {
+        // Fails on its own: a poison event. REJECTED by this stage with its
+        // message; a sink writes the dead letter with its next part.
+        const std::string &why = failed.message;
+        host_api()->event_reject(&st.ctx, static_cast<cdcflow_batch *>(b), lo, why.data(), why.size());
+        st.poison.fetch_add(1, std::memory_order_relaxed);
+        ++iso.isolated;
+        ++st.poison_run;
+        log_line(CDCFLOW_LOG_WARN, st.def->id,
+                 "poison event: " + event_label(b->events[lo]) + " fails on its own (" +
+                     cdcflow_status_str(failed.code) + "): dead-lettered with the stage's message: " + why);
+        if (st.poison_run > st.def->poison_limit)
+            return {failed.code,
+                    "more than " + std::to_string(st.def->poison_limit) +
+                        " events in a row failed on their own (the stage's poison_limit), so the "
+                        "stage is at fault, not the events: " +
+                        why};
+        return {};
+    }
+    const uint32_t mid = lo + (hi - lo) / 2;
+    const std::pair<uint32_t, uint32_t> halves[] = {{lo, mid}, {mid, hi}};
+    for (auto [from, to] : halves) { // left before right: a sink commits in order
+        Outcome r = process_part(st, b, is_sink ? iso.carry : from, to, iso.n);
+        if (r.code == CDCFLOW_OK) {
+            if (is_sink) iso.carry = to;
+            st.poison_run = 0;
+            continue;
+        }
+        if (!poison_code(r.code) || r.stopped) return r;
+        if (Outcome deeper = split(st, b, is_sink, from, to, r, iso); deeper.code != CDCFLOW_OK)
+            return deeper;
+    }
+    return {};
+}
+
+Runtime::Outcome Runtime::isolate(Stage &st, Batch *b, bool is_sink, const Outcome &first) {
+    const uint32_t n = b->count;
+    if (n == 0) return first;
+    log_line(CDCFLOW_LOG_WARN, st.def->id,
+             std::string("process failed (") + cdcflow_status_str(first.code) + "): " + first.message +
+                 "; isolating the events that fail on their own (" + std::to_string(n) + " events)");
+    Isolation iso;
+    iso.n = n;
+    Outcome r = split(st, b, is_sink, 0, n, first, iso);
+    if (r.code != CDCFLOW_OK) return r;
+    if (n >= 2 && iso.isolated == n)
+        return {first.code,
+                "each of the batch's " + std::to_string(n) +
+                    " events fails on its own, so the stage is at fault, not the events: " + first.message};
+    if (is_sink && iso.carry < n) {
+        // The dead letters isolated last, after the last committed part.
+        Outcome w = process_part(st, b, iso.carry, n, n);
+        if (w.code != CDCFLOW_OK && !w.stopped)
+            return {w.code, "cannot write the dead letters of poison events: " + w.message};
+        return w;
+    }
+    return {};
 }
 
 void Runtime::notify_committed(Stage &src, Batch *b) {
@@ -373,7 +585,10 @@ void Runtime::source_loop(Stage &st, bool drain) {
         return st.cb->start ? st.cb->start(st.instance, err, len) : CDCFLOW_OK;
     });
     if (started.code != CDCFLOW_OK) {
-        fail(st, "start failed: " + started.message, started.code);
+        if (started.stopped && !failed_.load())
+            abandon(st, "start: " + started.message);
+        else
+            fail(st, "start failed: " + started.message, started.code);
         if (st.cb->stop) st.cb->stop(st.instance);
         return;
     }
@@ -489,7 +704,10 @@ void Runtime::stage_loop(size_t index) {
         return st.cb->start ? st.cb->start(st.instance, err, len) : CDCFLOW_OK;
     });
     if (started.code != CDCFLOW_OK) {
-        fail(st, "start failed: " + started.message, started.code);
+        if (started.stopped && !failed_.load())
+            abandon(st, "start: " + started.message);
+        else
+            fail(st, "start failed: " + started.message, started.code);
         if (st.cb->stop) st.cb->stop(st.instance);
         return;
     }
@@ -507,6 +725,8 @@ void Runtime::stage_loop(size_t index) {
             out.push(b);
             break;
         }
+        // A stop abandoned the pipeline's in-flight work: commit no more.
+        if (abandoned_.load(std::memory_order_relaxed)) break;
         const uint32_t marked_before = b->marked, overridden_before = b->overridden;
         hide_dropped(st, b);
         Outcome done = call_with_retry(st, "process", [&](char *err, uint64_t len) {
@@ -516,8 +736,15 @@ void Runtime::stage_loop(size_t index) {
             return cs;
         });
         unhide_dropped(st, b);
+        if (done.code == CDCFLOW_OK)
+            st.poison_run = 0;
+        else if (poison_code(done.code) && !done.stopped)
+            done = isolate(st, b, is_sink, done);
         if (done.code != CDCFLOW_OK) {
-            fail(st, done.message, done.code);
+            if (done.stopped && !failed_.load())
+                abandon(st, done.message);
+            else
+                fail(st, done.message, done.code);
             break;
         }
         count_processed(st, b, marked_before, overridden_before);
@@ -817,6 +1044,10 @@ Status Runtime::run_once(const RunOptions &opts) {
             };
             return sink.cb->checkpoint(sink.instance, collect, &checkpoint, err, len);
         });
+        if (got.stopped && !failed_.load()) {
+            log_line(CDCFLOW_LOG_WARN, sink.def->id, got.message + ": nothing was started");
+            return Status::OK();
+        }
         if (got.code != CDCFLOW_OK)
             return Status::from_abi(got.code,
                                     stage_label(*sink.def) + ": cannot read checkpoint: " + got.message);
@@ -872,6 +1103,10 @@ Status Runtime::run_once(const RunOptions &opts) {
             return s.cb->seek(s.instance, positions.data(), static_cast<uint32_t>(positions.size()), err,
                               len);
         });
+        if (got.stopped && !failed_.load()) {
+            log_line(CDCFLOW_LOG_WARN, s.def->id, got.message + ": nothing was started");
+            return finish(Status::OK());
+        }
         if (got.code != CDCFLOW_OK)
             return finish(Status::from_abi(
                 got.code, stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message));

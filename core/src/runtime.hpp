@@ -26,13 +26,31 @@
 // end-of-stream marker that each stage forwards after its in-flight work, so
 // everything read is committed. A fatal error in any stage closes every
 // queue instead (nothing more is committed; the next start replays from the
-// sink's checkpoint). A stop also ends a standby's wait and any retrying: a
-// stage that was retrying (a locked database) then fails the run, and what
-// it held is replayed from the checkpoint on the next start.
+// sink's checkpoint). A stop also ends a standby's wait and any retry wait
+// or open breaker at once: the stage that was waiting then abandons what it
+// held (nothing more is committed, every queue closes), the run ends cleanly
+// (OK, with a WARN line) and the next start replays it from the checkpoint.
+// No retry or breaker extends a stop.
 //
-// Retries: a call that answers CDCFLOW_ERR_RETRY is tried again under the
-// stage's RetryPolicy (backoff, bounded attempts); past the bound the
-// pipeline fails with the stage's message.
+// Retries and breakers (RetryPolicy, BreakerPolicy in pipeline.hpp): a call
+// that answers CDCFLOW_ERR_RETRY is tried again after an exponential backoff
+// with jitter; after the stage's breaker.failures consecutive failures its
+// breaker opens (the stage's thread waits out the cool-down, upstream fills
+// its queue and blocks: back pressure), then half-open: one probe. With the
+// breaker disabled (failures 0), past retry.max_attempts the pipeline fails
+// with the stage's message. Any other failure is not retried.
+//
+// Poison events: when a transform's or sink's process answers
+// CDCFLOW_ERR_EVENT or CDCFLOW_ERR_INTERNAL, the batch is bisected
+// (isolate()): process is called on parts of it, left before right, down to
+// the single events that fail on their own, which are marked REJECTED with
+// the stage's message. A part is shown to the plugin as a batch by rotating
+// its events (and their parsed payloads) to the front and setting the
+// count (PartView), then rotated back: the normal path pays nothing. A sink
+// commits each successful part with its checkpoint; an isolated event's dead
+// letter goes out with the next part it calls (or one last call), so that
+// positions committed only rise and a batch whose every event fails is a
+// stage failure with nothing of it committed.
 //
 // Teardown order (destructor): threads joined, stage instances destroyed,
 // then plugin libraries released.
@@ -78,6 +96,13 @@ struct Totals {
 enum class BreakerState : int { closed = 0, half_open = 1, open = 2 };
 const char *breaker_name(BreakerState s); // "closed", "half_open", "open"
 
+// The wait before retry number `retry` (1-based) of one call, before jitter:
+// backoff_ms doubled per retry, at most max_backoff_ms.
+uint32_t retry_backoff_ms(const RetryPolicy &p, uint32_t retry);
+// `ms` times a random factor in [1 - jitter, 1] (jitter is clamped to 0..1),
+// from a PRNG of the calling thread's own (no lock, no shared state).
+uint32_t jittered_ms(uint32_t ms, double jitter);
+
 // One stage as /health shows it.
 struct StageReport {
     std::string id;
@@ -85,9 +110,11 @@ struct StageReport {
     std::string kind;  // "source", "transform", "sink"
     std::string state; // "idle" (not started), "running", "retrying", "open" (breaker), "failed", "stopped"
     BreakerState breaker = BreakerState::closed;
-    uint64_t retries = 0;    // calls retried since start
-    uint64_t trips = 0;      // times the breaker opened
-    std::string last_error;  // the stage's last failure, "" if none
+    uint64_t retries = 0;      // calls retried since start
+    uint64_t trips = 0;        // times the breaker opened
+    uint64_t poison = 0;       // events dead-lettered by isolation (poison events)
+    uint64_t bisect_calls = 0; // process calls made to isolate them
+    std::string last_error;    // the stage's last failure, "" if none
     uint64_t last_error_unix_ms = 0;
 };
 
@@ -176,14 +203,28 @@ private:
         std::atomic<bool> stopped{false};  // stop was called
         std::atomic<bool> retrying{false}; // the last call failed and is being retried
         std::atomic<int> breaker{0};       // BreakerState
+        // Every call made again after a transient failure (backoff retries
+        // and half-open probes): cdcflow_retries_total.
         std::atomic<uint64_t> retries{0};
+        // Transitions to open (a failed probe re-opens: counted too):
+        // cdcflow_breaker_trips_total.
         std::atomic<uint64_t> trips{0};
+        // Events dead-lettered because they failed on their own (isolate()).
+        std::atomic<uint64_t> poison{0};
+        // process calls made on parts of batches to isolate them.
+        std::atomic<uint64_t> bisect_calls{0};
+        // Stage thread only: events isolated in a row with none succeeding
+        // in between (bounded by the stage's poison_limit).
+        uint32_t poison_run = 0;
         std::string last_error; // under Runtime::mu_
         uint64_t last_error_unix_ms = 0;
     };
     struct Outcome {
         cdcflow_status code = CDCFLOW_OK;
         std::string message;
+        // A stop request ended a retry wait or an open breaker: not a
+        // failure of the stage, the run ends cleanly (see abandon()).
+        bool stopped = false;
     };
 
     explicit Runtime(PipelineDef def, Metrics &metrics);
@@ -203,7 +244,23 @@ private:
     // stage's policy. Counts failures in the stage's errors metric and logs
     // each retry. A template, not std::function: it wraps every poll and
     // every batch, and must not allocate.
+    // With the stage's breaker enabled, transient failures open it instead
+    // of failing (the stage waits, then probes); see BreakerPolicy.
     template <typename F> Outcome call_with_retry(Stage &st, const char *what, F &&f);
+    // After a whole batch failed with a poison code (first): bisects it and
+    // dead-letters the events that fail on their own. OK when the batch is
+    // done (every other event processed, a sink's parts committed); else the
+    // outcome that fails the stage.
+    Outcome isolate(Stage &st, Batch *b, bool is_sink, const Outcome &first);
+    struct Isolation;
+    Outcome split(Stage &st, Batch *b, bool is_sink, uint32_t lo, uint32_t hi, const Outcome &failed,
+                  Isolation &iso);
+    // process on events [from, to) of a batch of n, shown as a batch of its own.
+    Outcome process_part(Stage &st, Batch *b, uint32_t from, uint32_t to, uint32_t n);
+    // A stop request ended `st`'s retry wait or open breaker: it drops what
+    // it held (logged as a WARN with `why`), every queue closes so that
+    // nothing more is committed, and the run ends OK.
+    void abandon(Stage &st, const std::string &why);
     void source_loop(Stage &st, bool drain);
     void recycle(Stage &src, Batch *b);
     void stage_loop(size_t index);
@@ -233,6 +290,7 @@ private:
     std::atomic<bool> stop_{false};      // the pipeline is stopping (asked to, or failed); plugins see it
     std::atomic<bool> user_stop_{false}; // request_stop() was called
     std::atomic<bool> failed_{false};
+    std::atomic<bool> abandoned_{false}; // a stop ended a retry wait or breaker: see abandon()
     std::atomic<bool> running_{false};
     std::atomic<bool> standby_{false};
     std::atomic<bool> owner_{false};

@@ -18,6 +18,8 @@ public:
         {"drop_every", CDCFLOW_CONFIG_INT, "0", 0,
          "drop (filter out) events whose offset is a multiple of this"},
         {"throw_at", CDCFLOW_CONFIG_INT, "0", 0, "throw a C++ exception at this offset (0 = never)"},
+        {"io_error_at", CDCFLOW_CONFIG_INT, "0", 0,
+         "fail with CDCFLOW_ERR_IO at this offset (0 = never; never isolated as a poison event)"},
         {"retry_at", CDCFLOW_CONFIG_INT, "0", 0, "fail transiently twice at this offset (0 = never)"},
         {"retry_forever_at", CDCFLOW_CONFIG_INT, "0", 0,
          "fail transiently every time at this offset (0 = never)"},
@@ -34,8 +36,8 @@ public:
         : Transform(ctx), reject_every_(cfg.i64("reject_every")), dup_every_(cfg.i64("duplicate_every")),
           drop_every_(cfg.i64("drop_every")), throw_at_(cfg.i64("throw_at")), retry_at_(cfg.i64("retry_at")),
           retry_forever_at_(cfg.i64("retry_forever_at")), throw_in_stop_(cfg.boolean("throw_in_stop")),
-          history_(cfg.i64("history")), fail_restore_(cfg.boolean("fail_restore")),
-          mark_in_restore_(cfg.boolean("mark_in_restore")) {
+          history_(cfg.i64("history")), io_error_at_(cfg.i64("io_error_at")),
+          fail_restore_(cfg.boolean("fail_restore")), mark_in_restore_(cfg.boolean("mark_in_restore")) {
         restored_ = ctx.counter("restored", "events seen by restore()");
         restore_calls_ = ctx.counter("restore_calls", "restore() calls");
         restore_first_ = ctx.gauge("restore_first", "offset of the first event restore() saw");
@@ -81,12 +83,15 @@ public:
     }
 
     void process(cdcflow::Batch &batch) override {
-        if (!reject_every_ && !dup_every_ && !drop_every_ && !throw_at_ && !retry_at_ && !retry_forever_at_)
+        if (!reject_every_ && !dup_every_ && !drop_every_ && !throw_at_ && !retry_at_ && !retry_forever_at_ &&
+            !io_error_at_)
             return; // benchmark path
         for (uint32_t i = 0; i < batch.size(); ++i) {
             int64_t off = batch[i].position.offset;
             if (throw_at_ && off == throw_at_)
                 throw std::runtime_error("injected exception at offset " + std::to_string(off));
+            if (io_error_at_ && off == io_error_at_)
+                throw cdcflow::Error(CDCFLOW_ERR_IO, "injected I/O error at offset " + std::to_string(off));
             if (retry_at_ && off == retry_at_ && retries_ < 2) {
                 ++retries_;
                 throw cdcflow::Error(CDCFLOW_ERR_RETRY, "injected transient failure");
@@ -104,6 +109,7 @@ private:
     int64_t reject_every_, dup_every_, drop_every_, throw_at_, retry_at_, retry_forever_at_;
     bool throw_in_stop_;
     int64_t history_;
+    int64_t io_error_at_;
     bool fail_restore_;
     bool mark_in_restore_;
     int retries_ = 0;

@@ -229,7 +229,8 @@ TEST_SUITE("pipeline: structure") {
         CHECK(parse_error("pipeline: p\nstages:\n  - {id: a, plugin: x}\n  - [id, b]\n") ==
               "p.yaml:4:5: stage #2 must be a mapping (id, plugin, config), got a sequence");
         CHECK(parse_error("pipeline: p\nstages:\n  - id: a\n    plugin: x\n    confg: {}\n") ==
-              "p.yaml:5:5: unknown key 'confg' in stage #1 (known: id, plugin, config, retry)");
+              "p.yaml:5:5: unknown key 'confg' in stage #1 (known: id, plugin, config, retry, breaker, "
+              "poison_limit)");
         CHECK(parse_error("pipeline: p\nstages:\n  - id: a\n    plugin: x\n    id: b\n") ==
               "p.yaml:5:5: duplicate key 'id' (first at p.yaml:3:5)");
         CHECK(parse_error("pipeline: p\nstages:\n  - plugin: x\n") == "p.yaml:3:5: stage #1 has no 'id'");
@@ -283,7 +284,8 @@ TEST_SUITE("pipeline: structure") {
         CHECK(with("  batch: 1\n") ==
               "p.yaml:3:3: unknown settings key 'batch' (known: batch_size, batch_max_events, "
               "batch_max_bytes, batch_max_ms, queue_capacity, "
-              "shutdown_timeout_ms, poll_wait_ms, when_owned, owner_lease_ms)");
+              "shutdown_timeout_ms, poll_wait_ms, when_owned, owner_lease_ms, retry, breaker, "
+              "poison_limit)");
         CHECK(parse_error("pipeline: p\nsettings: [batch_size]\nstages: [{id: a, plugin: x}]\n") ==
               "p.yaml:2:1: 'settings' must be a mapping, got a sequence");
         PipelineDef def = parse_ok("pipeline: p\nsettings: {batch_size: 1048576, queue_capacity: 4096}\n"
@@ -752,8 +754,8 @@ TEST_SUITE("pipeline: hostile input") {
         CHECK(msg.ends_with(": document too large (alias expansion?)"));
         // Unused, the aliases cost nothing: yaml-cpp shares them.
         text.replace(text.find("config:"), 7, "bogus:");
-        CHECK(parse_error(text) ==
-              "p.yaml:5:5: unknown key 'bogus' in stage #1 (known: id, plugin, config, retry)");
+        CHECK(parse_error(text) == "p.yaml:5:5: unknown key 'bogus' in stage #1 (known: id, plugin, config, "
+                                   "retry, breaker, poison_limit)");
     }
 
     TEST_CASE("one large string aliased many times") {

@@ -91,11 +91,20 @@ TEST_CASE("runtime: batch sizes 1 and odd sizes move every event") {
 }
 
 TEST_CASE("runtime: an exception in a plugin becomes a stage error, never a crash") {
+    // A transform's exception (CDCFLOW_ERR_INTERNAL) blames the events: the
+    // one that throws on its own is dead-lettered, the rest go on.
     auto r = run_drain(pipeline("count: 5000", "throw_at: 500", ""));
     REQUIRE(r.create_status.ok());
-    REQUIRE_FALSE(r.run_status.ok());
-    CHECK(r.run_status.message() == "stage 'pass' (plugin 'passthrough'): injected exception at offset 500");
-    CHECK(r.totals.events < 5000);
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 5000);
+    CHECK(r.totals.rejected == 1);
+    CHECK(r.totals.applied == 4999);
+    // A failure that is not an event's (I/O) stops the pipeline with the stage's message.
+    auto io = run_drain(pipeline("count: 5000", "io_error_at: 500", ""));
+    REQUIRE_FALSE(io.run_status.ok());
+    CHECK(io.run_status.abi() == CDCFLOW_ERR_IO);
+    CHECK(io.run_status.message() == "stage 'pass' (plugin 'passthrough'): injected I/O error at offset 500");
+    CHECK(io.totals.events < 5000);
 }
 
 TEST_CASE("runtime: a source failure stops the pipeline with the source's message") {
@@ -194,6 +203,7 @@ TEST_CASE("runtime: retries stop at the stage's bound and fail with its message"
     auto r = run_drain("pipeline: t\nstages:\n  - id: src\n    plugin: gen_source\n    config: {count: 100}\n"
                        "  - id: pass\n    plugin: passthrough\n    config: {retry_forever_at: 50}\n"
                        "    retry: {max_attempts: 4, backoff_ms: 10, max_backoff_ms: 20}\n"
+                       "    breaker: {failures: 0}\n"
                        "  - id: sink\n    plugin: file_sink\n");
     REQUIRE(r.create_status.ok());
     REQUIRE_FALSE(r.run_status.ok());
@@ -207,7 +217,7 @@ TEST_CASE("runtime: retries stop at the stage's bound and fail with its message"
     CHECK(r.totals.events == 0);
 }
 
-TEST_CASE("runtime: a stop request ends the retrying at once") {
+TEST_CASE("runtime: a stop request ends the retrying at once, cleanly") {
     PluginRegistry reg;
     reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
     Metrics m;
@@ -218,12 +228,11 @@ TEST_CASE("runtime: a stop request ends the retrying at once") {
     std::thread t([&] { st = rt.value()->run(RunOptions{true}); });
     while (cdcflow::test::metric_value(m, "pass.errors") < 2)
         std::this_thread::sleep_for(std::chrono::milliseconds(5));
-    auto t0 = std::chrono::steady_clock::now();
     rt.value()->request_stop();
     t.join();
-    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(2));
-    REQUIRE_FALSE(st.ok());
-    CHECK(st.message().find("stopped while retrying process") != std::string::npos);
+    // Not a failure: what the stage held is replayed on the next start.
+    CHECK(st.ok());
+    CHECK(rt.value()->state() == "stopped");
     CHECK(cdcflow::test::metric_value(m, "sink.counted") == 0);
 }
 
@@ -238,7 +247,7 @@ TEST_CASE("runtime: an unknown retry key or an inverted backoff range is a load 
     CHECK(bad("{max_attempts: 0}") ==
           "test.yaml:5:27: retry.max_attempts must be an integer from 1 to 1000000, got '0'");
     CHECK(bad("{attempts: 3}") == "test.yaml:5:13: unknown key 'attempts' in 'retry' of stage 'src' (known: "
-                                  "max_attempts, backoff_ms, max_backoff_ms)");
+                                  "max_attempts, backoff_ms, max_backoff_ms, jitter)");
     CHECK(bad("{backoff_ms: 100, max_backoff_ms: 10}") ==
           "test.yaml:5:46: retry.max_backoff_ms must be at least retry.backoff_ms (100)");
     CHECK(bad("[1]") == "test.yaml:5:5: 'retry' of stage 'src' must be a mapping, got a sequence");
@@ -252,7 +261,7 @@ TEST_CASE("runtime: a start() that finds its store busy is retried like a batch,
     // Past the bound it fails, with the stage's own code and message.
     auto bounded = run_drain("pipeline: t\nstages:\n  - id: src\n    plugin: gen_source\n"
                              "  - id: sink\n    plugin: file_sink\n    config: {busy_starts: 10}\n"
-                             "    retry: {max_attempts: 2, backoff_ms: 1}\n");
+                             "    retry: {max_attempts: 2, backoff_ms: 1}\n    breaker: {failures: 0}\n");
     REQUIRE_FALSE(bounded.run_status.ok());
     CHECK(bounded.run_status.abi() == CDCFLOW_ERR_RETRY);
     CHECK(bounded.run_status.message() ==

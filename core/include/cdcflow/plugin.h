@@ -83,14 +83,22 @@ typedef enum cdcflow_status {
     CDCFLOW_ERR_FENCED = 10,    /* since ABI 2. This instance no longer owns its checkpoint: nothing was
                                    committed */
     /* ---- ABI 4 ---- */
-    /* Since ABI 4. process: one or more events of this batch cannot be
-     * handled (a poison event), the rest could. Nothing of the batch took
-     * effect (a sink rolled back). The host then calls process on parts of
-     * the batch to find the events that fail on their own, dead-letters each
-     * with err as its reason, and goes on with the rest. CDCFLOW_ERR_INTERNAL
-     * (e.g. an exception the SDK caught) is treated the same way; IO, CONFIG
-     * and every other code never are. A stage that can fail a batch this way
-     * must leave its own state as it was before the failed call. */
+    /* Since ABI 4. process (transforms and sinks): one or more events of
+     * this batch cannot be handled (a poison event), the rest could. Nothing
+     * of the batch took effect (a sink rolled back). The host then calls
+     * process on parts of the batch (left before right; each part is shown
+     * as a batch of its own, events[0..count)) down to the single events
+     * that fail on their own, marks each REJECTED with err as its reason
+     * (this stage as the rejecting stage) and goes on with the rest; a sink
+     * is shown that event again (now REJECTED) at the start of its next
+     * call, to write its dead letter with what follows. Each
+     * successful part is final (a sink commits it with its checkpoint).
+     * CDCFLOW_ERR_INTERNAL (e.g. an exception the SDK caught) is treated the
+     * same way; IO, CONFIG, NOMEM, FENCED and every other code never are.
+     * What a stage must guarantee: a failed process leaves its own state as
+     * it was before the call. A batch of 2+ events that all fail on their
+     * own, or more than the stage's poison_limit such events in a row, is a
+     * stage failure (the pipeline stops). */
     CDCFLOW_ERR_EVENT = 11
 } cdcflow_status;
 

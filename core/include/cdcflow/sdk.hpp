@@ -60,6 +60,7 @@
 #pragma once
 
 #include <cdcflow/plugin.h>
+#include <cdcflow/status.hpp>
 
 #include <array>
 #include <concepts>
@@ -91,6 +92,13 @@ inline cdcflow_str str(std::string_view s) noexcept {
 class Error : public std::runtime_error {
 public:
     Error(cdcflow_status status, const std::string &msg) : std::runtime_error(msg), status_(status) {}
+    // A failed Status as an exception, with its code's ABI status: e.g.
+    // Status::Refused (an event breaks a rule) from process is
+    // CDCFLOW_ERR_EVENT, a poison event the host isolates (ABI 4). An OK
+    // status is not an error: thrown anyway, it is CDCFLOW_ERR_INTERNAL.
+    explicit Error(const Status &st)
+        : std::runtime_error(st.ok() ? std::string("threw an OK status") : st.message()),
+          status_(st.ok() ? CDCFLOW_ERR_INTERNAL : st.abi()) {}
     cdcflow_status status() const noexcept { return status_; }
 
 private:

@@ -7,18 +7,30 @@
  * warning. */
 #include "status_counts.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 
 typedef struct {
     v1_status_counts counts;
     cdcflow_metric *seen;
+    int64_t poison_every; /* process fails with ERR_INTERNAL on such an OK event */
 } v1_sink;
+
+static const cdcflow_config_key keys[] = {
+    {"poison_every", CDCFLOW_CONFIG_INT, "0", 0,
+     "fail process (CDCFLOW_ERR_INTERNAL) while the batch holds an OK event whose offset is a multiple of "
+     "this"},
+};
 
 static cdcflow_status create(const cdcflow_host_api *host, cdcflow_ctx *ctx, const cdcflow_config *cfg,
                              void **instance, char *err, uint64_t err_len) {
-    (void)cfg, (void)err, (void)err_len;
     v1_sink *s = calloc(1, sizeof *s);
     if (!s) return CDCFLOW_ERR_NOMEM;
+    if (host->config_get_int(cfg, "poison_every", &s->poison_every) != CDCFLOW_OK) {
+        snprintf(err, (size_t)err_len, "poison_every: not an integer");
+        free(s);
+        return CDCFLOW_ERR_CONFIG;
+    }
     v1_status_counts_init(&s->counts, host, ctx);
     s->seen = host->metric_counter(ctx, "seen", "events that reached this ABI 1 sink");
     *instance = s;
@@ -27,8 +39,16 @@ static cdcflow_status create(const cdcflow_host_api *host, cdcflow_ctx *ctx, con
 
 static cdcflow_status process(void *instance, cdcflow_batch *b, char *err, uint64_t err_len) {
     v1_sink *s = instance;
-    uint32_t count;
-    (void)err, (void)err_len;
+    uint32_t count = 0, stride = 0, i;
+    const char *first = (const char *)s->counts.host->batch_events(b, &count, &stride);
+    for (i = 0; s->poison_every && i < count; ++i) {
+        const cdcflow_event *e = (const cdcflow_event *)(first + (size_t)i * stride);
+        if (e->status == CDCFLOW_EVENT_OK && e->position.offset % s->poison_every == 0) {
+            snprintf(err, (size_t)err_len, "cannot handle offset %lld (injected)",
+                     (long long)e->position.offset);
+            return CDCFLOW_ERR_INTERNAL;
+        }
+    }
     count = v1_status_counts_add(&s->counts, b);
     s->counts.host->metric_add(s->seen, count);
     return CDCFLOW_OK;
@@ -49,8 +69,8 @@ static const cdcflow_plugin desc = {
     CDCFLOW_KIND_SINK,
     "1.0",
     "an ABI 1 sink in C",
-    NULL,
-    0,
+    keys,
+    sizeof keys / sizeof keys[0],
     0,
     &callbacks,
 };
