@@ -94,6 +94,10 @@ void Runtime::collect(Collect &out) const {
                     static_cast<double>(s.trips));
         out.counter("cdcflow_retries_total", "Calls of a stage retried after a transient failure.", stage,
                     static_cast<double>(s.retries));
+        out.counter("cdcflow_poison_events_total",
+                    "Events a stage's process failed on, on their own (isolated by bisecting the batch and "
+                    "dead-lettered).",
+                    stage, static_cast<double>(s.poison));
     }
     std::lock_guard lock(mu_); // queues_ are made and dropped under it
     for (size_t i = 0; i < queues_.size() && i + 1 < stages_.size(); ++i) {
