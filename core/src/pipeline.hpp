@@ -87,11 +87,11 @@ struct Settings {
     // that is not full falls back to batch_size. A fill also stops at
     // batch_max_bytes of event data and batch_max_ms after its first event (0: no
     // time bound). Events in flight are bounded by stages x the largest batch.
-    uint32_t batch_size = 1024;             // events per batch while caught up
-    uint32_t batch_max_events = 32768;      // events per batch under backlog
-    uint32_t batch_max_bytes = 8u << 20;    // event bytes per batch
-    uint32_t batch_max_ms = 50;             // longest a batch fills
-    uint32_t queue_capacity = 8;            // batches per queue between stages
+    uint32_t batch_size = 1024;          // events per batch while caught up
+    uint32_t batch_max_events = 32768;   // events per batch under backlog
+    uint32_t batch_max_bytes = 8u << 20; // event bytes per batch
+    uint32_t batch_max_ms = 50;          // longest a batch fills
+    uint32_t queue_capacity = 8;         // batches per queue between stages
     // Memory (README, "Memory"). Event bytes in flight (the arena bytes of
     // the batches the source pushed and that have not come back committed)
     // stay within queue_max_bytes: the source starts no fill that could pass

@@ -470,7 +470,8 @@ void Runtime::source_loop(Stage &st, bool drain) {
     const uint64_t in_flight_max = uint64_t(sizer.max()) * stages_.size();
     // And so do the event bytes (settings.queue_max_bytes, at least one
     // batch_max_bytes): a fill starts only when a full one still fits.
-    const uint64_t bytes_max = set.queue_max_bytes - std::min<uint64_t>(set.queue_max_bytes, set.batch_max_bytes);
+    const uint64_t bytes_max =
+        set.queue_max_bytes - std::min<uint64_t>(set.queue_max_bytes, set.batch_max_bytes);
     while (!stopping()) {
         if (!b && !(b = take())) break;
         // The soft memory limit: past its mark, one batch_size batch at a
@@ -575,8 +576,8 @@ bool Runtime::memory_throttled() {
     } else {
         log_line(CDCFLOW_LOG_INFO, "host",
                  "memory: resident " + base::format_bytes(rss) + " is below 90% of " +
-                     "settings.memory_soft_limit_bytes (" + base::format_bytes(limit) +
-                     ") again after " + std::to_string(micros_since(throttle_started_) / 1000) +
+                     "settings.memory_soft_limit_bytes (" + base::format_bytes(limit) + ") again after " +
+                     std::to_string(micros_since(throttle_started_) / 1000) +
                      " ms: the source reads at full speed");
     }
     return now_over;

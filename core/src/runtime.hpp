@@ -86,9 +86,9 @@ struct StageReport {
     std::string kind;  // "source", "transform", "sink"
     std::string state; // "idle" (not started), "running", "retrying", "open" (breaker), "failed", "stopped"
     BreakerState breaker = BreakerState::closed;
-    uint64_t retries = 0;    // calls retried since start
-    uint64_t trips = 0;      // times the breaker opened
-    std::string last_error;  // the stage's last failure, "" if none
+    uint64_t retries = 0;   // calls retried since start
+    uint64_t trips = 0;     // times the breaker opened
+    std::string last_error; // the stage's last failure, "" if none
     uint64_t last_error_unix_ms = 0;
 };
 
@@ -259,7 +259,7 @@ private:
 
     PipelineDef def_;
     Metrics &metrics_;
-    std::vector<std::unique_ptr<Stage>> stages_;            // stable addresses: plugins keep &ctx
+    std::vector<std::unique_ptr<Stage>> stages_;      // stable addresses: plugins keep &ctx
     std::vector<std::unique_ptr<BatchQueue>> queues_; // queues_[i]: stage i -> i+1
     std::unique_ptr<BatchQueue> free_;                // sink -> source
     std::vector<std::unique_ptr<cdcflow_batch>> pool_;
