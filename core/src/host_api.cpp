@@ -177,7 +177,10 @@ cdcflow_metric *metric_cache(cdcflow_ctx *ctx, const char *cache, cdcflow_cache_
 
 cdcflow_metric *metric_lag(cdcflow_ctx *ctx, const char *partition) {
     if (!ctx || !ctx->metrics || !partition) return nullptr;
-    return ctx->metrics->create(ctx->stage_id + ".lag" + partition, "source lag", true);
+    // Not "<stage>.lag": outbox_source's own gauge has that name, and
+    // create() would hand both the same metric.
+    return ctx->metrics->create(ctx->stage_id + ".source_lag" + (*partition ? "." : "") + partition,
+                                "source lag", true);
 }
 
 cdcflow_event *batch_events(cdcflow_batch *b, uint32_t *count, uint32_t *stride) {
