@@ -558,6 +558,13 @@ bool Runtime::memory_throttled() {
     next_resident_read_ = now + resident_interval_;
     const uint64_t rss = read_resident_ ? read_resident_() : base::resident_bytes();
     resident_.store(rss, std::memory_order_relaxed);
+    if (rss == 0 && !warned_no_resident_) {
+        // No /proc (a sandbox without it): say so once rather than pretend.
+        log_line(CDCFLOW_LOG_WARN, "host",
+                 "memory: cannot read this process's resident memory (/proc/self/statm): "
+                 "settings.memory_soft_limit_bytes has no effect");
+        warned_no_resident_ = true;
+    }
     const uint64_t limit = def_.settings.memory_soft_limit_bytes;
     // 90%: the source slows down before the limit, not after; what is in
     // flight when it starts still arrives and commits.

@@ -285,6 +285,7 @@ private:
     std::atomic<bool> finished_{false};
     bool warned_unfenced_ = false;
     bool warned_no_replay_ = false;
+    bool warned_no_resident_ = false;
     mutable std::mutex mu_; // error_, owner_text_, queues_ while they are made or closed
     std::condition_variable cv_;
     Status error_;

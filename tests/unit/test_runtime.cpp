@@ -723,13 +723,14 @@ struct MemRun {
     int64_t metric(const std::string &name) const { return metrics->value(name); }
 };
 
-MemRun run_mem(const std::string &yaml, std::function<uint64_t()> rss = nullptr) {
+MemRun run_mem(const std::string &yaml, std::function<uint64_t()> rss = nullptr,
+               std::chrono::milliseconds every = std::chrono::milliseconds(0)) {
     MemRun out;
     PluginRegistry reg;
     reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
     auto rt = make(yaml, reg, *out.metrics);
     REQUIRE(rt.status().ok());
-    if (rss) rt.value()->set_resident_reader(std::move(rss), std::chrono::milliseconds(0));
+    if (rss) rt.value()->set_resident_reader(std::move(rss), every);
     RunOptions ro;
     ro.drain = true;
     out.run_status = rt.value()->run(ro);
@@ -857,6 +858,22 @@ TEST_CASE("runtime: the soft limit's throttle ends when the resident memory fall
     CHECK_FALSE(r.memory.throttled);
     CHECK(r.memory.throttle_episodes == 1);
     CHECK(r.metric("src.max_capacity") == 5000); // resumed at full speed
+}
+
+TEST_CASE("runtime: the resident memory is read at most once per interval, not per batch") {
+    std::atomic<int> reads{0};
+    auto r = run_mem(
+        pipeline("count: 20000", "", "",
+                 "settings: {batch_size: 10, batch_max_events: 10, memory_soft_limit_bytes: 1GiB}\n"),
+        [&]() -> uint64_t {
+            reads.fetch_add(1);
+            return 1;
+        },
+        std::chrono::hours(1));
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 20000); // 2,000 polls
+    CHECK(reads.load() == 1);
+    CHECK(r.memory.resident_bytes == 1);
 }
 
 TEST_CASE("runtime: no soft limit, no reading of the resident memory") {
