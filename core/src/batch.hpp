@@ -125,6 +125,11 @@ struct Batch {
     bool full = false;                                     // append refused an event since the last reset
     std::chrono::steady_clock::time_point fill_deadline{}; // set by the first append
     bool end_of_stream = false;                            // sentinel batch: no more data follows
+    // Arena bytes when the batch last entered a BatchQueue (what that queue
+    // counts for it until it leaves), and when the source pushed it (what
+    // the runtime counts in flight until it comes back). Set by their owners.
+    size_t queued_bytes = 0;
+    size_t in_flight_bytes = 0;
 };
 
 } // namespace cdcflow::host

@@ -9,6 +9,7 @@
 // the file), config_schema.cpp (step 2: stage config against the plugins' schemas).
 #include "pipeline.hpp"
 
+#include "base/bytes.hpp"
 #include "escape.hpp"
 #include "yaml_json.hpp"
 #include "yaml_load.hpp"
@@ -102,13 +103,20 @@ private:
         if (e.v.IsNull()) return;
         if (!e.v.IsMap())
             fail(mark_of(e.k), std::string("'settings' must be a mapping, got ") + kind_of(e.v));
+        std::optional<Mark> batch_bytes_mark, queue_bytes_mark;
         for (const Entry &x : conv_.entries(e.v, false)) {
             if (x.key == "batch_size")
                 s.batch_size = setting(x, 1u << 20);
             else if (x.key == "batch_max_events")
                 s.batch_max_events = setting(x, 1u << 20);
-            else if (x.key == "batch_max_bytes")
-                s.batch_max_bytes = setting(x, 1u << 30, 1024);
+            else if (x.key == "batch_max_bytes") {
+                s.batch_max_bytes = static_cast<uint32_t>(bytes_setting(x, 1024, uint64_t{1} << 30));
+                batch_bytes_mark = mark_of(x.v);
+            } else if (x.key == "queue_max_bytes") {
+                s.queue_max_bytes = bytes_setting(x, 1024, uint64_t{1} << 40);
+                queue_bytes_mark = mark_of(x.v);
+            } else if (x.key == "memory_soft_limit_bytes")
+                s.memory_soft_limit_bytes = bytes_setting(x, 0, uint64_t{1} << 50);
             else if (x.key == "batch_max_ms")
                 s.batch_max_ms = setting(x, 3600000, 0);
             else if (x.key == "queue_capacity")
@@ -130,10 +138,19 @@ private:
             else
                 fail(mark_of(x.k), "unknown settings key " + quote(x.key) +
                                        " (known: batch_size, batch_max_events, batch_max_bytes, "
-                                       "batch_max_ms, queue_capacity, shutdown_timeout_ms, "
+                                       "batch_max_ms, queue_capacity, queue_max_bytes, "
+                                       "memory_soft_limit_bytes, shutdown_timeout_ms, "
                                        "poll_wait_ms, when_owned, owner_lease_ms, retry, breaker, "
                                        "poison_limit)");
         }
+        // One batch must fit in the byte bound of the queues, or the source
+        // could never start a second fill while the first is in flight.
+        if (s.queue_max_bytes < s.batch_max_bytes)
+            fail(queue_bytes_mark ? *queue_bytes_mark : *batch_bytes_mark,
+                 "settings.queue_max_bytes (" + std::to_string(s.queue_max_bytes) +
+                     (queue_bytes_mark ? "" : ", the default") +
+                     ") must be at least settings.batch_max_bytes (" + std::to_string(s.batch_max_bytes) +
+                     "): the event bytes in flight must hold at least one full batch");
     }
 
     // The `http:` mapping (HttpSettings). listen is parsed here, strictly, so
@@ -178,6 +195,18 @@ private:
         std::optional<int64_t> n = parse_int(s);
         if (!n || *n < min || *n > max) fail(mark_of(x.v), what + quote(s));
         return static_cast<uint32_t>(*n);
+    }
+
+    // A number of bytes in [min, max] for `settings.<key>`: an integer, or
+    // one with a binary unit ("64MiB", base/bytes.hpp).
+    uint64_t bytes_setting(const Entry &x, uint64_t min, uint64_t max) {
+        std::string what = "settings." + x.key + " must be a number of bytes from " + std::to_string(min) +
+                           " to " + std::to_string(max) + " (e.g. 67108864 or 64MiB), got ";
+        if (!x.v.IsScalar()) fail(mark_of(x.k), what + kind_of(x.v));
+        std::string s = conv_.text(x.v);
+        std::optional<uint64_t> n = base::parse_bytes(s);
+        if (!n || *n < min || *n > max) fail(mark_of(x.v), what + quote(s));
+        return *n;
     }
 
     // The keys one `retry:` or `breaker:` mapping sets (in `settings` or a

@@ -120,11 +120,22 @@ struct Settings {
     // that is not full falls back to batch_size. A fill also stops at
     // batch_max_bytes of event data and batch_max_ms after its first event (0: no
     // time bound). Events in flight are bounded by stages x the largest batch.
-    uint32_t batch_size = 1024;             // events per batch while caught up
-    uint32_t batch_max_events = 32768;      // events per batch under backlog
-    uint32_t batch_max_bytes = 8u << 20;    // event bytes per batch
-    uint32_t batch_max_ms = 50;             // longest a batch fills
-    uint32_t queue_capacity = 8;            // batches per queue between stages
+    uint32_t batch_size = 1024;          // events per batch while caught up
+    uint32_t batch_max_events = 32768;   // events per batch under backlog
+    uint32_t batch_max_bytes = 8u << 20; // event bytes per batch
+    uint32_t batch_max_ms = 50;          // longest a batch fills
+    uint32_t queue_capacity = 8;         // batches per queue between stages
+    // Memory (README, "Memory"). Event bytes in flight (the arena bytes of
+    // the batches the source pushed and that have not come back committed)
+    // stay within queue_max_bytes: the source starts no fill that could pass
+    // it, except the one batch that always goes (an oversized event cannot
+    // stall the stream). At least batch_max_bytes (checked at load).
+    uint64_t queue_max_bytes = uint64_t{64} << 20;
+    // 0: none. Once the process's resident memory passes 90% of it, the
+    // source reads batch_size events at a time, each only after everything
+    // in flight committed, until it falls below again. Soft: it slows the
+    // source; caches are bounded by their own settings and RSS can pass it.
+    uint64_t memory_soft_limit_bytes = 0;
     uint32_t shutdown_timeout_ms = 10000;   // SIGINT/SIGTERM drain deadline
     uint32_t poll_wait_ms = 100;            // longest a source poll may park
     WhenOwned when_owned = WhenOwned::wait; // another host owns the checkpoint

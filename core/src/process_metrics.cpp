@@ -1,5 +1,7 @@
 #include "process_metrics.hpp"
 
+#include "base/process.hpp"
+
 #include <cdcflow/plugin.h>
 
 #include <cstdio>
@@ -20,7 +22,6 @@ struct ProcStat {
     double utime = 0, stime = 0; // clock ticks
     double start = 0;            // clock ticks after boot
     double vsize = 0;            // bytes
-    double rss = 0;              // pages
 };
 
 ProcStat read_stat() {
@@ -34,14 +35,13 @@ ProcStat read_stat() {
     if (close == std::string::npos) return st;
     std::istringstream in(line.substr(close + 2));
     std::string field;
-    // Field 3 is the state; fields 14, 15, 22, 23 and 24 are what we read.
-    for (int n = 3; n <= 24 && in >> field; ++n) {
+    // Field 3 is the state; fields 14, 15, 22 and 23 are what we read.
+    for (int n = 3; n <= 23 && in >> field; ++n) {
         if (n == 14) st.utime = std::strtod(field.c_str(), nullptr);
         if (n == 15) st.stime = std::strtod(field.c_str(), nullptr);
         if (n == 22) st.start = std::strtod(field.c_str(), nullptr);
-        if (n == 23) st.vsize = std::strtod(field.c_str(), nullptr);
-        if (n == 24) {
-            st.rss = std::strtod(field.c_str(), nullptr);
+        if (n == 23) {
+            st.vsize = std::strtod(field.c_str(), nullptr);
             st.ok = true;
         }
     }
@@ -77,14 +77,15 @@ double open_fds() {
 
 int add_process_metrics(Metrics &m) {
     const double ticks = static_cast<double>(sysconf(_SC_CLK_TCK));
-    const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
     const double boot = boot_time();
     return m.add_collector([=](Collect &out) {
         ProcStat st = read_stat();
         if (st.ok && ticks > 0) {
             out.counter("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", {},
                         (st.utime + st.stime) / ticks);
-            out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", {}, st.rss * page);
+            // The soft memory limit reads the same number (base/process.hpp).
+            out.gauge("process_resident_memory_bytes", "Resident memory size in bytes.", {},
+                      static_cast<double>(base::resident_bytes()));
             out.gauge("process_virtual_memory_bytes", "Virtual memory size in bytes.", {}, st.vsize);
             if (boot > 0)
                 out.gauge("process_start_time_seconds",

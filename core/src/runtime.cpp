@@ -1,6 +1,8 @@
 #include "runtime.hpp"
 
+#include "base/bytes.hpp"
 #include "base/clock.hpp"
+#include "base/process.hpp"
 
 #include "escape.hpp"
 
@@ -556,6 +558,9 @@ void Runtime::notify_committed(Stage &src, Batch *b) {
 void Runtime::recycle(Stage &src, Batch *b) {
     notify_committed(src, b);
     in_flight_ -= std::min<uint64_t>(in_flight_, b->count);
+    const uint64_t bytes = in_flight_bytes_.load(std::memory_order_relaxed);
+    in_flight_bytes_.store(bytes - std::min<uint64_t>(bytes, b->in_flight_bytes), std::memory_order_relaxed);
+    b->in_flight_bytes = 0;
     b->reset();
 }
 
@@ -593,9 +598,12 @@ void Runtime::source_loop(Stage &st, bool drain) {
         return;
     }
     st.started.store(true);
-    SpscQueue<Batch> &out = *queues_.front();
+    BatchQueue &out = *queues_.front();
     Batch *b = nullptr;
     in_flight_ = 0; // a fresh pool
+    in_flight_bytes_.store(0, std::memory_order_relaxed);
+    throttled_.store(false, std::memory_order_relaxed);
+    next_resident_read_ = {};
     // Committed batches taken back early (their positions already reported):
     // an idle source learns what was committed without waiting for traffic.
     // Used last in, first out: the batches in use stay the few already grown
@@ -625,11 +633,22 @@ void Runtime::source_loop(Stage &st, bool drain) {
     // batch per stage is in flight (every stage busy at once is all that
     // the batches' size can buy).
     const uint64_t in_flight_max = uint64_t(sizer.max()) * stages_.size();
+    // And so do the event bytes (settings.queue_max_bytes, at least one
+    // batch_max_bytes): a fill starts only when a full one still fits.
+    const uint64_t bytes_max =
+        set.queue_max_bytes - std::min<uint64_t>(set.queue_max_bytes, set.batch_max_bytes);
     while (!stopping()) {
         if (!b && !(b = take())) break;
-        // Wait for committed batches until the next fill fits the bound
-        // (something is in flight then, so this ends).
-        while (in_flight_ > 0 && in_flight_ + sizer.target() > in_flight_max && !stopping()) {
+        // The soft memory limit: past its mark, one batch_size batch at a
+        // time, each after everything before it committed, so that the
+        // process holds as little event data as the stream allows.
+        const bool slow = set.memory_soft_limit_bytes > 0 && memory_throttled();
+        if (slow) sizer.filled(0, false); // back to batch_size, and growing again from there after
+        // Wait for committed batches until the next fill fits the bounds
+        // (something is in flight then, so this ends; parked on the pool).
+        while (in_flight_ > 0 && !stopping() &&
+               (slow || in_flight_ + sizer.target() > in_flight_max ||
+                in_flight_bytes_.load(std::memory_order_relaxed) > bytes_max)) {
             Batch *r = free_->pop();
             if (!r) break; // closed: a stage failed
             take_back(r);
@@ -663,6 +682,11 @@ void Runtime::source_loop(Stage &st, bool drain) {
             st.passed->value.fetch_add(b->count, std::memory_order_relaxed);
             st.batch_events->observe(b->count);
             in_flight_ += b->count;
+            b->in_flight_bytes = b->arena.bytes_used();
+            const uint64_t bytes = in_flight_bytes_.load(std::memory_order_relaxed) + b->in_flight_bytes;
+            in_flight_bytes_.store(bytes, std::memory_order_relaxed);
+            if (bytes > in_flight_bytes_peak_.load(std::memory_order_relaxed))
+                in_flight_bytes_peak_.store(bytes, std::memory_order_relaxed);
             if (!out.push(b)) break; // closed: a stage failed
             b = nullptr;
         } else if (drain && exhausted) {
@@ -694,11 +718,78 @@ void Runtime::source_loop(Stage &st, bool drain) {
     if (st.cb->stop) st.cb->stop(st.instance);
 }
 
+bool Runtime::memory_throttled() {
+    const auto now = Clock::now();
+    const bool was = throttled_.load(std::memory_order_relaxed);
+    if (now < next_resident_read_) return was;
+    next_resident_read_ = now + resident_interval_;
+    const uint64_t rss = read_resident_ ? read_resident_() : base::resident_bytes();
+    resident_.store(rss, std::memory_order_relaxed);
+    if (rss == 0 && !warned_no_resident_) {
+        // No /proc (a sandbox without it): say so once rather than pretend.
+        log_line(CDCFLOW_LOG_WARN, "host",
+                 "memory: cannot read this process's resident memory (/proc/self/statm): "
+                 "settings.memory_soft_limit_bytes has no effect");
+        warned_no_resident_ = true;
+    }
+    const uint64_t limit = def_.settings.memory_soft_limit_bytes;
+    // 90%: the source slows down before the limit, not after; what is in
+    // flight when it starts still arrives and commits.
+    const uint64_t mark = limit - limit / 10;
+    const bool now_over = rss > mark; // rss 0 (unreadable): never throttles
+    if (now_over == was) return was;
+    throttled_.store(now_over, std::memory_order_relaxed);
+    if (now_over) {
+        throttle_started_ = now;
+        throttle_episodes_.fetch_add(1, std::memory_order_relaxed);
+        log_line(CDCFLOW_LOG_WARN, "host",
+                 "memory: resident " + base::format_bytes(rss) + " passed 90% of " +
+                     "settings.memory_soft_limit_bytes (" + base::format_bytes(limit) +
+                     "): the source slows down (batch_size events at a time, each after everything before "
+                     "it committed) until it falls below again");
+    } else {
+        log_line(CDCFLOW_LOG_INFO, "host",
+                 "memory: resident " + base::format_bytes(rss) + " is below 90% of " +
+                     "settings.memory_soft_limit_bytes (" + base::format_bytes(limit) + ") again after " +
+                     std::to_string(micros_since(throttle_started_) / 1000) +
+                     " ms: the source reads at full speed");
+    }
+    return now_over;
+}
+
+std::vector<QueueReport> Runtime::queues() const {
+    std::vector<QueueReport> out;
+    std::lock_guard lock(mu_); // queues_ are made and cleared under it
+    for (size_t i = 0; i + 1 < stages_.size(); ++i) {
+        QueueReport q;
+        q.name = stages_[i]->def->id + "->" + stages_[i + 1]->def->id;
+        q.capacity = def_.settings.queue_capacity;
+        if (i < queues_.size()) {
+            q.depth = queues_[i]->batches();
+            q.bytes = queues_[i]->bytes();
+        }
+        out.push_back(std::move(q));
+    }
+    return out;
+}
+
+MemoryReport Runtime::memory() const {
+    MemoryReport m;
+    m.in_flight_bytes = in_flight_bytes_.load(std::memory_order_relaxed);
+    m.in_flight_bytes_peak = in_flight_bytes_peak_.load(std::memory_order_relaxed);
+    m.queue_max_bytes = def_.settings.queue_max_bytes;
+    m.soft_limit_bytes = def_.settings.memory_soft_limit_bytes;
+    m.resident_bytes = resident_.load(std::memory_order_relaxed);
+    m.throttled = throttled_.load(std::memory_order_relaxed);
+    m.throttle_episodes = throttle_episodes_.load(std::memory_order_relaxed);
+    return m;
+}
+
 void Runtime::stage_loop(size_t index) {
     Stage &st = *stages_[index];
     bool is_sink = index + 1 == stages_.size();
-    SpscQueue<Batch> &in = *queues_[index - 1];
-    SpscQueue<Batch> &out = is_sink ? *free_ : *queues_[index];
+    BatchQueue &in = *queues_[index - 1];
+    BatchQueue &out = is_sink ? *free_ : *queues_[index];
     if (!st.knows_dropped) st.hidden.reserve(def_.settings.batch_size);
     Outcome started = call_with_retry(st, "start", [&](char *err, uint64_t len) {
         return st.cb->start ? st.cb->start(st.instance, err, len) : CDCFLOW_OK;
@@ -1063,11 +1154,11 @@ Status Runtime::run_once(const RunOptions &opts) {
         // the queues at any moment: make them under the same lock.
         std::lock_guard lock(mu_);
         for (size_t i = 0; i + 1 < n; ++i)
-            queues_.push_back(std::make_unique<SpscQueue<Batch>>(set.queue_capacity));
+            queues_.push_back(std::make_unique<BatchQueue>(set.queue_capacity));
         // Enough batches to fill every queue and keep one in each stage's
         // hands, plus the end-of-stream marker.
         size_t pool = (n - 1) * set.queue_capacity + n + 1;
-        free_ = std::make_unique<SpscQueue<Batch>>(pool);
+        free_ = std::make_unique<BatchQueue>(pool);
         for (size_t i = 0; i < pool; ++i) {
             pool_.push_back(std::make_unique<cdcflow_batch>(set.batch_size)); // the plugins' handle type
             free_->try_push(pool_.back().get());

@@ -56,14 +56,15 @@
 // then plugin libraries released.
 #pragma once
 
+#include "batch_queue.hpp"
 #include "host_api.hpp"
 #include "metrics.hpp"
 #include "pipeline.hpp"
 #include "plugin_loader.hpp"
-#include "spsc_queue.hpp"
 #include <cdcflow/status.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -135,6 +136,33 @@ struct HealthReport {
     Totals totals;
 };
 
+// One queue between two stages, as /metrics shows it (Runtime::queues):
+// cdcflow_queue_depth_batches, cdcflow_queue_capacity_batches and
+// cdcflow_queue_bytes, labelled with `queue` = name.
+struct QueueReport {
+    std::string name;      // "from->to": the two stages' ids
+    uint64_t depth = 0;    // batches in it now
+    uint64_t capacity = 0; // settings.queue_capacity
+    uint64_t bytes = 0;    // the event bytes of those batches (their arenas)
+};
+
+// The memory the runtime bounds, taken at one moment (Runtime::memory).
+struct MemoryReport {
+    // Event bytes of the batches the source pushed that have not come back
+    // committed (arena bytes at the push), and the most since the start.
+    // The source starts no fill that could take them past queue_max_bytes
+    // (one batch always goes).
+    uint64_t in_flight_bytes = 0;
+    uint64_t in_flight_bytes_peak = 0;
+    uint64_t queue_max_bytes = 0;
+    uint64_t soft_limit_bytes = 0; // settings.memory_soft_limit_bytes; 0: none
+    // Resident memory as the source last read it (base::resident_bytes);
+    // 0 when no soft limit is set (then nobody reads it here).
+    uint64_t resident_bytes = 0;
+    bool throttled = false;         // the source is slowed by the soft limit now
+    uint64_t throttle_episodes = 0; // times it started slowing down since the start
+};
+
 class Runtime {
 public:
     // Loads plugins (the file's plugin_path first), checks the pipeline
@@ -168,6 +196,18 @@ public:
     std::string owner() const;
     // Thread-safe snapshot for /health, /ready and `status`.
     HealthReport health() const;
+    // Thread-safe: each queue between two stages, in pipeline order (while
+    // no incarnation runs, e.g. a standby: every queue empty).
+    std::vector<QueueReport> queues() const;
+    // Thread-safe: the byte bound and the soft memory limit's state.
+    MemoryReport memory() const;
+
+    // Tests: what the source reads as the resident memory (instead of
+    // base::resident_bytes) and how often at most. Before run().
+    void set_resident_reader(std::function<uint64_t()> read, std::chrono::milliseconds interval) {
+        read_resident_ = std::move(read);
+        resident_interval_ = interval;
+    }
 
 private:
     struct Stage {
@@ -262,6 +302,10 @@ private:
     // nothing more is committed, and the run ends OK.
     void abandon(Stage &st, const std::string &why);
     void source_loop(Stage &st, bool drain);
+    // The soft memory limit (source thread): reads the resident memory at
+    // most every resident_interval_, logs and counts where the throttle
+    // starts and ends. True while the source is to slow down.
+    bool memory_throttled();
     void recycle(Stage &src, Batch *b);
     void stage_loop(size_t index);
     void fail(Stage &st, const std::string &what, cdcflow_status code);
@@ -280,13 +324,23 @@ private:
 
     PipelineDef def_;
     Metrics &metrics_;
-    std::vector<std::unique_ptr<Stage>> stages_;            // stable addresses: plugins keep &ctx
-    std::vector<std::unique_ptr<SpscQueue<Batch>>> queues_; // queues_[i]: stage i -> i+1
-    std::unique_ptr<SpscQueue<Batch>> free_;                // sink -> source
+    std::vector<std::unique_ptr<Stage>> stages_;      // stable addresses: plugins keep &ctx
+    std::vector<std::unique_ptr<BatchQueue>> queues_; // queues_[i]: stage i -> i+1
+    std::unique_ptr<BatchQueue> free_;                // sink -> source
     std::vector<std::unique_ptr<cdcflow_batch>> pool_;
     std::vector<std::thread> threads_;
     std::vector<cdcflow_position> committed_; // source thread: notify_committed's scratch
     uint64_t in_flight_ = 0;                  // source thread: events pushed and not yet recycled
+    // Written by the source thread only; atomics so that memory() can read them.
+    std::atomic<uint64_t> in_flight_bytes_{0}; // arena bytes of those events' batches at the push
+    std::atomic<uint64_t> in_flight_bytes_peak_{0};
+    std::atomic<uint64_t> resident_{0}; // as last read (soft limit set)
+    std::atomic<bool> throttled_{false};
+    std::atomic<uint64_t> throttle_episodes_{0};
+    std::function<uint64_t()> read_resident_;
+    std::chrono::milliseconds resident_interval_{100};
+    std::chrono::steady_clock::time_point next_resident_read_{};
+    std::chrono::steady_clock::time_point throttle_started_{};
     std::atomic<bool> stop_{false};      // the pipeline is stopping (asked to, or failed); plugins see it
     std::atomic<bool> user_stop_{false}; // request_stop() was called
     std::atomic<bool> failed_{false};
@@ -297,6 +351,7 @@ private:
     std::atomic<bool> finished_{false};
     bool warned_unfenced_ = false;
     bool warned_no_replay_ = false;
+    bool warned_no_resident_ = false;
     mutable std::mutex mu_; // error_, owner_text_, queues_ while they are made or closed
     std::condition_variable cv_;
     Status error_;

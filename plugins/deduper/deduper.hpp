@@ -74,6 +74,13 @@ public:
         // `<stage>.duplicates` is counted by the host in event_mark_duplicate.
         entries_ = ctx.gauge("window_entries", "event ids remembered");
         restored_ = ctx.counter("restored", "event ids restored from the host's replay at start");
+        // The window under the host's cache families (ABI 4): a hit is a
+        // copy found (a duplicate), a miss a new id.
+        cache_entries_ = ctx.cache_metric("window", CDCFLOW_CACHE_ENTRIES);
+        cache_hits_ = ctx.cache_metric("window", CDCFLOW_CACHE_HITS);
+        cache_misses_ = ctx.cache_metric("window", CDCFLOW_CACHE_MISSES);
+        ctx.cache_metric("window", CDCFLOW_CACHE_CAPACITY).set(size);
+        cache_entries_.set(0);
     }
 
     // The live window holds the last window_size distinct ids; with copies
@@ -98,6 +105,7 @@ public:
             [&](size_t i) { return cdcflow::sv(batch[static_cast<uint32_t>(i)].event_id); }, batch.size());
         restored_.add(static_cast<int64_t>(n));
         entries_.set(static_cast<int64_t>(window_->size()));
+        cache_entries_.set(static_cast<int64_t>(window_->size()));
     }
 
     void process(cdcflow::Batch &batch) override {
@@ -117,16 +125,37 @@ public:
         for (uint32_t i = 0; i < n; ++i)
             hashes_[i] = window_->fingerprint(cdcflow::sv(batch[i].event_id));
         constexpr uint32_t kSlotAhead = 16, kEntryAhead = 8;
+        // Counted here, published once per batch: an atomic per event would
+        // cost more than the look-up.
+        uint64_t hits = 0, misses = 0;
         for (uint32_t i = 0; i < n; ++i) {
             if (i + kSlotAhead < n) window_->prefetch_slot(hashes_[i + kSlotAhead]);
             if (i + kEntryAhead < n) window_->prefetch_entry(hashes_[i + kEntryAhead]);
             if (batch[i].event_id.len == 0) continue; // nothing to compare: passes untouched
             // Rejected events count as seen too: a later copy of an event
             // that was dead-lettered is skipped, not dead-lettered again.
-            if (window_->check_and_insert(hashes_[i])) batch.mark_duplicate(i);
+            if (window_->check_and_insert(hashes_[i])) {
+                batch.mark_duplicate(i);
+                ++hits;
+            } else {
+                ++misses;
+            }
         }
         entries_.set(static_cast<int64_t>(window_->size()));
+        cache_entries_.set(static_cast<int64_t>(window_->size()));
+        hits_ += hits;
+        misses_ += misses;
+        cache_hits_.add(static_cast<int64_t>(hits));
+        cache_misses_.add(static_cast<int64_t>(misses));
     }
+
+    // The window's figures as published to the host's cache families (for
+    // tests): ids held, its capacity (window_size), copies found (hits) and
+    // new ids (misses) since create. Replayed ids count as neither.
+    size_t window_entries() const { return window_->size(); }
+    size_t window_capacity() const { return window_->capacity(); }
+    uint64_t window_hits() const { return hits_; }
+    uint64_t window_misses() const { return misses_; }
 
     // The monotonic clock the TTL is measured on; tests drive their own.
     using Clock = std::function<std::chrono::steady_clock::time_point()>;
@@ -140,6 +169,8 @@ private:
     Clock now_ = [] { return std::chrono::steady_clock::now(); };
     std::unique_ptr<IdWindow> window_;
     cdcflow::Metric entries_, restored_;
+    cdcflow::Metric cache_entries_, cache_hits_, cache_misses_;
+    uint64_t hits_ = 0, misses_ = 0;
     std::vector<Hash128> hashes_; // process()'s scratch, one per event
 };
 

@@ -52,6 +52,8 @@ OutboxSource::OutboxSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Co
     polls_ = ctx.counter("polls", "poll calls");
     cleanup_deleted_ = ctx.counter("cleanup_deleted", "outbox rows deleted by retention cleanup");
     lag_ = ctx.gauge("lag", "highest seq in the outbox minus the highest seq committed downstream");
+    // The host's source lag family (ABI 4): rows not yet read, partition "".
+    unread_ = ctx.lag_metric("");
     replayed_ = ctx.counter("replayed", "outbox rows replayed to rebuild stateful transforms");
 
     // create() checks, never changes: a missing file or table is an error
@@ -360,6 +362,11 @@ void OutboxSource::update_lag(bool caught_up) {
     if (max_seq_seen_ == INT64_MIN) return;
     int64_t base = committed_seq_ == INT64_MIN ? 0 : committed_seq_;
     lag_.set(std::max<int64_t>(0, max_seq_seen_ - base));
+    // Not yet read: the newest seq known minus the last one read. Seqs have
+    // gaps (a rolled-back insert, deleted rows), so this is an upper bound;
+    // and the newest seq is at most a second old while rows keep coming.
+    const int64_t read = last_seq_ == INT64_MIN ? 0 : last_seq_;
+    unread_.set(max_seq_seen_ > read ? max_seq_seen_ - read : 0);
 }
 
 void OutboxSource::maybe_cleanup() {

@@ -201,6 +201,7 @@ private:
     uint64_t keep_rows_ = 0;
 
     cdcflow::Metric rows_read_, polls_, cleanup_deleted_, lag_, replayed_;
+    cdcflow::Metric unread_; // the host's cdcflow_source_lag_events{partition=""} (ABI 4)
 };
 
 } // namespace cdcflow::outbox

@@ -8,6 +8,12 @@ AccountsProjection::AccountsProjection(const ProjectionOptions &opts, cdcflow::C
     : cache_(opts.cache_size) {
     hits_ = ctx.counter("cache_hits", "account rows found in the cache");
     misses_ = ctx.counter("cache_misses", "account rows read from the database");
+    // The same figures under the host's cache families (ABI 4), cache "rows".
+    cache_entries_ = ctx.cache_metric("rows", CDCFLOW_CACHE_ENTRIES);
+    cache_hits_ = ctx.cache_metric("rows", CDCFLOW_CACHE_HITS);
+    cache_misses_ = ctx.cache_metric("rows", CDCFLOW_CACHE_MISSES);
+    ctx.cache_metric("rows", CDCFLOW_CACHE_CAPACITY).set(static_cast<int64_t>(cache_.capacity()));
+    cache_entries_.set(0);
     touched_.reserve(1024);
 }
 
@@ -41,6 +47,7 @@ void AccountsProjection::close() {
     // database: start from the table again.
     cache_.clear();
     touched_.clear();
+    cache_entries_.set(0);
 }
 
 AccountsProjection::Cache::Node *AccountsProjection::row(std::string_view id) {
@@ -137,24 +144,27 @@ void AccountsProjection::write_batch() {
 void AccountsProjection::publish_counts() {
     hits_.add(hit_count_);
     misses_.add(miss_count_);
+    cache_hits_.add(hit_count_);
+    cache_misses_.add(miss_count_);
     hit_count_ = miss_count_ = 0;
+    cache_entries_.set(static_cast<int64_t>(cache_.size()));
 }
 
 void AccountsProjection::batch_committed() {
-    publish_counts();
     for (Cache::Node *n : touched_)
         n->pinned = n->dirty = false;
     touched_.clear();
     cache_.trim();
+    publish_counts();
 }
 
 void AccountsProjection::batch_rolled_back() {
-    publish_counts();
     // Simplest correct undo: forget every row the batch touched; the next
     // miss reads the committed state back.
     for (Cache::Node *n : touched_)
         cache_.erase(n);
     touched_.clear();
+    publish_counts();
 }
 
 } // namespace cdcflow::projection

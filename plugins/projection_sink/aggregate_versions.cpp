@@ -15,6 +15,23 @@ const char *AggregateVersions::ddl() {
            "UNIQUE(name, aggregatetype, aggregateid))";
 }
 
+void AggregateVersions::report_to(const cdcflow::Context &ctx) {
+    entries_metric_ = ctx.cache_metric("versions", CDCFLOW_CACHE_ENTRIES);
+    hits_metric_ = ctx.cache_metric("versions", CDCFLOW_CACHE_HITS);
+    misses_metric_ = ctx.cache_metric("versions", CDCFLOW_CACHE_MISSES);
+    ctx.cache_metric("versions", CDCFLOW_CACHE_CAPACITY).set(static_cast<int64_t>(cache_.capacity()));
+    entries_metric_.set(static_cast<int64_t>(cache_.size()));
+}
+
+void AggregateVersions::publish() {
+    hits_ += static_cast<uint64_t>(batch_hits_);
+    misses_ += static_cast<uint64_t>(batch_misses_);
+    hits_metric_.add(batch_hits_);
+    misses_metric_.add(batch_misses_);
+    batch_hits_ = batch_misses_ = 0;
+    entries_metric_.set(static_cast<int64_t>(cache_.size()));
+}
+
 void AggregateVersions::open(sqlite::Db &db, std::string_view name) {
     db_ = &db;
     name_.assign(name);
@@ -49,6 +66,7 @@ void AggregateVersions::close() {
     // A re-opened database may hold other versions: read them again.
     cache_.clear();
     touched_.clear();
+    entries_metric_.set(0);
 }
 
 AggregateVersions::Entry *AggregateVersions::find(std::string_view aggregate_type,
@@ -60,6 +78,7 @@ AggregateVersions::Entry *AggregateVersions::find(std::string_view aggregate_typ
         .append(aggregate_id);
     Entry *n = cache_.find(key_);
     if (!n) {
+        ++batch_misses_;
         if (!select_) prepare();
         // Pinned and touched before the read: if the read throws, the
         // rollback forgets the half-made node.
@@ -72,9 +91,12 @@ AggregateVersions::Entry *AggregateVersions::find(std::string_view aggregate_typ
             n->row.id = select_.int64(0);
             n->row.version = select_.int64(1);
         }
-    } else if (!n->pinned) {
-        n->pinned = true;
-        touched_.push_back(n);
+    } else {
+        ++batch_hits_;
+        if (!n->pinned) {
+            n->pinned = true;
+            touched_.push_back(n);
+        }
     }
     return n;
 }
@@ -109,6 +131,7 @@ void AggregateVersions::batch_committed() {
     touched_.clear();
     created_table_ = false;
     cache_.trim();
+    publish();
 }
 
 void AggregateVersions::batch_rolled_back() {
@@ -124,6 +147,7 @@ void AggregateVersions::batch_rolled_back() {
         upsert_ = {};
         created_table_ = false;
     }
+    publish();
 }
 
 } // namespace cdcflow::projection

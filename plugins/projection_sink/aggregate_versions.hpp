@@ -24,6 +24,8 @@
 #include "common/sqlite.hpp"
 #include "row_cache.hpp"
 
+#include <cdcflow/sdk.hpp>
+
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -46,6 +48,9 @@ public:
     static const char *ddl();
 
     AggregateVersions(size_t cache_size, Log info) : cache_(cache_size), info_(std::move(info)) {}
+    // Publish the cache's figures under the host's cache families as cache
+    // "versions" (ABI 4): once per batch, after it committed or rolled back.
+    void report_to(const cdcflow::Context &ctx);
 
     // name: the sink's checkpoint_name (several sinks may share a database).
     void open(sqlite::Db &db, std::string_view name);
@@ -65,8 +70,16 @@ public:
     void batch_committed();
     void batch_rolled_back();
 
+    // Aggregates held in the cache; look-ups answered from it, and read
+    // from the table, since create.
+    size_t cached() const { return cache_.size(); }
+    uint64_t hits() const { return hits_; }
+    uint64_t misses() const { return misses_; }
+
 private:
     void prepare();
+    // After a batch: the counts since the last one, and the entries held.
+    void publish();
 
     sqlite::Db *db_ = nullptr;
     std::string name_;
@@ -76,6 +89,9 @@ private:
     std::string key_;            // reused
     bool created_table_ = false; // by the batch in progress
     sqlite::Stmt select_, update_, upsert_;
+    uint64_t hits_ = 0, misses_ = 0;
+    int64_t batch_hits_ = 0, batch_misses_ = 0; // counted per event, published per batch
+    cdcflow::Metric entries_metric_, hits_metric_, misses_metric_;
 };
 
 } // namespace cdcflow::projection

@@ -51,6 +51,7 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
                      "unknown projection '" + cfg.projection + "' (built in: " + builtin_projections() + ")");
     }
 
+    versions_.report_to(ctx);
     applied_ = ctx.counter("applied", "events applied to the projection");
     dead_letters_ = ctx.counter("dead_letters", "dead letters written (rejected by any stage)");
     version_duplicates_ =

@@ -2,6 +2,7 @@
 // 1..count (partition ""), resuming after the sink's checkpoint. Events carry
 // ids "e<offset>" unless `bare` is set (then only positions: the cheapest
 // possible event, for the queue-hop benchmark). count = 0: endless.
+// `payload_bytes` pads every payload to about that size (memory tests).
 // With `partitions` N > 0, event k goes to partition "p<k mod N>" (offsets
 // still rise within each), and the metric `<stage>.committed_regressions`
 // counts committed() reports that went backwards for a partition.
@@ -30,6 +31,7 @@ struct GenSourceSettings {
     bool throw_in_committed = false;
     int64_t replay_piece = 0, replay_past = 0, replay_sleep_ms = 0, replay_first = 1, replay_stall = 0;
     int64_t trickle_after = 0, trickle = 10;
+    int64_t payload_bytes = 0;
 
     using S = GenSourceSettings;
     static constexpr auto kParams = cdcflow::params(
@@ -80,7 +82,12 @@ struct GenSourceSettings {
         cdcflow::param("trickle", &S::trickle)
             .defaults_to("10")
             .min("1")
-            .describe("events per poll once trickling"));
+            .describe("events per poll once trickling"),
+        cdcflow::param("payload_bytes", &S::payload_bytes)
+            .defaults_to("0")
+            .min("0")
+            .max("67108864")
+            .describe("pad each payload to at least this many bytes (memory bound tests)"));
 };
 
 class GenSource : public cdcflow::Source {
@@ -99,6 +106,8 @@ public:
           replay_piece_(cfg.replay_piece), replay_past_(cfg.replay_past),
           replay_sleep_ms_(cfg.replay_sleep_ms), replay_first_(cfg.replay_first),
           replay_stall_(cfg.replay_stall), trickle_after_(cfg.trickle_after), trickle_(cfg.trickle) {
+        // {"n":123,"pad":"xxx..."}: still a JSON object, of about payload_bytes.
+        if (cfg.payload_bytes > 0) pad_.assign(static_cast<size_t>(cfg.payload_bytes), 'x');
         last_committed_.assign(static_cast<size_t>(std::max<int64_t>(partitions_, 1)), 0);
         for (int64_t p = 0; p < partitions_; ++p) {
             char name[24];
@@ -209,11 +218,18 @@ private:
         if (!bare_) {
             int n = std::snprintf(id, sizeof id, "e%lld", static_cast<long long>(offset));
             int m = std::snprintf(payload, sizeof payload, "{\"n\":%lld}", static_cast<long long>(offset));
+            e.payload = {payload, static_cast<uint64_t>(m)};
+            if (!pad_.empty()) {
+                padded_.assign(payload, static_cast<size_t>(m) - 1)
+                    .append(",\"pad\":\"")
+                    .append(pad_)
+                    .append("\"}");
+                e.payload = cdcflow::str(padded_);
+            }
             e.event_id = {id, static_cast<uint64_t>(n)};
             e.aggregate_type = cdcflow::str("Test");
             e.aggregate_id = e.event_id;
             e.event_type = cdcflow::str("Generated");
-            e.payload = {payload, static_cast<uint64_t>(m)};
             e.timestamp_us = offset;
         }
         return batch.append(e);
@@ -231,6 +247,7 @@ private:
     std::vector<std::string> names_;
     std::vector<int64_t> last_committed_; // per partition index
     int64_t trickle_after_, trickle_;
+    std::string pad_, padded_; // payload_bytes: the padding, and the padded payload (reused)
     cdcflow::Metric regressions_, committed_calls_, last_committed_gauge_, replay_calls_, replay_max_, seeks_,
         max_capacity_, last_capacity_;
     int64_t max_capacity_seen_ = 0;

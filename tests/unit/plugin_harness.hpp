@@ -92,6 +92,17 @@ public:
     cdcflow_ctx *ctx() { return &ctx_; }
     const cdcflow_config *cfg() const { return &cfg_; }
     int64_t metric(const std::string &name) const { return test::metric_value(metrics_, def_.id + "." + name); }
+    // A figure the stage published under the host's cache or lag families
+    // (ABI 4: the same arguments return the same handle); -1 when the host
+    // has none. The one place that knows how those handles are read.
+    int64_t cache_figure(const char *cache, cdcflow_cache_stat stat) {
+        cdcflow_metric *m = host::host_api()->metric_cache(&ctx_, cache, stat);
+        return m ? m->value.load() : -1;
+    }
+    int64_t lag_figure(const char *partition) {
+        cdcflow_metric *m = host::host_api()->metric_lag(&ctx_, partition);
+        return m ? m->value.load() : -1;
+    }
     void request_stop() { stop_.store(true); }
     // Why the host refused the values ("" when it did not).
     const std::string &refused() const { return refused_; }

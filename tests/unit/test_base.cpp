@@ -1,5 +1,8 @@
-// core/base: the one escaping helper, the one UTF-8 check, the one UTC format.
+// core/base: the one escaping helper, the one UTF-8 check, the one UTC format,
+// byte sizes, the resident memory.
+#include "base/bytes.hpp"
 #include "base/clock.hpp"
+#include "base/process.hpp"
 #include "base/text.hpp"
 #include "base/utf8.hpp"
 
@@ -9,6 +12,7 @@
 #include <cstdint>
 #include <random>
 #include <string>
+#include <vector>
 
 namespace base = cdcflow::base;
 using base::Quoting;
@@ -133,4 +137,38 @@ TEST_CASE("base::wall_us is the system clock in microseconds") {
     const int64_t got = base::wall_us();
     CHECK(got > want - 3'600'000'000);
     CHECK(got < want + 3'600'000'000);
+}
+
+TEST_CASE("base::parse_bytes: an integer, or one with a binary unit; nothing else") {
+    CHECK(base::parse_bytes("0") == 0u);
+    CHECK(base::parse_bytes("67108864") == 67108864u);
+    CHECK(base::parse_bytes("64MiB") == 64u << 20);
+    CHECK(base::parse_bytes("512 MiB") == 512u << 20);
+    CHECK(base::parse_bytes("1KiB") == 1024u);
+    CHECK(base::parse_bytes("3GiB") == uint64_t{3} << 30);
+    CHECK(base::parse_bytes("2TiB") == uint64_t{2} << 40);
+    CHECK(base::parse_bytes("18446744073709551615") == UINT64_MAX);
+    for (const char *bad : {"", " ", "-1", "+5", "1.5MiB", "64MB", "64mib", "64 ", "64  MiB", "MiB", "0x10",
+                            "18446744073709551616", "16777216TiB", "64MiB ", "64 MiBx"})
+        CHECK_MESSAGE(!base::parse_bytes(bad), bad);
+}
+
+TEST_CASE("base::format_bytes: one decimal past the unit, cut not rounded") {
+    CHECK(base::format_bytes(0) == "0 B");
+    CHECK(base::format_bytes(1023) == "1023 B");
+    CHECK(base::format_bytes(1024) == "1.0 KiB");
+    CHECK(base::format_bytes(1536) == "1.5 KiB");
+    CHECK(base::format_bytes((uint64_t{64} << 20) - 1) == "63.9 MiB"); // just under 64 MiB is not "64.0"
+    CHECK(base::format_bytes(uint64_t{3} << 30) == "3.0 GiB");
+    CHECK(base::format_bytes(UINT64_MAX) == "15.9 EiB");
+}
+
+TEST_CASE("base::resident_bytes: this process's resident memory, and it sees an allocation touched") {
+    const uint64_t before = base::resident_bytes();
+    REQUIRE(before > 0);
+    // 64 MiB written to: resident now, whatever the allocator kept before.
+    std::vector<char> big(64u << 20, 1);
+    const uint64_t after = base::resident_bytes();
+    CHECK(after >= before + (32u << 20));
+    CHECK(big[12345] == 1);
 }

@@ -630,3 +630,28 @@ TEST_CASE("deduper: the SDK exports history and restore (and no seek-time readin
     CHECK(h.metric("restored") == 1);
     d->callbacks->destroy(inst);
 }
+
+TEST_CASE("deduper stage: the window's cache figures: ids held, capacity, copies found (hits), new ids "
+          "(misses); replayed ids count as neither") {
+    DedupeStage d({{"window_size", 3}});
+    d.restore({{"r1", kT0}, {"r2", kT0}});
+    CHECK(d.stage->window_entries() == 2);
+    CHECK(d.stage->window_hits() == 0);
+    CHECK(d.stage->window_misses() == 0);
+    CHECK(d.process({{"a", kT0}, {"a", kT0}, {"r1", kT0}}) == std::vector<int>{OK, DUP, DUP});
+    CHECK(d.stage->window_hits() == 2);
+    CHECK(d.stage->window_misses() == 1);
+    CHECK(d.stage->window_entries() == 3);
+    // Three new ids, each evicting the least recent: r2, then a, then r1.
+    CHECK(d.process({{"c", kT0}, {"d", kT0}, {"r2", kT0}}) == std::vector<int>{OK, OK, OK});
+    CHECK(d.stage->window_hits() == 2);
+    CHECK(d.stage->window_misses() == 4);
+    CHECK(d.stage->window_entries() == 3); // the capacity holds
+    CHECK(d.stage->window_capacity() == 3);
+    // What the host's families received, once per batch.
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 3);
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_CAPACITY) == 3);
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_HITS) == 2);
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_MISSES) == 4);
+    CHECK(d.h.metric("duplicates") == 2); // hits are exactly the duplicates marked
+}

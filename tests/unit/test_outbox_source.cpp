@@ -776,3 +776,28 @@ TEST_CASE("outbox_source: retention keeps the rows the pipeline's stateful trans
     CHECK(flatten(replay_all(next, again, 64)) == range(701, 1000));
     CHECK(again.truncated == 0);
 }
+
+TEST_CASE("outbox_source: the source lag (host family, partition \"\") is the rows not yet read") {
+    TempDir dir("os_unread");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 2500, 1234);
+    Source s({{"database", path}});
+    s.src->start();
+    cdcflow_batch b(1000);
+    // A full batch: the newest seq is looked up (once a second at most).
+    REQUIRE(s.poll(b).size() == 1000);
+    CHECK(s.h.lag_figure("") == 1500);
+    REQUIRE(s.poll(b).size() == 1000);
+    CHECK(s.h.lag_figure("") == 500); // the newest seq known, minus the last read
+    REQUIRE(s.poll(b).size() == 500);
+    CHECK(s.h.lag_figure("") == 0); // a short read: caught up, nothing unread
+    // Committing does not change what is unread (the `lag` gauge counts
+    // from the commit instead).
+    s.committed(2500);
+    CHECK(s.h.lag_figure("") == 0);
+    CHECK(s.h.metric("lag") == 0);
+    insert_rows(db, 10, 1234, "f");
+    REQUIRE(s.poll(b).size() == 10);
+    CHECK(s.h.lag_figure("") == 0);
+}

@@ -283,7 +283,7 @@ TEST_SUITE("pipeline: structure") {
               "p.yaml:3:3: settings.batch_size must be an integer from 1 to 1048576, got a sequence");
         CHECK(with("  batch: 1\n") ==
               "p.yaml:3:3: unknown settings key 'batch' (known: batch_size, batch_max_events, "
-              "batch_max_bytes, batch_max_ms, queue_capacity, "
+              "batch_max_bytes, batch_max_ms, queue_capacity, queue_max_bytes, memory_soft_limit_bytes, "
               "shutdown_timeout_ms, poll_wait_ms, when_owned, owner_lease_ms, retry, breaker, "
               "poison_limit)");
         CHECK(parse_error("pipeline: p\nsettings: [batch_size]\nstages: [{id: a, plugin: x}]\n") ==

@@ -1056,3 +1056,41 @@ TEST_CASE("wal checkpointer: checkpoints in the background and keeps the WAL bou
     CHECK(std::filesystem::file_size(path + "-wal") < 20 * 8 * 4096 * 2);
     CHECK(db.query_int("SELECT count(*) FROM t") == 1600);
 }
+
+TEST_CASE("projection_sink: the row and version caches' figures: entries within cache_size after each batch, "
+          "hits and misses per look-up") {
+    TempDir dir("ps_cache_figures");
+    std::string path = dir.file("read.db");
+    Sink s({{"database", path}, {"cache_size", 2}});
+    s.sink->start();
+    CHECK(s.h.cache_figure("rows", CDCFLOW_CACHE_CAPACITY) == 2);
+    CHECK(s.h.cache_figure("versions", CDCFLOW_CACHE_CAPACITY) == 2);
+    cdcflow_batch b(8);
+    append(b, versioned(1, "acc-1", 1, "AccountCreated", created()));      // miss
+    append(b, versioned(2, "acc-2", 1, "AccountCreated", created("Bob"))); // miss
+    append(b, versioned(3, "acc-1", 2, "MoneyDeposited", deposit("10")));  // hit
+    append(b, versioned(4, "acc-3", 1, "AccountCreated", created("Eve"))); // miss: 3 rows pinned by the batch
+    s.process(b);
+    for (const char *cache : {"rows", "versions"}) {
+        INFO(cache);
+        CHECK(s.h.cache_figure(cache, CDCFLOW_CACHE_ENTRIES) == 2); // trimmed after the commit
+        CHECK(s.h.cache_figure(cache, CDCFLOW_CACHE_HITS) == 1);
+        CHECK(s.h.cache_figure(cache, CDCFLOW_CACHE_MISSES) == 3);
+    }
+    // acc-1 was the least recent (a row the batch already held is not moved
+    // again): evicted; acc-3 is still there.
+    b.reset();
+    append(b, versioned(5, "acc-3", 2, "MoneyDeposited", deposit("1"))); // hit
+    append(b, versioned(6, "acc-1", 3, "MoneyDeposited", deposit("1"))); // miss
+    s.process(b);
+    for (const char *cache : {"rows", "versions"}) {
+        INFO(cache);
+        CHECK(s.h.cache_figure(cache, CDCFLOW_CACHE_ENTRIES) == 2);
+        CHECK(s.h.cache_figure(cache, CDCFLOW_CACHE_HITS) == 2);
+        CHECK(s.h.cache_figure(cache, CDCFLOW_CACHE_MISSES) == 4);
+    }
+    // The projection's own counters say the same.
+    CHECK(s.h.metric("cache_hits") == 2);
+    CHECK(s.h.metric("cache_misses") == 4);
+    CHECK(s.h.metric("applied") == 6);
+}

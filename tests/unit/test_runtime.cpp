@@ -7,13 +7,16 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <string>
 #include <thread>
+#include <vector>
 
 using namespace cdcflow::host;
 using cdcflow::Result;
@@ -718,4 +721,217 @@ TEST_CASE("runtime: the adaptive batching settings are checked at load, with pos
     REQUIRE_FALSE(bad);
     CHECK(bad.status().message().find("t.yaml:2:") == 0);
     CHECK(bad.status().message().find("batch_max_bytes") != std::string::npos);
+}
+
+namespace {
+
+// A run whose Runtime the test can prepare (a fake resident-memory reader)
+// and inspect afterwards (memory(), queues()).
+struct MemRun {
+    Status run_status;
+    Totals totals;
+    MemoryReport memory;
+    std::vector<QueueReport> queues;
+    std::shared_ptr<Metrics> metrics = std::make_shared<Metrics>();
+    int64_t metric(const std::string &name) const { return cdcflow::test::metric_value(*metrics, name); }
+};
+
+MemRun run_mem(const std::string &yaml, std::function<uint64_t()> rss = nullptr,
+               std::chrono::milliseconds every = std::chrono::milliseconds(0)) {
+    MemRun out;
+    PluginRegistry reg;
+    reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
+    auto rt = make(yaml, reg, *out.metrics);
+    REQUIRE(rt.status().ok());
+    if (rss) rt.value()->set_resident_reader(std::move(rss), every);
+    RunOptions ro;
+    ro.drain = true;
+    out.run_status = rt.value()->run(ro);
+    out.totals = rt.value()->totals();
+    out.memory = rt.value()->memory();
+    out.queues = rt.value()->queues();
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("runtime: the event bytes in flight never pass queue_max_bytes, and every event still arrives") {
+    // ~10 kB events, at most 32 KiB a batch: without the byte bound the
+    // queues (8 batches each) and stages hold ~19 batches, ~600 kB, behind
+    // a slow sink.
+    const std::string src = "count: 400, payload_bytes: 10000";
+    const std::string sink = "slow_us: 2000";
+    const std::string common = "batch_size: 4, batch_max_events: 64, batch_max_bytes: 32KiB, batch_max_ms: 0";
+    auto bounded = run_mem(pipeline(src, "", sink, "settings: {" + common + ", queue_max_bytes: 64KiB}\n"));
+    REQUIRE(bounded.run_status.ok());
+    CHECK(bounded.totals.events == 400);
+    CHECK(bounded.metric("sink.counted") == 400);
+    CHECK(bounded.memory.queue_max_bytes == 65536);
+    CHECK(bounded.memory.in_flight_bytes_peak > 32768); // more than one batch went at once
+    CHECK(bounded.memory.in_flight_bytes_peak <= 65536);
+    CHECK(bounded.memory.in_flight_bytes == 0); // everything came back
+    // The control: the same run with the default bound (64 MiB) holds far
+    // more, so the bound above is what kept it small.
+    auto loose = run_mem(pipeline(src, "", sink, "settings: {" + common + "}\n"));
+    REQUIRE(loose.run_status.ok());
+    CHECK(loose.totals.events == 400);
+    CHECK(loose.memory.in_flight_bytes_peak > 3 * 65536);
+}
+
+TEST_CASE("runtime: an event larger than the byte bounds still goes, one batch at a time") {
+    auto r = run_mem(pipeline("count: 30, payload_bytes: 100000", "", "",
+                              "settings: {batch_max_bytes: 32KiB, queue_max_bytes: 64KiB}\n"));
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 30);
+    CHECK(r.metric("sink.max_batch") == 1);
+    // One event of ~100 kB in flight at a time: the bound plus one batch.
+    CHECK(r.memory.in_flight_bytes_peak > 100000);
+    CHECK(r.memory.in_flight_bytes_peak < 65536 + 110000);
+}
+
+TEST_CASE("runtime: queues() names each queue by its stages, with its capacity; empty once drained") {
+    auto r = run_mem(pipeline("count: 1000", "", "", "settings: {queue_capacity: 3}\n"));
+    REQUIRE(r.run_status.ok());
+    REQUIRE(r.queues.size() == 2);
+    CHECK(r.queues[0].name == "src->pass");
+    CHECK(r.queues[1].name == "pass->sink");
+    for (const QueueReport &q : r.queues) {
+        CHECK(q.capacity == 3);
+        CHECK(q.depth == 0);
+        CHECK(q.bytes == 0);
+    }
+}
+
+TEST_CASE("runtime: queues() counts the batches and bytes a queue holds while a stage downstream is slow") {
+    PluginRegistry reg;
+    reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
+    Metrics m;
+    // The sink takes 50 ms a batch: the queue before it fills with what the
+    // events bound lets in flight (3 stages x 10 events: 3 batches, one of
+    // them in the sink's hands).
+    auto rt = make(pipeline("count: 0, payload_bytes: 1000", "", "slow_us: 50000",
+                            "settings: {batch_size: 10, batch_max_events: 10, queue_capacity: 4}\n"),
+                   reg, m);
+    REQUIRE(rt.status().ok());
+    Runtime &r = *rt.value();
+    std::thread runner([&] { (void)r.run(RunOptions{}); });
+    std::vector<QueueReport> q;
+    for (int i = 0; i < 500; ++i) { // up to 5 s; it fills within the first batches
+        q = r.queues();
+        if (q.size() == 2 && q[1].depth == 2) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    const MemoryReport mem = r.memory();
+    r.request_stop();
+    runner.join();
+    REQUIRE(q.size() == 2);
+    CHECK(q[1].name == "pass->sink");
+    CHECK(q[1].depth == 2);
+    CHECK(q[1].capacity == 4);
+    // Two batches of ten events of at least 1,000 payload bytes each.
+    CHECK(q[1].bytes >= 2 * 10 * 1000);
+    CHECK(q[1].bytes <= mem.in_flight_bytes);
+    CHECK(q[0].depth == 0); // the transform keeps up
+}
+
+TEST_CASE("runtime: past 90% of the soft memory limit the source reads batch_size events at a time, one "
+          "batch in flight") {
+    // The resident memory stays above the mark for the whole run.
+    const uint64_t limit = uint64_t{1000} << 20;
+    auto r = run_mem(pipeline("count: 3000", "", "",
+                              "settings: {batch_size: 100, batch_max_events: 5000, batch_max_ms: 0, "
+                              "memory_soft_limit_bytes: 1000MiB}\n"),
+                     [&] { return limit - limit / 20; }); // 95%
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 3000);             // slowed, never stalled: nothing lost
+    CHECK(r.metric("src.max_capacity") == 100); // never grown (it grows to 5000 unthrottled)
+    CHECK(r.metric("sink.max_batch") == 100);
+    CHECK(r.memory.throttled);
+    CHECK(r.memory.throttle_episodes == 1);
+    CHECK(r.memory.soft_limit_bytes == limit);
+    CHECK(r.memory.resident_bytes == limit - limit / 20);
+    // One batch at a time: 100 events of at most ~40 bytes of strings each.
+    CHECK(r.memory.in_flight_bytes_peak <= 100 * 40);
+}
+
+TEST_CASE("runtime: the soft limit's throttle ends when the resident memory falls below the mark, and "
+          "batches grow again") {
+    const uint64_t limit = uint64_t{1000} << 20;
+    std::atomic<int> reads{0};
+    // Above the mark for the first 20 reads (20 polls: 2,000 events), then
+    // well below it.
+    auto rss = [&]() -> uint64_t { return reads.fetch_add(1) < 20 ? limit - limit / 20 : limit / 2; };
+    auto r = run_mem(pipeline("count: 200000", "", "",
+                              "settings: {batch_size: 100, batch_max_events: 5000, batch_max_ms: 0, "
+                              "memory_soft_limit_bytes: 1048576000}\n"),
+                     rss);
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 200000);
+    CHECK(reads.load() > 20);
+    CHECK_FALSE(r.memory.throttled);
+    CHECK(r.memory.throttle_episodes == 1);
+    CHECK(r.metric("src.max_capacity") == 5000); // resumed at full speed
+}
+
+TEST_CASE("runtime: the resident memory is read at most once per interval, not per batch") {
+    std::atomic<int> reads{0};
+    auto r = run_mem(
+        pipeline("count: 20000", "", "",
+                 "settings: {batch_size: 10, batch_max_events: 10, memory_soft_limit_bytes: 1GiB}\n"),
+        [&]() -> uint64_t {
+            reads.fetch_add(1);
+            return 1;
+        },
+        std::chrono::hours(1));
+    REQUIRE(r.run_status.ok());
+    CHECK(r.totals.events == 20000); // 2,000 polls
+    CHECK(reads.load() == 1);
+    CHECK(r.memory.resident_bytes == 1);
+}
+
+TEST_CASE("runtime: no soft limit, no reading of the resident memory") {
+    std::atomic<int> reads{0};
+    auto r = run_mem(pipeline("count: 1000", "", ""), [&] {
+        reads.fetch_add(1);
+        return UINT64_MAX;
+    });
+    REQUIRE(r.run_status.ok());
+    CHECK(reads.load() == 0);
+    CHECK_FALSE(r.memory.throttled);
+    CHECK(r.memory.soft_limit_bytes == 0);
+}
+
+TEST_CASE("runtime: byte settings take a unit; queue_max_bytes below batch_max_bytes is a load error with "
+          "position") {
+    auto env = [](const std::string &) { return std::nullopt; };
+    auto good = parse_pipeline("pipeline: t\nsettings:\n  batch_max_bytes: 1MiB\n  queue_max_bytes: 16 MiB\n "
+                               " memory_soft_limit_bytes: "
+                               "2GiB\nstages:\n  - {id: a, plugin: p}\n",
+                               "t.yaml", env);
+    REQUIRE(good);
+    CHECK(good.value().settings.batch_max_bytes == 1u << 20);
+    CHECK(good.value().settings.queue_max_bytes == 16u << 20);
+    CHECK(good.value().settings.memory_soft_limit_bytes == uint64_t{2} << 30);
+    CHECK(good.value().settings.memory_soft_limit_bytes != 0);
+
+    auto small = parse_pipeline("pipeline: t\nsettings:\n  batch_max_bytes: 1MiB\n  queue_max_bytes: "
+                                "65536\nstages:\n  - {id: a, plugin: p}\n",
+                                "t.yaml", env);
+    REQUIRE_FALSE(small);
+    CHECK(
+        small.status().message() ==
+        "t.yaml:4:20: settings.queue_max_bytes (65536) must be at least settings.batch_max_bytes (1048576): "
+        "the event bytes in flight must hold at least one full batch");
+    // Only batch_max_bytes set, past the default queue bound: named at batch_max_bytes.
+    auto big = parse_pipeline(
+        "pipeline: t\nsettings: {batch_max_bytes: 128MiB}\nstages:\n  - {id: a, plugin: p}\n", "t.yaml", env);
+    REQUIRE_FALSE(big);
+    CHECK(big.status().message().find("t.yaml:2:29: settings.queue_max_bytes (67108864, the default) must be "
+                                      "at least settings.batch_max_bytes (134217728)") == 0);
+    auto unit = parse_pipeline(
+        "pipeline: t\nsettings: {queue_max_bytes: 64MB}\nstages:\n  - {id: a, plugin: p}\n", "t.yaml", env);
+    REQUIRE_FALSE(unit);
+    CHECK(unit.status().message() ==
+          "t.yaml:2:29: settings.queue_max_bytes must be a number of bytes from 1024 "
+          "to 1099511627776 (e.g. 67108864 or 64MiB), got '64MB'");
 }

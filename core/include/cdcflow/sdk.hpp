@@ -504,6 +504,23 @@ public:
     Metric gauge(const char *name, const char *help) const {
         return Metric(host_, host_->metric_gauge(ctx_, name, help));
     }
+    // One figure of a cache this stage keeps (ABI 4), under the host's own
+    // cache families labelled with the stage and `cache` ("window", "rows"):
+    // set ENTRIES and CAPACITY, add to HITS and MISSES (once per batch, not
+    // per event). A host older than ABI 4 has no such families: the handle
+    // then does nothing (count in a metric of your own if you need it there).
+    Metric cache_metric(const char *cache, cdcflow_cache_stat stat) const {
+        if (!CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, metric_cache) || !host_->metric_cache)
+            return Metric();
+        return Metric(host_, host_->metric_cache(ctx_, cache, stat));
+    }
+    // Sources (ABI 4): the events not yet read from `partition` ("" for a
+    // single-partition source such as an outbox), cdcflow_source_lag_events.
+    // Set it whenever the source learns it; a no-op on an older host.
+    Metric lag_metric(const char *partition) const {
+        if (!CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, metric_lag) || !host_->metric_lag) return Metric();
+        return Metric(host_, host_->metric_lag(ctx_, partition));
+    }
     bool stop_requested() const { return host_->stop_requested(ctx_) != 0; }
     std::string_view stage_id() const { return host_->stage_id(ctx_); }
     // A fencing sink lost its checkpoint outside process() (see plugin.h).
