@@ -195,7 +195,7 @@ void Runtime::fail(Stage &st, const std::string &what, cdcflow_status code) {
         failed_.store(true);
         stop_.store(true);
     }
-    log_line(CDCFLOW_LOG_ERROR, st.def->id, what);
+    log_line(CDCFLOW_LOG_ERROR, st.def->id, what, "error");
     close_all();
     std::lock_guard lock(mu_);
     cv_.notify_all();
@@ -325,7 +325,8 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
         }
         log_line(CDCFLOW_LOG_WARN, st.def->id,
                  msg + "; " + what + " retry " + std::to_string(attempt) + "/" +
-                     std::to_string(policy.max_attempts - 1) + " in " + std::to_string(backoff_ms) + " ms");
+                     std::to_string(policy.max_attempts - 1) + " in " + std::to_string(backoff_ms) + " ms",
+                 "retry", {{"call", what}, {"attempt", attempt}, {"delay_ms", backoff_ms}, {"error", msg}});
         {
             // A stop (or another stage failing) ends the wait at once.
             std::unique_lock lock(mu_);
@@ -615,7 +616,8 @@ Status Runtime::acquire_ownership() {
         }
         if (got.code == CDCFLOW_OK) {
             if (standby_.load())
-                log_line(CDCFLOW_LOG_INFO, "host", "taking over: this host now owns the checkpoint");
+                log_line(CDCFLOW_LOG_INFO, "host", "taking over: this host now owns the checkpoint",
+                         "owner_change", {{"role", "owner"}});
             m_takeovers_->value.fetch_add(standby_.load() ? 1 : 0, std::memory_order_relaxed);
             {
                 std::lock_guard lock(mu_);
@@ -657,7 +659,8 @@ Status Runtime::acquire_ownership() {
                          "; taking over when it stops (at once if its process is gone "
                          "from this machine, else " +
                          std::to_string(req.lease_ms) +
-                         " ms after its last renewal; settings.owner_lease_ms)");
+                         " ms after its last renewal; settings.owner_lease_ms)",
+                     "owner_change", {{"role", "standby"}, {"owner", got.message}});
             announced = got.message;
         }
         std::unique_lock lock(mu_);
@@ -687,14 +690,16 @@ Status Runtime::run(const RunOptions &opts) {
         m_takeovers_->value.fetch_add(1, std::memory_order_relaxed);
         if (def_.settings.when_owned == WhenOwned::refuse) break;
         if (user_stop_.load()) { // fenced, then asked to stop: a standby's clean exit
-            log_line(CDCFLOW_LOG_WARN, "host", "stepped down: " + result.message());
+            log_line(CDCFLOW_LOG_WARN, "host", "stepped down: " + result.message(), "owner_change",
+                     {{"role", "none"}});
             result = Status::OK();
             break;
         }
         // Step down: nothing this incarnation holds in memory (row caches,
         // the dedupe window) may outlive the ownership; new instances start
         // from whatever the new owner commits.
-        log_line(CDCFLOW_LOG_WARN, "host", "stepping down to standby: " + result.message());
+        log_line(CDCFLOW_LOG_WARN, "host", "stepping down to standby: " + result.message(), "owner_change",
+                 {{"role", "standby"}});
         destroy_instances();
         {
             std::lock_guard lock(mu_);
