@@ -50,6 +50,10 @@ std::atomic<int> g_level{CDCFLOW_LOG_INFO};
 std::atomic<int> g_format{static_cast<int>(LogFormat::text)};
 std::atomic<uint32_t> g_plugin_limit{kDefaultPluginLinesPerSecond};
 std::atomic<uint64_t> g_written{0}, g_dropped{0}, g_suppressed{0};
+// The pipeline's name for log_last_words, which must not take the writer's
+// lock. Set once per run; the old copy is kept (a few bytes), since a
+// reader may still hold it.
+std::atomic<const std::string *> g_pipeline_name{nullptr};
 
 const char *level_name(spdlog::level::level_enum l) {
     switch (l) {
@@ -239,10 +243,6 @@ public:
         std::lock_guard lock(mu_);
         pipeline_ = name;
     }
-    std::string pipeline() {
-        std::lock_guard lock(mu_);
-        return pipeline_;
-    }
 
 private:
     // One attempt that does not block. >= 0: bytes taken; -1 with errno.
@@ -389,8 +389,9 @@ void log_last_words(const std::string &msg, std::string_view event, std::initial
             // The shared writer's lock may be held: render with a formatter of our own.
             spdlog::memory_buf_t buf;
             auto f = make_formatter(LogFormat::json);
-            format_line(*f, LogFormat::json, std::string(), spdlog::level::err, "host", msg, event, fields,
-                        spdlog::log_clock::now(), buf);
+            const std::string *name = g_pipeline_name.load();
+            format_line(*f, LogFormat::json, name ? *name : std::string(), spdlog::level::err, "host", msg,
+                        event, fields, spdlog::log_clock::now(), buf);
             line.assign(buf.data(), buf.size());
         } else {
             line = "cdcflow: ";
@@ -463,6 +464,8 @@ bool parse_log_format(const std::string &s, LogFormat *out) {
 
 void set_log_pipeline(const std::string &name) {
     writer().set_pipeline(name);
+    const std::string *old = g_pipeline_name.load();
+    if (!old || *old != name) g_pipeline_name.store(new std::string(name));
 }
 
 void set_plugin_log_limit(uint32_t lines_per_second) {

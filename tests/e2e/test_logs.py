@@ -6,6 +6,7 @@ and a stderr that is full or closed."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -131,6 +132,30 @@ class Formats(TempDirTest):
         self.assertEqual(len(lines), 1, lines)
         self.assertEqual((lines[0]["event"], lines[0]["exit_code"]), ("error", 3))
         self.assertIn("bad.yaml:5:21: config key 'count'", lines[0]["msg"])
+
+    def test_a_stop_cut_short_by_the_timeout_is_a_json_line_too(self):
+        p = self.write("p.yaml", pipeline(count=0, output=self.path("out")).replace(
+            "output: '" + self.path("out") + "'", "output: '" + self.path("out") + "', slow_us: 3000000")
+            .replace("stages:", "settings: {batch_size: 10, shutdown_timeout_ms: 300}\nstages:"))
+        proc = subprocess.Popen([BIN, "run", p, "--log-format", "json"], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=ENV)
+        try:
+            self.assertEqual(json.loads(proc.stderr.readline())["event"], "start")
+            time.sleep(0.3)
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        self.assertEqual(proc.returncode, 4, err)
+        lines = self.json_lines(err)
+        self.assertEqual([(o["event"], o["signal"]) for o in lines if o.get("event") == "signal"],
+                         [("signal", "SIGTERM")])
+        last = lines[-1]
+        self.assertEqual((last["event"], last["level"], last["outcome"], last["exit_code"], last["pipeline"]),
+                         ("stop", "error", "timeout", 4, "e2e"))
+        self.assertIn("shutdown did not finish within 300 ms", last["msg"])
 
     def test_retries_are_events(self):
         p = self.write("p.yaml", pipeline("plugin: passthrough\n    retry: {backoff_ms: 1}\n"
