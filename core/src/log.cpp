@@ -203,21 +203,12 @@ ColorRange format_line(spdlog::pattern_formatter &formatter, LogFormat f, const 
 //   write at most PIPE_BUF bytes, which a writable descriptor takes without
 //   waiting in practice.
 // Lines are whole or absent: a line cut by a full pipe is finished before
-// any other is written.
+// any other is written. Each line checks that fd 2 is still what it was
+// (one fstat): whoever moves stderr with dup2 (a test capturing the log)
+// gets the lines that follow.
 class StderrWriter {
 public:
     StderrWriter() {
-        struct stat st {};
-        if (fstat(STDERR_FILENO, &st) == 0) {
-            if (S_ISFIFO(st.st_mode)) {
-                own_fd_ = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
-                if (own_fd_ >= 0) fd_ = own_fd_;
-            } else if (S_ISSOCK(st.st_mode)) {
-                socket_ = true;
-            }
-        }
-        const char *no_color = std::getenv("NO_COLOR");
-        color_ = isatty(STDERR_FILENO) && !(no_color && *no_color);
         text_ = make_formatter(LogFormat::text);
         json_ = make_formatter(LogFormat::json);
     }
@@ -226,6 +217,7 @@ public:
              std::initializer_list<LogField> fields, bool force = false) {
         std::lock_guard lock(mu_);
         if (!force && level < g_level.load(std::memory_order_relaxed)) return;
+        bind();
         LogFormat f = static_cast<LogFormat>(g_format.load(std::memory_order_relaxed));
         buf_.clear();
         ColorRange c = format_line(f == LogFormat::text ? *text_ : *json_, f, pipeline_, to_spdlog(level),
@@ -236,6 +228,7 @@ public:
     // A line already laid out ("cdcflow: msg\n").
     void raw(std::string_view line) {
         std::lock_guard lock(mu_);
+        bind();
         emit(line, {}); // no colours
     }
 
@@ -245,6 +238,31 @@ public:
     }
 
 private:
+    // Under mu_. (Re)chooses how to write when fd 2 is not what it was.
+    void bind() {
+        struct stat st {};
+        bool ok = fstat(STDERR_FILENO, &st) == 0;
+        if (bound_ && ok == stat_ok_ && (!ok || (st.st_dev == dev_ && st.st_ino == ino_))) return;
+        if (own_fd_ >= 0) close(own_fd_);
+        own_fd_ = -1;
+        fd_ = STDERR_FILENO;
+        socket_ = false;
+        pending_.clear(); // the rest of a line for a stderr that is gone
+        stalled_ = false;
+        bound_ = true;
+        stat_ok_ = ok;
+        dev_ = st.st_dev;
+        ino_ = st.st_ino;
+        if (ok && S_ISFIFO(st.st_mode)) {
+            own_fd_ = open("/proc/self/fd/2", O_WRONLY | O_NONBLOCK | O_CLOEXEC);
+            if (own_fd_ >= 0) fd_ = own_fd_;
+        } else if (ok && S_ISSOCK(st.st_mode)) {
+            socket_ = true;
+        }
+        const char *no_color = std::getenv("NO_COLOR");
+        color_ = isatty(STDERR_FILENO) && !(no_color && *no_color);
+    }
+
     // One attempt that does not block. >= 0: bytes taken; -1 with errno.
     ssize_t try_write(const char *p, size_t n) {
         if (socket_) return send(fd_, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -335,6 +353,9 @@ private:
     }
 
     std::mutex mu_;
+    bool bound_ = false, stat_ok_ = false;
+    dev_t dev_ = 0;
+    ino_t ino_ = 0;
     int fd_ = STDERR_FILENO;
     int own_fd_ = -1;
     bool socket_ = false;
