@@ -2,12 +2,14 @@
 // becomes in them (one line, valid UTF-8, valid JSON), and the plugin rate limit.
 #include "base/utf8.hpp"
 #include "log.hpp"
+#include "pipeline.hpp"
 
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <string>
 
@@ -135,6 +137,27 @@ TEST_CASE("log level and format names") {
     CHECK(parse_log_format("auto", &f));
     CHECK(f == LogFormat::text);
     CHECK_FALSE(parse_log_format("JSON", &f));
+}
+
+TEST_CASE("pipeline file: the log mapping") {
+    auto env = [](const std::string &) -> std::optional<std::string> { return std::nullopt; };
+    const std::string stages = "stages:\n  - {id: a, plugin: x}\n";
+    auto def = parse_pipeline("pipeline: p\nlog: {level: debug, format: json, plugin_lines_per_second: 0}\n" +
+                                  stages,
+                              "p.yaml", env);
+    REQUIRE(def.ok());
+    CHECK(def.value().log.level == CDCFLOW_LOG_DEBUG);
+    CHECK(def.value().log.format == LogFormat::json);
+    CHECK(def.value().log.plugin_lines_per_second == 0);
+    // Absent: nothing chosen, the default limit.
+    def = parse_pipeline("pipeline: p\n" + stages, "p.yaml", env);
+    REQUIRE(def.ok());
+    CHECK_FALSE(def.value().log.level.has_value());
+    CHECK_FALSE(def.value().log.format.has_value());
+    CHECK(def.value().log.plugin_lines_per_second == kDefaultPluginLinesPerSecond);
+    def = parse_pipeline("pipeline: p\nlog: {format: [json]}\n" + stages, "p.yaml", env);
+    REQUIRE_FALSE(def.ok());
+    CHECK(def.status().message() == "p.yaml:2:7: log.format must be one of text, json, auto, got a sequence");
 }
 
 TEST_CASE("PluginLogLimiter: N lines a second pass, the rest are counted") {
