@@ -43,6 +43,21 @@ def run_bytes(args, env=ENV, timeout=60, stderr=subprocess.PIPE):
     return subprocess.run([BIN] + args, stdout=subprocess.PIPE, stderr=stderr, env=env, timeout=timeout)
 
 
+def read_all(fd):
+    """Everything left to read on fd (a pipe, or a terminal's master side, which
+    answers EIO once its other side is closed)."""
+    got = b""
+    while True:
+        try:
+            chunk = os.read(fd, 1 << 16)
+        except OSError:
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
 class Formats(TempDirTest):
     def json_lines(self, err):
         """Every line of `err` (bytes) as a parsed JSON object; fails on any line that is not one."""
@@ -105,6 +120,45 @@ class Formats(TempDirTest):
             self.assertEqual(last.group(1, 2), ("info ", "host"))
             self.assertRegex(last.group(3), r"^pipeline 'e2e' (drained|stopped) after \d+\.\d{3} s: \d+ events "
                                             r"\(\d+ applied, 0 rejected, 0 duplicates, 0 dropped\), exit 0$")
+
+    def test_colours_only_on_a_terminal_without_no_color(self):
+        import pty
+        p = self.write("p.yaml", pipeline(count=10))
+        for no_color, coloured in ((None, True), ("", True), ("1", False)):
+            with self.subTest(no_color=no_color):
+                env = dict(ENV)
+                if no_color is not None:
+                    env["NO_COLOR"] = no_color
+                master, slave = pty.openpty()
+                try:
+                    r = run_bytes(["run", p, "--drain"], env=env, stderr=slave)
+                    os.close(slave)
+                    slave = None
+                    got = read_all(master)
+                finally:
+                    os.close(master)
+                    if slave is not None:
+                        os.close(slave)
+                self.assertEqual(r.returncode, 0, got)
+                text = got.decode().replace("\r\n", "\n")
+                if coloured:
+                    # Only the level is coloured; the rest of the line is as in a file.
+                    self.assertRegex(text, r"Z \x1b\[32minfo \x1b\[m \[host\] pipeline 'e2e' starting")
+                    self.assertRegex(text, r"Z \x1b\[33m\x1b\[1mwarn \x1b\[m \[host\] ")
+                    self.assertEqual(re.sub(r"\x1b\[[0-9;]*m", "", text).count("\x1b"), 0)
+                else:
+                    self.assertNotIn("\x1b", text)
+                    self.text_lines(text.encode())
+        # JSON never carries colours.
+        master, slave = pty.openpty()
+        try:
+            r = run_bytes(["run", p, "--drain", "--log-format", "json"], stderr=slave)
+        finally:
+            os.close(slave)
+        got = read_all(master)
+        os.close(master)
+        self.assertEqual(r.returncode, 0, got)
+        self.json_lines(got.replace(b"\r\n", b"\n"))
 
     def test_a_failure_ends_with_the_reason_in_both_formats(self):
         p = self.write("p.yaml", pipeline("plugin: passthrough\n    config: {throw_at: 77}"))
@@ -319,12 +373,7 @@ class Limits(TempDirTest):
                     wr = None
                     self.assert_all_committed(r)
                     # What the pipe took is whole lines.
-                    got = b""
-                    while True:
-                        chunk = os.read(rd, 1 << 16)
-                        if not chunk:
-                            break
-                        got += chunk
+                    got = read_all(rd)
                     self.assertGreater(len(got), 1000)
                     self.assertTrue(got.endswith(b"\n"))
                     for line in got.split(b"\n")[:-1]:
