@@ -199,9 +199,9 @@ ColorRange format_line(spdlog::pattern_formatter &formatter, LogFormat f, const 
 //   (/proc/self/fd/2), so that O_NONBLOCK does not leak to the processes
 //   that share our stderr (a shell's terminal, a supervisor);
 // - a socket (systemd's journal stream): send(MSG_DONTWAIT);
-// - anything else (a file, a terminal, /dev/null): poll for room, then
-//   write at most PIPE_BUF bytes, which a writable descriptor takes without
-//   waiting in practice.
+// - a file or /dev/null: a plain write (nothing to wait for);
+// - anything else (a terminal): poll for room, then write at most PIPE_BUF
+//   bytes, which a writable descriptor takes without waiting in practice.
 // Lines are whole or absent: a line cut by a full pipe is finished before
 // any other is written. Each line checks that fd 2 is still what it was
 // (one fstat): whoever moves stderr with dup2 (a test capturing the log)
@@ -247,6 +247,7 @@ private:
         own_fd_ = -1;
         fd_ = STDERR_FILENO;
         socket_ = false;
+        direct_ = false;
         pending_.clear(); // the rest of a line for a stderr that is gone
         stalled_ = false;
         bound_ = true;
@@ -260,13 +261,16 @@ private:
             socket_ = true;
         }
         const char *no_color = std::getenv("NO_COLOR");
-        color_ = isatty(STDERR_FILENO) && !(no_color && *no_color);
+        bool tty = isatty(STDERR_FILENO);
+        color_ = tty && !(no_color && *no_color);
+        // A file or /dev/null never makes a write wait for a reader: no poll.
+        direct_ = ok && (S_ISREG(st.st_mode) || (S_ISCHR(st.st_mode) && !tty));
     }
 
     // One attempt that does not block. >= 0: bytes taken; -1 with errno.
     ssize_t try_write(const char *p, size_t n) {
         if (socket_) return send(fd_, p, n, MSG_DONTWAIT | MSG_NOSIGNAL);
-        if (fd_ == own_fd_) return write(fd_, p, n);
+        if (fd_ == own_fd_ || direct_) return write(fd_, p, n);
         pollfd pf{fd_, POLLOUT, 0};
         int r = poll(&pf, 1, 0);
         if (r < 0) return -1;
@@ -359,6 +363,7 @@ private:
     int fd_ = STDERR_FILENO;
     int own_fd_ = -1;
     bool socket_ = false;
+    bool direct_ = false;
     bool color_ = false;
     std::unique_ptr<spdlog::pattern_formatter> text_, json_;
     spdlog::memory_buf_t buf_, note_;
