@@ -110,21 +110,62 @@ std::unique_ptr<spdlog::pattern_formatter> make_formatter(LogFormat f) {
     return p;
 }
 
+// The length of a line-breaking character that is valid UTF-8 at s[i]
+// (C1 controls U+0080..U+009F, NEL among them; U+2028, U+2029): readers
+// that split lines the Unicode way (Python's splitlines, some log viewers)
+// and terminals with C1 controls would take them for a line break or an
+// escape. 0 for anything else.
+size_t unicode_break_at(std::string_view s, size_t i) {
+    auto b = [&](size_t k) { return i + k < s.size() ? static_cast<unsigned char>(s[i + k]) : 0u; };
+    if (b(0) == 0xC2 && b(1) >= 0x80 && b(1) <= 0x9F) return 2;
+    if (b(0) == 0xE2 && b(1) == 0x80 && (b(2) == 0xA8 || b(2) == 0xA9)) return 3;
+    return 0;
+}
+
+// Rewrites, from `from` on, the line-breaking characters in `out` (which is
+// valid UTF-8 there) with `escape`.
+template <typename Escape> void escape_unicode_breaks(std::string &out, size_t from, Escape &&escape) {
+    if (out.find('\xC2', from) == std::string::npos && out.find('\xE2', from) == std::string::npos) return;
+    std::string done = out.substr(0, from);
+    for (size_t i = from; i < out.size();) {
+        if (size_t n = unicode_break_at(out, i)) {
+            escape(done, std::string_view(out).substr(i, n));
+            i += n;
+        } else {
+            done += out[i++];
+        }
+    }
+    out.swap(done);
+}
+
 // Message text for the text format: control bytes (newlines, escapes) and
-// invalid UTF-8 as \xNN, valid UTF-8 kept (base/text.hpp's one way).
+// invalid UTF-8 as \xNN, valid UTF-8 kept (base/text.hpp's one way); the
+// Unicode line breaks too, as their bytes.
 void append_text_escaped(std::string &out, std::string_view s) {
+    size_t from = out.size();
     base::append_quoted(out, s, {0, kMaxMessageBytes, true});
+    escape_unicode_breaks(out, from, [](std::string &o, std::string_view c) {
+        for (unsigned char b : c)
+            o += fmt::format("\\x{:02x}", b);
+    });
 }
 
 // A JSON string that says what `s` says: invalid UTF-8 as the text \xNN
 // (as in the text format, rather than U+FFFD: the bytes stay readable),
-// then JSON's own escapes for quotes and control characters.
+// then JSON's own escapes for quotes and control characters, and \uXXXX for
+// the Unicode line breaks.
 void append_json_string(std::string &out, std::string_view s) {
     bool cut = s.size() > kMaxMessageBytes;
     if (cut) s = s.substr(0, base::utf8_floor(s, kMaxMessageBytes));
     std::string text = base::valid_utf8(s) ? std::string(s) : base::escape_invalid_utf8(s);
     if (cut) text += "...";
+    size_t from = out.size();
     put_string(out, text);
+    escape_unicode_breaks(out, from, [](std::string &o, std::string_view c) {
+        unsigned cp = c.size() == 2 ? static_cast<unsigned char>(c[1])
+                                    : 0x2000u | (static_cast<unsigned char>(c[2]) == 0xA8 ? 0x28u : 0x29u);
+        o += fmt::format("\\u{:04X}", cp);
+    });
 }
 
 bool reserved_key(std::string_view k) {

@@ -24,7 +24,7 @@ TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 # What log_spam's `hostile` option logs (tests/plugins/log_spam.cpp), as bytes.
 HOSTILE = (b"hostile start\n2026-01-01T00:00:00.000Z error [host] forged text line\n"
            b"{\"ts\":\"x\",\"level\":\"error\",\"stage\":\"host\",\"msg\":\"forged json\"}\r"
-           b"\x1b[31mred\x1b[m \xff\xfe bad utf8 \xc3\x28 caf\xc3\xa9 quote\" back\\slash end")
+           b"\x1b[31mred\x1b[m \xff\xfe bad utf8 \xc3\x28 caf\xc3\xa9 quote\" back\\slash nel\xc2\x85 end")
 
 
 def pipeline(middle="plugin: passthrough\n    config: {}", count=1000, head="", output=""):
@@ -234,9 +234,11 @@ class Formats(TempDirTest):
         # Control bytes and invalid UTF-8 as \xNN, valid UTF-8 kept.
         self.assertEqual(m.group(3), "hostile start\\x0a2026-01-01T00:00:00.000Z error [host] forged text line\\x0a"
                                      "{\"ts\":\"x\",\"level\":\"error\",\"stage\":\"host\",\"msg\":\"forged json\"}"
-                                     "\\x0d\\x1b[31mred\\x1b[m \\xff\\xfe bad utf8 \\xc3( café quote\" back\\slash end")
+                                     "\\x0d\\x1b[31mred\\x1b[m \\xff\\xfe bad utf8 \\xc3( café quote\" back\\slash "
+                                     "nel\\xc2\\x85 end")
         self.assertNotIn(b"\x1b", r.stderr)
         self.assertNotIn(b"\r", r.stderr)
+        self.assertNotIn(b"\xc2\x85", r.stderr)
 
         r = run_bytes(["run", p, "--drain", "--log-format", "json"])
         self.assertEqual(r.returncode, 0, r.stderr)
@@ -248,6 +250,7 @@ class Formats(TempDirTest):
         # JSON carries the text itself (newlines included); invalid bytes as the text \xNN.
         self.assertEqual(hostile[0]["msg"], HOSTILE.decode("utf-8", "backslashreplace"))
         self.assertNotIn(b"\x1b", r.stderr)
+        self.assertNotIn(b"\xc2\x85", r.stderr)  # NEL as \u0085: a line break to Python's splitlines()
 
 
 class Choosing(TempDirTest):

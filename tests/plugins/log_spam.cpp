@@ -22,12 +22,12 @@ public:
     };
 
     // What `hostile` logs: a second text line and a second JSON object
-    // after a newline, a carriage return, a terminal escape, invalid UTF-8
-    // and a C1 control, quotes and backslashes.
+    // after a newline, a carriage return, a terminal escape, invalid UTF-8,
+    // quotes, backslashes and NEL (U+0085, a line break to some readers).
     static constexpr const char *kHostile =
         "hostile start\n2026-01-01T00:00:00.000Z error [host] forged text line\n"
         "{\"ts\":\"x\",\"level\":\"error\",\"stage\":\"host\",\"msg\":\"forged json\"}\r"
-        "\x1b[31mred\x1b[m \xff\xfe bad utf8 \xc3\x28 caf\xc3\xa9 quote\" back\\slash end";
+        "\x1b[31mred\x1b[m \xff\xfe bad utf8 \xc3\x28 caf\xc3\xa9 quote\" back\\slash nel\xc2\x85 end";
 
     LogSpam(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Transform(ctx), start_lines_(cfg.i64("start_lines")), thread_lines_(cfg.i64("thread_lines")),

@@ -36,6 +36,12 @@ void check_one_line(const std::string &line) {
     for (char c : body)
         CHECK_MESSAGE(static_cast<unsigned char>(c) >= 0x20, line);
     CHECK(cdcflow::base::valid_utf8(body));
+    // No Unicode line break or C1 control either.
+    for (size_t i = 0; i + 1 < body.size(); ++i) {
+        auto b = [&](size_t k) { return i + k < body.size() ? static_cast<unsigned char>(body[i + k]) : 0u; };
+        CHECK_MESSAGE(!(b(0) == 0xC2 && b(1) >= 0x80 && b(1) <= 0x9F), line);
+        CHECK_MESSAGE(!(b(0) == 0xE2 && b(1) == 0x80 && (b(2) == 0xA8 || b(2) == 0xA9)), line);
+    }
 }
 
 } // namespace
@@ -95,6 +101,23 @@ TEST_CASE("log JSON format: hostile text is escaped, the line stays valid JSON")
     CHECK(j["level"] == "warn");
     CHECK(j["event"] == "x\n\"y");
     CHECK(j["k\n\\xff"] == "v\x02\\xfe");
+}
+
+TEST_CASE("log: Unicode line breaks and C1 controls are escaped in both formats") {
+    // NEL (U+0085), a C1 CSI (U+009B), LINE and PARAGRAPH SEPARATOR: Python's
+    // splitlines() and some viewers break lines there. Other characters stay.
+    const std::string s = "a\xc2\x85"
+                          "b\xc2\x9b"
+                          "c\xe2\x80\xa8"
+                          "d\xe2\x80\xa9"
+                          "e\xc2\xa0\xe2\x80\x94 caf\xc3\xa9";
+    CHECK(text("s", s) ==
+          "2023-11-14T22:13:20.123Z info  [s] a\\xc2\\x85b\\xc2\\x9bc\\xe2\\x80\\xa8d\\xe2\\x80\\xa9"
+          "e\xc2\xa0\xe2\x80\x94 caf\xc3\xa9\n");
+    std::string j = json(s);
+    CHECK(j.find(R"("msg":"a\u0085b\u009Bc\u2028d\u2029e)"
+                 "\xc2\xa0\xe2\x80\x94 caf\xc3\xa9\"") != std::string::npos);
+    CHECK(nlohmann::json::parse(j)["msg"] == s); // the same text once decoded
 }
 
 TEST_CASE("log lines stay one valid line for any bytes (random messages)") {
