@@ -36,7 +36,9 @@ enum class LogFormat : uint8_t { text, json };
 
 // One structured field of a log line: in JSON "key":value (numbers and
 // booleans bare, text as a JSON string); the text format does not show
-// fields (its message says the same in words).
+// fields (its message says the same in words). A field named like one of
+// the line's own members (ts, level, pipeline, stage, event, msg) or with
+// an empty key is not written.
 struct LogField {
     std::string_view key;
     std::string value;
