@@ -9,10 +9,13 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import BIN, TEST_PLUGINS, TempDirTest, env_with, main, run  # noqa: E402
+from helpers import BIN, TEST_PLUGINS, TempDirTest, env_with, main, run, start, wait_for  # noqa: E402
+from outbox_gen import Generator, insert  # noqa: E402
+from test_accounts import PIPELINE, AccountsTest, checkpoint  # noqa: E402
 
 ENV = env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS)
 for var in ("CDCFLOW_LOG_LEVEL", "CDCFLOW_LOG_FORMAT", "NO_COLOR"):
@@ -405,6 +408,43 @@ class Limits(TempDirTest):
         r = subprocess.run(["sh", "-c", 'exec "$@" 2>&-', "sh", BIN, "run", p, "--drain"], stdout=subprocess.PIPE,
                            env=ENV, timeout=25)
         self.assert_all_committed(r)
+
+
+class OwnerChanges(AccountsTest):
+    def test_standby_and_take_over_are_json_events(self):
+        c = self.conn()
+        insert(c, Generator(seed=5, accounts=50).rows(500))
+        c.close()
+        a = start(["run", PIPELINE], env=self.env)
+        b = None
+        try:
+            wait_for(lambda: checkpoint(self.db) == 500, what="host A applied the outbox")
+            b = start(["run", PIPELINE, "--drain", "--log-format", "json"], env=self.env)
+            lines = []
+            reader = threading.Thread(target=lambda: lines.extend(b.stderr))
+            reader.start()
+            wait_for(lambda: any('"owner_change"' in ln for ln in lines), what="host B waits as a standby")
+            a.send_signal(signal.SIGTERM)
+            a.communicate(timeout=60)
+            self.assertEqual(a.returncode, 0)
+            out_b = b.stdout.read()
+            b.wait(timeout=60)
+            reader.join(timeout=60)
+            self.assertEqual(b.returncode, 0, "".join(lines)[-3000:])
+            self.assertIn("'accounts': 0 events:", out_b)  # A had applied everything
+        finally:
+            for proc in (a, b):
+                if proc and proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+                for f in (proc.stdout, proc.stderr) if proc else ():
+                    f.close()
+        events = [json.loads(ln) for ln in lines]
+        changes = [o for o in events if o.get("event") == "owner_change"]
+        self.assertEqual([o["role"] for o in changes], ["standby", "owner"], changes)
+        self.assertIn("pid %d" % a.pid, changes[0]["owner"])
+        self.assertEqual((changes[0]["stage"], changes[0]["pipeline"]), ("host", "accounts"))
+        self.assertEqual(events[-1]["event"], "stop")
 
 
 if __name__ == "__main__":
