@@ -1,6 +1,5 @@
 #include "host_api.hpp"
 
-#include "base/clock.hpp"
 #include "base/text.hpp"
 #include "base/utf8.hpp"
 #include "config_schema.hpp"
