@@ -12,6 +12,7 @@ packages=(
   libsqlite3-dev sqlite3                      # the embedded outbox and projections
   libsimdjson-dev nlohmann-json3-dev          # JSON: hot path / config
   # /health, /ready and /metrics: Boost.Beast/Asio from libboost-dev (header-only)
+  libspdlog-dev libfmt-dev                    # log lines: text and JSON formats, UTC timestamps
   librdkafka-dev kcat                         # Kafka source and sink
   doctest-dev python3                         # unit tests / end-to-end tests
 )

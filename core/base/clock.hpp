@@ -1,5 +1,5 @@
 // The wall clock and UTC dates for messages and logs: one reading of "now"
-// and one date format for the host's log lines, the producer's reasons and
+// and one date format for the producer's reasons and
 // the ownership messages.
 //
 // Wall time is data for people (logs, reasons, updated_at columns), never
@@ -19,7 +19,7 @@ int64_t wall_us() noexcept;
 
 enum class UtcDigits : uint8_t {
     kSeconds,       // "2024-05-01T12:00:00Z"
-    kMillis,        // "2024-05-01T12:00:00.123Z" (log lines)
+    kMillis,        // "2024-05-01T12:00:00.123Z" (as log lines show it: core/src/log.cpp, spdlog's %e)
     kMicrosWhenAny, // "2024-05-01T12:00:00Z", or ".123456" before the Z when there are microseconds
 };
 

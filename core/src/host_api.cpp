@@ -1,6 +1,5 @@
 #include "host_api.hpp"
 
-#include "base/clock.hpp"
 #include "base/text.hpp"
 #include "base/utf8.hpp"
 #include "config_schema.hpp"
@@ -8,39 +7,11 @@
 
 #include <cstdio>
 #include <cstring>
+#include <memory>
 #include <mutex>
 #include <new>
 
 namespace cdcflow::host {
-
-static std::atomic<int> g_level{CDCFLOW_LOG_INFO};
-static std::mutex g_log_mu;
-
-void set_log_level(cdcflow_log_level level) {
-    g_level.store(level);
-}
-
-bool parse_log_level(const std::string &s, cdcflow_log_level *out) {
-    static const std::pair<const char *, cdcflow_log_level> names[] = {{"debug", CDCFLOW_LOG_DEBUG},
-                                                                       {"info", CDCFLOW_LOG_INFO},
-                                                                       {"warn", CDCFLOW_LOG_WARN},
-                                                                       {"error", CDCFLOW_LOG_ERROR}};
-    for (auto &[n, l] : names)
-        if (s == n) {
-            *out = l;
-            return true;
-        }
-    return false;
-}
-
-void log_line(cdcflow_log_level level, const std::string &who, const std::string &msg) {
-    if (level < g_level.load(std::memory_order_relaxed)) return;
-    static const char *names[] = {"debug", "info", "warn", "error"};
-    int li = level < CDCFLOW_LOG_DEBUG || level > CDCFLOW_LOG_ERROR ? 1 : static_cast<int>(level);
-    const std::string ts = base::utc(base::wall_us(), base::UtcDigits::kMillis);
-    std::lock_guard lock(g_log_mu);
-    std::fprintf(stderr, "%s %-5s [%s] %s\n", ts.c_str(), names[li], who.c_str(), msg.c_str());
-}
 
 namespace {
 
@@ -62,7 +33,15 @@ const ConfigValue *lookup(const cdcflow_config *cfg, const char *key) {
     return it == cfg->def->config.end() ? nullptr : &it->second;
 }
 
+// A plugin's line, under its stage's rate limit (log.hpp): a plugin that
+// logs in a loop must not flood the disk or hold the host up.
 void api_log(cdcflow_ctx *ctx, cdcflow_log_level level, const char *msg) {
+    if (level < log_level()) return; // filtered lines do not count against the limit
+    if (ctx) {
+        std::call_once(ctx->log_limit_once,
+                       [ctx] { ctx->log_limit = std::make_unique<PluginLogLimiter>(ctx->stage_id); });
+        if (!ctx->log_limit->admit()) return;
+    }
     log_line(level, ctx ? ctx->stage_id : "plugin", msg ? msg : "");
 }
 

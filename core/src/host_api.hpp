@@ -3,6 +3,7 @@
 #pragma once
 
 #include "batch.hpp"
+#include "log.hpp"
 #include "metrics.hpp"
 #include "pipeline.hpp"
 
@@ -11,6 +12,7 @@
 #include <atomic>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <string>
 
 struct cdcflow_ctx {
@@ -30,6 +32,10 @@ struct cdcflow_ctx {
     bool restoring = false;
     // ownership_lost: set by the runtime; called from any thread.
     std::function<void(const std::string &)> ownership_lost;
+    // The rate limit on this stage's log calls (made on first use: the
+    // stage id is set after construction).
+    std::unique_ptr<cdcflow::host::PluginLogLimiter> log_limit;
+    std::once_flag log_limit_once;
 };
 
 struct cdcflow_config {
@@ -44,10 +50,7 @@ namespace cdcflow::host {
 // The one host API table (static storage, lives as long as the process).
 const cdcflow_host_api *host_api();
 
-// Logging used by the host itself and by plugins (via host_api()->log).
-void log_line(cdcflow_log_level level, const std::string &who, const std::string &msg);
-// Set from --log-level / CDCFLOW_LOG_LEVEL: debug, info, warn, error.
-void set_log_level(cdcflow_log_level level);
-bool parse_log_level(const std::string &s, cdcflow_log_level *out);
+// Logging (log_line, used by the host itself and, rate-limited per stage, by
+// plugins via host_api()->log) is in log.hpp.
 
 } // namespace cdcflow::host

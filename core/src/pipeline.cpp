@@ -51,11 +51,13 @@ public:
                 read_settings(e, def.settings);
             } else if (e.key == "http") {
                 read_http(e, def.http);
+            } else if (e.key == "log") {
+                read_log(e, def.log);
             } else if (e.key == "stages") {
                 read_stages(e, def);
             } else {
                 fail(mark_of(e.k), "unknown key " + quote(e.key) +
-                                       " (known: pipeline, plugin_path, settings, http, stages)");
+                                       " (known: pipeline, plugin_path, settings, http, log, stages)");
             }
         }
         if (!named) fail(mark_of(root), "missing required key 'pipeline' (the pipeline's name)");
@@ -173,6 +175,34 @@ private:
             } else {
                 fail(mark_of(x.k), "unknown http key " + quote(x.key) +
                                        " (known: listen, request_timeout_ms, max_connections)");
+            }
+        }
+    }
+
+    // The `log:` mapping (LogSettings).
+    void read_log(const Entry &e, LogSettings &l) {
+        if (e.v.IsNull()) return;
+        if (!e.v.IsMap()) fail(mark_of(e.k), std::string("'log' must be a mapping, got ") + kind_of(e.v));
+        for (const Entry &x : conv_.entries(e.v, false)) {
+            if (x.key == "level") {
+                const std::string what = "log.level must be one of debug, info, warn, error, got ";
+                if (!x.v.IsScalar()) fail(mark_of(x.k), what + kind_of(x.v));
+                std::string s = conv_.text(x.v);
+                cdcflow_log_level level;
+                if (!parse_log_level(s, &level)) fail(mark_of(x.v), what + quote(s));
+                l.level = level;
+            } else if (x.key == "format") {
+                const std::string what = "log.format must be one of text, json, auto, got ";
+                if (!x.v.IsScalar()) fail(mark_of(x.k), what + kind_of(x.v));
+                std::string s = conv_.text(x.v);
+                LogFormat format;
+                if (!parse_log_format(s, &format)) fail(mark_of(x.v), what + quote(s));
+                l.format = format;
+            } else if (x.key == "plugin_lines_per_second") {
+                l.plugin_lines_per_second = setting(x, 1000000, 0, "log.");
+            } else {
+                fail(mark_of(x.k),
+                     "unknown log key " + quote(x.key) + " (known: level, format, plugin_lines_per_second)");
             }
         }
     }

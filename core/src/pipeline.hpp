@@ -15,6 +15,8 @@
 #pragma once
 
 #include "http/address.hpp"
+#include "log.hpp"
+
 #include <cdcflow/status.hpp>
 
 #include <cdcflow/plugin.h>
@@ -156,12 +158,22 @@ struct HttpSettings {
     uint32_t max_connections = 32;       // open at once; more are closed at accept
 };
 
+// The optional `log:` mapping. The command line (--log-level,
+// --log-format) and the environment (CDCFLOW_LOG_LEVEL, CDCFLOW_LOG_FORMAT)
+// win over what the file says; unset: the defaults (info, text).
+struct LogSettings {
+    std::optional<cdcflow_log_level> level;
+    std::optional<LogFormat> format;
+    uint32_t plugin_lines_per_second = kDefaultPluginLinesPerSecond; // per stage; 0: no limit
+};
+
 struct PipelineDef {
     std::string file; // as given on the command line
     std::string name;
     std::vector<std::string> plugin_path; // folders, resolved relative to the file
     Settings settings;
     HttpSettings http;
+    LogSettings log;
     std::vector<StageDef> stages;
     // Filled by check_pipeline(): "file:line:col: what" for what loads but
     // deserves a word (a deprecated config key); the runtime logs them.

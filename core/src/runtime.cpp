@@ -181,7 +181,7 @@ void Runtime::fail(Stage &st, const std::string &what, cdcflow_status code) {
         failed_.store(true);
         stop_.store(true);
     }
-    log_line(CDCFLOW_LOG_ERROR, st.def->id, what);
+    log_line(CDCFLOW_LOG_ERROR, st.def->id, what, "error");
     close_all();
     std::lock_guard lock(mu_);
     cv_.notify_all();
@@ -321,7 +321,8 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
                 log_line(CDCFLOW_LOG_INFO, st.def->id,
                          std::string("breaker closed: ") + what + " succeeded again after " +
                              std::to_string(micros_since(opened) / 1000) + " ms open (" +
-                             std::to_string(failures) + " failures in a row)");
+                             std::to_string(failures) + " failures in a row)",
+                         "breaker_closed", {{"call", what}, {"open_ms", micros_since(opened) / 1000}});
             }
             st.retrying.store(false, std::memory_order_relaxed);
             return {};
@@ -362,7 +363,8 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
                          : std::string("breaker open after ") + std::to_string(failures) +
                                (failures == 1 ? " failure" : " consecutive failures") + " of " + what + ": " +
                                msg + "; nothing is called for " + std::to_string(wait_ms) +
-                               " ms (breaker.cooldown_ms), then one probe");
+                               " ms (breaker.cooldown_ms), then one probe",
+                     "breaker_open", {{"call", what}, {"failures", failures}, {"cooldown_ms", wait_ms}, {"error", msg}});
         } else if (!breaker && failures >= policy.max_attempts) {
             st.retrying.store(false, std::memory_order_relaxed);
             return {cs, msg + " (gave up after " + std::to_string(failures) + " attempts; see the stage's " +
@@ -373,7 +375,8 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
             log_line(CDCFLOW_LOG_WARN, st.def->id,
                      msg + "; " + what + " retry " + std::to_string(failures) + "/" +
                          std::to_string((breaker ? open_after : policy.max_attempts) - 1) + " in " +
-                         std::to_string(wait_ms) + " ms" + (breaker ? " (then the breaker opens)" : ""));
+                         std::to_string(wait_ms) + " ms" + (breaker ? " (then the breaker opens)" : ""),
+                     "retry", {{"call", what}, {"attempt", failures}, {"delay_ms", wait_ms}, {"error", msg}});
         }
         {
             // A stop (or another stage failing) ends the wait at once.
@@ -385,7 +388,8 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
         if (st.breaker.load() == static_cast<int>(BreakerState::open)) {
             st.breaker.store(static_cast<int>(BreakerState::half_open));
             log_line(CDCFLOW_LOG_INFO, st.def->id,
-                     std::string("breaker half-open: probing ") + what + " once");
+                     std::string("breaker half-open: probing ") + what + " once", "breaker_half_open",
+                     {{"call", what}});
         }
     }
 }
@@ -398,7 +402,8 @@ void Runtime::abandon(Stage &st, const std::string &why) {
     }
     log_line(CDCFLOW_LOG_WARN, st.def->id,
              why + ": what this stage held is not committed; it is replayed from the checkpoint on the "
-                   "next start");
+                   "next start",
+             "abandoned");
     close_all();
     std::lock_guard lock(mu_);
     cv_.notify_all();
@@ -885,7 +890,8 @@ Status Runtime::acquire_ownership() {
         }
         if (got.code == CDCFLOW_OK) {
             if (standby_.load())
-                log_line(CDCFLOW_LOG_INFO, "host", "taking over: this host now owns the checkpoint");
+                log_line(CDCFLOW_LOG_INFO, "host", "taking over: this host now owns the checkpoint",
+                         "owner_change", {{"role", "owner"}});
             m_takeovers_->value.fetch_add(standby_.load() ? 1 : 0, std::memory_order_relaxed);
             {
                 std::lock_guard lock(mu_);
@@ -927,7 +933,8 @@ Status Runtime::acquire_ownership() {
                          "; taking over when it stops (at once if its process is gone "
                          "from this machine, else " +
                          std::to_string(req.lease_ms) +
-                         " ms after its last renewal; settings.owner_lease_ms)");
+                         " ms after its last renewal; settings.owner_lease_ms)",
+                     "owner_change", {{"role", "standby"}, {"owner", got.message}});
             announced = got.message;
         }
         std::unique_lock lock(mu_);
@@ -957,14 +964,16 @@ Status Runtime::run(const RunOptions &opts) {
         m_takeovers_->value.fetch_add(1, std::memory_order_relaxed);
         if (def_.settings.when_owned == WhenOwned::refuse) break;
         if (user_stop_.load()) { // fenced, then asked to stop: a standby's clean exit
-            log_line(CDCFLOW_LOG_WARN, "host", "stepped down: " + result.message());
+            log_line(CDCFLOW_LOG_WARN, "host", "stepped down: " + result.message(), "owner_change",
+                     {{"role", "none"}});
             result = Status::OK();
             break;
         }
         // Step down: nothing this incarnation holds in memory (row caches,
         // the dedupe window) may outlive the ownership; new instances start
         // from whatever the new owner commits.
-        log_line(CDCFLOW_LOG_WARN, "host", "stepping down to standby: " + result.message());
+        log_line(CDCFLOW_LOG_WARN, "host", "stepping down to standby: " + result.message(), "owner_change",
+                 {{"role", "standby"}});
         destroy_instances();
         {
             std::lock_guard lock(mu_);

@@ -206,7 +206,7 @@ TEST_SUITE("pipeline: structure") {
 
     TEST_CASE("unknown and duplicate top-level keys") {
         CHECK(parse_error("pipeline: p\nstage: []\n") ==
-              "p.yaml:2:1: unknown key 'stage' (known: pipeline, plugin_path, settings, http, stages)");
+              "p.yaml:2:1: unknown key 'stage' (known: pipeline, plugin_path, settings, http, log, stages)");
         CHECK(parse_error("pipeline: p\npipeline: q\n") ==
               "p.yaml:2:1: duplicate key 'pipeline' (first at p.yaml:1:1)");
         CHECK(parse_error("pipeline: p\n? [a]\n: b\n") ==

@@ -2,6 +2,7 @@
 
 #include "config_schema.hpp"
 #include "health_json.hpp"
+#include "escape.hpp"
 #include "host_api.hpp"
 #include "http/server.hpp"
 #include "metrics.hpp"
@@ -14,6 +15,7 @@
 
 #include <boost/program_options.hpp>
 
+#include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
@@ -56,12 +58,45 @@ void print_version() {
 
 namespace {
 
+// Whether the command line or the environment chose the log level and
+// format: they win over the pipeline file's `log:` (apply_file_log).
+bool g_level_chosen = false;
+bool g_format_chosen = false;
+
+// --log-level / --log-format, else CDCFLOW_LOG_LEVEL / CDCFLOW_LOG_FORMAT.
+// False (reported) for a value that is not one of the names.
+template <typename T>
+bool choose(const po::variables_map &vm, const char *cmd, const char *option, const char *env_name,
+            const char *names, bool (*parse_value)(const std::string &, T *), void (*apply)(T),
+            bool *chosen) {
+    std::string v = vm[option].as<std::string>();
+    std::string from = std::string("--") + option;
+    const char *env = std::getenv(env_name);
+    if (vm[option].defaulted() && env && *env) {
+        v = env;
+        from = env_name;
+    }
+    T value;
+    if (!parse_value(v, &value)) {
+        std::fprintf(stderr, "cdcflow %s: %s: %s is not one of %s\n", cmd, from.c_str(), quote(v).c_str(),
+                     names);
+        return false;
+    }
+    apply(value);
+    *chosen = !vm[option].defaulted() || (env && *env);
+    return true;
+}
+
 // Parses argv for one command. Returns -1 to go on, else an exit code
 // (--help printed, or a usage error reported).
 int parse(int argc, char **argv, const char *usage, po::options_description &opts,
           po::positional_options_description &pos, po::variables_map &vm) {
     opts.add_options()("help,h", "show this help")(
-        "log-level", po::value<std::string>()->default_value("info"), "debug, info, warn or error");
+        "log-level", po::value<std::string>()->default_value("info"),
+        "debug, info, warn or error (else CDCFLOW_LOG_LEVEL, else the file's log.level)")(
+        "log-format", po::value<std::string>()->default_value("text"),
+        "text, json (one JSON object a line) or auto (text) (else CDCFLOW_LOG_FORMAT, else the file's "
+        "log.format)");
     try {
         po::store(po::command_line_parser(argc, argv).options(opts).positional(pos).run(), vm);
         if (vm.count("help")) {
@@ -73,17 +108,21 @@ int parse(int argc, char **argv, const char *usage, po::options_description &opt
         std::fprintf(stderr, "cdcflow %s: %s (usage: %s)\n", argv[0], e.what(), usage);
         return kExitUsage;
     }
-    cdcflow_log_level level;
-    std::string l = vm["log-level"].as<std::string>();
-    const char *env = std::getenv("CDCFLOW_LOG_LEVEL");
-    if (env && *env && vm["log-level"].defaulted()) l = env;
-    if (!parse_log_level(l, &level)) {
-        std::fprintf(stderr, "cdcflow %s: --log-level: '%s' is not one of debug, info, warn, error\n",
-                     argv[0], l.c_str());
+    if (!choose<cdcflow_log_level>(vm, argv[0], "log-level", "CDCFLOW_LOG_LEVEL", "debug, info, warn, error",
+                                   parse_log_level, set_log_level, &g_level_chosen) ||
+        !choose<LogFormat>(vm, argv[0], "log-format", "CDCFLOW_LOG_FORMAT", "text, json, auto",
+                           parse_log_format, set_log_format, &g_format_chosen))
         return kExitUsage;
-    }
-    set_log_level(level);
     return -1;
+}
+
+// The pipeline file's `log:`, where the command line and the environment
+// left the choice to it; and the pipeline's name on every JSON line.
+void apply_file_log(const PipelineDef &def) {
+    if (def.log.level && !g_level_chosen) set_log_level(*def.log.level);
+    if (def.log.format && !g_format_chosen) set_log_format(*def.log.format);
+    set_plugin_log_limit(def.log.plugin_lines_per_second);
+    set_log_pipeline(def.name);
 }
 
 // Load + check + create: the common front half of run and validate.
@@ -92,6 +131,8 @@ Result<std::unique_ptr<Runtime>> prepare(const std::string &file, PluginRegistry
     auto def = load_pipeline_file(file, process_env());
     // A pipeline file that cannot be read is the command line's fault: 3.
     if (!def) return Status::from_abi(CDCFLOW_ERR_CONFIG, def.status().message());
+    // Before any stage exists: what the plugins log at create is in the chosen form.
+    apply_file_log(def.value());
     return Runtime::create(std::move(def.value()), registry, metrics);
 }
 
@@ -124,9 +165,60 @@ Result<std::unique_ptr<http::Server>> serve(Runtime &r, Metrics &metrics, const 
         return http::Response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.prometheus()};
     });
     if (Status st = server->start(addr); !st) return st;
-    log_line(CDCFLOW_LOG_INFO, "host",
-             "serving /health, /ready and /metrics on http://" + server->bound().text());
+    log_line(CDCFLOW_LOG_INFO, "host", "serving /health, /ready and /metrics on http://" + server->bound().text(),
+             "listen", {{"address", server->bound().text()}});
     return server;
+}
+
+// The "start" event: what runs, and which build runs it.
+void log_start(const PipelineDef &def) {
+    std::string stages, list;
+    for (const StageDef &sd : def.stages) {
+        stages += (stages.empty() ? "" : ", ") + sd.id + ": " + sd.plugin;
+        list += (list.empty() ? "" : ",") + sd.id;
+    }
+    log_line(CDCFLOW_LOG_INFO, "host",
+             "pipeline " + quote(def.name) + " starting: " + std::to_string(def.stages.size()) + " stages (" +
+                 stages + "); cdcflow " + CDCFLOW_VERSION + ", pid " + std::to_string(getpid()),
+             "start",
+             {{"stages", list},
+              {"stage_count", def.stages.size()},
+              {"version", CDCFLOW_VERSION},
+              {"pid", static_cast<int64_t>(getpid())}});
+}
+
+// The "stop" event: how the run ended, after how long, with the totals. In
+// the text format a failure's reason follows as the last line
+// ("cdcflow: ...", which scripts read); in JSON it is this line's "error".
+void log_stop(Runtime &r, const Status &st, int code, const char *how,
+              std::chrono::steady_clock::time_point started) {
+    flush_suppressed_logs();
+    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    Totals t = r.totals();
+    char took[32];
+    std::snprintf(took, sizeof took, "%.3f", secs);
+    std::string msg = "pipeline " + quote(r.def().name) + " " + how + " after " + took +
+                      " s: " + std::to_string(t.events) + " events (" + std::to_string(t.applied) +
+                      " applied, " + std::to_string(t.rejected) + " rejected, " +
+                      std::to_string(t.duplicates) + " duplicates, " + std::to_string(t.dropped) +
+                      " dropped), exit " + std::to_string(code);
+    std::initializer_list<LogField> fields = {{"outcome", how},
+                                              {"exit_code", code},
+                                              {"duration_s", secs},
+                                              {"events", t.events},
+                                              {"applied", t.applied},
+                                              {"rejected", t.rejected},
+                                              {"duplicates", t.duplicates},
+                                              {"dropped", t.dropped},
+                                              {"batches", t.batches},
+                                              // (an empty key: not written)
+                                              {st ? std::string_view() : "error", st.message()}};
+    if (log_format() == LogFormat::json && !st) {
+        log_failure(msg, "stop", fields); // whatever the level: it says why the command failed
+        return;
+    }
+    log_line(st ? CDCFLOW_LOG_INFO : CDCFLOW_LOG_ERROR, "host", msg, "stop", fields);
+    if (!st) log_failure(st.message(), "error", {{"exit_code", code}});
 }
 
 } // namespace
@@ -172,7 +264,7 @@ int cmd_run(int argc, char **argv) {
     add_process_metrics(metrics);
     auto rt = prepare(vm["pipeline"].as<std::string>(), registry, metrics);
     if (!rt) {
-        std::fprintf(stderr, "cdcflow: %s\n", rt.status().message().c_str());
+        log_failure(rt.status().message(), "error", {{"exit_code", create_failure_code(rt.status())}});
         return create_failure_code(rt.status());
     }
     Runtime &r = *rt.value();
@@ -210,9 +302,8 @@ int cmd_run(int argc, char **argv) {
         server = std::move(sv.value());
     }
 
-    log_line(CDCFLOW_LOG_INFO, "host",
-             "pipeline '" + r.def().name + "' running (" + std::to_string(r.def().stages.size()) +
-                 " stages)");
+    log_start(r.def());
+    const auto started = std::chrono::steady_clock::now();
     RunOptions ro;
     ro.drain = vm["drain"].as<bool>();
     Status st = r.run(ro);
@@ -227,11 +318,21 @@ int cmd_run(int argc, char **argv) {
                 static_cast<unsigned long long>(t.applied), static_cast<unsigned long long>(t.rejected),
                 static_cast<unsigned long long>(t.duplicates), static_cast<unsigned long long>(t.dropped));
     std::fflush(stdout);
-    if (!st) {
-        std::fprintf(stderr, "cdcflow: %s\n", st.message().c_str());
-        return st.abi() == CDCFLOW_ERR_OWNED || st.abi() == CDCFLOW_ERR_FENCED ? kExitOwned : kExitFailure;
+    int code = kExitOk;
+    if (!st)
+        code = st.abi() == CDCFLOW_ERR_OWNED || st.abi() == CDCFLOW_ERR_FENCED ? kExitOwned : kExitFailure;
+    bool asked;
+    {
+        std::lock_guard lock(current_mu);
+        asked = stop_asked;
     }
-    return kExitOk;
+    log_stop(r, st, code,
+             code == kExitOwned ? "refused"
+             : !st              ? "failed"
+             : asked            ? "stopped"
+                                : "drained",
+             started);
+    return code;
 }
 
 int cmd_validate(int argc, char **argv) {
@@ -247,7 +348,7 @@ int cmd_validate(int argc, char **argv) {
     std::string file = vm["pipeline"].as<std::string>();
     auto rt = prepare(file, registry, metrics);
     if (!rt) {
-        std::fprintf(stderr, "cdcflow: %s\n", rt.status().message().c_str());
+        log_failure(rt.status().message(), "error", {{"exit_code", create_failure_code(rt.status())}});
         return create_failure_code(rt.status());
     }
     std::printf("%s: pipeline '%s' is valid (%zu stages)\n", file.c_str(), rt.value()->def().name.c_str(),

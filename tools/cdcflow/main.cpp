@@ -1,12 +1,38 @@
 // cdcflow: the host CLI. See README.md, "Command line" for the contract.
 #include "commands.hpp"
 
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <fcntl.h>
 #include <string>
+#include <unistd.h>
+
+namespace {
+
+// Before anything can write or open a file. A closed standard stream would
+// let the next open() (a database, a plugin) take fd 0, 1 or 2, and log
+// lines would be written into it: park /dev/null there instead. And a
+// stderr or stdout whose reader went away must be a failed write (EPIPE,
+// counted as a dropped log line), not SIGPIPE killing the host mid-batch.
+void guard_standard_streams() {
+    for (int fd = 0; fd <= 2; ++fd)
+        if (fcntl(fd, F_GETFD) < 0 && errno == EBADF) {
+            int null = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+            if (null >= 0 && null != fd) {
+                dup2(null, fd);
+                close(null);
+            }
+        }
+    std::signal(SIGPIPE, SIG_IGN);
+}
+
+} // namespace
 
 int main(int argc, char **argv) {
     using namespace cdcflow::cli;
+    guard_standard_streams();
     if (argc < 2) {
         print_usage(stderr);
         return kExitUsage;

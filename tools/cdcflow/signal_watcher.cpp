@@ -53,15 +53,11 @@ SignalWatcher::~SignalWatcher() {
 namespace {
 
 // The last words before _exit: another thread may hold the log's lock (or
-// be blocked writing to a full stderr pipe), so write directly, and only if
-// stderr can take it now. Exiting matters more than the message.
-void say_and_exit(int code, const std::string &msg) {
-    std::string line = "cdcflow: " + msg + "\n";
-    pollfd out{STDERR_FILENO, POLLOUT, 0};
-    if (poll(&out, 1, 0) == 1 && (out.revents & POLLOUT)) {
-        ssize_t n = write(STDERR_FILENO, line.data(), line.size());
-        (void)n;
-    }
+// be blocked writing to a full stderr pipe), so log_last_words writes
+// directly, and only if stderr can take it now. Exiting matters more than
+// the message.
+void say_and_exit(int code, const std::string &msg, const char *how) {
+    host::log_last_words(msg, "stop", {{"outcome", how}, {"exit_code", code}});
     _exit(code);
 }
 
@@ -91,17 +87,21 @@ void SignalWatcher::loop() {
         if (rc == 0)
             say_and_exit(exit_code_,
                          "shutdown did not finish within " + std::to_string(timeout_ms_.load()) +
-                             " ms; exiting: uncommitted work will be replayed from the checkpoint");
+                             " ms; exiting: uncommitted work will be replayed from the checkpoint",
+                         "timeout");
         signalfd_siginfo info{};
         if (read(signal_fd_, &info, sizeof info) != static_cast<ssize_t>(sizeof info)) continue;
         const char *name = info.ssi_signo == SIGINT ? "SIGINT" : "SIGTERM";
         if (first_signal)
-            say_and_exit(exit_code_, std::string("second signal (") + name +
-                                         "): exiting now; uncommitted work will be replayed");
+            say_and_exit(exit_code_,
+                         std::string("second signal (") + name +
+                             "): exiting now; uncommitted work will be replayed",
+                         "second_signal");
         first_signal = Clock::now();
         log_line(CDCFLOW_LOG_INFO, "host",
                  std::string(name) + ": draining in-flight batches (timeout " +
-                     std::to_string(timeout_ms_.load()) + " ms)");
+                     std::to_string(timeout_ms_.load()) + " ms)",
+                 "signal", {{"signal", name}});
         on_stop_(name);
     }
 }
