@@ -71,8 +71,7 @@ public:
         // Address space only: pages become resident as ids arrive.
         window_ = std::make_unique<IdWindow>(static_cast<uint32_t>(size), ttl);
 
-        // `<stage>.duplicates` is counted by the host in event_mark_duplicate.
-        entries_ = ctx.gauge("window_entries", "event ids remembered");
+        // Duplicates are counted by the host in event_mark_duplicate.
         restored_ = ctx.counter("restored", "event ids restored from the host's replay at start");
         // The window under the host's cache families (ABI 4): a hit is a
         // copy found (a duplicate), a miss a new id.
@@ -104,7 +103,6 @@ public:
         size_t n = window_->insert_all(
             [&](size_t i) { return cdcflow::sv(batch[static_cast<uint32_t>(i)].event_id); }, batch.size());
         restored_.add(static_cast<int64_t>(n));
-        entries_.set(static_cast<int64_t>(window_->size()));
         cache_entries_.set(static_cast<int64_t>(window_->size()));
     }
 
@@ -141,7 +139,6 @@ public:
                 ++misses;
             }
         }
-        entries_.set(static_cast<int64_t>(window_->size()));
         cache_entries_.set(static_cast<int64_t>(window_->size()));
         hits_ += hits;
         misses_ += misses;
@@ -168,7 +165,7 @@ private:
 
     Clock now_ = [] { return std::chrono::steady_clock::now(); };
     std::unique_ptr<IdWindow> window_;
-    cdcflow::Metric entries_, restored_;
+    cdcflow::Metric restored_;
     cdcflow::Metric cache_entries_, cache_hits_, cache_misses_;
     uint64_t hits_ = 0, misses_ = 0;
     std::vector<Hash128> hashes_; // process()'s scratch, one per event

@@ -6,8 +6,6 @@ namespace cdcflow::projection {
 
 AccountsProjection::AccountsProjection(const ProjectionOptions &opts, cdcflow::Context ctx)
     : cache_(opts.cache_size) {
-    hits_ = ctx.counter("cache_hits", "account rows found in the cache");
-    misses_ = ctx.counter("cache_misses", "account rows read from the database");
     // The same figures under the host's cache families (ABI 4), cache "rows".
     cache_entries_ = ctx.cache_metric("rows", CDCFLOW_CACHE_ENTRIES);
     cache_hits_ = ctx.cache_metric("rows", CDCFLOW_CACHE_HITS);
@@ -142,8 +140,6 @@ void AccountsProjection::write_batch() {
 }
 
 void AccountsProjection::publish_counts() {
-    hits_.add(hit_count_);
-    misses_.add(miss_count_);
     cache_hits_.add(hit_count_);
     cache_misses_.add(miss_count_);
     hit_count_ = miss_count_ = 0;

@@ -54,7 +54,6 @@ private:
     // Counted per event, published per batch (a shared atomic per event
     // would cost more than the lookup).
     int64_t hit_count_ = 0, miss_count_ = 0;
-    cdcflow::Metric hits_, misses_;
     cdcflow::Metric cache_entries_, cache_hits_, cache_misses_; // cache "rows" (ABI 4)
     // After a batch (committed or rolled back): the counts, and the rows held.
     void publish_counts();

@@ -142,7 +142,7 @@ private:
     std::string position_text_;
     std::vector<std::pair<std::string_view, int64_t>> partitions_;
 
-    // `<stage>.rejected` is counted by the host (batch.reject).
+    // Rejections are counted by the host (batch.reject: cdcflow_events_total).
     cdcflow::Metric applied_, dead_letters_, version_duplicates_;
 };
 

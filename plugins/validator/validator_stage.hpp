@@ -34,7 +34,7 @@ public:
         auto rules = cdcflow::rules::RuleSet::parse(cfg.rules.text, &err);
         if (!rules) cfg.fail(&Settings::rules, err);
         validator_.emplace(*rules);
-        // `<stage>.rejected` is counted by the host in event_reject (adding
+        // Rejections are counted by the host in event_reject (adding
         // to it here would count every rejection twice).
         checked_ = ctx.counter("checked", "events checked against the rules");
     }

@@ -337,7 +337,7 @@ TEST_CASE("deduper stage: marks later copies, even of rejected events; empty ids
     stage->process(view);
     CHECK(statuses(b) == std::vector<int>{DUP, DUP, OK, DUP});
     CHECK(h.metric("duplicates") == 4); // counted once, by the host's event_mark_duplicate
-    CHECK(h.metric("window_entries") == 4);
+    CHECK(h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 4);
     CHECK(h.metric("restored") == 0);
 }
 
@@ -437,7 +437,7 @@ TEST_CASE("deduper stage: old events, then one stamped far ahead, 0 or negative:
                          {"hostile-2", hostile},
                          {"old-4", month_ago + 5 * kSec},
                          {"hostile", hostile}}) == std::vector<int>{DUP, DUP, DUP, DUP, DUP, DUP, DUP});
-        CHECK(d.h.metric("window_entries") == 6);
+        CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 6);
     }
 }
 
@@ -455,7 +455,7 @@ TEST_CASE("deduper stage: restore remembers every replayed id, whatever its time
     DedupeStage d({{"window_size", 100}});
     d.restore(replayed);
     CHECK(d.h.metric("restored") == 10);
-    CHECK(d.h.metric("window_entries") == 10);
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 10);
     // The events after the checkpoint, with retries of every restored id.
     std::vector<std::pair<std::string, int64_t>> after = {{"after-checkpoint", month_ago}};
     for (const auto &[id, t] : replayed)
@@ -476,7 +476,7 @@ TEST_CASE("deduper stage: an id is kept for ttl_seconds after its latest copy ar
     CHECK(d.process({{"a", -5}}) == std::vector<int>{DUP}); // a counts from +60 s now
     d.now = t0 + seconds(60) + milliseconds(999);
     CHECK(d.process({{"c", kT0}}) == std::vector<int>{OK}); // b still held: 60.999 s
-    CHECK(d.h.metric("window_entries") == 3);
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 3);
     d.now = t0 + seconds(61);
     CHECK(d.process({{"b", kT0}}) == std::vector<int>{OK}); // b forgotten: 61 s after it arrived
     // A clock that steps back (a steady clock never does; a test can) forgets nothing.
@@ -484,10 +484,10 @@ TEST_CASE("deduper stage: an id is kept for ttl_seconds after its latest copy ar
     CHECK(d.process({{"a", kT0}, {"b", kT0}, {"c", kT0}}) == std::vector<int>{DUP, DUP, DUP});
     d.now = t0 + seconds(121);
     CHECK(d.process({{"d", kT0}}) == std::vector<int>{OK});
-    CHECK(d.h.metric("window_entries") == 4); // a, b, c stamped at +61 s: held until +121 s
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 4); // a, b, c stamped at +61 s: held until +121 s
     d.now = t0 + seconds(122);
     CHECK(d.process({{"a", kT0}}) == std::vector<int>{OK});
-    CHECK(d.h.metric("window_entries") == 2); // b and c expired at the batch's start, a is new again
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 2); // b and c expired at the batch's start, a is new again
 }
 
 TEST_CASE("deduper stage: restored ids count as arriving at the restore, whatever their stamps") {
@@ -514,7 +514,7 @@ TEST_CASE("deduper stage: asks for twice window_size events of history; restore 
     // The events up to the checkpoint, oldest first: "dup" twice, an empty id.
     d.restore({{"e1", kT0}, {"dup", kT0}, {"ancient", kT0 - 8 * kDay}, {"", kT0}, {"dup", kT0}, {"e6", kT0}});
     CHECK(d.h.metric("restored") == 5);
-    CHECK(d.h.metric("window_entries") == 4);
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 4);
     CHECK(d.h.metric("duplicates") == 0); // nothing marked while restoring
     // The events after the checkpoint: new ones pass, copies are dropped.
     CHECK(d.process({{"after1", kT0}, {"e1", kT0}, {"dup", kT0}, {"after1", kT0}, {"", kT0}}) ==

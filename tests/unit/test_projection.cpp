@@ -592,7 +592,7 @@ TEST_CASE("projection_sink: applies, dead-letters and checkpoints a batch in one
     CHECK(s.h.metric("applied") == 3);
     CHECK(s.h.metric("rejected") == 3); // the host's per-stage count of batch.reject()
     CHECK(s.h.metric("dead_letters") == 4);
-    CHECK(s.h.metric("cache_misses") == 2);
+    CHECK(s.h.cache_figure("rows", CDCFLOW_CACHE_MISSES) == 2);
 
     // A new instance (a restart) resumes from the checkpoint and the table.
     s.sink->stop();
@@ -883,7 +883,7 @@ TEST_CASE("projection_sink: a tiny cache gives the same results as a big one") {
             }
             s.process(b);
         }
-        return std::make_pair(s.h.metric("cache_misses"), s.h.metric("applied"));
+        return std::make_pair(s.h.cache_figure("rows", CDCFLOW_CACHE_MISSES), s.h.metric("applied"));
     };
     auto big = run(dir.file("big.db"), 1000);
     auto tiny = run(dir.file("tiny.db"), 2);
@@ -1090,7 +1090,7 @@ TEST_CASE("projection_sink: the row and version caches' figures: entries within 
         CHECK(s.h.cache_figure(cache, CDCFLOW_CACHE_MISSES) == 4);
     }
     // The projection's own counters say the same.
-    CHECK(s.h.metric("cache_hits") == 2);
-    CHECK(s.h.metric("cache_misses") == 4);
+    CHECK(s.h.cache_figure("rows", CDCFLOW_CACHE_HITS) == 2);
+    CHECK(s.h.cache_figure("rows", CDCFLOW_CACHE_MISSES) == 4);
     CHECK(s.h.metric("applied") == 6);
 }

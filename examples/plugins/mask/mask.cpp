@@ -3,7 +3,7 @@
 //  - replaces the value of one payload field (e.g. a person's name) with a
 //    fixed text, by writing a new payload into the batch's memory, and
 //  - drops (filters out) events whose type is on a list: they are not applied,
-//    not dead-lettered, counted in "<stage>.dropped", and the checkpoint still
+//    not dead-lettered, counted in cdcflow_events_total{outcome="dropped"}, and the checkpoint still
 //    moves past them.
 //
 // It parses payloads it does not trust: place it after a validator stage,
@@ -78,7 +78,7 @@ public:
             // what was actually received).
             if (e.status != CDCFLOW_EVENT_OK) continue;
             if (drop_types_.count(std::string(cdcflow::sv(e.event_type)))) {
-                batch.drop(i); // counted by the host in "<stage>.dropped": do not count it again
+                batch.drop(i); // counted by the host as outcome "dropped": do not count it again
                 continue;
             }
             mask_payload(batch, i);
@@ -116,7 +116,7 @@ private:
     std::string mask_;
     bool drop_unparsable_;
     std::set<std::string> drop_types_;
-    cdcflow::Metric masked_; // "<stage>.masked" in /metrics
+    cdcflow::Metric masked_; // cdcflow_plugin_mask_masked_total in /metrics
 };
 
 CDCFLOW_PLUGIN(Mask)
