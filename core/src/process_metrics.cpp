@@ -100,13 +100,14 @@ int add_process_metrics(Metrics &m) {
             out.gauge("process_max_fds", "Maximum number of open file descriptors.", {},
                       static_cast<double>(lim.rlim_cur));
         const LogStats logs = log_stats();
-        out.counter("cdcflow_log_lines_total", "Log lines written to stderr.", {}, static_cast<double>(logs.written));
+        out.counter("cdcflow_log_lines_total", "Log lines written to stderr.", {},
+                    static_cast<double>(logs.written));
         out.counter("cdcflow_log_lines_dropped_total",
                     "Log lines dropped because stderr would not take them (a full pipe nobody reads).", {},
                     static_cast<double>(logs.dropped));
         out.counter("cdcflow_log_lines_suppressed_total",
-                    "Plugin log lines held back by the per-stage rate limit (log.plugin_lines_per_second).", {},
-                    static_cast<double>(logs.suppressed));
+                    "Plugin log lines held back by the per-stage rate limit (log.plugin_lines_per_second).",
+                    {}, static_cast<double>(logs.suppressed));
         out.gauge(
             "cdcflow_build_info", "The cdcflow version and plugin ABI range of this host (always 1).",
             {{"version", CDCFLOW_VERSION},

@@ -364,7 +364,8 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
                                (failures == 1 ? " failure" : " consecutive failures") + " of " + what + ": " +
                                msg + "; nothing is called for " + std::to_string(wait_ms) +
                                " ms (breaker.cooldown_ms), then one probe",
-                     "breaker_open", {{"call", what}, {"failures", failures}, {"cooldown_ms", wait_ms}, {"error", msg}});
+                     "breaker_open",
+                     {{"call", what}, {"failures", failures}, {"cooldown_ms", wait_ms}, {"error", msg}});
         } else if (!breaker && failures >= policy.max_attempts) {
             st.retrying.store(false, std::memory_order_relaxed);
             return {cs, msg + " (gave up after " + std::to_string(failures) + " attempts; see the stage's " +

@@ -311,7 +311,8 @@ private:
     void fail(Stage &st, const std::string &what, cdcflow_status code);
     void notify_committed(Stage &src, Batch *b);
     // After a stage processed b (runtime_metrics.cpp): its events by outcome.
-    static void count_processed(Stage &st, const Batch *b, uint32_t marked_before, uint32_t overridden_before);
+    static void count_processed(Stage &st, const Batch *b, uint32_t marked_before,
+                                uint32_t overridden_before);
     // After the sink committed b: the totals, dead letters, end-to-end latency.
     void count_committed(Batch *b);
     // Around an ABI 1/2 stage's process: DROPPED events are shown to it as

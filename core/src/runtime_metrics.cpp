@@ -103,8 +103,8 @@ void Runtime::collect(Collect &out) const {
         const Labels queue = {{"pipeline", p}, {"queue", q.name}};
         out.gauge("cdcflow_queue_depth_batches", "Batches waiting in a queue between two stages.", queue,
                   static_cast<double>(q.depth));
-        out.gauge("cdcflow_queue_capacity_batches", "Batches a queue between two stages holds at most.", queue,
-                  static_cast<double>(q.capacity));
+        out.gauge("cdcflow_queue_capacity_batches", "Batches a queue between two stages holds at most.",
+                  queue, static_cast<double>(q.capacity));
         out.gauge("cdcflow_queue_bytes", "Event bytes of the batches waiting in a queue between two stages.",
                   queue, static_cast<double>(q.bytes));
     }
@@ -113,15 +113,17 @@ void Runtime::collect(Collect &out) const {
     out.gauge("cdcflow_in_flight_bytes",
               "Event bytes read by the source and not yet committed (bounded by settings.queue_max_bytes).",
               pipeline, static_cast<double>(mem.in_flight_bytes));
-    out.gauge("cdcflow_in_flight_max_bytes", "settings.queue_max_bytes: the bound on cdcflow_in_flight_bytes.",
-              pipeline, static_cast<double>(mem.queue_max_bytes));
+    out.gauge("cdcflow_in_flight_max_bytes",
+              "settings.queue_max_bytes: the bound on cdcflow_in_flight_bytes.", pipeline,
+              static_cast<double>(mem.queue_max_bytes));
     out.gauge("cdcflow_memory_soft_limit_bytes",
               "settings.memory_soft_limit_bytes (0: none): the source slows down past 90% of it.", pipeline,
               static_cast<double>(mem.soft_limit_bytes));
     out.gauge("cdcflow_memory_throttled", "1 while the soft memory limit slows the source down.", pipeline,
               mem.throttled ? 1 : 0);
-    out.counter("cdcflow_memory_throttles_total", "Times the soft memory limit started slowing the source down.",
-                pipeline, static_cast<double>(mem.throttle_episodes));
+    out.counter("cdcflow_memory_throttles_total",
+                "Times the soft memory limit started slowing the source down.", pipeline,
+                static_cast<double>(mem.throttle_episodes));
 }
 
 void Runtime::count_processed(Stage &st, const Batch *b, uint32_t marked_before, uint32_t overridden_before) {

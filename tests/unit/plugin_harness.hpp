@@ -6,11 +6,11 @@
 // own config checker, against the plugin's own declaration.
 #pragma once
 
-#include "metrics_lookup.hpp"
 #include "batch.hpp"
 #include "config_schema.hpp"
 #include "host_api.hpp"
 #include "metrics.hpp"
+#include "metrics_lookup.hpp"
 #include "pipeline.hpp"
 
 #include <cdcflow/sdk.hpp>
@@ -91,7 +91,9 @@ public:
     cdcflow::Context context() { return cdcflow::Context(host::host_api(), &ctx_); }
     cdcflow_ctx *ctx() { return &ctx_; }
     const cdcflow_config *cfg() const { return &cfg_; }
-    int64_t metric(const std::string &name) const { return test::metric_value(metrics_, def_.id + "." + name); }
+    int64_t metric(const std::string &name) const {
+        return test::metric_value(metrics_, def_.id + "." + name);
+    }
     // A figure the stage published under the host's cache or lag families
     // (ABI 4: the same arguments return the same handle); -1 when the host
     // has none. The one place that knows how those handles are read.

@@ -484,10 +484,12 @@ TEST_CASE("deduper stage: an id is kept for ttl_seconds after its latest copy ar
     CHECK(d.process({{"a", kT0}, {"b", kT0}, {"c", kT0}}) == std::vector<int>{DUP, DUP, DUP});
     d.now = t0 + seconds(121);
     CHECK(d.process({{"d", kT0}}) == std::vector<int>{OK});
-    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 4); // a, b, c stamped at +61 s: held until +121 s
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) ==
+          4); // a, b, c stamped at +61 s: held until +121 s
     d.now = t0 + seconds(122);
     CHECK(d.process({{"a", kT0}}) == std::vector<int>{OK});
-    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) == 2); // b and c expired at the batch's start, a is new again
+    CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_ENTRIES) ==
+          2); // b and c expired at the batch's start, a is new again
 }
 
 TEST_CASE("deduper stage: restored ids count as arriving at the restore, whatever their stamps") {
