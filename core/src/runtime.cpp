@@ -461,10 +461,8 @@ struct Runtime::Isolation {
     uint32_t isolated = 0; // events that failed on their own
 };
 
-Runtime::Outcome Runtime::process_part(Stage &st, Batch *b, uint32_t from, uint32_t to, uint32_t n) {
-    PartView view(b, from, to, n);
+Runtime::Outcome Runtime::process_batch(Stage &st, Batch *b) {
     hide_dropped(st, b);
-    st.bisect_calls.fetch_add(1, std::memory_order_relaxed);
     Outcome r = call_with_retry(st, "process", [&](char *err, uint64_t len) {
         auto t0 = Clock::now();
         cdcflow_status cs = st.cb->process(st.instance, static_cast<cdcflow_batch *>(b), err, len);
@@ -473,6 +471,12 @@ Runtime::Outcome Runtime::process_part(Stage &st, Batch *b, uint32_t from, uint3
     });
     unhide_dropped(st, b);
     return r;
+}
+
+Runtime::Outcome Runtime::process_part(Stage &st, Batch *b, uint32_t from, uint32_t to, uint32_t n) {
+    PartView view(b, from, to, n);
+    st.bisect_calls.fetch_add(1, std::memory_order_relaxed);
+    return process_batch(st, b);
 }
 
 Runtime::Outcome Runtime::split(Stage &st, Batch *b, bool is_sink, uint32_t lo, uint32_t hi,
@@ -825,14 +829,7 @@ void Runtime::stage_loop(size_t index) {
         // A stop abandoned the pipeline's in-flight work: commit no more.
         if (abandoned_.load(std::memory_order_relaxed)) break;
         const uint32_t marked_before = b->marked, overridden_before = b->overridden;
-        hide_dropped(st, b);
-        Outcome done = call_with_retry(st, "process", [&](char *err, uint64_t len) {
-            auto t0 = Clock::now();
-            cdcflow_status cs = st.cb->process(st.instance, static_cast<cdcflow_batch *>(b), err, len);
-            st.duration->observe(micros_since(t0));
-            return cs;
-        });
-        unhide_dropped(st, b);
+        Outcome done = process_batch(st, b);
         if (done.code == CDCFLOW_OK)
             st.poison_run = 0;
         else if (poison_code(done.code) && !done.stopped)

@@ -296,6 +296,9 @@ private:
     Outcome split(Stage &st, Batch *b, bool is_sink, uint32_t lo, uint32_t hi, const Outcome &failed,
                   Isolation &iso);
     // process on events [from, to) of a batch of n, shown as a batch of its own.
+    // One process call on b as it is (DROPPED hidden from ABI 1/2 stages,
+    // timed, retried under the stage's policy).
+    Outcome process_batch(Stage &st, Batch *b);
     Outcome process_part(Stage &st, Batch *b, uint32_t from, uint32_t to, uint32_t n);
     // A stop request ended `st`'s retry wait or open breaker: it drops what
     // it held (logged as a WARN with `why`), every queue closes so that

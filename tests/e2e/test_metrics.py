@@ -73,6 +73,14 @@ class Metrics(TempDirTest):
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         return proc, port
 
+    def wait_committed(self, port, n):
+        def committed():
+            try:
+                return json.loads(scrape(port, "/health")).get("events") == n
+            except (OSError, ValueError):
+                return False
+        wait_for(committed, timeout=60, what="%d events committed" % n)
+
     def stop_host(self, proc):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -86,13 +94,7 @@ class Metrics(TempDirTest):
         insert(conn, Generator(seed=9, accounts=200).rows(5000))
         conn.close()
         proc, port = self.start_host(ACCOUNTS, env_with(CDCFLOW_DB=db))
-
-        def drained():
-            try:
-                return json.loads(scrape(port, "/health")).get("events") == 5000
-            except OSError:
-                return False
-        wait_for(drained, timeout=60, what="all 5000 events committed")
+        self.wait_committed(port, 5000)
         page = scrape(port)
         health = json.loads(scrape(port, "/health"))
         self.stop_host(proc)
@@ -144,13 +146,7 @@ class Metrics(TempDirTest):
                        "  - {id: pipeline, plugin: passthrough, config: {duplicate_every: 5}}\n"
                        "  - {id: sink, plugin: file_sink, config: {output: '%s'}}\n" % (TEST_PLUGINS, out))
         proc, port = self.start_host(p)
-
-        def drained():
-            try:
-                return json.loads(scrape(port, "/health")).get("events") == 2000
-            except OSError:
-                return False
-        wait_for(drained, timeout=30, what="2000 events committed")
+        self.wait_committed(port, 2000)
         page = scrape(port)
         health = json.loads(scrape(port, "/health"))
         stdout = self.stop_host(proc)
@@ -169,7 +165,7 @@ class Metrics(TempDirTest):
                        "  - {id: src, plugin: gen_source, config: {count: 10, idle_after: 10}}\n"
                        "  - {id: sink, plugin: file_sink, config: {}}\n" % TEST_PLUGINS)
         proc, port = self.start_host(p)
-        wait_for(lambda: _try(lambda: json.loads(scrape(port, "/health"))["events"] == 10), what="10 events")
+        self.wait_committed(port, 10)
         page = scrape(port)
         self.stop_host(proc)
         with open(os.path.join(SOURCE_ROOT, "README.md")) as fh:
@@ -206,13 +202,6 @@ class AlertRules(unittest.TestCase):
             readme = fh.read()
         for name in set(re.findall(r"\b(cdcflow_[a-z_]+)", rules)):
             self.assertIn("`" + name, readme, name + " is used by an alert but not a documented family")
-
-
-def _try(f):
-    try:
-        return f()
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 if __name__ == "__main__":
