@@ -78,6 +78,18 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
                                   "': " + r.status().message());
         loaded[sd.plugin] = r.value();
     }
+    // Two plugins whose names differ only where metric names cannot (my-sink,
+    // my_sink) would share their metric families: refused, at the second.
+    std::map<std::string, const StageDef *> metric_names;
+    for (const StageDef &sd : d.stages) {
+        const std::string &name = loaded[sd.plugin]->desc->name;
+        auto [it, fresh] = metric_names.emplace(Metrics::name_part(name), &sd);
+        if (!fresh && loaded[it->second->plugin]->desc->name != name)
+            return Status::Config(where(d.file, sd.plugin_mark) + ": stage '" + sd.id + "': plugin " +
+                                  quote(name) + " and plugin " + quote(loaded[it->second->plugin]->desc->name) +
+                                  " (stage '" + it->second->id + "') would share the metric families "
+                                  "cdcflow_plugin_" + it->first + "_*: rename one of them");
+    }
     Status st = check_pipeline(d, [&](const std::string &name) -> const PluginSchema * {
         auto it = loaded.find(name);
         return it == loaded.end() ? nullptr : &it->second->schema;

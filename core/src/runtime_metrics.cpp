@@ -61,7 +61,7 @@ void Runtime::make_metrics() {
             s.batch_events = m.histogram("cdcflow_batch_events", "Events per batch, as the source filled it.",
                                          stage, kBatchBuckets);
         s.ctx.pipeline = p;
-        s.ctx.plugin = s.def->plugin;
+        s.ctx.plugin = s.plugin->desc->name; // its own name, even when the file names a path
     }
     const Labels sink = {{"pipeline", p}, {"stage", stages_.back()->def->id}};
     m_commits_ = m.counter("cdcflow_commits_total", "Batches the sink committed with its checkpoint.", sink);

@@ -160,6 +160,18 @@ class Metrics(TempDirTest):
         self.assertEqual(health["events"], 2000)
         self.assertIn("pipeline 'collide': 2000 events:", stdout)
 
+    def test_plugins_whose_metric_names_would_collide_are_refused_at_load(self):
+        p = self.write("p.yaml", "pipeline: clash\nplugin_path: [%s]\nstages:\n"
+                       "  - {id: src, plugin: gen_source, config: {count: 10}}\n"
+                       "  - {id: a, plugin: config_probe, config: {}}\n"
+                       "  - {id: b, plugin: config-probe, config: {}}\n"
+                       "  - {id: sink, plugin: file_sink, config: {}}\n" % TEST_PLUGINS)
+        for cmd in (["validate", p], ["run", p, "--drain"]):
+            r = run(cmd)
+            self.assertEqual(r.returncode, 3, r.stderr)
+            self.assertIn("p.yaml:6:21: stage 'b': plugin 'config-probe' and plugin 'config_probe' (stage 'a') "
+                          "would share the metric families cdcflow_plugin_config_probe_*", r.stderr)
+
     def test_readme_lists_every_host_family(self):
         p = self.write("p.yaml", "pipeline: doc\nplugin_path: [%s]\nstages:\n"
                        "  - {id: src, plugin: gen_source, config: {count: 10, idle_after: 10}}\n"

@@ -46,7 +46,13 @@ struct ProbeSettings {
 
 class ConfigProbe : public cdcflow::Transform {
 public:
+#ifdef CONFIG_PROBE_DASHED
+    // The same plugin under a name whose metric families would be
+    // config_probe's (the host refuses the two in one pipeline).
+    static constexpr const char *kName = "config-probe";
+#else
     static constexpr const char *kName = "config_probe";
+#endif
     static constexpr const char *kDescription =
         "test transform: declares every kind of config key, logs what it read";
     using Settings = ProbeSettings;
