@@ -82,6 +82,7 @@ def main():
     ap.add_argument("--workdir")
     args = ap.parse_args()
     work = args.workdir or tempfile.mkdtemp(prefix="cdcflow_bench_metrics_")
+    os.makedirs(work, exist_ok=True)
     base = os.path.join(work, "base.db")
     if not os.path.exists(base):
         print("generating %d events over %d accounts..." % (args.events, args.accounts), flush=True)
