@@ -1,10 +1,10 @@
 // See client.hpp.
 #include "client.hpp"
 
+#include "beast.hpp"
+
 #include <boost/asio/ip/tcp.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
-#include <boost/beast/http.hpp>
 
 #include <chrono>
 #include <optional>

@@ -3,11 +3,11 @@
 // sessions only after the I/O thread has been joined).
 #include "server.hpp"
 
+#include "beast.hpp"
+
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http.hpp>
 
 #include <array>
 #include <chrono>
