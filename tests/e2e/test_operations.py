@@ -1,0 +1,171 @@
+"""Operations attacked as an operator and an attacker would: the endpoints
+scraped hard while a backlog drains, hostile pipeline names, a port already
+held, a soft memory limit below the host's own size, SIGTERM twice. Each test
+here is a finding that once failed (or a check that it cannot)."""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import unittest
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import TEST_PLUGINS, TempDirTest, free_port, main, run, start, wait_for  # noqa: E402
+from test_metrics import parse, promtool_check, value  # noqa: E402
+
+TOTALS = re.compile(r"^pipeline (.*): (\d+) events: (\d+) applied, (\d+) rejected, (\d+) duplicates, "
+                    r"(\d+) dropped$", re.M)
+
+
+def get(port, path, timeout=5):
+    with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as resp:
+        return resp.status, resp.read()
+
+
+class Operations(TempDirTest):
+    def gen_pipeline(self, name, count, extra_settings="", sink_cfg="", idle=True):
+        # idle: the source stays idle after `count` (a running host), else
+        # it is exhausted there (--drain ends).
+        return self.write("p.yaml", "pipeline: %s\nplugin_path: [%s]\n%sstages:\n"
+                          "  - {id: src, plugin: gen_source, config: {count: %d, idle_after: %d}}\n"
+                          "  - {id: pass, plugin: passthrough, config: {reject_every: 10}}\n"
+                          "  - {id: sink, plugin: file_sink, config: {%s}}\n"
+                          % (name, TEST_PLUGINS, extra_settings, count, count if idle else 0, sink_cfg))
+
+    def start_host(self, pipeline, *args):
+        port = free_port()
+        proc = start(["run", pipeline, "--http", "127.0.0.1:%d" % port] + list(args))
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
+        wait_for(lambda: self.answers(port), timeout=10, what="the endpoints")
+        return proc, port
+
+    @staticmethod
+    def answers(port):
+        try:
+            return get(port, "/health", timeout=1)[0] == 200
+        except OSError:
+            return False
+
+    def test_a_hostile_pipeline_name_keeps_the_page_clean_and_the_totals_line_one_line(self):
+        # Quotes, a backslash, a newline, U+2028, a control byte: the YAML
+        # loader takes any string as the pipeline's name.
+        name = 'q"b\\s\nnl \u00e9\u2028 \x01 end'
+        yaml_name = '"q\\"b\\\\s\\nnl \\u00e9\\u2028 \\x01 end"'
+        proc, port = self.start_host(self.gen_pipeline(yaml_name, 500))
+        wait_for(lambda: json.loads(get(port, "/health")[1]).get("events") == 500, timeout=20,
+                 what="500 events committed")
+        page = get(port, "/metrics")[1].decode()
+        health = json.loads(get(port, "/health")[1])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        self.assertEqual(proc.returncode, 0, err[-2000:])
+        promtool_check(self, page)
+        self.assertEqual(health["pipeline"], name)
+        # The label value reads back as the name (the format's escapes: \\ \" \n).
+        labels = re.findall(r'cdcflow_events_total\{pipeline="((?:[^"\\]|\\.)*)"', page)
+        self.assertTrue(labels)
+        unescaped = re.sub(r'\\(.)', lambda m: {"n": "\n"}.get(m.group(1), m.group(1)), labels[0])
+        self.assertEqual(unescaped, name)
+        # The totals line is one line that scripts can read; the name in it
+        # is escaped as in the log lines.
+        totals = TOTALS.findall(out)
+        self.assertEqual(len(totals), 1, out)
+        self.assertEqual(totals[0][1:], ("500", "450", "50", "0", "0"))
+        self.assertNotIn("\n", totals[0][0])
+
+    def test_scraped_hard_while_200k_events_drain_the_counters_equal_the_totals_line(self):
+        proc, port = self.start_host(self.gen_pipeline("hard", 200_000))
+        stop = threading.Event()
+        errors, scrapes = [], [0]
+        lock = threading.Lock()
+
+        def client(path):
+            while not stop.is_set():
+                try:
+                    status, body = get(port, path)
+                    if path == "/health":
+                        json.loads(body)
+                    with lock:
+                        scrapes[0] += 1
+                except (OSError, ValueError) as e:  # a refused or cut connection is a finding too
+                    with lock:
+                        errors.append("%s: %r" % (path, e))
+        threads = [threading.Thread(target=client, args=(("/metrics", "/health", "/ready")[i % 3],))
+                   for i in range(20)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: json.loads(get(port, "/health", timeout=10)[1]).get("events") == 200_000,
+                     timeout=25, what="200,000 events committed")
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        page = get(port, "/metrics")[1].decode()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+        self.assertEqual(proc.returncode, 0, err[-2000:])
+        # Past the server's max_connections a connection may be closed at
+        # once (documented); anything else is an error.
+        self.assertGreater(scrapes[0], 20)
+        for e in errors:
+            self.assertRegex(e, r"Connection reset|RemoteDisconnected|closed connection|BadStatusLine", e)
+        totals = TOTALS.findall(out)
+        self.assertEqual(len(totals), 1, out)
+        events, applied, rejected = (int(x) for x in totals[0][1:4])
+        self.assertEqual((events, applied, rejected), (200_000, 180_000, 20_000))
+        f = parse(page)
+        self.assertEqual(value(f, "cdcflow_events_total", stage="sink", outcome="applied"), applied)
+        self.assertEqual(value(f, "cdcflow_events_total", stage="pass", outcome="rejected"), rejected)
+        self.assertEqual(value(f, "cdcflow_events_total", stage="src"), events)
+        self.assertEqual(value(f, "cdcflow_batch_events_sum"), events)
+
+    def test_a_port_another_process_holds_is_a_one_line_error(self):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            port = s.getsockname()[1]
+            r = run(["run", self.gen_pipeline("held", 10), "--http", "127.0.0.1:%d" % port, "--drain"],
+                    timeout=20)
+        self.assertNoCrash(r)
+        self.assertNotEqual(r.returncode, 0)
+        last = r.stderr.strip().splitlines()[-1]
+        self.assertIn("127.0.0.1:%d" % port, last)
+        self.assertRegex(last, r"in use")
+        self.assertNotIn("pipeline 'held': 10 events", r.stdout)  # nothing ran
+
+    def test_a_soft_memory_limit_below_the_start_size_slows_the_source_and_still_finishes(self):
+        # 1 MiB: far below any host's resident size from the start. The
+        # source reads batch_size events at a time; it must not wait forever.
+        p = self.gen_pipeline("tight", 20_000, "settings: {memory_soft_limit_bytes: 1MiB, batch_size: 100}\n",
+                              idle=False)
+        r = run(["run", p, "--drain"], timeout=25)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        totals = TOTALS.findall(r.stdout)
+        self.assertEqual(totals[0][1:3], ("20000", "18000"), r.stdout)
+        self.assertRegex(r.stderr, r"the source slows down")
+
+    def test_sigterm_twice_under_load_exits_at_once_without_a_crash(self):
+        # A slow sink (20 ms a batch) behind an endless source: the drain
+        # after the first SIGTERM takes a while; the second ends it at once.
+        p = self.gen_pipeline("twice", 0, "settings: {shutdown_timeout_ms: 20000}\n", "slow_us: 20000")
+        proc, port = self.start_host(p)
+        wait_for(lambda: json.loads(get(port, "/health")[1]).get("events", 0) > 0, timeout=10,
+                 what="events committed")
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        t0 = time.monotonic()
+        out, err = proc.communicate(timeout=15)
+        self.assertLess(time.monotonic() - t0, 15)
+        self.assertGreaterEqual(proc.returncode, 0, err[-2000:])  # an exit, not a crash
+        self.assertNotIn("AddressSanitizer", err)
+
+
+if __name__ == "__main__":
+    main()
