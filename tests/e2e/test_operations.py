@@ -17,6 +17,9 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import TEST_PLUGINS, TempDirTest, free_port, main, run, start, wait_for  # noqa: E402
 from test_metrics import parse, promtool_check, value  # noqa: E402
+import test_breaker  # noqa: E402  (its helpers; its test class is not imported, so not run twice)
+from outbox_gen import Generator, insert, open_outbox  # noqa: E402
+import sqlite3  # noqa: E402
 
 TOTALS = re.compile(r"^pipeline (.*): (\d+) events: (\d+) applied, (\d+) rejected, (\d+) duplicates, "
                     r"(\d+) dropped$", re.M)
@@ -165,6 +168,112 @@ class Operations(TempDirTest):
         self.assertLess(time.monotonic() - t0, 15)
         self.assertGreaterEqual(proc.returncode, 0, err[-2000:])  # an exit, not a crash
         self.assertNotIn("AddressSanitizer", err)
+
+
+    def test_a_source_breaker_while_the_outbox_is_locked_for_reads_shows_in_health_and_resumes(self):
+        # The outbox in rollback-journal mode: an application's exclusive
+        # lock then blocks the source's reads too (in WAL nothing can).
+        outbox, proj = self.path("outbox.db"), self.path("proj.db")
+        c = sqlite3.connect(outbox)
+        open_outbox(c)
+        c.execute("PRAGMA journal_mode=DELETE")
+        gen = Generator(seed=93, accounts=100)
+        insert(c, gen.rows(1000))
+        c.close()
+        with open(test_breaker.PIPELINE) as f:
+            text = f.read()
+        first = text.index(test_breaker.DB_LINE)
+        second = text.index(test_breaker.DB_LINE, first + 1)
+        text = text[:second] + "      database: %s\n" % proj + text[second + len(test_breaker.DB_LINE):]
+        text = text.replace("      database: ${CDCFLOW_DB:-demo/accounts.db}\n",
+                            "      database: %s\n      busy_timeout_ms: 50\n" % outbox)
+        text = text.replace("    plugin: outbox_source\n",
+                            "    plugin: outbox_source\n"
+                            "    retry: {backoff_ms: 20, max_backoff_ms: 100}\n"
+                            "    breaker: {failures: 2, cooldown_ms: 300}\n")
+        proc, port = self.start_host(self.write("acc.yaml", text), "--log-format", "json")
+
+        def source_breaker():
+            code, body = test_breaker.get_health(port)
+            return code, body and [s["breaker"] for s in body["stages"] if s["id"] == "outbox"][0]
+        wait_for(lambda: test_breaker.checkpoint(proj) == 1000, timeout=20, what="the first 1000 committed")
+        locker = sqlite3.connect(outbox, timeout=30, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            wait_for(lambda: source_breaker() == (503, "open"), timeout=10,
+                     what="/health 503 with the source's breaker open")
+            self.assertIsNone(proc.poll(), "a locked outbox must not stop the pipeline")
+        finally:
+            locker.execute("COMMIT")
+            locker.close()
+        c = sqlite3.connect(outbox)
+        insert(c, gen.rows(500))
+        c.close()
+        wait_for(lambda: test_breaker.checkpoint(proj) == 1500 and source_breaker() == (200, "closed"),
+                 timeout=15, what="the breaker closed and the rest committed")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+        self.assertEqual(proc.returncode, 0, err[-3000:])
+        # Every log line stays one valid JSON object while the breaker trips.
+        lines = [json.loads(line) for line in err.splitlines()]
+        events = [(o.get("event"), o.get("stage"), o.get("call")) for o in lines]
+        self.assertIn(("breaker_open", "outbox", "poll"), events)
+        self.assertIn(("breaker_closed", "outbox", "poll"), events)
+        self.assertLess(events.index(("breaker_open", "outbox", "poll")),
+                        events.index(("breaker_closed", "outbox", "poll")))
+
+
+    def test_sigterm_under_a_200k_backlog_while_scraped_exits_0_in_time_and_a_restart_gives_the_model(self):
+        from accounts_model import replay
+        db = self.path("accounts.db")
+        c = sqlite3.connect(db)
+        open_outbox(c)
+        insert(c, Generator(seed=97, accounts=3000).rows(200_000))
+        c.close()
+        with open(test_breaker.PIPELINE) as f:
+            text = f.read().replace("${CDCFLOW_DB:-demo/accounts.db}", db)
+        p = self.write("acc.yaml", text.replace("shutdown_timeout_ms: 10000", "shutdown_timeout_ms: 5000"))
+        proc, port = self.start_host(p)
+        stop = threading.Event()
+
+        def scraper():
+            while not stop.is_set():
+                try:
+                    get(port, "/metrics", timeout=2)
+                    get(port, "/health", timeout=2)
+                except OSError:
+                    pass  # the endpoints close with the stop
+        threads = [threading.Thread(target=scraper) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            wait_for(lambda: test_breaker.checkpoint(db) > 0, timeout=20, what="a first commit")
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+            took = time.monotonic() - t0
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertEqual(proc.returncode, 0, err[-3000:])
+        self.assertLess(took, 5 + 3)  # within shutdown_timeout_ms (and the exit's own second or two)
+        totals = TOTALS.findall(out)
+        self.assertEqual(len(totals), 1, out)
+        stopped_at = test_breaker.checkpoint(db)
+        # What the totals line counted is what the checkpoint covers (the
+        # last batch's events are all in; the deduper marks none here).
+        self.assertEqual(int(totals[0][1]), stopped_at)
+        r = run(["run", p, "--drain"], timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        c = sqlite3.connect(db)
+        model = replay(c)
+        got = {r[0]: tuple(r[1:]) for r in c.execute(
+            "SELECT account_id, owner, currency, balance, status, version, updated_at FROM accounts")}
+        self.assertEqual(got, model.rows())
+        self.assertEqual({r[0] for r in c.execute("SELECT event_id FROM dead_letters")}, set(model.rejected))
+        self.assertEqual(test_breaker.checkpoint(db), 200_000)
+        c.close()
 
 
 if __name__ == "__main__":
