@@ -276,5 +276,44 @@ class Operations(TempDirTest):
         c.close()
 
 
+    def test_many_poison_events_in_the_validator_position_are_dead_lettered_and_the_rest_is_the_model(self):
+        # A transform before the validator throws on every 97th event: each
+        # is isolated by bisection and dead-lettered by it; a later copy of
+        # an id it rejected is a duplicate, as for any rejected id.
+        from accounts_model import Model
+        db = self.path("accounts.db")
+        c = sqlite3.connect(db)
+        open_outbox(c)
+        insert(c, Generator(seed=98, accounts=300).rows(20_000))
+        with open(test_breaker.PIPELINE) as f:
+            text = f.read().replace("${CDCFLOW_DB:-demo/accounts.db}", db)
+        text = text.replace("  - id: validate\n", "  - id: pass\n    plugin: passthrough\n"
+                            "    config: {throw_every: 97}\n\n  - id: validate\n")
+        text = text.replace("stages:\n", "plugin_path: [%s]\n\nstages:\n" % json.dumps(TEST_PLUGINS), 1)
+        r = run(["run", self.write("acc.yaml", text), "--drain"], timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        m = Model()
+        for seq, *row in c.execute("SELECT seq, id, aggregatetype, aggregateid, type, payload, timestamp "
+                                   "FROM outbox ORDER BY seq"):
+            if seq % 97 == 0:
+                if row[0] not in m.seen:
+                    m.seen.add(row[0])
+                    m.rejected[row[0]] = "pass"
+                continue
+            m.apply_row(*row)
+        got = {r[0]: tuple(r[1:]) for r in c.execute(
+            "SELECT account_id, owner, currency, balance, status, version, updated_at FROM accounts")}
+        self.assertEqual(got, m.rows())
+        letters = list(c.execute("SELECT event_id, stage, reason, source_position FROM dead_letters"))
+        ids = [e for e, *_ in letters]
+        self.assertEqual(len(ids), len(set(ids)), "an event was dead-lettered twice")
+        self.assertEqual({e: s for e, s, *_ in letters}, m.rejected)
+        for e, stage, reason, pos in letters:
+            if stage == "pass":
+                self.assertEqual(reason, "injected exception at offset %s" % pos)
+        self.assertEqual(test_breaker.checkpoint(db), 20_000)
+        c.close()
+
+
 if __name__ == "__main__":
     main()
