@@ -315,5 +315,18 @@ class Operations(TempDirTest):
         c.close()
 
 
+    def test_the_smallest_byte_bounds_with_events_larger_than_them_still_move_every_event(self):
+        # 1 KiB (the smallest batch_max_bytes, and so queue_max_bytes) and
+        # events of ~300 kB: one event at a time, nothing stalls or is lost.
+        p = self.write("big.yaml", "pipeline: big\nplugin_path: [%s]\n"
+                       "settings: {batch_max_bytes: 1024, queue_max_bytes: 1024, batch_size: 1000}\nstages:\n"
+                       "  - {id: src, plugin: gen_source, config: {count: 200, payload_bytes: 300000}}\n"
+                       "  - {id: pass, plugin: passthrough, config: {}}\n"
+                       "  - {id: sink, plugin: file_sink, config: {}}\n" % TEST_PLUGINS)
+        r = run(["run", p, "--drain"], timeout=25)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertEqual(TOTALS.findall(r.stdout)[0][1:3], ("200", "200"), r.stdout)
+
+
 if __name__ == "__main__":
     main()
