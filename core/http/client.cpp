@@ -3,19 +3,12 @@
 
 #include "beast.hpp"
 
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 
 #include <chrono>
 #include <optional>
 
 namespace cdcflow::http {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
-using tcp = asio::ip::tcp;
-using error_code = boost::system::error_code;
 
 Result<Reply> get(const Address &addr, std::string_view path, uint32_t timeout_ms, uint64_t max_body) {
     const std::string url = "http://" + addr.text() + std::string(path);

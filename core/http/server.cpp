@@ -5,7 +5,6 @@
 
 #include "beast.hpp"
 
-#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/steady_timer.hpp>
 
@@ -17,12 +16,6 @@
 #include <unordered_set>
 
 namespace cdcflow::http {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
-using tcp = asio::ip::tcp;
-using error_code = boost::system::error_code;
 
 namespace {
 
