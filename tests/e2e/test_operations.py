@@ -333,5 +333,53 @@ class Operations(TempDirTest):
         self.assertEqual(TOTALS.findall(r.stdout)[0][1:3], ("200", "200"), r.stdout)
 
 
+    def test_status_against_a_hostile_host_prints_clean_lines_and_never_crashes(self):
+        # A fake host: escape sequences in every text field of /health, a
+        # /metrics page past the client's 64 MiB limit, then a malformed one.
+        import http.server
+        pages = {}
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                body = pages.get(self.path.split("?")[0], b"")
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the client stops reading past its limit
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.addCleanup(server.server_close)
+        self.addCleanup(server.shutdown)
+        addr = "127.0.0.1:%d" % server.server_address[1]
+        pages["/health"] = json.dumps({
+            "pipeline": "\x1b[2J\x1b]0;owned\x07", "state": "running\x1b[5m", "role": "owner",
+            "healthy": True, "stages": [{"id": "\x1b[31mred", "state": "running", "breaker": "open"}],
+            "events": 1}).encode()
+        pages["/metrics"] = b"cdcflow_events_total 1\n" * (3 << 20)  # 69 MB
+        r = run(["status", addr], timeout=30)
+        self.assertNoCrash(r)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("\x1b", r.stdout + r.stderr)  # shown as \x1b, never sent to the terminal
+        self.assertIn("\\x1b[31mred", r.stdout)
+        self.assertIn("body limit exceeded", r.stdout + r.stderr)
+        pages["/metrics"] = (b'cdcflow_events_total{stage="a} 1\n\xff\xfe {{{\n'
+                             b'cdcflow_queue_depth_batches{queue="\x1bq"} NaN\n')
+        r = run(["status", addr], timeout=30)
+        self.assertNoCrash(r)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertNotIn("\x1b", r.stdout + r.stderr)
+        pages["/health"] = b'{"state": "running", "stages": [{"id": 5}], "events": "many"'  # cut short
+        r = run(["status", addr], timeout=30)
+        self.assertNoCrash(r)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("without cdcflow's health JSON", r.stderr)
+
+
 if __name__ == "__main__":
     main()
