@@ -73,6 +73,15 @@ class Metrics(TempDirTest):
         self.addCleanup(lambda: proc.poll() is None and proc.kill())
         return proc, port
 
+    def wait_events(self, port, n, timeout):
+        """Until /health counts `n` events (committed)."""
+        def drained():
+            try:
+                return json.loads(scrape(port, "/health")).get("events") == n
+            except OSError:
+                return False
+        wait_for(drained, timeout=timeout, what="%d events committed" % n)
+
     def stop_host(self, proc):
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=30)
@@ -86,13 +95,7 @@ class Metrics(TempDirTest):
         insert(conn, Generator(seed=9, accounts=200).rows(5000))
         conn.close()
         proc, port = self.start_host(ACCOUNTS, env_with(CDCFLOW_DB=db))
-
-        def drained():
-            try:
-                return json.loads(scrape(port, "/health")).get("events") == 5000
-            except OSError:
-                return False
-        wait_for(drained, timeout=60, what="all 5000 events committed")
+        self.wait_events(port, 5000, timeout=60)
         page = scrape(port)
         health = json.loads(scrape(port, "/health"))
         self.stop_host(proc)
@@ -144,13 +147,7 @@ class Metrics(TempDirTest):
                        "  - {id: pipeline, plugin: passthrough, config: {duplicate_every: 5}}\n"
                        "  - {id: sink, plugin: file_sink, config: {output: '%s'}}\n" % (TEST_PLUGINS, out))
         proc, port = self.start_host(p)
-
-        def drained():
-            try:
-                return json.loads(scrape(port, "/health")).get("events") == 2000
-            except OSError:
-                return False
-        wait_for(drained, timeout=30, what="2000 events committed")
+        self.wait_events(port, 2000, timeout=30)
         page = scrape(port)
         health = json.loads(scrape(port, "/health"))
         stdout = self.stop_host(proc)
