@@ -1,8 +1,8 @@
 #include "commands.hpp"
 
 #include "config_schema.hpp"
-#include "health_json.hpp"
 #include "escape.hpp"
+#include "health_json.hpp"
 #include "host_api.hpp"
 #include "http/server.hpp"
 #include "metrics.hpp"
@@ -165,8 +165,9 @@ Result<std::unique_ptr<http::Server>> serve(Runtime &r, Metrics &metrics, const 
         return http::Response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.prometheus()};
     });
     if (Status st = server->start(addr); !st) return st;
-    log_line(CDCFLOW_LOG_INFO, "host", "serving /health, /ready and /metrics on http://" + server->bound().text(),
-             "listen", {{"address", server->bound().text()}});
+    log_line(CDCFLOW_LOG_INFO, "host",
+             "serving /health, /ready and /metrics on http://" + server->bound().text(), "listen",
+             {{"address", server->bound().text()}});
     return server;
 }
 
