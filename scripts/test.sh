@@ -3,7 +3,8 @@
 #   1. the release build: unit tests (doctest) and end-to-end tests (the real
 #      cdcflow binary on real SQLite files, kill -9 crash tests);
 #   2. the same suite built with -Db_sanitize=address,undefined;
-#   3. the queue, runtime and ownership unit tests built with -Db_sanitize=thread.
+#   3. the unit tests of the threaded code (queues, runtime, ownership, breakers,
+#      HTTP, metrics, logs) built with -Db_sanitize=thread.
 # Set CDCFLOW_QUICK=1 to run only step 1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -45,8 +46,13 @@ if [ "${CDCFLOW_QUICK:-0}" != 1 ]; then
   ninja -C build-tsan tests/unit_tests tests/plugins/gen_source.so tests/plugins/gen_source_noreplay.so \
     tests/plugins/passthrough.so tests/plugins/file_sink.so tests/plugins/abi_v1/v1_source.so \
     tests/plugins/abi_v1/v1_sink.so tests/plugins/abi_v1/v1_pass.so >&2 || exit 1
-  echo "== thread sanitizer: queue, runtime and ownership ==" >&2
-  if TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests --test-case='queue*,runtime*,ownership*'; then
+  # The threaded code: queues, the runtime (scraped while it drains too),
+  # ownership, retries/breakers/poison bisection, the HTTP server and client,
+  # the metrics and their collectors, the log writer and the plugin log
+  # limiter with its reporter thread (about 20 s on 2 cores).
+  echo "== thread sanitizer: queue, runtime, ownership, breakers, http, metrics, logs ==" >&2
+  if TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests \
+    --test-case='queue*,runtime*,ownership*,retry*,breaker*,poison*,http*,prometheus*,health*,log*,PluginLog*,metrics*'; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))

@@ -3,11 +3,10 @@
 // sessions only after the I/O thread has been joined).
 #include "server.hpp"
 
-#include <boost/asio/ip/tcp.hpp>
+#include "beast.hpp"
+
 #include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <boost/beast/core/flat_buffer.hpp>
-#include <boost/beast/http.hpp>
 
 #include <array>
 #include <chrono>
@@ -17,12 +16,6 @@
 #include <unordered_set>
 
 namespace cdcflow::http {
-
-namespace asio = boost::asio;
-namespace beast = boost::beast;
-namespace bhttp = boost::beast::http;
-using tcp = asio::ip::tcp;
-using error_code = boost::system::error_code;
 
 namespace {
 

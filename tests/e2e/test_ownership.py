@@ -10,7 +10,9 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+import urllib.error
 import urllib.request
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -245,6 +247,26 @@ class Ownership(AccountsTest):
         pa, pb = free_port(), free_port()
         a = self.host(p, port=pa)
         b = None
+        # Both hosts scraped all along: a scrape while A steps down (its
+        # stage instances destroyed and made again) or takes over must
+        # neither crash it nor fail (ABI 4's collectors read live state).
+        stop_scraping = threading.Event()
+        scrape_errors = []
+
+        def scraper(port):
+            while not stop_scraping.is_set():
+                for path in ("/metrics", "/health", "/ready"):
+                    try:
+                        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=5) as r:
+                            r.read()
+                    except urllib.error.HTTPError as e:
+                        if e.code != 503:  # a standby's /ready
+                            scrape_errors.append("%d%s: %d" % (port, path, e.code))
+                    except OSError:
+                        pass  # not listening yet (B), or frozen (A)
+        scrapers = [threading.Thread(target=scraper, args=(port,)) for port in (pa, pb)]
+        for t in scrapers:
+            t.start()
         try:
             wait_for(lambda: (health(pa) or {}).get("role") == "owner" and checkpoint(self.db) == 5_000,
                      what="host A owns the checkpoint and caught up")
@@ -280,7 +302,11 @@ class Ownership(AccountsTest):
             self.assertEqual(err_a.count("rebuilt stream state from"), 1, err_a[-3000:])
             self.assertIn("rebuilt stream state from 5000 events", err_b)
         finally:
+            stop_scraping.set()
+            for t in scrapers:
+                t.join()
             self.reap(a, b)
+        self.assertEqual(scrape_errors, [])
         self.assert_matches_model()
 
 

@@ -18,6 +18,8 @@ public:
         {"drop_every", CDCFLOW_CONFIG_INT, "0", 0,
          "drop (filter out) events whose offset is a multiple of this"},
         {"throw_at", CDCFLOW_CONFIG_INT, "0", 0, "throw a C++ exception at this offset (0 = never)"},
+        {"throw_every", CDCFLOW_CONFIG_INT, "0", 0,
+         "throw a C++ exception at offsets that are a multiple of this (many poison events; 0 = never)"},
         {"io_error_at", CDCFLOW_CONFIG_INT, "0", 0,
          "fail with CDCFLOW_ERR_IO at this offset (0 = never; never isolated as a poison event)"},
         {"retry_at", CDCFLOW_CONFIG_INT, "0", 0, "fail transiently twice at this offset (0 = never)"},
@@ -34,7 +36,8 @@ public:
 
     Passthrough(const cdcflow::Config &cfg, cdcflow::Context ctx)
         : Transform(ctx), reject_every_(cfg.i64("reject_every")), dup_every_(cfg.i64("duplicate_every")),
-          drop_every_(cfg.i64("drop_every")), throw_at_(cfg.i64("throw_at")), retry_at_(cfg.i64("retry_at")),
+          drop_every_(cfg.i64("drop_every")), throw_at_(cfg.i64("throw_at")),
+          throw_every_(cfg.i64("throw_every")), retry_at_(cfg.i64("retry_at")),
           retry_forever_at_(cfg.i64("retry_forever_at")), throw_in_stop_(cfg.boolean("throw_in_stop")),
           history_(cfg.i64("history")), io_error_at_(cfg.i64("io_error_at")),
           fail_restore_(cfg.boolean("fail_restore")), mark_in_restore_(cfg.boolean("mark_in_restore")) {
@@ -83,12 +86,12 @@ public:
     }
 
     void process(cdcflow::Batch &batch) override {
-        if (!reject_every_ && !dup_every_ && !drop_every_ && !throw_at_ && !retry_at_ && !retry_forever_at_ &&
-            !io_error_at_)
+        if (!reject_every_ && !dup_every_ && !drop_every_ && !throw_at_ && !throw_every_ && !retry_at_ &&
+            !retry_forever_at_ && !io_error_at_)
             return; // benchmark path
         for (uint32_t i = 0; i < batch.size(); ++i) {
             int64_t off = batch[i].position.offset;
-            if (throw_at_ && off == throw_at_)
+            if ((throw_at_ && off == throw_at_) || (throw_every_ && off % throw_every_ == 0))
                 throw std::runtime_error("injected exception at offset " + std::to_string(off));
             if (io_error_at_ && off == io_error_at_)
                 throw cdcflow::Error(CDCFLOW_ERR_IO, "injected I/O error at offset " + std::to_string(off));
@@ -106,7 +109,7 @@ public:
     }
 
 private:
-    int64_t reject_every_, dup_every_, drop_every_, throw_at_, retry_at_, retry_forever_at_;
+    int64_t reject_every_, dup_every_, drop_every_, throw_at_, throw_every_, retry_at_, retry_forever_at_;
     bool throw_in_stop_;
     int64_t history_;
     int64_t io_error_at_;

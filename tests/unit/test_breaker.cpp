@@ -82,7 +82,9 @@ int64_t checkpoint_of(const std::filesystem::path &out) {
     return off;
 }
 
-const StageReport &stage(const HealthReport &h, const std::string &id) {
+// A copy: callers pass health()'s temporary report (a reference into it
+// dangled at the end of the statement; ASan: heap-use-after-free).
+StageReport stage(const HealthReport &h, const std::string &id) {
     for (const StageReport &s : h.stages)
         if (s.id == id) return s;
     throw std::runtime_error("no stage " + id);

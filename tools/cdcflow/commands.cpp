@@ -314,8 +314,10 @@ int cmd_run(int argc, char **argv) {
     if (server) server->stop();
     Totals t = r.totals();
     // "dropped" comes last: scripts that read the line up to "duplicates" keep working.
-    std::printf("pipeline '%s': %llu events: %llu applied, %llu rejected, %llu duplicates, %llu dropped\n",
-                r.def().name.c_str(), static_cast<unsigned long long>(t.events),
+    // The name quoted as in the log: a pipeline name may hold a newline (YAML
+    // "\n"), which would split the line scripts read.
+    std::printf("pipeline %s: %llu events: %llu applied, %llu rejected, %llu duplicates, %llu dropped\n",
+                quote(r.def().name).c_str(), static_cast<unsigned long long>(t.events),
                 static_cast<unsigned long long>(t.applied), static_cast<unsigned long long>(t.rejected),
                 static_cast<unsigned long long>(t.duplicates), static_cast<unsigned long long>(t.dropped));
     std::fflush(stdout);
