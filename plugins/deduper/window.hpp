@@ -28,7 +28,7 @@
 // Thread-safety: none; one window per deduper instance, driven by one thread.
 #pragma once
 
-#include "siphash.hpp"
+#include "base/siphash.hpp"
 
 #include <cstdint>
 #include <cstdlib>
@@ -38,6 +38,10 @@
 #include <string_view>
 
 namespace cdcflow::dedupe {
+
+using base::Hash128;
+using base::SipKey;
+using base::siphash128;
 
 class IdWindow {
 public:

@@ -4,7 +4,7 @@
 #include "plugin_harness.hpp"
 
 #include "deduper/deduper.hpp"
-#include "deduper/siphash.hpp"
+#include "base/siphash.hpp"
 #include "deduper/window.hpp"
 
 #include <doctest/doctest.h>
@@ -19,9 +19,9 @@
 #include <unordered_map>
 #include <vector>
 
-using cdcflow::dedupe::Hash128;
+using cdcflow::base::Hash128;
 using cdcflow::dedupe::IdWindow;
-using cdcflow::dedupe::SipKey;
+using cdcflow::base::SipKey;
 
 namespace {
 
@@ -79,7 +79,7 @@ TEST_CASE("siphash128 matches the reference vectors") {
         msg += static_cast<char>(i);
     for (const Vec &v : vecs) {
         INFO("length ", v.len);
-        Hash128 h = cdcflow::dedupe::siphash128(std::string_view(msg).substr(0, v.len), kTestKey);
+        Hash128 h = cdcflow::base::siphash128(std::string_view(msg).substr(0, v.len), kTestKey);
         unsigned char got[16];
         for (int b = 0; b < 8; ++b) {
             got[b] = static_cast<unsigned char>(h.lo >> (8 * b));
@@ -89,7 +89,7 @@ TEST_CASE("siphash128 matches the reference vectors") {
     }
     // Keys matter: a random key gives different fingerprints.
     SipKey other = SipKey::random();
-    CHECK_FALSE(cdcflow::dedupe::siphash128("abc", other) == cdcflow::dedupe::siphash128("abc", kTestKey));
+    CHECK_FALSE(cdcflow::base::siphash128("abc", other) == cdcflow::base::siphash128("abc", kTestKey));
 }
 
 // ---------------------------------------------------------------------------

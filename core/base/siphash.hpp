@@ -1,5 +1,6 @@
 // SipHash-2-4 with 128-bit output (Aumasson & Bernstein, reference
-// https://github.com/veorq/SipHash), for event id fingerprints.
+// https://github.com/veorq/SipHash): event id fingerprints (the deduper) and
+// the migration's per-row checksums (core/migrate).
 //
 // Why a keyed PRF and not a plain fast hash: event ids come from
 // applications. With an unkeyed or weakly seeded hash (murmur-style hashes
@@ -18,7 +19,7 @@
 #include <random>
 #include <string_view>
 
-namespace cdcflow::dedupe {
+namespace cdcflow::base {
 
 struct SipKey {
     uint64_t k0 = 0, k1 = 0;
@@ -110,4 +111,4 @@ inline Hash128 siphash128(std::string_view data, const SipKey &key) noexcept {
     return h;
 }
 
-} // namespace cdcflow::dedupe
+} // namespace cdcflow::base
