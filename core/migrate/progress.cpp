@@ -7,8 +7,8 @@ namespace cdcflow::migrate {
 const char *const kTargetDdl =
     "CREATE TABLE IF NOT EXISTS cdcflow_migration_progress(name TEXT PRIMARY KEY, "
     "last_legacy_id INTEGER, gaps TEXT NOT NULL DEFAULT '', migrated INTEGER NOT NULL DEFAULT 0, "
-    "skipped INTEGER NOT NULL DEFAULT 0, late INTEGER NOT NULL DEFAULT 0, namespace TEXT NOT NULL, "
-    "legacy_table TEXT NOT NULL, outbox_table TEXT NOT NULL, started_at INTEGER, updated_at INTEGER);"
+    "skipped INTEGER NOT NULL DEFAULT 0, late INTEGER NOT NULL DEFAULT 0, started_at INTEGER, "
+    "updated_at INTEGER);"
     "CREATE TABLE IF NOT EXISTS cdcflow_migration_map(migration TEXT NOT NULL, seq INTEGER NOT NULL, "
     "legacy_id INTEGER NOT NULL, checksum INTEGER NOT NULL, late INTEGER NOT NULL DEFAULT 0, "
     "cleaned_at INTEGER, PRIMARY KEY(migration, seq)) WITHOUT ROWID;"

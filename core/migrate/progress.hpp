@@ -73,9 +73,8 @@ std::optional<Gap> gap_from_position(std::string_view partition, int64_t offset)
 //
 // cdcflow_migration_progress: one row per migration (the outbox_sink's
 //   checkpoint_name): the last legacy id handed out in order and committed,
-//   the open gaps (gaps_text), running totals, the namespace that made the
-//   ids and the legacy table it read (verify refuses to compare under a
-//   different namespace).
+//   the open gaps (gaps_text), running totals (migrated, skipped
+//   (unmappable), late), when it started and was last updated.
 // cdcflow_migration_map: one row per migrated event: where the sink wrote it
 //   (the outbox seq), its legacy id, its checksum (mapping.hpp), whether it
 //   was late, and when cleanup deleted its legacy row.

@@ -1222,10 +1222,16 @@ Status Runtime::run_once(const RunOptions &opts) {
                 got.code, stage_label(*s.def) + ": cannot resume from the checkpoint: " + got.message));
     }
     if (!checkpoint.empty()) {
+        // A checkpoint may hold many positions (Kafka partitions, a
+        // migration's open gaps): the first few make the line, the rest a count.
+        constexpr size_t kShown = 8;
         std::string cp;
-        for (auto &[part, off] : checkpoint)
+        for (size_t i = 0; i < checkpoint.size() && i < kShown; ++i) {
+            const auto &[part, off] = checkpoint[i];
             cp += (cp.empty() ? "" : ", ") + (part.empty() ? std::string("offset ") : part + "@") +
                   std::to_string(off);
+        }
+        if (checkpoint.size() > kShown) cp += " and " + std::to_string(checkpoint.size() - kShown) + " more";
         log_line(CDCFLOW_LOG_INFO, "host", "resuming after checkpoint " + cp);
     }
 
