@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 packages=(
   g++ meson ninja-build pkg-config            # the build
   libyaml-cpp-dev                             # pipeline files
-  libboost-dev libboost-program-options-dev   # Boost.DLL, Lockfree (headers), Program_options
+  libboost-dev libboost-program-options-dev   # Boost.DLL, Lockfree, UUID (headers), Program_options
   libsqlite3-dev sqlite3                      # the embedded outbox and projections
   libsimdjson-dev nlohmann-json3-dev          # JSON: hot path / config
   # /health, /ready and /metrics: Boost.Beast/Asio from libboost-dev (header-only)
