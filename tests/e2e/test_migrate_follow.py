@@ -200,6 +200,41 @@ class FollowMode(MigrateTest):
         self.assertRegex(out_b, r"\b100 events\b")
 
 
+class SecondFile(MigrateTest):
+    def test_with_the_outbox_in_a_second_file_the_legacy_file_is_never_written(self):
+        c = self.conn()
+        self.insert(c, [legacy_row(i) for i in range(1, 1001)])
+        c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        c.close()
+
+        def files():
+            out = {}
+            for suffix in ("", "-wal"):
+                if os.path.exists(self.db + suffix):
+                    with open(self.db + suffix, "rb") as f:
+                        out[suffix] = f.read()
+            return out
+
+        before = files()
+        with open(PIPELINE) as f:
+            text = f.read()
+        # The sink's database (the second `database:` key) points elsewhere.
+        head, sink = text.rsplit("database: ${CDCFLOW_DB:-demo/legacy.db}", 1)
+        target = self.path("outbox.db")
+        pipeline = self.write("second.yaml", head + "database: " + target + sink)
+        r = run(["run", pipeline, "--drain"], env=self.env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        after = files()
+        self.assertEqual(after[""], before[""])
+        # A read-only connection to a WAL database may leave an empty -wal
+        # file behind (SQLite needs one to read): never any content.
+        self.assertEqual(after.get("-wal", b""), before.get("-wal", b""))
+        t = sqlite3.connect(target)
+        n, distinct = t.execute("SELECT count(*), count(DISTINCT id) FROM outbox").fetchone()
+        t.close()
+        self.assertEqual((n, distinct), (1000, 1000))
+
+
 class KillAndResume(MigrateTest):
     def test_kill_9_in_the_middle_of_300000_rows_then_resume_migrates_every_row_once_in_order(self):
         n = 300_000
