@@ -11,18 +11,27 @@ std::string OutboxSchema::index_name() const {
     return n;
 }
 
-std::string OutboxSchema::create_sql() const {
-    const std::string t = quoted_table();
+std::string OutboxSchema::create_table_sql() const {
     std::string sql = "CREATE TABLE IF NOT EXISTS ";
-    sql.append(t).append(" (");
+    sql.append(quoted_table()).append(" (");
     for (size_t i = 0; i < kColumnCount; ++i) {
         if (names[i].empty()) continue;
         if (i) sql.append(", ");
         sql.append(sqlite::quote_ident(names[i])).append(" ").append(kColumns[i].declaration);
     }
-    sql.append(");\nCREATE INDEX IF NOT EXISTS ").append(sqlite::quote_ident(index_name()));
-    sql.append(" ON ").append(t).append(" (").append(quoted(Column::kId)).append(");");
+    sql.append(");");
     return sql;
+}
+
+std::string OutboxSchema::create_index_sql() const {
+    std::string sql = "CREATE INDEX IF NOT EXISTS ";
+    sql.append(sqlite::quote_ident(index_name()));
+    sql.append(" ON ").append(quoted_table()).append(" (").append(quoted(Column::kId)).append(");");
+    return sql;
+}
+
+std::string OutboxSchema::create_sql() const {
+    return create_table_sql() + "\n" + create_index_sql();
 }
 
 std::string OutboxSchema::column_list(std::initializer_list<Column> cols) const {

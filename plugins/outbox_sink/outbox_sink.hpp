@@ -139,6 +139,8 @@ public:
     // (progress.hpp: gap_partition, hi).
     void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override;
     void process(cdcflow::Batch &batch) override;
+    // At drain: the deferred id index, if still pending, before the exit.
+    void flush() override;
     void stop() override;
     // One owner per checkpoint (common/ownership.hpp), as projection_sink.
     void acquire(const cdcflow_ownership &req);
@@ -146,6 +148,8 @@ public:
 
     // For tests: the last in-order legacy id committed (INT64_MIN: none).
     int64_t committed_last() const { return committed_last_; }
+    // For tests: the outbox's id index is still to be built (a bulk load).
+    bool index_deferred() const { return index_deferred_; }
 
 private:
     // The first table this sink needs that does not exist ("" when none).
@@ -154,6 +158,10 @@ private:
     void check_outbox(const cdcflow::Configured<Settings> *cfg);
     void prepare();
     void read_progress();
+    // Does the outbox have its id index (OutboxSchema::index_name)?
+    bool has_id_index();
+    // Creates the deferred id index inside the caller's transaction.
+    void add_id_index();
     // The sink's own limits, whatever ran before it: a non-empty event id,
     // UTF-8 text. false: reason_ says why.
     bool admissible(const cdcflow_event &e);
@@ -183,6 +191,13 @@ private:
     sqlite::WalCheckpointer checkpointer_; // after db_: stops before it closes
 
     int64_t committed_last_ = INT64_MIN; // the committed last_legacy_id
+    // A new outbox is bulk-loaded without its id index, which is built in one
+    // sort once the backlog is in (README, "Speed"): a batch of fewer than
+    // kCaughtUpBatch events (the source caught up), the first look-up by
+    // event id, or the drain. Random ids would otherwise dirty most index
+    // pages in every commit, and the WAL would take them all again each time.
+    static constexpr uint32_t kCaughtUpBatch = 1000;
+    bool index_deferred_ = false;
 
     // Reused per batch: no allocation in the steady state.
     std::string reason_;
