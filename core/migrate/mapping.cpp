@@ -31,15 +31,22 @@ std::string LegacySchema::select_sql(std::string_view where_and_order) const {
     return sql;
 }
 
-std::string LegacySchema::check(sqlite3 *db) const {
+std::string LegacySchema::check(sqlite3 *db, int *db_error, int *missing_column) const {
+    if (db_error) *db_error = 0;
+    if (missing_column) *missing_column = -1;
     std::vector<std::string> have;
-    if (int rc = sqlite::table_columns(db, table, &have); rc != SQLITE_OK) return sqlite3_errmsg(db);
+    if (int rc = sqlite::table_columns(db, table, &have); rc != SQLITE_OK) {
+        if (db_error) *db_error = rc;
+        return sqlite3_errmsg(db);
+    }
     if (have.empty()) return sqlite::missing_table_message(table);
     std::array<sqlite::WantedColumn, kLegacyColumnCount> want;
     for (size_t i = 0; i < kLegacyColumnCount; ++i)
         want[i] = {kLegacyColumns[i].key, names[i]};
-    if (const sqlite::WantedColumn *missing = sqlite::first_missing(have, want))
+    if (const sqlite::WantedColumn *missing = sqlite::first_missing(have, want)) {
+        if (missing_column) *missing_column = static_cast<int>(missing - want.data());
         return sqlite::missing_column_message(table, *missing, have);
+    }
     return {};
 }
 
@@ -47,8 +54,9 @@ static std::optional<std::string_view> column_text(sqlite3_stmt *s, int i) {
     if (sqlite3_column_type(s, i) == SQLITE_NULL) return std::nullopt;
     // Blob first: its bytes as stored (text() would not change them either,
     // but a BLOB must not be converted through the connection's encoding).
-    const void *p = sqlite3_column_type(s, i) == SQLITE_BLOB ? sqlite3_column_blob(s, i)
-                                                              : static_cast<const void *>(sqlite3_column_text(s, i));
+    const void *p = sqlite3_column_type(s, i) == SQLITE_BLOB
+                        ? sqlite3_column_blob(s, i)
+                        : static_cast<const void *>(sqlite3_column_text(s, i));
     int n = sqlite3_column_bytes(s, i);
     return std::string_view(p ? static_cast<const char *>(p) : "", static_cast<size_t>(n));
 }

@@ -68,7 +68,12 @@ struct LegacySchema {
     // "" when the table exists with every column; else one line naming what is
     // missing (the table, or the column with its config key and the table's
     // columns), without the database (the caller puts it in front).
-    std::string check(sqlite3 *db) const;
+    // `db_error`, when given, receives SQLite's extended result code when the
+    // database itself failed (locked, corrupt, not a database: the message is
+    // SQLite's), else 0; `missing_column` the LegacyColumn index of the
+    // missing column, else -1 (so that a caller can name the config key's
+    // location, and tell a locked database from a wrong table).
+    std::string check(sqlite3 *db, int *db_error = nullptr, int *missing_column = nullptr) const;
 };
 
 // One row as SQLite returned it; nullopt is SQL NULL. Views borrow the

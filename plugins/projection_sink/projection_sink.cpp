@@ -2,6 +2,8 @@
 
 #include "accounts.hpp"
 
+#include "common/checkpoints.hpp"
+
 #include "base/clock.hpp"
 #include "base/text.hpp"
 #include "base/utf8.hpp"
@@ -22,10 +24,6 @@ const char *const kDeadLettersDdl =
     "CREATE TABLE IF NOT EXISTS dead_letters(seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT, "
     "aggregatetype TEXT, aggregateid TEXT, type TEXT, payload TEXT, source_position TEXT, stage TEXT, "
     "reason TEXT, failed_at INTEGER)";
-// "partition" is quoted: it is an SQL keyword (window functions).
-const char *const kCheckpointsDdl = "CREATE TABLE IF NOT EXISTS cdcflow_checkpoints(name TEXT, \"partition\" "
-                                    "TEXT, position INTEGER NOT NULL, "
-                                    "updated_at INTEGER, PRIMARY KEY(name, \"partition\"))";
 
 } // namespace
 
@@ -94,10 +92,7 @@ void ProjectionSink::prepare() {
     dead_letter_ = db_.prepare("INSERT INTO dead_letters(event_id, aggregatetype, aggregateid, type, "
                                "payload, source_position, stage, "
                                "reason, failed_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
-    checkpoint_upsert_ = db_.prepare(
-        "INSERT INTO cdcflow_checkpoints(name, \"partition\", position, updated_at) VALUES(?1, ?2, ?3, ?4) "
-        "ON CONFLICT(name, \"partition\") DO UPDATE SET position = excluded.position, "
-        "updated_at = excluded.updated_at WHERE excluded.position > cdcflow_checkpoints.position");
+    checkpoint_upsert_ = db_.prepare(sqlite::kCheckpointUpsertSql);
     projection_->open(db_);
     versions_.open(db_, checkpoint_name_);
     prepared_ = true;
@@ -122,7 +117,7 @@ void ProjectionSink::start() {
         if (!missing_table().empty()) {
             sqlite::Transaction tx(db_);
             db_.exec(kDeadLettersDdl);
-            db_.exec(kCheckpointsDdl);
+            db_.exec(sqlite::kCheckpointsDdl);
             projection_->create_schema(db_);
             tx.commit();
         }

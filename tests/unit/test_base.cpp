@@ -1,7 +1,8 @@
 // core/base: the one escaping helper, the one UTF-8 check, the one UTC format,
-// byte sizes, the resident memory.
+// byte sizes, durations, the resident memory.
 #include "base/bytes.hpp"
 #include "base/clock.hpp"
+#include "base/duration.hpp"
 #include "base/process.hpp"
 #include "base/text.hpp"
 #include "base/utf8.hpp"
@@ -151,6 +152,21 @@ TEST_CASE("base::parse_bytes: an integer, or one with a binary unit; nothing els
     for (const char *bad : {"", " ", "-1", "+5", "1.5MiB", "64MB", "64mib", "64 ", "64  MiB", "MiB", "0x10",
                             "18446744073709551616", "16777216TiB", "64MiB ", "64 MiBx"})
         CHECK_MESSAGE(!base::parse_bytes(bad), bad);
+}
+
+TEST_CASE("base::parse_duration_s: a whole number and one unit (s, m, h, d, w); nothing else") {
+    CHECK(base::parse_duration_s("30d") == 30 * 86400);
+    CHECK(base::parse_duration_s("12h") == 12 * 3600);
+    CHECK(base::parse_duration_s("90m") == 90 * 60);
+    CHECK(base::parse_duration_s("45s") == 45);
+    CHECK(base::parse_duration_s("2w") == 14 * 86400);
+    CHECK(base::parse_duration_s("0s") == 0);
+    CHECK(base::parse_duration_s("007d") == 7 * 86400);
+    // The largest count whose microseconds still fit an int64_t.
+    CHECK(base::parse_duration_s("9223372036854s") == 9223372036854);
+    for (const char *bad : {"", "d", "30", "30x", "30D", " 30d", "30d ", "30 d", "-1d", "+1d", "1.5h",
+                            "1d12h", "0x10s", "9223372036855s", "106751992d", "99999999999999999999d"})
+        CHECK_MESSAGE(!base::parse_duration_s(bad), bad);
 }
 
 TEST_CASE("base::format_bytes: one decimal past the unit, cut not rounded") {
