@@ -3,7 +3,6 @@
 #include "base/clock.hpp"
 
 #include <algorithm>
-#include <charconv>
 #include <thread>
 
 namespace cdcflow::migrate {
@@ -60,35 +59,11 @@ uint64_t CleanupReport::kept_total() const {
     return n;
 }
 
-std::optional<int64_t> parse_duration_us(std::string_view text) {
-    int64_t n = 0;
-    auto [p, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
-    if (ec != std::errc() || p == text.data() || n <= 0) return std::nullopt;
-    std::string_view unit(p, static_cast<size_t>(text.data() + text.size() - p));
-    int64_t scale = 0;
-    if (unit == "s")
-        scale = 1;
-    else if (unit == "m")
-        scale = 60;
-    else if (unit == "h")
-        scale = 3600;
-    else if (unit == "d")
-        scale = 86400;
-    else if (unit == "w")
-        scale = 7 * 86400;
-    else
-        return std::nullopt;
-    scale *= 1000000;
-    if (n > INT64_MAX / scale) return std::nullopt;
-    return n * scale;
-}
-
 CleanupReport cleanup(Databases dbs, const MigrationSpec &spec, const CleanupOptions &opts) {
     CleanupReport rep;
     // The legacy table's columns, before anything is written.
     const LegacySchema &ls = spec.legacy;
-    if (std::string bad = ls.check(dbs.legacy.raw()); !bad.empty())
-        throw Error(CDCFLOW_ERR_CONFIG, sqlite::database_label(dbs.legacy.path()) + ": " + bad);
+    check_legacy(dbs.legacy, ls);
     const int64_t now = opts.now_us ? opts.now_us : base::wall_us();
     const int64_t cutoff = now - opts.older_than_us;
 

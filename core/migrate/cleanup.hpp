@@ -63,8 +63,4 @@ struct CleanupReport {
 // deleted (and marked).
 CleanupReport cleanup(Databases dbs, const MigrationSpec &spec, const CleanupOptions &opts);
 
-// "30d", "12h", "90m", "45s", "2w" (a whole number and one unit) in
-// microseconds; nullopt for anything else, zero or an overflow.
-std::optional<int64_t> parse_duration_us(std::string_view text);
-
 } // namespace cdcflow::migrate

@@ -83,12 +83,20 @@ void check_outbox(Db &outbox, const outbox::OutboxSchema &schema) {
                         (p.kind == outbox::SchemaProblem::Kind::kNoTable ? " " : ": ") + p.message);
 }
 
+} // namespace
+
 void check_legacy(Db &legacy, const LegacySchema &schema) {
-    std::string bad = schema.check(legacy.raw());
-    if (!bad.empty())
-        throw Error(CDCFLOW_ERR_CONFIG, sqlite::database_label(legacy.path()) +
-                                            (bad.rfind("has no table", 0) == 0 ? " " : ": ") + bad);
+    int db_error = 0;
+    std::string bad = schema.check(legacy.raw(), &db_error);
+    if (bad.empty()) return;
+    // A locked or corrupt file is the database's fault, not the pipeline's.
+    if (db_error)
+        throw Error(sqlite::status_of(db_error), sqlite::database_label(legacy.path()) + ": " + bad);
+    throw Error(CDCFLOW_ERR_CONFIG, sqlite::database_label(legacy.path()) +
+                                        (bad.rfind("has no table", 0) == 0 ? " " : ": ") + bad);
 }
+
+namespace {
 
 std::string ids_text(const ReportClass &c, const char *what) {
     std::string out;
@@ -121,13 +129,13 @@ constexpr Named kClasses[] = {
     {"missing", "missing", &VerifyReport::missing, true},
     {"not_yet_migrated", "not yet migrated", &VerifyReport::not_yet, true},
     {"unexpected", "unexpected", &VerifyReport::unexpected, true},
-    {"duplicates", "duplicate event ids", &VerifyReport::duplicates, true},
-    {"order_violations", "order violations", &VerifyReport::order, true},
+    {"duplicates", "duplicate event id(s)", &VerifyReport::duplicates, true},
+    {"order_violations", "order violation(s)", &VerifyReport::order, true},
     {"late", "late (migrated out of order after a gap filled)", &VerifyReport::late, false},
-    {"mismatches", "content mismatches", &VerifyReport::mismatches, true},
+    {"mismatches", "content mismatch(es)", &VerifyReport::mismatches, true},
     {"retired", "retired (deleted by the outbox's retention)", &VerifyReport::retired, false},
     {"cleaned", "cleaned (legacy row deleted by cleanup)", &VerifyReport::cleaned, false},
-    {"other_events", "other events (not from a migration)", &VerifyReport::other, true},
+    {"other_events", "other event(s) (not from a migration)", &VerifyReport::other, true},
     {"other_migrations", "events of other migrations", &VerifyReport::other_migrations, false},
 };
 
@@ -539,7 +547,7 @@ std::string VerifyReport::text() const {
     for (const Named &n : kClasses) {
         const ReportClass &c = this->*n.member;
         char line[96];
-        std::snprintf(line, sizeof line, "  %-12s %10llu  ", n.key, static_cast<unsigned long long>(c.count));
+        std::snprintf(line, sizeof line, "  %-17s %10llu  ", n.key, static_cast<unsigned long long>(c.count));
         out += line;
         out += n.label;
         if (c.count > 0 && n.member != &VerifyReport::migrated) out += ids_text(c, "legacy id");

@@ -104,6 +104,11 @@ struct VerifyReport {
 // migration's tables reads as a migration that never ran.
 VerifyReport verify(Databases dbs, const MigrationSpec &spec, const VerifyOptions &opts);
 
+// Does the legacy table have the spec's columns? Throws cdcflow::Error:
+// CDCFLOW_ERR_CONFIG naming the missing table or column (and its config
+// key), or the database's own error (locked: CDCFLOW_ERR_RETRY).
+void check_legacy(sqlite::Db &legacy, const LegacySchema &schema);
+
 // migrate's quick check: every legacy id at or below the progress point is
 // in the map or recorded as unmappable, except those in open gaps (ids only,
 // no content). The ids that are not (count and the first `limit`).

@@ -13,6 +13,7 @@
 #include "migrate/cleanup.hpp"
 #include "migrate/verify.hpp"
 
+#include "base/duration.hpp"
 #include "base/text.hpp"
 
 #include <unistd.h>
@@ -335,11 +336,13 @@ public:
                     static_cast<unsigned long long>(minus(now.migrated, before_.migrated)),
                     static_cast<unsigned long long>(before_.migrated),
                     static_cast<unsigned long long>(now.migrated));
-        std::printf("unmappable: %llu this run%s%s, %llu in all%s%s\n",
+        auto with_reasons = [](const std::map<std::string, uint64_t, std::less<>> &r) {
+            return r.empty() ? std::string() : " (" + reasons_text(r) + ")";
+        };
+        std::printf("unmappable: %llu this run%s; %llu in all%s\n",
                     static_cast<unsigned long long>(minus(now.unmappable, before_.unmappable)),
-                    run_reasons.empty() ? "" : ": ", reasons_text(run_reasons).c_str(),
-                    static_cast<unsigned long long>(now.unmappable), now.reasons.empty() ? "" : ": ",
-                    reasons_text(now.reasons).c_str());
+                    with_reasons(run_reasons).c_str(), static_cast<unsigned long long>(now.unmappable),
+                    with_reasons(now.reasons).c_str());
         std::printf("late rows: %llu\n", static_cast<unsigned long long>(now.late));
         std::string gaps;
         for (size_t i = 0; i < p.gaps.size() && i < 8; ++i)
@@ -399,8 +402,8 @@ int run_cleanup(const std::string &file, const po::variables_map &vm, const char
             usage);
         return kExitUsage;
     }
-    auto us = mig::parse_duration_us(older);
-    if (!us) {
+    auto secs = base::parse_duration_s(older);
+    if (!secs) {
         std::fprintf(stderr,
                      "cdcflow migrate: %s: %s is not a duration such as 30d, 12h or 90m (usage: %s)\n",
                      from.c_str(), quote(older).c_str(), usage);
@@ -418,7 +421,7 @@ int run_cleanup(const std::string &file, const po::variables_map &vm, const char
     std::atomic<bool> stop{false};
     SignalWatcher signals(10000, kExitTimeout, [&](const char *) { stop = true; });
     mig::CleanupOptions co;
-    co.older_than_us = *us;
+    co.older_than_us = *secs * 1000000; // parse_duration_s keeps this within int64_t
     co.batch = batch;
     co.pause = std::chrono::milliseconds(pause);
     co.stop = [&] { return stop.load(); };
