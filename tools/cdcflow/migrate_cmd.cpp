@@ -210,7 +210,8 @@ public:
         }
         cv_.notify_all();
         if (thread_.joinable()) thread_.join();
-        if (mode_ != Mode::none && drawn_) draw(true);
+        // The final state, however short the run (a bar ends its line).
+        if (mode_ != Mode::none) draw(true);
     }
 
 private:
@@ -226,7 +227,6 @@ private:
     }
 
     void draw(bool last) {
-        drawn_ = true;
         const uint64_t done = done_();
         const double secs = std::max(
             1e-3, std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count());
@@ -271,7 +271,6 @@ private:
     std::mutex mu_;
     std::condition_variable cv_;
     bool stopping_ = false;
-    std::atomic<bool> drawn_{false};
 };
 
 // migrate = run --drain, with the progress display and the summary.
