@@ -71,16 +71,19 @@ private:
     Db &db_;
 };
 
-void check_outbox(Db &outbox, const outbox::OutboxSchema &schema) {
+// False when the outbox table does not exist yet (the sink creates it at its
+// first start): nothing is migrated. A missing column throws.
+bool check_outbox(Db &outbox, const outbox::OutboxSchema &schema) {
     outbox::SchemaProblem p =
         schema.check(outbox.raw(), {outbox::Column::kSeq, outbox::Column::kId, outbox::Column::kAggregateType,
                                     outbox::Column::kAggregateId, outbox::Column::kType,
                                     outbox::Column::kPayload, outbox::Column::kTimestamp});
+    if (p.kind == outbox::SchemaProblem::Kind::kNoTable) return false;
     if (!p.ok())
         throw Error(p.kind == outbox::SchemaProblem::Kind::kDbError ? sqlite::status_of(p.sqlite_rc)
                                                                     : CDCFLOW_ERR_CONFIG,
-                    sqlite::database_label(outbox.path()) +
-                        (p.kind == outbox::SchemaProblem::Kind::kNoTable ? " " : ": ") + p.message);
+                    sqlite::database_label(outbox.path()) + ": " + p.message);
+    return true;
 }
 
 } // namespace
@@ -273,7 +276,7 @@ VerifyReport verify(Databases dbs, const MigrationSpec &spec, const VerifyOption
     r.allow_other_events = opts.allow_other_events;
     const size_t limit = opts.limit;
     check_legacy(dbs.legacy, spec.legacy);
-    check_outbox(dbs.outbox, spec.outbox);
+    const bool have_outbox = check_outbox(dbs.outbox, spec.outbox);
 
     std::vector<MapEntry> map;
     std::vector<int64_t> other_seqs; // map entries of other migrations
@@ -318,13 +321,15 @@ VerifyReport verify(Databases dbs, const MigrationSpec &spec, const VerifyOption
         }
         using outbox::Column;
         const outbox::OutboxSchema &o = spec.outbox;
-        Stmt s = dbs.outbox.prepare(
-            "SELECT " +
-            o.column_list({Column::kSeq, Column::kId, Column::kAggregateType, Column::kAggregateId,
-                           Column::kType, Column::kPayload, Column::kTimestamp}) +
-            " FROM " + o.quoted_table());
+        Stmt s;
+        if (have_outbox)
+            s = dbs.outbox.prepare(
+                "SELECT " +
+                o.column_list({Column::kSeq, Column::kId, Column::kAggregateType, Column::kAggregateId,
+                               Column::kType, Column::kPayload, Column::kTimestamp}) +
+                " FROM " + o.quoted_table());
         std::sort(other_seqs.begin(), other_seqs.end());
-        while (s.step()) {
+        while (have_outbox && s.step()) {
             const int64_t seq = s.int64(0);
             std::string_view id = s.text(1);
             std::optional<Uuid> u = parse_uuid(id);

@@ -324,6 +324,24 @@ TEST_CASE("verify: another migration's events in the same outbox are not this on
     CHECK(r.other_migrations.seqs == ids({6}));
 }
 
+TEST_CASE("verify: before the first migration (no outbox, no tables) every row is not yet migrated") {
+    TempDir dir("mig_report_fresh");
+    sqlite::Db legacy(dir.file("l.db"), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    sqlite::Db target(dir.file("t.db"), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    legacy.exec(kLegacyDdl);
+    legacy.exec("INSERT INTO legacy_outbox VALUES (1, 'A', 'k', 't', '{}', '2020-01-01', 0), "
+                "(2, NULL, 'k', 't', '{}', '2020-01-01', 0)");
+    MigrationSpec spec;
+    spec.ns = *parse_uuid(kDefaultNamespace);
+    VerifyReport r = verify({legacy, target, target}, spec, {});
+    CHECK_FALSE(r.ok());
+    CHECK(r.not_yet.ids == ids({1, 2}));
+    CHECK_FALSE(r.last_legacy_id);
+    CHECK(quick_check({legacy, target, target}, spec, 10).count == 0);
+    CHECK(count_legacy_after(legacy, spec.legacy, std::nullopt) == 2);
+    CHECK(count_legacy_after(legacy, spec.legacy, 1) == 1);
+}
+
 TEST_CASE("verify: a missing legacy table or outbox column is a one-line error") {
     Fixture f;
     f.spec.legacy.table = "nope";
