@@ -389,7 +389,7 @@ cdcflow::PollResult Migrator::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
             throw;
         }
     };
-    if (attempt() > 0) return {false};
+    if (attempt() > 0) return {!hold_ && !more_};
     if (wait_ms == 0) {
         // --drain polls without waiting, and again at once while we are not
         // exhausted: rows held back would make that a busy loop. Wait a
@@ -415,7 +415,7 @@ cdcflow::PollResult Migrator::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
         const bool probe_due = !gaps_.empty() && v != gap_check_version_ && now_() >= next_gap_check_;
         if (v == version && !hold_due && !probe_due) continue;
         version = v;
-        if (attempt() > 0) return {false};
+        if (attempt() > 0) return {!hold_ && !more_};
     }
     return {!hold_ && !more_};
 }

@@ -110,7 +110,8 @@ TEST_CASE("map_row maps the DESIGN.md columns and names why a row cannot be mapp
         {[](LegacyRow &x) { x.key = ""; }, "message_key is empty"},
         {[](LegacyRow &x) { x.type.reset(); }, "message_type is NULL"},
         {[](LegacyRow &x) { x.body = ""; }, "body is empty"},
-        {[](LegacyRow &x) { x.body = "{\"a\":\"\xff\"}"; }, "body is not valid UTF-8: \"{\\\"a\\\":\\\"\\xff\\\"}\""},
+        {[](LegacyRow &x) { x.body = "{\"a\":\"\xff\"}"; },
+         "body is not valid UTF-8: \"{\\\"a\\\":\\\"\\xff\\\"}\""},
         {[](LegacyRow &x) { x.key = "\xc3"; }, "message_key is not valid UTF-8: \"\\xc3\""},
         {[](LegacyRow &x) { x.created_at.reset(); }, "created_at is NULL"},
         {[](LegacyRow &x) { x.created_at = "tuesday"; }, "created_at is not an ISO 8601 date: \"tuesday\""},
@@ -127,7 +128,8 @@ TEST_CASE("map_row maps the DESIGN.md columns and names why a row cannot be mapp
     x.topic.reset();
     CHECK_FALSE(map_row(x, schema, ns, e, reason));
     CHECK(reason == "channel is NULL");
-    CHECK(reason_class("created_at is not an ISO 8601 date: \"x: y\"") == "created_at is not an ISO 8601 date");
+    CHECK(reason_class("created_at is not an ISO 8601 date: \"x: y\"") ==
+          "created_at is not an ISO 8601 date");
     CHECK(reason_class("topic is NULL") == "topic is NULL");
 }
 
@@ -165,4 +167,28 @@ TEST_CASE("gap sets survive text, headers and checkpoint positions") {
     CHECK_FALSE(gap_from_position("late", 4));
     CHECK_FALSE(gap_from_position("gap:9@0", 4)); // lo above hi
     CHECK_FALSE(gap_from_position("gap:1@0x", 4));
+}
+
+TEST_CASE("LegacySchema::check names the missing table or column, and tells a database error apart") {
+    sqlite3 *db = nullptr;
+    REQUIRE(sqlite3_open(":memory:", &db) == SQLITE_OK);
+    LegacySchema schema;
+    int db_error = -1, missing = -2;
+    CHECK(schema.check(db, &db_error, &missing) == "has no table \"legacy_outbox\"");
+    CHECK(db_error == 0);
+    CHECK(missing == -1);
+    REQUIRE(sqlite3_exec(db, "CREATE TABLE legacy_outbox(id INTEGER PRIMARY KEY, topic, message_key, body)",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    const std::string why = schema.check(db, &db_error, &missing);
+    CHECK(why.find("no column \"message_type\" (type_column;") != std::string::npos);
+    CHECK(missing == static_cast<int>(LegacyColumn::kType));
+    CHECK(db_error == 0);
+    REQUIRE(sqlite3_exec(db,
+                         "ALTER TABLE legacy_outbox ADD COLUMN message_type; ALTER TABLE legacy_outbox ADD "
+                         "COLUMN created_at",
+                         nullptr, nullptr, nullptr) == SQLITE_OK);
+    CHECK(schema.check(db, &db_error, &missing).empty());
+    CHECK(missing == -1);
+    CHECK(schema.check(db).empty()); // the out-parameters are optional
+    sqlite3_close(db);
 }
