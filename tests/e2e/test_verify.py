@@ -231,6 +231,48 @@ class Cleanup(VerifyTest):
         self.assertEqual(self.remaining(), list(range(201, 212)) + [213])
         self.assertEqual(self.verify()[0].returncode, 0)
 
+    def test_kill_9_during_cleanup_then_verify_and_finish(self):
+        # More old rows, so that the cleanup is killed half-way.
+        c = sqlite3.connect(self.db, timeout=30)
+        c.executemany("INSERT INTO legacy_outbox VALUES (?, 'Account', 'acc-2', 'MoneyDeposited', "
+                      "'{\"amount\":\"3.00\"}', '2020-01-01T00:00:00Z', 0)", [(i,) for i in range(1000, 21000)])
+        c.commit()
+        c.close()
+        self.assertEqual(run(["migrate", MIGRATE, "--progress=none"], env=self.env).returncode, 0)
+        proc = start(["migrate", MIGRATE, "--cleanup", "--older-than", "1d", "--batch", "50", "--pause-ms", "5"],
+                     env=self.env)
+        try:
+            wait_for(lambda: self.sql("SELECT count(*) FROM cdcflow_migration_map WHERE cleaned_at IS NOT NULL")
+                     [0][0] >= 2000, timeout=60, what="cleanup under way")
+        finally:
+            proc.kill()
+            proc.communicate(timeout=30)
+        left = self.sql("SELECT count(*) FROM legacy_outbox")[0][0]
+        self.assertGreater(left, 100, "the cleanup finished before it was killed: nothing tested")
+        # Whatever moment it died at: marked rows that still exist are normal.
+        r, report = self.verify()
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        marked = self.sql("SELECT count(*) FROM cdcflow_migration_map WHERE cleaned_at IS NOT NULL")[0][0]
+        self.assertEqual(report["classes"]["cleaned"]["count"], 20212 - left)
+        self.assertGreaterEqual(marked, report["classes"]["cleaned"]["count"])
+        r = run(["migrate", MIGRATE, "--cleanup", "--older-than", "1d"], env=self.env)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # Left: 201..211 (young, unmappable) and the highest id.
+        self.assertEqual(self.remaining(), list(range(201, 212)) + [20999])
+        self.assertEqual(self.verify()[0].returncode, 0)
+
+    def test_a_locked_legacy_database_is_waited_for(self):
+        app = sqlite3.connect(self.db, timeout=30, isolation_level=None)
+        app.execute("BEGIN IMMEDIATE")
+        proc = start(["migrate", MIGRATE, "--cleanup", "--older-than", "1d"], env=self.env)
+        time.sleep(1.0)
+        self.assertIsNone(proc.poll(), "cleanup did not wait for the application's lock")
+        app.execute("COMMIT")
+        app.close()
+        out, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertIn("deleted 200 legacy rows", out)
+
     def test_a_bad_duration_in_the_pipeline_is_a_config_error(self):
         p = self.write("p.yaml", pipeline_text(cleanup_older_than="30 days"))
         r = run(["migrate", p, "--cleanup"], env=self.env)
