@@ -10,6 +10,7 @@ import json
 import os
 import pty
 import re
+import signal
 import sqlite3
 import sys
 import threading
@@ -17,7 +18,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
 from accounts_model import Model  # noqa: E402
-from helpers import BIN, SOURCE_ROOT, TempDirTest, env_with, main, run  # noqa: E402
+from helpers import BIN, SOURCE_ROOT, TempDirTest, env_with, main, run, start, wait_for  # noqa: E402
 from outbox_gen import Generator  # noqa: E402
 
 MIGRATE = os.path.join(SOURCE_ROOT, "pipelines", "migrate-legacy.yaml")
@@ -268,6 +269,38 @@ class Migrate(MigrateTest):
         self.assertEqual(r.returncode, 1)
         self.assertIn("does not exist", r.stderr.strip().splitlines()[-1])
         self.assertFalse(os.path.exists(self.path("nothing.db")))
+
+
+class Stop(MigrateTest):
+    def test_a_signal_stops_it_exit_1_and_the_next_run_resumes(self):
+        c = sqlite3.connect(self.db)
+        c.execute(LEGACY_DDL)
+        n = 400_000
+        c.executemany("INSERT INTO legacy_outbox VALUES (?, 'Account', ?, 'MoneyDeposited', ?, "
+                      "'2024-05-01T12:00:00Z', 0)",
+                      (("%d" % i, "acc-%d" % (i % 100), '{"amount":"%d.00"}' % (i % 90 + 1)) for i in range(1, n + 1)))
+        c.commit()
+        c.close()
+
+        def migrated():
+            try:
+                return self.conn().execute("SELECT count(*) FROM cdcflow_migration_map").fetchone()[0]
+            except sqlite3.OperationalError:
+                return 0
+        proc = start(["migrate", MIGRATE, "--progress=lines"], env=self.env)
+        wait_for(lambda: migrated() > 0 or proc.poll() is not None, timeout=60, what="the first batch")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        done = migrated()
+        if done == n:
+            self.skipTest("the migration finished before the signal arrived")
+        self.assertEqual(proc.returncode, 1, err[-2000:])
+        self.assertEqual(err.strip().splitlines()[-1], "cdcflow: migrate: stopped before the end; run it again to resume")
+        self.assertIn("%d migrated this run, 0 already migrated before it" % done, out)
+        r = self.migrate()
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertIn("%d migrated this run, %d already migrated before it (%d in all)" % (n - done, done, n), r.stdout)
+        self.assertEqual(run(["verify", MIGRATE], env=self.env).returncode, 0)
 
 
 class Progress(MigrateTest):

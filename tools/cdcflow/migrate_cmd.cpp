@@ -320,6 +320,8 @@ public:
             p = mig::read_progress(target, target_.spec.migration);
             missing = mig::quick_check({legacy, target, target}, target_.spec, 10);
         } catch (const Error &e) {
+            // A run that failed already said why (and its code stands).
+            if (code != kExitOk) return code;
             log_failure(std::string("migrate: ") + e.what(), "error", {{"exit_code", kExitFailure}});
             return kExitFailure;
         }
