@@ -350,10 +350,18 @@ class Progress(MigrateTest):
             os.close(master)
         text = b"".join(got).decode(errors="replace")
         self.assertEqual(r.returncode, 0, text[-2000:])
-        # Redrawn in place: carriage return, erase the line, the bar.
-        self.assertRegex(text, r"\r\x1b\[Kmigrate \[#{30}\] 100\.0%% %d/%d rows, \d+ rows/s, ETA 0:00:00" % (n, n))
-        # With the bar, info log lines stay out of its way (warnings would show).
-        self.assertNotIn("info ", text)
+        # Redrawn in place: carriage return, erase the line, the bar; the last
+        # state stays on its own line.
+        self.assertRegex(text, r"\r\x1b\[Kmigrate \[#{30}\] 100\.0%% %d/%d rows, \d+ rows/s, ETA 0:00:00\r?\n"
+                         % (n, n))
+        # Log lines never run into the bar: each line of the terminal, from its
+        # last erase on, is a whole log line or a whole bar.
+        lines = [line.split("\x1b[K")[-1].rstrip("\r") for line in text.split("\n") if line.strip()]
+        logs = [line for line in lines if not line.startswith("migrate [")]
+        self.assertTrue(logs)
+        for line in logs:
+            self.assertRegex(line, r"^\d{4}-\d\d-\d\dT[\d:.]+Z \x1b\[\d+m(info |warn )", repr(line))
+        self.assertRegex(logs[-1], r"pipeline 'migrate-legacy' drained after")
         self.assertIn(b"migrated this run", r.stdout)
 
 

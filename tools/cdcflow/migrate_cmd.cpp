@@ -250,10 +250,15 @@ private:
             for (int i = 0; i < kWidth; ++i)
                 bar[i] = i < filled ? '#' : '.';
             bar[kWidth] = 0;
-            std::snprintf(line, sizeof line,
-                          "\r\033[Kmigrate [%s] %5.1f%% %llu/%llu rows, %.0f rows/s, ETA %s%s", bar,
+            std::snprintf(line, sizeof line, "migrate [%s] %5.1f%% %llu/%llu rows, %.0f rows/s, ETA %s", bar,
                           frac * 100, static_cast<unsigned long long>(done),
-                          static_cast<unsigned long long>(total), rate, eta, last ? "\n" : "");
+                          static_cast<unsigned long long>(total), rate, eta);
+            // Through the log's writer: log lines go above the bar, never into it.
+            if (last)
+                end_status_line(line);
+            else
+                set_status_line(line);
+            return;
         } else {
             std::snprintf(line, sizeof line, "migrate: %llu/%llu rows (%.1f%%), %.0f rows/s, ETA %s\n",
                           static_cast<unsigned long long>(done), static_cast<unsigned long long>(total),
@@ -276,7 +281,7 @@ private:
 // migrate = run --drain, with the progress display and the summary.
 class MigrateObserver : public RunObserver {
 public:
-    explicit MigrateObserver(ProgressDisplay::Mode mode) : mode_(mode) {}
+    MigrateObserver(ProgressDisplay::Mode mode, bool automatic) : mode_(mode), automatic_(automatic) {}
 
     int before(Runtime &r) override {
         auto t = target_of(r.def());
@@ -300,6 +305,9 @@ public:
             log_failure(std::string("migrate: ") + e.what(), "error", {{"exit_code", kExitFailure}});
             return kExitFailure;
         }
+        // JSON logs are for machines: progress only when asked for by name
+        // (the file's `log:` is applied by now).
+        if (automatic_ && log_format() == LogFormat::json) mode_ = ProgressDisplay::Mode::none;
         display_ = std::make_unique<ProgressDisplay>(mode_, total, [&r] { return r.totals().events; });
         display_->start();
         return -1;
@@ -373,6 +381,7 @@ public:
 
 private:
     ProgressDisplay::Mode mode_;
+    bool automatic_; // --progress=auto
     Target target_;
     mig::TargetCounts before_;
     mig::Progress progress_;
@@ -456,7 +465,8 @@ int cmd_migrate(int argc, char **argv) {
     opts.add_options()("pipeline", po::value<std::string>()->required(),
                        "the migration's pipeline YAML file")(
         "progress", po::value<std::string>()->default_value("auto"),
-        "auto (a bar on a terminal, else lines), bar, lines (one every 2 s) or none; on stderr")(
+        "auto (a bar on a terminal, else lines; none with JSON logs), bar (lines when stderr is not a "
+        "terminal), lines (one every 2 s) or none; on stderr")(
         "http", po::value<std::string>(), "serve /health, /ready and /metrics on ADDR (as run --http)")(
         "cleanup", po::bool_switch(),
         "do not migrate: delete legacy rows that are migrated, verified and older than --older-than")(
@@ -481,8 +491,8 @@ int cmd_migrate(int argc, char **argv) {
     ProgressDisplay::Mode m;
     if (mode == "auto")
         m = isatty(STDERR_FILENO) ? ProgressDisplay::Mode::bar : ProgressDisplay::Mode::lines;
-    else if (mode == "bar")
-        m = ProgressDisplay::Mode::bar;
+    else if (mode == "bar") // drawn in place on a terminal only: plain lines elsewhere
+        m = isatty(STDERR_FILENO) ? ProgressDisplay::Mode::bar : ProgressDisplay::Mode::lines;
     else if (mode == "lines")
         m = ProgressDisplay::Mode::lines;
     else if (mode == "none")
@@ -502,11 +512,7 @@ int cmd_migrate(int argc, char **argv) {
         }
         http_addr = *a;
     }
-    // A bar redrawn in place and info log lines would break each other up:
-    // with the bar, the log shows warnings and errors unless a level was chosen.
-    if (m == ProgressDisplay::Mode::bar && vm["log-level"].defaulted() && !std::getenv("CDCFLOW_LOG_LEVEL"))
-        set_log_level(CDCFLOW_LOG_WARN);
-    MigrateObserver observer(m);
+    MigrateObserver observer(m, mode == "auto");
     return run_pipeline("migrate", file, true, http_addr, &observer);
 }
 
