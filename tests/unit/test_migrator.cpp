@@ -263,9 +263,11 @@ TEST_CASE("migrator: batches are bounded by the batch's room; a checkpoint resum
         cdcflow_batch b(4);
         CHECK(s.poll(b) == in_order({1, 2, 3, 4}));
         CHECK_FALSE(s.exhausted);
+        CHECK(s.h.lag_figure("") == 6); // the host's source lag: max(id) - last read
         CHECK(s.poll(b) == in_order({5, 6, 7, 8}));
         CHECK(s.poll(b) == in_order({9, 10}));
         CHECK(s.exhausted);
+        CHECK(s.h.lag_figure("") == 0);
         CHECK(s.poll(b).empty());
         CHECK(s.exhausted);
     }
