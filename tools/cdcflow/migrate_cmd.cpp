@@ -115,14 +115,6 @@ Connections open_all(const Target &t, bool write) {
     return c;
 }
 
-// "12 topic is NULL, 3 body is empty".
-std::string reasons_text(const std::map<std::string, uint64_t, std::less<>> &reasons) {
-    std::string out;
-    for (const auto &[cls, n] : reasons)
-        out += (out.empty() ? "" : ", ") + std::to_string(n) + " " + base::text(cls);
-    return out;
-}
-
 std::string ids_list(const std::vector<int64_t> &ids, uint64_t count) {
     std::string out;
     for (size_t i = 0; i < ids.size(); ++i)
@@ -345,13 +337,16 @@ public:
                     static_cast<unsigned long long>(minus(now.migrated, before_.migrated)),
                     static_cast<unsigned long long>(before_.migrated),
                     static_cast<unsigned long long>(now.migrated));
-        auto with_reasons = [](const std::map<std::string, uint64_t, std::less<>> &r) {
-            return r.empty() ? std::string() : " (" + reasons_text(r) + ")";
-        };
-        std::printf("unmappable: %llu this run%s; %llu in all%s\n",
+        // One line per reason class: its count in all, and this run's.
+        std::printf("unmappable: %llu this run; %llu in all\n",
                     static_cast<unsigned long long>(minus(now.unmappable, before_.unmappable)),
-                    with_reasons(run_reasons).c_str(), static_cast<unsigned long long>(now.unmappable),
-                    with_reasons(now.reasons).c_str());
+                    static_cast<unsigned long long>(now.unmappable));
+        for (const auto &[cls, n] : now.reasons) {
+            auto it = run_reasons.find(cls);
+            std::string run = it == run_reasons.end() ? "" : " (" + std::to_string(it->second) + " this run)";
+            std::printf("  %llu %s%s\n", static_cast<unsigned long long>(n), base::text(cls).c_str(),
+                        run.c_str());
+        }
         std::printf("late rows: %llu\n", static_cast<unsigned long long>(now.late));
         std::string gaps;
         for (size_t i = 0; i < p.gaps.size() && i < 8; ++i)
