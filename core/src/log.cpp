@@ -278,6 +278,28 @@ public:
         pipeline_ = name;
     }
 
+    // The status line (set_status_line): drawn in place on a terminal; `end`
+    // leaves it on a line of its own. Best effort: a terminal that takes
+    // nothing right now gets the next update instead (never waits).
+    void status(std::string_view text, bool end) {
+        std::lock_guard lock(mu_);
+        bind();
+        if (!tty_) return;
+        status_ = end ? std::string() : std::string(text);
+        std::string out = kEraseLine;
+        append_text_escaped(out, text);
+        if (end) out += '\n';
+        if (!pending_.empty()) {
+            std::string_view rest = pending_;
+            push(rest, 0);
+            pending_.erase(0, pending_.size() - rest.size());
+            if (!pending_.empty() && !end) return;
+        }
+        std::string_view rest = out;
+        push(rest, end ? kLineWaitMs : 0);
+        if (!rest.empty() && rest.size() < out.size()) pending_.assign(rest);
+    }
+
 private:
     // Under mu_. (Re)chooses how to write when fd 2 is not what it was.
     void bind() {
@@ -290,6 +312,7 @@ private:
         socket_ = false;
         direct_ = false;
         pending_.clear(); // the rest of a line for a stderr that is gone
+        status_.clear();
         stalled_ = false;
         bound_ = true;
         stat_ok_ = ok;
@@ -303,6 +326,7 @@ private:
         }
         const char *no_color = std::getenv("NO_COLOR");
         bool tty = isatty(STDERR_FILENO);
+        tty_ = tty;
         color_ = tty && !(no_color && *no_color);
         // A file or /dev/null never makes a write wait for a reader: no poll.
         direct_ = ok && (S_ISREG(st.st_mode) || (S_ISCHR(st.st_mode) && !tty));
@@ -370,6 +394,13 @@ private:
         }
         std::string colored;
         if (color_ && color.start < color.end) line = colorize(line, color, colored);
+        // Under a status line: erase it, write the line, draw it again below.
+        std::string around;
+        if (!status_.empty()) {
+            around.append(kEraseLine).append(line);
+            append_text_escaped(around, status_);
+            line = around;
+        }
         std::string_view rest = line;
         bool done = push(rest, wait);
         if (!rest.empty() && rest.size() < line.size()) pending_.assign(rest);
@@ -406,6 +437,9 @@ private:
     bool socket_ = false;
     bool direct_ = false;
     bool color_ = false;
+    bool tty_ = false;
+    std::string status_;                                  // the status line shown below the log ("" for none)
+    static constexpr const char *kEraseLine = "\r\033[K"; // to the line's start, erase it
     std::unique_ptr<spdlog::pattern_formatter> text_, json_;
     spdlog::memory_buf_t buf_, note_;
     std::string pipeline_;
@@ -431,6 +465,21 @@ void log_line(cdcflow_log_level level, const std::string &who, const std::string
     } catch (...) {
         // Out of memory while formatting: the line is lost, the host goes on.
         g_dropped.fetch_add(1, std::memory_order_relaxed);
+    }
+}
+
+void set_status_line(std::string_view text) {
+    try {
+        writer().status(text, false);
+    } catch (...) {
+        // Out of memory: the bar is not drawn this time.
+    }
+}
+
+void end_status_line(std::string_view text) {
+    try {
+        writer().status(text, true);
+    } catch (...) {
     }
 }
 

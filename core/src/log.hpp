@@ -75,6 +75,16 @@ void set_log_pipeline(const std::string &name);
 // thread may hold the log's) and writes only what stderr takes right now.
 void log_last_words(const std::string &msg, std::string_view event, std::initializer_list<LogField> fields);
 
+// A status line below the log on a terminal stderr (migrate's progress
+// bar): drawn in place (carriage return, erase the line, the text); every log
+// line written while it shows first erases it and draws it again after
+// itself, so that neither breaks the other. end_status_line draws its last
+// text and ends the line (no more status line). Nothing is written when
+// stderr is not a terminal (callers print plain lines there). The text is one
+// line: control bytes are escaped.
+void set_status_line(std::string_view text);
+void end_status_line(std::string_view text);
+
 // The text format's final line of a failed command ("cdcflow: msg", which
 // scripts read), or in JSON an error line with `event` and `fields`. Goes
 // through the same non-blocking writer as log_line, whatever the level.

@@ -61,10 +61,8 @@ bool ownership_disabled() {
 
 Runtime::Runtime(PipelineDef def, Metrics &metrics) : def_(std::move(def)), metrics_(metrics) {}
 
-Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry &registry,
-                                                 Metrics &metrics) {
-    std::unique_ptr<Runtime> rt(new Runtime(std::move(def), metrics));
-    PipelineDef &d = rt->def_;
+Result<std::map<std::string, std::shared_ptr<LoadedPlugin>>> load_and_check(PipelineDef &d,
+                                                                            PluginRegistry &registry) {
     registry.add_front(d.plugin_path);
 
     // Load every plugin the file names; a missing or broken one is reported
@@ -86,15 +84,28 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         auto [it, fresh] = metric_names.emplace(Metrics::name_part(name), &sd);
         if (!fresh && loaded[it->second->plugin]->desc->name != name)
             return Status::Config(where(d.file, sd.plugin_mark) + ": stage '" + sd.id + "': plugin " +
-                                  quote(name) + " and plugin " + quote(loaded[it->second->plugin]->desc->name) +
-                                  " (stage '" + it->second->id + "') would share the metric families "
-                                  "cdcflow_plugin_" + it->first + "_*: rename one of them");
+                                  quote(name) + " and plugin " +
+                                  quote(loaded[it->second->plugin]->desc->name) + " (stage '" +
+                                  it->second->id +
+                                  "') would share the metric families "
+                                  "cdcflow_plugin_" +
+                                  it->first + "_*: rename one of them");
     }
     Status st = check_pipeline(d, [&](const std::string &name) -> const PluginSchema * {
         auto it = loaded.find(name);
         return it == loaded.end() ? nullptr : &it->second->schema;
     });
     if (!st) return st;
+    return loaded;
+}
+
+Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry &registry,
+                                                 Metrics &metrics) {
+    std::unique_ptr<Runtime> rt(new Runtime(std::move(def), metrics));
+    PipelineDef &d = rt->def_;
+    auto checked = load_and_check(d, registry);
+    if (!checked) return checked.status();
+    std::map<std::string, std::shared_ptr<LoadedPlugin>> &loaded = checked.value();
 
     for (const StageDef &sd : d.stages) {
         auto s = std::make_unique<Stage>();

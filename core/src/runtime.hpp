@@ -67,6 +67,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -162,6 +163,14 @@ struct MemoryReport {
     bool throttled = false;         // the source is slowed by the soft limit now
     uint64_t throttle_episodes = 0; // times it started slowing down since the start
 };
+
+// Loads the plugins a pipeline names (its plugin_path first) and checks the
+// pipeline against their schemas (defaults filled in): what Runtime::create
+// does before it creates anything, for commands that read a checked
+// pipeline without starting it (verify, migrate --cleanup). Errors as
+// create's (CDCFLOW_ERR_CONFIG, "FILE:LINE:COL: ...").
+Result<std::map<std::string, std::shared_ptr<LoadedPlugin>>> load_and_check(PipelineDef &def,
+                                                                            PluginRegistry &registry);
 
 class Runtime {
 public:

@@ -1,5 +1,8 @@
 #include "outbox_source.hpp"
 
+#include "base/clock.hpp"
+#include "migrate/progress.hpp"
+
 #include <algorithm>
 #include <filesystem>
 #include <thread>
@@ -130,6 +133,8 @@ void OutboxSource::prepare() {
         // Positions only: the timestamp column plays no part in retention.
         cleanup_ = writer_.prepare("DELETE FROM " + t + " WHERE " + seq + " IN (SELECT " + seq + " FROM " +
                                    t + " WHERE " + seq + " <= ?1 ORDER BY " + seq + " LIMIT ?2)");
+        cleanup_top_ = writer_.prepare("SELECT max(" + seq + ") FROM (SELECT " + seq + " FROM " + t +
+                                       " WHERE " + seq + " <= ?1 ORDER BY " + seq + " LIMIT ?2)");
     }
 }
 
@@ -395,9 +400,28 @@ void OutboxSource::maybe_cleanup() {
         // A short IMMEDIATE transaction of at most cleanup_batch rows, so the
         // application's writers never wait long for us.
         sqlite::Transaction tx(writer_);
+        // How far retention deleted, committed with the DELETE: a migration's
+        // verify (core/migrate/progress.hpp) then reports an event that is
+        // gone from here as retired, not missing. Never lowered.
+        if (!retired_table_) {
+            writer_.exec(migrate::kRetiredDdl);
+            retired_ = writer_.prepare(
+                "INSERT INTO cdcflow_outbox_retired(outbox, up_to_seq, updated_at) VALUES (?1, ?2, ?3) "
+                "ON CONFLICT(outbox) DO UPDATE SET up_to_seq = max(up_to_seq, excluded.up_to_seq), "
+                "updated_at = excluded.updated_at");
+            retired_table_ = true;
+        }
+        cleanup_top_.bind(1, due).bind(2, cleanup_batch_);
+        const int64_t top =
+            cleanup_top_.step() && !cleanup_top_.is_null(0) ? cleanup_top_.int64(0) : INT64_MIN;
+        cleanup_top_.reset();
         cleanup_.bind(1, due).bind(2, cleanup_batch_);
         cleanup_.run();
         int64_t n = writer_.changes();
+        if (n > 0 && top != INT64_MIN) {
+            retired_.bind(1, std::string_view(schema_.table)).bind(2, top).bind(3, base::wall_us());
+            retired_.run();
+        }
         tx.commit();
         cleanup_deleted_.add(n);
         cleanup_failures_ = 0;
@@ -421,6 +445,9 @@ void OutboxSource::stop() {
     data_version_ = {};
     max_seq_ = {};
     cleanup_ = {};
+    cleanup_top_ = {};
+    retired_ = {};
+    retired_table_ = false;
     writer_ = {};
     reader_ = {};
 }

@@ -178,6 +178,11 @@ private:
     sqlite::Stmt data_version_;
     sqlite::Stmt max_seq_;
     sqlite::Stmt cleanup_;
+    // The highest seq the next cleanup deletes (its bounds), and the upsert
+    // of cdcflow_outbox_retired in the same transaction (see maybe_cleanup).
+    sqlite::Stmt cleanup_top_;
+    sqlite::Stmt retired_;
+    bool retired_table_ = false; // cdcflow_outbox_retired exists (created on the first cleanup)
     sqlite::Stmt replay_select_; // set while a replay is under way
 
     int64_t last_seq_ = INT64_MIN;      // rows with seq > this are next

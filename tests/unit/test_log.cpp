@@ -7,8 +7,13 @@
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
 
+#include <poll.h>
+#include <pty.h>
+#include <unistd.h>
+
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <optional>
 #include <random>
 #include <string>
@@ -207,4 +212,83 @@ TEST_CASE("PluginLogLimiter: N lines a second pass, the rest are counted") {
     flush_suppressed_logs(); // while the level hides the report
     set_plugin_log_limit(kDefaultPluginLinesPerSecond);
     set_log_level(CDCFLOW_LOG_INFO);
+}
+
+namespace {
+
+// Runs `f` with fd 2 moved onto `fd` (a terminal's slave side, a pipe), then
+// puts stderr back.
+template <typename F> void with_stderr(int fd, F &&f) {
+    std::fflush(stderr);
+    int saved = dup(STDERR_FILENO);
+    REQUIRE(saved >= 0);
+    dup2(fd, STDERR_FILENO);
+    f();
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+}
+
+std::string drain_fd(int fd) {
+    std::string out;
+    char buf[4096];
+    for (;;) {
+        pollfd p{fd, POLLIN, 0};
+        if (poll(&p, 1, 200) <= 0 || !(p.revents & POLLIN)) break;
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n <= 0) break;
+        out.append(buf, static_cast<size_t>(n));
+    }
+    return out;
+}
+
+} // namespace
+
+TEST_CASE("log: a status line on a terminal stays below the log lines; none on a pipe") {
+    int master = -1, slave = -1;
+    if (openpty(&master, &slave, nullptr, nullptr, nullptr) != 0) {
+        MESSAGE("no pseudo-terminal here: skipped");
+        return;
+    }
+    with_stderr(slave, [] {
+        set_status_line("bar 1");
+        log_line(CDCFLOW_LOG_WARN, "host", "hello");
+        set_status_line("bar \n2"); // one line, whatever the text
+        end_status_line("bar 3");
+        log_line(CDCFLOW_LOG_WARN, "host", "after");
+    });
+    std::string got = drain_fd(master);
+    close(slave);
+    close(master);
+    // The terminal turns "\n" into "\r\n".
+    {
+        std::string plain;
+        for (size_t i = 0; i < got.size(); ++i)
+            if (!(got[i] == '\r' && i + 1 < got.size() && got[i + 1] == '\n')) plain += got[i];
+        got = plain;
+    }
+    const std::string erase = "\r\033[K";
+    const size_t hello = got.find("hello\n");
+    REQUIRE(hello != std::string::npos);
+    // The bar, then erased for the log line, which ends before the bar comes back.
+    CHECK(got.rfind(erase + "bar 1" + erase, hello) == 0);
+    CHECK(got.substr(hello, 11) == "hello\nbar 1");
+    CHECK(got.find(erase + "bar \\x0a2" + erase + "bar 3\n", hello) != std::string::npos);
+    // After the end, log lines are plain again: no erase before them.
+    const size_t after = got.find("after\n");
+    REQUIRE(after != std::string::npos);
+    CHECK(got.find(erase, got.find("bar 3\n")) == std::string::npos);
+
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    with_stderr(fds[1], [] {
+        set_status_line("invisible");
+        log_line(CDCFLOW_LOG_WARN, "host", "plain");
+        end_status_line("invisible");
+    });
+    close(fds[1]);
+    std::string piped = drain_fd(fds[0]);
+    close(fds[0]);
+    CHECK(piped.find("plain\n") != std::string::npos);
+    CHECK(piped.find("invisible") == std::string::npos);
+    CHECK(piped.find('\r') == std::string::npos);
 }

@@ -412,6 +412,52 @@ TEST_CASE("outbox_source: retention deletes rows committed for retention_seconds
     CHECK(s.h.metric("cleanup_deleted") == 1200);
 }
 
+TEST_CASE("outbox_source: retention records how far it deleted in cdcflow_outbox_retired, in the same "
+          "transaction") {
+    TempDir dir("os_retired");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 250, now_us()); // seq 1..250
+    CHECK_FALSE(db.has_table("cdcflow_outbox_retired"));
+
+    Source s({{"database", path}, {"retention_seconds", 60}, {"cleanup_batch", 100}});
+    std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
+    s.src->set_clock([&] { return now; });
+    s.src->start();
+    cdcflow_batch b(512);
+    while (s.src->last_seq() < 250)
+        s.poll(b);
+    s.committed(230);
+    now += std::chrono::seconds(61);
+    auto retired = [&] {
+        return db.query_int("SELECT up_to_seq FROM cdcflow_outbox_retired WHERE outbox = 'outbox'", -1);
+    };
+    // One batch of 100 per poll: the record follows each DELETE, never ahead of it.
+    s.poll(b);
+    CHECK(db.query_int("SELECT min(seq) FROM outbox") == 101);
+    CHECK(retired() == 100);
+    s.poll(b);
+    CHECK(retired() == 200);
+    s.poll(b);
+    CHECK(retired() == 230); // the highest seq deleted, not the batch size
+    CHECK(db.query_int("SELECT min(seq) FROM outbox") == 231);
+    CHECK(db.query_int("SELECT count(*) FROM cdcflow_outbox_retired") == 1);
+    CHECK(db.query_int("SELECT updated_at FROM cdcflow_outbox_retired") > 0);
+    // Nothing newly due: no write, the record stays.
+    s.poll(b);
+    CHECK(retired() == 230);
+
+    // An existing record is never lowered (another outbox's row untouched).
+    db.exec("UPDATE cdcflow_outbox_retired SET up_to_seq = 10000; "
+            "INSERT INTO cdcflow_outbox_retired VALUES ('other', 5, 0)");
+    s.committed(250);
+    now += std::chrono::seconds(61);
+    s.poll(b);
+    CHECK(db.query_int("SELECT count(*) FROM outbox WHERE seq <= 250") == 0);
+    CHECK(retired() == 10000);
+    CHECK(db.query_int("SELECT up_to_seq FROM cdcflow_outbox_retired WHERE outbox = 'other'") == 5);
+}
+
 TEST_CASE("outbox_source: after a restart the checkpoint counts as committed at seek") {
     TempDir dir("os_retention_seek");
     std::string path = dir.file("app.db");

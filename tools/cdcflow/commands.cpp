@@ -39,6 +39,10 @@ const std::vector<Command> &commands() {
          cmd_plugins},
         {"status", "show a running host's health and metrics (see run --http)", cmd_status},
         {"produce", "validate JSON-lines events from stdin and write them into an outbox", cmd_produce},
+        {"migrate",
+         "migrate a legacy outbox with progress and a summary (--cleanup: delete verified old rows)",
+         cmd_migrate},
+        {"verify", "the integrity report of a legacy outbox migration", cmd_verify},
     };
     return cmds;
 }
@@ -87,10 +91,12 @@ bool choose(const po::variables_map &vm, const char *cmd, const char *option, co
     return true;
 }
 
+} // namespace
+
 // Parses argv for one command. Returns -1 to go on, else an exit code
 // (--help printed, or a usage error reported).
-int parse(int argc, char **argv, const char *usage, po::options_description &opts,
-          po::positional_options_description &pos, po::variables_map &vm) {
+int parse_command_line(int argc, char **argv, const char *usage, po::options_description &opts,
+                       po::positional_options_description &pos, po::variables_map &vm) {
     opts.add_options()("help,h", "show this help")(
         "log-level", po::value<std::string>()->default_value("info"),
         "debug, info, warn or error (else CDCFLOW_LOG_LEVEL, else the file's log.level)")(
@@ -124,6 +130,19 @@ void apply_file_log(const PipelineDef &def) {
     set_plugin_log_limit(def.log.plugin_lines_per_second);
     set_log_pipeline(def.name);
 }
+
+// Load + check, nothing created: the checked pipeline of verify and
+// migrate --cleanup (3 for a bad file, as run and validate).
+Result<PipelineDef> load_checked(const std::string &file, PluginRegistry &registry) {
+    auto def = load_pipeline_file(file, process_env());
+    if (!def) return Status::from_abi(CDCFLOW_ERR_CONFIG, def.status().message());
+    apply_file_log(def.value());
+    auto loaded = load_and_check(def.value(), registry);
+    if (!loaded) return loaded.status();
+    return std::move(def.value());
+}
+
+namespace {
 
 // Load + check + create: the common front half of run and validate.
 Result<std::unique_ptr<Runtime>> prepare(const std::string &file, PluginRegistry &registry,
@@ -235,7 +254,7 @@ int cmd_run(int argc, char **argv) {
     po::positional_options_description pos;
     pos.add("pipeline", 1);
     po::variables_map vm;
-    if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+    if (int rc = parse_command_line(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
     // The address is checked before anything is loaded or opened.
     std::optional<http::Address> http_addr;
     if (vm.count("http")) {
@@ -246,7 +265,11 @@ int cmd_run(int argc, char **argv) {
         }
         http_addr = *a;
     }
+    return run_pipeline("run", vm["pipeline"].as<std::string>(), vm["drain"].as<bool>(), http_addr, nullptr);
+}
 
+int run_pipeline(const char *cmd, const std::string &file, bool drain, std::optional<http::Address> http_addr,
+                 RunObserver *observer) {
     // Before any other thread exists (a plugin may start one at create), so
     // that every thread inherits the blocked signal mask and only the
     // watcher sees SIGINT/SIGTERM. A signal during start-up waits for it.
@@ -263,7 +286,7 @@ int cmd_run(int argc, char **argv) {
     PluginRegistry registry;
     Metrics metrics;
     add_process_metrics(metrics);
-    auto rt = prepare(vm["pipeline"].as<std::string>(), registry, metrics);
+    auto rt = prepare(file, registry, metrics);
     if (!rt) {
         log_failure(rt.status().message(), "error", {{"exit_code", create_failure_code(rt.status())}});
         return create_failure_code(rt.status());
@@ -297,21 +320,24 @@ int cmd_run(int argc, char **argv) {
             std::string at = from_file
                                  ? " (http.listen at " + where(r.def().file, r.def().http.listen_mark) + ")"
                                  : std::string(" (--http)");
-            std::fprintf(stderr, "cdcflow run: %s%s\n", sv.status().message().c_str(), at.c_str());
+            std::fprintf(stderr, "cdcflow %s: %s%s\n", cmd, sv.status().message().c_str(), at.c_str());
             return kExitUsage;
         }
         server = std::move(sv.value());
     }
+    if (observer)
+        if (int rc = observer->before(r); rc >= 0) return rc;
 
     log_start(r.def());
     const auto started = std::chrono::steady_clock::now();
     RunOptions ro;
-    ro.drain = vm["drain"].as<bool>();
+    ro.drain = drain;
     Status st = r.run(ro);
     // The endpoints answer through the drain (state "draining", /ready 503
     // "stopping"); stopping them returns at once, so no client can hold the
     // shutdown.
     if (server) server->stop();
+    if (observer) observer->finished(r);
     Totals t = r.totals();
     // "dropped" comes last: scripts that read the line up to "duplicates" keep working.
     // The name quoted as in the log: a pipeline name may hold a newline (YAML
@@ -335,6 +361,7 @@ int cmd_run(int argc, char **argv) {
              : asked            ? "stopped"
                                 : "drained",
              started);
+    if (observer) code = observer->after(r, st, code, asked);
     return code;
 }
 
@@ -345,7 +372,7 @@ int cmd_validate(int argc, char **argv) {
     po::positional_options_description pos;
     pos.add("pipeline", 1);
     po::variables_map vm;
-    if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+    if (int rc = parse_command_line(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
     PluginRegistry registry;
     Metrics metrics;
     std::string file = vm["pipeline"].as<std::string>();
@@ -453,7 +480,7 @@ int cmd_plugins(int argc, char **argv) {
         "carries)");
     po::positional_options_description pos;
     po::variables_map vm;
-    if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+    if (int rc = parse_command_line(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
     PluginRegistry registry;
     if (vm.count("path")) registry.add_front(vm["path"].as<std::vector<std::string>>());
 
@@ -504,7 +531,7 @@ int cmd_status(int argc, char **argv) {
     po::positional_options_description pos;
     pos.add("address", 1);
     po::variables_map vm;
-    if (int rc = parse(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+    if (int rc = parse_command_line(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
     StatusOptions so;
     auto a = http::parse_address(vm["address"].as<std::string>());
     if (!a || a->port == 0) {

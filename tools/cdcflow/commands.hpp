@@ -1,19 +1,31 @@
 // The subcommands of the cdcflow CLI and the exit codes they share.
 #pragma once
 
+#include "http/address.hpp"
+#include "pipeline.hpp"
+#include "plugin_loader.hpp"
+
+#include <boost/program_options.hpp>
+
 #include <cstdio>
+#include <optional>
+#include <string>
 #include <vector>
+
+namespace cdcflow::host {
+class Runtime;
+}
 
 namespace cdcflow::cli {
 
 // Exit codes (README.md, "Exit codes").
 constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1;  // the pipeline failed while running
-constexpr int kExitUsage = 2;    // bad command line
-constexpr int kExitInvalid = 3;  // invalid pipeline file, plugin or config
-constexpr int kExitTimeout = 4;  // graceful shutdown did not finish in time
-constexpr int kExitRefused = 5;  // produce: some input lines were refused
-constexpr int kExitOwned = 6;    // another host owns the checkpoint (settings.when_owned: refuse)
+constexpr int kExitFailure = 1; // the pipeline failed while running
+constexpr int kExitUsage = 2;   // bad command line
+constexpr int kExitInvalid = 3; // invalid pipeline file, plugin or config
+constexpr int kExitTimeout = 4; // graceful shutdown did not finish in time
+constexpr int kExitRefused = 5; // produce: some input lines were refused
+constexpr int kExitOwned = 6;   // another host owns the checkpoint (settings.when_owned: refuse)
 
 struct Command {
     const char *name;
@@ -30,5 +42,37 @@ int cmd_validate(int argc, char **argv);
 int cmd_plugins(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_produce(int argc, char **argv);
+int cmd_migrate(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
+
+// Parses argv for one command (adding --help, --log-level, --log-format).
+// Returns -1 to go on, else an exit code (--help printed, or a usage error
+// reported).
+int parse_command_line(int argc, char **argv, const char *usage,
+                       boost::program_options::options_description &opts,
+                       boost::program_options::positional_options_description &pos,
+                       boost::program_options::variables_map &vm);
+
+// A pipeline file loaded and checked against its plugins' schemas (defaults
+// filled in), nothing created or started; the file's `log:` applied.
+// CDCFLOW_ERR_CONFIG for a bad file (exit 3).
+Result<host::PipelineDef> load_checked(const std::string &file, host::PluginRegistry &registry);
+
+// What a command adds to run's machinery (run_pipeline). Main thread.
+class RunObserver {
+public:
+    virtual ~RunObserver() = default;
+    // The pipeline is created, not started: -1 to go on, else the exit code.
+    virtual int before(host::Runtime &) { return -1; }
+    // run() returned (before the totals line and the "stop" log line).
+    virtual void finished(host::Runtime &) {}
+    // The exit code, given run's (`code`) and whether a signal stopped it.
+    virtual int after(host::Runtime &, const Status &, int code, bool /*stop_asked*/) { return code; }
+};
+
+// `cdcflow run`'s machinery: signals, logs, the HTTP endpoints, the totals
+// line and the exit codes; `cmd` names the command in messages.
+int run_pipeline(const char *cmd, const std::string &file, bool drain, std::optional<http::Address> http_addr,
+                 RunObserver *observer);
 
 } // namespace cdcflow::cli
