@@ -1,6 +1,7 @@
 #include "outbox_sink.hpp"
 
 #include "common/checkpoints.hpp"
+#include "common/sqlite_sink.hpp"
 #include "migrate/mapping.hpp"
 
 #include "base/clock.hpp"
@@ -132,20 +133,13 @@ void OutboxSink::start() {
     if (!db_)
         db_ =
             sqlite::Db(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, static_cast<int>(busy_timeout_ms_));
-    // With WAL, NORMAL syncs at checkpoints only: a committed batch survives
-    // a process crash (kill -9) but the last ones may be lost on power loss;
-    // FULL syncs every commit.
-    db_.exec(sync_full_ ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
-    // Every event inserts into the outbox's id index at a random place (its
-    // id is a hash): with the index's pages in memory that is a lookup, not a
-    // read from disk. Negative: KiB. Pages are allocated only as used.
+    // The id index takes keys at random places (ids are hashes), whether one
+    // insert at a time (an outbox that had its index) or in the build's sort:
+    // with its pages in memory that is work, not reads from disk. Negative:
+    // KiB. Pages are allocated only as used.
     db_.exec("PRAGMA cache_size=-" + std::to_string(cache_mib_ * 1024));
+    sqlite_sink::set_durability(db_, path_, sync_full_, create_schema_, ctx());
     if (create_schema_) {
-        // WAL: the readers (outbox_source, verify) and this sink's commits do
-        // not block each other, and a commit is one sequential append.
-        if (std::string mode = db_.switch_to_wal(); mode != "wal")
-            ctx().warn(sqlite::database_label(path_) + " stays in journal_mode '" + mode +
-                       "' (WAL is recommended)");
         // Only when something is missing: a restart then takes no write lock
         // before its first batch.
         if (!missing_table().empty()) {
@@ -161,9 +155,6 @@ void OutboxSink::start() {
             db_.exec(sqlite::kCheckpointsDdl);
             tx.commit();
         }
-    } else if (std::string mode = db_.journal_mode(); mode != "wal") {
-        ctx().info(sqlite::database_label(path_) + " is in journal_mode '" + mode +
-                   "'; WAL is strongly recommended (readers and this sink then do not block each other)");
     }
     check_outbox(nullptr);
     if (std::string missing = missing_table(); !missing.empty())
@@ -200,7 +191,8 @@ void OutboxSink::add_id_index() {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     char took[32];
     std::snprintf(took, sizeof took, "%.2f", secs);
-    ctx().info("built the outbox's id index " + base::text(schema_.index_name(), '\'') + " in " + took + " s");
+    ctx().info("built the outbox's id index " + base::text(schema_.index_name(), '\'') + " in " + took +
+               " s");
 }
 
 void OutboxSink::flush() {
@@ -214,18 +206,7 @@ void OutboxSink::flush() {
 }
 
 void OutboxSink::acquire(const cdcflow_ownership &req) {
-    if (!lease_) {
-        ownership::LeaseOptions opt;
-        opt.database = path_;
-        opt.name = checkpoint_name_;
-        opt.lease_ms = req.lease_ms;
-        opt.on_lost = [c = ctx()](const std::string &m) { c.ownership_lost(m); };
-        opt.warn = [c = ctx()](const std::string &m) { c.warn(m); };
-        lease_ = std::make_unique<ownership::Lease>(std::move(opt));
-    }
-    ownership::Lease::Attempt a = lease_->try_acquire();
-    if (!a.owned) throw Error(CDCFLOW_ERR_OWNED, a.text);
-    ctx().info(a.text);
+    sqlite_sink::acquire(lease_, path_, checkpoint_name_, req, ctx());
 }
 
 void OutboxSink::release() {
@@ -233,13 +214,9 @@ void OutboxSink::release() {
 }
 
 void OutboxSink::checkpoint(const std::function<void(const cdcflow_position &)> &emit) {
-    // The database may have appeared since create(): another host made it
-    // while this one waited as a standby. Reading "nothing" then would start
-    // over from the beginning.
-    std::error_code ec;
-    if (!db_ && std::filesystem::exists(path_, ec))
-        db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
-    if (!db_ || !db_.has_table("cdcflow_migration_progress")) return;
+    if (!sqlite_sink::open_if_created(db_, path_, static_cast<int>(busy_timeout_ms_)) ||
+        !db_.has_table("cdcflow_migration_progress"))
+        return;
     sqlite::Stmt s(db_, "SELECT last_legacy_id, gaps FROM cdcflow_migration_progress WHERE name = ?1");
     s.bind(1, std::string_view(checkpoint_name_));
     if (!s.step()) return;
@@ -398,16 +375,7 @@ void OutboxSink::process(cdcflow::Batch &batch) {
 
 void OutboxSink::stop() {
     checkpointer_.stop();
-    // Leave a self-contained database file behind a clean stop: copy the WAL
-    // back and empty it. Best effort: a busy reader just means the next open
-    // (or the last connection to close) finishes the job, so do not wait long.
-    try {
-        if (db_ && db_.journal_mode() == "wal") {
-            sqlite3_busy_timeout(db_.raw(), 200);
-            sqlite3_wal_checkpoint_v2(db_.raw(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
-        }
-    } catch (const Error &) {
-    }
+    sqlite_sink::truncate_wal(db_);
     insert_ = {};
     map_insert_ = {};
     skipped_insert_ = {};

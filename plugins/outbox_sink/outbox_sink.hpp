@@ -79,8 +79,8 @@ struct OutboxSinkSettings {
                       "mapping's reason alone, any other stage's with \"<stage>: \" in front"),
         cdcflow::param("create_schema", &S::create_schema)
             .defaults_to("true")
-            .describe("create the outbox (with its id index), the cdcflow_migration_* tables and "
-                      "cdcflow_checkpoints if missing, and use WAL"),
+            .describe("create the outbox (a new one gets its id index once the backlog is in), the "
+                      "cdcflow_migration_* tables and cdcflow_checkpoints if missing, and use WAL"),
         cdcflow::param("busy_timeout_ms", &S::busy_timeout_ms)
             .defaults_to("5000")
             .min("0")

@@ -2,6 +2,8 @@
 
 #include "accounts.hpp"
 
+#include "common/sqlite_sink.hpp"
+
 #include "common/checkpoints.hpp"
 
 #include "base/clock.hpp"
@@ -102,16 +104,8 @@ void ProjectionSink::start() {
     if (!db_)
         db_ =
             sqlite::Db(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, static_cast<int>(busy_timeout_ms_));
-    // With WAL, NORMAL syncs at checkpoints only: a committed batch survives
-    // a process crash (kill -9) but the last ones may be lost on power loss;
-    // FULL syncs every commit.
-    db_.exec(sync_full_ ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    sqlite_sink::set_durability(db_, path_, sync_full_, create_schema_, ctx());
     if (create_schema_) {
-        // WAL: the source's reads and this sink's commits do not block each
-        // other, and a commit is one sequential append.
-        if (std::string mode = db_.switch_to_wal(); mode != "wal")
-            ctx().warn(sqlite::database_label(path_) + " stays in journal_mode '" + mode +
-                       "' (WAL is recommended)");
         // Only when something is missing: a restart then takes no write lock
         // before its first batch.
         if (!missing_table().empty()) {
@@ -121,9 +115,6 @@ void ProjectionSink::start() {
             projection_->create_schema(db_);
             tx.commit();
         }
-    } else if (std::string mode = db_.journal_mode(); mode != "wal") {
-        ctx().info(sqlite::database_label(path_) + " is in journal_mode '" + mode +
-                   "'; WAL is strongly recommended (readers and this sink then do not block each other)");
     }
     if (!prepared_) prepare();
     if (lease_ && !fence_) fence_ = ownership::Fence(db_, *lease_);
@@ -133,18 +124,7 @@ void ProjectionSink::start() {
 }
 
 void ProjectionSink::acquire(const cdcflow_ownership &req) {
-    if (!lease_) {
-        ownership::LeaseOptions opt;
-        opt.database = path_;
-        opt.name = checkpoint_name_;
-        opt.lease_ms = req.lease_ms;
-        opt.on_lost = [c = ctx()](const std::string &m) { c.ownership_lost(m); };
-        opt.warn = [c = ctx()](const std::string &m) { c.warn(m); };
-        lease_ = std::make_unique<ownership::Lease>(std::move(opt));
-    }
-    ownership::Lease::Attempt a = lease_->try_acquire();
-    if (!a.owned) throw Error(CDCFLOW_ERR_OWNED, a.text);
-    ctx().info(a.text);
+    sqlite_sink::acquire(lease_, path_, checkpoint_name_, req, ctx());
 }
 
 void ProjectionSink::release() {
@@ -152,14 +132,10 @@ void ProjectionSink::release() {
 }
 
 void ProjectionSink::checkpoint(const std::function<void(const cdcflow_position &)> &emit) {
-    // The database may have appeared since create(): another host made it
-    // while this one waited as a standby. Reading "nothing" then would start
-    // over from the beginning.
-    std::error_code ec;
-    if (!db_ && std::filesystem::exists(path_, ec))
-        db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
     // Before start() on a new database there is nothing yet: from the start.
-    if (!db_ || !db_.has_table("cdcflow_checkpoints")) return;
+    if (!sqlite_sink::open_if_created(db_, path_, static_cast<int>(busy_timeout_ms_)) ||
+        !db_.has_table("cdcflow_checkpoints"))
+        return;
     sqlite::Stmt s(db_, "SELECT \"partition\", position FROM cdcflow_checkpoints WHERE name = ?1");
     s.bind(1, std::string_view(checkpoint_name_));
     while (s.step())
@@ -328,16 +304,7 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
 
 void ProjectionSink::stop() {
     checkpointer_.stop();
-    // Leave a self-contained database file behind a clean stop: copy the WAL
-    // back and empty it. Best effort: a busy reader just means the next open
-    // (or the last connection to close) finishes the job, so do not wait long.
-    try {
-        if (db_ && db_.journal_mode() == "wal") {
-            sqlite3_busy_timeout(db_.raw(), 200);
-            sqlite3_wal_checkpoint_v2(db_.raw(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
-        }
-    } catch (const Error &) {
-    }
+    sqlite_sink::truncate_wal(db_);
     projection_->close();
     versions_.close();
     dead_letter_ = {};

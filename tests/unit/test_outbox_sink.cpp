@@ -249,7 +249,8 @@ TEST_CASE("outbox_sink: a new outbox is bulk-loaded without its id index, built 
     const std::string path = dir.file("target.db");
     auto has_index = [&path] {
         sqlite::Db db(path, SQLITE_OPEN_READONLY);
-        return count(db, "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'outbox_id_idx'") ==
+        return count(db,
+                     "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'outbox_id_idx'") ==
                1;
     };
     auto bulk = [](int64_t first, int64_t n) {

@@ -1,0 +1,53 @@
+#include "sqlite_sink.hpp"
+
+#include <filesystem>
+
+namespace cdcflow::sqlite_sink {
+
+void acquire(std::unique_ptr<ownership::Lease> &lease, const std::string &database, const std::string &name,
+             const cdcflow_ownership &req, cdcflow::Context ctx) {
+    if (!lease) {
+        ownership::LeaseOptions opt;
+        opt.database = database;
+        opt.name = name;
+        opt.lease_ms = req.lease_ms;
+        opt.on_lost = [ctx](const std::string &m) { ctx.ownership_lost(m); };
+        opt.warn = [ctx](const std::string &m) { ctx.warn(m); };
+        lease = std::make_unique<ownership::Lease>(std::move(opt));
+    }
+    ownership::Lease::Attempt a = lease->try_acquire();
+    if (!a.owned) throw Error(CDCFLOW_ERR_OWNED, a.text);
+    ctx.info(a.text);
+}
+
+void set_durability(sqlite::Db &db, const std::string &path, bool sync_full, bool create_schema,
+                    cdcflow::Context ctx) {
+    db.exec(sync_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL");
+    if (create_schema) {
+        if (std::string mode = db.switch_to_wal(); mode != "wal")
+            ctx.warn(sqlite::database_label(path) + " stays in journal_mode '" + mode +
+                     "' (WAL is recommended)");
+    } else if (std::string mode = db.journal_mode(); mode != "wal") {
+        ctx.info(sqlite::database_label(path) + " is in journal_mode '" + mode +
+                 "'; WAL is strongly recommended (readers and this sink then do not block each other)");
+    }
+}
+
+bool open_if_created(sqlite::Db &db, const std::string &path, int busy_timeout_ms) {
+    std::error_code ec;
+    if (!db && std::filesystem::exists(path, ec))
+        db = sqlite::Db(path, SQLITE_OPEN_READWRITE, busy_timeout_ms);
+    return static_cast<bool>(db);
+}
+
+void truncate_wal(sqlite::Db &db) noexcept {
+    try {
+        if (db && db.journal_mode() == "wal") {
+            sqlite3_busy_timeout(db.raw(), 200);
+            sqlite3_wal_checkpoint_v2(db.raw(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+        }
+    } catch (const Error &) {
+    }
+}
+
+} // namespace cdcflow::sqlite_sink
