@@ -93,6 +93,14 @@ Result<Target> target_of(const PipelineDef &def) {
     return t;
 }
 
+// A pipeline file, loaded and checked without starting anything, and its
+// migration's stages. An error (exit 3) names the file.
+Result<Target> load_target(const std::string &file, PluginRegistry &registry) {
+    auto def = load_checked(file, registry);
+    if (!def) return def.status();
+    return target_of(def.value());
+}
+
 // The databases, opened as the command needs them. The outbox is the
 // target's connection (one snapshot).
 struct Connections {
@@ -145,12 +153,7 @@ int cmd_verify(int argc, char **argv) {
         return kExitUsage;
     }
     PluginRegistry registry;
-    auto def = load_checked(vm["pipeline"].as<std::string>(), registry);
-    if (!def) {
-        log_failure(def.status().message(), "error", {{"exit_code", kExitInvalid}});
-        return kExitInvalid;
-    }
-    auto t = target_of(def.value());
+    auto t = load_target(vm["pipeline"].as<std::string>(), registry);
     if (!t) {
         log_failure(t.status().message(), "error", {{"exit_code", kExitInvalid}});
         return kExitInvalid;
@@ -385,12 +388,7 @@ private:
 
 int run_cleanup(const std::string &file, const po::variables_map &vm, const char *usage) {
     PluginRegistry registry;
-    auto def = load_checked(file, registry);
-    if (!def) {
-        log_failure(def.status().message(), "error", {{"exit_code", kExitInvalid}});
-        return kExitInvalid;
-    }
-    auto t = target_of(def.value());
+    auto t = load_target(file, registry);
     if (!t) {
         log_failure(t.status().message(), "error", {{"exit_code", kExitInvalid}});
         return kExitInvalid;
