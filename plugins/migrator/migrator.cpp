@@ -96,6 +96,10 @@ void Migrator::start() {
     // One statement per poll, prepared once: its read transaction ends when
     // it is reset, so the source never pins the application's WAL.
     select_ = reader_.prepare(schema_.select_sql(" WHERE " + id + " > ?1 ORDER BY " + id + " LIMIT ?2"));
+    // Before any progress, `id > INT64_MIN` would never read a row whose id
+    // is INT64_MIN itself: the first read includes its bound.
+    select_first_ =
+        reader_.prepare(schema_.select_sql(" WHERE " + id + " >= ?1 ORDER BY " + id + " LIMIT ?2"));
     probe_ = reader_.prepare(
         schema_.select_sql(" WHERE " + id + " BETWEEN ?1 AND ?2 ORDER BY " + id + " LIMIT ?3"));
     data_version_ = reader_.prepare("PRAGMA data_version");
@@ -300,13 +304,14 @@ uint32_t Migrator::read_in_order(cdcflow::Batch &batch) {
         return 0;
     }
     uint32_t n = 0, rows = 0;
-    select_.bind(1, have_last_ ? last_ : INT64_MIN).bind(2, static_cast<int64_t>(room));
-    sqlite::ResetOnExit guard{select_};
-    while (select_.step()) {
+    sqlite::Stmt &select = have_last_ ? select_ : select_first_;
+    select.bind(1, have_last_ ? last_ : INT64_MIN).bind(2, static_cast<int64_t>(room));
+    sqlite::ResetOnExit guard{select};
+    while (select.step()) {
         ++rows;
-        const int64_t id = select_.int64(0);
+        const int64_t id = select.int64(0);
         // id > last_ (the query's bound), so id - 1 cannot overflow.
-        if (have_last_ && sqlite3_column_type(select_.raw(), 0) == SQLITE_INTEGER && id - 1 > last_) {
+        if (have_last_ && sqlite3_column_type(select.raw(), 0) == SQLITE_INTEGER && id - 1 > last_) {
             const int64_t lo = last_ + 1, hi = id - 1;
             if (gap_grace_ms_ > 0 && lo > start_max_) {
                 // A hole among rows written since the start: the row there
@@ -317,7 +322,7 @@ uint32_t Migrator::read_in_order(cdcflow::Batch &batch) {
                 if (!hold_ || hi >= hold_->above) hold_ = Hold{id, now};
                 if (now - hold_->since < milliseconds(gap_grace_ms_)) {
                     held_rows_ = 1;
-                    while (select_.step())
+                    while (select.step())
                         ++held_rows_;
                     more_ = true;
                     break;
@@ -325,7 +330,7 @@ uint32_t Migrator::read_in_order(cdcflow::Batch &batch) {
             }
             open_gap(lo, hi);
         }
-        if (!append_row(select_, batch, false)) {
+        if (!append_row(select, batch, false)) {
             more_ = true; // the batch is full (bytes)
             break;
         }
@@ -454,6 +459,7 @@ void Migrator::update_lag(bool caught_up) {
 void Migrator::stop() {
     flush_close_warnings(true);
     select_ = {};
+    select_first_ = {};
     probe_ = {};
     data_version_ = {};
     max_id_ = {};

@@ -189,7 +189,7 @@ private:
     int64_t max_open_gaps_;
 
     sqlite::Db reader_; // read-only: the application's database is never written
-    sqlite::Stmt select_;
+    sqlite::Stmt select_, select_first_;
     sqlite::Stmt probe_; // rows inside one gap
     sqlite::Stmt data_version_;
     sqlite::Stmt max_id_;
