@@ -77,6 +77,15 @@ Migrator::Migrator(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ct
         if (missing >= 0) cfg.fail(Settings::kColumnMembers[missing], where() + ": " + why);
         cfg.fail(&Settings::table, where() + " " + why);
     }
+    bool unknown = false;
+    if (std::string why = schema_.check_id_key(reader_.raw(), &unknown, &db_error); !why.empty()) {
+        if (db_error != 0) throw Error(sqlite::status_of(db_error), where() + ": " + why);
+        cfg.fail(&Settings::id_column, where() + ": " + why);
+    }
+    if (unknown)
+        ctx.warn(where() + ": " + base::text(schema_.table, '"') +
+                 " is a view: that its id column holds one distinct, non-NULL id per row cannot be "
+                 "checked (two rows with one id would share an event id; a NULL id is never read)");
 }
 
 std::string Migrator::where() const {

@@ -85,6 +85,39 @@ class HostileRows(AttackTest):
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
         self.assertIn("0 migrated this run, %d already migrated" % len(mappable), r.stdout)
 
+    def test_an_id_column_that_is_not_a_key_is_refused(self):
+        # Found: a legacy table whose id column is a plain INTEGER column
+        # migrated two rows with one id as two outbox rows with one event id
+        # (exit 0), and a NULL id was never read, while verify called "legacy
+        # id 0" missing. Now refused at load time (exit 3), naming the column.
+        self.legacy([(1, "A", "k1", "T", BODY, "2020-01-01"), (1, "A", "k2", "T", BODY, "2020-01-01")],
+                    ddl=LEGACY_DDL.replace("INTEGER PRIMARY KEY", "INTEGER"))
+        r = self.migrate()
+        self.assertEqual(r.returncode, 3, r.stderr)
+        line = r.stderr.strip().splitlines()[-1]
+        self.assertIn('id_column: database \'%s\': table "legacy_outbox" column "id" (id_column) is neither the '
+                      'primary key nor has a unique index' % self.db, line)
+        self.assertEqual(self.sql("SELECT count(*) FROM sqlite_schema WHERE name = 'outbox'"), [(0,)])
+
+    def test_a_null_id_is_refused(self):
+        self.legacy([(None, "A", "k1", "T", BODY, "2020-01-01"), (1, "A", "k2", "T", BODY, "2020-01-01")],
+                    ddl=LEGACY_DDL.replace("INTEGER PRIMARY KEY", "INTEGER UNIQUE"))
+        r = self.migrate()
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertIn('column "id" (id_column) holds NULL', r.stderr.strip().splitlines()[-1])
+
+    def test_a_view_is_migrated_with_a_warning(self):
+        c = sqlite3.connect(self.db)
+        c.execute(LEGACY_DDL.replace("legacy_outbox", "base"))
+        c.execute("INSERT INTO base VALUES (1, 'A', 'k', 'T', '{}', '2020-01-01', 0)")
+        c.execute("CREATE VIEW legacy_outbox AS SELECT * FROM base")
+        c.commit()
+        c.close()
+        r = self.migrate()
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertIn('"legacy_outbox" is a view: that its id column holds one distinct', r.stderr)
+        self.assertEqual(self.event_ids(), {str(uuid.uuid5(NS, "1"))})
+
 
 if __name__ == "__main__":
     main()
