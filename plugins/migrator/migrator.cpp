@@ -72,20 +72,28 @@ Migrator::Migrator(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ct
     open_reader();
     int db_error = 0, missing = -1;
     if (std::string why = schema_.check(reader_.raw(), &db_error, &missing); !why.empty()) {
-        // A locked or corrupt file is not a config mistake: retry or stop.
+        // A locked database is not a config mistake, and create() is not
+        // retried: start() (which the host retries) checks it all again.
+        if (sqlite::is_busy(db_error)) return;
+        // A corrupt file or any other failure: stop with SQLite's reason.
         if (db_error != 0) throw Error(sqlite::status_of(db_error), where() + ": " + why);
         if (missing >= 0) cfg.fail(Settings::kColumnMembers[missing], where() + ": " + why);
         cfg.fail(&Settings::table, where() + " " + why);
     }
     bool unknown = false;
     if (std::string why = schema_.check_id_key(reader_.raw(), &unknown, &db_error); !why.empty()) {
+        if (sqlite::is_busy(db_error)) return;
         if (db_error != 0) throw Error(sqlite::status_of(db_error), where() + ": " + why);
         cfg.fail(&Settings::id_column, where() + ": " + why);
     }
-    if (unknown)
-        ctx.warn(where() + ": " + base::text(schema_.table, '"') +
-                 " is a view: that its id column holds one distinct, non-NULL id per row cannot be "
-                 "checked (two rows with one id would share an event id; a NULL id is never read)");
+    key_checked_ = true;
+    if (unknown) warn_view(ctx);
+}
+
+void Migrator::warn_view(const cdcflow::Context &ctx) {
+    ctx.warn(where() + ": " + base::text(schema_.table, '"') +
+             " is a view: that its id column holds one distinct, non-NULL id per row cannot be "
+             "checked (two rows with one id would share an event id; a NULL id is never read)");
 }
 
 std::string Migrator::where() const {
@@ -101,6 +109,13 @@ void Migrator::start() {
     int db_error = 0;
     if (std::string why = schema_.check(reader_.raw(), &db_error); !why.empty())
         throw Error(db_error ? sqlite::status_of(db_error) : CDCFLOW_ERR_CONFIG, where() + ": " + why);
+    if (!key_checked_) { // create() found the database locked
+        bool unknown = false;
+        if (std::string why = schema_.check_id_key(reader_.raw(), &unknown, &db_error); !why.empty())
+            throw Error(db_error ? sqlite::status_of(db_error) : CDCFLOW_ERR_CONFIG, where() + ": " + why);
+        key_checked_ = true;
+        if (unknown) warn_view(ctx());
+    }
     const std::string id = schema_.id_sql(), t = schema_.table_sql();
     // One statement per poll, prepared once: its read transaction ends when
     // it is reset, so the source never pins the application's WAL.

@@ -160,6 +160,10 @@ private:
     enum class CloseWhy : uint8_t { kExpired, kOverCap };
 
     void open_reader();
+    void warn_view(const cdcflow::Context &ctx);
+    // Whether the id column was found to be a key (create(), or start() when
+    // create() found the database locked).
+    bool key_checked_ = false;
     std::string where() const; // "database '/path'"
     // One pass: gap upkeep, late rows, then rows in order. Appends to the
     // batch; returns how many events were appended.

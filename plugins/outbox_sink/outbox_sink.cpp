@@ -61,13 +61,20 @@ OutboxSink::OutboxSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Contex
         return;
     }
     db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
-    check_outbox(&cfg);
-    if (std::string missing = missing_table(); !missing.empty()) {
-        if (create_schema_) return; // start() creates it
-        cfg.fail(&Settings::database,
-                 sqlite::database_label(path_) + " has no table '" + missing + "' (create_schema is false)");
+    try {
+        check_outbox(&cfg);
+        if (std::string missing = missing_table(); !missing.empty()) {
+            if (create_schema_) return; // start() creates it
+            cfg.fail(&Settings::database, sqlite::database_label(path_) + " has no table '" + missing +
+                                              "' (create_schema is false)");
+        }
+        prepare(); // every table exists: surface column mismatches now, not mid-run
+    } catch (const Error &e) {
+        // Locked by another connection past busy_timeout_ms: create() is not
+        // retried, start() is, and checks it all again.
+        if (e.status() == CDCFLOW_ERR_RETRY) return;
+        throw;
     }
-    prepare(); // every table exists: surface column mismatches now, not mid-run
 }
 
 OutboxSink::~OutboxSink() {
@@ -200,7 +207,8 @@ void OutboxSink::add_id_index() {
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     char took[32];
     std::snprintf(took, sizeof took, "%.2f", secs);
-    ctx().info("built the outbox's id index " + base::text(schema_.index_name(), '\'') + " in " + took + " s");
+    ctx().info("built the outbox's id index " + base::text(schema_.index_name(), '\'') + " in " + took +
+               " s");
 }
 
 void OutboxSink::flush() {

@@ -270,6 +270,13 @@ private:
     bool stopping_ = false;
 };
 
+// How long migrate's own reads (before and after the run) wait for a locked
+// database, as cleanup's transactions do.
+constexpr std::chrono::milliseconds kLockPatience = std::chrono::minutes(2);
+void warn_locked(const std::string &msg) {
+    log_line(CDCFLOW_LOG_WARN, "migrate", msg);
+}
+
 // migrate = run --drain, with the progress display and the summary.
 class MigrateObserver : public RunObserver {
 public:
@@ -284,15 +291,19 @@ public:
         target_ = std::move(t.value());
         uint64_t total = 0;
         try {
-            // The target may not exist yet: the sink creates it when it starts.
-            sqlite::Db legacy = open_db(target_.legacy_db, false);
-            std::error_code ec;
-            if (std::filesystem::exists(target_.target_db, ec)) {
-                sqlite::Db target = open_db(target_.target_db, false);
-                before_ = mig::count_target(target, target_.spec.migration);
-                progress_ = mig::read_progress(target, target_.spec.migration);
-            }
-            total = mig::count_legacy_after(legacy, target_.spec.legacy, progress_.last_legacy_id);
+            // A locked database (the application, or another cdcflow
+            // migrating into the target) is waited for, as the run would.
+            mig::retry_while_locked(kLockPatience, "counting the rows to migrate", warn_locked, [&] {
+                // The target may not exist yet: the sink creates it when it starts.
+                sqlite::Db legacy = open_db(target_.legacy_db, false);
+                std::error_code ec;
+                if (std::filesystem::exists(target_.target_db, ec)) {
+                    sqlite::Db target = open_db(target_.target_db, false);
+                    before_ = mig::count_target(target, target_.spec.migration);
+                    progress_ = mig::read_progress(target, target_.spec.migration);
+                }
+                total = mig::count_legacy_after(legacy, target_.spec.legacy, progress_.last_legacy_id);
+            });
         } catch (const Error &e) {
             log_failure(std::string("migrate: ") + e.what(), "error", {{"exit_code", kExitFailure}});
             return kExitFailure;
@@ -314,11 +325,13 @@ public:
         mig::Progress p;
         mig::ReportClass missing;
         try {
-            sqlite::Db legacy = open_db(target_.legacy_db, false);
-            sqlite::Db target = open_db(target_.target_db, false);
-            now = mig::count_target(target, target_.spec.migration);
-            p = mig::read_progress(target, target_.spec.migration);
-            missing = mig::quick_check({legacy, target, target}, target_.spec, 10);
+            mig::retry_while_locked(kLockPatience, "reading the migration's progress", warn_locked, [&] {
+                sqlite::Db legacy = open_db(target_.legacy_db, false);
+                sqlite::Db target = open_db(target_.target_db, false);
+                now = mig::count_target(target, target_.spec.migration);
+                p = mig::read_progress(target, target_.spec.migration);
+                missing = mig::quick_check({legacy, target, target}, target_.spec, 10);
+            });
         } catch (const Error &e) {
             // A run that failed already said why (and its code stands).
             if (code != kExitOk) return code;
