@@ -240,6 +240,27 @@ Progress read_progress(Db &target, const std::string &migration) {
     return p;
 }
 
+std::string namespace_mismatch(Db &target, const MigrationSpec &spec) {
+    if (!has_migration_tables(target) || !target.has_table(spec.outbox.table)) return {};
+    using outbox::Column;
+    Stmt s = target.prepare("SELECT m.legacy_id, o." + spec.outbox.quoted(Column::kId) +
+                            " FROM cdcflow_migration_map AS m JOIN " + spec.outbox.quoted_table() +
+                            " AS o ON o." + spec.outbox.quoted(Column::kSeq) +
+                            " = m.seq WHERE m.migration = ?1 ORDER BY m.seq DESC LIMIT 1");
+    s.bind(1, std::string_view(spec.migration));
+    if (!s.step()) return {};
+    const int64_t legacy_id = s.int64(0);
+    char want[kUuidTextSize];
+    legacy_event_id(spec.ns, legacy_id, want);
+    const std::string_view have = s.text(1);
+    if (have == std::string_view(want, kUuidTextSize)) return {};
+    return "legacy id " + std::to_string(legacy_id) + " was migrated as event " +
+           base::quoted(have, {'"', 40, true}) + ", but the namespace " + uuid_text(spec.ns) + " makes it " +
+           std::string(want, kUuidTextSize) +
+           ": the migrator's namespace changed since (set it back; a namespace is chosen once per legacy "
+           "table)";
+}
+
 TargetCounts count_target(Db &target, const std::string &migration) {
     TargetCounts c;
     if (!has_migration_tables(target)) return c;

@@ -114,6 +114,14 @@ void check_legacy(sqlite::Db &legacy, const LegacySchema &schema);
 // no content). The ids that are not (count and the first `limit`).
 ReportClass quick_check(Databases dbs, const MigrationSpec &spec, size_t limit);
 
+// Whether the migration's events were written under `spec.ns`: the newest
+// map entry whose outbox row still exists is compared with uuid5(ns, its
+// legacy id). "" when it matches or nothing is there to compare; else one
+// line naming the legacy id and both event ids. A namespace changed between
+// two runs would put the rest of the table under other ids (verify: every
+// earlier row missing, every earlier event unexpected).
+std::string namespace_mismatch(sqlite::Db &target, const MigrationSpec &spec);
+
 // The target's progress row of a migration (zeros when there is none).
 struct Progress {
     bool exists = false;

@@ -120,6 +120,36 @@ class HostileRows(AttackTest):
         self.assertEqual(self.event_ids(), {str(uuid.uuid5(NS, "1"))})
 
 
+class Operators(AttackTest):
+    def test_a_changed_namespace_is_refused_before_anything_is_written(self):
+        # Found: with the migrator's namespace changed between two runs,
+        # `cdcflow migrate` went on (exit 0) writing the new rows under the
+        # other namespace: an outbox of mixed ids, which verify then reported
+        # as every earlier row missing and every earlier event unexpected.
+        self.legacy([(i, "A", "k", "T", BODY, "2020-01-01") for i in range(1, 11)])
+        self.assertEqual(self.migrate().returncode, 0)
+        c = sqlite3.connect(self.db)
+        c.execute("INSERT INTO legacy_outbox VALUES (11, 'A', 'k', 'T', '{}', '2020-01-01', 0)")
+        c.commit()
+        c.close()
+        with open(MIGRATE) as f:
+            text = f.read().replace(str(NS), "6ba7b811-9dad-11d1-80b4-00c04fd430c8")
+        other = self.write("other-ns.yaml", text)
+        r = run(["migrate", other, "--progress=none"], env=self.env)
+        self.assertEqual(r.returncode, 3, r.stderr[-2000:])
+        self.assertEqual(r.stderr.strip().splitlines()[-1],
+                         "cdcflow: migrate: database '%s': legacy id 10 was migrated as event \"%s\", but the "
+                         "namespace 6ba7b811-9dad-11d1-80b4-00c04fd430c8 makes it %s: the migrator's namespace "
+                         "changed since (set it back; a namespace is chosen once per legacy table)"
+                         % (self.db, uuid.uuid5(NS, "10"), uuid.uuid5(uuid.UUID("6ba7b811-9dad-11d1-80b4-00c04fd430c8"), "10")))
+        self.assertEqual(len(self.event_ids()), 10)
+        # Under the namespace it was chosen with, it goes on.
+        r = self.migrate()
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        self.assertEqual(self.event_ids(), {str(uuid.uuid5(NS, str(i))) for i in range(1, 12)})
+        self.assertEqual(self.verify()[0].returncode, 0)
+
+
 class HostileDatabases(AttackTest):
     def test_a_database_locked_past_busy_timeout_at_the_start_is_waited_for(self):
         # Found: a writer holding BEGIN EXCLUSIVE on the legacy (and target)

@@ -290,6 +290,7 @@ public:
         }
         target_ = std::move(t.value());
         uint64_t total = 0;
+        std::string mismatch;
         try {
             // A locked database (the application, or another cdcflow
             // migrating into the target) is waited for, as the run would.
@@ -301,12 +302,19 @@ public:
                     sqlite::Db target = open_db(target_.target_db, false);
                     before_ = mig::count_target(target, target_.spec.migration);
                     progress_ = mig::read_progress(target, target_.spec.migration);
+                    mismatch = mig::namespace_mismatch(target, target_.spec);
                 }
                 total = mig::count_legacy_after(legacy, target_.spec.legacy, progress_.last_legacy_id);
             });
         } catch (const Error &e) {
             log_failure(std::string("migrate: ") + e.what(), "error", {{"exit_code", kExitFailure}});
             return kExitFailure;
+        }
+        // Going on would migrate the rest of the table under other event ids.
+        if (!mismatch.empty()) {
+            log_failure("migrate: " + sqlite::database_label(target_.target_db) + ": " + mismatch, "error",
+                        {{"exit_code", kExitInvalid}});
+            return kExitInvalid;
         }
         // JSON logs are for machines: progress only when asked for by name
         // (the file's `log:` is applied by now).
