@@ -4,13 +4,15 @@ databases, operators doing the wrong thing. Each test is a finding (or a
 promise that held under attack): it names what it attacks."""
 import json
 import os
+import signal
 import sqlite3
+import subprocess
 import sys
 import time
 import uuid
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import SOURCE_ROOT, TempDirTest, env_with, main, run, start  # noqa: E402
+from helpers import BIN, SOURCE_ROOT, TempDirTest, env_with, main, run, start, wait_for  # noqa: E402
 from test_migrate import LEGACY_DDL  # noqa: E402
 
 MIGRATE = os.path.join(SOURCE_ROOT, "pipelines", "migrate-legacy.yaml")
@@ -148,6 +150,45 @@ class Operators(AttackTest):
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
         self.assertEqual(self.event_ids(), {str(uuid.uuid5(NS, str(i))) for i in range(1, 12)})
         self.assertEqual(self.verify()[0].returncode, 0)
+
+    def test_migrate_behind_a_follower_says_so_and_claims_only_its_own_rows(self):
+        # Found: a `cdcflow migrate` started while a `cdcflow run` follower
+        # owned the migration waited as a standby (it says so: "standby: ...
+        # owned by host"), and when the follower stopped it printed "5000
+        # migrated this run" although the follower had written every row:
+        # the summary counted the target's growth since its start.
+        self.legacy([(1, "A", "k", "T", BODY, "2020-01-01")])
+        follower = start(["run", MIGRATE], env=self.env)
+        try:
+            wait_for(lambda: self.has_events(1), timeout=30, what="the follower's migration")
+            with open(self.path("migrate.err"), "w") as err:
+                m = subprocess.Popen([BIN, "migrate", MIGRATE, "--progress=none"], env=self.env,
+                                     stdout=subprocess.PIPE, stderr=err, text=True)
+                wait_for(lambda: "standby: checkpoint 'legacy-migration'" in open(self.path("migrate.err")).read(),
+                         timeout=30, what="migrate's standby line")
+                self.assertIsNone(m.poll())
+                # The application writes; the follower migrates it.
+                c = sqlite3.connect(self.db, timeout=30)
+                c.executemany("INSERT INTO legacy_outbox VALUES (?, 'A', 'k', 'T', '{}', '2020-01-01', 0)",
+                              [(i,) for i in range(2, 5001)])
+                c.commit()
+                c.close()
+                wait_for(lambda: self.has_events(5000), timeout=30, what="the follower's migration")
+                follower.send_signal(signal.SIGTERM)
+                self.assertEqual(follower.wait(timeout=30), 0)
+                out, _ = m.communicate(timeout=60)
+            self.assertEqual(m.returncode, 0, open(self.path("migrate.err")).read()[-2000:])
+            self.assertIn("0 migrated this run, 5000 already migrated before it (5000 in all)", out)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+            follower.communicate()
+
+    def has_events(self, n):
+        try:
+            return self.sql("SELECT count(*) FROM outbox")[0][0] >= n
+        except sqlite3.OperationalError:
+            return False
 
 
 class HostileDatabases(AttackTest):

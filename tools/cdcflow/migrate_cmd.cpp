@@ -328,7 +328,7 @@ public:
         if (display_) display_->stop();
     }
 
-    int after(Runtime &, const Status &st, int code, bool stop_asked) override {
+    int after(Runtime &r, const Status &st, int code, bool stop_asked) override {
         mig::TargetCounts now;
         mig::Progress p;
         mig::ReportClass missing;
@@ -347,20 +347,30 @@ public:
             return kExitFailure;
         }
         auto minus = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
+        // This run's share is what this process wrote (the sink's applied
+        // and rejected events), not the target's growth since before(): a
+        // second migrate that waited as a standby while the first did the
+        // work would otherwise claim all of it.
+        const Totals own = r.totals();
+        const uint64_t run_migrated = std::min(own.applied, now.migrated);
+        const uint64_t run_unmappable = std::min(own.rejected, now.unmappable);
         std::map<std::string, uint64_t, std::less<>> run_reasons;
+        uint64_t grown = 0;
         for (const auto &[cls, n] : now.reasons) {
             auto it = before_.reasons.find(cls);
             uint64_t d = minus(n, it == before_.reasons.end() ? 0 : it->second);
+            grown += d;
             if (d) run_reasons[cls] = d;
         }
+        // By reason only when all the growth is ours.
+        if (grown != run_unmappable) run_reasons.clear();
         std::printf("migration %s: %llu migrated this run, %llu already migrated before it (%llu in all)\n",
-                    quote(target_.spec.migration).c_str(),
-                    static_cast<unsigned long long>(minus(now.migrated, before_.migrated)),
-                    static_cast<unsigned long long>(before_.migrated),
+                    quote(target_.spec.migration).c_str(), static_cast<unsigned long long>(run_migrated),
+                    static_cast<unsigned long long>(now.migrated - run_migrated),
                     static_cast<unsigned long long>(now.migrated));
         // One line per reason class: its count in all, and this run's.
         std::printf("unmappable: %llu this run; %llu in all\n",
-                    static_cast<unsigned long long>(minus(now.unmappable, before_.unmappable)),
+                    static_cast<unsigned long long>(run_unmappable),
                     static_cast<unsigned long long>(now.unmappable));
         for (const auto &[cls, n] : now.reasons) {
             auto it = run_reasons.find(cls);
