@@ -443,10 +443,46 @@ cdcflow::PollResult Migrator::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
         const bool hold_due = hold_ && hold_remaining() <= Clock::duration::zero();
         const bool probe_due = !gaps_.empty() && v != gap_check_version_ && now_() >= next_gap_check_;
         if (v == version && !hold_due && !probe_due) continue;
+        const bool committed = v != version;
         version = v;
         if (attempt() > 0) return {!hold_ && !more_};
+        // Another connection committed and nothing came above last_: a
+        // delete, or an id at or below it.
+        if (committed) check_top();
     }
     return {!hold_ && !more_};
+}
+
+void Migrator::check_top() {
+    if (!have_last_ || !max_id_) return;
+    int64_t top = INT64_MIN;
+    try {
+        sqlite::ResetOnExit guard{max_id_};
+        if (max_id_.step() && !max_id_.is_null(0)) top = max_id_.int64(0);
+    } catch (const Error &) {
+        return; // busy: the next commit asks again
+    }
+    if (top < last_ && top_low_ == INT64_MAX) {
+        top_low_ = top;
+        ctx().warn(where() + ": the highest legacy id is now " +
+                   (top == INT64_MIN ? std::string("none (the table is empty)") : std::to_string(top)) +
+                   ", below the last migrated id " + std::to_string(last_) +
+                   ": the application deleted its newest rows, and SQLite gives their ids to its next "
+                   "messages, which cannot be migrated (their event ids are taken): keep the highest id "
+                   "(README, \"Cleanup\")");
+        return;
+    }
+    if (top_low_ == INT64_MAX) return; // the top is where it was
+    if (top <= top_low_) {
+        top_low_ = top; // more deleted
+        return;
+    }
+    // Ids above top_low_ and at or below last_ were written again.
+    const int64_t hi = std::min(top, last_);
+    ctx().error(where() + ": legacy ids " + std::to_string(top_low_ + 1) + ".." + std::to_string(hi) +
+                " were given again to new rows after the newest rows were deleted: not migrated (their event "
+                "ids are those of the deleted rows; verify reports them as content mismatches)");
+    top_low_ = top < last_ ? top : INT64_MAX;
 }
 
 Migrator::Clock::duration Migrator::hold_remaining() const {

@@ -223,6 +223,13 @@ private:
     Clock::time_point next_gap_check_{};
     int64_t gap_check_version_ = -1; // data_version at the last complete gap probe
     Clock::time_point next_lag_probe_{};
+    // The application deleted its newest rows (max(id) fell below last_):
+    // SQLite gives those ids to its next messages, whose event ids are taken
+    // by the migrated ones, so they cannot be migrated. top_low_ is the
+    // lowest max(id) seen below last_ (INT64_MAX: none); check_top() says it
+    // when it happens and names the ids when they are written again.
+    void check_top();
+    int64_t top_low_ = INT64_MAX;
     int64_t max_id_seen_ = INT64_MIN;
     Clock::duration slice_ = std::chrono::milliseconds(1);
 

@@ -191,6 +191,45 @@ class Operators(AttackTest):
             return False
 
 
+class Follow(AttackTest):
+    def test_the_application_deleting_its_newest_rows_is_said_and_a_reused_id_named(self):
+        # Found: while following, the old application's own cleanup deleted
+        # its newest (already migrated) rows; SQLite gave the highest deleted
+        # id to its next message, which the follower never migrated (its id
+        # is at or below the progress point) and never mentioned: the message
+        # was silently left behind (only verify's content mismatch showed it).
+        rows = [(i, "A", "k", "T", '{"n":%d}' % i, "2020-01-01") for i in range(1, 101)]
+        self.legacy(rows)
+        self.sql("PRAGMA journal_mode=WAL")
+        err_path = self.path("run.err")
+        with open(err_path, "w") as err:
+            p = subprocess.Popen([BIN, "run", MIGRATE], env=self.env, stdout=subprocess.DEVNULL, stderr=err)
+        try:
+            wait_for(lambda: self.has_events(100), timeout=30, what="the migration")
+            c = sqlite3.connect(self.db, timeout=30)
+            c.execute("DELETE FROM legacy_outbox WHERE id >= 90")
+            c.commit()
+            wait_for(lambda: "the highest legacy id is now 89, below the last migrated id 100" in open(err_path).read(),
+                     timeout=30, what="the warning")
+            c.execute("INSERT INTO legacy_outbox(topic, message_key, message_type, body, created_at, published) "
+                      "VALUES ('A', 'k', 'T', '{\"n\":\"new\"}', '2020-01-01', 0)")
+            c.commit()
+            self.assertEqual(c.execute("SELECT max(id) FROM legacy_outbox").fetchone()[0], 90)
+            c.close()
+            wait_for(lambda: "legacy ids 90..90 were given again to new rows" in open(err_path).read(),
+                     timeout=30, what="the error naming the reused id")
+        finally:
+            p.send_signal(signal.SIGTERM)
+            p.wait(timeout=30)
+        line = [x for x in open(err_path).read().splitlines() if "were given again" in x][0]
+        self.assertIn(" error [migrate] database '%s': legacy ids 90..90" % self.db, line)
+        r, report = self.verify()
+        self.assertEqual(r.returncode, 1)
+        self.assertEqual(report["classes"]["mismatches"]["ids"], [90])
+
+    has_events = Operators.has_events
+
+
 class HostileDatabases(AttackTest):
     def test_a_database_locked_past_busy_timeout_at_the_start_is_waited_for(self):
         # Found: a writer holding BEGIN EXCLUSIVE on the legacy (and target)
