@@ -247,10 +247,30 @@ void OutboxSink::checkpoint(const std::function<void(const cdcflow_position &)> 
     std::error_code ec;
     if (!db_ && std::filesystem::exists(path_, ec))
         db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
-    if (!db_ || !db_.has_table("cdcflow_migration_progress")) return;
-    sqlite::Stmt s(db_, "SELECT last_legacy_id, gaps FROM cdcflow_migration_progress WHERE name = ?1");
-    s.bind(1, std::string_view(checkpoint_name_));
-    if (!s.step()) return;
+    if (!db_) return;
+    const bool has_progress = db_.has_table("cdcflow_migration_progress");
+    sqlite::Stmt s;
+    if (has_progress) {
+        s = sqlite::Stmt(db_, "SELECT last_legacy_id, gaps FROM cdcflow_migration_progress WHERE name = ?1");
+        s.bind(1, std::string_view(checkpoint_name_));
+    }
+    if (!has_progress || !s.step()) {
+        // No migration of this name yet: the name must not be another
+        // pipeline's checkpoint (a projection's, in the same file), whose
+        // position this sink would overwrite with a legacy id, and that
+        // pipeline would then skip events.
+        if (db_.has_table("cdcflow_checkpoints")) {
+            sqlite::Stmt other(db_, "SELECT 1 FROM cdcflow_checkpoints WHERE name = ?1 LIMIT 1");
+            other.bind(1, std::string_view(checkpoint_name_));
+            if (other.step())
+                throw Error(CDCFLOW_ERR_CONFIG,
+                            "checkpoint_name: " + sqlite::database_label(path_) + ": '" +
+                                base::text(checkpoint_name_) +
+                                "' is the checkpoint of another pipeline (in cdcflow_checkpoints, not a "
+                                "migration): give the migration a checkpoint_name of its own");
+        }
+        return;
+    }
     std::optional<std::vector<Gap>> gaps = parse_gaps(s.text(1));
     if (!gaps)
         throw Error(CDCFLOW_ERR_IO, sqlite::database_label(path_) + ": cdcflow_migration_progress.gaps of '" +

@@ -191,6 +191,49 @@ class Operators(AttackTest):
             return False
 
 
+    def test_a_checkpoint_name_shared_with_a_projection_is_refused_both_ways(self):
+        # Found: a migration whose checkpoint_name is the accounts
+        # projection's ("accounts"), in the same file, wrote its last legacy
+        # id into cdcflow_checkpoints('accounts'); pipelines/accounts.yaml
+        # then resumed "after checkpoint offset 500" and applied none of the
+        # 50 migrated events (exit 0). Now each sink refuses the other's name.
+        accounts = os.path.join(SOURCE_ROOT, "pipelines", "accounts.yaml")
+        self.legacy([(i * 10, "Account", "acc-%d" % (i % 5), "MoneyDeposited", '{"amount":"%d.00"}' % i,
+                      "2020-01-01") for i in range(1, 51)])
+        with open(MIGRATE) as f:
+            shared = self.write("shared.yaml", f.read().replace("checkpoint_name: legacy-migration",
+                                                                "checkpoint_name: accounts"))
+        r = run(["migrate", shared, "--progress=none"], env=self.env)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        r = run(["run", accounts, "--drain"], env=self.env)
+        self.assertEqual(r.returncode, 1, r.stderr[-2000:])
+        self.assertEqual(r.stderr.strip().splitlines()[-1],
+                         "cdcflow: stage 'project' (plugin 'projection_sink'): cannot read checkpoint: "
+                         "checkpoint_name: database '%s': 'accounts' is the checkpoint of a migration "
+                         "(cdcflow_migration_progress): give this pipeline a checkpoint_name of its own" % self.db)
+        self.assertEqual(self.sql("SELECT position FROM cdcflow_checkpoints WHERE name = 'accounts'"), [(500,)])
+
+        # The other way: the projection's checkpoint first, then the migration.
+        other = self.path("other.db")
+        os.rename(self.db, other)
+        for suffix in ("-wal", "-shm"):
+            if os.path.exists(self.db + suffix):
+                os.rename(self.db + suffix, other + suffix)
+        self.legacy([(i, "Account", "acc-1", "MoneyDeposited", '{"amount":"1.00"}', "2020-01-01")
+                     for i in range(1, 11)])
+        self.sql("CREATE TABLE cdcflow_checkpoints(name TEXT, \"partition\" TEXT, position INTEGER NOT NULL, "
+                 "updated_at INTEGER, PRIMARY KEY(name, \"partition\"))")
+        c = sqlite3.connect(self.db)
+        c.execute("INSERT INTO cdcflow_checkpoints VALUES ('accounts', '', 3, 0)")
+        c.commit()
+        c.close()
+        r = run(["migrate", shared, "--progress=none"], env=self.env)
+        self.assertEqual(r.returncode, 1, r.stderr[-2000:])
+        self.assertIn("cdcflow: stage 'write' (plugin 'outbox_sink'): cannot read checkpoint: checkpoint_name: "
+                      "database '%s': 'accounts' is the checkpoint of another pipeline (in cdcflow_checkpoints, "
+                      "not a migration): give the migration a checkpoint_name of its own" % self.db, r.stderr)
+        self.assertEqual(self.sql("SELECT position FROM cdcflow_checkpoints WHERE name = 'accounts'"), [(3,)])
+
 class Follow(AttackTest):
     def test_the_application_deleting_its_newest_rows_is_said_and_a_reused_id_named(self):
         # Found: while following, the old application's own cleanup deleted
