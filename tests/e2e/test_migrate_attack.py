@@ -272,6 +272,50 @@ class Follow(AttackTest):
 
     has_events = Operators.has_events
 
+    def test_a_follower_stopped_past_its_lease_never_writes_after_the_takeover(self):
+        # Held: follower A frozen (SIGSTOP) past owner_lease_ms, follower B
+        # takes over and migrates what the application writes; A woken
+        # (SIGCONT) finds its ownership lost and steps down without writing:
+        # every row once, verify passes.
+        self.legacy([(i, "A", "k", "T", BODY, "2020-01-01") for i in range(1, 1001)])
+        self.sql("PRAGMA journal_mode=WAL")
+        with open(MIGRATE) as f:
+            text = f.read().replace("  poll_wait_ms: 100 ", "  owner_lease_ms: 1000\n  poll_wait_ms: 100 ", 1)
+        pipeline = self.write("lease.yaml", text)
+        a_err = open(self.path("a.err"), "w")
+        a = subprocess.Popen([BIN, "run", pipeline], env=self.env, stdout=subprocess.DEVNULL, stderr=a_err)
+        b = None
+        try:
+            wait_for(lambda: self.has_events(1000), timeout=30, what="A's migration")
+            a.send_signal(signal.SIGSTOP)
+            b = start(["run", pipeline], env=self.env)
+            time.sleep(2.5)  # past A's lease: B owns the migration now
+
+            def insert(lo, hi):
+                c = sqlite3.connect(self.db, timeout=30)
+                c.executemany("INSERT INTO legacy_outbox VALUES (?, 'A', 'k', 'T', '{}', '2020-01-01', 0)",
+                              [(i,) for i in range(lo, hi)])
+                c.commit()
+                c.close()
+            insert(1001, 2001)
+            wait_for(lambda: self.has_events(2000), timeout=30, what="B's migration")
+            a.send_signal(signal.SIGCONT)
+            wait_for(lambda: "ownership lost" in open(self.path("a.err")).read(), timeout=30,
+                     what="A stepping down")
+            insert(2001, 3001)
+            wait_for(lambda: self.has_events(3000), timeout=30, what="the rest")
+        finally:
+            a.send_signal(signal.SIGCONT)
+            for p in (a, b):
+                if p is not None and p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+                    p.wait(timeout=30)
+            a_err.close()
+            if b is not None:
+                b.communicate()
+        self.assertEqual(self.sql("SELECT count(*), count(DISTINCT id) FROM outbox"), [(3000, 3000)])
+        self.assertEqual(self.verify()[0].returncode, 0)
+
 
 class HostileDatabases(AttackTest):
     def test_a_database_locked_past_busy_timeout_at_the_start_is_waited_for(self):
