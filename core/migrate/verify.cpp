@@ -1,5 +1,6 @@
 #include "verify.hpp"
 
+#include "base/clock.hpp"
 #include "base/text.hpp"
 
 #include <nlohmann/json.hpp>
@@ -54,6 +55,14 @@ bool has_migration_tables(Db &target) {
 }
 
 // The first legacy id of `gaps` (sorted by lo) holding `id`.
+// The persisted gaps the migrator still watches (MigrationSpec::gap_watch_us).
+std::vector<Gap> watched_gaps(std::vector<Gap> gaps, const MigrationSpec &spec) {
+    if (!spec.gap_watch_us) return gaps;
+    const int64_t now = base::wall_us();
+    std::erase_if(gaps, [&](const Gap &g) { return g.opened_us <= now - *spec.gap_watch_us; });
+    return gaps;
+}
+
 bool in_gaps(const std::vector<Gap> &gaps, int64_t id) {
     for (const Gap &g : gaps)
         if (id >= g.lo && id <= g.hi) return true;
@@ -310,7 +319,7 @@ VerifyReport verify(Databases dbs, const MigrationSpec &spec, const VerifyOption
         ReadTx tx(dbs.target);
         Progress p = read_progress(dbs.target, spec.migration);
         r.last_legacy_id = p.last_legacy_id;
-        r.open_gaps = p.gaps;
+        r.open_gaps = watched_gaps(p.gaps, spec);
         if (has_migration_tables(dbs.target)) {
             Stmt m = dbs.target.prepare("SELECT migration = ?1, legacy_id, seq, checksum, late <> 0, "
                                         "cleaned_at IS NOT NULL FROM cdcflow_migration_map");
@@ -524,6 +533,7 @@ ReportClass quick_check(Databases dbs, const MigrationSpec &spec, size_t limit) 
         }
     }
     std::sort(accounted.begin(), accounted.end());
+    const std::vector<Gap> gaps = watched_gaps(p.gaps, spec);
     ReadTx tx(dbs.legacy);
     Stmt s = dbs.legacy.prepare("SELECT " + spec.legacy.id_sql() + " FROM " + spec.legacy.table_sql() +
                                 " WHERE " + spec.legacy.id_sql() + " <= ?1 ORDER BY " + spec.legacy.id_sql());
@@ -534,7 +544,7 @@ ReportClass quick_check(Databases dbs, const MigrationSpec &spec, size_t limit) 
         while (i < accounted.size() && accounted[i] < id)
             ++i;
         if (i < accounted.size() && accounted[i] == id) continue;
-        if (in_gaps(p.gaps, id)) continue;
+        if (in_gaps(gaps, id)) continue;
         add(missing, id, limit);
     }
     return missing;

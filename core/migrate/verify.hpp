@@ -50,6 +50,11 @@ struct MigrationSpec {
     Uuid ns{};
     outbox::OutboxSchema outbox;
     std::string migration = "legacy-migration"; // the outbox_sink's checkpoint_name
+    // The migrator's gap_watch_ms, in microseconds: a persisted open gap
+    // older than this is closed (the migrator closed it, and a closed set is
+    // committed only with the next migrated row), so a row there is missing,
+    // not "not yet migrated". nullopt: the persisted set as it is.
+    std::optional<int64_t> gap_watch_us;
 };
 
 // Connections to the three databases: `outbox` may be the same Db as
