@@ -20,34 +20,8 @@ struct Candidate {
     int64_t id, seq, checksum;
 };
 
-// Runs `fn` (one transaction) until it succeeds: a locked database (the
-// application writing, a checkpoint) is waited for with a growing pause, up
-// to `patience` in all; any other error, or a lock that outlasts it, throws.
 template <typename F> void with_retry(const CleanupOptions &opts, const char *what, F &&fn) {
-    const auto started = std::chrono::steady_clock::now();
-    auto pause = std::chrono::milliseconds(10);
-    bool told = false;
-    for (;;) {
-        try {
-            fn();
-            return;
-        } catch (const Error &e) {
-            if (e.status() != CDCFLOW_ERR_RETRY) throw;
-            const auto waited = std::chrono::steady_clock::now() - started;
-            if (waited >= opts.lock_patience)
-                throw Error(
-                    CDCFLOW_ERR_IO,
-                    std::string(e.what()) + "; gave up " + what + " after " +
-                        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(waited).count()) +
-                        " s of locks");
-            if (!told && opts.notice) {
-                opts.notice(std::string(what) + ": " + e.what() + "; retrying");
-                told = true;
-            }
-            std::this_thread::sleep_for(pause);
-            pause = std::min(pause * 2, std::chrono::milliseconds(1000));
-        }
-    }
+    retry_while_locked(opts.lock_patience, what, opts.notice, std::forward<F>(fn));
 }
 
 } // namespace

@@ -26,13 +26,50 @@
 
 #include "migrate/verify.hpp"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <string>
+#include <thread>
 
 namespace cdcflow::migrate {
+
+// Runs `fn` (one transaction, or one set of reads) until it succeeds: a
+// locked database (the application writing, a checkpoint, another cdcflow)
+// is waited for with a growing pause, up to `patience` in all, `notice`
+// told once; any other error, or a lock that outlasts it, throws (one line).
+// Cleanup runs every transaction through it, `cdcflow migrate` its reads
+// before and after the run.
+template <typename F>
+void retry_while_locked(std::chrono::milliseconds patience, const char *what,
+                        const std::function<void(const std::string &)> &notice, F &&fn) {
+    const auto started = std::chrono::steady_clock::now();
+    auto pause = std::chrono::milliseconds(10);
+    bool told = false;
+    for (;;) {
+        try {
+            fn();
+            return;
+        } catch (const Error &e) {
+            if (e.status() != CDCFLOW_ERR_RETRY) throw;
+            const auto waited = std::chrono::steady_clock::now() - started;
+            if (waited >= patience)
+                throw Error(
+                    CDCFLOW_ERR_IO,
+                    std::string(e.what()) + "; gave up " + what + " after " +
+                        std::to_string(std::chrono::duration_cast<std::chrono::seconds>(waited).count()) +
+                        " s of locks");
+            if (!told && notice) {
+                notice(std::string(what) + ": " + e.what() + "; retrying");
+                told = true;
+            }
+            std::this_thread::sleep_for(pause);
+            pause = std::min(pause * 2, std::chrono::milliseconds(1000));
+        }
+    }
+}
 
 struct CleanupOptions {
     int64_t older_than_us = 0;           // rows with created_at before now - this go

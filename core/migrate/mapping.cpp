@@ -50,6 +50,91 @@ std::string LegacySchema::check(sqlite3 *db, int *db_error, int *missing_column)
     return {};
 }
 
+std::string LegacySchema::check_id_key(sqlite3 *db, bool *unknown, int *db_error) const {
+    *unknown = false;
+    if (db_error) *db_error = 0;
+    const std::string &id = name(LegacyColumn::kId);
+    auto fail = [&](int rc) {
+        if (db_error) *db_error = rc;
+        return std::string(sqlite3_errmsg(db));
+    };
+    auto prepare = [&](const std::string &sql, sqlite::StmtPtr &out) {
+        sqlite3_stmt *raw = nullptr;
+        int rc = sqlite3_prepare_v2(db, sql.c_str(), static_cast<int>(sql.size()), &raw, nullptr);
+        out.reset(raw);
+        return rc == SQLITE_OK ? SQLITE_OK : sqlite3_extended_errcode(db);
+    };
+    auto text = [](sqlite3_stmt *s, int i) {
+        const unsigned char *p = sqlite3_column_text(s, i);
+        return std::string_view(p ? reinterpret_cast<const char *>(p) : "",
+                                static_cast<size_t>(sqlite3_column_bytes(s, i)));
+    };
+    bool keyed = false, declared_not_null = false, rowid_alias = false;
+    {
+        sqlite::StmtPtr info;
+        if (int rc =
+                prepare("SELECT name, type, \"notnull\", pk, (SELECT count(*) FROM pragma_table_info(?1) "
+                        "WHERE pk > 0) FROM pragma_table_info(?1)",
+                        info);
+            rc)
+            return fail(rc);
+        sqlite::bind_text(info.get(), 1, table);
+        int rc;
+        while ((rc = sqlite3_step(info.get())) == SQLITE_ROW) {
+            if (!sqlite::same_name(text(info.get(), 0), id)) continue;
+            declared_not_null = sqlite3_column_int(info.get(), 2) != 0;
+            const bool sole_pk =
+                sqlite3_column_int(info.get(), 3) == 1 && sqlite3_column_int(info.get(), 4) == 1;
+            keyed = sole_pk;
+            // INTEGER PRIMARY KEY is the rowid itself: never NULL.
+            rowid_alias = sole_pk && sqlite::same_name(text(info.get(), 1), "INTEGER");
+        }
+        if (rc != SQLITE_DONE) return fail(sqlite3_extended_errcode(db));
+    }
+    if (!keyed) {
+        sqlite::StmtPtr list;
+        if (int rc =
+                prepare("SELECT l.name FROM pragma_index_list(?1) AS l WHERE l.\"unique\" AND NOT l.partial "
+                        "AND (SELECT count(*) FROM pragma_index_info(l.name)) = 1 AND "
+                        "(SELECT name FROM pragma_index_info(l.name)) = ?2 COLLATE NOCASE",
+                        list);
+            rc)
+            return fail(rc);
+        sqlite::bind_text(list.get(), 1, table);
+        sqlite::bind_text(list.get(), 2, id);
+        int rc = sqlite3_step(list.get());
+        if (rc == SQLITE_ROW)
+            keyed = true;
+        else if (rc != SQLITE_DONE)
+            return fail(sqlite3_extended_errcode(db));
+    }
+    std::string what = "table ";
+    base::append_text(what, table, '"');
+    what += " column ";
+    base::append_text(what, id, '"');
+    if (!keyed) {
+        sqlite::StmtPtr kind;
+        if (int rc = prepare("SELECT type FROM sqlite_schema WHERE name = ?1 COLLATE NOCASE", kind); rc)
+            return fail(rc);
+        sqlite::bind_text(kind.get(), 1, table);
+        if (sqlite3_step(kind.get()) == SQLITE_ROW && text(kind.get(), 0) == "view") {
+            *unknown = true;
+            return {};
+        }
+        return what + " (id_column) is neither the primary key nor has a unique index: two rows with one id "
+                      "would get one event id";
+    }
+    if (rowid_alias || declared_not_null) return {};
+    sqlite::StmtPtr nulls;
+    if (int rc = prepare("SELECT 1 FROM " + table_sql() + " WHERE " + id_sql() + " IS NULL LIMIT 1", nulls);
+        rc)
+        return fail(rc);
+    int rc = sqlite3_step(nulls.get());
+    if (rc == SQLITE_ROW) return what + " (id_column) holds NULL: such a row would never be read";
+    if (rc != SQLITE_DONE) return fail(sqlite3_extended_errcode(db));
+    return {};
+}
+
 static std::optional<std::string_view> column_text(sqlite3_stmt *s, int i) {
     if (sqlite3_column_type(s, i) == SQLITE_NULL) return std::nullopt;
     // Blob first: its bytes as stored (text() would not change them either,

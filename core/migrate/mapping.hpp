@@ -74,6 +74,15 @@ struct LegacySchema {
     // missing column, else -1 (so that a caller can name the config key's
     // location, and tell a locked database from a wrong table).
     std::string check(sqlite3 *db, int *db_error = nullptr, int *missing_column = nullptr) const;
+    // Whether the id column is a key: every reader (the migrator's `id > last`
+    // in batches, verify, cleanup) takes one id for one row. Two rows with one
+    // id would share an event id (one of them skipped at a batch boundary,
+    // or written twice), a NULL id is never read. "" when the column is the
+    // table's single-column primary key or has a unique, non-partial index
+    // and holds no NULL; else one line saying which. `unknown` is set (and
+    // "" returned) for a view, whose ids cannot be checked from its schema.
+    // The caller has run check() first; `db_error` as there.
+    std::string check_id_key(sqlite3 *db, bool *unknown, int *db_error = nullptr) const;
 };
 
 // One row as SQLite returned it; nullopt is SQL NULL. Views borrow the

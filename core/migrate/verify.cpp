@@ -1,5 +1,6 @@
 #include "verify.hpp"
 
+#include "base/clock.hpp"
 #include "base/text.hpp"
 
 #include <nlohmann/json.hpp>
@@ -54,6 +55,14 @@ bool has_migration_tables(Db &target) {
 }
 
 // The first legacy id of `gaps` (sorted by lo) holding `id`.
+// The persisted gaps the migrator still watches (MigrationSpec::gap_watch_us).
+std::vector<Gap> watched_gaps(std::vector<Gap> gaps, const MigrationSpec &spec) {
+    if (!spec.gap_watch_us) return gaps;
+    const int64_t now = base::wall_us();
+    std::erase_if(gaps, [&](const Gap &g) { return g.opened_us <= now - *spec.gap_watch_us; });
+    return gaps;
+}
+
 bool in_gaps(const std::vector<Gap> &gaps, int64_t id) {
     for (const Gap &g : gaps)
         if (id >= g.lo && id <= g.hi) return true;
@@ -240,6 +249,27 @@ Progress read_progress(Db &target, const std::string &migration) {
     return p;
 }
 
+std::string namespace_mismatch(Db &target, const MigrationSpec &spec) {
+    if (!has_migration_tables(target) || !target.has_table(spec.outbox.table)) return {};
+    using outbox::Column;
+    Stmt s = target.prepare("SELECT m.legacy_id, o." + spec.outbox.quoted(Column::kId) +
+                            " FROM cdcflow_migration_map AS m JOIN " + spec.outbox.quoted_table() +
+                            " AS o ON o." + spec.outbox.quoted(Column::kSeq) +
+                            " = m.seq WHERE m.migration = ?1 ORDER BY m.seq DESC LIMIT 1");
+    s.bind(1, std::string_view(spec.migration));
+    if (!s.step()) return {};
+    const int64_t legacy_id = s.int64(0);
+    char want[kUuidTextSize];
+    legacy_event_id(spec.ns, legacy_id, want);
+    const std::string_view have = s.text(1);
+    if (have == std::string_view(want, kUuidTextSize)) return {};
+    return "legacy id " + std::to_string(legacy_id) + " was migrated as event " +
+           base::quoted(have, {'"', 40, true}) + ", but the namespace " + uuid_text(spec.ns) + " makes it " +
+           std::string(want, kUuidTextSize) +
+           ": the migrator's namespace changed since (set it back; a namespace is chosen once per legacy "
+           "table)";
+}
+
 TargetCounts count_target(Db &target, const std::string &migration) {
     TargetCounts c;
     if (!has_migration_tables(target)) return c;
@@ -289,7 +319,7 @@ VerifyReport verify(Databases dbs, const MigrationSpec &spec, const VerifyOption
         ReadTx tx(dbs.target);
         Progress p = read_progress(dbs.target, spec.migration);
         r.last_legacy_id = p.last_legacy_id;
-        r.open_gaps = p.gaps;
+        r.open_gaps = watched_gaps(p.gaps, spec);
         if (has_migration_tables(dbs.target)) {
             Stmt m = dbs.target.prepare("SELECT migration = ?1, legacy_id, seq, checksum, late <> 0, "
                                         "cleaned_at IS NOT NULL FROM cdcflow_migration_map");
@@ -503,6 +533,7 @@ ReportClass quick_check(Databases dbs, const MigrationSpec &spec, size_t limit) 
         }
     }
     std::sort(accounted.begin(), accounted.end());
+    const std::vector<Gap> gaps = watched_gaps(p.gaps, spec);
     ReadTx tx(dbs.legacy);
     Stmt s = dbs.legacy.prepare("SELECT " + spec.legacy.id_sql() + " FROM " + spec.legacy.table_sql() +
                                 " WHERE " + spec.legacy.id_sql() + " <= ?1 ORDER BY " + spec.legacy.id_sql());
@@ -513,7 +544,7 @@ ReportClass quick_check(Databases dbs, const MigrationSpec &spec, size_t limit) 
         while (i < accounted.size() && accounted[i] < id)
             ++i;
         if (i < accounted.size() && accounted[i] == id) continue;
-        if (in_gaps(p.gaps, id)) continue;
+        if (in_gaps(gaps, id)) continue;
         add(missing, id, limit);
     }
     return missing;

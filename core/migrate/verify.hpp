@@ -50,6 +50,11 @@ struct MigrationSpec {
     Uuid ns{};
     outbox::OutboxSchema outbox;
     std::string migration = "legacy-migration"; // the outbox_sink's checkpoint_name
+    // The migrator's gap_watch_ms, in microseconds: a persisted open gap
+    // older than this is closed (the migrator closed it, and a closed set is
+    // committed only with the next migrated row), so a row there is missing,
+    // not "not yet migrated". nullopt: the persisted set as it is.
+    std::optional<int64_t> gap_watch_us;
 };
 
 // Connections to the three databases: `outbox` may be the same Db as
@@ -113,6 +118,14 @@ void check_legacy(sqlite::Db &legacy, const LegacySchema &schema);
 // in the map or recorded as unmappable, except those in open gaps (ids only,
 // no content). The ids that are not (count and the first `limit`).
 ReportClass quick_check(Databases dbs, const MigrationSpec &spec, size_t limit);
+
+// Whether the migration's events were written under `spec.ns`: the newest
+// map entry whose outbox row still exists is compared with uuid5(ns, its
+// legacy id). "" when it matches or nothing is there to compare; else one
+// line naming the legacy id and both event ids. A namespace changed between
+// two runs would put the rest of the table under other ids (verify: every
+// earlier row missing, every earlier event unexpected).
+std::string namespace_mismatch(sqlite::Db &target, const MigrationSpec &spec);
 
 // The target's progress row of a migration (zeros when there is none).
 struct Progress {

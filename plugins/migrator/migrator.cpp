@@ -72,11 +72,28 @@ Migrator::Migrator(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ct
     open_reader();
     int db_error = 0, missing = -1;
     if (std::string why = schema_.check(reader_.raw(), &db_error, &missing); !why.empty()) {
-        // A locked or corrupt file is not a config mistake: retry or stop.
+        // A locked database is not a config mistake, and create() is not
+        // retried: start() (which the host retries) checks it all again.
+        if (sqlite::is_busy(db_error)) return;
+        // A corrupt file or any other failure: stop with SQLite's reason.
         if (db_error != 0) throw Error(sqlite::status_of(db_error), where() + ": " + why);
         if (missing >= 0) cfg.fail(Settings::kColumnMembers[missing], where() + ": " + why);
         cfg.fail(&Settings::table, where() + " " + why);
     }
+    bool unknown = false;
+    if (std::string why = schema_.check_id_key(reader_.raw(), &unknown, &db_error); !why.empty()) {
+        if (sqlite::is_busy(db_error)) return;
+        if (db_error != 0) throw Error(sqlite::status_of(db_error), where() + ": " + why);
+        cfg.fail(&Settings::id_column, where() + ": " + why);
+    }
+    key_checked_ = true;
+    if (unknown) warn_view(ctx);
+}
+
+void Migrator::warn_view(const cdcflow::Context &ctx) {
+    ctx.warn(where() + ": " + base::text(schema_.table, '"') +
+             " is a view: that its id column holds one distinct, non-NULL id per row cannot be "
+             "checked (two rows with one id would share an event id; a NULL id is never read)");
 }
 
 std::string Migrator::where() const {
@@ -92,10 +109,21 @@ void Migrator::start() {
     int db_error = 0;
     if (std::string why = schema_.check(reader_.raw(), &db_error); !why.empty())
         throw Error(db_error ? sqlite::status_of(db_error) : CDCFLOW_ERR_CONFIG, where() + ": " + why);
+    if (!key_checked_) { // create() found the database locked
+        bool unknown = false;
+        if (std::string why = schema_.check_id_key(reader_.raw(), &unknown, &db_error); !why.empty())
+            throw Error(db_error ? sqlite::status_of(db_error) : CDCFLOW_ERR_CONFIG, where() + ": " + why);
+        key_checked_ = true;
+        if (unknown) warn_view(ctx());
+    }
     const std::string id = schema_.id_sql(), t = schema_.table_sql();
     // One statement per poll, prepared once: its read transaction ends when
     // it is reset, so the source never pins the application's WAL.
     select_ = reader_.prepare(schema_.select_sql(" WHERE " + id + " > ?1 ORDER BY " + id + " LIMIT ?2"));
+    // Before any progress, `id > INT64_MIN` would never read a row whose id
+    // is INT64_MIN itself: the first read includes its bound.
+    select_first_ =
+        reader_.prepare(schema_.select_sql(" WHERE " + id + " >= ?1 ORDER BY " + id + " LIMIT ?2"));
     probe_ = reader_.prepare(
         schema_.select_sql(" WHERE " + id + " BETWEEN ?1 AND ?2 ORDER BY " + id + " LIMIT ?3"));
     data_version_ = reader_.prepare("PRAGMA data_version");
@@ -300,13 +328,14 @@ uint32_t Migrator::read_in_order(cdcflow::Batch &batch) {
         return 0;
     }
     uint32_t n = 0, rows = 0;
-    select_.bind(1, have_last_ ? last_ : INT64_MIN).bind(2, static_cast<int64_t>(room));
-    sqlite::ResetOnExit guard{select_};
-    while (select_.step()) {
+    sqlite::Stmt &select = have_last_ ? select_ : select_first_;
+    select.bind(1, have_last_ ? last_ : INT64_MIN).bind(2, static_cast<int64_t>(room));
+    sqlite::ResetOnExit guard{select};
+    while (select.step()) {
         ++rows;
-        const int64_t id = select_.int64(0);
+        const int64_t id = select.int64(0);
         // id > last_ (the query's bound), so id - 1 cannot overflow.
-        if (have_last_ && sqlite3_column_type(select_.raw(), 0) == SQLITE_INTEGER && id - 1 > last_) {
+        if (have_last_ && sqlite3_column_type(select.raw(), 0) == SQLITE_INTEGER && id - 1 > last_) {
             const int64_t lo = last_ + 1, hi = id - 1;
             if (gap_grace_ms_ > 0 && lo > start_max_) {
                 // A hole among rows written since the start: the row there
@@ -317,7 +346,7 @@ uint32_t Migrator::read_in_order(cdcflow::Batch &batch) {
                 if (!hold_ || hi >= hold_->above) hold_ = Hold{id, now};
                 if (now - hold_->since < milliseconds(gap_grace_ms_)) {
                     held_rows_ = 1;
-                    while (select_.step())
+                    while (select.step())
                         ++held_rows_;
                     more_ = true;
                     break;
@@ -325,7 +354,7 @@ uint32_t Migrator::read_in_order(cdcflow::Batch &batch) {
             }
             open_gap(lo, hi);
         }
-        if (!append_row(select_, batch, false)) {
+        if (!append_row(select, batch, false)) {
             more_ = true; // the batch is full (bytes)
             break;
         }
@@ -414,10 +443,46 @@ cdcflow::PollResult Migrator::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
         const bool hold_due = hold_ && hold_remaining() <= Clock::duration::zero();
         const bool probe_due = !gaps_.empty() && v != gap_check_version_ && now_() >= next_gap_check_;
         if (v == version && !hold_due && !probe_due) continue;
+        const bool committed = v != version;
         version = v;
         if (attempt() > 0) return {!hold_ && !more_};
+        // Another connection committed and nothing came above last_: a
+        // delete, or an id at or below it.
+        if (committed) check_top();
     }
     return {!hold_ && !more_};
+}
+
+void Migrator::check_top() {
+    if (!have_last_ || !max_id_) return;
+    int64_t top = INT64_MIN;
+    try {
+        sqlite::ResetOnExit guard{max_id_};
+        if (max_id_.step() && !max_id_.is_null(0)) top = max_id_.int64(0);
+    } catch (const Error &) {
+        return; // busy: the next commit asks again
+    }
+    if (top < last_ && top_low_ == INT64_MAX) {
+        top_low_ = top;
+        ctx().warn(where() + ": the highest legacy id is now " +
+                   (top == INT64_MIN ? std::string("none (the table is empty)") : std::to_string(top)) +
+                   ", below the last migrated id " + std::to_string(last_) +
+                   ": the application deleted its newest rows, and SQLite gives their ids to its next "
+                   "messages, which cannot be migrated (their event ids are taken): keep the highest id "
+                   "(README, \"Cleanup\")");
+        return;
+    }
+    if (top_low_ == INT64_MAX) return; // the top is where it was
+    if (top <= top_low_) {
+        top_low_ = top; // more deleted
+        return;
+    }
+    // Ids above top_low_ and at or below last_ were written again.
+    const int64_t hi = std::min(top, last_);
+    ctx().error(where() + ": legacy ids " + std::to_string(top_low_ + 1) + ".." + std::to_string(hi) +
+                " were given again to new rows after the newest rows were deleted: not migrated (their event "
+                "ids are those of the deleted rows; verify reports them as content mismatches)");
+    top_low_ = top < last_ ? top : INT64_MAX;
 }
 
 Migrator::Clock::duration Migrator::hold_remaining() const {
@@ -454,6 +519,7 @@ void Migrator::update_lag(bool caught_up) {
 void Migrator::stop() {
     flush_close_warnings(true);
     select_ = {};
+    select_first_ = {};
     probe_ = {};
     data_version_ = {};
     max_id_ = {};

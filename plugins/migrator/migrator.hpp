@@ -160,6 +160,10 @@ private:
     enum class CloseWhy : uint8_t { kExpired, kOverCap };
 
     void open_reader();
+    void warn_view(const cdcflow::Context &ctx);
+    // Whether the id column was found to be a key (create(), or start() when
+    // create() found the database locked).
+    bool key_checked_ = false;
     std::string where() const; // "database '/path'"
     // One pass: gap upkeep, late rows, then rows in order. Appends to the
     // batch; returns how many events were appended.
@@ -189,7 +193,7 @@ private:
     int64_t max_open_gaps_;
 
     sqlite::Db reader_; // read-only: the application's database is never written
-    sqlite::Stmt select_;
+    sqlite::Stmt select_, select_first_;
     sqlite::Stmt probe_; // rows inside one gap
     sqlite::Stmt data_version_;
     sqlite::Stmt max_id_;
@@ -219,6 +223,13 @@ private:
     Clock::time_point next_gap_check_{};
     int64_t gap_check_version_ = -1; // data_version at the last complete gap probe
     Clock::time_point next_lag_probe_{};
+    // The application deleted its newest rows (max(id) fell below last_):
+    // SQLite gives those ids to its next messages, whose event ids are taken
+    // by the migrated ones, so they cannot be migrated. top_low_ is the
+    // lowest max(id) seen below last_ (INT64_MAX: none); check_top() says it
+    // when it happens and names the ids when they are written again.
+    void check_top();
+    int64_t top_low_ = INT64_MAX;
     int64_t max_id_seen_ = INT64_MIN;
     Clock::duration slice_ = std::chrono::milliseconds(1);
 

@@ -62,13 +62,20 @@ OutboxSink::OutboxSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Contex
         return;
     }
     db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
-    check_outbox(&cfg);
-    if (std::string missing = missing_table(); !missing.empty()) {
-        if (create_schema_) return; // start() creates it
-        cfg.fail(&Settings::database,
-                 sqlite::database_label(path_) + " has no table '" + missing + "' (create_schema is false)");
+    try {
+        check_outbox(&cfg);
+        if (std::string missing = missing_table(); !missing.empty()) {
+            if (create_schema_) return; // start() creates it
+            cfg.fail(&Settings::database, sqlite::database_label(path_) + " has no table '" + missing +
+                                              "' (create_schema is false)");
+        }
+        prepare(); // every table exists: surface column mismatches now, not mid-run
+    } catch (const Error &e) {
+        // Locked by another connection past busy_timeout_ms: create() is not
+        // retried, start() is, and checks it all again.
+        if (e.status() == CDCFLOW_ERR_RETRY) return;
+        throw;
     }
-    prepare(); // every table exists: surface column mismatches now, not mid-run
 }
 
 OutboxSink::~OutboxSink() {
@@ -214,12 +221,30 @@ void OutboxSink::release() {
 }
 
 void OutboxSink::checkpoint(const std::function<void(const cdcflow_position &)> &emit) {
-    if (!sqlite_sink::open_if_created(db_, path_, static_cast<int>(busy_timeout_ms_)) ||
-        !db_.has_table("cdcflow_migration_progress"))
+    if (!sqlite_sink::open_if_created(db_, path_, static_cast<int>(busy_timeout_ms_))) return;
+    const bool has_progress = db_.has_table("cdcflow_migration_progress");
+    sqlite::Stmt s;
+    if (has_progress) {
+        s = sqlite::Stmt(db_, "SELECT last_legacy_id, gaps FROM cdcflow_migration_progress WHERE name = ?1");
+        s.bind(1, std::string_view(checkpoint_name_));
+    }
+    if (!has_progress || !s.step()) {
+        // No migration of this name yet: the name must not be another
+        // pipeline's checkpoint (a projection's, in the same file), whose
+        // position this sink would overwrite with a legacy id, and that
+        // pipeline would then skip events.
+        if (db_.has_table("cdcflow_checkpoints")) {
+            sqlite::Stmt other(db_, "SELECT 1 FROM cdcflow_checkpoints WHERE name = ?1 LIMIT 1");
+            other.bind(1, std::string_view(checkpoint_name_));
+            if (other.step())
+                throw Error(CDCFLOW_ERR_CONFIG,
+                            "checkpoint_name: " + sqlite::database_label(path_) + ": '" +
+                                base::text(checkpoint_name_) +
+                                "' is the checkpoint of another pipeline (in cdcflow_checkpoints, not a "
+                                "migration): give the migration a checkpoint_name of its own");
+        }
         return;
-    sqlite::Stmt s(db_, "SELECT last_legacy_id, gaps FROM cdcflow_migration_progress WHERE name = ?1");
-    s.bind(1, std::string_view(checkpoint_name_));
-    if (!s.step()) return;
+    }
     std::optional<std::vector<Gap>> gaps = parse_gaps(s.text(1));
     if (!gaps)
         throw Error(CDCFLOW_ERR_IO, sqlite::database_label(path_) + ": cdcflow_migration_progress.gaps of '" +

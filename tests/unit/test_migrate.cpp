@@ -192,3 +192,53 @@ TEST_CASE("LegacySchema::check names the missing table or column, and tells a da
     CHECK(schema.check(db).empty()); // the out-parameters are optional
     sqlite3_close(db);
 }
+
+TEST_CASE("LegacySchema::check_id_key wants one distinct, non-NULL id per row") {
+    struct Case {
+        const char *ddl;
+        const char *rows;
+        const char *expect; // a part of the reason; "" when accepted
+        bool unknown;
+    };
+    const Case cases[] = {
+        {"CREATE TABLE legacy_outbox(id INTEGER PRIMARY KEY, x)", "", "", false},
+        {"CREATE TABLE legacy_outbox(ID integer primary key, x)", "", "", false},
+        {"CREATE TABLE legacy_outbox(id INTEGER, x)", "", "neither the primary key nor has a unique index",
+         false},
+        {"CREATE TABLE legacy_outbox(id INTEGER, x, PRIMARY KEY(id, x))", "",
+         "neither the primary key nor has a unique index", false},
+        {"CREATE TABLE legacy_outbox(id INTEGER, x); CREATE INDEX i ON legacy_outbox(id)", "",
+         "neither the primary key", false},
+        {"CREATE TABLE legacy_outbox(id INTEGER, x); CREATE UNIQUE INDEX i ON legacy_outbox(id) WHERE x", "",
+         "neither the primary key", false},
+        {"CREATE TABLE legacy_outbox(id INTEGER, x); CREATE UNIQUE INDEX i ON legacy_outbox(id, x)", "",
+         "neither the primary key", false},
+        {"CREATE TABLE legacy_outbox(id INTEGER UNIQUE, x)", "INSERT INTO legacy_outbox VALUES (1, 1)", "",
+         false},
+        {"CREATE TABLE legacy_outbox(id INTEGER UNIQUE, x)", "INSERT INTO legacy_outbox VALUES (NULL, 1)",
+         "column \"id\" (id_column) holds NULL", false},
+        {"CREATE TABLE legacy_outbox(id BIGINT PRIMARY KEY, x)", "INSERT INTO legacy_outbox VALUES (NULL, 1)",
+         "holds NULL", false},
+        {"CREATE TABLE legacy_outbox(id INTEGER NOT NULL, x); CREATE UNIQUE INDEX i ON legacy_outbox(id)", "",
+         "", false},
+        {"CREATE TABLE b(id INTEGER, x); CREATE VIEW legacy_outbox AS SELECT * FROM b", "", "", true},
+    };
+    for (const Case &c : cases) {
+        CAPTURE(c.ddl);
+        sqlite3 *db = nullptr;
+        REQUIRE(sqlite3_open(":memory:", &db) == SQLITE_OK);
+        REQUIRE(sqlite3_exec(db, c.ddl, nullptr, nullptr, nullptr) == SQLITE_OK);
+        REQUIRE(sqlite3_exec(db, c.rows, nullptr, nullptr, nullptr) == SQLITE_OK);
+        LegacySchema schema;
+        bool unknown = !c.unknown;
+        int db_error = -1;
+        const std::string why = schema.check_id_key(db, &unknown, &db_error);
+        if (*c.expect == '\0')
+            CHECK(why.empty());
+        else
+            CHECK(why.find(c.expect) != std::string::npos);
+        CHECK(unknown == c.unknown);
+        CHECK(db_error == 0);
+        sqlite3_close(db);
+    }
+}

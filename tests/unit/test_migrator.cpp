@@ -428,8 +428,9 @@ TEST_CASE("migrator: a locked database is a retry; a non-integer id stops with t
     // Nothing was lost: the retry reads it all.
     CHECK(s.poll(b) == in_order({1, 2, 3}));
 
-    // An id column that is not an INTEGER PRIMARY KEY can hold text.
-    db.exec("CREATE TABLE loose(id INTEGER, topic, message_key, message_type, body, created_at)");
+    // An id column that is not an INTEGER PRIMARY KEY can hold text, even
+    // when it is a key (a unique one; a column that is no key is refused).
+    db.exec("CREATE TABLE loose(id INTEGER UNIQUE, topic, message_key, message_type, body, created_at)");
     db.exec("INSERT INTO loose VALUES(1, 'Account', 'k', 'T', '{}', '2024-05-01')");
     db.exec("INSERT INTO loose VALUES('x7', 'Account', 'k', 'T', '{}', '2024-05-01')");
     Source t({{"database", path}, {"table", "loose"}});

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -87,6 +88,17 @@ Result<Target> target_of(const PipelineDef &def) {
         if (const std::string *v = config_text(*sink, outbox::kColumns[i].key); v && !v->empty())
             t.spec.outbox.names[i] = *v;
     if (const std::string *v = config_text(*sink, "checkpoint_name"); v && !v->empty()) t.spec.migration = *v;
+    // As the migrator closes gaps: its default, or the file's value (one
+    // that is not a number is the run's error to report; verify then takes
+    // the persisted set as it is).
+    {
+        int64_t ms = 600000; // MigratorSettings: gap_watch_ms defaults to 600000, at most 31622400000
+        if (const std::string *v = config_text(*source, "gap_watch_ms"); v && !v->empty()) {
+            auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), ms);
+            if (ec != std::errc() || end != v->data() + v->size() || ms < 0 || ms > 31622400000) ms = -1;
+        }
+        if (ms >= 0) t.spec.gap_watch_us = ms * 1000;
+    }
     t.cleanup_older_than = text(*source, "cleanup_older_than");
     if (auto it = source->config.find("cleanup_older_than"); it != source->config.end())
         t.older_than_at = where(def.file, it->second.mark);
@@ -273,6 +285,13 @@ private:
     bool stopping_ = false;
 };
 
+// How long migrate's own reads (before and after the run) wait for a locked
+// database, as cleanup's transactions do.
+constexpr std::chrono::milliseconds kLockPatience = std::chrono::minutes(2);
+void warn_locked(const std::string &msg) {
+    log_line(CDCFLOW_LOG_WARN, "migrate", msg);
+}
+
 // migrate = run --drain, with the progress display and the summary.
 class MigrateObserver : public RunObserver {
 public:
@@ -286,19 +305,31 @@ public:
         }
         target_ = std::move(t.value());
         uint64_t total = 0;
+        std::string mismatch;
         try {
-            // The target may not exist yet: the sink creates it when it starts.
-            sqlite::Db legacy = open_db(target_.legacy_db, false);
-            std::error_code ec;
-            if (std::filesystem::exists(target_.target_db, ec)) {
-                sqlite::Db target = open_db(target_.target_db, false);
-                before_ = mig::count_target(target, target_.spec.migration);
-                progress_ = mig::read_progress(target, target_.spec.migration);
-            }
-            total = mig::count_legacy_after(legacy, target_.spec.legacy, progress_.last_legacy_id);
+            // A locked database (the application, or another cdcflow
+            // migrating into the target) is waited for, as the run would.
+            mig::retry_while_locked(kLockPatience, "counting the rows to migrate", warn_locked, [&] {
+                // The target may not exist yet: the sink creates it when it starts.
+                sqlite::Db legacy = open_db(target_.legacy_db, false);
+                std::error_code ec;
+                if (std::filesystem::exists(target_.target_db, ec)) {
+                    sqlite::Db target = open_db(target_.target_db, false);
+                    before_ = mig::count_target(target, target_.spec.migration);
+                    progress_ = mig::read_progress(target, target_.spec.migration);
+                    mismatch = mig::namespace_mismatch(target, target_.spec);
+                }
+                total = mig::count_legacy_after(legacy, target_.spec.legacy, progress_.last_legacy_id);
+            });
         } catch (const Error &e) {
             log_failure(std::string("migrate: ") + e.what(), "error", {{"exit_code", kExitFailure}});
             return kExitFailure;
+        }
+        // Going on would migrate the rest of the table under other event ids.
+        if (!mismatch.empty()) {
+            log_failure("migrate: " + sqlite::database_label(target_.target_db) + ": " + mismatch, "error",
+                        {{"exit_code", kExitInvalid}});
+            return kExitInvalid;
         }
         // JSON logs are for machines: progress only when asked for by name
         // (the file's `log:` is applied by now).
@@ -312,16 +343,18 @@ public:
         if (display_) display_->stop();
     }
 
-    int after(Runtime &, const Status &st, int code, bool stop_asked) override {
+    int after(Runtime &r, const Status &st, int code, bool stop_asked) override {
         mig::TargetCounts now;
         mig::Progress p;
         mig::ReportClass missing;
         try {
-            sqlite::Db legacy = open_db(target_.legacy_db, false);
-            sqlite::Db target = open_db(target_.target_db, false);
-            now = mig::count_target(target, target_.spec.migration);
-            p = mig::read_progress(target, target_.spec.migration);
-            missing = mig::quick_check({legacy, target, target}, target_.spec, 10);
+            mig::retry_while_locked(kLockPatience, "reading the migration's progress", warn_locked, [&] {
+                sqlite::Db legacy = open_db(target_.legacy_db, false);
+                sqlite::Db target = open_db(target_.target_db, false);
+                now = mig::count_target(target, target_.spec.migration);
+                p = mig::read_progress(target, target_.spec.migration);
+                missing = mig::quick_check({legacy, target, target}, target_.spec, 10);
+            });
         } catch (const Error &e) {
             // A run that failed already said why (and its code stands).
             if (code != kExitOk) return code;
@@ -329,20 +362,30 @@ public:
             return kExitFailure;
         }
         auto minus = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
+        // This run's share is what this process wrote (the sink's applied
+        // and rejected events), not the target's growth since before(): a
+        // second migrate that waited as a standby while the first did the
+        // work would otherwise claim all of it.
+        const Totals own = r.totals();
+        const uint64_t run_migrated = std::min(own.applied, now.migrated);
+        const uint64_t run_unmappable = std::min(own.rejected, now.unmappable);
         std::map<std::string, uint64_t, std::less<>> run_reasons;
+        uint64_t grown = 0;
         for (const auto &[cls, n] : now.reasons) {
             auto it = before_.reasons.find(cls);
             uint64_t d = minus(n, it == before_.reasons.end() ? 0 : it->second);
+            grown += d;
             if (d) run_reasons[cls] = d;
         }
+        // By reason only when all the growth is ours.
+        if (grown != run_unmappable) run_reasons.clear();
         std::printf("migration %s: %llu migrated this run, %llu already migrated before it (%llu in all)\n",
-                    quote(target_.spec.migration).c_str(),
-                    static_cast<unsigned long long>(minus(now.migrated, before_.migrated)),
-                    static_cast<unsigned long long>(before_.migrated),
+                    quote(target_.spec.migration).c_str(), static_cast<unsigned long long>(run_migrated),
+                    static_cast<unsigned long long>(now.migrated - run_migrated),
                     static_cast<unsigned long long>(now.migrated));
         // One line per reason class: its count in all, and this run's.
         std::printf("unmappable: %llu this run; %llu in all\n",
-                    static_cast<unsigned long long>(minus(now.unmappable, before_.unmappable)),
+                    static_cast<unsigned long long>(run_unmappable),
                     static_cast<unsigned long long>(now.unmappable));
         for (const auto &[cls, n] : now.reasons) {
             auto it = run_reasons.find(cls);
