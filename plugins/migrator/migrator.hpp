@@ -234,10 +234,13 @@ private:
     Clock::duration slice_ = std::chrono::milliseconds(1);
 
     // Closed gaps are warned about once per class (expired, over the cap),
-    // then summed up at most once a minute.
+    // then summed up at most once a minute; holes among the rows that
+    // existed at the start are only an info line, once.
     struct CloseLog {
         bool warned = false;
+        bool told_historical = false;
         int64_t pending = 0; // closed since the last line
+        int64_t live = 0;    // of them, gaps above start_max_
         Gap first{};
         Clock::time_point next_line{};
     };

@@ -243,6 +243,27 @@ class Migrate(MigrateTest):
             self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
             self.assertEqual(json.loads(r.stdout)["classes"]["other_migrations"]["count"], other)
 
+    def test_holes_in_an_old_table_are_not_warned_about(self):
+        # 1500 rows, every other id deleted long ago: 1499 holes, more than
+        # max_open_gaps (here 100). A plain one-shot migration of such a table
+        # is normal: one info line, no warning (the warning is for gaps among
+        # rows written while the migration runs).
+        rows = [(i, "Account", "acc-%d" % i, "AccountCreated", '{"owner":"A","currency":"EUR"}',
+                 "2024-05-01T12:00:00Z") for i in range(1, 3000, 2)]
+        c = sqlite3.connect(self.db)
+        c.execute(LEGACY_DDL)
+        c.executemany("INSERT INTO legacy_outbox VALUES (?, ?, ?, ?, ?, ?, 0)", rows)
+        c.commit()
+        c.close()
+        pipe = self.write("capped.yaml", pipeline_text(max_open_gaps=100))
+        r = self.migrate(pipeline=pipe, env=env_with(CDCFLOW_DB=self.db, CDCFLOW_LOG_LEVEL="info"))
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("1500 migrated this run", r.stdout)
+        warnings = [line for line in r.stderr.splitlines() if " warn " in line]
+        self.assertEqual(warnings, [], r.stderr)
+        self.assertIn("among the rows that existed at the start", r.stderr)
+        self.assertEqual(run(["verify", pipe], env=self.env).returncode, 0)
+
     def test_a_namespace_that_is_not_a_uuid_is_a_config_error(self):
         write_legacy(self.db, legacy_rows(10))
         bad = self.write("bad.yaml", pipeline_text(namespace="not-a-uuid"))
