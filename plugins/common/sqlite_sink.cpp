@@ -1,6 +1,11 @@
 #include "sqlite_sink.hpp"
 
+#include "base/text.hpp"
+#include "base/utf8.hpp"
+
 #include <filesystem>
+#include <iterator>
+#include <utility>
 
 namespace cdcflow::sqlite_sink {
 
@@ -38,6 +43,27 @@ bool open_if_created(sqlite::Db &db, const std::string &path, int busy_timeout_m
     if (!db && std::filesystem::exists(path, ec))
         db = sqlite::Db(path, SQLITE_OPEN_READWRITE, busy_timeout_ms);
     return static_cast<bool>(db);
+}
+
+bool event_text_ok(const cdcflow_event &e, bool payload_is_text, std::string &reason) {
+    if (e.event_id.len == 0) {
+        reason = "event id is empty";
+        return false;
+    }
+    static constexpr std::pair<const char *, cdcflow_str cdcflow_event::*> kText[] = {
+        {"event id", &cdcflow_event::event_id},
+        {"aggregate type", &cdcflow_event::aggregate_type},
+        {"aggregate id", &cdcflow_event::aggregate_id},
+        {"event type", &cdcflow_event::event_type},
+        {"payload", &cdcflow_event::payload}};
+    for (size_t i = 0; i < std::size(kText) - (payload_is_text ? 0 : 1); ++i) {
+        std::string_view v = sv(e.*kText[i].second);
+        if (base::valid_utf8(v)) continue;
+        reason.assign(kText[i].first).append(" is not valid UTF-8: ");
+        base::append_quoted(reason, v, {'"', 64, true});
+        return false;
+    }
+    return true;
 }
 
 void truncate_wal(sqlite::Db &db) noexcept {

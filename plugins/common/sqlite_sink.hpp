@@ -37,6 +37,12 @@ void set_durability(sqlite::Db &db, const std::string &path, bool sync_full, boo
 // exists; false when there is still none.
 bool open_if_created(sqlite::Db &db, const std::string &path, int busy_timeout_ms);
 
+// What a sink refuses to write whatever stage ran before it: an empty event
+// id, and text fields that are not valid UTF-8 (every client downstream
+// could no longer read the row); the payload too when `payload_is_text`.
+// false: `reason` says which ("aggregate id is not valid UTF-8: "...").
+bool event_text_ok(const cdcflow_event &e, bool payload_is_text, std::string &reason);
+
 // A clean stop leaves a self-contained file behind: the WAL copied back and
 // emptied. Best effort: a busy reader only means the next open (or the last
 // connection to close) finishes the job, so it does not wait long.

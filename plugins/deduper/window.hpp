@@ -40,8 +40,8 @@
 namespace cdcflow::dedupe {
 
 using base::Hash128;
-using base::SipKey;
 using base::siphash128;
+using base::SipKey;
 
 class IdWindow {
 public:

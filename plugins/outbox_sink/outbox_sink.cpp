@@ -6,7 +6,6 @@
 
 #include "base/clock.hpp"
 #include "base/text.hpp"
-#include "base/utf8.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -258,26 +257,8 @@ void OutboxSink::checkpoint(const std::function<void(const cdcflow_position &)> 
 }
 
 bool OutboxSink::admissible(const cdcflow_event &e) {
-    if (e.event_id.len == 0) {
-        reason_ = "event id is empty";
-        return false;
-    }
-    // The outbox's columns are TEXT: bytes that are not UTF-8 would make
-    // the row unreadable to every client downstream.
-    static constexpr std::pair<const char *, cdcflow_str cdcflow_event::*> kText[] = {
-        {"event id", &cdcflow_event::event_id},
-        {"aggregate type", &cdcflow_event::aggregate_type},
-        {"aggregate id", &cdcflow_event::aggregate_id},
-        {"event type", &cdcflow_event::event_type},
-        {"payload", &cdcflow_event::payload}};
-    for (auto [name, field] : kText) {
-        std::string_view v = sv(e.*field);
-        if (base::valid_utf8(v)) continue;
-        reason_.assign(name).append(" is not valid UTF-8: ");
-        base::append_quoted(reason_, v, {'"', 40, true});
-        return false;
-    }
-    return true;
+    // The outbox's columns are TEXT, the payload included.
+    return sqlite_sink::event_text_ok(e, true, reason_);
 }
 
 bool OutboxSink::record_skipped(const cdcflow_event &e, int64_t now_us) {

@@ -155,24 +155,9 @@ void ProjectionSink::checkpoint(const std::function<void(const cdcflow_position 
 }
 
 bool ProjectionSink::admissible(const cdcflow_event &e, std::string &reason) const {
-    if (e.event_id.len == 0) {
-        reason = "event id is empty";
-        return false;
-    }
-    // Text that is not UTF-8 never reaches the read model (every client
-    // could then no longer read it); the dead letter keeps the bytes.
-    static constexpr std::pair<const char *, cdcflow_str cdcflow_event::*> kText[] = {
-        {"event id", &cdcflow_event::event_id},
-        {"aggregate type", &cdcflow_event::aggregate_type},
-        {"aggregate id", &cdcflow_event::aggregate_id},
-        {"event type", &cdcflow_event::event_type}};
-    for (auto [name, field] : kText) {
-        std::string_view v = sv(e.*field);
-        if (base::valid_utf8(v)) continue;
-        reason.assign(name).append(" is not valid UTF-8: ");
-        base::append_quoted(reason, v, {'"', 64, true});
-        return false;
-    }
+    // Text that is not UTF-8 never reaches the read model; the dead letter
+    // keeps the bytes. The payload is parsed as JSON, which checks it.
+    if (!sqlite_sink::event_text_ok(e, false, reason)) return false;
     if (e.payload.len > static_cast<uint64_t>(max_payload_bytes_)) {
         reason = "payload is " + std::to_string(e.payload.len) + " bytes, more than max_payload_bytes " +
                  std::to_string(max_payload_bytes_);

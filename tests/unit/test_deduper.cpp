@@ -3,8 +3,8 @@
 // the host's replay after a restart (history/restore).
 #include "plugin_harness.hpp"
 
-#include "deduper/deduper.hpp"
 #include "base/siphash.hpp"
+#include "deduper/deduper.hpp"
 #include "deduper/window.hpp"
 
 #include <doctest/doctest.h>
@@ -20,8 +20,8 @@
 #include <vector>
 
 using cdcflow::base::Hash128;
-using cdcflow::dedupe::IdWindow;
 using cdcflow::base::SipKey;
+using cdcflow::dedupe::IdWindow;
 
 namespace {
 
