@@ -45,6 +45,17 @@ bool open_if_created(sqlite::Db &db, const std::string &path, int busy_timeout_m
     return static_cast<bool>(db);
 }
 
+void refuse_name_of(sqlite::Db &db, const std::string &path, const char *table, const std::string &name,
+                    const char *whose) {
+    if (!db.has_table(table)) return;
+    sqlite::Stmt s(db, std::string("SELECT 1 FROM ") + table + " WHERE name = ?1 LIMIT 1");
+    s.bind(1, std::string_view(name));
+    if (s.step())
+        throw Error(CDCFLOW_ERR_CONFIG, "checkpoint_name: " + sqlite::database_label(path) + ": '" +
+                                            base::text(name) + "' is the checkpoint of " + whose +
+                                            ": give this pipeline a checkpoint_name of its own");
+}
+
 bool event_text_ok(const cdcflow_event &e, bool payload_is_text, std::string &reason) {
     if (e.event_id.len == 0) {
         reason = "event id is empty";

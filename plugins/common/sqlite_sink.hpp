@@ -37,6 +37,15 @@ void set_durability(sqlite::Db &db, const std::string &path, bool sync_full, boo
 // exists; false when there is still none.
 bool open_if_created(sqlite::Db &db, const std::string &path, int busy_timeout_ms);
 
+// One checkpoint name, one kind of pipeline: a projection's checkpoint and
+// a migration's progress under one name in one file would overwrite each
+// other's positions (offsets vs legacy ids), and a resume would skip events.
+// Throws Error(CDCFLOW_ERR_CONFIG) naming checkpoint_name when `table` (if
+// it exists) has a row whose `name` is `name`; `whose` says what that row
+// belongs to ("a migration (cdcflow_migration_progress)").
+void refuse_name_of(sqlite::Db &db, const std::string &path, const char *table, const std::string &name,
+                    const char *whose);
+
 // What a sink refuses to write whatever stage ran before it: an empty event
 // id, and text fields that are not valid UTF-8 (every client downstream
 // could no longer read the row); the payload too when `payload_is_text`.

@@ -232,16 +232,8 @@ void OutboxSink::checkpoint(const std::function<void(const cdcflow_position &)> 
         // pipeline's checkpoint (a projection's, in the same file), whose
         // position this sink would overwrite with a legacy id, and that
         // pipeline would then skip events.
-        if (db_.has_table("cdcflow_checkpoints")) {
-            sqlite::Stmt other(db_, "SELECT 1 FROM cdcflow_checkpoints WHERE name = ?1 LIMIT 1");
-            other.bind(1, std::string_view(checkpoint_name_));
-            if (other.step())
-                throw Error(CDCFLOW_ERR_CONFIG,
-                            "checkpoint_name: " + sqlite::database_label(path_) + ": '" +
-                                base::text(checkpoint_name_) +
-                                "' is the checkpoint of another pipeline (in cdcflow_checkpoints, not a "
-                                "migration): give the migration a checkpoint_name of its own");
-        }
+        sqlite_sink::refuse_name_of(db_, path_, "cdcflow_checkpoints", checkpoint_name_,
+                                    "another pipeline (in cdcflow_checkpoints, not a migration)");
         return;
     }
     std::optional<std::vector<Gap>> gaps = parse_gaps(s.text(1));

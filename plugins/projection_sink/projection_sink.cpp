@@ -138,16 +138,8 @@ void ProjectionSink::checkpoint(const std::function<void(const cdcflow_position 
         return;
     // A migration (outbox_sink) of the same name in this file writes legacy
     // ids under it: resuming from one would skip events.
-    if (db_.has_table("cdcflow_migration_progress")) {
-        sqlite::Stmt m(db_, "SELECT 1 FROM cdcflow_migration_progress WHERE name = ?1");
-        m.bind(1, std::string_view(checkpoint_name_));
-        if (m.step())
-            throw Error(CDCFLOW_ERR_CONFIG,
-                        "checkpoint_name: " + sqlite::database_label(path_) + ": '" +
-                            base::text(checkpoint_name_) +
-                            "' is the checkpoint of a migration (cdcflow_migration_progress): "
-                            "give this pipeline a checkpoint_name of its own");
-    }
+    sqlite_sink::refuse_name_of(db_, path_, "cdcflow_migration_progress", checkpoint_name_,
+                                "a migration (cdcflow_migration_progress)");
     sqlite::Stmt s(db_, "SELECT \"partition\", position FROM cdcflow_checkpoints WHERE name = ?1");
     s.bind(1, std::string_view(checkpoint_name_));
     while (s.step())

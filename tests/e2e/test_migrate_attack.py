@@ -231,7 +231,7 @@ class Operators(AttackTest):
         self.assertEqual(r.returncode, 1, r.stderr[-2000:])
         self.assertIn("cdcflow: stage 'write' (plugin 'outbox_sink'): cannot read checkpoint: checkpoint_name: "
                       "database '%s': 'accounts' is the checkpoint of another pipeline (in cdcflow_checkpoints, "
-                      "not a migration): give the migration a checkpoint_name of its own" % self.db, r.stderr)
+                      "not a migration): give this pipeline a checkpoint_name of its own" % self.db, r.stderr)
         self.assertEqual(self.sql("SELECT position FROM cdcflow_checkpoints WHERE name = 'accounts'"), [(3,)])
 
 class Follow(AttackTest):
