@@ -214,21 +214,19 @@ int64_t event_checksum(std::string_view id, std::string_view aggregate_type, std
     // release (it is stored). It detects changes, it does not authenticate.
     static constexpr base::SipKey kKey{0x6364636d69677261ULL, 0x74696f6e2d763101ULL};
     scratch.clear();
-    auto put = [&scratch](std::string_view v) {
-        uint64_t n = v.size();
-        char len[8];
-        std::memcpy(len, &n, 8);
-        scratch.append(len, 8);
-        scratch.append(v);
+    // Numbers as 8 little-endian bytes whatever the machine: a checksum
+    // stored on one machine is compared on another.
+    auto put_u64 = [&scratch](uint64_t n) {
+        char le[8];
+        for (int i = 0; i < 8; ++i)
+            le[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+        scratch.append(le, 8);
     };
-    put(id);
-    put(aggregate_type);
-    put(aggregate_id);
-    put(type);
-    put(payload);
-    char ts[8];
-    std::memcpy(ts, &timestamp_us, 8);
-    scratch.append(ts, 8);
+    for (std::string_view v : {id, aggregate_type, aggregate_id, type, payload}) {
+        put_u64(v.size());
+        scratch.append(v);
+    }
+    put_u64(static_cast<uint64_t>(timestamp_us));
     return static_cast<int64_t>(base::siphash128(scratch, kKey).lo);
 }
 
