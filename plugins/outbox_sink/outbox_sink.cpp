@@ -203,10 +203,25 @@ void OutboxSink::add_id_index() {
 
 void OutboxSink::flush() {
     if (!index_deferred_ || !db_) return;
-    sqlite::Transaction tx(db_);
-    if (fence_) fence_.check();
-    add_id_index();
-    tx.commit();
+    // A stop (SIGTERM, Ctrl-C) also ends in a flush: it must not spend the
+    // shutdown deadline sorting the backlog. The next start builds it.
+    if (ctx().stop_requested()) {
+        ctx().info("stopping: the outbox's id index is built at the next start");
+        return;
+    }
+    try {
+        sqlite::Transaction tx(db_);
+        if (fence_) fence_.check();
+        add_id_index();
+        tx.commit();
+    } catch (const Error &e) {
+        // Every row is committed already: a database another connection
+        // holds locked (the application's, when the outbox shares its file)
+        // must not fail the run. The next start builds it.
+        if (e.status() != CDCFLOW_ERR_RETRY) throw;
+        ctx().info(std::string("the outbox's id index is built at the next start: ") + e.what());
+        return;
+    }
     index_deferred_ = false;
     if (fence_) fence_.committed();
 }
@@ -318,6 +333,9 @@ void OutboxSink::process(cdcflow::Batch &batch) {
                 lookup_.bind(1, sv(e.event_id));
                 sqlite::ResetOnExit guard{lookup_};
                 if (lookup_.step()) {
+                    // Counted by the host as a duplicate, not as written
+                    // (migrate's "migrated this run" is what was written).
+                    batch.mark_duplicate(i);
                     ++already;
                     continue;
                 }

@@ -403,13 +403,14 @@ void OutboxSource::maybe_cleanup() {
         // How far retention deleted, committed with the DELETE: a migration's
         // verify (core/migrate/progress.hpp) then reports an event that is
         // gone from here as retired, not missing. Never lowered.
+        // The table is made in this transaction: it exists only once that
+        // commits (a rollback takes it away, and the statement with it).
         if (!retired_table_) {
             writer_.exec(migrate::kRetiredDdl);
             retired_ = writer_.prepare(
                 "INSERT INTO cdcflow_outbox_retired(outbox, up_to_seq, updated_at) VALUES (?1, ?2, ?3) "
                 "ON CONFLICT(outbox) DO UPDATE SET up_to_seq = max(up_to_seq, excluded.up_to_seq), "
                 "updated_at = excluded.updated_at");
-            retired_table_ = true;
         }
         cleanup_top_.bind(1, due).bind(2, cleanup_batch_);
         const int64_t top =
@@ -423,6 +424,7 @@ void OutboxSource::maybe_cleanup() {
             retired_.run();
         }
         tx.commit();
+        retired_table_ = true;
         cleanup_deleted_.add(n);
         cleanup_failures_ = 0;
         // A full batch: more is waiting, go again on the next poll.
@@ -430,6 +432,7 @@ void OutboxSource::maybe_cleanup() {
         if (n < cleanup_batch_) cleaned_upto_ = due;
         next_cleanup_ = n >= cleanup_batch_ ? now : now + std::chrono::seconds(1);
     } catch (const Error &e) {
+        if (!retired_table_) retired_ = {}; // prepared against a table the rollback removed
         // Busy or failing cleanup never stops the pipeline; back off.
         uint32_t shift = std::min<uint32_t>(cleanup_failures_++, 6);
         auto delay = std::chrono::seconds(1LL << shift);

@@ -286,6 +286,29 @@ TEST_CASE("outbox_sink: a new outbox is bulk-loaded without its id index, built 
         CHECK_FALSE(s.sink->index_deferred()); // built: nothing deferred any more
         s.sink->stop();
     }
+    // A stop ends in a flush too: it leaves the index to the next start
+    // (sorting the backlog must not eat the shutdown deadline); so does a
+    // database another connection holds locked (every row is committed).
+    const std::string stopped = dir.file("stopped.db");
+    {
+        Sink s({{"database", stopped}, {"busy_timeout_ms", 0}});
+        s.sink->start();
+        s.process(*bulk(1, 1000));
+        s.h.request_stop();
+        s.sink->flush();
+        CHECK(s.sink->index_deferred());
+    }
+    {
+        Sink s({{"database", stopped}, {"busy_timeout_ms", 0}});
+        s.sink->start();
+        sqlite::Db app(stopped, SQLITE_OPEN_READWRITE);
+        app.exec("BEGIN IMMEDIATE");
+        s.sink->flush(); // no throw: the run ends well, the index waits
+        CHECK(s.sink->index_deferred());
+        app.exec("ROLLBACK");
+        s.sink->flush();
+        CHECK_FALSE(s.sink->index_deferred());
+    }
     // The drain builds it; so does the first look-up by event id (a late row).
     const std::string drained = dir.file("drained.db");
     {
@@ -358,6 +381,10 @@ TEST_CASE("outbox_sink: an event already in the outbox is never written twice; p
     s.process(b);
     CHECK(s.h.metric("already_migrated") == 3);
     CHECK(s.h.metric("outbox_sink_migrated") /* not already_migrated */ == 1);
+    // Marked as duplicates: the host does not count them as written.
+    for (uint32_t i = 0; i < 3; ++i)
+        CHECK(b.events[i].status == CDCFLOW_EVENT_DUPLICATE);
+    CHECK(b.events[3].status == CDCFLOW_EVENT_OK);
     sqlite::Db db(path, SQLITE_OPEN_READONLY);
     CHECK(count(db, "SELECT count(*) FROM outbox") == 6);
     CHECK(count(db, "SELECT count(DISTINCT id) FROM outbox") == 6);

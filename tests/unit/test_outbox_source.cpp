@@ -458,6 +458,33 @@ TEST_CASE("outbox_source: retention records how far it deleted in cdcflow_outbox
     CHECK(db.query_int("SELECT up_to_seq FROM cdcflow_outbox_retired WHERE outbox = 'other'") == 5);
 }
 
+TEST_CASE("outbox_source: a first retention transaction that rolls back takes the retired table with it, "
+          "and the next one makes it again") {
+    TempDir dir("os_retired_rollback");
+    std::string path = dir.file("app.db");
+    sqlite::Db db = make_outbox(path);
+    insert_rows(db, 50, now_us());
+    // The application's own rule refuses the first DELETE.
+    db.exec("CREATE TRIGGER no_delete BEFORE DELETE ON outbox BEGIN SELECT RAISE(ABORT, 'not now'); END");
+    Source s({{"database", path}, {"retention_seconds", 60}, {"cleanup_batch", 100}});
+    std::chrono::steady_clock::time_point now{std::chrono::hours(1)};
+    s.src->set_clock([&] { return now; });
+    s.src->start();
+    cdcflow_batch b(512);
+    while (s.src->last_seq() < 50)
+        s.poll(b);
+    s.committed(50);
+    now += std::chrono::seconds(61);
+    s.poll(b);
+    CHECK(db.query_int("SELECT count(*) FROM outbox") == 50);
+    CHECK_FALSE(db.has_table("cdcflow_outbox_retired"));
+    db.exec("DROP TRIGGER no_delete");
+    now += std::chrono::seconds(2); // past the back-off
+    s.poll(b);
+    CHECK(db.query_int("SELECT count(*) FROM outbox") == 0);
+    CHECK(db.query_int("SELECT up_to_seq FROM cdcflow_outbox_retired WHERE outbox = 'outbox'", -1) == 50);
+}
+
 TEST_CASE("outbox_source: after a restart the checkpoint counts as committed at seek") {
     TempDir dir("os_retention_seek");
     std::string path = dir.file("app.db");

@@ -178,8 +178,9 @@ int cmd_verify(int argc, char **argv) {
         Connections c = open_all(t.value(), false);
         report = mig::verify(c.dbs(), t.value().spec, vo);
     } catch (const Error &e) {
-        log_failure(std::string("verify: ") + e.what(), "error", {{"exit_code", kExitFailure}});
-        return e.status() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
+        const int code = e.status() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
+        log_failure(std::string("verify: ") + e.what(), "error", {{"exit_code", code}});
+        return code;
     }
     if (vm["json"].as<bool>())
         std::printf("%s\n", report.json().c_str());
@@ -477,8 +478,9 @@ int run_cleanup(const std::string &file, const po::variables_map &vm, const char
         Connections c = open_all(t.value(), true);
         rep = mig::cleanup(c.dbs(), t.value().spec, co);
     } catch (const Error &e) {
-        log_failure(std::string("cleanup: ") + e.what(), "error", {{"exit_code", kExitFailure}});
-        return e.status() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
+        const int code = e.status() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
+        log_failure(std::string("cleanup: ") + e.what(), "error", {{"exit_code", code}});
+        return code;
     }
     std::printf("cleanup of migration %s: deleted %llu legacy rows older than %s; kept %llu",
                 quote(t.value().spec.migration).c_str(), static_cast<unsigned long long>(rep.deleted),
