@@ -12,7 +12,8 @@
 // mapping's reason) instead of leaving it out: the sink records it.
 //
 // Gaps. A hole between two legacy ids read in order (not before the first
-// row ever read) is an open gap: a row there may still become visible (an
+// row ever read, unless the table was empty at the start: then from 1) is
+// an open gap: a row there may still become visible (an
 // application that assigns ids itself commits them out of order). The
 // source watches open gaps for late rows, holds rows above a new gap back for
 // its grace period in follow mode, and closes gaps that stayed empty longer

@@ -354,9 +354,14 @@ uint32_t Migrator::read_in_order(cdcflow::Batch &batch) {
     while (select.step()) {
         ++rows;
         const int64_t id = select.int64(0);
-        // id > last_ (the query's bound), so id - 1 cannot overflow.
-        if (have_last_ && sqlite3_column_type(select.raw(), 0) == SQLITE_INTEGER && id - 1 > last_) {
-            const int64_t lo = last_ + 1, hi = id - 1;
+        // id > last_ (the query's bound), so id - 1 cannot overflow. Before
+        // the first row ever read there is no hole, except in a table that
+        // was empty at the start: rowids start at 1, so a first row above 1
+        // may have overtaken rows still committing (two writers).
+        const bool first_live = !have_last_ && start_max_ == INT64_MIN && id > 1;
+        if ((have_last_ || first_live) && sqlite3_column_type(select.raw(), 0) == SQLITE_INTEGER &&
+            (first_live || id - 1 > last_)) {
+            const int64_t lo = have_last_ ? last_ + 1 : 1, hi = id - 1;
             if (gap_grace_ms_ > 0 && lo > start_max_) {
                 // A hole among rows written since the start: the row there
                 // may be committing right now. Hold back what is above it

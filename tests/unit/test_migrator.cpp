@@ -320,6 +320,37 @@ TEST_CASE("migrator: historical holes open gaps without holding anything back; a
     CHECK(s.poll(b).empty());
 }
 
+TEST_CASE("migrator: in a table empty at the start, a first row above 1 is held back like any live hole") {
+    TempDir dir("mg_first");
+    const std::string path = dir.file("legacy.db");
+    sqlite::Db db = make_legacy(path);
+    Source s({{"database", path}, {"gap_grace_ms", 5000}, {"poll_interval_ms", 1}});
+    s.src->start();
+    cdcflow_batch b(100);
+    CHECK(s.poll(b).empty());
+    // Two writers: 2 commits before 1. 2 waits; 1 comes within the grace.
+    insert(db, 2);
+    CHECK(s.poll(b).empty());
+    CHECK(s.src->holding());
+    insert(db, 1);
+    CHECK(s.poll(b) == in_order({1, 2}));
+    CHECK(s.src->gaps().empty());
+
+    // Another empty table: 1 never comes within the grace; 2 goes out and
+    // 1 stays watched, migrated late when it comes.
+    const std::string other = dir.file("other.db");
+    sqlite::Db db2 = make_legacy(other);
+    Source t({{"database", other}, {"gap_grace_ms", 5000}, {"poll_interval_ms", 1}});
+    t.src->start();
+    insert(db2, 2);
+    CHECK(t.poll(b).empty());
+    t.advance(std::chrono::milliseconds(5001));
+    CHECK(t.poll(b) == in_order({2}));
+    CHECK(t.src->gaps() == std::vector<Gap>{{1, 1, t.wall}});
+    insert(db2, 1);
+    CHECK(t.poll(b) == std::vector<Read>{{"late", 1}});
+}
+
 TEST_CASE("migrator: a new hole among live rows holds the rows above it back for gap_grace_ms") {
     TempDir dir("mg_hold");
     const std::string path = dir.file("legacy.db");
