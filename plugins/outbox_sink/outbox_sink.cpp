@@ -182,6 +182,18 @@ void OutboxSink::read_progress() {
     sqlite::Stmt s(db_, "SELECT last_legacy_id FROM cdcflow_migration_progress WHERE name = ?1");
     s.bind(1, std::string_view(checkpoint_name_));
     committed_last_ = s.step() && !s.is_null(0) ? s.int64(0) : INT64_MIN;
+    s.reset();
+    // No progress of this name, yet the outbox has rows: its progress row was
+    // lost, or the same legacy table is migrated again under another
+    // checkpoint_name. Look every event up until a batch finds none there
+    // (the rows written before are a prefix in legacy id order).
+    check_all_ = committed_last_ == INT64_MIN &&
+                 db_.query_int("SELECT EXISTS (SELECT 1 FROM " + schema_.quoted_table() + ")", 0) == 1;
+    if (check_all_)
+        ctx().info(
+            "no progress of '" + base::text(checkpoint_name_) +
+            "' in this database, but the outbox has rows: every event is looked up by its id before it "
+            "is written, until a batch finds none there");
 }
 
 bool OutboxSink::has_id_index() {
@@ -324,7 +336,7 @@ void OutboxSink::process(cdcflow::Batch &batch) {
             // A late event, or one at or below what was committed (a rerun
             // that re-reads): written only if its id is not there yet.
             const bool is_late = part == kLatePartition;
-            if (!in_order || e.position.offset <= committed_last_) {
+            if (!in_order || e.position.offset <= committed_last_ || check_all_) {
                 // A look-up needs the index (a scan per event would be quadratic).
                 if (index_deferred_ && !index_added) {
                     add_id_index();
@@ -381,6 +393,7 @@ void OutboxSink::process(cdcflow::Batch &batch) {
         tx.commit();
         if (forward) committed_last_ = *batch_last;
         if (index_added) index_deferred_ = false;
+        if (check_all_ && already == 0) check_all_ = false;
     }
     if (fence_) fence_.committed();
     migrated_.add(migrated);

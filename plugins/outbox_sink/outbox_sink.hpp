@@ -197,6 +197,8 @@ private:
     // event id, or the drain. Random ids would otherwise dirty most index
     // pages in every commit, and the WAL would take them all again each time.
     static constexpr uint32_t kCaughtUpBatch = 1000;
+    // Look every event up by id (read_progress: rows without progress).
+    bool check_all_ = false;
     bool index_deferred_ = false;
 
     // Reused per batch: no allocation in the steady state.

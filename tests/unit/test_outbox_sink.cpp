@@ -356,6 +356,50 @@ TEST_CASE("outbox_sink: a new outbox is bulk-loaded without its id index, built 
     }
 }
 
+TEST_CASE("outbox_sink: without progress of its name but with rows in the outbox, every event is looked up "
+          "until a batch finds none there") {
+    TempDir dir("os_noprogress");
+    const std::string path = dir.file("target.db");
+    auto batch_of = [](int64_t first, int64_t last) {
+        auto b = std::make_unique<cdcflow_batch>(static_cast<uint32_t>(last - first + 1));
+        for (int64_t id = first; id <= last; ++id)
+            append(*b, legacy(id));
+        return b;
+    };
+    {
+        Sink s({{"database", path}});
+        s.sink->start();
+        s.process(*batch_of(1, 5));
+        s.sink->flush();
+    }
+    // The progress row is lost (or the migration is renamed): a rerun from
+    // the start must not write the five again.
+    {
+        sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+        db.exec("DELETE FROM cdcflow_migration_progress; DELETE FROM cdcflow_checkpoints");
+    }
+    {
+        Sink s({{"database", path}});
+        s.sink->start();
+        auto b = batch_of(1, 7);
+        s.process(*b);
+        CHECK(s.h.metric("already_migrated") == 5);
+        CHECK(s.h.metric("outbox_sink_migrated") == 2);
+        s.process(*batch_of(8, 9)); // nothing there: from now on no look-ups
+        s.process(*batch_of(10, 10));
+    }
+    {
+        Sink s({{"database", path}, {"checkpoint_name", "renamed"}});
+        s.sink->start();
+        s.process(*batch_of(1, 11));
+        CHECK(s.h.metric("already_migrated") == 10);
+        CHECK(s.h.metric("outbox_sink_migrated") == 1);
+    }
+    sqlite::Db db(path, SQLITE_OPEN_READONLY);
+    CHECK(count(db, "SELECT count(*) FROM outbox") == 11);
+    CHECK(count(db, "SELECT count(DISTINCT id) FROM outbox") == 11);
+}
+
 TEST_CASE("outbox_sink: an event already in the outbox is never written twice; progress never moves back") {
     TempDir dir("os_again");
     const std::string path = dir.file("target.db");
