@@ -1,6 +1,7 @@
 #include "cleanup.hpp"
 
 #include "base/clock.hpp"
+#include "base/text.hpp"
 
 #include <algorithm>
 #include <thread>
@@ -80,6 +81,22 @@ CleanupReport cleanup(Databases dbs, const MigrationSpec &spec, const CleanupOpt
                            o.column_list({Column::kId, Column::kAggregateType, Column::kAggregateId,
                                           Column::kType, Column::kPayload, Column::kTimestamp}) +
                            " FROM " + o.quoted_table() + " WHERE " + o.quoted(Column::kSeq) + " = ?1");
+    // An event id that is in the outbox more than once is something verify
+    // fails on (duplicates): its legacy row stays until that is explained.
+    // Looked up through the id index: without it (a migration stopped before
+    // building it) every row would cost a scan of the outbox.
+    {
+        Stmt ix = dbs.outbox.prepare("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?1");
+        const std::string name = o.index_name();
+        ix.bind(1, std::string_view(name));
+        if (!ix.step())
+            throw Error(CDCFLOW_ERR_CONFIG, sqlite::database_label(dbs.outbox.path()) +
+                                                ": the outbox has no index " + base::text(name, '\'') +
+                                                " yet (a migration stopped before building it): run cdcflow "
+                                                "migrate to the end first");
+    }
+    Stmt copies = dbs.outbox.prepare("SELECT count(*) FROM " + o.quoted_table() + " WHERE " +
+                                     o.quoted(Column::kId) + " = ?1");
     Stmt mark =
         dbs.target.prepare("UPDATE cdcflow_migration_map SET cleaned_at = ?3 WHERE migration = ?1 AND "
                            "seq = ?2 AND cleaned_at IS NULL");
@@ -116,6 +133,20 @@ CleanupReport cleanup(Databases dbs, const MigrationSpec &spec, const CleanupOpt
         if (it == map.end() || it->legacy_id != row.id) {
             keep(std::binary_search(skipped.begin(), skipped.end(), row.id) ? "unmappable" : "not migrated");
             return std::nullopt;
+        }
+        // Migrated twice (two map rows), or its event id twice in the
+        // outbox: verify fails on both, so the row is evidence to keep.
+        if (std::next(it) != map.end() && std::next(it)->legacy_id == row.id) {
+            keep("event duplicated");
+            return std::nullopt;
+        }
+        {
+            copies.bind(1, ev.id_view());
+            sqlite::ResetOnExit guard{copies};
+            if (copies.step() && copies.int64(0) > 1) {
+                keep("event duplicated");
+                return std::nullopt;
+            }
         }
         const int64_t sum = event_checksum(ev, scratch);
         at_seq.bind(1, it->seq);
