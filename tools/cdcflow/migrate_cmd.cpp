@@ -19,7 +19,6 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <charconv>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -88,17 +87,11 @@ Result<Target> target_of(const PipelineDef &def) {
         if (const std::string *v = config_text(*sink, outbox::kColumns[i].key); v && !v->empty())
             t.spec.outbox.names[i] = *v;
     if (const std::string *v = config_text(*sink, "checkpoint_name"); v && !v->empty()) t.spec.migration = *v;
-    // As the migrator closes gaps: its default, or the file's value (one
-    // that is not a number is the run's error to report; verify then takes
-    // the persisted set as it is).
-    {
-        int64_t ms = 600000; // MigratorSettings: gap_watch_ms defaults to 600000, at most 31622400000
-        if (const std::string *v = config_text(*source, "gap_watch_ms"); v && !v->empty()) {
-            auto [end, ec] = std::from_chars(v->data(), v->data() + v->size(), ms);
-            if (ec != std::errc() || end != v->data() + v->size() || ms < 0 || ms > 31622400000) ms = -1;
-        }
-        if (ms >= 0) t.spec.gap_watch_us = ms * 1000;
-    }
+    // As the migrator closes gaps (the value checked against its declared
+    // bounds, or its default: check_pipeline filled both in).
+    if (auto it = source->config.find("gap_watch_ms");
+        it != source->config.end() && it->second.type == CDCFLOW_CONFIG_INT)
+        t.spec.gap_watch_us = it->second.i * 1000;
     t.cleanup_older_than = text(*source, "cleanup_older_than");
     if (auto it = source->config.find("cleanup_older_than"); it != source->config.end())
         t.older_than_at = where(def.file, it->second.mark);
