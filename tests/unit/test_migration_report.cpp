@@ -428,6 +428,30 @@ TEST_CASE("cleanup: deletes only migrated, verified, old rows, never the highest
     CHECK_THROWS_AS(cleanup(f.dbs(), f.spec, o), cdcflow::Error);
 }
 
+TEST_CASE(
+    "cleanup: a row that changes after it was verified stays, and so does one that became the highest") {
+    Fixture f;
+    f.add_rows(1, 10);
+    f.migrate(10);
+    // While cleanup marks its batch, the application changes row 3 and
+    // deletes row 10 (so 9 becomes the highest id): a temporary trigger on
+    // cleanup's own target connection does it in the marking transaction.
+    f.target.exec("ATTACH DATABASE '" + f.dir.file("legacy.db") + "' AS leg");
+    f.target.exec("CREATE TEMP TRIGGER app AFTER UPDATE OF cleaned_at ON main.cdcflow_migration_map BEGIN "
+                  "UPDATE legacy_outbox SET body = '{\"n\":\"changed\"}' WHERE NEW.legacy_id = 3 AND id = 3; "
+                  "DELETE FROM legacy_outbox WHERE NEW.legacy_id = 9 AND id = 10; END");
+    CleanupOptions o;
+    o.older_than_us = 86400LL * 1000000;
+    o.batch = 100; // one batch: marked (and changed) before the deletes
+    o.pause = std::chrono::milliseconds(0);
+    CleanupReport rep = cleanup(f.dbs(), f.spec, o);
+    CHECK(rep.kept.at("changed during the cleanup") == 1); // 3: read again under the write lock
+    CHECK(rep.kept.at("the highest id") == 2);             // 10 when judged; 9 by the DELETE's own guard
+    CHECK(rep.deleted == 7);
+    CHECK(f.legacy.query_text("SELECT group_concat(id) FROM (SELECT id FROM legacy_outbox ORDER BY id)") ==
+          "3,9");
+}
+
 TEST_CASE("cleanup: the highest id stays even when every row qualifies; a crash after marking is normal") {
     Fixture f;
     f.add_rows(1, 10);
