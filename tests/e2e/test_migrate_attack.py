@@ -443,23 +443,52 @@ class HostileDatabases(AttackTest):
         self.assertTrue(v.stderr.strip().splitlines()[-1].startswith("cdcflow: verify: database '"), v.stderr)
 
     def test_kill_9_around_the_deferred_index_build_loses_nothing(self):
-        # Held: kill -9 at several moments around the end of a bulk load
-        # (before, during and after the id index is built): every restart
-        # goes on, the index exists at the end, verify passes, the file is
-        # intact.
+        # Held: kill -9 in the two states of a bulk load: rows written while
+        # the id index is not there yet, and the moment the build is logged
+        # (its commit may or may not have happened). Every restart goes on,
+        # the index exists at the end, verify passes, the file is intact.
         self.legacy([(i, "Account", "acc-%d" % (i % 100), "MoneyDeposited", '{"amount":"%d.00"}' % i,
                       "2020-01-01") for i in range(1, 200001)])
-        for delay in (0.3, 0.6, 0.9, 1.2):
-            p = start(["migrate", MIGRATE, "--progress=none"], env=self.env)
-            time.sleep(delay)
-            p.kill()
-            p.communicate()
+
+        def state():
+            c = sqlite3.connect(self.db, timeout=30)
+            try:
+                if not c.execute("SELECT 1 FROM sqlite_schema WHERE name = 'outbox'").fetchone():
+                    return 0, False
+                n = c.execute("SELECT count(*) FROM outbox").fetchone()[0]
+                ix = c.execute("SELECT count(*) FROM sqlite_schema WHERE name = 'outbox_id_idx'").fetchone()[0]
+                return n, ix == 1
+            finally:
+                c.close()
+
+        # 1. Rows in, no index yet.
+        p = start(["migrate", MIGRATE, "--progress=none"], env=self.env)
+        wait_for(lambda: state()[0] > 0 or p.poll() is not None, timeout=60, what="the first committed batch")
+        p.kill()
+        p.communicate()
+        n, indexed = state()
+        self.assertGreater(n, 0)
+        self.assertLess(n, 200000)
+        self.assertFalse(indexed)
+        # 2. Killed as soon as the build is logged.
+        p = subprocess.Popen([BIN, "migrate", MIGRATE, "--progress=none", "--log-level", "info"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=self.env,
+                             errors="replace")
+        seen = False
+        for line in p.stderr:
+            if "built the outbox's id index" in line:
+                seen = True
+                p.kill()
+                break
+        p.communicate()
+        self.assertTrue(seen)
         r = self.migrate()
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
         self.assertIn("(200000 in all)", r.stdout)
-        self.assertEqual(self.sql("SELECT count(*) FROM sqlite_schema WHERE name = 'outbox_id_idx'"), [(1,)])
+        self.assertEqual(state(), (200000, True))
         self.assertEqual(self.sql("PRAGMA integrity_check"), [("ok",)])
         self.assertEqual(self.verify()[0].returncode, 0)
+
 
 if __name__ == "__main__":
     main()
