@@ -38,7 +38,7 @@ struct OutboxSinkSettings {
     int64_t busy_timeout_ms = 5000;
     std::string synchronous;
     int64_t wal_checkpoint_pages = 1000;
-    int64_t cache_mib = 256;
+    int64_t cache_mib = 64;
 
     using S = OutboxSinkSettings;
     static constexpr const char *kSynchronous[] = {"normal", "full", nullptr};
@@ -101,11 +101,12 @@ struct OutboxSinkSettings {
                       "commits never wait for a checkpoint's fsync (0: SQLite's auto-checkpoint, inside the "
                       "commit)"),
         cdcflow::param("cache_mib", &S::cache_mib)
-            .defaults_to("256")
+            .defaults_to("64")
             .min("2")
             .max("65536")
-            .describe("SQLite page cache of the sink's connection (MiB, used only as it fills): the outbox's "
-                      "id index takes a random page per event, and stays fast while it fits"));
+            .describe(
+                "SQLite page cache of the sink's connection (MiB, used only as it fills): the id index's "
+                "sort, and an existing outbox's index, which takes a random page per event"));
 
     // The column keys this sink uses, in the outbox schema's order (no
     // version column: migrated events carry none).
