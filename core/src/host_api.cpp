@@ -5,6 +5,7 @@
 #include "config_schema.hpp"
 #include "payload.hpp"
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -334,6 +335,25 @@ void ownership_lost(cdcflow_ctx *ctx, const char *msg) {
         log_line(CDCFLOW_LOG_ERROR, ctx->stage_id, m);
 }
 
+cdcflow_status partitions_changed(cdcflow_ctx *ctx, const cdcflow_partitions *change, char *err,
+                                  uint64_t err_len) {
+    std::string why;
+    cdcflow_status cs = CDCFLOW_ERR_INTERNAL;
+    if (!ctx || !change || change->struct_size < sizeof(uint32_t) * 2)
+        why = "partitions_changed: no context or no change";
+    else if (!ctx->partitions_changed)
+        why = "partitions_changed: only the source of a pipeline may call it, and only when its plugin "
+              "declares CDCFLOW_PLUGIN_GROUP_PARTITIONS";
+    else
+        cs = ctx->partitions_changed(*change, why);
+    if (cs != CDCFLOW_OK && err && err_len) {
+        size_t n = std::min<size_t>(why.size(), static_cast<size_t>(err_len - 1));
+        std::memcpy(err, why.data(), n);
+        err[n] = '\0';
+    }
+    return cs;
+}
+
 const cdcflow_host_api kApi = {
     CDCFLOW_ABI_VERSION,
     sizeof(cdcflow_host_api),
@@ -363,6 +383,7 @@ const cdcflow_host_api kApi = {
     payload_of,
     metric_cache,
     metric_lag,
+    partitions_changed,
 };
 
 } // namespace

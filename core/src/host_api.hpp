@@ -32,6 +32,10 @@ struct cdcflow_ctx {
     bool restoring = false;
     // ownership_lost: set by the runtime; called from any thread.
     std::function<void(const std::string &)> ownership_lost;
+    // partitions_changed (ABI 5): set by the runtime for a source whose
+    // plugin declares CDCFLOW_PLUGIN_GROUP_PARTITIONS; its thread only.
+    // Writes the failure's message into the string.
+    std::function<cdcflow_status(const cdcflow_partitions &, std::string &)> partitions_changed;
     // The rate limit on this stage's log calls (made on first use: the
     // stage id is set after construction).
     std::unique_ptr<cdcflow::host::PluginLogLimiter> log_limit;

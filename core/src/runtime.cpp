@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <pthread.h>
 #include <random>
@@ -118,6 +119,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         s->history = CDCFLOW_CB(s->cb, history);
         s->restore = CDCFLOW_CB(s->cb, restore);
         s->replay = CDCFLOW_CB(s->cb, replay);
+        s->partitions = CDCFLOW_CB(s->cb, partitions);
         s->ctx.stage_id = sd.id;
         s->ctx.metrics = &metrics;
         s->ctx.stop = &rt->stop_;
@@ -129,6 +131,25 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         s->cfg.def = &sd;
         s->cfg.schema = &s->plugin->schema;
         rt->stages_.push_back(std::move(s));
+    }
+    // A source whose partitions a consumer group assigns needs a sink that
+    // claims each partition's checkpoint as it comes (ABI 5).
+    const cdcflow_plugin *src_desc = rt->stages_.front()->plugin->desc;
+    rt->group_partitions_ = CDCFLOW_HAS_FIELD(src_desc, cdcflow_plugin, flags) &&
+                            (src_desc->flags & CDCFLOW_PLUGIN_GROUP_PARTITIONS) != 0;
+    if (rt->group_partitions_) {
+        Stage &sink = *rt->stages_.back();
+        if (!sink.partitions)
+            return Status::Config(where(d.file, sink.def->plugin_mark) + ": " + stage_label(*sink.def) +
+                                  ": cannot follow stage '" + rt->stages_.front()->def->id +
+                                  "', whose partitions a consumer group assigns: the plugin has no "
+                                  "partitions callback (ABI 5), so it could not claim each partition's "
+                                  "checkpoint as it moves between hosts");
+        Stage &src = *rt->stages_.front();
+        Runtime *self = rt.get();
+        src.ctx.partitions_changed = [self, &src](const cdcflow_partitions &c, std::string &err) {
+            return self->change_partitions(src, c, err);
+        };
     }
     rt->make_metrics(); // before the instances: a plugin's create may count already
     if (Status cs = rt->create_instances(); !cs) return cs;
@@ -597,6 +618,124 @@ void Runtime::recycle(Stage &src, Batch *b) {
     b->reset();
 }
 
+void Runtime::take_back(Stage &src, Batch *b) {
+    recycle(src, b);
+    spare_.push_back(b);
+}
+
+cdcflow_status Runtime::change_partitions(Stage &src, const cdcflow_partitions &change, std::string &err) {
+    // A newer source's longer struct: read what this host knows; an older
+    // one's shorter struct: what it did not set stays zero.
+    cdcflow_partitions c{};
+    std::memcpy(&c, &change, std::min<size_t>(change.struct_size, sizeof c));
+    c.struct_size = sizeof c;
+    auto why_stopping = [&]() -> cdcflow_status {
+        std::lock_guard lock(mu_);
+        if (failed_.load()) {
+            err = "the pipeline is stopping: " + error_.message();
+            return error_.abi() == CDCFLOW_ERR_FENCED ? CDCFLOW_ERR_FENCED : CDCFLOW_ERR_IO;
+        }
+        err = "the pipeline is stopping";
+        return CDCFLOW_ERR_RETRY;
+    };
+    if (!polling_) {
+        err = "partitions_changed is called during poll only";
+        return CDCFLOW_ERR_INTERNAL;
+    }
+    if (polling_->count > 0) {
+        // Those events would reach the sink after it gave their partitions up.
+        err = "partitions_changed called with " + std::to_string(polling_->count) +
+              " events already in the batch: report the change before handing out events";
+        return CDCFLOW_ERR_INTERNAL;
+    }
+    // Every stage started (a rebalance may come before the sink's start
+    // ran on its thread), then every batch in flight back, committed: every
+    // stage is idle, and the sink commits what the revoked partitions had
+    // in flight while it still owns them.
+    {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] {
+            if (stop_.load()) return true;
+            for (size_t i = 1; i < stages_.size(); ++i)
+                if (!stages_[i]->started.load() && !stages_[i]->stopped.load()) return false;
+            return true;
+        });
+    }
+    while (in_flight_ > 0 && !stopping()) {
+        Batch *r = free_->pop();
+        if (!r) break; // closed: a stage failed
+        take_back(src, r);
+    }
+    if (stopping()) return why_stopping();
+
+    // Transforms first (they drop what they derived from revoked
+    // partitions), then the sink (which reports the positions).
+    struct Collected {
+        std::vector<std::pair<std::string, int64_t>> got;
+        cdcflow_position_fn fn;
+        void *user;
+    } collected{{}, c.fn, c.user};
+    auto collect = [](void *user, const cdcflow_position *p) {
+        auto *k = static_cast<Collected *>(user);
+        k->got.emplace_back(std::string(partition_of(*p)), p->offset);
+        if (k->fn) k->fn(k->user, p);
+    };
+    for (size_t i = 1; i < stages_.size(); ++i) {
+        Stage &s = *stages_[i];
+        if (!s.partitions) continue;
+        const bool is_sink = i + 1 == stages_.size();
+        cdcflow_partitions mine = c;
+        if (is_sink) {
+            mine.fn = collect;
+            mine.user = &collected;
+        } else {
+            mine.fn = nullptr;
+            mine.user = nullptr;
+        }
+        Outcome done = call_with_retry(s, "partitions", [&](char *e, uint64_t len) {
+            collected.got.clear();
+            return s.partitions(s.instance, &mine, e, len);
+        });
+        if (done.code != CDCFLOW_OK) {
+            if (done.stopped) return why_stopping();
+            err = stage_label(*s.def) + ": " + done.message;
+            return done.code;
+        }
+    }
+    if (c.revoked_count || c.assigned_count) {
+        auto names = [](const cdcflow_str *v, uint32_t n) {
+            std::string out;
+            for (uint32_t i = 0; i < n && i < 8; ++i)
+                out += (out.empty() ? "" : ", ") + std::string(v[i].data, static_cast<size_t>(v[i].len));
+            if (n > 8) out += " and " + std::to_string(n - 8) + " more";
+            return out.empty() ? std::string("none") : out;
+        };
+        log_line(CDCFLOW_LOG_INFO, "host",
+                 "partitions changed: assigned " + names(c.assigned, c.assigned_count) + "; revoked " +
+                     names(c.revoked, c.revoked_count),
+                 "partitions", {{"assigned", c.assigned_count}, {"revoked", c.revoked_count}});
+    }
+    // State that moves with the stream: the assigned partitions' history,
+    // up to their committed positions, into the stateful transforms.
+    std::vector<cdcflow_position> assigned;
+    for (const auto &[part, off] : collected.got)
+        for (uint32_t i = 0; i < c.assigned_count; ++i)
+            if (part == std::string_view(c.assigned[i].data, static_cast<size_t>(c.assigned[i].len))) {
+                assigned.push_back({{part.data(), part.size()}, off});
+                break;
+            }
+    if (!assigned.empty()) {
+        Status st = restore_state(assigned, polling_, false);
+        polling_->reset();
+        if (!st) {
+            err = st.message();
+            return st.abi();
+        }
+        if (stopping()) return why_stopping();
+    }
+    return CDCFLOW_OK;
+}
+
 void Runtime::hide_dropped(Stage &st, Batch *b) {
     st.hidden.clear();
     if (st.knows_dropped || b->dropped == 0) return; // the common case looks at no event
@@ -641,22 +780,18 @@ void Runtime::source_loop(Stage &st, bool drain) {
     // an idle source learns what was committed without waiting for traffic.
     // Used last in, first out: the batches in use stay the few already grown
     // to the backlog's size, the others keep their small first allocation.
-    std::vector<Batch *> spare;
-    spare.reserve(pool_.size());
-    auto take_back = [&](Batch *r) {
-        recycle(st, r);
-        spare.push_back(r);
-    };
+    spare_.clear();
+    spare_.reserve(pool_.size());
     auto take = [&]() -> Batch * {
         while (Batch *r = free_->try_pop())
-            take_back(r);
-        if (spare.empty()) {
+            take_back(st, r);
+        if (spare_.empty()) {
             Batch *x = free_->pop(); // blocks while every batch is downstream
             if (x) recycle(st, x);
             return x;
         }
-        Batch *x = spare.back();
-        spare.pop_back();
+        Batch *x = spare_.back();
+        spare_.pop_back();
         return x;
     };
     // Adaptive batching (Settings): the events the next fill may take.
@@ -684,7 +819,7 @@ void Runtime::source_loop(Stage &st, bool drain) {
                 in_flight_bytes_.load(std::memory_order_relaxed) > bytes_max)) {
             Batch *r = free_->pop();
             if (!r) break; // closed: a stage failed
-            take_back(r);
+            take_back(st, r);
         }
         BatchLimits limits;
         limits.events = sizer.target();
@@ -695,8 +830,10 @@ void Runtime::source_loop(Stage &st, bool drain) {
         Outcome polled = call_with_retry(st, "poll", [&](char *err, uint64_t len) {
             exhausted = 0;
             auto t0 = Clock::now();
+            polling_ = b;
             cdcflow_status cs = st.cb->poll(st.instance, static_cast<cdcflow_batch *>(b),
                                             drain ? 0 : def_.settings.poll_wait_ms, &exhausted, err, len);
+            polling_ = nullptr;
             // Only a poll that brought events: an idle source's wait is not work.
             if (b->count) st.duration->observe(micros_since(t0));
             // A failed poll leaves no half-read batch behind: the source
@@ -727,7 +864,7 @@ void Runtime::source_loop(Stage &st, bool drain) {
         } else {
             sizer.filled(0, false);
             while (Batch *r = free_->try_pop())
-                take_back(r);
+                take_back(st, r);
         }
     }
     // End of stream: everything read so far drains and commits, then the
@@ -835,7 +972,12 @@ void Runtime::stage_loop(size_t index) {
         if (st.cb->stop) st.cb->stop(st.instance);
         return;
     }
-    st.started.store(true);
+    {
+        // change_partitions waits for every stage to have started.
+        std::lock_guard lock(mu_);
+        st.started.store(true);
+    }
+    cv_.notify_all();
     while (Batch *b = in.pop()) {
         if (b->end_of_stream) {
             char err[kErrLen] = {0};
@@ -892,6 +1034,7 @@ Status Runtime::acquire_ownership() {
     cdcflow_ownership req{};
     req.struct_size = sizeof req;
     req.lease_ms = def_.settings.owner_lease_ms;
+    if (group_partitions_) req.flags |= CDCFLOW_OWNERSHIP_PER_PARTITION;
     // A standby looks often enough to notice a released or dead owner
     // promptly, and rarely enough to cost nothing.
     const auto poll = std::chrono::milliseconds(std::clamp<uint32_t>(req.lease_ms / 4, 25, 500));
@@ -1014,8 +1157,8 @@ Status Runtime::run(const RunOptions &opts) {
     return result;
 }
 
-Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
-    m_replayed_->value.store(0);
+Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint, Batch *b, bool first) {
+    if (first) m_replayed_->value.store(0);
     // What each stateful transform asks for. The most any of them asks is
     // replayed, to each: one pass over the source, and a transform that sees
     // more than it asked for only remembers more.
@@ -1060,9 +1203,6 @@ Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint) {
     req.position_count = static_cast<uint32_t>(checkpoint.size());
     req.positions = checkpoint.data();
     req.max_events = want;
-    // One batch of the normal pool, filled and handed to each transform in
-    // turn on this thread: the replay costs no memory of its own.
-    Batch *b = pool_.front().get();
     uint64_t replayed = 0;
     // A source hands out at most max_events per partition of the checkpoint;
     // more means it is going round in circles (e.g. the same events again).
@@ -1156,7 +1296,9 @@ Status Runtime::run_once(const RunOptions &opts) {
     // copy would be stale by the time it takes over.
     Stage &sink = *stages_.back();
     std::vector<std::pair<std::string, int64_t>> checkpoint;
-    if (sink.cb->checkpoint) {
+    // A consumer group's source learns each partition's position as it is
+    // assigned (change_partitions): nothing to read or replay now.
+    if (sink.cb->checkpoint && !group_partitions_) {
         Outcome got = call_with_retry(sink, "checkpoint", [&](char *err, uint64_t len) {
             checkpoint.clear();
             auto collect = [](void *user, const cdcflow_position *p) {
@@ -1208,7 +1350,9 @@ Status Runtime::run_once(const RunOptions &opts) {
         return st;
     };
 
-    if (Status st = restore_state(positions); !st) return finish(st);
+    // One batch of the normal pool, filled and handed to each transform in
+    // turn on this thread: the replay costs no memory of its own.
+    if (Status st = restore_state(positions, pool_.front().get(), true); !st) return finish(st);
     if (stopping()) { // asked to stop (or fenced) during the replay: start nothing
         Status st;
         {

@@ -22,6 +22,20 @@
 // re-creates every stage instance (no cache outlives the ownership) and waits
 // as a standby again (or returns FENCED when refusing).
 //
+// Partitions a consumer group assigns (ABI 5, a source whose plugin declares
+// CDCFLOW_PLUGIN_GROUP_PARTITIONS): the host claims no checkpoint at start
+// (the sink's acquire is told CDCFLOW_OWNERSHIP_PER_PARTITION), reads none
+// and replays nothing; the source reports each rebalance through
+// partitions_changed, on its own thread during poll. change_partitions()
+// then waits until every batch in flight came back committed (taking them
+// back as the source loop does), so every stage is idle, and calls each
+// transform's and then the sink's partitions callback on the source's
+// thread: the sink gives revoked partitions up and claims assigned ones,
+// reporting their committed positions; stateful transforms are then
+// rebuilt from the source's replay of the assigned partitions' history,
+// through the source's (empty) batch. The batches' queues give the
+// happens-before between the stage threads' last calls and these.
+//
 // Shutdown: request_stop() makes the source stop reading; it then sends an
 // end-of-stream marker that each stage forwards after its in-flight work, so
 // everything read is committed. A fatal error in any stage closes every
@@ -235,6 +249,8 @@ private:
         cdcflow_status (*restore)(void *, cdcflow_batch *, char *, uint64_t) = nullptr;
         cdcflow_status (*replay)(void *, cdcflow_replay *, cdcflow_batch *, int32_t *, char *,
                                  uint64_t) = nullptr;
+        // ABI 5 (partitions a consumer group assigns), null likewise.
+        cdcflow_status (*partitions)(void *, const cdcflow_partitions *, char *, uint64_t) = nullptr;
         void *instance = nullptr;
         cdcflow_ctx ctx;
         cdcflow_config cfg;
@@ -287,7 +303,11 @@ private:
     // Rebuilds the stateful transforms (history/restore) from the source's
     // replay of the events up to the checkpoint, through one pool batch.
     // Returns early (OK) on a stop request.
-    Status restore_state(const std::vector<cdcflow_position> &checkpoint);
+    // Through batch `b` (empty; left empty). `first`: the incarnation's
+    // start (the replayed-events gauge starts over), else a rebalance.
+    Status restore_state(const std::vector<cdcflow_position> &checkpoint, Batch *b, bool first);
+    // The source's partitions_changed (ABI 5); the source's thread.
+    cdcflow_status change_partitions(Stage &src, const cdcflow_partitions &change, std::string &err);
     // Calls f(err, err_len) -> cdcflow_status (a plugin call that writes a
     // message into err on failure), retrying CDCFLOW_ERR_RETRY under the
     // stage's policy. Counts failures in the stage's errors metric and logs
@@ -319,6 +339,9 @@ private:
     // starts and ends. True while the source is to slow down.
     bool memory_throttled();
     void recycle(Stage &src, Batch *b);
+    // A committed batch the source took back early (its positions reported):
+    // kept in spare_ for the next fill.
+    void take_back(Stage &src, Batch *b);
     void stage_loop(size_t index);
     void fail(Stage &st, const std::string &what, cdcflow_status code);
     void notify_committed(Stage &src, Batch *b);
@@ -344,6 +367,13 @@ private:
     std::vector<std::thread> threads_;
     std::vector<cdcflow_position> committed_; // source thread: notify_committed's scratch
     uint64_t in_flight_ = 0;                  // source thread: events pushed and not yet recycled
+    // Source thread: committed batches taken back early, used last in, first
+    // out (the batches in use stay the few already grown to the backlog's
+    // size); and the batch being filled while the source polls (null between).
+    std::vector<Batch *> spare_;
+    Batch *polling_ = nullptr;
+    // The source's plugin declares CDCFLOW_PLUGIN_GROUP_PARTITIONS.
+    bool group_partitions_ = false;
     // Written by the source thread only; atomics so that memory() can read them.
     std::atomic<uint64_t> in_flight_bytes_{0}; // arena bytes of those events' batches at the push
     std::atomic<uint64_t> in_flight_bytes_peak_{0};

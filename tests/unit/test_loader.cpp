@@ -28,7 +28,7 @@ TEST_CASE("loader: a plugin built for another ABI is refused with the versions")
     auto r = load_plugin_file(f);
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().message() ==
-          "plugin '" + f + "': unsupported ABI version 999 (this host supports 1..4)");
+          "plugin '" + f + "': unsupported ABI version 999 (this host supports 1..5)");
 }
 
 TEST_CASE("loader: a descriptor too small for its ABI is refused, saying what was expected") {
@@ -36,7 +36,7 @@ TEST_CASE("loader: a descriptor too small for its ABI is refused, saying what wa
     auto r = load_plugin_file(f);
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().message() ==
-          "plugin '" + f + "': descriptor too small: struct_size is 16 bytes, ABI 4 needs at least " +
+          "plugin '" + f + "': descriptor too small: struct_size is 16 bytes, ABI 5 needs at least " +
               std::to_string(offsetof(cdcflow_plugin, callbacks) + sizeof(void *)) +
               " (set it to sizeof(cdcflow_plugin))");
 }

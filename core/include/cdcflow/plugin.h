@@ -49,8 +49,12 @@ extern "C" {
  * ABI 4 appended: the status ERR_EVENT (a poison event: the host isolates
  * it and dead-letters it); cache and source-lag figures under the host's
  * metric families (metric_cache, metric_lag).
- * A plugin built against ABI 1, 2 or 3 keeps loading and behaves as before. */
-#define CDCFLOW_ABI_VERSION 4u
+ * ABI 5 appended: sources whose partitions a consumer group assigns
+ * (CDCFLOW_PLUGIN_GROUP_PARTITIONS, cdcflow_partitions, the host function
+ * partitions_changed and the transform/sink callback partitions), so that
+ * each partition's checkpoint has one owner and state moves with it.
+ * A plugin built against ABI 1, 2, 3 or 4 keeps loading and behaves as before. */
+#define CDCFLOW_ABI_VERSION 5u
 #define CDCFLOW_ABI_VERSION_MIN 1u
 
 /* Does a struct that starts with struct_size (as the other side built it)
@@ -347,7 +351,17 @@ typedef struct cdcflow_ownership {
      * another machine takes over once the claim went lease_ms without a
      * renewal (on the same machine, at once when the owner's process is gone). */
     uint32_t lease_ms;
+    /* ---- ABI 5 ---- */
+    uint32_t flags;    /* CDCFLOW_OWNERSHIP_*; since ABI 5 */
+    uint32_t reserved; /* since ABI 5 */
 } cdcflow_ownership;
+
+/* Since ABI 5. The source's partitions are assigned by a consumer group
+ * (CDCFLOW_PLUGIN_GROUP_PARTITIONS): claim nothing now and answer OK; keep
+ * lease_ms, and claim each partition's checkpoint (name, "topic/partition")
+ * as the partitions callback assigns it, checking in every commit that each
+ * partition the batch touches is still owned. */
+#define CDCFLOW_OWNERSHIP_PER_PARTITION 1u
 
 /* Since ABI 4. The figures of one cache of a stage (metric_cache). */
 typedef enum cdcflow_cache_stat {
@@ -359,6 +373,36 @@ typedef enum cdcflow_cache_stat {
 
 /* Receives positions one at a time (checkpoint reporting). */
 typedef void (*cdcflow_position_fn)(void *user, const cdcflow_position *pos);
+
+/* Since ABI 5. A change of the partitions a source reads, as a consumer
+ * group's rebalance decides it (partitions_changed), and what the source
+ * needs back: the sink's committed position of each partition it asks
+ * about. Partition names are as in cdcflow_position ("topic/partition").
+ * Starts with struct_size; only ever grows at its end. */
+typedef struct cdcflow_partitions {
+    uint32_t struct_size;
+    uint32_t revoked_count;
+    /* No longer this source's: every event of them that the source handed
+     * out before is committed first; then the sink gives their checkpoints
+     * up (another host takes them over) and every stage drops state derived
+     * from them (row caches, version caches). */
+    const cdcflow_str *revoked;
+    uint32_t assigned_count;
+    uint32_t query_count;
+    /* Now this source's: the sink claims each one's checkpoint (waiting for
+     * a previous owner as it would as a standby), stateful transforms are
+     * rebuilt from the source's replay of their history, and fn receives
+     * each one's committed position (none: nothing committed yet). */
+    const cdcflow_str *assigned;
+    /* Only asked about (e.g. to learn whether peers finished theirs, for
+     * --drain): fn receives the committed position of each that has one,
+     * whichever host committed it. Nothing is claimed or dropped. */
+    const cdcflow_str *query;
+    /* Receives positions of assigned and query partitions, one call each,
+     * before partitions_changed (or partitions) returns; may be NULL. */
+    cdcflow_position_fn fn;
+    void *user;
+} cdcflow_partitions;
 
 /* Host services, passed at create. Only ever grows at the end: check
  * struct_size before calling a function appended after ABI 1. */
@@ -479,6 +523,26 @@ typedef struct cdcflow_host_api {
      * an outbox), cdcflow_source_lag_events; set it with metric_set whenever
      * the source learns it (e.g. once per poll). */
     cdcflow_metric *(*metric_lag)(cdcflow_ctx *ctx, const char *partition); /* since ABI 4 */
+
+    /* ---- ABI 5: check CDCFLOW_HAS_FIELD(host, cdcflow_host_api, name) ---- */
+
+    /* Sources whose descriptor sets CDCFLOW_PLUGIN_GROUP_PARTITIONS, on the
+     * source's thread, during poll (e.g. in a rebalance callback), while
+     * the batch being filled is still empty (ERR_INTERNAL otherwise): the
+     * partitions it reads changed (cdcflow_partitions says what the host
+     * does). Blocks until every event handed out before is committed and
+     * every stage took the change, and only then returns: the source then
+     * reads each assigned partition just after the position fn received
+     * (from its start when none). While it blocks, the host may call the
+     * source's committed and replay callbacks on this thread (re-entrant).
+     * OK; CDCFLOW_ERR_FENCED when the sink found that a revoked or assigned
+     * partition's checkpoint belongs to another process now (the host steps
+     * down); CDCFLOW_ERR_RETRY when the pipeline is stopping (nothing was
+     * changed: return from poll); another code when a stage failed (the
+     * pipeline stops). Called with nothing revoked or assigned it only
+     * answers the query. */
+    cdcflow_status (*partitions_changed)(cdcflow_ctx *ctx, const cdcflow_partitions *change, char *err,
+                                         uint64_t err_len); /* since ABI 5 */
 } cdcflow_host_api;
 
 /* Callbacks. Every callback that can fail returns a status and, on failure,
@@ -567,6 +631,22 @@ typedef struct cdcflow_callbacks {
      * then sets. Long calls return early on stop_requested. */
     cdcflow_status (*replay)(void *instance, cdcflow_replay *req, cdcflow_batch *b, int32_t *done, char *err,
                              uint64_t err_len); /* since ABI 3 */
+
+    /* ---- ABI 5: the host reads these only when struct_size covers them ---- */
+
+    /* TRANSFORM and SINK, may be NULL: the source's partitions changed
+     * (cdcflow_partitions). Called on the source's thread while no batch is
+     * in flight (every stage is idle), transforms first, in pipeline order.
+     * A transform drops what it derived from revoked partitions (fn is
+     * NULL for it). A sink gives the revoked partitions' checkpoints up,
+     * claims the assigned ones' (waiting while a live previous owner holds
+     * one, returning early on stop_requested with ERR_RETRY; ERR_FENCED when
+     * a revoked one was already taken over), drops its caches of what those
+     * partitions touched, and reports through fn the committed position of
+     * every assigned and query partition that has one. A pipeline whose
+     * source sets CDCFLOW_PLUGIN_GROUP_PARTITIONS needs a sink with it. */
+    cdcflow_status (*partitions)(void *instance, const cdcflow_partitions *change, char *err,
+                                 uint64_t err_len); /* since ABI 5 */
 } cdcflow_callbacks;
 
 /* The descriptor returned by the entry symbol. Static storage in the plugin. */
@@ -589,7 +669,20 @@ typedef struct cdcflow_plugin {
     const cdcflow_config_param *config_params; /* since ABI 3 */
     uint32_t config_param_count;               /* since ABI 3 */
     uint32_t reserved2;                        /* since ABI 3 */
+
+    /* ---- ABI 5: the host reads these only when struct_size covers them ---- */
+
+    uint32_t flags;     /* CDCFLOW_PLUGIN_*; since ABI 5 */
+    uint32_t reserved3; /* since ABI 5 */
 } cdcflow_plugin;
+
+/* Since ABI 5. A source whose partitions a consumer group assigns while it
+ * runs: it learns them in poll and reports every change through
+ * partitions_changed. The host then claims no checkpoint of its own at
+ * start (the sink claims each partition as it is assigned; several hosts
+ * share one sink store, each owning some partitions), reads no checkpoint
+ * and replays nothing before start. */
+#define CDCFLOW_PLUGIN_GROUP_PARTITIONS 1u
 
 typedef const cdcflow_plugin *(*cdcflow_plugin_entry_fn)(void);
 

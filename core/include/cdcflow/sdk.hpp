@@ -56,6 +56,12 @@
 // true once there are no more; set req.truncated when some that were asked
 // for are gone. The SDK exports these only when they exist.
 //
+// Partitions a consumer group assigns (ABI 5): such a source declares
+// `static constexpr uint32_t kFlags = CDCFLOW_PLUGIN_GROUP_PARTITIONS;` and
+// reports every rebalance with Context::partitions_changed; a transform or
+// sink that follows them defines `void partitions(const cdcflow_partitions &)`
+// (see plugin.h for what each must do).
+//
 // Thread-safety: an instance is driven by one thread at a time (see plugin.h).
 #pragma once
 
@@ -532,6 +538,30 @@ public:
             error(msg);
     }
 
+    // Sources that declare `static constexpr uint32_t kFlags =
+    // CDCFLOW_PLUGIN_GROUP_PARTITIONS` (ABI 5), during poll, with nothing
+    // pushed into the batch yet: the partitions this source reads changed
+    // (plugin.h, partitions_changed). Returns the host's status and writes
+    // its message into err; never throws, so that it may be called from a
+    // C library's callback (a Kafka rebalance). CDCFLOW_ERR_INTERNAL on a
+    // host older than ABI 5.
+    cdcflow_status partitions_changed(const cdcflow_partitions &change, std::string &err) const noexcept {
+        if (!CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, partitions_changed) || !host_->partitions_changed) {
+            err = "this host is older than ABI 5: it cannot follow partitions assigned by a consumer group";
+            return CDCFLOW_ERR_INTERNAL;
+        }
+        char buf[512];
+        buf[0] = '\0';
+        cdcflow_status cs = host_->partitions_changed(ctx_, &change, buf, sizeof buf);
+        if (cs != CDCFLOW_OK) {
+            try {
+                err = buf[0] ? buf : cdcflow_status_str(cs);
+            } catch (...) {
+            }
+        }
+        return cs;
+    }
+
 private:
     const cdcflow_host_api *host_;
     cdcflow_ctx *ctx_;
@@ -803,6 +833,22 @@ concept ReplayingSource = std::is_base_of_v<Source, T> && requires(T &t, cdcflow
     { t.replay(r, b) } -> std::convertible_to<bool>;
 };
 
+// A transform or sink that follows partitions a consumer group assigns
+// (ABI 5): `void partitions(const cdcflow_partitions &change)`; a sink
+// reports positions through change.fn (see plugin.h).
+template <typename T>
+concept PartitionFollower = (std::is_base_of_v<Transform, T> ||
+                             std::is_base_of_v<Sink, T>)&&requires(T &t, const cdcflow_partitions &c) {
+    t.partitions(c);
+};
+
+template <typename T> constexpr uint32_t flags_of() {
+    if constexpr (requires { T::kFlags; })
+        return T::kFlags;
+    else
+        return 0;
+}
+
 template <typename T>
 concept RestoringTransform = std::is_base_of_v<Transform, T> && requires(T &t, Batch &b) {
     { t.history() } -> std::convertible_to<uint64_t>;
@@ -944,6 +990,21 @@ template <typename T> struct Thunks {
             return CDCFLOW_ERR_INTERNAL;
         }
     }
+    static cdcflow_status partitions(void *p, const cdcflow_partitions *change, char *err,
+                                     uint64_t err_len) noexcept {
+        if constexpr (PartitionFollower<T>) {
+            return guarded(err, err_len, [&] {
+                cdcflow_partitions c{};
+                // A newer host's longer struct: read what this SDK knows.
+                std::memcpy(&c, change, change->struct_size < sizeof c ? change->struct_size : sizeof c);
+                c.struct_size = sizeof c;
+                H(p)->obj->partitions(c);
+            });
+        } else {
+            (void)p, (void)change, (void)err, (void)err_len;
+            return CDCFLOW_ERR_INTERNAL;
+        }
+    }
     static cdcflow_status replay(void *p, cdcflow_replay *req, cdcflow_batch *b, int32_t *done, char *err,
                                  uint64_t err_len) noexcept {
         if constexpr (ReplayingSource<T>) {
@@ -1013,6 +1074,7 @@ template <typename T> const cdcflow_plugin *descriptor() {
         RestoringTransform<T> ? &Thunks<T>::history : nullptr,
         RestoringTransform<T> ? &Thunks<T>::restore : nullptr,
         ReplayingSource<T> ? &Thunks<T>::replay : nullptr,
+        PartitionFollower<T> ? &Thunks<T>::partitions : nullptr,
     };
     static const cdcflow_plugin d = {
         CDCFLOW_ABI_VERSION,
@@ -1027,6 +1089,8 @@ template <typename T> const cdcflow_plugin *descriptor() {
         &cbs,
         params_of<T>(),
         param_count_of<T>(),
+        0,
+        flags_of<T>(),
         0,
     };
     return &d;
