@@ -40,7 +40,7 @@ class Cli(TempDirTest):
     def test_version_and_help(self):
         r = run(["--version"])
         self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"^cdcflow \d+\.\d+\.\d+ \(plugin ABI 1\.\.4\)")
+        self.assertRegex(r.stdout, r"^cdcflow \d+\.\d+\.\d+ \(plugin ABI 1\.\.5\)")
         for cmd in ["run", "validate", "plugins", "status"]:
             h = run([cmd, "--help"])
             self.assertEqual(h.returncode, 0, cmd)
