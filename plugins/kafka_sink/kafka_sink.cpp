@@ -438,8 +438,15 @@ void KafkaSink::publish(cdcflow::Batch &batch) {
     outstanding_ = 0;
     int64_t backoff = backoff_ms_;
     for (uint32_t round = 1;; ++round) {
-        for (uint32_t i : todo_)
-            produce_one(batch, i);
+        for (size_t n = 0; n < todo_.size(); ++n) {
+            produce_one(batch, todo_[n]);
+            // Serve the reports that are in as we go: librdkafka frees each
+            // acknowledged message there, and freeing them interleaved with
+            // the next messages' allocations reuses the same memory; freed
+            // all at once at the end of a large batch, glibc spent a third
+            // of this thread's time coalescing them (perf, 1M events).
+            if ((n & 255) == 255) rd_kafka_poll(rk_, 0);
+        }
         produced_.add(static_cast<int64_t>(todo_.size()));
         wait_round(batch);
         todo_.clear();
