@@ -28,7 +28,8 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
       busy_timeout_ms_(cfg.busy_timeout_ms), max_payload_bytes_(cfg.max_payload_bytes),
       create_schema_(cfg.create_schema), sync_full_(cfg.synchronous == "full"),
       wal_checkpoint_pages_(cfg.wal_checkpoint_pages), projection_(std::move(projection)),
-      versions_(static_cast<size_t>(cfg.cache_size), [ctx](const std::string &m) { ctx.info(m); }) {
+      versions_(static_cast<size_t>(cfg.cache_size), [ctx](const std::string &m) { ctx.info(m); }),
+      claims_(cfg.database, cfg.checkpoint_name, ctx) {
     // Bounds and choices are the host's (declared in ProjectionSinkSettings); emptiness is ours.
     if (path_.empty()) cfg.fail(&Settings::database, "must not be empty");
     if (checkpoint_name_.empty()) cfg.fail(&Settings::checkpoint_name, "must not be empty");
@@ -75,6 +76,7 @@ std::string ProjectionSink::missing_table() {
 
 ProjectionSink::~ProjectionSink() {
     checkpointer_.stop();
+    claims_.detach();
     // Statements before their connection.
     if (projection_) projection_->close();
     versions_.close();
@@ -106,17 +108,37 @@ void ProjectionSink::start() {
     }
     if (!prepared_) prepare();
     if (lease_ && !fence_) fence_ = ownership::Fence(db_, *lease_);
+    claims_.attach(db_);
     if (wal_checkpoint_pages_ > 0 && db_.journal_mode() == "wal")
         checkpointer_.attach(db_, static_cast<int>(wal_checkpoint_pages_),
                              [c = ctx()](const std::string &m) { c.warn(m); });
 }
 
 void ProjectionSink::acquire(const cdcflow_ownership &req) {
+    if (req.flags & CDCFLOW_OWNERSHIP_PER_PARTITION) {
+        claims_.enable(req.lease_ms);
+        return;
+    }
     sqlite_sink::acquire(lease_, path_, checkpoint_name_, req, ctx());
 }
 
 void ProjectionSink::release() {
     if (lease_) lease_->release();
+    claims_.release_all();
+}
+
+void ProjectionSink::partitions(const cdcflow_partitions &change) {
+    if (!claims_.enabled())
+        throw Error(CDCFLOW_ERR_INTERNAL, "partitions changed, but the host did not ask for per-partition "
+                                          "ownership at acquire");
+    if (change.revoked_count || change.assigned_count) {
+        // Statements closed and opened again: the caches start empty.
+        projection_->close();
+        versions_.close();
+        projection_->open(db_);
+        versions_.open(db_, checkpoint_name_);
+    }
+    claims_.change(change);
 }
 
 void ProjectionSink::checkpoint(const std::function<void(const cdcflow_position &)> &emit) {
@@ -146,7 +168,7 @@ bool ProjectionSink::admissible(const cdcflow_event &e, std::string &reason) con
     return true;
 }
 
-void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
+void ProjectionSink::collect_partitions(cdcflow::Batch &batch) {
     // The last position of each partition in the batch, whatever the events'
     // status: skipped and dead-lettered events are done with too.
     partitions_.clear();
@@ -162,6 +184,9 @@ void ProjectionSink::save_checkpoint(cdcflow::Batch &batch, int64_t now_us) {
             }
         if (!found) partitions_.emplace_back(part, p.offset);
     }
+}
+
+void ProjectionSink::save_checkpoint(int64_t now_us) {
     for (const auto &[part, offset] : partitions_) {
         checkpoint_upsert_.bind(1, std::string_view(checkpoint_name_))
             .bind(2, part)
@@ -194,6 +219,8 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
         // Still the owner? Checked under the write lock this transaction
         // holds until COMMIT, so no takeover can slip in between.
         if (fence_) fence_.check();
+        collect_partitions(batch);
+        if (claims_.enabled()) claims_.check(partitions_);
         for (uint32_t i = 0; i < batch.size(); ++i) {
             const cdcflow_event &e = batch[i];
             // Skipped: a copy, or filtered out by a transform (its position
@@ -233,7 +260,7 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
         }
         projection_->write_batch();
         versions_.write_batch();
-        save_checkpoint(batch, now);
+        save_checkpoint(now);
         tx.commit();
     } catch (...) {
         // The transaction has rolled back (tx's destructor ran first): bring
@@ -244,6 +271,7 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
         throw;
     }
     if (fence_) fence_.committed();
+    if (claims_.enabled()) claims_.committed(partitions_);
     projection_->batch_committed();
     versions_.batch_committed();
     applied_.add(applied);
@@ -258,6 +286,7 @@ void ProjectionSink::stop() {
     dead_letters_out_.reset();
     checkpoint_upsert_ = {};
     fence_ = {};
+    claims_.detach(); // the claims stay until release(); their fences go with the connection
     prepared_ = false;
     db_ = {};
 }

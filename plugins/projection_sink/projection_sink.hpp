@@ -9,6 +9,7 @@
 #include "aggregate_versions.hpp"
 #include "common/dead_letters.hpp"
 #include "common/ownership.hpp"
+#include "common/partition_claims.hpp"
 #include "common/sqlite.hpp"
 #include "common/wal_checkpointer.hpp"
 #include "projection.hpp"
@@ -107,6 +108,11 @@ public:
     // checks it. Without acquire (unit tests, an ABI 1 host) nothing is fenced.
     void acquire(const cdcflow_ownership &req);
     void release();
+    // A consumer group's partitions (ABI 5, CDCFLOW_OWNERSHIP_PER_PARTITION
+    // at acquire): one claim per partition (common/partition_claims.hpp);
+    // on every change the row and version caches are dropped, since another
+    // host may have moved the rows of the partitions that came and went.
+    void partitions(const cdcflow_partitions &change);
 
     Projection &projection() { return *projection_; }
 
@@ -117,7 +123,9 @@ private:
     // The sink's own limits, whatever ran before it: a non-empty event id,
     // UTF-8 text, a bounded payload. false: reason says why.
     bool admissible(const cdcflow_event &e, std::string &reason) const;
-    void save_checkpoint(cdcflow::Batch &batch, int64_t now_us);
+    // The last position of each partition in the batch, into partitions_.
+    void collect_partitions(cdcflow::Batch &batch);
+    void save_checkpoint(int64_t now_us);
 
     std::string path_;
     std::string checkpoint_name_;
@@ -130,6 +138,7 @@ private:
     AggregateVersions versions_;
 
     std::unique_ptr<ownership::Lease> lease_; // its own connection and renewal thread
+    sqlite_sink::PartitionClaims claims_;     // per partition instead (a consumer group's source)
     sqlite::Db db_;
     ownership::Fence fence_;               // on db_, prepared once the lease is held
     sqlite::DeadLetters dead_letters_out_; // the shared dead_letters table's insert
