@@ -29,9 +29,9 @@ std::string err_text(rd_kafka_resp_err_t e) {
 // Properties that only a group member uses: left out of the replay's
 // consumer, which reads partitions it assigns itself.
 bool group_only(std::string_view key) {
-    for (std::string_view k : {"group.id", "group.instance.id", "group.protocol.type", "partition.assignment.strategy",
-                               "session.timeout.ms", "heartbeat.interval.ms", "max.poll.interval.ms",
-                               "auto.commit.interval.ms", "enable.partition.eof"})
+    for (std::string_view k : {"group.id", "group.instance.id", "group.protocol.type",
+                               "partition.assignment.strategy", "session.timeout.ms", "heartbeat.interval.ms",
+                               "max.poll.interval.ms", "auto.commit.interval.ms", "enable.partition.eof"})
         if (key == k) return true;
     return false;
 }
@@ -174,7 +174,14 @@ rd_kafka_conf_t *KafkaSource::make_conf(bool group_member) const {
     };
     for (const auto &[k, v] : props_)
         if (group_member || !group_only(k)) set(k, v);
-    if (!group_member) set("enable.partition.eof", "true"); // the replay knows where a partition ends
+    if (!group_member) {
+        // librdkafka's assign() needs a group.id, though a consumer that
+        // never subscribes joins no group: a name of its own, so that it
+        // is never mistaken for a member of the real group (and never
+        // commits: auto commit is off).
+        set("group.id", group_ + ".replay");
+        set("enable.partition.eof", "true"); // the replay knows where a partition ends
+    }
     rd_kafka_conf_set_opaque(conf, const_cast<KafkaSource *>(this));
     rd_kafka_conf_set_log_cb(conf, &KafkaSource::on_log);
     rd_kafka_conf_set_error_cb(conf, &KafkaSource::on_error);
@@ -246,7 +253,8 @@ KafkaSource::Part &KafkaSource::part(std::string_view topic, int32_t partition) 
     if (routing_ && routing_->extract(topic, type))
         p->aggregate_type = std::string(type);
     else if (routing_)
-        ctx().warn("topic " + base::quoted(topic) + " does not match routing_pattern: its events have an empty "
+        ctx().warn("topic " + base::quoted(topic) +
+                   " does not match routing_pattern: its events have an empty "
                    "aggregate type (a validator rejects them)");
     p->lag = ctx().lag_metric(p->name.c_str());
     Part &ref = *p;
@@ -435,7 +443,7 @@ void KafkaSource::drop_buffered(const rd_kafka_topic_partition_list_t *parts) {
     for (size_t i = head_; i < buffered_.size(); ++i) {
         rd_kafka_message_t *m = buffered_[i];
         const bool drop = !parts || rd_kafka_topic_partition_list_find(parts, rd_kafka_topic_name(m->rkt),
-                                                                        m->partition) != nullptr;
+                                                                       m->partition) != nullptr;
         if (drop)
             rd_kafka_message_destroy(m);
         else
@@ -540,9 +548,10 @@ void KafkaSource::push_buffered(cdcflow::Batch &batch) {
         missing_id_.add(missing);
         if (!idle_warned_missing_id_) {
             idle_warned_missing_id_ = true;
-            ctx().warn("messages without the " + base::quoted(id_header_) +
-                       " header: handed out with an empty event id, which the sink dead-letters (is id_header "
-                       "right?)");
+            ctx().warn(
+                "messages without the " + base::quoted(id_header_) +
+                " header: handed out with an empty event id, which the sink dead-letters (is id_header "
+                "right?)");
         }
     }
 }
@@ -643,7 +652,8 @@ bool KafkaSource::drained() {
 
 void KafkaSource::committed(std::span<const cdcflow_position> positions) {
     for (const cdcflow_position &pos : positions)
-        if (Part *p = find_part(sv(pos.partition)); p && p->assigned) p->to_commit = std::max(p->to_commit, pos.offset);
+        if (Part *p = find_part(sv(pos.partition)); p && p->assigned)
+            p->to_commit = std::max(p->to_commit, pos.offset);
     flush_commits(false);
 }
 
@@ -656,7 +666,8 @@ void KafkaSource::flush_commits(bool force) {
     for (auto &[name, p] : parts_) {
         if (!p->assigned || p->to_commit < 0) continue;
         if (!list.list) list.list = rd_kafka_topic_partition_list_new(8);
-        rd_kafka_topic_partition_list_add(list.list, p->topic.c_str(), p->partition)->offset = p->to_commit + 1;
+        rd_kafka_topic_partition_list_add(list.list, p->topic.c_str(), p->partition)->offset =
+            p->to_commit + 1;
         p->to_commit = -1;
     }
     // Asynchronous, for monitoring only: a failure loses nothing (the
@@ -708,7 +719,8 @@ bool KafkaSource::replay(cdcflow_replay &req, cdcflow::Batch &batch) {
         for (const auto &[name, end] : r->request) {
             Replay::P p;
             if (!split_partition_name(name, p.topic, p.partition))
-                throw Error(CDCFLOW_ERR_INTERNAL, "replay: " + base::quoted(name) + " is not a topic/partition");
+                throw Error(CDCFLOW_ERR_INTERNAL,
+                            "replay: " + base::quoted(name) + " is not a topic/partition");
             p.end = end;
             r->parts.push_back(p);
             rd_kafka_topic_partition_list_add(list.list, p.topic.c_str(), p.partition)->offset =

@@ -64,7 +64,7 @@ struct KafkaSourceSettings {
             .describe("the topics to read, a list of names (e.g. [outbox.event.Account])"),
         cdcflow::param("kafka", &S::kafka)
             .describe("librdkafka consumer properties (name: value) over the source's defaults "
-                      "(enable.auto.commit false, auto.offset.reset earliest, fetch.wait.max.ms 10, "
+                      "(enable.auto.commit false, auto.offset.reset earliest, fetch.wait.max.ms 100, "
                       "partition.assignment.strategy range,roundrobin; cooperative-sticky works too); values "
                       "of keys naming a password, secret, sasl.oauthbearer.config or ssl.key are never "
                       "printed"),
