@@ -94,16 +94,23 @@ KafkaSource::KafkaSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Cont
     if (id_header_.empty()) cfg.fail(&Settings::id_header, "must not be empty");
     if (type_header_.empty()) cfg.fail(&Settings::type_header, "must not be empty");
 
-    // topics: a non-empty list of legal, distinct topic names.
+    // topics: one name, or a non-empty list of legal, distinct names.
     {
         simdjson::dom::parser parser;
+        simdjson::dom::element doc;
+        if (parser.parse(cfg.topics.text).get(doc) != simdjson::SUCCESS)
+            cfg.fail(&Settings::topics, "must be a topic name or a list of topic names");
+        std::vector<simdjson::dom::element> items;
         simdjson::dom::array list;
-        if (parser.parse(cfg.topics.text).get_array().get(list) != simdjson::SUCCESS)
-            cfg.fail(&Settings::topics, "must be a list of topic names");
-        for (simdjson::dom::element e : list) {
+        if (doc.get_array().get(list) == simdjson::SUCCESS)
+            for (simdjson::dom::element e : list)
+                items.push_back(e);
+        else
+            items.push_back(doc);
+        for (simdjson::dom::element e : items) {
             std::string_view name;
             if (e.get_string().get(name) != simdjson::SUCCESS)
-                cfg.fail(&Settings::topics, "must be a list of topic names (strings)");
+                cfg.fail(&Settings::topics, "must be a topic name or a list of topic names (strings)");
             std::string reason;
             if (!name.empty() && name[0] == '^')
                 cfg.fail(&Settings::topics, "topic patterns (^regex) are not supported: name each topic");
@@ -185,7 +192,13 @@ rd_kafka_conf_t *KafkaSource::make_conf(bool group_member) const {
     rd_kafka_conf_set_opaque(conf, const_cast<KafkaSource *>(this));
     rd_kafka_conf_set_log_cb(conf, &KafkaSource::on_log);
     rd_kafka_conf_set_error_cb(conf, &KafkaSource::on_error);
-    if (group_member) rd_kafka_conf_set_rebalance_cb(conf, &KafkaSource::on_rebalance);
+    if (group_member) {
+        rd_kafka_conf_set_rebalance_cb(conf, &KafkaSource::on_rebalance);
+        // Kafka's committed offsets are for monitoring: a commit refused
+        // during a rebalance (the generation moved on) loses nothing.
+        rd_kafka_conf_set_offset_commit_cb(
+            conf, [](rd_kafka_t *, rd_kafka_resp_err_t, rd_kafka_topic_partition_list_t *, void *) {});
+    }
     return conf;
 }
 
@@ -220,6 +233,9 @@ void KafkaSource::on_log(const rd_kafka_t *rk, int level, const char *fac, const
     if (fac && std::string_view(fac) == "CONF") return;
     auto *self = static_cast<KafkaSource *>(rd_kafka_opaque(rk));
     if (!self) return;
+    // An offset commit refused during a rebalance is expected and harmless
+    // (see the offset commit callback): not a warning.
+    if (fac && std::string_view(fac) == "COMMITFAIL") level = 7;
     const cdcflow_log_level l = level <= 3   ? CDCFLOW_LOG_ERROR
                                 : level == 4 ? CDCFLOW_LOG_WARN
                                 : level <= 6 ? CDCFLOW_LOG_INFO

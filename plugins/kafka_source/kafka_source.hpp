@@ -61,7 +61,7 @@ struct KafkaSourceSettings {
                       "and must share one projection store"),
         cdcflow::param("topics", &S::topics)
             .required()
-            .describe("the topics to read, a list of names (e.g. [outbox.event.Account])"),
+            .describe("the topics to read: a name, or a list of names (e.g. [outbox.event.Account])"),
         cdcflow::param("kafka", &S::kafka)
             .describe("librdkafka consumer properties (name: value) over the source's defaults "
                       "(enable.auto.commit false, auto.offset.reset earliest, fetch.wait.max.ms 100, "

@@ -8,54 +8,13 @@ its id header becomes a dead letter with a clear reason."""
 import os
 import sqlite3
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from accounts_model import Model  # noqa: E402
-from helpers import SOURCE_ROOT, TempDirTest, env_with, main, run, start, wait_for  # noqa: E402
+from helpers import TempDirTest, env_with, main, run, start, wait_for  # noqa: E402
 from kafka_events import Producer, partition_of, send_rows  # noqa: E402
 from kafka_helpers import MockKafka  # noqa: E402
+from kafka_pipeline import TOPIC, model_of, positions, test_pipeline  # noqa: E402
 from outbox_gen import Generator  # noqa: E402
-
-PIPELINE = os.path.join(SOURCE_ROOT, "pipelines", "kafka-to-projection.yaml")
-TOPIC = "outbox.event.Account"
-
-
-def test_pipeline(dir_path, lease_ms=3000):
-    """The shipped pipeline with test-sized group timings: a session timeout
-    of seconds, a short ownership lease. Everything else as shipped."""
-    with open(PIPELINE) as f:
-        text = f.read()
-    for old, new in (("session.timeout.ms: 10000", "session.timeout.ms: 4000"),
-                     ("heartbeat.interval.ms: 1000", "heartbeat.interval.ms: 500"),
-                     ("owner_lease_ms: 15000", "owner_lease_ms: %d" % lease_ms)):
-        assert old in text, old
-        text = text.replace(old, new)
-    path = os.path.join(dir_path, "kafka-to-projection.yaml")
-    with open(path, "w") as f:
-        f.write(text)
-    return path
-
-
-def model_of(rows):
-    """The model over the rows in the order written (each key's events are in
-    one partition, in order, so any interleaving of partitions gives the same
-    accounts); timestamps as Kafka keeps them (milliseconds)."""
-    m = Model()
-    for eid, agg_type, agg_id, etype, payload, ts in rows:
-        m.apply_row(eid, agg_type, agg_id, etype, payload, ts // 1000 * 1000)
-    return m
-
-
-def positions(db):
-    try:
-        c = sqlite3.connect(db, timeout=30)
-        try:
-            return c.execute("SELECT COALESCE(SUM(position + 1), 0) FROM cdcflow_checkpoints").fetchone()[0]
-        finally:
-            c.close()
-    except sqlite3.OperationalError:
-        return 0  # not created yet
 
 
 class KafkaSourceTest(TempDirTest):
