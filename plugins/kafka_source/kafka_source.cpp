@@ -524,7 +524,13 @@ bool KafkaSource::push(cdcflow::Batch &batch, const rd_kafka_message_t *m, Part 
             e.aggregate_type = cdcflow_str{static_cast<const char *>(v), n};
     }
     if (type_from_header_.empty()) e.aggregate_type = str(p.aggregate_type);
-    if (m->key) e.aggregate_id = cdcflow_str{static_cast<const char *>(m->key), m->key_len};
+    if (m->key) {
+        std::string_view key(static_cast<const char *>(m->key), m->key_len);
+        // JsonConverter as Debezium's key converter writes the aggregate id
+        // as a JSON string (or in the envelope) too.
+        if (format_ == ValueFormat::debezium_json) key = key_decoder_.decode(key);
+        e.aggregate_id = str(key);
+    }
     std::string_view value(m->payload ? static_cast<const char *>(m->payload) : "", m->payload ? m->len : 0);
     if (format_ == ValueFormat::debezium_json) value = decoder_.decode(value);
     e.payload = str(value);

@@ -88,7 +88,7 @@ struct KafkaSourceSettings {
             .choices(kFormats)
             .describe("raw: the value is the payload as written (kafka_sink, Debezium's StringConverter); "
                       "debezium_json: JsonConverter's {\"schema\":..,\"payload\":..} envelope and/or a JSON "
-                      "string holding the payload, unwrapped"),
+                      "string holding the payload, unwrapped (a key written by JsonConverter too)"),
         cdcflow::param("poll_batch", &S::poll_batch)
             .defaults_to("65536")
             .min("1")
@@ -206,8 +206,8 @@ private:
     std::unordered_map<std::string, std::unique_ptr<Part>> parts_;
     Part *last_part_ = nullptr; // the last message's partition (messages come in runs)
     std::vector<rd_kafka_message_t *> buffered_;
-    size_t head_ = 0; // buffered_[head_..] are not handed out yet
-    ValueDecoder decoder_;
+    size_t head_ = 0;                    // buffered_[head_..] are not handed out yet
+    ValueDecoder decoder_, key_decoder_; // debezium_json (each keeps its own scratch memory)
 
     // A failure inside a callback (rebalance, fatal error), for poll.
     cdcflow_status pending_ = CDCFLOW_OK;
