@@ -589,7 +589,7 @@ cdcflow::PollResult KafkaSource::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
     if (head_ == buffered_.size() && !stopping_ && pending_ == CDCFLOW_OK) {
         flush_commits(false);
         update_lag(false);
-        if (drained()) return {true};
+        if (caught_up() && drained()) return {true};
         read(most, wait_ms > 0 ? static_cast<int>(wait_ms) : kParkMs);
     }
     throw_pending();
@@ -601,6 +601,20 @@ cdcflow::PollResult KafkaSource::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
 }
 
 // ---- Drain -------------------------------------------------------------------
+
+bool KafkaSource::caught_up() {
+    for (const auto &[name, p] : parts_) {
+        if (!p->assigned) continue;
+        int64_t lo = -1, hi = -1;
+        // Cached from the fetch responses: no request.
+        if (rd_kafka_get_watermark_offsets(rk_, p->topic.c_str(), p->partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi < 0)
+            return false; // not fetched yet
+        if ((p->next >= 0 ? p->next : lo) < hi) return false;
+    }
+    return true;
+}
 
 bool KafkaSource::drained() {
     const auto now = Clock::now();

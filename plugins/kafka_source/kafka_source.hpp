@@ -65,6 +65,7 @@ struct KafkaSourceSettings {
         cdcflow::param("kafka", &S::kafka)
             .describe("librdkafka consumer properties (name: value) over the source's defaults "
                       "(enable.auto.commit false, auto.offset.reset earliest, fetch.wait.max.ms 100, "
+                      "queued.min.messages 1000000, "
                       "partition.assignment.strategy range,roundrobin; cooperative-sticky works too); values "
                       "of keys naming a password, secret, sasl.oauthbearer.config or ssl.key are never "
                       "printed"),
@@ -182,6 +183,11 @@ private:
     // A failure seen inside a librdkafka callback, thrown now.
     void throw_pending();
     void remember(cdcflow_status st, const std::string &msg);
+    // --drain: has this host read every message of its own partitions (as
+    // far as the last fetch knows)? Only then is asking the host worth it:
+    // the question waits until everything in flight is committed, which
+    // would stall a pipeline that still has a backlog.
+    bool caught_up();
     // --drain: is every partition of the topics committed up to its end?
     bool drained();
     void update_lag(bool force);
