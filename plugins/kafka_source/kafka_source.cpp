@@ -272,7 +272,6 @@ KafkaSource::Part &KafkaSource::part(std::string_view topic, int32_t partition) 
         ctx().warn("topic " + base::quoted(topic) +
                    " does not match routing_pattern: its events have an empty "
                    "aggregate type (a validator rejects them)");
-    p->lag = ctx().lag_metric(p->name.c_str());
     Part &ref = *p;
     parts_.emplace(ref.name, std::move(p));
     return ref;
@@ -391,6 +390,12 @@ void KafkaSource::assign(rd_kafka_topic_partition_list_t *parts) {
         auto it = got.at.find(p.name);
         tp.offset = it != got.at.end() ? it->second + 1 : RD_KAFKA_OFFSET_BEGINNING;
         p.assigned = true;
+        // A lag series only for partitions this host reads (the drain check
+        // knows every partition of the topics).
+        if (!p.has_lag) {
+            p.lag = ctx().lag_metric(p.name.c_str());
+            p.has_lag = true;
+        }
         p.next = it != got.at.end() ? it->second + 1 : -1;
         p.to_commit = -1;
     }
@@ -536,7 +541,10 @@ bool KafkaSource::push(cdcflow::Batch &batch, const rd_kafka_message_t *m, Part 
     e.payload = str(value);
     rd_kafka_timestamp_type_t tstype;
     const int64_t ts = rd_kafka_message_timestamp(m, &tstype);
-    e.timestamp_us = ts >= 0 ? ts * 1000 : 0;
+    // Data, not truth (DESIGN.md): a producer may write any value; one past
+    // what microseconds can hold is clamped rather than overflowed.
+    constexpr int64_t kMaxMs = INT64_MAX / 1000;
+    e.timestamp_us = ts < 0 ? 0 : ts > kMaxMs ? kMaxMs * 1000 : ts * 1000;
     e.position = cdcflow_position{str(p.name), m->offset};
     return batch.append(e);
 }

@@ -155,6 +155,7 @@ private:
         // What the sink committed and Kafka was not told yet (-1: nothing).
         int64_t to_commit = -1;
         cdcflow::Metric lag;
+        bool has_lag = false;
     };
     struct Replay;
 

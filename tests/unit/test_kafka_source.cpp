@@ -322,7 +322,9 @@ TEST_CASE("kafka_source: debezium_json values, an aggregate type from a header, 
     Cluster k("dbz.Order", 1);
     k.send("dbz.Order", 0, "o-1", R"({"schema":{"type":"string"},"payload":"{\"total\":\"9.90\"}"})",
            {{"id", "d-1"}, {"eventType", "OrderPlaced"}, {"kind", "Order"}});
-    k.send("dbz.Order", 0, "o-1", R"("{\"total\":\"1.00\"}")", {{"id", "d-2"}, {"eventType", "OrderPaid"}});
+    // A producer's timestamp past what microseconds hold: clamped, not overflowed.
+    k.send("dbz.Order", 0, "o-1", R"("{\"total\":\"1.00\"}")", {{"id", "d-2"}, {"eventType", "OrderPaid"}},
+           INT64_MAX / 100);
     k.flush();
     Stage s({{"brokers", k.bootstrap},
              {"group", "g2"},
@@ -338,6 +340,7 @@ TEST_CASE("kafka_source: debezium_json values, an aggregate type from a header, 
     CHECK(got[0].aggregate_type == "Order");
     CHECK(got[1].payload == R"({"total":"1.00"})");
     CHECK(got[1].aggregate_type.empty()); // no such header: the validator rejects it
+    CHECK(got[1].ts == INT64_MAX / 1000 * 1000);
     s.src->stop();
 }
 
