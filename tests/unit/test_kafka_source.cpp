@@ -310,12 +310,31 @@ TEST_CASE(
         s.poll(&exhausted);
     CHECK(exhausted);
 
+    // What the sink committed goes to Kafka's committed offsets (for lag
+    // tools), as the next offset to read; at the latest when stopping.
+    std::string p0 = std::string(kTopic) + "/0";
+    cdcflow_position done{cdcflow::str(p0), 5};
+    s.src->committed(std::span<const cdcflow_position>(&done, 1));
+
     // stop: the consumer leaves the group; the pipeline is gone, so its
     // revocation is not reported.
     const int calls = s.host.calls;
     s.src->stop();
     CHECK(s.host.calls == calls);
     CHECK(s.host.revoked.empty());
+
+    char err[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", k.bootstrap.c_str(), err, sizeof err);
+    rd_kafka_conf_set(conf, "group.id", "g1", err, sizeof err);
+    rd_kafka_t *peek = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof err);
+    REQUIRE(peek);
+    rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(list, kTopic, 0);
+    CHECK(rd_kafka_committed(peek, list, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR);
+    CHECK(list->elems[0].offset == 6);
+    rd_kafka_topic_partition_list_destroy(list);
+    rd_kafka_destroy(peek);
 }
 
 TEST_CASE("kafka_source: debezium_json values, an aggregate type from a header, configured header names") {
