@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <future>
 #include <map>
 #include <string>
@@ -432,4 +433,24 @@ TEST_CASE("partitions: a change reported with events already in the batch is ref
     CHECK(
         f.create_status.message().find("stage 'sink' (plugin 'file_sink'): cannot follow stage 'src', whose "
                                        "partitions a consumer group assigns") != std::string::npos);
+}
+
+TEST_CASE("partitions: with the checkpoint unfenced (CDCFLOW_UNSAFE_NO_OWNERSHIP, as the benchmarks compare) "
+          "a group pipeline still follows its partitions") {
+    TempDir dir("parts_unsafe");
+    const std::string db = dir.file("read.db");
+    // Set before the run's threads exist, removed after they are gone.
+    setenv("CDCFLOW_UNSAFE_NO_OWNERSHIP", "1", 1);
+    Host h(group_pipeline(db, "plan: '-1@200;+1@400'"));
+    REQUIRE(h.create_status.ok());
+    h.start();
+    const bool done = h.finish();
+    unsetenv("CDCFLOW_UNSAFE_NO_OWNERSHIP");
+    REQUIRE(done);
+    REQUIRE_MESSAGE(h.run_status.ok(), h.run_status.message());
+    check_exact(db, kEvents - 1);
+    CHECK(h.metric("src.emitted") == kParts * kEvents);
+    CHECK(h.metric("src.last_resumed_from") > 1);
+    // Nothing claimed: no owners table at all.
+    CHECK(column(db, "SELECT count(*) FROM sqlite_master WHERE name = 'cdcflow_owners'") == 0);
 }
