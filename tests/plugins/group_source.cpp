@@ -30,7 +30,8 @@
 // exhausted (--drain) once each is at its end, whoever committed it.
 //
 // `events_in_change` (a broken source): at the first poll, one event goes
-// into the batch before the change is reported, which the host refuses.
+// into the batch before the change is reported, which the host refuses;
+// `null_assigned`: the first assignment has a count but no list.
 //
 // Metrics (stage-prefixed): emitted (events polled out), replayed,
 // changes, last_resumed_from (the position the last assigned partition
@@ -54,6 +55,7 @@ struct GroupSourceSettings {
     int64_t copy_at = 0, copy_of = 0;
     int64_t query_ms = 20;
     bool events_in_change = false;
+    bool null_assigned = false;
 
     using S = GroupSourceSettings;
     static constexpr auto kParams = cdcflow::params(
@@ -87,7 +89,10 @@ struct GroupSourceSettings {
             .describe("with nothing left to read: ask for the committed positions at most this often"),
         cdcflow::param("events_in_change", &S::events_in_change)
             .defaults_to("false")
-            .describe("report the first assignment with an event already in the batch (a broken source)"));
+            .describe("report the first assignment with an event already in the batch (a broken source)"),
+        cdcflow::param("null_assigned", &S::null_assigned)
+            .defaults_to("false")
+            .describe("report the first assignment with a count but no list (a broken source)"));
 };
 
 class GroupSource : public cdcflow::Source {
@@ -99,7 +104,8 @@ public:
 
     GroupSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
         : Source(ctx), events_(cfg.events), copy_at_(cfg.copy_at), copy_of_(cfg.copy_of),
-          query_ms_(cfg.query_ms), events_in_change_(cfg.events_in_change) {
+          query_ms_(cfg.query_ms), events_in_change_(cfg.events_in_change),
+          null_assigned_(cfg.null_assigned) {
         for (int64_t p = 0; p < cfg.partitions; ++p)
             names_.push_back(cfg.topic + "/" + std::to_string(p));
         if (copy_at_ && (copy_of_ < 1 || copy_of_ >= copy_at_ || copy_at_ > events_))
@@ -319,6 +325,7 @@ private:
             c.revoked = parts.data();
         }
         if (events_in_change_ && s.assign) append(batch, s.parts.front(), 1);
+        if (null_assigned_ && s.assign) c.assigned = nullptr;
         std::map<std::string, int64_t> got;
         if (!report(c, got)) return false;
         changes_.add();
@@ -354,7 +361,7 @@ private:
     int64_t events_;
     int64_t copy_at_, copy_of_;
     int64_t query_ms_;
-    bool events_in_change_;
+    bool events_in_change_, null_assigned_;
     std::vector<std::string> names_;
     std::vector<Step> steps_; // steps_[0]: the first assignment
     size_t next_step_ = 0;

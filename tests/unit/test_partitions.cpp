@@ -432,6 +432,16 @@ TEST_CASE("partitions: a change reported with events already in the batch is ref
           "already in the batch: report the change before handing out events");
     CHECK(h.rt->totals().events == 0);
 
+    // A count without its list: refused before any stage reads it.
+    Host n(group_pipeline(db, "null_assigned: true"));
+    REQUIRE(n.create_status.ok());
+    n.start();
+    REQUIRE(n.finish());
+    CHECK(n.run_status.abi() == CDCFLOW_ERR_INTERNAL);
+    CHECK(n.run_status.message() ==
+          "stage 'src' (plugin 'group_source'): partitions_changed: partitions_changed: "
+          "the assigned list (4 partitions) has a null pointer: nothing was changed");
+
     Host f(group_pipeline(db, "", "file_sink"));
     REQUIRE_FALSE(f.create_status.ok());
     CHECK(f.create_status.abi() == CDCFLOW_ERR_CONFIG);
