@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <random>
 #include <string_view>
+#include <tuple>
 
 namespace cdcflow::host {
 
@@ -647,6 +648,20 @@ cdcflow_status Runtime::change_partitions(Stage &src, const cdcflow_partitions &
         err = "partitions_changed called with " + std::to_string(polling_->count) +
               " events already in the batch: report the change before handing out events";
         return CDCFLOW_ERR_INTERNAL;
+    }
+    // A plugin's malformed lists are refused here, before any stage (or
+    // the log line below) would read through a null pointer.
+    for (auto [what, v, n] : {std::tuple{"revoked", c.revoked, c.revoked_count},
+                              std::tuple{"assigned", c.assigned, c.assigned_count},
+                              std::tuple{"query", c.query, c.query_count}}) {
+        bool bad = n > 0 && !v;
+        for (uint32_t i = 0; !bad && i < n; ++i)
+            bad = v[i].len > 0 && !v[i].data;
+        if (bad) {
+            err = std::string("partitions_changed: the ") + what + " list (" + std::to_string(n) +
+                  " partitions) has a null pointer: nothing was changed";
+            return CDCFLOW_ERR_INTERNAL;
+        }
     }
     // Every stage started (a rebalance may come before the sink's start
     // ran on its thread), then every batch in flight back, committed: every
