@@ -536,10 +536,9 @@ typedef struct cdcflow_host_api {
      * (from its start when none). While it blocks, the host may call the
      * source's committed and replay callbacks on this thread (re-entrant).
      * OK; CDCFLOW_ERR_FENCED when this host lost a checkpoint to another
-     * process (a commit in flight was fenced: the host steps down); CDCFLOW_ERR_RETRY when the pipeline is stopping (nothing was
-     * changed: return from poll); another code when a stage failed (the
-     * pipeline stops). Called with nothing revoked or assigned it only
-     * answers the query. */
+     * process (a commit in flight was fenced: the host steps down); CDCFLOW_ERR_RETRY when the pipeline is
+     * stopping (nothing was changed: return from poll); another code when a stage failed (the pipeline
+     * stops). Called with nothing revoked or assigned it only answers the query. */
     cdcflow_status (*partitions_changed)(cdcflow_ctx *ctx, const cdcflow_partitions *change, char *err,
                                          uint64_t err_len); /* since ABI 5 */
 } cdcflow_host_api;
