@@ -185,6 +185,9 @@ void KafkaSink::close_producer() noexcept {
 void KafkaSink::on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     // A configuration dump (debug=conf) may hold secrets: never passed on.
     if (fac && std::string_view(fac) == "CONF") return;
+    // A failed connection is also reported through the error callback
+    // (on_error): one line for it, not two.
+    if (fac && std::string_view(fac) == "FAIL") return;
     auto *self = static_cast<KafkaSink *>(rd_kafka_opaque(rk));
     if (!self) return;
     const cdcflow_log_level l = level <= 3   ? CDCFLOW_LOG_ERROR
