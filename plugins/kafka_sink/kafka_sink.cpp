@@ -401,6 +401,8 @@ void KafkaSink::fail_event(cdcflow::Batch &batch, uint32_t i, int err, const std
            base::text(slots_[i].topic ? rd_kafka_topic_name(slots_[i].topic) : "?", '\'') +
            " failed for good: " + kafka +
            "; nothing from this batch on is committed (a restart publishes it again from the checkpoint)";
+    // Reports still to come for this batch are for a batch given up on.
+    ++generation_;
     outstanding_ = 0;
     settle_metrics();
     throw Error(CDCFLOW_ERR_IO, msg);
@@ -408,6 +410,7 @@ void KafkaSink::fail_event(cdcflow::Batch &batch, uint32_t i, int err, const std
 
 void KafkaSink::give_up_on_stop(size_t outstanding) {
     rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
+    ++generation_; // reports still to come are for a batch given up on
     outstanding_ = 0;
     settle_metrics();
     // RETRY while stopping: the host treats it as the stop it asked for.
