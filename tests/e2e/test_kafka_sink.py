@@ -6,6 +6,7 @@ no republication after a restart, delivery errors and a broker away retried
 without loss or reordering, a permanent failure that stops with nothing
 committed past it, kill -9 mid-stream, and two hosts on one outbox."""
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -222,8 +223,10 @@ class KafkaSinkTest(TempDirTest):
         self.add(20000)
         with MockKafka(topics={TOPIC: PARTITIONS}) as k:
             # Small batches, so that the kill lands between commits.
-            text = read(PIPELINE).replace("batch_max_events: 65536", "batch_max_events: 512")
-            pipeline = self.write("small.yaml", text.replace("batch_size: 4096", "batch_size: 256"))
+            text = re.sub(r"batch_max_events: \d+", "batch_max_events: 512", read(PIPELINE))
+            text = re.sub(r"batch_size: \d+", "batch_size: 256", text)
+            self.assertIn("batch_max_events: 512", text)
+            pipeline = self.write("small.yaml", text)
             p = subprocess.Popen([BIN, "run", pipeline], env=self.env(k), stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
             try:
