@@ -5,29 +5,19 @@
 #include "common/sqlite_sink.hpp"
 
 #include "common/checkpoints.hpp"
+#include "common/dead_letters.hpp"
 
 #include "base/clock.hpp"
 #include "base/text.hpp"
-#include "base/utf8.hpp"
 
 #include <simdjson.h>
 
 #include <algorithm>
-#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
 
 namespace cdcflow::projection {
-
-namespace {
-
-const char *const kDeadLettersDdl =
-    "CREATE TABLE IF NOT EXISTS dead_letters(seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT, "
-    "aggregatetype TEXT, aggregateid TEXT, type TEXT, payload TEXT, source_position TEXT, stage TEXT, "
-    "reason TEXT, failed_at INTEGER)";
-
-} // namespace
 
 ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
     : ProjectionSink(cfg, ctx, nullptr) {}
@@ -93,9 +83,7 @@ ProjectionSink::~ProjectionSink() {
 }
 
 void ProjectionSink::prepare() {
-    dead_letter_ = db_.prepare("INSERT INTO dead_letters(event_id, aggregatetype, aggregateid, type, "
-                               "payload, source_position, stage, "
-                               "reason, failed_at) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)");
+    dead_letters_out_.prepare(db_);
     checkpoint_upsert_ = db_.prepare(sqlite::kCheckpointUpsertSql);
     projection_->open(db_);
     versions_.open(db_, checkpoint_name_);
@@ -112,7 +100,7 @@ void ProjectionSink::start() {
         // before its first batch.
         if (!missing_table().empty()) {
             sqlite::Transaction tx(db_);
-            db_.exec(kDeadLettersDdl);
+            db_.exec(sqlite::kDeadLettersDdl);
             db_.exec(sqlite::kCheckpointsDdl);
             projection_->create_schema(db_);
             tx.commit();
@@ -178,35 +166,6 @@ bool ProjectionSink::admissible(const cdcflow_event &e, std::string &reason) con
         return false;
     }
     return true;
-}
-
-// Dead letters keep the original bytes exactly: text that is not valid UTF-8
-// goes in as a BLOB, which every SQLite client reads back as bytes instead of
-// failing to decode it.
-static void bind_exact(sqlite::Stmt &s, int i, std::string_view v) {
-    if (base::valid_utf8(v))
-        s.bind(i, v);
-    else
-        s.bind_blob(i, v);
-}
-
-void ProjectionSink::insert_dead_letter(const cdcflow_event &e, int64_t now_us) {
-    // The offset alone for a one-partition source (an outbox), else
-    // "partition@offset" (Kafka).
-    char num[24];
-    auto [end, ec] = std::to_chars(num, num + sizeof num, e.position.offset);
-    (void)ec;
-    position_text_.clear();
-    if (e.position.partition.len) position_text_.append(sv(e.position.partition)).push_back('@');
-    position_text_.append(num, end);
-    bind_exact(dead_letter_, 1, sv(e.event_id));
-    bind_exact(dead_letter_, 2, sv(e.aggregate_type));
-    bind_exact(dead_letter_, 3, sv(e.aggregate_id));
-    bind_exact(dead_letter_, 4, sv(e.event_type));
-    bind_exact(dead_letter_, 5, sv(e.payload));
-    bind_exact(dead_letter_, 6, std::string_view(position_text_));
-    dead_letter_.bind(7, sv(e.reject_stage)).bind(8, sv(e.reject_reason)).bind(9, now_us);
-    dead_letter_.run();
 }
 
 void ProjectionSink::collect_partitions(cdcflow::Batch &batch) {
@@ -296,7 +255,7 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
                 // retry of this batch then dead-letters it like any rejection.
                 batch.reject(i, reason_);
             }
-            insert_dead_letter(batch[i], now);
+            dead_letters_out_.insert(batch[i], now);
             ++dead;
         }
         projection_->write_batch();
@@ -324,7 +283,7 @@ void ProjectionSink::stop() {
     sqlite_sink::truncate_wal(db_);
     projection_->close();
     versions_.close();
-    dead_letter_ = {};
+    dead_letters_out_.reset();
     checkpoint_upsert_ = {};
     fence_ = {};
     claims_.detach(); // the claims stay until release(); their fences go with the connection

@@ -7,6 +7,7 @@
 #pragma once
 
 #include "aggregate_versions.hpp"
+#include "common/dead_letters.hpp"
 #include "common/ownership.hpp"
 #include "common/partition_claims.hpp"
 #include "common/sqlite.hpp"
@@ -122,7 +123,6 @@ private:
     // The sink's own limits, whatever ran before it: a non-empty event id,
     // UTF-8 text, a bounded payload. false: reason says why.
     bool admissible(const cdcflow_event &e, std::string &reason) const;
-    void insert_dead_letter(const cdcflow_event &e, int64_t now_us);
     // The last position of each partition in the batch, into partitions_.
     void collect_partitions(cdcflow::Batch &batch);
     void save_checkpoint(int64_t now_us);
@@ -140,15 +140,14 @@ private:
     std::unique_ptr<ownership::Lease> lease_; // its own connection and renewal thread
     sqlite_sink::PartitionClaims claims_;     // per partition instead (a consumer group's source)
     sqlite::Db db_;
-    ownership::Fence fence_; // on db_, prepared once the lease is held
-    sqlite::Stmt dead_letter_;
+    ownership::Fence fence_;               // on db_, prepared once the lease is held
+    sqlite::DeadLetters dead_letters_out_; // the shared dead_letters table's insert
     sqlite::Stmt checkpoint_upsert_;
     bool prepared_ = false;
     sqlite::WalCheckpointer checkpointer_; // after db_: stops before it closes
 
     // Reused per batch: no allocation in the steady state.
     std::string reason_;
-    std::string position_text_;
     std::vector<std::pair<std::string_view, int64_t>> partitions_;
 
     // Rejections are counted by the host (batch.reject: cdcflow_events_total).

@@ -1,0 +1,247 @@
+// kafka_sink: publishes the outbox to Kafka with Debezium's outbox event
+// router contract (topic per aggregate type, key = aggregate id, value = the
+// payload as written, headers id and type). A batch's position is committed
+// (with its dead letters, in one SQLite transaction on the source database,
+// under the one-owner fence) only after Kafka acknowledged every event of
+// the batch; a crash between the two republishes: at-least-once into the
+// topic. See README.md.
+//
+// Thread-safety: driven by one thread at a time (plugin.h); librdkafka's
+// callbacks run on that thread (inside rd_kafka_poll), except the log and
+// error callbacks' logging, which the host's log function takes from any
+// thread.
+#pragma once
+
+#include "common/dead_letters.hpp"
+#include "common/ownership.hpp"
+#include "common/sqlite.hpp"
+#include "kafka_sink/kafka_config.hpp"
+
+#include <cdcflow/sdk.hpp>
+
+#include <librdkafka/rdkafka.h>
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace cdcflow::kafka {
+
+struct KafkaSinkSettings {
+    std::string database;
+    std::string brokers;
+    std::string topic;
+    std::optional<cdcflow::Json> kafka;
+    std::optional<cdcflow::Json> headers;
+    std::string id_header;
+    std::string type_header;
+    std::string checkpoint_name;
+    bool allow_duplicates_on_retry = false;
+    int64_t retry_backoff_ms = 1000;
+    int64_t retry_backoff_max_ms = 30000;
+    int64_t busy_timeout_ms = 5000;
+    bool create_schema = true;
+    std::string synchronous;
+
+    using S = KafkaSinkSettings;
+    static constexpr const char *kSynchronous[] = {"normal", "full", nullptr};
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("database", &S::database)
+            .required()
+            .describe("the outbox's SQLite file: the checkpoint and the dead letters are committed there"),
+        cdcflow::param("brokers", &S::brokers)
+            .required()
+            .describe("Kafka's bootstrap servers (host:port,...), librdkafka's bootstrap.servers"),
+        cdcflow::param("topic", &S::topic)
+            .defaults_to("outbox.event.{aggregatetype}")
+            .describe(
+                "the topic of each event; {aggregatetype} is replaced by the event's aggregate type (an "
+                "event whose topic is not a legal Kafka name is dead-lettered)"),
+        cdcflow::param("kafka", &S::kafka)
+            .describe("librdkafka producer properties (name: value), over the sink's defaults "
+                      "(enable.idempotence true, acks all, partitioner murmur2_random, linger.ms 5, "
+                      "compression.codec none, message.timeout.ms 60000); values of keys naming a password, "
+                      "secret, sasl.oauthbearer.config or ssl.key are never printed"),
+        cdcflow::param("headers", &S::headers)
+            .describe("extra headers: header name -> aggregatetype, aggregateid, timestamp (microseconds, "
+                      "decimal text) or header.<key> (a key of the event's own headers JSON)"),
+        cdcflow::param("id_header", &S::id_header)
+            .defaults_to("id")
+            .describe("the header that carries the event id (Debezium's: id)"),
+        cdcflow::param("type_header", &S::type_header)
+            .defaults_to("type")
+            .describe("the header that carries the event type (Debezium's is often eventType)"),
+        cdcflow::param("checkpoint_name", &S::checkpoint_name)
+            .defaults_to("kafka")
+            .describe("this sink's key in the cdcflow_checkpoints table (unique per pipeline sharing the "
+                      "database)"),
+        cdcflow::param("allow_duplicates_on_retry", &S::allow_duplicates_on_retry)
+            .defaults_to("false")
+            .describe("accept kafka.enable.idempotence: false (librdkafka's retries may then write an event "
+                      "twice or out of order)"),
+        cdcflow::param("retry_backoff_ms", &S::retry_backoff_ms)
+            .defaults_to("1000")
+            .min("1")
+            .max("3600000")
+            .describe("after a round of deliveries that failed (e.g. timed out), the wait before producing "
+                      "them again; doubles each round"),
+        cdcflow::param("retry_backoff_max_ms", &S::retry_backoff_max_ms)
+            .defaults_to("30000")
+            .min("1")
+            .max("3600000")
+            .describe("the longest wait between two rounds"),
+        cdcflow::param("busy_timeout_ms", &S::busy_timeout_ms)
+            .defaults_to("5000")
+            .min("0")
+            .max("3600000")
+            .describe("SQLite busy timeout; a commit that still finds the database locked is retried by the "
+                      "host (without publishing again)"),
+        cdcflow::param("create_schema", &S::create_schema)
+            .defaults_to("true")
+            .describe("create the dead_letters and cdcflow_checkpoints tables if missing, and use WAL"),
+        cdcflow::param("synchronous", &S::synchronous)
+            .defaults_to("normal")
+            .choices(kSynchronous)
+            .describe("normal: with WAL, a committed checkpoint survives a process crash; full: also a power "
+                      "loss"));
+};
+
+class KafkaSink : public cdcflow::Sink {
+public:
+    static constexpr const char *kName = "kafka_sink";
+    static constexpr const char *kVersion = "1.0.0";
+    static constexpr const char *kDescription =
+        "publishes events to Kafka (Debezium's outbox router contract); checkpoint and dead letters "
+        "committed once Kafka acknowledged them";
+    using Settings = KafkaSinkSettings;
+
+    KafkaSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx);
+    ~KafkaSink() override;
+
+    void start() override;
+    void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override;
+    void process(cdcflow::Batch &batch) override;
+    void stop() override;
+    void acquire(const cdcflow_ownership &req);
+    void release();
+
+    // The properties handed to librdkafka (tests).
+    const Properties &properties() const { return props_; }
+
+private:
+    struct Slot {
+        rd_kafka_topic_t *topic = nullptr;
+        int32_t partition = 0; // where the partitioner puts it (for the produce order only)
+        uint8_t state = 0;     // kSkip, kPending, kAcked, kFailed
+        int32_t err = 0;
+    };
+    enum : uint8_t { kSkip, kPending, kAcked, kFailed };
+
+    void open_producer();
+    void close_producer() noexcept;
+    // Marks what is not produced (rejected, skipped, illegal topic...) and
+    // finds each event's topic handle; fills todo_.
+    void plan(cdcflow::Batch &batch);
+    // Produces every todo_ event and waits until Kafka acknowledged all of
+    // them, producing failed ones again (in order, with backoff) until they
+    // are. Throws on a permanent failure or a stop.
+    void publish(cdcflow::Batch &batch);
+    void produce_one(cdcflow::Batch &batch, uint32_t i);
+    // Waits (parked in rd_kafka_poll) until no delivery of this round is
+    // outstanding.
+    void wait_round(cdcflow::Batch &batch);
+    void commit(cdcflow::Batch &batch);
+    struct TopicInfo {
+        rd_kafka_topic_t *rkt = nullptr;
+        int32_t partitions = 0; // 0: not known (yet)
+    };
+    TopicInfo *topic_for(std::string_view aggregate_type, std::string &reason);
+    // The topic's partition count from the cluster's metadata (0 when it
+    // does not answer in time).
+    int32_t partition_count(rd_kafka_topic_t *rkt, int timeout_ms);
+    // Orders todo_ by partition, keeping the batch's order within each
+    // partition (so within each key).
+    void order_by_partition();
+    [[noreturn]] void fail_event(cdcflow::Batch &batch, uint32_t i, int err, const std::string &what);
+    [[noreturn]] void give_up_on_stop(size_t outstanding);
+    // Parses the event's own headers JSON for the header.<key> headers;
+    // false when it is not a JSON object.
+    bool parse_event_headers(const cdcflow_event &e);
+    // Extra header k's value for event e; false: the event has none.
+    bool header_value(const cdcflow_event &e, size_t k, std::string_view &out);
+    // Moves the acknowledgements counted by the delivery reports into the
+    // metrics (once per poll, not per event).
+    void settle_metrics();
+    void prepare_db();
+
+    static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque);
+    static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+    static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+
+    // Config.
+    std::string path_;
+    std::string checkpoint_name_;
+    std::string id_header_, type_header_;
+    int64_t backoff_ms_, backoff_max_ms_, busy_timeout_ms_;
+    bool create_schema_, sync_full_;
+    Properties props_;
+    TopicPattern pattern_;
+    std::vector<HeaderSpec> extra_headers_;
+    bool needs_event_headers_ = false;
+
+    // Kafka.
+    rd_kafka_t *rk_ = nullptr;
+    std::map<std::string, TopicInfo, std::less<>> topics_;
+    std::string last_type_;           // the aggregate type of the last lookup...
+    TopicInfo *last_topic_ = nullptr; // ...and its topic (one type per outbox, usually)
+    // The configured partitioner as a function (murmur2, consistent, fnv1a),
+    // null for another one: then the batch is produced in its own order.
+    int32_t (*partitioner_)(const rd_kafka_topic_t *, const void *, size_t, int32_t, void *,
+                            void *) = nullptr;
+    std::vector<uint32_t> counts_, sorted_;
+    uint32_t asked_ = 0; // the batch (generation + 1) that last asked for partition counts
+    std::atomic<bool> fatal_{false};
+
+    // This batch's delivery state (reused: no allocation per event).
+    uint32_t generation_ = 0; // tells this batch's reports from an abandoned one's
+    std::vector<Slot> slots_;
+    std::vector<uint32_t> todo_;
+    size_t outstanding_ = 0;
+    int64_t first_permanent_ = -1;              // the first event whose delivery failed for good
+    int64_t acked_count_ = 0, acked_bytes_ = 0; // not yet in the metrics
+    std::vector<rd_kafka_vu_t> vus_;
+    std::string topic_buf_, reason_;
+    char ts_buf_[24];
+    struct EventHeaders; // the parser of events' own headers JSON (header.<key>)
+    std::unique_ptr<EventHeaders> event_headers_;
+
+    // A batch acknowledged whose commit failed (a locked database): the
+    // host's retry commits it without publishing it again.
+    struct Signature {
+        const void *batch = nullptr;
+        uint32_t size = 0;
+        int64_t first = 0, last = 0;
+        bool operator==(const Signature &) const = default;
+    };
+    std::optional<Signature> acked_;
+
+    // SQLite.
+    std::unique_ptr<ownership::Lease> lease_;
+    sqlite::Db db_;
+    ownership::Fence fence_;
+    sqlite::DeadLetters dead_letters_out_;
+    sqlite::Stmt checkpoint_upsert_;
+    bool prepared_ = false;
+    std::vector<std::pair<std::string_view, int64_t>> partitions_;
+
+    cdcflow::Metric produced_, acked_m_, retries_, in_flight_, bytes_, dead_letters_;
+};
+
+} // namespace cdcflow::kafka

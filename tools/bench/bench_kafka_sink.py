@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Benchmarks kafka_sink (issue 11): publishing an outbox to Kafka.
+
+N all-valid outbox events (default 1,000,000 over 10,000 accounts) are
+written to a file first; then, in the same run and against the same mock
+cluster (cdcflow-kafka-mock, a separate process, 128 partitions per topic so
+that no partition passes the mock's 5 MiB limit):
+
+  1. `cdcflow run --drain pipelines/accounts-to-kafka.yaml` publishes the
+     outbox (only the publishing is timed: outbox_source, validator,
+     kafka_sink, the checkpoint commits);
+  2. `kcat -P` publishes the same messages (key, value, two constant headers:
+     what kcat can do) from a file, with the producer settings the sink uses
+     (idempotent, acks all, linger.ms 5).
+
+Prints both rates (events/s, wall clock), CPU seconds, and the ratio
+cdcflow / kcat. With --perf, `cdcflow run` runs under `perf stat`.
+
+Usage: tools/bench/bench_kafka_sink.py [--build build] [--events N] [--accounts N]
+       [--partitions 128] [--brokers 1] [--rounds 1] [--workdir DIR] [--perf] [--no-verify]
+Prints figures; asserts nothing.
+"""
+import argparse
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools", "bench"))
+from bench_accounts import make_outbox  # noqa: E402
+
+PIPELINE = os.path.join(ROOT, "pipelines", "accounts-to-kafka.yaml")
+
+
+def timed(cmd, env=None):
+    t0 = time.monotonic()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env, text=True)
+    _, status, ru = os.wait4(p.pid, 0)
+    secs = time.monotonic() - t0
+    err = p.stderr.read()
+    p.stderr.close()
+    if status != 0:
+        sys.exit("%s failed: %s" % (cmd[0], err[-3000:]))
+    return secs, ru.ru_utime + ru.ru_stime, err
+
+
+def count(bootstrap, topic):
+    """Messages in the topic (high watermarks summed)."""
+    out = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-e", "-q", "-o", "beginning",
+                          "-f", "\n"], capture_output=True, text=True, timeout=600)
+    return out.stdout.count("\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(ROOT, "build"))
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--accounts", type=int, default=10_000)
+    ap.add_argument("--partitions", type=int, default=128)
+    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--brokers", type=int, default=1,
+                    help="brokers in the mock cluster (an idempotent producer keeps at most 5 requests in "
+                         "flight per broker, one partition per request: a batch's last acknowledgements take "
+                         "about partitions / (5 x brokers) round trips)")
+    ap.add_argument("--workdir")
+    ap.add_argument("--perf", action="store_true", help="run cdcflow under perf stat")
+    ap.add_argument("--no-verify", action="store_true", help="do not count the messages read back")
+    args = ap.parse_args()
+
+    cdcflow = os.path.join(args.build, "tools", "cdcflow")
+    mock = os.path.join(args.build, "tools", "cdcflow-kafka-mock")
+    work = args.workdir or tempfile.mkdtemp(prefix="bench_kafka_sink_")
+    os.makedirs(work, exist_ok=True)
+    src = os.path.join(work, "outbox.db")
+    print("writing %d events (%d accounts) to %s ..." % (args.events, args.accounts, src), flush=True)
+    if os.path.exists(src):
+        os.remove(src)
+    make_outbox(src, args.events, args.accounts)
+
+    # kcat's input: the same keys and values, one "key<TAB>value" line each.
+    lines = os.path.join(work, "messages.tsv")
+    c = sqlite3.connect(src)
+    with open(lines, "w") as f:
+        for key, value in c.execute("SELECT aggregateid, payload FROM outbox ORDER BY seq"):
+            f.write(key + "\t" + value + "\n")
+    c.close()
+
+    cdc_rates, kcat_rates = [], []
+    for r in range(args.rounds):
+        # A fresh cluster per round: the mock keeps every message in memory.
+        m = subprocess.Popen([mock, "--brokers", str(args.brokers), "--topic", "outbox.event.Account:%d" % args.partitions,
+                              "--topic", "kcat:%d" % args.partitions],
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            bootstrap = m.stdout.readline().strip()
+            db = os.path.join(work, "run.db")
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(db + suffix):
+                    os.remove(db + suffix)
+            shutil.copy(src, db)
+            env = dict(os.environ, CDCFLOW_DB=db, CDCFLOW_KAFKA_BROKERS=bootstrap)
+            cmd = [cdcflow, "run", PIPELINE, "--drain"]
+            if args.perf:
+                cmd = ["perf", "stat", "-e", "task-clock,context-switches,cpu-migrations,page-faults"] + cmd
+            secs, cpu, err = timed(cmd, env)
+            if args.perf:
+                print("\n".join(l for l in err.splitlines() if not l.startswith("20")))
+            cdc_rates.append(args.events / secs)
+            print("round %d: cdcflow run --drain: %.2f s, %.0f events/s, %.2f CPU s" %
+                  (r + 1, secs, args.events / secs, cpu), flush=True)
+
+            kcmd = ["kcat", "-P", "-b", bootstrap, "-t", "kcat", "-K", "\t", "-H", "id=00000000-0000-4000-8000-000000000000",
+                    "-H", "type=MoneyDeposited", "-X", "enable.idempotence=true", "-X", "acks=all",
+                    "-X", "linger.ms=5", "-l", lines]
+            secs, cpu, _ = timed(kcmd)
+            kcat_rates.append(args.events / secs)
+            print("round %d: kcat -P:                %.2f s, %.0f events/s, %.2f CPU s" %
+                  (r + 1, secs, args.events / secs, cpu), flush=True)
+            if not args.no_verify:
+                print("round %d: read back: %d in outbox.event.Account, %d in kcat" %
+                      (r + 1, count(bootstrap, "outbox.event.Account"), count(bootstrap, "kcat")), flush=True)
+        finally:
+            m.stdin and m.stdin.close()
+            m.terminate()
+            m.wait(30)
+            m.stdout.close()
+    best_c, best_k = max(cdc_rates), max(kcat_rates)
+    print("kafka_sink: %.0f events/s, kcat -P: %.0f events/s, ratio %.2fx (best of %d round(s), %d events, "
+          "%d partitions, %d broker(s))" % (best_c, best_k, best_c / best_k, args.rounds, args.events, args.partitions,
+                                      args.brokers))
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
