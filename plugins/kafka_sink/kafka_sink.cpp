@@ -491,7 +491,14 @@ void KafkaSink::wait_round(cdcflow::Batch &batch) {
                 if (slots_[i].state != kAcked) fail_event(batch, i, RD_KAFKA_RESP_ERR__FATAL, "delivering");
         }
         if (outstanding_ == 0) return;
-        if (ctx().stop_requested()) give_up_on_stop(outstanding_);
+        if (ctx().stop_requested()) {
+            // A graceful stop finishes a batch whose acknowledgements are
+            // on their way (giving it up would publish it again at the next
+            // start); a cluster that does not answer does not hold it up.
+            const auto now = std::chrono::steady_clock::now();
+            if (stop_seen_ == std::chrono::steady_clock::time_point{}) stop_seen_ = now;
+            if (now - stop_seen_ > std::chrono::milliseconds(kStopGraceMs)) give_up_on_stop(outstanding_);
+        }
         // Parked in librdkafka's queue until a report arrives (or 100 ms,
         // to look at the stop flag).
         rd_kafka_poll(rk_, 100);

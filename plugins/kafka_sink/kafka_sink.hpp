@@ -22,6 +22,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -67,7 +68,7 @@ struct KafkaSinkSettings {
         cdcflow::param("kafka", &S::kafka)
             .describe("librdkafka producer properties (name: value), over the sink's defaults "
                       "(enable.idempotence true, acks all, partitioner murmur2_random, linger.ms 5, "
-                      "compression.codec none, message.timeout.ms 60000); values of keys naming a password, "
+                      "compression.codec none, message.timeout.ms 0 (no timeout), enable.gapless.guarantee true); values of keys naming a password, "
                       "secret, sasl.oauthbearer.config or ssl.key are never printed"),
         cdcflow::param("headers", &S::headers)
             .describe("extra headers: header name -> aggregatetype, aggregateid, timestamp (microseconds, "
@@ -171,6 +172,9 @@ private:
     void order_by_partition();
     [[noreturn]] void fail_event(cdcflow::Batch &batch, uint32_t i, int err, const std::string &what);
     [[noreturn]] void give_up_on_stop(size_t outstanding);
+    // How long a stop waits for acknowledgements already due (wait_round).
+    static constexpr int64_t kStopGraceMs = 5000;
+    std::chrono::steady_clock::time_point stop_seen_{};
     // Parses the event's own headers JSON for the header.<key> headers;
     // false when it is not a JSON object.
     bool parse_event_headers(const cdcflow_event &e);

@@ -400,7 +400,11 @@ TEST_CASE("kafka_sink: a permanent delivery failure fails the batch naming the e
         CHECK(e.status() == CDCFLOW_ERR_IO);
         const std::string msg = e.what();
         CHECK(msg.find("event 'ev-1' at position 1 to topic 'outbox.event.Account'") != std::string::npos);
-        CHECK(msg.find("TOPIC_AUTHORIZATION_FAILED") != std::string::npos);
+        INFO(msg);
+        // Kafka's error by name or, once the gap-less guarantee made it
+        // fatal, by librdkafka's text.
+        CHECK((msg.find("TOPIC_AUTHORIZATION_FAILED") != std::string::npos ||
+               msg.find("Topic authorization failed") != std::string::npos));
         CHECK(msg.find('\n') == std::string::npos);
     }
     CHECK(s.checkpoint() == -1);
