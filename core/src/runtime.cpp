@@ -16,6 +16,7 @@
 #include <pthread.h>
 #include <random>
 #include <string_view>
+#include <tuple>
 
 namespace cdcflow::host {
 
@@ -648,6 +649,30 @@ cdcflow_status Runtime::change_partitions(Stage &src, const cdcflow_partitions &
               " events already in the batch: report the change before handing out events";
         return CDCFLOW_ERR_INTERNAL;
     }
+    // A plugin's malformed lists are refused here, before any stage (or
+    // the log line below) would read through a null pointer.
+    for (auto [what, v, n] : {std::tuple{"revoked", c.revoked, c.revoked_count},
+                              std::tuple{"assigned", c.assigned, c.assigned_count},
+                              std::tuple{"query", c.query, c.query_count}}) {
+        bool bad = n > 0 && !v;
+        for (uint32_t i = 0; !bad && i < n; ++i)
+            bad = v[i].len > 0 && !v[i].data;
+        if (bad) {
+            err = std::string("partitions_changed: the ") + what + " list (" + std::to_string(n) +
+                  " partitions) has a null pointer: nothing was changed";
+            return CDCFLOW_ERR_INTERNAL;
+        }
+        // A Kafka topic name is at most 249 bytes: anything near this bound
+        // is a length the plugin never meant (and would be read past).
+        constexpr uint64_t kMaxName = 4096;
+        for (uint32_t i = 0; i < n; ++i)
+            if (v[i].len > kMaxName) {
+                err = std::string("partitions_changed: a name in the ") + what + " list is " +
+                      std::to_string(v[i].len) + " bytes long (at most " + std::to_string(kMaxName) +
+                      "): nothing was changed";
+                return CDCFLOW_ERR_INTERNAL;
+            }
+    }
     // Every stage started (a rebalance may come before the sink's start
     // ran on its thread), then every batch in flight back, committed: every
     // stage is idle, and the sink commits what the revoked partitions had
@@ -666,7 +691,30 @@ cdcflow_status Runtime::change_partitions(Stage &src, const cdcflow_partitions &
         if (!r) break; // closed: a stage failed
         take_back(src, r);
     }
+    // From here on other stages' callbacks run on this thread: a stage
+    // whose thread ends meanwhile (a failure elsewhere closes the queues)
+    // waits for this to finish before it calls its plugin's stop.
+    {
+        std::lock_guard lock(mu_);
+        if (!stop_.load()) in_change_ = true;
+    }
     if (stopping()) return why_stopping();
+    struct EndChange {
+        Runtime *rt;
+        ~EndChange() {
+            {
+                std::lock_guard lock(rt->mu_);
+                rt->in_change_ = false;
+            }
+            rt->cv_.notify_all();
+        }
+    } end_change{this};
+    // A stage that gave up on a transient failure (retries spent) is not a
+    // stop: the source must not take RETRY as "the pipeline is stopping".
+    auto failure = [&](cdcflow_status cs) {
+        if (stopping()) return why_stopping();
+        return cs == CDCFLOW_ERR_RETRY ? CDCFLOW_ERR_IO : cs;
+    };
 
     // Transforms first (they drop what they derived from revoked
     // partitions), then the sink (which reports the positions).
@@ -699,7 +747,7 @@ cdcflow_status Runtime::change_partitions(Stage &src, const cdcflow_partitions &
         if (done.code != CDCFLOW_OK) {
             if (done.stopped) return why_stopping();
             err = stage_label(*s.def) + ": " + done.message;
-            return done.code;
+            return failure(done.code);
         }
     }
     if (c.revoked_count || c.assigned_count) {
@@ -729,7 +777,7 @@ cdcflow_status Runtime::change_partitions(Stage &src, const cdcflow_partitions &
         polling_->reset();
         if (!st) {
             err = st.message();
-            return st.abi();
+            return failure(st.abi());
         }
         if (stopping()) return why_stopping();
     }
@@ -1009,6 +1057,12 @@ void Runtime::stage_loop(size_t index) {
         count_processed(st, b, marked_before, overridden_before);
         if (is_sink) count_committed(b);
         if (!out.push(b)) break;
+    }
+    {
+        // The source thread may be calling this stage's plugin for a
+        // partition change (change_partitions): stop only after it.
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return !in_change_; });
     }
     st.started.store(false);
     st.stopped.store(true);

@@ -374,6 +374,9 @@ private:
     Batch *polling_ = nullptr;
     // The source's plugin declares CDCFLOW_PLUGIN_GROUP_PARTITIONS.
     bool group_partitions_ = false;
+    // Under mu_: change_partitions is calling other stages' plugins on the
+    // source's thread; their threads wait for it before calling stop.
+    bool in_change_ = false;
     // Written by the source thread only; atomics so that memory() can read them.
     std::atomic<uint64_t> in_flight_bytes_{0}; // arena bytes of those events' batches at the push
     std::atomic<uint64_t> in_flight_bytes_peak_{0};

@@ -72,13 +72,14 @@ PartitionClaims::Claim &PartitionClaims::claim(const std::string &partition) {
 }
 
 void PartitionClaims::change(const cdcflow_partitions &c) {
-    for (uint32_t i = 0; i < c.revoked_count; ++i)
+    // Not enabled (the host fences nothing): only the positions.
+    for (uint32_t i = 0; enabled_ && i < c.revoked_count; ++i)
         if (auto it = claims_.find(sv_of(c.revoked[i])); it != claims_.end()) {
             it->second.fence = {};
             it->second.lease->release();
             claims_.erase(it);
         }
-    for (uint32_t i = 0; i < c.assigned_count; ++i)
+    for (uint32_t i = 0; enabled_ && i < c.assigned_count; ++i)
         claim(std::string(sv_of(c.assigned[i])));
     if (!c.fn || !db_ || !db_->has_table("cdcflow_checkpoints")) return;
     // After the claims: no previous owner commits any more, so these

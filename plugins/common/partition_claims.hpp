@@ -6,7 +6,8 @@
 // cdcflow_owners (common/ownership.hpp, one Lease per partition, same
 // contract: epoch as the fencing token, checked inside every commit).
 //
-// - change(): revoked partitions are released (everything the host had in
+// - change() (without enable(): only the positions, nothing claimed, as
+//   the host fences nothing then): revoked partitions are released (everything the host had in
 //   flight for them is committed before the host calls it); assigned ones
 //   are claimed, waiting while a live previous owner holds one (a frozen
 //   host: until its lease ran out on this host's clock) — the wait ends

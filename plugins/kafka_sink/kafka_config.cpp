@@ -106,11 +106,15 @@ std::optional<Properties> producer_properties(const std::string &brokers, const 
         {"partitioner", "murmur2_random"},
         {"linger.ms", "5"},
         {"compression.codec", "none"},
-        // A message librdkafka could not deliver for this long comes back
-        // failed; the sink then produces it again (with a warning), so an
-        // operator hears about an unreachable cluster every minute rather
-        // than after librdkafka's default five.
-        {"message.timeout.ms", "60000"},
+        // librdkafka retries a message until it is delivered, in order: a
+        // message that timed out while later ones of its partition got
+        // through would, produced again, land after them (per-key order
+        // lost). The sink's own stop and the lag metric bound the wait.
+        {"message.timeout.ms", "0"},
+        // Anything else that could leave a gap in a partition (a batch that
+        // failed while later ones succeeded) is fatal instead: the pipeline
+        // stops, nothing is committed past it, a restart publishes in order.
+        {"enable.gapless.guarantee", "true"},
         // Only warnings and errors by default (the host rate-limits them).
         {"log_level", "4"},
     };

@@ -22,6 +22,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -67,7 +68,7 @@ struct KafkaSinkSettings {
         cdcflow::param("kafka", &S::kafka)
             .describe("librdkafka producer properties (name: value), over the sink's defaults "
                       "(enable.idempotence true, acks all, partitioner murmur2_random, linger.ms 5, "
-                      "compression.codec none, message.timeout.ms 60000); values of keys naming a password, "
+                      "compression.codec none, message.timeout.ms 0 (no timeout), enable.gapless.guarantee true); values of keys naming a password, "
                       "secret, sasl.oauthbearer.config or ssl.key are never printed"),
         cdcflow::param("headers", &S::headers)
             .describe("extra headers: header name -> aggregatetype, aggregateid, timestamp (microseconds, "
@@ -138,7 +139,8 @@ public:
 private:
     struct Slot {
         rd_kafka_topic_t *topic = nullptr;
-        uint8_t state = 0; // kSkip, kPending, kAcked, kFailed
+        int32_t partition = 0; // where the partitioner puts it (for the produce order only)
+        uint8_t state = 0;     // kSkip, kPending, kAcked, kFailed
         int32_t err = 0;
     };
     enum : uint8_t { kSkip, kPending, kAcked, kFailed };
@@ -157,9 +159,22 @@ private:
     // outstanding.
     void wait_round(cdcflow::Batch &batch);
     void commit(cdcflow::Batch &batch);
-    rd_kafka_topic_t *topic_for(std::string_view aggregate_type, std::string &reason);
+    struct TopicInfo {
+        rd_kafka_topic_t *rkt = nullptr;
+        int32_t partitions = 0; // 0: not known (yet)
+    };
+    TopicInfo *topic_for(std::string_view aggregate_type, std::string &reason);
+    // The topic's partition count from the cluster's metadata (0 when it
+    // does not answer in time).
+    int32_t partition_count(rd_kafka_topic_t *rkt, int timeout_ms);
+    // Orders todo_ by partition, keeping the batch's order within each
+    // partition (so within each key).
+    void order_by_partition();
     [[noreturn]] void fail_event(cdcflow::Batch &batch, uint32_t i, int err, const std::string &what);
     [[noreturn]] void give_up_on_stop(size_t outstanding);
+    // How long a stop waits for acknowledgements already due (wait_round).
+    static constexpr int64_t kStopGraceMs = 5000;
+    std::chrono::steady_clock::time_point stop_seen_{};
     // Parses the event's own headers JSON for the header.<key> headers;
     // false when it is not a JSON object.
     bool parse_event_headers(const cdcflow_event &e);
@@ -187,9 +202,15 @@ private:
 
     // Kafka.
     rd_kafka_t *rk_ = nullptr;
-    std::map<std::string, rd_kafka_topic_t *, std::less<>> topics_;
-    std::string last_type_;                // the aggregate type of the last lookup...
-    rd_kafka_topic_t *last_rkt_ = nullptr; // ...and its topic (one type per outbox, usually)
+    std::map<std::string, TopicInfo, std::less<>> topics_;
+    std::string last_type_;           // the aggregate type of the last lookup...
+    TopicInfo *last_topic_ = nullptr; // ...and its topic (one type per outbox, usually)
+    // The configured partitioner as a function (murmur2, consistent, fnv1a),
+    // null for another one: then the batch is produced in its own order.
+    int32_t (*partitioner_)(const rd_kafka_topic_t *, const void *, size_t, int32_t, void *,
+                            void *) = nullptr;
+    std::vector<uint32_t> counts_, sorted_;
+    uint32_t asked_ = 0; // the batch (generation + 1) that last asked for partition counts
     std::atomic<bool> fatal_{false};
 
     // This batch's delivery state (reused: no allocation per event).

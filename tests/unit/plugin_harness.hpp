@@ -34,6 +34,12 @@ struct Val {
     Val(int v) : type(CDCFLOW_CONFIG_INT), i(v) {}
     Val(int64_t v) : type(CDCFLOW_CONFIG_INT), i(v) {}
     Val(bool v) : type(CDCFLOW_CONFIG_BOOL), b(v) {}
+    // A mapping or sequence, as the YAML step would hand it on: JSON text.
+    static Val json(std::string text) {
+        Val v(std::move(text));
+        v.type = CDCFLOW_CONFIG_JSON;
+        return v;
+    }
     cdcflow_config_type type;
     std::string s;
     int64_t i = 0;
@@ -147,6 +153,11 @@ private:
         case CDCFLOW_CONFIG_INT:
             cv.scalar = std::to_string(v.i);
             break;
+        case CDCFLOW_CONFIG_JSON:
+            cv.is_scalar = false;
+            cv.json = v.s;
+            def_.config[key] = std::move(cv);
+            return;
         default:
             cv.scalar = v.b ? "true" : "false";
             break;

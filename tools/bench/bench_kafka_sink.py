@@ -17,7 +17,7 @@ Prints both rates (events/s, wall clock), CPU seconds, and the ratio
 cdcflow / kcat. With --perf, `cdcflow run` runs under `perf stat`.
 
 Usage: tools/bench/bench_kafka_sink.py [--build build] [--events N] [--accounts N]
-       [--partitions 128] [--rounds 1] [--workdir DIR] [--perf]
+       [--partitions 128] [--brokers 1] [--rounds 1] [--workdir DIR] [--perf] [--no-verify]
 Prints figures; asserts nothing.
 """
 import argparse
@@ -62,6 +62,10 @@ def main():
     ap.add_argument("--accounts", type=int, default=10_000)
     ap.add_argument("--partitions", type=int, default=128)
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--brokers", type=int, default=1,
+                    help="brokers in the mock cluster (an idempotent producer keeps at most 5 requests in "
+                         "flight per broker, one partition per request: a batch's last acknowledgements take "
+                         "about partitions / (5 x brokers) round trips)")
     ap.add_argument("--workdir")
     ap.add_argument("--perf", action="store_true", help="run cdcflow under perf stat")
     ap.add_argument("--no-verify", action="store_true", help="do not count the messages read back")
@@ -88,7 +92,7 @@ def main():
     cdc_rates, kcat_rates = [], []
     for r in range(args.rounds):
         # A fresh cluster per round: the mock keeps every message in memory.
-        m = subprocess.Popen([mock, "--topic", "outbox.event.Account:%d" % args.partitions,
+        m = subprocess.Popen([mock, "--brokers", str(args.brokers), "--topic", "outbox.event.Account:%d" % args.partitions,
                               "--topic", "kcat:%d" % args.partitions],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
@@ -126,7 +130,8 @@ def main():
             m.stdout.close()
     best_c, best_k = max(cdc_rates), max(kcat_rates)
     print("kafka_sink: %.0f events/s, kcat -P: %.0f events/s, ratio %.2fx (best of %d round(s), %d events, "
-          "%d partitions)" % (best_c, best_k, best_c / best_k, args.rounds, args.events, args.partitions))
+          "%d partitions, %d broker(s))" % (best_c, best_k, best_c / best_k, args.rounds, args.events, args.partitions,
+                                      args.brokers))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 

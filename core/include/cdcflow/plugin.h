@@ -535,12 +535,10 @@ typedef struct cdcflow_host_api {
      * reads each assigned partition just after the position fn received
      * (from its start when none). While it blocks, the host may call the
      * source's committed and replay callbacks on this thread (re-entrant).
-     * OK; CDCFLOW_ERR_FENCED when the sink found that a revoked or assigned
-     * partition's checkpoint belongs to another process now (the host steps
-     * down); CDCFLOW_ERR_RETRY when the pipeline is stopping (nothing was
-     * changed: return from poll); another code when a stage failed (the
-     * pipeline stops). Called with nothing revoked or assigned it only
-     * answers the query. */
+     * OK; CDCFLOW_ERR_FENCED when this host lost a checkpoint to another
+     * process (a commit in flight was fenced: the host steps down); CDCFLOW_ERR_RETRY when the pipeline is
+     * stopping (nothing was changed: return from poll); another code when a stage failed (the pipeline
+     * stops). Called with nothing revoked or assigned it only answers the query. */
     cdcflow_status (*partitions_changed)(cdcflow_ctx *ctx, const cdcflow_partitions *change, char *err,
                                          uint64_t err_len); /* since ABI 5 */
 } cdcflow_host_api;
@@ -640,8 +638,9 @@ typedef struct cdcflow_callbacks {
      * A transform drops what it derived from revoked partitions (fn is
      * NULL for it). A sink gives the revoked partitions' checkpoints up,
      * claims the assigned ones' (waiting while a live previous owner holds
-     * one, returning early on stop_requested with ERR_RETRY; ERR_FENCED when
-     * a revoked one was already taken over), drops its caches of what those
+     * one, returning early on stop_requested with ERR_RETRY; a revoked one
+     * that was already taken over is simply let go: its commits were fenced
+     * before), drops its caches of what those
      * partitions touched, and reports through fn the committed position of
      * every assigned and query partition that has one. A pipeline whose
      * source sets CDCFLOW_PLUGIN_GROUP_PARTITIONS needs a sink with it. */
