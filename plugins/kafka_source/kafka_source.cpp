@@ -873,9 +873,24 @@ void KafkaSource::close_consumer() noexcept {
         if (rd_kafka_error_t *e = rd_kafka_consumer_close_queue(rk_, q)) {
             rd_kafka_error_destroy(e);
         } else {
+            // Served as events, not callbacks: messages still on their way
+            // land in this queue too, and serving those as callbacks is a
+            // librdkafka assertion (an abort). A rebalance (the revocation
+            // that leaving brings) goes to rebalance(), which only
+            // unassigns now (closing_).
             const auto deadline = Clock::now() + close_timeout_;
-            while (!(closed = rd_kafka_consumer_closed(rk_) != 0) && Clock::now() < deadline)
-                rd_kafka_queue_poll_callback(q, 50);
+            while (!(closed = rd_kafka_consumer_closed(rk_) != 0) && Clock::now() < deadline) {
+                rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 50);
+                if (!ev) continue;
+                if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+                    try {
+                        rebalance(rd_kafka_event_error(ev), rd_kafka_event_topic_partition_list(ev));
+                    } catch (...) {
+                        // Leaving anyway: nothing is reported any more.
+                    }
+                }
+                rd_kafka_event_destroy(ev);
+            }
         }
         rd_kafka_queue_destroy(q);
     }

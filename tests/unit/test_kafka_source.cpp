@@ -455,3 +455,18 @@ TEST_CASE("kafka_source: config errors name the key and never print a secret") {
               .find("routing_pattern:") != std::string::npos);
     CHECK(error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}}).empty());
 }
+
+TEST_CASE("kafka_source: the lag of each partition it reads, from the cached high watermark") {
+    Cluster k(kTopic, 1);
+    for (int i = 0; i < 3; ++i)
+        k.send(kTopic, 0, "a", "{}", {{"id", "l-" + std::to_string(i)}, {"type", "T"}});
+    k.flush();
+    Stage s({{"brokers", k.bootstrap}, {"group", "g6"}, {"topics", kTopic}, {"poll_batch", 1}});
+    s.src->start();
+    REQUIRE(s.poll_until(1).size() == 1); // one message per poll
+    // The figure is refreshed at most twice a second.
+    std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    REQUIRE(s.poll().size() == 1);
+    CHECK(s.h.lag_figure((std::string(kTopic) + "/0").c_str()) == 1); // 3 messages, 2 handed out
+    s.src->stop();
+}
