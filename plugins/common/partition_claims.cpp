@@ -28,47 +28,76 @@ PartitionClaims::Claim *PartitionClaims::find(std::string_view partition) {
     return it == claims_.end() ? nullptr : &it->second;
 }
 
-PartitionClaims::Claim &PartitionClaims::claim(const std::string &partition) {
-    if (Claim *have = find(partition); have && have->lease->owned()) return *have;
-    ownership::LeaseOptions opt;
-    opt.database = database_;
-    opt.name = name_;
-    opt.partition = partition;
-    opt.lease_ms = lease_ms_;
-    opt.on_lost = [ctx = ctx_](const std::string &m) { ctx.ownership_lost(m); };
-    opt.warn = [ctx = ctx_](const std::string &m) { ctx.warn(m); };
-    auto lease = std::make_unique<ownership::Lease>(std::move(opt));
+void PartitionClaims::claim_all(const std::vector<std::string> &partitions) {
+    // Every lease is watched at once: partitions a frozen peer held all come
+    // free one lease after its last renewal, not one lease after another.
+    struct Pending {
+        std::string partition;
+        std::unique_ptr<ownership::Lease> lease;
+        std::string announced;
+    };
+    std::vector<Pending> pending;
+    for (const std::string &partition : partitions) {
+        if (Claim *have = find(partition); have && have->lease->owned()) continue;
+        ownership::LeaseOptions opt;
+        opt.database = database_;
+        opt.name = name_;
+        opt.partition = partition;
+        opt.lease_ms = lease_ms_;
+        opt.on_lost = [ctx = ctx_](const std::string &m) { ctx.ownership_lost(m); };
+        opt.warn = [ctx = ctx_](const std::string &m) { ctx.warn(m); };
+        pending.push_back({partition, std::make_unique<ownership::Lease>(std::move(opt)), {}});
+    }
     // As a standby waits: often enough to notice a release or a dead owner
     // promptly, rarely enough to cost nothing.
     const auto pause = std::chrono::milliseconds(std::clamp<uint32_t>(lease_ms_ / 4, 25, 500));
-    std::string announced;
-    for (;;) {
+    size_t claimed = 0, taken_over = 0;
+    std::string first_takeover;
+    while (!pending.empty()) {
         if (ctx_.stop_requested())
             throw Error(CDCFLOW_ERR_RETRY,
-                        "stopping while waiting to claim partition '" + base::text(partition) + "'");
-        try {
-            ownership::Lease::Attempt a = lease->try_acquire();
-            if (a.owned) {
-                ctx_.info("partition '" + partition + "': " + a.text);
-                break;
+                        "stopping while waiting to claim partition '" +
+                            base::text(pending.front().partition) + "'" +
+                            (pending.size() > 1 ? " and " + std::to_string(pending.size() - 1) + " more"
+                                                : std::string()));
+        for (size_t k = 0; k < pending.size();) {
+            Pending &p = pending[k];
+            try {
+                ownership::Lease::Attempt a = p.lease->try_acquire();
+                if (a.owned) {
+                    // One summary line below, not one per partition (64 at
+                    // once would trip the host's log rate limit); a
+                    // takeover is worth its own line.
+                    ++claimed;
+                    if (!p.announced.empty()) {
+                        if (taken_over++ == 0) first_takeover = "partition '" + p.partition + "': " + a.text;
+                    }
+                    Claim &c = claims_[p.partition];
+                    c.fence = {};
+                    c.lease = std::move(p.lease);
+                    pending.erase(pending.begin() + static_cast<std::ptrdiff_t>(k));
+                    continue;
+                }
+                if (p.announced.empty() && pending.size() <= 8)
+                    // A peer that has not let go yet: frozen, or still finishing.
+                    ctx_.info("partition '" + p.partition + "': " + a.text +
+                              "; waiting (at once when it releases or its process is gone from this machine, "
+                              "else " +
+                              std::to_string(lease_ms_) + " ms after its last renewal)");
+                if (p.announced.empty()) p.announced = a.text;
+            } catch (const Error &e) {
+                if (e.status() != CDCFLOW_ERR_RETRY) throw;
             }
-            if (a.text != announced) {
-                // A peer that has not let go yet: frozen, or still finishing.
-                ctx_.info("partition '" + partition + "': " + a.text +
-                          "; waiting (at once when it releases or its process is gone from this machine, "
-                          "else " +
-                          std::to_string(lease_ms_) + " ms after its last renewal)");
-                announced = a.text;
-            }
-        } catch (const Error &e) {
-            if (e.status() != CDCFLOW_ERR_RETRY) throw;
+            ++k;
         }
+        if (pending.empty()) break;
         std::this_thread::sleep_for(pause);
     }
-    Claim &c = claims_[partition];
-    c.fence = {};
-    c.lease = std::move(lease);
-    return c;
+    if (claimed)
+        ctx_.info("claimed " + std::to_string(claimed) + " partitions of checkpoint '" + name_ + "'" +
+                  (taken_over ? " (" + std::to_string(taken_over) + " after waiting for their owner; " +
+                                    first_takeover + ")"
+                              : std::string()));
 }
 
 void PartitionClaims::change(const cdcflow_partitions &c) {
@@ -79,8 +108,12 @@ void PartitionClaims::change(const cdcflow_partitions &c) {
             it->second.lease->release();
             claims_.erase(it);
         }
-    for (uint32_t i = 0; enabled_ && i < c.assigned_count; ++i)
-        claim(std::string(sv_of(c.assigned[i])));
+    if (enabled_) {
+        std::vector<std::string> assigned;
+        for (uint32_t i = 0; i < c.assigned_count; ++i)
+            assigned.emplace_back(sv_of(c.assigned[i]));
+        claim_all(assigned);
+    }
     if (!c.fn || !db_ || !db_->has_table("cdcflow_checkpoints")) return;
     // After the claims: no previous owner commits any more, so these
     // positions are final until this host moves them.

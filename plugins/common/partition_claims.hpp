@@ -70,7 +70,8 @@ private:
         std::unique_ptr<ownership::Lease> lease;
         ownership::Fence fence; // on *db_, made at the first check
     };
-    Claim &claim(const std::string &partition);
+    // Claims every one of them not held yet, watching all leases at once.
+    void claim_all(const std::vector<std::string> &partitions);
     Claim *find(std::string_view partition);
 
     std::string database_, name_;

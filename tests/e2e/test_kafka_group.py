@@ -78,7 +78,7 @@ class Group(TempDirTest):
         feed = threading.Thread(target=writer)
 
         a, b, c = self.host(), self.host(), self.host()
-        claimed = lambda h: h.has("owned by this process (epoch")  # noqa: E731
+        claimed = lambda h: h.has(" partitions of checkpoint ")  # noqa: E731
         wait_until(lambda: all(claimed(h) for h in (a, b, c)), 30, "each host to claim partitions")
         feed.start()
 
