@@ -2,6 +2,7 @@
 
 #include "base/text.hpp"
 
+#include <dlfcn.h>
 #include <librdkafka/rdkafka.h>
 #include <simdjson.h>
 
@@ -262,6 +263,17 @@ bool retriable_delivery_error(int err) {
     default:
         return false;
     }
+}
+
+void pin_librdkafka() {
+    static const bool pinned = [] {
+        // The file the running librdkafka came from, marked never to unload
+        // (RTLD_NOLOAD: it is loaded already; this adds a reference only).
+        Dl_info info{};
+        if (!dladdr(reinterpret_cast<void *>(&rd_kafka_version), &info) || !info.dli_fname) return false;
+        return dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) != nullptr;
+    }();
+    (void)pinned;
 }
 
 } // namespace cdcflow::kafka

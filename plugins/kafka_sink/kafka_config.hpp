@@ -77,4 +77,11 @@ std::optional<std::vector<HeaderSpec>> parse_headers(std::string_view json, std:
 // recover), or permanent (the pipeline stops)?
 bool retriable_delivery_error(int err);
 
+// Keeps librdkafka loaded until the process exits, whatever happens to the
+// plugin that loaded it: librdkafka keeps process-wide state (its global
+// init, allocations referenced from it) that is never freed, and a host
+// that unloads the last plugin using it would unmap that state (a leak under
+// LeakSanitizer, and a library that must not be loaded twice). Idempotent.
+void pin_librdkafka();
+
 } // namespace cdcflow::kafka

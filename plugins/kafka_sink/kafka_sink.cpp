@@ -68,6 +68,7 @@ KafkaSink::KafkaSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Context 
       backoff_max_ms_(std::max(cfg.retry_backoff_ms, cfg.retry_backoff_max_ms)),
       busy_timeout_ms_(cfg.busy_timeout_ms), create_schema_(cfg.create_schema),
       sync_full_(cfg.synchronous == "full") {
+    kafka::pin_librdkafka(); // see kafka_config.hpp
     if (path_.empty()) cfg.fail(&Settings::database, "must not be empty");
     if (cfg.brokers.empty()) cfg.fail(&Settings::brokers, "must not be empty");
     if (checkpoint_name_.empty()) cfg.fail(&Settings::checkpoint_name, "must not be empty");

@@ -89,6 +89,7 @@ KafkaSource::KafkaSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Cont
       type_header_(cfg.type_header), poll_batch_(static_cast<size_t>(cfg.poll_batch)),
       drain_check_(cfg.drain_check_ms), replay_timeout_(cfg.replay_timeout_ms),
       close_timeout_(cfg.close_timeout_ms) {
+    kafka::pin_librdkafka(); // see kafka_config.hpp
     if (brokers_.empty()) cfg.fail(&Settings::brokers, "must not be empty");
     if (group_.empty()) cfg.fail(&Settings::group, "must not be empty");
     if (id_header_.empty()) cfg.fail(&Settings::id_header, "must not be empty");
