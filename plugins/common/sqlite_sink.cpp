@@ -56,6 +56,16 @@ void refuse_name_of(sqlite::Db &db, const std::string &path, const char *table, 
                                             ": give this pipeline a checkpoint_name of its own");
 }
 
+void report_checkpoint(sqlite::Db &db, const std::string &path, int busy_timeout_ms, const std::string &name,
+                       const std::function<void(const cdcflow_position &)> &emit) {
+    if (!open_if_created(db, path, busy_timeout_ms) || !db.has_table("cdcflow_checkpoints")) return;
+    refuse_name_of(db, path, "cdcflow_migration_progress", name, "a migration (cdcflow_migration_progress)");
+    sqlite::Stmt s(db, "SELECT \"partition\", position FROM cdcflow_checkpoints WHERE name = ?1");
+    s.bind(1, std::string_view(name));
+    while (s.step())
+        emit(cdcflow_position{cdcflow::str(s.text(0)), s.int64(1)});
+}
+
 bool event_text_ok(const cdcflow_event &e, bool payload_is_text, std::string &reason) {
     if (e.event_id.len == 0) {
         reason = "event id is empty";

@@ -11,6 +11,7 @@
 
 #include <cdcflow/sdk.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -36,6 +37,14 @@ void set_durability(sqlite::Db &db, const std::string &path, bool sync_full, boo
 // "nothing" then would start over from the beginning. Opens it when it now
 // exists; false when there is still none.
 bool open_if_created(sqlite::Db &db, const std::string &path, int busy_timeout_ms);
+
+// A sink's checkpoint() on cdcflow_checkpoints: each partition's stored
+// position under `name`, to emit. Nothing before start() created the
+// database (from the start); the database is opened when it appeared since
+// create() (open_if_created). A migration's checkpoint of the same name is
+// refused (refuse_name_of): resuming from legacy ids would skip events.
+void report_checkpoint(sqlite::Db &db, const std::string &path, int busy_timeout_ms, const std::string &name,
+                       const std::function<void(const cdcflow_position &)> &emit);
 
 // One checkpoint name, one kind of pipeline: a projection's checkpoint and
 // a migration's progress under one name in one file would overwrite each

@@ -618,16 +618,7 @@ void KafkaSink::release() {
 }
 
 void KafkaSink::checkpoint(const std::function<void(const cdcflow_position &)> &emit) {
-    // Before start() on a new database there is nothing yet: from the start.
-    if (!sqlite_sink::open_if_created(db_, path_, static_cast<int>(busy_timeout_ms_)) ||
-        !db_.has_table("cdcflow_checkpoints"))
-        return;
-    sqlite_sink::refuse_name_of(db_, path_, "cdcflow_migration_progress", checkpoint_name_,
-                                "a migration (cdcflow_migration_progress)");
-    sqlite::Stmt s(db_, "SELECT \"partition\", position FROM cdcflow_checkpoints WHERE name = ?1");
-    s.bind(1, std::string_view(checkpoint_name_));
-    while (s.step())
-        emit(cdcflow_position{cdcflow::str(s.text(0)), s.int64(1)});
+    sqlite_sink::report_checkpoint(db_, path_, static_cast<int>(busy_timeout_ms_), checkpoint_name_, emit);
 }
 
 void KafkaSink::stop() {

@@ -68,7 +68,8 @@ struct KafkaSinkSettings {
         cdcflow::param("kafka", &S::kafka)
             .describe("librdkafka producer properties (name: value), over the sink's defaults "
                       "(enable.idempotence true, acks all, partitioner murmur2_random, linger.ms 5, "
-                      "compression.codec none, message.timeout.ms 0 (no timeout), enable.gapless.guarantee true); values of keys naming a password, "
+                      "compression.codec none, message.timeout.ms 0 (no timeout), enable.gapless.guarantee "
+                      "true); values of keys naming a password, "
                       "secret, sasl.oauthbearer.config or ssl.key are never printed"),
         cdcflow::param("headers", &S::headers)
             .describe("extra headers: header name -> aggregatetype, aggregateid, timestamp (microseconds, "
