@@ -128,6 +128,13 @@ const char *config_location(const cdcflow_config *cfg, const char *key) {
     return v ? v->location.c_str() : "";
 }
 
+// Nested positions are not kept yet: every pointer answers with the key's
+// own value's position (the deepest node the host knows on the way).
+const char *config_location_at(const cdcflow_config *cfg, const char *key, const char *pointer) {
+    (void)pointer;
+    return config_location(cfg, key);
+}
+
 // A plugin's metrics are families of their own, cdcflow_plugin_<plugin>_<name>
 // (a counter ends in _total), labelled with the pipeline and the stage: they
 // can never alias the host's families, and two stages of one plugin share
@@ -384,6 +391,7 @@ const cdcflow_host_api kApi = {
     metric_cache,
     metric_lag,
     partitions_changed,
+    config_location_at,
 };
 
 } // namespace

@@ -152,6 +152,16 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
             return self->change_partitions(src, c, err);
         };
     }
+    const cdcflow_plugin *sink_desc = rt->stages_.back()->plugin->desc;
+    if (CDCFLOW_HAS_FIELD(sink_desc, cdcflow_plugin, flags) &&
+        (sink_desc->flags & CDCFLOW_PLUGIN_DEFERRED_COMMIT) != 0) {
+        // Not followed yet: taking such a sink's OK for "durable" would let
+        // the source delete outbox rows that are not committed.
+        Stage &sink = *rt->stages_.back();
+        return Status::Config(where(d.file, sink.def->plugin_mark) + ": " + stage_label(*sink.def) +
+                              ": the plugin declares CDCFLOW_PLUGIN_DEFERRED_COMMIT, which this host "
+                              "does not implement yet");
+    }
     rt->make_metrics(); // before the instances: a plugin's create may count already
     if (Status cs = rt->create_instances(); !cs) return cs;
     // Only for a pipeline that loads: a failure stays the one line it is.

@@ -53,8 +53,14 @@ extern "C" {
  * (CDCFLOW_PLUGIN_GROUP_PARTITIONS, cdcflow_partitions, the host function
  * partitions_changed and the transform/sink callback partitions), so that
  * each partition's checkpoint has one owner and state moves with it.
- * A plugin built against ABI 1, 2, 3 or 4 keeps loading and behaves as before. */
-#define CDCFLOW_ABI_VERSION 5u
+ * ABI 6 appended: sinks that commit after process returns
+ * (CDCFLOW_PLUGIN_DEFERRED_COMMIT and the sink callback settle), so that a
+ * sink waiting for a remote acknowledgement (Kafka) takes the next batch
+ * meanwhile; where a value nested in a key's mapping is in the pipeline file
+ * (config_location_at), so that a plugin's own declarations get
+ * file:line:col errors.
+ * A plugin built against ABI 1, 2, 3, 4 or 5 keeps loading and behaves as before. */
+#define CDCFLOW_ABI_VERSION 6u
 #define CDCFLOW_ABI_VERSION_MIN 1u
 
 /* Does a struct that starts with struct_size (as the other side built it)
@@ -541,6 +547,19 @@ typedef struct cdcflow_host_api {
      * stops). Called with nothing revoked or assigned it only answers the query. */
     cdcflow_status (*partitions_changed)(cdcflow_ctx *ctx, const cdcflow_partitions *change, char *err,
                                          uint64_t err_len); /* since ABI 5 */
+
+    /* ---- ABI 6: check CDCFLOW_HAS_FIELD(host, cdcflow_host_api, name) ---- */
+
+    /* Where a value nested in key's value is in the pipeline file. pointer
+     * is a JSON Pointer (RFC 6901: "/events/MoneyDeposited/when/0", "~1"
+     * for '/', "~0" for '~') into the value config_get_json(key) returns;
+     * "" is key's value itself. Returns "file:line:col" of the node the
+     * pointer names or, when it names none, of the deepest node on its way
+     * (so an error about a missing entry points into the mapping that
+     * lacks it); "" for a key the file does not set. Valid as long as cfg;
+     * any thread. */
+    const char *(*config_location_at)(const cdcflow_config *cfg, const char *key,
+                                      const char *pointer); /* since ABI 6 */
 } cdcflow_host_api;
 
 /* Callbacks. Every callback that can fail returns a status and, on failure,
@@ -646,6 +665,23 @@ typedef struct cdcflow_callbacks {
      * source sets CDCFLOW_PLUGIN_GROUP_PARTITIONS needs a sink with it. */
     cdcflow_status (*partitions)(void *instance, const cdcflow_partitions *change, char *err,
                                  uint64_t err_len); /* since ABI 5 */
+
+    /* ---- ABI 6: the host reads these only when struct_size covers them ---- */
+
+    /* SINK whose descriptor sets CDCFLOW_PLUGIN_DEFERRED_COMMIT (required
+     * then): report what has become durable. Such a sink's process returning
+     * OK means "accepted": its effects, dead letters and checkpoint become
+     * durable later, in the order the process calls were accepted. Waits,
+     * parked, up to wait_ms (returning early on stop_requested) until at
+     * least one more accepted call is durable, then sets *durable to the
+     * number of process calls of this instance that returned OK and whose
+     * work is durable now (0 when none yet; it never decreases). OK, with
+     * or without progress; any other status fails the pipeline, and nothing
+     * accepted after the last durable call is committed (the host replays
+     * it from the checkpoint, at least once). Called on the sink's thread,
+     * only while calls are accepted and not yet durable. */
+    cdcflow_status (*settle)(void *instance, uint32_t wait_ms, uint64_t *durable, char *err,
+                             uint64_t err_len); /* since ABI 6 */
 } cdcflow_callbacks;
 
 /* The descriptor returned by the entry symbol. Static storage in the plugin. */
@@ -682,6 +718,16 @@ typedef struct cdcflow_plugin {
  * share one sink store, each owning some partitions), reads no checkpoint
  * and replays nothing before start. */
 #define CDCFLOW_PLUGIN_GROUP_PARTITIONS 1u
+
+/* Since ABI 6. A sink whose commit completes after process returns (see the
+ * callback settle). The host then keeps each accepted batch in flight (its
+ * positions are not reported committed to the source, a drain and a
+ * partition change wait for it, the in-flight bounds count it) until settle
+ * reports it durable, and takes the next batch meanwhile: the sink's wait
+ * for a remote acknowledgement overlaps the next batch's work. flush (at
+ * drain's end) and stop need not wait for anything: the host settles every
+ * accepted call before flush and abandons what is not durable at a stop. */
+#define CDCFLOW_PLUGIN_DEFERRED_COMMIT 2u
 
 typedef const cdcflow_plugin *(*cdcflow_plugin_entry_fn)(void);
 

@@ -1075,6 +1075,7 @@ template <typename T> const cdcflow_plugin *descriptor() {
         RestoringTransform<T> ? &Thunks<T>::restore : nullptr,
         ReplayingSource<T> ? &Thunks<T>::replay : nullptr,
         PartitionFollower<T> ? &Thunks<T>::partitions : nullptr,
+        nullptr, // settle (ABI 6): the SDK does not offer deferred commits yet
     };
     static const cdcflow_plugin d = {
         CDCFLOW_ABI_VERSION,
