@@ -11,14 +11,18 @@ run and on the same topic:
   1. `cdcflow run --drain pipelines/kafka-to-projection.yaml` (kafka_source,
      deduper, projection_sink into a fresh SQLite file) reads every event and
      commits the projection and each partition's position;
-  2. `kcat -C -e -o beginning -t TOPIC > /dev/null` reads the same messages.
+  2. `kcat -C -e -o beginning -t TOPIC > /dev/null` reads the same messages;
+  3. `kcat -G GROUP -e TOPIC > /dev/null` reads them as a consumer group
+     member, as cdcflow does (a fresh group: it waits for the same first
+     assignment).
 
 Prints both rates (events/s, wall clock), CPU seconds and the ratio
 cdcflow / kcat. cdcflow's wall clock includes joining the consumer group
 (the mock's coordinator waits 3 s for more members before the first
 assignment; kcat -C assigns partitions itself): the rate from the
 assignment on (the host's "partitions changed" log line to the end) is
-printed too. With --perf, `cdcflow run` runs under `perf record` and the top
+printed too, and the whole run is compared with kcat's own group consumer
+(3), which waits the same 3 s. With --perf, `cdcflow run` runs under `perf record` and the top
 of the report is printed.
 
 Usage: tools/bench/bench_kafka_source.py [--build build] [--events N] [--accounts N]
@@ -92,7 +96,7 @@ def main():
         secs, _, _ = timed([cdcflow, "run", PUBLISH, "--drain"], env)
         print("published with kafka_sink in %.2f s (not timed below)" % secs, flush=True)
 
-        cdc, cdc_assigned, kc = [], [], []
+        cdc, cdc_assigned, kc, kg = [], [], [], []
         for r in range(args.rounds):
             db = os.path.join(work, "projection-%d.db" % r)
             for suffix in ("", "-wal", "-shm"):
@@ -130,6 +134,13 @@ def main():
             kc.append(args.events / secs)
             print("round %d: kcat -C -e:          %.2f s, %.0f events/s, %.2f CPU s" %
                   (r + 1, secs, args.events / secs, cpu), flush=True)
+
+            gcmd = ["kcat", "-b", bootstrap, "-G", "bench-kcat-%d-%d" % (os.getpid(), r), "-X",
+                    "auto.offset.reset=earliest", "-e", "-q", TOPIC]
+            secs, cpu, _ = timed(gcmd)
+            kg.append(args.events / secs)
+            print("round %d: kcat -G (a group):   %.2f s, %.0f events/s, %.2f CPU s" %
+                  (r + 1, secs, args.events / secs, cpu), flush=True)
     finally:
         m.terminate()
         m.wait(30)
@@ -140,6 +151,7 @@ def main():
     if cdc_assigned:
         line += "; from the assignment on: %.0f events/s, ratio %.2fx" % (max(cdc_assigned),
                                                                          max(cdc_assigned) / best_k)
+    line += "; kcat -G: %.0f events/s, whole runs as group members: ratio %.2fx" % (max(kg), best_c / max(kg))
     print(line + " (best of %d round(s), %d events, %d partitions)" % (args.rounds, args.events, args.partitions))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
