@@ -895,6 +895,7 @@ void KafkaSource::close_consumer() noexcept {
         }
         rd_kafka_queue_destroy(q);
     }
+    left_cleanly_ = closed;
     rd_kafka_destroy_flags(rk_, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     rk_ = nullptr;
     last_part_ = nullptr;

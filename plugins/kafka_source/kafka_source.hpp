@@ -140,6 +140,10 @@ public:
 
     // For tests: the partitions assigned now, by name.
     std::vector<std::string> assigned() const;
+    // For tests: did the last stop leave the consumer group cleanly (its
+    // partitions handed to the others at once) rather than give up after
+    // close_timeout_ms (then the group's session timeout frees them)?
+    bool left_cleanly() const { return left_cleanly_; }
 
 private:
     // One partition this source has seen (assigned now or before).
@@ -209,6 +213,7 @@ private:
 
     rd_kafka_t *rk_ = nullptr;
     bool cooperative_ = false;
+    bool left_cleanly_ = false; // the last close_consumer left the group (tests)
     bool closing_ = false;
     std::unordered_map<std::string, std::unique_ptr<Part>> parts_;
     Part *last_part_ = nullptr; // the last message's partition (messages come in runs)

@@ -433,6 +433,49 @@ TEST_CASE("kafka_source: a failure inside the rebalance callback fails the next 
     r.src->stop();
 }
 
+TEST_CASE("kafka_source: a host that fails inside the assignment still leaves the group cleanly") {
+    // Its partitions must go to the others when it leaves, not after the
+    // session timeout. The source answers no assignment it will not read
+    // (cooperative: no incremental_assign); librdkafka 2.0.2 still leaves
+    // cleanly at close, which this pins. (Eager's answer, an empty assign,
+    // is the documented one.)
+    Cluster k(kTopic, 4);
+    for (const char *strategy : {"cooperative-sticky"}) {
+        CAPTURE(strategy);
+        const std::string group = std::string("g-leave-") + strategy;
+        const Val props = Val::json(std::string(R"({"partition.assignment.strategy": ")") + strategy +
+                                    R"(", "session.timeout.ms": "30000"})");
+        // A healthy member first, then one whose host fails at its assignment.
+        Stage ok({{"brokers", k.bootstrap}, {"group", group}, {"topics", kTopic}, {"kafka", props}});
+        ok.src->start();
+        for (int i = 0; i < 300 && ok.src->assigned().size() < 4; ++i)
+            ok.poll();
+        REQUIRE(ok.src->assigned().size() == 4);
+        Stage s({{"brokers", k.bootstrap},
+                 {"group", group},
+                 {"topics", kTopic},
+                 {"close_timeout_ms", int64_t(3000)},
+                 {"kafka", props}});
+        s.host.answer = CDCFLOW_ERR_FENCED;
+        s.host.message = "partition taken over";
+        s.src->start();
+        bool failed = false;
+        for (int i = 0; i < 300 && !failed; ++i) {
+            ok.poll(nullptr, 10);
+            try {
+                s.poll(nullptr, 10);
+            } catch (const cdcflow::Error &) {
+                failed = true;
+            }
+        }
+        REQUIRE(failed);
+        CHECK(s.host.calls >= 1);
+        s.src->stop();
+        CHECK(s.src->left_cleanly()); // did not give up after close_timeout_ms
+        ok.src->stop();
+    }
+}
+
 TEST_CASE("kafka_source: config errors name the key and never print a secret") {
     auto error_of = [](std::initializer_list<std::pair<const char *, Val>> cfg) -> std::string {
         try {
