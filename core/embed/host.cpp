@@ -1,0 +1,464 @@
+// The embedded host (cdcflow/host.hpp): a Runtime of the CLI's own making
+// (pipeline_open.hpp), run on a thread of its own, with a watcher thread
+// that turns the runtime's state into callbacks.
+//
+// Threads: the runner calls Runtime::run, which blocks until the run ends
+// (the stages run on the runtime's threads); the watcher samples the
+// runtime's health every 50 ms while the run lasts and calls the
+// subscribers. Sampling, not a notification: the runtime has no change
+// callback, and a sample is a few atomic loads, so a 50 ms tick costs
+// nothing measurable; the watcher ends with the run, so a host that is not
+// running wakes nobody.
+#include <cdcflow/host.hpp>
+
+#include "health_json.hpp"
+#include "log.hpp"
+#include "metrics.hpp"
+#include "pipeline_open.hpp"
+#include "plugin_loader.hpp"
+#include "process_metrics.hpp"
+#include "run_outcome.hpp"
+#include "runtime.hpp"
+
+#include <condition_variable>
+#include <cstdlib>
+#include <dlfcn.h>
+#include <exception>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+namespace cdcflow::embed {
+
+using namespace cdcflow::host;
+using Code = Status::Code;
+
+namespace {
+
+constexpr std::chrono::milliseconds kWatchTick{50};
+
+// Where the shipped plugins are, relative to this library wherever it was
+// installed or moved (DESTDIR included): dladdr on one of its own exported
+// symbols names the file it was loaded from.
+std::vector<std::string> shipped_plugin_dirs() {
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void *>(&cdcflow_host_version), &info) == 0 || !info.dli_fname) return {};
+    std::error_code ec;
+    std::filesystem::path lib = std::filesystem::canonical(info.dli_fname, ec);
+    if (ec) return {};
+    std::string dir = lib.parent_path().string();
+    return {dir + "/" CDCFLOW_HOST_REL_PLUGINDIR, // install tree: <libdir>/cdcflow/plugins
+            dir + "/../../plugins"};              // build tree: build/core/embed
+}
+
+// CDCFLOW_LOG_LEVEL / CDCFLOW_LOG_FORMAT win over the file's `log:`, as
+// they do for the CLI; a value that is not one of the names is misuse (the
+// CLI's exit 2).
+Status env_log_choice(LogChoice *chosen) {
+    if (const char *v = std::getenv("CDCFLOW_LOG_LEVEL"); v && *v) {
+        cdcflow_log_level level;
+        if (!parse_log_level(v, &level))
+            return Status::InvalidArgument(std::string("CDCFLOW_LOG_LEVEL: '") + v +
+                                           "' is not one of debug, info, warn, error");
+        set_log_level(level);
+        chosen->level = true;
+    }
+    if (const char *v = std::getenv("CDCFLOW_LOG_FORMAT"); v && *v) {
+        LogFormat format;
+        if (!parse_log_format(v, &format))
+            return Status::InvalidArgument(std::string("CDCFLOW_LOG_FORMAT: '") + v +
+                                           "' is not one of text, json, auto");
+        set_log_format(format);
+        chosen->format = true;
+    }
+    return Status::OK();
+}
+
+// A failure that is not the caller's (a plugin's, a database's) must not read
+// as misuse, a bad file or a timeout: exit_code() gives it 1, as the CLI.
+Status as_failure(Status st) {
+    if (st.code() == Code::kInvalidArgument || st.code() == Code::kConfig || st.code() == Code::kUnavailable)
+        return Status::Internal(st.message());
+    return st;
+}
+
+// Runtime::create's failure: the file's fault (3) as the CLI's
+// create_failure_code says, otherwise a failure (1).
+Status as_create_failure(Status st) {
+    if (create_failure_code(st) == CDCFLOW_EXIT_INVALID) return Status::Config(st.message());
+    return as_failure(std::move(st));
+}
+
+Status caught(const char *what) {
+    try {
+        throw;
+    } catch (const std::exception &e) {
+        return Status::Internal(std::string(what) + ": " + e.what());
+    } catch (...) {
+        return Status::Internal(std::string(what) + ": unknown exception");
+    }
+}
+
+std::string ms_text(std::chrono::milliseconds t) {
+    return std::to_string(t.count()) + " ms";
+}
+
+} // namespace
+
+// Hidden: the implementation is not part of the library's interface.
+struct __attribute__((visibility("hidden"))) Host::Impl {
+    // Declaration order is teardown order in reverse: the runtime goes
+    // first, then the metrics it registered into, then the plugins' files.
+    PluginRegistry registry;
+    Metrics metrics;
+    std::unique_ptr<Runtime> rt;
+
+    enum class Phase { opened, running, finished };
+    mutable std::mutex mu; // everything below up to the subscribers
+    std::condition_variable cv;
+    Phase phase = Phase::opened;
+    bool ran = false;      // a run was started (else a stop before start finished it)
+    bool draining = false; // the run was started by drain()
+    bool stop_asked = false;
+    bool watcher_quit = false;
+    Status result; // the run's, once finished
+    std::chrono::steady_clock::time_point started{};
+    std::thread runner;
+    std::thread watcher;
+
+    std::mutex subs_mu; // subs, next_id
+    std::map<int, std::function<void(const StateChange &)>> subs;
+    int next_id = 1;
+    // Held while callbacks run, so that unsubscribe can wait one out.
+    std::mutex deliver_mu;
+
+    explicit Impl(const HostOptions &opts) : registry(shipped_plugin_dirs()) {
+        registry.add_front(opts.plugin_path);
+    }
+
+    // Under mu, phase opened: starts the runner and the watcher.
+    void begin(std::unique_lock<std::mutex> &, bool drain, const std::shared_ptr<Impl> &self) {
+        draining = drain;
+        ran = true;
+        started = std::chrono::steady_clock::now();
+        log_start(rt->def());
+        runner = std::thread([this, drain] { run_body(drain); });
+        phase = Phase::running;
+        // The watcher holds the Impl: a callback may destroy the Host (the
+        // destructor then leaves the watcher to finish on its own).
+        watcher = std::thread([self] { self->watch(); });
+    }
+
+    void run_body(bool drain) {
+        RunOptions ro;
+        ro.drain = drain;
+        Status st;
+        try {
+            st = rt->run(ro);
+        } catch (...) {
+            st = caught("run");
+        }
+        int code = run_exit_code(st);
+        bool asked;
+        {
+            std::lock_guard lock(mu);
+            asked = stop_asked;
+        }
+        log_stop(*rt, st, code,
+                 code == CDCFLOW_EXIT_OWNED ? "refused"
+                 : !st                      ? "failed"
+                 : asked                    ? "stopped"
+                                            : "drained",
+                 started);
+        {
+            std::lock_guard lock(mu);
+            result = st;
+            phase = Phase::finished;
+        }
+        cv.notify_all();
+    }
+
+    // Waits (under lk) until the run finished, at most `timeout` (zero: no bound).
+    bool wait_finished(std::unique_lock<std::mutex> &lk, std::chrono::milliseconds timeout) {
+        auto done = [this] { return phase == Phase::finished; };
+        if (timeout.count() == 0) {
+            cv.wait(lk, done);
+            return true;
+        }
+        return cv.wait_for(lk, timeout, done);
+    }
+
+    Status outcome() const { return result ? Status::OK() : as_failure(result); }
+
+    // The report the API shows: the runtime's, with the host's own phase
+    // before and after a run (the runtime says "starting" until it runs).
+    HealthReport report() const {
+        HealthReport h = rt->health();
+        std::lock_guard lock(mu);
+        if (phase == Phase::opened) h.state = "idle";
+        if (phase == Phase::finished && !ran) h.state = "stopped";
+        return h;
+    }
+
+    static StateChange change_of(const HealthReport &h) {
+        return {h.state, h.role, h.healthy, h.ready, host::health_json(h)};
+    }
+
+    // What a subscriber is told about: a change in any of these.
+    static std::string signature(const HealthReport &h) {
+        std::string s = h.state + '|' + h.role + '|' + (h.healthy ? '1' : '0') + (h.ready ? '1' : '0');
+        for (const StageReport &st : h.stages)
+            s += '|' + st.state + ':' + breaker_name(st.breaker);
+        return s;
+    }
+
+    void watch() {
+        std::string last;
+        for (;;) {
+            bool final;
+            {
+                std::unique_lock lk(mu);
+                cv.wait_for(lk, kWatchTick, [this] { return watcher_quit || phase == Phase::finished; });
+                final = watcher_quit || phase == Phase::finished;
+            }
+            HealthReport h = report();
+            if (std::string sig = signature(h); sig != last) {
+                last = std::move(sig);
+                deliver(change_of(h));
+            }
+            if (final) return;
+        }
+    }
+
+    void deliver(const StateChange &c) {
+        std::lock_guard d(deliver_mu);
+        std::vector<std::function<void(const StateChange &)>> fns;
+        {
+            std::lock_guard lock(subs_mu);
+            for (auto &[id, fn] : subs)
+                fns.push_back(fn);
+        }
+        for (auto &fn : fns) {
+            try {
+                fn(c);
+            } catch (...) {
+                // An application's exception must not end the watcher (or the
+                // process): say so and go on.
+                log_line(CDCFLOW_LOG_WARN, "host", caught("state callback").message());
+            }
+        }
+    }
+
+    // Ends the run (if any) and the threads; the destructor's work.
+    void shut_down() {
+        {
+            std::lock_guard lock(mu);
+            if (phase == Phase::running) {
+                stop_asked = true;
+                rt->request_stop();
+            }
+        }
+        if (runner.joinable()) runner.join();
+        {
+            std::lock_guard lock(mu);
+            watcher_quit = true;
+        }
+        cv.notify_all();
+        if (!watcher.joinable()) return;
+        if (std::this_thread::get_id() == watcher.get_id())
+            watcher.detach(); // destroyed from a callback: the watcher holds the Impl and ends after it
+        else
+            watcher.join();
+    }
+};
+
+Host::Host(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+// Host::open's body, with access to the Impl.
+struct HostFactory {
+    static Result<std::unique_ptr<Host>> open(const PipelineSource &src, const HostOptions &opts) {
+        try {
+            auto impl = std::make_shared<Host::Impl>(opts);
+            add_process_metrics(impl->metrics);
+            LogChoice chosen;
+            if (Status st = env_log_choice(&chosen); !st) return st;
+            auto rt = open_runtime(src, impl->registry, impl->metrics, chosen);
+            if (!rt) return as_create_failure(rt.status());
+            impl->rt = std::move(rt.value());
+            return std::unique_ptr<Host>(new Host(std::move(impl)));
+        } catch (...) {
+            return caught("open");
+        }
+    }
+};
+
+Host::~Host() {
+    try {
+        impl_->shut_down();
+    } catch (...) {
+        // Joining cannot fail here (each thread is joined once, never by
+        // itself); nothing may leave a destructor anyway.
+    }
+}
+
+Result<std::unique_ptr<Host>> Host::open(const std::string &pipeline_path, const HostOptions &opts) {
+    return HostFactory::open(PipelineSource::file(pipeline_path), opts);
+}
+
+Result<std::unique_ptr<Host>> Host::open_yaml(const std::string &yaml, const std::string &name,
+                                              const HostOptions &opts) {
+    return HostFactory::open(PipelineSource::yaml(yaml, name), opts);
+}
+
+Status Host::start() {
+    try {
+        std::unique_lock lk(impl_->mu);
+        switch (impl_->phase) {
+        case Impl::Phase::opened:
+            impl_->begin(lk, false, impl_);
+            return Status::OK();
+        case Impl::Phase::running:
+            return Status::InvalidArgument("start: the host is already running");
+        case Impl::Phase::finished:
+            break;
+        }
+        return Status::InvalidArgument("start: the host was stopped; a host runs once (open a new one)");
+    } catch (...) {
+        return caught("start");
+    }
+}
+
+Status Host::drain(std::chrono::milliseconds timeout) {
+    try {
+        std::unique_lock lk(impl_->mu);
+        if (impl_->phase == Impl::Phase::finished && !(impl_->draining && !impl_->stop_asked))
+            return Status::InvalidArgument("drain: the host was stopped; a host runs once (open a new one)");
+        if (impl_->phase == Impl::Phase::running && !impl_->draining)
+            return Status::InvalidArgument(
+                "drain: the host was started without drain; stop it and drain a new host");
+        if (impl_->phase == Impl::Phase::opened) impl_->begin(lk, true, impl_);
+        if (!impl_->wait_finished(lk, timeout))
+            return Status(Code::kUnavailable, "drain: not drained within " + ms_text(timeout) +
+                                                  "; the drain goes on (drain again to wait for it)");
+        return impl_->outcome();
+    } catch (...) {
+        return caught("drain");
+    }
+}
+
+Status Host::stop(std::chrono::milliseconds timeout) {
+    try {
+        std::unique_lock lk(impl_->mu);
+        if (impl_->phase == Impl::Phase::opened) {
+            impl_->phase = Impl::Phase::finished;
+            impl_->cv.notify_all();
+            return Status::OK();
+        }
+        if (impl_->phase == Impl::Phase::running) {
+            impl_->stop_asked = true;
+            impl_->rt->request_stop();
+            if (!impl_->wait_finished(lk, timeout))
+                return Status(Code::kUnavailable, "stop: the pipeline did not stop within " +
+                                                      ms_text(timeout) + "; it goes on stopping");
+        }
+        return impl_->outcome();
+    } catch (...) {
+        return caught("stop");
+    }
+}
+
+std::string Host::state() const {
+    try {
+        return impl_->report().state;
+    } catch (...) {
+        return "failed"; // only a failed allocation gets here
+    }
+}
+
+StateChange Host::snapshot() const {
+    try {
+        return Impl::change_of(impl_->report());
+    } catch (...) {
+        return {"failed", "", false, false, "{}"};
+    }
+}
+
+std::string Host::health_json() const {
+    try {
+        return host::health_json(impl_->report());
+    } catch (...) {
+        return "{}";
+    }
+}
+
+std::string Host::metrics_text() const {
+    try {
+        return impl_->metrics.prometheus();
+    } catch (...) {
+        return "";
+    }
+}
+
+std::optional<double> Host::metric(std::string_view family, const MetricLabels &labels) const {
+    try {
+        return impl_->metrics.value(family, labels);
+    } catch (...) {
+        return std::nullopt;
+    }
+}
+
+double Host::metric_sum(std::string_view family, const MetricLabels &subset) const {
+    try {
+        return impl_->metrics.sum(family, subset);
+    } catch (...) {
+        return 0;
+    }
+}
+
+int Host::subscribe(std::function<void(const StateChange &)> fn) {
+    try {
+        std::lock_guard lock(impl_->subs_mu);
+        int id = impl_->next_id++;
+        impl_->subs.emplace(id, std::move(fn));
+        return id;
+    } catch (...) {
+        return 0; // never a subscription's id
+    }
+}
+
+void Host::unsubscribe(int id) {
+    {
+        std::lock_guard lock(impl_->subs_mu);
+        impl_->subs.erase(id);
+    }
+    bool on_watcher;
+    {
+        std::lock_guard lock(impl_->mu);
+        on_watcher = std::this_thread::get_id() == impl_->watcher.get_id();
+    }
+    // Wait out a delivery in progress, unless this is that delivery.
+    if (!on_watcher) {
+        std::lock_guard d(impl_->deliver_mu);
+    }
+}
+
+int Host::exit_code(const Status &st) {
+    switch (st.code()) {
+    case Code::kOk:
+        return CDCFLOW_EXIT_OK;
+    case Code::kInvalidArgument:
+        return CDCFLOW_EXIT_USAGE;
+    case Code::kConfig:
+        return CDCFLOW_EXIT_INVALID;
+    case Code::kUnavailable:
+        return CDCFLOW_EXIT_TIMEOUT;
+    case Code::kOwned:
+    case Code::kFenced:
+        return CDCFLOW_EXIT_OWNED;
+    default:
+        return CDCFLOW_EXIT_FAILURE;
+    }
+}
+
+} // namespace cdcflow::embed

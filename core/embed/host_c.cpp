@@ -1,0 +1,196 @@
+// The C API (cdcflow/host.h) over the C++ one (cdcflow/host.hpp): handles,
+// buffers and return codes; every exception stops here.
+#include <cdcflow/host.h>
+#include <cdcflow/host.hpp>
+
+#include "base/utf8.hpp"
+
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <utility>
+
+using cdcflow::Status;
+using cdcflow::embed::Host;
+
+struct cdcflow_host {
+    std::unique_ptr<Host> host;
+    std::mutex mu; // last_error
+    std::string last_error;
+    std::mutex sub_mu; // subscription
+    int subscription = 0;
+};
+
+namespace {
+
+// `text` into buf, cut at a character boundary to fit, NUL-terminated.
+void put(char *buf, size_t len, const std::string &text) {
+    if (!buf || len == 0) return;
+    size_t n = cdcflow::base::utf8_floor(text, std::min(text.size(), len - 1));
+    std::memcpy(buf, text.data(), n);
+    buf[n] = '\0';
+}
+
+// The whole of `text` into buf when it fits (NUL included); the size it needs.
+size_t put_whole(char *buf, size_t len, const std::string &text) {
+    if (buf && text.size() < len) std::memcpy(buf, text.c_str(), text.size() + 1);
+    return text.size() + 1;
+}
+
+int answer(cdcflow_host *h, const Status &st, char *err, size_t err_len) {
+    put(err, err_len, st.message());
+    if (h && !st) {
+        std::lock_guard lock(h->mu);
+        h->last_error = st.message();
+    }
+    return Host::exit_code(st);
+}
+
+int null_handle(const char *fn, char *err, size_t err_len) {
+    put(err, err_len, std::string(fn) + ": the host handle is NULL");
+    return CDCFLOW_EXIT_USAGE;
+}
+
+std::chrono::milliseconds ms(uint32_t t) {
+    return std::chrono::milliseconds(t);
+}
+
+cdcflow_host *opened(cdcflow::Result<std::unique_ptr<Host>> r, char *err, size_t err_len) {
+    if (!r) {
+        put(err, err_len, r.status().message());
+        return nullptr;
+    }
+    auto *h = new (std::nothrow) cdcflow_host;
+    if (!h) {
+        put(err, err_len, "open: out of memory");
+        return nullptr;
+    }
+    h->host = std::move(r.value());
+    put(err, err_len, "");
+    return h;
+}
+
+} // namespace
+
+extern "C" {
+
+cdcflow_host *cdcflow_host_open(const char *pipeline_path, char *err, size_t err_len) {
+    if (!pipeline_path) {
+        put(err, err_len, "cdcflow_host_open: the pipeline path is NULL");
+        return nullptr;
+    }
+    try {
+        return opened(Host::open(pipeline_path), err, err_len);
+    } catch (...) {
+        put(err, err_len, "cdcflow_host_open: out of memory");
+        return nullptr;
+    }
+}
+
+cdcflow_host *cdcflow_host_open_string(const char *yaml, const char *name, char *err, size_t err_len) {
+    if (!yaml) {
+        put(err, err_len, "cdcflow_host_open_string: the YAML text is NULL");
+        return nullptr;
+    }
+    try {
+        return opened(Host::open_yaml(yaml, name ? name : "<string>"), err, err_len);
+    } catch (...) {
+        put(err, err_len, "cdcflow_host_open_string: out of memory");
+        return nullptr;
+    }
+}
+
+int cdcflow_host_start(cdcflow_host *h, char *err, size_t err_len) {
+    if (!h) return null_handle("cdcflow_host_start", err, err_len);
+    try {
+        return answer(h, h->host->start(), err, err_len);
+    } catch (...) {
+        return answer(h, Status::Internal("cdcflow_host_start: out of memory"), err, err_len);
+    }
+}
+
+int cdcflow_host_drain(cdcflow_host *h, uint32_t timeout_ms, char *err, size_t err_len) {
+    if (!h) return null_handle("cdcflow_host_drain", err, err_len);
+    try {
+        return answer(h, h->host->drain(ms(timeout_ms)), err, err_len);
+    } catch (...) {
+        return answer(h, Status::Internal("cdcflow_host_drain: out of memory"), err, err_len);
+    }
+}
+
+int cdcflow_host_stop(cdcflow_host *h, uint32_t timeout_ms) {
+    if (!h) return CDCFLOW_EXIT_USAGE;
+    try {
+        return answer(h, h->host->stop(ms(timeout_ms)), nullptr, 0);
+    } catch (...) {
+        return CDCFLOW_EXIT_FAILURE;
+    }
+}
+
+size_t cdcflow_host_health_json(cdcflow_host *h, char *buf, size_t buf_len) {
+    if (!h) return 0;
+    try {
+        return put_whole(buf, buf_len, h->host->health_json());
+    } catch (...) {
+        return 0;
+    }
+}
+
+size_t cdcflow_host_metrics_text(cdcflow_host *h, char *buf, size_t buf_len) {
+    if (!h) return 0;
+    try {
+        return put_whole(buf, buf_len, h->host->metrics_text());
+    } catch (...) {
+        return 0;
+    }
+}
+
+size_t cdcflow_host_last_error(cdcflow_host *h, char *buf, size_t buf_len) {
+    if (!h) return 0;
+    try {
+        std::lock_guard lock(h->mu);
+        return put_whole(buf, buf_len, h->last_error);
+    } catch (...) {
+        return 0;
+    }
+}
+
+int cdcflow_host_on_state(cdcflow_host *h, cdcflow_host_state_fn fn, void *user) {
+    if (!h) return CDCFLOW_EXIT_USAGE;
+    try {
+        // No lock of the handle's is held while unsubscribe waits for a
+        // callback to end: that callback may be calling into this handle.
+        int old;
+        {
+            std::lock_guard lock(h->sub_mu);
+            old = std::exchange(h->subscription, 0);
+        }
+        if (old) h->host->unsubscribe(old);
+        if (!fn) return CDCFLOW_EXIT_OK;
+        int id = h->host->subscribe([fn, user](const cdcflow::embed::StateChange &c) {
+            fn(user, c.state.c_str(), c.health_json.c_str());
+        });
+        if (!id) return CDCFLOW_EXIT_FAILURE;
+        {
+            std::lock_guard lock(h->sub_mu);
+            old = std::exchange(h->subscription, id);
+        }
+        // Another thread's subscription that landed in between: replaced too.
+        if (old) h->host->unsubscribe(old);
+        return CDCFLOW_EXIT_OK;
+    } catch (...) {
+        return CDCFLOW_EXIT_FAILURE;
+    }
+}
+
+void cdcflow_host_close(cdcflow_host *h) {
+    delete h; // ~Host stops a running pipeline first; nothing it does throws
+}
+
+const char *cdcflow_host_version(void) {
+    return CDCFLOW_VERSION;
+}
+
+} // extern "C"

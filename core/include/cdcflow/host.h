@@ -1,0 +1,137 @@
+/* cdcflow/host.h: run a cdcflow pipeline inside an application (the C API).
+ *
+ * The hourglass's waist, as plugin.h is the plugins': C only, an opaque
+ * handle, fixed-width integers, no exception and no C++ type crosses it, so
+ * that any language with a C FFI (Python's ctypes, Go's cgo, Rust...) can
+ * embed cdcflow. Implemented by libcdcflow-host.so over the C++ API
+ * (cdcflow/host.hpp); `pkg-config --cflags --libs cdcflow-host`.
+ *
+ * A host runs one pipeline, the same as `cdcflow run PIPELINE.yaml` would:
+ * the same file, the same checks and "FILE:LINE:COL: what" errors as
+ * `cdcflow validate`, the same stages and exactly-once effect, the same
+ * /health JSON and /metrics families. It does not serve HTTP (the
+ * application serves what it reads here), handle signals, or exit.
+ *
+ * Life cycle: open -> start or drain -> stop -> close. A host runs once:
+ * after it stopped (or a drain finished), open a new one to run again.
+ *
+ * Return codes are the CLI's exit codes (README, "Exit codes"), so a script
+ * or binding can treat an embedded run and `cdcflow run` alike:
+ *   CDCFLOW_EXIT_OK (0), CDCFLOW_EXIT_FAILURE (1: the pipeline failed while
+ *   running, or could not be created for a reason outside the file: a
+ *   database that cannot be opened), CDCFLOW_EXIT_USAGE (2: misuse: a NULL
+ *   handle or argument, a call the host's state does not allow, e.g. start
+ *   after stop), CDCFLOW_EXIT_INVALID (3: a bad pipeline file, plugin or
+ *   config), CDCFLOW_EXIT_TIMEOUT (4: a stop or drain did not finish in time;
+ *   the host goes on and a later call can wait again), CDCFLOW_EXIT_OWNED
+ *   (6: another host, in this process or another, owns the checkpoint and
+ *   settings.when_owned is refuse).
+ *
+ * Messages: every `err` is one line of UTF-8, NUL-terminated, cut to fit
+ * `err_len` (err may be NULL when err_len is 0); "" on success.
+ *
+ * Thread safety: every function may be called from any thread, concurrently
+ * with the others, on the same handle, except cdcflow_host_close, after
+ * which the handle is gone (no call may race it or follow it). Plugins are
+ * found in CDCFLOW_PLUGIN_PATH, then the pipeline's plugin_path, then the
+ * shipped plugins next to the library itself (its install tree, wherever it
+ * was moved to, or its build tree).
+ *
+ * The host writes its log lines to stderr (README, "Logs"; the level and
+ * format from CDCFLOW_LOG_LEVEL / CDCFLOW_LOG_FORMAT, else the pipeline's
+ * `log:`). A process whose stderr may be a closed pipe should ignore SIGPIPE,
+ * as the CLI does; the library leaves the process's signals alone.
+ */
+#ifndef CDCFLOW_HOST_H
+#define CDCFLOW_HOST_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#if defined(CDCFLOW_HOST_BUILDING)
+#define CDCFLOW_HOST_API __attribute__((visibility("default")))
+#else
+#define CDCFLOW_HOST_API
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The CLI's exit codes, and this API's return codes. */
+#define CDCFLOW_EXIT_OK 0
+#define CDCFLOW_EXIT_FAILURE 1
+#define CDCFLOW_EXIT_USAGE 2
+#define CDCFLOW_EXIT_INVALID 3
+#define CDCFLOW_EXIT_TIMEOUT 4
+#define CDCFLOW_EXIT_REFUSED 5 /* `cdcflow produce` only: some input lines were refused */
+#define CDCFLOW_EXIT_OWNED 6
+
+typedef struct cdcflow_host cdcflow_host;
+
+/* Opens a pipeline file: reads and checks it, loads its plugins and creates
+ * its stages (databases opened), starts nothing. NULL on failure, with a
+ * one-line message in err ("FILE:LINE:COL: what" for a mistake in the file). */
+CDCFLOW_HOST_API cdcflow_host *cdcflow_host_open(const char *pipeline_path, char *err, size_t err_len);
+/* The same from YAML text; `name` stands for the file in messages (NULL:
+ * "<string>"). ${VAR} is interpolated from the environment as for a file. */
+CDCFLOW_HOST_API cdcflow_host *cdcflow_host_open_string(const char *yaml, const char *name, char *err,
+                                                        size_t err_len);
+
+/* Starts the pipeline on its own threads and returns; 0: running (or, when
+ * another host owns the checkpoint, standing by: see the state). */
+CDCFLOW_HOST_API int cdcflow_host_start(cdcflow_host *h, char *err, size_t err_len);
+
+/* Starts if needed, runs until the source is drained and everything read is
+ * committed (like `cdcflow run --drain`), then stops; waits at most
+ * timeout_ms (0: without a bound). 4 when not done in time: the drain goes
+ * on, and a later drain waits for it again. A host started with
+ * cdcflow_host_start is not drained (2): stop it and open a new one. */
+CDCFLOW_HOST_API int cdcflow_host_drain(cdcflow_host *h, uint32_t timeout_ms, char *err, size_t err_len);
+
+/* Graceful stop: the source stops reading, everything read is committed.
+ * Waits at most timeout_ms (0: without a bound); 0: stopped cleanly; 4: not
+ * in time (the stop goes on; cdcflow_host_close waits for it); 1 or 6: the
+ * run had failed. A second stop answers the same as the first; stopping a
+ * host that never started is 0. The message: cdcflow_host_last_error. */
+CDCFLOW_HOST_API int cdcflow_host_stop(cdcflow_host *h, uint32_t timeout_ms);
+
+/* /health's JSON (state, role, stages, breakers, last error, totals) into
+ * buf, NUL-terminated when it fits. Returns the bytes it needs, NUL
+ * included: when that is more than buf_len, nothing is written; call again
+ * with a buffer that large. 0 for a NULL handle. */
+CDCFLOW_HOST_API size_t cdcflow_host_health_json(cdcflow_host *h, char *buf, size_t buf_len);
+
+/* /metrics's page (Prometheus text format 0.0.4), returned as health_json. */
+CDCFLOW_HOST_API size_t cdcflow_host_metrics_text(cdcflow_host *h, char *buf, size_t buf_len);
+
+/* The last failure's message of this host (a stop's, a run's), as err. */
+CDCFLOW_HOST_API size_t cdcflow_host_last_error(cdcflow_host *h, char *buf, size_t buf_len);
+
+/* Called whenever the state, the role, health, readiness or a stage's state
+ * or breaker changes, with the new state ("starting", "standby", "running",
+ * "draining", "stopped", "failed") and /health's JSON, both valid only
+ * during the call. Called on the host's own watcher thread, one call at a
+ * time, never while the host holds a lock: the callback may call any
+ * function of this API except cdcflow_host_close. Changes are seen within
+ * about 50 ms; a change that reverts within that time may go unseen, but
+ * the final state ("stopped" or "failed") is always delivered. */
+typedef void (*cdcflow_host_state_fn)(void *user, const char *state, const char *health_json);
+/* One callback per host: a new one replaces the old; NULL removes it. Once
+ * this returns, the old callback is not running (unless this is called from
+ * it) and is not called again. */
+CDCFLOW_HOST_API int cdcflow_host_on_state(cdcflow_host *h, cdcflow_host_state_fn fn, void *user);
+
+/* Stops first if running (waiting as long as the stop takes, bounded by the
+ * pipeline's settings.shutdown_timeout_ms for the graceful part), then frees
+ * everything. NULL is a no-op. Not from a state callback. */
+CDCFLOW_HOST_API void cdcflow_host_close(cdcflow_host *h);
+
+/* "0.1.0": the library's version. */
+CDCFLOW_HOST_API const char *cdcflow_host_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CDCFLOW_HOST_H */
