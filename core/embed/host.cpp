@@ -122,7 +122,8 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     bool draining = false; // the run was started by drain()
     bool stop_asked = false;
     bool watcher_quit = false;
-    Status result; // the run's, once finished
+    bool final_delivered = false; // the watcher told the subscribers the run's end
+    Status result;                // the run's, once finished
     std::chrono::steady_clock::time_point started{};
     std::thread runner;
     std::thread watcher;
@@ -179,9 +180,15 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         cv.notify_all();
     }
 
-    // Waits (under lk) until the run finished, at most `timeout` (zero: no bound).
+    // Waits (under lk) until the run finished and the subscribers were told
+    // its final state, at most `timeout` (zero: no bound). On the watcher's
+    // own thread (a callback that stops the host) the final state is
+    // delivered after this returns: waiting for it there could never end.
     bool wait_finished(std::unique_lock<std::mutex> &lk, std::chrono::milliseconds timeout) {
-        auto done = [this] { return phase == Phase::finished; };
+        const bool on_watcher = std::this_thread::get_id() == watcher.get_id();
+        auto done = [this, on_watcher] {
+            return phase == Phase::finished && (final_delivered || on_watcher || !ran);
+        };
         if (timeout.count() == 0) {
             cv.wait(lk, done);
             return true;
@@ -227,7 +234,14 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
                 last = std::move(sig);
                 deliver(change_of(h));
             }
-            if (final) return;
+            if (final) {
+                {
+                    std::lock_guard lock(mu);
+                    final_delivered = true;
+                }
+                cv.notify_all();
+                return;
+            }
         }
     }
 

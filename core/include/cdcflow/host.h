@@ -115,7 +115,9 @@ CDCFLOW_HOST_API size_t cdcflow_host_last_error(cdcflow_host *h, char *buf, size
  * time, never while the host holds a lock: the callback may call any
  * function of this API except cdcflow_host_close. Changes are seen within
  * about 50 ms; a change that reverts within that time may go unseen, but
- * the final state ("stopped" or "failed") is always delivered. */
+ * the final state ("stopped" or "failed") is always delivered, before a
+ * stop or drain that saw the run end returns (after, when called from the
+ * callback itself). */
 typedef void (*cdcflow_host_state_fn)(void *user, const char *state, const char *health_json);
 /* One callback per host: a new one replaces the old; NULL removes it. Once
  * this returns, the old callback is not running (unless this is called from

@@ -1,0 +1,464 @@
+// The embedded host (cdcflow/host.hpp, cdcflow/host.h) in-process, through
+// libcdcflow-host.so as an application links it, on real SQLite outboxes
+// written with the outbox writer, running the shipped plugins (found
+// relative to the library: build/plugins).
+#include "plugin_harness.hpp"
+
+#include "common/sqlite.hpp"
+
+#include <cdcflow/host.h>
+#include <cdcflow/host.hpp>
+#include <cdcflow/outbox_writer.hpp>
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+using cdcflow::Status;
+using cdcflow::embed::Host;
+using cdcflow::embed::StateChange;
+using cdcflow::test::TempDir;
+
+namespace {
+
+// The accounts pipeline of pipelines/accounts.yaml on `db`, small batches;
+// `settings` adds host settings (indented two spaces).
+std::string accounts_yaml(const std::string &db, const std::string &settings = "") {
+    return "pipeline: embedded\n"
+           "settings:\n"
+           "  poll_wait_ms: 10\n"
+           "  shutdown_timeout_ms: 10000\n" +
+           settings +
+           "stages:\n"
+           "  - id: outbox\n"
+           "    plugin: outbox_source\n"
+           "    config: {database: '" +
+           db +
+           "', create_schema: false, poll_interval_ms: 5}\n"
+           "  - id: validate\n"
+           "    plugin: validator\n"
+           "    config:\n"
+           "      rules:\n"
+           "        aggregate_types: [Account]\n"
+           "        events:\n"
+           "          AccountCreated:\n"
+           "            owner: {type: string, min_length: 1}\n"
+           "            currency: {type: string, pattern: '^[A-Z]{3}$'}\n"
+           "          MoneyDeposited:\n"
+           "            amount: {type: decimal, max_decimals: 2, min_exclusive: '0', max: '999999999.99'}\n"
+           "          MoneyWithdrawn:\n"
+           "            amount: {type: decimal, max_decimals: 2, min_exclusive: '0', max: '999999999.99'}\n"
+           "          AccountClosed: {}\n"
+           "  - id: dedupe\n"
+           "    plugin: deduper\n"
+           "  - id: project\n"
+           "    plugin: projection_sink\n"
+           "    config: {database: '" +
+           db + "', projection: accounts, checkpoint_name: accounts, create_schema: true}\n";
+}
+
+// Appends the events of accounts [from, to): each created, 10.50 in, 3.25
+// out (balance 7.25); for each account of the range, one event the
+// validator rejects (a lower-case currency) and one the projection rejects
+// (a withdrawal past the balance). 5 events an account: 3 applied, 2 rejected.
+void write_accounts(const std::string &db, int from, int to) {
+    cdcflow::OutboxWriterOptions o;
+    o.create_schema = true;
+    std::unique_ptr<cdcflow::OutboxWriter> w;
+    REQUIRE(cdcflow::OutboxWriter::open(db, std::move(o), &w).ok());
+    for (int i = from; i < to; ++i) {
+        std::string id = "acc-" + std::to_string(i);
+        auto add = [&](const char *type, const char *payload) {
+            auto r = w->append(
+                {.aggregate_type = "Account", .aggregate_id = id, .type = type, .payload = payload});
+            REQUIRE(r.status.ok());
+        };
+        add("AccountCreated", R"({"owner": "Ada", "currency": "EUR"})");
+        add("MoneyDeposited", R"({"amount": "10.50"})");
+        add("AccountCreated", R"({"owner": "Bob", "currency": "eur"})");
+        add("MoneyWithdrawn", R"({"amount": "3.25"})");
+        add("MoneyWithdrawn", R"({"amount": "1000.00"})");
+    }
+    REQUIRE(w->flush().ok());
+}
+
+// The accounts read model: id -> "balance status version".
+std::map<std::string, std::string> accounts(const std::string &db) {
+    cdcflow::sqlite::Db d(db, SQLITE_OPEN_READONLY);
+    std::map<std::string, std::string> out;
+    auto st = d.prepare("SELECT account_id, balance, status, version FROM accounts");
+    while (st.step())
+        out[std::string(st.text(0))] =
+            std::string(st.text(1)) + " " + std::string(st.text(2)) + " " + std::to_string(st.int64(3));
+    return out;
+}
+
+int64_t dead_letters(const std::string &db) {
+    cdcflow::sqlite::Db d(db, SQLITE_OPEN_READONLY);
+    return d.query_int("SELECT count(*) FROM dead_letters");
+}
+
+void expect_model(const std::string &db, int n) {
+    auto rows = accounts(db);
+    CHECK(rows.size() == static_cast<size_t>(n));
+    for (int i = 0; i < n; ++i)
+        CHECK(rows["acc-" + std::to_string(i)] == "7.25 open 3");
+    CHECK(dead_letters(db) == 2 * n);
+}
+
+// A Prometheus text page's samples: "name{labels}" -> value. Every line is
+// a comment or "series value"; anything else fails the test.
+std::map<std::string, double> parse_prometheus(const std::string &page) {
+    std::map<std::string, double> out;
+    std::istringstream in(page);
+    std::string line;
+    while (std::getline(in, line)) {
+        if (line.empty() || line[0] == '#') continue;
+        size_t sp = line.rfind(' ');
+        REQUIRE_MESSAGE(sp != std::string::npos, line);
+        out[line.substr(0, sp)] = std::stod(line.substr(sp + 1));
+    }
+    return out;
+}
+
+// Collects the states a subscription is told, in order.
+struct StateLog {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<std::string> states;
+    void add(const std::string &s) {
+        {
+            std::lock_guard lock(mu);
+            states.push_back(s);
+        }
+        cv.notify_all();
+    }
+    bool wait_for(const std::string &s, std::chrono::milliseconds t = 20s) {
+        std::unique_lock lock(mu);
+        return cv.wait_for(lock, t,
+                           [&] { return std::find(states.begin(), states.end(), s) != states.end(); });
+    }
+    std::vector<std::string> seen() {
+        std::lock_guard lock(mu);
+        return states;
+    }
+};
+
+std::unique_ptr<Host> open_ok(const std::string &yaml) {
+    auto h = Host::open_yaml(yaml, "embedded.yaml");
+    REQUIRE_MESSAGE(h.ok(), h.status().message());
+    return std::move(h.value());
+}
+
+} // namespace
+
+TEST_CASE("embed: open errors are the validate command's, with file:line:col") {
+    TempDir dir("embed_open");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 1);
+    // A key the outbox source does not declare, on line 8 (the outbox's config).
+    std::string yaml = accounts_yaml(db);
+    std::string bad = yaml;
+    bad.replace(bad.find("poll_interval_ms: 5"), 19, "poll_intervl_ms: 5");
+    auto h = Host::open_yaml(bad, "bad.yaml");
+    REQUIRE_FALSE(h.ok());
+    CHECK(h.status().code() == Status::Code::kConfig);
+    CHECK(Host::exit_code(h.status()) == CDCFLOW_EXIT_INVALID);
+    CHECK_MESSAGE(h.status().message().find("bad.yaml:8:") == 0, h.status().message());
+    CHECK(h.status().message().find("poll_interval_ms") != std::string::npos); // the closest declared key
+
+    // Not YAML at all, and a file that is not there: 3 with the position / the path.
+    auto h2 = Host::open_yaml("stages: [", "broken.yaml");
+    REQUIRE_FALSE(h2.ok());
+    CHECK(Host::exit_code(h2.status()) == CDCFLOW_EXIT_INVALID);
+    CHECK(h2.status().message().find("broken.yaml:1:") == 0);
+    auto h3 = Host::open(dir.file("missing.yaml"));
+    REQUIRE_FALSE(h3.ok());
+    CHECK(Host::exit_code(h3.status()) == CDCFLOW_EXIT_INVALID);
+    CHECK(h3.status().message().find("missing.yaml") != std::string::npos);
+
+    // The C API from a file: NULL and the same one line, cut to the buffer.
+    std::string file = dir.file("bad.yaml");
+    {
+        std::FILE *f = std::fopen(file.c_str(), "w");
+        REQUIRE(f);
+        std::fputs(bad.c_str(), f);
+        std::fclose(f);
+    }
+    char err[512];
+    CHECK(cdcflow_host_open(file.c_str(), err, sizeof err) == nullptr);
+    CHECK_MESSAGE(std::string(err).find(file + ":8:") == 0, err);
+    CHECK(std::string(err).find('\n') == std::string::npos);
+    char tiny[8];
+    CHECK(cdcflow_host_open(file.c_str(), tiny, sizeof tiny) == nullptr);
+    CHECK(std::string(tiny).size() == 7);
+    CHECK(cdcflow_host_open(file.c_str(), nullptr, 0) == nullptr);
+    CHECK(cdcflow_host_open(nullptr, err, sizeof err) == nullptr);
+    CHECK(std::string(err).find("NULL") != std::string::npos);
+
+    // A database that cannot be read is the environment's fault: 1, not 3.
+    std::string junk = dir.file("junk.db");
+    {
+        std::FILE *f = std::fopen(junk.c_str(), "w");
+        REQUIRE(f);
+        std::fputs(std::string(4096, 'x').c_str(), f);
+        std::fclose(f);
+    }
+    auto h4 = Host::open_yaml(accounts_yaml(junk));
+    REQUIRE_FALSE(h4.ok());
+    CHECK_MESSAGE(Host::exit_code(h4.status()) == CDCFLOW_EXIT_FAILURE, h4.status().message());
+}
+
+TEST_CASE("embed: drain applies every event once; health and metrics show the run") {
+    TempDir dir("embed_drain");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 40);
+    auto h = open_ok(accounts_yaml(db));
+    CHECK(h->state() == "idle");
+    StateLog log;
+    h->subscribe([&](const StateChange &c) { log.add(c.state); });
+
+    Status st = h->drain(60s);
+    REQUIRE_MESSAGE(st.ok(), st.message());
+    expect_model(db, 40);
+    CHECK(h->state() == "stopped");
+    REQUIRE(log.wait_for("stopped"));
+    CHECK(log.seen().back() == "stopped");
+
+    std::string health = h->health_json();
+    CHECK(health.find("\"state\":\"stopped\"") != std::string::npos);
+    CHECK(health.find("\"events\":200") != std::string::npos);
+    CHECK(health.find("\"applied\":120") != std::string::npos);
+    CHECK(health.find("\"rejected\":80") != std::string::npos);
+
+    // The page parses, and holds the run's counts per stage and outcome.
+    auto samples = parse_prometheus(h->metrics_text());
+    CHECK(samples[R"(cdcflow_events_total{pipeline="embedded",stage="project",outcome="applied"})"] == 120);
+    CHECK(samples[R"(cdcflow_events_total{pipeline="embedded",stage="validate",outcome="rejected"})"] == 40);
+    CHECK(samples[R"(cdcflow_dead_letters_total{pipeline="embedded",stage="project"})"] == 40);
+    CHECK(samples.count("process_resident_memory_bytes") == 1);
+    CHECK(h->metric("cdcflow_events_total",
+                    {{"pipeline", "embedded"}, {"stage", "outbox"}, {"outcome", "passed"}}) == 200);
+    CHECK(h->metric_sum("cdcflow_dead_letters_total") == 80);
+
+    // A drain that finished answers the same again; a host runs once.
+    CHECK(h->drain(1s).ok());
+    Status again = h->start();
+    CHECK(again.code() == Status::Code::kInvalidArgument);
+    CHECK(Host::exit_code(again) == CDCFLOW_EXIT_USAGE);
+    CHECK(h->stop(1s).ok());
+
+    // A second host on the same store: nothing new, nothing applied twice.
+    auto h2 = open_ok(accounts_yaml(db));
+    REQUIRE(h2->drain(60s).ok());
+    CHECK(h2->metric_sum("cdcflow_events_total", {{"stage", "project"}, {"outcome", "applied"}}) == 0);
+    expect_model(db, 40);
+}
+
+TEST_CASE("embed: start runs until stop, picking up events written meanwhile; callbacks see the states") {
+    TempDir dir("embed_start");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 10);
+    auto h = open_ok(accounts_yaml(db));
+    StateLog log;
+    std::atomic<int> reads{0};
+    // The callback reads through the API while it is being called: no deadlock.
+    h->subscribe([&](const StateChange &c) {
+        log.add(c.state);
+        if (!h->health_json().empty() && !h->metrics_text().empty() && !h->state().empty()) ++reads;
+        CHECK(c.health_json.find("\"state\":\"" + c.state + "\"") != std::string::npos);
+    });
+    REQUIRE(h->start().ok());
+    REQUIRE(log.wait_for("running"));
+    CHECK(h->start().code() == Status::Code::kInvalidArgument);   // already running
+    CHECK(h->drain(1s).code() == Status::Code::kInvalidArgument); // started without drain
+    write_accounts(db, 10, 20);                                   // while it runs
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (accounts(db).size() < 20 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
+    REQUIRE(h->stop(10s).ok());
+    expect_model(db, 20);
+    REQUIRE(log.wait_for("stopped"));
+    auto seen = log.seen();
+    CHECK(seen.back() == "stopped");
+    CHECK(std::find(seen.begin(), seen.end(), "failed") == seen.end());
+    CHECK(reads.load() == static_cast<int>(seen.size()));
+
+    // Stop twice: the same answer; start and drain after stop: misuse (2).
+    CHECK(h->stop(1s).ok());
+    CHECK(Host::exit_code(h->start()) == CDCFLOW_EXIT_USAGE);
+    CHECK(Host::exit_code(h->drain(1s)) == CDCFLOW_EXIT_USAGE);
+}
+
+TEST_CASE("embed: a second host in the same process on the same checkpoint gets a status") {
+    TempDir dir("embed_owned");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 5);
+    auto owner = open_ok(accounts_yaml(db));
+    REQUIRE(owner->start().ok());
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (owner->snapshot().role != "owner" && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(10ms);
+    REQUIRE(owner->snapshot().role == "owner");
+
+    // when_owned: refuse: the CLI's exit 6, through both APIs.
+    auto refused = open_ok(accounts_yaml(db, "  when_owned: refuse\n"));
+    Status st = refused->drain(20s);
+    CHECK(st.code() == Status::Code::kOwned);
+    CHECK(Host::exit_code(st) == CDCFLOW_EXIT_OWNED);
+    CHECK(refused->stop(1s).code() == Status::Code::kOwned); // stop after: the same answer
+    CHECK(refused->state() == "stopped");                    // as /health says after a refusal
+    char err[512];
+    cdcflow_host *c = cdcflow_host_open_string(accounts_yaml(db, "  when_owned: refuse\n").c_str(), nullptr,
+                                               err, sizeof err);
+    REQUIRE_MESSAGE(c, err);
+    CHECK(cdcflow_host_drain(c, 20000, err, sizeof err) == CDCFLOW_EXIT_OWNED);
+    CHECK(std::string(err).find("owned by") != std::string::npos);
+    cdcflow_host_close(c);
+
+    // when_owned: wait: a standby, which takes over when the owner stops.
+    auto standby = open_ok(accounts_yaml(db, "  owner_lease_ms: 2000\n"));
+    StateLog log;
+    standby->subscribe([&](const StateChange &ch) { log.add(ch.state); });
+    REQUIRE(standby->start().ok());
+    REQUIRE(log.wait_for("standby"));
+    write_accounts(db, 5, 10);
+    REQUIRE(owner->stop(10s).ok());
+    REQUIRE(log.wait_for("running"));
+    deadline = std::chrono::steady_clock::now() + 30s;
+    while (accounts(db).size() < 10 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
+    REQUIRE(standby->stop(10s).ok());
+    expect_model(db, 10);
+}
+
+namespace {
+
+struct CState {
+    std::mutex mu;
+    std::vector<std::string> states;
+    cdcflow_host *h = nullptr;
+    bool json_ok = true;
+};
+
+void on_state(void *user, const char *state, const char *health_json) {
+    auto *s = static_cast<CState *>(user);
+    // Calls back into the API from the callback: the buffer protocol.
+    size_t need = cdcflow_host_health_json(s->h, nullptr, 0);
+    std::string buf(need, '\0');
+    bool ok = need > 0 && cdcflow_host_health_json(s->h, buf.data(), buf.size()) == need;
+    std::lock_guard lock(s->mu);
+    s->states.push_back(state);
+    s->json_ok =
+        s->json_ok && ok && std::string(health_json).find("\"pipeline\":\"embedded\"") != std::string::npos;
+}
+
+} // namespace
+
+TEST_CASE("embed: the C API drains like the C++ one; misuse is a status, never a crash") {
+    TempDir dir("embed_c");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 30);
+    char err[512];
+    cdcflow_host *h = cdcflow_host_open_string(accounts_yaml(db).c_str(), "c.yaml", err, sizeof err);
+    REQUIRE_MESSAGE(h, err);
+    CState cs;
+    cs.h = h;
+    CHECK(cdcflow_host_on_state(h, on_state, &cs) == 0);
+    CHECK(cdcflow_host_drain(h, 60000, err, sizeof err) == 0);
+    CHECK(std::string(err).empty());
+    expect_model(db, 30);
+
+    // The buffer protocol: the size needed (NUL included), nothing written when short.
+    size_t need = cdcflow_host_health_json(h, nullptr, 0);
+    REQUIRE(need > 1);
+    std::string small(need - 1, 'x');
+    CHECK(cdcflow_host_health_json(h, small.data(), small.size()) == need);
+    CHECK(small == std::string(need - 1, 'x'));
+    std::string json(need, '\0');
+    CHECK(cdcflow_host_health_json(h, json.data(), json.size()) == need);
+    CHECK(json.find("\"events\":150") != std::string::npos);
+    CHECK(json[need - 1] == '\0');
+    size_t mneed = cdcflow_host_metrics_text(h, nullptr, 0);
+    std::string page(mneed, '\0');
+    REQUIRE(cdcflow_host_metrics_text(h, page.data(), page.size()) == mneed);
+    page.resize(mneed - 1);
+    auto samples = parse_prometheus(page);
+    CHECK(samples[R"(cdcflow_events_total{pipeline="embedded",stage="project",outcome="applied"})"] == 90);
+
+    {
+        std::lock_guard lock(cs.mu);
+        REQUIRE_FALSE(cs.states.empty());
+        CHECK(cs.states.back() == "stopped");
+        CHECK(cs.json_ok);
+    }
+    // Stop twice, start and drain after stop.
+    CHECK(cdcflow_host_stop(h, 1000) == 0);
+    CHECK(cdcflow_host_stop(h, 1000) == 0);
+    CHECK(cdcflow_host_start(h, err, sizeof err) == CDCFLOW_EXIT_USAGE);
+    CHECK(std::string(err).find("runs once") != std::string::npos);
+    CHECK(cdcflow_host_drain(h, 1000, err, sizeof err) == 0); // the finished drain's answer again
+    CHECK(cdcflow_host_last_error(h, nullptr, 0) > 1);
+    CHECK(cdcflow_host_on_state(h, nullptr, nullptr) == 0);
+    cdcflow_host_close(h);
+
+    // A NULL handle everywhere.
+    CHECK(cdcflow_host_start(nullptr, err, sizeof err) == CDCFLOW_EXIT_USAGE);
+    CHECK(std::string(err).find("NULL") != std::string::npos);
+    CHECK(cdcflow_host_drain(nullptr, 10, err, sizeof err) == CDCFLOW_EXIT_USAGE);
+    CHECK(cdcflow_host_stop(nullptr, 10) == CDCFLOW_EXIT_USAGE);
+    CHECK(cdcflow_host_health_json(nullptr, err, sizeof err) == 0);
+    CHECK(cdcflow_host_metrics_text(nullptr, err, sizeof err) == 0);
+    CHECK(cdcflow_host_last_error(nullptr, err, sizeof err) == 0);
+    CHECK(cdcflow_host_on_state(nullptr, on_state, nullptr) == CDCFLOW_EXIT_USAGE);
+    cdcflow_host_close(nullptr);
+    CHECK(std::string(cdcflow_host_version()) == CDCFLOW_VERSION);
+
+    // Close while running: stops first, committing what was read.
+    write_accounts(db, 30, 40);
+    cdcflow_host *r = cdcflow_host_open_string(accounts_yaml(db).c_str(), nullptr, err, sizeof err);
+    REQUIRE_MESSAGE(r, err);
+    CHECK(cdcflow_host_start(r, err, sizeof err) == 0);
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (accounts(db).size() < 40 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(20ms);
+    cdcflow_host_close(r);
+    expect_model(db, 40);
+
+    // Never started: stop is 0 and close is clean.
+    cdcflow_host *idle = cdcflow_host_open_string(accounts_yaml(db).c_str(), nullptr, err, sizeof err);
+    REQUIRE(idle);
+    CHECK(cdcflow_host_stop(idle, 10) == 0);
+    CHECK(cdcflow_host_start(idle, err, sizeof err) == CDCFLOW_EXIT_USAGE);
+    cdcflow_host_close(idle);
+}
+
+TEST_CASE("embed: a callback may destroy the host") {
+    TempDir dir("embed_destroy");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 3);
+    auto h = open_ok(accounts_yaml(db));
+    Host *raw = h.release();
+    std::mutex mu;
+    std::condition_variable cv;
+    bool gone = false;
+    raw->subscribe([&](const StateChange &c) {
+        if (c.state != "running") return;
+        delete raw; // stops the pipeline from the watcher thread
+        std::lock_guard lock(mu);
+        gone = true;
+        cv.notify_all();
+    });
+    REQUIRE(raw->start().ok());
+    std::unique_lock lock(mu);
+    REQUIRE(cv.wait_for(lock, 20s, [&] { return gone; }));
+}
