@@ -1,0 +1,215 @@
+"""The embedded host's C API as applications in other languages use it: an
+installed copy (`meson install --destdir`, as test_sdk.py does), a C program
+(tests/embed/c_smoke.c) built out of tree with `pkg-config cdcflow-host`,
+and Python calling the library directly through ctypes. The library finds
+its shipped plugins relative to where it is (the staging root, not the
+configured prefix), with CDCFLOW_PLUGIN_PATH unset."""
+import ctypes
+import glob
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import unittest
+
+sys.path.insert(0, os.path.dirname(__file__))
+from helpers import SOURCE_ROOT, env_with, install_tree, main, run  # noqa: E402
+from outbox_gen import Generator, insert  # noqa: E402
+from test_accounts import PIPELINE, AccountsTest  # noqa: E402
+
+C_SMOKE = os.path.join(SOURCE_ROOT, "tests", "embed", "c_smoke.c")
+
+
+class Installed:
+    """One install for the whole file (each test only reads it)."""
+    root = None
+    env = None
+    libdir = None
+    app = None
+
+    @classmethod
+    def get(cls):
+        if cls.root is None:
+            cls.root = tempfile.mkdtemp(prefix="cdcflow_embed_install_")
+            _, env = install_tree(cls.root)
+            env.pop("CDCFLOW_PLUGIN_PATH", None)  # the library must find its plugins by itself
+            libs = glob.glob(cls.root + "/**/libcdcflow-host.so", recursive=True)
+            if len(libs) != 1:
+                raise AssertionError("expected one libcdcflow-host.so under %s: %s" % (cls.root, libs))
+            cls.libdir = os.path.dirname(libs[0])
+            flags = subprocess.run(["pkg-config", "--cflags", "--libs", "cdcflow-host"], env=env, check=True,
+                                   capture_output=True, text=True).stdout.split()
+            cls.flags = flags
+            cls.app = os.path.join(cls.root, "c_smoke")
+            sanitize = os.environ.get("CDCFLOW_SANITIZE", "none")
+            extra = ["-fsanitize=" + sanitize] if sanitize not in ("", "none") else []
+            subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", cls.app, C_SMOKE] + flags + extra,
+                           check=True)
+            env["LD_LIBRARY_PATH"] = cls.libdir
+            cls.env = env
+        return cls
+
+    @classmethod
+    def cleanup(cls):
+        if cls.root:
+            shutil.rmtree(cls.root, ignore_errors=True)
+
+
+def tearDownModule():
+    Installed.cleanup()
+
+
+def pipeline_text():
+    with open(PIPELINE) as f:
+        return f.read()
+
+
+def app_run(args, env, timeout=300):
+    return subprocess.run([Installed.get().app] + list(args), env=env, capture_output=True, text=True,
+                          timeout=timeout, errors="replace")
+
+
+def store(db):
+    """What a run leaves in the store: the read model, the dead letters and the checkpoint."""
+    c = sqlite3.connect(db)
+    try:
+        return (sorted(c.execute("SELECT * FROM accounts")),
+                sorted(c.execute("SELECT event_id, aggregateid, type, payload, source_position, stage, reason "
+                                 "FROM dead_letters")),
+                sorted(c.execute("SELECT name, partition, position FROM cdcflow_checkpoints")))
+    finally:
+        c.close()
+
+
+class CProgram(AccountsTest):
+    def test_pkg_config_names_the_staged_install(self):
+        inst = Installed.get()
+        self.assertIn("-lcdcflow-host", inst.flags)
+        self.assertTrue(any(f.startswith("-I" + inst.root) for f in inst.flags), inst.flags)
+        self.assertTrue(any(f.startswith("-L" + inst.root) for f in inst.flags), inst.flags)
+        # The library exports the API only: no host internals, no yaml-cpp or
+        # SQLite symbols of its own that could clash with the application's.
+        syms = subprocess.run(["nm", "-D", "--defined-only", os.path.join(inst.libdir, "libcdcflow-host.so")],
+                              check=True, capture_output=True, text=True).stdout
+        c_api = sorted(l.split()[-1] for l in syms.splitlines() if " T cdcflow_" in l)
+        self.assertIn("cdcflow_host_open", c_api)
+        self.assertNotIn("sqlite3_open_v2", syms)
+        self.assertNotIn("_ZN7cdcflow4host7Runtime", syms)
+
+    def test_drains_like_cdcflow_run_drain(self):
+        gen = Generator(seed=13, accounts=300)
+        c = self.conn()
+        insert(c, gen.rows(20_000))
+        c.close()
+        twin = self.path("twin.db")
+        shutil.copy(self.db, twin)
+
+        r = app_run([PIPELINE, "drain"], env=dict(Installed.get().env, CDCFLOW_DB=self.db))
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        health = json.loads(r.stdout)
+        self.assertEqual((health["state"], health["events"]), ("stopped", 20_000))
+        self.assertIn("state: stopped", r.stderr)
+        self.assert_matches_model()
+
+        cli = run(["run", PIPELINE, "--drain"], env=env_with(CDCFLOW_DB=twin), timeout=300)
+        self.assertEqual(cli.returncode, 0, cli.stderr[-3000:])
+        self.assertIn("pipeline 'accounts': %d events: %d applied" % (health["events"], health["applied"]),
+                      cli.stdout)
+        embedded, by_cli = store(self.db), store(twin)
+        self.assertEqual(len(embedded[0]), len(by_cli[0]))
+        self.assertEqual(embedded, by_cli)
+
+    def test_pipeline_errors_and_codes(self):
+        bad = self.write("bad.yaml", pipeline_text().replace("poll_interval_ms: 10", "poll_intervl_ms: 10"))
+        r = app_run([bad, "drain"], env=dict(Installed.get().env, CDCFLOW_DB=self.db))
+        self.assertEqual(r.returncode, 3, r.stderr)
+        self.assertRegex(r.stderr, r"c_smoke: open: %s:\d+:\d+: unknown config key 'poll_intervl_ms'" % bad)
+        # The CLI says the same about the same file.
+        v = run(["validate", bad], env=env_with(CDCFLOW_DB=self.db))
+        self.assertEqual(v.returncode, 3)
+        self.assertIn(r.stderr.split("open: ", 1)[1].strip(), v.stderr)
+
+
+STATE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p)
+
+
+def load_api(path):
+    lib = ctypes.CDLL(path)
+    H = ctypes.c_void_p
+    sig = {
+        "cdcflow_host_open": (H, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]),
+        "cdcflow_host_open_string": (H, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]),
+        "cdcflow_host_start": (ctypes.c_int, [H, ctypes.c_char_p, ctypes.c_size_t]),
+        "cdcflow_host_drain": (ctypes.c_int, [H, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t]),
+        "cdcflow_host_stop": (ctypes.c_int, [H, ctypes.c_uint32]),
+        "cdcflow_host_health_json": (ctypes.c_size_t, [H, ctypes.c_char_p, ctypes.c_size_t]),
+        "cdcflow_host_metrics_text": (ctypes.c_size_t, [H, ctypes.c_char_p, ctypes.c_size_t]),
+        "cdcflow_host_last_error": (ctypes.c_size_t, [H, ctypes.c_char_p, ctypes.c_size_t]),
+        "cdcflow_host_on_state": (ctypes.c_int, [H, STATE_FN, ctypes.c_void_p]),
+        "cdcflow_host_close": (None, [H]),
+        "cdcflow_host_version": (ctypes.c_char_p, []),
+    }
+    for name, (res, args) in sig.items():
+        f = getattr(lib, name)
+        f.restype, f.argtypes = res, args
+    return lib
+
+
+def text_of(fn, h):
+    """The two-call buffer protocol: ask for the size, then fetch."""
+    need = fn(h, None, 0)
+    buf = ctypes.create_string_buffer(need)
+    assert fn(h, buf, need) == need
+    return buf.value.decode()
+
+
+class PythonCtypes(AccountsTest):
+    def test_drain_health_metrics_and_misuse(self):
+        inst = Installed.get()
+        os.environ.pop("CDCFLOW_PLUGIN_PATH", None)
+        api = load_api(os.path.join(inst.libdir, "libcdcflow-host.so"))
+        self.assertEqual(api.cdcflow_host_version().decode(), "0.1.0")
+        gen = Generator(seed=21, accounts=100)
+        c = self.conn()
+        insert(c, gen.rows(3_000))
+        c.close()
+        err = ctypes.create_string_buffer(1024)
+        yaml = pipeline_text().replace("${CDCFLOW_DB:-demo/accounts.db}", self.db)
+        h = api.cdcflow_host_open_string(yaml.encode(), b"accounts.yaml", err, len(err))
+        self.assertTrue(h, err.value)
+        states = []
+        cb = STATE_FN(lambda user, state, js: states.append((state.decode(), json.loads(js)["state"])))
+        self.assertEqual(api.cdcflow_host_on_state(h, cb, None), 0)
+        self.assertEqual(api.cdcflow_host_drain(h, 60000, err, len(err)), 0, err.value)
+        self.assert_matches_model()
+        health = json.loads(text_of(api.cdcflow_host_health_json, h))
+        self.assertEqual((health["state"], health["events"]), ("stopped", 3_000))
+        self.assertEqual(states[-1], ("stopped", "stopped"))
+        page = text_of(api.cdcflow_host_metrics_text, h)
+        applied = [l for l in page.splitlines()
+                   if l.startswith('cdcflow_events_total{pipeline="accounts",stage="project",outcome="applied"}')]
+        self.assertEqual(len(applied), 1)
+        self.assertEqual(float(applied[0].split()[-1]), health["applied"])
+
+        # Misuse: a status, never a crash.
+        self.assertEqual(api.cdcflow_host_stop(h, 1000), 0)
+        self.assertEqual(api.cdcflow_host_stop(h, 1000), 0)
+        self.assertEqual(api.cdcflow_host_start(h, err, len(err)), 2)
+        self.assertIn(b"runs once", err.value)
+        self.assertEqual(api.cdcflow_host_on_state(h, STATE_FN(), None), 0)  # NULL: removed
+        api.cdcflow_host_close(h)
+        self.assertEqual(api.cdcflow_host_start(None, err, len(err)), 2)
+        self.assertEqual(api.cdcflow_host_drain(None, 0, err, len(err)), 2)
+        self.assertEqual(api.cdcflow_host_stop(None, 0), 2)
+        self.assertEqual(api.cdcflow_host_health_json(None, None, 0), 0)
+        api.cdcflow_host_close(None)
+        self.assertFalse(api.cdcflow_host_open(None, err, len(err)))
+        self.assertFalse(api.cdcflow_host_open_string(b"stages: [", None, err, len(err)))
+        self.assertTrue(err.value.startswith(b"<string>:1:"), err.value)
+
+
+if __name__ == "__main__":
+    main()
