@@ -15,6 +15,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <filesystem>
 #include <map>
 #include <mutex>
 #include <sstream>
@@ -31,8 +32,12 @@ using cdcflow::test::TempDir;
 namespace {
 
 // The accounts pipeline of pipelines/accounts.yaml on `db`, small batches;
-// `settings` adds host settings (indented two spaces).
-std::string accounts_yaml(const std::string &db, const std::string &settings = "") {
+// `settings` adds host settings (indented two spaces); the read model in
+// `proj` (default: `db`); `sink` adds keys to the sink stage (indented
+// four), `sink_config` to its config (", key: value").
+std::string accounts_yaml(const std::string &db, const std::string &settings = "", std::string proj = "",
+                          const std::string &sink = "", const std::string &sink_config = "") {
+    if (proj.empty()) proj = db;
     return "pipeline: embedded\n"
            "settings:\n"
            "  poll_wait_ms: 10\n"
@@ -61,9 +66,9 @@ std::string accounts_yaml(const std::string &db, const std::string &settings = "
            "  - id: dedupe\n"
            "    plugin: deduper\n"
            "  - id: project\n"
-           "    plugin: projection_sink\n"
-           "    config: {database: '" +
-           db + "', projection: accounts, checkpoint_name: accounts, create_schema: true}\n";
+           "    plugin: projection_sink\n" +
+           sink + "    config: {database: '" + proj +
+           "', projection: accounts, checkpoint_name: accounts, create_schema: true" + sink_config + "}\n";
 }
 
 // Appends the events of accounts [from, to): each created, 10.50 in, 3.25
@@ -91,10 +96,13 @@ void write_accounts(const std::string &db, int from, int to) {
     REQUIRE(w->flush().ok());
 }
 
-// The accounts read model: id -> "balance status version".
+// The accounts read model: id -> "balance status version"; empty until
+// the sink created it.
 std::map<std::string, std::string> accounts(const std::string &db) {
-    cdcflow::sqlite::Db d(db, SQLITE_OPEN_READONLY);
     std::map<std::string, std::string> out;
+    if (!std::filesystem::exists(db)) return out;
+    cdcflow::sqlite::Db d(db, SQLITE_OPEN_READONLY);
+    if (!d.has_table("accounts")) return out;
     auto st = d.prepare("SELECT account_id, balance, status, version FROM accounts");
     while (st.step())
         out[std::string(st.text(0))] =
@@ -461,4 +469,60 @@ TEST_CASE("embed: a callback may destroy the host") {
     REQUIRE(raw->start().ok());
     std::unique_lock lock(mu);
     REQUIRE(cv.wait_for(lock, 20s, [&] { return gone; }));
+}
+
+TEST_CASE("embed: callbacks see a locked read model open the sink's breaker, and close it once released") {
+    TempDir dir("embed_locked");
+    std::string outbox = dir.file("outbox.db"), proj = dir.file("proj.db");
+    write_accounts(outbox, 0, 5);
+    // A short busy timeout and a test-sized breaker: the lock opens it at once.
+    auto h = open_ok(accounts_yaml(outbox, "", proj,
+                                   "    retry: {backoff_ms: 20, max_backoff_ms: 100}\n"
+                                   "    breaker: {failures: 2, cooldown_ms: 300}\n",
+                                   ", busy_timeout_ms: 50"));
+    std::mutex mu;
+    std::condition_variable cv;
+    std::vector<bool> healthy; // as each callback saw it
+    h->subscribe([&](const StateChange &c) {
+        {
+            std::lock_guard lock(mu);
+            healthy.push_back(c.healthy);
+        }
+        cv.notify_all();
+    });
+    auto saw = [&](bool value, size_t after) {
+        std::unique_lock lock(mu);
+        return cv.wait_for(lock, 20s, [&] {
+            return std::find(healthy.begin() + static_cast<std::ptrdiff_t>(std::min(after, healthy.size())),
+                             healthy.end(), value) != healthy.end();
+        });
+    };
+    auto count = [&] {
+        std::lock_guard lock(mu);
+        return healthy.size();
+    };
+    REQUIRE(h->start().ok());
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (accounts(proj).size() < 5 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(10ms);
+    REQUIRE(accounts(proj).size() == 5);
+    CHECK(h->snapshot().healthy);
+
+    size_t before_lock = count();
+    {
+        cdcflow::sqlite::Db locker(proj, SQLITE_OPEN_READWRITE);
+        locker.exec("BEGIN EXCLUSIVE");
+        write_accounts(outbox, 5, 10);
+        REQUIRE(saw(false, before_lock)); // the breaker opened: /health would say 503
+        CHECK(h->health_json().find("\"breaker\":\"open\"") != std::string::npos);
+        CHECK(h->state() == "running"); // a lock never stops the pipeline
+        size_t before_release = count();
+        locker.exec("COMMIT");
+        REQUIRE(saw(true, before_release));
+    }
+    deadline = std::chrono::steady_clock::now() + 20s;
+    while (accounts(proj).size() < 10 && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(10ms);
+    REQUIRE(h->stop(10s).ok());
+    expect_model(proj, 10);
 }
