@@ -52,27 +52,29 @@ std::vector<std::string> shipped_plugin_dirs() {
             dir + "/../../plugins"};              // build tree: build/core/embed
 }
 
-// CDCFLOW_LOG_LEVEL / CDCFLOW_LOG_FORMAT win over the file's `log:`, as
-// they do for the CLI; a value that is not one of the names is misuse (the
-// CLI's exit 2).
-Status env_log_choice(LogChoice *chosen) {
-    if (const char *v = std::getenv("CDCFLOW_LOG_LEVEL"); v && *v) {
-        cdcflow_log_level level;
-        if (!parse_log_level(v, &level))
-            return Status::InvalidArgument(std::string("CDCFLOW_LOG_LEVEL: '") + v +
-                                           "' is not one of debug, info, warn, error");
-        set_log_level(level);
-        chosen->level = true;
-    }
-    if (const char *v = std::getenv("CDCFLOW_LOG_FORMAT"); v && *v) {
-        LogFormat format;
-        if (!parse_log_format(v, &format))
-            return Status::InvalidArgument(std::string("CDCFLOW_LOG_FORMAT: '") + v +
-                                           "' is not one of text, json, auto");
-        set_log_format(format);
-        chosen->format = true;
-    }
+// One of CDCFLOW_LOG_LEVEL / CDCFLOW_LOG_FORMAT: when set, it wins over the
+// file's `log:`, as it does for the CLI; a value that is not one of `names`
+// is misuse (the CLI's exit 2).
+template <typename T>
+Status env_log_setting(const char *var, const char *names, bool (*parse)(const std::string &, T *),
+                       void (*apply)(T), bool *chosen) {
+    const char *v = std::getenv(var);
+    if (!v || !*v) return Status::OK();
+    T value;
+    if (!parse(v, &value))
+        return Status::InvalidArgument(std::string(var) + ": '" + v + "' is not one of " + names);
+    apply(value);
+    *chosen = true;
     return Status::OK();
+}
+
+Status env_log_choice(LogChoice *chosen) {
+    if (Status st = env_log_setting<cdcflow_log_level>("CDCFLOW_LOG_LEVEL", "debug, info, warn, error",
+                                                       parse_log_level, set_log_level, &chosen->level);
+        !st)
+        return st;
+    return env_log_setting<LogFormat>("CDCFLOW_LOG_FORMAT", "text, json, auto", parse_log_format,
+                                      set_log_format, &chosen->format);
 }
 
 // A failure that is not the caller's (a plugin's, a database's) must not read

@@ -39,6 +39,16 @@ size_t put_whole(char *buf, size_t len, const std::string &text) {
     return text.size() + 1;
 }
 
+// A text the host renders, by the buffer protocol (put_whole); 0 for a NULL handle.
+size_t fetch(cdcflow_host *h, char *buf, size_t len, std::string (Host::*text)() const) {
+    if (!h) return 0;
+    try {
+        return put_whole(buf, len, (h->host.get()->*text)());
+    } catch (...) {
+        return 0; // a failed allocation: nothing to report it with
+    }
+}
+
 int answer(cdcflow_host *h, const Status &st, char *err, size_t err_len) {
     put(err, err_len, st.message());
     if (h && !st) {
@@ -130,21 +140,11 @@ int cdcflow_host_stop(cdcflow_host *h, uint32_t timeout_ms) {
 }
 
 size_t cdcflow_host_health_json(cdcflow_host *h, char *buf, size_t buf_len) {
-    if (!h) return 0;
-    try {
-        return put_whole(buf, buf_len, h->host->health_json());
-    } catch (...) {
-        return 0;
-    }
+    return fetch(h, buf, buf_len, &Host::health_json);
 }
 
 size_t cdcflow_host_metrics_text(cdcflow_host *h, char *buf, size_t buf_len) {
-    if (!h) return 0;
-    try {
-        return put_whole(buf, buf_len, h->host->metrics_text());
-    } catch (...) {
-        return 0;
-    }
+    return fetch(h, buf, buf_len, &Host::metrics_text);
 }
 
 size_t cdcflow_host_last_error(cdcflow_host *h, char *buf, size_t buf_len) {

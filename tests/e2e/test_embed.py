@@ -5,15 +5,12 @@ writing; run again, the read model is exactly what the independent model
 of the rules says (accounts_model.py): nothing lost, nothing applied twice.
 A graceful stop (the application closes the host) commits what was read."""
 import os
-import random
 import subprocess
 import sys
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from helpers import BUILD_ROOT, SOURCE_ROOT, env_with, main, wait_for  # noqa: E402
-from outbox_gen import Generator, insert  # noqa: E402
+from outbox_gen import Generator  # noqa: E402
 from test_accounts import PIPELINE, AccountsTest, checkpoint  # noqa: E402
 
 LIBDIR = os.path.join(BUILD_ROOT, "core", "embed")
@@ -37,37 +34,13 @@ class EmbeddedKill9(AccountsTest):
                                 stderr=subprocess.PIPE, text=True, env=self.app_env, errors="replace")
 
     def test_kill_9_of_the_embedding_process_then_rerun_is_exactly_once(self):
-        gen = Generator(seed=77, accounts=1000)
-        c = self.conn()
-        insert(c, gen.rows(60_000))
-        rest = gen.rows(20_000)
-        c.close()
-
-        def writer():
-            w = self.conn()
-            for i in range(0, len(rest), 500):
-                insert(w, rest[i:i + 500])
-                time.sleep(0.01)
-            w.close()
-        t = threading.Thread(target=writer)
-        t.start()
-
-        rnd = random.Random(11)
-        kills = 0
-        for target in sorted(rnd.sample(range(3_000, 75_000), 5)):
-            proc = self.start_app()
-            try:
-                wait_for(lambda: checkpoint(self.db) >= target or proc.poll() is not None, timeout=60,
-                         what="checkpoint %d" % target)
-                time.sleep(rnd.uniform(0, 0.05))
-            finally:
-                if proc.poll() is None:
-                    proc.kill()  # SIGKILL: no stop, no close
-                    kills += 1
-                _, err = proc.communicate()
-            self.assertEqual(proc.returncode, -9, err[-2000:])
-        t.join()
-        self.assertGreaterEqual(kills, 4)
+        ends = self.kill_while_writing(self.start_app, Generator(seed=77, accounts=1000), 60_000, 20_000, kills=5,
+                                       seed=11, timeout=60)
+        # Each run was killed (SIGKILL: no stop, no close): a run of the
+        # embedding application never ends by itself.
+        for code, err in ends:
+            self.assertEqual(code, -9, err[-2000:])
+        self.assertEqual(len(ends), 5)
 
         # Graceful: started, then the application closes the host (stdin closes).
         proc = self.start_app()
