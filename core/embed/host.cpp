@@ -224,11 +224,16 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
 
     void watch() {
         std::string last;
+        // The first sample at once: a run shorter than a tick is still seen
+        // starting, not only stopped.
+        bool first = true;
         for (;;) {
             bool final;
             {
                 std::unique_lock lk(mu);
-                cv.wait_for(lk, kWatchTick, [this] { return watcher_quit || phase == Phase::finished; });
+                if (!first)
+                    cv.wait_for(lk, kWatchTick, [this] { return watcher_quit || phase == Phase::finished; });
+                first = false;
                 final = watcher_quit || phase == Phase::finished;
             }
             HealthReport h = report();

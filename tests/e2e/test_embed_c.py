@@ -5,7 +5,6 @@ and Python calling the library directly through ctypes. The library finds
 its shipped plugins relative to where it is (the staging root, not the
 configured prefix), with CDCFLOW_PLUGIN_PATH unset."""
 import ctypes
-import glob
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import SOURCE_ROOT, env_with, install_tree, main, run  # noqa: E402
+from helpers import SOURCE_ROOT, env_with, install_host, main, run, sanitize_flags  # noqa: E402
 from outbox_gen import Generator, insert  # noqa: E402
 from test_accounts import PIPELINE, AccountsTest  # noqa: E402
 
@@ -34,22 +33,12 @@ class Installed:
     def get(cls):
         if cls.root is None:
             cls.root = tempfile.mkdtemp(prefix="cdcflow_embed_install_")
-            _, env = install_tree(cls.root)
-            env.pop("CDCFLOW_PLUGIN_PATH", None)  # the library must find its plugins by itself
-            libs = glob.glob(cls.root + "/**/libcdcflow-host.so", recursive=True)
-            if len(libs) != 1:
-                raise AssertionError("expected one libcdcflow-host.so under %s: %s" % (cls.root, libs))
-            cls.libdir = os.path.dirname(libs[0])
-            flags = subprocess.run(["pkg-config", "--cflags", "--libs", "cdcflow-host"], env=env, check=True,
-                                   capture_output=True, text=True).stdout.split()
-            cls.flags = flags
+            cls.env, cls.libdir = install_host(cls.root)
+            cls.flags = subprocess.run(["pkg-config", "--cflags", "--libs", "cdcflow-host"], env=cls.env,
+                                       check=True, capture_output=True, text=True).stdout.split()
             cls.app = os.path.join(cls.root, "c_smoke")
-            sanitize = os.environ.get("CDCFLOW_SANITIZE", "none")
-            extra = ["-fsanitize=" + sanitize] if sanitize not in ("", "none") else []
-            subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", cls.app, C_SMOKE] + flags + extra,
-                           check=True)
-            env["LD_LIBRARY_PATH"] = cls.libdir
-            cls.env = env
+            subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", cls.app, C_SMOKE] + cls.flags +
+                           sanitize_flags(), check=True)
         return cls
 
     @classmethod
