@@ -15,9 +15,10 @@ import tempfile
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import SOURCE_ROOT, env_with, install_host, main, run, sanitize_flags  # noqa: E402
+from helpers import SOURCE_ROOT, env_with, free_port, install_host, main, run, sanitize_flags, start, wait_for  # noqa: E402
 from outbox_gen import Generator, insert  # noqa: E402
-from test_accounts import PIPELINE, AccountsTest  # noqa: E402
+from test_accounts import PIPELINE, AccountsTest, checkpoint  # noqa: E402
+from test_metrics import parse, promtool_check, scrape  # noqa: E402
 
 C_SMOKE = os.path.join(SOURCE_ROOT, "tests", "embed", "c_smoke.c")
 
@@ -198,6 +199,45 @@ class PythonCtypes(AccountsTest):
         self.assertFalse(api.cdcflow_host_open(None, err, len(err)))
         self.assertFalse(api.cdcflow_host_open_string(b"stages: [", None, err, len(err)))
         self.assertTrue(err.value.startswith(b"<string>:1:"), err.value)
+
+    def test_metrics_equal_the_clis_for_the_same_run(self):
+        inst = Installed.get()
+        api = load_api(os.path.join(inst.libdir, "libcdcflow-host.so"))
+        c = self.conn()
+        insert(c, Generator(seed=8, accounts=200).rows(5_000))
+        c.close()
+        twin = self.path("twin.db")
+        shutil.copy(self.db, twin)
+
+        err = ctypes.create_string_buffer(1024)
+        os.environ["CDCFLOW_DB"] = self.db  # the library reads this process's environment
+        self.addCleanup(os.environ.pop, "CDCFLOW_DB", None)
+        h = api.cdcflow_host_open(PIPELINE.encode(), err, len(err))
+        self.assertTrue(h, err.value)
+        try:
+            self.assertEqual(api.cdcflow_host_drain(h, 60000, err, len(err)), 0, err.value)
+            embedded = text_of(api.cdcflow_host_metrics_text, h)
+        finally:
+            api.cdcflow_host_close(h)
+        if shutil.which("promtool"):
+            promtool_check(self, embedded)  # the page is valid exposition text
+
+        # The CLI on a copy of the same outbox, scraped once everything is committed.
+        port = free_port()
+        proc = start(["run", PIPELINE, "--http", "127.0.0.1:%d" % port], env=env_with(CDCFLOW_DB=twin))
+        try:
+            wait_for(lambda: checkpoint(twin) == 5_000 and
+                     json.loads(scrape(port, "/health"))["events"] == 5_000, timeout=60, what="the CLI's run")
+            served = scrape(port)
+        finally:
+            proc.terminate()
+            proc.communicate(timeout=30)
+        mine, cli = parse(embedded), parse(served)
+        self.assertEqual(sorted(mine), sorted(cli), "the same families")
+        for family in ("cdcflow_events_total", "cdcflow_dead_letters_total", "cdcflow_checkpoint_offset"):
+            self.assertIn(family, mine)
+            self.assertEqual(sorted((n, sorted(l.items()), v) for n, l, v in mine[family]["samples"]),
+                             sorted((n, sorted(l.items()), v) for n, l, v in cli[family]["samples"]), family)
 
 
 if __name__ == "__main__":
