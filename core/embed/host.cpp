@@ -141,16 +141,24 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     }
 
     // Under mu, phase opened: starts the runner and the watcher.
+    // A thread that cannot be created throws (std::system_error): nothing
+    // started when it is the runner; without a watcher the run goes on
+    // without callbacks (a WARN line says so).
     void begin(std::unique_lock<std::mutex> &, bool drain, const std::shared_ptr<Impl> &self) {
-        draining = drain;
-        ran = true;
         started = std::chrono::steady_clock::now();
         log_start(rt->def());
         runner = std::thread([this, drain] { run_body(drain); });
+        draining = drain;
+        ran = true;
         phase = Phase::running;
-        // The watcher holds the Impl: a callback may destroy the Host (the
-        // destructor then leaves the watcher to finish on its own).
-        watcher = std::thread([self] { self->watch(); });
+        try {
+            // The watcher holds the Impl: a callback may destroy the Host
+            // (the destructor then leaves the watcher to finish on its own).
+            watcher = std::thread([self] { self->watch(); });
+        } catch (const std::exception &e) {
+            final_delivered = true; // nobody will be told: stop and drain must not wait for it
+            log_line(CDCFLOW_LOG_WARN, "host", std::string("no state callbacks for this run: ") + e.what());
+        }
     }
 
     void run_body(bool drain) {
