@@ -113,7 +113,8 @@ CDCFLOW_HOST_API size_t cdcflow_host_last_error(cdcflow_host *h, char *buf, size
  * "draining", "stopped", "failed") and /health's JSON, both valid only
  * during the call. Called on the host's own watcher thread, one call at a
  * time, never while the host holds a lock: the callback may call any
- * function of this API except cdcflow_host_close. Changes are seen within
+ * function of this API, cdcflow_host_close included (the watcher then
+ * ends on its own). Changes are seen within
  * about 50 ms; a change that reverts within that time may go unseen, but
  * the final state ("stopped" or "failed") is always delivered, before a
  * stop or drain that saw the run end returns (after, when called from the
@@ -126,7 +127,7 @@ CDCFLOW_HOST_API int cdcflow_host_on_state(cdcflow_host *h, cdcflow_host_state_f
 
 /* Stops first if running (waiting as long as the stop takes, bounded by the
  * pipeline's settings.shutdown_timeout_ms for the graceful part), then frees
- * everything. NULL is a no-op. Not from a state callback. */
+ * everything. NULL is a no-op. */
 CDCFLOW_HOST_API void cdcflow_host_close(cdcflow_host *h);
 
 /* "0.1.0": the library's version. */
