@@ -111,8 +111,24 @@ std::map<std::string, std::string> accounts(const std::string &db) {
 }
 
 int64_t dead_letters(const std::string &db) {
+    if (!std::filesystem::exists(db)) return 0;
     cdcflow::sqlite::Db d(db, SQLITE_OPEN_READONLY);
-    return d.query_int("SELECT count(*) FROM dead_letters");
+    return d.has_table("dead_letters") ? d.query_int("SELECT count(*) FROM dead_letters") : 0;
+}
+
+// Waits (at most 30 s) until the first n accounts' events are all applied
+// or dead-lettered: only then is a stop sure to find nothing unread.
+void wait_model(const std::string &db, int n) {
+    auto deadline = std::chrono::steady_clock::now() + 30s;
+    auto done = [&] {
+        auto rows = accounts(db);
+        if (rows.size() != static_cast<size_t>(n) || dead_letters(db) != 2 * n) return false;
+        for (auto &[id, row] : rows)
+            if (row != "7.25 open 3") return false;
+        return true;
+    };
+    while (!done() && std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(10ms);
 }
 
 void expect_model(const std::string &db, int n) {
@@ -290,9 +306,7 @@ TEST_CASE("embed: start runs until stop, picking up events written meanwhile; ca
     CHECK(h->start().code() == Status::Code::kInvalidArgument);   // already running
     CHECK(h->drain(1s).code() == Status::Code::kInvalidArgument); // started without drain
     write_accounts(db, 10, 20);                                   // while it runs
-    auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (accounts(db).size() < 20 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(20ms);
+    wait_model(db, 20);
     REQUIRE(h->stop(10s).ok());
     expect_model(db, 20);
     REQUIRE(log.wait_for("stopped"));
@@ -342,9 +356,7 @@ TEST_CASE("embed: a second host in the same process on the same checkpoint gets 
     write_accounts(db, 5, 10);
     REQUIRE(owner->stop(10s).ok());
     REQUIRE(log.wait_for("running"));
-    deadline = std::chrono::steady_clock::now() + 30s;
-    while (accounts(db).size() < 10 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(20ms);
+    wait_model(db, 10);
     REQUIRE(standby->stop(10s).ok());
     expect_model(db, 10);
 }
@@ -436,9 +448,7 @@ TEST_CASE("embed: the C API drains like the C++ one; misuse is a status, never a
     cdcflow_host *r = cdcflow_host_open_string(accounts_yaml(db).c_str(), nullptr, err, sizeof err);
     REQUIRE_MESSAGE(r, err);
     CHECK(cdcflow_host_start(r, err, sizeof err) == 0);
-    auto deadline = std::chrono::steady_clock::now() + 30s;
-    while (accounts(db).size() < 40 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(20ms);
+    wait_model(db, 40);
     cdcflow_host_close(r);
     expect_model(db, 40);
 
@@ -502,9 +512,7 @@ TEST_CASE("embed: callbacks see a locked read model open the sink's breaker, and
         return healthy.size();
     };
     REQUIRE(h->start().ok());
-    auto deadline = std::chrono::steady_clock::now() + 20s;
-    while (accounts(proj).size() < 5 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(10ms);
+    wait_model(proj, 5);
     REQUIRE(accounts(proj).size() == 5);
     CHECK(h->snapshot().healthy);
 
@@ -520,9 +528,7 @@ TEST_CASE("embed: callbacks see a locked read model open the sink's breaker, and
         locker.exec("COMMIT");
         REQUIRE(saw(true, before_release));
     }
-    deadline = std::chrono::steady_clock::now() + 20s;
-    while (accounts(proj).size() < 10 && std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(10ms);
+    wait_model(proj, 10);
     REQUIRE(h->stop(10s).ok());
     expect_model(proj, 10);
 }
