@@ -532,3 +532,26 @@ TEST_CASE("embed: callbacks see a locked read model open the sink's breaker, and
     REQUIRE(h->stop(10s).ok());
     expect_model(proj, 10);
 }
+
+TEST_CASE("embed: a drain not done in time answers 4 and goes on; a later drain waits for it") {
+    TempDir dir("embed_timeout");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 5);
+    // The owner holds the checkpoint: the second host's drain cannot end
+    // while it does (a standby), whatever the machine's speed.
+    auto owner = open_ok(accounts_yaml(db));
+    REQUIRE(owner->start().ok());
+    wait_model(db, 5);
+    char err[512];
+    cdcflow_host *h = cdcflow_host_open_string(accounts_yaml(db, "  owner_lease_ms: 2000\n").c_str(), nullptr,
+                                               err, sizeof err);
+    REQUIRE_MESSAGE(h, err);
+    CHECK(cdcflow_host_drain(h, 200, err, sizeof err) == CDCFLOW_EXIT_TIMEOUT);
+    CHECK(std::string(err).find("not drained within 200 ms") != std::string::npos);
+    CHECK(cdcflow_host_start(h, err, sizeof err) == CDCFLOW_EXIT_USAGE); // it is draining
+    write_accounts(db, 5, 8);
+    REQUIRE(owner->stop(10s).ok());
+    CHECK(cdcflow_host_drain(h, 30000, err, sizeof err) == 0); // took over, drained
+    expect_model(db, 8);
+    cdcflow_host_close(h);
+}
