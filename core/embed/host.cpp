@@ -19,6 +19,7 @@
 #include "process_metrics.hpp"
 #include "run_outcome.hpp"
 #include "runtime.hpp"
+#include "state_map.hpp"
 
 #include <condition_variable>
 #include <cstdlib>
@@ -40,17 +41,46 @@ constexpr std::chrono::milliseconds kWatchTick{50};
 
 // Where the shipped plugins are, relative to this library wherever it was
 // installed or moved (DESTDIR included): dladdr on one of its own exported
-// symbols names the file it was loaded from.
-std::vector<std::string> shipped_plugin_dirs() {
-    Dl_info info{};
-    if (dladdr(reinterpret_cast<void *>(&cdcflow_host_version), &info) == 0 || !info.dli_fname) return {};
-    std::error_code ec;
-    std::filesystem::path lib = std::filesystem::canonical(info.dli_fname, ec);
-    if (ec) return {};
-    std::string dir = lib.parent_path().string();
-    return {dir + "/" CDCFLOW_HOST_REL_PLUGINDIR, // install tree: <libdir>/cdcflow/plugins
-            dir + "/../../plugins"};              // build tree: build/core/embed
+// symbols names the file it was loaded from. That name is the one the
+// loader was given, relative to the working directory of that moment when
+// the library was loaded by a relative path: so it is resolved once, at
+// load time (kShipped below), before the application can chdir. `why` says
+// what went wrong when nothing could be resolved.
+std::vector<std::string> shipped_plugin_dirs(std::string *why) {
+    try {
+        Dl_info info{};
+        if (dladdr(reinterpret_cast<void *>(&cdcflow_host_version), &info) == 0 || !info.dli_fname) {
+            *why = "dladdr does not name the library's file";
+            return {};
+        }
+        std::error_code ec;
+        std::filesystem::path lib = std::filesystem::canonical(info.dli_fname, ec);
+        if (ec) {
+            *why =
+                std::string("the library's path '") + info.dli_fname + "' does not resolve: " + ec.message();
+            return {};
+        }
+        std::filesystem::path dir = lib.parent_path();
+        std::vector<std::string> dirs{dir.string() +
+                                      "/" CDCFLOW_HOST_REL_PLUGINDIR}; // <libdir>/cdcflow/plugins
+        // The build tree's plugins only when this is the library in the build
+        // tree (build/core/embed): an installed library must not search
+        // <prefix>/plugins, which is nobody's.
+        if (std::filesystem::equivalent(dir, CDCFLOW_HOST_BUILD_DIR, ec))
+            dirs.push_back(dir.string() + "/../../plugins");
+        return dirs;
+    } catch (const std::exception &e) {
+        *why = e.what();
+        return {};
+    }
 }
+
+struct Shipped {
+    std::string why; // empty when dirs were resolved
+    std::vector<std::string> dirs = shipped_plugin_dirs(&why);
+};
+// Initialized when the library is loaded (see shipped_plugin_dirs).
+const Shipped kShipped;
 
 // One of CDCFLOW_LOG_LEVEL / CDCFLOW_LOG_FORMAT: when set, it wins over the
 // file's `log:`, as it does for the CLI; a value that is not one of `names`
@@ -130,15 +160,19 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     std::thread runner;
     std::thread watcher;
 
-    std::mutex subs_mu; // subs, next_id
+    std::mutex subs_mu; // subs, next_id, closed
     std::map<int, std::function<void(const StateChange &)>> subs;
     int next_id = 1;
+    // The Host was destroyed: nobody is called any more, not even a
+    // delivery already under way (a callback that destroyed the Host must
+    // not see the others, nor itself, called after the destructor returned).
+    bool closed = false;
+    // Once the run was seen past "starting" (see report()).
+    mutable bool went_past_starting = false;
     // Held while callbacks run, so that unsubscribe can wait one out.
     std::mutex deliver_mu;
 
-    explicit Impl(const HostOptions &opts) : registry(shipped_plugin_dirs()) {
-        registry.add_front(opts.plugin_path);
-    }
+    explicit Impl(const HostOptions &opts) : registry(kShipped.dirs) { registry.add_front(opts.plugin_path); }
 
     // Under mu, phase opened: starts the runner and the watcher.
     // A thread that cannot be created throws (std::system_error): nothing
@@ -206,7 +240,16 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         return cv.wait_for(lk, timeout, done);
     }
 
-    Status outcome() const { return result ? Status::OK() : as_failure(result); }
+    // A finished run's answer. `for_drain`: a drain that a stop (from
+    // another thread) cut short did not do what was asked, whatever the run
+    // says: the caller must not take it for "everything was read".
+    Status outcome(bool for_drain = false) const {
+        if (!result) return as_failure(result);
+        if (for_drain && stop_asked)
+            return Status::Transient("drain: stopped before the source was drained (stop was called during "
+                                     "the drain; what was read is committed)");
+        return Status::OK();
+    }
 
     // The report the API shows: the runtime's, with the host's own phase
     // before and after a run (the runtime says "starting" until it runs).
@@ -215,6 +258,7 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         std::lock_guard lock(mu);
         if (phase == Phase::opened) h.state = "idle";
         if (phase == Phase::finished && !ran) h.state = "stopped";
+        h.state = host_state_after(h.state, &went_past_starting, draining || stop_asked);
         return h;
     }
 
@@ -262,13 +306,19 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
 
     void deliver(const StateChange &c) {
         std::lock_guard d(deliver_mu);
-        std::vector<std::function<void(const StateChange &)>> fns;
+        std::vector<std::pair<int, std::function<void(const StateChange &)>>> fns;
         {
             std::lock_guard lock(subs_mu);
             for (auto &[id, fn] : subs)
-                fns.push_back(fn);
+                fns.emplace_back(id, fn);
         }
-        for (auto &fn : fns) {
+        for (auto &[id, fn] : fns) {
+            {
+                // An earlier callback of this delivery may have unsubscribed
+                // this one or destroyed the Host.
+                std::lock_guard lock(subs_mu);
+                if (closed || !subs.count(id)) continue;
+            }
             try {
                 fn(c);
             } catch (...) {
@@ -281,6 +331,11 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
 
     // Ends the run (if any) and the threads; the destructor's work.
     void shut_down() {
+        {
+            std::lock_guard lock(subs_mu);
+            closed = true;
+            subs.clear();
+        }
         {
             std::lock_guard lock(mu);
             if (phase == Phase::running) {
@@ -313,7 +368,13 @@ struct HostFactory {
             LogChoice chosen;
             if (Status st = env_log_choice(&chosen); !st) return st;
             auto rt = open_runtime(src, impl->registry, impl->metrics, chosen);
-            if (!rt) return as_create_failure(rt.status());
+            if (!rt) {
+                Status st = rt.status();
+                if (!kShipped.why.empty() && st.message().find("not found (searched") != std::string::npos)
+                    st = Status(st.code(),
+                                st.message() + "; the shipped plugins were not searched: " + kShipped.why);
+                return as_create_failure(std::move(st));
+            }
             impl->rt = std::move(rt.value());
             return std::unique_ptr<Host>(new Host(std::move(impl)));
         } catch (...) {
@@ -332,6 +393,8 @@ Host::~Host() {
 }
 
 Result<std::unique_ptr<Host>> Host::open(const std::string &pipeline_path, const HostOptions &opts) {
+    // Misuse, as a NULL path is in the C API (not YAML text, not a file named "").
+    if (pipeline_path.empty()) return Status::InvalidArgument("open: the pipeline path is empty");
     return HostFactory::open(PipelineSource::file(pipeline_path), opts);
 }
 
@@ -370,7 +433,7 @@ Status Host::drain(std::chrono::milliseconds timeout) {
         if (!impl_->wait_finished(lk, timeout))
             return Status(Code::kUnavailable, "drain: not drained within " + ms_text(timeout) +
                                                   "; the drain goes on (drain again to wait for it)");
-        return impl_->outcome();
+        return impl_->outcome(true);
     } catch (...) {
         return caught("drain");
     }

@@ -33,17 +33,20 @@ void put(char *buf, size_t len, const std::string &text) {
     buf[n] = '\0';
 }
 
-// The whole of `text` into buf when it fits (NUL included); the size it needs.
-size_t put_whole(char *buf, size_t len, const std::string &text) {
-    if (buf && text.size() < len) std::memcpy(buf, text.c_str(), text.size() + 1);
+// As snprintf: as much of `text` as fits, NUL-terminated (put); the size
+// the whole needs, NUL included. A short buffer still gets a valid string:
+// a caller whose second call lost the race against a growing text (a
+// running host's page) has something usable, and sees it was cut.
+size_t put_text(char *buf, size_t len, const std::string &text) {
+    put(buf, len, text);
     return text.size() + 1;
 }
 
-// A text the host renders, by the buffer protocol (put_whole); 0 for a NULL handle.
+// A text the host renders, by the buffer protocol (put_text); 0 for a NULL handle.
 size_t fetch(cdcflow_host *h, char *buf, size_t len, std::string (Host::*text)() const) {
     if (!h) return 0;
     try {
-        return put_whole(buf, len, (h->host.get()->*text)());
+        return put_text(buf, len, (h->host.get()->*text)());
     } catch (...) {
         return 0; // a failed allocation: nothing to report it with
     }
@@ -67,17 +70,19 @@ std::chrono::milliseconds ms(uint32_t t) {
     return std::chrono::milliseconds(t);
 }
 
-cdcflow_host *opened(cdcflow::Result<std::unique_ptr<Host>> r, char *err, size_t err_len) {
-    if (!r) {
-        put(err, err_len, r.status().message());
-        return nullptr;
-    }
+// An open's answer; `*code` (when not NULL) its exit code.
+cdcflow_host *failed_open(int *code, int value, char *err, size_t err_len, const std::string &msg) {
+    if (code) *code = value;
+    put(err, err_len, msg);
+    return nullptr;
+}
+
+cdcflow_host *opened(cdcflow::Result<std::unique_ptr<Host>> r, int *code, char *err, size_t err_len) {
+    if (!r) return failed_open(code, Host::exit_code(r.status()), err, err_len, r.status().message());
     auto *h = new (std::nothrow) cdcflow_host;
-    if (!h) {
-        put(err, err_len, "open: out of memory");
-        return nullptr;
-    }
+    if (!h) return failed_open(code, CDCFLOW_EXIT_FAILURE, err, err_len, "open: out of memory");
     h->host = std::move(r.value());
+    if (code) *code = CDCFLOW_EXIT_OK;
     put(err, err_len, "");
     return h;
 }
@@ -86,30 +91,36 @@ cdcflow_host *opened(cdcflow::Result<std::unique_ptr<Host>> r, char *err, size_t
 
 extern "C" {
 
-cdcflow_host *cdcflow_host_open(const char *pipeline_path, char *err, size_t err_len) {
-    if (!pipeline_path) {
-        put(err, err_len, "cdcflow_host_open: the pipeline path is NULL");
-        return nullptr;
-    }
+cdcflow_host *cdcflow_host_open_ex(const char *pipeline_path, int *code, char *err, size_t err_len) {
+    if (!pipeline_path)
+        return failed_open(code, CDCFLOW_EXIT_USAGE, err, err_len,
+                           "cdcflow_host_open: the pipeline path is NULL");
     try {
-        return opened(Host::open(pipeline_path), err, err_len);
+        return opened(Host::open(pipeline_path), code, err, err_len);
     } catch (...) {
-        put(err, err_len, "cdcflow_host_open: out of memory");
-        return nullptr;
+        return failed_open(code, CDCFLOW_EXIT_FAILURE, err, err_len, "cdcflow_host_open: out of memory");
+    }
+}
+
+cdcflow_host *cdcflow_host_open(const char *pipeline_path, char *err, size_t err_len) {
+    return cdcflow_host_open_ex(pipeline_path, nullptr, err, err_len);
+}
+
+cdcflow_host *cdcflow_host_open_string_ex(const char *yaml, const char *name, int *code, char *err,
+                                          size_t err_len) {
+    if (!yaml)
+        return failed_open(code, CDCFLOW_EXIT_USAGE, err, err_len,
+                           "cdcflow_host_open_string: the YAML text is NULL");
+    try {
+        return opened(Host::open_yaml(yaml, name ? name : "<string>"), code, err, err_len);
+    } catch (...) {
+        return failed_open(code, CDCFLOW_EXIT_FAILURE, err, err_len,
+                           "cdcflow_host_open_string: out of memory");
     }
 }
 
 cdcflow_host *cdcflow_host_open_string(const char *yaml, const char *name, char *err, size_t err_len) {
-    if (!yaml) {
-        put(err, err_len, "cdcflow_host_open_string: the YAML text is NULL");
-        return nullptr;
-    }
-    try {
-        return opened(Host::open_yaml(yaml, name ? name : "<string>"), err, err_len);
-    } catch (...) {
-        put(err, err_len, "cdcflow_host_open_string: out of memory");
-        return nullptr;
-    }
+    return cdcflow_host_open_string_ex(yaml, name, nullptr, err, err_len);
 }
 
 int cdcflow_host_start(cdcflow_host *h, char *err, size_t err_len) {
@@ -151,7 +162,7 @@ size_t cdcflow_host_last_error(cdcflow_host *h, char *buf, size_t buf_len) {
     if (!h) return 0;
     try {
         std::lock_guard lock(h->mu);
-        return put_whole(buf, buf_len, h->last_error);
+        return put_text(buf, buf_len, h->last_error);
     } catch (...) {
         return 0;
     }

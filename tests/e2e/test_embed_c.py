@@ -149,14 +149,70 @@ def load_api(path):
 
 
 def text_of(fn, h):
-    """The two-call buffer protocol: ask for the size, then fetch."""
-    need = fn(h, None, 0)
-    buf = ctypes.create_string_buffer(need)
-    assert fn(h, buf, need) == need
-    return buf.value.decode()
+    """The buffer protocol as host.h says: a running host's text can grow
+    between two calls, so call again until what it needs fits."""
+    size = 256
+    while True:
+        buf = ctypes.create_string_buffer(size)
+        need = fn(h, buf, size)
+        assert need > 0
+        if need <= size:
+            return buf.value.decode()
+        assert len(buf.value) < size  # a cut copy, NUL-terminated
+        size = need
+
+
+# Loads the library by a relative path from its own folder, then changes
+# directory: the library must still find its shipped plugins (its folder is
+# resolved when it is loaded). Also prints what an unknown plugin's message
+# lists as searched. argv: pipeline file, outbox, scratch folder.
+RELATIVE_LOAD = r"""
+import ctypes, os, sys
+lib = ctypes.CDLL("./libcdcflow-host.so")
+lib.cdcflow_host_open.restype = ctypes.c_void_p
+lib.cdcflow_host_open.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+lib.cdcflow_host_open_string.restype = ctypes.c_void_p
+lib.cdcflow_host_open_string.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]
+lib.cdcflow_host_drain.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t]
+lib.cdcflow_host_close.argtypes = [ctypes.c_void_p]
+os.chdir(sys.argv[3])
+os.environ["CDCFLOW_DB"] = sys.argv[2]
+err = ctypes.create_string_buffer(2048)
+h = lib.cdcflow_host_open(sys.argv[1].encode(), err, len(err))
+if not h:
+    sys.exit("open: " + err.value.decode())
+rc = lib.cdcflow_host_drain(h, 60000, err, len(err))
+lib.cdcflow_host_close(h)
+if rc != 0:
+    sys.exit("drain %d: %s" % (rc, err.value.decode()))
+bad = "pipeline: p\nstages:\n  - id: s\n    plugin: no_such_plugin\n"
+if lib.cdcflow_host_open_string(bad.encode(), b"p.yaml", err, len(err)):
+    sys.exit("an unknown plugin opened")
+print(err.value.decode())
+"""
 
 
 class PythonCtypes(AccountsTest):
+    def test_relative_load_then_chdir_finds_the_shipped_plugins(self):
+        inst = Installed.get()
+        c = self.conn()
+        insert(c, Generator(seed=5, accounts=20).rows(300))
+        c.close()
+        scratch = self.path("elsewhere")
+        os.makedirs(scratch)
+        env = dict(inst.env)
+        env.pop("LD_LIBRARY_PATH", None)  # the relative path alone names the library
+        r = subprocess.run([sys.executable, "-c", RELATIVE_LOAD, PIPELINE, self.db, scratch], cwd=inst.libdir,
+                           env=env, capture_output=True, text=True, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        self.assert_matches_model()
+        # Searched: the install's own plugin folder, and not the build tree's
+        # guess (<libdir>/../../plugins), which an installed library has no business in.
+        message = r.stdout.strip()
+        self.assertIn("no_such_plugin", message)
+        self.assertIn(os.path.realpath(os.path.join(inst.libdir, "cdcflow", "plugins")), message)
+        self.assertNotIn("../../plugins", message)
+
     def test_drain_health_metrics_and_misuse(self):
         inst = Installed.get()
         os.environ.pop("CDCFLOW_PLUGIN_PATH", None)

@@ -6,6 +6,8 @@
 
 #include "common/sqlite.hpp"
 
+#include "../../core/embed/state_map.hpp"
+
 #include <cdcflow/host.h>
 #include <cdcflow/host.hpp>
 #include <cdcflow/outbox_writer.hpp>
@@ -229,6 +231,32 @@ TEST_CASE("embed: open errors are the validate command's, with file:line:col") {
     CHECK(cdcflow_host_open(nullptr, err, sizeof err) == nullptr);
     CHECK(std::string(err).find("NULL") != std::string::npos);
 
+    // The _ex variants answer the failure's code too.
+    int code = -1;
+    CHECK(cdcflow_host_open_ex(file.c_str(), &code, err, sizeof err) == nullptr);
+    CHECK(code == CDCFLOW_EXIT_INVALID);
+    code = -1;
+    CHECK(cdcflow_host_open_ex(nullptr, &code, err, sizeof err) == nullptr);
+    CHECK(code == CDCFLOW_EXIT_USAGE);
+    code = -1;
+    CHECK(cdcflow_host_open_string_ex("stages: [", "s.yaml", &code, err, sizeof err) == nullptr);
+    CHECK(code == CDCFLOW_EXIT_INVALID);
+    CHECK(std::string(err).find("s.yaml:1:") == 0);
+    code = -1;
+    cdcflow_host *good = cdcflow_host_open_string_ex(yaml.c_str(), nullptr, &code, err, sizeof err);
+    CHECK(good != nullptr);
+    CHECK(code == CDCFLOW_EXIT_OK);
+    cdcflow_host_close(good);
+
+    // An empty path is misuse, not YAML text (which read as an empty pipeline, 3, ":1:1").
+    auto empty = Host::open("");
+    REQUIRE_FALSE(empty.ok());
+    CHECK_MESSAGE(Host::exit_code(empty.status()) == CDCFLOW_EXIT_USAGE, empty.status().message());
+    CHECK(empty.status().message().find("path is empty") != std::string::npos);
+    code = -1;
+    CHECK(cdcflow_host_open_ex("", &code, err, sizeof err) == nullptr);
+    CHECK(code == CDCFLOW_EXIT_USAGE);
+
     // A database that cannot be read is the environment's fault: 1, not 3.
     std::string junk = dir.file("junk.db");
     {
@@ -240,6 +268,10 @@ TEST_CASE("embed: open errors are the validate command's, with file:line:col") {
     auto h4 = Host::open_yaml(accounts_yaml(junk));
     REQUIRE_FALSE(h4.ok());
     CHECK_MESSAGE(Host::exit_code(h4.status()) == CDCFLOW_EXIT_FAILURE, h4.status().message());
+    code = -1;
+    CHECK(cdcflow_host_open_string_ex(accounts_yaml(junk).c_str(), nullptr, &code, err, sizeof err) ==
+          nullptr);
+    CHECK(code == CDCFLOW_EXIT_FAILURE);
 }
 
 TEST_CASE("embed: drain applies every event once; health and metrics show the run") {
@@ -257,6 +289,11 @@ TEST_CASE("embed: drain applies every event once; health and metrics show the ru
     CHECK(h->state() == "stopped");
     REQUIRE(log.wait_for("stopped"));
     CHECK(log.seen().back() == "stopped");
+    {
+        auto seen = log.seen();
+        auto running = std::find(seen.begin(), seen.end(), "running");
+        CHECK(std::find(running, seen.end(), "starting") == seen.end()); // never back to starting
+    }
 
     std::string health = h->health_json();
     CHECK(health.find("\"state\":\"stopped\"") != std::string::npos);
@@ -398,14 +435,19 @@ TEST_CASE("embed: the C API drains like the C++ one; misuse is a status, never a
     CHECK(std::string(err).empty());
     expect_model(db, 30);
 
-    // The buffer protocol: the size needed (NUL included), nothing written when short.
+    // The buffer protocol: the size needed (NUL included); a short buffer
+    // gets a cut copy, NUL-terminated, as snprintf.
     size_t need = cdcflow_host_health_json(h, nullptr, 0);
     REQUIRE(need > 1);
-    std::string small(need - 1, 'x');
-    CHECK(cdcflow_host_health_json(h, small.data(), small.size()) == need);
-    CHECK(small == std::string(need - 1, 'x'));
     std::string json(need, '\0');
     CHECK(cdcflow_host_health_json(h, json.data(), json.size()) == need);
+    std::string small(need - 1, 'x');
+    CHECK(cdcflow_host_health_json(h, small.data(), small.size()) == need);
+    CHECK(small.substr(0, need - 2) == json.substr(0, need - 2));
+    CHECK(small[need - 2] == '\0');
+    char one[1] = {'x'};
+    CHECK(cdcflow_host_metrics_text(h, one, 1) > 1);
+    CHECK(one[0] == '\0');
     CHECK(json.find("\"events\":150") != std::string::npos);
     CHECK(json[need - 1] == '\0');
     size_t mneed = cdcflow_host_metrics_text(h, nullptr, 0);
@@ -469,16 +511,65 @@ TEST_CASE("embed: a callback may destroy the host") {
     std::mutex mu;
     std::condition_variable cv;
     bool gone = false;
-    raw->subscribe([&](const StateChange &c) {
+    int after = 0; // calls once the destructor returned: none
+    auto on_change = [&](const StateChange &c) {
+        {
+            std::lock_guard lock(mu);
+            if (gone) ++after;
+        }
         if (c.state != "running") return;
         delete raw; // stops the pipeline from the watcher thread
         std::lock_guard lock(mu);
         gone = true;
         cv.notify_all();
-    });
+    };
+    raw->subscribe(on_change);
+    raw->subscribe(on_change); // a second subscriber of the same delivery is not called after it either
     REQUIRE(raw->start().ok());
     std::unique_lock lock(mu);
     REQUIRE(cv.wait_for(lock, 20s, [&] { return gone; }));
+    // The watcher ends on its own; the final "stopped" it used to deliver
+    // came within one tick (50 ms) of the destructor's return.
+    CHECK_FALSE(cv.wait_for(lock, 500ms, [&] { return after > 0; }));
+    CHECK(after == 0);
+}
+
+TEST_CASE("embed: the host's state never goes back to starting once past it") {
+    using cdcflow::embed::host_state_after;
+    bool past = false;
+    CHECK(host_state_after("idle", &past, false) == "idle");
+    CHECK(host_state_after("starting", &past, false) == "starting");
+    CHECK(host_state_after("standby", &past, false) == "standby");
+    CHECK(host_state_after("starting", &past, false) == "starting"); // a standby taking over
+    CHECK(host_state_after("running", &past, false) == "running");
+    // The runtime's stage threads ended: the end of a drain (or a stop), or
+    // between two attempts of a run that goes on.
+    CHECK(host_state_after("starting", &past, true) == "draining");
+    CHECK(host_state_after("starting", &past, false) == "running");
+    CHECK(host_state_after("stopped", &past, true) == "stopped");
+}
+
+TEST_CASE("embed: a drain that a stop cuts short is not answered as drained") {
+    TempDir dir("embed_cut");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 3);
+    // The owner holds the checkpoint: the drain stands by and cannot end by itself.
+    auto owner = open_ok(accounts_yaml(db));
+    REQUIRE(owner->start().ok());
+    wait_model(db, 3);
+    auto h = open_ok(accounts_yaml(db, "  owner_lease_ms: 2000\n"));
+    StateLog log;
+    h->subscribe([&](const StateChange &c) { log.add(c.state); });
+    Status drained = Status::OK();
+    std::thread t([&] { drained = h->drain(0ms); });
+    REQUIRE(log.wait_for("standby"));
+    CHECK(h->stop(10s).ok()); // the stop itself is clean
+    t.join();
+    CHECK(drained.code() == Status::Code::kTransient);
+    CHECK(Host::exit_code(drained) == CDCFLOW_EXIT_FAILURE);
+    CHECK(drained.message().find("stopped before the source was drained") != std::string::npos);
+    CHECK(h->drain(1s).code() == Status::Code::kInvalidArgument); // a host runs once
+    REQUIRE(owner->stop(10s).ok());
 }
 
 TEST_CASE("embed: callbacks see a locked read model open the sink's breaker, and close it once released") {

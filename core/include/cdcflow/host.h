@@ -32,15 +32,31 @@
  *
  * Thread safety: every function may be called from any thread, concurrently
  * with the others, on the same handle, except cdcflow_host_close, after
- * which the handle is gone (no call may race it or follow it). Plugins are
- * found in CDCFLOW_PLUGIN_PATH, then the pipeline's plugin_path, then the
- * shipped plugins next to the library itself (its install tree, wherever it
- * was moved to, or its build tree).
+ * which the handle is gone (no call may race it or follow it).
  *
- * The host writes its log lines to stderr (README, "Logs"; the level and
- * format from CDCFLOW_LOG_LEVEL / CDCFLOW_LOG_FORMAT, else the pipeline's
- * `log:`). A process whose stderr may be a closed pipe should ignore SIGPIPE,
- * as the CLI does; the library leaves the process's signals alone.
+ * Plugins are searched, first match wins, in: the pipeline's own
+ * plugin_path, then (C++ only) HostOptions::plugin_path, then
+ * CDCFLOW_PLUGIN_PATH, then the shipped plugins next to the library itself
+ * (<libdir>/cdcflow/plugins of its install tree, wherever it was moved to;
+ * build/plugins for the library in the build tree only). The library's own
+ * folder is resolved once, when it is loaded, so a library loaded by a
+ * relative path keeps finding its plugins after a chdir; when it cannot be
+ * resolved, a "plugin not found" message says why.
+ *
+ * Logs: the host writes its log lines to stderr (README, "Logs"; the level
+ * and format from CDCFLOW_LOG_LEVEL / CDCFLOW_LOG_FORMAT, else the
+ * pipeline's `log:`). These settings are the process's, not the host's:
+ * with two hosts in one process, the last one opened sets the level, the
+ * format and the pipeline name written on every JSON line (so a `log:
+ * {level: warn}` in one silences the other's info lines). Give the hosts of
+ * one process the same `log:`, or set CDCFLOW_LOG_LEVEL / _FORMAT. A process
+ * whose stderr may be a closed pipe should ignore SIGPIPE, as the CLI does;
+ * the library leaves the process's signals alone.
+ *
+ * fork: a host does not survive fork(): its threads are not in the child.
+ * A child must not call any function of this API on a handle opened before
+ * the fork (not even cdcflow_host_close: it would wait for threads that do
+ * not exist); it may exec, or open hosts of its own. Fork before opening.
  */
 #ifndef CDCFLOW_HOST_H
 #define CDCFLOW_HOST_H
@@ -71,12 +87,21 @@ typedef struct cdcflow_host cdcflow_host;
 
 /* Opens a pipeline file: reads and checks it, loads its plugins and creates
  * its stages (databases opened), starts nothing. NULL on failure, with a
- * one-line message in err ("FILE:LINE:COL: what" for a mistake in the file). */
+ * one-line message in err ("FILE:LINE:COL: what" for a mistake in the file).
+ * A NULL or empty path is misuse (2). */
 CDCFLOW_HOST_API cdcflow_host *cdcflow_host_open(const char *pipeline_path, char *err, size_t err_len);
 /* The same from YAML text; `name` stands for the file in messages (NULL:
  * "<string>"). ${VAR} is interpolated from the environment as for a file. */
 CDCFLOW_HOST_API cdcflow_host *cdcflow_host_open_string(const char *yaml, const char *name, char *err,
                                                         size_t err_len);
+/* The two above, also answering the failure's return code in *code (when
+ * code is not NULL): 0 on success; 2 misuse (NULL or empty path); 3 a bad
+ * pipeline file, plugin or config; 1 anything else (a database that cannot
+ * be opened). */
+CDCFLOW_HOST_API cdcflow_host *cdcflow_host_open_ex(const char *pipeline_path, int *code, char *err,
+                                                    size_t err_len);
+CDCFLOW_HOST_API cdcflow_host *cdcflow_host_open_string_ex(const char *yaml, const char *name, int *code,
+                                                           char *err, size_t err_len);
 
 /* Starts the pipeline on its own threads and returns; 0: running (or, when
  * another host owns the checkpoint, standing by: see the state). */
@@ -85,8 +110,10 @@ CDCFLOW_HOST_API int cdcflow_host_start(cdcflow_host *h, char *err, size_t err_l
 /* Starts if needed, runs until the source is drained and everything read is
  * committed (like `cdcflow run --drain`), then stops; waits at most
  * timeout_ms (0: without a bound). 4 when not done in time: the drain goes
- * on, and a later drain waits for it again. A host started with
- * cdcflow_host_start is not drained (2): stop it and open a new one. */
+ * on, and a later drain waits for it again. 1 when a cdcflow_host_stop
+ * (from another thread) cut the drain short: what was read is committed,
+ * but the source was not drained. A host started with cdcflow_host_start
+ * is not drained (2): stop it and open a new one. */
 CDCFLOW_HOST_API int cdcflow_host_drain(cdcflow_host *h, uint32_t timeout_ms, char *err, size_t err_len);
 
 /* Graceful stop: the source stops reading, everything read is committed.
@@ -97,9 +124,14 @@ CDCFLOW_HOST_API int cdcflow_host_drain(cdcflow_host *h, uint32_t timeout_ms, ch
 CDCFLOW_HOST_API int cdcflow_host_stop(cdcflow_host *h, uint32_t timeout_ms);
 
 /* /health's JSON (state, role, stages, breakers, last error, totals) into
- * buf, NUL-terminated when it fits. Returns the bytes it needs, NUL
- * included: when that is more than buf_len, nothing is written; call again
- * with a buffer that large. 0 for a NULL handle. */
+ * buf, as snprintf does: at most buf_len - 1 bytes (cut at a UTF-8
+ * character boundary) and a NUL, whenever buf_len > 0. Returns the bytes
+ * the whole text needs, NUL included; more than buf_len means buf holds a
+ * cut copy. A running host's text can grow between two calls, so loop:
+ *     size_t n = 4096; char *b = NULL;
+ *     for (;;) { b = realloc(b, n); size_t need = cdcflow_host_health_json(h, b, n);
+ *                if (need <= n) break; n = need; }
+ * 0 for a NULL handle. */
 CDCFLOW_HOST_API size_t cdcflow_host_health_json(cdcflow_host *h, char *buf, size_t buf_len);
 
 /* /metrics's page (Prometheus text format 0.0.4), returned as health_json. */
@@ -110,15 +142,23 @@ CDCFLOW_HOST_API size_t cdcflow_host_last_error(cdcflow_host *h, char *buf, size
 
 /* Called whenever the state, the role, health, readiness or a stage's state
  * or breaker changes, with the new state ("starting", "standby", "running",
- * "draining", "stopped", "failed") and /health's JSON, both valid only
- * during the call. Called on the host's own watcher thread, one call at a
- * time, never while the host holds a lock: the callback may call any
- * function of this API, cdcflow_host_close included (the watcher then
- * ends on its own). Changes are seen within
- * about 50 ms; a change that reverts within that time may go unseen, but
- * the final state ("stopped" or "failed") is always delivered, before a
+ * "draining", "stopped", "failed"; never "starting" again once past it) and
+ * /health's JSON, both valid only during the call. Called on the host's own
+ * watcher thread, one call at a time, never while the host holds a lock:
+ * the callback may call any function of this API, cdcflow_host_close
+ * included (the watcher then ends on its own, and no callback of that host
+ * is called after the close, not even the final state). Changes are seen
+ * within about 50 ms; a change that reverts within that time may go unseen,
+ * but the final state ("stopped" or "failed") is always delivered, before a
  * stop or drain that saw the run end returns (after, when called from the
- * callback itself). */
+ * callback itself).
+ *
+ * Because a stop or drain waits for that final call, the caller of
+ * cdcflow_host_stop, cdcflow_host_drain or cdcflow_host_close must not hold
+ * a lock that the callback takes: that is a deadlock. The callback must
+ * return normally: no longjmp out of it, and no exception or panic of the
+ * calling language across it (an uncaught C++ exception is caught, logged
+ * and ignored). */
 typedef void (*cdcflow_host_state_fn)(void *user, const char *state, const char *health_json);
 /* One callback per host: a new one replaces the old; NULL removes it. Once
  * this returns, the old callback is not running (unless this is called from

@@ -14,6 +14,7 @@
 //   kInvalidArgument  2  misuse: a call the host's state does not allow
 //   kConfig           3  a bad pipeline file, plugin or config
 //   kUnavailable      4  a stop or drain did not finish in time (it goes on)
+//   kTransient        1  a drain cut short by a stop from another thread
 //   kOwned, kFenced   6  another host owns the checkpoint (when_owned: refuse)
 //   anything else     1  the pipeline failed (or could not be created for a
 //                        reason outside the file: a database that cannot open)
@@ -33,6 +34,9 @@
 // built with the same compiler and standard library as the application
 // (std::string and std::function cross this header; the C API does not
 // have that constraint).
+//
+// Log settings are the process's (two hosts: the last opened wins), a host
+// does not survive fork(), and the search order for plugins: cdcflow/host.h.
 #pragma once
 
 #include <cdcflow/host.h>
@@ -87,8 +91,9 @@ public:
     // Starts if needed and runs until the source is drained and everything
     // read is committed (`cdcflow run --drain`), then stops. Waits at most
     // `timeout` (zero: no bound); kUnavailable when not done by then (the
-    // drain goes on; calling drain again waits for it again). A host started
-    // with start() is not drained: kInvalidArgument.
+    // drain goes on; calling drain again waits for it again); kTransient
+    // when a stop() from another thread cut it short (the source was not
+    // drained). A host started with start() is not drained: kInvalidArgument.
     Status drain(std::chrono::milliseconds timeout);
     // Graceful stop (everything read is committed); waits at most `timeout`
     // (zero: no bound). OK: stopped cleanly; kUnavailable: not in time (it
@@ -98,7 +103,8 @@ public:
     Status stop(std::chrono::milliseconds timeout);
 
     // The reading functions below may be called from a state callback.
-    // "idle" before start, then as StateChange::state.
+    // "idle" before start, then as StateChange::state (never "starting"
+    // again once past it).
     std::string state() const;
     StateChange snapshot() const;
     std::string health_json() const;
@@ -114,9 +120,14 @@ public:
     // Calls `fn` on every change of state, role, health, readiness or a
     // stage's state or breaker, on the host's own watcher thread, one call at
     // a time, never while the host holds a lock: `fn` may call any member,
-    // and may even destroy the Host (the watcher then ends on its own). Changes are seen within about 50 ms
-    // (the runtime is sampled: one that reverts faster may go unseen); the final "stopped" or "failed" is
-    // always delivered. Returns an id for unsubscribe.
+    // and may even destroy the Host (the watcher then ends on its own; no
+    // callback is called once the destructor returned, not even the final
+    // state). Changes are seen within about 50 ms (the runtime is sampled:
+    // one that reverts faster may go unseen); the final "stopped" or
+    // "failed" is always delivered, before stop() or drain() returns: their
+    // caller must not hold a lock that `fn` takes (a deadlock). `fn` must
+    // return normally (an exception is caught, logged and ignored; no
+    // longjmp). Returns an id for unsubscribe.
     int subscribe(std::function<void(const StateChange &)> fn);
     // Once it returns, `id`'s callback is not running (unless called from
     // it) and is not called again.
