@@ -288,11 +288,15 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
                 first = false;
                 final = watcher_quit || phase == Phase::finished;
             }
+            // Closed from a callback: the runtime is gone (shut_down), and
+            // nobody may be called any more.
+            if (is_closed()) return;
             HealthReport h = report();
             if (std::string sig = signature(h); sig != last) {
                 last = std::move(sig);
                 deliver(change_of(h));
             }
+            if (is_closed()) return;
             if (final) {
                 {
                     std::lock_guard lock(mu);
@@ -302,6 +306,11 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
                 return;
             }
         }
+    }
+
+    bool is_closed() {
+        std::lock_guard lock(subs_mu);
+        return closed;
     }
 
     void deliver(const StateChange &c) {
@@ -350,10 +359,19 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         }
         cv.notify_all();
         if (!watcher.joinable()) return;
-        if (std::this_thread::get_id() == watcher.get_id())
-            watcher.detach(); // destroyed from a callback: the watcher holds the Impl and ends after it
-        else
+        if (std::this_thread::get_id() != watcher.get_id()) {
             watcher.join();
+            return;
+        }
+        // Destroyed from a callback: the watcher holds the Impl and ends
+        // after it, unjoined. The runtime (its stages, their databases and
+        // plugins) is torn down here, before the destructor returns, so that
+        // what is left to that thread is freeing memory: nothing of the
+        // pipeline's outlives the Host, even if the process exits at once.
+        // The runner is joined, and the watcher (this thread) no longer reads
+        // the runtime once closed.
+        watcher.detach();
+        rt.reset();
     }
 };
 

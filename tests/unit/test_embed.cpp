@@ -179,6 +179,19 @@ struct StateLog {
     }
 };
 
+// How many of this process's file descriptors are `path` (or its -wal,
+// -shm files).
+int open_files(const std::string &path) {
+    int n = 0;
+    std::error_code ec;
+    for (const auto &fd : std::filesystem::directory_iterator("/proc/self/fd", ec)) {
+        std::error_code lec;
+        auto target = std::filesystem::read_symlink(fd.path(), lec);
+        if (!lec && target.string().rfind(path, 0) == 0) ++n;
+    }
+    return n;
+}
+
 std::unique_ptr<Host> open_ok(const std::string &yaml) {
     auto h = Host::open_yaml(yaml, "embedded.yaml");
     REQUIRE_MESSAGE(h.ok(), h.status().message());
@@ -512,6 +525,9 @@ TEST_CASE("embed: a callback may destroy the host") {
     std::condition_variable cv;
     bool gone = false;
     int after = 0; // calls once the destructor returned: none
+    // The pipeline's files this process holds open once the destructor
+    // returned: none (its stages were destroyed, not left to the watcher).
+    int open_after = -1;
     auto on_change = [&](const StateChange &c) {
         {
             std::lock_guard lock(mu);
@@ -521,6 +537,7 @@ TEST_CASE("embed: a callback may destroy the host") {
         delete raw; // stops the pipeline from the watcher thread
         std::lock_guard lock(mu);
         gone = true;
+        open_after = open_files(db);
         cv.notify_all();
     };
     raw->subscribe(on_change);
@@ -532,6 +549,7 @@ TEST_CASE("embed: a callback may destroy the host") {
     // came within one tick (50 ms) of the destructor's return.
     CHECK_FALSE(cv.wait_for(lock, 500ms, [&] { return after > 0; }));
     CHECK(after == 0);
+    CHECK(open_after == 0);
 }
 
 TEST_CASE("embed: the host's state never goes back to starting once past it") {
