@@ -204,18 +204,12 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         } catch (...) {
             st = caught("run");
         }
-        int code = run_exit_code(st);
         bool asked;
         {
             std::lock_guard lock(mu);
             asked = stop_asked;
         }
-        log_stop(*rt, st, code,
-                 code == CDCFLOW_EXIT_OWNED ? "refused"
-                 : !st                      ? "failed"
-                 : asked                    ? "stopped"
-                                            : "drained",
-                 started);
+        log_stop(*rt, st, asked, started);
         {
             std::lock_guard lock(mu);
             result = st;
@@ -245,7 +239,7 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     // says: the caller must not take it for "everything was read".
     Status outcome(bool for_drain = false) const {
         if (!result) return as_failure(result);
-        if (for_drain && stop_asked)
+        if (for_drain && std::string_view(run_end(result, stop_asked)) == "stopped")
             return Status::Transient("drain: stopped before the source was drained (stop was called during "
                                      "the drain; what was read is committed)");
         return Status::OK();

@@ -39,8 +39,15 @@ void log_start(const PipelineDef &def) {
 // The "stop" event: how the run ended, after how long, with the totals. In
 // the text format a failure's reason follows as the last line
 // ("cdcflow: ...", which scripts read); in JSON it is this line's "error".
-void log_stop(Runtime &r, const Status &st, int code, const char *how,
-              std::chrono::steady_clock::time_point started) {
+const char *run_end(const Status &st, bool stop_asked) {
+    if (run_exit_code(st) == CDCFLOW_EXIT_OWNED) return "refused";
+    if (!st) return "failed";
+    return stop_asked ? "stopped" : "drained";
+}
+
+int log_stop(Runtime &r, const Status &st, bool stop_asked, std::chrono::steady_clock::time_point started) {
+    const int code = run_exit_code(st);
+    const char *how = run_end(st, stop_asked);
     flush_suppressed_logs();
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     Totals t = r.totals();
@@ -64,10 +71,11 @@ void log_stop(Runtime &r, const Status &st, int code, const char *how,
                                               {st ? std::string_view() : "error", st.message()}};
     if (log_format() == LogFormat::json && !st) {
         log_failure(msg, "stop", fields); // whatever the level: it says why the command failed
-        return;
+        return code;
     }
     log_line(st ? CDCFLOW_LOG_INFO : CDCFLOW_LOG_ERROR, "host", msg, "stop", fields);
     if (!st) log_failure(st.message(), "error", {{"exit_code", code}});
+    return code;
 }
 
 } // namespace cdcflow::host

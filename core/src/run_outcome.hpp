@@ -22,11 +22,16 @@ int run_exit_code(const Status &st);
 // The "start" event: what runs, and which build runs it.
 void log_start(const PipelineDef &def);
 
-// The "stop" event: how the run ended (`how`: "drained", "stopped",
-// "failed", "refused"), after how long, with the totals. In the text format
-// a failure's reason follows as the last line ("cdcflow: ...", which
-// scripts read); in JSON it is this line's "error".
-void log_stop(Runtime &r, const Status &st, int code, const char *how,
-              std::chrono::steady_clock::time_point started);
+// How a run that returned `st` ended: "refused" (another host owns the
+// checkpoint), "failed", "stopped" (`stop_asked`: a signal, Host::stop),
+// else "drained". The one place this is decided, for the CLI and the
+// embedded host alike.
+const char *run_end(const Status &st, bool stop_asked);
+
+// The "stop" event: how the run ended (run_end), after how long, with the
+// totals. In the text format a failure's reason follows as the last line
+// ("cdcflow: ...", which scripts read); in JSON it is this line's "error".
+// Returns the run's exit code (run_exit_code).
+int log_stop(Runtime &r, const Status &st, bool stop_asked, std::chrono::steady_clock::time_point started);
 
 } // namespace cdcflow::host

@@ -7,6 +7,7 @@
 #include "common/sqlite.hpp"
 
 #include "../../core/embed/state_map.hpp"
+#include "run_outcome.hpp"
 
 #include <cdcflow/host.h>
 #include <cdcflow/host.hpp>
@@ -565,6 +566,15 @@ TEST_CASE("embed: the host's state never goes back to starting once past it") {
     CHECK(host_state_after("starting", &past, true) == "draining");
     CHECK(host_state_after("starting", &past, false) == "running");
     CHECK(host_state_after("stopped", &past, true) == "stopped");
+}
+
+TEST_CASE("embed: how a run ended is decided in one place, for the CLI and the host") {
+    using cdcflow::host::run_end;
+    CHECK(std::string(run_end(Status::OK(), false)) == "drained");
+    CHECK(std::string(run_end(Status::OK(), true)) == "stopped");
+    CHECK(std::string(run_end(Status::Internal("boom"), true)) == "failed");
+    CHECK(std::string(run_end(Status(Status::Code::kOwned, "owned by pid 1"), false)) == "refused");
+    CHECK(std::string(run_end(Status(Status::Code::kFenced, "fenced"), true)) == "refused");
 }
 
 TEST_CASE("embed: a drain that a stop cuts short is not answered as drained") {

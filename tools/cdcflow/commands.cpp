@@ -278,18 +278,12 @@ int run_pipeline(const char *cmd, const std::string &file, bool drain, std::opti
                 static_cast<unsigned long long>(t.applied), static_cast<unsigned long long>(t.rejected),
                 static_cast<unsigned long long>(t.duplicates), static_cast<unsigned long long>(t.dropped));
     std::fflush(stdout);
-    int code = run_exit_code(st);
     bool asked;
     {
         std::lock_guard lock(current_mu);
         asked = stop_asked;
     }
-    log_stop(r, st, code,
-             code == kExitOwned ? "refused"
-             : !st              ? "failed"
-             : asked            ? "stopped"
-                                : "drained",
-             started);
+    int code = log_stop(r, st, asked, started);
     if (observer) code = observer->after(r, st, code, asked);
     return code;
 }
