@@ -14,6 +14,7 @@
 #include "health_json.hpp"
 #include "log.hpp"
 #include "metrics.hpp"
+#include "migrate/target.hpp"
 #include "pipeline_open.hpp"
 #include "plugin_loader.hpp"
 #include "process_metrics.hpp"
@@ -156,6 +157,10 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     bool watcher_quit = false;
     bool final_delivered = false; // the watcher told the subscribers the run's end
     Status result;                // the run's, once finished
+    // migrate(): the migration's target and what was left before the run
+    // (set before the run begins; read only after).
+    std::optional<migrate::Target> mig_target;
+    std::optional<migrate::BeforeRun> mig_before;
     std::chrono::steady_clock::time_point started{};
     std::thread runner;
     std::thread watcher;
@@ -469,6 +474,136 @@ Status Host::stop(std::chrono::milliseconds timeout) {
         return impl_->outcome();
     } catch (...) {
         return caught("stop");
+    }
+}
+
+namespace {
+
+// An exception of the migration's reads (one line) as a Status: kConfig
+// stays the file's or the schema's fault (3), the rest is a failure (1).
+Status migration_error(const char *what) {
+    try {
+        throw;
+    } catch (const Error &e) {
+        Status st = Status::from_abi(e.status(), std::string(what) + ": " + e.what());
+        return st.code() == Code::kConfig ? st : as_failure(st);
+    } catch (...) {
+        return caught(what);
+    }
+}
+
+void warn_locked(const std::string &msg) {
+    log_line(CDCFLOW_LOG_WARN, "migrate", msg);
+}
+
+} // namespace
+
+Result<MigrationSummary> Host::migrate(std::chrono::milliseconds timeout, const ProgressFn &progress) {
+    try {
+        Impl &m = *impl_;
+        std::unique_lock lk(m.mu);
+        if (m.phase == Impl::Phase::opened) {
+            // What is left, read before the run (no lock held: a locked
+            // database is waited for, and state() must answer meanwhile).
+            lk.unlock();
+            auto t = migrate::target_of(m.rt->def());
+            if (!t) return t.status();
+            migrate::BeforeRun before;
+            try {
+                before = migrate::read_before(t.value(), warn_locked);
+            } catch (...) {
+                return migration_error("migrate");
+            }
+            // Going on would migrate the rest of the table under other event ids.
+            if (!before.mismatch.empty())
+                return Status::Config("migrate: " + sqlite::database_label(t.value().target_db) + ": " +
+                                      before.mismatch);
+            lk.lock();
+            if (m.phase != Impl::Phase::opened)
+                return Status::InvalidArgument("migrate: the host was started meanwhile (by another thread)");
+            m.mig_target = std::move(t.value());
+            m.mig_before = std::move(before);
+            m.begin(lk, true, impl_);
+        } else if (!m.mig_before) {
+            return Status::InvalidArgument(
+                "migrate: the host already ran (start or drain); open a new one to migrate");
+        }
+        const uint64_t total = m.mig_before->total;
+        const auto deadline = timeout.count() == 0 ? std::chrono::steady_clock::time_point::max()
+                                                   : std::chrono::steady_clock::now() + timeout;
+        for (;;) {
+            auto left = deadline - std::chrono::steady_clock::now();
+            auto slice = std::min<std::chrono::steady_clock::duration>(std::chrono::milliseconds(200), left);
+            const bool done =
+                slice.count() > 0 &&
+                m.wait_finished(lk, std::chrono::duration_cast<std::chrono::milliseconds>(slice) +
+                                        std::chrono::milliseconds(1));
+            if (progress) {
+                MigrationProgress p{m.rt->totals().events, total};
+                lk.unlock();
+                try {
+                    progress(p);
+                } catch (...) {
+                    log_line(CDCFLOW_LOG_WARN, "host", caught("progress callback").message());
+                }
+                lk.lock();
+            }
+            if (done) break;
+            if (std::chrono::steady_clock::now() >= deadline)
+                return Status(Code::kUnavailable,
+                              "migrate: not done within " + ms_text(timeout) +
+                                  "; the migration goes on (migrate again to wait for it)");
+        }
+        if (Status st = m.outcome(true); !st) return st;
+        const Totals own = m.rt->totals();
+        lk.unlock();
+
+        migrate::AfterRun end;
+        try {
+            end = migrate::read_after(*m.mig_target, warn_locked);
+        } catch (...) {
+            return migration_error("migrate");
+        }
+        if (end.missing.count > 0)
+            return Status::Internal("migrate: " + migrate::missing_message(end.missing));
+        const migrate::RunShare share =
+            migrate::run_share(m.mig_before->counts, end.counts, own.applied, own.rejected);
+        MigrationSummary s;
+        s.migration = m.mig_target->spec.migration;
+        s.migrated_this_run = share.migrated;
+        s.migrated = end.counts.migrated;
+        s.unmappable_this_run = share.unmappable;
+        s.unmappable = end.counts.unmappable;
+        s.late = end.counts.late;
+        s.open_gaps = end.progress.gaps.size();
+        s.last_legacy_id = end.progress.last_legacy_id;
+        return s;
+    } catch (...) {
+        return caught("migrate");
+    }
+}
+
+Result<VerifyResult> Host::verify(bool allow_other_events, size_t limit, const ProgressFn &progress) const {
+    try {
+        auto t = migrate::target_of(impl_->rt->def());
+        if (!t) return t.status();
+        migrate::VerifyOptions vo;
+        vo.allow_other_events = allow_other_events;
+        vo.limit = limit;
+        migrate::VerifyReport report;
+        try {
+            if (progress) {
+                sqlite::Db legacy = migrate::open_db(t.value().legacy_db, false);
+                progress({0, migrate::count_legacy_after(legacy, t.value().spec.legacy, std::nullopt)});
+            }
+            report = migrate::verify_target(t.value(), vo);
+        } catch (...) {
+            return migration_error("verify");
+        }
+        if (progress) progress({report.legacy_rows, report.legacy_rows});
+        return VerifyResult{report.ok(), report.text(), report.json(), report.failure_summary()};
+    } catch (...) {
+        return caught("verify");
     }
 }
 

@@ -674,3 +674,121 @@ TEST_CASE("embed: a drain not done in time answers 4 and goes on; a later drain 
     expect_model(db, 8);
     cdcflow_host_close(h);
 }
+
+namespace {
+
+// A legacy outbox of `n` mappable rows (ids 1..n) and two the migrator
+// records as unmappable (no topic), ids n+1 and n+2.
+void write_legacy(const std::string &db, int n) {
+    cdcflow::sqlite::Db d(db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    d.exec("CREATE TABLE legacy_outbox(id INTEGER PRIMARY KEY, topic TEXT, message_key TEXT, "
+           "message_type TEXT, body TEXT, created_at TEXT, published INTEGER)");
+    d.exec("BEGIN");
+    auto s =
+        d.prepare("INSERT INTO legacy_outbox VALUES (?1, ?2, ?3, 'AccountCreated', '{\"owner\":\"Ada\"}', "
+                  "'2020-01-01T00:00:00Z', 0)");
+    for (int i = 1; i <= n + 2; ++i) {
+        s.reset();
+        s.bind(1, static_cast<int64_t>(i));
+        if (i <= n)
+            s.bind(2, std::string_view("Account"));
+        else
+            s.bind_null(2);
+        s.bind(3, std::string_view("acc-" + std::to_string(i)));
+        s.run();
+    }
+    d.exec("COMMIT");
+}
+
+std::string migration_yaml(const std::string &legacy, const std::string &target) {
+    return "pipeline: migrate-legacy\n"
+           "settings: {poll_wait_ms: 10, shutdown_timeout_ms: 10000}\n"
+           "stages:\n"
+           "  - id: migrate\n"
+           "    plugin: migrator\n"
+           "    config: {database: '" +
+           legacy +
+           "', table: legacy_outbox, poll_interval_ms: 10}\n"
+           "  - id: write\n"
+           "    plugin: outbox_sink\n"
+           "    config: {database: '" +
+           target + "', checkpoint_name: legacy-migration, source_stage: migrate, create_schema: true}\n";
+}
+
+} // namespace
+
+TEST_CASE("embed: a migration and its verification through the API, with progress callbacks") {
+    TempDir dir("embed_migrate");
+    std::string legacy = dir.file("legacy.db"), target = dir.file("target.db");
+    write_legacy(legacy, 3000);
+    auto h = open_ok(migration_yaml(legacy, target));
+    std::vector<cdcflow::embed::MigrationProgress> seen;
+    auto done = h->migrate(60s, [&](const cdcflow::embed::MigrationProgress &p) {
+        CHECK(!h->state().empty()); // the callback may read the host
+        seen.push_back(p);
+    });
+    REQUIRE_MESSAGE(done.ok(), done.status().message());
+    const auto &s = done.value();
+    CHECK(s.migration == "legacy-migration");
+    CHECK(s.migrated_this_run == 3000);
+    CHECK(s.migrated == 3000);
+    CHECK(s.unmappable_this_run == 2);
+    CHECK(s.unmappable == 2);
+    CHECK(s.last_legacy_id == 3002);
+    REQUIRE_FALSE(seen.empty());
+    for (size_t i = 0; i < seen.size(); ++i) {
+        CHECK(seen[i].total == 3002);
+        if (i) CHECK(seen[i].done >= seen[i - 1].done);
+    }
+    CHECK(seen.back().done == 3002);
+    CHECK(h->state() == "stopped");
+    // A finished migration answers the same again (as drain); a host runs once.
+    auto same = h->migrate(1s);
+    REQUIRE(same.ok());
+    CHECK(same.value().migrated_this_run == 3000);
+    CHECK(h->drain(1s).ok());
+    CHECK(h->start().code() == Status::Code::kInvalidArgument);
+
+    // Verification, read-only: ok, the CLI's report, progress before and after.
+    std::vector<cdcflow::embed::MigrationProgress> vseen;
+    auto v = h->verify(false, 10, [&](const cdcflow::embed::MigrationProgress &p) { vseen.push_back(p); });
+    REQUIRE_MESSAGE(v.ok(), v.status().message());
+    CHECK_MESSAGE(v.value().ok, v.value().text);
+    CHECK(v.value().failure.empty());
+    CHECK(v.value().json.find("\"ok\":true") != std::string::npos);
+    REQUIRE(vseen.size() == 2);
+    CHECK(vseen[0].done == 0);
+    CHECK(vseen[0].total == 3002);
+    CHECK(vseen[1].done == 3002);
+
+    // A second run: nothing new; its share is zero, the totals stand.
+    auto again = open_ok(migration_yaml(legacy, target));
+    auto d2 = again->migrate(60s);
+    REQUIRE_MESSAGE(d2.ok(), d2.status().message());
+    CHECK(d2.value().migrated_this_run == 0);
+    CHECK(d2.value().migrated == 3000);
+
+    // A row lost from the target: verify says so.
+    {
+        cdcflow::sqlite::Db t(target, SQLITE_OPEN_READWRITE);
+        t.exec("DELETE FROM outbox WHERE seq = (SELECT min(seq) FROM outbox)");
+    }
+    auto bad = again->verify();
+    REQUIRE(bad.ok());
+    CHECK_FALSE(bad.value().ok);
+    CHECK_FALSE(bad.value().failure.empty());
+
+    // Not a migration pipeline: 3, and nothing started. After start: misuse.
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 1);
+    auto acc = open_ok(accounts_yaml(db));
+    auto no = acc->migrate(1s);
+    CHECK(no.status().code() == Status::Code::kConfig);
+    CHECK(no.status().message().find("not a migration pipeline") != std::string::npos);
+    CHECK(acc->state() == "idle");
+    CHECK(acc->verify().status().code() == Status::Code::kConfig);
+    auto m2 = open_ok(migration_yaml(legacy, target));
+    REQUIRE(m2->start().ok());
+    CHECK(m2->migrate(1s).status().code() == Status::Code::kInvalidArgument);
+    CHECK(m2->stop(10s).ok());
+}

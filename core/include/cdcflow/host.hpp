@@ -70,6 +70,35 @@ struct StateChange {
     std::string health_json; // /health's document
 };
 
+// Where a migration (or its verification) is: `done` legacy rows of
+// `total`. For migrate(), total is what was left to migrate when it began
+// (done may pass it: rows the application wrote meanwhile).
+struct MigrationProgress {
+    uint64_t done = 0;
+    uint64_t total = 0;
+};
+using ProgressFn = std::function<void(const MigrationProgress &)>;
+
+// What migrate() did, as `cdcflow migrate` prints it.
+struct MigrationSummary {
+    std::string migration;                 // the outbox_sink's checkpoint_name
+    uint64_t migrated_this_run = 0;        // legacy rows this run turned into outbox events
+    uint64_t migrated = 0;                 // in all, this run's included
+    uint64_t unmappable_this_run = 0;      // recorded as unmappable by this run
+    uint64_t unmappable = 0;               // in all
+    uint64_t late = 0;                     // rows that arrived below the progress point
+    uint64_t open_gaps = 0;                // id gaps still watched
+    std::optional<int64_t> last_legacy_id; // the progress point (nullopt: nothing migrated yet)
+};
+
+// What verify() found: `cdcflow verify`'s report.
+struct VerifyResult {
+    bool ok = false;     // nothing missing, duplicated or foreign
+    std::string text;    // the report as `cdcflow verify` prints it
+    std::string json;    // as `cdcflow verify --json`
+    std::string failure; // one line when !ok
+};
+
 // Metric labels: {{"stage", "project"}, {"outcome", "applied"}}.
 using MetricLabels = std::vector<std::pair<std::string, std::string>>;
 
@@ -101,6 +130,26 @@ public:
     // it failed. Calling it again answers the same; a host never started
     // stops at once (OK).
     Status stop(std::chrono::milliseconds timeout);
+
+    // For a migration pipeline (a `migrator` stage and an `outbox_sink`,
+    // README "Migrating a legacy outbox"): `cdcflow migrate` through the
+    // API. Counts what is left, drains (as drain(), same timeout rules: a
+    // later migrate() waits for one that timed out, and one that finished
+    // answers again), then reads the result
+    // back and checks that no legacy row at or below the progress point is
+    // missing. `progress` is called on the caller's thread, about every
+    // 200 ms and once at the end (not while the host holds a lock: it may
+    // call the reading functions). kConfig: not a migration pipeline, or
+    // the target was migrated under another namespace; kInternal: rows are
+    // missing (run verify()); else as drain() (kTransient: cut short by a
+    // stop()). Not on a host started with start() (kInvalidArgument).
+    Result<MigrationSummary> migrate(std::chrono::milliseconds timeout, const ProgressFn &progress = {});
+    // `cdcflow verify` through the API: the integrity report, read-only,
+    // at any time (while running too). `limit`: ids listed per class.
+    // `progress` is called before the pass ({0, total}) and after it
+    // ({total, total}): the report is one pass with no finer hook yet.
+    Result<VerifyResult> verify(bool allow_other_events = false, size_t limit = 10,
+                                const ProgressFn &progress = {}) const;
 
     // The reading functions below may be called from a state callback.
     // "idle" before start, then as StateChange::state (never "starting"
