@@ -150,6 +150,46 @@ int cdcflow_host_stop(cdcflow_host *h, uint32_t timeout_ms) {
     }
 }
 
+int cdcflow_host_migrate(cdcflow_host *h, uint32_t timeout_ms, cdcflow_host_progress_fn fn, void *user,
+                         char *err, size_t err_len) {
+    if (!h) return null_handle("cdcflow_host_migrate", err, err_len);
+    try {
+        cdcflow::embed::ProgressFn progress;
+        if (fn)
+            progress = [fn, user](const cdcflow::embed::MigrationProgress &p) { fn(user, p.done, p.total); };
+        auto r = h->host->migrate(ms(timeout_ms), progress);
+        if (!r) return answer(h, r.status(), err, err_len);
+        const auto &s = r.value();
+        put(err, err_len,
+            std::to_string(s.migrated_this_run) + " migrated this run, " + std::to_string(s.migrated) +
+                " in all; " + std::to_string(s.unmappable_this_run) + " unmappable this run, " +
+                std::to_string(s.unmappable) + " in all; " + std::to_string(s.late) + " late; " +
+                std::to_string(s.open_gaps) + " open gaps");
+        return CDCFLOW_EXIT_OK;
+    } catch (...) {
+        return answer(h, Status::Internal("cdcflow_host_migrate: out of memory"), err, err_len);
+    }
+}
+
+int cdcflow_host_verify(cdcflow_host *h, uint32_t flags, cdcflow_host_progress_fn fn, void *user, char *buf,
+                        size_t buf_len, size_t *needed, char *err, size_t err_len) {
+    if (needed) *needed = 0;
+    if (!h) return null_handle("cdcflow_host_verify", err, err_len);
+    try {
+        cdcflow::embed::ProgressFn progress;
+        if (fn)
+            progress = [fn, user](const cdcflow::embed::MigrationProgress &p) { fn(user, p.done, p.total); };
+        auto r = h->host->verify((flags & CDCFLOW_VERIFY_ALLOW_OTHER_EVENTS) != 0, 10, progress);
+        if (!r) return answer(h, r.status(), err, err_len);
+        size_t need = put_text(buf, buf_len, r.value().json);
+        if (needed) *needed = need;
+        if (r.value().ok) return answer(h, Status::OK(), err, err_len);
+        return answer(h, Status::Internal("verify: " + r.value().failure), err, err_len);
+    } catch (...) {
+        return answer(h, Status::Internal("cdcflow_host_verify: out of memory"), err, err_len);
+    }
+}
+
 size_t cdcflow_host_health_json(cdcflow_host *h, char *buf, size_t buf_len) {
     return fetch(h, buf, buf_len, &Host::health_json);
 }

@@ -792,3 +792,63 @@ TEST_CASE("embed: a migration and its verification through the API, with progres
     CHECK(m2->migrate(1s).status().code() == Status::Code::kInvalidArgument);
     CHECK(m2->stop(10s).ok());
 }
+
+namespace {
+
+struct CProgress {
+    std::vector<std::pair<uint64_t, uint64_t>> calls;
+};
+
+void on_progress(void *user, uint64_t done, uint64_t total) {
+    static_cast<CProgress *>(user)->calls.emplace_back(done, total);
+}
+
+} // namespace
+
+TEST_CASE("embed: the C API migrates and verifies, with progress callbacks; misuse is a code") {
+    TempDir dir("embed_migrate_c");
+    std::string legacy = dir.file("legacy.db"), target = dir.file("target.db");
+    write_legacy(legacy, 500);
+    char err[512];
+    cdcflow_host *h =
+        cdcflow_host_open_string(migration_yaml(legacy, target).c_str(), nullptr, err, sizeof err);
+    REQUIRE_MESSAGE(h, err);
+    CProgress mp;
+    CHECK_MESSAGE(cdcflow_host_migrate(h, 60000, on_progress, &mp, err, sizeof err) == 0, err);
+    CHECK_MESSAGE(std::string(err).find("500 migrated this run, 500 in all; 2 unmappable") == 0, err);
+    REQUIRE_FALSE(mp.calls.empty());
+    CHECK(mp.calls.back() == std::make_pair(uint64_t{502}, uint64_t{502}));
+
+    CProgress vp;
+    size_t needed = 0;
+    char json[64]; // too small: a cut copy, and the size it needs
+    CHECK_MESSAGE(
+        cdcflow_host_verify(h, 0, on_progress, &vp, json, sizeof json, &needed, err, sizeof err) == 0, err);
+    CHECK(needed > sizeof json);
+    CHECK(std::string(json).size() == sizeof json - 1);
+    std::string whole(needed, '\0');
+    CHECK(cdcflow_host_verify(h, 0, nullptr, nullptr, whole.data(), whole.size(), &needed, err, sizeof err) ==
+          0);
+    CHECK(whole.find("\"ok\":true") != std::string::npos);
+    REQUIRE(vp.calls.size() == 2);
+    CHECK(vp.calls[1] == std::make_pair(uint64_t{502}, uint64_t{502}));
+    {
+        cdcflow::sqlite::Db t(target, SQLITE_OPEN_READWRITE);
+        t.exec("DELETE FROM outbox WHERE seq = (SELECT min(seq) FROM outbox)");
+    }
+    CHECK(cdcflow_host_verify(h, 0, nullptr, nullptr, nullptr, 0, nullptr, err, sizeof err) ==
+          CDCFLOW_EXIT_FAILURE);
+    CHECK(std::string(err).find("verify: ") == 0);
+    cdcflow_host_close(h);
+
+    CHECK(cdcflow_host_migrate(nullptr, 0, nullptr, nullptr, err, sizeof err) == CDCFLOW_EXIT_USAGE);
+    CHECK(cdcflow_host_verify(nullptr, 0, nullptr, nullptr, nullptr, 0, nullptr, err, sizeof err) ==
+          CDCFLOW_EXIT_USAGE);
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 1);
+    cdcflow_host *acc = cdcflow_host_open_string(accounts_yaml(db).c_str(), nullptr, err, sizeof err);
+    REQUIRE(acc);
+    CHECK(cdcflow_host_migrate(acc, 1000, nullptr, nullptr, err, sizeof err) == CDCFLOW_EXIT_INVALID);
+    CHECK(std::string(err).find("not a migration pipeline") != std::string::npos);
+    cdcflow_host_close(acc);
+}

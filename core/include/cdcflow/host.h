@@ -165,6 +165,34 @@ typedef void (*cdcflow_host_state_fn)(void *user, const char *state, const char 
  * it) and is not called again. */
 CDCFLOW_HOST_API int cdcflow_host_on_state(cdcflow_host *h, cdcflow_host_state_fn fn, void *user);
 
+/* Progress of a migration or its verification: `done` legacy rows of
+ * `total` (migrate: what was left when it began; done may pass it). */
+typedef void (*cdcflow_host_progress_fn)(void *user, uint64_t done, uint64_t total);
+
+/* For a migration pipeline (a migrator stage and an outbox_sink): `cdcflow
+ * migrate` through the API. Counts what is left, drains as
+ * cdcflow_host_drain (same timeout rules; a later call waits again), then
+ * checks that no legacy row at or below the progress point is missing.
+ * `fn` (may be NULL) is called on the caller's thread about every 200 ms
+ * and once at the end. 0: done; 3: not a migration pipeline, or the target
+ * was migrated under another namespace; 1: rows are missing (run
+ * cdcflow_host_verify), a failure, or a stop cut it short; 2, 4, 6 as
+ * drain. The summary ("N migrated this run, M in all; ...") in err on 0. */
+CDCFLOW_HOST_API int cdcflow_host_migrate(cdcflow_host *h, uint32_t timeout_ms, cdcflow_host_progress_fn fn,
+                                          void *user, char *err, size_t err_len);
+
+/* `cdcflow verify --json` through the API, read-only, at any time: the
+ * report's JSON into buf (the buffer protocol of cdcflow_host_health_json;
+ * *needed, when not NULL, gets the size the whole needs), `fn` called
+ * before and after the pass. 0: the report is ok; 1: it found something
+ * wrong (err: what) or the databases could not be read; 3: not a migration
+ * pipeline. `flags`: CDCFLOW_VERIFY_ALLOW_OTHER_EVENTS (the application's
+ * own events in the outbox are fine). */
+#define CDCFLOW_VERIFY_ALLOW_OTHER_EVENTS 1u
+CDCFLOW_HOST_API int cdcflow_host_verify(cdcflow_host *h, uint32_t flags, cdcflow_host_progress_fn fn,
+                                         void *user, char *buf, size_t buf_len, size_t *needed, char *err,
+                                         size_t err_len);
+
 /* Stops first if running (waiting as long as the stop takes, bounded by the
  * pipeline's settings.shutdown_timeout_ms for the graceful part), then frees
  * everything. NULL is a no-op. */
