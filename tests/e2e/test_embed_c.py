@@ -124,6 +124,8 @@ class CProgram(AccountsTest):
 
 
 STATE_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p)
+PROGRESS_FN = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64, ctypes.c_uint64)
+MIGRATION = os.path.join(SOURCE_ROOT, "pipelines", "migrate-legacy.yaml")
 
 
 def load_api(path):
@@ -139,6 +141,11 @@ def load_api(path):
         "cdcflow_host_metrics_text": (ctypes.c_size_t, [H, ctypes.c_char_p, ctypes.c_size_t]),
         "cdcflow_host_last_error": (ctypes.c_size_t, [H, ctypes.c_char_p, ctypes.c_size_t]),
         "cdcflow_host_on_state": (ctypes.c_int, [H, STATE_FN, ctypes.c_void_p]),
+        "cdcflow_host_migrate": (ctypes.c_int, [H, ctypes.c_uint32, PROGRESS_FN, ctypes.c_void_p, ctypes.c_char_p,
+                                                ctypes.c_size_t]),
+        "cdcflow_host_verify": (ctypes.c_int, [H, ctypes.c_uint32, PROGRESS_FN, ctypes.c_void_p, ctypes.c_char_p,
+                                               ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t), ctypes.c_char_p,
+                                               ctypes.c_size_t]),
         "cdcflow_host_close": (None, [H]),
         "cdcflow_host_version": (ctypes.c_char_p, []),
     }
@@ -255,6 +262,58 @@ class PythonCtypes(AccountsTest):
         self.assertFalse(api.cdcflow_host_open(None, err, len(err)))
         self.assertFalse(api.cdcflow_host_open_string(b"stages: [", None, err, len(err)))
         self.assertTrue(err.value.startswith(b"<string>:1:"), err.value)
+
+    def test_migrate_and_verify_with_progress_like_the_cli(self):
+        inst = Installed.get()
+        api = load_api(os.path.join(inst.libdir, "libcdcflow-host.so"))
+        legacy = self.path("legacy.db")
+        c = sqlite3.connect(legacy)
+        c.execute("CREATE TABLE legacy_outbox(id INTEGER PRIMARY KEY, topic TEXT, message_key TEXT, "
+                  "message_type TEXT, body TEXT, created_at TEXT, published INTEGER)")
+        c.executemany("INSERT INTO legacy_outbox VALUES (?, ?, ?, 'AccountCreated', '{}', '2020-01-01T00:00:00Z', 0)",
+                      [(i, "Account" if i % 50 else None, "acc-%d" % i) for i in range(1, 2001)])
+        c.commit()
+        c.close()
+        twin = self.path("twin.db")
+        shutil.copy(legacy, twin)
+
+        os.environ["CDCFLOW_DB"] = legacy
+        self.addCleanup(os.environ.pop, "CDCFLOW_DB", None)
+        err = ctypes.create_string_buffer(1024)
+        h = api.cdcflow_host_open(MIGRATION.encode(), err, len(err))
+        self.assertTrue(h, err.value)
+        calls = []
+        progress = PROGRESS_FN(lambda user, done, total: calls.append((done, total)))
+        try:
+            self.assertEqual(api.cdcflow_host_migrate(h, 60000, progress, None, err, len(err)), 0, err.value)
+            self.assertTrue(err.value.startswith(b"1960 migrated this run, 1960 in all; 40 unmappable"), err.value)
+            self.assertEqual(calls[-1], (2000, 2000))
+            self.assertEqual([d for d, _ in calls], sorted(d for d, _ in calls))
+            calls.clear()
+            needed = ctypes.c_size_t(0)
+            self.assertEqual(api.cdcflow_host_verify(h, 0, progress, None, None, 0, ctypes.byref(needed), err,
+                                                     len(err)), 0, err.value)
+            buf = ctypes.create_string_buffer(needed.value)
+            self.assertEqual(api.cdcflow_host_verify(h, 0, progress, None, buf, len(buf), None, err, len(err)), 0)
+            embedded = json.loads(buf.value)
+            self.assertEqual(calls[-1], (2000, 2000))
+        finally:
+            api.cdcflow_host_close(h)
+
+        # The CLI on a copy: the same outbox, and the same report.
+        r = run(["migrate", MIGRATION, "--progress=none"], env=env_with(CDCFLOW_DB=twin), timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        self.assertIn("1960 migrated this run", r.stdout)
+        v = run(["verify", MIGRATION, "--json"], env=env_with(CDCFLOW_DB=twin), timeout=120)
+        self.assertEqual(v.returncode, 0, v.stderr[-3000:])
+        self.assertEqual(embedded, json.loads(v.stdout))
+        rows = "SELECT id, aggregatetype, aggregateid, type, payload FROM outbox ORDER BY id"
+        a, b = sqlite3.connect(legacy), sqlite3.connect(twin)
+        try:
+            self.assertEqual(a.execute(rows).fetchall(), b.execute(rows).fetchall())
+        finally:
+            a.close()
+            b.close()
 
     def test_metrics_equal_the_clis_for_the_same_run(self):
         inst = Installed.get()
