@@ -237,7 +237,15 @@ int cdcflow_host_on_state(cdcflow_host *h, cdcflow_host_state_fn fn, void *user)
 }
 
 void cdcflow_host_close(cdcflow_host *h) {
-    delete h; // ~Host stops a running pipeline first; nothing it does throws
+    if (!h) return;
+    // ~Host first, while the handle's own members (the mutexes answer()
+    // and cdcflow_host_on_state take, and `host` itself: unique_ptr::reset
+    // would clear it before the destructor runs) still exist: a callback
+    // already running may call into the handle until ~Host has waited for
+    // it. ~Host stops a running pipeline first; nothing it does throws.
+    delete h->host.get();
+    (void)h->host.release();
+    delete h;
 }
 
 const char *cdcflow_host_version(void) {

@@ -195,7 +195,10 @@ CDCFLOW_HOST_API int cdcflow_host_verify(cdcflow_host *h, uint32_t flags, cdcflo
 
 /* Stops first if running (waiting as long as the stop takes, bounded by the
  * pipeline's settings.shutdown_timeout_ms for the graceful part), then frees
- * everything. NULL is a no-op. */
+ * everything. NULL is a no-op. From the moment close begins no state
+ * callback is started (a running host's final "stopped" is not delivered:
+ * cdcflow_host_stop first to see it); one already running may still call
+ * into the handle until it returns, and close waits for it. */
 CDCFLOW_HOST_API void cdcflow_host_close(cdcflow_host *h);
 
 /* "0.1.0": the library's version. */

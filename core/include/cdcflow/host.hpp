@@ -28,7 +28,10 @@
 // concurrently; the destructor must not race any other call. Ownership: the
 // application owns the Host (std::unique_ptr); the destructor stops a
 // running pipeline first (graceful, bounded by settings.shutdown_timeout_ms,
-// then it waits for the stages to end).
+// then it waits for the stages to end). From the moment the destructor
+// begins, no state callback is started (so a running host's final state is
+// not delivered: stop() first to see it); one already running may still
+// call into the Host until it returns, and the destructor waits for it.
 //
 // Link: libcdcflow-host.so (`pkg-config --cflags --libs cdcflow-host`),
 // built with the same compiler and standard library as the application
