@@ -88,6 +88,14 @@ class CProgram(AccountsTest):
         self.assertIn("cdcflow_host_open", c_api)
         self.assertNotIn("sqlite3_open_v2", syms)
         self.assertNotIn("_ZN7cdcflow4host7Runtime", syms)
+        # Exactly the API (host.map): no std template instantiations, no
+        # typeinfo of internals that an application's own copies could bind to.
+        demangled = subprocess.run(["nm", "-D", "--defined-only", "-C",
+                                    os.path.join(inst.libdir, "libcdcflow-host.so")],
+                                   check=True, capture_output=True, text=True).stdout
+        names = [l.split(" ", 2)[2] for l in demangled.splitlines() if l.split(" ", 2)[1] != "A"]
+        self.assertEqual([n for n in names if not n.startswith(("cdcflow_host_", "cdcflow::embed::"))], [])
+        self.assertIn("cdcflow::embed::Host::start()", names)
 
     def test_drains_like_cdcflow_run_drain(self):
         gen = Generator(seed=13, accounts=300)
