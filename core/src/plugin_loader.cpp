@@ -104,7 +104,12 @@ std::string executable_dir() {
     return exe.parent_path().string();
 }
 
-PluginRegistry::PluginRegistry() {
+PluginRegistry::PluginRegistry()
+    : PluginRegistry({executable_dir() + "/../plugins",                // build tree: build/tools/cdcflow
+                      executable_dir() + "/" CDCFLOW_REL_PLUGINDIR}) { // install tree
+}
+
+PluginRegistry::PluginRegistry(const std::vector<std::string> &shipped) {
     if (const char *env = std::getenv("CDCFLOW_PLUGIN_PATH")) {
         std::string s = env;
         size_t start = 0;
@@ -115,9 +120,7 @@ PluginRegistry::PluginRegistry() {
             start = end + 1;
         }
     }
-    std::string exe = executable_dir();
-    dirs_.push_back(exe + "/../plugins");             // build tree: build/tools/cdcflow
-    dirs_.push_back(exe + "/" CDCFLOW_REL_PLUGINDIR); // install tree
+    dirs_.insert(dirs_.end(), shipped.begin(), shipped.end());
 }
 
 void PluginRegistry::add_front(const std::vector<std::string> &dirs) {

@@ -45,6 +45,10 @@ public:
     // Default folders: CDCFLOW_PLUGIN_PATH (colon-separated), then the
     // folders relative to the running executable (build and install trees).
     PluginRegistry();
+    // CDCFLOW_PLUGIN_PATH, then `shipped`: where the shipped plugins are for
+    // a binary that is not the cdcflow executable (the embedded host's
+    // library finds them relative to itself).
+    explicit PluginRegistry(const std::vector<std::string> &shipped);
     // Folders named by a pipeline's plugin_path come first.
     void add_front(const std::vector<std::string> &dirs);
     const std::vector<std::string> &dirs() const { return dirs_; }

@@ -40,6 +40,29 @@ def install_tree(root):
     return bins[0], env_with(PKG_CONFIG_PATH=os.path.dirname(pcs[0]), PKG_CONFIG_SYSROOT_DIR=root)
 
 
+def install_host(root):
+    """install_tree for an application that embeds cdcflow: returns (env,
+    libdir), env answering `pkg-config cdcflow-host` for the staged install,
+    running programs with its libcdcflow-host.so (LD_LIBRARY_PATH), and
+    without CDCFLOW_PLUGIN_PATH: the library must find its shipped plugins
+    relative to itself."""
+    import glob
+    _, env = install_tree(root)
+    libs = glob.glob(root + "/**/libcdcflow-host.so", recursive=True)
+    if len(libs) != 1:
+        raise AssertionError("expected one libcdcflow-host.so under %s: %s" % (root, libs))
+    env.pop("CDCFLOW_PLUGIN_PATH", None)
+    env["LD_LIBRARY_PATH"] = os.path.dirname(libs[0])
+    return env, os.path.dirname(libs[0])
+
+
+def sanitize_flags():
+    """A sanitized build installs sanitized libraries; what links them links
+    the same sanitizer runtime, as a user's sanitized build would."""
+    sanitize = os.environ.get("CDCFLOW_SANITIZE", "none")
+    return ["-fsanitize=" + sanitize] if sanitize not in ("", "none") else []
+
+
 def run(args, timeout=120, env=None, stdin=None, cwd=None):
     """Runs cdcflow to completion; returns CompletedProcess (text)."""
     return subprocess.run([BIN] + list(args), capture_output=True, text=True, timeout=timeout,

@@ -71,40 +71,63 @@ class AccountsTest(TempDirTest):
         return model
 
 
-class ExactlyOnce(AccountsTest):
-    def test_kill_9_at_random_moments_while_the_application_writes(self):
-        gen = Generator(seed=2026, accounts=2000)
-        c = self.conn()
-        insert(c, gen.rows(150_000))
-        rest = gen.rows(50_000)
-        c.close()
-
-        # The application keeps writing while cdcflow is killed and restarted.
+    def write_meanwhile(self, rows):
+        """The application writing `rows`, 500 a transaction, on a thread of
+        its own (join it)."""
         def app():
             w = sqlite3.connect(self.db, timeout=60)
-            for i in range(0, len(rest), 500):
-                insert(w, rest[i:i + 500])
+            for i in range(0, len(rows), 500):
+                insert(w, rows[i:i + 500])
                 time.sleep(0.01)
             w.close()
-        writer = threading.Thread(target=app)
-        writer.start()
+        t = threading.Thread(target=app)
+        t.start()
+        return t
 
-        rnd = random.Random(7)
-        kills = 0
-        for target in sorted(rnd.sample(range(5_000, 190_000), 7)):
-            proc = start(["run", PIPELINE], env=self.env)
+    def kill_while_writing(self, start_host, gen, first, then, kills, seed, timeout=120):
+        """`first` events of `gen` in the outbox, then `then` more written by
+        the application (write_meanwhile) while hosts from start_host() are
+        killed at `kills` random checkpoints between 2.5% and 95% of all
+        (kill_at). Returns each run's (return code, stderr)."""
+        c = self.conn()
+        insert(c, gen.rows(first))
+        rest = gen.rows(then)
+        c.close()
+        writer = self.write_meanwhile(rest)
+        rnd = random.Random(seed)
+        total = first + then
+        ends = self.kill_at(start_host, sorted(rnd.sample(range(total // 40, total * 19 // 20), kills)), rnd,
+                            timeout)
+        writer.join()
+        return ends
+
+    def kill_at(self, start_host, targets, rnd, timeout=120):
+        """For each checkpoint target: a host from start_host() runs until the
+        checkpoint reaches it (plus up to 50 ms), then is killed with kill -9
+        (unless it ended first). Returns each run's (return code, stderr)."""
+        ends = []
+        for target in targets:
+            proc = start_host()
             try:
-                wait_for(lambda: checkpoint(self.db) >= target or proc.poll() is not None, timeout=120,
+                wait_for(lambda: checkpoint(self.db) >= target or proc.poll() is not None, timeout=timeout,
                          what="checkpoint %d" % target)
                 time.sleep(rnd.uniform(0, 0.05))
             finally:
                 if proc.poll() is None:
                     proc.kill()
-                    kills += 1
                 _, err = proc.communicate()
-            self.assertNotEqual(proc.returncode, 0 if proc.returncode is None else 1, err[-2000:])
-        writer.join()
-        self.assertGreaterEqual(kills, 5)
+            ends.append((proc.returncode, err))
+        return ends
+
+
+class ExactlyOnce(AccountsTest):
+    def test_kill_9_at_random_moments_while_the_application_writes(self):
+        # The application keeps writing while cdcflow is killed and restarted.
+        ends = self.kill_while_writing(lambda: start(["run", PIPELINE], env=self.env),
+                                       Generator(seed=2026, accounts=2000), 150_000, 50_000, kills=7, seed=7)
+        for code, err in ends:
+            self.assertNotEqual(code, 1, err[-2000:])
+        self.assertGreaterEqual(sum(code == -9 for code, _ in ends), 5)
         self.drain()
         model = self.assert_matches_model()
         self.assertEqual(checkpoint(self.db), 200_000)

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import TEST_PLUGINS, TempDirTest, install_tree, main  # noqa: E402
+from helpers import TEST_PLUGINS, TempDirTest, install_tree, main, sanitize_flags  # noqa: E402
 
 PLUGIN = r'''
 // An out-of-tree transform: rejects every event whose offset is a multiple of blocked_every.
@@ -91,11 +91,7 @@ class OutOfTreePlugin(TempDirTest):
         # cdcflow-outbox) and writes an event; the envelope check refuses a bad one.
         libs = subprocess.run(["pkg-config", "--cflags", "--libs", "cdcflow-outbox"], env=env, check=True,
                               capture_output=True, text=True).stdout.split()
-        # A sanitized build installs sanitized static libraries; the application
-        # then links the same sanitizer runtime, as a user's sanitized build would.
-        sanitize = os.environ.get("CDCFLOW_SANITIZE", "none")
-        if sanitize not in ("", "none"):
-            libs = ["-fsanitize=" + sanitize] + libs
+        libs = sanitize_flags() + libs
         app = self.path("app")
         subprocess.run(["g++", "-std=c++20", "-Wall", "-Werror", "-o", app, self.write("app.cpp", APP)] + libs,
                        check=True)

@@ -7,8 +7,10 @@
 #include "http/server.hpp"
 #include "metrics.hpp"
 #include "pipeline.hpp"
+#include "pipeline_open.hpp"
 #include "plugin_loader.hpp"
 #include "process_metrics.hpp"
+#include "run_outcome.hpp"
 #include "runtime.hpp"
 #include "signal_watcher.hpp"
 #include "status_cmd.hpp"
@@ -122,21 +124,12 @@ int parse_command_line(int argc, char **argv, const char *usage, po::options_des
     return -1;
 }
 
-// The pipeline file's `log:`, where the command line and the environment
-// left the choice to it; and the pipeline's name on every JSON line.
-void apply_file_log(const PipelineDef &def) {
-    if (def.log.level && !g_level_chosen) set_log_level(*def.log.level);
-    if (def.log.format && !g_format_chosen) set_log_format(*def.log.format);
-    set_plugin_log_limit(def.log.plugin_lines_per_second);
-    set_log_pipeline(def.name);
-}
-
 // Load + check, nothing created: the checked pipeline of verify and
 // migrate --cleanup (3 for a bad file, as run and validate).
 Result<PipelineDef> load_checked(const std::string &file, PluginRegistry &registry) {
-    auto def = load_pipeline_file(file, process_env());
-    if (!def) return Status::from_abi(CDCFLOW_ERR_CONFIG, def.status().message());
-    apply_file_log(def.value());
+    auto def = read_pipeline(PipelineSource::file(file));
+    if (!def) return def.status();
+    apply_file_log(def.value(), {g_level_chosen, g_format_chosen});
     auto loaded = load_and_check(def.value(), registry);
     if (!loaded) return loaded.status();
     return std::move(def.value());
@@ -147,18 +140,7 @@ namespace {
 // Load + check + create: the common front half of run and validate.
 Result<std::unique_ptr<Runtime>> prepare(const std::string &file, PluginRegistry &registry,
                                          Metrics &metrics) {
-    auto def = load_pipeline_file(file, process_env());
-    // A pipeline file that cannot be read is the command line's fault: 3.
-    if (!def) return Status::from_abi(CDCFLOW_ERR_CONFIG, def.status().message());
-    // Before any stage exists: what the plugins log at create is in the chosen form.
-    apply_file_log(def.value());
-    return Runtime::create(std::move(def.value()), registry, metrics);
-}
-
-// The exit code for a pipeline that could not be created: the file's fault
-// (3), or the environment's (1: a database that cannot be opened...).
-int create_failure_code(const Status &st) {
-    return st.abi() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
+    return open_runtime(PipelineSource::file(file), registry, metrics, {g_level_chosen, g_format_chosen});
 }
 
 // The operational endpoints of a running pipeline (http/server.hpp: one
@@ -188,57 +170,6 @@ Result<std::unique_ptr<http::Server>> serve(Runtime &r, Metrics &metrics, const 
              "serving /health, /ready and /metrics on http://" + server->bound().text(), "listen",
              {{"address", server->bound().text()}});
     return server;
-}
-
-// The "start" event: what runs, and which build runs it.
-void log_start(const PipelineDef &def) {
-    std::string stages, list;
-    for (const StageDef &sd : def.stages) {
-        stages += (stages.empty() ? "" : ", ") + sd.id + ": " + sd.plugin;
-        list += (list.empty() ? "" : ",") + sd.id;
-    }
-    log_line(CDCFLOW_LOG_INFO, "host",
-             "pipeline " + quote(def.name) + " starting: " + std::to_string(def.stages.size()) + " stages (" +
-                 stages + "); cdcflow " + CDCFLOW_VERSION + ", pid " + std::to_string(getpid()),
-             "start",
-             {{"stages", list},
-              {"stage_count", def.stages.size()},
-              {"version", CDCFLOW_VERSION},
-              {"pid", static_cast<int64_t>(getpid())}});
-}
-
-// The "stop" event: how the run ended, after how long, with the totals. In
-// the text format a failure's reason follows as the last line
-// ("cdcflow: ...", which scripts read); in JSON it is this line's "error".
-void log_stop(Runtime &r, const Status &st, int code, const char *how,
-              std::chrono::steady_clock::time_point started) {
-    flush_suppressed_logs();
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    Totals t = r.totals();
-    char took[32];
-    std::snprintf(took, sizeof took, "%.3f", secs);
-    std::string msg = "pipeline " + quote(r.def().name) + " " + how + " after " + took +
-                      " s: " + std::to_string(t.events) + " events (" + std::to_string(t.applied) +
-                      " applied, " + std::to_string(t.rejected) + " rejected, " +
-                      std::to_string(t.duplicates) + " duplicates, " + std::to_string(t.dropped) +
-                      " dropped), exit " + std::to_string(code);
-    std::initializer_list<LogField> fields = {{"outcome", how},
-                                              {"exit_code", code},
-                                              {"duration_s", secs},
-                                              {"events", t.events},
-                                              {"applied", t.applied},
-                                              {"rejected", t.rejected},
-                                              {"duplicates", t.duplicates},
-                                              {"dropped", t.dropped},
-                                              {"batches", t.batches},
-                                              // (an empty key: not written)
-                                              {st ? std::string_view() : "error", st.message()}};
-    if (log_format() == LogFormat::json && !st) {
-        log_failure(msg, "stop", fields); // whatever the level: it says why the command failed
-        return;
-    }
-    log_line(st ? CDCFLOW_LOG_INFO : CDCFLOW_LOG_ERROR, "host", msg, "stop", fields);
-    if (!st) log_failure(st.message(), "error", {{"exit_code", code}});
 }
 
 } // namespace
@@ -347,20 +278,12 @@ int run_pipeline(const char *cmd, const std::string &file, bool drain, std::opti
                 static_cast<unsigned long long>(t.applied), static_cast<unsigned long long>(t.rejected),
                 static_cast<unsigned long long>(t.duplicates), static_cast<unsigned long long>(t.dropped));
     std::fflush(stdout);
-    int code = kExitOk;
-    if (!st)
-        code = st.abi() == CDCFLOW_ERR_OWNED || st.abi() == CDCFLOW_ERR_FENCED ? kExitOwned : kExitFailure;
     bool asked;
     {
         std::lock_guard lock(current_mu);
         asked = stop_asked;
     }
-    log_stop(r, st, code,
-             code == kExitOwned ? "refused"
-             : !st              ? "failed"
-             : asked            ? "stopped"
-                                : "drained",
-             started);
+    int code = log_stop(r, st, asked, started);
     if (observer) code = observer->after(r, st, code, asked);
     return code;
 }

@@ -4,6 +4,7 @@
 #include "http/address.hpp"
 #include "pipeline.hpp"
 #include "plugin_loader.hpp"
+#include <cdcflow/host.h>
 
 #include <boost/program_options.hpp>
 
@@ -18,14 +19,16 @@ class Runtime;
 
 namespace cdcflow::cli {
 
-// Exit codes (README.md, "Exit codes").
-constexpr int kExitOk = 0;
-constexpr int kExitFailure = 1; // the pipeline failed while running
-constexpr int kExitUsage = 2;   // bad command line
-constexpr int kExitInvalid = 3; // invalid pipeline file, plugin or config
-constexpr int kExitTimeout = 4; // graceful shutdown did not finish in time
-constexpr int kExitRefused = 5; // produce: some input lines were refused
-constexpr int kExitOwned = 6;   // another host owns the checkpoint (settings.when_owned: refuse)
+// Exit codes (README.md, "Exit codes"): cdcflow/host.h's, which the
+// embedded host returns too.
+constexpr int kExitOk = CDCFLOW_EXIT_OK;
+constexpr int kExitFailure = CDCFLOW_EXIT_FAILURE; // the pipeline failed while running
+constexpr int kExitUsage = CDCFLOW_EXIT_USAGE;     // bad command line
+constexpr int kExitInvalid = CDCFLOW_EXIT_INVALID; // invalid pipeline file, plugin or config
+constexpr int kExitTimeout = CDCFLOW_EXIT_TIMEOUT; // graceful shutdown did not finish in time
+constexpr int kExitRefused = CDCFLOW_EXIT_REFUSED; // produce: some input lines were refused
+constexpr int kExitOwned =
+    CDCFLOW_EXIT_OWNED; // another host owns the checkpoint (settings.when_owned: refuse)
 
 struct Command {
     const char *name;

@@ -11,6 +11,7 @@
 #include "signal_watcher.hpp"
 
 #include "migrate/cleanup.hpp"
+#include "migrate/target.hpp"
 #include "migrate/verify.hpp"
 
 #include "base/duration.hpp"
@@ -22,7 +23,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
-#include <filesystem>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -35,68 +35,8 @@ namespace cdcflow::cli {
 
 namespace {
 
-// Where the migration's databases are, from the checked pipeline.
-struct Target {
-    mig::MigrationSpec spec;
-    std::string legacy_db;
-    std::string target_db; // the outbox's database too
-    std::string cleanup_older_than;
-    std::string older_than_at; // "file:line:col" of the key, for messages
-};
-
-const std::string *config_text(const StageDef &sd, const char *key) {
-    auto it = sd.config.find(key);
-    return it == sd.config.end() ? nullptr : &it->second.scalar;
-}
-
-// The migration's stages. An error (exit 3) names the file.
-Result<Target> target_of(const PipelineDef &def) {
-    const StageDef *source = nullptr, *sink = nullptr;
-    for (const StageDef &sd : def.stages) {
-        if (sd.plugin == "migrator" && !source) source = &sd;
-        if (sd.plugin == "outbox_sink" && !sink) sink = &sd;
-    }
-    if (!source || !sink)
-        return Status::Config(def.file + ": not a migration pipeline: it has no stage whose plugin is " +
-                              std::string(!source ? "'migrator'" : "'outbox_sink'"));
-    Target t;
-    auto text = [](const StageDef &sd, const char *key) {
-        const std::string *v = config_text(sd, key);
-        return v ? *v : std::string();
-    };
-    t.legacy_db = text(*source, "database");
-    t.target_db = text(*sink, "database");
-    if (t.legacy_db.empty() || t.target_db.empty())
-        return Status::Config(def.file + ": stage '" + (t.legacy_db.empty() ? source->id : sink->id) +
-                              "': database is empty");
-    if (const std::string *v = config_text(*source, "table"); v && !v->empty()) t.spec.legacy.table = *v;
-    for (size_t i = 0; i < mig::kLegacyColumnCount; ++i)
-        if (const std::string *v = config_text(*source, mig::kLegacyColumns[i].key); v && !v->empty())
-            t.spec.legacy.names[i] = *v;
-    std::string ns = text(*source, "namespace");
-    if (ns.empty()) ns = mig::kDefaultNamespace;
-    auto u = mig::parse_uuid(ns);
-    if (!u) {
-        auto it = source->config.find("namespace");
-        return Status::Config((it != source->config.end() ? where(def.file, it->second.mark) : def.file) +
-                              ": namespace: " + quote(ns) + " is not a UUID");
-    }
-    t.spec.ns = *u;
-    if (const std::string *v = config_text(*sink, "table"); v && !v->empty()) t.spec.outbox.table = *v;
-    for (size_t i = 0; i < outbox::kColumnCount; ++i)
-        if (const std::string *v = config_text(*sink, outbox::kColumns[i].key); v && !v->empty())
-            t.spec.outbox.names[i] = *v;
-    if (const std::string *v = config_text(*sink, "checkpoint_name"); v && !v->empty()) t.spec.migration = *v;
-    // As the migrator closes gaps (the value checked against its declared
-    // bounds, or its default: check_pipeline filled both in).
-    if (auto it = source->config.find("gap_watch_ms");
-        it != source->config.end() && it->second.type == CDCFLOW_CONFIG_INT)
-        t.spec.gap_watch_us = it->second.i * 1000;
-    t.cleanup_older_than = text(*source, "cleanup_older_than");
-    if (auto it = source->config.find("cleanup_older_than"); it != source->config.end())
-        t.older_than_at = where(def.file, it->second.mark);
-    return t;
-}
+using mig::Target;
+using mig::target_of;
 
 // A pipeline file, loaded and checked without starting anything, and its
 // migration's stages. An error (exit 3) names the file.
@@ -104,36 +44,6 @@ Result<Target> load_target(const std::string &file, PluginRegistry &registry) {
     auto def = load_checked(file, registry);
     if (!def) return def.status();
     return target_of(def.value());
-}
-
-// The databases, opened as the command needs them. The outbox is the
-// target's connection (one snapshot).
-struct Connections {
-    sqlite::Db legacy, target;
-    mig::Databases dbs() { return {legacy, target, target}; }
-};
-
-// Read-only opens never create a file; a missing one is named.
-sqlite::Db open_db(const std::string &path, bool write) {
-    std::error_code ec;
-    if (!std::filesystem::exists(path, ec))
-        throw Error(CDCFLOW_ERR_IO, sqlite::database_label(path) + " does not exist");
-    return sqlite::Db(path, write ? SQLITE_OPEN_READWRITE : SQLITE_OPEN_READONLY, 5000);
-}
-
-Connections open_all(const Target &t, bool write) {
-    Connections c;
-    c.legacy = open_db(t.legacy_db, write);
-    c.target = open_db(t.target_db, write);
-    return c;
-}
-
-std::string ids_list(const std::vector<int64_t> &ids, uint64_t count) {
-    std::string out;
-    for (size_t i = 0; i < ids.size(); ++i)
-        out += (i ? ", " : "") + std::to_string(ids[i]);
-    if (count > ids.size()) out += ", ...";
-    return out;
 }
 
 } // namespace
@@ -168,8 +78,7 @@ int cmd_verify(int argc, char **argv) {
     vo.allow_other_events = vm["allow-other-events"].as<bool>();
     mig::VerifyReport report;
     try {
-        Connections c = open_all(t.value(), false);
-        report = mig::verify(c.dbs(), t.value().spec, vo);
+        report = mig::verify_target(t.value(), vo);
     } catch (const Error &e) {
         const int code = e.status() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
         log_failure(std::string("verify: ") + e.what(), "error", {{"exit_code", code}});
@@ -279,9 +188,6 @@ private:
     bool stopping_ = false;
 };
 
-// How long migrate's own reads (before and after the run) wait for a locked
-// database, as cleanup's transactions do.
-constexpr std::chrono::milliseconds kLockPatience = std::chrono::minutes(2);
 void warn_locked(const std::string &msg) {
     log_line(CDCFLOW_LOG_WARN, "migrate", msg);
 }
@@ -303,18 +209,10 @@ public:
         try {
             // A locked database (the application, or another cdcflow
             // migrating into the target) is waited for, as the run would.
-            mig::retry_while_locked(kLockPatience, "counting the rows to migrate", warn_locked, [&] {
-                // The target may not exist yet: the sink creates it when it starts.
-                sqlite::Db legacy = open_db(target_.legacy_db, false);
-                std::error_code ec;
-                if (std::filesystem::exists(target_.target_db, ec)) {
-                    sqlite::Db target = open_db(target_.target_db, false);
-                    before_ = mig::count_target(target, target_.spec.migration);
-                    progress_ = mig::read_progress(target, target_.spec.migration);
-                    mismatch = mig::namespace_mismatch(target, target_.spec);
-                }
-                total = mig::count_legacy_after(legacy, target_.spec.legacy, progress_.last_legacy_id);
-            });
+            mig::BeforeRun b = mig::read_before(target_, warn_locked);
+            total = b.total;
+            before_ = std::move(b.counts);
+            mismatch = std::move(b.mismatch);
         } catch (const Error &e) {
             log_failure(std::string("migrate: ") + e.what(), "error", {{"exit_code", kExitFailure}});
             return kExitFailure;
@@ -338,41 +236,23 @@ public:
     }
 
     int after(Runtime &r, const Status &st, int code, bool stop_asked) override {
-        mig::TargetCounts now;
-        mig::Progress p;
-        mig::ReportClass missing;
+        mig::AfterRun end;
         try {
-            mig::retry_while_locked(kLockPatience, "reading the migration's progress", warn_locked, [&] {
-                sqlite::Db legacy = open_db(target_.legacy_db, false);
-                sqlite::Db target = open_db(target_.target_db, false);
-                now = mig::count_target(target, target_.spec.migration);
-                p = mig::read_progress(target, target_.spec.migration);
-                missing = mig::quick_check({legacy, target, target}, target_.spec, 10);
-            });
+            end = mig::read_after(target_, warn_locked);
         } catch (const Error &e) {
             // A run that failed already said why (and its code stands).
             if (code != kExitOk) return code;
             log_failure(std::string("migrate: ") + e.what(), "error", {{"exit_code", kExitFailure}});
             return kExitFailure;
         }
-        auto minus = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
-        // This run's share is what this process wrote (the sink's applied
-        // and rejected events), not the target's growth since before(): a
-        // second migrate that waited as a standby while the first did the
-        // work would otherwise claim all of it.
+        const mig::TargetCounts &now = end.counts;
+        const mig::Progress &p = end.progress;
+        const mig::ReportClass &missing = end.missing;
         const Totals own = r.totals();
-        const uint64_t run_migrated = std::min(own.applied, now.migrated);
-        const uint64_t run_unmappable = std::min(own.rejected, now.unmappable);
-        std::map<std::string, uint64_t, std::less<>> run_reasons;
-        uint64_t grown = 0;
-        for (const auto &[cls, n] : now.reasons) {
-            auto it = before_.reasons.find(cls);
-            uint64_t d = minus(n, it == before_.reasons.end() ? 0 : it->second);
-            grown += d;
-            if (d) run_reasons[cls] = d;
-        }
-        // By reason only when all the growth is ours.
-        if (grown != run_unmappable) run_reasons.clear();
+        const mig::RunShare share = mig::run_share(before_, now, own.applied, own.rejected);
+        const uint64_t run_migrated = share.migrated;
+        const uint64_t run_unmappable = share.unmappable;
+        const auto &run_reasons = share.reasons;
         std::printf("migration %s: %llu migrated this run, %llu already migrated before it (%llu in all)\n",
                     quote(target_.spec.migration).c_str(), static_cast<unsigned long long>(run_migrated),
                     static_cast<unsigned long long>(now.migrated - run_migrated),
@@ -403,12 +283,7 @@ public:
             return kExitFailure;
         }
         if (missing.count > 0) {
-            log_failure(
-                "migrate: " + std::to_string(missing.count) +
-                    " legacy rows at or below the progress point are neither migrated nor recorded as "
-                    "unmappable (legacy ids " +
-                    ids_list(missing.ids, missing.count) + "); run cdcflow verify",
-                "error", {{"exit_code", kExitFailure}});
+            log_failure("migrate: " + mig::missing_message(missing), "error", {{"exit_code", kExitFailure}});
             return kExitFailure;
         }
         return kExitOk;
@@ -419,7 +294,6 @@ private:
     bool automatic_; // --progress=auto
     Target target_;
     mig::TargetCounts before_;
-    mig::Progress progress_;
     std::unique_ptr<ProgressDisplay> display_;
 };
 
@@ -468,7 +342,7 @@ int run_cleanup(const std::string &file, const po::variables_map &vm, const char
     co.notice = [](const std::string &msg) { log_line(CDCFLOW_LOG_WARN, "cleanup", msg); };
     mig::CleanupReport rep;
     try {
-        Connections c = open_all(t.value(), true);
+        mig::Connections c = mig::open_all(t.value(), true);
         rep = mig::cleanup(c.dbs(), t.value().spec, co);
     } catch (const Error &e) {
         const int code = e.status() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
