@@ -18,6 +18,7 @@
 #include <cdcflow/sdk.hpp>
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -55,12 +56,18 @@ public:
 
 struct ProjectionOptions {
     size_t cache_size = 100000;
+    // projection: declared: the model key's value (JSON text), and where a
+    // node inside it is in the pipeline file (a JSON Pointer in,
+    // "file:line:col" out) for its error messages.
+    std::string model;
+    std::function<std::string(const std::string &pointer)> locate;
 };
 
-// The built-in domains by name; nullptr for an unknown name.
+// The built-in domains by name, and "declared" (opts.model); nullptr for an
+// unknown name. Throws Error(CDCFLOW_ERR_CONFIG) for a mistaken model.
 std::unique_ptr<Projection> make_projection(std::string_view name, const ProjectionOptions &opts,
                                             cdcflow::Context ctx);
-// "accounts" (for messages).
+// "accounts, declared" (for messages).
 const char *builtin_projections();
 
 } // namespace cdcflow::projection

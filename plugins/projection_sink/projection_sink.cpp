@@ -36,6 +36,16 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
     if (!projection_) {
         ProjectionOptions opts;
         opts.cache_size = static_cast<size_t>(cfg.cache_size);
+        if (cfg.projection == "declared") {
+            if (!cfg.model) cfg.fail(&Settings::model, "required with projection: declared");
+            opts.model = cfg.model->text;
+            opts.locate = [&cfg](const std::string &pointer) {
+                return cfg.location_at(&Settings::model, pointer);
+            };
+        } else if (cfg.model) {
+            cfg.fail(&Settings::model,
+                     "only with projection: declared (projection is '" + cfg.projection + "')");
+        }
         projection_ = make_projection(cfg.projection, opts, ctx);
         if (!projection_)
             cfg.fail(&Settings::projection,

@@ -416,6 +416,16 @@ public:
         const char *loc = host_->config_location(cfg_, name_of(member));
         return loc ? loc : "";
     }
+    // "file:line:col" of a node inside the JSON value of the key that fills
+    // `member` (pointer: RFC 6901, "/events/X/require/0"); the key's own
+    // position on a host before ABI 6.
+    template <typename M> std::string location_at(M C::*member, const std::string &pointer) const {
+        if (CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, config_location_at) && host_->config_location_at) {
+            const char *loc = host_->config_location_at(cfg_, name_of(member), pointer.c_str());
+            if (loc && *loc) return loc;
+        }
+        return location(member);
+    }
     // Throws Error(CDCFLOW_ERR_CONFIG): "<file:line:col>: <key>: <why>".
     template <typename M> [[noreturn]] void fail(M C::*member, const std::string &why) const {
         fail_key(name_of(member), why);
