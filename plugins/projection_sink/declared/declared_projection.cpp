@@ -57,7 +57,10 @@ public:
     explicit Parser(const Locator &locate) : locate_(locate) {}
 
     [[noreturn]] void fail(const std::string &pointer, const std::string &why) const {
-        std::string loc = locate_ ? locate_(pointer) : std::string();
+        fail_at(locate_ ? locate_(pointer) : std::string(), pointer, why);
+    }
+    [[noreturn]] static void fail_at(const std::string &loc, const std::string &pointer,
+                                     const std::string &why) {
         std::string where = pointer.empty() ? std::string() : " " + pointer;
         throw Error(CDCFLOW_ERR_CONFIG,
                     (loc.empty() ? std::string() : loc + ": ") + "model" + where + ": " + why);
@@ -235,6 +238,9 @@ void parse_tables(const Parser &p, const J &tables, Model &m) {
         Table tab;
         tab.name = it.key();
         tab.pointer = ptr;
+        // Kept: the table is checked against the database later, after
+        // the config (and its locator) is gone.
+        tab.location = p.locate_ ? p.locate_(ptr) : std::string();
         if (tab.name.empty() || tab.name.starts_with("sqlite_") || tab.name.starts_with("cdcflow_") ||
             tab.name == "dead_letters")
             p.fail(ptr, "table name '" + tab.name + "' is reserved");
@@ -494,8 +500,7 @@ struct DeclaredProjection::Json {
 
 DeclaredProjection::DeclaredProjection(std::string_view model_json, const Locator &locate,
                                        const ProjectionOptions &opts, cdcflow::Context ctx)
-    : model_(parse_model(model_json, locate)), locate_(locate), cache_(opts.cache_size),
-      json_(std::make_unique<Json>()) {
+    : model_(parse_model(model_json, locate)), cache_(opts.cache_size), json_(std::make_unique<Json>()) {
     cache_entries_ = ctx.cache_metric("rows", CDCFLOW_CACHE_ENTRIES);
     cache_hits_ = ctx.cache_metric("rows", CDCFLOW_CACHE_HITS);
     cache_misses_ = ctx.cache_metric("rows", CDCFLOW_CACHE_MISSES);
@@ -545,10 +550,11 @@ void DeclaredProjection::create_schema(sqlite::Db &db) {
 }
 
 void DeclaredProjection::open(sqlite::Db &db) {
-    Parser p(locate_);
-    for (Table &t : model_.tables) {
-        // The table must be the declaration: the same columns (any order,
-        // names case-insensitive), nothing missing, nothing more.
+    // Every table must be the declaration: the same columns (any order,
+    // names case-insensitive), nothing missing, nothing more. All checked
+    // before any statement exists, so a refusal leaves nothing prepared on
+    // a connection the caller is about to close.
+    for (const Table &t : model_.tables) {
         std::vector<std::string> have = db.columns(t.name);
         std::vector<std::string> want{t.key};
         for (const Column &c : t.columns)
@@ -563,46 +569,51 @@ void DeclaredProjection::open(sqlite::Db &db) {
         for (const std::string &w : want)
             same = same && sqlite::find_column(have, w) != sqlite::npos;
         if (!same)
-            p.fail(t.pointer, "table '" + t.name + "' in " + sqlite::database_label(db.path()) +
-                                  " has columns (" + list(have) + "), the model declares (" + list(want) +
-                                  ")");
-        const std::string name = sqlite::quote_ident(t.name), key = sqlite::quote_ident(t.key);
-        std::string cols, params, updates;
-        for (size_t i = 0; i < t.columns.size(); ++i) {
-            std::string c = sqlite::quote_ident(t.columns[i].name);
-            std::string n = std::to_string(i + 2);
-            cols += ", " + c;
-            params += ", ?" + n;
-            updates += (i ? ", " : "") + c + " = ?" + n;
+            Parser::fail_at(t.location, t.pointer,
+                            "table '" + t.name + "' in " + sqlite::database_label(db.path()) +
+                                " has columns (" + list(have) + "), the model declares (" + list(want) + ")");
+    }
+    const Table *at = nullptr;
+    try {
+        for (Table &t : model_.tables) {
+            at = &t;
+            prepare(db, t);
         }
-        try {
-            if (t.history) {
-                // A second row for one event id means the event was applied
-                // twice: DO NOTHING, and apply() refuses it.
-                t.insert = db.prepare("INSERT INTO " + name + "(" + key + cols + ") VALUES(?1" + params +
-                                      ") ON CONFLICT DO NOTHING");
-                continue;
-            }
-            t.select = db.prepare("SELECT rowid" + cols + " FROM " + name + " WHERE " + key + " = ?1");
-            // As AccountsProjection: by rowid, guarded by the key against a
-            // renumbering (VACUUM); the upsert otherwise.
-            std::string last = std::to_string(t.columns.size() + 2);
-            if (!t.columns.empty())
-                t.update = db.prepare("UPDATE " + name + " SET " + updates + " WHERE rowid = ?" + last +
-                                      " AND " + key + " = ?1");
-            std::string excluded;
-            for (size_t i = 0; i < t.columns.size(); ++i) {
-                std::string c = sqlite::quote_ident(t.columns[i].name);
-                excluded += (i ? ", " : "") + c + " = excluded." + c;
-            }
-            t.upsert = db.prepare(
-                "INSERT INTO " + name + "(" + key + cols + ") VALUES(?1" + params + ") ON CONFLICT(" + key +
-                ") DO " + (excluded.empty() ? "NOTHING" : "UPDATE SET " + excluded) + " RETURNING rowid");
-        } catch (const Error &e) {
-            p.fail(t.pointer, "table '" + t.name + "': " + e.what());
-        }
+    } catch (const Error &e) {
+        close();
+        Parser::fail_at(at->location, at->pointer, "table '" + at->name + "': " + e.what());
     }
     db_ = &db;
+}
+
+void DeclaredProjection::prepare(sqlite::Db &db, Table &t) {
+    const std::string name = sqlite::quote_ident(t.name), key = sqlite::quote_ident(t.key);
+    std::string cols, params, updates, excluded;
+    for (size_t i = 0; i < t.columns.size(); ++i) {
+        std::string c = sqlite::quote_ident(t.columns[i].name);
+        std::string n = std::to_string(i + 2);
+        cols += ", " + c;
+        params += ", ?" + n;
+        updates += (i ? ", " : "") + c + " = ?" + n;
+        excluded += (i ? ", " : "") + c + " = excluded." + c;
+    }
+    if (t.history) {
+        // A second row for one event id means the event was applied twice:
+        // DO NOTHING, and apply() refuses it.
+        t.insert = db.prepare("INSERT INTO " + name + "(" + key + cols + ") VALUES(?1" + params +
+                              ") ON CONFLICT DO NOTHING");
+        return;
+    }
+    t.select = db.prepare("SELECT rowid" + cols + " FROM " + name + " WHERE " + key + " = ?1");
+    // As AccountsProjection: by rowid, guarded by the key against a
+    // renumbering (VACUUM); the upsert otherwise.
+    std::string last = std::to_string(t.columns.size() + 2);
+    if (!t.columns.empty())
+        t.update = db.prepare("UPDATE " + name + " SET " + updates + " WHERE rowid = ?" + last + " AND " +
+                              key + " = ?1");
+    t.upsert = db.prepare("INSERT INTO " + name + "(" + key + cols + ") VALUES(?1" + params +
+                          ") ON CONFLICT(" + key + ") DO " +
+                          (excluded.empty() ? "NOTHING" : "UPDATE SET " + excluded) + " RETURNING rowid");
 }
 
 void DeclaredProjection::close() {

@@ -45,9 +45,10 @@ struct Table {
     std::string key; // the primary key column: the aggregate id (state) or the event id (history)
     bool history = false;
     std::vector<Column> columns;
-    std::string pointer; // "/tables/<name>"
-    uint32_t base = 0;   // state: its row slots start here (exists, then the columns)
-    uint32_t index = 0;  // state: its index among the state tables
+    std::string pointer;  // "/tables/<name>"
+    std::string location; // its file:line:col ("" when unknown)
+    uint32_t base = 0;    // state: its row slots start here (exists, then the columns)
+    uint32_t index = 0;   // state: its index among the state tables
     sqlite::Stmt select, update, upsert, insert;
 };
 
@@ -100,7 +101,8 @@ struct Model {
     size_t max_fields = 0;
 };
 
-// Parses and checks `json` (the model key's value). Throws Error
+// Parses and checks `json` (the model key's value); `locate` is only called
+// during the call (the config it reads lives no longer). Throws Error
 // (CDCFLOW_ERR_CONFIG) "<file:line:col>: model: <where>: <what>".
 Model parse_model(std::string_view json, const Locator &locate);
 
@@ -146,14 +148,13 @@ private:
     };
     using Cache = RowCache<Rows>;
     Cache::Node *row(std::string_view id);
+    void prepare(sqlite::Db &db, Table &t);
     bool read_payload(const EventRule &rule, const cdcflow_payload &parsed, std::string &reason);
     bool eval(const Program &p, const Value *row, Value &out, std::string &reason);
     void store(Rows &r, uint32_t cell, const Value &v, const Type &t);
     void bind(sqlite::Stmt &s, int i, const Value &v, const Type &t, char *buf);
 
     Model model_;
-    std::string locate_db_; // where a table mismatch is reported: the model key
-    Locator locate_;
     Cache cache_;
     std::vector<Cache::Node *> touched_;
     // Per event, reused: the payload slots, their unescaped text, the

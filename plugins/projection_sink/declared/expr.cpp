@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <cstddef>
 
 namespace cdcflow::projection::declared {
 
@@ -66,7 +67,10 @@ void append_value(std::string &out, const Value &v, const Type &t) {
 // ------------------------------------------------------------------ run
 
 bool Program::run(const Value *payload, const Value *row, const Value *event, Value &out) const {
-    Value stack[kMaxDepth];
+    // Uninitialised (a Value is an implicit-lifetime aggregate): zeroing
+    // kMaxDepth slots on every run cost more than most programs themselves.
+    alignas(Value) std::byte storage[sizeof(Value) * kMaxDepth];
+    Value *stack = reinterpret_cast<Value *>(storage);
     size_t sp = 0; // next free
     const size_t n = code_.size();
     for (size_t pc = 0; pc < n; ++pc) {
