@@ -32,6 +32,10 @@ public:
 
     // Tables it needs (checked at create when create_schema is false).
     virtual std::vector<std::string> tables() const = 0;
+    // At create, when some of tables() are still missing (start() creates
+    // them): refuse, as a config error, a table that exists but cannot be
+    // the one this projection declares.
+    virtual void check_existing(sqlite::Db &db) { (void)db; }
     // CREATE TABLE IF NOT EXISTS ... (start, inside a transaction).
     virtual void create_schema(sqlite::Db &db) = 0;
     // Prepare statements; the tables exist. db outlives the projection's use of it.

@@ -69,7 +69,10 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
     }
     db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
     if (std::string missing = missing_table(); !missing.empty()) {
-        if (create_schema_) return; // start() creates it
+        if (create_schema_) {
+            projection_->check_existing(db_); // start() creates the missing ones
+            return;
+        }
         cfg.fail(&Settings::database,
                  sqlite::database_label(path_) + " has no table '" + missing + "' (create_schema is false)");
     }

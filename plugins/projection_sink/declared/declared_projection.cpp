@@ -549,12 +549,15 @@ void DeclaredProjection::create_schema(sqlite::Db &db) {
     }
 }
 
-void DeclaredProjection::open(sqlite::Db &db) {
+void DeclaredProjection::check_existing(sqlite::Db &db) {
+    check_columns(db, true);
+}
+
+void DeclaredProjection::check_columns(sqlite::Db &db, bool only_existing) const {
     // Every table must be the declaration: the same columns (any order,
-    // names case-insensitive), nothing missing, nothing more. All checked
-    // before any statement exists, so a refusal leaves nothing prepared on
-    // a connection the caller is about to close.
+    // names case-insensitive), nothing missing, nothing more.
     for (const Table &t : model_.tables) {
+        if (only_existing && !db.has_table(t.name)) continue;
         std::vector<std::string> have = db.columns(t.name);
         std::vector<std::string> want{t.key};
         for (const Column &c : t.columns)
@@ -573,6 +576,12 @@ void DeclaredProjection::open(sqlite::Db &db) {
                             "table '" + t.name + "' in " + sqlite::database_label(db.path()) +
                                 " has columns (" + list(have) + "), the model declares (" + list(want) + ")");
     }
+}
+
+void DeclaredProjection::open(sqlite::Db &db) {
+    // Checked before any statement exists, so a refusal leaves nothing
+    // prepared on a connection the caller is about to close.
+    check_columns(db, false);
     const Table *at = nullptr;
     try {
         for (Table &t : model_.tables) {

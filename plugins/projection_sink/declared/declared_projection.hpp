@@ -124,6 +124,7 @@ public:
     ~DeclaredProjection() override;
 
     std::vector<std::string> tables() const override;
+    void check_existing(sqlite::Db &db) override;
     void create_schema(sqlite::Db &db) override;
     void open(sqlite::Db &db) override;
     void close() override;
@@ -149,6 +150,9 @@ private:
     using Cache = RowCache<Rows>;
     Cache::Node *row(std::string_view id);
     void prepare(sqlite::Db &db, Table &t);
+    // Refuses a table whose columns are not the declaration's (only those
+    // that exist when only_existing).
+    void check_columns(sqlite::Db &db, bool only_existing) const;
     bool read_payload(const EventRule &rule, const cdcflow_payload &parsed, std::string &reason);
     bool eval(const Program &p, const Value *row, Value &out, std::string &reason);
     void store(Rows &r, uint32_t cell, const Value &v, const Type &t);
