@@ -67,6 +67,15 @@ void append_value(std::string &out, const Value &v, const Type &t) {
 // ------------------------------------------------------------------ run
 
 bool Program::run(const Value *payload, const Value *row, const Value *event, Value &out) const {
+    // Most effects are a bare name (event.timestamp, payload.owner): no
+    // stack, no loop.
+    if (code_.size() == 1 && code_[0].op == Op::load) {
+        const Instr &in = code_[0];
+        out = (in.aux == static_cast<uint8_t>(Source::payload) ? payload
+               : in.aux == static_cast<uint8_t>(Source::row)   ? row
+                                                               : event)[in.arg];
+        return true;
+    }
     // Uninitialised (a Value is an implicit-lifetime aggregate): zeroing
     // kMaxDepth slots on every run cost more than most programs themselves.
     alignas(Value) std::byte storage[sizeof(Value) * kMaxDepth];
@@ -129,6 +138,8 @@ bool Program::run(const Value *payload, const Value *row, const Value *event, Va
             int c;
             if (in.op == Op::cmp_num)
                 c = a.i < b.i ? -1 : a.i > b.i ? 1 : 0;
+            else if ((in.aux == eq || in.aux == ne) && a.n != b.n)
+                c = 1; // unequal lengths: no need to look at the bytes
             else
                 c = a.text().compare(b.text());
             bool r = false;
