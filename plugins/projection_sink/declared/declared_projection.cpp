@@ -2,6 +2,7 @@
 
 #include "base/text.hpp"
 #include "json_type.hpp"
+#include "reasons.hpp"
 #include "sqlite/sqlite_util.hpp"
 
 #include <cdcflow/rules.hpp>
@@ -19,22 +20,6 @@ using J = nlohmann::ordered_json; // declaration order matters: the first state 
 namespace {
 
 constexpr int64_t kPow10[10] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
-
-// Values in reasons: readable, one line, short (as the accounts model).
-constexpr base::Quoting kValueQuoting{'"', 64, true};
-
-bool reject(std::string &reason, std::string_view a, std::string_view b = {}, std::string_view c = {}) {
-    reason.clear();
-    reason.append(a).append(b).append(c);
-    return false;
-}
-bool reject_quoted(std::string &reason, std::string_view before, std::string_view value,
-                   std::string_view after = {}) {
-    reason.assign(before);
-    base::append_quoted(reason, value, kValueQuoting);
-    reason.append(after);
-    return false;
-}
 
 // JSON Pointer escaping of one reference token (RFC 6901).
 std::string token(std::string_view s) {
@@ -500,13 +485,7 @@ struct DeclaredProjection::Json {
 
 DeclaredProjection::DeclaredProjection(std::string_view model_json, const Locator &locate,
                                        const ProjectionOptions &opts, cdcflow::Context ctx)
-    : model_(parse_model(model_json, locate)), cache_(opts.cache_size), json_(std::make_unique<Json>()) {
-    cache_entries_ = ctx.cache_metric("rows", CDCFLOW_CACHE_ENTRIES);
-    cache_hits_ = ctx.cache_metric("rows", CDCFLOW_CACHE_HITS);
-    cache_misses_ = ctx.cache_metric("rows", CDCFLOW_CACHE_MISSES);
-    ctx.cache_metric("rows", CDCFLOW_CACHE_CAPACITY).set(static_cast<int64_t>(cache_.capacity()));
-    cache_entries_.set(0);
-    touched_.reserve(1024);
+    : model_(parse_model(model_json, locate)), rows_(opts.cache_size, ctx), json_(std::make_unique<Json>()) {
     payload_.resize(model_.max_fields);
     unescaped_.resize(model_.max_fields);
     size_t most = 0;
@@ -628,9 +607,7 @@ void DeclaredProjection::prepare(sqlite::Db &db, Table &t) {
 void DeclaredProjection::close() {
     for (Table &t : model_.tables)
         t.select = {}, t.update = {}, t.upsert = {}, t.insert = {};
-    cache_.clear();
-    touched_.clear();
-    cache_entries_.set(0);
+    rows_.clear();
     db_ = nullptr;
 }
 
@@ -645,21 +622,8 @@ void DeclaredProjection::store(Rows &r, uint32_t cell, const Value &v, const Typ
 }
 
 DeclaredProjection::Cache::Node *DeclaredProjection::row(std::string_view id) {
-    Cache::Node *n = cache_.find(id);
-    if (n) {
-        ++hit_count_;
-        if (!n->pinned) {
-            n->pinned = true;
-            touched_.push_back(n);
-        }
-        return n;
-    }
-    ++miss_count_;
-    // Pinned and touched before the reads: if one throws, the rollback
-    // forgets the half-made row.
-    n = cache_.insert(id);
-    n->pinned = true;
-    touched_.push_back(n);
+    if (Cache::Node *n = rows_.find(id)) return n;
+    Cache::Node *n = rows_.insert(id);
     Rows &r = n->row;
     r.cells.assign(model_.row_slots, Value{});
     r.texts.resize(model_.row_slots);
@@ -979,7 +943,7 @@ void DeclaredProjection::bind(sqlite::Stmt &s, int i, const Value &v, const Type
 
 void DeclaredProjection::write_batch() {
     auto &bufs = decimal_bufs_;
-    for (Cache::Node *n : touched_) {
+    for (Cache::Node *n : rows_.touched()) {
         if (!n->dirty) continue;
         Rows &r = n->row;
         for (uint32_t ti : model_.state_tables) {
@@ -1006,30 +970,14 @@ void DeclaredProjection::write_batch() {
     }
 }
 
-void DeclaredProjection::publish_counts() {
-    cache_hits_.add(hit_count_);
-    cache_misses_.add(miss_count_);
-    hit_count_ = miss_count_ = 0;
-    cache_entries_.set(static_cast<int64_t>(cache_.size()));
-}
-
 void DeclaredProjection::batch_committed() {
-    for (Cache::Node *n : touched_) {
-        n->pinned = n->dirty = false;
+    for (Cache::Node *n : rows_.touched())
         n->row.dirty = 0;
-    }
-    touched_.clear();
-    cache_.trim();
-    publish_counts();
+    rows_.committed();
 }
 
 void DeclaredProjection::batch_rolled_back() {
-    // As AccountsProjection: forget every row the batch touched; the next
-    // miss reads the committed state back.
-    for (Cache::Node *n : touched_)
-        cache_.erase(n);
-    touched_.clear();
-    publish_counts();
+    rows_.rolled_back();
 }
 
 } // namespace cdcflow::projection::declared

@@ -15,9 +15,9 @@
 // transaction per batch.
 #pragma once
 
+#include "batch_rows.hpp"
 #include "declared/expr.hpp"
 #include "projection.hpp"
-#include "row_cache.hpp"
 
 #include <cdcflow/rules.hpp>
 
@@ -135,7 +135,7 @@ public:
     void batch_committed() override;
     void batch_rolled_back() override;
 
-    size_t cached_rows() const { return cache_.size(); }
+    size_t cached_rows() const { return rows_.size(); }
     const Model &model() const { return model_; }
 
 private:
@@ -147,7 +147,7 @@ private:
         std::vector<int64_t> rowids; // per state table; 0: not stored yet
         uint32_t dirty = 0;          // bit per state table: write at the batch's end
     };
-    using Cache = RowCache<Rows>;
+    using Cache = BatchRows<Rows>;
     Cache::Node *row(std::string_view id);
     void prepare(sqlite::Db &db, Table &t);
     // Refuses a table whose columns are not the declaration's (only those
@@ -159,8 +159,7 @@ private:
     void bind(sqlite::Stmt &s, int i, const Value &v, const Type &t, char *buf);
 
     Model model_;
-    Cache cache_;
-    std::vector<Cache::Node *> touched_;
+    Cache rows_;
     // Per event, reused: the payload slots, their unescaped text, the
     // event's own slots, the staged results of `set`.
     std::vector<Value> payload_;
@@ -173,9 +172,6 @@ private:
     struct Json; // simdjson parser for escaped strings
     std::unique_ptr<Json> json_;
     sqlite::Db *db_ = nullptr;
-    int64_t hit_count_ = 0, miss_count_ = 0;
-    cdcflow::Metric cache_entries_, cache_hits_, cache_misses_;
-    void publish_counts();
 };
 
 } // namespace cdcflow::projection::declared

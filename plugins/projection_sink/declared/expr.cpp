@@ -1,6 +1,7 @@
 #include "declared/expr.hpp"
 
 #include "base/text.hpp"
+#include "reasons.hpp"
 
 #include <cdcflow/rules.hpp>
 
@@ -48,7 +49,7 @@ void append_value(std::string &out, const Value &v, const Type &t) {
     case Kind::text:
         // Readable (UTF-8 kept), one line, short: as the accounts model
         // writes ids in its reasons.
-        base::append_quoted(out, v.text(), base::Quoting{0, 128, true});
+        base::append_quoted(out, v.text(), kIdQuoting);
         return;
     case Kind::integer:
         out.append(std::to_string(v.i));
