@@ -57,6 +57,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def checkpoint(db):
+    """The highest position any sink has committed in db's
+    cdcflow_checkpoints (0 before the first commit)."""
+    import sqlite3
+    try:
+        c = sqlite3.connect(db, timeout=30)
+        try:
+            row = c.execute("SELECT MAX(position) FROM cdcflow_checkpoints").fetchone()
+            return row[0] or 0
+        finally:
+            c.close()
+    except sqlite3.OperationalError:
+        return 0  # not created yet
+
+
 def wait_for(pred, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -13,24 +13,12 @@ import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from accounts_model import replay  # noqa: E402
-from helpers import SOURCE_ROOT, TempDirTest, env_with, main, run, start, wait_for  # noqa: E402
+from helpers import SOURCE_ROOT, TempDirTest, checkpoint, env_with, main, run, start, wait_for  # noqa: E402
 from outbox_gen import Generator, insert, open_outbox  # noqa: E402
 
 PIPELINE = os.path.join(SOURCE_ROOT, "pipelines", "accounts.yaml")
 VALIDATOR_STAGE = "validate"
 SINK_STAGE = "project"
-
-
-def checkpoint(db):
-    try:
-        c = sqlite3.connect(db, timeout=30)
-        try:
-            row = c.execute("SELECT MAX(position) FROM cdcflow_checkpoints").fetchone()
-            return row[0] or 0
-        finally:
-            c.close()
-    except sqlite3.OperationalError:
-        return 0  # not created yet
 
 
 class AccountsTest(TempDirTest):

@@ -10,23 +10,11 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import SOURCE_ROOT, TempDirTest, env_with, main, run, start, wait_for  # noqa: E402
+from helpers import SOURCE_ROOT, TempDirTest, checkpoint, env_with, main, run, start, wait_for  # noqa: E402
 from outbox_gen import insert, open_outbox  # noqa: E402
 from products_model import BROKEN, Generator, Model  # noqa: E402
 
 PIPELINE = os.path.join(SOURCE_ROOT, "pipelines", "products.yaml")
-
-
-def checkpoint(db):
-    try:
-        c = sqlite3.connect(db, timeout=30)
-        try:
-            row = c.execute("SELECT MAX(position) FROM cdcflow_checkpoints").fetchone()
-            return row[0] or 0
-        finally:
-            c.close()
-    except sqlite3.OperationalError:
-        return 0  # not created yet
 
 
 class ProductsTest(TempDirTest):
