@@ -415,3 +415,58 @@ TEST_CASE("declared model: a table in the database must match the declaration") 
                         {"model", Val::json(kModel)}})
               .find("has no table 'products' (create_schema is false)") != std::string::npos);
 }
+
+TEST_CASE("declared model: several state tables per aggregate, optional fields and null") {
+    TempDir dir("dm_tables_many");
+    std::string path = dir.file("read.db");
+    const char *model = R"M({
+      "aggregate_type": "Order",
+      "tables": {
+        "orders": {"key": "order_id", "columns": {"status": "text", "total": "decimal(2)"}},
+        "order_flags": {"key": "order_id", "columns": {"paid": "boolean", "note": "text", "gift": "boolean"}},
+        "order_totals": {"key": "order_id", "columns": {"with_tax": "decimal(4)", "items": "integer"}}
+      },
+      "events": {
+        "Placed": {
+          "payload": {"total": "decimal(2)", "note": {"type": "text", "required": false},
+                      "gift": {"type": "boolean", "required": false}, "items": "integer"},
+          "require": [{"check": "not exists", "reason": "order {event.aggregate_id} exists"}],
+          "set": {"orders": {"status": "'placed'", "total": "payload.total"},
+                  "order_flags": {"paid": false, "note": "payload.note", "gift": "payload.gift"},
+                  "order_totals": {"with_tax": "payload.total * 1.19", "items": "payload.items"}}
+        },
+        "Paid": {
+          "require": [{"check": "order_flags.exists and not order_flags.paid",
+                       "reason": "order {event.aggregate_id}: paid {order_flags.paid}, note {order_flags.note}"}],
+          "set": {"order_flags": {"paid": true}, "orders": {"status": "'paid'"}}
+        }
+      }
+    })M";
+    Sink s({{"database", path}, {"projection", "declared"}, {"model", Val::json(model)}});
+    s.sink->start();
+    auto order = [](int64_t offset, std::string id, std::string type, std::string payload) {
+        EventSpec e = ev(offset, std::move(id), std::move(type), std::move(payload));
+        e.aggregate_type = "Order";
+        return e;
+    };
+    cdcflow_batch b(16);
+    append(b, order(1, "o-1", "Placed", R"({"total": "10.00", "items": 2, "gift": true})"));
+    append(b, order(2, "o-1", "Paid", "{}"));
+    append(b, order(3, "o-1", "Paid", "{}"));
+    append(b, order(4, "o-2", "Paid", "{}"));
+    append(b, order(5, "o-3", "Placed",
+                    R"({"total": "1", "items": 1, "note": "leave at door", "gift": "yes"})"));
+    s.process(b);
+    CHECK(reason_of(b, 0) == "(applied)");
+    CHECK(reason_of(b, 1) == "(applied)");
+    CHECK(reason_of(b, 2) == "order o-1: paid true, note null");
+    CHECK(reason_of(b, 3) == "order o-2: paid null, note null");
+    CHECK(reason_of(b, 4) == "field \"gift\" must be a JSON boolean, got string");
+    sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+    CHECK(table_text(db, "SELECT order_id || status || total FROM orders") ==
+          std::vector<std::string>{"o-1paid10.00"});
+    CHECK(table_text(db, "SELECT paid || '|' || quote(note) || '|' || gift FROM order_flags") ==
+          std::vector<std::string>{"1|NULL|1"});
+    CHECK(table_text(db, "SELECT with_tax || '|' || items FROM order_totals") ==
+          std::vector<std::string>{"11.9000|2"});
+}
