@@ -470,3 +470,42 @@ TEST_CASE("declared model: several state tables per aggregate, optional fields a
     CHECK(table_text(db, "SELECT with_tax || '|' || items FROM order_totals") ==
           std::vector<std::string>{"11.9000|2"});
 }
+
+TEST_CASE("declared model: an overflow in any effect leaves no history row and no change behind") {
+    TempDir dir("dm_overflow");
+    std::string path = dir.file("read.db");
+    const char *model = R"M({
+      "aggregate_type": "Meter",
+      "tables": {
+        "meters": {"key": "id", "columns": {"total": "integer"}},
+        "readings": {"history": true, "key": "event_id", "columns": {"value": "integer"}},
+        "doubled": {"history": true, "key": "event_id", "columns": {"value": "integer"}}
+      },
+      "events": {
+        "Read": {
+          "payload": {"value": "integer"},
+          "set": {"meters": {"total": "payload.value"}},
+          "insert": {"readings": {"value": "payload.value"}, "doubled": {"value": "payload.value * 2"}}
+        }
+      }
+    })M";
+    Sink s({{"database", path}, {"projection", "declared"}, {"model", Val::json(model)}});
+    s.sink->start();
+    auto read = [](int64_t offset, std::string value) {
+        EventSpec e = ev(offset, "m-1", "Read", "{\"value\": " + value + "}");
+        e.aggregate_type = "Meter";
+        return e;
+    };
+    cdcflow_batch b(8);
+    append(b, read(1, "5"));
+    append(b, read(2, "9223372036854775807")); // doubled overflows
+    s.process(b);
+    CHECK(reason_of(b, 0) == "(applied)");
+    CHECK(reason_of(b, 1) == "arithmetic overflow in 'payload.value * 2'");
+    sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+    CHECK(table_text(db, "SELECT event_id || '=' || value FROM readings") ==
+          std::vector<std::string>{"ev-1=5"});
+    CHECK(table_text(db, "SELECT event_id || '=' || value FROM doubled") ==
+          std::vector<std::string>{"ev-1=10"});
+    CHECK(table_text(db, "SELECT total FROM meters") == std::vector<std::string>{"5"});
+}

@@ -496,6 +496,14 @@ DeclaredProjection::DeclaredProjection(std::string_view model_json, const Locato
     }
     staged_.resize(most);
     staged_text_.resize(most);
+    size_t inserted = 0;
+    for (const EventRule &r : model_.events) {
+        size_t n = 0;
+        for (const Insert &ins : r.inserts)
+            n += ins.values.size();
+        inserted = std::max(inserted, n);
+    }
+    insert_staged_.resize(inserted);
     for (const Table &t : model_.tables)
         most = std::max(most, t.columns.size());
     decimal_bufs_.resize(most);
@@ -884,28 +892,31 @@ bool DeclaredProjection::apply(const cdcflow_event &e, const cdcflow_payload &pa
         }
     }
     if (!rule->inserts.empty()) {
+        // Every history value first: an overflow in the second table's
+        // must not leave the first table's row behind.
+        size_t v = 0;
+        for (const Insert &ins : rule->inserts)
+            for (const Assign &a : ins.values) {
+                Value &s = insert_staged_[v++];
+                if (!eval(a.expr, cells, s, reason)) return false;
+                if (a.factor != 1 && !s.null && __builtin_mul_overflow(s.i, a.factor, &s.i))
+                    return reject(reason, "arithmetic overflow scaling ", a.expr.text());
+            }
+        v = 0;
         for (const Insert &ins : rule->inserts) {
             Table &t = model_.tables[ins.table];
+            sqlite::ResetOnExit guard{t.insert};
             for (size_t k = 0; k < ins.values.size(); ++k) {
                 const Assign &a = ins.values[k];
-                Value s;
-                if (!eval(a.expr, cells, s, reason)) {
-                    t.insert.reset();
-                    return false;
-                }
-                if (a.factor != 1 && !s.null && __builtin_mul_overflow(s.i, a.factor, &s.i)) {
-                    t.insert.reset();
-                    return reject(reason, "arithmetic overflow scaling ", a.expr.text());
-                }
-                bind(t.insert, static_cast<int>(a.column + 2), s, t.columns[a.column].type,
+                bind(t.insert, static_cast<int>(a.column + 2), insert_staged_[v++], t.columns[a.column].type,
                      decimal_bufs_[k].data());
             }
             t.insert.bind(1, sv(e.event_id));
-            sqlite::ResetOnExit guard{t.insert};
             t.insert.step();
             if (t.insert.changes() != 1)
                 // The same event applied twice (an id the deduper no longer
-                // held): this one event fails; the host dead-letters it alone.
+                // held): this one event fails (the batch rolls back, the
+                // host's bisection dead-letters the event alone).
                 throw Error(CDCFLOW_ERR_EVENT, "table '" + t.name + "' already has a row for event id " +
                                                    base::quoted(sv(e.event_id), kValueQuoting));
         }

@@ -167,6 +167,7 @@ private:
     Value event_[kEventSlots];
     std::vector<Value> staged_;
     std::vector<std::string> staged_text_;
+    std::vector<Value> insert_staged_; // the event's history values, all tables
     // Decimals formatted for binding, one per column of the widest table.
     std::vector<std::array<char, rules::Decimal::kMaxTextSize>> decimal_bufs_;
     struct Json; // simdjson parser for escaped strings
