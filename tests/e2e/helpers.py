@@ -81,6 +81,47 @@ def wait_for(pred, timeout=30.0, what="condition"):
     raise AssertionError("timed out waiting for " + what)
 
 
+def write_in_background(db, rows, chunk=500, pause=0.01):
+    """The application keeps writing: `rows` go into db's outbox `chunk` at
+    a time, `pause` seconds apart, on a thread of their own (returned,
+    started; join it)."""
+    import sqlite3
+    import threading
+    from outbox_gen import insert
+
+    def app():
+        w = sqlite3.connect(db, timeout=60)
+        for i in range(0, len(rows), chunk):
+            insert(w, rows[i:i + chunk])
+            time.sleep(pause)
+        w.close()
+    writer = threading.Thread(target=app)
+    writer.start()
+    return writer
+
+
+def kill_9_runs(test, args, env, db, targets, rnd):
+    """Crashes at random moments: for each target position, starts `cdcflow
+    args`, waits until db's checkpoint reaches the target (or the process
+    ends), sleeps up to 50 ms more, then kills it with SIGKILL. A run that
+    ended by itself must not have failed. Returns how many runs were
+    killed."""
+    kills = 0
+    for target in targets:
+        proc = start(args, env=env)
+        try:
+            wait_for(lambda: checkpoint(db) >= target or proc.poll() is not None, timeout=120,
+                     what="checkpoint %d" % target)
+            time.sleep(rnd.uniform(0, 0.05))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                kills += 1
+            _, err = proc.communicate()
+        test.assertNotEqual(proc.returncode, 1, err[-2000:])
+    return kills
+
+
 class TempDirTest(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="cdcflow_e2e_")

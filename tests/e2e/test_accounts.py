@@ -8,12 +8,11 @@ import re
 import signal
 import sqlite3
 import sys
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from accounts_model import replay  # noqa: E402
-from helpers import SOURCE_ROOT, TempDirTest, checkpoint, env_with, main, run, start, wait_for  # noqa: E402
+from helpers import (SOURCE_ROOT, TempDirTest, checkpoint, env_with, kill_9_runs, main, run, start,  # noqa: E402
+                     wait_for, write_in_background)
 from outbox_gen import Generator, insert, open_outbox  # noqa: E402
 
 PIPELINE = os.path.join(SOURCE_ROOT, "pipelines", "accounts.yaml")
@@ -68,29 +67,10 @@ class ExactlyOnce(AccountsTest):
         c.close()
 
         # The application keeps writing while cdcflow is killed and restarted.
-        def app():
-            w = sqlite3.connect(self.db, timeout=60)
-            for i in range(0, len(rest), 500):
-                insert(w, rest[i:i + 500])
-                time.sleep(0.01)
-            w.close()
-        writer = threading.Thread(target=app)
-        writer.start()
-
+        writer = write_in_background(self.db, rest)
         rnd = random.Random(7)
-        kills = 0
-        for target in sorted(rnd.sample(range(5_000, 190_000), 7)):
-            proc = start(["run", PIPELINE], env=self.env)
-            try:
-                wait_for(lambda: checkpoint(self.db) >= target or proc.poll() is not None, timeout=120,
-                         what="checkpoint %d" % target)
-                time.sleep(rnd.uniform(0, 0.05))
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    kills += 1
-                _, err = proc.communicate()
-            self.assertNotEqual(proc.returncode, 0 if proc.returncode is None else 1, err[-2000:])
+        kills = kill_9_runs(self, ["run", PIPELINE], self.env, self.db,
+                            sorted(rnd.sample(range(5_000, 190_000), 7)), rnd)
         writer.join()
         self.assertGreaterEqual(kills, 5)
         self.drain()

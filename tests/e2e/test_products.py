@@ -6,11 +6,10 @@ import os
 import random
 import sqlite3
 import sys
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from helpers import SOURCE_ROOT, TempDirTest, checkpoint, env_with, main, run, start, wait_for  # noqa: E402
+from helpers import (SOURCE_ROOT, TempDirTest, checkpoint, env_with, kill_9_runs, main, run,  # noqa: E402
+                     write_in_background)
 from outbox_gen import insert, open_outbox  # noqa: E402
 from products_model import BROKEN, Generator, Model  # noqa: E402
 
@@ -105,28 +104,10 @@ class ExactlyOnce(ProductsTest):
         rest = gen.rows(20_000)
         c.close()
 
-        def app():
-            w = sqlite3.connect(self.db, timeout=60)
-            for i in range(0, len(rest), 500):
-                insert(w, rest[i:i + 500])
-                time.sleep(0.01)
-            w.close()
-        writer = threading.Thread(target=app)
-        writer.start()
+        writer = write_in_background(self.db, rest)  # the application keeps writing
         rnd = random.Random(9)
-        kills = 0
-        for target in sorted(rnd.sample(range(3_000, 95_000), 6)):
-            proc = start(["run", PIPELINE], env=self.env)
-            try:
-                wait_for(lambda: checkpoint(self.db) >= target or proc.poll() is not None, timeout=120,
-                         what="checkpoint %d" % target)
-                time.sleep(rnd.uniform(0, 0.05))
-            finally:
-                if proc.poll() is None:
-                    proc.kill()  # SIGKILL
-                    kills += 1
-                _, err = proc.communicate()
-            self.assertNotEqual(proc.returncode, 0, err[-2000:])
+        kills = kill_9_runs(self, ["run", PIPELINE], self.env, self.db,
+                            sorted(rnd.sample(range(3_000, 95_000), 6)), rnd)
         writer.join()
         self.assertGreaterEqual(kills, 4)
         self.drain()
