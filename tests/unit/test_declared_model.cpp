@@ -70,16 +70,9 @@ const char *kModel = R"M({
   }
 })M";
 
-struct Sink {
-    StageHarness h;
-    std::unique_ptr<ProjectionSink> sink;
-    Sink(std::initializer_list<std::pair<const char *, Val>> cfg)
-        : h("project", cdcflow::test::declared<ProjectionSink>(), cfg),
-          sink(cdcflow::test::make_stage<ProjectionSink>(h)) {}
-    void process(cdcflow_batch &b) {
-        cdcflow::Batch view = h.view(b);
-        sink->process(view);
-    }
+struct Sink : cdcflow::test::HarnessedStage<ProjectionSink> {
+    Sink(std::initializer_list<std::pair<const char *, Val>> cfg) : HarnessedStage("project", cfg) {}
+    std::unique_ptr<ProjectionSink> &sink = stage;
 };
 
 Sink products_sink(const std::string &path, int64_t cache_size = 1000) {
