@@ -502,3 +502,24 @@ TEST_CASE("declared model: an overflow in any effect leaves no history row and n
           std::vector<std::string>{"ev-1=10"});
     CHECK(table_text(db, "SELECT total FROM meters") == std::vector<std::string>{"5"});
 }
+
+TEST_CASE("declared model: events that carry aggregate versions are applied once per version") {
+    TempDir dir("dm_versions");
+    std::string path = dir.file("read.db");
+    Sink s = products_sink(path);
+    s.sink->start();
+    auto versioned = [](int64_t offset, std::string type, std::string payload, int64_t version) {
+        EventSpec e = ev(offset, "sku-1", std::move(type), std::move(payload));
+        e.version = version;
+        return e;
+    };
+    cdcflow_batch b(8);
+    append(b, versioned(1, "Listed", R"({"name": "Mug", "price": "1.00"})", 1));
+    append(b, versioned(2, "Received", R"({"quantity": 5})", 2));
+    append(b, versioned(3, "Received", R"({"quantity": 5})", 2)); // a copy under another event id
+    append(b, versioned(4, "Shipped", R"({"quantity": 1})", 3));
+    s.process(b);
+    CHECK(b.events[2].status == CDCFLOW_EVENT_DUPLICATE);
+    sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+    CHECK(products(db) == std::vector<ProductRow>{{"sku-1", "Mug", "1.00", 4, 1, 3, 1004}});
+}
