@@ -190,3 +190,18 @@ TEST_CASE("expr: values in reasons") {
     append_value(out, Value{}, Type{Kind::integer, 0});
     CHECK(out == "null");
 }
+
+TEST_CASE("expr: same_text compares every byte at every length") {
+    for (size_t n : {0, 1, 7, 8, 9, 15, 16, 17, 40}) {
+        std::string a(n, 'x');
+        CHECK(same_text(a, a));
+        for (size_t i = 0; i < n; ++i) {
+            std::string b = a;
+            b[i] = 'y';
+            CHECK_FALSE(same_text(a, b));
+        }
+        CHECK_FALSE(same_text(a, a + "x"));
+    }
+    CHECK(eval("'MoneyWithdrawn' == 'MoneyDeposited'") == "false");
+    CHECK(eval("'MoneyWithdrawn' != 'MoneyWithdrawX'") == "true");
+}

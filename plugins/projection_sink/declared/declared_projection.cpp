@@ -689,7 +689,7 @@ bool DeclaredProjection::read_payload(const EventRule &rule, const cdcflow_paylo
         const cdcflow_json_field &f = cdcflow::Batch::field(parsed, k);
         std::string_view key(f.key.data, static_cast<size_t>(f.key.len));
         size_t idx = 0;
-        while (idx < nf && rule.fields[idx].name != key)
+        while (idx < nf && !same_text(rule.fields[idx].name, key))
             ++idx;
         if (idx == nf) continue; // extra fields are allowed (the host checked their JSON)
         const Field &fd = rule.fields[idx];
@@ -837,12 +837,12 @@ bool DeclaredProjection::apply(const cdcflow_event &e, std::string &reason) {
 
 bool DeclaredProjection::apply(const cdcflow_event &e, const cdcflow_payload &parsed, std::string &reason) {
     const std::string_view agg_type = sv(e.aggregate_type), id = sv(e.aggregate_id), type = sv(e.event_type);
-    if (agg_type != model_.aggregate_type)
+    if (!same_text(agg_type, model_.aggregate_type))
         return reject_quoted(reason, "aggregate type ", agg_type, " is not " + model_.aggregate_type);
     if (id.empty()) return reject(reason, "empty aggregate id");
     const EventRule *rule = nullptr;
     for (const EventRule &r : model_.events)
-        if (r.type == type) {
+        if (same_text(r.type, type)) {
             rule = &r;
             break;
         }

@@ -139,8 +139,8 @@ bool Program::run(const Value *payload, const Value *row, const Value *event, Va
             int c;
             if (in.op == Op::cmp_num)
                 c = a.i < b.i ? -1 : a.i > b.i ? 1 : 0;
-            else if ((in.aux == eq || in.aux == ne) && a.n != b.n)
-                c = 1; // unequal lengths: no need to look at the bytes
+            else if (in.aux == eq || in.aux == ne)
+                c = same_text(a.text(), b.text()) ? 0 : 1;
             else
                 c = a.text().compare(b.text());
             bool r = false;

@@ -119,6 +119,23 @@ bool compile(std::string_view text, const Scope &scope, Program &out, std::strin
 // The largest stack a Program may use (deeper expressions are refused).
 inline constexpr size_t kMaxDepth = 64;
 
+// a == b for the short names and texts compared per event (event types,
+// field names, 'open'): inline 8-byte words instead of a call to memcmp,
+// which showed up at several percent of the sink's time.
+inline bool same_text(std::string_view a, std::string_view b) {
+    if (a.size() != b.size()) return false;
+    size_t n = a.size(), i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t x, y;
+        __builtin_memcpy(&x, a.data() + i, 8);
+        __builtin_memcpy(&y, b.data() + i, 8);
+        if (x != y) return false;
+    }
+    for (; i < n; ++i)
+        if (a[i] != b[i]) return false;
+    return true;
+}
+
 // Appends v (of type t) as a reason shows it: decimals with their scale,
 // text escaped and cut (one line, valid UTF-8), "null".
 void append_value(std::string &out, const Value &v, const Type &t);
