@@ -148,7 +148,10 @@ class ExactPositions(Base):
                 _, r = self.validate(text)
                 m = re.match(r"cdcflow: .*:(\d+):(\d+): ", r.stderr)
                 self.assertTrue(m, r.stderr)
-                self.assertEqual(int(m.group(1)), want_line, (pointer, r.stderr))
+                # A key whose value is a block (a mapping or a list) may
+                # be located at the key or where its block starts, below.
+                allowed = {want_line, want_line + 1} if marker.endswith(":") else {want_line}
+                self.assertIn(int(m.group(1)), allowed, (pointer, r.stderr))
 
 
 if __name__ == "__main__":
