@@ -13,6 +13,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -105,8 +106,13 @@ public:
         if (v.is_scalar) {
             v.scalar = text(n);
             put_scalar(v.json, n, v.scalar);
+        } else if (n.IsNull()) {
+            write(n, v.json, 0, nullptr, 0);
         } else {
-            write(n, v.json, 0);
+            // A mapping or a sequence: keep where each nested node is, in the same walk.
+            auto marks = std::make_shared<NestedMarks>(file_);
+            write(n, v.json, 0, marks.get(), marks->add(v.mark));
+            v.nested = std::move(marks);
         }
         return v;
     }
@@ -122,7 +128,8 @@ private:
         spend(n, out.size() - before);
     }
 
-    void write(const YAML::Node &n, std::string &out, size_t depth) {
+    // `marks` (may be null): where the tree's nodes are; `self` is n's node in it.
+    void write(const YAML::Node &n, std::string &out, size_t depth, NestedMarks *marks, uint32_t self) {
         // The prescan bounds depth already; an alias that contains itself (&a [*a]) does not.
         if (depth > kMaxDepth) fail(mark_of(n), "nesting deeper than 200 levels");
         if (n.IsScalar()) {
@@ -131,20 +138,35 @@ private:
         } else if (n.IsSequence()) {
             visit(n);
             out += '[';
-            bool first = true;
+            if (marks) marks->open(self, false, n.size());
+            size_t i = 0;
             for (const YAML::Node &item : n) {
-                if (!std::exchange(first, false)) out += ',';
-                write(item, out, depth + 1);
+                if (i > 0) out += ',';
+                uint32_t child = 0;
+                if (marks) {
+                    child = marks->add(mark_of(item));
+                    marks->set_child(self, i, {}, child);
+                }
+                write(item, out, depth + 1, marks, child);
+                ++i;
             }
             out += ']';
         } else if (n.IsMap()) {
             out += '{';
-            bool first = true;
-            for (const Entry &e : entries(n, true)) {
-                if (!std::exchange(first, false)) out += ',';
+            std::vector<Entry> items = entries(n, true);
+            if (marks) marks->open(self, true, items.size());
+            for (size_t i = 0; i < items.size(); ++i) {
+                const Entry &e = items[i];
+                if (i > 0) out += ',';
                 put_string(out, e.key);
                 out += ':';
-                write(e.v, out, depth + 1);
+                uint32_t child = 0;
+                if (marks) {
+                    // An empty value ("key:") has no position of its own: the key's (as value() does).
+                    child = marks->add(mark_of(e.v.IsNull() ? e.k : e.v));
+                    marks->set_child(self, i, e.key, child);
+                }
+                write(e.v, out, depth + 1, marks, child);
             }
             out += '}';
         } else {
