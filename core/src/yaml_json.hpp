@@ -8,10 +8,12 @@
 #include "pipeline.hpp"
 #include "yaml_load.hpp"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <exception>
 #include <map>
 #include <memory>
 #include <optional>
@@ -29,6 +31,28 @@ std::optional<double> parse_double(std::string_view s);
 // numbers. What JSON cannot hold (1e999, .inf, .nan) stays a string; integers past int64
 // become doubles.
 void put_smart(std::string &out, const std::string &s);
+
+// The one YAML document of `text`, after the checks that protect yaml-cpp
+// (binary, size, depth, node count). `kind` names the file in messages
+// ("pipeline file", "rules file", "case file"). Throws LoadError and
+// YAML::Exception (one_line_errors turns them into a Status).
+YAML::Node load_one_document(const std::string &text, const std::string &kind);
+
+// Runs `load` and turns what it throws into one line "FILE:LINE:COL: what".
+template <typename T, typename Load>
+Result<T> one_line_errors(const std::string &file, const std::string &what, Load &&load) {
+    try {
+        return load();
+    } catch (const LoadError &e) {
+        return Status::Config(one_line(where(file, e.mark) + ": " + e.msg));
+    } catch (const YAML::DeepRecursion &e) { // what the prescan missed
+        return Status::Config(where(file, mark_of(e.mark)) + ": nesting deeper than 200 levels");
+    } catch (const YAML::Exception &e) {
+        return Status::Config(one_line(where(file, mark_of(e.mark)) + ": invalid YAML: " + e.msg));
+    } catch (const std::exception &e) {
+        return Status::Config(one_line(file + ": cannot load " + what + ": " + e.what()));
+    }
+}
 
 // Reports the start of each document without building it (to refuse a second document).
 struct DocumentStarts : YAML::EventHandler {

@@ -1,0 +1,222 @@
+// `cdcflow test PIPELINE CASES`: each case's events go into a fresh outbox
+// in a temporary SQLite file, the pipeline's stages run on that file in
+// drain mode (in this process, as `run --drain` runs them, without HTTP),
+// and the rows and dead letters they leave are compared with the case's
+// expectations (case_file.hpp). README, "Testing a read model: cdcflow test".
+#include "case_file.hpp"
+#include "commands.hpp"
+
+#include "escape.hpp"
+#include "log.hpp"
+#include "metrics.hpp"
+#include "runtime.hpp"
+
+#include "common/sqlite.hpp"
+#include "outbox/schema.hpp"
+
+#include <boost/program_options.hpp>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <system_error>
+#include <vector>
+
+namespace po = boost::program_options;
+using namespace cdcflow::host;
+using cdcflow::Result;
+using cdcflow::Status;
+
+namespace cdcflow::cli {
+namespace {
+
+constexpr const char *kSourcePlugin = "outbox_source";
+
+// A temporary folder, removed with everything in it when the command ends.
+struct TempDir {
+    std::filesystem::path path;
+    TempDir() {
+        std::error_code ec;
+        std::filesystem::path base = std::filesystem::temp_directory_path(ec);
+        if (ec) base = "/tmp";
+        std::string tmpl = (base / "cdcflow-test-XXXXXX").string();
+        if (mkdtemp(tmpl.data())) path = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        if (!path.empty()) std::filesystem::remove_all(path, ec);
+    }
+};
+
+// The outbox table the source stage reads, from its config (its table and
+// column keys are schema.hpp's option keys).
+outbox::OutboxSchema schema_of(const StageDef &source) {
+    outbox::OutboxSchema s;
+    auto text = [&](const char *key) -> const std::string * {
+        auto it = source.config.find(key);
+        return it == source.config.end() || !it->second.is_scalar ? nullptr : &it->second.scalar;
+    };
+    if (const std::string *t = text("table")) s.table = *t;
+    for (size_t i = 0; i < outbox::kColumnCount; ++i)
+        if (const std::string *n = text(outbox::kColumns[i].key)) s.names[i] = *n;
+    return s;
+}
+
+// Every stage's `database` points at the case's file; every `create_schema`
+// is on (the file starts empty but for the outbox).
+void point_at(PipelineDef &def, const std::string &database) {
+    for (StageDef &st : def.stages) {
+        if (auto it = st.config.find("database");
+            it != st.config.end() && it->second.type == CDCFLOW_CONFIG_STRING) {
+            it->second.scalar = database;
+            it->second.json = json_string(database);
+        }
+        if (auto it = st.config.find("create_schema");
+            it != st.config.end() && it->second.type == CDCFLOW_CONFIG_BOOL) {
+            it->second.b = true;
+            it->second.scalar = "true";
+            it->second.json = "true";
+        }
+    }
+}
+
+// The case's events, in order, into a fresh outbox in `database`.
+void write_outbox(const std::string &database, const outbox::OutboxSchema &schema, const cases::Case &c) {
+    sqlite::Db db(database, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+    db.exec(schema.create_sql());
+    sqlite::Transaction tx(db);
+    using outbox::Column;
+    sqlite::Stmt ins(
+        db, schema.insert_sql({Column::kId, Column::kAggregateType, Column::kAggregateId, Column::kType,
+                               Column::kPayload, Column::kTimestamp, Column::kVersion}));
+    for (const cases::Event &e : c.events) {
+        ins.bind(1, std::string_view(e.id))
+            .bind(2, std::string_view(e.aggregate_type))
+            .bind(3, std::string_view(e.aggregate_id))
+            .bind(4, std::string_view(e.type))
+            .bind(5, std::string_view(e.payload))
+            .bind(6, e.timestamp);
+        if (schema.has(Column::kVersion)) {
+            if (e.version)
+                ins.bind(7, *e.version);
+            else
+                ins.bind_null(7);
+        }
+        ins.run();
+    }
+    tx.commit();
+}
+
+struct CaseOutcome {
+    bool config_error = false; // the pipeline cannot be created: the file's fault (exit 3)
+    std::string error;         // the run failed (the case fails with it)
+    std::vector<std::string> diff;
+};
+
+CaseOutcome run_case(const PipelineDef &def, PluginRegistry &registry, const outbox::OutboxSchema &schema,
+                     const cases::Case &c, const std::string &database, const std::string &case_file) {
+    CaseOutcome out;
+    try {
+        write_outbox(database, schema, c);
+    } catch (const std::exception &e) {
+        out.error = std::string("cannot write the outbox: ") + e.what();
+        return out;
+    }
+    {
+        PipelineDef d = def;
+        point_at(d, database);
+        Metrics metrics;
+        auto rt = Runtime::create(std::move(d), registry, metrics);
+        if (!rt) {
+            out.config_error = rt.status().abi() == CDCFLOW_ERR_CONFIG;
+            out.error = rt.status().message();
+            return out;
+        }
+        RunOptions ro;
+        ro.drain = true;
+        if (Status st = rt.value()->run(ro); !st) {
+            out.error = "the pipeline failed: " + st.message();
+            return out;
+        }
+    } // the stages are gone (their connections closed) before the results are read
+    auto actual = cases::read_actual(database, c);
+    if (!actual) {
+        out.error = actual.status().message();
+        return out;
+    }
+    out.diff = cases::compare(c, actual.value(), case_file);
+    return out;
+}
+
+} // namespace
+
+int cmd_test(int argc, char **argv) {
+    const char *usage = "cdcflow test PIPELINE.yaml CASES.yaml [--verbose]";
+    po::options_description opts("test options");
+    opts.add_options()("pipeline", po::value<std::string>()->required(), "pipeline YAML file")(
+        "cases", po::value<std::string>()->required(), "case file (README, \"Testing a read model\")")(
+        "verbose", po::bool_switch(), "show the pipeline's log lines (by default only errors)");
+    po::positional_options_description pos;
+    pos.add("pipeline", 1).add("cases", 1);
+    po::variables_map vm;
+    if (int rc = parse_command_line(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
+    const std::string file = vm["pipeline"].as<std::string>(), case_path = vm["cases"].as<std::string>();
+    const bool verbose = vm["verbose"].as<bool>();
+
+    PluginRegistry registry;
+    auto def = load_checked(file, registry);
+    if (!verbose) set_log_level(CDCFLOW_LOG_ERROR); // after the file's log: settings
+    if (!def) {
+        log_failure(def.status().message());
+        return def.status().abi() == CDCFLOW_ERR_CONFIG ? kExitInvalid : kExitFailure;
+    }
+    const StageDef &source = def.value().stages.front();
+    if (source.plugin != kSourcePlugin) {
+        log_failure(where(file, source.plugin_mark) + ": cdcflow test needs an " + kSourcePlugin +
+                    " first stage (stage " + quote(source.id) + " is plugin " + quote(source.plugin) + ")");
+        return kExitInvalid;
+    }
+    auto cf = cases::load_case_file(case_path);
+    if (!cf) {
+        log_failure(cf.status().message());
+        return kExitInvalid;
+    }
+    const outbox::OutboxSchema schema = schema_of(source);
+    for (const cases::Case &c : cf.value().cases)
+        for (const cases::Event &e : c.events)
+            if (e.version && !schema.has(outbox::Column::kVersion)) {
+                log_failure(where(case_path, e.version_mark) +
+                            ": 'version' needs a version column, and stage " + quote(source.id) +
+                            " names none (its version_column)");
+                return kExitInvalid;
+            }
+
+    TempDir tmp;
+    if (tmp.path.empty()) {
+        log_failure("cannot make a temporary folder: " + std::string(std::strerror(errno)));
+        return kExitFailure;
+    }
+    size_t passed = 0, failed = 0, number = 0;
+    for (const cases::Case &c : cf.value().cases) {
+        const std::string database = (tmp.path / ("case-" + std::to_string(++number) + ".db")).string();
+        CaseOutcome o = run_case(def.value(), registry, schema, c, database, case_path);
+        if (o.config_error) { // as validate would say, once, whatever the case
+            log_failure(o.error);
+            return kExitInvalid;
+        }
+        const bool ok = o.error.empty() && o.diff.empty();
+        std::printf("%s %s\n", ok ? "ok  " : "FAIL", one_line(c.name).c_str());
+        if (!o.error.empty()) std::printf("  %s\n", one_line(o.error).c_str());
+        for (const std::string &line : o.diff)
+            std::printf("  %s\n", line.c_str());
+        std::fflush(stdout);
+        ++(ok ? passed : failed);
+    }
+    std::printf("%zu passed, %zu failed\n", passed, failed);
+    return failed ? kExitFailure : kExitOk;
+}
+
+} // namespace cdcflow::cli
