@@ -202,6 +202,9 @@ int cmd_test(int argc, char **argv) {
     size_t passed = 0, failed = 0, number = 0;
     for (const cases::Case &c : cf.value().cases) {
         const std::string database = (tmp.path / ("case-" + std::to_string(++number) + ".db")).string();
+        log_line(CDCFLOW_LOG_INFO, "test",
+                 "case " + quote(c.name) + ": " + std::to_string(c.events.size()) +
+                     " events into a fresh outbox in " + quote(database));
         CaseOutcome o = run_case(def.value(), registry, schema, c, database, case_path);
         if (o.config_error) { // as validate would say, once, whatever the case
             log_failure(o.error);
