@@ -3,13 +3,17 @@ accounts cases pass; failing cases print the diff and exit 1; malformed case
 files and pipelines exit 3 with the position; usage errors exit 2; the
 pipeline's own database is never touched and the temporary files go away."""
 import os
+import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import SOURCE_ROOT, TEST_PLUGINS, TempDirTest, env_with, main, run  # noqa: E402
+from helpers import SOURCE_ROOT, TEST_PLUGINS, TempDirTest, env_with, main, run, start, wait_for  # noqa: E402
 
 ACCOUNTS = os.path.join(SOURCE_ROOT, "pipelines", "accounts.yaml")
 ACCOUNTS_CASES = os.path.join(SOURCE_ROOT, "pipelines", "tests", "accounts.cases.yaml")
+# A sink that waits for a Kafka broker: nothing listens on port 1.
+TO_KAFKA = os.path.join(SOURCE_ROOT, "pipelines", "accounts-to-kafka.yaml")
 
 # Two cases: the first holds, the second expects what does not happen.
 CASES = """\
@@ -164,15 +168,53 @@ cases:
         self.assertEqual(r.stderr, v.stderr)
         self.assertIn("config key 'window_size' for plugin 'deduper' must be an integer", r.stderr)
 
+    def test_a_case_that_cannot_drain_is_stopped_at_its_deadline(self):
+        env = env_with(CDCFLOW_DB=self.real_db, TMPDIR=self.tmp, CDCFLOW_KAFKA_BROKERS="127.0.0.1:1")
+        began = time.monotonic()
+        r = self.run_test(TO_KAFKA, ACCOUNTS_CASES, "--timeout", "1", env=env)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[0], "FAIL an account is opened, credited, debited and closed")
+        self.assertEqual(lines[1], "  stopped after 1 s without draining (--timeout): does a stage wait for "
+                                   "something outside the file?")
+        self.assertRegex(lines[2], r"^0 passed, 1 failed, \d+ not run$")
+        self.assertLess(time.monotonic() - began, 40)  # a hang would be the test's timeout, not a figure
+
+    def test_sigint_stops_the_running_case_and_removes_the_temporary_files(self):
+        env = env_with(CDCFLOW_DB=self.real_db, TMPDIR=self.tmp, CDCFLOW_KAFKA_BROKERS="127.0.0.1:1")
+        proc = start(["test", TO_KAFKA, ACCOUNTS_CASES, "--verbose"], env=env)
+        # The case runs once its outbox file exists in the temporary folder.
+        wait_for(lambda: any(f.endswith(".db") for d in os.listdir(self.tmp)
+                             for f in os.listdir(os.path.join(self.tmp, d))), what="the first case's file")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=40)
+        self.assertEqual(proc.returncode, 1, out + err)
+        self.assertEqual(out.splitlines()[:2], ["FAIL an account is opened, credited, debited and closed",
+                                                "  interrupted"])
+        self.assertRegex(out.splitlines()[-1], r"^0 passed, 1 failed, \d+ not run$")
+
+    def test_a_sink_without_a_database_cannot_be_tested(self):
+        cases = self.write("c.yaml", CASES)
+        p = self.write("p.yaml", "pipeline: p\nstages:\n  - id: outbox\n    plugin: outbox_source\n"
+                                 "    config: {database: x.db}\n"
+                                 "  - id: sink\n    plugin: file_sink\n")
+        r = self.run_test(p, cases, env=env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS, CDCFLOW_DB=self.real_db,
+                                                  TMPDIR=self.tmp))
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertEqual(r.stderr, "cdcflow: %s:7:13: cdcflow test reads the results from the sink's SQLite "
+                                   "database, and stage 'sink' (plugin 'file_sink') has no 'database' config key\n"
+                         % p)
+
     def test_usage_errors_exit_2(self):
-        for args in ([], [ACCOUNTS], [ACCOUNTS, ACCOUNTS_CASES, "third"], [ACCOUNTS, ACCOUNTS_CASES, "--fast"]):
+        for args in ([], [ACCOUNTS], [ACCOUNTS, ACCOUNTS_CASES, "third"], [ACCOUNTS, ACCOUNTS_CASES, "--fast"],
+                     [ACCOUNTS, ACCOUNTS_CASES, "--timeout", "0"], [ACCOUNTS, ACCOUNTS_CASES, "--timeout", "x"]):
             r = self.run_test(*args)
             self.assertEqual(r.returncode, 2, (args, r.stdout, r.stderr))
             self.assertIn("usage: cdcflow test PIPELINE.yaml CASES.yaml", r.stderr)
             self.assertEqual(r.stdout, "")
         r = self.run_test("--help")
         self.assertEqual(r.returncode, 0)
-        self.assertIn("usage: cdcflow test PIPELINE.yaml CASES.yaml [--verbose]", r.stdout)
+        self.assertIn("usage: cdcflow test PIPELINE.yaml CASES.yaml [--verbose] [--timeout SEC]", r.stdout)
         r = run(["--help"])
         self.assertRegex(r.stdout, r"\n  test +run a pipeline's stages on the cases of a YAML file")
 

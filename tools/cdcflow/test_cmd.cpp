@@ -10,6 +10,7 @@
 #include "log.hpp"
 #include "metrics.hpp"
 #include "runtime.hpp"
+#include "signal_watcher.hpp"
 
 #include "common/sqlite.hpp"
 #include "outbox/schema.hpp"
@@ -17,12 +18,17 @@
 #include <boost/program_options.hpp>
 
 #include <cerrno>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <vector>
 
 namespace po = boost::program_options;
@@ -110,14 +116,25 @@ void write_outbox(const std::string &database, const outbox::OutboxSchema &schem
     tx.commit();
 }
 
+// What stops a case's run from outside: SIGINT/SIGTERM (the command stops
+// after the case) and the case's deadline.
+struct Control {
+    std::mutex mu;
+    std::condition_variable cv;
+    Runtime *current = nullptr; // the case's runtime while it runs
+    bool interrupted = false;
+};
+
 struct CaseOutcome {
     bool config_error = false; // the pipeline cannot be created: the file's fault (exit 3)
+    bool timed_out = false;    // the later cases would most likely wait the same way: not run
     std::string error;         // the run failed (the case fails with it)
     std::vector<std::string> diff;
 };
 
 CaseOutcome run_case(const PipelineDef &def, PluginRegistry &registry, const outbox::OutboxSchema &schema,
-                     const cases::Case &c, const std::string &database, const std::string &case_file) {
+                     const cases::Case &c, const std::string &database, const std::string &case_file,
+                     Control &control, std::chrono::seconds timeout) {
     CaseOutcome out;
     try {
         write_outbox(database, schema, c);
@@ -135,9 +152,46 @@ CaseOutcome run_case(const PipelineDef &def, PluginRegistry &registry, const out
             out.error = rt.status().message();
             return out;
         }
+        Runtime &r = *rt.value();
+        // A stage that waits for what a test cannot give (a broker, a lock
+        // held elsewhere) must not hang the command: past the deadline the
+        // run is stopped like a SIGTERM stops it, and the case fails.
+        bool done = false, timed_out = false;
+        {
+            std::lock_guard lock(control.mu);
+            control.current = &r;
+            if (control.interrupted) r.request_stop();
+        }
+        std::thread watchdog([&] {
+            std::unique_lock lock(control.mu);
+            if (!control.cv.wait_for(lock, timeout, [&] { return done; })) {
+                timed_out = true;
+                r.request_stop();
+            }
+        });
         RunOptions ro;
         ro.drain = true;
-        if (Status st = rt.value()->run(ro); !st) {
+        Status st = r.run(ro);
+        bool interrupted;
+        {
+            std::lock_guard lock(control.mu);
+            done = true;
+            control.current = nullptr;
+            interrupted = control.interrupted;
+        }
+        control.cv.notify_all();
+        watchdog.join();
+        if (timed_out) {
+            out.timed_out = true;
+            out.error = "stopped after " + std::to_string(timeout.count()) +
+                        " s without draining (--timeout): does a stage wait for something outside the file?";
+            return out;
+        }
+        if (interrupted) {
+            out.error = "interrupted";
+            return out;
+        }
+        if (!st) {
             out.error = "the pipeline failed: " + st.message();
             return out;
         }
@@ -154,17 +208,33 @@ CaseOutcome run_case(const PipelineDef &def, PluginRegistry &registry, const out
 } // namespace
 
 int cmd_test(int argc, char **argv) {
-    const char *usage = "cdcflow test PIPELINE.yaml CASES.yaml [--verbose]";
+    const char *usage = "cdcflow test PIPELINE.yaml CASES.yaml [--verbose] [--timeout SEC]";
     po::options_description opts("test options");
     opts.add_options()("pipeline", po::value<std::string>()->required(), "pipeline YAML file")(
         "cases", po::value<std::string>()->required(), "case file (README, \"Testing a read model\")")(
-        "verbose", po::bool_switch(), "show the pipeline's log lines (by default only errors)");
+        "verbose", po::bool_switch(), "show the pipeline's log lines (by default only errors)")(
+        "timeout", po::value<uint32_t>()->default_value(60),
+        "seconds a case may run before it is stopped and fails (1 to 86400)");
     po::positional_options_description pos;
     pos.add("pipeline", 1).add("cases", 1);
     po::variables_map vm;
     if (int rc = parse_command_line(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
     const std::string file = vm["pipeline"].as<std::string>(), case_path = vm["cases"].as<std::string>();
     const bool verbose = vm["verbose"].as<bool>();
+    const uint32_t timeout_s = vm["timeout"].as<uint32_t>();
+    if (timeout_s < 1 || timeout_s > 86400) {
+        std::fprintf(stderr, "cdcflow test: --timeout must be from 1 to 86400 seconds (usage: %s)\n", usage);
+        return kExitUsage;
+    }
+    // Before any stage's thread exists (as run does): only the watcher sees
+    // SIGINT/SIGTERM. The first stops the running case and the command
+    // (the temporary folder is removed); a second exits at once.
+    Control control;
+    SignalWatcher signals(Settings{}.shutdown_timeout_ms, kExitTimeout, [&](const char *) {
+        std::lock_guard lock(control.mu);
+        control.interrupted = true;
+        if (control.current) control.current->request_stop();
+    });
 
     PluginRegistry registry;
     auto def = load_checked(file, registry);
@@ -177,6 +247,14 @@ int cmd_test(int argc, char **argv) {
     if (source.plugin != kSourcePlugin) {
         log_failure(where(file, source.plugin_mark) + ": cdcflow test needs an " + kSourcePlugin +
                     " first stage (stage " + quote(source.id) + " is plugin " + quote(source.plugin) + ")");
+        return kExitInvalid;
+    }
+    const StageDef &sink = def.value().stages.back();
+    if (!sink.config.count("database")) {
+        log_failure(where(file, sink.plugin_mark) +
+                    ": cdcflow test reads the results from the sink's SQLite "
+                    "database, and stage " +
+                    quote(sink.id) + " (plugin " + quote(sink.plugin) + ") has no 'database' config key");
         return kExitInvalid;
     }
     auto cf = cases::load_case_file(case_path);
@@ -205,7 +283,8 @@ int cmd_test(int argc, char **argv) {
         log_line(CDCFLOW_LOG_INFO, "test",
                  "case " + quote(c.name) + ": " + std::to_string(c.events.size()) +
                      " events into a fresh outbox in " + quote(database));
-        CaseOutcome o = run_case(def.value(), registry, schema, c, database, case_path);
+        CaseOutcome o = run_case(def.value(), registry, schema, c, database, case_path, control,
+                                 std::chrono::seconds(timeout_s));
         if (o.config_error) { // as validate would say, once, whatever the case
             log_failure(o.error);
             return kExitInvalid;
@@ -217,8 +296,14 @@ int cmd_test(int argc, char **argv) {
             std::printf("  %s\n", line.c_str());
         std::fflush(stdout);
         ++(ok ? passed : failed);
+        std::lock_guard lock(control.mu);
+        if (control.interrupted || o.timed_out) break;
     }
-    std::printf("%zu passed, %zu failed\n", passed, failed);
+    const size_t not_run = cf.value().cases.size() - passed - failed;
+    if (not_run > 0)
+        std::printf("%zu passed, %zu failed, %zu not run\n", passed, failed, not_run);
+    else
+        std::printf("%zu passed, %zu failed\n", passed, failed);
     return failed ? kExitFailure : kExitOk;
 }
 
