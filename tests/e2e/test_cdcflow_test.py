@@ -3,6 +3,7 @@ accounts cases pass; failing cases print the diff and exit 1; malformed case
 files and pipelines exit 3 with the position; usage errors exit 2; the
 pipeline's own database is never touched and the temporary files go away."""
 import os
+import re
 import signal
 import sys
 import time
@@ -69,6 +70,16 @@ class CdcflowTest(TempDirTest):
         for line in lines[:-1]:
             self.assertTrue(line.startswith("ok   "), line)
         self.assertEqual(r.stderr, "")  # quiet unless --verbose
+
+    def test_the_readme_case_file_passes(self):
+        # The README's example case file is a real one: it must keep passing.
+        with open(os.path.join(SOURCE_ROOT, "README.md")) as f:
+            readme = f.read()
+        block = re.search(r"\*\*The case file\.\*\*\n\n```yaml\n(.*?)```", readme, re.S)
+        self.assertIsNotNone(block)
+        r = self.run_test(ACCOUNTS, self.write("readme.yaml", block.group(1)))
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        self.assertEqual(r.stdout.splitlines()[-1], "1 passed, 0 failed")
 
     def test_failing_cases_print_a_diff_and_exit_1(self):
         cases = self.write("c.yaml", CASES)
