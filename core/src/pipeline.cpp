@@ -344,10 +344,7 @@ private:
         std::map<std::string, Mark> ids;
         for (const YAML::Node &n : e.v) {
             StageDef st = read_stage(n, def.stages.size() + 1);
-            auto [first, fresh] = ids.emplace(st.id, st.mark);
-            if (!fresh)
-                fail(st.mark, "duplicate stage id " + quote(st.id) + " (first at " +
-                                  where(file_, first->second) + ")");
+            add_unique(ids, st.id, st.mark, file_, "stage id");
             def.stages.push_back(std::move(st));
         }
         if (def.stages.empty())

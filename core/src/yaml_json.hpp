@@ -54,6 +54,17 @@ Result<T> one_line_errors(const std::string &file, const std::string &what, Load
     }
 }
 
+// Names that must be unique in a file (mapping keys, stage ids, case
+// names): records `name` at `at`, or fails there naming the first use:
+// "duplicate <what> 'x' (first at FILE:LINE:COL)".
+inline void add_unique(std::map<std::string, Mark> &seen, const std::string &name, Mark at,
+                       const std::string &file, const char *what) {
+    auto [first, fresh] = seen.emplace(name, at);
+    if (!fresh)
+        fail(at, std::string("duplicate ") + what + " " + quote(name) + " (first at " +
+                     where(file, first->second) + ")");
+}
+
 // Reports the start of each document without building it (to refuse a second document).
 struct DocumentStarts : YAML::EventHandler {
     YAML::Mark mark;
@@ -91,10 +102,7 @@ public:
             if (!k.IsScalar())
                 fail(mark_of(k), std::string("a mapping key must be a string, got ") + kind_of(k));
             std::string key = interpolate_keys ? text(k) : (visit(k), k.Scalar());
-            auto [first, fresh] = seen.emplace(key, mark_of(k));
-            if (!fresh)
-                fail(mark_of(k),
-                     "duplicate key " + quote(key) + " (first at " + where(file_, first->second) + ")");
+            add_unique(seen, key, mark_of(k), file_, "key");
             out.push_back({std::move(key), k, kv.second});
         }
         return out;

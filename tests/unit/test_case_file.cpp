@@ -53,6 +53,11 @@ std::string one_case(const std::string &event, const std::string &expect = "    
            expect;
 }
 
+// The error of a case whose one event is fine and whose `expect` is this.
+std::string expect_error(const std::string &expect) {
+    return parse_error(one_case("{type: A, aggregate_id: a}", expect));
+}
+
 Cell text(const std::string &s) {
     Cell c;
     c.kind = Cell::Kind::text;
@@ -208,21 +213,20 @@ TEST_SUITE("case file: parsing") {
         CHECK(parse_error("cases: [{name: n, events: [{type: A, aggregate_id: x}], expect: {}}]\n") ==
               "c.yaml:1:28: event #1 has no 'aggregate_type' and the file sets no default (a top-level "
               "'aggregate_type:')");
-        CHECK(parse_error(one_case("{type: A, aggregate_id: a}", "      tables: {t: [{c: [1]}]}\n")) ==
+        CHECK(expect_error("      tables: {t: [{c: [1]}]}\n") ==
               "c.yaml:7:24: column 'c' of table 't' must be a scalar, got a sequence");
-        CHECK(parse_error(one_case("{type: A, aggregate_id: a}", "      tables: {t: {c: 1}}\n")) ==
+        CHECK(expect_error("      tables: {t: {c: 1}}\n") ==
               "c.yaml:7:19: table 't' (a list of rows) must be a list, got a mapping");
-        CHECK(parse_error(one_case("{type: A, aggregate_id: a}", "      tables: {t: [1]}\n")) ==
+        CHECK(expect_error("      tables: {t: [1]}\n") ==
               "c.yaml:7:20: a row of table 't' must be a mapping (column: value), got a scalar");
-        CHECK(parse_error(one_case("{type: A, aggregate_id: a}", "      rows: []\n")) ==
+        CHECK(expect_error("      rows: []\n") ==
               "c.yaml:7:7: unknown key 'rows' in 'expect' (known: tables, dead_letters)");
-        CHECK(parse_error(one_case("{type: A, aggregate_id: a}", "      dead_letters: [{event: 2}]\n")) ==
+        CHECK(expect_error("      dead_letters: [{event: 2}]\n") ==
               "c.yaml:7:30: 'event' must be the number of one of the case's events (1 to 1), got 2");
-        CHECK(parse_error(one_case("{type: A, aggregate_id: a}", "      dead_letters: [{stage: s}]\n")) ==
+        CHECK(expect_error("      dead_letters: [{stage: s}]\n") ==
               "c.yaml:7:22: a dead letter needs 'event' (its number in the case) or 'event_id'");
         CHECK(
-            parse_error(one_case("{type: A, aggregate_id: a}",
-                                 "      dead_letters: [{event: 1, reason: a, reason_contains: b}]\n")) ==
+            expect_error("      dead_letters: [{event: 1, reason: a, reason_contains: b}]\n") ==
             "c.yaml:7:44: a dead letter takes one of 'reason' and 'reason_contains' (first at c.yaml:7:33)");
         CHECK(parse_error(
                   one_case("{type: A, aggregate_id: a}", "      dead_letters: [{event: 1, why: b}]\n")) ==

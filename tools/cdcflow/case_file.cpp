@@ -59,10 +59,7 @@ public:
         std::map<std::string, Mark> names;
         for (const YAML::Node &n : cases->v) {
             Case c = read_case(n, out.cases.size() + 1);
-            auto [first, fresh] = names.emplace(c.name, c.mark);
-            if (!fresh)
-                fail(c.mark, "duplicate case name " + quote(c.name) + " (first at " +
-                                 where(file_, first->second) + ")");
+            host::add_unique(names, c.name, c.mark, file_, "case name");
             out.cases.push_back(std::move(c));
         }
         return out;
