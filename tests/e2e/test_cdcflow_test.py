@@ -194,9 +194,10 @@ cases:
     def test_sigint_stops_the_running_case_and_removes_the_temporary_files(self):
         env = env_with(CDCFLOW_DB=self.real_db, TMPDIR=self.tmp, CDCFLOW_KAFKA_BROKERS="127.0.0.1:1")
         proc = start(["test", TO_KAFKA, ACCOUNTS_CASES, "--verbose"], env=env)
+        self.addCleanup(lambda: proc.poll() is None and proc.kill())
         # The case runs once its outbox file exists in the temporary folder.
-        wait_for(lambda: any(f.endswith(".db") for d in os.listdir(self.tmp)
-                             for f in os.listdir(os.path.join(self.tmp, d))), what="the first case's file")
+        wait_for(lambda: any(f.endswith(".db") for _, _, files in os.walk(self.tmp) for f in files),
+                 what="the first case's file")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=40)
         self.assertEqual(proc.returncode, 1, out + err)
@@ -215,6 +216,22 @@ cases:
         self.assertEqual(r.stderr, "cdcflow: %s:7:13: cdcflow test reads the results from the sink's SQLite "
                                    "database, and stage 'sink' (plugin 'file_sink') has no 'database' config key\n"
                          % p)
+
+    def test_a_stage_that_refuses_its_config_at_create_is_exit_3(self):
+        # config_probe (a test plugin) refuses the value fail_at points at,
+        # with its nested position (config_location_at), when it is created.
+        with open(ACCOUNTS) as f:
+            text = f.read()
+        probe = ("  - id: probe\n    plugin: config_probe\n    config:\n      extra: {a: [1, 2]}\n"
+                 "      fail_at: /a/1\n\n  - id: project\n")
+        p = self.write("p.yaml", text.replace("  - id: project\n", probe))
+        line = text[:text.index("  - id: project\n")].count("\n") + 4
+        r = self.run_test(p, self.write("c.yaml", CASES),
+                          env=env_with(CDCFLOW_PLUGIN_PATH=TEST_PLUGINS, CDCFLOW_DB=self.real_db, TMPDIR=self.tmp))
+        self.assertEqual(r.returncode, 3, r.stdout + r.stderr)
+        self.assertEqual(r.stdout, "")
+        self.assertEqual(r.stderr, "cdcflow: %s:%d:22: stage 'probe' (plugin 'config_probe'): extra/a/1: refused "
+                                   "on purpose (fail_at)\n" % (p, line))
 
     def test_usage_errors_exit_2(self):
         for args in ([], [ACCOUNTS], [ACCOUNTS, ACCOUNTS_CASES, "third"], [ACCOUNTS, ACCOUNTS_CASES, "--fast"],

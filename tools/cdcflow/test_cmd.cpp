@@ -279,12 +279,18 @@ int cmd_test(int argc, char **argv) {
     }
     size_t passed = 0, failed = 0, number = 0;
     for (const cases::Case &c : cf.value().cases) {
-        const std::string database = (tmp.path / ("case-" + std::to_string(++number) + ".db")).string();
+        // The case's file (and its -wal and -shm) in a folder of its own,
+        // removed once the case is done: disk use stays one case's.
+        const std::filesystem::path folder = tmp.path / ("case-" + std::to_string(++number));
+        std::error_code ec;
+        std::filesystem::create_directory(folder, ec);
+        const std::string database = (folder / "test.db").string();
         log_line(CDCFLOW_LOG_INFO, "test",
                  "case " + quote(c.name) + ": " + std::to_string(c.events.size()) +
                      " events into a fresh outbox in " + quote(database));
         CaseOutcome o = run_case(def.value(), registry, schema, c, database, case_path, control,
                                  std::chrono::seconds(timeout_s));
+        std::filesystem::remove_all(folder, ec);
         if (o.config_error) { // as validate would say, once, whatever the case
             log_failure(o.error);
             return kExitInvalid;
