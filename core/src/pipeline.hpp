@@ -67,6 +67,8 @@ public:
     // adding any other node's children.
     void open(uint32_t parent, bool mapping, size_t count);
     void set_child(uint32_t parent, size_t i, std::string_view key, uint32_t node);
+    // Once built: gives back what the vectors' growth reserved (up to half).
+    void shrink();
 
     // The node a JSON Pointer (RFC 6901) names or, when it names none (a
     // missing key, an index past the end, "-", a malformed escape), the

@@ -78,6 +78,12 @@ void NestedMarks::set_child(uint32_t parent, size_t i, std::string_view key, uin
     keys_.append(key);
 }
 
+void NestedMarks::shrink() {
+    nodes_.shrink_to_fit();
+    children_.shrink_to_fit();
+    keys_.shrink_to_fit();
+}
+
 namespace {
 
 // One reference token of a JSON Pointer, unescaped (RFC 6901: "~1" is '/',

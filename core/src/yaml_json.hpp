@@ -144,6 +144,7 @@ public:
             // A mapping or a sequence: keep where each nested node is, in the same walk.
             auto marks = std::make_shared<NestedMarks>(file_);
             write(n, v.json, 0, marks.get(), marks->add(v.mark));
+            marks->shrink();
             v.nested = std::move(marks);
         }
         return v;
