@@ -159,6 +159,15 @@ cases:
         self.assertEqual(r.stderr, "cdcflow: %s:5:97: 'version' needs a version column, and stage 'outbox' names "
                                    "none (its version_column)\n" % cases)
 
+    def test_the_outbox_is_written_as_the_source_names_it(self):
+        with open(ACCOUNTS) as f:
+            text = f.read()
+        custom = self.write("custom.yaml", text.replace(
+            "      table: outbox ", "      table: \"my events\"\n      id_column: event_id\n"
+            "      payload_column: body\n      #"))
+        r = self.run_test(custom, ACCOUNTS_CASES)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
     def test_pipelines_it_cannot_test(self):
         cases = self.write("c.yaml", CASES)
         # Not an outbox_source first: nothing to write the events into.
