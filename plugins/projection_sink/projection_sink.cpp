@@ -40,7 +40,7 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
             if (!cfg.model) cfg.fail(&Settings::model, "required with projection: declared");
             opts.model = cfg.model->text;
             opts.locate = [&cfg](const std::string &pointer) {
-                return cfg.location_at(&Settings::model, pointer);
+                return cfg.location_at(&Settings::model, pointer.c_str());
             };
         } else if (cfg.model) {
             cfg.fail(&Settings::model,

@@ -3,10 +3,9 @@ kind of declaration mistake is one line naming the file, a line and column,
 the stage, the place inside the model (a JSON Pointer) and what is wrong,
 and exits 3 before anything runs.
 
-Until the host resolves nested positions exactly (the host side of ABI 6's
-config_location_at), every position inside the model is the model key's
-own: Mistakes checks that line; ExactPositions (skipped until then; the
-lead enables it at the merge) checks the exact line:col of each mistake."""
+Mistakes checks each message; ExactPositions checks the exact line:col of
+each mistake (the host resolves positions inside the model: ABI 6's
+config_location_at)."""
 import os
 import re
 import sqlite3
@@ -136,8 +135,6 @@ class DeclaredValidate(Base):
         self.assertIn("model: required with projection: declared", r.stderr)
 
 
-@unittest.skip("enable at the merge with the host's exact config_location_at (ABI 6): today every position "
-               "inside the model is the model key's own")
 class ExactPositions(Base):
     def test_mistakes(self):
         for what, old, new, marker, pointer, _ in MISTAKES:
