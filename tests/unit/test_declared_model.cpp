@@ -523,3 +523,33 @@ TEST_CASE("declared model: events that carry aggregate versions are applied once
     sqlite::Db db(path, SQLITE_OPEN_READWRITE);
     CHECK(products(db) == std::vector<ProductRow>{{"sku-1", "Mug", "1.00", 4, 1, 3, 1004}});
 }
+
+TEST_CASE("declared model: a negative decimal it wrote is read back after a restart") {
+    TempDir dir("dm_negative");
+    std::string path = dir.file("read.db");
+    // A price cut below zero: row.price - payload.price is negative.
+    std::string model = edited(R"("set": {"products": {"price": "payload.price", "version")",
+                               R"("set": {"products": {"price": "row.price - payload.price", "version")");
+    auto open = [&] {
+        return Sink({{"database", path}, {"projection", "declared"}, {"model", Val::json(model)}});
+    };
+    {
+        Sink s = open();
+        s.sink->start();
+        cdcflow_batch b(8);
+        append(b, ev(1, "sku-1", "Listed", R"({"name": "Mug", "price": "0.10"})"));
+        append(b, ev(2, "sku-1", "Repriced", R"({"price": "0.60"})"));
+        s.process(b);
+        CHECK(reason_of(b, 1) == "(applied)");
+    }
+    Sink s = open();
+    s.sink->start();
+    cdcflow_batch b(8);
+    append(b, ev(3, "sku-1", "Repriced", R"({"price": "0.25"})"));
+    s.process(b);
+    CHECK(reason_of(b, 0) == "(applied)");
+    sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+    CHECK(table_text(db, "SELECT price FROM products") == std::vector<std::string>{"-0.75"});
+    CHECK(table_text(db, "SELECT old_price || '>' || new_price FROM price_changes ORDER BY event_id") ==
+          std::vector<std::string>{"0.10>0.60", "-0.50>0.25"});
+}

@@ -524,6 +524,29 @@ const char *sql_type(const Type &t) {
     return t.kind == Kind::integer || t.kind == Kind::boolean ? "INTEGER" : "TEXT";
 }
 
+// A decimal column as the sink wrote it: Decimal::format's text, which has a
+// '-' for a negative result (`row.balance - payload.amount`). The payload
+// parser refuses signs (a payload amount is never signed), so the stored
+// value is read here with its sign; without it every restart after a
+// negative result stopped the pipeline on "malformed" rows. The magnitude of
+// INT64_MIN does not fit an int64, so that one value is matched as text.
+bool parse_stored_decimal(std::string_view s, int scale, int64_t *units) {
+    const bool negative = !s.empty() && s.front() == '-';
+    if (negative) s.remove_prefix(1);
+    rules::Decimal d;
+    auto err = rules::Decimal::parse_within_int64(s, scale, &d);
+    if (err == rules::Decimal::ParseError::kNone) {
+        *units = negative ? -d.units() : d.units();
+        return true;
+    }
+    if (!negative || err != rules::Decimal::ParseError::kOutOfRange) return false;
+    char buf[32];
+    std::string_view min(buf, rules::Decimal(INT64_MIN, scale).format(buf));
+    if (min.substr(1) != s) return false;
+    *units = INT64_MIN;
+    return true;
+}
+
 } // namespace
 
 void DeclaredProjection::create_schema(sqlite::Db &db) {
@@ -660,14 +683,13 @@ DeclaredProjection::Cache::Node *DeclaredProjection::row(std::string_view id) {
                 break;
             case Kind::decimal: {
                 std::string_view s = t.select.text(col);
-                rules::Decimal d;
-                if (rules::Decimal::parse_within_int64(s, type.scale, &d) !=
-                    rules::Decimal::ParseError::kNone)
+                int64_t units = 0;
+                if (!parse_stored_decimal(s, type.scale, &units))
                     throw Error(CDCFLOW_ERR_IO,
                                 t.name + ": row " + base::quoted(id, kValueQuoting) + " has a malformed " +
                                     t.columns[i].name + " " + base::quoted(s, kValueQuoting) + " (not a " +
                                     type_name(type) + "; the table was edited outside cdcflow?)");
-                r.cells[cell] = Value::of_int(d.units());
+                r.cells[cell] = Value::of_int(units);
                 break;
             }
             }
