@@ -553,3 +553,50 @@ TEST_CASE("declared model: a negative decimal it wrote is read back after a rest
     CHECK(table_text(db, "SELECT old_price || '>' || new_price FROM price_changes ORDER BY event_id") ==
           std::vector<std::string>{"0.10>0.60", "-0.50>0.25"});
 }
+
+TEST_CASE("declared model: an existing table needs the declared column types and the key as primary key") {
+    const std::string history =
+        "CREATE TABLE price_changes(event_id TEXT PRIMARY KEY, sku TEXT, old_price TEXT, "
+        "new_price TEXT)";
+    auto refused = [&](const std::string &products_sql, const std::string &history_sql) {
+        TempDir dir("dm_types");
+        std::string path = dir.file("read.db");
+        {
+            sqlite::Db db(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
+            db.exec(products_sql);
+            db.exec(history_sql);
+        }
+        return model_error(path, kModel);
+    };
+    // Money in a REAL column would go through floating point.
+    std::string err =
+        refused("CREATE TABLE products(sku TEXT PRIMARY KEY, name TEXT, price REAL, stock INTEGER, "
+                "active INTEGER, version INTEGER, updated_at INTEGER)",
+                history);
+    CHECK(err.find("test.yaml:1:1: model /tables/products: table 'products' in database '") == 0);
+    CHECK(err.find(": column price is REAL, the model needs TEXT (for decimal(2))") != std::string::npos);
+    // No primary key: every upsert would fail at run time.
+    err = refused("CREATE TABLE products(sku TEXT, name TEXT, price TEXT, stock INTEGER, active INTEGER, "
+                  "version INTEGER, updated_at INTEGER)",
+                  history);
+    CHECK(err.find("the primary key must be the key column sku alone") != std::string::npos);
+    // A history table without one would take the same event twice.
+    err = refused("CREATE TABLE products(sku TEXT PRIMARY KEY, name TEXT, price TEXT, stock INTEGER, "
+                  "active INTEGER, version INTEGER, updated_at INTEGER)",
+                  "CREATE TABLE price_changes(event_id TEXT, sku TEXT, old_price TEXT, new_price TEXT)");
+    CHECK(err.find("model /tables/price_changes: table 'price_changes'") != std::string::npos);
+    CHECK(err.find("the primary key must be the key column event_id alone") != std::string::npos);
+    // A boolean in a TEXT column, and a composite key.
+    CHECK(refused("CREATE TABLE products(sku TEXT PRIMARY KEY, name TEXT, price TEXT, stock INTEGER, "
+                  "active TEXT, version INTEGER, updated_at INTEGER)",
+                  history)
+              .find("column active is TEXT, the model needs INTEGER (for boolean)") != std::string::npos);
+    CHECK(refused("CREATE TABLE products(sku TEXT, name TEXT, price TEXT, stock INTEGER, active INTEGER, "
+                  "version INTEGER, updated_at INTEGER, PRIMARY KEY(sku, name))",
+                  history)
+              .find("the primary key must be the key column sku alone") != std::string::npos);
+    // Types spelled as SQLite allows (VARCHAR, BIGINT) are accepted.
+    CHECK(refused("CREATE TABLE products(sku VARCHAR(20) PRIMARY KEY, name text, price NUMERIC_TEXT, "
+                  "stock BIGINT, active INT, version INTEGER, updated_at INTEGER)",
+                  history) == "(no error)");
+}

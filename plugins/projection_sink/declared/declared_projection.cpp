@@ -10,6 +10,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cstring>
 
@@ -585,6 +586,49 @@ void DeclaredProjection::check_columns(sqlite::Db &db, bool only_existing) const
             Parser::fail_at(t.location, t.pointer,
                             "table '" + t.name + "' in " + sqlite::database_label(db.path()) +
                                 " has columns (" + list(have) + "), the model declares (" + list(want) + ")");
+        check_types(db, t);
+    }
+}
+
+void DeclaredProjection::check_types(sqlite::Db &db, const Table &t) const {
+    // The names alone are not enough: a REAL `price` column would turn
+    // '12.30' into a binary float (money through floating point), and a
+    // table whose key is not its PRIMARY KEY passes the name check but fails
+    // every upsert ("ON CONFLICT clause does not match") or, for a history
+    // table, takes the same event twice. So each column's type affinity (the
+    // SQLite rule: INT -> INTEGER; CHAR, CLOB, TEXT -> TEXT) must be the
+    // declared one, and the key must be the whole primary key.
+    auto affinity = [](std::string type) {
+        for (char &c : type)
+            c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        if (type.find("INT") != std::string::npos) return "INTEGER";
+        if (type.find("CHAR") != std::string::npos || type.find("CLOB") != std::string::npos ||
+            type.find("TEXT") != std::string::npos)
+            return "TEXT";
+        return "not TEXT or INTEGER";
+    };
+    const std::string where = "table '" + t.name + "' in " + sqlite::database_label(db.path());
+    auto s = db.prepare("SELECT name, type, pk FROM pragma_table_info(?1)");
+    s.bind(1, t.name);
+    while (s.step()) {
+        const std::string name(s.text(0));
+        const std::string type(s.text(1));
+        const bool is_key = sqlite::find_column(std::vector<std::string>{t.key}, name) != sqlite::npos;
+        const Type *declared = nullptr;
+        for (const Column &c : t.columns)
+            if (sqlite::find_column(std::vector<std::string>{c.name}, name) != sqlite::npos)
+                declared = &c.type;
+        const char *want = is_key || !declared ? "TEXT" : sql_type(*declared);
+        if (std::string_view(affinity(type)) != want)
+            Parser::fail_at(t.location, t.pointer,
+                            where + ": column " + base::text(name) + " is " +
+                                (type.empty() ? std::string("untyped") : base::text(type)) +
+                                ", the model needs " + want +
+                                (is_key ? " PRIMARY KEY" : " (for " + type_name(*declared) + ")"));
+        if ((s.int64(2) != 0) != is_key)
+            Parser::fail_at(t.location, t.pointer,
+                            where + ": the primary key must be the key column " + base::text(t.key) +
+                                " alone (the upserts and the history rows' event ids rely on it)");
     }
 }
 

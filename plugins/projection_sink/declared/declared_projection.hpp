@@ -153,6 +153,7 @@ private:
     // Refuses a table whose columns are not the declaration's (only those
     // that exist when only_existing).
     void check_columns(sqlite::Db &db, bool only_existing) const;
+    void check_types(sqlite::Db &db, const Table &t) const;
     bool read_payload(const EventRule &rule, const cdcflow_payload &parsed, std::string &reason);
     bool eval(const Program &p, const Value *row, Value &out, std::string &reason);
     void store(Rows &r, uint32_t cell, const Value &v, const Type &t);
