@@ -179,6 +179,20 @@ TEST_CASE("expr: type errors are compile errors that name the column") {
     CHECK(error_of(wide).find("too deeply nested") != std::string::npos);
 }
 
+TEST_CASE("expr: deep nesting of '(', 'not' and '-' is an error at its position, not a stack overflow") {
+    // 20,000 of each would overflow the compiler's C++ stack if unbounded.
+    const std::string parens(20000, '(');
+    CHECK(error_of(parens + "1" + std::string(20000, ')')).find("column 201: expression too deeply nested") ==
+          0);
+    std::string nots;
+    for (int i = 0; i < 20000; ++i)
+        nots += "not ";
+    CHECK(error_of(nots + "true").find("column 801: expression too deeply nested") == 0);
+    CHECK(error_of(std::string(20000, '-') + "1").find("column 201: expression too deeply nested") == 0);
+    // 200 levels are fine.
+    CHECK(error_of(std::string(200, '(') + "1" + std::string(200, ')')) == "(compiled)");
+}
+
 TEST_CASE("expr: values in reasons") {
     std::string out;
     append_value(out, Value::of_int(-5), Type{Kind::decimal, 2});

@@ -305,6 +305,25 @@ private:
         if (to > from) emit(Program::Op::rescale, below, to - from);
     }
 
+    // The parser recurses once per '(', 'not' and unary '-': bound that
+    // recursion, or 20,000 '(' in a model overflow the C++ stack (SIGSEGV in
+    // `cdcflow validate`). kMaxDepth bounds only the evaluator's stack, which
+    // `((((a))))` never grows.
+    static constexpr size_t kMaxNesting = 200;
+    struct Nesting {
+        Compiler &c;
+        Nesting(Compiler &compiler, size_t at) : c(compiler) {
+            if (++c.nesting_ > kMaxNesting) {
+                --c.nesting_; // the destructor does not run for a throwing constructor
+                c.fail(at, "expression too deeply nested (more than " + std::to_string(kMaxNesting) +
+                               " parentheses, 'not' or '-' inside each other)");
+            }
+        }
+        ~Nesting() { --c.nesting_; }
+        Nesting(const Nesting &) = delete;
+        Nesting &operator=(const Nesting &) = delete;
+    };
+
     Type parse_or() {
         Type t = parse_and();
         while (true) {
@@ -332,8 +351,10 @@ private:
         }
     }
     Type parse_not() {
+        skip(); // errors point at the 'not', not at the space before it
         size_t at = pos_;
         if (take_word("not")) {
+            Nesting guard(*this, at);
             need_bool(parse_not(), at, "not");
             emit(Program::Op::not_);
             return Type{Kind::boolean};
@@ -430,6 +451,7 @@ private:
         skip();
         size_t at = pos_;
         if (take("-")) {
+            Nesting guard(*this, at);
             Type t = parse_unary();
             if (!is_numeric(t)) fail(at, "'-' needs a number, got " + type_name(t));
             emit(Program::Op::neg);
@@ -444,6 +466,7 @@ private:
         if (pos_ >= s_.size()) fail(pos_, "expected a value, found the end of the expression");
         char c = s_[pos_];
         if (c == '(') {
+            Nesting guard(*this, at);
             ++pos_;
             Type t = parse_or();
             if (!take(")")) fail(pos_, "expected ')', found " + describe_here());
@@ -526,6 +549,7 @@ private:
     Program &p_;
     size_t pos_ = 0;
     size_t depth_ = 0, max_depth_ = 0;
+    size_t nesting_ = 0; // see Nesting
 };
 
 bool compile(std::string_view text, const Scope &scope, Program &out, std::string &error) {
