@@ -52,6 +52,11 @@ public:
         (void)parsed;
         return apply(e, reason);
     }
+    // After apply() returned false: true when the event is not wrong but a
+    // copy of one already applied (a history row has its event id: it came
+    // back past the deduper's window). The sink marks it duplicate (skipped,
+    // counted) instead of dead-lettering it.
+    virtual bool last_was_duplicate() const { return false; }
     // Write the batch's changes (once per changed row, not per event).
     virtual void write_batch() = 0;
     virtual void batch_committed() = 0;

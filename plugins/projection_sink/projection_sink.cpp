@@ -57,6 +57,8 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
     dead_letters_ = ctx.counter("dead_letters", "dead letters written (rejected by any stage)");
     version_duplicates_ =
         ctx.counter("version_duplicates", "events skipped: aggregate version not above the last one applied");
+    event_duplicates_ = ctx.counter(
+        "event_duplicates", "events skipped: their event id was applied before (a history row has it)");
 
     // create() only looks: a missing database or table is created in start()
     // when create_schema allows it, and is an error now otherwise.
@@ -251,6 +253,11 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
                                               : projection_->apply(e, reason_))) {
                     if (version) AggregateVersions::applied(version, e.aggregate_version);
                     ++applied;
+                    continue;
+                }
+                if (projection_->last_was_duplicate()) {
+                    batch.mark_duplicate(i);
+                    event_duplicates_.add();
                     continue;
                 }
                 // Sets status, stage (this sink) and reason on the event; a

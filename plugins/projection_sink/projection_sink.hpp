@@ -156,7 +156,7 @@ private:
     std::vector<std::pair<std::string_view, int64_t>> partitions_;
 
     // Rejections are counted by the host (batch.reject: cdcflow_events_total).
-    cdcflow::Metric applied_, dead_letters_, version_duplicates_;
+    cdcflow::Metric applied_, dead_letters_, version_duplicates_, event_duplicates_;
 };
 
 } // namespace cdcflow::projection

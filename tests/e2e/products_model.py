@@ -185,5 +185,12 @@ class Generator:
         self.history.append(row)
         return row
 
+    # products.yaml's deduper window_size. Model.apply calls every copy of
+    # an event id a duplicate; cdcflow agrees only within the window (past
+    # it, only copies of events with a history row, PriceChanged, are still
+    # recognised), so a test must stay under it.
+    WINDOW = 1_000_000
+
     def rows(self, n):
+        assert len(self.history) + n <= self.WINDOW, "more events than the deduper's window: the model would disagree"
         return [self.next_row() for _ in range(n)]

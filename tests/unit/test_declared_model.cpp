@@ -224,6 +224,7 @@ TEST_CASE("declared model: a rolled-back batch leaves no trace, and its retry gi
         append(b, ev(1, "sku-1", "Listed", R"({"name": "Mug", "price": "2.00"})"));
         append(b, ev(2, "sku-1", "Received", R"({"quantity": 10})"));
         append(b, ev(3, "sku-1", "Repriced", R"({"price": "3.00"})"));
+        append(b, ev(4, "sku-0", "Listed", R"({"name": "Cup", "price": "1.00"})"));
     };
     // a: one clean run.
     {
@@ -233,13 +234,14 @@ TEST_CASE("declared model: a rolled-back batch leaves no trace, and its retry gi
         batch(b);
         s.process(b);
     }
-    // b: the same batch fails once (the history row's event id is taken:
-    // the event fails, the transaction rolls back), then succeeds.
+    // b: the same batch fails once (its last event reads a row edited
+    // outside cdcflow into something malformed: the transaction rolls back
+    // after three events changed the cache), then succeeds.
     Sink s = products_sink(b_path);
     s.sink->start();
     {
         sqlite::Db db(b_path, SQLITE_OPEN_READWRITE);
-        db.exec("INSERT INTO price_changes(event_id) VALUES('ev-3')");
+        db.exec("INSERT INTO products(sku, price) VALUES('sku-0', 'abc')");
     }
     {
         cdcflow_batch b(16);
@@ -248,19 +250,22 @@ TEST_CASE("declared model: a rolled-back batch leaves no trace, and its retry gi
     }
     {
         sqlite::Db db(b_path, SQLITE_OPEN_READWRITE);
-        CHECK(products(db).empty()); // nothing of the failed batch
-        db.exec("DELETE FROM price_changes");
+        CHECK(table_text(db, "SELECT sku FROM products") ==
+              std::vector<std::string>{"sku-0"}); // nothing else
+        CHECK(table_text(db, "SELECT count(*) FROM price_changes") == std::vector<std::string>{"0"});
+        db.exec("DELETE FROM products");
     }
     {
         cdcflow_batch b(16);
         batch(b);
         s.process(b); // the retry: the cache forgot the rolled-back rows
-        for (uint32_t i = 0; i < 3; ++i)
+        for (uint32_t i = 0; i < 4; ++i)
             CHECK(reason_of(b, i) == "(applied)");
     }
     sqlite::Db da(a, SQLITE_OPEN_READWRITE), db(b_path, SQLITE_OPEN_READWRITE);
     CHECK(products(db) == products(da));
-    CHECK(products(db) == std::vector<ProductRow>{{"sku-1", "Mug", "3.00", 10, 1, 3, 1003}});
+    CHECK(products(db) == std::vector<ProductRow>{{"sku-0", "Cup", "1.00", 0, 1, 1, 1004},
+                                                  {"sku-1", "Mug", "3.00", 10, 1, 3, 1003}});
 }
 
 TEST_CASE("declared model: a one-row cache gives the same results as a big one, across batches") {
@@ -599,4 +604,43 @@ TEST_CASE("declared model: an existing table needs the declared column types and
     CHECK(refused("CREATE TABLE products(sku VARCHAR(20) PRIMARY KEY, name text, price NUMERIC_TEXT, "
                   "stock BIGINT, active INT, version INTEGER, updated_at INTEGER)",
                   history) == "(no error)");
+}
+
+TEST_CASE("declared model: a copy of an applied event with a history row is a duplicate, not a dead letter") {
+    TempDir dir("dm_far_duplicate");
+    std::string path = dir.file("read.db");
+    Sink s = products_sink(path);
+    s.sink->start();
+    cdcflow_batch b(8);
+    append(b, ev(1, "sku-1", "Listed", R"({"name": "Mug", "price": "0.10"})"));
+    append(b, ev(2, "sku-1", "Repriced", R"({"price": "0.20"})"));
+    s.process(b);
+    REQUIRE(reason_of(b, 1) == "(applied)");
+    // Later, past the deduper's window: ev-2 again (it still passes its
+    // checks), then a copy of it after the product was delisted (its check
+    // fails now), and in one batch an event and its copy.
+    cdcflow_batch b2(8);
+    EventSpec copy = ev(2, "sku-1", "Repriced", R"({"price": "0.20"})");
+    copy.offset = 10;
+    append(b2, copy);
+    append(b2, ev(11, "sku-1", "Repriced", R"({"price": "0.30"})"));
+    EventSpec copy2 = ev(11, "sku-1", "Repriced", R"({"price": "0.30"})");
+    copy2.offset = 12;
+    append(b2, copy2);
+    append(b2, ev(13, "sku-1", "Delisted", "{}"));
+    copy.offset = 14;
+    append(b2, copy);
+    s.process(b2);
+    CHECK(b2.events[0].status == CDCFLOW_EVENT_DUPLICATE);
+    CHECK(reason_of(b2, 1) == "(applied)");
+    CHECK(b2.events[2].status == CDCFLOW_EVENT_DUPLICATE);
+    CHECK(reason_of(b2, 3) == "(applied)");
+    CHECK(b2.events[4].status == CDCFLOW_EVENT_DUPLICATE);
+    CHECK(s.h.metric("event_duplicates") == 3);
+    sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+    CHECK(table_text(db, "SELECT count(*) FROM dead_letters") == std::vector<std::string>{"0"});
+    CHECK(table_text(db, "SELECT old_price || '>' || new_price FROM price_changes ORDER BY event_id") ==
+          std::vector<std::string>{"0.20>0.30", "0.10>0.20"});
+    CHECK(table_text(db, "SELECT price || ' v' || version FROM products") ==
+          std::vector<std::string>{"0.30 v4"});
 }

@@ -665,6 +665,8 @@ void DeclaredProjection::prepare(sqlite::Db &db, Table &t) {
         // DO NOTHING, and apply() refuses it.
         t.insert = db.prepare("INSERT INTO " + name + "(" + key + cols + ") VALUES(?1" + params +
                               ") ON CONFLICT DO NOTHING");
+        // Asked only for a rejected event (applied_before).
+        t.select = db.prepare("SELECT 1 FROM " + name + " WHERE " + key + " = ?1");
         return;
     }
     t.select = db.prepare("SELECT rowid" + cols + " FROM " + name + " WHERE " + key + " = ?1");
@@ -896,12 +898,37 @@ bool DeclaredProjection::eval(const Program &p, const Value *row, Value &out, st
 
 bool DeclaredProjection::apply(const cdcflow_event &e, std::string &reason) {
     (void)e;
+    duplicate_ = false;
     // Only an ABI 1/2 host has no shared parse; the declared model reads
     // payloads through it alone (one strict reading, not two).
     return reject(reason, "the declared model needs the host's payload parse (event_payload, ABI 3)");
 }
 
 bool DeclaredProjection::apply(const cdcflow_event &e, const cdcflow_payload &parsed, std::string &reason) {
+    duplicate_ = false;
+    if (apply_event(e, parsed, reason)) return true;
+    // A copy of an applied event (past the deduper's window) can fail its
+    // checks now (the product it repriced was delisted since): it is still
+    // a copy, not a dead letter. Asked only on this rare path.
+    if (!duplicate_ && applied_before(e)) duplicate_ = true;
+    return false;
+}
+
+bool DeclaredProjection::applied_before(const cdcflow_event &e) {
+    const std::string_view type = sv(e.event_type);
+    for (const EventRule &r : model_.events) {
+        if (!same_text(r.type, type)) continue;
+        if (r.inserts.empty()) return false; // no trace of an earlier application
+        Table &t = model_.tables[r.inserts.front().table];
+        t.select.bind(1, sv(e.event_id));
+        sqlite::ResetOnExit guard{t.select};
+        return t.select.step();
+    }
+    return false;
+}
+
+bool DeclaredProjection::apply_event(const cdcflow_event &e, const cdcflow_payload &parsed,
+                                     std::string &reason) {
     const std::string_view agg_type = sv(e.aggregate_type), id = sv(e.aggregate_id), type = sv(e.event_type);
     if (!same_text(agg_type, model_.aggregate_type))
         return reject_quoted(reason, "aggregate type ", agg_type, " is not " + model_.aggregate_type);
@@ -969,6 +996,7 @@ bool DeclaredProjection::apply(const cdcflow_event &e, const cdcflow_payload &pa
                     return reject(reason, "arithmetic overflow scaling ", a.expr.text());
             }
         v = 0;
+        bool first = true;
         for (const Insert &ins : rule->inserts) {
             Table &t = model_.tables[ins.table];
             sqlite::ResetOnExit guard{t.insert};
@@ -979,10 +1007,19 @@ bool DeclaredProjection::apply(const cdcflow_event &e, const cdcflow_payload &pa
             }
             t.insert.bind(1, sv(e.event_id));
             t.insert.step();
+            if (t.insert.changes() != 1 && first) {
+                // The event id was applied before (a copy the deduper no
+                // longer held): nothing of this copy is written yet, so it
+                // is skipped whole as a duplicate.
+                duplicate_ = true;
+                return reject(reason, "a copy of an applied event");
+            }
+            first = false;
             if (t.insert.changes() != 1)
-                // The same event applied twice (an id the deduper no longer
-                // held): this one event fails (the batch rolls back, the
-                // host's bisection dead-letters the event alone).
+                // The first history table did not have the id but this one
+                // does: the tables were edited outside cdcflow. This one
+                // event fails (the batch rolls back, the host's bisection
+                // dead-letters the event alone).
                 throw Error(CDCFLOW_ERR_EVENT, "table '" + t.name + "' already has a row for event id " +
                                                    base::quoted(sv(e.event_id), kValueQuoting));
         }

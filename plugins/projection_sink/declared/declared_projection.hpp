@@ -131,6 +131,7 @@ public:
 
     bool apply(const cdcflow_event &e, std::string &reason) override;
     bool apply(const cdcflow_event &e, const cdcflow_payload &parsed, std::string &reason) override;
+    bool last_was_duplicate() const override { return duplicate_; }
     void write_batch() override;
     void batch_committed() override;
     void batch_rolled_back() override;
@@ -154,6 +155,8 @@ private:
     // that exist when only_existing).
     void check_columns(sqlite::Db &db, bool only_existing) const;
     void check_types(sqlite::Db &db, const Table &t) const;
+    bool apply_event(const cdcflow_event &e, const cdcflow_payload &parsed, std::string &reason);
+    bool applied_before(const cdcflow_event &e);
     bool read_payload(const EventRule &rule, const cdcflow_payload &parsed, std::string &reason);
     bool eval(const Program &p, const Value *row, Value &out, std::string &reason);
     void store(Rows &r, uint32_t cell, const Value &v, const Type &t);
@@ -174,6 +177,7 @@ private:
     struct Json; // simdjson parser for escaped strings
     std::unique_ptr<Json> json_;
     sqlite::Db *db_ = nullptr;
+    bool duplicate_ = false; // see last_was_duplicate
 };
 
 } // namespace cdcflow::projection::declared
