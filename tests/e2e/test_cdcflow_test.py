@@ -13,6 +13,8 @@ from helpers import SOURCE_ROOT, TEST_PLUGINS, TempDirTest, env_with, main, run,
 
 ACCOUNTS = os.path.join(SOURCE_ROOT, "pipelines", "accounts.yaml")
 ACCOUNTS_CASES = os.path.join(SOURCE_ROOT, "pipelines", "tests", "accounts.cases.yaml")
+PRODUCTS = os.path.join(SOURCE_ROOT, "pipelines", "products.yaml")
+PRODUCTS_CASES = os.path.join(SOURCE_ROOT, "pipelines", "tests", "products.cases.yaml")
 # A sink that waits for a Kafka broker: nothing listens on port 1.
 TO_KAFKA = os.path.join(SOURCE_ROOT, "pipelines", "accounts-to-kafka.yaml")
 
@@ -70,6 +72,17 @@ class CdcflowTest(TempDirTest):
         for line in lines[:-1]:
             self.assertTrue(line.startswith("ok   "), line)
         self.assertEqual(r.stderr, "")  # quiet unless --verbose
+
+    def test_the_shipped_products_cases_pass(self):
+        # Every row of issue 12's inventory table kept and broken, malformed
+        # payloads, other types and duplicates near and far.
+        r = self.run_test(PRODUCTS, PRODUCTS_CASES)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(lines[-1], "%d passed, 0 failed" % (len(lines) - 1))
+        self.assertGreaterEqual(len(lines) - 1, 8)
+        for line in lines[:-1]:
+            self.assertTrue(line.startswith("ok   "), line)
 
     def test_the_readme_case_file_passes(self):
         # The README's example case file is a real one: it must keep passing.
