@@ -350,10 +350,11 @@ TEST_SUITE("case file: comparing") {
                            "        - {event: 1, stage: validate, reason: bad type}\n"
                            "        - {event_id: given, reason_contains: funds}\n");
         Actual a;
-        a.dead_letters = {{"given", "project", "insufficient funds: 1"}, {"1-1", "validate", "bad type"}};
+        a.dead_letters = {{"given", "project", "insufficient funds: 1", {}},
+                          {"1-1", "validate", "bad type", {}}};
         CHECK(compare(c, a, "c.yaml").empty());
 
-        a.dead_letters = {{"1-1", "project", "bad type!"}, {"zzz", "validate", "odd"}};
+        a.dead_letters = {{"1-1", "project", "bad type!", {}}, {"zzz", "validate", "odd", {}}};
         CHECK(
             compare(c, a, "c.yaml") ==
             std::vector<std::string>{"dead letters: event 1 (id '1-1') (expected at c.yaml:8:11):",
@@ -364,7 +365,7 @@ TEST_SUITE("case file: comparing") {
                                      "dead letters: unexpected id 'zzz', stage 'validate': 'odd'"});
 
         Case none = expecting("      dead_letters: []\n");
-        a.dead_letters = {{"given", "validate", "x"}};
+        a.dead_letters = {{"given", "validate", "x", {}}};
         CHECK(
             compare(none, a, "c.yaml") ==
             std::vector<std::string>{"dead letters: unexpected event 2 (id 'given'), stage 'validate': 'x'"});
@@ -372,8 +373,40 @@ TEST_SUITE("case file: comparing") {
         CHECK(compare(none, a, "c.yaml").empty());
         // Not listed: not compared.
         Case unlisted = expecting("      tables: {}\n");
-        a.dead_letters = {{"given", "validate", "x"}};
+        a.dead_letters = {{"given", "validate", "x", {}}};
         CHECK(compare(unlisted, a, "c.yaml").empty());
+    }
+
+    TEST_CASE("dead letters: `event: N` is that event, not another one with the same id") {
+        // Events 1 and 3 share an id on purpose (a copy): the dead letter
+        // of event 3 does not satisfy `event: 1`.
+        CaseFile f = parse_ok("cases:\n"
+                              "  - name: c\n"
+                              "    events:\n"
+                              "      - {type: A, aggregate_id: x, aggregate_type: T, id: dup}\n"
+                              "      - {type: B, aggregate_id: x, aggregate_type: T}\n"
+                              "      - {type: A, aggregate_id: x, aggregate_type: T, id: dup}\n"
+                              "    expect:\n"
+                              "      dead_letters: [{event: 1, reason: r}]\n");
+        const Case &c = f.cases[0];
+        Actual a;
+        a.dead_letters = {{"dup", "project", "r", 3}};
+        CHECK(compare(c, a, "c.yaml") ==
+              std::vector<std::string>{
+                  "dead letters: missing event 1 (id 'dup'), reason 'r' (expected at c.yaml:8:22)",
+                  "dead letters: unexpected event 3 (id 'dup'), stage 'project': 'r'"});
+        a.dead_letters = {{"dup", "project", "r", 1}};
+        CHECK(compare(c, a, "c.yaml").empty());
+        // `event_id:` takes either.
+        CaseFile g = parse_ok("cases:\n"
+                              "  - name: c\n"
+                              "    events:\n"
+                              "      - {type: A, aggregate_id: x, aggregate_type: T, id: dup}\n"
+                              "      - {type: A, aggregate_id: x, aggregate_type: T, id: dup}\n"
+                              "    expect:\n"
+                              "      dead_letters: [{event_id: dup, reason: r}]\n");
+        a.dead_letters = {{"dup", "project", "r", 2}};
+        CHECK(compare(g.cases[0], a, "c.yaml").empty());
     }
 }
 
@@ -394,7 +427,11 @@ TEST_SUITE("case file: reading the results") {
                 "CREATE TABLE dead_letters(seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT, stage "
                 "TEXT, reason TEXT);"
                 "INSERT INTO dead_letters(event_id, stage, reason) VALUES ('e2', 's', 'r2'), ('e1', 's', "
-                "'r1');",
+                "'r1');"
+                "CREATE TABLE dl2(seq INTEGER PRIMARY KEY, event_id TEXT, stage TEXT, reason TEXT, "
+                "source_position TEXT);"
+                "INSERT INTO dl2(event_id, stage, reason, source_position) VALUES ('e', 's', 'r', '2'), "
+                "('e', 's', 'r', 'p@7');",
                 nullptr, nullptr, nullptr) == SQLITE_OK);
         sqlite3_close(db);
 
@@ -417,6 +454,13 @@ TEST_SUITE("case file: reading the results") {
         REQUIRE(r.value().dead_letters.size() == 2);
         CHECK(r.value().dead_letters[0].event_id == "e2");
         CHECK(r.value().dead_letters[1].reason == "r1");
+        CHECK_FALSE(r.value().dead_letters[0].event); // no source_position column
+        // source_position is the event's number in the case (its outbox seq).
+        auto r2 = read_actual(db_path, c, "dl2");
+        REQUIRE(r2.ok());
+        REQUIRE(r2.value().dead_letters.size() == 2);
+        CHECK(r2.value().dead_letters[0].event == 2u);
+        CHECK_FALSE(r2.value().dead_letters[1].event);
 
         auto gone = read_actual((dir / "nope" / "x.db").string(), c);
         REQUIRE_FALSE(gone.ok());

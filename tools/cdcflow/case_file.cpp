@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <memory>
@@ -422,6 +423,11 @@ void compare_table(const ExpectedTable &x, const ActualTable &t, const std::stri
                           row_text(t, t.rows[r]));
 }
 
+// "event 3 (id '1-3')" for the event at that position (ids can repeat).
+std::string event_label(const Case &c, size_t event) {
+    return "event " + std::to_string(event) + " (id " + quote(c.events[event - 1].id) + ")";
+}
+
 // "event 3 (id '1-3')", or "id 'x'" for an id no event of the case has.
 std::string event_label(const Case &c, const std::string &id) {
     for (size_t i = 0; i < c.events.size(); ++i)
@@ -437,9 +443,24 @@ std::string expected_text(const ExpectedDeadLetter &d) {
     return out;
 }
 
+std::string event_label(const Case &c, const ExpectedDeadLetter &d) {
+    return d.event ? event_label(c, *d.event) : event_label(c, d.event_id);
+}
+
+std::string event_label(const Case &c, const ActualDeadLetter &a) {
+    return a.event && *a.event >= 1 && *a.event <= c.events.size() ? event_label(c, *a.event)
+                                                                   : event_label(c, a.event_id);
+}
+
+// `event: N` names one event by its position: with ids repeated on purpose
+// (duplicates), another event's dead letter under the same id is not it.
+bool same_event(const ExpectedDeadLetter &d, const ActualDeadLetter &a) {
+    if (d.event) return a.event ? *a.event == *d.event : a.event_id == d.event_id;
+    return a.event_id == d.event_id;
+}
+
 bool fits(const ExpectedDeadLetter &d, const ActualDeadLetter &a) {
-    return a.event_id == d.event_id && (!d.stage || *d.stage == a.stage) &&
-           (!d.reason || *d.reason == a.reason) &&
+    return same_event(d, a) && (!d.stage || *d.stage == a.stage) && (!d.reason || *d.reason == a.reason) &&
            (!d.reason_contains || a.reason.find(*d.reason_contains) != std::string::npos);
 }
 
@@ -461,14 +482,14 @@ void compare_dead_letters(const Case &c, const std::vector<ExpectedDeadLetter> &
         const std::string at = " (expected at " + where(file, d.mark) + ")";
         std::optional<size_t> near;
         for (size_t g = 0; g < got.size() && !near; ++g)
-            if (!used[g] && got[g].event_id == d.event_id) near = g;
+            if (!used[g] && same_event(d, got[g])) near = g;
         if (!near) {
-            out.push_back("dead letters: missing " + event_label(c, d.event_id) + expected_text(d) + at);
+            out.push_back("dead letters: missing " + event_label(c, d) + expected_text(d) + at);
             continue;
         }
         used[*near] = true;
         const ActualDeadLetter &a = got[*near];
-        out.push_back("dead letters: " + event_label(c, d.event_id) + at + ":");
+        out.push_back("dead letters: " + event_label(c, d) + at + ":");
         if (d.stage && *d.stage != a.stage)
             out.push_back("    stage: expected " + quote(*d.stage) + ", got " + quote(a.stage));
         if (d.reason && *d.reason != a.reason)
@@ -479,7 +500,7 @@ void compare_dead_letters(const Case &c, const std::vector<ExpectedDeadLetter> &
     }
     for (size_t g = 0; g < got.size(); ++g)
         if (!used[g])
-            out.push_back("dead letters: unexpected " + event_label(c, got[g].event_id) + ", stage " +
+            out.push_back("dead letters: unexpected " + event_label(c, got[g]) + ", stage " +
                           quote(got[g].stage) + ": " + quote(got[g].reason));
 }
 
@@ -564,11 +585,22 @@ Result<Actual> read_actual(const std::string &database, const Case &c,
             }
         }
         if (db.has_table(dead_letters_table)) {
-            sqlite::Stmt s(db, "SELECT event_id, stage, reason FROM " +
+            // source_position: DESIGN.md's column; a table without it
+            // (written by another sink) is matched by event id alone.
+            const bool has_position =
+                sqlite::find_column(db.columns(dead_letters_table), "source_position") != sqlite::npos;
+            sqlite::Stmt s(db, std::string("SELECT event_id, stage, reason, ") +
+                                   (has_position ? "source_position" : "NULL") + " FROM " +
                                    sqlite::quote_ident(dead_letters_table) + " ORDER BY rowid");
-            while (s.step())
-                out.dead_letters.push_back(
-                    {std::string(s.text(0)), std::string(s.text(1)), std::string(s.text(2))});
+            while (s.step()) {
+                ActualDeadLetter d{
+                    std::string(s.text(0)), std::string(s.text(1)), std::string(s.text(2)), {}};
+                std::string_view pos = s.text(3);
+                size_t n = 0;
+                auto [end, ec] = std::from_chars(pos.data(), pos.data() + pos.size(), n);
+                if (ec == std::errc{} && end == pos.data() + pos.size() && !pos.empty()) d.event = n;
+                out.dead_letters.push_back(std::move(d));
+            }
         }
         return out;
     } catch (const std::exception &e) {

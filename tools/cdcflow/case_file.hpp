@@ -105,6 +105,10 @@ struct ActualTable {
 
 struct ActualDeadLetter {
     std::string event_id, stage, reason;
+    // The event's number in the case: its outbox position (source_position;
+    // the case's outbox is written fresh, event N at seq N). nullopt when
+    // the position is not a number (a source other than the outbox).
+    std::optional<size_t> event;
 };
 
 struct Actual {
