@@ -371,10 +371,17 @@ TEST_SUITE("case file: comparing") {
             std::vector<std::string>{"dead letters: unexpected event 2 (id 'given'), stage 'validate': 'x'"});
         a.dead_letters.clear();
         CHECK(compare(none, a, "c.yaml").empty());
-        // Not listed: not compared.
+        // Not listed: none expected (a rejection nobody listed fails the
+        // case; `expect: {}` does not pass with every event rejected).
         Case unlisted = expecting("      tables: {}\n");
         a.dead_letters = {{"given", "validate", "x", {}}};
-        CHECK(compare(unlisted, a, "c.yaml").empty());
+        CHECK(
+            compare(unlisted, a, "c.yaml") ==
+            std::vector<std::string>{"dead letters: unexpected event 2 (id 'given'), stage 'validate': 'x'"});
+        Case empty = expecting("      {}\n");
+        CHECK(compare(empty, a, "c.yaml").size() == 1);
+        a.dead_letters.clear();
+        CHECK(compare(empty, a, "c.yaml").empty());
     }
 
     TEST_CASE("dead letters: `event: N` is that event, not another one with the same id") {

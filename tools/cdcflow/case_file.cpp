@@ -614,7 +614,11 @@ std::vector<std::string> compare(const Case &c, const Actual &a, const std::stri
         auto it = a.tables.find(x.name);
         compare_table(x, it == a.tables.end() ? ActualTable{} : it->second, file, out);
     }
-    if (c.dead_letters) compare_dead_letters(c, *c.dead_letters, a.dead_letters, file, out);
+    // Without `dead_letters:` a case expects none: a rejection nobody listed
+    // must fail the case, or `expect: {}` would pass with every event
+    // rejected.
+    static const std::vector<ExpectedDeadLetter> kNone;
+    compare_dead_letters(c, c.dead_letters ? *c.dead_letters : kNone, a.dead_letters, file, out);
     return out;
 }
 

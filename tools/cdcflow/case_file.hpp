@@ -71,7 +71,7 @@ struct Case {
     Mark mark;
     std::vector<Event> events;
     std::vector<ExpectedTable> tables;
-    std::optional<std::vector<ExpectedDeadLetter>> dead_letters; // nullopt: not compared
+    std::optional<std::vector<ExpectedDeadLetter>> dead_letters; // nullopt: not given (compared as none)
 };
 
 struct CaseFile {
