@@ -127,6 +127,21 @@ TEST_CASE("expr: overflow fails the evaluation, never wraps") {
     CHECK(error_of("99999999999999999999").find("malformed number") != std::string::npos);
 }
 
+TEST_CASE("expr: a comparison across scales never overflows") {
+    Env big;
+    big.payload[0] = Value::of_int(1'000'000'000'000'000'000); // payload.i = 10^18
+    CHECK(eval("payload.i > 0.5", big) == "true");
+    CHECK(eval("0.5 < payload.i", big) == "true");
+    CHECK(eval("payload.i == 0.5", big) == "false");
+    CHECK(eval("-payload.i < 0.000000001", big) == "true");
+    big.payload[0] = Value::of_int(std::numeric_limits<int64_t>::max());
+    big.payload[4] = Value::of_int(std::numeric_limits<int64_t>::max()); // decimal(4): INT64_MAX units
+    CHECK(eval("payload.i > payload.d4", big) == "true");
+    CHECK(eval("payload.d4 >= payload.i", big) == "false");
+    CHECK(eval("row.bal * 1 >= 100.05", Env()) == "true"); // equal across scales 2 and 2
+    CHECK(eval("row.bal == 100.050", Env()) == "true");
+}
+
 TEST_CASE("expr: comparisons and three-valued logic") {
     CHECK(eval("row.s == 'open'") == "true");
     CHECK(eval("row.s != \"open\"") == "false");

@@ -13,6 +13,9 @@ namespace cdcflow::projection::declared {
 
 namespace {
 
+// 128 bits for comparisons across scales (__extension__: -Wpedantic).
+__extension__ using Wide = __int128;
+
 constexpr int64_t kPow10[10] = {1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000};
 
 enum Cmp : uint8_t { eq, ne, lt, le, gt, ge };
@@ -137,7 +140,16 @@ bool Program::run(const Value *payload, const Value *row, const Value *event, Va
                 break;
             }
             int c;
-            if (in.op == Op::cmp_num)
+            if (in.op == Op::cmp_num && in.arg != 0) {
+                // Scales differ: brought together in 128 bits (10^9 times
+                // an int64 fits), so a comparison never overflows.
+                Wide x = a.i, y = b.i;
+                if (in.arg > 0)
+                    x *= kPow10[in.arg];
+                else
+                    y *= kPow10[-in.arg];
+                c = x < y ? -1 : x > y ? 1 : 0;
+            } else if (in.op == Op::cmp_num)
                 c = a.i < b.i ? -1 : a.i > b.i ? 1 : 0;
             else if (in.aux == eq || in.aux == ne)
                 c = same_text(a.text(), b.text()) ? 0 : 1;
@@ -389,10 +401,11 @@ private:
             return a;
         Type b = parse_sum();
         if (is_numeric(a) && is_numeric(b)) {
-            int s = std::max(scale_of(a), scale_of(b));
-            rescale(scale_of(a), s, 1);
-            rescale(scale_of(b), s, 0);
-            emit(Program::Op::cmp_num, c);
+            // The scales are brought together by the comparison itself
+            // (arg: the left side's scale up, negative: the right's), not by
+            // rescale: `payload.a > 0.5` with a = 10^18 must be true, not an
+            // overflow that rejects the event.
+            emit(Program::Op::cmp_num, c, scale_of(b) - scale_of(a));
         } else if (a.kind == Kind::text && b.kind == Kind::text) {
             emit(Program::Op::cmp_text, c);
         } else if (a.kind == Kind::boolean && b.kind == Kind::boolean) {

@@ -89,7 +89,8 @@ private:
         add,        // checked int64 +
         sub,        // checked int64 -
         mul,        // checked int64 *
-        cmp_num,    // compare two int64s: aux is the comparison
+        cmp_num,    // compare two numbers: aux is the comparison; arg > 0: the lower one is
+                    // 10^arg finer than the top, arg < 0: the top 10^-arg finer (never overflows)
         cmp_text,   // compare two texts bytewise: aux is the comparison
         not_,       // three-valued not
         and_,       // three-valued and of the two on top
