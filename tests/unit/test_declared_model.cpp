@@ -367,6 +367,14 @@ TEST_CASE("declared model: config mistakes are refused at create, naming the pla
           "test.yaml:1:1: model /events/Received/set/product: unknown table 'product' (not under tables)");
     CHECK(model_error(path, edited("\"stock\": \"row.stock - payload.quantity\"", "\"stok\": 1")) ==
           "test.yaml:1:1: model /events/Shipped/set/products/stok: table 'products' has no column 'stok'");
+    // A scale out of range is refused at full width (4294967298 is 2 in
+    // its low 32 bits).
+    for (const char *scale : {"4294967298", "-4294967294", "18446744073709551615", "10", "-1"})
+        CHECK(model_error(path, edited("\"price\": {\"type\": \"decimal\", \"scale\": 2,",
+                                       std::string("\"price\": {\"type\": \"decimal\", \"scale\": ") + scale +
+                                           ",")) ==
+              "test.yaml:1:1: model /events/Listed/payload/price/scale: scale must be 0..9, got " +
+                  std::string(scale));
     CHECK(model_error(path, edited("\"stock\": \"integer\"", "\"stock\": \"int\"")) ==
           "test.yaml:1:1: model /tables/products/columns/stock: unknown type 'int' (expected: text, integer, "
           "decimal(N), boolean)");

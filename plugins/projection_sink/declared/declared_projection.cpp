@@ -86,9 +86,15 @@ public:
             name = text(v["type"], at, "type");
             if (v.contains("scale")) {
                 if (!v["scale"].is_number_integer()) fail(ptr + "/scale", "scale must be an integer 0..9");
-                scale = v["scale"].get<int>();
-                if (scale < 0 || scale > rules::Decimal::kMaxScale)
-                    fail(ptr + "/scale", "scale must be 0..9");
+                // Range-checked at full width: get<int>() kept the low 32
+                // bits, so 4294967298 became 2 and was accepted.
+                const J &sv = v["scale"];
+                const bool in_range =
+                    sv.is_number_unsigned()
+                        ? sv.get<uint64_t>() <= uint64_t{rules::Decimal::kMaxScale}
+                        : sv.get<int64_t>() >= 0 && sv.get<int64_t>() <= rules::Decimal::kMaxScale;
+                if (!in_range) fail(ptr + "/scale", "scale must be 0..9, got " + sv.dump());
+                scale = static_cast<int>(sv.get<int64_t>());
             }
         } else {
             name = text(v, ptr, "a type");
