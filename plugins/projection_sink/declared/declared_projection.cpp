@@ -333,8 +333,21 @@ std::vector<Piece> parse_reason(const Parser &p, const std::string &text, const 
             lit += c;
             continue;
         }
-        size_t end = text.find('}', i);
-        if (end == std::string::npos) p.fail(ptr, "a '{' without its '}' (write '{{' for the brace itself)");
+        // The placeholder ends at the first '}' outside a text literal:
+        // `{payload.name == '}'}` holds one. A doubled quote inside a
+        // literal closes and reopens it, which this toggling follows.
+        size_t end = i + 1;
+        for (char quote = 0; end < text.size(); ++end) {
+            const char x = text[end];
+            if (quote) {
+                if (x == quote) quote = 0;
+            } else if (x == '\'' || x == '"') {
+                quote = x;
+            } else if (x == '}') {
+                break;
+            }
+        }
+        if (end >= text.size()) p.fail(ptr, "a '{' without its '}' (write '{{' for the brace itself)");
         if (!lit.empty()) out.push_back(Piece{std::move(lit), std::nullopt});
         lit.clear();
         Program prog;
