@@ -135,6 +135,20 @@ std::string model_error(const std::string &path, const std::string &model) {
     return config_error({{"database", path}, {"projection", "declared"}, {"model", Val::json(model)}});
 }
 
+// One batch of `events` through the sink; the batch, with each event's outcome.
+std::unique_ptr<cdcflow_batch> run(Sink &s, const std::vector<EventSpec> &events) {
+    auto b = std::make_unique<cdcflow_batch>(static_cast<uint32_t>(events.size()));
+    for (const EventSpec &e : events)
+        append(*b, e);
+    s.process(*b);
+    return b;
+}
+
+EventSpec copy_of(EventSpec e, int64_t offset) {
+    e.offset = offset; // same id, later position
+    return e;
+}
+
 // kModel with one piece of text replaced (which must be there).
 std::string edited(const std::string &from, const std::string &to) {
     std::string m = kModel;
@@ -552,18 +566,13 @@ TEST_CASE("declared model: a negative decimal it wrote is read back after a rest
     {
         Sink s = open();
         s.sink->start();
-        cdcflow_batch b(8);
-        append(b, ev(1, "sku-1", "Listed", R"({"name": "Mug", "price": "0.10"})"));
-        append(b, ev(2, "sku-1", "Repriced", R"({"price": "0.60"})"));
-        s.process(b);
-        CHECK(reason_of(b, 1) == "(applied)");
+        auto b = run(s, {ev(1, "sku-1", "Listed", R"({"name": "Mug", "price": "0.10"})"),
+                         ev(2, "sku-1", "Repriced", R"({"price": "0.60"})")});
+        CHECK(reason_of(*b, 1) == "(applied)");
     }
     Sink s = open();
     s.sink->start();
-    cdcflow_batch b(8);
-    append(b, ev(3, "sku-1", "Repriced", R"({"price": "0.25"})"));
-    s.process(b);
-    CHECK(reason_of(b, 0) == "(applied)");
+    CHECK(reason_of(*run(s, {ev(3, "sku-1", "Repriced", R"({"price": "0.25"})")}), 0) == "(applied)");
     sqlite::Db db(path, SQLITE_OPEN_READWRITE);
     CHECK(table_text(db, "SELECT price FROM products") == std::vector<std::string>{"-0.75"});
     CHECK(table_text(db, "SELECT old_price || '>' || new_price FROM price_changes ORDER BY event_id") ==
@@ -619,36 +628,24 @@ TEST_CASE("declared model: an existing table needs the declared column types and
 
 TEST_CASE("declared model: a copy of an applied event with a history row is a duplicate, not a dead letter") {
     TempDir dir("dm_far_duplicate");
-    std::string path = dir.file("read.db");
-    Sink s = products_sink(path);
+    Sink s = products_sink(dir.file("read.db"));
     s.sink->start();
-    cdcflow_batch b(8);
-    append(b, ev(1, "sku-1", "Listed", R"({"name": "Mug", "price": "0.10"})"));
-    append(b, ev(2, "sku-1", "Repriced", R"({"price": "0.20"})"));
-    s.process(b);
-    REQUIRE(reason_of(b, 1) == "(applied)");
+    const EventSpec repriced = ev(2, "sku-1", "Repriced", R"({"price": "0.20"})");
+    REQUIRE(reason_of(*run(s, {ev(1, "sku-1", "Listed", R"({"name": "Mug", "price": "0.10"})"), repriced}),
+                      1) == "(applied)");
     // Later, past the deduper's window: ev-2 again (it still passes its
     // checks), then a copy of it after the product was delisted (its check
     // fails now), and in one batch an event and its copy.
-    cdcflow_batch b2(8);
-    EventSpec copy = ev(2, "sku-1", "Repriced", R"({"price": "0.20"})");
-    copy.offset = 10;
-    append(b2, copy);
-    append(b2, ev(11, "sku-1", "Repriced", R"({"price": "0.30"})"));
-    EventSpec copy2 = ev(11, "sku-1", "Repriced", R"({"price": "0.30"})");
-    copy2.offset = 12;
-    append(b2, copy2);
-    append(b2, ev(13, "sku-1", "Delisted", "{}"));
-    copy.offset = 14;
-    append(b2, copy);
-    s.process(b2);
-    CHECK(b2.events[0].status == CDCFLOW_EVENT_DUPLICATE);
-    CHECK(reason_of(b2, 1) == "(applied)");
-    CHECK(b2.events[2].status == CDCFLOW_EVENT_DUPLICATE);
-    CHECK(reason_of(b2, 3) == "(applied)");
-    CHECK(b2.events[4].status == CDCFLOW_EVENT_DUPLICATE);
+    const EventSpec again = ev(11, "sku-1", "Repriced", R"({"price": "0.30"})");
+    auto b = run(s, {copy_of(repriced, 10), again, copy_of(again, 12), ev(13, "sku-1", "Delisted", "{}"),
+                     copy_of(repriced, 14)});
+    CHECK(b->events[0].status == CDCFLOW_EVENT_DUPLICATE);
+    CHECK(reason_of(*b, 1) == "(applied)");
+    CHECK(b->events[2].status == CDCFLOW_EVENT_DUPLICATE);
+    CHECK(reason_of(*b, 3) == "(applied)");
+    CHECK(b->events[4].status == CDCFLOW_EVENT_DUPLICATE);
     CHECK(s.h.metric("event_duplicates") == 3);
-    sqlite::Db db(path, SQLITE_OPEN_READWRITE);
+    sqlite::Db db(dir.file("read.db"), SQLITE_OPEN_READWRITE);
     CHECK(table_text(db, "SELECT count(*) FROM dead_letters") == std::vector<std::string>{"0"});
     CHECK(table_text(db, "SELECT old_price || '>' || new_price FROM price_changes ORDER BY event_id") ==
           std::vector<std::string>{"0.20>0.30", "0.10>0.20"});
@@ -665,9 +662,7 @@ TEST_CASE("declared model: a '}' inside a text literal does not end a reason's p
                "{'it''s }'} {{b}}");
     Sink s({{"database", path}, {"projection", "declared"}, {"model", Val::json(model)}});
     s.sink->start();
-    cdcflow_batch b(8);
-    append(b, ev(1, "sku-1", "Listed", R"({"name": "}", "price": "1"})"));
-    append(b, ev(2, "sku-1", "Listed", R"({"name": "}", "price": "1"})"));
-    s.process(b);
-    CHECK(reason_of(b, 1) == "product sku-1: true true it's } {b}");
+    const EventSpec listed = ev(1, "sku-1", "Listed", R"({"name": "}", "price": "1"})");
+    auto b = run(s, {listed, ev(2, "sku-1", "Listed", listed.payload)});
+    CHECK(reason_of(*b, 1) == "product sku-1: true true it's } {b}");
 }
