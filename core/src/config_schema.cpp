@@ -145,6 +145,7 @@ ConfigValue default_value(const std::string &file, const KeySpec &spec, Mark at)
         v = Converter(file, nullptr).value(YAML::Load(text), at);
     }
     v.from_default = true;
+    v.nested.reset(); // positions inside the plugin's default text are not the file's
     v.mark = v.key_mark = at;
     v.location = where(file, at);
     return v;

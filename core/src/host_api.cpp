@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <mutex>
 #include <new>
@@ -128,11 +129,18 @@ const char *config_location(const cdcflow_config *cfg, const char *key) {
     return v ? v->location.c_str() : "";
 }
 
-// Nested positions are not kept yet: every pointer answers with the key's
-// own value's position (the deepest node the host knows on the way).
+// ABI 6. A value the file does not hold nests nothing the file could point
+// at: a default answers what config_location does (the stage's config
+// mapping), as does a scalar, whatever the pointer; a key with no value at
+// all answers "". See ConfigValue::location_at.
 const char *config_location_at(const cdcflow_config *cfg, const char *key, const char *pointer) {
-    (void)pointer;
-    return config_location(cfg, key);
+    const ConfigValue *v = lookup(cfg, key);
+    if (!v) return "";
+    try {
+        return v->location_at(pointer ? pointer : "");
+    } catch (const std::exception &) { // out of memory for the cached answer: the key's own position
+        return v->location.c_str();
+    }
 }
 
 // A plugin's metrics are families of their own, cdcflow_plugin_<plugin>_<name>

@@ -344,10 +344,7 @@ private:
         std::map<std::string, Mark> ids;
         for (const YAML::Node &n : e.v) {
             StageDef st = read_stage(n, def.stages.size() + 1);
-            auto [first, fresh] = ids.emplace(st.id, st.mark);
-            if (!fresh)
-                fail(st.mark, "duplicate stage id " + quote(st.id) + " (first at " +
-                                  where(file_, first->second) + ")");
+            add_unique(ids, st.id, st.mark, file_, "stage id");
             def.stages.push_back(std::move(st));
         }
         if (def.stages.empty())
@@ -420,11 +417,6 @@ std::string where(const std::string &file, Mark m) {
     return file + ":" + std::to_string(m.line) + ":" + std::to_string(m.col);
 }
 
-namespace {
-
-// The one YAML document of `text`, after the checks that protect yaml-cpp
-// (binary, size, depth, node count). `kind` names the file in messages
-// ("pipeline file", "rules file"). Throws LoadError and YAML::Exception.
 YAML::Node load_one_document(const std::string &text, const std::string &kind) {
     check_text(text);
     prescan(text);
@@ -438,24 +430,6 @@ YAML::Node load_one_document(const std::string &text, const std::string &kind) {
     if (root.IsNull()) fail({1, 1}, "empty " + kind);
     return root;
 }
-
-// Runs `load` and turns what it throws into one line "FILE:LINE:COL: what".
-template <typename T, typename Load>
-Result<T> one_line_errors(const std::string &file, const std::string &what, Load &&load) {
-    try {
-        return load();
-    } catch (const LoadError &e) {
-        return Status::Config(one_line(where(file, e.mark) + ": " + e.msg));
-    } catch (const YAML::DeepRecursion &e) { // what the prescan missed
-        return Status::Config(where(file, mark_of(e.mark)) + ": nesting deeper than 200 levels");
-    } catch (const YAML::Exception &e) {
-        return Status::Config(one_line(where(file, mark_of(e.mark)) + ": invalid YAML: " + e.msg));
-    } catch (const std::exception &e) {
-        return Status::Config(one_line(file + ": cannot load " + what + ": " + e.what()));
-    }
-}
-
-} // namespace
 
 Result<PipelineDef> parse_pipeline(const std::string &text, const std::string &file, const EnvLookup &env) {
     return one_line_errors<PipelineDef>(file, "the pipeline", [&] {

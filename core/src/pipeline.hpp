@@ -24,8 +24,11 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace cdcflow::host {
@@ -34,6 +37,61 @@ namespace cdcflow::host {
 struct Mark {
     int line = 0;
     int col = 0;
+};
+
+// Where every node nested in a config value that is a mapping or a sequence
+// is in the file, so that config_location_at (ABI 6) can answer a JSON
+// Pointer into the value. Kept only for mappings and sequences, which only a
+// json-typed key accepts; scalars need none. Built once by the loader's walk
+// (yaml_json.hpp), read-only afterwards except for the answers' cache.
+//
+// Cheap on purpose: a flat tree (one Node per YAML node, a mapping's or
+// sequence's children contiguous, keys in one arena), bounded by the
+// loader's budgets on hostile files (aliases: one Node per visit). A value
+// reached through an alias has the anchored node's position: that is where
+// its text is.
+class NestedMarks {
+public:
+    struct Node {
+        Mark mark;
+        uint32_t first = 0; // its children: children_[first, first + count)
+        uint32_t count = 0;
+        bool mapping = false; // else a sequence (or a scalar: count 0)
+    };
+
+    explicit NestedMarks(std::string file) : file_(std::move(file)) {}
+
+    // Building (the loader). add() returns the new node's index; the root is 0.
+    uint32_t add(Mark m);
+    // Reserves `count` children of `parent`; set each with set_child before
+    // adding any other node's children.
+    void open(uint32_t parent, bool mapping, size_t count);
+    void set_child(uint32_t parent, size_t i, std::string_view key, uint32_t node);
+    // Once built: gives back what the vectors' growth reserved (up to half).
+    void shrink();
+
+    // The node a JSON Pointer (RFC 6901) names or, when it names none (a
+    // missing key, an index past the end, "-", a malformed escape), the
+    // deepest node reached on the way. "" is the root.
+    uint32_t resolve(std::string_view pointer) const;
+    const Node &node(uint32_t i) const { return nodes_[i]; }
+    size_t size() const { return nodes_.size(); }
+    // "file:line:col" of node i, NUL-terminated and valid as long as this
+    // object (answers are cached; any thread).
+    const char *location(uint32_t i) const;
+
+private:
+    struct Child {
+        uint32_t key_offset = 0; // into keys_ (mappings; empty for sequences)
+        uint32_t key_size = 0;
+        uint32_t node = 0;
+    };
+    std::string file_;
+    std::vector<Node> nodes_;
+    std::vector<Child> children_;
+    std::string keys_;
+    mutable std::mutex mutex_;
+    mutable std::map<uint32_t, std::string> answers_;
 };
 
 // One config value after interpolation and schema checking. For scalars,
@@ -52,6 +110,15 @@ struct ConfigValue {
     bool b = false;
     std::string location; // "file:line:col", NUL-terminated via c_str()
     Mark key_mark;        // where the key is (for defaults: the config mapping)
+    // A mapping or sequence written in the file: where each nested node is
+    // (config_location_at). Null for scalars and defaults; copies share it.
+    std::shared_ptr<const NestedMarks> nested{};
+
+    // "file:line:col" of the node `pointer` names in this value (the deepest
+    // one on the way when it names none); `location` for a scalar, an
+    // interpolated value (its scalar is where the text is) and a default
+    // (the stage's config mapping). Valid as long as this value.
+    const char *location_at(std::string_view pointer) const;
 };
 
 // How the host retries a stage call that answered CDCFLOW_ERR_RETRY (a

@@ -8,11 +8,14 @@
 #include "pipeline.hpp"
 #include "yaml_load.hpp"
 
+#include <yaml-cpp/depthguard.h>
 #include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <exception>
 #include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,6 +31,39 @@ std::optional<double> parse_double(std::string_view s);
 // numbers. What JSON cannot hold (1e999, .inf, .nan) stays a string; integers past int64
 // become doubles.
 void put_smart(std::string &out, const std::string &s);
+
+// The one YAML document of `text`, after the checks that protect yaml-cpp
+// (binary, size, depth, node count). `kind` names the file in messages
+// ("pipeline file", "rules file", "case file"). Throws LoadError and
+// YAML::Exception (one_line_errors turns them into a Status).
+YAML::Node load_one_document(const std::string &text, const std::string &kind);
+
+// Runs `load` and turns what it throws into one line "FILE:LINE:COL: what".
+template <typename T, typename Load>
+Result<T> one_line_errors(const std::string &file, const std::string &what, Load &&load) {
+    try {
+        return load();
+    } catch (const LoadError &e) {
+        return Status::Config(one_line(where(file, e.mark) + ": " + e.msg));
+    } catch (const YAML::DeepRecursion &e) { // what the prescan missed
+        return Status::Config(where(file, mark_of(e.mark)) + ": nesting deeper than 200 levels");
+    } catch (const YAML::Exception &e) {
+        return Status::Config(one_line(where(file, mark_of(e.mark)) + ": invalid YAML: " + e.msg));
+    } catch (const std::exception &e) {
+        return Status::Config(one_line(file + ": cannot load " + what + ": " + e.what()));
+    }
+}
+
+// Names that must be unique in a file (mapping keys, stage ids, case
+// names): records `name` at `at`, or fails there naming the first use:
+// "duplicate <what> 'x' (first at FILE:LINE:COL)".
+inline void add_unique(std::map<std::string, Mark> &seen, const std::string &name, Mark at,
+                       const std::string &file, const char *what) {
+    auto [first, fresh] = seen.emplace(name, at);
+    if (!fresh)
+        fail(at, std::string("duplicate ") + what + " " + quote(name) + " (first at " +
+                     where(file, first->second) + ")");
+}
 
 // Reports the start of each document without building it (to refuse a second document).
 struct DocumentStarts : YAML::EventHandler {
@@ -66,10 +102,7 @@ public:
             if (!k.IsScalar())
                 fail(mark_of(k), std::string("a mapping key must be a string, got ") + kind_of(k));
             std::string key = interpolate_keys ? text(k) : (visit(k), k.Scalar());
-            auto [first, fresh] = seen.emplace(key, mark_of(k));
-            if (!fresh)
-                fail(mark_of(k),
-                     "duplicate key " + quote(key) + " (first at " + where(file_, first->second) + ")");
+            add_unique(seen, key, mark_of(k), file_, "key");
             out.push_back({std::move(key), k, kv.second});
         }
         return out;
@@ -105,8 +138,14 @@ public:
         if (v.is_scalar) {
             v.scalar = text(n);
             put_scalar(v.json, n, v.scalar);
+        } else if (n.IsNull()) {
+            write(n, v.json, 0, nullptr, 0);
         } else {
-            write(n, v.json, 0);
+            // A mapping or a sequence: keep where each nested node is, in the same walk.
+            auto marks = std::make_shared<NestedMarks>(file_);
+            write(n, v.json, 0, marks.get(), marks->add(v.mark));
+            marks->shrink();
+            v.nested = std::move(marks);
         }
         return v;
     }
@@ -122,7 +161,8 @@ private:
         spend(n, out.size() - before);
     }
 
-    void write(const YAML::Node &n, std::string &out, size_t depth) {
+    // `marks` (may be null): where the tree's nodes are; `self` is n's node in it.
+    void write(const YAML::Node &n, std::string &out, size_t depth, NestedMarks *marks, uint32_t self) {
         // The prescan bounds depth already; an alias that contains itself (&a [*a]) does not.
         if (depth > kMaxDepth) fail(mark_of(n), "nesting deeper than 200 levels");
         if (n.IsScalar()) {
@@ -131,20 +171,35 @@ private:
         } else if (n.IsSequence()) {
             visit(n);
             out += '[';
-            bool first = true;
+            if (marks) marks->open(self, false, n.size());
+            size_t i = 0;
             for (const YAML::Node &item : n) {
-                if (!std::exchange(first, false)) out += ',';
-                write(item, out, depth + 1);
+                if (i > 0) out += ',';
+                uint32_t child = 0;
+                if (marks) {
+                    child = marks->add(mark_of(item));
+                    marks->set_child(self, i, {}, child);
+                }
+                write(item, out, depth + 1, marks, child);
+                ++i;
             }
             out += ']';
         } else if (n.IsMap()) {
             out += '{';
-            bool first = true;
-            for (const Entry &e : entries(n, true)) {
-                if (!std::exchange(first, false)) out += ',';
+            std::vector<Entry> items = entries(n, true);
+            if (marks) marks->open(self, true, items.size());
+            for (size_t i = 0; i < items.size(); ++i) {
+                const Entry &e = items[i];
+                if (i > 0) out += ',';
                 put_string(out, e.key);
                 out += ':';
-                write(e.v, out, depth + 1);
+                uint32_t child = 0;
+                if (marks) {
+                    // An empty value ("key:") has no position of its own: the key's (as value() does).
+                    child = marks->add(mark_of(e.v.IsNull() ? e.k : e.v));
+                    marks->set_child(self, i, e.key, child);
+                }
+                write(e.v, out, depth + 1, marks, child);
             }
             out += '}';
         } else {

@@ -1,6 +1,7 @@
 #include "accounts.hpp"
 
 #include "money.hpp"
+#include "reasons.hpp"
 
 #include "base/json_walk.hpp"
 #include "base/text.hpp"
@@ -23,24 +24,6 @@ constexpr size_t kKeepBufferBytes = 1 << 20;
 void append_money(std::string &out, int64_t cents) {
     char buf[24];
     out.append(buf, money::format(cents, buf));
-}
-
-bool reject(std::string &reason, std::string_view a, std::string_view b = {}, std::string_view c = {}) {
-    reason.clear();
-    reason.append(a).append(b).append(c);
-    return false;
-}
-
-// Values and account ids in reasons: readable (UTF-8 kept), one line, short.
-constexpr base::Quoting kValueQuoting{'"', 64, true};
-constexpr base::Quoting kAccountIdQuoting{0, 128, true};
-
-bool reject_quoted(std::string &reason, std::string_view before, std::string_view value,
-                   std::string_view after = {}) {
-    reason.assign(before);
-    base::append_quoted(reason, value, kValueQuoting);
-    reason.append(after);
-    return false;
 }
 
 bool is_currency(std::string_view s) {
@@ -195,7 +178,7 @@ bool apply_rules(const Command &cmd, std::string_view account_id, int64_t timest
     auto account_reason = [&](std::string_view what) {
         reason.clear();
         reason.append("account ");
-        base::append_quoted(reason, account_id, kAccountIdQuoting);
+        base::append_quoted(reason, account_id, kIdQuoting);
         reason.append(what);
         return false;
     };
@@ -237,7 +220,7 @@ bool apply_rules(const Command &cmd, std::string_view account_id, int64_t timest
         if (balance != 0) {
             reason.clear();
             reason.append("cannot close account ");
-            base::append_quoted(reason, account_id, kAccountIdQuoting);
+            base::append_quoted(reason, account_id, kIdQuoting);
             reason.append(" with balance ");
             append_money(reason, balance);
             return false;

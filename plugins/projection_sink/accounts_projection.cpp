@@ -5,15 +5,7 @@
 namespace cdcflow::projection {
 
 AccountsProjection::AccountsProjection(const ProjectionOptions &opts, cdcflow::Context ctx)
-    : cache_(opts.cache_size) {
-    // The same figures under the host's cache families (ABI 4), cache "rows".
-    cache_entries_ = ctx.cache_metric("rows", CDCFLOW_CACHE_ENTRIES);
-    cache_hits_ = ctx.cache_metric("rows", CDCFLOW_CACHE_HITS);
-    cache_misses_ = ctx.cache_metric("rows", CDCFLOW_CACHE_MISSES);
-    ctx.cache_metric("rows", CDCFLOW_CACHE_CAPACITY).set(static_cast<int64_t>(cache_.capacity()));
-    cache_entries_.set(0);
-    touched_.reserve(1024);
-}
+    : rows_(opts.cache_size, ctx) {}
 
 void AccountsProjection::create_schema(sqlite::Db &db) {
     // Exactly DESIGN.md's accounts table.
@@ -41,46 +33,28 @@ void AccountsProjection::close() {
     select_ = {};
     update_ = {};
     upsert_ = {};
-    // Without statements the cache could go stale against a re-opened
-    // database: start from the table again.
-    cache_.clear();
-    touched_.clear();
-    cache_entries_.set(0);
+    rows_.clear();
 }
 
-AccountsProjection::Cache::Node *AccountsProjection::row(std::string_view id) {
-    Cache::Node *n = cache_.find(id);
-    if (n) {
-        ++hit_count_;
-    } else {
-        ++miss_count_;
-        // Pinned and touched before the read: if the read throws, the
-        // rollback forgets the half-made row.
-        n = cache_.insert(id);
-        n->pinned = true;
-        touched_.push_back(n);
-        select_.bind(1, id);
-        sqlite::ResetOnExit guard{select_};
-        accounts::Account &a = n->row.account;
-        if (select_.step()) {
-            n->row.rowid = select_.int64(0);
-            a.exists = true;
-            a.owner.assign(select_.text(1));
-            a.currency.assign(select_.text(2));
-            std::string_view bal = select_.text(3);
-            if (money::parse(bal, a.balance) != money::ParseError::ok || a.balance > money::kMaxBalance)
-                throw Error(CDCFLOW_ERR_IO, "accounts: account '" + std::string(id) +
-                                                "' has a malformed balance '" + std::string(bal) +
-                                                "' (the table was edited outside cdcflow?)");
-            a.open = select_.text(4) == "open";
-            a.version = select_.int64(5);
-            a.updated_at = select_.int64(6);
-        }
-        return n;
-    }
-    if (!n->pinned) {
-        n->pinned = true;
-        touched_.push_back(n);
+AccountsProjection::Rows::Node *AccountsProjection::row(std::string_view id) {
+    if (Rows::Node *n = rows_.find(id)) return n;
+    Rows::Node *n = rows_.insert(id);
+    select_.bind(1, id);
+    sqlite::ResetOnExit guard{select_};
+    accounts::Account &a = n->row.account;
+    if (select_.step()) {
+        n->row.rowid = select_.int64(0);
+        a.exists = true;
+        a.owner.assign(select_.text(1));
+        a.currency.assign(select_.text(2));
+        std::string_view bal = select_.text(3);
+        if (money::parse(bal, a.balance) != money::ParseError::ok || a.balance > money::kMaxBalance)
+            throw Error(CDCFLOW_ERR_IO, "accounts: account '" + std::string(id) +
+                                            "' has a malformed balance '" + std::string(bal) +
+                                            "' (the table was edited outside cdcflow?)");
+        a.open = select_.text(4) == "open";
+        a.version = select_.int64(5);
+        a.updated_at = select_.int64(6);
     }
     return n;
 }
@@ -99,7 +73,7 @@ bool AccountsProjection::apply(const cdcflow_event &e, const cdcflow_payload &pa
 
 bool AccountsProjection::apply(const cdcflow_event &e, const accounts::EventView &ev,
                                const accounts::Command &cmd, std::string &reason) {
-    Cache::Node *n = row(ev.aggregate_id);
+    Rows::Node *n = row(ev.aggregate_id);
     if (!accounts::apply_rules(cmd, ev.aggregate_id, e.timestamp_us, n->row.account, reason)) return false;
     n->dirty = true;
     return true;
@@ -123,7 +97,7 @@ void bind_row(sqlite::Stmt &s, std::string_view id, const accounts::Account &a, 
 
 void AccountsProjection::write_batch() {
     char buf[24];
-    for (Cache::Node *n : touched_) {
+    for (Rows::Node *n : rows_.touched()) {
         if (!n->dirty) continue;
         const accounts::Account &a = n->row.account;
         std::string_view balance(buf, money::format(a.balance, buf));
@@ -139,28 +113,12 @@ void AccountsProjection::write_batch() {
     }
 }
 
-void AccountsProjection::publish_counts() {
-    cache_hits_.add(hit_count_);
-    cache_misses_.add(miss_count_);
-    hit_count_ = miss_count_ = 0;
-    cache_entries_.set(static_cast<int64_t>(cache_.size()));
-}
-
 void AccountsProjection::batch_committed() {
-    for (Cache::Node *n : touched_)
-        n->pinned = n->dirty = false;
-    touched_.clear();
-    cache_.trim();
-    publish_counts();
+    rows_.committed();
 }
 
 void AccountsProjection::batch_rolled_back() {
-    // Simplest correct undo: forget every row the batch touched; the next
-    // miss reads the committed state back.
-    for (Cache::Node *n : touched_)
-        cache_.erase(n);
-    touched_.clear();
-    publish_counts();
+    rows_.rolled_back();
 }
 
 } // namespace cdcflow::projection

@@ -6,8 +6,8 @@
 #pragma once
 
 #include "accounts.hpp"
+#include "batch_rows.hpp"
 #include "projection.hpp"
-#include "row_cache.hpp"
 
 #include <vector>
 
@@ -28,7 +28,7 @@ public:
     void batch_committed() override;
     void batch_rolled_back() override;
 
-    size_t cached_rows() const { return cache_.size(); }
+    size_t cached_rows() const { return rows_.size(); }
 
 private:
     // The account plus where it is stored: its rowid (0: not in the table),
@@ -38,25 +38,18 @@ private:
         accounts::Account account;
         int64_t rowid = 0;
     };
-    using Cache = RowCache<Stored>;
+    using Rows = BatchRows<Stored>;
     // The cached row for id, read from the table on a miss; pinned and
     // remembered as touched by this batch.
-    Cache::Node *row(std::string_view id);
+    Rows::Node *row(std::string_view id);
     bool apply(const cdcflow_event &e, const accounts::EventView &ev, const accounts::Command &cmd,
                std::string &reason);
 
     accounts::CommandParser parser_;
-    Cache cache_;
-    std::vector<Cache::Node *> touched_; // rows pinned by the current batch
+    Rows rows_;
     sqlite::Stmt select_;
     sqlite::Stmt update_;
     sqlite::Stmt upsert_;
-    // Counted per event, published per batch (a shared atomic per event
-    // would cost more than the lookup).
-    int64_t hit_count_ = 0, miss_count_ = 0;
-    cdcflow::Metric cache_entries_, cache_hits_, cache_misses_; // cache "rows" (ABI 4)
-    // After a batch (committed or rolled back): the counts, and the rows held.
-    void publish_counts();
 };
 
 } // namespace cdcflow::projection

@@ -18,6 +18,7 @@
 #include <cdcflow/sdk.hpp>
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -31,6 +32,10 @@ public:
 
     // Tables it needs (checked at create when create_schema is false).
     virtual std::vector<std::string> tables() const = 0;
+    // At create, when some of tables() are still missing (start() creates
+    // them): refuse, as a config error, a table that exists but cannot be
+    // the one this projection declares.
+    virtual void check_existing(sqlite::Db &db) { (void)db; }
     // CREATE TABLE IF NOT EXISTS ... (start, inside a transaction).
     virtual void create_schema(sqlite::Db &db) = 0;
     // Prepare statements; the tables exist. db outlives the projection's use of it.
@@ -47,6 +52,11 @@ public:
         (void)parsed;
         return apply(e, reason);
     }
+    // After apply() returned false: true when the event is not wrong but a
+    // copy of one already applied (a history row has its event id: it came
+    // back past the deduper's window). The sink marks it duplicate (skipped,
+    // counted) instead of dead-lettering it.
+    virtual bool last_was_duplicate() const { return false; }
     // Write the batch's changes (once per changed row, not per event).
     virtual void write_batch() = 0;
     virtual void batch_committed() = 0;
@@ -55,12 +65,18 @@ public:
 
 struct ProjectionOptions {
     size_t cache_size = 100000;
+    // projection: declared: the model key's value (JSON text), and where a
+    // node inside it is in the pipeline file (a JSON Pointer in,
+    // "file:line:col" out) for its error messages.
+    std::string model;
+    std::function<std::string(const std::string &pointer)> locate;
 };
 
-// The built-in domains by name; nullptr for an unknown name.
+// The built-in domains by name, and "declared" (opts.model); nullptr for an
+// unknown name. Throws Error(CDCFLOW_ERR_CONFIG) for a mistaken model.
 std::unique_ptr<Projection> make_projection(std::string_view name, const ProjectionOptions &opts,
                                             cdcflow::Context ctx);
-// "accounts" (for messages).
+// "accounts, declared" (for messages).
 const char *builtin_projections();
 
 } // namespace cdcflow::projection

@@ -36,6 +36,16 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
     if (!projection_) {
         ProjectionOptions opts;
         opts.cache_size = static_cast<size_t>(cfg.cache_size);
+        if (cfg.projection == "declared") {
+            if (!cfg.model) cfg.fail(&Settings::model, "required with projection: declared");
+            opts.model = cfg.model->text;
+            opts.locate = [&cfg](const std::string &pointer) {
+                return cfg.location_at(&Settings::model, pointer.c_str());
+            };
+        } else if (cfg.model) {
+            cfg.fail(&Settings::model,
+                     "only with projection: declared (projection is '" + cfg.projection + "')");
+        }
         projection_ = make_projection(cfg.projection, opts, ctx);
         if (!projection_)
             cfg.fail(&Settings::projection,
@@ -47,6 +57,8 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
     dead_letters_ = ctx.counter("dead_letters", "dead letters written (rejected by any stage)");
     version_duplicates_ =
         ctx.counter("version_duplicates", "events skipped: aggregate version not above the last one applied");
+    event_duplicates_ = ctx.counter(
+        "event_duplicates", "events skipped: their event id was applied before (a history row has it)");
 
     // create() only looks: a missing database or table is created in start()
     // when create_schema allows it, and is an error now otherwise.
@@ -59,7 +71,10 @@ ProjectionSink::ProjectionSink(const cdcflow::Configured<Settings> &cfg, cdcflow
     }
     db_ = sqlite::Db(path_, SQLITE_OPEN_READWRITE, static_cast<int>(busy_timeout_ms_));
     if (std::string missing = missing_table(); !missing.empty()) {
-        if (create_schema_) return; // start() creates it
+        if (create_schema_) {
+            projection_->check_existing(db_); // start() creates the missing ones
+            return;
+        }
         cfg.fail(&Settings::database,
                  sqlite::database_label(path_) + " has no table '" + missing + "' (create_schema is false)");
     }
@@ -238,6 +253,11 @@ void ProjectionSink::process(cdcflow::Batch &batch) {
                                               : projection_->apply(e, reason_))) {
                     if (version) AggregateVersions::applied(version, e.aggregate_version);
                     ++applied;
+                    continue;
+                }
+                if (projection_->last_was_duplicate()) {
+                    batch.mark_duplicate(i);
+                    event_duplicates_.add();
                     continue;
                 }
                 // Sets status, stage (this sink) and reason on the event; a

@@ -17,6 +17,7 @@
 #include <cdcflow/sdk.hpp>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -35,6 +36,7 @@ struct ProjectionSinkSettings {
     bool create_schema = true;
     std::string synchronous;
     int64_t wal_checkpoint_pages = 1000;
+    std::optional<cdcflow::Json> model;
 
     using S = ProjectionSinkSettings;
     static constexpr const char *kSynchronous[] = {"normal", "full", nullptr};
@@ -44,7 +46,10 @@ struct ProjectionSinkSettings {
             .describe("path of the SQLite database of the read model (may be the outbox's file)"),
         cdcflow::param("projection", &S::projection)
             .defaults_to("accounts")
-            .describe("the domain model to build (built in: accounts)"),
+            .describe("the domain model to build: accounts (built in), or declared (the model key)"),
+        cdcflow::param("model", &S::model)
+            .describe("projection: declared: the read model's tables, payload fields, rules and effects "
+                      "(README, \"Declared models\")"),
         cdcflow::param("checkpoint_name", &S::checkpoint_name)
             .defaults_to("accounts")
             .describe("this sink's key in the cdcflow_checkpoints table (unique per pipeline sharing the "
@@ -151,7 +156,7 @@ private:
     std::vector<std::pair<std::string_view, int64_t>> partitions_;
 
     // Rejections are counted by the host (batch.reject: cdcflow_events_total).
-    cdcflow::Metric applied_, dead_letters_, version_duplicates_;
+    cdcflow::Metric applied_, dead_letters_, version_duplicates_, event_duplicates_;
 };
 
 } // namespace cdcflow::projection

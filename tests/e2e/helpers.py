@@ -80,6 +80,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def checkpoint(db):
+    """The highest position any sink has committed in db's
+    cdcflow_checkpoints (0 before the first commit)."""
+    import sqlite3
+    try:
+        c = sqlite3.connect(db, timeout=30)
+        try:
+            row = c.execute("SELECT MAX(position) FROM cdcflow_checkpoints").fetchone()
+            return row[0] or 0
+        finally:
+            c.close()
+    except sqlite3.OperationalError:
+        return 0  # not created yet
+
+
 def wait_for(pred, timeout=30.0, what="condition"):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -87,6 +102,54 @@ def wait_for(pred, timeout=30.0, what="condition"):
             return
         time.sleep(0.02)
     raise AssertionError("timed out waiting for " + what)
+
+
+def write_in_background(db, rows, chunk=500, pause=0.01):
+    """The application keeps writing: `rows` go into db's outbox `chunk` at
+    a time, `pause` seconds apart, on a thread of their own (returned,
+    started; join it)."""
+    import sqlite3
+    import threading
+    from outbox_gen import insert
+
+    def app():
+        w = sqlite3.connect(db, timeout=60)
+        for i in range(0, len(rows), chunk):
+            insert(w, rows[i:i + chunk])
+            time.sleep(pause)
+        w.close()
+    writer = threading.Thread(target=app)
+    writer.start()
+    return writer
+
+
+def kill_9_at(start_host, db, targets, rnd, timeout=120):
+    """Crashes at random moments: for each target position, a host from
+    start_host() runs until db's checkpoint reaches the target (or the
+    process ends), up to 50 ms more, then is killed with SIGKILL. Returns
+    each run's (return code, stderr)."""
+    ends = []
+    for target in targets:
+        proc = start_host()
+        try:
+            wait_for(lambda: checkpoint(db) >= target or proc.poll() is not None, timeout=timeout,
+                     what="checkpoint %d" % target)
+            time.sleep(rnd.uniform(0, 0.05))
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            _, err = proc.communicate()
+        ends.append((proc.returncode, err))
+    return ends
+
+
+def kill_9_runs(test, args, env, db, targets, rnd):
+    """kill_9_at with `cdcflow args` as the host: a run that ended by
+    itself must not have failed. Returns how many runs were killed."""
+    ends = kill_9_at(lambda: start(args, env=env), db, targets, rnd)
+    for code, err in ends:
+        test.assertNotEqual(code, 1, err[-2000:])
+    return sum(code == -9 for code, _ in ends)
 
 
 class TempDirTest(unittest.TestCase):

@@ -8,29 +8,16 @@ import re
 import signal
 import sqlite3
 import sys
-import threading
-import time
 
 sys.path.insert(0, os.path.dirname(__file__))
 from accounts_model import replay  # noqa: E402
-from helpers import SOURCE_ROOT, TempDirTest, env_with, main, run, start, wait_for  # noqa: E402
+from helpers import (SOURCE_ROOT, TempDirTest, checkpoint, env_with, kill_9_at, main, run, start,  # noqa: E402
+                     wait_for, write_in_background)
 from outbox_gen import Generator, insert, open_outbox  # noqa: E402
 
 PIPELINE = os.path.join(SOURCE_ROOT, "pipelines", "accounts.yaml")
 VALIDATOR_STAGE = "validate"
 SINK_STAGE = "project"
-
-
-def checkpoint(db):
-    try:
-        c = sqlite3.connect(db, timeout=30)
-        try:
-            row = c.execute("SELECT MAX(position) FROM cdcflow_checkpoints").fetchone()
-            return row[0] or 0
-        finally:
-            c.close()
-    except sqlite3.OperationalError:
-        return 0  # not created yet
 
 
 class AccountsTest(TempDirTest):
@@ -70,53 +57,21 @@ class AccountsTest(TempDirTest):
         c.close()
         return model
 
-
-    def write_meanwhile(self, rows):
-        """The application writing `rows`, 500 a transaction, on a thread of
-        its own (join it)."""
-        def app():
-            w = sqlite3.connect(self.db, timeout=60)
-            for i in range(0, len(rows), 500):
-                insert(w, rows[i:i + 500])
-                time.sleep(0.01)
-            w.close()
-        t = threading.Thread(target=app)
-        t.start()
-        return t
-
     def kill_while_writing(self, start_host, gen, first, then, kills, seed, timeout=120):
         """`first` events of `gen` in the outbox, then `then` more written by
-        the application (write_meanwhile) while hosts from start_host() are
-        killed at `kills` random checkpoints between 2.5% and 95% of all
-        (kill_at). Returns each run's (return code, stderr)."""
+        the application (write_in_background) while hosts from start_host()
+        are killed at `kills` random checkpoints between 2.5% and 95% of all
+        (kill_9_at). Returns each run's (return code, stderr)."""
         c = self.conn()
         insert(c, gen.rows(first))
         rest = gen.rows(then)
         c.close()
-        writer = self.write_meanwhile(rest)
+        writer = write_in_background(self.db, rest)
         rnd = random.Random(seed)
         total = first + then
-        ends = self.kill_at(start_host, sorted(rnd.sample(range(total // 40, total * 19 // 20), kills)), rnd,
-                            timeout)
+        targets = sorted(rnd.sample(range(total // 40, total * 19 // 20), kills))
+        ends = kill_9_at(start_host, self.db, targets, rnd, timeout)
         writer.join()
-        return ends
-
-    def kill_at(self, start_host, targets, rnd, timeout=120):
-        """For each checkpoint target: a host from start_host() runs until the
-        checkpoint reaches it (plus up to 50 ms), then is killed with kill -9
-        (unless it ended first). Returns each run's (return code, stderr)."""
-        ends = []
-        for target in targets:
-            proc = start_host()
-            try:
-                wait_for(lambda: checkpoint(self.db) >= target or proc.poll() is not None, timeout=timeout,
-                         what="checkpoint %d" % target)
-                time.sleep(rnd.uniform(0, 0.05))
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                _, err = proc.communicate()
-            ends.append((proc.returncode, err))
         return ends
 
 

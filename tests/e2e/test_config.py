@@ -54,7 +54,7 @@ class Plugins(TempDirTest):
         self.assertIn("| `token` | string | (secret: not shown) |  | secret | a secret string |", lines)
         self.assertIn("| `pin` | int |  | 1000 to 9999 | secret | a secret, bounded integer |", lines)
         self.assertNotIn("probe-default-token", r.stdout)
-        self.assertEqual(len(lines), 2 + 10)  # one row per declared key
+        self.assertEqual(len(lines), 2 + 11)  # one row per declared key
 
         every = run(["plugins", "--markdown"], env=ENV)
         self.assertEqual(every.returncode, 0, every.stderr)
@@ -89,6 +89,35 @@ class Enforcement(TempDirTest):
         self.assertEqual(self.error_of(["port: 70000"]),
                          where(9, 13) + "config key 'port' for plugin 'config_probe' must be from 1 to 65535, "
                          "got '70000'")
+
+    def test_a_plugin_error_inside_a_json_value_names_the_nested_position(self):
+        # config_location_at (ABI 6): the probe refuses the value fail_at points
+        # at, and validate prints where that value is, not where 'extra' is.
+        probe = ["extra:",                                # line 9
+                 "  rules:",                              # 10
+                 "    - {name: a, when: [x, y]}",         # 11
+                 "    - name: b",                         # 12
+                 "      when:",                           # 13
+                 "        a/b: &anc {q: 1}",              # 14
+                 "        al: *anc"]                      # 15
+        path = self.path("p.yaml")
+
+        def at(line, token, nth=1):
+            text = pipeline(probe).splitlines()[line - 1]
+            col = -1
+            for _ in range(nth):
+                col = text.index(token, col + 1)
+            return "cdcflow: %s:%d:%d: " % (path, line, col + 1)
+
+        for pointer, where in (("/rules/0/when/1", at(11, "y")),
+                               ("/rules/1/when/a~1b/q", at(14, "1")),
+                               ("/rules/1/when/al/q", at(14, "1")),      # an alias: where the anchored text is
+                               ("/rules/1/nope", at(12, "name")),       # a missing key: the mapping that lacks it
+                               ("/rules/7", at(11, "-")),               # past the end: the sequence
+                               ("", at(10, "rules"))):
+            err = self.error_of(probe + ["fail_at: '%s'" % pointer])
+            self.assertEqual(err, where + "stage 'probe' (plugin 'config_probe'): extra%s: refused on purpose "
+                             "(fail_at)" % pointer)
 
     def test_a_secret_is_never_echoed(self):
         for probe, why in ((["pin: 12345678"], "must be from 1000 to 9999, got (secret: not shown)"),

@@ -4,6 +4,9 @@
 // untouched, and logs at start what it read, so that the end-to-end tests see
 // the declaration from both sides: what the host enforces and shows, and
 // what reaches the members. A secret's value is never logged, only its length.
+// `fail_at` (a JSON Pointer into `extra`) makes create fail with the nested
+// value's file:line:col, the way a plugin reports a mistake inside its own
+// declarations (config_location_at, ABI 6).
 #include <cdcflow/sdk.hpp>
 
 #include <cstdint>
@@ -20,6 +23,7 @@ struct ProbeSettings {
     int64_t pin = 0;
     std::optional<int64_t> limit;
     uint16_t port = 0;
+    std::optional<std::string> fail_at;
 
     using S = ProbeSettings;
     static constexpr const char *kModes[] = {"fast", "safe", nullptr};
@@ -40,6 +44,8 @@ struct ProbeSettings {
             .min("1")
             .max("65535")
             .describe("a 16-bit member"),
+        cdcflow::param("fail_at", &S::fail_at)
+            .describe("a JSON Pointer into extra: create fails there (tests nested positions)"),
         cdcflow::deprecated<S>("old_knob", CDCFLOW_CONFIG_INT)
             .describe("the probe no longer has a knob; remove this key"));
 };
@@ -58,6 +64,11 @@ public:
     using Settings = ProbeSettings;
 
     ConfigProbe(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx) : Transform(ctx) {
+        if (cfg.fail_at) {
+            std::string loc = cfg.location_at(&Settings::extra, cfg.fail_at->c_str());
+            throw cdcflow::Error(CDCFLOW_ERR_CONFIG, (loc.empty() ? "" : loc + ": ") + "extra" +
+                                                         *cfg.fail_at + ": refused on purpose (fail_at)");
+        }
         ctx.info("read: mode=" + cfg.mode + " level=" + std::to_string(cfg.level) +
                  " ratio=" + std::to_string(cfg.ratio) + " loud=" + (cfg.loud ? "true" : "false") +
                  " extra=" + cfg.extra.text + " token_length=" + std::to_string(cfg.token.size()) +

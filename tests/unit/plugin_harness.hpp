@@ -182,6 +182,20 @@ template <typename T> std::unique_ptr<T> make_stage(StageHarness &h) {
     return cdcflow::detail::make_stage<T>(host::host_api(), h.ctx(), h.cfg());
 }
 
+// A plugin class T made from typed config values, with its harness: what
+// a test of one stage holds. process() hands it a host batch as the
+// runtime would.
+template <typename T> struct HarnessedStage {
+    StageHarness h;
+    std::unique_ptr<T> stage;
+    HarnessedStage(std::string stage_id, std::initializer_list<std::pair<const char *, Val>> cfg)
+        : h(std::move(stage_id), declared<T>(), cfg), stage(make_stage<T>(h)) {}
+    void process(cdcflow_batch &b) {
+        cdcflow::Batch view = h.view(b);
+        stage->process(view);
+    }
+};
+
 // Appends one event to a host batch (what a source's poll does). Other
 // suites build these with aggregate initialisation: only append fields, and
 // give each a default (-Wmissing-field-initializers).

@@ -1,7 +1,10 @@
 // The pipeline YAML loader: structure, interpolation, schema checks, and hostile input.
 // Every error is asserted with its exact text and position.
 #include "escape.hpp"
+#include "host_api.hpp"
 #include "pipeline.hpp"
+
+#include <cdcflow/sdk.hpp>
 
 #include <doctest/doctest.h>
 
@@ -519,9 +522,126 @@ TEST_SUITE("pipeline: config values") {
             parse_error("pipeline: p\nstages:\n  - id: a\n    plugin: x\n    config:\n      r: {[1]: 2}\n") ==
             "p.yaml:6:11: a mapping key must be a string, got a sequence");
     }
+
+    // config_location_at (ABI 6): each node nested in a mapping or sequence
+    // value, by JSON Pointer.
+    TEST_CASE("nested positions: mappings, sequences, flow style, escaped pointers") {
+        PipelineDef def = parse_ok("pipeline: p\n"
+                                   "stages:\n"
+                                   "  - id: a\n"
+                                   "    plugin: x\n"
+                                   "    config:\n"
+                                   "      model:\n"                           // 6
+                                   "        events:\n"                        // 7
+                                   "          Opened:\n"                      // 8
+                                   "            when:\n"                      // 9
+                                   "              - {field: amount, gt: 0}\n" // 10
+                                   "              - field: owner\n"           // 11
+                                   "                empty:\n"                 // 12
+                                   "        'a/b': 1\n"                       // 13
+                                   "        \"t~\": [x, [y, z]]\n"            // 14
+                                   "        '': root-empty\n"                 // 15
+                                   "      flat: [1, 2]\n"                     // 16
+                                   "      scalar: 5\n");                      // 17
+        const auto &c = def.stages[0].config;
+        const ConfigValue &m = c.at("model");
+        REQUIRE(m.nested);
+        CHECK(std::string(m.location_at("")) == "p.yaml:7:9");
+        CHECK(std::string(m.location_at("/events")) == "p.yaml:8:11");
+        CHECK(std::string(m.location_at("/events/Opened")) == "p.yaml:9:13");
+        CHECK(std::string(m.location_at("/events/Opened/when")) == "p.yaml:10:15");
+        CHECK(std::string(m.location_at("/events/Opened/when/0")) == "p.yaml:10:17");
+        CHECK(std::string(m.location_at("/events/Opened/when/0/field")) == "p.yaml:10:25");
+        CHECK(std::string(m.location_at("/events/Opened/when/0/gt")) == "p.yaml:10:37");
+        CHECK(std::string(m.location_at("/events/Opened/when/1")) == "p.yaml:11:17");
+        CHECK(std::string(m.location_at("/events/Opened/when/1/field")) == "p.yaml:11:24");
+        // An empty value has no position of its own: its key's.
+        CHECK(std::string(m.location_at("/events/Opened/when/1/empty")) == "p.yaml:12:17");
+        // RFC 6901 escapes: ~1 is '/', ~0 is '~'; "/" names the key "".
+        CHECK(std::string(m.location_at("/a~1b")) == "p.yaml:13:16");
+        CHECK(std::string(m.location_at("/t~0")) == "p.yaml:14:15");
+        CHECK(std::string(m.location_at("/t~0/1/0")) == "p.yaml:14:20");
+        CHECK(std::string(m.location_at("/t~0/1/1")) == "p.yaml:14:23");
+        CHECK(std::string(m.location_at("/")) == "p.yaml:15:13");
+        // Naming nothing: the deepest node on the way.
+        CHECK(std::string(m.location_at("/events/Opened/when/2")) == "p.yaml:10:15");    // past the end
+        CHECK(std::string(m.location_at("/events/Opened/when/-")) == "p.yaml:10:15");    // "-"
+        CHECK(std::string(m.location_at("/events/Opened/when/01")) == "p.yaml:10:15");   // a leading zero
+        CHECK(std::string(m.location_at("/events/Opened/when/0/lt")) == "p.yaml:10:17"); // a missing key
+        CHECK(std::string(m.location_at("/events/Closed/when/0")) == "p.yaml:8:11");
+        CHECK(std::string(m.location_at("/events/Opened/when/0/field/x")) == "p.yaml:10:25"); // into a scalar
+        CHECK(std::string(m.location_at("/a/b")) == "p.yaml:7:9");   // unescaped '/': two tokens
+        CHECK(std::string(m.location_at("/t~2")) == "p.yaml:7:9");   // a malformed escape
+        CHECK(std::string(m.location_at("events")) == "p.yaml:7:9"); // not a pointer
+        CHECK(std::string(c.at("flat").location_at("/1")) == "p.yaml:16:17");
+        // A scalar nests nothing: every pointer answers the value's own position.
+        CHECK_FALSE(c.at("scalar").nested);
+        CHECK(std::string(c.at("scalar").location_at("/x")) == "p.yaml:17:15");
+        // Answers are cached: the same pointer gives the same storage.
+        CHECK(m.location_at("/events") == m.location_at("/events"));
+    }
+
+    TEST_CASE("nested positions: anchors and aliases answer where the anchored text is") {
+        PipelineDef def = parse_ok("pipeline: p\n"
+                                   "stages:\n"
+                                   "  - id: a\n"
+                                   "    plugin: x\n"
+                                   "    config:\n"
+                                   "      m:\n"
+                                   "        base: &b {x: 1, y: [2]}\n" // 7
+                                   "        copy: *b\n"                // 8
+                                   "        list: [*b, 3]\n");         // 9
+        const ConfigValue &m = def.stages[0].config.at("m");
+        CHECK(std::string(m.location_at("/base/y/0")) == "p.yaml:7:29");
+        CHECK(std::string(m.location_at("/copy/y/0")) == "p.yaml:7:29");
+        CHECK(std::string(m.location_at("/list/0/x")) == "p.yaml:7:22");
+        CHECK(std::string(m.location_at("/list/1")) == "p.yaml:9:20");
+    }
+
+    TEST_CASE("nested positions: interpolated scalars are where their ${VAR} is") {
+        PipelineDef def = parse_ok("pipeline: p\nstages:\n  - id: a\n    plugin: x\n    config:\n"
+                                   "      m: {a: '${A}', b: [\"${B:-2}\"]}\n",
+                                   env_of({{"A", "[1, {x: 2}]"}}));
+        const ConfigValue &m = def.stages[0].config.at("m");
+        CHECK(m.json == R"({"a":"[1, {x: 2}]","b":["2"]})");
+        CHECK(std::string(m.location_at("/a")) == "p.yaml:6:14");
+        CHECK(std::string(m.location_at("/a/0")) == "p.yaml:6:14"); // a string: nothing inside
+        CHECK(std::string(m.location_at("/b/0")) == "p.yaml:6:26");
+    }
 }
 
 TEST_SUITE("pipeline: check against plugin schemas") {
+    TEST_CASE("config_location_at through the host API and the SDK: set, default, unset, older host") {
+        std::string text = pipeline_with("      name: n\n"
+                                         "      count: 3\n");
+        const std::string pass = "    plugin: pass\n";
+        text.insert(text.find(pass) + pass.size(), "    config:\n      rules:\n        - {a: [1, 2]}\n");
+        PipelineDef def = check_ok(text);
+        const StageDef &src = def.stages[0], &mid = def.stages[1];
+        const PluginSchema *src_schema = find_schema("src"), *mid_schema = find_schema("pass");
+        cdcflow_config in_cfg{&src, src_schema}, mid_cfg{&mid, mid_schema};
+        const cdcflow_host_api *api = host_api();
+        CHECK(std::string(api->config_location_at(&mid_cfg, "rules", "/0/a/1")) == "p.yaml:12:19");
+        CHECK(std::string(api->config_location_at(&mid_cfg, "rules", "")) == "p.yaml:12:9");
+        CHECK(std::string(api->config_location_at(&mid_cfg, "rules", nullptr)) == "p.yaml:12:9");
+        // A default is not in the file: the stage's config mapping (what config_location answers).
+        CHECK(std::string(api->config_location_at(&in_cfg, "extra", "/a/1")) == "p.yaml:6:7");
+        CHECK(std::string(api->config_location(&in_cfg, "extra")) == "p.yaml:6:7");
+        // A scalar: its own position, whatever the pointer.
+        CHECK(std::string(api->config_location_at(&in_cfg, "count", "/x")) == "p.yaml:7:14");
+        // No value (unset, no default) and undeclared keys: "".
+        CHECK(std::string(api->config_location_at(&in_cfg, "ratio", "/x")).empty());
+        CHECK(std::string(api->config_location_at(&in_cfg, "nope", "")).empty());
+
+        cdcflow::Config sdk(api, &mid_cfg);
+        CHECK(sdk.location_at("rules", "/0/a/0") == "p.yaml:12:16");
+        // A host older than ABI 6 (its table ends before config_location_at): location(key).
+        cdcflow_host_api old = *api;
+        old.struct_size = offsetof(cdcflow_host_api, config_location_at);
+        cdcflow::Config sdk_old(&old, &mid_cfg);
+        CHECK(sdk_old.location_at("rules", "/0/a/0") == "p.yaml:12:9");
+    }
+
     TEST_CASE("a valid pipeline: typed values and defaults") {
         PipelineDef def = check_ok(pipeline_with("      name: accounts\n"
                                                  "      ratio: 0.25\n"

@@ -405,16 +405,9 @@ TEST_CASE("row cache: finds exactly the live keys through growth, eviction and e
 
 namespace {
 
-struct Sink {
-    StageHarness h;
-    std::unique_ptr<ProjectionSink> sink;
-    Sink(std::initializer_list<std::pair<const char *, Val>> cfg)
-        : h("project", cdcflow::test::declared<ProjectionSink>(), cfg),
-          sink(cdcflow::test::make_stage<ProjectionSink>(h)) {}
-    void process(cdcflow_batch &b) {
-        cdcflow::Batch view = h.view(b);
-        sink->process(view);
-    }
+struct Sink : cdcflow::test::HarnessedStage<ProjectionSink> {
+    Sink(std::initializer_list<std::pair<const char *, Val>> cfg) : HarnessedStage("project", cfg) {}
+    std::unique_ptr<ProjectionSink> &sink = stage;
     std::vector<std::pair<std::string, int64_t>> checkpoint() {
         std::vector<std::pair<std::string, int64_t>> out;
         sink->checkpoint(

@@ -45,6 +45,8 @@ const std::vector<Command> &commands() {
          "migrate a legacy outbox with progress and a summary (--cleanup: delete verified old rows)",
          cmd_migrate},
         {"verify", "the integrity report of a legacy outbox migration", cmd_verify},
+        {"test", "run a pipeline's stages on the cases of a YAML file and compare rows and dead letters",
+         cmd_test},
     };
     return cmds;
 }

@@ -47,6 +47,7 @@ int cmd_status(int argc, char **argv);
 int cmd_produce(int argc, char **argv);
 int cmd_migrate(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_test(int argc, char **argv);
 
 // Parses argv for one command (adding --help, --log-level, --log-format).
 // Returns -1 to go on, else an exit code (--help printed, or a usage error

@@ -111,6 +111,18 @@ private:
     cdcflow_status status_;
 };
 
+namespace detail {
+// config_location_at (ABI 6), or the key's own position from an older host.
+inline std::string location_at(const cdcflow_host_api *host, const cdcflow_config *cfg, const char *key,
+                               const char *pointer) {
+    const char *loc =
+        CDCFLOW_HAS_FIELD(host, cdcflow_host_api, config_location_at) && host->config_location_at
+            ? host->config_location_at(cfg, key, pointer ? pointer : "")
+            : host->config_location(cfg, key);
+    return loc ? loc : "";
+}
+} // namespace detail
+
 // A stage's view of its config. Values were type-checked by the host against
 // the declared schema, so a getter fails only for an undeclared key or a
 // mismatched type: both are plugin bugs and throw Error.
@@ -153,6 +165,13 @@ public:
     std::string location(const char *key) const {
         const char *loc = host_->config_location(cfg_, key);
         return loc ? loc : "";
+    }
+    // "file:line:col" of a value nested in the key's value: `pointer` is a
+    // JSON Pointer into json(key) ("/events/0/when", "~1" for '/', "~0" for
+    // '~'); where it names nothing, the deepest node on its way. A host
+    // older than ABI 6 answers location(key).
+    std::string location_at(const char *key, const char *pointer) const {
+        return detail::location_at(host_, cfg_, key, pointer);
     }
     // Throws Error(CDCFLOW_ERR_CONFIG) with the key's position prefixed.
     [[noreturn]] void fail(const char *key, const std::string &why) const {
@@ -415,6 +434,11 @@ public:
     template <typename M> std::string location(M C::*member) const {
         const char *loc = host_->config_location(cfg_, name_of(member));
         return loc ? loc : "";
+    }
+    // "file:line:col" of a value nested in that key's value (a JSON Pointer,
+    // as Config::location_at).
+    template <typename M> std::string location_at(M C::*member, const char *pointer) const {
+        return detail::location_at(host_, cfg_, name_of(member), pointer);
     }
     // Throws Error(CDCFLOW_ERR_CONFIG): "<file:line:col>: <key>: <why>".
     template <typename M> [[noreturn]] void fail(M C::*member, const std::string &why) const {
