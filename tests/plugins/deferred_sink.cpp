@@ -1,0 +1,159 @@
+// deferred_sink: a test sink that commits after process returns (ABI 6,
+// CDCFLOW_PLUGIN_DEFERRED_COMMIT), as kafka_sink does while it waits for
+// Kafka's acknowledgements. process only accepts a batch (remembers its
+// last offset); settle makes accepted calls durable, oldest first, as far
+// as the test allows: with `control` set, the file holds how many process
+// calls may be durable (missing or empty: none), so the test decides when
+// each batch is "acknowledged"; without it everything accepted is durable
+// at the next settle. Durable means written to OUTPUT.checkpoint (the last
+// offset of the newest durable call), which checkpoint() reports.
+// fail_after makes settle fail once it would make more calls durable than
+// that. Built a second time as deferred_sink_nosettle: the flag declared,
+// no settle callback (the host must refuse it).
+#include <cdcflow/sdk.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <string>
+#include <thread>
+
+struct DeferredSinkSettings {
+    std::string output;
+    std::string control;
+    int64_t fail_after = -1;
+    int64_t poison_offset = -1;
+
+    using S = DeferredSinkSettings;
+    static constexpr auto kParams = cdcflow::params(
+        cdcflow::param("output", &S::output).required().describe("OUTPUT.checkpoint: the durable offset"),
+        cdcflow::param("control", &S::control)
+            .defaults_to("")
+            .describe("a file holding how many process calls may be durable (empty: all, at once)"),
+        cdcflow::param("fail_after", &S::fail_after)
+            .defaults_to("-1")
+            .describe("settle fails once it would make more calls durable than this (-1: never)"),
+        cdcflow::param("poison_offset", &S::poison_offset)
+            .defaults_to("-1")
+            .describe("process fails with ERR_EVENT while the batch holds this offset as an OK event"));
+};
+
+class DeferredSinkBase : public cdcflow::Sink {
+public:
+    static constexpr const char *kDescription = "test sink: commits in settle, when the test allows";
+    using Settings = DeferredSinkSettings;
+
+    DeferredSinkBase(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
+        : Sink(ctx), output_(cfg.output), control_(cfg.control), fail_after_(cfg.fail_after),
+          poison_(cfg.poison_offset) {
+        accepted_m_ = ctx.gauge("accepted", "process calls accepted");
+        durable_m_ = ctx.gauge("durable", "process calls durable");
+        max_pending_ = ctx.gauge("max_pending", "most process calls accepted and not durable at once");
+        settles_ = ctx.counter("settle_calls", "settle calls");
+    }
+
+    void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override {
+        std::FILE *f = std::fopen((output_ + ".checkpoint").c_str(), "r");
+        if (!f) return;
+        long long off = 0;
+        if (std::fscanf(f, "%lld", &off) == 1) emit(cdcflow_position{{"", 0}, off});
+        std::fclose(f);
+    }
+
+    void process(cdcflow::Batch &batch) override {
+        for (uint32_t i = 0; i < batch.size(); ++i)
+            if (batch[i].status == CDCFLOW_EVENT_OK && batch[i].position.offset == poison_)
+                throw cdcflow::Error(CDCFLOW_ERR_EVENT, "cannot take offset " + std::to_string(poison_));
+        // An empty call (isolation's last one may hold only dead letters)
+        // still counts: it keeps the previous offset.
+        int64_t last = pending_.empty() ? committed_ : pending_.back();
+        if (!batch.empty()) last = batch[batch.size() - 1].position.offset;
+        pending_.push_back(last);
+        ++accepted_;
+        accepted_m_.set(static_cast<int64_t>(accepted_));
+        if (static_cast<int64_t>(pending_.size()) > max_pending_seen_)
+            max_pending_.set(max_pending_seen_ = static_cast<int64_t>(pending_.size()));
+    }
+
+protected:
+    // How many calls the test allows to be durable now.
+    uint64_t allowed() const {
+        if (control_.empty()) return accepted_;
+        std::FILE *f = std::fopen(control_.c_str(), "r");
+        if (!f) return durable_;
+        long long n = 0;
+        if (std::fscanf(f, "%lld", &n) != 1) n = 0;
+        std::fclose(f);
+        return n < 0 ? 0 : static_cast<uint64_t>(n);
+    }
+
+    uint64_t settle_impl(uint32_t wait_ms) {
+        settles_.add();
+        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+        for (;;) {
+            uint64_t to = std::min(allowed(), accepted_);
+            if (to > durable_) {
+                if (fail_after_ >= 0 && to > static_cast<uint64_t>(fail_after_))
+                    throw cdcflow::Error(CDCFLOW_ERR_IO, "injected settle failure past call " +
+                                                             std::to_string(fail_after_));
+                int64_t off = 0;
+                for (; durable_ < to; ++durable_) {
+                    off = pending_.front();
+                    pending_.pop_front();
+                }
+                write_checkpoint(off);
+                committed_ = off;
+                durable_m_.set(static_cast<int64_t>(durable_));
+                return durable_;
+            }
+            // Parked (a sleep, not a spin), returning early on a stop.
+            if (ctx().stop_requested() || std::chrono::steady_clock::now() >= until) return durable_;
+            std::this_thread::sleep_for(std::chrono::milliseconds(2));
+        }
+    }
+
+private:
+    void write_checkpoint(int64_t off) {
+        std::string tmp = output_ + ".checkpoint.tmp";
+        std::FILE *f = std::fopen(tmp.c_str(), "w");
+        if (!f) throw cdcflow::Error(CDCFLOW_ERR_IO, "cannot write " + tmp);
+        std::fprintf(f, "%lld\n", static_cast<long long>(off));
+        std::fclose(f);
+        if (std::rename(tmp.c_str(), (output_ + ".checkpoint").c_str()) != 0)
+            throw cdcflow::Error(CDCFLOW_ERR_IO, "cannot rename " + tmp);
+    }
+
+    std::string output_, control_;
+    int64_t fail_after_, poison_;
+    std::deque<int64_t> pending_; // each accepted, not durable call's last offset
+    uint64_t accepted_ = 0, durable_ = 0;
+    int64_t committed_ = 0, max_pending_seen_ = 0;
+    cdcflow::Metric accepted_m_, durable_m_, max_pending_, settles_;
+};
+
+#ifndef DEFERRED_SINK_NO_SETTLE
+class DeferredSink : public DeferredSinkBase {
+public:
+    static constexpr const char *kName = "deferred_sink";
+    static constexpr uint32_t kFlags = CDCFLOW_PLUGIN_DEFERRED_COMMIT;
+    using DeferredSinkBase::DeferredSinkBase;
+    uint64_t settle(uint32_t wait_ms) { return settle_impl(wait_ms); }
+};
+CDCFLOW_PLUGIN(DeferredSink)
+#else
+// The flag without the callback: the SDK refuses to build that (a
+// static_assert), so the descriptor is patched by hand here.
+class DeferredSink : public DeferredSinkBase {
+public:
+    static constexpr const char *kName = "deferred_sink_nosettle";
+    using DeferredSinkBase::DeferredSinkBase;
+};
+extern "C" CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) {
+    static const cdcflow_plugin d = [] {
+        cdcflow_plugin p = *cdcflow::detail::descriptor<DeferredSink>();
+        p.flags |= CDCFLOW_PLUGIN_DEFERRED_COMMIT;
+        return p;
+    }();
+    return &d;
+}
+#endif
