@@ -36,7 +36,7 @@ TEST_CASE("loader: a descriptor too small for its ABI is refused, saying what wa
     auto r = load_plugin_file(f);
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().message() ==
-          "plugin '" + f + "': descriptor too small: struct_size is 16 bytes, ABI 5 needs at least " +
+          "plugin '" + f + "': descriptor too small: struct_size is 16 bytes, ABI 6 needs at least " +
               std::to_string(offsetof(cdcflow_plugin, callbacks) + sizeof(void *)) +
               " (set it to sizeof(cdcflow_plugin))");
 }
