@@ -192,8 +192,8 @@ private:
     void open_producer();
     void close_producer() noexcept;
     // Marks what is not produced (rejected, skipped, illegal topic...),
-    // finds each event's topic handle; appends the unit's messages and
-    // fills order_ (the new messages' produce order).
+    // finds each event's topic handle; appends the unit's messages in the
+    // order they are to be produced.
     void plan(cdcflow::Batch &batch, Unit &u);
     void produce_one(Unit &u, uint32_t k);
     // The unit a delivery report belongs to (null: one given up on).
@@ -211,9 +211,9 @@ private:
     // The topic's partition count from the cluster's metadata (0 when it
     // does not answer in time).
     int32_t partition_count(rd_kafka_topic_t *rkt, int timeout_ms);
-    // Orders the messages [from, end) of u by partition into order_,
-    // keeping the batch's order within each partition (so within each key).
-    void order_by_partition(const Unit &u, size_t from);
+    // Orders planned_ by partition, keeping the batch's order within each
+    // partition (so within each key).
+    void order_by_partition();
     // Gives every pending unit up (nothing more is committed) and throws.
     [[noreturn]] void fail_msg(const Msg &m, int err, const std::string &what);
     [[noreturn]] void give_up_on_stop(size_t outstanding);
@@ -268,7 +268,12 @@ private:
     uint32_t generation_ = 0;
     uint64_t accepted_ = 0, durable_ = 0;
     std::optional<std::string> failure_; // a unit failed for good: nothing more is accepted
-    std::vector<uint32_t> order_;
+    struct Planned {                     // an event to produce, before the messages are made
+        uint32_t index = 0;
+        int32_t partition = 0;
+        rd_kafka_topic_t *topic = nullptr;
+    };
+    std::vector<Planned> planned_, sorted_;
     size_t outstanding_ = 0;                    // over every unit: the in_flight gauge
     int64_t acked_count_ = 0, acked_bytes_ = 0; // not yet in the metrics
     std::vector<rd_kafka_vu_t> vus_;
