@@ -114,8 +114,8 @@ struct KafkaSinkSettings {
             .defaults_to("5000")
             .min("0")
             .max("3600000")
-            .describe("SQLite busy timeout; a commit that still finds the database locked is retried by the "
-                      "host (without publishing again)"),
+            .describe("SQLite busy timeout; a commit that still finds the database locked is tried again "
+                      "(without publishing again)"),
         cdcflow::param("create_schema", &S::create_schema)
             .defaults_to("true")
             .describe("create the dead_letters and cdcflow_checkpoints tables if missing, and use WAL"),

@@ -756,7 +756,8 @@ class Sink : public Stage {
 public:
     static constexpr cdcflow_kind kKind = CDCFLOW_KIND_SINK;
     using Stage::Stage;
-    // Make the batch durable (effects, dead letters, checkpoint) before returning.
+    // Make the batch durable (effects, dead letters, checkpoint) before
+    // returning; a deferred-commit sink (kFlags, settle) only accepts it.
     virtual void process(Batch &batch) = 0;
     // Report the durable checkpoint, one position per partition.
     virtual void checkpoint(const std::function<void(const cdcflow_position &)> &emit) { (void)emit; }
