@@ -8,13 +8,16 @@
 // at the next settle. Durable means written to OUTPUT.checkpoint (the last
 // offset of the newest durable call), which checkpoint() reports.
 // fail_after makes settle fail once it would make more calls durable than
-// that. Built a second time as deferred_sink_nosettle: the flag declared,
-// no settle callback (the host must refuse it).
+// that. It follows partitions a consumer group assigns (ABI 5): it keeps
+// each partition's durable position in memory and reports it when the
+// partition is assigned. Built a second time as deferred_sink_nosettle: the
+// flag declared, no settle callback (the host must refuse it).
 #include <cdcflow/sdk.hpp>
 
 #include <chrono>
 #include <cstdio>
 #include <deque>
+#include <map>
 #include <string>
 #include <thread>
 
@@ -66,13 +69,37 @@ public:
                 throw cdcflow::Error(CDCFLOW_ERR_EVENT, "cannot take offset " + std::to_string(poison_));
         // An empty call (isolation's last one may hold only dead letters)
         // still counts: it keeps the previous offset.
-        int64_t last = pending_.empty() ? committed_ : pending_.back();
-        if (!batch.empty()) last = batch[batch.size() - 1].position.offset;
-        pending_.push_back(last);
+        Pending p;
+        p.last = pending_.empty() ? committed_ : pending_.back().last;
+        if (!batch.empty()) p.last = batch[batch.size() - 1].position.offset;
+        for (uint32_t i = 0; i < batch.size(); ++i)
+            p.parts[std::string(cdcflow::sv(batch[i].position.partition))] = batch[i].position.offset;
+        pending_.push_back(std::move(p));
         ++accepted_;
         accepted_m_.set(static_cast<int64_t>(accepted_));
         if (static_cast<int64_t>(pending_.size()) > max_pending_seen_)
             max_pending_.set(max_pending_seen_ = static_cast<int64_t>(pending_.size()));
+    }
+
+    // ABI 5: an assigned partition resumes after its durable position. The
+    // host calls this only when every accepted call is durable.
+    void partitions(const cdcflow_partitions &change) {
+        if (!pending_.empty())
+            throw cdcflow::Error(CDCFLOW_ERR_INTERNAL,
+                                 std::to_string(pending_.size()) +
+                                     " accepted calls not durable at a partition change");
+        // Assigned partitions, and those a drain asks about (query).
+        auto report = [&](const cdcflow_str *v, uint32_t n) {
+            for (uint32_t i = 0; i < n; ++i) {
+                auto it = durable_parts_.find(std::string(v[i].data, v[i].len));
+                if (it != durable_parts_.end() && change.fn) {
+                    cdcflow_position p{{it->first.data(), it->first.size()}, it->second};
+                    change.fn(change.user, &p);
+                }
+            }
+        };
+        report(change.assigned, change.assigned_count);
+        report(change.query, change.query_count);
     }
 
 protected:
@@ -94,11 +121,13 @@ protected:
             uint64_t to = std::min(allowed(), accepted_);
             if (to > durable_) {
                 if (fail_after_ >= 0 && to > static_cast<uint64_t>(fail_after_))
-                    throw cdcflow::Error(CDCFLOW_ERR_IO, "injected settle failure past call " +
-                                                             std::to_string(fail_after_));
+                    throw cdcflow::Error(CDCFLOW_ERR_IO,
+                                         "injected settle failure past call " + std::to_string(fail_after_));
                 int64_t off = 0;
                 for (; durable_ < to; ++durable_) {
-                    off = pending_.front();
+                    off = pending_.front().last;
+                    for (const auto &[part, o] : pending_.front().parts)
+                        durable_parts_[part] = o;
                     pending_.pop_front();
                 }
                 write_checkpoint(off);
@@ -125,7 +154,12 @@ private:
 
     std::string output_, control_;
     int64_t fail_after_, poison_;
-    std::deque<int64_t> pending_; // each accepted, not durable call's last offset
+    struct Pending { // an accepted call, not durable yet
+        int64_t last = 0;
+        std::map<std::string, int64_t> parts; // its last offset per partition
+    };
+    std::deque<Pending> pending_;
+    std::map<std::string, int64_t> durable_parts_;
     uint64_t accepted_ = 0, durable_ = 0;
     int64_t committed_ = 0, max_pending_seen_ = 0;
     cdcflow::Metric accepted_m_, durable_m_, max_pending_, settles_;

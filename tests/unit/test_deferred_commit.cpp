@@ -116,7 +116,7 @@ TEST_CASE("deferred commit: the source learns only settled positions; the sink o
     CHECK(checkpoint_of(out) == 10);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     CHECK(metric_value(m, "src.last_committed") == 10); // not past what is durable
-    CHECK(metric_value(m, "sink.accepted") == 3);        // one more taken in the freed room
+    CHECK(metric_value(m, "sink.accepted") == 3);       // one more taken in the freed room
     // Everything: the drain ends once all of it is durable.
     allow(control, 1000);
     Status st = run.join();
@@ -209,16 +209,41 @@ TEST_CASE("deferred commit: the flag without a settle callback is refused, namin
     CHECK(rt.status().message().find("no settle callback") != std::string::npos);
 
     Metrics m2;
-    auto plain =
-        make("pipeline: test\nsettings: {batch_size: 10, batch_max_events: 10, queue_capacity: 2}\n"
-             "stages:\n  - id: src\n    plugin: gen_source\n    config: {count: 100}\n"
-             "  - id: sink\n    plugin: file_sink\n    config: {output: " +
-                 (d / "plain").string() + "}\n",
-             m2);
+    auto plain = make("pipeline: test\nsettings: {batch_size: 10, batch_max_events: 10, queue_capacity: 2}\n"
+                      "stages:\n  - id: src\n    plugin: gen_source\n    config: {count: 100}\n"
+                      "  - id: sink\n    plugin: file_sink\n    config: {output: " +
+                          (d / "plain").string() + "}\n",
+                      m2);
     REQUIRE_MESSAGE(plain, plain.status().message());
     Running run(std::move(plain.value()), true);
     Status st = run.join();
     CHECK_MESSAGE(st.ok(), st.message());
     CHECK(checkpoint_of(d / "plain") == 100);
     CHECK(metric_value(m2, "src.last_committed") == 100);
+}
+
+TEST_CASE("deferred commit: a partition change waits until every accepted batch is durable (the sink keeps "
+          "settling), then the assigned partitions resume after their durable positions") {
+    auto d = temp_dir("parts");
+    auto control = d / "control";
+    allow(control, 1000000);
+    Metrics m;
+    // group_source: 4 partitions of 100 events; t/1 and t/2 revoked after
+    // 120 events, assigned again after 250.
+    auto rt = make("pipeline: test\nsettings: {batch_size: 8, batch_max_events: 8, queue_capacity: 2}\n"
+                   "stages:\n  - id: src\n    plugin: group_source\n"
+                   "    config: {partitions: 4, events: 100, plan: '-1,2@120;+1,2@250'}\n"
+                   "  - id: sink\n    plugin: deferred_sink\n    config: {output: " +
+                       (d / "out").string() + ", control: " + control.string() + "}\n",
+                   m);
+    REQUIRE_MESSAGE(rt, rt.status().message());
+    Running run(std::move(rt.value()), true);
+    Status st = run.join();
+    CHECK_MESSAGE(st.ok(), st.message());
+    const Totals t = run.rt->totals();
+    CHECK(t.events == 400); // nothing read twice, nothing skipped
+    CHECK(metric_value(m, "src.changes") == 3);
+    CHECK(metric_value(m, "src.last_resumed_from") > 1); // resumed after what was durable
+    CHECK(metric_value(m, "src.committed_unheld") == 0);
+    CHECK(metric_value(m, "sink.durable") == metric_value(m, "sink.accepted"));
 }

@@ -13,8 +13,8 @@ that no partition passes the mock's 5 MiB limit):
      what kcat can do) from a file, with the producer settings the sink uses
      (idempotent, acks all, linger.ms 5).
 
-Prints both rates (events/s, wall clock), CPU seconds, and the ratio
-cdcflow / kcat. With --perf, `cdcflow run` runs under `perf stat`.
+Prints both rates (events/s, wall clock), CPU seconds (cdcflow's peak RSS
+too), and the ratio cdcflow / kcat. With --perf, `cdcflow run` runs under `perf stat`.
 
 Usage: tools/bench/bench_kafka_sink.py [--build build] [--events N] [--accounts N]
        [--partitions 128] [--brokers 1] [--rounds 1] [--workdir DIR] [--perf] [--no-verify]
@@ -45,7 +45,7 @@ def timed(cmd, env=None):
     p.stderr.close()
     if status != 0:
         sys.exit("%s failed: %s" % (cmd[0], err[-3000:]))
-    return secs, ru.ru_utime + ru.ru_stime, err
+    return secs, ru.ru_utime + ru.ru_stime, err, ru.ru_maxrss  # ru_maxrss: KiB
 
 
 def count(bootstrap, topic):
@@ -106,17 +106,17 @@ def main():
             cmd = [cdcflow, "run", PIPELINE, "--drain"]
             if args.perf:
                 cmd = ["perf", "stat", "-e", "task-clock,context-switches,cpu-migrations,page-faults"] + cmd
-            secs, cpu, err = timed(cmd, env)
+            secs, cpu, err, rss = timed(cmd, env)
             if args.perf:
                 print("\n".join(l for l in err.splitlines() if not l.startswith("20")))
             cdc_rates.append(args.events / secs)
-            print("round %d: cdcflow run --drain: %.2f s, %.0f events/s, %.2f CPU s" %
-                  (r + 1, secs, args.events / secs, cpu), flush=True)
+            print("round %d: cdcflow run --drain: %.2f s, %.0f events/s, %.2f CPU s, peak RSS %.0f MB" %
+                  (r + 1, secs, args.events / secs, cpu, rss / 1024.0), flush=True)
 
             kcmd = ["kcat", "-P", "-b", bootstrap, "-t", "kcat", "-K", "\t", "-H", "id=00000000-0000-4000-8000-000000000000",
                     "-H", "type=MoneyDeposited", "-X", "enable.idempotence=true", "-X", "acks=all",
                     "-X", "linger.ms=5", "-l", lines]
-            secs, cpu, _ = timed(kcmd)
+            secs, cpu, _, _ = timed(kcmd)
             kcat_rates.append(args.events / secs)
             print("round %d: kcat -P:                %.2f s, %.0f events/s, %.2f CPU s" %
                   (r + 1, secs, args.events / secs, cpu), flush=True)
