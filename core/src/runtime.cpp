@@ -1068,33 +1068,12 @@ void Runtime::stage_loop(size_t index) {
     else
         while (Batch *b = in.pop()) {
             if (b->end_of_stream) {
-                char err[kErrLen] = {0};
-                if (st.cb->flush) {
-                    cdcflow_status cs = st.cb->flush(st.instance, err, sizeof err);
-                    if (cs != CDCFLOW_OK) {
-                        fail(st, std::string("flush failed: ") + (err[0] ? err : cdcflow_status_str(cs)), cs);
-                        break;
-                    }
-                }
-                out.push(b);
+                if (flush(st)) out.push(b);
                 break;
             }
             // A stop abandoned the pipeline's in-flight work: commit no more.
             if (abandoned_.load(std::memory_order_relaxed)) break;
-            const uint32_t marked_before = b->marked, overridden_before = b->overridden;
-            Outcome done = process_batch(st, b);
-            if (done.code == CDCFLOW_OK)
-                st.poison_run = 0;
-            else if (poison_code(done.code) && !done.stopped)
-                done = isolate(st, b, is_sink, done);
-            if (done.code != CDCFLOW_OK) {
-                if (done.stopped && !failed_.load())
-                    abandon(st, done.message);
-                else
-                    fail(st, done.message, done.code);
-                break;
-            }
-            count_processed(st, b, marked_before, overridden_before);
+            if (!process_whole(st, b, is_sink)) break;
             if (is_sink) count_committed(b);
             if (!out.push(b)) break;
         }
@@ -1107,6 +1086,33 @@ void Runtime::stage_loop(size_t index) {
     st.started.store(false);
     st.stopped.store(true);
     if (st.cb->stop) st.cb->stop(st.instance);
+}
+
+bool Runtime::process_whole(Stage &st, Batch *b, bool is_sink) {
+    const uint32_t marked_before = b->marked, overridden_before = b->overridden;
+    Outcome done = process_batch(st, b);
+    if (done.code == CDCFLOW_OK)
+        st.poison_run = 0;
+    else if (poison_code(done.code) && !done.stopped)
+        done = isolate(st, b, is_sink, done);
+    if (done.code != CDCFLOW_OK) {
+        if (done.stopped && !failed_.load())
+            abandon(st, done.message);
+        else
+            fail(st, done.message, done.code);
+        return false;
+    }
+    count_processed(st, b, marked_before, overridden_before);
+    return true;
+}
+
+bool Runtime::flush(Stage &st) {
+    if (!st.cb->flush) return true;
+    char err[kErrLen] = {0};
+    cdcflow_status cs = st.cb->flush(st.instance, err, sizeof err);
+    if (cs == CDCFLOW_OK) return true;
+    fail(st, std::string("flush failed: ") + (err[0] ? err : cdcflow_status_str(cs)), cs);
+    return false;
 }
 
 void Runtime::deferred_loop(Stage &st, BatchQueue &in, BatchQueue &out) {
@@ -1192,31 +1198,10 @@ void Runtime::deferred_loop(Stage &st, BatchQueue &in, BatchQueue &out) {
             // Everything accepted becomes durable (or the run ends) first.
             while (!fifo.empty())
                 if (!settle(kFullWaitMs)) return;
-            char err[kErrLen] = {0};
-            if (st.cb->flush) {
-                cdcflow_status cs = st.cb->flush(st.instance, err, sizeof err);
-                if (cs != CDCFLOW_OK) {
-                    fail(st, std::string("flush failed: ") + (err[0] ? err : cdcflow_status_str(cs)), cs);
-                    return;
-                }
-            }
-            out.push(b);
+            if (flush(st)) out.push(b);
             return;
         }
-        const uint32_t marked_before = b->marked, overridden_before = b->overridden;
-        Outcome done = process_batch(st, b);
-        if (done.code == CDCFLOW_OK)
-            st.poison_run = 0;
-        else if (poison_code(done.code) && !done.stopped)
-            done = isolate(st, b, true, done);
-        if (done.code != CDCFLOW_OK) {
-            if (done.stopped && !failed_.load())
-                abandon(st, done.message);
-            else
-                fail(st, done.message, done.code);
-            return;
-        }
-        count_processed(st, b, marked_before, overridden_before);
+        if (!process_whole(st, b, true)) return;
         fifo.push_back({b, st.accepted});
     }
 }

@@ -364,6 +364,12 @@ private:
     // kept in spare_ for the next fill.
     void take_back(Stage &src, Batch *b);
     void stage_loop(size_t index);
+    // One batch through a transform or sink (process_batch, isolate on a
+    // poison code); counts it. False when the stage failed or a stop
+    // abandoned the run (already reported): the loop ends.
+    bool process_whole(Stage &st, Batch *b, bool is_sink);
+    // At the end of the stream; false (the stage failed) when flush failed.
+    bool flush(Stage &st);
     // A deferred-commit sink's loop (ABI 6): keeps accepted batches until
     // settle reports them durable, takes the next batch meanwhile.
     void deferred_loop(Stage &st, BatchQueue &in, BatchQueue &out);

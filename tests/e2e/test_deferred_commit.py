@@ -14,28 +14,16 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import BIN, SOURCE_ROOT, TempDirTest, env_with, main, run, wait_for  # noqa: E402
+from helpers import BIN, SOURCE_ROOT, main, run, wait_for  # noqa: E402
 from kafka_helpers import MockKafka  # noqa: E402
-from outbox_gen import Generator, insert, open_outbox  # noqa: E402
-from test_kafka_sink import TOPIC, checkpoint, read, read_topic  # noqa: E402
+from test_kafka_sink import TOPIC, OutboxKafkaTest, checkpoint, read, read_topic  # noqa: E402
 
 PIPELINE = os.path.join(SOURCE_ROOT, "pipelines", "accounts-to-kafka.yaml")
 PARTITIONS = 8
 
 
-class DeferredCommitTest(TempDirTest):
-    def setUp(self):
-        super().setUp()
-        self.db = self.path("outbox.db")
-        c = sqlite3.connect(self.db)
-        open_outbox(c)
-        c.close()
-        self.gen = Generator(seed=11, accounts=100)
-
-    def add(self, n):
-        c = sqlite3.connect(self.db, timeout=30)
-        insert(c, self.gen.rows(n))
-        c.close()
+class DeferredCommitTest(OutboxKafkaTest):
+    SEED, ACCOUNTS = 11, 100
 
     def small_batches(self):
         """The shipped pipeline with small batches: many accepted batches
@@ -44,9 +32,6 @@ class DeferredCommitTest(TempDirTest):
         text = re.sub(r"batch_size: \d+", "batch_size: 128", text)
         self.assertIn("batch_max_events: 256", text)
         return self.write("small.yaml", text)
-
-    def env(self, k):
-        return env_with(CDCFLOW_DB=self.db, CDCFLOW_KAFKA_BROKERS=k.bootstrap)
 
     def rows(self):
         c = sqlite3.connect(self.db, timeout=30)
@@ -81,87 +66,84 @@ class DeferredCommitTest(TempDirTest):
                     firsts.append(eid)
             self.assertEqual(firsts, ids, "key %s: missing events or out of order" % key)
 
+    def host(self, k, pipeline):
+        """`cdcflow run PIPELINE` in the background, its stderr in err.txt;
+        killed at the test's end if still running."""
+        errf = open(self.path("err.txt"), "w")
+        self.addCleanup(errf.close)
+        p = subprocess.Popen([BIN, "run", pipeline], env=self.env(k), stdout=subprocess.DEVNULL, stderr=errf)
+
+        def reap():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.addCleanup(reap)
+        return p
+
+    def kill_9(self, p):
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+
+    def restart_publishes_the_rest(self, k, pipeline, total):
+        """A restart (--drain) republishes from the checkpoint: the topic then
+        holds every event at least once, per key in outbox order."""
+        r = run(["run", pipeline, "--drain"], env=self.env(k), timeout=60)
+        self.assertNoCrash(r)
+        self.assertEqual(r.returncode, 0, r.stderr[-3000:])
+        self.assertEqual(checkpoint(self.db), total)
+        self.assert_at_least_once_in_order(k)
+
     def test_kill_9_while_batches_wait_for_slow_acknowledgements(self):
         self.add(6000)
         with MockKafka(topics={TOPIC: PARTITIONS}) as k:
             k.command("rtt 1 150")  # every acknowledgement 150 ms late
             pipeline = self.small_batches()
-            errf = open(self.path("err.txt"), "w")
-            p = subprocess.Popen([BIN, "run", pipeline], env=self.env(k),
-                                 stdout=subprocess.DEVNULL, stderr=errf)
-            try:
-                wait_for(lambda: checkpoint(self.db) > 500, timeout=30, what="a checkpoint mid-stream")
-                # Let more batches be accepted (each waits >= 150 ms for its
-                # acknowledgements), then kill while some still wait.
-                time.sleep(0.3)
-            finally:
-                p.send_signal(signal.SIGKILL)
-                p.wait()
-                errf.close()
+            p = self.host(k, pipeline)
+            wait_for(lambda: checkpoint(self.db) > 500, timeout=30, what="a checkpoint mid-stream")
+            # More batches accepted meanwhile (each waits >= 150 ms for its
+            # acknowledgements): the kill lands while some still wait.
+            time.sleep(0.3)
+            self.kill_9(p)
             at_kill = checkpoint(self.db)
             self.assertLess(at_kill, 6000, "the kill came too late to be mid-stream")
             k.command("rtt 1 0")
             self.assert_checkpoint_only_covers_published(k, at_kill)
-            # The restart republishes from the checkpoint (at least once).
-            r = run(["run", pipeline, "--drain"], env=self.env(k), timeout=60)
-            self.assertNoCrash(r)
-            self.assertEqual(r.returncode, 0, r.stderr[-3000:])
-            self.assertEqual(checkpoint(self.db), 6000)
-            self.assert_at_least_once_in_order(k)
+            self.restart_publishes_the_rest(k, pipeline, 6000)
 
     def test_a_broker_down_mid_stream_commits_nothing_past_the_last_acknowledged_event(self):
         self.add(3000)
         with MockKafka(topics={TOPIC: PARTITIONS}) as k:
             pipeline = self.small_batches()
-            errf = open(self.path("err.txt"), "w")
-            p = subprocess.Popen([BIN, "run", pipeline], env=self.env(k), stdout=subprocess.DEVNULL, stderr=errf)
-            try:
-                wait_for(lambda: checkpoint(self.db) == 3000, timeout=30, what="the first events published")
-                k.command("broker-down 1")
-                self.add(3000)  # accepted by the sink, never acknowledged while the broker is down
-                time.sleep(1.5)
-                held = checkpoint(self.db)
-                time.sleep(1.0)
-                self.assertEqual(checkpoint(self.db), held, "the checkpoint moved with the broker down")
-                self.assertLess(held, 6000)
-                self.assertIsNone(p.poll())
-            finally:
-                p.send_signal(signal.SIGKILL)
-                p.wait()
-                errf.close()
+            p = self.host(k, pipeline)
+            wait_for(lambda: checkpoint(self.db) == 3000, timeout=30, what="the first events published")
+            k.command("broker-down 1")
+            self.add(3000)  # accepted by the sink, never acknowledged while the broker is down
+            time.sleep(1.5)
+            held = checkpoint(self.db)
+            time.sleep(1.0)
+            self.assertEqual(checkpoint(self.db), held, "the checkpoint moved with the broker down")
+            self.assertLess(held, 6000)
+            self.assertIsNone(p.poll())
             # Nothing the killed process held can land any more: what the
             # checkpoint covers must be in the topic.
+            self.kill_9(p)
             k.command("broker-up 1")
             self.assert_checkpoint_only_covers_published(k, checkpoint(self.db))
-            r = run(["run", pipeline, "--drain"], env=self.env(k), timeout=60)
-            self.assertNoCrash(r)
-            self.assertEqual(r.returncode, 0, r.stderr[-3000:])
-            self.assertEqual(checkpoint(self.db), 6000)
-            self.assert_at_least_once_in_order(k)
+            self.restart_publishes_the_rest(k, pipeline, 6000)
 
     def test_a_stop_while_acknowledgements_are_slow_commits_what_arrives_and_exits_cleanly(self):
         self.add(4000)
         with MockKafka(topics={TOPIC: PARTITIONS}) as k:
             k.command("rtt 1 100")
             pipeline = self.small_batches()
-            errf = open(self.path("err.txt"), "w")
-            p = subprocess.Popen([BIN, "run", pipeline], env=self.env(k), stdout=subprocess.DEVNULL, stderr=errf)
-            try:
-                wait_for(lambda: checkpoint(self.db) > 300, timeout=30, what="a checkpoint mid-stream")
-                p.send_signal(signal.SIGTERM)
-                self.assertEqual(p.wait(30), 0, read(self.path("err.txt"))[-3000:])
-            finally:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
-                errf.close()
+            p = self.host(k, pipeline)
+            wait_for(lambda: checkpoint(self.db) > 300, timeout=30, what="a checkpoint mid-stream")
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(30), 0, read(self.path("err.txt"))[-3000:])
             at_stop = checkpoint(self.db)
             k.command("rtt 1 0")
             self.assert_checkpoint_only_covers_published(k, at_stop)
-            r = run(["run", pipeline, "--drain"], env=self.env(k), timeout=60)
-            self.assertEqual(r.returncode, 0, r.stderr[-3000:])
-            self.assertEqual(checkpoint(self.db), 4000)
-            self.assert_at_least_once_in_order(k)
+            self.restart_publishes_the_rest(k, pipeline, 4000)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@
 // each partition's durable position in memory and reports it when the
 // partition is assigned. Built a second time as deferred_sink_nosettle: the
 // flag declared, no settle callback (the host must refuse it).
+#include "checkpoint_file.hpp"
+
 #include <cdcflow/sdk.hpp>
 
 #include <chrono>
@@ -56,11 +58,7 @@ public:
     }
 
     void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override {
-        std::FILE *f = std::fopen((output_ + ".checkpoint").c_str(), "r");
-        if (!f) return;
-        long long off = 0;
-        if (std::fscanf(f, "%lld", &off) == 1) emit(cdcflow_position{{"", 0}, off});
-        std::fclose(f);
+        test_sinks::report_checkpoint(output_, emit);
     }
 
     void process(cdcflow::Batch &batch) override {
@@ -130,7 +128,7 @@ protected:
                         durable_parts_[part] = o;
                     pending_.pop_front();
                 }
-                write_checkpoint(off);
+                test_sinks::write_checkpoint(output_, off);
                 committed_ = off;
                 durable_m_.set(static_cast<int64_t>(durable_));
                 return durable_;
@@ -142,16 +140,6 @@ protected:
     }
 
 private:
-    void write_checkpoint(int64_t off) {
-        std::string tmp = output_ + ".checkpoint.tmp";
-        std::FILE *f = std::fopen(tmp.c_str(), "w");
-        if (!f) throw cdcflow::Error(CDCFLOW_ERR_IO, "cannot write " + tmp);
-        std::fprintf(f, "%lld\n", static_cast<long long>(off));
-        std::fclose(f);
-        if (std::rename(tmp.c_str(), (output_ + ".checkpoint").c_str()) != 0)
-            throw cdcflow::Error(CDCFLOW_ERR_IO, "cannot rename " + tmp);
-    }
-
     std::string output_, control_;
     int64_t fail_after_, poison_;
     struct Pending { // an accepted call, not durable yet

@@ -4,6 +4,7 @@
 // (gen_source) reports the highest committed offset it was told of
 // (src.last_committed): it must never pass what settle made durable.
 #include "metrics_lookup.hpp"
+#include "plugin_harness.hpp"
 #include "runtime.hpp"
 
 #include <doctest/doctest.h>
@@ -17,16 +18,11 @@
 using namespace cdcflow::host;
 using cdcflow::Result;
 using cdcflow::Status;
+using cdcflow::test::eventually;
 using cdcflow::test::metric_value;
+using cdcflow::test::TempDir;
 
 namespace {
-
-std::filesystem::path temp_dir(const char *name) {
-    auto d = std::filesystem::temp_directory_path() / ("cdcflow_defer_" + std::string(name));
-    std::filesystem::remove_all(d);
-    std::filesystem::create_directories(d);
-    return d;
-}
 
 Result<std::unique_ptr<Runtime>> make(const std::string &yaml, Metrics &m) {
     PluginRegistry reg;
@@ -45,25 +41,16 @@ std::string pipeline(int count, const std::string &sink_cfg, const std::string &
            "}\n";
 }
 
-void allow(const std::filesystem::path &control, int calls) {
-    std::ofstream(control.string() + ".tmp") << calls << "\n";
-    std::filesystem::rename(control.string() + ".tmp", control);
+void allow(const std::string &control, int calls) {
+    std::ofstream(control + ".tmp") << calls << "\n";
+    std::filesystem::rename(control + ".tmp", control);
 }
 
-int64_t checkpoint_of(const std::filesystem::path &out) {
-    std::ifstream in(out.string() + ".checkpoint");
+int64_t checkpoint_of(const std::string &out) {
+    std::ifstream in(out + ".checkpoint");
     int64_t off = -1;
     in >> off;
     return off;
-}
-
-template <typename P> bool eventually(P pred) {
-    auto t0 = std::chrono::steady_clock::now();
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(20)) return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return true;
 }
 
 // Runs the pipeline on a thread of its own; join() returns run()'s status.
@@ -90,17 +77,22 @@ struct Running {
     }
 };
 
+// The pipeline created (the test stops here if it is refused) and running.
+std::unique_ptr<Running> start(const std::string &yaml, Metrics &m, bool drain) {
+    auto rt = make(yaml, m);
+    REQUIRE_MESSAGE(rt, rt.status().message());
+    return std::make_unique<Running>(std::move(rt.value()), drain);
+}
+
 } // namespace
 
 TEST_CASE("deferred commit: the source learns only settled positions; the sink overlaps up to its bound; "
           "a drain settles everything") {
-    auto d = temp_dir("settled");
-    auto out = d / "out", control = d / "control";
+    TempDir d("defer_settled");
+    const std::string out = d.file("out"), control = d.file("control");
     allow(control, 0);
     Metrics m;
-    auto rt = make(pipeline(100, "output: " + out.string() + ", control: " + control.string()), m);
-    REQUIRE_MESSAGE(rt, rt.status().message());
-    Running run(std::move(rt.value()), true);
+    auto run = start(pipeline(100, "output: " + out + ", control: " + control), m, true);
     // Nothing acknowledged: the sink takes a second batch while the first
     // waits, then waits (the FIFO's bound) instead of taking more.
     REQUIRE(eventually([&] { return metric_value(m, "sink.max_pending") == 2; }));
@@ -108,34 +100,32 @@ TEST_CASE("deferred commit: the source learns only settled positions; the sink o
     CHECK(metric_value(m, "sink.accepted") == 2);
     CHECK(metric_value(m, "sink.settle_calls") > 0);
     CHECK(metric_value(m, "src.last_committed") == 0);
-    CHECK(run.rt->totals().events == 0); // committed counts only on settle
+    CHECK(run->rt->totals().events == 0); // committed counts only on settle
     // The first batch durable: its positions (1..10) reach the source.
     allow(control, 1);
     REQUIRE(eventually([&] { return metric_value(m, "src.last_committed") == 10; }));
-    CHECK(run.rt->totals().events == 10);
+    CHECK(run->rt->totals().events == 10);
     CHECK(checkpoint_of(out) == 10);
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
     CHECK(metric_value(m, "src.last_committed") == 10); // not past what is durable
     CHECK(metric_value(m, "sink.accepted") == 3);       // one more taken in the freed room
     // Everything: the drain ends once all of it is durable.
     allow(control, 1000);
-    Status st = run.join();
+    Status st = run->join();
     CHECK_MESSAGE(st.ok(), st.message());
     CHECK(checkpoint_of(out) == 100);
     CHECK(metric_value(m, "src.last_committed") == 100);
-    CHECK(run.rt->totals().events == 100);
+    CHECK(run->rt->totals().events == 100);
     CHECK(metric_value(m, "sink.max_pending") == 2);
 }
 
 TEST_CASE("deferred commit: a settle failure fails the pipeline, nothing past the last durable call "
           "committed") {
-    auto d = temp_dir("fail");
-    auto out = d / "out";
+    TempDir d("defer_fail");
+    const std::string out = d.file("out");
     Metrics m;
-    auto rt = make(pipeline(100, "output: " + out.string() + ", fail_after: 3"), m);
-    REQUIRE_MESSAGE(rt, rt.status().message());
-    Running run(std::move(rt.value()), true);
-    Status st = run.join();
+    auto run = start(pipeline(100, "output: " + out + ", fail_after: 3"), m, true);
+    Status st = run->join();
     REQUIRE_FALSE(st.ok());
     CHECK(st.abi() == CDCFLOW_ERR_IO);
     CHECK(st.message().find("settle failed: injected settle failure past call 3") != std::string::npos);
@@ -143,65 +133,59 @@ TEST_CASE("deferred commit: a settle failure fails the pipeline, nothing past th
     // At most the first 3 calls (30 events) durable, and the source told no more.
     CHECK(checkpoint_of(out) <= 30);
     CHECK(metric_value(m, "src.last_committed") <= checkpoint_of(out));
-    CHECK(run.rt->totals().events == static_cast<uint64_t>(std::max<int64_t>(checkpoint_of(out), 0)));
+    CHECK(run->rt->totals().events == static_cast<uint64_t>(std::max<int64_t>(checkpoint_of(out), 0)));
 }
 
 TEST_CASE("deferred commit: a stop abandons accepted batches that are not durable; the restart resumes "
           "after the last durable one") {
-    auto d = temp_dir("stop");
-    auto out = d / "out", control = d / "control";
+    TempDir d("defer_stop");
+    const std::string out = d.file("out"), control = d.file("control");
     allow(control, 1);
     {
         Metrics m;
-        auto rt = make(pipeline(100, "output: " + out.string() + ", control: " + control.string()), m);
-        REQUIRE_MESSAGE(rt, rt.status().message());
-        Running run(std::move(rt.value()), false);
+        auto run = start(pipeline(100, "output: " + out + ", control: " + control), m, false);
         REQUIRE(eventually([&] {
             return metric_value(m, "sink.durable") == 1 && metric_value(m, "sink.max_pending") == 2 &&
                    metric_value(m, "sink.accepted") == 3;
         }));
-        run.rt->request_stop();
-        Status st = run.join();
+        run->rt->request_stop();
+        Status st = run->join();
         CHECK_MESSAGE(st.ok(), st.message()); // a stop is not a failure
         CHECK(checkpoint_of(out) == 10);
         CHECK(metric_value(m, "src.last_committed") == 10);
-        CHECK(run.rt->totals().events == 10);
+        CHECK(run->rt->totals().events == 10);
     }
     // The next start resumes after offset 10 and settles the rest.
     allow(control, 1000);
     Metrics m;
-    auto rt = make(pipeline(100, "output: " + out.string() + ", control: " + control.string()), m);
-    REQUIRE_MESSAGE(rt, rt.status().message());
-    Running run(std::move(rt.value()), true);
-    Status st = run.join();
+    auto run = start(pipeline(100, "output: " + out + ", control: " + control), m, true);
+    Status st = run->join();
     CHECK_MESSAGE(st.ok(), st.message());
     CHECK(checkpoint_of(out) == 100);
-    CHECK(run.rt->totals().events == 90);
+    CHECK(run->rt->totals().events == 90);
 }
 
 TEST_CASE("deferred commit: a poison event's isolation counts each successful process call") {
-    auto d = temp_dir("poison");
-    auto out = d / "out";
+    TempDir d("defer_poison");
+    const std::string out = d.file("out");
     Metrics m;
-    auto rt = make(pipeline(50, "output: " + out.string() + ", poison_offset: 25"), m);
-    REQUIRE_MESSAGE(rt, rt.status().message());
-    Running run(std::move(rt.value()), true);
-    Status st = run.join();
+    auto run = start(pipeline(50, "output: " + out + ", poison_offset: 25"), m, true);
+    Status st = run->join();
     CHECK_MESSAGE(st.ok(), st.message());
     CHECK(checkpoint_of(out) == 50);
     CHECK(metric_value(m, "src.last_committed") == 50);
     // 5 batches, the third one in several calls: every call was settled.
     CHECK(metric_value(m, "sink.accepted") > 5);
     CHECK(metric_value(m, "sink.durable") == metric_value(m, "sink.accepted"));
-    CHECK(run.rt->totals().events == 50);
-    CHECK(run.rt->totals().rejected == 1);
+    CHECK(run->rt->totals().events == 50);
+    CHECK(run->rt->totals().rejected == 1);
 }
 
 TEST_CASE("deferred commit: the flag without a settle callback is refused, naming the plugin; a sink "
           "without the flag commits in process as before") {
-    auto d = temp_dir("refuse");
+    TempDir d("defer_refuse");
     Metrics m;
-    auto rt = make(pipeline(10, "output: " + (d / "out").string(), "deferred_sink_nosettle"), m);
+    auto rt = make(pipeline(10, "output: " + d.file("out"), "deferred_sink_nosettle"), m);
     REQUIRE_FALSE(rt);
     CHECK(rt.status().abi() == CDCFLOW_ERR_CONFIG);
     CHECK(rt.status().message().rfind("test.yaml:", 0) == 0);
@@ -209,38 +193,30 @@ TEST_CASE("deferred commit: the flag without a settle callback is refused, namin
     CHECK(rt.status().message().find("no settle callback") != std::string::npos);
 
     Metrics m2;
-    auto plain = make("pipeline: test\nsettings: {batch_size: 10, batch_max_events: 10, queue_capacity: 2}\n"
-                      "stages:\n  - id: src\n    plugin: gen_source\n    config: {count: 100}\n"
-                      "  - id: sink\n    plugin: file_sink\n    config: {output: " +
-                          (d / "plain").string() + "}\n",
-                      m2);
-    REQUIRE_MESSAGE(plain, plain.status().message());
-    Running run(std::move(plain.value()), true);
-    Status st = run.join();
+    auto run = start(pipeline(100, "output: " + d.file("plain"), "file_sink"), m2, true);
+    Status st = run->join();
     CHECK_MESSAGE(st.ok(), st.message());
-    CHECK(checkpoint_of(d / "plain") == 100);
+    CHECK(checkpoint_of(d.file("plain")) == 100);
     CHECK(metric_value(m2, "src.last_committed") == 100);
 }
 
 TEST_CASE("deferred commit: a partition change waits until every accepted batch is durable (the sink keeps "
           "settling), then the assigned partitions resume after their durable positions") {
-    auto d = temp_dir("parts");
-    auto control = d / "control";
+    TempDir d("defer_parts");
+    const std::string control = d.file("control");
     allow(control, 1000000);
     Metrics m;
     // group_source: 4 partitions of 100 events; t/1 and t/2 revoked after
     // 120 events, assigned again after 250.
-    auto rt = make("pipeline: test\nsettings: {batch_size: 8, batch_max_events: 8, queue_capacity: 2}\n"
-                   "stages:\n  - id: src\n    plugin: group_source\n"
-                   "    config: {partitions: 4, events: 100, plan: '-1,2@120;+1,2@250'}\n"
-                   "  - id: sink\n    plugin: deferred_sink\n    config: {output: " +
-                       (d / "out").string() + ", control: " + control.string() + "}\n",
-                   m);
-    REQUIRE_MESSAGE(rt, rt.status().message());
-    Running run(std::move(rt.value()), true);
-    Status st = run.join();
+    auto run = start("pipeline: test\nsettings: {batch_size: 8, batch_max_events: 8, queue_capacity: 2}\n"
+                     "stages:\n  - id: src\n    plugin: group_source\n"
+                     "    config: {partitions: 4, events: 100, plan: '-1,2@120;+1,2@250'}\n"
+                     "  - id: sink\n    plugin: deferred_sink\n    config: {output: " +
+                         d.file("out") + ", control: " + control + "}\n",
+                     m, true);
+    Status st = run->join();
     CHECK_MESSAGE(st.ok(), st.message());
-    const Totals t = run.rt->totals();
+    const Totals t = run->rt->totals();
     CHECK(t.events == 400); // nothing read twice, nothing skipped
     CHECK(metric_value(m, "src.changes") == 3);
     CHECK(metric_value(m, "src.last_resumed_from") > 1); // resumed after what was durable
