@@ -164,15 +164,18 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
                                   ": the plugin declares CDCFLOW_PLUGIN_DEFERRED_COMMIT but has no settle "
                                   "callback (ABI 6), so the host could never learn what it committed");
         sink.deferred = true;
-        // Accepted batches the sink may hold before it waits for settle: as
-        // many as one queue holds, and at least 2 (one waiting for its
-        // acknowledgements while the next is produced). Under a backlog two
-        // large batches already overlap the wait; while caught up the
-        // batches are small and the wait is a larger share of each, so the
-        // queue's depth is used. The pool and the source's in-flight bound
-        // grow by as much (run_once, source_loop): memory stays bounded by
-        // one more queue's worth of batches.
-        rt->deferred_depth_ = std::max<size_t>(2, d.settings.queue_capacity);
+        // Accepted batches the sink may hold before it waits for settle: 2,
+        // one waiting for its acknowledgements while the next is produced.
+        // Under a backlog that overlaps the whole wait (1M events into 128
+        // partitions: the wait's tail is ~50 ms, producing a 131,072-event
+        // batch takes longer); while caught up the wait costs latency, not
+        // throughput. More would only hold more memory: every accepted
+        // batch stays in flight, and the pool and the source's in-flight
+        // bound grow by as much (run_once, source_loop). A depth of 4 was
+        // slower in tools/bench/bench_kafka_sink.py's setup (interleaved, 3
+        // runs each on the loaded 2-core VM: 2.8-3.7 s against 2.4-2.9 s)
+        // and took its peak RSS from ~370 to ~500 MB.
+        rt->deferred_depth_ = 2;
     }
     rt->make_metrics(); // before the instances: a plugin's create may count already
     if (Status cs = rt->create_instances(); !cs) return cs;

@@ -405,7 +405,7 @@ private:
     // The source's plugin declares CDCFLOW_PLUGIN_GROUP_PARTITIONS.
     bool group_partitions_ = false;
     // A deferred-commit sink (ABI 6): how many accepted batches it may hold
-    // before it waits for settle; 0 for any other sink. See create().
+    // before it waits for settle (2); 0 for any other sink. See create().
     size_t deferred_depth_ = 0;
     // Under mu_: change_partitions is calling other stages' plugins on the
     // source's thread; their threads wait for it before calling stop.

@@ -17,11 +17,13 @@ Prints both rates (events/s, wall clock), CPU seconds (cdcflow's peak RSS
 too), and the ratio cdcflow / kcat. With --perf, `cdcflow run` runs under `perf stat`.
 
 Usage: tools/bench/bench_kafka_sink.py [--build build] [--events N] [--accounts N]
-       [--partitions 128] [--brokers 1] [--rounds 1] [--workdir DIR] [--perf] [--no-verify]
+       [--partitions 128] [--brokers 1] [--rounds 1] [--batch-max-events N] [--workdir DIR] [--perf]
+       [--no-verify]
 Prints figures; asserts nothing.
 """
 import argparse
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -66,6 +68,8 @@ def main():
                     help="brokers in the mock cluster (an idempotent producer keeps at most 5 requests in "
                          "flight per broker, one partition per request: a batch's last acknowledgements take "
                          "about partitions / (5 x brokers) round trips)")
+    ap.add_argument("--batch-max-events", type=int,
+                    help="run the pipeline with this settings.batch_max_events instead of the shipped one")
     ap.add_argument("--workdir")
     ap.add_argument("--perf", action="store_true", help="run cdcflow under perf stat")
     ap.add_argument("--no-verify", action="store_true", help="do not count the messages read back")
@@ -89,6 +93,14 @@ def main():
             f.write(key + "\t" + value + "\n")
     c.close()
 
+    pipeline = PIPELINE
+    if args.batch_max_events:
+        with open(PIPELINE) as f:
+            text = re.sub(r"batch_max_events: \d+", "batch_max_events: %d" % args.batch_max_events, f.read())
+        pipeline = os.path.join(work, "pipeline.yaml")
+        with open(pipeline, "w") as f:
+            f.write(text)
+
     cdc_rates, kcat_rates = [], []
     for r in range(args.rounds):
         # A fresh cluster per round: the mock keeps every message in memory.
@@ -103,7 +115,7 @@ def main():
                     os.remove(db + suffix)
             shutil.copy(src, db)
             env = dict(os.environ, CDCFLOW_DB=db, CDCFLOW_KAFKA_BROKERS=bootstrap)
-            cmd = [cdcflow, "run", PIPELINE, "--drain"]
+            cmd = [cdcflow, "run", pipeline, "--drain"]
             if args.perf:
                 cmd = ["perf", "stat", "-e", "task-clock,context-switches,cpu-migrations,page-faults"] + cmd
             secs, cpu, err, rss = timed(cmd, env)
