@@ -152,6 +152,17 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
             return self->change_partitions(src, c, err);
         };
     }
+    // Deferred commits are a sink's: a source or transform declaring the
+    // flag would have it silently ignored (its process still "done").
+    for (size_t i = 0; i + 1 < rt->stages_.size(); ++i) {
+        const Stage &s = *rt->stages_[i];
+        const cdcflow_plugin *desc = s.plugin->desc;
+        if (CDCFLOW_HAS_FIELD(desc, cdcflow_plugin, flags) &&
+            (desc->flags & CDCFLOW_PLUGIN_DEFERRED_COMMIT) != 0)
+            return Status::Config(where(d.file, s.def->plugin_mark) + ": " + stage_label(*s.def) +
+                                  ": the plugin declares CDCFLOW_PLUGIN_DEFERRED_COMMIT, which only the "
+                                  "pipeline's last stage (its sink) may: move it last or drop the flag");
+    }
     Stage &sink = *rt->stages_.back();
     const cdcflow_plugin *sink_desc = sink.plugin->desc;
     if (CDCFLOW_HAS_FIELD(sink_desc, cdcflow_plugin, flags) &&
@@ -1129,28 +1140,32 @@ void Runtime::deferred_loop(Stage &st, BatchQueue &in, BatchQueue &out) {
     uint64_t durable = st.accepted; // an instance re-created (step-down) counts from where it is
     // settle's wait while the FIFO has room: input may arrive meanwhile and
     // is looked at only between two calls, so the wait starts short and
-    // doubles while nothing becomes durable (a cluster that does not
-    // answer costs a few wake-ups a second, not a spin). With a full FIFO
-    // (or at the end) only durability matters: the plugin returns as soon
-    // as it has some, and kFullWaitMs only bounds how late a stop is seen.
-    constexpr uint32_t kMinWaitMs = 1, kMaxRoomWaitMs = 16, kFullWaitMs = 100;
+    // doubles while nothing becomes durable, up to kMaxRoomWaitMs (an idle
+    // sink whose cluster stays silent wakes a few times a second, not ~60).
+    // With a full FIFO (or at the end) only durability matters: the plugin
+    // returns as soon as it has some, and kFullWaitMs only bounds how late
+    // a stop is seen.
+    constexpr uint32_t kMinWaitMs = 1, kMaxRoomWaitMs = 128, kFullWaitMs = 100;
     uint32_t room_wait = kMinWaitMs;
+    Clock::time_point stop_seen{};
     // One settle call; the batches it covers go on to the source. False
     // when the loop is to end (failed, or a stop abandoned the rest).
     auto settle = [&](uint32_t wait_ms) -> bool {
-        char err[kErrLen];
-        err[0] = '\0';
         uint64_t now_durable = durable;
-        cdcflow_status cs = st.settle(st.instance, wait_ms, &now_durable, err, sizeof err);
-        if (cs != CDCFLOW_OK) {
-            std::string msg = err[0] ? err : cdcflow_status_str(cs);
-            st.errors->value.fetch_add(1, std::memory_order_relaxed);
-            // RETRY while stopping: the sink gave up waiting because of the
-            // stop the host asked for (the same convention as process).
-            if (cs == CDCFLOW_ERR_RETRY && stopping() && !failed_.load())
-                abandon(st, "settle: " + msg);
+        const auto t0 = Clock::now();
+        // RETRY (a locked database, say) goes through the stage's retry
+        // and breaker policy as process's does: backoff, max_attempts, the
+        // breaker and /health. RETRY while stopping is the plugin giving
+        // up because of the stop: call_with_retry answers it as stopped.
+        Outcome done = call_with_retry(st, "settle", [&](char *err, uint64_t len) {
+            now_durable = durable;
+            return st.settle(st.instance, wait_ms, &now_durable, err, len);
+        });
+        if (done.code != CDCFLOW_OK) {
+            if (done.stopped && !failed_.load())
+                abandon(st, "settle: " + done.message);
             else
-                fail(st, "settle failed: " + msg, cs);
+                fail(st, "settle failed: " + done.message, done.code);
             return false;
         }
         if (now_durable < durable || now_durable > st.accepted) {
@@ -1170,17 +1185,37 @@ void Runtime::deferred_loop(Stage &st, BatchQueue &in, BatchQueue &out) {
         }
         fifo.erase(fifo.begin(), fifo.begin() + static_cast<std::ptrdiff_t>(k));
         room_wait = progress ? kMinWaitMs : std::min(room_wait * 2, kMaxRoomWaitMs);
-        if (!progress && stopping() && !fifo.empty()) {
-            // The plugin returns early on a stop: what it could not make
-            // durable by then is given up, as a stop gives up a retry.
-            if (!failed_.load()) {
-                uint64_t events = 0;
-                for (const Accepted &a : fifo)
-                    events += a.b->count;
-                abandon(st, "stopping while " + std::to_string(fifo.size()) + " accepted batches (" +
-                                std::to_string(events) + " events) were not durable yet");
+        if (progress || fifo.empty()) return true;
+        const auto now = Clock::now();
+        if (stopping()) {
+            // OK without progress during a stop: the plugin still waits for
+            // its acknowledgements (it gives up with an explicit RETRY), so
+            // it is called again, up to settings.shutdown_timeout_ms.
+            if (stop_seen == Clock::time_point{}) stop_seen = now;
+            if (now - stop_seen >= std::chrono::milliseconds(def_.settings.shutdown_timeout_ms)) {
+                if (!failed_.load()) {
+                    uint64_t events = 0;
+                    for (const Accepted &a : fifo)
+                        events += a.b->count;
+                    abandon(st, "stopping while " + std::to_string(fifo.size()) + " accepted batches (" +
+                                    std::to_string(events) + " events) were not durable after " +
+                                    std::to_string(def_.settings.shutdown_timeout_ms) +
+                                    " ms (settings.shutdown_timeout_ms)");
+                }
+                return false;
             }
-            return false;
+        }
+        // Returned before wait_ms without progress: wait out the rest here,
+        // or a plugin that answers at once would have this thread spin. A
+        // stop ends the wait, not a stop already under way (which would
+        // otherwise spin through its grace).
+        const auto until = t0 + std::chrono::milliseconds(wait_ms);
+        if (now < until) {
+            std::unique_lock lock(mu_);
+            if (stop_seen == Clock::time_point{})
+                cv_.wait_until(lock, until, [&] { return stop_.load() || failed_.load(); });
+            else
+                cv_.wait_until(lock, until, [&] { return failed_.load(); });
         }
         return true;
     };

@@ -10,7 +10,11 @@
 // fail_after makes settle fail once it would make more calls durable than
 // that. It follows partitions a consumer group assigns (ABI 5): it keeps
 // each partition's durable position in memory and reports it when the
-// partition is assigned. Built a second time as deferred_sink_nosettle: the
+// partition is assigned. busy_settles makes that many settle calls that
+// would make progress fail with ERR_RETRY first (a locked database; -1:
+// all of them); early makes settle return at once instead of waiting;
+// stop_grace_ms is how long settle still waits for the test's go-ahead
+// after a stop before it gives up (ERR_RETRY). Built a second time as deferred_sink_nosettle: the
 // flag declared, no settle callback (the host must refuse it).
 #include "checkpoint_file.hpp"
 
@@ -28,6 +32,9 @@ struct DeferredSinkSettings {
     std::string control;
     int64_t fail_after = -1;
     int64_t poison_offset = -1;
+    int64_t busy_settles = 0;
+    bool early = false;
+    int64_t stop_grace_ms = 0;
 
     using S = DeferredSinkSettings;
     static constexpr auto kParams = cdcflow::params(
@@ -40,7 +47,16 @@ struct DeferredSinkSettings {
             .describe("settle fails once it would make more calls durable than this (-1: never)"),
         cdcflow::param("poison_offset", &S::poison_offset)
             .defaults_to("-1")
-            .describe("process fails with ERR_EVENT while the batch holds this offset as an OK event"));
+            .describe("process fails with ERR_EVENT while the batch holds this offset as an OK event"),
+        cdcflow::param("busy_settles", &S::busy_settles)
+            .defaults_to("0")
+            .describe("settle calls that would make progress failing with ERR_RETRY first (-1: all)"),
+        cdcflow::param("early", &S::early)
+            .defaults_to("false")
+            .describe("settle returns at once, never waits"),
+        cdcflow::param("stop_grace_ms", &S::stop_grace_ms)
+            .defaults_to("0")
+            .describe("how long settle still waits for durability after a stop, then gives up"));
 };
 
 class DeferredSinkBase : public cdcflow::Sink {
@@ -50,7 +66,8 @@ public:
 
     DeferredSinkBase(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
         : Sink(ctx), output_(cfg.output), control_(cfg.control), fail_after_(cfg.fail_after),
-          poison_(cfg.poison_offset) {
+          poison_(cfg.poison_offset), busy_(cfg.busy_settles), early_(cfg.early),
+          stop_grace_ms_(cfg.stop_grace_ms) {
         accepted_m_ = ctx.gauge("accepted", "process calls accepted");
         durable_m_ = ctx.gauge("durable", "process calls durable");
         max_pending_ = ctx.gauge("max_pending", "most process calls accepted and not durable at once");
@@ -121,6 +138,10 @@ protected:
                 if (fail_after_ >= 0 && to > static_cast<uint64_t>(fail_after_))
                     throw cdcflow::Error(CDCFLOW_ERR_IO,
                                          "injected settle failure past call " + std::to_string(fail_after_));
+                if (busy_ != 0) {
+                    if (busy_ > 0) --busy_;
+                    throw cdcflow::Error(CDCFLOW_ERR_RETRY, "injected busy commit (database is locked)");
+                }
                 int64_t off = 0;
                 for (; durable_ < to; ++durable_) {
                     off = pending_.front().last;
@@ -133,15 +154,28 @@ protected:
                 durable_m_.set(static_cast<int64_t>(durable_));
                 return durable_;
             }
-            // Parked (a sleep, not a spin), returning early on a stop.
-            if (ctx().stop_requested() || std::chrono::steady_clock::now() >= until) return durable_;
+            // A stop: still waits stop_grace_ms for the go-ahead, then gives
+            // up explicitly (RETRY while stopping).
+            const auto now = std::chrono::steady_clock::now();
+            if (ctx().stop_requested()) {
+                if (stop_seen_ == std::chrono::steady_clock::time_point{}) stop_seen_ = now;
+                if (now - stop_seen_ >= std::chrono::milliseconds(stop_grace_ms_))
+                    throw cdcflow::Error(CDCFLOW_ERR_RETRY,
+                                         "stopping: " + std::to_string(accepted_ - durable_) +
+                                             " accepted calls not durable");
+            }
+            // Parked (a sleep, not a spin).
+            if (early_ || now >= until) return durable_;
             std::this_thread::sleep_for(std::chrono::milliseconds(2));
         }
     }
 
 private:
     std::string output_, control_;
-    int64_t fail_after_, poison_;
+    int64_t fail_after_, poison_, busy_;
+    bool early_;
+    int64_t stop_grace_ms_;
+    std::chrono::steady_clock::time_point stop_seen_{};
     struct Pending { // an accepted call, not durable yet
         int64_t last = 0;
         std::map<std::string, int64_t> parts; // its last offset per partition

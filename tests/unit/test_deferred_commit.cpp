@@ -223,3 +223,64 @@ TEST_CASE("deferred commit: a partition change waits until every accepted batch 
     CHECK(metric_value(m, "src.committed_unheld") == 0);
     CHECK(metric_value(m, "sink.durable") == metric_value(m, "sink.accepted"));
 }
+
+TEST_CASE("deferred commit: settle's RETRY (a locked database) goes through the stage's retry policy: "
+          "retried after a backoff, then the run completes; forever, it fails after max_attempts") {
+    TempDir d("defer_busy");
+    const std::string retry =
+        "    retry: {max_attempts: 4, backoff_ms: 1, max_backoff_ms: 2}\n    breaker: {failures: 0}\n";
+    {
+        Metrics m;
+        auto run = start(pipeline(50, "output: " + d.file("a") + ", busy_settles: 2") + retry, m, true);
+        Status st = run->join();
+        CHECK_MESSAGE(st.ok(), st.message());
+        CHECK(checkpoint_of(d.file("a")) == 50);
+        CHECK(metric_value(m, "src.last_committed") == 50);
+    }
+    Metrics m;
+    auto run = start(pipeline(50, "output: " + d.file("b") + ", busy_settles: -1") + retry, m, true);
+    Status st = run->join();
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.message().find("settle failed: injected busy commit") != std::string::npos);
+    CHECK(st.message().find("gave up after 4 attempts") != std::string::npos);
+    CHECK(checkpoint_of(d.file("b")) == -1);
+    CHECK(metric_value(m, "src.last_committed") <= 0);
+}
+
+TEST_CASE("deferred commit: a settle that returns at once without progress does not make the sink "
+          "thread spin (the host waits out the rest of wait_ms)") {
+    TempDir d("defer_early");
+    const std::string out = d.file("out"), control = d.file("control");
+    allow(control, 0);
+    Metrics m;
+    auto run = start(pipeline(100, "output: " + out + ", control: " + control + ", early: true"), m, false);
+    REQUIRE(eventually([&] { return metric_value(m, "sink.max_pending") == 2; }));
+    const int64_t before = metric_value(m, "sink.settle_calls");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    // Full FIFO: one call per 100 ms (kFullWaitMs); a spin makes thousands.
+    CHECK(metric_value(m, "sink.settle_calls") - before < 50);
+    allow(control, 1000);
+    REQUIRE(eventually([&] { return checkpoint_of(out) == 100; }));
+}
+
+TEST_CASE("deferred commit: a graceful stop keeps calling settle while the sink still waits: what "
+          "becomes durable within the sink's grace is committed") {
+    TempDir d("defer_grace");
+    const std::string out = d.file("out"), control = d.file("control");
+    allow(control, 1);
+    Metrics m;
+    auto run =
+        start(pipeline(100, "output: " + out + ", control: " + control + ", stop_grace_ms: 1500"), m, false);
+    REQUIRE(eventually(
+        [&] { return metric_value(m, "sink.durable") == 1 && metric_value(m, "sink.accepted") == 3; }));
+    run->rt->request_stop();
+    // Past several of the host's 100 ms settle calls: the acknowledgements
+    // arrive late in the grace.
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    allow(control, 3);
+    Status st = run->join();
+    CHECK_MESSAGE(st.ok(), st.message());
+    CHECK(checkpoint_of(out) == 30);
+    CHECK(metric_value(m, "src.last_committed") == 30);
+    CHECK(run->rt->totals().events == 30);
+}
