@@ -560,9 +560,11 @@ void KafkaSink::process(cdcflow::Batch &batch) {
         else
             it->second = e.position.offset;
     }
-    u.call = ++accepted_;
     units_.push_back(std::move(current_));
     settle_metrics();
+    // Last, after everything that can throw: the count is of calls that
+    // returned OK (settle reports durability against it).
+    units_.back()->call = ++accepted_;
 }
 
 void KafkaSink::check_failed() {
@@ -628,12 +630,20 @@ uint64_t KafkaSink::settle(uint32_t wait_ms) {
             try {
                 commit(n);
             } catch (const Error &e) {
-                // A locked database (after busy_timeout_ms): the host does
-                // not retry settle, so the next settle commits them again
-                // (nothing is published again meanwhile).
+                // A locked database (after busy_timeout_ms): the units stay,
+                // nothing is published again. Serve reports for the rest of
+                // wait_ms (no spin), then RETRY: the host retries settle
+                // under the stage's retry and breaker policy, which logs
+                // once per backoff and fails or opens the breaker at last.
                 if (e.status() != CDCFLOW_ERR_RETRY) throw;
-                ctx().warn(std::string("committing what Kafka acknowledged: ") + e.what() + "; trying again");
-                return durable_;
+                for (auto now = Clock::now(); now < until && !ctx().stop_requested(); now = Clock::now()) {
+                    const auto left =
+                        std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
+                    rd_kafka_poll(rk_, static_cast<int>(std::clamp<int64_t>(left, 1, 100)));
+                }
+                settle_metrics();
+                throw Error(CDCFLOW_ERR_RETRY,
+                            std::string("committing what Kafka acknowledged: ") + e.what());
             }
             durable_ = units_[n - 1]->call;
             for (size_t k = 0; k < n; ++k) {
@@ -650,8 +660,15 @@ uint64_t KafkaSink::settle(uint32_t wait_ms) {
             // A graceful stop still takes acknowledgements on their way for
             // a while (giving them up publishes them again at the next
             // start); a cluster that does not answer does not hold it up.
+            // Giving up is explicit (RETRY while stopping); an OK without
+            // progress makes the host call again with a full wait.
             if (stop_seen_ == Clock::time_point{}) stop_seen_ = now;
-            if (now - stop_seen_ > std::chrono::milliseconds(kStopGraceMs)) return durable_;
+            if (now - stop_seen_ > std::chrono::milliseconds(kStopGraceMs)) {
+                size_t waiting = 0; // in flight, and failed for now
+                for (const auto &u : units_)
+                    waiting += u->outstanding + u->failed;
+                give_up_on_stop(waiting);
+            }
         }
         if (now >= until) return durable_;
         // Parked in librdkafka's queue until a report arrives, the wait
