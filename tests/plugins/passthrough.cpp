@@ -123,4 +123,23 @@ private:
         restore_late_, restore_max_batch_, seeks_;
 };
 
+#ifndef PASSTHROUGH_DEFERRED
 CDCFLOW_PLUGIN(Passthrough)
+#else
+// A transform declaring CDCFLOW_PLUGIN_DEFERRED_COMMIT (a sink's flag): the
+// host must refuse it. The SDK would not build that, so the descriptor is
+// patched by hand.
+class PassthroughDeferred : public Passthrough {
+public:
+    static constexpr const char *kName = "passthrough_deferred";
+    using Passthrough::Passthrough;
+};
+extern "C" CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) {
+    static const cdcflow_plugin d = [] {
+        cdcflow_plugin p = *cdcflow::detail::descriptor<PassthroughDeferred>();
+        p.flags |= CDCFLOW_PLUGIN_DEFERRED_COMMIT;
+        return p;
+    }();
+    return &d;
+}
+#endif

@@ -284,3 +284,17 @@ TEST_CASE("deferred commit: a graceful stop keeps calling settle while the sink 
     CHECK(metric_value(m, "src.last_committed") == 30);
     CHECK(run->rt->totals().events == 30);
 }
+
+TEST_CASE("deferred commit: the flag on a stage that is not the sink is refused, naming the plugin") {
+    TempDir d("defer_not_sink");
+    Metrics m;
+    std::string yaml = pipeline(10, "output: " + d.file("out"));
+    const std::string sink_at = "  - id: sink\n";
+    yaml.insert(yaml.find(sink_at), "  - id: mid\n    plugin: passthrough_deferred\n");
+    auto rt = make(yaml, m);
+    REQUIRE_FALSE(rt);
+    CHECK(rt.status().abi() == CDCFLOW_ERR_CONFIG);
+    CHECK(rt.status().message().rfind("test.yaml:", 0) == 0);
+    CHECK(rt.status().message().find("plugin 'passthrough_deferred'") != std::string::npos);
+    CHECK(rt.status().message().find("only the pipeline's last stage") != std::string::npos);
+}
