@@ -14,9 +14,11 @@
 // would make progress fail with ERR_RETRY first (a locked database; -1:
 // all of them); early makes settle return at once instead of waiting;
 // stop_grace_ms is how long settle still waits for the test's go-ahead
-// after a stop before it gives up (ERR_RETRY). Built a second time as deferred_sink_nosettle: the
-// flag declared, no settle callback (the host must refuse it).
+// after a stop before it gives up (ERR_RETRY). Built a second time as
+// deferred_sink_nosettle: the flag declared, no settle callback (the host
+// must refuse it).
 #include "checkpoint_file.hpp"
+#include "descriptor_with_flags.hpp"
 
 #include <cdcflow/sdk.hpp>
 
@@ -205,11 +207,6 @@ public:
     using DeferredSinkBase::DeferredSinkBase;
 };
 extern "C" CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) {
-    static const cdcflow_plugin d = [] {
-        cdcflow_plugin p = *cdcflow::detail::descriptor<DeferredSink>();
-        p.flags |= CDCFLOW_PLUGIN_DEFERRED_COMMIT;
-        return p;
-    }();
-    return &d;
+    return test_plugins::descriptor_with_flags<DeferredSink>(CDCFLOW_PLUGIN_DEFERRED_COMMIT);
 }
 #endif

@@ -2,6 +2,8 @@
 // reject, mark duplicates, drop, fail or throw at given offsets. With `history` N
 // it asks the host to replay the last N events up to the checkpoint before
 // start (ABI 3), and records what restore() saw in its metrics.
+#include "descriptor_with_flags.hpp"
+
 #include <cdcflow/sdk.hpp>
 
 #include <stdexcept>
@@ -135,11 +137,6 @@ public:
     using Passthrough::Passthrough;
 };
 extern "C" CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) {
-    static const cdcflow_plugin d = [] {
-        cdcflow_plugin p = *cdcflow::detail::descriptor<PassthroughDeferred>();
-        p.flags |= CDCFLOW_PLUGIN_DEFERRED_COMMIT;
-        return p;
-    }();
-    return &d;
+    return test_plugins::descriptor_with_flags<PassthroughDeferred>(CDCFLOW_PLUGIN_DEFERRED_COMMIT);
 }
 #endif
