@@ -66,6 +66,20 @@
 // positions committed only rise and a batch whose every event fails is a
 // stage failure with nothing of it committed.
 //
+// Deferred commits (ABI 6, a sink whose plugin declares
+// CDCFLOW_PLUGIN_DEFERRED_COMMIT, e.g. kafka_sink waiting for Kafka's
+// acknowledgements): such a sink's OK from process means "accepted", not
+// "durable". Its thread keeps each accepted batch in a FIFO with the number
+// of OK process calls at its end (isolation may call process several times
+// per batch; failed calls do not count) and hands it on to the source
+// (committed positions, in-flight accounting, the committed metrics) only
+// once settle's durable count covers it. While the FIFO is below
+// deferred_depth_ and input waits, it processes the next batch; otherwise it
+// calls settle, parked; with an empty FIFO it blocks on its input queue as
+// any sink. End of stream settles everything before flush; a stop abandons
+// what is not durable (nothing past the last durable call is committed: the
+// next start replays it); a settle failure fails the pipeline.
+//
 // Teardown order (destructor): threads joined, stage instances destroyed,
 // then plugin libraries released.
 #pragma once
@@ -251,6 +265,13 @@ private:
                                  uint64_t) = nullptr;
         // ABI 5 (partitions a consumer group assigns), null likewise.
         cdcflow_status (*partitions)(void *, const cdcflow_partitions *, char *, uint64_t) = nullptr;
+        // ABI 6: a sink that declares CDCFLOW_PLUGIN_DEFERRED_COMMIT
+        // (deferred) and reports what became durable through settle.
+        cdcflow_status (*settle)(void *, uint32_t, uint64_t *, char *, uint64_t) = nullptr;
+        bool deferred = false;
+        // Stage thread: process calls that returned OK since the instance
+        // was created (a deferred sink's settle counts in these).
+        uint64_t accepted = 0;
         void *instance = nullptr;
         cdcflow_ctx ctx;
         cdcflow_config cfg;
@@ -343,6 +364,15 @@ private:
     // kept in spare_ for the next fill.
     void take_back(Stage &src, Batch *b);
     void stage_loop(size_t index);
+    // One batch through a transform or sink (process_batch, isolate on a
+    // poison code); counts it. False when the stage failed or a stop
+    // abandoned the run (already reported): the loop ends.
+    bool process_whole(Stage &st, Batch *b, bool is_sink);
+    // At the end of the stream; false (the stage failed) when flush failed.
+    bool flush(Stage &st);
+    // A deferred-commit sink's loop (ABI 6): keeps accepted batches until
+    // settle reports them durable, takes the next batch meanwhile.
+    void deferred_loop(Stage &st, BatchQueue &in, BatchQueue &out);
     void fail(Stage &st, const std::string &what, cdcflow_status code);
     void notify_committed(Stage &src, Batch *b);
     // After a stage processed b (runtime_metrics.cpp): its events by outcome.
@@ -374,6 +404,9 @@ private:
     Batch *polling_ = nullptr;
     // The source's plugin declares CDCFLOW_PLUGIN_GROUP_PARTITIONS.
     bool group_partitions_ = false;
+    // A deferred-commit sink (ABI 6): how many accepted batches it may hold
+    // before it waits for settle (2); 0 for any other sink. See create().
+    size_t deferred_depth_ = 0;
     // Under mu_: change_partitions is calling other stages' plugins on the
     // source's thread; their threads wait for it before calling stop.
     bool in_change_ = false;

@@ -182,8 +182,14 @@ void KafkaSink::open_producer() {
 
 void KafkaSink::close_producer() noexcept {
     if (!rk_) return;
-    // process() returns only once every delivery is settled, or gives the
-    // batch up (nothing committed): what is left is not waited for.
+    // What is not durable by now is given up (the host abandons it: nothing
+    // of it is committed, the next start publishes it again). The pending
+    // units go first, so that the purge's reports find none of them.
+    // rd_kafka_destroy returns only once librdkafka let go of every
+    // message, before the host frees the batches they borrow.
+    units_.clear();
+    current_.reset();
+    outstanding_ = 0;
     rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT | RD_KAFKA_PURGE_F_NON_BLOCKING);
     rd_kafka_poll(rk_, 0);
     for (auto &[name, t] : topics_)
@@ -224,25 +230,36 @@ void KafkaSink::on_error(rd_kafka_t *rk, int err, const char *reason, void *opaq
     self->ctx().warn("Kafka: " + err_text(err) + ": " + (reason ? reason : ""));
 }
 
+KafkaSink::Unit *KafkaSink::unit_of(uint32_t gen) {
+    if (current_ && current_->gen == gen) return current_.get();
+    // A few units at most (the host's bound), the newest most often asked.
+    for (auto it = units_.rbegin(); it != units_.rend(); ++it)
+        if ((*it)->gen == gen) return it->get();
+    return nullptr;
+}
+
 void KafkaSink::on_delivery(rd_kafka_t *, const rd_kafka_message_t *msg, void *opaque) {
     auto *self = static_cast<KafkaSink *>(opaque);
     const auto t = reinterpret_cast<uintptr_t>(msg->_private);
     const auto generation = static_cast<uint32_t>(t >> 32);
     const auto i = static_cast<uint32_t>(t & 0xffffffffu);
-    // A report for a batch given up on (a stop, a failure): nothing waits for it.
-    if (generation != self->generation_ || i >= self->slots_.size()) return;
-    Slot &s = self->slots_[i];
-    if (s.state != kPending) return;
+    // A report for a unit given up on (a stop, a failure): nothing waits for it.
+    Unit *u = self->unit_of(generation);
+    if (!u || i >= u->msgs.size()) return;
+    Msg &m = u->msgs[i];
+    if (m.state != kPending) return;
+    --u->outstanding;
     --self->outstanding_;
     if (msg->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-        s.state = kAcked;
+        m.state = kAcked;
         self->acked_count_ += 1;
         self->acked_bytes_ += static_cast<int64_t>(msg->len + msg->key_len);
         return;
     }
-    s.state = kFailed;
-    s.err = msg->err;
-    if (!retriable_delivery_error(msg->err) && self->first_permanent_ < 0) self->first_permanent_ = i;
+    m.state = kFailed;
+    m.err = msg->err;
+    ++u->failed;
+    if (!retriable_delivery_error(msg->err) && u->first_permanent < 0) u->first_permanent = i;
 }
 
 KafkaSink::TopicInfo *KafkaSink::topic_for(std::string_view aggregate_type, std::string &reason) {
@@ -280,27 +297,25 @@ int32_t KafkaSink::partition_count(rd_kafka_topic_t *rkt, int timeout_ms) {
 
 void KafkaSink::order_by_partition() {
     // Why: an idempotent producer sends one request per partition, at most
-    // five in flight per broker, and the sink waits for a batch's last
-    // acknowledgement before it commits. Produced in the outbox's order,
-    // every partition still holds messages when the batch ends, and the
-    // wait takes partitions / 5 round trips (128 partitions: ~26, 55 ms on
-    // the mock, per batch). Produced partition after partition, each
-    // partition's messages leave while the next ones are produced and the
-    // wait is a few round trips. Kafka keeps no order across partitions; a
-    // stable counting sort keeps the outbox's order within each partition,
-    // so within each key.
+    // five in flight per broker. Produced in the outbox's order, every
+    // partition still holds messages when the batch ends, and its last
+    // acknowledgements take partitions / 5 round trips (128 partitions:
+    // ~26, 55 ms on the mock). Produced partition after partition, each
+    // partition's messages leave while the next ones are produced. Kafka
+    // keeps no order across partitions; a stable counting sort keeps the
+    // outbox's order within each partition, so within each key.
     int32_t max = 0;
-    for (uint32_t i : todo_)
-        max = std::max(max, slots_[i].partition);
+    for (const Planned &c : planned_)
+        max = std::max(max, c.partition);
     counts_.assign(static_cast<size_t>(max) + 2, 0);
-    for (uint32_t i : todo_)
-        ++counts_[static_cast<size_t>(slots_[i].partition) + 1];
+    for (const Planned &c : planned_)
+        ++counts_[static_cast<size_t>(c.partition) + 1];
     for (size_t p = 1; p < counts_.size(); ++p)
         counts_[p] += counts_[p - 1];
-    sorted_.resize(todo_.size());
-    for (uint32_t i : todo_)
-        sorted_[counts_[static_cast<size_t>(slots_[i].partition)]++] = i;
-    todo_.swap(sorted_);
+    sorted_.resize(planned_.size());
+    for (const Planned &c : planned_)
+        sorted_[counts_[static_cast<size_t>(c.partition)]++] = c;
+    planned_.swap(sorted_);
 }
 
 bool KafkaSink::parse_event_headers(const cdcflow_event &e) {
@@ -347,9 +362,8 @@ bool KafkaSink::header_value(const cdcflow_event &e, size_t k, std::string_view 
     return false;
 }
 
-void KafkaSink::plan(cdcflow::Batch &batch) {
-    slots_.assign(batch.size(), Slot{});
-    todo_.clear();
+void KafkaSink::plan(cdcflow::Batch &batch, Unit &u) {
+    planned_.clear();
     for (uint32_t i = 0; i < batch.size(); ++i) {
         const cdcflow_event &e = batch[i];
         if (e.status != CDCFLOW_EVENT_OK) continue; // rejected: a dead letter; skipped: nothing
@@ -365,27 +379,41 @@ void KafkaSink::plan(cdcflow::Batch &batch) {
             batch.reject(i, "headers are not a JSON object (the header.<key> headers read them)");
             continue;
         }
-        slots_[i].topic = topic->rkt;
-        slots_[i].state = kPending;
+        Planned &c = planned_.emplace_back();
+        c.index = i;
+        c.topic = topic->rkt;
         if (partitioner_) {
             // A topic met for the first time, or whose count the cluster
-            // did not give yet: asked once per batch at most.
-            if (topic->partitions == 0 && asked_ != generation_ + 1) {
-                asked_ = generation_ + 1;
+            // did not give yet: asked once per call at most.
+            if (topic->partitions == 0 && asked_ != u.gen + 1) {
+                asked_ = u.gen + 1;
                 for (auto &[name, t] : topics_)
                     if (t.partitions == 0) t.partitions = partition_count(t.rkt, 500);
             }
             if (topic->partitions > 0)
-                slots_[i].partition = partitioner_(topic->rkt, e.aggregate_id.data ? e.aggregate_id.data : "",
-                                                   e.aggregate_id.len, topic->partitions, nullptr, nullptr);
+                c.partition = partitioner_(topic->rkt, e.aggregate_id.data ? e.aggregate_id.data : "",
+                                           e.aggregate_id.len, topic->partitions, nullptr, nullptr);
         }
-        todo_.push_back(i);
     }
-    if (partitioner_ && todo_.size() > 1) order_by_partition();
+    if (partitioner_ && planned_.size() > 1) order_by_partition();
+    // The messages in the order they are produced: produce, the delivery
+    // reports and the retries then walk them in memory order (in the
+    // batch's order, each message's 200 bytes were a cache miss each time).
+    u.msgs.reserve(u.msgs.size() + planned_.size());
+    for (const Planned &c : planned_) {
+        Msg &m = u.msgs.emplace_back();
+        m.e = batch[c.index];
+        m.topic = c.topic;
+        m.partition = c.partition;
+    }
 }
 
-void KafkaSink::produce_one(cdcflow::Batch &batch, uint32_t i) {
-    const cdcflow_event &e = batch[i];
+void KafkaSink::produce_one(Unit &u, uint32_t k) {
+    Msg &m = u.msgs[k];
+    const cdcflow_event &e = m.e;
+    // The headers come first in vus_, built once per message: the id and
+    // type headers' names are the configured ones (c_str of members that
+    // never change), so only the values change from message to message.
     auto push = [&](rd_kafka_vtype_t t) -> rd_kafka_vu_t & {
         rd_kafka_vu_t &vu = vus_.emplace_back();
         vu.vtype = t;
@@ -398,17 +426,20 @@ void KafkaSink::produce_one(cdcflow::Batch &batch, uint32_t i) {
         vu.u.header.size = static_cast<ssize_t>(value.size());
     };
     vus_.clear();
-    push(RD_KAFKA_VTYPE_RKT).u.rkt = slots_[i].topic;
+    push(RD_KAFKA_VTYPE_RKT).u.rkt = m.topic;
     rd_kafka_vu_t &key = push(RD_KAFKA_VTYPE_KEY);
     key.u.mem.ptr = const_cast<char *>(e.aggregate_id.data);
     key.u.mem.size = e.aggregate_id.len;
     rd_kafka_vu_t &value = push(RD_KAFKA_VTYPE_VALUE);
     value.u.mem.ptr = const_cast<char *>(e.payload.data);
     value.u.mem.size = e.payload.len;
-    // Copied: the batch's memory goes back to the source once process
-    // returns, and a batch given up on (a stop) may still be in librdkafka.
-    push(RD_KAFKA_VTYPE_MSGFLAGS).u.i = RD_KAFKA_MSG_F_COPY;
-    push(RD_KAFKA_VTYPE_OPAQUE).u.ptr = tag(generation_, i);
+    // Not copied (no RD_KAFKA_MSG_F_COPY): the payload is the batch's, and
+    // the host keeps the batch until settle reported the unit durable,
+    // which needs every message acknowledged; a unit given up on is purged
+    // and librdkafka destroyed (stop) before the host frees the batch.
+    // librdkafka copies the key and the headers itself.
+    push(RD_KAFKA_VTYPE_MSGFLAGS).u.i = 0;
+    push(RD_KAFKA_VTYPE_OPAQUE).u.ptr = tag(u.gen, k);
     // No record timestamp from the event: Kafka's retention deletes by it,
     // and an event's timestamp is data, not truth (DESIGN.md); the broker's
     // produce time is used.
@@ -416,9 +447,9 @@ void KafkaSink::produce_one(cdcflow::Batch &batch, uint32_t i) {
     header(type_header_, sv(e.event_type));
     if (!extra_headers_.empty()) {
         if (needs_event_headers_) parse_event_headers(e);
-        for (size_t k = 0; k < extra_headers_.size(); ++k) {
+        for (size_t h = 0; h < extra_headers_.size(); ++h) {
             std::string_view v;
-            if (header_value(e, k, v)) header(extra_headers_[k].name, v);
+            if (header_value(e, h, v)) header(extra_headers_[h].name, v);
         }
     }
     for (;;) {
@@ -426,13 +457,15 @@ void KafkaSink::produce_one(cdcflow::Batch &batch, uint32_t i) {
         if (!error) break;
         const rd_kafka_resp_err_t code = rd_kafka_error_code(error);
         rd_kafka_error_destroy(error);
-        if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL) fail_event(batch, i, code, "producing");
+        if (code != RD_KAFKA_RESP_ERR__QUEUE_FULL) fail_msg(m, code, "producing");
         // librdkafka's queue is full: serve reports (parked) until there is room.
         if (ctx().stop_requested()) give_up_on_stop(outstanding_);
         rd_kafka_poll(rk_, 10);
         settle_metrics();
     }
-    slots_[i].state = kPending;
+    m.state = kPending;
+    m.err = 0;
+    ++u.outstanding;
     ++outstanding_;
 }
 
@@ -445,11 +478,11 @@ void KafkaSink::settle_metrics() {
     in_flight_.set(static_cast<int64_t>(outstanding_));
 }
 
-void KafkaSink::fail_event(cdcflow::Batch &batch, uint32_t i, int err, const std::string &what) {
-    // Nothing more of this batch goes out; what is already in flight may
-    // still land (at-least-once: the restart publishes it again).
+void KafkaSink::fail_msg(const Msg &m, int err, const std::string &what) {
+    // Nothing more goes out; what is already in flight may still land
+    // (at-least-once: the restart publishes it again).
     rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
-    const cdcflow_event &e = batch[i];
+    const cdcflow_event &e = m.e;
     std::string kafka = err_text(err);
     if (err == RD_KAFKA_RESP_ERR__FATAL || fatal_.load()) {
         char why[512];
@@ -459,11 +492,13 @@ void KafkaSink::fail_event(cdcflow::Batch &batch, uint32_t i, int err, const std
     std::string msg = what + " event " + base::text(sv(e.event_id), '\'') + " at position ";
     if (e.position.partition.len) msg += base::text(sv(e.position.partition)) + "@";
     msg += std::to_string(e.position.offset) + " to topic " +
-           base::text(slots_[i].topic ? rd_kafka_topic_name(slots_[i].topic) : "?", '\'') +
-           " failed for good: " + kafka +
-           "; nothing from this batch on is committed (a restart publishes it again from the checkpoint)";
-    // Reports still to come for this batch are for a batch given up on.
-    ++generation_;
+           base::text(m.topic ? rd_kafka_topic_name(m.topic) : "?", '\'') + " failed for good: " + kafka +
+           "; nothing from it on is committed (a restart publishes it again from the checkpoint)";
+    // Every pending unit is given up: reports still to come find none. The
+    // messages stay librdkafka's until stop destroys the producer.
+    failure_ = msg;
+    units_.clear();
+    current_.reset();
     outstanding_ = 0;
     settle_metrics();
     throw Error(CDCFLOW_ERR_IO, msg);
@@ -471,109 +506,201 @@ void KafkaSink::fail_event(cdcflow::Batch &batch, uint32_t i, int err, const std
 
 void KafkaSink::give_up_on_stop(size_t outstanding) {
     rd_kafka_purge(rk_, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_NON_BLOCKING);
-    ++generation_; // reports still to come are for a batch given up on
-    outstanding_ = 0;
     settle_metrics();
-    // RETRY while stopping: the host treats it as the stop it asked for.
+    // RETRY while stopping: the host treats it as the stop it asked for
+    // (and abandons what is not durable).
     throw Error(CDCFLOW_ERR_RETRY,
                 "stopping while " + std::to_string(outstanding) +
-                    " events wait for Kafka's acknowledgement: nothing of this batch is "
-                    "committed; it is published again from the checkpoint at the next start");
+                    " events wait for Kafka's acknowledgement: nothing of them is committed; they are "
+                    "published again from the checkpoint at the next start");
 }
 
-void KafkaSink::wait_round(cdcflow::Batch &batch) {
+void KafkaSink::process(cdcflow::Batch &batch) {
+    if (!rk_) throw Error(CDCFLOW_ERR_INTERNAL, "process() before start()");
+    if (failure_) throw Error(CDCFLOW_ERR_IO, *failure_);
+    if (fatal_.load())
+        for (auto &u : units_)
+            for (const Msg &m : u->msgs)
+                if (m.state != kAcked) fail_msg(m, RD_KAFKA_RESP_ERR__FATAL, "delivering");
+    if (!current_) {
+        if (spare_units_.empty()) {
+            current_ = std::make_unique<Unit>();
+        } else {
+            current_ = std::move(spare_units_.back());
+            spare_units_.pop_back();
+        }
+        current_->clear();
+        current_->gen = ++generation_;
+        current_->backoff_ms = backoff_ms_;
+    }
+    Unit &u = *current_;
+    const size_t from = u.msgs.size();
+    plan(batch, u);
+    for (size_t n = from; n < u.msgs.size(); ++n) {
+        produce_one(u, static_cast<uint32_t>(n));
+        // Serve the reports that are in as we go: librdkafka frees each
+        // acknowledged message there, and freeing them interleaved with the
+        // next messages' allocations reuses the same memory (freed all at
+        // once, glibc spent a third of this thread's time coalescing them).
+        if ((n & 255) == 255) rd_kafka_poll(rk_, 0);
+    }
+    produced_.add(static_cast<int64_t>(u.msgs.size() - from));
+    // Accepted: what settle commits once the unit is acknowledged, taken
+    // from this call's events (the whole call's, whatever their status:
+    // skipped and dead-lettered events are done with too). The dead
+    // letters are the events themselves, their bytes borrowed likewise.
+    for (uint32_t i = 0; i < batch.size(); ++i) {
+        const cdcflow_event &e = batch[i];
+        if (e.status == CDCFLOW_EVENT_REJECTED) u.dead.push_back(e);
+        std::string_view part = sv(e.position.partition);
+        auto it = std::find_if(u.positions.begin(), u.positions.end(),
+                               [&](auto &x) { return std::string_view(x.first) == part; });
+        if (it == u.positions.end())
+            u.positions.emplace_back(part, e.position.offset);
+        else
+            it->second = e.position.offset;
+    }
+    units_.push_back(std::move(current_));
+    settle_metrics();
+    // Last, after everything that can throw: the count is of calls that
+    // returned OK (settle reports durability against it).
+    units_.back()->call = ++accepted_;
+}
+
+void KafkaSink::check_failed() {
+    for (auto &u : units_) {
+        if (u->first_permanent >= 0) {
+            const Msg &m = u->msgs[static_cast<size_t>(u->first_permanent)];
+            fail_msg(m, m.err, "delivering");
+        }
+        if (fatal_.load())
+            for (const Msg &m : u->msgs)
+                if (m.state != kAcked) fail_msg(m, RD_KAFKA_RESP_ERR__FATAL, "delivering");
+    }
+}
+
+void KafkaSink::retry_failed() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto &up : units_) {
+        Unit &u = *up;
+        // A unit's round ends when no message of it is outstanding; what
+        // failed for now (timed out, the cluster unreachable) is produced
+        // again after the backoff, in the order produced (per partition, so
+        // per key, the batch's), never skipped.
+        if (u.failed == 0 || u.outstanding > 0) continue;
+        if (u.retry_at == std::chrono::steady_clock::time_point{}) {
+            u.retry_at = now + std::chrono::milliseconds(u.backoff_ms);
+            const Msg *first = nullptr;
+            for (const Msg &m : u.msgs)
+                if (m.state == kFailed) {
+                    first = &m;
+                    break;
+                }
+            ctx().warn(std::to_string(u.failed) + " events not acknowledged by Kafka (first: event " +
+                       base::text(sv(first->e.event_id), '\'') + " at position " +
+                       std::to_string(first->e.position.offset) + ": " + err_text(first->err) +
+                       "); producing them again in " + std::to_string(u.backoff_ms) + " ms (round " +
+                       std::to_string(u.round + 1) + ")");
+            continue;
+        }
+        if (now < u.retry_at) continue;
+        retries_.add(static_cast<int64_t>(u.failed));
+        produced_.add(static_cast<int64_t>(u.failed));
+        u.failed = 0;
+        u.retry_at = {};
+        u.backoff_ms = std::min(u.backoff_ms * 2, backoff_max_ms_);
+        ++u.round;
+        for (uint32_t k = 0; k < u.msgs.size(); ++k)
+            if (u.msgs[k].state == kFailed) produce_one(u, k);
+    }
+}
+
+uint64_t KafkaSink::settle(uint32_t wait_ms) {
+    if (!rk_) throw Error(CDCFLOW_ERR_INTERNAL, "settle() before start()");
+    using Clock = std::chrono::steady_clock;
+    const auto until = Clock::now() + std::chrono::milliseconds(wait_ms);
     for (;;) {
+        rd_kafka_poll(rk_, 0); // the reports that are in
         settle_metrics();
-        if (first_permanent_ >= 0)
-            fail_event(batch, static_cast<uint32_t>(first_permanent_), slots_[first_permanent_].err,
-                       "delivering");
-        if (fatal_.load()) {
-            for (uint32_t i : todo_)
-                if (slots_[i].state != kAcked) fail_event(batch, i, RD_KAFKA_RESP_ERR__FATAL, "delivering");
+        // The oldest units whose every message is acknowledged: one commit.
+        size_t n = 0;
+        while (n < units_.size() && units_[n]->outstanding == 0 && units_[n]->failed == 0)
+            ++n;
+        if (n > 0) {
+            try {
+                commit(n);
+            } catch (const Error &e) {
+                // A locked database (after busy_timeout_ms): the units stay,
+                // nothing is published again. Serve reports for the rest of
+                // wait_ms (no spin), then RETRY: the host retries settle
+                // under the stage's retry and breaker policy, which logs
+                // once per backoff and fails or opens the breaker at last.
+                if (e.status() != CDCFLOW_ERR_RETRY) throw;
+                for (auto now = Clock::now(); now < until && !ctx().stop_requested(); now = Clock::now()) {
+                    const auto left =
+                        std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
+                    rd_kafka_poll(rk_, static_cast<int>(std::clamp<int64_t>(left, 1, 100)));
+                }
+                settle_metrics();
+                throw Error(CDCFLOW_ERR_RETRY,
+                            std::string("committing what Kafka acknowledged: ") + e.what());
+            }
+            durable_ = units_[n - 1]->call;
+            for (size_t k = 0; k < n; ++k) {
+                units_.front()->clear();
+                spare_units_.push_back(std::move(units_.front()));
+                units_.pop_front();
+            }
+            return durable_;
         }
-        if (outstanding_ == 0) return;
+        check_failed();
+        retry_failed();
+        const auto now = Clock::now();
         if (ctx().stop_requested()) {
-            // A graceful stop finishes a batch whose acknowledgements are
-            // on their way (giving it up would publish it again at the next
+            // A graceful stop still takes acknowledgements on their way for
+            // a while (giving them up publishes them again at the next
             // start); a cluster that does not answer does not hold it up.
-            const auto now = std::chrono::steady_clock::now();
-            if (stop_seen_ == std::chrono::steady_clock::time_point{}) stop_seen_ = now;
-            if (now - stop_seen_ > std::chrono::milliseconds(kStopGraceMs)) give_up_on_stop(outstanding_);
+            // Giving up is explicit (RETRY while stopping); an OK without
+            // progress makes the host call again with a full wait.
+            if (stop_seen_ == Clock::time_point{}) stop_seen_ = now;
+            if (now - stop_seen_ > std::chrono::milliseconds(kStopGraceMs)) {
+                size_t waiting = 0; // in flight, and failed for now
+                for (const auto &u : units_)
+                    waiting += u->outstanding + u->failed;
+                give_up_on_stop(waiting);
+            }
         }
-        // Parked in librdkafka's queue until a report arrives (or 100 ms,
-        // to look at the stop flag).
-        rd_kafka_poll(rk_, 100);
+        if (now >= until) return durable_;
+        // Parked in librdkafka's queue until a report arrives, the wait
+        // ends, or (at most 100 ms) to look at the stop flag and retries.
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - now).count();
+        rd_kafka_poll(rk_, static_cast<int>(std::clamp<int64_t>(left, 1, 100)));
     }
 }
 
-void KafkaSink::publish(cdcflow::Batch &batch) {
-    ++generation_;
-    first_permanent_ = -1;
-    outstanding_ = 0;
-    int64_t backoff = backoff_ms_;
-    for (uint32_t round = 1;; ++round) {
-        for (size_t n = 0; n < todo_.size(); ++n) {
-            produce_one(batch, todo_[n]);
-            // Serve the reports that are in as we go: librdkafka frees each
-            // acknowledged message there, and freeing them interleaved with
-            // the next messages' allocations reuses the same memory; freed
-            // all at once at the end of a large batch, glibc spent a third
-            // of this thread's time coalescing them (perf, 1M events).
-            if ((n & 255) == 255) rd_kafka_poll(rk_, 0);
-        }
-        produced_.add(static_cast<int64_t>(todo_.size()));
-        wait_round(batch);
-        todo_.clear();
-        for (uint32_t i = 0; i < slots_.size(); ++i)
-            if (slots_[i].state == kFailed) todo_.push_back(i);
-        if (todo_.empty()) return;
-        // Failed for now (timed out, the cluster unreachable): produced
-        // again in the original order, never skipped; nothing is committed
-        // meanwhile.
-        const cdcflow_event &first = batch[todo_[0]];
-        ctx().warn(std::to_string(todo_.size()) + " events not acknowledged by Kafka (first: event " +
-                   base::text(sv(first.event_id), '\'') + " at position " +
-                   std::to_string(first.position.offset) + ": " + err_text(slots_[todo_[0]].err) +
-                   "); producing them again in " + std::to_string(backoff) + " ms (round " +
-                   std::to_string(round + 1) + ")");
-        retries_.add(static_cast<int64_t>(todo_.size()));
-        const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(backoff);
-        for (;;) {
-            if (ctx().stop_requested()) give_up_on_stop(todo_.size());
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                                  until - std::chrono::steady_clock::now())
-                                  .count();
-            if (left <= 0) break;
-            rd_kafka_poll(rk_, static_cast<int>(std::min<int64_t>(left, 100)));
-        }
-        backoff = std::min(backoff * 2, backoff_max_ms_);
-    }
-}
-
-void KafkaSink::commit(cdcflow::Batch &batch) {
+void KafkaSink::commit(size_t n) {
     const int64_t now = base::wall_us();
     int64_t dead = 0;
     sqlite::Transaction tx(db_);
     // Still the owner? Checked under the write lock this transaction holds
     // until COMMIT, so no takeover can slip in between.
     if (fence_) fence_.check();
-    for (uint32_t i = 0; i < batch.size(); ++i)
-        if (batch[i].status == CDCFLOW_EVENT_REJECTED) {
-            dead_letters_out_.insert(batch[i], now);
+    partitions_.clear();
+    for (size_t k = 0; k < n; ++k) {
+        const Unit &u = *units_[k];
+        for (const cdcflow_event &e : u.dead) {
+            dead_letters_out_.insert(e, now);
             ++dead;
         }
-    // The last position of each partition in the batch, whatever the events'
-    // status: skipped and dead-lettered events are done with too.
-    partitions_.clear();
-    for (uint32_t i = 0; i < batch.size(); ++i) {
-        const cdcflow_position &p = batch[i].position;
-        std::string_view part = sv(p.partition);
-        auto it =
-            std::find_if(partitions_.begin(), partitions_.end(), [&](auto &x) { return x.first == part; });
-        if (it == partitions_.end())
-            partitions_.emplace_back(part, p.offset);
-        else
-            it->second = p.offset;
+        // The newest position of each partition over the units.
+        for (const auto &[part, offset] : u.positions) {
+            auto it = std::find_if(partitions_.begin(), partitions_.end(),
+                                   [&](auto &x) { return x.first == part; });
+            if (it == partitions_.end())
+                partitions_.emplace_back(part, offset);
+            else
+                it->second = offset;
+        }
     }
     for (const auto &[part, offset] : partitions_) {
         checkpoint_upsert_.bind(1, std::string_view(checkpoint_name_))
@@ -581,8 +708,8 @@ void KafkaSink::commit(cdcflow::Batch &batch) {
             .bind(3, offset)
             .bind(4, now);
         checkpoint_upsert_.run();
-        // A checkpoint never moves back: this batch would then be a second
-        // publication of events already committed. Refuse the whole batch.
+        // A checkpoint never moves back: these would then be a second
+        // publication of events already committed. Refuse them as a whole.
         if (db_.changes() != 1)
             throw Error(CDCFLOW_ERR_INTERNAL, "checkpoint '" + checkpoint_name_ + "' is already at or past " +
                                                   std::to_string(offset) + ": refusing to move it back");
@@ -590,23 +717,6 @@ void KafkaSink::commit(cdcflow::Batch &batch) {
     tx.commit();
     if (fence_) fence_.committed();
     dead_letters_.add(dead);
-}
-
-void KafkaSink::process(cdcflow::Batch &batch) {
-    if (batch.empty()) return;
-    if (!rk_) throw Error(CDCFLOW_ERR_INTERNAL, "process() before start()");
-    const Signature sig{batch.raw(), batch.size(), batch[0].position.offset,
-                        batch[batch.size() - 1].position.offset};
-    if (!acked_ || !(*acked_ == sig)) {
-        acked_.reset();
-        plan(batch);
-        publish(batch);
-        acked_ = sig;
-    }
-    // A commit that fails here (a locked database) is retried by the host
-    // with this same batch: acked_ then skips publishing it again.
-    commit(batch);
-    acked_.reset();
 }
 
 void KafkaSink::acquire(const cdcflow_ownership &req) {

@@ -1,10 +1,20 @@
 // kafka_sink: publishes the outbox to Kafka with Debezium's outbox event
 // router contract (topic per aggregate type, key = aggregate id, value = the
-// payload as written, headers id and type). A batch's position is committed
-// (with its dead letters, in one SQLite transaction on the source database,
-// under the one-owner fence) only after Kafka acknowledged every event of
-// the batch; a crash between the two republishes: at-least-once into the
-// topic. See README.md.
+// payload as written, headers id and type). A position is committed (with
+// its dead letters, in one SQLite transaction on the source database, under
+// the one-owner fence) only after Kafka acknowledged every event up to it;
+// a crash between the two republishes: at-least-once into the topic. See
+// README.md.
+//
+// Deferred commits (ABI 6, CDCFLOW_PLUGIN_DEFERRED_COMMIT): process
+// produces a batch and returns without waiting for Kafka; each accepted call
+// is a pending Unit (its messages, dead letters and positions). settle
+// serves the delivery reports, produces failed deliveries again, and commits
+// the oldest fully acknowledged units in one transaction. The sink relies
+// on the host keeping each batch (its arena) until settle reported it
+// durable: units borrow the batch's memory (payloads are produced without
+// a copy, dead letters and retries read the events' bytes) instead of
+// copying it.
 //
 // Thread-safety: driven by one thread at a time (plugin.h); librdkafka's
 // callbacks run on that thread (inside rd_kafka_poll), except the log and
@@ -24,6 +34,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -103,8 +114,8 @@ struct KafkaSinkSettings {
             .defaults_to("5000")
             .min("0")
             .max("3600000")
-            .describe("SQLite busy timeout; a commit that still finds the database locked is retried by the "
-                      "host (without publishing again)"),
+            .describe("SQLite busy timeout; a commit that still finds the database locked is tried again "
+                      "(without publishing again)"),
         cdcflow::param("create_schema", &S::create_schema)
             .defaults_to("true")
             .describe("create the dead_letters and cdcflow_checkpoints tables if missing, and use WAL"),
@@ -118,7 +129,8 @@ struct KafkaSinkSettings {
 class KafkaSink : public cdcflow::Sink {
 public:
     static constexpr const char *kName = "kafka_sink";
-    static constexpr const char *kVersion = "1.0.0";
+    static constexpr const char *kVersion = "1.1.0";
+    static constexpr uint32_t kFlags = CDCFLOW_PLUGIN_DEFERRED_COMMIT;
     static constexpr const char *kDescription =
         "publishes events to Kafka (Debezium's outbox router contract); checkpoint and dead letters "
         "committed once Kafka acknowledged them";
@@ -129,7 +141,11 @@ public:
 
     void start() override;
     void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override;
+    // Produces the batch and returns (it is accepted, not yet durable).
     void process(cdcflow::Batch &batch) override;
+    // Serves delivery reports for up to wait_ms (parked), commits what is
+    // acknowledged; returns how many process calls are durable (plugin.h).
+    uint64_t settle(uint32_t wait_ms);
     void stop() override;
     void acquire(const cdcflow_ownership &req);
     void release();
@@ -138,28 +154,55 @@ public:
     const Properties &properties() const { return props_; }
 
 private:
-    struct Slot {
+    enum : uint8_t { kPending, kAcked, kFailed };
+    // One message of a unit. The event is a copy of the batch's struct (its
+    // place in the batch moves while the host isolates a poison event); the
+    // bytes it points to are the batch's, borrowed until the unit is durable.
+    struct Msg {
+        cdcflow_event e;
         rd_kafka_topic_t *topic = nullptr;
         int32_t partition = 0; // where the partitioner puts it (for the produce order only)
-        uint8_t state = 0;     // kSkip, kPending, kAcked, kFailed
+        uint8_t state = kPending;
         int32_t err = 0;
     };
-    enum : uint8_t { kSkip, kPending, kAcked, kFailed };
+    // One accepted process call, durable once every message is acknowledged.
+    struct Unit {
+        uint32_t gen = 0;  // tells its delivery reports from others'
+        uint64_t call = 0; // the process call's number (what settle reports)
+        std::vector<Msg> msgs;
+        size_t outstanding = 0; // produced, no report yet
+        size_t failed = 0;      // reported failed for now: produced again after the backoff
+        int64_t first_permanent = -1;
+        int64_t backoff_ms = 0;
+        uint32_t round = 1;
+        std::chrono::steady_clock::time_point retry_at{};       // set while failed messages wait
+        std::vector<cdcflow_event> dead;                        // rejected events: dead letters
+        std::vector<std::pair<std::string, int64_t>> positions; // the last per partition
+        void clear() {
+            msgs.clear();
+            dead.clear();
+            positions.clear();
+            outstanding = failed = 0;
+            first_permanent = -1;
+            round = 1;
+            retry_at = {};
+        }
+    };
 
     void open_producer();
     void close_producer() noexcept;
-    // Marks what is not produced (rejected, skipped, illegal topic...) and
-    // finds each event's topic handle; fills todo_.
-    void plan(cdcflow::Batch &batch);
-    // Produces every todo_ event and waits until Kafka acknowledged all of
-    // them, producing failed ones again (in order, with backoff) until they
-    // are. Throws on a permanent failure or a stop.
-    void publish(cdcflow::Batch &batch);
-    void produce_one(cdcflow::Batch &batch, uint32_t i);
-    // Waits (parked in rd_kafka_poll) until no delivery of this round is
-    // outstanding.
-    void wait_round(cdcflow::Batch &batch);
-    void commit(cdcflow::Batch &batch);
+    // Marks what is not produced (rejected, skipped, illegal topic...),
+    // finds each event's topic handle; appends the unit's messages in the
+    // order they are to be produced.
+    void plan(cdcflow::Batch &batch, Unit &u);
+    void produce_one(Unit &u, uint32_t k);
+    // The unit a delivery report belongs to (null: one given up on).
+    Unit *unit_of(uint32_t gen);
+    // settle's steps: produce again what failed for now (after its
+    // backoff), fail on what failed for good, commit the oldest `n` units.
+    void retry_failed();
+    void check_failed();
+    void commit(size_t n);
     struct TopicInfo {
         rd_kafka_topic_t *rkt = nullptr;
         int32_t partitions = 0; // 0: not known (yet)
@@ -168,12 +211,13 @@ private:
     // The topic's partition count from the cluster's metadata (0 when it
     // does not answer in time).
     int32_t partition_count(rd_kafka_topic_t *rkt, int timeout_ms);
-    // Orders todo_ by partition, keeping the batch's order within each
+    // Orders planned_ by partition, keeping the batch's order within each
     // partition (so within each key).
     void order_by_partition();
-    [[noreturn]] void fail_event(cdcflow::Batch &batch, uint32_t i, int err, const std::string &what);
+    // Gives every pending unit up (nothing more is committed) and throws.
+    [[noreturn]] void fail_msg(const Msg &m, int err, const std::string &what);
     [[noreturn]] void give_up_on_stop(size_t outstanding);
-    // How long a stop waits for acknowledgements already due (wait_round).
+    // How long a stop still waits for acknowledgements already due (settle).
     static constexpr int64_t kStopGraceMs = 5000;
     std::chrono::steady_clock::time_point stop_seen_{};
     // Parses the event's own headers JSON for the header.<key> headers;
@@ -210,32 +254,33 @@ private:
     // null for another one: then the batch is produced in its own order.
     int32_t (*partitioner_)(const rd_kafka_topic_t *, const void *, size_t, int32_t, void *,
                             void *) = nullptr;
-    std::vector<uint32_t> counts_, sorted_;
-    uint32_t asked_ = 0; // the batch (generation + 1) that last asked for partition counts
+    std::vector<uint32_t> counts_;
+    uint32_t asked_ = 0; // the unit (generation + 1) that last asked for partition counts
     std::atomic<bool> fatal_{false};
 
-    // This batch's delivery state (reused: no allocation per event).
-    uint32_t generation_ = 0; // tells this batch's reports from an abandoned one's
-    std::vector<Slot> slots_;
-    std::vector<uint32_t> todo_;
-    size_t outstanding_ = 0;
-    int64_t first_permanent_ = -1;              // the first event whose delivery failed for good
+    // Accepted process calls not yet durable, oldest first, and the one
+    // being produced. A call that failed after producing some messages
+    // leaves them in current_ (tracked until acknowledged, since they
+    // borrow the batch's bytes), and the next call adds its own.
+    std::deque<std::unique_ptr<Unit>> units_;
+    std::unique_ptr<Unit> current_;
+    std::vector<std::unique_ptr<Unit>> spare_units_; // reused: no allocation per batch
+    uint32_t generation_ = 0;
+    uint64_t accepted_ = 0, durable_ = 0;
+    std::optional<std::string> failure_; // a unit failed for good: nothing more is accepted
+    struct Planned {                     // an event to produce, before the messages are made
+        uint32_t index = 0;
+        int32_t partition = 0;
+        rd_kafka_topic_t *topic = nullptr;
+    };
+    std::vector<Planned> planned_, sorted_;
+    size_t outstanding_ = 0;                    // over every unit: the in_flight gauge
     int64_t acked_count_ = 0, acked_bytes_ = 0; // not yet in the metrics
     std::vector<rd_kafka_vu_t> vus_;
     std::string topic_buf_, reason_;
     char ts_buf_[24];
     struct EventHeaders; // the parser of events' own headers JSON (header.<key>)
     std::unique_ptr<EventHeaders> event_headers_;
-
-    // A batch acknowledged whose commit failed (a locked database): the
-    // host's retry commits it without publishing it again.
-    struct Signature {
-        const void *batch = nullptr;
-        uint32_t size = 0;
-        int64_t first = 0, last = 0;
-        bool operator==(const Signature &) const = default;
-    };
-    std::optional<Signature> acked_;
 
     // SQLite.
     std::unique_ptr<ownership::Lease> lease_;

@@ -52,19 +52,29 @@ def read_topic(bootstrap):
     return out
 
 
-class KafkaSinkTest(TempDirTest):
+class OutboxKafkaTest(TempDirTest):
+    """An outbox file (outbox.db) filled by the accounts generator, published
+    by the shipped pipeline (test_deferred_commit.py shares it)."""
+    SEED, ACCOUNTS = 7, 200
+
     def setUp(self):
         super().setUp()
         self.db = self.path("outbox.db")
         c = sqlite3.connect(self.db)
         open_outbox(c)
         c.close()
-        self.gen = Generator(seed=7, accounts=200)
+        self.gen = Generator(seed=self.SEED, accounts=self.ACCOUNTS)
 
     def add(self, n):
         c = sqlite3.connect(self.db, timeout=30)
         insert(c, self.gen.rows(n))
         c.close()
+
+    def env(self, k):
+        return env_with(CDCFLOW_DB=self.db, CDCFLOW_KAFKA_BROKERS=k.bootstrap)
+
+
+class KafkaSinkTest(OutboxKafkaTest):
 
     def pipeline(self, **kafka):
         """The shipped pipeline, with extra librdkafka properties."""
@@ -73,9 +83,6 @@ class KafkaSinkTest(TempDirTest):
         text = re.sub(r"( +linger\.ms: \d+\n)", lambda m: m.group(1) + extra, text)
         self.assertTrue(not extra or extra in text)
         return self.write("pipeline.yaml", text)
-
-    def env(self, k):
-        return env_with(CDCFLOW_DB=self.db, CDCFLOW_KAFKA_BROKERS=k.bootstrap)
 
     def drain(self, k, pipeline=PIPELINE, timeout=60):
         r = run(["run", pipeline, "--drain"], env=self.env(k), timeout=timeout)

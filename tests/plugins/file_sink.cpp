@@ -7,6 +7,8 @@
 // projection_sink). Without `output` it only counts. poison_offsets /
 // poison_every make process fail with CDCFLOW_ERR_EVENT (bisection tests);
 // busy_batches / busy_ms make it fail transiently (retry and breaker tests).
+#include "checkpoint_file.hpp"
+
 #include <cdcflow/sdk.hpp>
 
 #include <cerrno>
@@ -73,12 +75,7 @@ public:
     }
 
     void checkpoint(const std::function<void(const cdcflow_position &)> &emit) override {
-        if (output_.empty()) return;
-        std::FILE *f = std::fopen((output_ + ".checkpoint").c_str(), "r");
-        if (!f) return;
-        long long off = 0;
-        if (std::fscanf(f, "%lld", &off) == 1) emit(cdcflow_position{{"", 0}, off});
-        std::fclose(f);
+        if (!output_.empty()) test_sinks::report_checkpoint(output_, emit);
     }
 
     void process(cdcflow::Batch &batch) override {
@@ -120,14 +117,7 @@ public:
         }
         if (::write(fd_, buf.data(), buf.size()) != static_cast<ssize_t>(buf.size()) || ::fsync(fd_) != 0)
             throw cdcflow::Error(CDCFLOW_ERR_IO, "write " + output_ + ": " + std::strerror(errno));
-        std::string tmp = output_ + ".checkpoint.tmp";
-        std::string cp = std::to_string(batch[batch.size() - 1].position.offset) + "\n";
-        int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-        bool ok = fd >= 0 && ::write(fd, cp.data(), cp.size()) == static_cast<ssize_t>(cp.size()) &&
-                  ::fsync(fd) == 0;
-        if (fd >= 0) ::close(fd);
-        if (!ok || std::rename(tmp.c_str(), (output_ + ".checkpoint").c_str()) != 0)
-            throw cdcflow::Error(CDCFLOW_ERR_IO, "checkpoint " + output_ + ": " + std::strerror(errno));
+        test_sinks::write_checkpoint(output_, batch[batch.size() - 1].position.offset);
     }
 
 private:

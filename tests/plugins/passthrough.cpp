@@ -2,6 +2,8 @@
 // reject, mark duplicates, drop, fail or throw at given offsets. With `history` N
 // it asks the host to replay the last N events up to the checkpoint before
 // start (ABI 3), and records what restore() saw in its metrics.
+#include "descriptor_with_flags.hpp"
+
 #include <cdcflow/sdk.hpp>
 
 #include <stdexcept>
@@ -123,4 +125,18 @@ private:
         restore_late_, restore_max_batch_, seeks_;
 };
 
+#ifndef PASSTHROUGH_DEFERRED
 CDCFLOW_PLUGIN(Passthrough)
+#else
+// A transform declaring CDCFLOW_PLUGIN_DEFERRED_COMMIT (a sink's flag): the
+// host must refuse it. The SDK would not build that, so the descriptor is
+// patched by hand.
+class PassthroughDeferred : public Passthrough {
+public:
+    static constexpr const char *kName = "passthrough_deferred";
+    using Passthrough::Passthrough;
+};
+extern "C" CDCFLOW_EXPORT const cdcflow_plugin *cdcflow_plugin_entry(void) {
+    return test_plugins::descriptor_with_flags<PassthroughDeferred>(CDCFLOW_PLUGIN_DEFERRED_COMMIT);
+}
+#endif

@@ -23,6 +23,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 
 namespace cdcflow::test {
@@ -242,5 +243,16 @@ public:
 private:
     std::filesystem::path path_;
 };
+
+// Polls `pred` every few ms for up to 20 s (a generous bound: the code under
+// test decides when; nothing here measures speed).
+template <typename P> bool eventually(P pred) {
+    auto t0 = std::chrono::steady_clock::now();
+    while (!pred()) {
+        if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(20)) return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return true;
+}
 
 } // namespace cdcflow::test

@@ -2,6 +2,7 @@
 // poison events isolated by bisection: the runtime with the test plugins
 // (tests/plugins) loaded through Boost.DLL.
 #include "metrics_lookup.hpp"
+#include "plugin_harness.hpp"
 #include "runtime.hpp"
 
 #include <cdcflow/sdk.hpp>
@@ -21,6 +22,7 @@
 using namespace cdcflow::host;
 using cdcflow::Result;
 using cdcflow::Status;
+using cdcflow::test::eventually;
 
 namespace {
 
@@ -88,17 +90,6 @@ StageReport stage(const HealthReport &h, const std::string &id) {
     for (const StageReport &s : h.stages)
         if (s.id == id) return s;
     throw std::runtime_error("no stage " + id);
-}
-
-// Polls `pred` every few ms for up to 20 s (a generous bound: the pipeline
-// itself decides when; nothing here measures speed).
-template <typename P> bool eventually(P pred) {
-    auto t0 = std::chrono::steady_clock::now();
-    while (!pred()) {
-        if (std::chrono::steady_clock::now() - t0 > std::chrono::seconds(20)) return false;
-        std::this_thread::sleep_for(std::chrono::milliseconds(2));
-    }
-    return true;
 }
 
 } // namespace

@@ -14,6 +14,7 @@
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 
+#include <atomic>
 #include <chrono>
 #include <map>
 #include <string>
@@ -254,9 +255,29 @@ struct Sink {
     Sink(std::initializer_list<std::pair<const char *, Val>> cfg)
         : h("publish", cdcflow::test::declared<KafkaSink>(), cfg),
           sink(cdcflow::test::make_stage<KafkaSink>(h)) {}
+    uint64_t accepted = 0;
+    std::atomic<bool> stopping{false};
+    void request_stop() {
+        stopping.store(true);
+        h.request_stop();
+    }
     void process(cdcflow_batch &b) {
         cdcflow::Batch view = h.view(b);
         sink->process(view);
+        ++accepted;
+    }
+    // Settles as the host does: until every accepted call is durable, a
+    // stop makes no progress, or 20 s pass. Returns the durable count.
+    uint64_t settle_all() {
+        uint64_t durable = 0;
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (durable < accepted && std::chrono::steady_clock::now() < until) {
+            const uint64_t before = durable;
+            durable = sink->settle(100);
+            CHECK(durable >= before); // never decreases
+            if (durable == before && stopping.load()) break;
+        }
+        return durable;
     }
     int64_t checkpoint() {
         int64_t at = -1;
@@ -348,6 +369,9 @@ TEST_CASE("kafka_sink: a batch is published with the contract, then its dead let
     cdcflow::host::host_api()->event_reject(&other, &raw, 5, "amount is too large", 19);
     raw.events[1].headers = s.h.view(raw).copy(R"({"trace": "t-2", "n": 7})");
     s.process(raw);
+    // Accepted, not committed: process does not wait for Kafka.
+    CHECK(s.checkpoint() == -1);
+    CHECK(s.settle_all() == 1);
     CHECK(s.checkpoint() == 8);
     CHECK(s.h.metric("acked") == 6);
     CHECK(s.h.metric("dead_letters") == 2);
@@ -393,8 +417,9 @@ TEST_CASE("kafka_sink: a permanent delivery failure fails the batch naming the e
     // Every Produce request for a while: not authorized (permanent).
     std::vector<rd_kafka_resp_err_t> errs(20, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     rd_kafka_mock_push_request_errors_array(k.mc, 0 /* Produce */, errs.size(), errs.data());
+    s.process(b); // accepted: the failure comes with the acknowledgements
     try {
-        s.process(b);
+        s.settle_all();
         FAIL("no error");
     } catch (const cdcflow::Error &e) {
         CHECK(e.status() == CDCFLOW_ERR_IO);
@@ -408,6 +433,10 @@ TEST_CASE("kafka_sink: a permanent delivery failure fails the batch naming the e
         CHECK(msg.find('\n') == std::string::npos);
     }
     CHECK(s.checkpoint() == -1);
+    // Nothing more is accepted after it.
+    cdcflow_batch more(8);
+    cdcflow::test::append(more, event(3, "acc-2"));
+    CHECK_THROWS_AS(s.process(more), cdcflow::Error);
     s.sink->stop();
 }
 
@@ -424,23 +453,21 @@ TEST_CASE("kafka_sink: a stop while Kafka is away gives the batch up, nothing co
         rd_kafka_mock_broker_set_down(k.mc, 1);
         std::thread stopper([&] {
             std::this_thread::sleep_for(std::chrono::milliseconds(300));
-            s.h.request_stop();
+            s.request_stop();
         });
-        try {
-            s.process(b);
-            FAIL("no error");
-        } catch (const cdcflow::Error &e) {
-            CHECK(e.status() == CDCFLOW_ERR_RETRY);
-            CHECK(std::string(e.what()).find("nothing of this batch is committed") != std::string::npos);
-        }
+        s.process(b); // accepted at once, Kafka away or not
+        // The stop's grace passes with nothing acknowledged: no progress.
+        CHECK(s.settle_all() == 0);
+        CHECK(s.stopping.load());
         stopper.join();
         CHECK(s.checkpoint() == -1);
     }
     s.sink->stop();
     rd_kafka_mock_broker_set_up(k.mc, 1);
 
-    // The commit finds the database locked: the host's retry commits the
-    // batch without producing it a second time.
+    // The commit finds the database locked: settle returns RETRY (the host
+    // retries it under the stage's policy) and commits at a later call,
+    // without producing the batch a second time.
     Sink t({{"database", db}, {"brokers", k.bootstrap}, {"busy_timeout_ms", 0}});
     t.sink->start();
     cdcflow_batch b(8);
@@ -448,12 +475,82 @@ TEST_CASE("kafka_sink: a stop while Kafka is away gives the batch up, nothing co
     {
         sqlite::Db locker(db, SQLITE_OPEN_READWRITE);
         locker.exec("BEGIN IMMEDIATE");
-        CHECK_THROWS_AS(t.process(b), cdcflow::Error);
+        t.process(b);
+        // Acknowledged by Kafka meanwhile, but not committed.
+        const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        // No progress while unacknowledged; RETRY once the commit is tried.
+        auto busy_or_none = [&] {
+            try {
+                return t.sink->settle(50) == 0;
+            } catch (const cdcflow::Error &e) {
+                return e.status() == CDCFLOW_ERR_RETRY &&
+                       std::string(e.what()).find("database is locked") != std::string::npos;
+            }
+        };
+        while (t.h.metric("acked") < 1 && std::chrono::steady_clock::now() < until)
+            CHECK(busy_or_none());
+        CHECK(t.h.metric("acked") == 1);
+        bool retry = false;
+        try {
+            t.sink->settle(50);
+        } catch (const cdcflow::Error &e) {
+            retry = e.status() == CDCFLOW_ERR_RETRY;
+        }
+        CHECK(retry);
+        CHECK(t.checkpoint() == -1);
         locker.exec("ROLLBACK");
     }
-    CHECK(t.checkpoint() == -1);
-    t.process(b);
+    CHECK(t.settle_all() == 1);
     CHECK(t.checkpoint() == 2);
     CHECK(t.h.metric("produced") == 1);
     t.sink->stop();
+}
+
+TEST_CASE("kafka_sink: process returns before Kafka acknowledges; settle commits the acknowledged calls in "
+          "order, several in one transaction") {
+    MockCluster k(4);
+    TempDir dir("ksink_defer");
+    const std::string db = dir.file("o.db");
+    Sink s({{"database", db}, {"brokers", k.bootstrap}});
+    s.sink->start();
+    // Kafka away: three calls accepted all the same, none durable.
+    rd_kafka_mock_broker_set_down(k.mc, 1);
+    std::vector<std::unique_ptr<cdcflow_batch>> batches;
+    for (int64_t call = 0; call < 3; ++call) {
+        batches.push_back(std::make_unique<cdcflow_batch>(8));
+        for (int64_t i = 1; i <= 4; ++i)
+            cdcflow::test::append(*batches.back(), event(call * 4 + i, "acc-" + std::to_string(i)));
+        if (call == 1) { // a dead letter in the second call
+            cdcflow_ctx other{};
+            other.stage_id = "validate";
+            cdcflow::host::host_api()->event_reject(&other, batches.back().get(), 0, "bad", 3);
+        }
+        s.process(*batches.back());
+    }
+    CHECK(s.sink->settle(200) == 0);
+    CHECK(s.checkpoint() == -1);
+    CHECK(s.h.metric("in_flight") == 11);
+    // Kafka back: everything acknowledged, committed (the three calls, once
+    // all three are acknowledged, possibly in one transaction).
+    rd_kafka_mock_broker_set_up(k.mc, 1);
+    CHECK(s.settle_all() == 3);
+    CHECK(s.checkpoint() == 12);
+    CHECK(s.h.metric("acked") == 11);
+    CHECK(s.h.metric("dead_letters") == 1);
+    sqlite::Db conn(db, SQLITE_OPEN_READONLY);
+    sqlite::Stmt dl(conn, "SELECT event_id FROM dead_letters");
+    REQUIRE(dl.step());
+    CHECK(dl.text(0) == "ev-5");
+    CHECK(!dl.step());
+    // Per key, the outbox's order across the calls.
+    std::vector<std::string> got = k.read("outbox.event.Account", 4);
+    REQUIRE(got.size() == 11);
+    std::map<std::string, std::vector<std::string>> by_key;
+    for (const std::string &line : got)
+        by_key[line.substr(0, line.find('\t'))].push_back(line);
+    REQUIRE(by_key["acc-2"].size() == 3);
+    CHECK(by_key["acc-2"][0].find("id=ev-2;") != std::string::npos);
+    CHECK(by_key["acc-2"][1].find("id=ev-6;") != std::string::npos);
+    CHECK(by_key["acc-2"][2].find("id=ev-10;") != std::string::npos);
+    s.sink->stop();
 }

@@ -13,15 +13,17 @@ that no partition passes the mock's 5 MiB limit):
      what kcat can do) from a file, with the producer settings the sink uses
      (idempotent, acks all, linger.ms 5).
 
-Prints both rates (events/s, wall clock), CPU seconds, and the ratio
-cdcflow / kcat. With --perf, `cdcflow run` runs under `perf stat`.
+Prints both rates (events/s, wall clock), CPU seconds (cdcflow's peak RSS
+too), and the ratio cdcflow / kcat. With --perf, `cdcflow run` runs under `perf stat`.
 
 Usage: tools/bench/bench_kafka_sink.py [--build build] [--events N] [--accounts N]
-       [--partitions 128] [--brokers 1] [--rounds 1] [--workdir DIR] [--perf] [--no-verify]
+       [--partitions 128] [--brokers 1] [--rounds 1] [--batch-max-events N] [--workdir DIR] [--perf]
+       [--no-verify]
 Prints figures; asserts nothing.
 """
 import argparse
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -45,7 +47,7 @@ def timed(cmd, env=None):
     p.stderr.close()
     if status != 0:
         sys.exit("%s failed: %s" % (cmd[0], err[-3000:]))
-    return secs, ru.ru_utime + ru.ru_stime, err
+    return secs, ru.ru_utime + ru.ru_stime, err, ru.ru_maxrss  # ru_maxrss: KiB
 
 
 def count(bootstrap, topic):
@@ -66,6 +68,8 @@ def main():
                     help="brokers in the mock cluster (an idempotent producer keeps at most 5 requests in "
                          "flight per broker, one partition per request: a batch's last acknowledgements take "
                          "about partitions / (5 x brokers) round trips)")
+    ap.add_argument("--batch-max-events", type=int,
+                    help="run the pipeline with this settings.batch_max_events instead of the shipped one")
     ap.add_argument("--workdir")
     ap.add_argument("--perf", action="store_true", help="run cdcflow under perf stat")
     ap.add_argument("--no-verify", action="store_true", help="do not count the messages read back")
@@ -89,6 +93,14 @@ def main():
             f.write(key + "\t" + value + "\n")
     c.close()
 
+    pipeline = PIPELINE
+    if args.batch_max_events:
+        with open(PIPELINE) as f:
+            text = re.sub(r"batch_max_events: \d+", "batch_max_events: %d" % args.batch_max_events, f.read())
+        pipeline = os.path.join(work, "pipeline.yaml")
+        with open(pipeline, "w") as f:
+            f.write(text)
+
     cdc_rates, kcat_rates = [], []
     for r in range(args.rounds):
         # A fresh cluster per round: the mock keeps every message in memory.
@@ -103,20 +115,20 @@ def main():
                     os.remove(db + suffix)
             shutil.copy(src, db)
             env = dict(os.environ, CDCFLOW_DB=db, CDCFLOW_KAFKA_BROKERS=bootstrap)
-            cmd = [cdcflow, "run", PIPELINE, "--drain"]
+            cmd = [cdcflow, "run", pipeline, "--drain"]
             if args.perf:
                 cmd = ["perf", "stat", "-e", "task-clock,context-switches,cpu-migrations,page-faults"] + cmd
-            secs, cpu, err = timed(cmd, env)
+            secs, cpu, err, rss = timed(cmd, env)
             if args.perf:
                 print("\n".join(l for l in err.splitlines() if not l.startswith("20")))
             cdc_rates.append(args.events / secs)
-            print("round %d: cdcflow run --drain: %.2f s, %.0f events/s, %.2f CPU s" %
-                  (r + 1, secs, args.events / secs, cpu), flush=True)
+            print("round %d: cdcflow run --drain: %.2f s, %.0f events/s, %.2f CPU s, peak RSS %.0f MB" %
+                  (r + 1, secs, args.events / secs, cpu, rss / 1024.0), flush=True)
 
             kcmd = ["kcat", "-P", "-b", bootstrap, "-t", "kcat", "-K", "\t", "-H", "id=00000000-0000-4000-8000-000000000000",
                     "-H", "type=MoneyDeposited", "-X", "enable.idempotence=true", "-X", "acks=all",
                     "-X", "linger.ms=5", "-l", lines]
-            secs, cpu, _ = timed(kcmd)
+            secs, cpu, _, _ = timed(kcmd)
             kcat_rates.append(args.events / secs)
             print("round %d: kcat -P:                %.2f s, %.0f events/s, %.2f CPU s" %
                   (r + 1, secs, args.events / secs, cpu), flush=True)

@@ -672,14 +672,19 @@ typedef struct cdcflow_callbacks {
      * then): report what has become durable. Such a sink's process returning
      * OK means "accepted": its effects, dead letters and checkpoint become
      * durable later, in the order the process calls were accepted. Waits,
-     * parked, up to wait_ms (returning early on stop_requested) until at
-     * least one more accepted call is durable, then sets *durable to the
-     * number of process calls of this instance that returned OK and whose
-     * work is durable now (0 when none yet; it never decreases). OK, with
-     * or without progress; any other status fails the pipeline, and nothing
-     * accepted after the last durable call is committed (the host replays
-     * it from the checkpoint, at least once). Called on the sink's thread,
-     * only while calls are accepted and not yet durable. */
+     * parked, up to wait_ms until at least one more accepted call is
+     * durable, then sets *durable to the number of process calls of this
+     * instance that returned OK and whose work is durable now (0 when none
+     * yet; it never decreases): count a call only once process is sure to
+     * return OK. OK, with or without progress (during a stop the host calls
+     * again, up to shutdown_timeout_ms, while the sink still waits).
+     * ERR_RETRY: a transient failure (a locked database), retried under
+     * the stage's retry and breaker policy; while stop_requested it means
+     * "giving up because of the stop": what is not durable is abandoned.
+     * Any other status fails the pipeline. Either way nothing accepted
+     * after the last durable call is committed (the host replays it from
+     * the checkpoint, at least once). Called on the sink's thread, only
+     * while calls are accepted and not yet durable. */
     cdcflow_status (*settle)(void *instance, uint32_t wait_ms, uint64_t *durable, char *err,
                              uint64_t err_len); /* since ABI 6 */
 } cdcflow_callbacks;

@@ -62,6 +62,17 @@
 // sink that follows them defines `void partitions(const cdcflow_partitions &)`
 // (see plugin.h for what each must do).
 //
+// Deferred commits (ABI 6): a sink whose commit completes after process
+// returns (it waits for a remote acknowledgement, e.g. Kafka's) declares
+// `static constexpr uint32_t kFlags = CDCFLOW_PLUGIN_DEFERRED_COMMIT;` and
+// defines `uint64_t settle(uint32_t wait_ms)`: wait (parked, at most
+// wait_ms, less when stop_requested()) until at least one more accepted
+// process call is durable, and return how many of its process calls that
+// returned normally are durable now (never fewer than before); throw Error
+// when they cannot become durable (nothing after the last durable call may
+// then be committed). process then only has to accept the batch. The host
+// keeps each accepted batch (and its memory) until settle covers it.
+//
 // Thread-safety: an instance is driven by one thread at a time (see plugin.h).
 #pragma once
 
@@ -769,7 +780,8 @@ class Sink : public Stage {
 public:
     static constexpr cdcflow_kind kKind = CDCFLOW_KIND_SINK;
     using Stage::Stage;
-    // Make the batch durable (effects, dead letters, checkpoint) before returning.
+    // Make the batch durable (effects, dead letters, checkpoint) before
+    // returning; a deferred-commit sink (kFlags, settle) only accepts it.
     virtual void process(Batch &batch) = 0;
     // Report the durable checkpoint, one position per partition.
     virtual void checkpoint(const std::function<void(const cdcflow_position &)> &emit) { (void)emit; }
@@ -864,6 +876,14 @@ template <typename T>
 concept PartitionFollower = (std::is_base_of_v<Transform, T> ||
                              std::is_base_of_v<Sink, T>)&&requires(T &t, const cdcflow_partitions &c) {
     t.partitions(c);
+};
+
+// A sink whose commit completes after process returns (ABI 6): it declares
+// CDCFLOW_PLUGIN_DEFERRED_COMMIT in kFlags and reports what is durable with
+// `uint64_t settle(uint32_t wait_ms)` (see plugin.h's settle).
+template <typename T>
+concept SettlingSink = std::is_base_of_v<Sink, T> && requires(T &t, uint32_t wait_ms) {
+    { t.settle(wait_ms) } -> std::convertible_to<uint64_t>;
 };
 
 template <typename T> constexpr uint32_t flags_of() {
@@ -1029,6 +1049,16 @@ template <typename T> struct Thunks {
             return CDCFLOW_ERR_INTERNAL;
         }
     }
+    static cdcflow_status settle(void *p, uint32_t wait_ms, uint64_t *durable, char *err,
+                                 uint64_t err_len) noexcept {
+        if constexpr (SettlingSink<T>) {
+            return guarded(err, err_len,
+                           [&] { *durable = static_cast<uint64_t>(H(p)->obj->settle(wait_ms)); });
+        } else {
+            (void)p, (void)wait_ms, (void)durable, (void)err, (void)err_len;
+            return CDCFLOW_ERR_INTERNAL;
+        }
+    }
     static cdcflow_status replay(void *p, cdcflow_replay *req, cdcflow_batch *b, int32_t *done, char *err,
                                  uint64_t err_len) noexcept {
         if constexpr (ReplayingSource<T>) {
@@ -1078,6 +1108,9 @@ template <typename T> constexpr uint32_t param_count_of() {
 
 template <typename T> const cdcflow_plugin *descriptor() {
     static_assert(std::is_base_of_v<Stage, T>, "a plugin derives from cdcflow::Source, Transform or Sink");
+    static_assert(SettlingSink<T> == ((flags_of<T>() & CDCFLOW_PLUGIN_DEFERRED_COMMIT) != 0),
+                  "a sink declares CDCFLOW_PLUGIN_DEFERRED_COMMIT in kFlags exactly when it defines "
+                  "uint64_t settle(uint32_t wait_ms)");
     static_assert(!(DeclaresSettings<T> && requires { T::kConfig; }),
                   "declare config once: Settings (kParams) or the older kConfig, not both");
     static const cdcflow_callbacks cbs = {
@@ -1099,7 +1132,7 @@ template <typename T> const cdcflow_plugin *descriptor() {
         RestoringTransform<T> ? &Thunks<T>::restore : nullptr,
         ReplayingSource<T> ? &Thunks<T>::replay : nullptr,
         PartitionFollower<T> ? &Thunks<T>::partitions : nullptr,
-        nullptr, // settle (ABI 6): the SDK does not offer deferred commits yet
+        SettlingSink<T> ? &Thunks<T>::settle : nullptr,
     };
     static const cdcflow_plugin d = {
         CDCFLOW_ABI_VERSION,
