@@ -46,15 +46,17 @@ if [ "${CDCFLOW_QUICK:-0}" != 1 ]; then
   ninja -C build-tsan tests/unit_tests tests/plugins/gen_source.so tests/plugins/gen_source_noreplay.so \
     tests/plugins/passthrough.so tests/plugins/file_sink.so tests/plugins/abi_v1/v1_source.so \
     tests/plugins/abi_v1/v1_sink.so tests/plugins/abi_v1/v1_pass.so tests/plugins/group_source.so \
+    tests/plugins/deferred_sink.so tests/plugins/deferred_sink_nosettle.so tests/plugins/passthrough_deferred.so \
     plugins/deduper/deduper.so plugins/projection_sink/projection_sink.so >&2 || exit 1
   # The threaded code: queues, the runtime (scraped while it drains too),
   # ownership, retries/breakers/poison bisection, the HTTP server and client,
   # a consumer group's rebalances (partitions*: group_source, deduper, projection_sink),
+  # a sink that commits after process returns (deferred commit*: deferred_sink),
   # the metrics and their collectors, the log writer and the plugin log
   # limiter with its reporter thread (about 20 s on 2 cores).
   echo "== thread sanitizer: queue, runtime, ownership, breakers, http, metrics, logs ==" >&2
   if TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests \
-    --test-case='queue*,runtime*,ownership*,retry*,breaker*,poison*,http*,prometheus*,health*,log*,PluginLog*,metrics*,partitions*'; then
+    --test-case='queue*,runtime*,ownership*,retry*,breaker*,poison*,http*,prometheus*,health*,log*,PluginLog*,metrics*,partitions*,deferred commit*'; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))
