@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import BUILD_ROOT, SOURCE_ROOT, env_with, main, wait_for  # noqa: E402
+from helpers import BUILD_ROOT, SOURCE_ROOT, env_with, main, sanitize_flags, wait_for  # noqa: E402
 from outbox_gen import Generator  # noqa: E402
 from test_accounts import PIPELINE, AccountsTest, checkpoint  # noqa: E402
 
@@ -24,8 +24,8 @@ class EmbeddedKill9(AccountsTest):
         self.app = self.path("c_smoke")
         subprocess.run(["cc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", self.app,
                         os.path.join(SOURCE_ROOT, "tests", "embed", "c_smoke.c"),
-                        "-I" + os.path.join(SOURCE_ROOT, "core", "include"), "-L" + LIBDIR, "-lcdcflow-host"],
-                       check=True)
+                        "-I" + os.path.join(SOURCE_ROOT, "core", "include"), "-L" + LIBDIR, "-lcdcflow-host"] +
+                       sanitize_flags(), check=True)
         self.app_env = env_with(CDCFLOW_DB=self.db, LD_LIBRARY_PATH=LIBDIR)
         self.app_env.pop("CDCFLOW_PLUGIN_PATH", None)
 

@@ -694,7 +694,8 @@ void write_legacy(const std::string &db, int n) {
             s.bind(2, std::string_view("Account"));
         else
             s.bind_null(2);
-        s.bind(3, std::string_view("acc-" + std::to_string(i)));
+        const std::string key = "acc-" + std::to_string(i); // bound without a copy: lives past run()
+        s.bind(3, std::string_view(key));
         s.run();
     }
     d.exec("COMMIT");
