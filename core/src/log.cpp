@@ -580,8 +580,17 @@ bool parse_log_format(const std::string &s, LogFormat *out) {
 
 void set_log_pipeline(const std::string &name) {
     writer().set_pipeline(name);
+    // Readers hold the published pointer without a lock, so every name
+    // stays valid for the process's life: kept here (reachable, not leaked),
+    // one per change (an embedding process opens few pipelines).
+    static std::mutex mu;
+    static std::vector<std::unique_ptr<std::string>> names;
+    std::lock_guard lock(mu);
     const std::string *old = g_pipeline_name.load();
-    if (!old || *old != name) g_pipeline_name.store(new std::string(name));
+    if (!old || *old != name) {
+        names.push_back(std::make_unique<std::string>(name));
+        g_pipeline_name.store(names.back().get());
+    }
 }
 
 void set_plugin_log_limit(uint32_t lines_per_second) {
