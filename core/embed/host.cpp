@@ -168,6 +168,7 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     bool stop_asked = false;
     bool watcher_quit = false;
     bool final_delivered = false;       // the watcher told the subscribers the run's end
+    bool closing = false;               // close() began: nobody is told the run's end any more
     Status result;                      // the run's, once finished
     std::optional<RunEnd> end;          // how it ended, once finished
     std::function<void()> run_end_fn;   // on_run_end's
@@ -269,7 +270,7 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     bool wait_finished(std::unique_lock<std::mutex> &lk, std::chrono::milliseconds timeout) {
         const bool on_watcher = std::this_thread::get_id() == watcher.get_id();
         auto done = [this, on_watcher] {
-            return phase == Phase::finished && (final_delivered || on_watcher || !ran);
+            return phase == Phase::finished && (final_delivered || on_watcher || !ran || closing);
         };
         if (timeout.count() == 0) {
             cv.wait(lk, done);
@@ -404,6 +405,10 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         {
             std::unique_lock lock(mu);
             if (close_result) return *close_result;
+            // A stop() or drain() waiting in another thread for the final
+            // delivery, which will not come, returns on the run's end.
+            closing = true;
+            cv.notify_all();
             if (phase == Phase::running) {
                 stop_asked = true;
                 rt->request_stop();

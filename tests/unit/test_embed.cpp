@@ -611,7 +611,8 @@ TEST_CASE("embed: the state a callback sees only moves forward through a run") {
         auto seen = log.seen();
         REQUIRE(!seen.empty());
         CHECK(seen.back() == "stopped");
-        CHECK(std::find(seen.begin(), seen.end(), "running") != seen.end());
+        // (A short run may be delivered coalesced: "running" is not
+        // guaranteed, the order is.)
         for (size_t i = 1; i < seen.size(); ++i) {
             const std::string step = seen[i - 1] + " then " + seen[i];
             CHECK_MESSAGE(rank(seen[i - 1]) <= rank(seen[i]), step);
@@ -662,15 +663,15 @@ TEST_CASE(
     "embed: close with a plugin stuck in process is bounded, names the stage, and commits nothing more") {
     TempDir dir("embed_hang");
     std::string out = dir.file("events.txt");
-    auto h = open_test(test_yaml(out, "count: 0", "hang_at: 5", "", ", batch_size: 1"));
+    // One event a batch: offsets 1..4 are committed before the stuck one.
+    auto h = open_test(test_yaml(out, "count: 0", "hang_at: 5", "", ", batch_size: 1, batch_max_events: 1"));
     StateLog log;
     h->subscribe([&](const StateChange &c) { log.add(c.state); });
     REQUIRE(h->start().ok());
     REQUIRE(log.wait_for("running"));
-    // Batches grow under a backlog: offset 1 comes alone, the batch holding
-    // 5 is at most two batches later, moments after it.
-    REQUIRE(wait_lines(out, 1));
-    std::this_thread::sleep_for(100ms);
+    // The source reads ahead: offset 5 is in the transform's hands (or its
+    // queue) by the time 4 is committed.
+    REQUIRE(wait_lines(out, 4));
     // The transform is stuck at offset 5: stop cannot finish in time.
     CHECK(h->stop(200ms).code() == Status::Code::kUnavailable);
     const auto t0 = std::chrono::steady_clock::now();
@@ -693,11 +694,11 @@ TEST_CASE(
         CHECK(std::stoll(line) < 5);
 
     // The destructor alone is bounded the same way (settings.shutdown_timeout_ms).
-    auto h2 = open_test(test_yaml(dir.file("events2.txt"), "count: 0", "hang_at: 3", "", ", batch_size: 1"));
+    auto h2 = open_test(test_yaml(dir.file("events2.txt"), "count: 0", "hang_at: 3", "", ", batch_size: 1, batch_max_events: 1"));
     StateLog log2;
     h2->subscribe([&](const StateChange &c) { log2.add(c.state); });
     REQUIRE(h2->start().ok());
-    REQUIRE(wait_lines(dir.file("events2.txt"), 1));
+    REQUIRE(wait_lines(dir.file("events2.txt"), 2));
     const auto t1 = std::chrono::steady_clock::now();
     h2.reset();
     CHECK(std::chrono::steady_clock::now() - t1 < 5s);
@@ -705,7 +706,7 @@ TEST_CASE(
     // Through the C API: a code, and the stage in err.
     char err[512];
     cdcflow_host *c = cdcflow_host_open_string(
-        test_yaml(dir.file("events3.txt"), "count: 0", "hang_at: 2", "", ", batch_size: 1").c_str(), nullptr,
+        test_yaml(dir.file("events3.txt"), "count: 0", "hang_at: 2", "", ", batch_size: 1, batch_max_events: 1").c_str(), nullptr,
         err, sizeof err);
     REQUIRE_MESSAGE(c, err);
     REQUIRE(cdcflow_host_start(c, err, sizeof err) == 0);

@@ -147,9 +147,12 @@ CDCFLOW_HOST_API size_t cdcflow_host_last_error(cdcflow_host *h, char *buf, size
  * watcher thread, one call at a time, never while the host holds a lock:
  * the callback may call any function of this API, cdcflow_host_close
  * included (the watcher then ends on its own, and no callback of that host
- * is called after the close, not even the final state). Changes are seen
- * within about 50 ms; a change that reverts within that time may go unseen,
- * but the final state ("stopped" or "failed") is always delivered, before a
+ * is called after the close, not even the final state). Every change wakes
+ * the watcher at once (it is notified, not sampling; an idle host wakes no
+ * thread), so a state as short as a thread's wake-up (a breaker open for a
+ * few ms) is delivered; states that follow each other faster arrive as the
+ * last of them. The state moves only forward through a run. The final
+ * state ("stopped" or "failed") is always delivered, before a
  * stop or drain that saw the run end returns (after, when called from the
  * callback itself).
  *

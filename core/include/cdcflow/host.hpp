@@ -3,10 +3,11 @@
 // A Host runs one pipeline the way `cdcflow run` does (the same file, checks
 // and "FILE:LINE:COL: what" errors as `cdcflow validate`, the same stages,
 // exactly-once effect, /health JSON and /metrics families), on threads of
-// its own, started and stopped by the application. It serves no HTTP,
-// handles no signal and never exits the process: the application serves
-// health_json() and metrics_text() where it wants them. The C API
-// (cdcflow/host.h) is this one through a C waist, for other languages.
+// its own, started and stopped by the application. It handles no signal
+// and never exits the process; it serves HTTP only when asked (serve()):
+// the application may serve health_json() and metrics_text() where it
+// wants them instead. The C API (cdcflow/host.h) is this one through a C
+// waist, for other languages. `cdcflow run` is built on this class too.
 //
 // Failures: every call answers a cdcflow::Status (cdcflow/status.hpp) with a
 // one-line message; no exception leaves this API. exit_code() turns a
