@@ -394,7 +394,8 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     // Ends the run (if any) and the threads, waiting at most `timeout` (0:
     // settings.shutdown_timeout_ms) for the run; close()'s and the
     // destructor's work. A run still going then is abandoned (see close()).
-    Status close_impl(std::chrono::milliseconds timeout) {
+    // `destroying`: the Host is being destroyed (nothing reads rt after).
+    Status close_impl(std::chrono::milliseconds timeout, bool destroying) {
         {
             std::lock_guard lock(subs_mu);
             closed = true;
@@ -429,15 +430,17 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
                 watcher.join();
             } else {
                 // Closed from a callback: the watcher holds the Impl and ends
-                // after it, unjoined. The runtime (its stages, their databases
-                // and plugins) is torn down here, before the destructor
-                // returns, so that what is left to that thread is freeing
-                // memory: nothing of the pipeline's outlives the Host, even if
-                // the process exits at once. The runner is joined, and the
-                // watcher (this thread) no longer reads the runtime once
-                // closed. (A stuck run keeps its runtime: its threads use it.)
+                // after it, unjoined. When the Host is being destroyed, the
+                // runtime (its stages, their databases and plugins) is torn
+                // down here, before the destructor returns, so that what is
+                // left to that thread is freeing memory: nothing of the
+                // pipeline's outlives the Host, even if the process exits at
+                // once. The runner is joined, and the watcher (this thread) no
+                // longer reads the runtime once closed. (A stuck run keeps its
+                // runtime: its threads use it; after close() the reading
+                // functions still do.)
                 watcher.detach();
-                if (!stuck) rt.reset();
+                if (destroying && !stuck) rt.reset();
             }
         }
         Status st = Status::OK();
@@ -515,7 +518,7 @@ const PipelineDef &def_of(const Host &h) {
 
 Host::~Host() {
     try {
-        (void)impl_->close_impl(std::chrono::milliseconds(0)); // the destructor cannot answer
+        (void)impl_->close_impl(std::chrono::milliseconds(0), true); // the destructor cannot answer
     } catch (...) {
         // Joining cannot fail here (each thread is joined once, never by
         // itself); nothing may leave a destructor anyway.
@@ -618,7 +621,7 @@ Status Host::wait(std::chrono::milliseconds timeout) {
 
 Status Host::close(std::chrono::milliseconds timeout) {
     try {
-        return impl_->close_impl(timeout);
+        return impl_->close_impl(timeout, false);
     } catch (...) {
         return caught("close");
     }

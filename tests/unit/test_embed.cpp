@@ -21,6 +21,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -546,8 +547,8 @@ TEST_CASE("embed: a callback may destroy the host") {
     REQUIRE(raw->start().ok());
     std::unique_lock lock(mu);
     REQUIRE(cv.wait_for(lock, 20s, [&] { return gone; }));
-    // The watcher ends on its own; the final "stopped" it used to deliver
-    // came within one tick (50 ms) of the destructor's return.
+    // The watcher ends on its own; a final "stopped" delivered by mistake
+    // would come at once (the run's end wakes it), well within 500 ms.
     CHECK_FALSE(cv.wait_for(lock, 500ms, [&] { return after > 0; }));
     CHECK(after == 0);
     CHECK(open_after == 0);
@@ -694,7 +695,8 @@ TEST_CASE(
         CHECK(std::stoll(line) < 5);
 
     // The destructor alone is bounded the same way (settings.shutdown_timeout_ms).
-    auto h2 = open_test(test_yaml(dir.file("events2.txt"), "count: 0", "hang_at: 3", "", ", batch_size: 1, batch_max_events: 1"));
+    auto h2 = open_test(test_yaml(dir.file("events2.txt"), "count: 0", "hang_at: 3", "",
+                                  ", batch_size: 1, batch_max_events: 1"));
     StateLog log2;
     h2->subscribe([&](const StateChange &c) { log2.add(c.state); });
     REQUIRE(h2->start().ok());
@@ -705,9 +707,10 @@ TEST_CASE(
 
     // Through the C API: a code, and the stage in err.
     char err[512];
-    cdcflow_host *c = cdcflow_host_open_string(
-        test_yaml(dir.file("events3.txt"), "count: 0", "hang_at: 2", "", ", batch_size: 1, batch_max_events: 1").c_str(), nullptr,
-        err, sizeof err);
+    cdcflow_host *c = cdcflow_host_open_string(test_yaml(dir.file("events3.txt"), "count: 0", "hang_at: 2",
+                                                         "", ", batch_size: 1, batch_max_events: 1")
+                                                   .c_str(),
+                                               nullptr, err, sizeof err);
     REQUIRE_MESSAGE(c, err);
     REQUIRE(cdcflow_host_start(c, err, sizeof err) == 0);
     REQUIRE(wait_lines(dir.file("events3.txt"), 1));
@@ -718,6 +721,36 @@ TEST_CASE(
                       std::string::npos,
                   err);
     CHECK(cdcflow_host_close_ex(nullptr, 0, err, sizeof err) == CDCFLOW_EXIT_USAGE);
+}
+
+TEST_CASE("embed: close() from a callback stops the run; the host still answers the reading functions") {
+    TempDir dir("embed_close_cb");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 3);
+    auto h = open_ok(accounts_yaml(db));
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Status> closed;
+    h->subscribe([&](const StateChange &c) {
+        if (c.state != "running") return;
+        Status st = h->close(10s); // on the watcher thread: ends the run, not the watcher
+        std::lock_guard lock(mu);
+        if (!closed) closed = st;
+        cv.notify_all();
+    });
+    REQUIRE(h->start().ok());
+    {
+        std::unique_lock lock(mu);
+        REQUIRE(cv.wait_for(lock, 20s, [&] { return closed.has_value(); }));
+        CHECK(closed->ok());
+    }
+    CHECK(h->state() == "stopped");
+    CHECK(h->health_json().find("\"state\":\"stopped\"") != std::string::npos);
+    CHECK(h->close(1s).ok()); // the same answer again
+    CHECK(h->start().code() == Status::Code::kInvalidArgument);
+    REQUIRE(h->run_end().has_value());
+    CHECK(h->run_end()->how == "stopped");
+    CHECK(h->run_end()->stop_asked);
 }
 
 TEST_CASE("embed: how a run ended is decided in one place, for the CLI and the host") {
