@@ -3,15 +3,21 @@
 // that turns the runtime's state into callbacks.
 //
 // Threads: the runner calls Runtime::run, which blocks until the run ends
-// (the stages run on the runtime's threads); the watcher samples the
-// runtime's health every 50 ms while the run lasts and calls the
-// subscribers. Sampling, not a notification: the runtime has no change
-// callback, and a sample is a few atomic loads, so a 50 ms tick costs
-// nothing measurable; the watcher ends with the run, so a host that is not
-// running wakes nobody.
+// (the stages run on the runtime's threads); the watcher parks on the
+// runtime's change notification (Runtime::wait_for_change) while the run
+// lasts, takes a snapshot on every change and calls the subscribers: a
+// host whose state does not change wakes no thread, and a change is seen
+// as soon as the watcher wakes (no sampling period to fall between).
+// close() (and the destructor) is bounded: a runner still inside a plugin
+// call after the timeout is detached and keeps the Impl (the runtime, the
+// plugins' libraries) alive for as long as it runs.
 #include <cdcflow/host.hpp>
 
+#include "host_internal.hpp"
+
+#include "escape.hpp"
 #include "health_json.hpp"
+#include "http/server.hpp"
 #include "log.hpp"
 #include "metrics.hpp"
 #include "migrate/target.hpp"
@@ -20,7 +26,6 @@
 #include "process_metrics.hpp"
 #include "run_outcome.hpp"
 #include "runtime.hpp"
-#include "state_map.hpp"
 
 #include <condition_variable>
 #include <cstdlib>
@@ -38,7 +43,9 @@ using Code = Status::Code;
 
 namespace {
 
-constexpr std::chrono::milliseconds kWatchTick{50};
+// How long the watcher parks at most between two changes: only a bound for
+// the wait call (a change, the run's end or close wake it at once).
+constexpr std::chrono::hours kWatchPark{1};
 
 // Where the shipped plugins are, relative to this library wherever it was
 // installed or moved (DESTDIR included): dladdr on one of its own exported
@@ -146,6 +153,11 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     PluginRegistry registry;
     Metrics metrics;
     std::unique_ptr<Runtime> rt;
+    // serve()'s endpoints (read rt and metrics: destroyed before them).
+    // Started and stopped under server_mu (http::Server's calls are not
+    // concurrent-safe among themselves); stopped when the run ends.
+    std::mutex server_mu;
+    std::unique_ptr<http::Server> server;
 
     enum class Phase { opened, running, finished };
     mutable std::mutex mu; // everything below up to the subscribers
@@ -155,8 +167,12 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     bool draining = false; // the run was started by drain()
     bool stop_asked = false;
     bool watcher_quit = false;
-    bool final_delivered = false; // the watcher told the subscribers the run's end
-    Status result;                // the run's, once finished
+    bool final_delivered = false;       // the watcher told the subscribers the run's end
+    bool closing = false;               // close() began: nobody is told the run's end any more
+    Status result;                      // the run's, once finished
+    std::optional<RunEnd> end;          // how it ended, once finished
+    std::function<void()> run_end_fn;   // on_run_end's
+    std::optional<Status> close_result; // close() happened: its answer
     // migrate(): the migration's target and what was left before the run
     // (set before the run begins; read only after).
     std::optional<migrate::Target> mig_target;
@@ -172,12 +188,12 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     // delivery already under way (a callback that destroyed the Host must
     // not see the others, nor itself, called after the destructor returned).
     bool closed = false;
-    // Once the run was seen past "starting" (see report()).
-    mutable bool went_past_starting = false;
     // Held while callbacks run, so that unsubscribe can wait one out.
     std::mutex deliver_mu;
 
     explicit Impl(const HostOptions &opts) : registry(kShipped.dirs) { registry.add_front(opts.plugin_path); }
+    // The cdcflow executable's: the registry's default folders.
+    Impl() = default;
 
     // Under mu, phase opened: starts the runner and the watcher.
     // A thread that cannot be created throws (std::system_error): nothing
@@ -186,7 +202,9 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     void begin(std::unique_lock<std::mutex> &, bool drain, const std::shared_ptr<Impl> &self) {
         started = std::chrono::steady_clock::now();
         log_start(rt->def());
-        runner = std::thread([this, drain] { run_body(drain); });
+        // The runner holds the Impl too: close() may leave it behind, stuck
+        // in a plugin call, and what it runs must outlive the Host.
+        runner = std::thread([self, drain] { self->run_body(drain); });
         draining = drain;
         ran = true;
         phase = Phase::running;
@@ -209,18 +227,40 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         } catch (...) {
             st = caught("run");
         }
+        // The endpoints answered through the drain; their stop returns at
+        // once, so no client holds the run's end.
+        stop_serving();
+        std::function<void()> fn;
+        {
+            std::lock_guard lock(mu);
+            fn = run_end_fn;
+        }
+        if (fn) {
+            try {
+                fn();
+            } catch (...) {
+                log_line(CDCFLOW_LOG_WARN, "host", caught("run end callback").message());
+            }
+        }
         bool asked;
         {
             std::lock_guard lock(mu);
             asked = stop_asked;
         }
-        log_stop(*rt, st, asked, started);
+        const int code = log_stop(*rt, st, asked, started);
         {
             std::lock_guard lock(mu);
             result = st;
+            end = RunEnd{host::run_end(st, asked), code, asked, st};
             phase = Phase::finished;
         }
         cv.notify_all();
+        rt->notify_change(); // the watcher delivers the final state
+    }
+
+    void stop_serving() {
+        std::lock_guard lock(server_mu);
+        if (server) server->stop();
     }
 
     // Waits (under lk) until the run finished and the subscribers were told
@@ -230,7 +270,7 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     bool wait_finished(std::unique_lock<std::mutex> &lk, std::chrono::milliseconds timeout) {
         const bool on_watcher = std::this_thread::get_id() == watcher.get_id();
         auto done = [this, on_watcher] {
-            return phase == Phase::finished && (final_delivered || on_watcher || !ran);
+            return phase == Phase::finished && (final_delivered || on_watcher || !ran || closing);
         };
         if (timeout.count() == 0) {
             cv.wait(lk, done);
@@ -244,20 +284,20 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     // says: the caller must not take it for "everything was read".
     Status outcome(bool for_drain = false) const {
         if (!result) return as_failure(result);
-        if (for_drain && std::string_view(run_end(result, stop_asked)) == "stopped")
+        if (for_drain && std::string_view(host::run_end(result, stop_asked)) == "stopped")
             return Status::Transient("drain: stopped before the source was drained (stop was called during "
                                      "the drain; what was read is committed)");
         return Status::OK();
     }
 
-    // The report the API shows: the runtime's, with the host's own phase
-    // before and after a run (the runtime says "starting" until it runs).
+    // The report the API shows: the runtime's (whose state only moves
+    // forward through a run), with the host's own phase before and after a
+    // run (the runtime says "starting" until it runs).
     HealthReport report() const {
         HealthReport h = rt->health();
         std::lock_guard lock(mu);
         if (phase == Phase::opened) h.state = "idle";
         if (phase == Phase::finished && !ran) h.state = "stopped";
-        h.state = host_state_after(h.state, &went_past_starting, draining || stop_asked);
         return h;
     }
 
@@ -275,16 +315,13 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
 
     void watch() {
         std::string last;
-        // The first sample at once: a run shorter than a tick is still seen
-        // starting, not only stopped.
-        bool first = true;
+        // Read before each snapshot: a change after it (the run's end and
+        // close bump it too) makes the wait below return at once.
+        uint64_t seen = rt->change_epoch();
         for (;;) {
             bool final;
             {
-                std::unique_lock lk(mu);
-                if (!first)
-                    cv.wait_for(lk, kWatchTick, [this] { return watcher_quit || phase == Phase::finished; });
-                first = false;
+                std::lock_guard lk(mu);
                 final = watcher_quit || phase == Phase::finished;
             }
             // Closed from a callback: the runtime is gone (shut_down), and
@@ -304,6 +341,7 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
                 cv.notify_all();
                 return;
             }
+            seen = rt->wait_for_change(seen, kWatchPark);
         }
     }
 
@@ -337,40 +375,91 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         }
     }
 
-    // Ends the run (if any) and the threads; the destructor's work.
-    void shut_down() {
+    // The stage stuck in a plugin call, once a stop timed out. The stop's
+    // end-of-stream marker travels down the queues behind the batches: it
+    // waits (with anything else in flight) in the input queue of the stage
+    // that does not return, and every queue after it is empty (the stages
+    // there wait for input). No batch in any queue: the source itself is
+    // stuck (poll), or no stage runs (start, ownership, the checkpoint).
+    std::string stuck_stage() const {
+        const std::vector<QueueReport> queues = rt->queues();
+        const std::vector<StageDef> &stages = rt->def().stages;
+        size_t stuck = 0;
+        for (size_t i = 0; i < queues.size(); ++i)
+            if (queues[i].depth > 0) stuck = i + 1;
+        if (stuck >= stages.size()) return "a stage";
+        return "stage " + quote(stages[stuck].id) + " (" + stages[stuck].plugin + ")";
+    }
+
+    // Ends the run (if any) and the threads, waiting at most `timeout` (0:
+    // settings.shutdown_timeout_ms) for the run; close()'s and the
+    // destructor's work. A run still going then is abandoned (see close()).
+    // `destroying`: the Host is being destroyed (nothing reads rt after).
+    Status close_impl(std::chrono::milliseconds timeout, bool destroying) {
         {
             std::lock_guard lock(subs_mu);
             closed = true;
             subs.clear();
         }
+        if (timeout.count() == 0) timeout = std::chrono::milliseconds(rt->def().settings.shutdown_timeout_ms);
+        bool stuck;
         {
-            std::lock_guard lock(mu);
+            std::unique_lock lock(mu);
+            if (close_result) return *close_result;
+            // A stop() or drain() waiting in another thread for the final
+            // delivery, which will not come, returns on the run's end.
+            closing = true;
+            cv.notify_all();
             if (phase == Phase::running) {
                 stop_asked = true;
                 rt->request_stop();
             }
+            if (phase == Phase::opened) phase = Phase::finished;
+            stuck = !cv.wait_for(lock, timeout, [this] { return phase == Phase::finished; });
         }
-        if (runner.joinable()) runner.join();
+        stop_serving();
+        if (!stuck && runner.joinable()) runner.join();
         {
             std::lock_guard lock(mu);
             watcher_quit = true;
         }
         cv.notify_all();
-        if (!watcher.joinable()) return;
-        if (std::this_thread::get_id() != watcher.get_id()) {
-            watcher.join();
-            return;
+        rt->notify_change();
+        if (watcher.joinable()) {
+            if (std::this_thread::get_id() != watcher.get_id()) {
+                watcher.join();
+            } else {
+                // Closed from a callback: the watcher holds the Impl and ends
+                // after it, unjoined. When the Host is being destroyed, the
+                // runtime (its stages, their databases and plugins) is torn
+                // down here, before the destructor returns, so that what is
+                // left to that thread is freeing memory: nothing of the
+                // pipeline's outlives the Host, even if the process exits at
+                // once. The runner is joined, and the watcher (this thread) no
+                // longer reads the runtime once closed. (A stuck run keeps its
+                // runtime: its threads use it; after close() the reading
+                // functions still do.)
+                watcher.detach();
+                if (destroying && !stuck) rt.reset();
+            }
         }
-        // Destroyed from a callback: the watcher holds the Impl and ends
-        // after it, unjoined. The runtime (its stages, their databases and
-        // plugins) is torn down here, before the destructor returns, so that
-        // what is left to that thread is freeing memory: nothing of the
-        // pipeline's outlives the Host, even if the process exits at once.
-        // The runner is joined, and the watcher (this thread) no longer reads
-        // the runtime once closed.
-        watcher.detach();
-        rt.reset();
+        Status st = Status::OK();
+        if (stuck) {
+            // Waiting longer would hold the application's exit hostage to a
+            // plugin; killing a thread is not possible. The runner (and the
+            // stage threads it waits for) go on alone, holding the Impl: the
+            // plugins stay loaded, so their code stays mapped.
+            runner.detach();
+            st = Status(Code::kUnavailable,
+                        "close: the pipeline did not stop within " + ms_text(timeout) + ": " + stuck_stage() +
+                            " is stuck in a plugin call; its threads are abandoned and the pipeline stays "
+                            "loaded until the process exits (nothing uncommitted was committed: the next "
+                            "start replays it from the checkpoint)");
+            log_line(CDCFLOW_LOG_ERROR, "host", st.message(), "abandoned");
+        }
+        std::lock_guard lock(mu);
+        close_result = st;
+        return st;
     }
 };
 
@@ -398,11 +487,38 @@ struct HostFactory {
             return caught("open");
         }
     }
+
+    static Result<std::unique_ptr<Host>> open_for_cli(const std::string &path, LogChoice chosen) {
+        try {
+            auto impl = std::make_shared<Host::Impl>();
+            add_process_metrics(impl->metrics);
+            auto rt = open_runtime(PipelineSource::file(path), impl->registry, impl->metrics, chosen);
+            if (!rt) return as_create_failure(rt.status());
+            impl->rt = std::move(rt.value());
+            return std::unique_ptr<Host>(new Host(std::move(impl)));
+        } catch (...) {
+            return caught("open");
+        }
+    }
+
+    static const PipelineDef &def_of(const Host &h) { return h.impl_->rt->def(); }
 };
+
+namespace internal {
+
+Result<std::unique_ptr<Host>> open_for_cli(const std::string &pipeline_path, LogChoice chosen) {
+    return HostFactory::open_for_cli(pipeline_path, chosen);
+}
+
+const PipelineDef &def_of(const Host &h) {
+    return HostFactory::def_of(h);
+}
+
+} // namespace internal
 
 Host::~Host() {
     try {
-        impl_->shut_down();
+        (void)impl_->close_impl(std::chrono::milliseconds(0), true); // the destructor cannot answer
     } catch (...) {
         // Joining cannot fail here (each thread is joined once, never by
         // itself); nothing may leave a destructor anyway.
@@ -423,6 +539,7 @@ Result<std::unique_ptr<Host>> Host::open_yaml(const std::string &yaml, const std
 Status Host::start() {
     try {
         std::unique_lock lk(impl_->mu);
+        if (impl_->close_result) return Status::InvalidArgument("start: the host was closed");
         switch (impl_->phase) {
         case Impl::Phase::opened:
             impl_->begin(lk, false, impl_);
@@ -441,6 +558,8 @@ Status Host::start() {
 Status Host::drain(std::chrono::milliseconds timeout) {
     try {
         std::unique_lock lk(impl_->mu);
+        if (impl_->close_result && impl_->phase != Impl::Phase::finished)
+            return Status::InvalidArgument("drain: the host was closed");
         if (impl_->phase == Impl::Phase::finished && !(impl_->draining && !impl_->stop_asked))
             return Status::InvalidArgument("drain: the host was stopped; a host runs once (open a new one)");
         if (impl_->phase == Impl::Phase::running && !impl_->draining)
@@ -477,6 +596,122 @@ Status Host::stop(std::chrono::milliseconds timeout) {
     }
 }
 
+void Host::request_stop() {
+    try {
+        std::lock_guard lk(impl_->mu);
+        impl_->stop_asked = true;
+        impl_->rt->request_stop();
+    } catch (...) {
+        // A lock that cannot be taken (EDEADLK...): nothing to report it with.
+    }
+}
+
+Status Host::wait(std::chrono::milliseconds timeout) {
+    try {
+        std::unique_lock lk(impl_->mu);
+        if (impl_->phase == Impl::Phase::opened || !impl_->ran)
+            return Status::InvalidArgument("wait: the host was not started");
+        if (!impl_->wait_finished(lk, timeout))
+            return Status(Code::kUnavailable, "wait: the run did not end within " + ms_text(timeout));
+        return impl_->outcome();
+    } catch (...) {
+        return caught("wait");
+    }
+}
+
+Status Host::close(std::chrono::milliseconds timeout) {
+    try {
+        return impl_->close_impl(timeout, false);
+    } catch (...) {
+        return caught("close");
+    }
+}
+
+RunTotals Host::totals() const {
+    const Totals t = impl_->rt->totals();
+    return {t.events, t.applied, t.rejected, t.duplicates, t.dropped, t.batches};
+}
+
+std::optional<RunEnd> Host::run_end() const {
+    try {
+        std::lock_guard lk(impl_->mu);
+        return impl_->end;
+    } catch (...) {
+        return std::nullopt;
+    }
+}
+
+std::string Host::name() const {
+    try {
+        return impl_->rt->def().name;
+    } catch (...) {
+        return "";
+    }
+}
+
+Result<std::string> Host::serve(const std::string &address) {
+    try {
+        Impl &m = *impl_;
+        {
+            std::lock_guard lk(m.mu);
+            if (m.phase != Impl::Phase::opened || m.close_result)
+                return Status::InvalidArgument("serve: call it before start or drain");
+        }
+        std::lock_guard lk(m.server_mu);
+        if (m.server) return Status::InvalidArgument("serve: already serving");
+        const PipelineDef &def = m.rt->def();
+        http::Address addr;
+        std::string at; // where the address came from, for the pipeline's own
+        if (!address.empty()) {
+            auto a = http::parse_address(address);
+            if (!a) return Status::InvalidArgument(a.status().message());
+            addr = *a;
+        } else if (def.http.listen) {
+            addr = *def.http.listen;
+            at = " (http.listen at " + where(def.file, def.http.listen_mark) + ")";
+        } else {
+            return std::string();
+        }
+        // Handlers read snapshots only (http/server.hpp: one I/O thread, a
+        // deadline per request, a connection cap, a stop that never waits
+        // for a client).
+        http::ServerOptions so;
+        so.request_timeout_ms = def.http.request_timeout_ms;
+        so.max_connections = def.http.max_connections;
+        so.warn = [](const std::string &msg) { log_line(CDCFLOW_LOG_WARN, "http", msg); };
+        auto server = std::make_unique<http::Server>(std::move(so));
+        constexpr const char *kJson = "application/json";
+        server->route("/health", [&m](const http::Request &) {
+            HealthReport h = m.report();
+            return http::Response{h.healthy ? 200 : 503, kJson, host::health_json(h)};
+        });
+        server->route("/ready", [&m](const http::Request &) {
+            HealthReport h = m.report();
+            return http::Response{h.ready ? 200 : 503, kJson, ready_json(h)};
+        });
+        server->route("/metrics", [&m](const http::Request &) {
+            return http::Response{200, "text/plain; version=0.0.4; charset=utf-8", m.metrics.prometheus()};
+        });
+        if (Status st = server->start(addr); !st) return Status::InvalidArgument(st.message() + at);
+        const std::string bound = server->bound().text();
+        log_line(CDCFLOW_LOG_INFO, "host", "serving /health, /ready and /metrics on http://" + bound,
+                 "listen", {{"address", bound}});
+        m.server = std::move(server);
+        return bound;
+    } catch (...) {
+        return caught("serve");
+    }
+}
+
+void Host::on_run_end(std::function<void()> fn) {
+    try {
+        std::lock_guard lk(impl_->mu);
+        impl_->run_end_fn = std::move(fn);
+    } catch (...) {
+        // Only a failed lock gets here; the callback is not set.
+    }
+}
+
 namespace {
 
 // An exception of the migration's reads (one line) as a Status: kConfig
@@ -502,6 +737,8 @@ Result<MigrationSummary> Host::migrate(std::chrono::milliseconds timeout, const 
     try {
         Impl &m = *impl_;
         std::unique_lock lk(m.mu);
+        if (m.close_result && m.phase != Impl::Phase::finished)
+            return Status::InvalidArgument("migrate: the host was closed");
         if (m.phase == Impl::Phase::opened) {
             // What is left, read before the run (no lock held: a locked
             // database is waited for, and state() must answer meanwhile).

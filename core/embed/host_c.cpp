@@ -236,16 +236,32 @@ int cdcflow_host_on_state(cdcflow_host *h, cdcflow_host_state_fn fn, void *user)
     }
 }
 
-void cdcflow_host_close(cdcflow_host *h) {
-    if (!h) return;
+int cdcflow_host_close_ex(cdcflow_host *h, uint32_t timeout_ms, char *err, size_t err_len) {
+    if (!h) return null_handle("cdcflow_host_close_ex", err, err_len);
+    int code;
+    try {
+        // Host::close is bounded; the destructor below then has nothing
+        // left to wait for.
+        Status st = h->host->close(ms(timeout_ms));
+        put(err, err_len, st.message());
+        code = Host::exit_code(st);
+    } catch (...) {
+        put(err, err_len, "cdcflow_host_close_ex: out of memory");
+        code = CDCFLOW_EXIT_FAILURE;
+    }
     // ~Host first, while the handle's own members (the mutexes answer()
     // and cdcflow_host_on_state take, and `host` itself: unique_ptr::reset
     // would clear it before the destructor runs) still exist: a callback
     // already running may call into the handle until ~Host has waited for
-    // it. ~Host stops a running pipeline first; nothing it does throws.
+    // it. Nothing ~Host does throws.
     delete h->host.get();
     (void)h->host.release();
     delete h;
+    return code;
+}
+
+void cdcflow_host_close(cdcflow_host *h) {
+    if (h) (void)cdcflow_host_close_ex(h, 0, nullptr, 0);
 }
 
 const char *cdcflow_host_version(void) {

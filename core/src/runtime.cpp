@@ -263,6 +263,7 @@ void Runtime::fail(Stage &st, const std::string &what, cdcflow_status code) {
         failed_.store(true);
         stop_.store(true);
     }
+    changed();
     log_line(CDCFLOW_LOG_ERROR, st.def->id, what, "error");
     close_all();
     std::lock_guard lock(mu_);
@@ -270,10 +271,13 @@ void Runtime::fail(Stage &st, const std::string &what, cdcflow_status code) {
 }
 
 void Runtime::request_stop() {
-    std::lock_guard lock(mu_);
-    user_stop_.store(true);
-    stop_.store(true);
-    cv_.notify_all();
+    {
+        std::lock_guard lock(mu_);
+        user_stop_.store(true);
+        stop_.store(true);
+        cv_.notify_all();
+    }
+    changed();
 }
 
 bool Runtime::wait_stopped(uint32_t timeout_ms) {
@@ -281,10 +285,26 @@ bool Runtime::wait_stopped(uint32_t timeout_ms) {
     return cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms), [&] { return finished_.load(); });
 }
 
+void Runtime::notify_change() {
+    {
+        std::lock_guard lock(change_mu_);
+        epoch_.fetch_add(1, std::memory_order_acq_rel);
+    }
+    change_cv_.notify_all();
+}
+
+uint64_t Runtime::wait_for_change(uint64_t seen, std::chrono::milliseconds timeout) const {
+    std::unique_lock lock(change_mu_);
+    change_cv_.wait_for(lock, timeout, [&] { return epoch_.load(std::memory_order_acquire) != seen; });
+    return epoch_.load(std::memory_order_acquire);
+}
+
 std::string Runtime::state() const {
     if (failed_.load()) return "failed";
     if (finished_.load()) return "stopped";
-    if (stop_.load()) return "draining";
+    // Stage threads that ended (a drain's end) are the run ending, not a
+    // new start: a state a subscriber sees only moves forward.
+    if (stop_.load() || wound_down_.load()) return "draining";
     if (standby_.load()) return "standby";
     return running_.load() ? "running" : "starting";
 }
@@ -407,13 +427,14 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
                          "breaker_closed", {{"call", what}, {"open_ms", micros_since(opened) / 1000}});
             }
             st.retrying.store(false, std::memory_order_relaxed);
+            changed();
             return {};
         }
         // "Owned by another process" is a standby's normal answer, not an error.
         if (cs != CDCFLOW_ERR_OWNED) st.errors->value.fetch_add(1, std::memory_order_relaxed);
         std::string msg = err[0] ? err : cdcflow_status_str(cs);
         if (cs != CDCFLOW_ERR_RETRY) {
-            st.retrying.store(false, std::memory_order_relaxed);
+            if (st.retrying.exchange(false, std::memory_order_relaxed)) changed();
             return {cs, msg};
         }
         ++failures;
@@ -422,6 +443,7 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
             st.last_error = msg;
             st.last_error_unix_ms = static_cast<uint64_t>(base::wall_us() / 1000);
         }
+        changed();
         auto stopped = [&] {
             bool open = st.breaker.load() != static_cast<int>(BreakerState::closed);
             return Outcome{cs,
@@ -450,6 +472,7 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
                      {{"call", what}, {"failures", failures}, {"cooldown_ms", wait_ms}, {"error", msg}});
         } else if (!breaker && failures >= policy.max_attempts) {
             st.retrying.store(false, std::memory_order_relaxed);
+            changed();
             return {cs, msg + " (gave up after " + std::to_string(failures) + " attempts; see the stage's " +
                             "retry.max_attempts)"};
         } else {
@@ -461,6 +484,7 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
                          std::to_string(wait_ms) + " ms" + (breaker ? " (then the breaker opens)" : ""),
                      "retry", {{"call", what}, {"attempt", failures}, {"delay_ms", wait_ms}, {"error", msg}});
         }
+        changed(); // the breaker opened, or the stage is retrying
         {
             // A stop (or another stage failing) ends the wait at once.
             std::unique_lock lock(mu_);
@@ -470,6 +494,7 @@ template <typename F> Runtime::Outcome Runtime::call_with_retry(Stage &st, const
         st.retries.fetch_add(1, std::memory_order_relaxed);
         if (st.breaker.load() == static_cast<int>(BreakerState::open)) {
             st.breaker.store(static_cast<int>(BreakerState::half_open));
+            changed();
             log_line(CDCFLOW_LOG_INFO, st.def->id,
                      std::string("breaker half-open: probing ") + what + " once", "breaker_half_open",
                      {{"call", what}});
@@ -483,6 +508,7 @@ void Runtime::abandon(Stage &st, const std::string &why) {
         abandoned_.store(true);
         stop_.store(true);
     }
+    changed();
     log_line(CDCFLOW_LOG_WARN, st.def->id,
              why + ": what this stage held is not committed; it is replayed from the checkpoint on the "
                    "next start",
@@ -856,6 +882,7 @@ void Runtime::source_loop(Stage &st, bool drain) {
         return;
     }
     st.started.store(true);
+    changed();
     BatchQueue &out = *queues_.front();
     Batch *b = nullptr;
     in_flight_ = 0; // a fresh pool
@@ -984,6 +1011,7 @@ void Runtime::source_loop(Stage &st, bool drain) {
     }
     st.started.store(false);
     st.stopped.store(true);
+    changed();
     if (st.cb->stop) st.cb->stop(st.instance);
 }
 
@@ -1076,6 +1104,7 @@ void Runtime::stage_loop(size_t index) {
         std::lock_guard lock(mu_);
         st.started.store(true);
     }
+    changed();
     cv_.notify_all();
     if (st.deferred)
         deferred_loop(st, in, out);
@@ -1099,6 +1128,7 @@ void Runtime::stage_loop(size_t index) {
     }
     st.started.store(false);
     st.stopped.store(true);
+    changed();
     if (st.cb->stop) st.cb->stop(st.instance);
 }
 
@@ -1257,6 +1287,7 @@ Status Runtime::acquire_ownership() {
                                "per checkpoint, a second one would apply every event again");
         warned_unfenced_ = true;
         owner_.store(true);
+        changed();
         m_owner_->value.store(1);
         return Status::OK();
     }
@@ -1292,6 +1323,7 @@ Status Runtime::acquire_ownership() {
                 standby_.store(false);
                 owner_.store(true);
             }
+            changed();
             m_owner_->value.store(1);
             return Status::OK();
         }
@@ -1319,6 +1351,7 @@ Status Runtime::acquire_ownership() {
             standby_.store(true);
             owner_.store(false);
         }
+        changed();
         m_owner_->value.store(0);
         if (got.message != announced) {
             log_line(CDCFLOW_LOG_INFO, "host",
@@ -1338,7 +1371,7 @@ Status Runtime::acquire_ownership() {
 void Runtime::release_ownership() {
     Stage &sink = *stages_.back();
     if (sink.release && sink.instance && owner_.load() && !ownership_disabled()) sink.release(sink.instance);
-    owner_.store(false);
+    if (owner_.exchange(false)) changed();
 }
 
 Status Runtime::run(const RunOptions &opts) {
@@ -1372,8 +1405,10 @@ Status Runtime::run(const RunOptions &opts) {
             std::lock_guard lock(mu_);
             failed_.store(false);
             stop_.store(user_stop_.load());
+            wound_down_.store(false); // a new incarnation starts
             error_ = Status::OK();
         }
+        changed();
         if (result = create_instances(); !result) break;
     }
     running_.store(false);
@@ -1382,6 +1417,7 @@ Status Runtime::run(const RunOptions &opts) {
         standby_.store(false);
         finished_.store(true);
     }
+    changed();
     cv_.notify_all();
     return result;
 }
@@ -1621,6 +1657,7 @@ Status Runtime::run_once(const RunOptions &opts) {
     }
 
     running_.store(true);
+    changed();
     threads_.emplace_back([this, &opts] {
         name_thread(*stages_[0]->def);
         source_loop(*stages_[0], opts.drain);
@@ -1633,7 +1670,10 @@ Status Runtime::run_once(const RunOptions &opts) {
     for (auto &t : threads_)
         t.join();
     threads_.clear();
+    // Before running_ goes: state() never reads "starting" in between.
+    wound_down_.store(true);
     running_.store(false);
+    changed();
     Status result;
     {
         std::lock_guard lock(mu_);

@@ -239,6 +239,20 @@ public:
     // Thread-safe: the byte bound and the soft memory limit's state.
     MemoryReport memory() const;
 
+    // Change notification (the embedded host's state callbacks wait on it
+    // instead of sampling health()): a counter bumped, with a wake-up,
+    // whenever what health() shows apart from the totals may have changed:
+    // the run's state, role or readiness, a stage's state or breaker, a last
+    // error. Bumps happen on state transitions only, never per batch, so a
+    // running pipeline pays nothing for it. Thread-safe.
+    uint64_t change_epoch() const { return epoch_.load(std::memory_order_acquire); }
+    // Parks until change_epoch() differs from `seen` or `timeout` passed;
+    // returns the epoch then. An idle pipeline wakes nobody.
+    uint64_t wait_for_change(uint64_t seen, std::chrono::milliseconds timeout) const;
+    // A bump from outside (the embedded host's own phase changed): wakes
+    // every wait_for_change.
+    void notify_change();
+
     // Tests: what the source reads as the resident memory (instead of
     // base::resident_bytes) and how often at most. Before run().
     void set_resident_reader(std::function<uint64_t()> read, std::chrono::milliseconds interval) {
@@ -425,12 +439,21 @@ private:
     std::atomic<bool> failed_{false};
     std::atomic<bool> abandoned_{false}; // a stop ended a retry wait or breaker: see abandon()
     std::atomic<bool> running_{false};
+    // The incarnation's stage threads ended (the end of a drain, or a stop)
+    // and run() has not returned yet: "draining", not "starting" again.
+    std::atomic<bool> wound_down_{false};
     std::atomic<bool> standby_{false};
     std::atomic<bool> owner_{false};
     std::atomic<bool> finished_{false};
     bool warned_unfenced_ = false;
     bool warned_no_replay_ = false;
     bool warned_no_resident_ = false;
+    // change_epoch(): bumped under change_mu_ (a leaf lock: taken last, by
+    // changed() alone) so that wait_for_change cannot miss a wake-up.
+    std::atomic<uint64_t> epoch_{0};
+    mutable std::mutex change_mu_;
+    mutable std::condition_variable change_cv_;
+    void changed() { notify_change(); }
     mutable std::mutex mu_; // error_, owner_text_, queues_ while they are made or closed
     std::condition_variable cv_;
     Status error_;

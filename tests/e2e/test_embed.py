@@ -3,13 +3,18 @@ the build's libcdcflow-host.so) is killed with kill -9 at random moments
 while it runs the accounts pipeline and the application's writer keeps
 writing; run again, the read model is exactly what the independent model
 of the rules says (accounts_model.py): nothing lost, nothing applied twice.
-A graceful stop (the application closes the host) commits what was read."""
+A graceful stop (the application closes the host) commits what was read.
+And `cdcflow run`, which runs its pipeline through the same host code, with
+a plugin stuck in process: a SIGTERM ends it within the shutdown timeout."""
 import os
+import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import BUILD_ROOT, SOURCE_ROOT, env_with, main, sanitize_flags, wait_for  # noqa: E402
+from helpers import (BUILD_ROOT, SOURCE_ROOT, TEST_PLUGINS, TempDirTest, env_with, main, sanitize_flags, start,  # noqa: E402
+                     wait_for)
 from outbox_gen import Generator  # noqa: E402
 from test_accounts import PIPELINE, AccountsTest, checkpoint  # noqa: E402
 
@@ -59,6 +64,46 @@ class EmbeddedKill9(AccountsTest):
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
         self.assertIn('"events":0', r.stdout)
         self.assert_matches_model()
+
+
+def stuck_pipeline(out, hang_at, timeout_ms):
+    """gen_source -> passthrough (never returns from process at offset
+    `hang_at`) -> file_sink, from the test plugins."""
+    return ("pipeline: stuck\nplugin_path: ['%s']\nsettings: {batch_size: 1, batch_max_events: 1, shutdown_timeout_ms: %d}\n"
+            "stages:\n"
+            "  - id: src\n    plugin: gen_source\n    config: {count: 0}\n"
+            "  - id: pass\n    plugin: passthrough\n    config: {hang_at: %d}\n"
+            "  - id: sink\n    plugin: file_sink\n    config: {output: '%s'}\n" % (TEST_PLUGINS, timeout_ms, hang_at, out))
+
+
+def lines(path):
+    try:
+        with open(path) as f:
+            return [int(line.split()[0]) for line in f if line.strip()]
+    except FileNotFoundError:
+        return []
+
+
+class CliStuckPlugin(TempDirTest):
+    def test_sigterm_with_a_plugin_stuck_in_process_exits_4_within_the_shutdown_timeout(self):
+        out = self.path("events.txt")
+        p = self.write("stuck.yaml", stuck_pipeline(out, 5, 400))
+        proc = start(["run", p])
+        # One event a batch; the source reads ahead: offset 5 is in the
+        # transform's hands (or its queue) by the time 4 is committed.
+        wait_for(lambda: len(lines(out)) >= 4, what="offsets 1..4 committed")
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+        took = time.monotonic() - t0
+        self.assertEqual(proc.returncode, 4, err[-2000:])
+        self.assertGreaterEqual(took, 0.35)  # the graceful stop was given its time
+        self.assertLess(took, 0.4 + 3.0, err[-2000:])
+        self.assertIn("SIGTERM: draining in-flight batches (timeout 400 ms)", err)
+        self.assertIn("shutdown did not finish within 400 ms; exiting: uncommitted work will be replayed "
+                      "from the checkpoint", err)
+        # Nothing at or past the stuck offset was committed.
+        self.assertTrue(all(o < 5 for o in lines(out)), lines(out))
 
 
 if __name__ == "__main__":

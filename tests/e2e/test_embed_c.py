@@ -12,10 +12,11 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
-from helpers import SOURCE_ROOT, env_with, free_port, install_host, main, run, sanitize_flags, start, wait_for  # noqa: E402
+from helpers import SOURCE_ROOT, TEST_PLUGINS, env_with, free_port, install_host, main, run, sanitize_flags, start, wait_for  # noqa: E402
 from outbox_gen import Generator, insert  # noqa: E402
 from test_accounts import PIPELINE, AccountsTest, checkpoint  # noqa: E402
 from test_metrics import parse, promtool_check, scrape  # noqa: E402
@@ -155,6 +156,7 @@ def load_api(path):
                                                ctypes.c_size_t, ctypes.POINTER(ctypes.c_size_t), ctypes.c_char_p,
                                                ctypes.c_size_t]),
         "cdcflow_host_close": (None, [H]),
+        "cdcflow_host_close_ex": (ctypes.c_int, [H, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t]),
         "cdcflow_host_version": (ctypes.c_char_p, []),
     }
     for name, (res, args) in sig.items():
@@ -230,6 +232,36 @@ class PythonCtypes(AccountsTest):
         self.assertIn("no_such_plugin", message)
         self.assertIn(os.path.realpath(os.path.join(inst.libdir, "cdcflow", "plugins")), message)
         self.assertNotIn("../../plugins", message)
+
+    def test_close_with_a_plugin_stuck_in_process_is_bounded(self):
+        inst = Installed.get()
+        api = load_api(os.path.join(inst.libdir, "libcdcflow-host.so"))
+        out = self.path("events.txt")
+        yaml = ("pipeline: stuck\nplugin_path: ['%s']\nsettings: {batch_size: 1, batch_max_events: 1, shutdown_timeout_ms: 300}\n"
+                "stages:\n"
+                "  - id: src\n    plugin: gen_source\n    config: {count: 0}\n"
+                "  - id: pass\n    plugin: passthrough\n    config: {hang_at: 4}\n"
+                "  - id: sink\n    plugin: file_sink\n    config: {output: '%s'}\n" % (TEST_PLUGINS, out))
+        err = ctypes.create_string_buffer(1024)
+        h = api.cdcflow_host_open_string(yaml.encode(), b"stuck.yaml", err, len(err))
+        self.assertTrue(h, err.value)
+        self.assertEqual(api.cdcflow_host_start(h, err, len(err)), 0, err.value)
+        # One event a batch; the source reads ahead: offset 4 is in the
+        # transform's hands (or its queue) by the time 3 is committed.
+        def committed():
+            try:
+                with open(out) as f:
+                    return sum(1 for line in f if line.strip())
+            except FileNotFoundError:
+                return 0
+        wait_for(lambda: committed() >= 3, what="offsets 1..3 committed")
+        t0 = time.monotonic()
+        code = api.cdcflow_host_close_ex(h, 0, err, len(err))  # 0: settings.shutdown_timeout_ms
+        took = time.monotonic() - t0
+        self.assertEqual(code, 4, err.value)
+        self.assertLess(took, 0.3 + 3.0)
+        self.assertIn(b"did not stop within 300 ms: stage 'pass' (passthrough) is stuck in a plugin call", err.value)
+        self.assertEqual(api.cdcflow_host_close_ex(None, 0, err, len(err)), 2)
 
     def test_drain_health_metrics_and_misuse(self):
         inst = Installed.get()

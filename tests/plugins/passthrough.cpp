@@ -6,8 +6,10 @@
 
 #include <cdcflow/sdk.hpp>
 
+#include <chrono>
 #include <stdexcept>
 #include <string>
+#include <thread>
 
 class Passthrough : public cdcflow::Transform {
 public:
@@ -33,6 +35,8 @@ public:
         {"fail_restore", CDCFLOW_CONFIG_BOOL, "false", 0, "restore() fails"},
         {"mark_in_restore", CDCFLOW_CONFIG_BOOL, "false", 0,
          "restore() marks events (a bug the host ignores)"},
+        {"hang_at", CDCFLOW_CONFIG_INT, "0", 0,
+         "never return from process at this offset, stop or not (a stuck plugin; 0 = never)"},
     };
     static constexpr const char *kHistorySetting = "history";
 
@@ -42,7 +46,8 @@ public:
           throw_every_(cfg.i64("throw_every")), retry_at_(cfg.i64("retry_at")),
           retry_forever_at_(cfg.i64("retry_forever_at")), throw_in_stop_(cfg.boolean("throw_in_stop")),
           history_(cfg.i64("history")), io_error_at_(cfg.i64("io_error_at")),
-          fail_restore_(cfg.boolean("fail_restore")), mark_in_restore_(cfg.boolean("mark_in_restore")) {
+          fail_restore_(cfg.boolean("fail_restore")), mark_in_restore_(cfg.boolean("mark_in_restore")),
+          hang_at_(cfg.i64("hang_at")) {
         restored_ = ctx.counter("restored", "events seen by restore()");
         restore_calls_ = ctx.counter("restore_calls", "restore() calls");
         restore_first_ = ctx.gauge("restore_first", "offset of the first event restore() saw");
@@ -89,7 +94,7 @@ public:
 
     void process(cdcflow::Batch &batch) override {
         if (!reject_every_ && !dup_every_ && !drop_every_ && !throw_at_ && !throw_every_ && !retry_at_ &&
-            !retry_forever_at_ && !io_error_at_)
+            !retry_forever_at_ && !io_error_at_ && !hang_at_)
             return; // benchmark path
         for (uint32_t i = 0; i < batch.size(); ++i) {
             int64_t off = batch[i].position.offset;
@@ -101,6 +106,9 @@ public:
                 ++retries_;
                 throw cdcflow::Error(CDCFLOW_ERR_RETRY, "injected transient failure");
             }
+            if (hang_at_ && off == hang_at_)
+                for (;;) // parked, not spinning: only the process's exit ends it
+                    std::this_thread::sleep_for(std::chrono::hours(1));
             if (retry_forever_at_ && off == retry_forever_at_)
                 throw cdcflow::Error(CDCFLOW_ERR_RETRY, "injected transient failure that never ends");
             if (reject_every_ && off % reject_every_ == 0)
@@ -117,6 +125,7 @@ private:
     int64_t io_error_at_;
     bool fail_restore_;
     bool mark_in_restore_;
+    int64_t hang_at_;
     int retries_ = 0;
     bool started_ = false, sought_ = false;
     int64_t last_ = 0;

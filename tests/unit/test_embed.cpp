@@ -6,7 +6,6 @@
 
 #include "common/sqlite.hpp"
 
-#include "../../core/embed/state_map.hpp"
 #include "run_outcome.hpp"
 
 #include <cdcflow/host.h>
@@ -19,8 +18,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -546,26 +547,210 @@ TEST_CASE("embed: a callback may destroy the host") {
     REQUIRE(raw->start().ok());
     std::unique_lock lock(mu);
     REQUIRE(cv.wait_for(lock, 20s, [&] { return gone; }));
-    // The watcher ends on its own; the final "stopped" it used to deliver
-    // came within one tick (50 ms) of the destructor's return.
+    // The watcher ends on its own; a final "stopped" delivered by mistake
+    // would come at once (the run's end wakes it), well within 500 ms.
     CHECK_FALSE(cv.wait_for(lock, 500ms, [&] { return after > 0; }));
     CHECK(after == 0);
     CHECK(open_after == 0);
 }
 
-TEST_CASE("embed: the host's state never goes back to starting once past it") {
-    using cdcflow::embed::host_state_after;
-    bool past = false;
-    CHECK(host_state_after("idle", &past, false) == "idle");
-    CHECK(host_state_after("starting", &past, false) == "starting");
-    CHECK(host_state_after("standby", &past, false) == "standby");
-    CHECK(host_state_after("starting", &past, false) == "starting"); // a standby taking over
-    CHECK(host_state_after("running", &past, false) == "running");
-    // The runtime's stage threads ended: the end of a drain (or a stop), or
-    // between two attempts of a run that goes on.
-    CHECK(host_state_after("starting", &past, true) == "draining");
-    CHECK(host_state_after("starting", &past, false) == "running");
-    CHECK(host_state_after("stopped", &past, true) == "stopped");
+namespace {
+
+// A test pipeline of the test plugins (gen_source -> passthrough ->
+// file_sink), found through the pipeline's own plugin_path: `src` and
+// `pass` are the source's and the transform's config, `pass_keys` adds
+// keys to the transform (indented four), `settings` to the host's.
+std::string test_yaml(const std::string &out, const std::string &src, const std::string &pass,
+                      const std::string &pass_keys = "", const std::string &settings = "") {
+    return "pipeline: t\nplugin_path: ['" CDCFLOW_TEST_PLUGIN_DIR "']\nsettings: {shutdown_timeout_ms: 300" +
+           settings + "}\nstages:\n  - id: src\n    plugin: gen_source\n    config: {" + src +
+           "}\n  - id: pass\n    plugin: passthrough\n" + pass_keys + "    config: {" + pass + "}\n" +
+           "  - id: sink\n    plugin: file_sink\n    config: {output: '" + out + "'}\n";
+}
+
+std::unique_ptr<Host> open_test(const std::string &yaml) {
+    auto h = Host::open_yaml(yaml, "t.yaml");
+    REQUIRE_MESSAGE(h.ok(), h.status().message());
+    return std::move(h.value());
+}
+
+// Waits (at most 20 s) until file_sink committed `n` lines to `out`.
+bool wait_lines(const std::string &out, int n) {
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    for (;;) {
+        std::ifstream in(out);
+        int lines = 0;
+        for (std::string line; std::getline(in, line);)
+            ++lines;
+        if (lines >= n) return true;
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(10ms);
+    }
+}
+
+int rank(const std::string &state) {
+    static const std::vector<std::string> order = {"idle", "starting", "standby", "running", "draining"};
+    auto it = std::find(order.begin(), order.end(), state);
+    return it == order.end() ? 5 : static_cast<int>(it - order.begin()); // stopped, failed
+}
+
+} // namespace
+
+TEST_CASE("embed: the state a callback sees only moves forward through a run") {
+    // The runtime used to read "starting" again between the end of a drain's
+    // stage threads and the run's end (while the sink released the
+    // checkpoint); the watcher, woken by each change, snapshots that window.
+    TempDir dir("embed_monotone");
+    for (int round = 0; round < 5; ++round) {
+        std::string db = dir.file("app" + std::to_string(round) + ".db");
+        write_accounts(db, 0, 3);
+        auto h = open_ok(accounts_yaml(db));
+        CHECK(h->state() == "idle");
+        StateLog log;
+        h->subscribe([&](const StateChange &c) { log.add(c.state); });
+        REQUIRE(h->drain(30s).ok());
+        auto seen = log.seen();
+        REQUIRE(!seen.empty());
+        CHECK(seen.back() == "stopped");
+        // (A short run may be delivered coalesced: "running" is not
+        // guaranteed, the order is.)
+        for (size_t i = 1; i < seen.size(); ++i) {
+            const std::string step = seen[i - 1] + " then " + seen[i];
+            CHECK_MESSAGE(rank(seen[i - 1]) <= rank(seen[i]), step);
+        }
+        CHECK(h->state() == "stopped");
+        auto end = h->run_end();
+        REQUIRE(end.has_value());
+        CHECK(end->how == "drained");
+        CHECK(end->exit_code == 0);
+        CHECK_FALSE(end->stop_asked);
+        CHECK(h->totals().events == 15);
+        CHECK(h->totals().applied == 9);
+        CHECK(h->totals().rejected == 6);
+    }
+}
+
+TEST_CASE("embed: callbacks see a breaker that opens and closes within a few milliseconds") {
+    // The transform fails twice at offset 30; one failure opens its breaker
+    // for 15 ms, the probe fails and opens it again, the next probe closes
+    // it: two short open spells, each much shorter than the 50 ms a sampling
+    // watcher looked at the runtime.
+    TempDir dir("embed_breaker");
+    for (int round = 0; round < 3; ++round) {
+        std::string out = dir.file("events" + std::to_string(round) + ".txt");
+        auto h = open_test(test_yaml(out, "count: 60", "retry_at: 30",
+                                     "    breaker: {failures: 1, cooldown_ms: 15}\n", ", batch_size: 10"));
+        std::mutex mu;
+        std::vector<std::string> breakers; // the transform's breaker, as each callback saw it
+        h->subscribe([&](const StateChange &c) {
+            const std::string key = "\"id\":\"pass\"";
+            size_t at = c.health_json.find(key);
+            REQUIRE(at != std::string::npos);
+            size_t b = c.health_json.find("\"breaker\":\"", at);
+            REQUIRE(b != std::string::npos);
+            b += 11;
+            std::lock_guard lock(mu);
+            breakers.push_back(c.health_json.substr(b, c.health_json.find('"', b) - b));
+        });
+        REQUIRE(h->drain(30s).ok());
+        std::lock_guard lock(mu);
+        CHECK(std::find(breakers.begin(), breakers.end(), "open") != breakers.end());
+        CHECK(breakers.back() == "closed");
+        CHECK(h->totals().events == 60);
+    }
+}
+
+TEST_CASE(
+    "embed: close with a plugin stuck in process is bounded, names the stage, and commits nothing more") {
+    TempDir dir("embed_hang");
+    std::string out = dir.file("events.txt");
+    // One event a batch: offsets 1..4 are committed before the stuck one.
+    auto h = open_test(test_yaml(out, "count: 0", "hang_at: 5", "", ", batch_size: 1, batch_max_events: 1"));
+    StateLog log;
+    h->subscribe([&](const StateChange &c) { log.add(c.state); });
+    REQUIRE(h->start().ok());
+    REQUIRE(log.wait_for("running"));
+    // The source reads ahead: offset 5 is in the transform's hands (or its
+    // queue) by the time 4 is committed.
+    REQUIRE(wait_lines(out, 4));
+    // The transform is stuck at offset 5: stop cannot finish in time.
+    CHECK(h->stop(200ms).code() == Status::Code::kUnavailable);
+    const auto t0 = std::chrono::steady_clock::now();
+    Status st = h->close(300ms);
+    const auto took = std::chrono::steady_clock::now() - t0;
+    CHECK(st.code() == Status::Code::kUnavailable);
+    CHECK(Host::exit_code(st) == CDCFLOW_EXIT_TIMEOUT);
+    CHECK_MESSAGE(st.message().find("did not stop within 300 ms: stage 'pass' (passthrough) is stuck") !=
+                      std::string::npos,
+                  st.message());
+    CHECK(took < 5s);                                 // bounded (300 ms and a thread join), not "never"
+    CHECK(h->close(300ms).message() == st.message()); // a second close answers the same
+    CHECK(h->start().code() == Status::Code::kInvalidArgument);
+    CHECK(h->state() == "draining"); // the reading functions still answer
+    h.reset();                       // the destructor has nothing left to wait for
+    // Nothing at or past the stuck offset reached the sink.
+    std::ifstream in(out);
+    std::string line;
+    while (std::getline(in, line))
+        CHECK(std::stoll(line) < 5);
+
+    // The destructor alone is bounded the same way (settings.shutdown_timeout_ms).
+    auto h2 = open_test(test_yaml(dir.file("events2.txt"), "count: 0", "hang_at: 3", "",
+                                  ", batch_size: 1, batch_max_events: 1"));
+    StateLog log2;
+    h2->subscribe([&](const StateChange &c) { log2.add(c.state); });
+    REQUIRE(h2->start().ok());
+    REQUIRE(wait_lines(dir.file("events2.txt"), 2));
+    const auto t1 = std::chrono::steady_clock::now();
+    h2.reset();
+    CHECK(std::chrono::steady_clock::now() - t1 < 5s);
+
+    // Through the C API: a code, and the stage in err.
+    char err[512];
+    cdcflow_host *c = cdcflow_host_open_string(test_yaml(dir.file("events3.txt"), "count: 0", "hang_at: 2",
+                                                         "", ", batch_size: 1, batch_max_events: 1")
+                                                   .c_str(),
+                                               nullptr, err, sizeof err);
+    REQUIRE_MESSAGE(c, err);
+    REQUIRE(cdcflow_host_start(c, err, sizeof err) == 0);
+    REQUIRE(wait_lines(dir.file("events3.txt"), 1));
+    const auto t2 = std::chrono::steady_clock::now();
+    CHECK(cdcflow_host_close_ex(c, 250, err, sizeof err) == CDCFLOW_EXIT_TIMEOUT);
+    CHECK(std::chrono::steady_clock::now() - t2 < 5s);
+    CHECK_MESSAGE(std::string(err).find("within 250 ms: stage 'pass' (passthrough) is stuck") !=
+                      std::string::npos,
+                  err);
+    CHECK(cdcflow_host_close_ex(nullptr, 0, err, sizeof err) == CDCFLOW_EXIT_USAGE);
+}
+
+TEST_CASE("embed: close() from a callback stops the run; the host still answers the reading functions") {
+    TempDir dir("embed_close_cb");
+    std::string db = dir.file("app.db");
+    write_accounts(db, 0, 3);
+    auto h = open_ok(accounts_yaml(db));
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<Status> closed;
+    h->subscribe([&](const StateChange &c) {
+        if (c.state != "running") return;
+        Status st = h->close(10s); // on the watcher thread: ends the run, not the watcher
+        std::lock_guard lock(mu);
+        if (!closed) closed = st;
+        cv.notify_all();
+    });
+    REQUIRE(h->start().ok());
+    {
+        std::unique_lock lock(mu);
+        REQUIRE(cv.wait_for(lock, 20s, [&] { return closed.has_value(); }));
+        CHECK(closed->ok());
+    }
+    CHECK(h->state() == "stopped");
+    CHECK(h->health_json().find("\"state\":\"stopped\"") != std::string::npos);
+    CHECK(h->close(1s).ok()); // the same answer again
+    CHECK(h->start().code() == Status::Code::kInvalidArgument);
+    REQUIRE(h->run_end().has_value());
+    CHECK(h->run_end()->how == "stopped");
+    CHECK(h->run_end()->stop_asked);
 }
 
 TEST_CASE("embed: how a run ended is decided in one place, for the CLI and the host") {

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -81,6 +82,46 @@ TEST_CASE("runtime: --drain counts every event as exactly one of applied, reject
     // 70 it rejected and then marked duplicate count under both.
     CHECK(r.metric("pass.passed") + r.metric("pass.rejected") + r.metric("pass.duplicates") - 142 == 10000);
     CHECK(r.metric("pass.passed") == r.totals.applied);
+}
+
+TEST_CASE("runtime: state changes are notified, and the state only moves forward through a drain") {
+    PluginRegistry reg;
+    reg.add_front({CDCFLOW_TEST_PLUGIN_DIR});
+    Metrics m;
+    auto made = make(pipeline("count: 2000", "", "", "settings: {batch_size: 10}\n"), reg, m);
+    REQUIRE(made.ok());
+    Runtime &rt = *made.value();
+    // Nothing changes: the wait parks until its timeout, and says so.
+    const uint64_t e0 = rt.change_epoch();
+    CHECK(rt.wait_for_change(e0, std::chrono::milliseconds(30)) == e0);
+    std::vector<std::string> states;
+    std::atomic<bool> done{false};
+    std::thread watcher([&] {
+        uint64_t seen = rt.change_epoch();
+        while (!done.load()) {
+            std::string st = rt.state();
+            if (states.empty() || states.back() != st) states.push_back(st);
+            seen = rt.wait_for_change(seen, std::chrono::milliseconds(1000));
+        }
+        states.push_back(rt.state());
+    });
+    RunOptions ro;
+    ro.drain = true;
+    REQUIRE(rt.run(ro).ok());
+    CHECK(rt.change_epoch() > e0); // start, running, stages, the end: each bumped it
+    done.store(true);
+    rt.notify_change(); // wakes the watcher at once
+    watcher.join();
+    CHECK(states.back() == "stopped");
+    const std::vector<std::string> order = {"starting", "running", "draining", "stopped"};
+    size_t at = 0;
+    for (const std::string &st : states) {
+        auto it = std::find(order.begin(), order.end(), st);
+        REQUIRE_MESSAGE(it != order.end(), st);
+        const size_t rank = static_cast<size_t>(it - order.begin());
+        CHECK_MESSAGE(rank >= at, st); // never back to "starting" at the drain's end
+        at = rank;
+    }
 }
 
 TEST_CASE("runtime: batch sizes 1 and odd sizes move every event") {

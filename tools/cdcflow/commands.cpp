@@ -2,16 +2,12 @@
 
 #include "config_schema.hpp"
 #include "escape.hpp"
-#include "health_json.hpp"
 #include "host_api.hpp"
-#include "http/server.hpp"
-#include "metrics.hpp"
+#include "host_internal.hpp"
+#include "http/address.hpp"
 #include "pipeline.hpp"
 #include "pipeline_open.hpp"
 #include "plugin_loader.hpp"
-#include "process_metrics.hpp"
-#include "run_outcome.hpp"
-#include "runtime.hpp"
 #include "signal_watcher.hpp"
 #include "status_cmd.hpp"
 
@@ -139,39 +135,18 @@ Result<PipelineDef> load_checked(const std::string &file, PluginRegistry &regist
 
 namespace {
 
-// Load + check + create: the common front half of run and validate.
-Result<std::unique_ptr<Runtime>> prepare(const std::string &file, PluginRegistry &registry,
-                                         Metrics &metrics) {
-    return open_runtime(PipelineSource::file(file), registry, metrics, {g_level_chosen, g_format_chosen});
+// The CLI's way into the embedded host: its plugin folders, and the log
+// choices of its command line (they win over the file's `log:`).
+Result<std::unique_ptr<embed::Host>> open_host(const std::string &file) {
+    return embed::internal::open_for_cli(file, {g_level_chosen, g_format_chosen});
 }
 
-// The operational endpoints of a running pipeline (http/server.hpp: one
-// I/O thread, a deadline per request, a connection cap, a stop that never
-// waits for a client). Handlers read snapshots only.
-Result<std::unique_ptr<http::Server>> serve(Runtime &r, Metrics &metrics, const http::Address &addr) {
-    const HttpSettings &hs = r.def().http;
-    http::ServerOptions so;
-    so.request_timeout_ms = hs.request_timeout_ms;
-    so.max_connections = hs.max_connections;
-    so.warn = [](const std::string &msg) { log_line(CDCFLOW_LOG_WARN, "http", msg); };
-    auto server = std::make_unique<http::Server>(std::move(so));
-    constexpr const char *kJson = "application/json";
-    server->route("/health", [&r](const http::Request &) {
-        HealthReport h = r.health();
-        return http::Response{h.healthy ? 200 : 503, kJson, health_json(h)};
-    });
-    server->route("/ready", [&r](const http::Request &) {
-        HealthReport h = r.health();
-        return http::Response{h.ready ? 200 : 503, kJson, ready_json(h)};
-    });
-    server->route("/metrics", [&metrics](const http::Request &) {
-        return http::Response{200, "text/plain; version=0.0.4; charset=utf-8", metrics.prometheus()};
-    });
-    if (Status st = server->start(addr); !st) return st;
-    log_line(CDCFLOW_LOG_INFO, "host",
-             "serving /health, /ready and /metrics on http://" + server->bound().text(), "listen",
-             {{"address", server->bound().text()}});
-    return server;
+// An open that failed: the error line, and its exit code (3: the file's
+// fault, else 1), as the embedded host answers it.
+int open_failed(const Status &st) {
+    const int code = embed::Host::exit_code(st);
+    log_failure(st.message(), "error", {{"exit_code", code}});
+    return code;
 }
 
 } // namespace
@@ -189,24 +164,23 @@ int cmd_run(int argc, char **argv) {
     po::variables_map vm;
     if (int rc = parse_command_line(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
     // The address is checked before anything is loaded or opened.
-    std::optional<http::Address> http_addr;
+    std::optional<std::string> http_addr;
     if (vm.count("http")) {
-        auto a = http::parse_address(vm["http"].as<std::string>());
-        if (!a) {
+        http_addr = vm["http"].as<std::string>();
+        if (auto a = http::parse_address(*http_addr); !a) {
             std::fprintf(stderr, "cdcflow run: --http: %s\n", a.status().message().c_str());
             return kExitUsage;
         }
-        http_addr = *a;
     }
     return run_pipeline("run", vm["pipeline"].as<std::string>(), vm["drain"].as<bool>(), http_addr, nullptr);
 }
 
-int run_pipeline(const char *cmd, const std::string &file, bool drain, std::optional<http::Address> http_addr,
+int run_pipeline(const char *cmd, const std::string &file, bool drain, std::optional<std::string> http_addr,
                  RunObserver *observer) {
     // Before any other thread exists (a plugin may start one at create), so
     // that every thread inherits the blocked signal mask and only the
     // watcher sees SIGINT/SIGTERM. A signal during start-up waits for it.
-    Runtime *current = nullptr;
+    embed::Host *current = nullptr;
     std::mutex current_mu;
     bool stop_asked = false;
     auto signals =
@@ -216,26 +190,20 @@ int run_pipeline(const char *cmd, const std::string &file, bool drain, std::opti
             if (current) current->request_stop();
         });
 
-    PluginRegistry registry;
-    Metrics metrics;
-    add_process_metrics(metrics);
-    auto rt = prepare(file, registry, metrics);
-    if (!rt) {
-        log_failure(rt.status().message(), "error", {{"exit_code", create_failure_code(rt.status())}});
-        return create_failure_code(rt.status());
-    }
-    Runtime &r = *rt.value();
-    signals->set_timeout(r.def().settings.shutdown_timeout_ms);
+    auto opened = open_host(file);
+    if (!opened) return open_failed(opened.status());
+    embed::Host &h = *opened.value();
+    signals->set_timeout(embed::internal::def_of(h).settings.shutdown_timeout_ms);
     {
         std::lock_guard lock(current_mu);
-        current = &r;
-        if (stop_asked) r.request_stop();
+        current = &h;
+        if (stop_asked) h.request_stop(); // the run then ends at once
     }
     // Whatever way this function returns, a signal must not reach the
-    // Runtime once it is gone (it is destroyed before the watcher).
+    // Host once it is gone (it is destroyed before the watcher).
     struct Forget {
         std::mutex &mu;
-        Runtime *&current;
+        embed::Host *&current;
         ~Forget() {
             std::lock_guard lock(mu);
             current = nullptr;
@@ -243,50 +211,41 @@ int run_pipeline(const char *cmd, const std::string &file, bool drain, std::opti
     } forget{current_mu, current};
 
     // Bound before the pipeline starts, so that an address in use is an
-    // error at once. Declared after the Runtime: destroyed (stopped) first.
-    std::unique_ptr<http::Server> server;
-    const bool from_file = !http_addr && r.def().http.listen;
-    if (from_file) http_addr = r.def().http.listen;
-    if (http_addr) {
-        auto sv = serve(r, metrics, *http_addr);
-        if (!sv) {
-            std::string at = from_file
-                                 ? " (http.listen at " + where(r.def().file, r.def().http.listen_mark) + ")"
-                                 : std::string(" (--http)");
-            std::fprintf(stderr, "cdcflow %s: %s%s\n", cmd, sv.status().message().c_str(), at.c_str());
-            return kExitUsage;
-        }
-        server = std::move(sv.value());
+    // error at once ("" serves the file's http.listen, if any).
+    if (auto bound = h.serve(http_addr.value_or("")); !bound) {
+        std::fprintf(stderr, "cdcflow %s: %s%s\n", cmd, bound.status().message().c_str(),
+                     http_addr ? " (--http)" : "");
+        return kExitUsage;
     }
     if (observer)
-        if (int rc = observer->before(r); rc >= 0) return rc;
+        if (int rc = observer->before(h); rc >= 0) return rc;
 
-    log_start(r.def());
-    const auto started = std::chrono::steady_clock::now();
-    RunOptions ro;
-    ro.drain = drain;
-    Status st = r.run(ro);
-    // The endpoints answer through the drain (state "draining", /ready 503
-    // "stopping"); stopping them returns at once, so no client can hold the
-    // shutdown.
-    if (server) server->stop();
-    if (observer) observer->finished(r);
-    Totals t = r.totals();
-    // "dropped" comes last: scripts that read the line up to "duplicates" keep working.
-    // The name quoted as in the log: a pipeline name may hold a newline (YAML
-    // "\n"), which would split the line scripts read.
-    std::printf("pipeline %s: %llu events: %llu applied, %llu rejected, %llu duplicates, %llu dropped\n",
-                quote(r.def().name).c_str(), static_cast<unsigned long long>(t.events),
-                static_cast<unsigned long long>(t.applied), static_cast<unsigned long long>(t.rejected),
-                static_cast<unsigned long long>(t.duplicates), static_cast<unsigned long long>(t.dropped));
-    std::fflush(stdout);
-    bool asked;
-    {
-        std::lock_guard lock(current_mu);
-        asked = stop_asked;
+    // The run's end, on the host's runner thread: the endpoints answered
+    // through the drain and are stopped by now; the "stop" log line follows.
+    h.on_run_end([&] {
+        if (observer) observer->finished(h);
+        const embed::RunTotals t = h.totals();
+        // "dropped" comes last: scripts that read the line up to "duplicates" keep working.
+        // The name quoted as in the log: a pipeline name may hold a newline (YAML
+        // "\n"), which would split the line scripts read.
+        std::printf("pipeline %s: %llu events: %llu applied, %llu rejected, %llu duplicates, %llu dropped\n",
+                    quote(h.name()).c_str(), static_cast<unsigned long long>(t.events),
+                    static_cast<unsigned long long>(t.applied), static_cast<unsigned long long>(t.rejected),
+                    static_cast<unsigned long long>(t.duplicates),
+                    static_cast<unsigned long long>(t.dropped));
+        std::fflush(stdout);
+    });
+    // Run to the end: drained, stopped by a signal, or failed. How it went
+    // is the host's run_end (its "stop" log line is written by now).
+    Status st = drain ? h.drain(std::chrono::milliseconds(0)) : h.start();
+    if (!drain && st) st = h.wait(std::chrono::milliseconds(0));
+    const std::optional<embed::RunEnd> end = h.run_end();
+    if (!end) { // never ran: a thread that could not be created
+        log_failure(st.message(), "error", {{"exit_code", kExitFailure}});
+        return kExitFailure;
     }
-    int code = log_stop(r, st, asked, started);
-    if (observer) code = observer->after(r, st, code, asked);
+    int code = end->exit_code;
+    if (observer) code = observer->after(h, end->status, code, end->stop_asked);
     return code;
 }
 
@@ -298,16 +257,12 @@ int cmd_validate(int argc, char **argv) {
     pos.add("pipeline", 1);
     po::variables_map vm;
     if (int rc = parse_command_line(argc, argv, usage, opts, pos, vm); rc >= 0) return rc;
-    PluginRegistry registry;
-    Metrics metrics;
     std::string file = vm["pipeline"].as<std::string>();
-    auto rt = prepare(file, registry, metrics);
-    if (!rt) {
-        log_failure(rt.status().message(), "error", {{"exit_code", create_failure_code(rt.status())}});
-        return create_failure_code(rt.status());
-    }
-    std::printf("%s: pipeline '%s' is valid (%zu stages)\n", file.c_str(), rt.value()->def().name.c_str(),
-                rt.value()->def().stages.size());
+    auto opened = open_host(file);
+    if (!opened) return open_failed(opened.status());
+    const PipelineDef &def = embed::internal::def_of(*opened.value());
+    std::printf("%s: pipeline '%s' is valid (%zu stages)\n", file.c_str(), def.name.c_str(),
+                def.stages.size());
     return kExitOk;
 }
 

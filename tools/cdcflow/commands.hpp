@@ -1,7 +1,6 @@
 // The subcommands of the cdcflow CLI and the exit codes they share.
 #pragma once
 
-#include "http/address.hpp"
 #include "pipeline.hpp"
 #include "plugin_loader.hpp"
 #include <cdcflow/host.h>
@@ -13,8 +12,8 @@
 #include <string>
 #include <vector>
 
-namespace cdcflow::host {
-class Runtime;
+namespace cdcflow::embed {
+class Host;
 }
 
 namespace cdcflow::cli {
@@ -62,21 +61,26 @@ int parse_command_line(int argc, char **argv, const char *usage,
 // CDCFLOW_ERR_CONFIG for a bad file (exit 3).
 Result<host::PipelineDef> load_checked(const std::string &file, host::PluginRegistry &registry);
 
-// What a command adds to run's machinery (run_pipeline). Main thread.
+// What a command adds to run's machinery (run_pipeline).
 class RunObserver {
 public:
     virtual ~RunObserver() = default;
-    // The pipeline is created, not started: -1 to go on, else the exit code.
-    virtual int before(host::Runtime &) { return -1; }
-    // run() returned (before the totals line and the "stop" log line).
-    virtual void finished(host::Runtime &) {}
-    // The exit code, given run's (`code`) and whether a signal stopped it.
-    virtual int after(host::Runtime &, const Status &, int code, bool /*stop_asked*/) { return code; }
+    // The pipeline is opened, not started (main thread): -1 to go on, else
+    // the exit code.
+    virtual int before(embed::Host &) { return -1; }
+    // The run ended (on the host's runner thread, before the totals line
+    // and the "stop" log line).
+    virtual void finished(embed::Host &) {}
+    // The exit code (main thread), given the run's status, its exit code
+    // (`code`) and whether a signal stopped it.
+    virtual int after(embed::Host &, const Status &, int code, bool /*stop_asked*/) { return code; }
 };
 
-// `cdcflow run`'s machinery: signals, logs, the HTTP endpoints, the totals
-// line and the exit codes; `cmd` names the command in messages.
-int run_pipeline(const char *cmd, const std::string &file, bool drain, std::optional<http::Address> http_addr,
+// `cdcflow run`'s machinery over the embedded host (embed::Host, the same
+// open, run, stop and exit codes as an embedding application's): signals,
+// the HTTP endpoints (`http_addr`, else the file's http.listen), the totals
+// line; `cmd` names the command in messages.
+int run_pipeline(const char *cmd, const std::string &file, bool drain, std::optional<std::string> http_addr,
                  RunObserver *observer);
 
 } // namespace cdcflow::cli

@@ -6,8 +6,9 @@
 #include "commands.hpp"
 
 #include "escape.hpp"
+#include "host_internal.hpp"
+#include "http/address.hpp"
 #include "log.hpp"
-#include "runtime.hpp"
 #include "signal_watcher.hpp"
 
 #include "migrate/cleanup.hpp"
@@ -197,8 +198,8 @@ class MigrateObserver : public RunObserver {
 public:
     MigrateObserver(ProgressDisplay::Mode mode, bool automatic) : mode_(mode), automatic_(automatic) {}
 
-    int before(Runtime &r) override {
-        auto t = target_of(r.def());
+    int before(embed::Host &h) override {
+        auto t = target_of(embed::internal::def_of(h));
         if (!t) {
             log_failure(t.status().message(), "error", {{"exit_code", kExitInvalid}});
             return kExitInvalid;
@@ -226,16 +227,16 @@ public:
         // JSON logs are for machines: progress only when asked for by name
         // (the file's `log:` is applied by now).
         if (automatic_ && log_format() == LogFormat::json) mode_ = ProgressDisplay::Mode::none;
-        display_ = std::make_unique<ProgressDisplay>(mode_, total, [&r] { return r.totals().events; });
+        display_ = std::make_unique<ProgressDisplay>(mode_, total, [&h] { return h.totals().events; });
         display_->start();
         return -1;
     }
 
-    void finished(Runtime &) override {
+    void finished(embed::Host &) override {
         if (display_) display_->stop();
     }
 
-    int after(Runtime &r, const Status &st, int code, bool stop_asked) override {
+    int after(embed::Host &h, const Status &st, int code, bool stop_asked) override {
         mig::AfterRun end;
         try {
             end = mig::read_after(target_, warn_locked);
@@ -248,7 +249,7 @@ public:
         const mig::TargetCounts &now = end.counts;
         const mig::Progress &p = end.progress;
         const mig::ReportClass &missing = end.missing;
-        const Totals own = r.totals();
+        const embed::RunTotals own = h.totals();
         const mig::RunShare share = mig::run_share(before_, now, own.applied, own.rejected);
         const uint64_t run_migrated = share.migrated;
         const uint64_t run_unmappable = share.unmappable;
@@ -408,14 +409,13 @@ int cmd_migrate(int argc, char **argv) {
                      quote(mode).c_str(), usage);
         return kExitUsage;
     }
-    std::optional<http::Address> http_addr;
+    std::optional<std::string> http_addr;
     if (vm.count("http")) {
-        auto a = http::parse_address(vm["http"].as<std::string>());
-        if (!a) {
+        http_addr = vm["http"].as<std::string>();
+        if (auto a = http::parse_address(*http_addr); !a) {
             std::fprintf(stderr, "cdcflow migrate: --http: %s\n", a.status().message().c_str());
             return kExitUsage;
         }
-        http_addr = *a;
     }
     MigrateObserver observer(m, mode == "auto");
     return run_pipeline("migrate", file, true, http_addr, &observer);

@@ -147,9 +147,12 @@ CDCFLOW_HOST_API size_t cdcflow_host_last_error(cdcflow_host *h, char *buf, size
  * watcher thread, one call at a time, never while the host holds a lock:
  * the callback may call any function of this API, cdcflow_host_close
  * included (the watcher then ends on its own, and no callback of that host
- * is called after the close, not even the final state). Changes are seen
- * within about 50 ms; a change that reverts within that time may go unseen,
- * but the final state ("stopped" or "failed") is always delivered, before a
+ * is called after the close, not even the final state). Every change wakes
+ * the watcher at once (it is notified, not sampling; an idle host wakes no
+ * thread), so a state as short as a thread's wake-up (a breaker open for a
+ * few ms) is delivered; states that follow each other faster arrive as the
+ * last of them. The state moves only forward through a run. The final
+ * state ("stopped" or "failed") is always delivered, before a
  * stop or drain that saw the run end returns (after, when called from the
  * callback itself).
  *
@@ -193,13 +196,28 @@ CDCFLOW_HOST_API int cdcflow_host_verify(cdcflow_host *h, uint32_t flags, cdcflo
                                          void *user, char *buf, size_t buf_len, size_t *needed, char *err,
                                          size_t err_len);
 
-/* Stops first if running (waiting as long as the stop takes, bounded by the
- * pipeline's settings.shutdown_timeout_ms for the graceful part), then frees
+/* Stops first if running, bounded by the pipeline's
+ * settings.shutdown_timeout_ms: a pipeline whose plugin is stuck in a call
+ * is abandoned after it (see cdcflow_host_close_ex), then frees
  * everything. NULL is a no-op. From the moment close begins no state
  * callback is started (a running host's final "stopped" is not delivered:
  * cdcflow_host_stop first to see it); one already running may still call
  * into the handle until it returns, and close waits for it. */
 CDCFLOW_HOST_API void cdcflow_host_close(cdcflow_host *h);
+
+/* cdcflow_host_close with a bound and an answer: stops a running pipeline
+ * (graceful), waits at most timeout_ms (0: the pipeline's
+ * settings.shutdown_timeout_ms, as cdcflow_host_close), then frees the
+ * handle, whatever the answer. 0: everything stopped. 4 (as `cdcflow run`
+ * exits when its shutdown times out): a plugin was stuck in a call (say,
+ * process never returned); its threads are abandoned, not waited for, and
+ * err names the stage. The cost: those threads go on, and the pipeline's
+ * memory, open files and plugin libraries (kept loaded so that the stuck
+ * code stays mapped) are leaked until the process exits; nothing past the
+ * last commit was committed (the next start replays it). One ERROR log line
+ * says so too. NULL is 2. cdcflow_host_close is this with 0 and no err.
+ */
+CDCFLOW_HOST_API int cdcflow_host_close_ex(cdcflow_host *h, uint32_t timeout_ms, char *err, size_t err_len);
 
 /* "0.1.0": the library's version. */
 CDCFLOW_HOST_API const char *cdcflow_host_version(void);

@@ -3,10 +3,11 @@
 // A Host runs one pipeline the way `cdcflow run` does (the same file, checks
 // and "FILE:LINE:COL: what" errors as `cdcflow validate`, the same stages,
 // exactly-once effect, /health JSON and /metrics families), on threads of
-// its own, started and stopped by the application. It serves no HTTP,
-// handles no signal and never exits the process: the application serves
-// health_json() and metrics_text() where it wants them. The C API
-// (cdcflow/host.h) is this one through a C waist, for other languages.
+// its own, started and stopped by the application. It handles no signal
+// and never exits the process; it serves HTTP only when asked (serve()):
+// the application may serve health_json() and metrics_text() where it
+// wants them instead. The C API (cdcflow/host.h) is this one through a C
+// waist, for other languages. `cdcflow run` is built on this class too.
 //
 // Failures: every call answers a cdcflow::Status (cdcflow/status.hpp) with a
 // one-line message; no exception leaves this API. exit_code() turns a
@@ -26,20 +27,28 @@
 //
 // Thread safety: every member function may be called from any thread,
 // concurrently; the destructor must not race any other call. Ownership: the
-// application owns the Host (std::unique_ptr); the destructor stops a
-// running pipeline first (graceful, bounded by settings.shutdown_timeout_ms,
-// then it waits for the stages to end). From the moment the destructor
-// begins, no state callback is started (so a running host's final state is
-// not delivered: stop() first to see it); one already running may still
-// call into the Host until it returns, and the destructor waits for it.
+// application owns the Host (std::unique_ptr); the destructor is close()
+// with its default timeout: it stops a running pipeline first and is
+// bounded (see close(): a plugin stuck in a call is abandoned, not waited
+// for). From the moment the destructor (or close()) begins, no state
+// callback is started (so a running host's final state is not delivered:
+// stop() first to see it); one already running may still call into the
+// Host until it returns, and close waits for it.
 //
 // Link: libcdcflow-host.so (`pkg-config --cflags --libs cdcflow-host`),
 // built with the same compiler and standard library as the application
 // (std::string and std::function cross this header; the C API does not
 // have that constraint).
 //
-// Log settings are the process's (two hosts: the last opened wins), a host
-// does not survive fork(), and the search order for plugins: cdcflow/host.h.
+// Log settings are the process's, not the host's: open() applies the
+// pipeline's `log:` (level, format, the plugins' line rate) and its name on
+// every JSON line to the whole process, unless CDCFLOW_LOG_LEVEL /
+// CDCFLOW_LOG_FORMAT chose the level / format. With two hosts in one
+// process the last one opened wins for both (a `log: {level: warn}` in one
+// silences the other's info lines, and JSON lines carry the last opened
+// pipeline's name): give the hosts of one process the same `log:`, or set
+// the environment variables. A host does not survive fork(); the search
+// order for plugins: cdcflow/host.h.
 #pragma once
 
 #include <cdcflow/host.h>
@@ -105,6 +114,27 @@ struct VerifyResult {
 // Metric labels: {{"stage", "project"}, {"outcome", "applied"}}.
 using MetricLabels = std::vector<std::pair<std::string, std::string>>;
 
+// The run's totals, counted at the sink after each committed batch: every
+// event that entered is exactly one of applied, rejected, duplicates,
+// dropped (the summary line of `cdcflow run`).
+struct RunTotals {
+    uint64_t events = 0;
+    uint64_t applied = 0;
+    uint64_t rejected = 0;
+    uint64_t duplicates = 0;
+    uint64_t dropped = 0;
+    uint64_t batches = 0;
+};
+
+// How a finished run ended, as `cdcflow run` reports it (its "stop" log
+// line and its exit code).
+struct RunEnd {
+    std::string how;         // "drained", "stopped", "failed", "refused" (another host owns the checkpoint)
+    int exit_code = 0;       // `cdcflow run`'s exit code for it: 0, 1 or 6
+    bool stop_asked = false; // stop() or request_stop() was called during the run
+    Status status;           // the run's own status (OK unless it failed or was refused)
+};
+
 class CDCFLOW_HOST_API Host {
 public:
     // Reads and checks a pipeline file, loads its plugins and creates its
@@ -133,6 +163,61 @@ public:
     // it failed. Calling it again answers the same; a host never started
     // stops at once (OK).
     Status stop(std::chrono::milliseconds timeout);
+    // Asks for a graceful stop and returns at once (safe from any thread,
+    // e.g. a signal-watching one); stop(), wait() or drain() wait for it. On
+    // a host not started yet, the run that start() or drain() begins then
+    // ends at once (as `cdcflow run` does with a signal during its start-up).
+    void request_stop();
+    // Waits at most `timeout` (zero: no bound) for the run to end by itself
+    // or by a stop asked elsewhere, and answers as stop() would then.
+    // kUnavailable when not ended in time; kInvalidArgument when never
+    // started.
+    Status wait(std::chrono::milliseconds timeout);
+    // Stops a running pipeline (as stop) and ends the host's threads, bounded:
+    // after `timeout` (zero: the pipeline's settings.shutdown_timeout_ms) a
+    // pipeline whose plugin is stuck in a call (never returning from process,
+    // say) is abandoned, not waited for: its threads are left running on
+    // their own, and the runtime, the plugins' libraries (their code stays
+    // mapped) and the host's memory are deliberately leaked for the rest of
+    // the process. Nothing is committed past what was durable: the stuck
+    // stage holds its batch, the next start replays it from the checkpoint.
+    // OK: everything stopped; kUnavailable (exit code 4, as `cdcflow run`
+    // exits when its shutdown times out): abandoned, with one ERROR log line
+    // and the message naming the stuck stage. The cost of abandoning: a
+    // thread and the pipeline's memory and file descriptors (its databases
+    // stay open) until the process exits; open a new Host to run again.
+    // After close() only the reading functions may be called (start, drain,
+    // migrate answer kInvalidArgument); a second close() answers the first's
+    // status. The destructor calls it when the application did not.
+    Status close(std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
+
+    // The run's totals so far (zero before the start).
+    RunTotals totals() const;
+    // How the run ended, once it did (nullopt before: never started, or
+    // still running; a host stopped before it started never ran).
+    std::optional<RunEnd> run_end() const;
+    // The pipeline's name (its `pipeline:` key).
+    std::string name() const;
+
+    // Serves /health, /ready and /metrics over HTTP as `cdcflow run --http`
+    // does (one I/O thread of the host's own, a deadline per request, a
+    // connection cap: the pipeline's `http:` settings), until the run ends
+    // (the endpoints answer through a drain) or the host closes. `address`:
+    // HOST:PORT, [IPv6]:PORT, :PORT or PORT (127.0.0.1); port 0 picks a free
+    // one; "" serves on the pipeline's http.listen (nothing when it has
+    // none). Call before start() or drain(), once. The bound address
+    // ("127.0.0.1:40123"; "" when nothing is served), or kInvalidArgument:
+    // an address that does not parse or cannot be bound (for the pipeline's
+    // own, the message ends with "(http.listen at FILE:LINE:COL)").
+    Result<std::string> serve(const std::string &address = "");
+    // Called once on the host's runner thread when the run has ended and its
+    // endpoints stopped, before its "stop" log line and before stop(),
+    // wait() or drain() return: a front end's last words about the run
+    // (`cdcflow run` prints its summary line there). It may call the reading
+    // functions and totals() (run_end() is not set yet: it is decided just
+    // after), never stop/wait/drain/close (a deadlock). Set it before
+    // start() or drain(); an exception from it is logged and ignored.
+    void on_run_end(std::function<void()> fn);
 
     // For a migration pipeline (a `migrator` stage and an `outbox_sink`,
     // README "Migrating a legacy outbox"): `cdcflow migrate` through the
@@ -174,8 +259,15 @@ public:
     // a time, never while the host holds a lock: `fn` may call any member,
     // and may even destroy the Host (the watcher then ends on its own; no
     // callback is called once the destructor returned, not even the final
-    // state). Changes are seen within about 50 ms (the runtime is sampled:
-    // one that reverts faster may go unseen); the final "stopped" or
+    // state). The runtime notifies every change (no sampling: a host whose
+    // state does not change wakes no thread), and the watcher takes a fresh
+    // snapshot at once, so a state that lasts as long as it takes a parked
+    // thread to wake up (microseconds to a millisecond; a breaker open for
+    // its cool-down, say) is delivered; states that follow each other
+    // faster than that are delivered as the last of them. The state moves
+    // only forward through a run: idle, starting, [standby,] running,
+    // draining, then stopped or failed (a host that steps down from its
+    // ownership stands by and starts again). The final "stopped" or
     // "failed" is always delivered, before stop() or drain() returns: their
     // caller must not hold a lock that `fn` takes (a deadlock). `fn` must
     // return normally (an exception is caught, logged and ignored; no
