@@ -155,10 +155,17 @@ public:
 
 private:
     enum : uint8_t { kPending, kAcked, kFailed };
+    struct HeadersDeleter {
+        void operator()(rd_kafka_headers_t *h) const noexcept { rd_kafka_headers_destroy(h); }
+    };
+    using Headers = std::unique_ptr<rd_kafka_headers_t, HeadersDeleter>;
     // One message of a unit. The event is a copy of the batch's struct (its
     // place in the batch moves while the host isolates a poison event); the
     // bytes it points to are the batch's, borrowed until the unit is durable.
     struct Msg {
+        // e is left unset (plan writes it): a unit's messages are made by
+        // resize, which would otherwise zero ~200 bytes per message first.
+        Msg() noexcept {}
         cdcflow_event e;
         rd_kafka_topic_t *topic = nullptr;
         int32_t partition = 0; // where the partitioner puts it (for the produce order only)
@@ -211,9 +218,13 @@ private:
     // The topic's partition count from the cluster's metadata (0 when it
     // does not answer in time).
     int32_t partition_count(rd_kafka_topic_t *rkt, int timeout_ms);
-    // Orders planned_ by partition, keeping the batch's order within each
-    // partition (so within each key).
+    // Where each of planned_'s messages goes among the unit's new ones:
+    // by partition, keeping the batch's order within each partition (so
+    // within each key). Fills slot_.
     void order_by_partition();
+    // The message's headers (id, type, the extra ones); with header.<key>
+    // headers, e's own headers were parsed just before (parse_event_headers).
+    Headers make_headers(const cdcflow_event &e);
     // Gives every pending unit up (nothing more is committed) and throws.
     [[noreturn]] void fail_msg(const Msg &m, int err, const std::string &what);
     [[noreturn]] void give_up_on_stop(size_t outstanding);
@@ -273,10 +284,10 @@ private:
         int32_t partition = 0;
         rd_kafka_topic_t *topic = nullptr;
     };
-    std::vector<Planned> planned_, sorted_;
+    std::vector<Planned> planned_;
+    std::vector<uint32_t> slot_;                // planned_[i] becomes the unit's message from + slot_[i]
     size_t outstanding_ = 0;                    // over every unit: the in_flight gauge
     int64_t acked_count_ = 0, acked_bytes_ = 0; // not yet in the metrics
-    std::vector<rd_kafka_vu_t> vus_;
     std::string topic_buf_, reason_;
     char ts_buf_[24];
     struct EventHeaders; // the parser of events' own headers JSON (header.<key>)
