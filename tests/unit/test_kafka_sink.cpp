@@ -554,3 +554,71 @@ TEST_CASE("kafka_sink: process returns before Kafka acknowledges; settle commits
     CHECK(by_key["acc-2"][2].find("id=ev-10;") != std::string::npos);
     s.sink->stop();
 }
+
+// The sink produces payloads without copying them: librdkafka reads the
+// batch's memory until the message is acknowledged. The host frees a batch
+// it abandoned once the stage stopped, so stop must leave librdkafka holding
+// none of them. The batch is freed here right after stop and the broker
+// then comes back: a producer still holding the payloads would send them
+// (AddressSanitizer: a use after free; otherwise they would be read back).
+TEST_CASE("kafka_sink: a stop with borrowed payloads in flight lets go of them before the batch is freed") {
+    MockCluster k(4);
+    TempDir dir("ksink_borrow");
+    const std::string db = dir.file("o.db");
+    {
+        Sink s({{"database", db}, {"brokers", k.bootstrap}});
+        s.sink->start();
+        rd_kafka_mock_broker_set_down(k.mc, 1);
+        auto b = std::make_unique<cdcflow_batch>(64);
+        for (int64_t i = 1; i <= 50; ++i)
+            cdcflow::test::append(*b, event(i, "acc-" + std::to_string(i % 5)));
+        s.process(*b);
+        CHECK(s.h.metric("in_flight") == 50);
+        s.request_stop();
+        s.sink->stop(); // what the host does after abandoning the batch
+        b.reset();
+        rd_kafka_mock_broker_set_up(k.mc, 1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        CHECK(s.checkpoint() == -1);
+    }
+    CHECK(k.read("outbox.event.Account", 4).empty());
+}
+
+// A process call that fails after producing part of its batch (here a stop
+// while librdkafka's queue is full): what it produced is still borrowed
+// from the batch and must be let go of at stop as well; what it did not
+// produce is never sent; nothing is committed.
+TEST_CASE("kafka_sink: a call failing mid-produce leaves nothing behind once stopped") {
+    MockCluster k(4);
+    TempDir dir("ksink_midproduce");
+    const std::string db = dir.file("o.db");
+    {
+        Sink s({{"database", db},
+                {"brokers", k.bootstrap},
+                {"kafka", Val::json(R"({"queue.buffering.max.messages": 4})")}});
+        s.sink->start();
+        rd_kafka_mock_broker_set_down(k.mc, 1);
+        auto b = std::make_unique<cdcflow_batch>(64);
+        for (int64_t i = 1; i <= 20; ++i)
+            cdcflow::test::append(*b, event(i, "acc-" + std::to_string(i % 5)));
+        std::thread stopper([&] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            s.request_stop();
+        });
+        cdcflow_status status = CDCFLOW_OK;
+        try {
+            s.process(*b); // blocks on the full queue until the stop
+        } catch (const cdcflow::Error &e) {
+            status = e.status();
+        }
+        stopper.join();
+        CHECK(status == CDCFLOW_ERR_RETRY); // the stop, as the host expects it
+        CHECK(s.h.metric("in_flight") == 4);
+        s.sink->stop();
+        b.reset();
+        rd_kafka_mock_broker_set_up(k.mc, 1);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        CHECK(s.checkpoint() == -1);
+    }
+    CHECK(k.read("outbox.event.Account", 4).empty());
+}
