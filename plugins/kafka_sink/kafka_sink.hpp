@@ -290,6 +290,9 @@ private:
     int64_t acked_count_ = 0, acked_bytes_ = 0; // not yet in the metrics
     std::string topic_buf_, reason_;
     char ts_buf_[24];
+    // The records' timestamp (the producer's wall clock, ms), read every
+    // few hundred messages instead of by librdkafka for each one.
+    int64_t now_ms_ = 0;
     struct EventHeaders; // the parser of events' own headers JSON (header.<key>)
     std::unique_ptr<EventHeaders> event_headers_;
 
