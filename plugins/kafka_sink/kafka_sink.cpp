@@ -384,19 +384,41 @@ bool KafkaSink::header_value(const cdcflow_event &e, size_t k, std::string_view 
 
 void KafkaSink::plan(cdcflow::Batch &batch, Unit &u) {
     planned_.clear();
+    call_dead_.clear();
+    call_positions_.clear();
     for (uint32_t i = 0; i < batch.size(); ++i) {
         const cdcflow_event &e = batch[i];
-        if (e.status != CDCFLOW_EVENT_OK) continue; // rejected: a dead letter; skipped: nothing
+        // What settle commits once the call is durable, taken in this pass
+        // over the events (a second one missed the cache again on each):
+        // the last position per partition, whatever the event's status
+        // (skipped and dead-lettered events are done with too).
+        const std::string_view part = sv(e.position.partition);
+        if (call_positions_.empty() || call_positions_.back().first != part) {
+            auto it = std::find_if(call_positions_.begin(), call_positions_.end(),
+                                   [&](auto &x) { return x.first == part; });
+            if (it == call_positions_.end())
+                call_positions_.emplace_back(part, e.position.offset);
+            else
+                it->second = e.position.offset;
+        } else {
+            call_positions_.back().second = e.position.offset;
+        }
+        if (e.status != CDCFLOW_EVENT_OK) { // rejected: a dead letter; skipped: nothing
+            if (e.status == CDCFLOW_EVENT_REJECTED) call_dead_.push_back(e);
+            continue;
+        }
         // The sink's own limits, whatever ran before it: an event id, and
         // text that consumers can read as text (the payload goes as bytes).
         TopicInfo *topic = nullptr;
         if (!sqlite_sink::event_text_ok(e, false, reason_) ||
             !(topic = topic_for(sv(e.aggregate_type), reason_))) {
             batch.reject(i, reason_);
+            if (e.status == CDCFLOW_EVENT_REJECTED) call_dead_.push_back(e); // as marked now
             continue;
         }
         if (needs_event_headers_ && !parse_event_headers(e)) {
             batch.reject(i, "headers are not a JSON object (the header.<key> headers read them)");
+            if (e.status == CDCFLOW_EVENT_REJECTED) call_dead_.push_back(e); // as marked now
             continue;
         }
         Planned &c = planned_.emplace_back();
@@ -560,6 +582,11 @@ void KafkaSink::process(cdcflow::Batch &batch) {
             // messages ahead: messages go in partition order, so these are
             // scattered over a batch larger than the cache (perf: a fifth of
             // this thread was rd_kafka_header_add's copy, missing the cache).
+            if (n + 16 < u.msgs.size()) { // the message's record itself, further ahead
+                const char *rec = reinterpret_cast<const char *>(&u.msgs[n + 16]);
+                __builtin_prefetch(rec);
+                __builtin_prefetch(rec + 64);
+            }
             if (n + 8 < u.msgs.size()) {
                 const cdcflow_event &ahead = u.msgs[n + 8].e;
                 __builtin_prefetch(ahead.event_id.data);
@@ -587,20 +614,18 @@ void KafkaSink::process(cdcflow::Batch &batch) {
         throw;
     }
     produced_.add(static_cast<int64_t>(u.msgs.size() - from));
-    // Accepted: what settle commits once the unit is acknowledged, taken
-    // from this call's events (the whole call's, whatever their status:
-    // skipped and dead-lettered events are done with too). The dead
-    // letters are the events themselves, their bytes borrowed likewise.
-    for (uint32_t i = 0; i < batch.size(); ++i) {
-        const cdcflow_event &e = batch[i];
-        if (e.status == CDCFLOW_EVENT_REJECTED) u.dead.push_back(e);
-        std::string_view part = sv(e.position.partition);
+    // Accepted: what settle commits once the unit is acknowledged (plan
+    // took it from this call's events; only now is it the unit's, as a
+    // call that failed commits none of it). The dead letters are the
+    // events themselves, their bytes borrowed likewise.
+    u.dead.insert(u.dead.end(), call_dead_.begin(), call_dead_.end());
+    for (const auto &[part, offset] : call_positions_) {
         auto it = std::find_if(u.positions.begin(), u.positions.end(),
                                [&](auto &x) { return std::string_view(x.first) == part; });
         if (it == u.positions.end())
-            u.positions.emplace_back(part, e.position.offset);
+            u.positions.emplace_back(part, offset);
         else
-            it->second = e.position.offset;
+            it->second = offset;
     }
     units_.push_back(std::move(current_));
     settle_metrics();

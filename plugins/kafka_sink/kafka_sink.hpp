@@ -285,6 +285,9 @@ private:
         rd_kafka_topic_t *topic = nullptr;
     };
     std::vector<Planned> planned_;
+    // The call's dead letters and last position per partition (plan).
+    std::vector<cdcflow_event> call_dead_;
+    std::vector<std::pair<std::string_view, int64_t>> call_positions_;
     std::vector<uint32_t> slot_;                // planned_[i] becomes the unit's message from + slot_[i]
     size_t outstanding_ = 0;                    // over every unit: the in_flight gauge
     int64_t acked_count_ = 0, acked_bytes_ = 0; // not yet in the metrics
