@@ -123,6 +123,12 @@ KafkaSink::KafkaSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Context 
     in_flight_ = ctx.gauge("in_flight", "events produced and not yet acknowledged");
     bytes_ = ctx.counter("bytes", "key and value bytes Kafka acknowledged");
     dead_letters_ = ctx.counter("dead_letters", "dead letters written (rejected by any stage)");
+    durable_calls_ = ctx.counter("durable_calls", "accepted process calls (batches) committed");
+    durable_latency_us_ = ctx.counter(
+        "durable_latency_us", "sum over durable_calls of the time from process accepting the batch to "
+                              "its commit (microseconds; / durable_calls: the average)");
+    durable_latency_last_ms_ = ctx.gauge("durable_latency_last_ms",
+                                         "the last committed batch's time from accepted to committed (ms)");
 
     std::error_code ec;
     if (!create_schema_ && !std::filesystem::exists(path_, ec))
@@ -631,6 +637,7 @@ void KafkaSink::process(cdcflow::Batch &batch) {
     settle_metrics();
     // Last, after everything that can throw: the count is of calls that
     // returned OK (settle reports durability against it).
+    units_.back()->accepted_at = std::chrono::steady_clock::now();
     units_.back()->call = ++accepted_;
 }
 
@@ -714,6 +721,17 @@ uint64_t KafkaSink::settle(uint32_t wait_ms) {
                             std::string("committing what Kafka acknowledged: ") + e.what());
             }
             durable_ = units_[n - 1]->call;
+            const auto committed = Clock::now();
+            int64_t sum_us = 0, last_us = 0;
+            for (size_t k = 0; k < n; ++k) {
+                last_us =
+                    std::chrono::duration_cast<std::chrono::microseconds>(committed - units_[k]->accepted_at)
+                        .count();
+                sum_us += last_us;
+            }
+            durable_calls_.add(static_cast<int64_t>(n));
+            durable_latency_us_.add(sum_us);
+            durable_latency_last_ms_.set(last_us / 1000);
             for (size_t k = 0; k < n; ++k) {
                 units_.front()->clear();
                 spare_units_.push_back(std::move(units_.front()));

@@ -183,6 +183,7 @@ private:
         int64_t backoff_ms = 0;
         uint32_t round = 1;
         std::chrono::steady_clock::time_point retry_at{};       // set while failed messages wait
+        std::chrono::steady_clock::time_point accepted_at{};    // process returned OK (the latency metrics)
         std::vector<cdcflow_event> dead;                        // rejected events: dead letters
         std::vector<std::pair<std::string, int64_t>> positions; // the last per partition
         void clear() {
@@ -309,6 +310,10 @@ private:
     std::vector<std::pair<std::string_view, int64_t>> partitions_;
 
     cdcflow::Metric produced_, acked_m_, retries_, in_flight_, bytes_, dead_letters_;
+    // From process accepting a call to settle committing it: the sum and
+    // count (an average over any interval, as a summary's _sum / _count),
+    // and the last one's.
+    cdcflow::Metric durable_calls_, durable_latency_us_, durable_latency_last_ms_;
 };
 
 } // namespace cdcflow::kafka

@@ -536,6 +536,11 @@ TEST_CASE("kafka_sink: process returns before Kafka acknowledges; settle commits
     CHECK(s.settle_all() == 3);
     CHECK(s.checkpoint() == 12);
     CHECK(s.h.metric("acked") == 11);
+    // Each call waited at least the 200 ms settle above, from accepted to
+    // committed.
+    CHECK(s.h.metric("durable_calls") == 3);
+    CHECK(s.h.metric("durable_latency_us") >= 3 * 200000);
+    CHECK(s.h.metric("durable_latency_last_ms") >= 200);
     CHECK(s.h.metric("dead_letters") == 1);
     sqlite::Db conn(db, SQLITE_OPEN_READONLY);
     sqlite::Stmt dl(conn, "SELECT event_id FROM dead_letters");
