@@ -560,31 +560,45 @@ TEST_CASE("kafka_sink: process returns before Kafka acknowledges; settle commits
     s.sink->stop();
 }
 
+namespace {
+
+// n events over five keys, in a batch of its own that the test frees.
+std::unique_ptr<cdcflow_batch> heap_batch(int64_t n) {
+    auto b = std::make_unique<cdcflow_batch>(64);
+    for (int64_t i = 1; i <= n; ++i)
+        cdcflow::test::append(*b, event(i, "acc-" + std::to_string(i % 5)));
+    return b;
+}
+
+// What the host does once it abandoned a batch: stops the stage, then frees
+// the batch. The broker then comes back: a producer still holding the
+// batch's payloads would send them (AddressSanitizer: a use after free;
+// otherwise they would be read back). Nothing is committed.
+void stop_free_reconnect(Sink &s, std::unique_ptr<cdcflow_batch> &b, MockCluster &k) {
+    s.sink->stop();
+    b.reset();
+    rd_kafka_mock_broker_set_up(k.mc, 1);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    CHECK(s.checkpoint() == -1);
+}
+
+} // namespace
+
 // The sink produces payloads without copying them: librdkafka reads the
-// batch's memory until the message is acknowledged. The host frees a batch
-// it abandoned once the stage stopped, so stop must leave librdkafka holding
-// none of them. The batch is freed here right after stop and the broker
-// then comes back: a producer still holding the payloads would send them
-// (AddressSanitizer: a use after free; otherwise they would be read back).
+// batch's memory until the message is acknowledged, so stop must leave
+// librdkafka holding none of them.
 TEST_CASE("kafka_sink: a stop with borrowed payloads in flight lets go of them before the batch is freed") {
     MockCluster k(4);
     TempDir dir("ksink_borrow");
-    const std::string db = dir.file("o.db");
     {
-        Sink s({{"database", db}, {"brokers", k.bootstrap}});
+        Sink s({{"database", dir.file("o.db")}, {"brokers", k.bootstrap}});
         s.sink->start();
         rd_kafka_mock_broker_set_down(k.mc, 1);
-        auto b = std::make_unique<cdcflow_batch>(64);
-        for (int64_t i = 1; i <= 50; ++i)
-            cdcflow::test::append(*b, event(i, "acc-" + std::to_string(i % 5)));
+        auto b = heap_batch(50);
         s.process(*b);
         CHECK(s.h.metric("in_flight") == 50);
         s.request_stop();
-        s.sink->stop(); // what the host does after abandoning the batch
-        b.reset();
-        rd_kafka_mock_broker_set_up(k.mc, 1);
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));
-        CHECK(s.checkpoint() == -1);
+        stop_free_reconnect(s, b, k);
     }
     CHECK(k.read("outbox.event.Account", 4).empty());
 }
@@ -596,16 +610,13 @@ TEST_CASE("kafka_sink: a stop with borrowed payloads in flight lets go of them b
 TEST_CASE("kafka_sink: a call failing mid-produce leaves nothing behind once stopped") {
     MockCluster k(4);
     TempDir dir("ksink_midproduce");
-    const std::string db = dir.file("o.db");
     {
-        Sink s({{"database", db},
+        Sink s({{"database", dir.file("o.db")},
                 {"brokers", k.bootstrap},
                 {"kafka", Val::json(R"({"queue.buffering.max.messages": 4})")}});
         s.sink->start();
         rd_kafka_mock_broker_set_down(k.mc, 1);
-        auto b = std::make_unique<cdcflow_batch>(64);
-        for (int64_t i = 1; i <= 20; ++i)
-            cdcflow::test::append(*b, event(i, "acc-" + std::to_string(i % 5)));
+        auto b = heap_batch(20);
         std::thread stopper([&] {
             std::this_thread::sleep_for(std::chrono::milliseconds(300));
             s.request_stop();
@@ -619,11 +630,7 @@ TEST_CASE("kafka_sink: a call failing mid-produce leaves nothing behind once sto
         stopper.join();
         CHECK(status == CDCFLOW_ERR_RETRY); // the stop, as the host expects it
         CHECK(s.h.metric("in_flight") == 4);
-        s.sink->stop();
-        b.reset();
-        rd_kafka_mock_broker_set_up(k.mc, 1);
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));
-        CHECK(s.checkpoint() == -1);
+        stop_free_reconnect(s, b, k);
     }
     CHECK(k.read("outbox.event.Account", 4).empty());
 }
