@@ -155,10 +155,17 @@ public:
 
 private:
     enum : uint8_t { kPending, kAcked, kFailed };
+    struct HeadersDeleter {
+        void operator()(rd_kafka_headers_t *h) const noexcept { rd_kafka_headers_destroy(h); }
+    };
+    using Headers = std::unique_ptr<rd_kafka_headers_t, HeadersDeleter>;
     // One message of a unit. The event is a copy of the batch's struct (its
     // place in the batch moves while the host isolates a poison event); the
     // bytes it points to are the batch's, borrowed until the unit is durable.
     struct Msg {
+        // e is left unset (plan writes it): a unit's messages are made by
+        // resize, which would otherwise zero ~200 bytes per message first.
+        Msg() noexcept {}
         cdcflow_event e;
         rd_kafka_topic_t *topic = nullptr;
         int32_t partition = 0; // where the partitioner puts it (for the produce order only)
@@ -176,6 +183,7 @@ private:
         int64_t backoff_ms = 0;
         uint32_t round = 1;
         std::chrono::steady_clock::time_point retry_at{};       // set while failed messages wait
+        std::chrono::steady_clock::time_point accepted_at{};    // process returned OK (the latency metrics)
         std::vector<cdcflow_event> dead;                        // rejected events: dead letters
         std::vector<std::pair<std::string, int64_t>> positions; // the last per partition
         void clear() {
@@ -211,9 +219,13 @@ private:
     // The topic's partition count from the cluster's metadata (0 when it
     // does not answer in time).
     int32_t partition_count(rd_kafka_topic_t *rkt, int timeout_ms);
-    // Orders planned_ by partition, keeping the batch's order within each
-    // partition (so within each key).
+    // Where each of planned_'s messages goes among the unit's new ones:
+    // by partition, keeping the batch's order within each partition (so
+    // within each key). Fills slot_.
     void order_by_partition();
+    // The message's headers (id, type, the extra ones); with header.<key>
+    // headers, e's own headers were parsed just before (parse_event_headers).
+    Headers make_headers(const cdcflow_event &e);
     // Gives every pending unit up (nothing more is committed) and throws.
     [[noreturn]] void fail_msg(const Msg &m, int err, const std::string &what);
     [[noreturn]] void give_up_on_stop(size_t outstanding);
@@ -273,12 +285,18 @@ private:
         int32_t partition = 0;
         rd_kafka_topic_t *topic = nullptr;
     };
-    std::vector<Planned> planned_, sorted_;
+    std::vector<Planned> planned_;
+    // The call's dead letters and last position per partition (plan).
+    std::vector<cdcflow_event> call_dead_;
+    std::vector<std::pair<std::string_view, int64_t>> call_positions_;
+    std::vector<uint32_t> slot_;                // planned_[i] becomes the unit's message from + slot_[i]
     size_t outstanding_ = 0;                    // over every unit: the in_flight gauge
     int64_t acked_count_ = 0, acked_bytes_ = 0; // not yet in the metrics
-    std::vector<rd_kafka_vu_t> vus_;
     std::string topic_buf_, reason_;
     char ts_buf_[24];
+    // The records' timestamp (the producer's wall clock, ms), read every
+    // few hundred messages instead of by librdkafka for each one.
+    int64_t now_ms_ = 0;
     struct EventHeaders; // the parser of events' own headers JSON (header.<key>)
     std::unique_ptr<EventHeaders> event_headers_;
 
@@ -292,6 +310,10 @@ private:
     std::vector<std::pair<std::string_view, int64_t>> partitions_;
 
     cdcflow::Metric produced_, acked_m_, retries_, in_flight_, bytes_, dead_letters_;
+    // From process accepting a call to settle committing it: the sum and
+    // count (an average over any interval, as a summary's _sum / _count),
+    // and the last one's.
+    cdcflow::Metric durable_calls_, durable_latency_us_, durable_latency_last_ms_;
 };
 
 } // namespace cdcflow::kafka

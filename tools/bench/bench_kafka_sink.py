@@ -10,8 +10,10 @@ that no partition passes the mock's 5 MiB limit):
      outbox (only the publishing is timed: outbox_source, validator,
      kafka_sink, the checkpoint commits);
   2. `kcat -P` publishes the same messages (key, value, two constant headers:
-     what kcat can do) from a file, with the producer settings the sink uses
-     (idempotent, acks all, linger.ms 5).
+     what kcat can do) from a file, with the producer settings the sink uses:
+     kafka_sink's defaults, then the pipeline's `kafka:` map over them (see
+     producer_settings), so that a setting chosen for the pipeline helps or
+     hurts both alike.
 
 Prints both rates (events/s, wall clock), CPU seconds (cdcflow's peak RSS
 too), and the ratio cdcflow / kcat. With --perf, `cdcflow run` runs under `perf stat`.
@@ -48,6 +50,32 @@ def timed(cmd, env=None):
     if status != 0:
         sys.exit("%s failed: %s" % (cmd[0], err[-3000:]))
     return secs, ru.ru_utime + ru.ru_stime, err, ru.ru_maxrss  # ru_maxrss: KiB
+
+
+# kafka_sink's own producer defaults (plugins/kafka_sink/kafka_config.cpp,
+# producer_properties), without bootstrap.servers and log_level.
+SINK_DEFAULTS = {
+    "enable.idempotence": "true",
+    "acks": "all",
+    "partitioner": "murmur2_random",
+    "linger.ms": "5",
+    "compression.codec": "none",
+    "message.timeout.ms": "0",
+    "enable.gapless.guarantee": "true",
+}
+
+
+def producer_settings(pipeline):
+    """The librdkafka properties the pipeline's kafka_sink runs with."""
+    import yaml
+    with open(pipeline) as f:
+        doc = yaml.safe_load(f)
+    props = dict(SINK_DEFAULTS)
+    for stage in doc["stages"]:
+        if stage.get("plugin") == "kafka_sink":
+            for k, v in ((stage.get("config") or {}).get("kafka") or {}).items():
+                props[k] = str(v).lower() if isinstance(v, bool) else str(v)
+    return props
 
 
 def count(bootstrap, topic):
@@ -101,6 +129,8 @@ def main():
         with open(pipeline, "w") as f:
             f.write(text)
 
+    settings = producer_settings(pipeline)
+    print("producer settings (both): " + ", ".join("%s=%s" % kv for kv in sorted(settings.items())), flush=True)
     cdc_rates, kcat_rates = [], []
     for r in range(args.rounds):
         # A fresh cluster per round: the mock keeps every message in memory.
@@ -126,12 +156,16 @@ def main():
                   (r + 1, secs, args.events / secs, cpu, rss / 1024.0), flush=True)
 
             kcmd = ["kcat", "-P", "-b", bootstrap, "-t", "kcat", "-K", "\t", "-H", "id=00000000-0000-4000-8000-000000000000",
-                    "-H", "type=MoneyDeposited", "-X", "enable.idempotence=true", "-X", "acks=all",
-                    "-X", "linger.ms=5", "-l", lines]
+                    "-H", "type=MoneyDeposited"]
+            for k, v in settings.items():
+                kcmd += ["-X", "%s=%s" % (k, v)]
+            kcmd += ["-l", lines]
             secs, cpu, _, _ = timed(kcmd)
             kcat_rates.append(args.events / secs)
             print("round %d: kcat -P:                %.2f s, %.0f events/s, %.2f CPU s" %
                   (r + 1, secs, args.events / secs, cpu), flush=True)
+            print("round %d: ratio %.2fx, load average %.2f" % (r + 1, cdc_rates[-1] / kcat_rates[-1], os.getloadavg()[0]),
+                  flush=True)
             if not args.no_verify:
                 print("round %d: read back: %d in outbox.event.Account, %d in kcat" %
                       (r + 1, count(bootstrap, "outbox.event.Account"), count(bootstrap, "kcat")), flush=True)
@@ -141,6 +175,9 @@ def main():
             m.wait(30)
             m.stdout.close()
     best_c, best_k = max(cdc_rates), max(kcat_rates)
+    ratios = sorted(c / k for c, k in zip(cdc_rates, kcat_rates))
+    print("per-round ratios (same round, same load): %s; median %.2fx" %
+          (", ".join("%.2fx" % x for x in ratios), ratios[len(ratios) // 2]))
     print("kafka_sink: %.0f events/s, kcat -P: %.0f events/s, ratio %.2fx (best of %d round(s), %d events, "
           "%d partitions, %d broker(s))" % (best_c, best_k, best_c / best_k, args.rounds, args.events, args.partitions,
                                       args.brokers))
