@@ -134,7 +134,7 @@ cdcflow_status event_payload(Batch &b, uint32_t index, cdcflow_payload *out) {
         return CDCFLOW_ERR_INTERNAL;
     if (index >= b.count) return CDCFLOW_ERR_NOT_FOUND;
     try {
-        if (b.parsed.size() < b.count) b.parsed.resize(b.events.size());
+        if (b.parsed.size() < b.count) b.make_parsed_slots();
         Batch::Parsed &slot = b.parsed[index];
         const cdcflow_str payload = b.events[index].payload;
         if (slot.generation != b.generation || slot.of.data != payload.data || slot.of.len != payload.len) {

@@ -534,7 +534,7 @@ public:
     PartView(Batch *b, uint32_t from, uint32_t to, uint32_t n) : b_(b), from_(from), n_(n) {
         // event_payload fills `parsed` by index: give it every slot now so
         // that entries made during the part rotate back with their events.
-        if (b->parsed.size() < n) b->parsed.resize(b->events.size());
+        if (b->parsed.size() < n) b->make_parsed_slots();
         std::rotate(b->events.begin(), b->events.begin() + from, b->events.begin() + n);
         std::rotate(b->parsed.begin(), b->parsed.begin() + from, b->parsed.begin() + n);
         b->count = to - from;
@@ -1599,6 +1599,7 @@ Status Runtime::run_once(const RunOptions &opts) {
         free_ = std::make_unique<BatchQueue>(pool);
         for (size_t i = 0; i < pool; ++i) {
             pool_.push_back(std::make_unique<cdcflow_batch>(set.batch_size)); // the plugins' handle type
+            pool_.back()->reserve(std::max(set.batch_size, set.batch_max_events));
             free_->try_push(pool_.back().get());
         }
         if (failed_.load()) {
