@@ -657,3 +657,112 @@ TEST_CASE("deduper stage: the window's cache figures: ids held, capacity, copies
     CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_MISSES) == 4);
     CHECK(d.h.metric("duplicates") == 2); // hits are exactly the duplicates marked
 }
+
+// ---------------------------------------------------------------------------
+// Partitions a consumer group assigns (ABI 5): a window per partition.
+
+namespace {
+
+// A deduper stage fed events of named partitions, and told of rebalances
+// as the host tells it (partitions, then the assigned partitions' replay).
+struct PartitionedDedupe {
+    DedupeStage d;
+    explicit PartitionedDedupe(int64_t window_size) : d({{"window_size", window_size}, {"ttl_seconds", 0}}) {}
+    static EventSpec at(const std::string &partition, int64_t offset) {
+        EventSpec e = event(partition + "-" + std::to_string(offset), kT0);
+        e.partition = partition;
+        e.offset = offset;
+        return e;
+    }
+    // Offsets [from, to) of each partition, interleaved one by one as a
+    // consumer hands them out, in batches of at most 128; the statuses.
+    std::vector<int> events(const std::vector<std::string> &parts, int64_t from, int64_t to,
+                            bool replay = false) {
+        std::vector<int> out;
+        d.b.reset();
+        auto flush = [&] {
+            cdcflow::Batch view = d.h.view(d.b);
+            if (replay)
+                d.stage->restore(view);
+            else
+                d.stage->process(view);
+            for (int s : statuses(d.b))
+                out.push_back(s);
+            d.b.reset();
+        };
+        for (int64_t o = from; o < to; ++o)
+            for (const std::string &p : parts) {
+                if (d.b.size() == d.b.capacity()) flush();
+                cdcflow::test::append(d.b, at(p, o));
+            }
+        flush();
+        return out;
+    }
+    void change(const std::vector<std::string> &assigned, const std::vector<std::string> &revoked) {
+        std::vector<cdcflow_str> a, r;
+        for (const std::string &s : assigned)
+            a.push_back(cdcflow::str(s));
+        for (const std::string &s : revoked)
+            r.push_back(cdcflow::str(s));
+        cdcflow_partitions c{};
+        c.struct_size = sizeof c;
+        c.assigned_count = static_cast<uint32_t>(a.size());
+        c.assigned = a.data();
+        c.revoked_count = static_cast<uint32_t>(r.size());
+        c.revoked = r.data();
+        d.stage->partitions(c);
+    }
+};
+
+size_t count_of(const std::vector<int> &st, int status) {
+    return static_cast<size_t>(std::count(st.begin(), st.end(), status));
+}
+
+} // namespace
+
+TEST_CASE("deduper stage: an assigned partition's replay never evicts ids of the partitions kept; a revoked "
+          "partition's window goes") {
+    // window_size 100: a replay of 2 x 100 events of each of three newly
+    // assigned partitions would have pushed every id of t/0 out of one
+    // shared window (the reproduction from the last review).
+    PartitionedDedupe p(100);
+    p.change({"t/0"}, {});
+    CHECK(count_of(p.events({"t/0"}, 1, 91), OK) == 90);
+    p.change({"t/1", "t/2", "t/3"}, {});
+    p.events({"t/1", "t/2", "t/3"}, 1, 201, true); // the host's replay of their history
+    CHECK(p.d.h.metric("restored") == 600);
+    CHECK(p.d.stage->window_count() == 4);
+    CHECK(p.d.stage->window_entries("t/0") == 90);
+    CHECK(p.d.stage->window_entries("t/1") == 100); // the newest window_size of each
+    // Copies of t/0's last 90 ids: every one dropped; and of t/1's newest 100.
+    CHECK(count_of(p.events({"t/0"}, 1, 91), DUP) == 90);
+    CHECK(count_of(p.events({"t/1"}, 101, 201), DUP) == 100);
+    CHECK(count_of(p.events({"t/1"}, 1, 101), OK) == 100); // older than its window: new
+    CHECK(p.d.stage->window_entries("t/0") == 90);
+
+    // t/2 goes: its window with it (its next owner rebuilds it). When it
+    // comes back, only its replay fills it again.
+    p.change({}, {"t/2"});
+    CHECK(p.d.stage->window_count() == 3);
+    CHECK(p.d.stage->window_entries("t/2") == 0);
+    CHECK(p.d.stage->window_entries() == 90 + 100 + 100);
+    p.change({"t/2"}, {});
+    p.events({"t/2"}, 151, 181, true);
+    CHECK(p.d.stage->window_entries("t/2") == 30);
+    CHECK(count_of(p.events({"t/2"}, 151, 181), DUP) == 30);
+    CHECK(count_of(p.events({"t/0"}, 1, 91), DUP) == 90);               // t/0 untouched throughout
+    CHECK(p.d.h.cache_figure("window", CDCFLOW_CACHE_CAPACITY) == 400); // 4 partitions x window_size
+}
+
+TEST_CASE("deduper stage: the outbox's one partition has its window from create; a group's first assignment "
+          "drops it") {
+    PartitionedDedupe p(10);
+    CHECK(p.d.stage->window_count() == 1);
+    CHECK(p.d.stage->bytes_bound() > 10 * 28);
+    CHECK(count_of(p.d.process({{"a", kT0}, {"a", kT0}}), DUP) == 1);
+    p.change({"t/0"}, {});
+    CHECK(p.d.stage->window_count() == 2); // "" held an id: kept
+    PartitionedDedupe q(10);
+    q.change({"t/0", "t/1"}, {});
+    CHECK(q.d.stage->window_count() == 2);
+}
