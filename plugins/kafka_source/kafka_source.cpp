@@ -161,6 +161,7 @@ KafkaSource::~KafkaSource() {
     closing_ = true;
     close_consumer();
     replay_.reset();
+    close_probe();
 }
 
 rd_kafka_conf_t *KafkaSource::make_conf(bool group_member) const {
@@ -399,6 +400,7 @@ void KafkaSource::assign(rd_kafka_topic_partition_list_t *parts) {
         }
         p.next = it != got.at.end() ? it->second + 1 : -1;
         p.to_commit = -1;
+        p.eof_at = -1;
     }
     if (cooperative_) {
         if (rd_kafka_error_t *e = rd_kafka_incremental_assign(rk_, list.list)) {
@@ -497,6 +499,9 @@ void KafkaSource::handle_error(const rd_kafka_message_t *m) {
     std::string where = m->rkt ? " (" + partition_name(rd_kafka_topic_name(m->rkt), m->partition) + ")" : "";
     switch (e) {
     case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+        // Everything before m->offset was read (messages, or markers that
+        // are never delivered): caught_up() needs to know for the markers.
+        if (m->rkt) part_of(m).eof_at = m->offset;
         return;
     case RD_KAFKA_RESP_ERR__FATAL:
         fatal_.store(true);
@@ -620,7 +625,9 @@ bool KafkaSource::caught_up() {
                 RD_KAFKA_RESP_ERR_NO_ERROR ||
             hi < 0)
             return false; // not fetched yet
-        if ((p->next >= 0 ? p->next : lo) < hi) return false;
+        // A transaction's commit marker takes the last offset but is never
+        // delivered: the consumer's end-of-partition says it was passed.
+        if ((p->next >= 0 ? p->next : lo) < hi && p->eof_at < hi) return false;
     }
     return true;
 }
@@ -685,12 +692,67 @@ bool KafkaSource::drained() {
         return false;
     }
     if (st != CDCFLOW_OK) throw Error(st, "--drain: asking for the partitions' committed positions: " + why);
+    // A partition is drained when its committed position is its last
+    // offset, or when only transaction markers follow it (a transactional
+    // producer's, e.g. Debezium's exactly-once source: its commit marker
+    // takes the last offset and is never delivered, so no position can
+    // reach it), which a read past the position tells.
+    std::vector<std::pair<Part *, int64_t>> check;
     for (size_t i = 0; i < all.size(); ++i) {
         if (high[i] <= low[i]) continue; // empty (or emptied by retention): nothing to read
         auto it = got.at.find(all[i]->name);
-        if (it == got.at.end() || it->second < high[i] - 1) return false;
+        const int64_t next = it == got.at.end() ? low[i] : std::max(it->second + 1, low[i]);
+        if (next < high[i]) check.emplace_back(all[i], next);
     }
-    return true;
+    return check.empty() || only_markers_left(check);
+}
+
+bool KafkaSource::only_markers_left(const std::vector<std::pair<Part *, int64_t>> &from) {
+    if (!probe_) {
+        rd_kafka_conf_t *conf = make_conf(false); // outside the group, enable.partition.eof
+        char errstr[512];
+        errstr[0] = '\0';
+        probe_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+        if (!probe_) {
+            rd_kafka_conf_destroy(conf);
+            throw Error(CDCFLOW_ERR_CONFIG,
+                        "--drain: librdkafka refuses the consumer: " + base::text(errstr));
+        }
+        rd_kafka_poll_set_consumer(probe_);
+    }
+    ListGuard list{rd_kafka_topic_partition_list_new(static_cast<int>(from.size()))};
+    for (const auto &[p, offset] : from)
+        rd_kafka_topic_partition_list_add(list.list, p->topic.c_str(), p->partition)->offset = offset;
+    if (rd_kafka_assign(probe_, list.list) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+    struct Unassign {
+        rd_kafka_t *rk;
+        ~Unassign() { rd_kafka_assign(rk, nullptr); }
+    } unassign{probe_};
+    // The first message of each partition decides: a delivered one means
+    // events are left to read; its end (with read_committed, the last stable
+    // offset) reached first means only markers were left. Not decided within
+    // the look-up bound (brokers away): not drained, asked again later.
+    size_t open = from.size();
+    std::vector<bool> done(from.size(), false);
+    const auto deadline = Clock::now() + std::chrono::milliseconds(kLookupTimeoutMs);
+    while (open > 0 && Clock::now() < deadline && !ctx().stop_requested()) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(probe_, 50);
+        if (!m) continue;
+        size_t i = 0;
+        while (i < from.size() && !(m->rkt && from[i].first->partition == m->partition &&
+                                    from[i].first->topic == rd_kafka_topic_name(m->rkt)))
+            ++i;
+        const rd_kafka_resp_err_t e = m->err;
+        rd_kafka_message_destroy(m);
+        if (i == from.size() || done[i]) continue;
+        if (e == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            done[i] = true;
+            --open;
+            continue;
+        }
+        return false; // a message to read, or a failure to read one
+    }
+    return open == 0;
 }
 
 // ---- Offsets and lag -----------------------------------------------------
@@ -858,6 +920,13 @@ void KafkaSource::stop() {
     flush_commits(true);
     close_consumer();
     replay_.reset();
+    close_probe();
+}
+
+void KafkaSource::close_probe() noexcept {
+    if (!probe_) return;
+    rd_kafka_destroy_flags(probe_, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    probe_ = nullptr;
 }
 
 void KafkaSource::close_consumer() noexcept {
