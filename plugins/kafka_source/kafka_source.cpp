@@ -5,6 +5,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 
 namespace cdcflow::kafka {
@@ -138,6 +139,39 @@ KafkaSource::KafkaSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Cont
         if (what.starts_with("bootstrap.servers: ")) cfg.fail(&Settings::brokers, what.substr(19));
         if (what.starts_with("group.id: ")) cfg.fail(&Settings::group, what.substr(10));
         cfg.fail(&Settings::kafka, what);
+    }
+
+    // A partition's takeover runs inside librdkafka's rebalance callback:
+    // the host commits what is in flight, the sink waits for a previous
+    // owner's claim (up to settings.owner_lease_ms) and the replay rebuilds
+    // the deduper (each wait for Kafka up to replay_timeout_ms). A member
+    // that stays there past max.poll.interval.ms (the group's rebalance
+    // timeout too) is dropped from the group and its partitions move again:
+    // a replay that may wait longer than half of it is refused here.
+    max_poll_ms_ = kDefaultMaxPollMs;
+    bool max_poll_set = false; // by the kafka: map (librdkafka refused a malformed value above)
+    for (const auto &[k, v] : props_)
+        if (k == "max.poll.interval.ms") {
+            int64_t ms = 0;
+            auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+            if (ec == std::errc() && end == v.data() + v.size() && ms > 0)
+                max_poll_ms_ = ms, max_poll_set = true;
+        }
+    if (cfg.replay_timeout_ms > max_poll_ms_ / 2) {
+        std::string why =
+            std::to_string(cfg.replay_timeout_ms) +
+            " must stay well under the consumer's max.poll.interval.ms (" + std::to_string(max_poll_ms_) +
+            (max_poll_set ? "" : ", librdkafka's default") +
+            "), at most half of it: a partition's claim and its replay run inside the "
+            "rebalance callback, and a member that stays there longer is dropped from the group; "
+            "lower replay_timeout_ms or raise max.poll.interval.ms under kafka:";
+        // Point at the kafka: map's entry when it sets the interval (the
+        // message names both), else at replay_timeout_ms.
+        if (!max_poll_set) cfg.fail(&Settings::replay_timeout_ms, why);
+        std::string at = cfg.location_at(&Settings::kafka, "/max.poll.interval.ms");
+        throw Error(CDCFLOW_ERR_CONFIG, (at.empty() ? std::string() : at + ": ") +
+                                            "kafka: max.poll.interval.ms: replay_timeout_ms " +
+                                            std::move(why));
     }
 
     if (cfg.aggregate_type_from == "topic") {
@@ -376,7 +410,17 @@ void KafkaSource::assign(rd_kafka_topic_partition_list_t *parts) {
         std::string why;
         // Blocks while the sink claims the partitions (a previous owner may
         // hold one until its lease ends) and the transforms are rebuilt.
+        const auto began = Clock::now();
         cdcflow_status st = ctx().partitions_changed(c, why);
+        const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began).count();
+        if (took > max_poll_ms_ / 2)
+            ctx().warn("taking over " + std::to_string(names.size()) + " partitions took " +
+                       std::to_string(took) +
+                       " ms inside the consumer group's rebalance callback, more than half of "
+                       "max.poll.interval.ms (" +
+                       std::to_string(max_poll_ms_) +
+                       "): past it the group drops this member; raise max.poll.interval.ms (kafka:), or "
+                       "lower settings.owner_lease_ms or the deduper's window_size (its replay)");
         if (st != CDCFLOW_OK) {
             remember(st, "partitions assigned by the consumer group: " + why);
             if (!cooperative_) rd_kafka_assign(rk_, nullptr);
@@ -599,7 +643,13 @@ cdcflow::PollResult KafkaSource::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
     const size_t most = std::min<size_t>(batch.capacity(), poll_batch_);
     // Read first and hand out last: a rebalance (inside consumer_poll) needs
     // the batch still empty, and drops what was read of revoked partitions.
-    read(most, 0);
+    // The first read waits (at most 1 ms, only when nothing is queued): a
+    // consumer_poll with a timeout is what tells librdkafka that the
+    // application is waiting on it, and it does not enforce
+    // max.poll.interval.ms meanwhile, so a long rebalance callback (a claim
+    // waiting for a frozen owner's lease, a replay) served in it does not
+    // get this member dropped; with 0 the callback's time would count.
+    read(most, 1);
     if (head_ == buffered_.size() && !stopping_ && pending_ == CDCFLOW_OK) {
         flush_commits(false);
         update_lag(false);

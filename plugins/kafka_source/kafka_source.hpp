@@ -107,7 +107,8 @@ struct KafkaSourceSettings {
             .min("100")
             .max("3600000")
             .describe("replay (rebuilding a transform's state): the longest wait for Kafka's next message "
-                      "before the replay fails"),
+                      "before the replay fails; at most half the consumer's max.poll.interval.ms (the replay "
+                      "runs inside the rebalance callback)"),
         cdcflow::param("close_timeout_ms", &S::close_timeout_ms)
             .defaults_to("5000")
             .min("0")
@@ -219,6 +220,9 @@ private:
     ValueFormat format_ = ValueFormat::raw;
     size_t poll_batch_;
     std::chrono::milliseconds drain_check_, replay_timeout_, close_timeout_;
+    // The consumer's max.poll.interval.ms (the kafka: map's, or librdkafka's default).
+    static constexpr int64_t kDefaultMaxPollMs = 300000;
+    int64_t max_poll_ms_ = kDefaultMaxPollMs;
 
     rd_kafka_t *rk_ = nullptr;
     bool cooperative_ = false;

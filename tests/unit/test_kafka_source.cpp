@@ -633,6 +633,34 @@ TEST_CASE("kafka_source: config errors name the key and never print a secret") {
     CHECK(error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"routing_pattern", "x.{y}"}})
               .find("routing_pattern:") != std::string::npos);
     CHECK(error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}}).empty());
+    // A takeover (claim wait, replay) runs inside the rebalance callback: a
+    // replay that may wait for Kafka longer than half the consumer's
+    // max.poll.interval.ms is refused at load, naming both.
+    CHECK(error_of(
+              {{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(150001)}}) ==
+          "test.yaml:1:1: replay_timeout_ms: 150001 must stay well under the consumer's max.poll.interval.ms "
+          "(300000, librdkafka's default), at most half of it: a partition's claim and its replay run inside "
+          "the "
+          "rebalance callback, and a member that stays there longer is dropped from the group; lower "
+          "replay_timeout_ms or raise max.poll.interval.ms under kafka:");
+    CHECK(
+        error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(150000)}})
+            .empty());
+    const std::string low = error_of(
+        {{"brokers", "b"},
+         {"group", "g"},
+         {"topics", "t"},
+         {"kafka", Val::json(R"({"max.poll.interval.ms": "40000", "session.timeout.ms": "10000"})")}});
+    CHECK(
+        low.starts_with("test.yaml:1:1: kafka: max.poll.interval.ms: replay_timeout_ms 30000 must stay well "
+                        "under the consumer's max.poll.interval.ms (40000), at most half of it"));
+    CHECK(error_of(
+              {{"brokers", "b"},
+               {"group", "g"},
+               {"topics", "t"},
+               {"replay_timeout_ms", int64_t(20000)},
+               {"kafka", Val::json(R"({"max.poll.interval.ms": "40000", "session.timeout.ms": "10000"})")}})
+              .empty());
 }
 
 TEST_CASE("kafka_source: the lag of each partition it reads, from the cached high watermark") {
