@@ -699,18 +699,8 @@ struct PartitionedDedupe {
         return out;
     }
     void change(const std::vector<std::string> &assigned, const std::vector<std::string> &revoked) {
-        std::vector<cdcflow_str> a, r;
-        for (const std::string &s : assigned)
-            a.push_back(cdcflow::str(s));
-        for (const std::string &s : revoked)
-            r.push_back(cdcflow::str(s));
-        cdcflow_partitions c{};
-        c.struct_size = sizeof c;
-        c.assigned_count = static_cast<uint32_t>(a.size());
-        c.assigned = a.data();
-        c.revoked_count = static_cast<uint32_t>(r.size());
-        c.revoked = r.data();
-        d.stage->partitions(c);
+        cdcflow::test::PartitionChange c(assigned, revoked);
+        d.stage->partitions(c.change);
     }
 };
 

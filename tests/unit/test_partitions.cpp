@@ -103,6 +103,14 @@ int64_t column(const std::string &db, const std::string &sql) {
     return s.step() ? s.int64(0) : -1;
 }
 
+// Runs `h` (--drain) to its end; every step must succeed.
+void run_to_end(Host &h) {
+    REQUIRE_MESSAGE(h.create_status.ok(), h.create_status.message());
+    h.start();
+    REQUIRE(h.finish());
+    REQUIRE_MESSAGE(h.run_status.ok(), h.run_status.message());
+}
+
 // account id -> (balance, version)
 std::map<std::string, std::pair<std::string, int64_t>> accounts(const std::string &db) {
     sqlite::Db c(db, SQLITE_OPEN_READONLY);
@@ -167,21 +175,8 @@ struct Sink {
     // A change; the positions reported for assigned and queried partitions.
     std::map<std::string, int64_t> change(std::vector<std::string> assigned, std::vector<std::string> revoked,
                                           std::vector<std::string> query = {}) {
-        auto strs = [](const std::vector<std::string> &v) {
-            std::vector<cdcflow_str> out;
-            for (const std::string &s : v)
-                out.push_back(cdcflow::str(s));
-            return out;
-        };
-        std::vector<cdcflow_str> a = strs(assigned), r = strs(revoked), q = strs(query);
-        cdcflow_partitions c{};
-        c.struct_size = sizeof c;
-        c.assigned_count = static_cast<uint32_t>(a.size());
-        c.assigned = a.data();
-        c.revoked_count = static_cast<uint32_t>(r.size());
-        c.revoked = r.data();
-        c.query_count = static_cast<uint32_t>(q.size());
-        c.query = q.data();
+        cdcflow::test::PartitionChange pc(assigned, revoked, query);
+        cdcflow_partitions &c = pc.change;
         std::map<std::string, int64_t> got;
         c.fn = [](void *user, const cdcflow_position *p) {
             (*static_cast<std::map<std::string, int64_t> *>(user))[std::string(cdcflow::sv(p->partition))] =
@@ -300,19 +295,13 @@ TEST_CASE("partitions: the dedupe window is rebuilt from the assigned partitions
         // The first host commits the first half of every partition (its
         // topic ends there).
         Host first(group_pipeline(db, "", "projection_sink", kEvents / 2));
-        REQUIRE(first.create_status.ok());
-        first.start();
-        REQUIRE(first.finish());
-        REQUIRE_MESSAGE(first.run_status.ok(), first.run_status.message());
+        run_to_end(first);
     }
     REQUIRE(checkpoints(db).size() == kParts);
     // A new host (an empty window) gets every partition; offset 200 repeats
     // offset 20's id, committed by the first host.
     Host second(group_pipeline(db, "copy_at: 200, copy_of: 20"));
-    REQUIRE(second.create_status.ok());
-    second.start();
-    REQUIRE(second.finish());
-    REQUIRE_MESSAGE(second.run_status.ok(), second.run_status.message());
+    run_to_end(second);
     check_exact(db, kEvents - 2);
     CHECK(second.rt->totals().duplicates == kParts);
     CHECK(second.metric("dedupe.restored") == kParts * kEvents / 2);
@@ -325,10 +314,7 @@ TEST_CASE("partitions: assigning partitions never evicts the ids of the partitio
     const int window = 100;
     {
         Host first(group_pipeline(db, "", "projection_sink", kEvents / 2, kParts, window));
-        REQUIRE(first.create_status.ok());
-        first.start();
-        REQUIRE(first.finish());
-        REQUIRE_MESSAGE(first.run_status.ok(), first.run_status.message());
+        run_to_end(first);
     }
     REQUIRE(checkpoints(db).size() == kParts);
     // The second host holds t/0 and reads on from 151; after its first
@@ -340,10 +326,7 @@ TEST_CASE("partitions: assigning partitions never evicts the ids of the partitio
     // with the same copy.
     Host second(group_pipeline(db, "assign: '0', plan: '+1,2,3@10', copy_at: 230, copy_of: 160",
                                "projection_sink", kEvents, kParts, window));
-    REQUIRE(second.create_status.ok());
-    second.start();
-    REQUIRE(second.finish());
-    REQUIRE_MESSAGE(second.run_status.ok(), second.run_status.message());
+    run_to_end(second);
     check_exact(db, kEvents - 2);
     CHECK(second.rt->totals().duplicates == kParts);
     CHECK(second.metric("src.changes") == 2);                        // the first assignment, then t/1..t/3
