@@ -69,7 +69,8 @@ public:
     static constexpr const char *kHistorySetting = "window_size";
 
     // The deduper warns when the windows of the partitions a consumer group
-    // gave this host could together hold more than this (README, "Memory").
+    // gave this host could together hold more than this (README.md,
+    // "Partitions: one window each").
     static constexpr uint64_t kWarnBytes = uint64_t{1} << 30;
 
     Deduper(const cdcflow::Configured<Settings> &cfg, cdcflow::Context ctx)
