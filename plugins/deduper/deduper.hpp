@@ -230,7 +230,7 @@ public:
     }
     // The most memory the windows held now may grow to (36-37 bytes an id).
     uint64_t bytes_bound() const {
-        return windows_.empty() ? 0 : windows_.size() * windows_.begin()->second->memory_bytes();
+        return windows_.empty() ? 0 : windows_.size() * windows_.begin()->second->max_memory_bytes();
     }
 
     // The monotonic clock the TTL is measured on; tests drive their own.

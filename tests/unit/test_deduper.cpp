@@ -210,47 +210,57 @@ TEST_CASE("IdWindow keeps an id for the TTL after its latest copy arrived, then 
 
 TEST_CASE("IdWindow agrees with a straightforward LRU model under random use") {
     // Random inserts, hits, expiry and evictions against std::list + map:
-    // exercises backward-shift deletion in every probe-chain shape.
-    const size_t cap = 257;
-    const int64_t ttl = 50;
-    IdWindow w(static_cast<uint32_t>(cap), ttl, kTestKey);
-    std::list<std::pair<std::string, int64_t>> lru; // front = most recent; (id, arrival seconds)
-    std::unordered_map<std::string, std::list<std::pair<std::string, int64_t>>::iterator> pos;
-    std::mt19937_64 rng(42);
-    int64_t clock = kNow;
-    auto expired = [&](int64_t seen) { return clock - seen > ttl; };
-    for (int step = 0; step < 200000; ++step) {
-        if (rng() % 8 == 0) clock += static_cast<int64_t>(rng() % 4);
-        w.advance_clock(clock);
-        if (rng() % 64 == 0) {
-            size_t n = w.expire();
-            size_t m = 0;
-            while (!lru.empty() && expired(lru.back().second)) {
+    // exercises backward-shift deletion in every probe-chain shape, and (the
+    // larger capacity) the table's doubling as ids arrive.
+    for (const size_t cap : {size_t{257}, size_t{20000}}) {
+        CAPTURE(cap);
+        // The large window without a TTL, so that it fills (0: never expires).
+        const int64_t ttl = cap > 4096 ? 0 : 50;
+        IdWindow w(static_cast<uint32_t>(cap), ttl, kTestKey);
+        const size_t table_at_start = w.memory_bytes();
+        std::list<std::pair<std::string, int64_t>> lru; // front = most recent; (id, arrival seconds)
+        std::unordered_map<std::string, std::list<std::pair<std::string, int64_t>>::iterator> pos;
+        std::mt19937_64 rng(42);
+        int64_t clock = kNow;
+        auto expired = [&](int64_t seen) { return ttl > 0 && clock - seen > ttl; };
+        for (int step = 0; step < 200000; ++step) {
+            if (rng() % 8 == 0) clock += static_cast<int64_t>(rng() % 4);
+            w.advance_clock(clock);
+            if (rng() % 64 == 0) {
+                size_t n = w.expire();
+                size_t m = 0;
+                while (!lru.empty() && expired(lru.back().second)) {
+                    pos.erase(lru.back().first);
+                    lru.pop_back();
+                    ++m;
+                }
+                REQUIRE(n == m);
+            }
+            std::string id = id_of(rng() % (cap * 600 / 257));
+            auto it = pos.find(id);
+            bool want = it != pos.end() && !expired(it->second->second);
+            if (it != pos.end()) {
+                lru.erase(it->second);
+                pos.erase(it);
+            } else if (lru.size() == cap) {
                 pos.erase(lru.back().first);
                 lru.pop_back();
-                ++m;
             }
-            REQUIRE(n == m);
+            lru.emplace_front(id, clock);
+            pos[id] = lru.begin();
+            REQUIRE(w.check_and_insert(id) == want);
+            REQUIRE(w.size() == lru.size());
         }
-        std::string id = id_of(rng() % 600);
-        auto it = pos.find(id);
-        bool want = it != pos.end() && !expired(it->second->second);
-        if (it != pos.end()) {
-            lru.erase(it->second);
-            pos.erase(it);
-        } else if (lru.size() == cap) {
-            pos.erase(lru.back().first);
-            lru.pop_back();
+        std::vector<Hash128> model;
+        for (const auto &[id, seen] : lru)
+            model.push_back(w.fingerprint(id));
+        CHECK(recency(w) == model);
+        if (cap > 4096) {
+            // The table started small and grew to the capacity's size.
+            CHECK(table_at_start < w.max_memory_bytes() - 64 * 1024);
+            CHECK(w.memory_bytes() == w.max_memory_bytes());
         }
-        lru.emplace_front(id, clock);
-        pos[id] = lru.begin();
-        REQUIRE(w.check_and_insert(id) == want);
-        REQUIRE(w.size() == lru.size());
     }
-    std::vector<Hash128> model;
-    for (const auto &[id, seen] : lru)
-        model.push_back(w.fingerprint(id));
-    CHECK(recency(w) == model);
 }
 
 TEST_CASE("IdWindow holds 1,000,000 ids in well under 64 MiB") {
