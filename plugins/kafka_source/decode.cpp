@@ -36,7 +36,10 @@ std::optional<Properties> consumer_properties(const std::string &brokers, const 
         // covers a stored position whose events the topic's retention
         // removed meanwhile: read on from the oldest one left.
         {"auto.offset.reset", "earliest"},
-        {"enable.partition.eof", "false"},
+        // The consumer learns where it reached a partition's end: past
+        // transaction markers, which take offsets but are never delivered,
+        // so the last offset handed out may stay below the end (--drain).
+        {"enable.partition.eof", "true"},
         // A fetch that finds no data waits this long at the broker. Kafka's
         // 500 ms default costs that much again whenever partitions join a
         // fetch that is already waiting (each assignment, a partition found

@@ -5,6 +5,7 @@
 #include <simdjson.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
 
 namespace cdcflow::kafka {
@@ -140,6 +141,39 @@ KafkaSource::KafkaSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Cont
         cfg.fail(&Settings::kafka, what);
     }
 
+    // A partition's takeover runs inside librdkafka's rebalance callback:
+    // the host commits what is in flight, the sink waits for a previous
+    // owner's claim (up to settings.owner_lease_ms) and the replay rebuilds
+    // the deduper (each wait for Kafka up to replay_timeout_ms). A member
+    // that stays there past max.poll.interval.ms (the group's rebalance
+    // timeout too) is dropped from the group and its partitions move again:
+    // a replay that may wait longer than half of it is refused here.
+    max_poll_ms_ = kDefaultMaxPollMs;
+    bool max_poll_set = false; // by the kafka: map (librdkafka refused a malformed value above)
+    for (const auto &[k, v] : props_)
+        if (k == "max.poll.interval.ms") {
+            int64_t ms = 0;
+            auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), ms);
+            if (ec == std::errc() && end == v.data() + v.size() && ms > 0)
+                max_poll_ms_ = ms, max_poll_set = true;
+        }
+    if (cfg.replay_timeout_ms > max_poll_ms_ / 2) {
+        std::string why =
+            std::to_string(cfg.replay_timeout_ms) +
+            " must stay well under the consumer's max.poll.interval.ms (" + std::to_string(max_poll_ms_) +
+            (max_poll_set ? "" : ", librdkafka's default") +
+            "), at most half of it: a partition's claim and its replay run inside the "
+            "rebalance callback, and a member that stays there longer is dropped from the group; "
+            "lower replay_timeout_ms or raise max.poll.interval.ms under kafka:";
+        // Point at the kafka: map's entry when it sets the interval (the
+        // message names both), else at replay_timeout_ms.
+        if (!max_poll_set) cfg.fail(&Settings::replay_timeout_ms, why);
+        std::string at = cfg.location_at(&Settings::kafka, "/max.poll.interval.ms");
+        throw Error(CDCFLOW_ERR_CONFIG, (at.empty() ? std::string() : at + ": ") +
+                                            "kafka: max.poll.interval.ms: replay_timeout_ms " +
+                                            std::move(why));
+    }
+
     if (cfg.aggregate_type_from == "topic") {
         routing_ = RoutingPattern::parse(cfg.routing_pattern, err);
         if (!routing_) cfg.fail(&Settings::routing_pattern, err);
@@ -161,6 +195,7 @@ KafkaSource::~KafkaSource() {
     closing_ = true;
     close_consumer();
     replay_.reset();
+    close_probe();
 }
 
 rd_kafka_conf_t *KafkaSource::make_conf(bool group_member) const {
@@ -375,7 +410,17 @@ void KafkaSource::assign(rd_kafka_topic_partition_list_t *parts) {
         std::string why;
         // Blocks while the sink claims the partitions (a previous owner may
         // hold one until its lease ends) and the transforms are rebuilt.
+        const auto began = Clock::now();
         cdcflow_status st = ctx().partitions_changed(c, why);
+        const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - began).count();
+        if (took > max_poll_ms_ / 2)
+            ctx().warn("taking over " + std::to_string(names.size()) + " partitions took " +
+                       std::to_string(took) +
+                       " ms inside the consumer group's rebalance callback, more than half of "
+                       "max.poll.interval.ms (" +
+                       std::to_string(max_poll_ms_) +
+                       "): past it the group drops this member; raise max.poll.interval.ms (kafka:), or "
+                       "lower settings.owner_lease_ms or the deduper's window_size (its replay)");
         if (st != CDCFLOW_OK) {
             remember(st, "partitions assigned by the consumer group: " + why);
             if (!cooperative_) rd_kafka_assign(rk_, nullptr);
@@ -399,6 +444,7 @@ void KafkaSource::assign(rd_kafka_topic_partition_list_t *parts) {
         }
         p.next = it != got.at.end() ? it->second + 1 : -1;
         p.to_commit = -1;
+        p.eof_at = -1;
     }
     if (cooperative_) {
         if (rd_kafka_error_t *e = rd_kafka_incremental_assign(rk_, list.list)) {
@@ -497,6 +543,9 @@ void KafkaSource::handle_error(const rd_kafka_message_t *m) {
     std::string where = m->rkt ? " (" + partition_name(rd_kafka_topic_name(m->rkt), m->partition) + ")" : "";
     switch (e) {
     case RD_KAFKA_RESP_ERR__PARTITION_EOF:
+        // Everything before m->offset was read (messages, or markers that
+        // are never delivered): caught_up() needs to know for the markers.
+        if (m->rkt) part_of(m).eof_at = m->offset;
         return;
     case RD_KAFKA_RESP_ERR__FATAL:
         fatal_.store(true);
@@ -594,7 +643,13 @@ cdcflow::PollResult KafkaSource::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
     const size_t most = std::min<size_t>(batch.capacity(), poll_batch_);
     // Read first and hand out last: a rebalance (inside consumer_poll) needs
     // the batch still empty, and drops what was read of revoked partitions.
-    read(most, 0);
+    // The first read waits (at most 1 ms, only when nothing is queued): a
+    // consumer_poll with a timeout is what tells librdkafka that the
+    // application is waiting on it, and it does not enforce
+    // max.poll.interval.ms meanwhile, so a long rebalance callback (a claim
+    // waiting for a frozen owner's lease, a replay) served in it does not
+    // get this member dropped; with 0 the callback's time would count.
+    read(most, 1);
     if (head_ == buffered_.size() && !stopping_ && pending_ == CDCFLOW_OK) {
         flush_commits(false);
         update_lag(false);
@@ -620,7 +675,9 @@ bool KafkaSource::caught_up() {
                 RD_KAFKA_RESP_ERR_NO_ERROR ||
             hi < 0)
             return false; // not fetched yet
-        if ((p->next >= 0 ? p->next : lo) < hi) return false;
+        // A transaction's commit marker takes the last offset but is never
+        // delivered: the consumer's end-of-partition says it was passed.
+        if ((p->next >= 0 ? p->next : lo) < hi && p->eof_at < hi) return false;
     }
     return true;
 }
@@ -685,12 +742,67 @@ bool KafkaSource::drained() {
         return false;
     }
     if (st != CDCFLOW_OK) throw Error(st, "--drain: asking for the partitions' committed positions: " + why);
+    // A partition is drained when its committed position is its last
+    // offset, or when only transaction markers follow it (a transactional
+    // producer's, e.g. Debezium's exactly-once source: its commit marker
+    // takes the last offset and is never delivered, so no position can
+    // reach it), which a read past the position tells.
+    std::vector<std::pair<Part *, int64_t>> check;
     for (size_t i = 0; i < all.size(); ++i) {
         if (high[i] <= low[i]) continue; // empty (or emptied by retention): nothing to read
         auto it = got.at.find(all[i]->name);
-        if (it == got.at.end() || it->second < high[i] - 1) return false;
+        const int64_t next = it == got.at.end() ? low[i] : std::max(it->second + 1, low[i]);
+        if (next < high[i]) check.emplace_back(all[i], next);
     }
-    return true;
+    return check.empty() || only_markers_left(check);
+}
+
+bool KafkaSource::only_markers_left(const std::vector<std::pair<Part *, int64_t>> &from) {
+    if (!probe_) {
+        rd_kafka_conf_t *conf = make_conf(false); // outside the group, enable.partition.eof
+        char errstr[512];
+        errstr[0] = '\0';
+        probe_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
+        if (!probe_) {
+            rd_kafka_conf_destroy(conf);
+            throw Error(CDCFLOW_ERR_CONFIG,
+                        "--drain: librdkafka refuses the consumer: " + base::text(errstr));
+        }
+        rd_kafka_poll_set_consumer(probe_);
+    }
+    ListGuard list{rd_kafka_topic_partition_list_new(static_cast<int>(from.size()))};
+    for (const auto &[p, offset] : from)
+        rd_kafka_topic_partition_list_add(list.list, p->topic.c_str(), p->partition)->offset = offset;
+    if (rd_kafka_assign(probe_, list.list) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+    struct Unassign {
+        rd_kafka_t *rk;
+        ~Unassign() { rd_kafka_assign(rk, nullptr); }
+    } unassign{probe_};
+    // The first message of each partition decides: a delivered one means
+    // events are left to read; its end (with read_committed, the last stable
+    // offset) reached first means only markers were left. Not decided within
+    // the look-up bound (brokers away): not drained, asked again later.
+    size_t open = from.size();
+    std::vector<bool> done(from.size(), false);
+    const auto deadline = Clock::now() + std::chrono::milliseconds(kLookupTimeoutMs);
+    while (open > 0 && Clock::now() < deadline && !ctx().stop_requested()) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(probe_, 50);
+        if (!m) continue;
+        size_t i = 0;
+        while (i < from.size() && !(m->rkt && from[i].first->partition == m->partition &&
+                                    from[i].first->topic == rd_kafka_topic_name(m->rkt)))
+            ++i;
+        const rd_kafka_resp_err_t e = m->err;
+        rd_kafka_message_destroy(m);
+        if (i == from.size() || done[i]) continue;
+        if (e == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            done[i] = true;
+            --open;
+            continue;
+        }
+        return false; // a message to read, or a failure to read one
+    }
+    return open == 0;
 }
 
 // ---- Offsets and lag -----------------------------------------------------
@@ -858,6 +970,13 @@ void KafkaSource::stop() {
     flush_commits(true);
     close_consumer();
     replay_.reset();
+    close_probe();
+}
+
+void KafkaSource::close_probe() noexcept {
+    if (!probe_) return;
+    rd_kafka_destroy_flags(probe_, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    probe_ = nullptr;
 }
 
 void KafkaSource::close_consumer() noexcept {

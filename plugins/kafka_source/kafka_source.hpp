@@ -107,7 +107,8 @@ struct KafkaSourceSettings {
             .min("100")
             .max("3600000")
             .describe("replay (rebuilding a transform's state): the longest wait for Kafka's next message "
-                      "before the replay fails"),
+                      "before the replay fails; at most half the consumer's max.poll.interval.ms (the replay "
+                      "runs inside the rebalance callback)"),
         cdcflow::param("close_timeout_ms", &S::close_timeout_ms)
             .defaults_to("5000")
             .min("0")
@@ -158,6 +159,10 @@ private:
         int64_t next = -1;
         // What the sink committed and Kafka was not told yet (-1: nothing).
         int64_t to_commit = -1;
+        // Where the consumer last reached the partition's end (its
+        // PARTITION_EOF: the next offset it would fetch, past transaction
+        // markers; -1: not since it was assigned).
+        int64_t eof_at = -1;
         cdcflow::Metric lag;
         bool has_lag = false;
     };
@@ -195,9 +200,14 @@ private:
     bool caught_up();
     // --drain: is every partition of the topics committed up to its end?
     bool drained();
+    // --drain: does nothing but transaction markers (control records, which
+    // take offsets but are never delivered) follow each (partition, first
+    // offset) up to its end? Read with a consumer outside the group.
+    bool only_markers_left(const std::vector<std::pair<Part *, int64_t>> &from);
     void update_lag(bool force);
     void flush_commits(bool force);
     void close_consumer() noexcept;
+    void close_probe() noexcept;
     rd_kafka_conf_t *make_conf(bool group_member) const;
 
     // Config.
@@ -210,6 +220,9 @@ private:
     ValueFormat format_ = ValueFormat::raw;
     size_t poll_batch_;
     std::chrono::milliseconds drain_check_, replay_timeout_, close_timeout_;
+    // The consumer's max.poll.interval.ms (the kafka: map's, or librdkafka's default).
+    static constexpr int64_t kDefaultMaxPollMs = 300000;
+    int64_t max_poll_ms_ = kDefaultMaxPollMs;
 
     rd_kafka_t *rk_ = nullptr;
     bool cooperative_ = false;
@@ -232,6 +245,7 @@ private:
     bool idle_warned_missing_id_ = false;
 
     std::unique_ptr<Replay> replay_;
+    rd_kafka_t *probe_ = nullptr; // only_markers_left's consumer, made on first use
 
     cdcflow::Metric messages_, bytes_, rebalances_, missing_id_;
 };

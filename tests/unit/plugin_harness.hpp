@@ -25,6 +25,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace cdcflow::test {
 
@@ -211,6 +212,29 @@ struct EventSpec {
     std::string partition{};
     int64_t version = -1; // aggregate version; -1: none
 };
+// A partition change (ABI 5) as a group source reports it, over the
+// caller's names (which must outlive it); change.fn and change.user unset.
+struct PartitionChange {
+    std::vector<cdcflow_str> assigned, revoked, query;
+    cdcflow_partitions change{};
+    PartitionChange(const std::vector<std::string> &a, const std::vector<std::string> &r,
+                    const std::vector<std::string> &q = {}) {
+        for (const std::string &s : a)
+            assigned.push_back(cdcflow::str(s));
+        for (const std::string &s : r)
+            revoked.push_back(cdcflow::str(s));
+        for (const std::string &s : q)
+            query.push_back(cdcflow::str(s));
+        change.struct_size = sizeof change;
+        change.assigned_count = static_cast<uint32_t>(assigned.size());
+        change.assigned = assigned.data();
+        change.revoked_count = static_cast<uint32_t>(revoked.size());
+        change.revoked = revoked.data();
+        change.query_count = static_cast<uint32_t>(query.size());
+        change.query = query.data();
+    }
+};
+
 inline bool append(cdcflow_batch &b, const EventSpec &s) {
     cdcflow_event_init e = cdcflow::make_event_init();
     e.event_id = cdcflow::str(s.id);

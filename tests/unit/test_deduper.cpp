@@ -210,47 +210,57 @@ TEST_CASE("IdWindow keeps an id for the TTL after its latest copy arrived, then 
 
 TEST_CASE("IdWindow agrees with a straightforward LRU model under random use") {
     // Random inserts, hits, expiry and evictions against std::list + map:
-    // exercises backward-shift deletion in every probe-chain shape.
-    const size_t cap = 257;
-    const int64_t ttl = 50;
-    IdWindow w(static_cast<uint32_t>(cap), ttl, kTestKey);
-    std::list<std::pair<std::string, int64_t>> lru; // front = most recent; (id, arrival seconds)
-    std::unordered_map<std::string, std::list<std::pair<std::string, int64_t>>::iterator> pos;
-    std::mt19937_64 rng(42);
-    int64_t clock = kNow;
-    auto expired = [&](int64_t seen) { return clock - seen > ttl; };
-    for (int step = 0; step < 200000; ++step) {
-        if (rng() % 8 == 0) clock += static_cast<int64_t>(rng() % 4);
-        w.advance_clock(clock);
-        if (rng() % 64 == 0) {
-            size_t n = w.expire();
-            size_t m = 0;
-            while (!lru.empty() && expired(lru.back().second)) {
+    // exercises backward-shift deletion in every probe-chain shape, and (the
+    // larger capacity) the table's doubling as ids arrive.
+    for (const size_t cap : {size_t{257}, size_t{20000}}) {
+        CAPTURE(cap);
+        // The large window without a TTL, so that it fills (0: never expires).
+        const int64_t ttl = cap > 4096 ? 0 : 50;
+        IdWindow w(static_cast<uint32_t>(cap), ttl, kTestKey);
+        const size_t table_at_start = w.memory_bytes();
+        std::list<std::pair<std::string, int64_t>> lru; // front = most recent; (id, arrival seconds)
+        std::unordered_map<std::string, std::list<std::pair<std::string, int64_t>>::iterator> pos;
+        std::mt19937_64 rng(42);
+        int64_t clock = kNow;
+        auto expired = [&](int64_t seen) { return ttl > 0 && clock - seen > ttl; };
+        for (int step = 0; step < 200000; ++step) {
+            if (rng() % 8 == 0) clock += static_cast<int64_t>(rng() % 4);
+            w.advance_clock(clock);
+            if (rng() % 64 == 0) {
+                size_t n = w.expire();
+                size_t m = 0;
+                while (!lru.empty() && expired(lru.back().second)) {
+                    pos.erase(lru.back().first);
+                    lru.pop_back();
+                    ++m;
+                }
+                REQUIRE(n == m);
+            }
+            std::string id = id_of(rng() % (cap * 600 / 257));
+            auto it = pos.find(id);
+            bool want = it != pos.end() && !expired(it->second->second);
+            if (it != pos.end()) {
+                lru.erase(it->second);
+                pos.erase(it);
+            } else if (lru.size() == cap) {
                 pos.erase(lru.back().first);
                 lru.pop_back();
-                ++m;
             }
-            REQUIRE(n == m);
+            lru.emplace_front(id, clock);
+            pos[id] = lru.begin();
+            REQUIRE(w.check_and_insert(id) == want);
+            REQUIRE(w.size() == lru.size());
         }
-        std::string id = id_of(rng() % 600);
-        auto it = pos.find(id);
-        bool want = it != pos.end() && !expired(it->second->second);
-        if (it != pos.end()) {
-            lru.erase(it->second);
-            pos.erase(it);
-        } else if (lru.size() == cap) {
-            pos.erase(lru.back().first);
-            lru.pop_back();
+        std::vector<Hash128> model;
+        for (const auto &[id, seen] : lru)
+            model.push_back(w.fingerprint(id));
+        CHECK(recency(w) == model);
+        if (cap > 4096) {
+            // The table started small and grew to the capacity's size.
+            CHECK(table_at_start < w.max_memory_bytes() - 64 * 1024);
+            CHECK(w.memory_bytes() == w.max_memory_bytes());
         }
-        lru.emplace_front(id, clock);
-        pos[id] = lru.begin();
-        REQUIRE(w.check_and_insert(id) == want);
-        REQUIRE(w.size() == lru.size());
     }
-    std::vector<Hash128> model;
-    for (const auto &[id, seen] : lru)
-        model.push_back(w.fingerprint(id));
-    CHECK(recency(w) == model);
 }
 
 TEST_CASE("IdWindow holds 1,000,000 ids in well under 64 MiB") {
@@ -656,4 +666,103 @@ TEST_CASE("deduper stage: the window's cache figures: ids held, capacity, copies
     CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_HITS) == 2);
     CHECK(d.h.cache_figure("window", CDCFLOW_CACHE_MISSES) == 4);
     CHECK(d.h.metric("duplicates") == 2); // hits are exactly the duplicates marked
+}
+
+// ---------------------------------------------------------------------------
+// Partitions a consumer group assigns (ABI 5): a window per partition.
+
+namespace {
+
+// A deduper stage fed events of named partitions, and told of rebalances
+// as the host tells it (partitions, then the assigned partitions' replay).
+struct PartitionedDedupe {
+    DedupeStage d;
+    explicit PartitionedDedupe(int64_t window_size) : d({{"window_size", window_size}, {"ttl_seconds", 0}}) {}
+    static EventSpec at(const std::string &partition, int64_t offset) {
+        EventSpec e = event(partition + "-" + std::to_string(offset), kT0);
+        e.partition = partition;
+        e.offset = offset;
+        return e;
+    }
+    // Offsets [from, to) of each partition, interleaved one by one as a
+    // consumer hands them out, in batches of at most 128; the statuses.
+    std::vector<int> events(const std::vector<std::string> &parts, int64_t from, int64_t to,
+                            bool replay = false) {
+        std::vector<int> out;
+        d.b.reset();
+        auto flush = [&] {
+            cdcflow::Batch view = d.h.view(d.b);
+            if (replay)
+                d.stage->restore(view);
+            else
+                d.stage->process(view);
+            for (int s : statuses(d.b))
+                out.push_back(s);
+            d.b.reset();
+        };
+        for (int64_t o = from; o < to; ++o)
+            for (const std::string &p : parts) {
+                if (d.b.size() == d.b.capacity()) flush();
+                cdcflow::test::append(d.b, at(p, o));
+            }
+        flush();
+        return out;
+    }
+    void change(const std::vector<std::string> &assigned, const std::vector<std::string> &revoked) {
+        cdcflow::test::PartitionChange c(assigned, revoked);
+        d.stage->partitions(c.change);
+    }
+};
+
+size_t count_of(const std::vector<int> &st, int status) {
+    return static_cast<size_t>(std::count(st.begin(), st.end(), status));
+}
+
+} // namespace
+
+TEST_CASE("deduper stage: an assigned partition's replay never evicts ids of the partitions kept; a revoked "
+          "partition's window goes") {
+    // window_size 100: a replay of 2 x 100 events of each of three newly
+    // assigned partitions would have pushed every id of t/0 out of one
+    // shared window (the reproduction from the last review).
+    PartitionedDedupe p(100);
+    p.change({"t/0"}, {});
+    CHECK(count_of(p.events({"t/0"}, 1, 91), OK) == 90);
+    p.change({"t/1", "t/2", "t/3"}, {});
+    p.events({"t/1", "t/2", "t/3"}, 1, 201, true); // the host's replay of their history
+    CHECK(p.d.h.metric("restored") == 600);
+    CHECK(p.d.stage->window_count() == 4);
+    CHECK(p.d.stage->window_entries("t/0") == 90);
+    CHECK(p.d.stage->window_entries("t/1") == 100); // the newest window_size of each
+    // Copies of t/0's last 90 ids: every one dropped; and of t/1's newest 100.
+    CHECK(count_of(p.events({"t/0"}, 1, 91), DUP) == 90);
+    CHECK(count_of(p.events({"t/1"}, 101, 201), DUP) == 100);
+    CHECK(count_of(p.events({"t/1"}, 1, 101), OK) == 100); // older than its window: new
+    CHECK(p.d.stage->window_entries("t/0") == 90);
+
+    // t/2 goes: its window with it (its next owner rebuilds it). When it
+    // comes back, only its replay fills it again.
+    p.change({}, {"t/2"});
+    CHECK(p.d.stage->window_count() == 3);
+    CHECK(p.d.stage->window_entries("t/2") == 0);
+    CHECK(p.d.stage->window_entries() == 90 + 100 + 100);
+    p.change({"t/2"}, {});
+    p.events({"t/2"}, 151, 181, true);
+    CHECK(p.d.stage->window_entries("t/2") == 30);
+    CHECK(count_of(p.events({"t/2"}, 151, 181), DUP) == 30);
+    CHECK(count_of(p.events({"t/0"}, 1, 91), DUP) == 90);               // t/0 untouched throughout
+    CHECK(p.d.h.cache_figure("window", CDCFLOW_CACHE_CAPACITY) == 400); // 4 partitions x window_size
+}
+
+TEST_CASE("deduper stage: the outbox's one partition has its window from create; a group's first assignment "
+          "drops it") {
+    PartitionedDedupe p(10);
+    CHECK(p.d.stage->window_count() == 1);
+    CHECK(p.d.stage->bytes_bound() > 10 * 28);
+    CHECK(count_of(p.d.process({{"a", kT0}, {"a", kT0}}), DUP) == 1);
+    p.change({"t/0"}, {});
+    CHECK(p.d.stage->window_count() == 2); // "" held an id: kept
+    PartitionedDedupe q(10);
+    q.change({"t/0", "t/1"}, {});
+    CHECK(q.d.stage->window_count() == 2);
 }

@@ -13,6 +13,10 @@
 #include <map>
 #include <thread>
 
+#include <netdb.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 using cdcflow::kafka::consumer_properties;
 using cdcflow::kafka::KafkaSource;
 using cdcflow::kafka::partition_name;
@@ -168,6 +172,94 @@ struct Cluster {
     }
     void flush() { REQUIRE(rd_kafka_flush(producer, 10000) == RD_KAFKA_RESP_ERR_NO_ERROR); }
 };
+
+// Appends a transaction's commit marker (a control record batch, as a
+// transactional producer's coordinator writes it) to `partition`, through
+// a raw Produce request: librdkafka's mock cluster (2.0.2) takes part in
+// transactions but writes no markers, and no client API writes one. The
+// consumer skips it (it is never delivered), but it takes an offset: the
+// partition's end is then one past the last message.
+void append_commit_marker(const std::string &bootstrap, const std::string &topic, int32_t partition) {
+    std::string out;
+    auto i8 = [](std::string &b, int v) { b.push_back(static_cast<char>(v)); };
+    auto i16 = [&](std::string &b, int v) { i8(b, v >> 8), i8(b, v); };
+    auto i32 = [&](std::string &b, int64_t v) {
+        i16(b, static_cast<int>(v >> 16)), i16(b, static_cast<int>(v));
+    };
+    auto i64 = [&](std::string &b, int64_t v) { i32(b, v >> 32), i32(b, v); };
+    auto varint = [&](std::string &b, int64_t v) { // zigzag
+        uint64_t z = (static_cast<uint64_t>(v) << 1) ^ static_cast<uint64_t>(v >> 63);
+        for (; z >= 0x80; z >>= 7)
+            i8(b, static_cast<int>((z & 0x7f) | 0x80));
+        i8(b, static_cast<int>(z));
+    };
+    // The record: key {version 0, type 1 = COMMIT}, value {version 0, coordinator epoch 0}.
+    std::string rec;
+    i8(rec, 0);     // attributes
+    varint(rec, 0); // timestamp delta
+    varint(rec, 0); // offset delta
+    varint(rec, 4);
+    i16(rec, 0), i16(rec, 1);
+    varint(rec, 6);
+    i16(rec, 0), i32(rec, 0);
+    varint(rec, 0);   // headers
+    std::string body; // the batch from its attributes on (what the CRC covers)
+    i16(body, 0x30);  // transactional | control
+    i32(body, 0);     // last offset delta
+    i64(body, 1'700'000'000'000), i64(body, 1'700'000'000'000);
+    i64(body, 7), i16(body, 0), i32(body, -1); // producer id, epoch, base sequence
+    i32(body, 1);
+    varint(body, static_cast<int64_t>(rec.size()));
+    body += rec;
+    uint32_t crc = 0xffffffff; // CRC-32C (Castagnoli), bitwise
+    for (unsigned char c : body) {
+        crc ^= c;
+        for (int k = 0; k < 8; ++k)
+            crc = (crc >> 1) ^ (0x82f63b78 & (0u - (crc & 1)));
+    }
+    crc ^= 0xffffffff;
+    std::string batch;
+    i64(batch, 0);
+    i32(batch, static_cast<int64_t>(4 + 1 + 4 + body.size())); // from the leader epoch on
+    i32(batch, 0), i8(batch, 2), i32(batch, crc);
+    batch += body;
+    // ProduceRequest v3: no transactional id, acks 1.
+    std::string req;
+    i16(req, 0), i16(req, 3), i32(req, 42);
+    i16(req, 4), req += "test";
+    i16(req, -1), i16(req, 1), i32(req, 5000);
+    i32(req, 1), i16(req, static_cast<int>(topic.size())), req += topic;
+    i32(req, 1), i32(req, partition), i32(req, static_cast<int64_t>(batch.size()));
+    req += batch;
+    i32(out, static_cast<int64_t>(req.size()));
+    out += req;
+
+    // The mock's single broker (the partition's leader).
+    std::string hostport = bootstrap.substr(0, bootstrap.find(','));
+    size_t colon = hostport.rfind(':');
+    addrinfo hints{}, *ai = nullptr;
+    hints.ai_socktype = SOCK_STREAM;
+    REQUIRE(getaddrinfo(hostport.substr(0, colon).c_str(), hostport.substr(colon + 1).c_str(), &hints, &ai) ==
+            0);
+    int fd = socket(ai->ai_family, ai->ai_socktype, ai->ai_protocol);
+    REQUIRE(fd >= 0);
+    REQUIRE(connect(fd, ai->ai_addr, ai->ai_addrlen) == 0);
+    freeaddrinfo(ai);
+    REQUIRE(send(fd, out.data(), out.size(), 0) == static_cast<ssize_t>(out.size()));
+    // The response: size, correlation id, one topic with one partition:
+    // its error code must be 0.
+    std::string resp;
+    char buf[512];
+    while (resp.size() < 4 || resp.size() < 4 + static_cast<size_t>(static_cast<unsigned char>(resp[3]))) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        REQUIRE(n > 0);
+        resp.append(buf, static_cast<size_t>(n));
+    }
+    close(fd);
+    const size_t at = 4 + 4 + 4 + 2 + topic.size() + 4 + 4; // size, corr, count, name, count, partition
+    REQUIRE(resp.size() >= at + 2);
+    CHECK((static_cast<unsigned char>(resp[at]) << 8 | static_cast<unsigned char>(resp[at + 1])) == 0);
+}
 
 // The host side of partitions_changed, played by the test: it records each
 // change and answers positions from `committed`.
@@ -337,6 +429,50 @@ TEST_CASE(
     rd_kafka_destroy(peek);
 }
 
+TEST_CASE("kafka_source: --drain counts a partition whose end is a transaction marker as drained once its "
+          "last message is committed") {
+    Cluster k(kTopic, 2);
+    const std::string p0 = std::string(kTopic) + "/0", p1 = std::string(kTopic) + "/1";
+    // Partition 0: three messages, then a transaction's commit marker (end 4).
+    // Partition 1: two messages, a marker, one more message, a marker (end 5).
+    for (int i = 0; i < 3; ++i)
+        k.send(kTopic, 0, "a", "{}", {{"id", "m0-" + std::to_string(i)}, {"type", "T"}});
+    for (int i = 0; i < 2; ++i)
+        k.send(kTopic, 1, "b", "{}", {{"id", "m1-" + std::to_string(i)}, {"type", "T"}});
+    k.flush();
+    append_commit_marker(k.bootstrap, kTopic, 0);
+    append_commit_marker(k.bootstrap, kTopic, 1);
+    k.send(kTopic, 1, "b", "{}", {{"id", "m1-3"}, {"type", "T"}});
+    k.flush();
+    append_commit_marker(k.bootstrap, kTopic, 1);
+
+    Stage s({{"brokers", k.bootstrap}, {"group", "g-txn"}, {"topics", kTopic}, {"drain_check_ms", 10}});
+    s.src->start();
+    std::vector<Event> got = s.poll_until(6);
+    std::map<std::string, std::vector<int64_t>> offsets;
+    for (const Event &e : got)
+        offsets[e.partition].push_back(e.offset);
+    CHECK(offsets[p0] == std::vector<int64_t>{0, 1, 2}); // the markers are never delivered
+    CHECK(offsets[p1] == std::vector<int64_t>{0, 1, 3});
+
+    // Committed up to each partition's last message but one on partition 1:
+    // a message (offset 3) follows past the marker, so not drained.
+    s.host.committed[p0] = 2;
+    s.host.committed[p1] = 1;
+    bool exhausted = true;
+    for (int i = 0; i < 10; ++i) {
+        CHECK(s.poll(&exhausted).empty());
+        CHECK_FALSE(exhausted);
+    }
+    CHECK(!s.host.queried.empty()); // caught up: it asked (the markers did not hold that back)
+    // Each last message committed: only markers are left, drained.
+    s.host.committed[p1] = 3;
+    for (int i = 0; i < 50 && !exhausted; ++i)
+        s.poll(&exhausted);
+    CHECK(exhausted);
+    s.src->stop();
+}
+
 TEST_CASE("kafka_source: debezium_json values, an aggregate type from a header, configured header names") {
     Cluster k("dbz.Order", 1);
     k.send("dbz.Order", 0, "o-1", R"({"schema":{"type":"string"},"payload":"{\"total\":\"9.90\"}"})",
@@ -497,6 +633,34 @@ TEST_CASE("kafka_source: config errors name the key and never print a secret") {
     CHECK(error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"routing_pattern", "x.{y}"}})
               .find("routing_pattern:") != std::string::npos);
     CHECK(error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}}).empty());
+    // A takeover (claim wait, replay) runs inside the rebalance callback: a
+    // replay that may wait for Kafka longer than half the consumer's
+    // max.poll.interval.ms is refused at load, naming both.
+    CHECK(error_of(
+              {{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(150001)}}) ==
+          "test.yaml:1:1: replay_timeout_ms: 150001 must stay well under the consumer's max.poll.interval.ms "
+          "(300000, librdkafka's default), at most half of it: a partition's claim and its replay run inside "
+          "the "
+          "rebalance callback, and a member that stays there longer is dropped from the group; lower "
+          "replay_timeout_ms or raise max.poll.interval.ms under kafka:");
+    CHECK(
+        error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(150000)}})
+            .empty());
+    const std::string low = error_of(
+        {{"brokers", "b"},
+         {"group", "g"},
+         {"topics", "t"},
+         {"kafka", Val::json(R"({"max.poll.interval.ms": "40000", "session.timeout.ms": "10000"})")}});
+    CHECK(
+        low.starts_with("test.yaml:1:1: kafka: max.poll.interval.ms: replay_timeout_ms 30000 must stay well "
+                        "under the consumer's max.poll.interval.ms (40000), at most half of it"));
+    CHECK(error_of(
+              {{"brokers", "b"},
+               {"group", "g"},
+               {"topics", "t"},
+               {"replay_timeout_ms", int64_t(20000)},
+               {"kafka", Val::json(R"({"max.poll.interval.ms": "40000", "session.timeout.ms": "10000"})")}})
+              .empty());
 }
 
 TEST_CASE("kafka_source: the lag of each partition it reads, from the cached high watermark") {

@@ -41,13 +41,15 @@ constexpr int kParts = 4;
 
 std::string group_pipeline(const std::string &db, const std::string &src_cfg,
                            const std::string &sink_plugin = "projection_sink", int events = kEvents,
-                           int parts = kParts) {
+                           int parts = kParts, int window_size = 1000) {
     std::string sink_cfg = sink_plugin == "projection_sink" ? "database: '" + db + "'" : "";
     return "pipeline: g\nsettings: {batch_size: 16, owner_lease_ms: 400}\nstages:\n"
            "  - id: src\n    plugin: group_source\n    config: {partitions: " +
            std::to_string(parts) + ", events: " + std::to_string(events) + ", " + src_cfg +
            "}\n"
-           "  - id: dedupe\n    plugin: deduper\n    config: {window_size: 1000}\n"
+           "  - id: dedupe\n    plugin: deduper\n    config: {window_size: " +
+           std::to_string(window_size) +
+           "}\n"
            "  - id: sink\n    plugin: " +
            sink_plugin + "\n    config: {" + sink_cfg + "}\n";
 }
@@ -99,6 +101,14 @@ int64_t column(const std::string &db, const std::string &sql) {
     sqlite::Db c(db, SQLITE_OPEN_READONLY);
     sqlite::Stmt s(c, sql);
     return s.step() ? s.int64(0) : -1;
+}
+
+// Runs `h` (--drain) to its end; every step must succeed.
+void run_to_end(Host &h) {
+    REQUIRE_MESSAGE(h.create_status.ok(), h.create_status.message());
+    h.start();
+    REQUIRE(h.finish());
+    REQUIRE_MESSAGE(h.run_status.ok(), h.run_status.message());
 }
 
 // account id -> (balance, version)
@@ -165,21 +175,8 @@ struct Sink {
     // A change; the positions reported for assigned and queried partitions.
     std::map<std::string, int64_t> change(std::vector<std::string> assigned, std::vector<std::string> revoked,
                                           std::vector<std::string> query = {}) {
-        auto strs = [](const std::vector<std::string> &v) {
-            std::vector<cdcflow_str> out;
-            for (const std::string &s : v)
-                out.push_back(cdcflow::str(s));
-            return out;
-        };
-        std::vector<cdcflow_str> a = strs(assigned), r = strs(revoked), q = strs(query);
-        cdcflow_partitions c{};
-        c.struct_size = sizeof c;
-        c.assigned_count = static_cast<uint32_t>(a.size());
-        c.assigned = a.data();
-        c.revoked_count = static_cast<uint32_t>(r.size());
-        c.revoked = r.data();
-        c.query_count = static_cast<uint32_t>(q.size());
-        c.query = q.data();
+        cdcflow::test::PartitionChange pc(assigned, revoked, query);
+        cdcflow_partitions &c = pc.change;
         std::map<std::string, int64_t> got;
         c.fn = [](void *user, const cdcflow_position *p) {
             (*static_cast<std::map<std::string, int64_t> *>(user))[std::string(cdcflow::sv(p->partition))] =
@@ -298,22 +295,42 @@ TEST_CASE("partitions: the dedupe window is rebuilt from the assigned partitions
         // The first host commits the first half of every partition (its
         // topic ends there).
         Host first(group_pipeline(db, "", "projection_sink", kEvents / 2));
-        REQUIRE(first.create_status.ok());
-        first.start();
-        REQUIRE(first.finish());
-        REQUIRE_MESSAGE(first.run_status.ok(), first.run_status.message());
+        run_to_end(first);
     }
     REQUIRE(checkpoints(db).size() == kParts);
     // A new host (an empty window) gets every partition; offset 200 repeats
     // offset 20's id, committed by the first host.
     Host second(group_pipeline(db, "copy_at: 200, copy_of: 20"));
-    REQUIRE(second.create_status.ok());
-    second.start();
-    REQUIRE(second.finish());
-    REQUIRE_MESSAGE(second.run_status.ok(), second.run_status.message());
+    run_to_end(second);
     check_exact(db, kEvents - 2);
     CHECK(second.rt->totals().duplicates == kParts);
     CHECK(second.metric("dedupe.restored") == kParts * kEvents / 2);
+}
+
+TEST_CASE("partitions: assigning partitions never evicts the ids of the partitions kept from the dedupe "
+          "window, however long their replay") {
+    TempDir dir("parts_window");
+    const std::string db = dir.file("read.db");
+    const int window = 100;
+    {
+        Host first(group_pipeline(db, "", "projection_sink", kEvents / 2, kParts, window));
+        run_to_end(first);
+    }
+    REQUIRE(checkpoints(db).size() == kParts);
+    // The second host holds t/0 and reads on from 151; after its first
+    // batch (16 events: t/0 up to 166) it is assigned t/1..t/3, whose
+    // replay (150 events each, 1.5 x window_size) goes through the deduper
+    // before t/0's offset 230 repeats offset 160's id: 70 ids back in t/0,
+    // well inside a window of 100, but 450 replayed ids back in one window
+    // shared by every partition. t/1..t/3 read on from 151 too, each
+    // with the same copy.
+    Host second(group_pipeline(db, "assign: '0', plan: '+1,2,3@10', copy_at: 230, copy_of: 160",
+                               "projection_sink", kEvents, kParts, window));
+    run_to_end(second);
+    check_exact(db, kEvents - 2);
+    CHECK(second.rt->totals().duplicates == kParts);
+    CHECK(second.metric("src.changes") == 2);                        // the first assignment, then t/1..t/3
+    CHECK(second.metric("dedupe.restored") == kParts * kEvents / 2); // each partition's 150, once
 }
 
 TEST_CASE("partitions: a commit for a partition this host never claimed, or gave up, is fenced and commits "
