@@ -59,6 +59,13 @@ class Operations(TempDirTest):
         except OSError:
             return False
 
+    @staticmethod
+    def ready(port):
+        try:
+            return get(port, "/ready", timeout=1)[0] == 200
+        except OSError:
+            return False
+
     def test_a_hostile_pipeline_name_keeps_the_page_clean_and_the_totals_line_one_line(self):
         # Quotes, a backslash, a newline, U+2028, a control byte: the YAML
         # loader takes any string as the pipeline's name.
@@ -88,6 +95,10 @@ class Operations(TempDirTest):
 
     def test_scraped_hard_while_a_backlog_drains_the_counters_equal_the_totals_line(self):
         proc, port = self.start_host(self.gen_pipeline("hard", BACKLOG))
+        # /ready answers 503 until every stage started and the checkpoint is
+        # claimed (slow under the sanitizers): the scraping starts once it is
+        # ready, so that any error from then on is a finding.
+        wait_for(lambda: self.ready(port), timeout=10, what="/ready 200")
         stop = threading.Event()
         errors, scrapes = [], [0]
         lock = threading.Lock()
