@@ -52,16 +52,20 @@ if [ "${CDCFLOW_QUICK:-0}" != 1 ]; then
     tests/plugins/passthrough.so tests/plugins/file_sink.so tests/plugins/abi_v1/v1_source.so \
     tests/plugins/abi_v1/v1_sink.so tests/plugins/abi_v1/v1_pass.so tests/plugins/group_source.so \
     tests/plugins/deferred_sink.so tests/plugins/deferred_sink_nosettle.so tests/plugins/passthrough_deferred.so \
-    plugins/deduper/deduper.so plugins/projection_sink/projection_sink.so >&2 || exit 1
+    plugins/outbox_source/outbox_source.so plugins/validator/validator.so plugins/deduper/deduper.so \
+    plugins/projection_sink/projection_sink.so plugins/migrator/migrator.so plugins/outbox_sink/outbox_sink.so \
+    >&2 || exit 1
   # The threaded code: queues, the runtime (scraped while it drains too),
   # ownership, retries/breakers/poison bisection, the HTTP server and client,
   # a consumer group's rebalances (partitions*: group_source, deduper, projection_sink),
   # a sink that commits after process returns (deferred commit*: deferred_sink),
+  # the embedded host (embed*: its runner and state watcher threads, close
+  # from a callback, a stuck plugin abandoned; the shipped SQLite plugins),
   # the metrics and their collectors, the log writer and the plugin log
   # limiter with its reporter thread (about 20 s on 2 cores).
-  echo "== thread sanitizer: queue, runtime, ownership, breakers, http, metrics, logs ==" >&2
-  if TSAN_OPTIONS=halt_on_error=1 build-tsan/tests/unit_tests_threaded \
-    --test-case='queue*,runtime*,ownership*,retry*,breaker*,poison*,http*,prometheus*,health*,log*,PluginLog*,metrics*,partitions*,deferred commit*'; then
+  echo "== thread sanitizer: queue, runtime, ownership, breakers, http, metrics, logs, embedded host ==" >&2
+  if TSAN_OPTIONS="halt_on_error=1 suppressions=$PWD/tests/tsan.supp" build-tsan/tests/unit_tests_threaded \
+    --test-case='queue*,runtime*,ownership*,retry*,breaker*,poison*,http*,prometheus*,health*,log*,PluginLog*,metrics*,partitions*,deferred commit*,embed*'; then
     passed=$((passed + 1))
   else
     failed=$((failed + 1))

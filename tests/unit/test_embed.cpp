@@ -425,9 +425,17 @@ struct CState {
 void on_state(void *user, const char *state, const char *health_json) {
     auto *s = static_cast<CState *>(user);
     // Calls back into the API from the callback: the buffer protocol.
+    // The health may grow between the two calls (events counted meanwhile):
+    // then the second call answers the new size, and the caller asks again.
     size_t need = cdcflow_host_health_json(s->h, nullptr, 0);
-    std::string buf(need, '\0');
-    bool ok = need > 0 && cdcflow_host_health_json(s->h, buf.data(), buf.size()) == need;
+    std::string buf;
+    bool ok = false;
+    for (int i = 0; i < 10 && !ok && need > 0; ++i) {
+        buf.assign(need, '\0');
+        size_t got = cdcflow_host_health_json(s->h, buf.data(), buf.size());
+        ok = got == need;
+        need = got;
+    }
     std::lock_guard lock(s->mu);
     s->states.push_back(state);
     s->json_ok =
