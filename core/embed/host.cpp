@@ -140,6 +140,9 @@ Status caught(const char *what) {
     }
 }
 
+// close()'s default bound beyond settings.shutdown_timeout_ms (see close_impl).
+constexpr std::chrono::milliseconds kCloseMargin{1000};
+
 std::string ms_text(std::chrono::milliseconds t) {
     return std::to_string(t.count()) + " ms";
 }
@@ -173,6 +176,7 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
     std::optional<RunEnd> end;          // how it ended, once finished
     std::function<void()> run_end_fn;   // on_run_end's
     std::optional<Status> close_result; // close() happened: its answer
+    bool close_begun = false;           // a close() is under way (a second one waits for its answer)
     // migrate(): the migration's target and what was left before the run
     // (set before the run begins; read only after).
     std::optional<migrate::Target> mig_target;
@@ -401,11 +405,30 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
             closed = true;
             subs.clear();
         }
-        if (timeout.count() == 0) timeout = std::chrono::milliseconds(rt->def().settings.shutdown_timeout_ms);
+        // The default bound: the runtime's own graceful stop ends by
+        // shutdown_timeout_ms after it saw the stop (a deferred sink's last
+        // settle, the abandon of what was not durable); a margin for its
+        // threads to end after that, so that a slow but healthy stop is not
+        // taken for a stuck plugin.
+        if (timeout.count() == 0)
+            timeout = std::chrono::milliseconds(rt->def().settings.shutdown_timeout_ms) + kCloseMargin;
         bool stuck;
         {
             std::unique_lock lock(mu);
             if (close_result) return *close_result;
+            if (close_begun) {
+                // Another thread is closing: its answer is this one's. On
+                // the watcher's thread (a callback) waiting could never end:
+                // that close joins this thread.
+                if (std::this_thread::get_id() == watcher.get_id())
+                    return Status::InvalidArgument("close: already closing on another thread");
+                cv.wait(lock, [this] { return close_result.has_value(); });
+                return *close_result;
+            }
+            close_begun = true;
+            // An abandoned run that ends later must not call the
+            // application's code any more: the Host may be gone by then.
+            run_end_fn = nullptr;
             // A stop() or drain() waiting in another thread for the final
             // delivery, which will not come, returns on the run's end.
             closing = true;
@@ -457,8 +480,11 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
                             "start replays it from the checkpoint)");
             log_line(CDCFLOW_LOG_ERROR, "host", st.message(), "abandoned");
         }
-        std::lock_guard lock(mu);
-        close_result = st;
+        {
+            std::lock_guard lock(mu);
+            close_result = st;
+        }
+        cv.notify_all();
         return st;
     }
 };

@@ -256,11 +256,11 @@ class PythonCtypes(AccountsTest):
                 return 0
         wait_for(lambda: committed() >= 3, what="offsets 1..3 committed")
         t0 = time.monotonic()
-        code = api.cdcflow_host_close_ex(h, 0, err, len(err))  # 0: settings.shutdown_timeout_ms
+        code = api.cdcflow_host_close_ex(h, 0, err, len(err))  # 0: settings.shutdown_timeout_ms + 1 s
         took = time.monotonic() - t0
         self.assertEqual(code, 4, err.value)
-        self.assertLess(took, 0.3 + 3.0)
-        self.assertIn(b"did not stop within 300 ms: stage 'pass' (passthrough) is stuck in a plugin call", err.value)
+        self.assertLess(took, 1.3 + 3.0)
+        self.assertIn(b"did not stop within 1300 ms: stage 'pass' (passthrough) is stuck in a plugin call", err.value)
         self.assertEqual(api.cdcflow_host_close_ex(None, 0, err, len(err)), 2)
 
     def test_drain_health_metrics_and_misuse(self):

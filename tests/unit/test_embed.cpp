@@ -761,6 +761,27 @@ TEST_CASE("embed: close() from a callback stops the run; the host still answers 
     CHECK(h->run_end()->stop_asked);
 }
 
+TEST_CASE("embed: two threads closing one host at once get one answer, bounded (no double join)") {
+    TempDir dir("embed_close_twice");
+    const std::string out = dir.file("events.txt");
+    // The transform is stuck at offset 3: the first close waits its whole
+    // bound, so the second one surely arrives while it is under way.
+    auto h = open_test(test_yaml(out, "count: 0", "hang_at: 3", "", ", batch_size: 1, batch_max_events: 1"));
+    REQUIRE(h->start().ok());
+    REQUIRE(wait_lines(out, 2));
+    const auto t0 = std::chrono::steady_clock::now();
+    Status a, b;
+    std::thread other([&] { b = h->close(400ms); });
+    std::this_thread::sleep_for(50ms);
+    a = h->close(400ms);
+    other.join();
+    CHECK(std::chrono::steady_clock::now() - t0 < 5s);
+    CHECK(a.code() == Status::Code::kUnavailable);
+    CHECK(b.code() == Status::Code::kUnavailable);
+    CHECK(a.message() == b.message());
+    CHECK(a.message().find("stage 'pass' (passthrough) is stuck") != std::string::npos);
+}
+
 TEST_CASE("embed: how a run ended is decided in one place, for the CLI and the host") {
     using cdcflow::host::run_end;
     CHECK(std::string(run_end(Status::OK(), false)) == "drained");

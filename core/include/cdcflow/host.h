@@ -197,7 +197,7 @@ CDCFLOW_HOST_API int cdcflow_host_verify(cdcflow_host *h, uint32_t flags, cdcflo
                                          size_t err_len);
 
 /* Stops first if running, bounded by the pipeline's
- * settings.shutdown_timeout_ms: a pipeline whose plugin is stuck in a call
+ * settings.shutdown_timeout_ms and one second: a pipeline whose plugin is stuck in a call
  * is abandoned after it (see cdcflow_host_close_ex), then frees
  * everything. NULL is a no-op. From the moment close begins no state
  * callback is started (a running host's final "stopped" is not delivered:
@@ -207,7 +207,7 @@ CDCFLOW_HOST_API void cdcflow_host_close(cdcflow_host *h);
 
 /* cdcflow_host_close with a bound and an answer: stops a running pipeline
  * (graceful), waits at most timeout_ms (0: the pipeline's
- * settings.shutdown_timeout_ms, as cdcflow_host_close), then frees the
+ * settings.shutdown_timeout_ms and one second, as cdcflow_host_close), then frees the
  * handle, whatever the answer. 0: everything stopped. 4 (as `cdcflow run`
  * exits when its shutdown times out): a plugin was stuck in a call (say,
  * process never returned); its threads are abandoned, not waited for, and

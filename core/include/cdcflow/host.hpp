@@ -174,7 +174,9 @@ public:
     // started.
     Status wait(std::chrono::milliseconds timeout);
     // Stops a running pipeline (as stop) and ends the host's threads, bounded:
-    // after `timeout` (zero: the pipeline's settings.shutdown_timeout_ms) a
+    // after `timeout` (zero: the pipeline's settings.shutdown_timeout_ms and
+    // one second more, the runtime's own graceful bound plus its threads'
+    // end, so that a slow but healthy stop is not taken for a stuck one) a
     // pipeline whose plugin is stuck in a call (never returning from process,
     // say) is abandoned, not waited for: its threads are left running on
     // their own, and the runtime, the plugins' libraries (their code stays
@@ -188,7 +190,12 @@ public:
     // stay open) until the process exits; open a new Host to run again.
     // After close() only the reading functions may be called (start, drain,
     // migrate answer kInvalidArgument); a second close() answers the first's
-    // status. The destructor calls it when the application did not.
+    // status, waiting for it when it is still under way (from a state
+    // callback while another thread closes: kInvalidArgument at once, since
+    // that close waits for the callback). on_run_end's function is not
+    // called once close() began (an abandoned run that ends later calls no
+    // application code). The destructor calls it when the application did
+    // not.
     Status close(std::chrono::milliseconds timeout = std::chrono::milliseconds(0));
 
     // The run's totals so far (zero before the start).
@@ -266,8 +273,11 @@ public:
     // its cool-down, say) is delivered; states that follow each other
     // faster than that are delivered as the last of them. The state moves
     // only forward through a run: idle, starting, [standby,] running,
-    // draining, then stopped or failed (a host that steps down from its
-    // ownership stands by and starts again). The final "stopped" or
+    // draining, then stopped or failed. One exception: a host fenced out of
+    // its checkpoint (another host took it over) steps down, which shows as
+    // "failed" (the last error says fenced), and then stands by and starts
+    // again ("standby", "starting", ...): "failed" is final only once stop()
+    // or drain() returned or run_end() is set. The final "stopped" or
     // "failed" is always delivered, before stop() or drain() returns: their
     // caller must not hold a lock that `fn` takes (a deadlock). `fn` must
     // return normally (an exception is caught, logged and ignored; no
