@@ -53,16 +53,9 @@ class Operations(TempDirTest):
         return proc, port
 
     @staticmethod
-    def answers(port):
+    def answers(port, path="/health"):
         try:
-            return get(port, "/health", timeout=1)[0] == 200
-        except OSError:
-            return False
-
-    @staticmethod
-    def ready(port):
-        try:
-            return get(port, "/ready", timeout=1)[0] == 200
+            return get(port, path, timeout=1)[0] == 200
         except OSError:
             return False
 
@@ -98,7 +91,7 @@ class Operations(TempDirTest):
         # /ready answers 503 until every stage started and the checkpoint is
         # claimed (slow under the sanitizers): the scraping starts once it is
         # ready, so that any error from then on is a finding.
-        wait_for(lambda: self.ready(port), timeout=10, what="/ready 200")
+        wait_for(lambda: self.answers(port, "/ready"), timeout=10, what="/ready 200")
         stop = threading.Event()
         errors, scrapes = [], [0]
         lock = threading.Lock()
