@@ -26,9 +26,7 @@ namespace cdcflow::host {
 // written, so the pages a fill never reaches are never touched (a zeroing
 // resize of a 1M-event batch faulted in 176 MB it might never use).
 template <class T> struct DefaultInitAllocator : std::allocator<T> {
-    template <class U> struct rebind {
-        using other = DefaultInitAllocator<U>;
-    };
+    template <class U> struct rebind { using other = DefaultInitAllocator<U>; };
     using std::allocator<T>::allocator;
     template <class U> void construct(U *p) noexcept(std::is_nothrow_default_constructible_v<U>) {
         ::new (static_cast<void *>(p)) U;
