@@ -686,13 +686,19 @@ bool KafkaSource::drained() {
     const auto now = Clock::now();
     if (now < next_drain_check_) return false;
     next_drain_check_ = now + drain_check_;
+    // The look-ups go through a consumer of their own: on the group
+    // member's connections they would queue behind its fetch requests,
+    // which a broker holds up to fetch.wait.max.ms once the partitions are
+    // read to their end (the last check took ~200 ms there, a fifth of
+    // reading 1M events in tools/bench/bench_kafka_source.py).
+    rd_kafka_t *probe = drain_probe();
     // Every partition of the topics, as the cluster has them now.
     std::vector<Part *> all;
     for (const std::string &t : topics_) {
-        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk_, t.c_str(), nullptr);
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(probe, t.c_str(), nullptr);
         if (!rkt) return false;
         const rd_kafka_metadata_t *md = nullptr;
-        rd_kafka_resp_err_t e = rd_kafka_metadata(rk_, 0, rkt, &md, kLookupTimeoutMs);
+        rd_kafka_resp_err_t e = rd_kafka_metadata(probe, 0, rkt, &md, kLookupTimeoutMs);
         rd_kafka_topic_destroy(rkt);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
             ctx().warn("--drain: cannot read topic " + base::quoted(t) + "'s partitions: " + err_text(e));
@@ -711,7 +717,7 @@ bool KafkaSource::drained() {
         ListGuard list{rd_kafka_topic_partition_list_new(static_cast<int>(all.size()))};
         for (Part *p : all)
             rd_kafka_topic_partition_list_add(list.list, p->topic.c_str(), p->partition)->offset = which;
-        if (rd_kafka_offsets_for_times(rk_, list.list, kLookupTimeoutMs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        if (rd_kafka_offsets_for_times(probe, list.list, kLookupTimeoutMs) != RD_KAFKA_RESP_ERR_NO_ERROR)
             return false;
         out.resize(all.size());
         for (size_t i = 0; i < all.size(); ++i) {
@@ -757,27 +763,30 @@ bool KafkaSource::drained() {
     return check.empty() || only_markers_left(check);
 }
 
-bool KafkaSource::only_markers_left(const std::vector<std::pair<Part *, int64_t>> &from) {
+rd_kafka_t *KafkaSource::drain_probe() {
+    if (probe_) return probe_;
+    rd_kafka_conf_t *conf = make_conf(false); // outside the group, enable.partition.eof
+    char errstr[512];
+    errstr[0] = '\0';
+    probe_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
     if (!probe_) {
-        rd_kafka_conf_t *conf = make_conf(false); // outside the group, enable.partition.eof
-        char errstr[512];
-        errstr[0] = '\0';
-        probe_ = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof errstr);
-        if (!probe_) {
-            rd_kafka_conf_destroy(conf);
-            throw Error(CDCFLOW_ERR_CONFIG,
-                        "--drain: librdkafka refuses the consumer: " + base::text(errstr));
-        }
-        rd_kafka_poll_set_consumer(probe_);
+        rd_kafka_conf_destroy(conf);
+        throw Error(CDCFLOW_ERR_CONFIG, "--drain: librdkafka refuses the consumer: " + base::text(errstr));
     }
+    rd_kafka_poll_set_consumer(probe_);
+    return probe_;
+}
+
+bool KafkaSource::only_markers_left(const std::vector<std::pair<Part *, int64_t>> &from) {
+    rd_kafka_t *probe = drain_probe();
     ListGuard list{rd_kafka_topic_partition_list_new(static_cast<int>(from.size()))};
     for (const auto &[p, offset] : from)
         rd_kafka_topic_partition_list_add(list.list, p->topic.c_str(), p->partition)->offset = offset;
-    if (rd_kafka_assign(probe_, list.list) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
+    if (rd_kafka_assign(probe, list.list) != RD_KAFKA_RESP_ERR_NO_ERROR) return false;
     struct Unassign {
         rd_kafka_t *rk;
         ~Unassign() { rd_kafka_assign(rk, nullptr); }
-    } unassign{probe_};
+    } unassign{probe};
     // The first message of each partition decides: a delivered one means
     // events are left to read; its end (with read_committed, the last stable
     // offset) reached first means only markers were left. Not decided within
@@ -786,7 +795,7 @@ bool KafkaSource::only_markers_left(const std::vector<std::pair<Part *, int64_t>
     std::vector<bool> done(from.size(), false);
     const auto deadline = Clock::now() + std::chrono::milliseconds(kLookupTimeoutMs);
     while (open > 0 && Clock::now() < deadline && !ctx().stop_requested()) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(probe_, 50);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(probe, 50);
         if (!m) continue;
         size_t i = 0;
         while (i < from.size() && !(m->rkt && from[i].first->partition == m->partition &&

@@ -245,7 +245,10 @@ private:
     bool idle_warned_missing_id_ = false;
 
     std::unique_ptr<Replay> replay_;
-    rd_kafka_t *probe_ = nullptr; // only_markers_left's consumer, made on first use
+    // --drain's consumer outside the group (drained's look-ups,
+    // only_markers_left's reads), made on first use.
+    rd_kafka_t *probe_ = nullptr;
+    rd_kafka_t *drain_probe();
 
     cdcflow::Metric messages_, bytes_, rebalances_, missing_id_;
 };
