@@ -14,6 +14,7 @@ packages=(
   # /health, /ready and /metrics: Boost.Beast/Asio from libboost-dev (header-only)
   libspdlog-dev libfmt-dev                    # log lines: text and JSON formats, UTC timestamps
   librdkafka-dev kcat                         # Kafka source and sink
+  libmimalloc-dev                             # the cdcflow executable's allocator
   doctest-dev python3                         # unit tests / end-to-end tests
 )
 # Test-only tools (scripts/test.sh asks for them): Prometheus's own promtool
