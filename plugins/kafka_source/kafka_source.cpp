@@ -653,7 +653,10 @@ cdcflow::PollResult KafkaSource::poll(cdcflow::Batch &batch, uint32_t wait_ms) {
     if (head_ == buffered_.size() && !stopping_ && pending_ == CDCFLOW_OK) {
         flush_commits(false);
         update_lag(false);
-        if (caught_up() && drained()) return {true};
+        // Only --drain asks whether everything is drained (the host passes
+        // wait_ms 0 there): a following host makes no look-ups while idle
+        // and has no probe consumer.
+        if (wait_ms == 0 && caught_up() && drained()) return {true};
         read(most, wait_ms > 0 ? static_cast<int>(wait_ms) : kParkMs);
     }
     throw_pending();
