@@ -393,13 +393,13 @@ TEST_CASE(
     s.host.committed[std::string(kTopic) + "/1"] = 1; // one short
     s.host.committed[std::string(kTopic) + "/0"] = 5;
     for (int i = 0; i < 5; ++i) {
-        s.poll(&exhausted);
+        s.poll(&exhausted, 0); // wait_ms 0: --drain (a following host asks nothing)
         CHECK_FALSE(exhausted);
     }
     CHECK(s.host.queried.size() >= 2); // both partitions asked about, rate-limited
     s.host.committed[std::string(kTopic) + "/1"] = 2;
     for (int i = 0; i < 20 && !exhausted; ++i)
-        s.poll(&exhausted);
+        s.poll(&exhausted, 0);
     CHECK(exhausted);
 
     // What the sink committed goes to Kafka's committed offsets (for lag
@@ -461,14 +461,14 @@ TEST_CASE("kafka_source: --drain counts a partition whose end is a transaction m
     s.host.committed[p1] = 1;
     bool exhausted = true;
     for (int i = 0; i < 10; ++i) {
-        CHECK(s.poll(&exhausted).empty());
+        CHECK(s.poll(&exhausted, 0).empty()); // wait_ms 0: --drain
         CHECK_FALSE(exhausted);
     }
     CHECK(!s.host.queried.empty()); // caught up: it asked (the markers did not hold that back)
     // Each last message committed: only markers are left, drained.
     s.host.committed[p1] = 3;
     for (int i = 0; i < 50 && !exhausted; ++i)
-        s.poll(&exhausted);
+        s.poll(&exhausted, 0);
     CHECK(exhausted);
     s.src->stop();
 }
@@ -574,19 +574,18 @@ TEST_CASE("kafka_source: a host that fails inside the assignment still leaves th
     // session timeout. The source answers no assignment it will not read
     // (cooperative: no incremental_assign); librdkafka 2.0.2 still leaves
     // cleanly at close, which this pins. (Eager's answer, an empty assign,
-    // is the documented one.)
+    // is the documented one.) The failing member is the group's first, so
+    // that the assignment is what fails: this test had passed through a
+    // --drain look-up failing instead, while the second member it started
+    // never got a partition (the mock's coordinator delays a rebalance by
+    // the session timeout less 1 s once its group has had members, so that
+    // the others' getting the partitions at once is not shown here).
     Cluster k(kTopic, 4);
     for (const char *strategy : {"cooperative-sticky"}) {
         CAPTURE(strategy);
         const std::string group = std::string("g-leave-") + strategy;
         const Val props = Val::json(std::string(R"({"partition.assignment.strategy": ")") + strategy +
                                     R"(", "session.timeout.ms": "30000"})");
-        // A healthy member first, then one whose host fails at its assignment.
-        Stage ok({{"brokers", k.bootstrap}, {"group", group}, {"topics", kTopic}, {"kafka", props}});
-        ok.src->start();
-        for (int i = 0; i < 300 && ok.src->assigned().size() < 4; ++i)
-            ok.poll();
-        REQUIRE(ok.src->assigned().size() == 4);
         Stage s({{"brokers", k.bootstrap},
                  {"group", group},
                  {"topics", kTopic},
@@ -597,18 +596,18 @@ TEST_CASE("kafka_source: a host that fails inside the assignment still leaves th
         s.src->start();
         bool failed = false;
         for (int i = 0; i < 300 && !failed; ++i) {
-            ok.poll(nullptr, 10);
             try {
-                s.poll(nullptr, 10);
-            } catch (const cdcflow::Error &) {
+                s.poll(nullptr, 10); // following (not --drain): no look-ups, only the assignment
+            } catch (const cdcflow::Error &e) {
                 failed = true;
+                CHECK(std::string(e.what()).find("partition taken over") != std::string::npos);
             }
         }
         REQUIRE(failed);
-        CHECK(s.host.calls >= 1);
+        CHECK(s.host.assigned.size() == 4); // the assignment is what the host refused
+        CHECK(s.host.queried.empty());
         s.src->stop();
         CHECK(s.src->left_cleanly()); // did not give up after close_timeout_ms
-        ok.src->stop();
     }
 }
 
