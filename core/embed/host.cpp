@@ -28,6 +28,7 @@
 #include "runtime.hpp"
 
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <dlfcn.h>
 #include <exception>
@@ -130,13 +131,29 @@ Status as_create_failure(Status st) {
     return as_failure(std::move(st));
 }
 
+// Made when memory already ran out: the message is short enough for the
+// string's own buffer, so neither this nor a copy of it allocates.
+Status out_of_memory() noexcept {
+    return Status(Status::Code::kNoMemory, "memory ran out");
+}
+
 Status caught(const char *what) {
     try {
         throw;
+    } catch (const std::bad_alloc &) {
+        return out_of_memory();
     } catch (const std::exception &e) {
-        return Status::Internal(std::string(what) + ": " + e.what());
+        try {
+            return Status::Internal(std::string(what) + ": " + e.what());
+        } catch (...) {
+            return out_of_memory();
+        }
     } catch (...) {
-        return Status::Internal(std::string(what) + ": unknown exception");
+        try {
+            return Status::Internal(std::string(what) + ": unknown exception");
+        } catch (...) {
+            return out_of_memory();
+        }
     }
 }
 
@@ -231,6 +248,26 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         } catch (...) {
             st = caught("run");
         }
+        try {
+            end_run(st);
+        } catch (...) {
+            // Memory ran out while the run's end was reported: it still
+            // ends, failed, and whoever waits for it is woken. The reason
+            // as log_failure's last line would give it, written without
+            // allocating.
+            std::fputs("cdcflow: memory ran out\n", stderr);
+            {
+                std::lock_guard lock(mu);
+                result = out_of_memory();
+                end = RunEnd{"failed", CDCFLOW_EXIT_FAILURE, stop_asked, result};
+                phase = Phase::finished;
+            }
+            cv.notify_all();
+            rt->notify_change();
+        }
+    }
+
+    void end_run(Status &st) {
         // The endpoints answered through the drain; their stop returns at
         // once, so no client holds the run's end.
         stop_serving();
@@ -331,10 +368,17 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
             // Closed from a callback: the runtime is gone (shut_down), and
             // nobody may be called any more.
             if (is_closed()) return;
-            HealthReport h = report();
-            if (std::string sig = signature(h); sig != last) {
-                last = std::move(sig);
-                deliver(change_of(h));
+            try {
+                HealthReport h = report();
+                if (std::string sig = signature(h); sig != last) {
+                    last = std::move(sig);
+                    deliver(change_of(h));
+                }
+            } catch (...) {
+                // Memory ran out for the snapshot (the only thing here that
+                // throws): this change goes undelivered, the next one is
+                // delivered, and the watcher, which the run's end waits
+                // for, goes on.
             }
             if (is_closed()) return;
             if (final) {

@@ -270,6 +270,41 @@ void Runtime::fail(Stage &st, const std::string &what, cdcflow_status code) {
     cv_.notify_all();
 }
 
+template <class F> void Runtime::stage_thread(Stage &st, F &&body) noexcept {
+    try {
+        body();
+        return;
+    } catch (const std::bad_alloc &) {
+    } catch (const std::exception &e) {
+        try {
+            fail(st, std::string("internal error: ") + e.what(), CDCFLOW_ERR_INTERNAL);
+            return;
+        } catch (...) {
+        }
+    } catch (...) {
+    }
+    fail_out_of_memory(st);
+}
+
+void Runtime::fail_out_of_memory(Stage &st) noexcept {
+    {
+        std::lock_guard lock(mu_);
+        // Moved, not copied: a copy would allocate. Only the first failure
+        // takes it; a later one finds failed_ set.
+        if (!failed_.load()) error_ = std::move(oom_error_);
+        failed_.store(true);
+        stop_.store(true);
+    }
+    changed();
+    try {
+        log_line(CDCFLOW_LOG_ERROR, st.def->id, "memory ran out in the host's own work; stopping", "error");
+    } catch (...) {
+    }
+    close_all();
+    std::lock_guard lock(mu_);
+    cv_.notify_all();
+}
+
 void Runtime::request_stop() {
     {
         std::lock_guard lock(mu_);
@@ -1659,15 +1694,29 @@ Status Runtime::run_once(const RunOptions &opts) {
 
     running_.store(true);
     changed();
-    threads_.emplace_back([this, &opts] {
-        name_thread(*stages_[0]->def);
-        source_loop(*stages_[0], opts.drain);
-    });
-    for (size_t i = 1; i < n; ++i)
-        threads_.emplace_back([this, i] {
-            name_thread(*stages_[i]->def);
-            stage_loop(i);
+    try {
+        threads_.reserve(n);
+        threads_.emplace_back([this, &opts] {
+            name_thread(*stages_[0]->def);
+            stage_thread(*stages_[0], [&] { source_loop(*stages_[0], opts.drain); });
         });
+        for (size_t i = 1; i < n; ++i)
+            threads_.emplace_back([this, i] {
+                name_thread(*stages_[i]->def);
+                stage_thread(*stages_[i], [&] { stage_loop(i); });
+            });
+    } catch (const std::exception &e) {
+        // No thread for a stage (the process's thread or memory limit):
+        // the stages already running stop as on any stage's failure, and
+        // are joined below.
+        const size_t k = threads_.size();
+        Stage &st = *stages_[std::min(k, n - 1)];
+        try {
+            fail(st, std::string("cannot start the stage's thread: ") + e.what(), CDCFLOW_ERR_IO);
+        } catch (...) {
+            fail_out_of_memory(st);
+        }
+    }
     for (auto &t : threads_)
         t.join();
     threads_.clear();

@@ -388,6 +388,14 @@ private:
     // settle reports them durable, takes the next batch meanwhile.
     void deferred_loop(Stage &st, BatchQueue &in, BatchQueue &out);
     void fail(Stage &st, const std::string &what, cdcflow_status code);
+    // A stage thread's whole body. Whatever escapes it (memory that ran out
+    // while the host itself allocated, say for the message of a stage's
+    // error) fails the pipeline instead of ending the process through
+    // std::terminate.
+    template <class F> void stage_thread(Stage &st, F &&body) noexcept;
+    // fail() when memory ran out: needs no memory (oom_error_ is made up
+    // front); the log line is best effort.
+    void fail_out_of_memory(Stage &st) noexcept;
     void notify_committed(Stage &src, Batch *b);
     // After a stage processed b (runtime_metrics.cpp): its events by outcome.
     static void count_processed(Stage &st, const Batch *b, uint32_t marked_before,
@@ -457,6 +465,7 @@ private:
     mutable std::mutex mu_; // error_, owner_text_, queues_ while they are made or closed
     std::condition_variable cv_;
     Status error_;
+    Status oom_error_{Status::Code::kNoMemory, "memory ran out (the host could not allocate)"};
     std::string owner_text_;
 
     // The totals (counted at the sink; Totals). Not metric series: a stage

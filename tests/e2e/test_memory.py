@@ -5,9 +5,11 @@ down, it never stalls or drops anything), and byte settings that cannot work
 are refused at load with their position."""
 import os
 import re
+import resource
 import sqlite3
 import subprocess
 import sys
+import unittest
 
 sys.path.insert(0, os.path.dirname(__file__))
 from accounts_model import replay  # noqa: E402
@@ -109,6 +111,65 @@ class Memory(TempDirTest):
                                                              "queue_max_bytes: 16 MiB"]))
         r = run(["validate", p], env=self.env)
         self.assertEqual(r.returncode, 0, r.stderr)
+
+    @unittest.skipIf(os.environ.get("CDCFLOW_SANITIZE", "none") not in ("", "none"),
+                     "the sanitizers reserve terabytes of address space: no limit on it can be set")
+    def test_running_out_of_address_space_ends_with_an_error_line_never_a_signal(self):
+        # Found with `ulimit -v`: a stage's failure whose message the host
+        # could not allocate, the run's end report, the state watcher: each
+        # let std::bad_alloc out of a thread, and std::terminate killed the
+        # process with SIGABRT. Every limit from the least the binary needs
+        # to start (`--version`) up to one the run fits in: exit 0 with the
+        # exact projection, or exit 1 with the reason as the last line,
+        # never a signal or a hang.
+        c = sqlite3.connect(self.db)
+        insert(c, Generator(seed=7, accounts=200).rows(5000))
+        c.close()
+        p = self.write("p.yaml", self.shipped.replace("${CDCFLOW_DB:-demo/accounts.db}", self.db))
+
+        def limited(mib, args):
+            def preexec():
+                resource.setrlimit(resource.RLIMIT_AS, (mib << 20, mib << 20))
+            return subprocess.run([BIN] + args, env=self.env, capture_output=True, text=True, timeout=60,
+                                  preexec_fn=preexec)
+
+        # The least that starts, to 8 MiB: below it the libraries' own
+        # initialisers fail before cdcflow runs any code.
+        lo, hi = 8, 2048
+        self.assertEqual(limited(hi, ["--version"]).returncode, 0)
+        while hi - lo > 8:
+            mid = (lo + hi) // 2
+            if limited(mid, ["--version"]).returncode == 0:
+                hi = mid
+            else:
+                lo = mid
+        outcomes = []
+        for mib in range(hi, hi + 640, 16):
+            for suffix in ("-wal", "-shm"):
+                if os.path.exists(self.db + suffix):
+                    os.remove(self.db + suffix)
+            c = sqlite3.connect(self.db)
+            for t in ("accounts", "dead_letters", "cdcflow_checkpoints", "cdcflow_owners"):
+                c.execute("DROP TABLE IF EXISTS " + t)
+            c.commit()
+            c.close()
+            r = limited(mib, ["run", p, "--drain"])
+            self.assertGreaterEqual(r.returncode, 0, "%d MiB: killed by signal %d: %s" % (
+                mib, -r.returncode, r.stderr[-2000:]))
+            self.assertIn(r.returncode, (0, 1), "%d MiB: %s" % (mib, r.stderr[-2000:]))
+            if r.returncode == 1:
+                self.assertTrue(r.stderr.strip().splitlines()[-1].startswith("cdcflow"),
+                                "%d MiB: %s" % (mib, r.stderr[-2000:]))
+            outcomes.append(r.returncode)
+        # The sweep reached both ends: runs that ran out, and one that fit.
+        self.assertIn(1, outcomes, outcomes)
+        self.assertEqual(outcomes[-1], 0, outcomes)
+        c = sqlite3.connect(self.db)
+        model = replay(c)
+        got = {r[0]: tuple(r[1:]) for r in c.execute(
+            "SELECT account_id, owner, currency, balance, status, version, updated_at FROM accounts")}
+        self.assertEqual(got, model.rows())
+        c.close()
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <fcntl.h>
+#include <new>
 #include <string>
 #include <unistd.h>
 
@@ -28,11 +30,8 @@ void guard_standard_streams() {
     std::signal(SIGPIPE, SIG_IGN);
 }
 
-} // namespace
-
-int main(int argc, char **argv) {
+int run_main(int argc, char **argv) {
     using namespace cdcflow::cli;
-    guard_standard_streams();
     if (argc < 2) {
         print_usage(stderr);
         return kExitUsage;
@@ -50,4 +49,21 @@ int main(int argc, char **argv) {
         if (cmd == c.name) return c.fn(argc - 1, argv + 1);
     std::fprintf(stderr, "cdcflow: unknown command '%s' (try 'cdcflow --help')\n", cmd.c_str());
     return kExitUsage;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+    guard_standard_streams();
+    // What no command caught (memory or threads that ran out where the
+    // command could not answer it): one line and exit 1, not std::terminate
+    // and SIGABRT.
+    try {
+        return run_main(argc, argv);
+    } catch (const std::bad_alloc &) {
+        std::fputs("cdcflow: memory ran out\n", stderr);
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "cdcflow: %s\n", e.what());
+    }
+    return cdcflow::cli::kExitFailure;
 }
