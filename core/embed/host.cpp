@@ -248,51 +248,48 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
         } catch (...) {
             st = caught("run");
         }
-        try {
-            end_run(st);
-        } catch (...) {
-            // Memory ran out while the run's end was reported: it still
-            // ends, failed, and whoever waits for it is woken. The reason
-            // as log_failure's last line would give it, written without
-            // allocating.
-            std::fputs("cdcflow: memory ran out\n", stderr);
-            {
-                std::lock_guard lock(mu);
-                result = out_of_memory();
-                end = RunEnd{"failed", CDCFLOW_EXIT_FAILURE, stop_asked, result};
-                phase = Phase::finished;
-            }
-            cv.notify_all();
-            rt->notify_change();
-        }
+        end_run(st);
     }
 
-    void end_run(Status &st) {
-        // The endpoints answered through the drain; their stop returns at
-        // once, so no client holds the run's end.
-        stop_serving();
-        std::function<void()> fn;
-        {
-            std::lock_guard lock(mu);
-            fn = run_end_fn;
-        }
-        if (fn) {
-            try {
-                fn();
-            } catch (...) {
-                log_line(CDCFLOW_LOG_WARN, "host", caught("run end callback").message());
+    // Never throws: whoever waits for the run's end must be woken, however
+    // short of memory the process is.
+    void end_run(Status &st) noexcept {
+        bool asked = false;
+        try {
+            // The endpoints answered through the drain; their stop returns
+            // at once, so no client holds the run's end.
+            stop_serving();
+            std::function<void()> fn;
+            {
+                std::lock_guard lock(mu);
+                fn = run_end_fn;
+                asked = stop_asked;
             }
+            if (fn) {
+                try {
+                    fn();
+                } catch (...) {
+                    log_line(CDCFLOW_LOG_WARN, "host", caught("run end callback").message());
+                }
+            }
+            log_stop(*rt, st, asked, started);
+        } catch (...) {
+            // Memory ran out before the stop line could be built: the
+            // reason in one line all the same.
+            log_out_of_memory();
         }
-        bool asked;
+        // Neither allocates: the run's own outcome stands, whatever failed
+        // above (the exit code of a fenced run stays 6).
+        const int code = run_exit_code(st);
+        const char *how = host::run_end(st, asked);
         {
             std::lock_guard lock(mu);
-            asked = stop_asked;
-        }
-        const int code = log_stop(*rt, st, asked, started);
-        {
-            std::lock_guard lock(mu);
-            result = st;
-            end = RunEnd{host::run_end(st, asked), code, asked, st};
+            try {
+                end = RunEnd{how, code, asked, st};
+            } catch (...) {
+                end = RunEnd{how, code, asked, out_of_memory()}; // "failed"-length strings: no allocation
+            }
+            result = std::move(st);
             phase = Phase::finished;
         }
         cv.notify_all();
@@ -371,14 +368,14 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
             try {
                 HealthReport h = report();
                 if (std::string sig = signature(h); sig != last) {
-                    last = std::move(sig);
                     deliver(change_of(h));
+                    last = std::move(sig);
                 }
             } catch (...) {
-                // Memory ran out for the snapshot (the only thing here that
-                // throws): this change goes undelivered, the next one is
-                // delivered, and the watcher, which the run's end waits
-                // for, goes on.
+                // Memory ran out for the snapshot or its delivery: it is
+                // tried again at the next change (last is unchanged), and
+                // the watcher, which the run's end waits for, goes on. A
+                // final state that cannot be built is not delivered.
             }
             if (is_closed()) return;
             if (final) {

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <string_view>
 
 namespace cdcflow::host {
 
@@ -343,11 +344,19 @@ int32_t stop_requested(cdcflow_ctx *ctx) {
 
 void ownership_lost(cdcflow_ctx *ctx, const char *msg) {
     if (!ctx) return;
-    std::string m = msg ? msg : "ownership lost";
-    if (ctx->ownership_lost)
-        ctx->ownership_lost(m);
-    else
-        log_line(CDCFLOW_LOG_ERROR, ctx->stage_id, m);
+    std::string m;
+    try {
+        m = msg ? msg : "ownership lost";
+    } catch (...) {
+        m.clear(); // memory ran out for the message: the pipeline still stops
+    }
+    try {
+        if (ctx->ownership_lost)
+            ctx->ownership_lost(m);
+        else
+            log_line(CDCFLOW_LOG_ERROR, ctx->stage_id, m);
+    } catch (...) {
+    }
 }
 
 cdcflow_status partitions_changed(cdcflow_ctx *ctx, const cdcflow_partitions *change, char *err,
@@ -359,11 +368,29 @@ cdcflow_status partitions_changed(cdcflow_ctx *ctx, const cdcflow_partitions *ch
     else if (!ctx->partitions_changed)
         why = "partitions_changed: only the source of a pipeline may call it, and only when its plugin "
               "declares CDCFLOW_PLUGIN_GROUP_PARTITIONS";
-    else
-        cs = ctx->partitions_changed(*change, why);
+    else {
+        // From inside a consumer group's rebalance callback: nothing may
+        // escape into the plugin (the SDK's side is noexcept).
+        try {
+            cs = ctx->partitions_changed(*change, why);
+        } catch (const std::bad_alloc &) {
+            cs = CDCFLOW_ERR_NOMEM;
+            why.clear();
+        } catch (const std::exception &e) {
+            cs = CDCFLOW_ERR_INTERNAL;
+            try {
+                why = std::string("partitions_changed: ") + e.what();
+            } catch (...) {
+                why.clear();
+            }
+        }
+    }
     if (cs != CDCFLOW_OK && err && err_len) {
-        size_t n = std::min<size_t>(why.size(), static_cast<size_t>(err_len - 1));
-        std::memcpy(err, why.data(), n);
+        const std::string_view text = why.empty() && cs == CDCFLOW_ERR_NOMEM
+                                          ? std::string_view("out of memory")
+                                          : std::string_view(why);
+        size_t n = std::min<size_t>(text.size(), static_cast<size_t>(err_len - 1));
+        std::memcpy(err, text.data(), n);
         err[n] = '\0';
     }
     return cs;

@@ -498,6 +498,14 @@ void log_failure(const std::string &msg, std::string_view event, std::initialize
     }
 }
 
+void log_out_of_memory() noexcept {
+    std::fputs(
+        log_format() == LogFormat::json
+            ? "{\"level\":\"error\",\"stage\":\"host\",\"event\":\"error\",\"msg\":\"out of memory\"}\n"
+            : "cdcflow: out of memory\n",
+        stderr);
+}
+
 void log_last_words(const std::string &msg, std::string_view event, std::initializer_list<LogField> fields) {
     std::string line;
     try {

@@ -90,6 +90,10 @@ void end_status_line(std::string_view text);
 // through the same non-blocking writer as log_line, whatever the level.
 void log_failure(const std::string &msg, std::string_view event = "error",
                  std::initializer_list<LogField> fields = {});
+// log_failure's line when memory already ran out: "out of memory", written
+// to stderr without allocating (a JSON object in the JSON format, without
+// a timestamp), for what could not even build its own message.
+void log_out_of_memory() noexcept;
 
 // The rendering of one line without writing it (for the unit tests):
 // `who`, `msg`, `event` and `fields` as log_line takes them, at instant

@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <new>
 #include <set>
 #include <system_error>
 #include <unistd.h>
@@ -49,9 +50,17 @@ Result<std::shared_ptr<LoadedPlugin>> load_plugin_file(const std::string &path) 
     try {
         p->lib = std::make_shared<boost::dll::shared_library>(path, boost::dll::load_mode::rtld_now |
                                                                         boost::dll::load_mode::rtld_local);
+    } catch (const std::bad_alloc &) {
+        return Status(Status::Code::kNoMemory, "out of memory");
     } catch (const std::exception &e) {
         // dlerror() text names the reason (e.g. "invalid ELF header").
-        return bad(path, std::string("not a loadable shared object: ") + e.what());
+        // The loader's own lack of memory (a segment it could not map) is
+        // no fault of the file: a failure (exit 1), not an invalid plugin.
+        const std::string why = e.what();
+        if (why.find("Cannot allocate memory") != std::string::npos ||
+            why.find("failed to map segment") != std::string::npos)
+            return Status(Status::Code::kNoMemory, "plugin '" + path + "': cannot load: " + why);
+        return bad(path, "not a loadable shared object: " + why);
     }
     if (!p->lib->has(CDCFLOW_PLUGIN_ENTRY_SYMBOL))
         return bad(path, "no entry symbol '" CDCFLOW_PLUGIN_ENTRY_SYMBOL "' (not a cdcflow plugin)");

@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <functional>
@@ -45,8 +46,11 @@ std::string_view partition_of(const cdcflow_position &p) {
 // Linux's 15 bytes), so that top -H, perf and gdb show which stage spends
 // what.
 void name_thread(const StageDef &d) {
-    std::string name = ("cf:" + d.id).substr(0, 15);
-    pthread_setname_np(pthread_self(), name.c_str());
+    // No allocation: the first thing a new stage thread does, outside its
+    // out-of-memory handling (stage_thread).
+    char name[16];
+    std::snprintf(name, sizeof name, "cf:%s", d.id.c_str());
+    pthread_setname_np(pthread_self(), name);
 }
 
 // Does the plugin's callback table (as it was built) hold `field`?
@@ -73,9 +77,14 @@ Result<std::map<std::string, std::shared_ptr<LoadedPlugin>>> load_and_check(Pipe
     for (const StageDef &sd : d.stages) {
         if (loaded.count(sd.plugin)) continue;
         auto r = registry.find(sd.plugin);
-        if (!r)
-            return Status::Config(where(d.file, sd.plugin_mark) + ": stage '" + sd.id +
-                                  "': " + r.status().message());
+        if (!r) {
+            // Memory that ran out loading it is no fault of the file: a
+            // failure (exit 1), not an invalid pipeline (3).
+            const Status::Code code = r.status().code() == Status::Code::kNoMemory ? Status::Code::kNoMemory
+                                                                                   : Status::Code::kConfig;
+            return Status(code,
+                          where(d.file, sd.plugin_mark) + ": stage '" + sd.id + "': " + r.status().message());
+        }
         loaded[sd.plugin] = r.value();
     }
     // Two plugins whose names differ only where metric names cannot (my-sink,
@@ -127,7 +136,13 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         Runtime *self = rt.get();
         Stage *stage = s.get();
         s->ctx.ownership_lost = [self, stage](const std::string &msg) {
-            self->fail(*stage, msg, CDCFLOW_ERR_FENCED);
+            // Called on a plugin's own thread, through the C ABI: nothing
+            // may escape, not even memory running out for the message.
+            try {
+                self->fail(*stage, msg, CDCFLOW_ERR_FENCED);
+            } catch (...) {
+                self->fail_out_of_memory(*stage);
+            }
         };
         s->cfg.def = &sd;
         s->cfg.schema = &s->plugin->schema;
@@ -278,12 +293,29 @@ template <class F> void Runtime::stage_thread(Stage &st, F &&body) noexcept {
     } catch (const std::exception &e) {
         try {
             fail(st, std::string("internal error: ") + e.what(), CDCFLOW_ERR_INTERNAL);
+            stop_after_throw(st);
             return;
         } catch (...) {
         }
     } catch (...) {
     }
     fail_out_of_memory(st);
+    stop_after_throw(st);
+}
+
+void Runtime::stop_after_throw(Stage &st) noexcept {
+    // The loop's own end did not run. Its plugin is stopped all the same
+    // before the host frees the batches: a sink may still hold their bytes
+    // (kafka_sink's producer borrows the payloads until stop).
+    if (st.stopped.load()) return;
+    {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return !in_change_; });
+    }
+    st.started.store(false);
+    st.stopped.store(true);
+    changed();
+    if (st.cb->stop) st.cb->stop(st.instance);
 }
 
 void Runtime::fail_out_of_memory(Stage &st) noexcept {
@@ -793,11 +825,16 @@ cdcflow_status Runtime::change_partitions(Stage &src, const cdcflow_partitions &
     // From here on other stages' callbacks run on this thread: a stage
     // whose thread ends meanwhile (a failure elsewhere closes the queues)
     // waits for this to finish before it calls its plugin's stop.
+    // Decided under the lock: a stop between setting in_change_ and a
+    // second look would leave it set, and every stage would wait for it
+    // forever before its stop.
+    bool stop_seen;
     {
         std::lock_guard lock(mu_);
-        if (!stop_.load()) in_change_ = true;
+        stop_seen = stop_.load();
+        if (!stop_seen) in_change_ = true;
     }
-    if (stopping()) return why_stopping();
+    if (stop_seen) return why_stopping();
     struct EndChange {
         Runtime *rt;
         ~EndChange() {
@@ -1418,7 +1455,15 @@ Status Runtime::run(const RunOptions &opts) {
             release_ownership();
             break;
         }
-        result = run_once(opts);
+        try {
+            result = run_once(opts);
+        } catch (...) {
+            // What run_once's own code could not answer (memory ran out
+            // making the batches, say): no stage thread runs any more (none
+            // started, or all joined); the run ends failed, and the
+            // ownership is released and the end announced as for any other.
+            result = run_threw();
+        }
         release_ownership();
         if (result.abi() != CDCFLOW_ERR_FENCED) break;
         m_owner_->value.store(0);
@@ -1455,6 +1500,34 @@ Status Runtime::run(const RunOptions &opts) {
     changed();
     cv_.notify_all();
     return result;
+}
+
+Status Runtime::run_threw() noexcept {
+    Status st;
+    try {
+        throw;
+    } catch (const std::bad_alloc &) {
+        st = Status(Status::Code::kNoMemory, "out of memory");
+    } catch (const std::exception &e) {
+        try {
+            st = Status::Internal(std::string("internal error: ") + e.what());
+        } catch (...) {
+            st = Status(Status::Code::kNoMemory, "out of memory");
+        }
+    } catch (...) {
+        st = Status::Internal("internal error");
+    }
+    std::lock_guard lock(mu_);
+    if (failed_.load()) st = std::move(error_); // the first failure's reason stands
+    failed_.store(true);
+    stop_.store(true);
+    for (auto &q : queues_)
+        q->close();
+    if (free_) free_->close();
+    queues_.clear();
+    free_.reset();
+    pool_.clear();
+    return st;
 }
 
 Status Runtime::restore_state(const std::vector<cdcflow_position> &checkpoint, Batch *b, bool first) {

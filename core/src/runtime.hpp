@@ -396,6 +396,12 @@ private:
     // fail() when memory ran out: needs no memory (oom_error_ is made up
     // front); the log line is best effort.
     void fail_out_of_memory(Stage &st) noexcept;
+    // After stage_thread caught a throw: the stage's end as its loop would
+    // have run it (stop called once, after any partition change).
+    void stop_after_throw(Stage &st) noexcept;
+    // Inside run's catch: the run's failure, with the batches and queues
+    // released as run_once's end would.
+    Status run_threw() noexcept;
     void notify_committed(Stage &src, Batch *b);
     // After a stage processed b (runtime_metrics.cpp): its events by outcome.
     static void count_processed(Stage &st, const Batch *b, uint32_t marked_before,
@@ -465,7 +471,9 @@ private:
     mutable std::mutex mu_; // error_, owner_text_, queues_ while they are made or closed
     std::condition_variable cv_;
     Status error_;
-    Status oom_error_{Status::Code::kNoMemory, "memory ran out (the host could not allocate)"};
+    // Short enough for the string's own buffer: copies of it (the run's
+    // result) allocate nothing either.
+    Status oom_error_{Status::Code::kNoMemory, "out of memory"};
     std::string owner_text_;
 
     // The totals (counted at the sink; Totals). Not metric series: a stage

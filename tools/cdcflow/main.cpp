@@ -1,6 +1,8 @@
 // cdcflow: the host CLI. See README.md, "Command line" for the contract.
 #include "commands.hpp"
 
+#include "log.hpp"
+
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -61,9 +63,13 @@ int main(int argc, char **argv) {
     try {
         return run_main(argc, argv);
     } catch (const std::bad_alloc &) {
-        std::fputs("cdcflow: memory ran out\n", stderr);
+        cdcflow::host::log_out_of_memory();
     } catch (const std::exception &e) {
-        std::fprintf(stderr, "cdcflow: %s\n", e.what());
+        try {
+            cdcflow::host::log_failure(e.what());
+        } catch (...) {
+            cdcflow::host::log_out_of_memory(); // no memory for the message's copy
+        }
     }
     return cdcflow::cli::kExitFailure;
 }
