@@ -193,8 +193,8 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         // Accepted batches the sink may hold before it waits for settle: 2,
         // one waiting for its acknowledgements while the next is produced.
         // Under a backlog that overlaps the whole wait (1M events into 128
-        // partitions: the wait's tail is ~50 ms, producing a 131,072-event
-        // batch takes longer); while caught up the wait costs latency, not
+        // partitions: the wait's tail is ~50 ms, producing a 65,536-event
+        // batch takes about as long); while caught up the wait costs latency, not
         // throughput. More would only hold more memory: every accepted
         // batch stays in flight, and the pool and the source's in-flight
         // bound grow by as much (run_once, source_loop). A depth of 4 was

@@ -695,6 +695,10 @@ bool KafkaSource::drained() {
     // read to their end (the last check took ~200 ms there, a fifth of
     // reading 1M events in tools/bench/bench_kafka_source.py).
     rd_kafka_t *probe = drain_probe();
+    // Its own errors (brokers away) reach the log through its callbacks,
+    // served here: nothing else polls it between two checks.
+    while (rd_kafka_message_t *m = rd_kafka_consumer_poll(probe, 0))
+        rd_kafka_message_destroy(m);
     // Every partition of the topics, as the cluster has them now.
     std::vector<Part *> all;
     for (const std::string &t : topics_) {

@@ -24,8 +24,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <mutex>
+#include <new>
 #include <string>
 #include <system_error>
 #include <thread>
@@ -171,7 +173,16 @@ CaseOutcome run_case(const PipelineDef &def, PluginRegistry &registry, const out
         });
         RunOptions ro;
         ro.drain = true;
-        Status st = r.run(ro);
+        Status st;
+        try {
+            st = r.run(ro);
+        } catch (const std::bad_alloc &) {
+            // The watchdog is joined below in any case: a joinable thread
+            // destroyed by an exception's unwinding would end the process.
+            st = Status(Status::Code::kNoMemory, "out of memory");
+        } catch (const std::exception &e) {
+            st = Status::Internal(e.what());
+        }
         bool interrupted;
         {
             std::lock_guard lock(control.mu);
