@@ -293,22 +293,25 @@ template <class F> void Runtime::stage_thread(Stage &st, F &&body) noexcept {
     } catch (const std::exception &e) {
         try {
             fail(st, std::string("internal error: ") + e.what(), CDCFLOW_ERR_INTERNAL);
-            stop_after_throw(st);
+            end_stage(st);
             return;
         } catch (...) {
         }
     } catch (...) {
     }
     fail_out_of_memory(st);
-    stop_after_throw(st);
+    end_stage(st);
 }
 
-void Runtime::stop_after_throw(Stage &st) noexcept {
-    // The loop's own end did not run. Its plugin is stopped all the same
+void Runtime::end_stage(Stage &st) noexcept {
+    // Once per run: at the end of the stage's loop, or after stage_thread
+    // caught a throw that skipped it. Either way the plugin is stopped
     // before the host frees the batches: a sink may still hold their bytes
     // (kafka_sink's producer borrows the payloads until stop).
     if (st.stopped.load()) return;
     {
+        // The source thread may be calling this stage's plugin for a
+        // partition change (change_partitions): stop only after it.
         std::unique_lock lock(mu_);
         cv_.wait(lock, [&] { return !in_change_; });
     }
@@ -1081,10 +1084,7 @@ void Runtime::source_loop(Stage &st, bool drain) {
             }
         }
     }
-    st.started.store(false);
-    st.stopped.store(true);
-    changed();
-    if (st.cb->stop) st.cb->stop(st.instance);
+    end_stage(st);
 }
 
 bool Runtime::memory_throttled() {
@@ -1192,16 +1192,7 @@ void Runtime::stage_loop(size_t index) {
             if (is_sink) count_committed(b);
             if (!out.push(b)) break;
         }
-    {
-        // The source thread may be calling this stage's plugin for a
-        // partition change (change_partitions): stop only after it.
-        std::unique_lock lock(mu_);
-        cv_.wait(lock, [&] { return !in_change_; });
-    }
-    st.started.store(false);
-    st.stopped.store(true);
-    changed();
-    if (st.cb->stop) st.cb->stop(st.instance);
+    end_stage(st);
 }
 
 bool Runtime::process_whole(Stage &st, Batch *b, bool is_sink) {
@@ -1765,6 +1756,12 @@ Status Runtime::run_once(const RunOptions &opts) {
         log_line(CDCFLOW_LOG_INFO, "host", "resuming after checkpoint " + cp);
     }
 
+    // A stage's flags are per run (a stepped-down host runs again with new
+    // instances): none has started or stopped yet.
+    for (auto &sp : stages_) {
+        sp->started.store(false);
+        sp->stopped.store(false);
+    }
     running_.store(true);
     changed();
     try {

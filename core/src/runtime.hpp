@@ -396,9 +396,9 @@ private:
     // fail() when memory ran out: needs no memory (oom_error_ is made up
     // front); the log line is best effort.
     void fail_out_of_memory(Stage &st) noexcept;
-    // After stage_thread caught a throw: the stage's end as its loop would
-    // have run it (stop called once, after any partition change).
-    void stop_after_throw(Stage &st) noexcept;
+    // A stage's end in a run: stop called once, after any partition change
+    // (its loop's end, or stage_thread's after a throw skipped that).
+    void end_stage(Stage &st) noexcept;
     // Inside run's catch: the run's failure, with the batches and queues
     // released as run_once's end would.
     Status run_threw() noexcept;
