@@ -131,28 +131,22 @@ Status as_create_failure(Status st) {
     return as_failure(std::move(st));
 }
 
-// Made when memory already ran out: the message is short enough for the
-// string's own buffer, so neither this nor a copy of it allocates.
-Status out_of_memory() noexcept {
-    return Status(Status::Code::kNoMemory, "memory ran out");
-}
-
 Status caught(const char *what) {
     try {
         throw;
     } catch (const std::bad_alloc &) {
-        return out_of_memory();
+        return Status::OutOfMemory();
     } catch (const std::exception &e) {
         try {
             return Status::Internal(std::string(what) + ": " + e.what());
         } catch (...) {
-            return out_of_memory();
+            return Status::OutOfMemory();
         }
     } catch (...) {
         try {
             return Status::Internal(std::string(what) + ": unknown exception");
         } catch (...) {
-            return out_of_memory();
+            return Status::OutOfMemory();
         }
     }
 }
@@ -287,7 +281,8 @@ struct __attribute__((visibility("hidden"))) Host::Impl {
             try {
                 end = RunEnd{how, code, asked, st};
             } catch (...) {
-                end = RunEnd{how, code, asked, out_of_memory()}; // "failed"-length strings: no allocation
+                end =
+                    RunEnd{how, code, asked, Status::OutOfMemory()}; // "failed"-length strings: no allocation
             }
             result = std::move(st);
             phase = Phase::finished;

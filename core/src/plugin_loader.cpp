@@ -51,7 +51,7 @@ Result<std::shared_ptr<LoadedPlugin>> load_plugin_file(const std::string &path) 
         p->lib = std::make_shared<boost::dll::shared_library>(path, boost::dll::load_mode::rtld_now |
                                                                         boost::dll::load_mode::rtld_local);
     } catch (const std::bad_alloc &) {
-        return Status(Status::Code::kNoMemory, "out of memory");
+        return Status::OutOfMemory();
     } catch (const std::exception &e) {
         // dlerror() text names the reason (e.g. "invalid ELF header").
         // The loader's own lack of memory (a segment it could not map) is

@@ -324,9 +324,8 @@ void Runtime::end_stage(Stage &st) noexcept {
 void Runtime::fail_out_of_memory(Stage &st) noexcept {
     {
         std::lock_guard lock(mu_);
-        // Moved, not copied: a copy would allocate. Only the first failure
-        // takes it; a later one finds failed_ set.
-        if (!failed_.load()) error_ = std::move(oom_error_);
+        // The first failure's reason stands.
+        if (!failed_.load()) error_ = Status::OutOfMemory();
         failed_.store(true);
         stop_.store(true);
     }
@@ -1498,12 +1497,12 @@ Status Runtime::run_threw() noexcept {
     try {
         throw;
     } catch (const std::bad_alloc &) {
-        st = Status(Status::Code::kNoMemory, "out of memory");
+        st = Status::OutOfMemory();
     } catch (const std::exception &e) {
         try {
             st = Status::Internal(std::string("internal error: ") + e.what());
         } catch (...) {
-            st = Status(Status::Code::kNoMemory, "out of memory");
+            st = Status::OutOfMemory();
         }
     } catch (...) {
         st = Status::Internal("internal error");

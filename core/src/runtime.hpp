@@ -393,8 +393,8 @@ private:
     // error) fails the pipeline instead of ending the process through
     // std::terminate.
     template <class F> void stage_thread(Stage &st, F &&body) noexcept;
-    // fail() when memory ran out: needs no memory (oom_error_ is made up
-    // front); the log line is best effort.
+    // fail() when memory ran out: needs no memory (Status::OutOfMemory);
+    // the log line is best effort.
     void fail_out_of_memory(Stage &st) noexcept;
     // A stage's end in a run: stop called once, after any partition change
     // (its loop's end, or stage_thread's after a throw skipped that).
@@ -471,9 +471,6 @@ private:
     mutable std::mutex mu_; // error_, owner_text_, queues_ while they are made or closed
     std::condition_variable cv_;
     Status error_;
-    // Short enough for the string's own buffer: copies of it (the run's
-    // result) allocate nothing either.
-    Status oom_error_{Status::Code::kNoMemory, "out of memory"};
     std::string owner_text_;
 
     // The totals (counted at the sink; Totals). Not metric series: a stage

@@ -179,7 +179,7 @@ CaseOutcome run_case(const PipelineDef &def, PluginRegistry &registry, const out
         } catch (const std::bad_alloc &) {
             // The watchdog is joined below in any case: a joinable thread
             // destroyed by an exception's unwinding would end the process.
-            st = Status(Status::Code::kNoMemory, "out of memory");
+            st = Status::OutOfMemory();
         } catch (const std::exception &e) {
             st = Status::Internal(e.what());
         }

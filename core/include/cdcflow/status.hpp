@@ -66,6 +66,9 @@ public:
     }
     static Status Transient(std::string msg) { return Status(Code::kTransient, std::move(msg)); }
     static Status Internal(std::string msg) { return Status(Code::kInternal, std::move(msg)); }
+    // For when memory already ran out: the message fits the string's own
+    // buffer, so neither this nor a copy of it allocates.
+    static Status OutOfMemory() noexcept { return Status(Code::kNoMemory, "out of memory"); }
 
     bool ok() const { return code_ == Code::kOk; }
     explicit operator bool() const { return ok(); }
