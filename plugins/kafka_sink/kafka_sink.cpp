@@ -33,31 +33,15 @@ void *tag(uint32_t generation, uint32_t index) {
 }
 
 // librdkafka's properties into a conf, or nullptr with `error` "<key>: why"
-// (a secret key's value is never in it: librdkafka's own message quotes the
-// value, so a secret's gets a message of ours instead).
+// (set_property's: no secret's value in it).
 rd_kafka_conf_t *make_conf(const Properties &props, std::string &error) {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char err[512];
-    for (const auto &[k, v] : props) {
-        err[0] = '\0';
-        rd_kafka_conf_res_t r = rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err);
-        if (r == RD_KAFKA_CONF_OK) continue;
-        error = base::text(k) + ": ";
-        if (r == RD_KAFKA_CONF_UNKNOWN)
-            error += "not a librdkafka property";
-        else if (secret_key(k))
-            error += "librdkafka refuses the value (not shown: a secret)";
-        else
-            base::append_text(error, err);
-        rd_kafka_conf_destroy(conf);
-        return nullptr;
-    }
+    for (const auto &[k, v] : props)
+        if (!set_property(conf, k, v, error)) {
+            rd_kafka_conf_destroy(conf);
+            return nullptr;
+        }
     return conf;
-}
-
-std::string err_text(int err) {
-    auto e = static_cast<rd_kafka_resp_err_t>(err);
-    return std::string(rd_kafka_err2str(e)) + " (" + rd_kafka_err2name(e) + ")";
 }
 
 } // namespace
@@ -68,7 +52,7 @@ KafkaSink::KafkaSink(const cdcflow::Configured<Settings> &cfg, cdcflow::Context 
       backoff_max_ms_(std::max(cfg.retry_backoff_ms, cfg.retry_backoff_max_ms)),
       busy_timeout_ms_(cfg.busy_timeout_ms), create_schema_(cfg.create_schema),
       sync_full_(cfg.synchronous == "full") {
-    kafka::pin_librdkafka(); // see kafka_config.hpp
+    kafka::pin_librdkafka(); // see common/kafka_config.hpp
     if (path_.empty()) cfg.fail(&Settings::database, "must not be empty");
     if (cfg.brokers.empty()) cfg.fail(&Settings::brokers, "must not be empty");
     if (checkpoint_name_.empty()) cfg.fail(&Settings::checkpoint_name, "must not be empty");

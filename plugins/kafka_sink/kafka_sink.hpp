@@ -25,7 +25,7 @@
 #include "common/dead_letters.hpp"
 #include "common/ownership.hpp"
 #include "common/sqlite.hpp"
-#include "kafka_sink/kafka_config.hpp"
+#include "kafka_sink/sink_config.hpp"
 
 #include <cdcflow/sdk.hpp>
 

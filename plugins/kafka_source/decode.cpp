@@ -14,16 +14,14 @@ std::optional<Properties> consumer_properties(const std::string &brokers, const 
         error = base::text(key) + ": " + why;
         return std::nullopt;
     };
-    auto truthy = [](const std::string &v) { return v == "true" || v == "1" || v == "True" || v == "TRUE"; };
+    if (!refuse_shared(user, "source", error)) return std::nullopt;
     for (const auto &[k, v] : user) {
-        if (k == "bootstrap.servers" || k == "metadata.broker.list")
-            return refuse(k, "set the source's `brokers` key instead (one place says where Kafka is)");
         if (k == "group.id") return refuse(k, "set the source's `group` key instead");
         if ((k == "enable.auto.commit" || k == "enable.auto.offset.store") && truthy(v))
             return refuse(k, "must stay false: the projection database holds each partition's position; the "
                              "source commits to Kafka (for lag tools) only what the sink committed");
         if (k == "enable.partition.eof" || k == "rebalance_cb" || k == "offset_commit_cb" ||
-            k == "consume_cb" || k == "error_cb" || k == "log_cb" || k == "opaque")
+            k == "consume_cb")
             return refuse(k, "set by the source itself");
     }
     Properties out = {
@@ -56,23 +54,6 @@ std::optional<Properties> consumer_properties(const std::string &brokers, const 
         {"log_level", "4"},
     };
     out.insert(out.end(), user.begin(), user.end());
-    for (const auto &[k, v] : out)
-        if (k == "debug" && (v.find("conf") != std::string::npos || v.find("all") != std::string::npos))
-            return refuse("debug", "conf and all would print the whole configuration, secrets included");
-    return out;
-}
-
-std::string redacted(const Properties &props) {
-    std::string out;
-    for (const auto &[k, v] : props) {
-        if (!out.empty()) out += ", ";
-        base::append_text(out, k);
-        out += '=';
-        if (secret_key(k))
-            out += "(secret)";
-        else
-            base::append_text(out, v);
-    }
     return out;
 }
 

@@ -3,14 +3,14 @@
 // `kafka:` map over the source's defaults, what would break the contract,
 // secrets), the routing pattern that gives an event's aggregate type from
 // its topic, partition names ("topic/partition") and the Debezium value
-// decoder. The `kafka:` map's parsing, secret_key and legal_topic are
-// kafka_sink's (kafka_sink/kafka_config.hpp): one place for both plugins.
+// decoder. What kafka_sink shares (the `kafka:` map's parsing, secrets,
+// topic names) is in common/kafka_config.hpp.
 //
 // Thread-safety: pure functions and immutable values, except ValueDecoder
 // (one per thread: it keeps its parser and scratch memory).
 #pragma once
 
-#include "kafka_sink/kafka_config.hpp"
+#include "common/kafka_config.hpp"
 
 #include <simdjson.h>
 
@@ -30,10 +30,6 @@ namespace cdcflow::kafka {
 // would print the whole configuration (secrets included).
 std::optional<Properties> consumer_properties(const std::string &brokers, const std::string &group,
                                               const Properties &user, std::string &error);
-
-// The properties for a log line: "name=value, ..." with a secret's value
-// shown as "(secret)".
-std::string redacted(const Properties &props);
 
 // "topic/partition": a source position's partition name (DESIGN.md). Topic
 // names cannot hold '/', so the last one splits it.

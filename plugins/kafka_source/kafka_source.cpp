@@ -23,10 +23,6 @@ constexpr auto kLagEvery = std::chrono::milliseconds(500);
 // Metadata and offset look-ups of the drain check and of a replay's start.
 constexpr int kLookupTimeoutMs = 5000;
 
-std::string err_text(rd_kafka_resp_err_t e) {
-    return std::string(rd_kafka_err2str(e)) + " (" + rd_kafka_err2name(e) + ")";
-}
-
 // Properties that only a group member uses: left out of the replay's
 // consumer, which reads partitions it assigns itself.
 bool group_only(std::string_view key) {
@@ -90,7 +86,7 @@ KafkaSource::KafkaSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Cont
       type_header_(cfg.type_header), poll_batch_(static_cast<size_t>(cfg.poll_batch)),
       drain_check_(cfg.drain_check_ms), replay_timeout_(cfg.replay_timeout_ms),
       close_timeout_(cfg.close_timeout_ms) {
-    kafka::pin_librdkafka(); // see kafka_config.hpp
+    kafka::pin_librdkafka(); // see common/kafka_config.hpp
     if (brokers_.empty()) cfg.fail(&Settings::brokers, "must not be empty");
     if (group_.empty()) cfg.fail(&Settings::group, "must not be empty");
     if (id_header_.empty()) cfg.fail(&Settings::id_header, "must not be empty");
@@ -200,18 +196,9 @@ KafkaSource::~KafkaSource() {
 
 rd_kafka_conf_t *KafkaSource::make_conf(bool group_member) const {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char err[512];
     auto set = [&](const std::string &k, const std::string &v) {
-        err[0] = '\0';
-        rd_kafka_conf_res_t r = rd_kafka_conf_set(conf, k.c_str(), v.c_str(), err, sizeof err);
-        if (r == RD_KAFKA_CONF_OK) return;
-        std::string why = base::text(k) + ": ";
-        if (r == RD_KAFKA_CONF_UNKNOWN)
-            why += "not a librdkafka property";
-        else if (secret_key(k))
-            why += "librdkafka refuses the value (not shown: a secret)"; // its message quotes the value
-        else
-            base::append_text(why, err);
+        std::string why;
+        if (set_property(conf, k, v, why)) return;
         rd_kafka_conf_destroy(conf);
         throw Error(CDCFLOW_ERR_CONFIG, why);
     };

@@ -6,8 +6,8 @@
 #include "plugin_harness.hpp"
 
 #include "common/sqlite.hpp"
-#include "kafka_sink/kafka_config.hpp"
 #include "kafka_sink/kafka_sink.hpp"
+#include "kafka_sink/sink_config.hpp"
 
 #include <doctest/doctest.h>
 
@@ -85,6 +85,8 @@ TEST_CASE("kafka_sink: properties that would break the contract are refused, nam
     CHECK(refusal(R"({"transactional.id": "t"})").starts_with("transactional.id:"));
     CHECK(refusal(R"({"delivery.report.only.error": true})").starts_with("delivery.report.only.error:"));
     CHECK(refusal(R"({"debug": "broker,conf"})").starts_with("debug:"));
+    CHECK(refusal(R"({"dr_msg_cb": "x"})") == "dr_msg_cb: set by the sink itself");
+    CHECK(refusal(R"({"log_cb": "x"})") == "log_cb: set by the sink itself");
     // A value that is not a scalar: the key is named, the value is not shown.
     std::string e = refusal(R"({"sasl.password": {"hunter2": 1}})");
     CHECK(e.starts_with("sasl.password: must be a string"));
@@ -92,7 +94,7 @@ TEST_CASE("kafka_sink: properties that would break the contract are refused, nam
     CHECK(refusal(R"(["a"])").find("map") != std::string::npos);
 }
 
-TEST_CASE("kafka_sink: secret keys") {
+TEST_CASE("kafka_config: secret keys") {
     for (const char *k : {"sasl.password", "ssl.key.password", "ssl.key.pem", "ssl.keystore.password",
                           "sasl.oauthbearer.config", "sasl.oauthbearer.client.secret", "my.secret.thing"})
         CHECK_MESSAGE(kafka::secret_key(k), k);
@@ -100,7 +102,7 @@ TEST_CASE("kafka_sink: secret keys") {
         CHECK_MESSAGE(!kafka::secret_key(k), k);
 }
 
-TEST_CASE("kafka_sink: topic names follow Kafka's rule") {
+TEST_CASE("kafka_config: topic names follow Kafka's rule") {
     std::string why;
     CHECK(kafka::legal_topic("outbox.event.Account", why));
     CHECK(kafka::legal_topic("a-b_c.D9", why));

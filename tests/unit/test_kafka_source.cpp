@@ -124,6 +124,8 @@ TEST_CASE("kafka_source: consumer properties keep the projection database the tr
     CHECK(refused({{"enable.auto.offset.store", "1"}}).find("must stay false") != std::string::npos);
     CHECK(refused({{"enable.partition.eof", "true"}}).find("set by the source") != std::string::npos);
     CHECK(refused({{"debug", "cgrp,conf"}}).find("secrets") != std::string::npos);
+    CHECK(refused({{"error_cb", "s3cr3t"}}) == "error_cb: set by the source itself");
+    CHECK(refused({{"rebalance_cb", "s3cr3t"}}) == "rebalance_cb: set by the source itself");
     CHECK(
         consumer_properties("b", "g", {{"enable.auto.commit", "false"}}, err)); // false is what it is anyway
 }

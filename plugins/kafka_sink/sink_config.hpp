@@ -1,34 +1,22 @@
 // kafka_sink's pure parts, apart from the producer so that unit tests reach
-// them without a broker: the librdkafka properties (the `kafka:` map, the
-// sink's defaults, the properties that would break the delivery contract,
-// secrets), the topic pattern and Kafka's topic name rules, and the extra
-// headers' spec.
+// them without a broker: the producer's librdkafka properties (the sink's
+// defaults under the `kafka:` map, the properties that would break the
+// delivery contract), the topic pattern and the extra headers' spec. What
+// kafka_source shares (the map's parsing, secrets, topic names) is in
+// common/kafka_config.hpp.
 //
 // Thread-safety: pure functions and immutable values once built.
 #pragma once
 
-#include <cdcflow/plugin.h>
+#include "common/kafka_config.hpp"
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
-#include <utility>
 #include <vector>
 
 namespace cdcflow::kafka {
-
-// A property whose value must never be printed (errors, logs, /health):
-// its name contains password, secret, sasl.oauthbearer.config or ssl.key.
-bool secret_key(std::string_view name);
-
-using Properties = std::vector<std::pair<std::string, std::string>>;
-
-// The `kafka:` map's JSON text (a JSON object of scalars) as properties in
-// the map's order, each value as librdkafka takes it (a string's text, a
-// number's or a boolean's JSON text). nullopt with `error` set ("<key>: why",
-// no value printed) for anything else.
-std::optional<Properties> parse_properties(std::string_view json, std::string &error);
 
 // What the sink sets unless the map overrides it, then the map: the
 // properties handed to librdkafka, in order (later wins). Refuses (nullopt,
@@ -40,10 +28,6 @@ std::optional<Properties> parse_properties(std::string_view json, std::string &e
 // sink's `brokers` key says where).
 std::optional<Properties> producer_properties(const std::string &brokers, const Properties &user,
                                               bool allow_duplicates, std::string &error);
-
-// Kafka's rule for a topic name: 1 to 249 characters of [a-zA-Z0-9._-], and
-// not "." or "..". false: `reason` says why (the name quoted, escaped).
-bool legal_topic(std::string_view name, std::string &reason);
 
 // The `topic` setting: literal text with `{aggregatetype}` placeholders.
 class TopicPattern {
@@ -76,12 +60,5 @@ std::optional<std::vector<HeaderSpec>> parse_headers(std::string_view json, std:
 // Is a failed delivery worth producing again (the broker or the network may
 // recover), or permanent (the pipeline stops)?
 bool retriable_delivery_error(int err);
-
-// Keeps librdkafka loaded until the process exits, whatever happens to the
-// plugin that loaded it: librdkafka keeps process-wide state (its global
-// init, allocations referenced from it) that is never freed, and a host
-// that unloads the last plugin using it would unmap that state (a leak under
-// LeakSanitizer, and a library that must not be loaded twice). Idempotent.
-void pin_librdkafka();
 
 } // namespace cdcflow::kafka

@@ -1,101 +1,27 @@
-#include "kafka_config.hpp"
+#include "sink_config.hpp"
 
 #include "base/text.hpp"
 
-#include <dlfcn.h>
 #include <librdkafka/rdkafka.h>
 #include <simdjson.h>
-
-#include <algorithm>
-#include <cstring>
 
 namespace cdcflow::kafka {
 
 namespace dom = simdjson::dom;
 
-bool secret_key(std::string_view name) {
-    for (std::string_view part : {"password", "secret", "sasl.oauthbearer.config", "ssl.key"})
-        if (name.find(part) != std::string_view::npos) return true;
-    return false;
-}
-
-namespace {
-
-// A property name as a message shows it (names are the user's text too).
-std::string key_text(std::string_view key) {
-    return base::text(key);
-}
-
-const std::string *find(const Properties &props, std::string_view key) {
-    const std::string *found = nullptr;
-    for (const auto &[k, v] : props)
-        if (k == key) found = &v; // the last one wins, as librdkafka applies them
-    return found;
-}
-
-bool truthy(const std::string &v) {
-    return v == "true" || v == "1" || v == "True" || v == "TRUE";
-}
-
-} // namespace
-
-std::optional<Properties> parse_properties(std::string_view json, std::string &error) {
-    Properties out;
-    if (json.empty()) return out;
-    dom::parser parser;
-    dom::element doc;
-    if (parser.parse(json.data(), json.size()).get(doc) != simdjson::SUCCESS) {
-        error = "not a map of librdkafka properties";
-        return std::nullopt;
-    }
-    if (doc.is_null()) return out; // `kafka:` with nothing under it
-    dom::object obj;
-    if (doc.get_object().get(obj) != simdjson::SUCCESS) {
-        error = "must be a map of librdkafka properties (name: value)";
-        return std::nullopt;
-    }
-    for (dom::key_value_pair kv : obj) {
-        std::string key(kv.key);
-        if (key.empty()) {
-            error = "a property name is empty";
-            return std::nullopt;
-        }
-        std::string value;
-        switch (kv.value.type()) {
-        case dom::element_type::STRING:
-            value = std::string(std::string_view(kv.value));
-            break;
-        case dom::element_type::INT64:
-        case dom::element_type::UINT64:
-        case dom::element_type::DOUBLE:
-        case dom::element_type::BOOL:
-            value = simdjson::to_string(kv.value);
-            break;
-        default:
-            // No value printed: it may be a secret.
-            error = key_text(key) + ": must be a string, number or boolean";
-            return std::nullopt;
-        }
-        out.emplace_back(std::move(key), std::move(value));
-    }
-    return out;
-}
-
 std::optional<Properties> producer_properties(const std::string &brokers, const Properties &user,
                                               bool allow_duplicates, std::string &error) {
     auto refuse = [&](std::string_view key, const std::string &why) {
-        error = key_text(key) + ": " + why;
+        error = base::text(key) + ": " + why;
         return std::nullopt;
     };
+    if (!refuse_shared(user, "sink", error)) return std::nullopt;
     for (const auto &[k, v] : user) {
-        if (k == "bootstrap.servers" || k == "metadata.broker.list")
-            return refuse(k, "set the sink's `brokers` key instead (one place says where Kafka is)");
         if (k == "transactional.id")
             return refuse(k, "the transactional producer is not supported by kafka_sink yet");
         if (k == "delivery.report.only.error")
             return refuse(k, "the sink counts every acknowledgement before it commits: it must be false");
-        if (k == "dr_cb" || k == "dr_msg_cb" || k == "error_cb" || k == "log_cb" || k == "opaque")
-            return refuse(k, "set by the sink itself");
+        if (k == "dr_cb" || k == "dr_msg_cb") return refuse(k, "set by the sink itself");
     }
     Properties out = {
         {"bootstrap.servers", brokers},
@@ -121,40 +47,20 @@ std::optional<Properties> producer_properties(const std::string &brokers, const 
     };
     out.insert(out.end(), user.begin(), user.end());
 
-    if (const std::string *v = find(out, "enable.idempotence"); v && !truthy(*v) && !allow_duplicates)
+    if (const std::string *v = find_property(out, "enable.idempotence");
+        v && !truthy(*v) && !allow_duplicates)
         return refuse("enable.idempotence",
                       "must stay true: without it a retry may write an event twice or out of order "
                       "(allow_duplicates_on_retry: true accepts that)");
     for (const char *acks : {"acks", "request.required.acks"})
-        if (const std::string *v = find(out, acks); v && *v != "all" && *v != "-1")
+        if (const std::string *v = find_property(out, acks); v && *v != "all" && *v != "-1")
             return refuse(acks, "must be all (-1): an event acknowledged by fewer replicas can be lost after "
                                 "the sink committed past it");
     for (const char *part : {"partitioner", "default.topic.config.partitioner"})
-        if (const std::string *v = find(out, part); v && (*v == "random"))
+        if (const std::string *v = find_property(out, part); v && (*v == "random"))
             return refuse(part,
                           "random would spread one key over several partitions (per-key order is lost)");
-    if (const std::string *v = find(out, "debug");
-        v && (v->find("conf") != std::string::npos || v->find("all") != std::string::npos))
-        return refuse("debug", "conf and all would print the whole configuration, secrets included");
     return out;
-}
-
-bool legal_topic(std::string_view name, std::string &reason) {
-    auto bad = [&](const char *why) {
-        reason = "topic ";
-        base::append_quoted(reason, name, {'\'', 64, true});
-        reason += why;
-        return false;
-    };
-    if (name.empty()) return bad(" is empty");
-    if (name.size() > 249) return bad(" is longer than Kafka's 249 characters");
-    if (name == "." || name == "..") return bad(" is not allowed by Kafka");
-    for (char c : name) {
-        const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-                        c == '.' || c == '_' || c == '-';
-        if (!ok) return bad(" has a character Kafka does not allow in a topic name (only a-z A-Z 0-9 . _ -)");
-    }
-    return true;
 }
 
 std::optional<TopicPattern> TopicPattern::parse(std::string_view pattern, std::string &error) {
@@ -263,17 +169,6 @@ bool retriable_delivery_error(int err) {
     default:
         return false;
     }
-}
-
-void pin_librdkafka() {
-    static const bool pinned = [] {
-        // The file the running librdkafka came from, marked never to unload
-        // (RTLD_NOLOAD: it is loaded already; this adds a reference only).
-        Dl_info info{};
-        if (!dladdr(reinterpret_cast<void *>(&rd_kafka_version), &info) || !info.dli_fname) return false;
-        return dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE) != nullptr;
-    }();
-    (void)pinned;
 }
 
 } // namespace cdcflow::kafka
