@@ -12,9 +12,9 @@
 // serves the delivery reports, produces failed deliveries again, and commits
 // the oldest fully acknowledged units in one transaction. The sink relies
 // on the host keeping each batch (its arena) until settle reported it
-// durable: units borrow the batch's memory (payloads are produced without
-// a copy, dead letters and retries read the events' bytes) instead of
-// copying it.
+// durable: units borrow the batch's memory (dead letters and retries read
+// the events' bytes) instead of copying it. librdkafka gets its own copy of
+// each payload (see produce_one).
 //
 // Thread-safety: driven by one thread at a time (plugin.h); librdkafka's
 // callbacks run on that thread (inside rd_kafka_poll), except the log and

@@ -586,10 +586,10 @@ void stop_free_reconnect(Sink &s, std::unique_ptr<cdcflow_batch> &b, MockCluster
 
 } // namespace
 
-// The sink produces payloads without copying them: librdkafka reads the
-// batch's memory until the message is acknowledged, so stop must leave
-// librdkafka holding none of them.
-TEST_CASE("kafka_sink: a stop with borrowed payloads in flight lets go of them before the batch is freed") {
+// A stop with messages in flight: stop must leave librdkafka holding none
+// of them (the host frees the batch next, and the unit borrows its bytes),
+// and none may reach Kafka afterwards.
+TEST_CASE("kafka_sink: a stop with messages in flight lets go of them before the batch is freed") {
     MockCluster k(4);
     TempDir dir("ksink_borrow");
     {
@@ -606,8 +606,8 @@ TEST_CASE("kafka_sink: a stop with borrowed payloads in flight lets go of them b
 }
 
 // A process call that fails after producing part of its batch (here a stop
-// while librdkafka's queue is full): what it produced is still borrowed
-// from the batch and must be let go of at stop as well; what it did not
+// while librdkafka's queue is full): what it produced is still tracked
+// and must be let go of at stop as well; what it did not
 // produce is never sent; nothing is committed.
 TEST_CASE("kafka_sink: a call failing mid-produce leaves nothing behind once stopped") {
     MockCluster k(4);
