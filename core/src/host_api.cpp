@@ -144,6 +144,16 @@ const char *config_location_at(const cdcflow_config *cfg, const char *key, const
     }
 }
 
+// ABI 7. Read-only after load, so any thread.
+cdcflow_status pipeline_setting(cdcflow_ctx *ctx, const char *name, int64_t *out) {
+    if (!ctx || !name || !out) return CDCFLOW_ERR_INTERNAL;
+    static const Settings kDefaults;
+    std::optional<int64_t> v = integer_setting(ctx->settings ? *ctx->settings : kDefaults, name);
+    if (!v) return CDCFLOW_ERR_NOT_FOUND;
+    *out = *v;
+    return CDCFLOW_OK;
+}
+
 // A plugin's metrics are families of their own, cdcflow_plugin_<plugin>_<name>
 // (a counter ends in _total), labelled with the pipeline and the stage: they
 // can never alias the host's families, and two stages of one plugin share
@@ -427,6 +437,7 @@ const cdcflow_host_api kApi = {
     metric_lag,
     partitions_changed,
     config_location_at,
+    pipeline_setting,
 };
 
 } // namespace

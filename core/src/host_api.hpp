@@ -36,6 +36,10 @@ struct cdcflow_ctx {
     // plugin declares CDCFLOW_PLUGIN_GROUP_PARTITIONS; its thread only.
     // Writes the failure's message into the string.
     std::function<cdcflow_status(const cdcflow_partitions &, std::string &)> partitions_changed;
+    // pipeline_setting (ABI 7): the pipeline's settings, set by the runtime
+    // before create and outliving the stage; null (a stage made outside a
+    // runtime, e.g. by a unit test): the defaults.
+    const cdcflow::host::Settings *settings = nullptr;
     // The rate limit on this stage's log calls (made on first use: the
     // stage id is set after construction).
     std::unique_ptr<cdcflow::host::PluginLogLimiter> log_limit;

@@ -417,6 +417,26 @@ std::string where(const std::string &file, Mark m) {
     return file + ":" + std::to_string(m.line) + ":" + std::to_string(m.col);
 }
 
+std::optional<int64_t> integer_setting(const Settings &s, std::string_view name) {
+    // The keys as the settings mapping spells them (Reader::settings).
+    const std::pair<std::string_view, uint64_t> values[] = {
+        {"batch_size", s.batch_size},
+        {"batch_max_events", s.batch_max_events},
+        {"batch_max_bytes", s.batch_max_bytes},
+        {"batch_max_ms", s.batch_max_ms},
+        {"queue_capacity", s.queue_capacity},
+        {"queue_max_bytes", s.queue_max_bytes},
+        {"memory_soft_limit_bytes", s.memory_soft_limit_bytes},
+        {"shutdown_timeout_ms", s.shutdown_timeout_ms},
+        {"poll_wait_ms", s.poll_wait_ms},
+        {"owner_lease_ms", s.owner_lease_ms},
+        {"poison_limit", s.poison_limit},
+    };
+    for (const auto &[key, value] : values)
+        if (key == name) return static_cast<int64_t>(value); // every bound is far below 2^63
+    return std::nullopt;
+}
+
 YAML::Node load_one_document(const std::string &text, const std::string &kind) {
     check_text(text);
     prescan(text);

@@ -215,6 +215,11 @@ struct Settings {
     uint32_t poison_limit = kDefaultPoisonLimit;
 };
 
+// The value of the settings key `name` when it is an integer setting (what
+// a stage reads through pipeline_setting, ABI 7); nullopt for any other
+// name (when_owned, retry, an unknown key).
+std::optional<int64_t> integer_setting(const Settings &s, std::string_view name);
+
 // The operational endpoints (the optional `http:` mapping; `run --http ADDR`
 // overrides listen): /health, /ready and /metrics, served as http/server.hpp
 // says.

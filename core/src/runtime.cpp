@@ -131,6 +131,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(PipelineDef def, PluginRegistry
         s->replay = CDCFLOW_CB(s->cb, replay);
         s->partitions = CDCFLOW_CB(s->cb, partitions);
         s->ctx.stage_id = sd.id;
+        s->ctx.settings = &d.settings;
         s->ctx.metrics = &metrics;
         s->ctx.stop = &rt->stop_;
         Runtime *self = rt.get();

@@ -143,7 +143,9 @@ KafkaSource::KafkaSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Cont
     // the deduper (each wait for Kafka up to replay_timeout_ms). A member
     // that stays there past max.poll.interval.ms (the group's rebalance
     // timeout too) is dropped from the group and its partitions move again:
-    // a replay that may wait longer than half of it is refused here.
+    // a claim wait and a replay that may together take longer than half of
+    // it are refused here (the lease from the host, ABI 7; an older host
+    // does not tell, and only the replay is checked).
     max_poll_ms_ = kDefaultMaxPollMs;
     bool max_poll_set = false; // by the kafka: map (librdkafka refused a malformed value above)
     for (const auto &[k, v] : props_)
@@ -153,14 +155,17 @@ KafkaSource::KafkaSource(const cdcflow::Configured<Settings> &cfg, cdcflow::Cont
             if (ec == std::errc() && end == v.data() + v.size() && ms > 0)
                 max_poll_ms_ = ms, max_poll_set = true;
         }
-    if (cfg.replay_timeout_ms > max_poll_ms_ / 2) {
-        std::string why =
-            std::to_string(cfg.replay_timeout_ms) +
-            " must stay well under the consumer's max.poll.interval.ms (" + std::to_string(max_poll_ms_) +
-            (max_poll_set ? "" : ", librdkafka's default") +
-            "), at most half of it: a partition's claim and its replay run inside the "
-            "rebalance callback, and a member that stays there longer is dropped from the group; "
-            "lower replay_timeout_ms or raise max.poll.interval.ms under kafka:";
+    const int64_t lease_ms = ctx.pipeline_setting("owner_lease_ms").value_or(0);
+    if (lease_ms + cfg.replay_timeout_ms > max_poll_ms_ / 2) {
+        std::string why = std::to_string(cfg.replay_timeout_ms);
+        if (lease_ms > 0) why += " plus settings.owner_lease_ms " + std::to_string(lease_ms);
+        why += " must stay well under the consumer's max.poll.interval.ms (" + std::to_string(max_poll_ms_) +
+               (max_poll_set ? "" : ", librdkafka's default") +
+               "), at most half of it: a partition's claim (a frozen owner's lease) and its replay run "
+               "inside the rebalance callback, and a member that stays there longer is dropped from the "
+               "group; lower replay_timeout_ms";
+        if (lease_ms > 0) why += " or settings.owner_lease_ms";
+        why += ", or raise max.poll.interval.ms under kafka:";
         // Point at the kafka: map's entry when it sets the interval (the
         // message names both), else at replay_timeout_ms.
         if (!max_poll_set) cfg.fail(&Settings::replay_timeout_ms, why);

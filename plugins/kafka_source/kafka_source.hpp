@@ -107,8 +107,8 @@ struct KafkaSourceSettings {
             .min("100")
             .max("3600000")
             .describe("replay (rebuilding a transform's state): the longest wait for Kafka's next message "
-                      "before the replay fails; at most half the consumer's max.poll.interval.ms (the replay "
-                      "runs inside the rebalance callback)"),
+                      "before the replay fails; with settings.owner_lease_ms, at most half the consumer's "
+                      "max.poll.interval.ms (the claim and the replay run inside the rebalance callback)"),
         cdcflow::param("close_timeout_ms", &S::close_timeout_ms)
             .defaults_to("5000")
             .min("0")

@@ -30,7 +30,7 @@ class Plugins(TempDirTest):
         r = run(["plugins"], env=ENV)
         self.assertEqual(r.returncode, 0, r.stderr)
         out = r.stdout
-        self.assertIn("config_probe  (transform, ABI 6", out)
+        self.assertIn("config_probe  (transform, ABI 7", out)
         self.assertRegex(out, r"\n    mode\s+string\s+default safe; one of: 'fast', 'safe'\s+how to run\n")
         self.assertRegex(out, r"\n    level\s+int\s+default 0; -5 to 5\s+a bounded integer\n")
         self.assertRegex(out, r"\n    ratio\s+double\s+default 0.5; 0 to 1\s+a bounded double\n")

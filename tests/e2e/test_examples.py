@@ -81,15 +81,15 @@ class GuideExamples(TempDirTest):
             subprocess.run(["g++", "-std=c++20", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
                             "-fvisibility=hidden", "-o", os.path.join(own, name + ".so"), src] + cflags, check=True)
         r = subprocess.run([host, "plugins", "--path", own], capture_output=True, text=True)
-        self.assertIn("max_id_length  (transform, ABI 6, version 1.0.0)", r.stdout)
+        self.assertIn("max_id_length  (transform, ABI 7, version 1.0.0)", r.stdout)
         for name in names:
             self.assertRegex(r.stdout, r"(?m)^%s  \(" % name)
 
         # The installed host lists them with their declared config.
         r = subprocess.run([host, "plugins", "--path", os.path.join(ex, "mask", "build"), "--path",
                             os.path.join(ex, "jsonl_sink", "build")], capture_output=True, text=True)
-        self.assertIn("mask  (transform, ABI 6, version 1.0.0)", r.stdout)
-        self.assertIn("jsonl_sink  (sink, ABI 6, version 1.0.0)", r.stdout)
+        self.assertIn("mask  (transform, ABI 7, version 1.0.0)", r.stdout)
+        self.assertIn("jsonl_sink  (sink, ABI 7, version 1.0.0)", r.stdout)
         self.assertRegex(r.stdout, r"field\s+string\s+required")
 
         # Run from another folder: the pipeline's plugin_path is relative to

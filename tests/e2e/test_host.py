@@ -40,7 +40,7 @@ class Cli(TempDirTest):
     def test_version_and_help(self):
         r = run(["--version"])
         self.assertEqual(r.returncode, 0)
-        self.assertRegex(r.stdout, r"^cdcflow \d+\.\d+\.\d+ \(plugin ABI 1\.\.6\)")
+        self.assertRegex(r.stdout, r"^cdcflow \d+\.\d+\.\d+ \(plugin ABI 1\.\.7\)")
         for cmd in ["run", "validate", "plugins", "status"]:
             h = run([cmd, "--help"])
             self.assertEqual(h.returncode, 0, cmd)
@@ -75,16 +75,16 @@ class Cli(TempDirTest):
     def test_plugins_lists_kinds_abi_and_keys(self):
         r = run(["plugins"], env=ENV)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertIn("gen_source  (source, ABI 6", r.stdout)
-        self.assertIn("passthrough  (transform, ABI 6", r.stdout)
-        self.assertIn("file_sink  (sink, ABI 6", r.stdout)
+        self.assertIn("gen_source  (source, ABI 7", r.stdout)
+        self.assertIn("passthrough  (transform, ABI 7", r.stdout)
+        self.assertIn("file_sink  (sink, ABI 7", r.stdout)
         self.assertRegex(r.stdout, r"count\s+int\s+default 1000; at least 0\s+events to generate")
         self.assertIn("file: " + TEST_PLUGINS, r.stdout)
 
     def test_plugins_reports_broken_files(self):
         r = run(["plugins", "--path", BAD_PLUGINS], env=ENV)
         self.assertEqual(r.returncode, 3)
-        self.assertIn("bad_abi.so': unsupported ABI version 999 (this host supports 1..6)", r.stdout)
+        self.assertIn("bad_abi.so': unsupported ABI version 999 (this host supports 1..7)", r.stdout)
         self.assertIn("no_symbol.so': no entry symbol 'cdcflow_plugin_entry'", r.stdout)
 
     def test_a_plugin_whose_name_is_not_its_file_name_is_listed_as_broken(self):
@@ -115,7 +115,7 @@ class Cli(TempDirTest):
         r = run(["run", p], env=ENV)
         self.assertEqual(r.returncode, 3)
         self.assertIn("p.yaml:8:13: stage 'pass': plugin '", r.stderr)
-        self.assertIn("unsupported ABI version 999 (this host supports 1..6)", r.stderr)
+        self.assertIn("unsupported ABI version 999 (this host supports 1..7)", r.stderr)
 
 
 class Run(TempDirTest):

@@ -106,6 +106,29 @@ class Drain(KafkaSourceTest):
         c.close()
 
 
+class LoadChecks(KafkaSourceTest):
+    def test_a_lease_and_replay_that_could_outlast_the_rebalance_timeout_are_refused_at_load(self):
+        # The host tells the source settings.owner_lease_ms (ABI 7): a claim
+        # wait plus a replay above half of max.poll.interval.ms is refused by
+        # `validate` and `run` (exit 3, invalid pipeline), naming all three.
+        long_lease = test_pipeline(self.dir, lease_ms=200000)
+        for cmd in (["validate", long_lease], ["run", long_lease, "--drain"]):
+            r = run(cmd, env=self.env, timeout=60)
+            self.assertNoCrash(r)
+            self.assertEqual(r.returncode, 3, r.stderr[-2000:])
+            last = r.stderr.strip().splitlines()[-1]
+            self.assertRegex(last, r"kafka-to-projection\.yaml:\d+:\d+: stage 'kafka' \(plugin 'kafka_source'\): "
+                                   r"replay_timeout_ms: 30000 plus settings\.owner_lease_ms 200000 must stay well "
+                                   r"under the consumer's max\.poll\.interval\.ms \(300000, librdkafka's default\)")
+        # Room made under kafka: (or a shorter lease): valid.
+        roomy = test_pipeline(self.dir, lease_ms=200000, replace=(
+            ("session.timeout.ms: 4000", "session.timeout.ms: 4000\n        max.poll.interval.ms: 500000"),))
+        r = run(["validate", roomy], env=self.env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        r = run(["validate", test_pipeline(self.dir, lease_ms=100000)], env=self.env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+
+
 class Crashes(KafkaSourceTest):
     def test_kill_9_mid_stream_then_restart_gives_the_exact_projection(self):
         # A killed member stays in the group until its session times out: a

@@ -73,7 +73,7 @@ class OutOfTreePlugin(TempDirTest):
 
         # The installed host lists the plugin with its schema...
         r = subprocess.run([host, "plugins", "--path", plugdir], capture_output=True, text=True)
-        self.assertIn("blocker  (transform, ABI 6, version 1.2.3)", r.stdout)
+        self.assertIn("blocker  (transform, ABI 7, version 1.2.3)", r.stdout)
         self.assertRegex(r.stdout, r"blocked_every\s+int\s+required")
         # ...and runs it in a pipeline (test source and sink from the build tree).
         out = self.path("events.txt")

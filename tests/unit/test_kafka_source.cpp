@@ -617,9 +617,13 @@ TEST_CASE("kafka_source: a host that fails inside the assignment still leaves th
 }
 
 TEST_CASE("kafka_source: config errors name the key and never print a secret") {
-    auto error_of = [](std::initializer_list<std::pair<const char *, Val>> cfg) -> std::string {
+    // The pipeline's settings (ABI 7's pipeline_setting): the defaults
+    // unless a case sets them.
+    cdcflow::host::Settings settings;
+    auto error_of = [&settings](std::initializer_list<std::pair<const char *, Val>> cfg) -> std::string {
         try {
             StageHarness h("kafka", cdcflow::test::declared<KafkaSource>(), cfg);
+            h.ctx()->settings = &settings;
             cdcflow::test::make_stage<KafkaSource>(h);
         } catch (const cdcflow::Error &e) {
             return e.what();
@@ -638,33 +642,57 @@ TEST_CASE("kafka_source: config errors name the key and never print a secret") {
               .find("routing_pattern:") != std::string::npos);
     CHECK(error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}}).empty());
     // A takeover (claim wait, replay) runs inside the rebalance callback: a
-    // replay that may wait for Kafka longer than half the consumer's
-    // max.poll.interval.ms is refused at load, naming both.
-    CHECK(error_of(
-              {{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(150001)}}) ==
-          "test.yaml:1:1: replay_timeout_ms: 150001 must stay well under the consumer's max.poll.interval.ms "
-          "(300000, librdkafka's default), at most half of it: a partition's claim and its replay run inside "
-          "the "
-          "rebalance callback, and a member that stays there longer is dropped from the group; lower "
-          "replay_timeout_ms or raise max.poll.interval.ms under kafka:");
+    // claim wait (settings.owner_lease_ms, 10 s by default) and a replay
+    // that may together take longer than half the consumer's
+    // max.poll.interval.ms are refused at load, naming all three.
     CHECK(
-        error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(150000)}})
+        error_of(
+            {{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(140001)}}) ==
+        "test.yaml:1:1: replay_timeout_ms: 140001 plus settings.owner_lease_ms 10000 must stay well under "
+        "the "
+        "consumer's max.poll.interval.ms (300000, librdkafka's default), at most half of it: a partition's "
+        "claim (a frozen owner's lease) and its replay run inside the rebalance callback, and a member that "
+        "stays there longer is dropped from the group; lower replay_timeout_ms or settings.owner_lease_ms, "
+        "or raise max.poll.interval.ms under kafka:");
+    CHECK(
+        error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(140000)}})
             .empty());
     const std::string low = error_of(
         {{"brokers", "b"},
          {"group", "g"},
          {"topics", "t"},
          {"kafka", Val::json(R"({"max.poll.interval.ms": "40000", "session.timeout.ms": "10000"})")}});
-    CHECK(
-        low.starts_with("test.yaml:1:1: kafka: max.poll.interval.ms: replay_timeout_ms 30000 must stay well "
-                        "under the consumer's max.poll.interval.ms (40000), at most half of it"));
+    CHECK(low.starts_with("test.yaml:1:1: kafka: max.poll.interval.ms: replay_timeout_ms 30000 plus "
+                          "settings.owner_lease_ms 10000 must stay well under the consumer's "
+                          "max.poll.interval.ms (40000), at most half of it"));
     CHECK(error_of(
               {{"brokers", "b"},
                {"group", "g"},
                {"topics", "t"},
-               {"replay_timeout_ms", int64_t(20000)},
+               {"replay_timeout_ms", int64_t(10000)},
                {"kafka", Val::json(R"({"max.poll.interval.ms": "40000", "session.timeout.ms": "10000"})")}})
               .empty());
+    // The pipeline's lease counts: a long one is refused with the default
+    // replay, a short one leaves room for a longer replay.
+    settings.owner_lease_ms = 200000;
+    CHECK(error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}})
+              .find("replay_timeout_ms: 30000 plus settings.owner_lease_ms 200000 must stay") !=
+          std::string::npos);
+    settings.owner_lease_ms = 100;
+    CHECK(
+        error_of({{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(149900)}})
+            .empty());
+    // A host older than ABI 7 does not tell the lease: only the replay counts.
+    {
+        cdcflow_host_api old = *cdcflow::host::host_api();
+        old.struct_size = offsetof(cdcflow_host_api, pipeline_setting);
+        settings.owner_lease_ms = 200000;
+        StageHarness h(
+            "kafka", cdcflow::test::declared<KafkaSource>(),
+            {{"brokers", "b"}, {"group", "g"}, {"topics", "t"}, {"replay_timeout_ms", int64_t(150000)}});
+        h.ctx()->settings = &settings;
+        CHECK_NOTHROW(cdcflow::detail::make_stage<KafkaSource>(&old, h.ctx(), h.cfg()));
+    }
 }
 
 TEST_CASE("kafka_source: the lag of each partition it reads, from the cached high watermark") {

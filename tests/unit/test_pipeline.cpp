@@ -642,6 +642,39 @@ TEST_SUITE("pipeline: check against plugin schemas") {
         CHECK(sdk_old.location_at("rules", "/0/a/0") == "p.yaml:12:9");
     }
 
+    TEST_CASE(
+        "pipeline_setting through the host API and the SDK: the file's value, a default, none, older host") {
+        PipelineDef def = parse_ok("pipeline: p\nsettings:\n  owner_lease_ms: 2500\n  queue_max_bytes: 1GiB\n"
+                                   "stages:\n  - id: a\n    plugin: x\n");
+        cdcflow_ctx ctx{};
+        ctx.settings = &def.settings;
+        const cdcflow_host_api *api = host_api();
+        int64_t v = -1;
+        CHECK(api->pipeline_setting(&ctx, "owner_lease_ms", &v) == CDCFLOW_OK);
+        CHECK(v == 2500);
+        CHECK(api->pipeline_setting(&ctx, "queue_max_bytes", &v) == CDCFLOW_OK);
+        CHECK(v == int64_t{1} << 30);
+        CHECK(api->pipeline_setting(&ctx, "batch_max_events", &v) == CDCFLOW_OK);
+        CHECK(v == Settings{}.batch_max_events); // not in the file: the default
+        // Not an integer setting, or no setting at all: NOT_FOUND, out untouched.
+        v = -1;
+        CHECK(api->pipeline_setting(&ctx, "when_owned", &v) == CDCFLOW_ERR_NOT_FOUND);
+        CHECK(api->pipeline_setting(&ctx, "owner_lease", &v) == CDCFLOW_ERR_NOT_FOUND);
+        CHECK(v == -1);
+        CHECK(api->pipeline_setting(&ctx, nullptr, &v) == CDCFLOW_ERR_INTERNAL);
+        // A stage made outside a runtime (no settings): the defaults.
+        cdcflow_ctx bare{};
+        CHECK(cdcflow::Context(api, &bare).pipeline_setting("owner_lease_ms") == Settings{}.owner_lease_ms);
+
+        cdcflow::Context sdk(api, &ctx);
+        CHECK(sdk.pipeline_setting("owner_lease_ms") == 2500);
+        CHECK_FALSE(sdk.pipeline_setting("retry"));
+        // A host older than ABI 7 (its table ends before pipeline_setting): nothing.
+        cdcflow_host_api old = *api;
+        old.struct_size = offsetof(cdcflow_host_api, pipeline_setting);
+        CHECK_FALSE(cdcflow::Context(&old, &ctx).pipeline_setting("owner_lease_ms"));
+    }
+
     TEST_CASE("a valid pipeline: typed values and defaults") {
         PipelineDef def = check_ok(pipeline_with("      name: accounts\n"
                                                  "      ratio: 0.25\n"

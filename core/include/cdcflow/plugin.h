@@ -59,8 +59,12 @@ extern "C" {
  * meanwhile; where a value nested in a key's mapping is in the pipeline file
  * (config_location_at), so that a plugin's own declarations get
  * file:line:col errors.
- * A plugin built against ABI 1, 2, 3, 4 or 5 keeps loading and behaves as before. */
-#define CDCFLOW_ABI_VERSION 6u
+ * ABI 7 appended: the pipeline's own settings as a stage sees them
+ * (pipeline_setting), so that a stage can refuse at load what its settings
+ * cannot work with under the pipeline's (a group source's takeover against
+ * settings.owner_lease_ms).
+ * A plugin built against ABI 1, 2, 3, 4, 5 or 6 keeps loading and behaves as before. */
+#define CDCFLOW_ABI_VERSION 7u
 #define CDCFLOW_ABI_VERSION_MIN 1u
 
 /* Does a struct that starts with struct_size (as the other side built it)
@@ -560,6 +564,15 @@ typedef struct cdcflow_host_api {
      * any thread. */
     const char *(*config_location_at)(const cdcflow_config *cfg, const char *key,
                                       const char *pointer); /* since ABI 6 */
+
+    /* ---- ABI 7: check CDCFLOW_HAS_FIELD(host, cdcflow_host_api, name) ---- */
+
+    /* The pipeline's integer setting `name` (a key of the file's settings:
+     * mapping, e.g. "owner_lease_ms", "batch_max_events", "poll_wait_ms"),
+     * as the host runs with it: the file's value, else the default. OK and
+     * *out; CDCFLOW_ERR_NOT_FOUND for a name that is no integer setting.
+     * Any thread, from create on. */
+    cdcflow_status (*pipeline_setting)(cdcflow_ctx *ctx, const char *name, int64_t *out); /* since ABI 7 */
 } cdcflow_host_api;
 
 /* Callbacks. Every callback that can fail returns a status and, on failure,

@@ -597,6 +597,18 @@ public:
         return cs;
     }
 
+    // The pipeline's integer setting `name` as the host runs with it (the
+    // file's settings: value, else its default), e.g. "owner_lease_ms";
+    // nullopt for a name that is no integer setting, and on a host older
+    // than ABI 7 (which does not tell).
+    std::optional<int64_t> pipeline_setting(const char *name) const noexcept {
+        if (!CDCFLOW_HAS_FIELD(host_, cdcflow_host_api, pipeline_setting) || !host_->pipeline_setting)
+            return std::nullopt;
+        int64_t v = 0;
+        if (host_->pipeline_setting(ctx_, name, &v) != CDCFLOW_OK) return std::nullopt;
+        return v;
+    }
+
 private:
     const cdcflow_host_api *host_;
     cdcflow_ctx *ctx_;
