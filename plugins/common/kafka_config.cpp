@@ -2,6 +2,7 @@
 
 #include "base/text.hpp"
 
+#include <cctype>
 #include <dlfcn.h>
 #include <simdjson.h>
 
@@ -79,8 +80,14 @@ bool refuse_shared(const Properties &user, std::string_view stage, std::string &
                                  "'s `brokers` key instead (one place says where Kafka is)");
         if (k == "error_cb" || k == "log_cb" || k == "opaque")
             return refuse(k, "set by the " + std::string(stage) + " itself");
-        if (k == "debug" && (v.find("conf") != std::string::npos || v.find("all") != std::string::npos))
-            return refuse(k, "conf and all would print the whole configuration, secrets included");
+        if (k == "debug") {
+            // librdkafka reads its contexts in any case ("CONF", "All").
+            std::string lower = v;
+            for (char &c : lower)
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            if (lower.find("conf") != std::string::npos || lower.find("all") != std::string::npos)
+                return refuse(k, "conf and all would print the whole configuration, secrets included");
+        }
     }
     return true;
 }
@@ -99,6 +106,16 @@ bool set_property(rd_kafka_conf_t *conf, const std::string &key, const std::stri
     else
         base::append_text(error, err);
     return false;
+}
+
+rd_kafka_conf_t *make_conf(const Properties &props, std::string &error) {
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    for (const auto &[k, v] : props)
+        if (!set_property(conf, k, v, error)) {
+            rd_kafka_conf_destroy(conf);
+            return nullptr;
+        }
+    return conf;
 }
 
 std::string redacted(const Properties &props) {

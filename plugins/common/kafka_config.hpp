@@ -50,6 +50,10 @@ bool refuse_shared(const Properties &user, std::string_view stage, std::string &
 bool set_property(rd_kafka_conf_t *conf, const std::string &key, const std::string &value,
                   std::string &error);
 
+// A new conf holding `props` in order (set_property each), or nullptr with
+// `error` set as set_property says.
+rd_kafka_conf_t *make_conf(const Properties &props, std::string &error);
+
 // The properties for a log line: "name=value, ..." with a secret's value
 // shown as "(secret)".
 std::string redacted(const Properties &props);

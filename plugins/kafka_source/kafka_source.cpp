@@ -200,23 +200,20 @@ KafkaSource::~KafkaSource() {
 }
 
 rd_kafka_conf_t *KafkaSource::make_conf(bool group_member) const {
-    rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    auto set = [&](const std::string &k, const std::string &v) {
-        std::string why;
-        if (set_property(conf, k, v, why)) return;
-        rd_kafka_conf_destroy(conf);
-        throw Error(CDCFLOW_ERR_CONFIG, why);
-    };
+    Properties use;
     for (const auto &[k, v] : props_)
-        if (group_member || !group_only(k)) set(k, v);
+        if (group_member || !group_only(k)) use.emplace_back(k, v);
     if (!group_member) {
         // librdkafka's assign() needs a group.id, though a consumer that
         // never subscribes joins no group: a name of its own, so that it
         // is never mistaken for a member of the real group (and never
         // commits: auto commit is off).
-        set("group.id", group_ + ".replay");
-        set("enable.partition.eof", "true"); // the replay knows where a partition ends
+        use.emplace_back("group.id", group_ + ".replay");
+        use.emplace_back("enable.partition.eof", "true"); // the replay knows where a partition ends
     }
+    std::string why;
+    rd_kafka_conf_t *conf = kafka::make_conf(use, why);
+    if (!conf) throw Error(CDCFLOW_ERR_CONFIG, why);
     rd_kafka_conf_set_opaque(conf, const_cast<KafkaSource *>(this));
     rd_kafka_conf_set_log_cb(conf, &KafkaSource::on_log);
     rd_kafka_conf_set_error_cb(conf, &KafkaSource::on_error);

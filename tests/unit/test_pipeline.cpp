@@ -675,6 +675,27 @@ TEST_SUITE("pipeline: check against plugin schemas") {
         CHECK_FALSE(cdcflow::Context(&old, &ctx).pipeline_setting("owner_lease_ms"));
     }
 
+    TEST_CASE("pipeline_setting answers every integer key the settings mapping knows") {
+        // The parser's list of known keys (its message for an unknown one):
+        // a key added there and forgotten in integer_setting fails here.
+        const std::string err =
+            parse_error("pipeline: p\nsettings:\n  nope: 1\nstages:\n  - id: a\n    plugin: x\n");
+        const size_t from = err.find("(known: ");
+        REQUIRE(from != std::string::npos);
+        std::string list = err.substr(from + 8, err.find(')', from) - from - 8);
+        int integer_keys = 0;
+        for (size_t at = 0; at <= list.size();) {
+            size_t end = list.find(", ", at);
+            if (end == std::string::npos) end = list.size();
+            const std::string key = list.substr(at, end - at);
+            at = end + 2;
+            if (key == "when_owned" || key == "retry" || key == "breaker") continue; // not integers
+            CHECK_MESSAGE(integer_setting(Settings{}, key).has_value(), key);
+            ++integer_keys;
+        }
+        CHECK(integer_keys == 11);
+    }
+
     TEST_CASE("a valid pipeline: typed values and defaults") {
         PipelineDef def = check_ok(pipeline_with("      name: accounts\n"
                                                  "      ratio: 0.25\n"

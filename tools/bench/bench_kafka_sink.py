@@ -52,7 +52,7 @@ def timed(cmd, env=None):
     return secs, ru.ru_utime + ru.ru_stime, err, ru.ru_maxrss  # ru_maxrss: KiB
 
 
-# kafka_sink's own producer defaults (plugins/kafka_sink/kafka_config.cpp,
+# kafka_sink's own producer defaults (plugins/kafka_sink/sink_config.cpp,
 # producer_properties), without bootstrap.servers and log_level.
 SINK_DEFAULTS = {
     "enable.idempotence": "true",

@@ -568,10 +568,12 @@ typedef struct cdcflow_host_api {
     /* ---- ABI 7: check CDCFLOW_HAS_FIELD(host, cdcflow_host_api, name) ---- */
 
     /* The pipeline's integer setting `name` (a key of the file's settings:
-     * mapping, e.g. "owner_lease_ms", "batch_max_events", "poll_wait_ms"),
-     * as the host runs with it: the file's value, else the default. OK and
-     * *out; CDCFLOW_ERR_NOT_FOUND for a name that is no integer setting.
-     * Any thread, from create on. */
+     * mapping, e.g. "owner_lease_ms", "batch_max_events", "poll_wait_ms"):
+     * the file's value, else the default (as the settings mapping has it: a
+     * stage's own poison_limit, and the host's use of batch_max_events
+     * below batch_size, are not applied). OK and *out;
+     * CDCFLOW_ERR_NOT_FOUND for a name that is no integer setting;
+     * CDCFLOW_ERR_INTERNAL for a NULL argument. Any thread, from create on. */
     cdcflow_status (*pipeline_setting)(cdcflow_ctx *ctx, const char *name, int64_t *out); /* since ABI 7 */
 } cdcflow_host_api;
 
