@@ -150,6 +150,16 @@ bool legal_topic(std::string_view name, std::string &reason) {
     return true;
 }
 
+bool log_line(int level, const char *fac, const char *buf, cdcflow_log_level &out, std::string &text) {
+    if (fac && std::string_view(fac) == "CONF") return false;
+    out = level <= 3   ? CDCFLOW_LOG_ERROR
+          : level == 4 ? CDCFLOW_LOG_WARN
+          : level <= 6 ? CDCFLOW_LOG_INFO
+                       : CDCFLOW_LOG_DEBUG;
+    text = std::string("librdkafka: ") + (fac ? fac : "") + ": " + (buf ? buf : "");
+    return true;
+}
+
 std::string err_text(int err) {
     const auto e = static_cast<rd_kafka_resp_err_t>(err);
     return std::string(rd_kafka_err2str(e)) + " (" + rd_kafka_err2name(e) + ")";

@@ -8,6 +8,7 @@
 // Thread-safety: pure functions and immutable values once built.
 #pragma once
 
+#include <cdcflow/plugin.h>
 #include <librdkafka/rdkafka.h>
 
 #include <optional>
@@ -57,6 +58,12 @@ rd_kafka_conf_t *make_conf(const Properties &props, std::string &error);
 // The properties for a log line: "name=value, ..." with a secret's value
 // shown as "(secret)".
 std::string redacted(const Properties &props);
+
+// A librdkafka log line (its log callback's arguments) as a stage logs it:
+// false for one never passed on (facility CONF: a configuration dump,
+// debug=conf, may hold secrets); else `level` (syslog's, as librdkafka
+// gives it) as the host's and `text` "librdkafka: FAC: message".
+bool log_line(int level, const char *fac, const char *buf, cdcflow_log_level &out, std::string &text);
 
 // Kafka's rule for a topic name: 1 to 249 characters of [a-zA-Z0-9._-], and
 // not "." or "..". false: `reason` says why (the name quoted, escaped).

@@ -180,18 +180,13 @@ void KafkaSink::close_producer() noexcept {
 }
 
 void KafkaSink::on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    // A configuration dump (debug=conf) may hold secrets: never passed on.
-    if (fac && std::string_view(fac) == "CONF") return;
     // A failed connection is also reported through the error callback
     // (on_error): one line for it, not two.
     if (fac && std::string_view(fac) == "FAIL") return;
     auto *self = static_cast<KafkaSink *>(rd_kafka_opaque(rk));
-    if (!self) return;
-    const cdcflow_log_level l = level <= 3   ? CDCFLOW_LOG_ERROR
-                                : level == 4 ? CDCFLOW_LOG_WARN
-                                : level <= 6 ? CDCFLOW_LOG_INFO
-                                             : CDCFLOW_LOG_DEBUG;
-    self->ctx().log(l, std::string("librdkafka: ") + (fac ? fac : "") + ": " + (buf ? buf : ""));
+    cdcflow_log_level l;
+    std::string text;
+    if (self && log_line(level, fac, buf, l, text)) self->ctx().log(l, text);
 }
 
 void KafkaSink::on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -560,9 +555,9 @@ void KafkaSink::process(cdcflow::Batch &batch) {
     try {
         for (; n < u.msgs.size(); ++n) {
             // The small bytes librdkafka copies (key, id and type headers), a
-            // few messages ahead (the payload as well measured no faster): messages go in partition order, so these are
-            // scattered over a batch larger than the cache (perf: a fifth of
-            // this thread was rd_kafka_header_add's copy, missing the cache).
+            // few messages ahead (the payload as well measured no faster): messages go in partition order, so
+            // these are scattered over a batch larger than the cache (perf: a fifth of this thread was
+            // rd_kafka_header_add's copy, missing the cache).
             if (n + 16 < u.msgs.size()) { // the message's record itself, further ahead
                 const char *rec = reinterpret_cast<const char *>(&u.msgs[n + 16]);
                 __builtin_prefetch(rec);

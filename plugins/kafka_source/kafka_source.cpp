@@ -254,18 +254,13 @@ void KafkaSource::start() {
 }
 
 void KafkaSource::on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    // A configuration dump (debug=conf) may hold secrets: never passed on.
-    if (fac && std::string_view(fac) == "CONF") return;
     auto *self = static_cast<KafkaSource *>(rd_kafka_opaque(rk));
-    if (!self) return;
     // An offset commit refused during a rebalance is expected and harmless
     // (see the offset commit callback): not a warning.
     if (fac && std::string_view(fac) == "COMMITFAIL") level = 7;
-    const cdcflow_log_level l = level <= 3   ? CDCFLOW_LOG_ERROR
-                                : level == 4 ? CDCFLOW_LOG_WARN
-                                : level <= 6 ? CDCFLOW_LOG_INFO
-                                             : CDCFLOW_LOG_DEBUG;
-    self->ctx().log(l, std::string("librdkafka: ") + (fac ? fac : "") + ": " + (buf ? buf : ""));
+    cdcflow_log_level l;
+    std::string text;
+    if (self && log_line(level, fac, buf, l, text)) self->ctx().log(l, text);
 }
 
 void KafkaSource::on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque) {

@@ -105,6 +105,20 @@ TEST_CASE("kafka_config: secret keys") {
         CHECK_MESSAGE(!kafka::secret_key(k), k);
 }
 
+TEST_CASE("kafka_config: librdkafka's log lines as a stage logs them, a configuration dump never") {
+    cdcflow_log_level l = CDCFLOW_LOG_DEBUG;
+    std::string text;
+    CHECK_FALSE(kafka::log_line(7, "CONF", "sasl.password = hunter2", l, text));
+    CHECK(text.empty());
+    REQUIRE(kafka::log_line(3, "BROKER", "down", l, text));
+    CHECK(l == CDCFLOW_LOG_ERROR);
+    CHECK(text == "librdkafka: BROKER: down");
+    CHECK((kafka::log_line(4, "X", "", l, text) && l == CDCFLOW_LOG_WARN));
+    CHECK((kafka::log_line(6, "X", "", l, text) && l == CDCFLOW_LOG_INFO));
+    CHECK((kafka::log_line(7, nullptr, nullptr, l, text) && l == CDCFLOW_LOG_DEBUG));
+    CHECK(text == "librdkafka: : ");
+}
+
 TEST_CASE("kafka_config: topic names follow Kafka's rule") {
     std::string why;
     CHECK(kafka::legal_topic("outbox.event.Account", why));
