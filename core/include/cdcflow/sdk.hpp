@@ -597,8 +597,9 @@ public:
         return cs;
     }
 
-    // The pipeline's integer setting `name` as the host runs with it (the
-    // file's settings: value, else its default), e.g. "owner_lease_ms";
+    // The pipeline's integer setting `name`: the file's settings: value,
+    // else its default (plugin.h says what it does not apply), e.g.
+    // "owner_lease_ms";
     // nullopt for a name that is no integer setting, and on a host older
     // than ABI 7 (which does not tell).
     std::optional<int64_t> pipeline_setting(const char *name) const noexcept {
