@@ -445,11 +445,11 @@ void KafkaSink::produce_one(Unit &u, uint32_t k) {
     vus[2].u.mem.ptr = const_cast<char *>(e.payload.data);
     vus[2].u.mem.size = e.payload.len;
     // Copied (RD_KAFKA_MSG_F_COPY) into the message's own allocation, here
-    // on the publish thread: messages go in partition order,
-    // so consecutive ones sit apart in the batch, and librdkafka's broker
-    // thread, which copies each payload into its request, read them from
-    // all over the batch (a borrowed payload made that copy a tenth of the
-    // process's time; copied here, 1.6% each for this copy and that one, and the run 5% less CPU: 1M
+    // on the publish thread: messages go in partition order, so consecutive
+    // ones sit apart in the batch, and librdkafka's broker thread, which
+    // copies each payload into its request, read borrowed payloads from all
+    // over the batch (that copy was a tenth of the process's time; now this
+    // copy and the broker's take 1.6% each, and the run 5% less CPU: 1M
     // events, 6 interleaved runs each). librdkafka copies the key itself.
     vus[3].vtype = RD_KAFKA_VTYPE_MSGFLAGS;
     vus[3].u.i = RD_KAFKA_MSG_F_COPY;
@@ -555,8 +555,9 @@ void KafkaSink::process(cdcflow::Batch &batch) {
     try {
         for (; n < u.msgs.size(); ++n) {
             // The small bytes librdkafka copies (key, id and type headers), a
-            // few messages ahead (the payload as well measured no faster): messages go in partition order, so
-            // these are scattered over a batch larger than the cache (perf: a fifth of this thread was
+            // few messages ahead (the payload as well measured no faster):
+            // messages go in partition order, so these are scattered over a
+            // batch larger than the cache (perf: a fifth of this thread was
             // rd_kafka_header_add's copy, missing the cache).
             if (n + 16 < u.msgs.size()) { // the message's record itself, further ahead
                 const char *rec = reinterpret_cast<const char *>(&u.msgs[n + 16]);
