@@ -1,5 +1,6 @@
 #include "batch.hpp"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -56,8 +57,11 @@ void Arena::reset() {
     used_total_ = 0;
 }
 
-Batch::Batch(uint32_t capacity) : events(capacity ? capacity : 1) {
-    limits.events = static_cast<uint32_t>(events.size());
+Batch::Batch(uint32_t capacity, uint32_t max_events) {
+    if (capacity == 0) capacity = 1;
+    events.reserve(std::max(capacity, max_events));
+    events.resize(capacity);
+    limits.events = capacity;
 }
 
 void Batch::reset() {
@@ -85,14 +89,22 @@ bool Batch::append(const cdcflow_event_init &in) {
         full = true;
         return false;
     }
+    // The event's strings go into one arena allocation: copied one by one,
+    // each of the seven went through Arena::alloc (alloc and copy were 2.6%
+    // of a 1M-event Kafka sink run's samples, for ~90 bytes an event).
+    const cdcflow_str *const text[] = {&in.event_id,          &in.aggregate_type, &in.aggregate_id,
+                                       &in.event_type,        &in.payload,        &in.headers,
+                                       &in.position.partition};
+    uint64_t need = 0;
+    for (const cdcflow_str *t : text) {
+        // A length from a plugin can be anything: the sum must not wrap.
+        if (t->len > (SIZE_MAX >> 4)) throw std::bad_alloc();
+        need += t->len;
+    }
     if (count > 0) {
-        if (limits.bytes) {
-            uint64_t need = in.event_id.len + in.aggregate_type.len + in.aggregate_id.len +
-                            in.event_type.len + in.payload.len + in.headers.len + in.position.partition.len;
-            if (arena.bytes_used() + need > limits.bytes) {
-                full = true;
-                return false;
-            }
+        if (limits.bytes && arena.bytes_used() + need > limits.bytes) {
+            full = true;
+            return false;
         }
         // The clock is read once per 64 events: ~20 ns a read would cost
         // more than the rest of append at a million events a second.
@@ -104,16 +116,24 @@ bool Batch::append(const cdcflow_event_init &in) {
     }
     if (count == 0 && limits.max_fill.count() > 0)
         fill_deadline = std::chrono::steady_clock::now() + limits.max_fill;
+    char *p = need ? static_cast<char *>(arena.alloc(static_cast<size_t>(need), 1)) : nullptr;
+    auto copy = [&p](const cdcflow_str &t) {
+        if (t.len == 0) return cdcflow_str{"", 0}; // as Arena::copy: no arena space for empty strings
+        std::memcpy(p, t.data, static_cast<size_t>(t.len));
+        cdcflow_str out{p, t.len};
+        p += t.len;
+        return out;
+    };
     cdcflow_event &e = events[count];
-    e.event_id = arena.copy(in.event_id);
-    e.aggregate_type = arena.copy(in.aggregate_type);
-    e.aggregate_id = arena.copy(in.aggregate_id);
-    e.event_type = arena.copy(in.event_type);
-    e.payload = arena.copy(in.payload);
-    e.headers = arena.copy(in.headers);
+    e.event_id = copy(in.event_id);
+    e.aggregate_type = copy(in.aggregate_type);
+    e.aggregate_id = copy(in.aggregate_id);
+    e.event_type = copy(in.event_type);
+    e.payload = copy(in.payload);
+    e.headers = copy(in.headers);
     e.timestamp_us = in.timestamp_us;
     e.aggregate_version = in.aggregate_version;
-    e.position.partition = arena.copy(in.position.partition);
+    e.position.partition = copy(in.position.partition);
     e.position.offset = in.position.offset;
     e.status = CDCFLOW_EVENT_OK;
     e.reserved = 0;

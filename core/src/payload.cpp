@@ -80,8 +80,18 @@ simdjson::error_code parse(ThreadParser &tp, size_t len, cdcflow_payload &r) {
     tp.fields.clear();
     for (auto field : obj) {
         if (auto err = field.error()) return err;
+        // A key without escapes is its own text: a span of the payload like
+        // the values (event_payload maps it back), neither unescaped into
+        // the parser nor copied into the batch. Only a key with a backslash
+        // is unescaped (and copied).
         std::string_view key;
-        if (auto err = field.unescaped_key().get(key)) return err;
+        const char *raw = field.key().raw(); // after the opening quote; a quote ends it
+        const char *close =
+            static_cast<const char *>(std::memchr(raw, '"', static_cast<size_t>(tp.buf.data() + len - raw)));
+        if (close && !std::memchr(raw, '\\', static_cast<size_t>(close - raw)))
+            key = std::string_view(raw, static_cast<size_t>(close - raw));
+        else if (auto err = field.unescaped_key().get(key))
+            return err;
         od::value v;
         if (auto err = field.value().get(v)) return err;
         od::json_type vt;
@@ -101,7 +111,8 @@ simdjson::error_code parse(ThreadParser &tp, size_t len, cdcflow_payload &r) {
         while (end > start && is_space(end[-1]))
             --end;
         cdcflow_json_field f{};
-        // The key is unescaped into the parser's buffer: the caller copies it.
+        // A plain key is a span of tp.buf, an unescaped one of the parser's
+        // buffer: event_payload maps the first and copies the second.
         f.key = cdcflow_str{key.data(), key.size()};
         f.value = cdcflow_str{start, static_cast<uint64_t>(end - start)};
         f.type = type_of(vt);
@@ -159,15 +170,19 @@ cdcflow_status event_payload(Batch &b, uint32_t index, cdcflow_payload *out) {
                 r.result = CDCFLOW_PAYLOAD_INVALID;
                 r.error = error_text(b, err);
             } else if (r.result == CDCFLOW_PAYLOAD_OBJECT) {
-                // Into the batch: values as spans of the event's own payload,
-                // keys copied (they were unescaped into the parser).
+                // Into the batch: values and plain keys as spans of the
+                // event's own payload, unescaped keys copied (they are in
+                // the parser's buffer).
                 auto *fields = static_cast<cdcflow_json_field *>(
                     b.arena.alloc(sizeof(cdcflow_json_field) * std::max<size_t>(tp.fields.size(), 1),
                                   alignof(cdcflow_json_field)));
                 for (size_t k = 0; k < tp.fields.size(); ++k) {
                     cdcflow_json_field f = tp.fields[k];
                     f.value.data = payload.data + (f.value.data - tp.buf.data());
-                    f.key = b.arena.copy(f.key);
+                    if (f.key.data >= tp.buf.data() && f.key.data < tp.buf.data() + len)
+                        f.key.data = payload.data + (f.key.data - tp.buf.data());
+                    else
+                        f.key = b.arena.copy(f.key);
                     fields[k] = f;
                 }
                 r.fields = fields;

@@ -1697,8 +1697,8 @@ Status Runtime::run_once(const RunOptions &opts) {
         size_t pool = (n - 1) * set.queue_capacity + n + 1 + deferred_depth_;
         free_ = std::make_unique<BatchQueue>(pool);
         for (size_t i = 0; i < pool; ++i) {
-            pool_.push_back(std::make_unique<cdcflow_batch>(set.batch_size)); // the plugins' handle type
-            pool_.back()->reserve(std::max(set.batch_size, set.batch_max_events));
+            // The plugins' handle type, with room for batch_max_events.
+            pool_.push_back(std::make_unique<cdcflow_batch>(set.batch_size, set.batch_max_events));
             free_->try_push(pool_.back().get());
         }
         if (failed_.load()) {

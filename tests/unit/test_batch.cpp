@@ -28,6 +28,21 @@ TEST_CASE("arena keeps copies valid across blocks and reuses blocks after reset"
     CHECK(a.bytes_reserved() <= reserved); // reuses, the oversized block is dropped
 }
 
+TEST_CASE("batch: room for batch_max_events from the start, the first fill's size in use") {
+    Batch b(4, 1000);
+    CHECK(b.capacity() == 4);
+    CHECK(b.events.size() == 4);
+    CHECK(b.events.capacity() >= 1000);
+    const cdcflow_event *first = b.events.data();
+    BatchLimits l;
+    l.events = 1000;
+    b.set_limits(l); // grows within the room: the array does not move
+    CHECK(b.events.data() == first);
+    CHECK(b.capacity() == 1000);
+    Batch none(0); // at least one event
+    CHECK(none.capacity() == 1);
+}
+
 TEST_CASE("batch append copies the event and stops at capacity") {
     Batch b(2);
     cdcflow_event_init e{};
@@ -44,6 +59,39 @@ TEST_CASE("batch append copies the event and stops at capacity") {
     CHECK(b.size() == 2);
     b.reset();
     CHECK(b.size() == 0);
+}
+
+TEST_CASE("batch append: every string copied whole, empty ones as \"\" taking no bytes") {
+    Batch b(2);
+    std::string s[] = {"evt", "Account", "acc-1", "MoneyDeposited", R"({"amount":"1"})", R"({"h":1})", "p-3"};
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    cdcflow_str *fields[] = {&e.event_id, &e.aggregate_type, &e.aggregate_id,      &e.event_type,
+                             &e.payload,  &e.headers,        &e.position.partition};
+    uint64_t total = 0;
+    for (size_t i = 0; i < std::size(fields); ++i) {
+        *fields[i] = {s[i].data(), s[i].size()};
+        total += s[i].size();
+    }
+    REQUIRE(b.append(e));
+    for (std::string &x : s)
+        x.assign(x.size(), '#'); // the batch holds its own copies
+    const cdcflow_event &got = b.events[0];
+    const cdcflow_str stored[] = {got.event_id, got.aggregate_type, got.aggregate_id,      got.event_type,
+                                  got.payload,  got.headers,        got.position.partition};
+    const char *want[] = {"evt",        "Account", "acc-1", "MoneyDeposited", R"({"amount":"1"})",
+                          R"({"h":1})", "p-3"};
+    for (size_t i = 0; i < std::size(want); ++i)
+        CHECK(std::string(stored[i].data, stored[i].len) == want[i]);
+    CHECK(b.arena.bytes_used() == total);
+    // An event with nothing in it: "" everywhere (never NULL), no bytes.
+    cdcflow_event_init empty{};
+    empty.struct_size = sizeof empty;
+    REQUIRE(b.append(empty));
+    CHECK(b.arena.bytes_used() == total);
+    CHECK(b.events[1].payload.data != nullptr);
+    CHECK(b.events[1].payload.len == 0);
+    CHECK(b.events[1].position.partition.data != nullptr);
 }
 
 TEST_CASE("host api: reject keeps the first verdict; duplicate overrides a rejection") {
@@ -342,6 +390,10 @@ TEST_CASE("event_payload: fields as spans of the payload, parsed once per batch 
     CHECK(text(f(4).value) == R"("a\"b")");
     CHECK(f(4).has_escape == 1);
     CHECK(text(f(5).key) == "key"); // keys come unescaped
+    // A plain key is a span of the payload too; an escaped one is its
+    // unescaped copy, elsewhere.
+    CHECK(f(0).key.data == stored.data + p0.find("amount"));
+    CHECK((f(5).key.data < stored.data || f(5).key.data >= stored.data + stored.len));
     CHECK(f(5).type == CDCFLOW_JSON_NULL);
 
     // Asked again (a later stage): the stored result, not a new parse.
@@ -371,6 +423,29 @@ TEST_CASE("event_payload: fields as spans of the payload, parsed once per batch 
     CHECK(q.field_count == 0);
 }
 
+TEST_CASE("event_payload: keys with quotes, escapes or nothing in them") {
+    // The key's end is its first unescaped quote; a key with any escape is
+    // unescaped, the others are taken as written.
+    std::string json = R"({"a\"b": 1, "": 2, "c\\": 3, "\u00e9t\u00e9": 4, "d": 5})";
+    cdcflow_batch b(1);
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    e.payload = {json.data(), json.size()};
+    REQUIRE(b.append(e));
+    cdcflow_payload p = parse_payload(b, 0);
+    REQUIRE(p.result == CDCFLOW_PAYLOAD_OBJECT);
+    REQUIRE(p.field_count == 5);
+    auto f = [&](uint32_t k) -> const cdcflow_json_field & { return cdcflow::Batch::field(p, k); };
+    CHECK(text(f(0).key) == "a\"b");
+    CHECK(text(f(0).value) == "1");
+    CHECK(text(f(1).key).empty());
+    CHECK(text(f(1).value) == "2");
+    CHECK(text(f(2).key) == "c\\");
+    CHECK(text(f(3).key) == "\xc3\xa9t\xc3\xa9");
+    CHECK(text(f(4).key) == "d");
+    CHECK(text(f(4).value) == "5");
+}
+
 TEST_CASE("event_payload: invalid JSON is invalid wherever it hides, with a reason") {
     const char *bad[] = {"",
                          "{",
@@ -380,6 +455,7 @@ TEST_CASE("event_payload: invalid JSON is invalid wherever it hides, with a reas
                          R"({"a": [1,})",
                          R"({"a": tru})",
                          R"({"a": "\q"})",
+                         R"({"\q": 1})", // a bad escape in a key
                          R"({"a": 01})",
                          "{\"a\": \"\xff\xfe\"}", // not UTF-8
                          "{\"a\": {\"b\": [1, 2}}",
