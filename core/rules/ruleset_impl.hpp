@@ -64,7 +64,8 @@ struct EventRule {
 
 struct RuleSet::Impl {
     std::optional<std::vector<std::string>> aggregate_types;
-    std::map<std::string, EventRule, std::less<>> events;
+    using Events = std::map<std::string, EventRule, std::less<>>;
+    Events events;
     uint64_t max_payload_bytes = kDefaultMaxPayloadBytes;
     size_t max_fields = 0; // the most fields any one event has
 };

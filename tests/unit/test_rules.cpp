@@ -401,6 +401,36 @@ TEST_CASE("Validator accepts valid account events") {
     CHECK_FALSE(c.v.check(EventView{"", "Account", "a", "AccountClosed", "{}"}, nullptr));
 }
 
+TEST_CASE("Validator: each event meets its own type's rules, whatever was checked before") {
+    // check_payload remembers the rule check_envelope found; an event of
+    // another type (or an unknown one) must not be held to that rule.
+    Checker c;
+    std::string why;
+    auto payload_of = [&](std::string_view type, std::string_view json) {
+        cdcflow_batch b(1);
+        cdcflow_event_init in{};
+        in.struct_size = sizeof in;
+        in.payload = {json.data(), json.size()};
+        REQUIRE(b.append(in));
+        cdcflow_payload parsed{};
+        parsed.struct_size = sizeof parsed;
+        REQUIRE(cdcflow::host::host_api()->event_payload(&b, 0, &parsed) == CDCFLOW_OK);
+        why.clear();
+        return c.v.check_payload(EventView{"e1", "Account", "a1", type, json}, parsed, &why);
+    };
+    REQUIRE(c.v.check_envelope(EventView{"e1", "Account", "a1", "AccountCreated", "{}"}, &why));
+    // AccountCreated's rules would refuse this; MoneyDeposited's take it.
+    CHECK(payload_of("MoneyDeposited", R"({"amount": "5"})"));
+    CHECK_FALSE(payload_of("AccountCreated", R"({"amount": "5"})"));
+    CHECK(why.find("missing") != std::string::npos);
+    CHECK_FALSE(payload_of("MoneyWithdrawn", R"({"amount": "-5"})"));
+    CHECK(why.rfind("MoneyWithdrawn.amount: ", 0) == 0);
+    // A type no rule names: check()'s reason, not the last rule's verdict.
+    CHECK_FALSE(payload_of("Nope", "{}"));
+    CHECK(why == "unknown event type 'Nope'");
+    CHECK(payload_of("AccountClosed", "{}"));
+}
+
 TEST_CASE("Validator checks the envelope") {
     Checker c;
     CHECK(c.event({"", "Account", "acc-1", "AccountClosed", "{}"}) == "event id is empty");
