@@ -539,6 +539,12 @@ void KafkaSink::process(cdcflow::Batch &batch) {
     if (!current_) {
         if (spare_units_.empty()) {
             current_ = std::make_unique<Unit>();
+            // Room for the largest batch up front: grown with the host's
+            // batches (4,096 doubling up to batch_max_events) each unit's
+            // messages moved to new, never-touched memory at every doubling.
+            // Reserving touches nothing. An older host: grown as needed.
+            current_->msgs.reserve(static_cast<size_t>(
+                std::clamp<int64_t>(ctx().pipeline_setting("batch_max_events").value_or(0), 0, 1 << 20)));
         } else {
             current_ = std::move(spare_units_.back());
             spare_units_.pop_back();
