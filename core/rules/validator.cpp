@@ -185,7 +185,7 @@ bool Validator::check(const EventView &ev, std::string *reason) {
     const RuleSet::Impl &r = *s.rules;
     std::string scratch;
     s.reason = reason ? reason : &scratch;
-    const auto *it = s.find(ev.event_type); // there: check_envelope found it
+    const auto *rule = s.find(ev.event_type); // there: check_envelope found it
     const size_t len = ev.payload.size();
     // Parse a padded copy (the batch arena does not promise padding).
     if (len + simdjson::SIMDJSON_PADDING > s.buf_cap) {
@@ -215,7 +215,7 @@ bool Validator::check(const EventView &ev, std::string *reason) {
     }
 
     // One pass over the payload's keys; rules are few, so a linear match.
-    const std::vector<FieldRule> &fields = it->second.fields;
+    const std::vector<FieldRule> &fields = rule->second.fields;
     std::fill_n(s.seen.begin(), fields.size(), uint8_t{0});
     for (dom::key_value_pair kv : obj) {
         for (size_t k = 0; k < fields.size(); ++k) {
@@ -238,8 +238,8 @@ bool Validator::check_payload(const EventView &ev, const cdcflow_payload &parsed
     State &s = *state_;
     std::string scratch;
     s.reason = reason ? reason : &scratch;
-    const auto *it = s.find(ev.event_type);
-    if (!it) return check(ev, reason); // check_envelope was skipped: its reason
+    const auto *rule = s.find(ev.event_type);
+    if (!rule) return check(ev, reason); // check_envelope was skipped: its reason
     if (parsed.result == CDCFLOW_PAYLOAD_INVALID)
         return s.fail(parsed.error ? std::string_view(parsed.error) : "payload is not valid JSON");
     if (parsed.result != CDCFLOW_PAYLOAD_OBJECT) {
@@ -249,7 +249,7 @@ bool Validator::check_payload(const EventView &ev, const cdcflow_payload &parsed
         return false;
     }
     // As in check(): one pass over the payload's keys.
-    const std::vector<FieldRule> &fields = it->second.fields;
+    const std::vector<FieldRule> &fields = rule->second.fields;
     std::fill_n(s.seen.begin(), fields.size(), uint8_t{0});
     for (uint32_t i = 0; i < parsed.field_count; ++i) {
         const auto &kv = *reinterpret_cast<const cdcflow_json_field *>(

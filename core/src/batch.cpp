@@ -97,8 +97,9 @@ bool Batch::append(const cdcflow_event_init &in) {
                                        &in.position.partition};
     uint64_t need = 0;
     for (const cdcflow_str *t : text) {
-        // A length from a plugin can be anything: the sum must not wrap.
-        if (t->len > (SIZE_MAX >> 4)) throw std::bad_alloc();
+        // A length from a plugin can be anything: the sum stays within what
+        // Arena::alloc takes, so it cannot wrap.
+        if (t->len > (SIZE_MAX >> 1) - need) throw std::bad_alloc();
         need += t->len;
     }
     if (count > 0) {

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <functional>
 #include <new>
 #include <string_view>
 #include <vector>
@@ -85,7 +86,9 @@ simdjson::error_code parse(ThreadParser &tp, size_t len, cdcflow_payload &r) {
         // the parser nor copied into the batch. Only a key with a backslash
         // is unescaped (and copied).
         std::string_view key;
-        const char *raw = field.key().raw(); // after the opening quote; a quote ends it
+        od::raw_json_string raw_key;
+        if (auto err = field.key().get(raw_key)) return err;
+        const char *raw = raw_key.raw(); // after the opening quote; a quote ends it
         const char *close =
             static_cast<const char *>(std::memchr(raw, '"', static_cast<size_t>(tp.buf.data() + len - raw)));
         if (close && !std::memchr(raw, '\\', static_cast<size_t>(close - raw)))
@@ -179,7 +182,10 @@ cdcflow_status event_payload(Batch &b, uint32_t index, cdcflow_payload *out) {
                 for (size_t k = 0; k < tp.fields.size(); ++k) {
                     cdcflow_json_field f = tp.fields[k];
                     f.value.data = payload.data + (f.value.data - tp.buf.data());
-                    if (f.key.data >= tp.buf.data() && f.key.data < tp.buf.data() + len)
+                    // std::less: a total order even between unrelated
+                    // buffers (the parser's, for an unescaped key).
+                    const std::less<const char *> before;
+                    if (!before(f.key.data, tp.buf.data()) && before(f.key.data, tp.buf.data() + len))
                         f.key.data = payload.data + (f.key.data - tp.buf.data());
                     else
                         f.key = b.arena.copy(f.key);

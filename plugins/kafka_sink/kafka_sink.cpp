@@ -538,13 +538,19 @@ void KafkaSink::process(cdcflow::Batch &batch) {
                 if (m.state != kAcked) fail_msg(m, RD_KAFKA_RESP_ERR__FATAL, "delivering");
     if (!current_) {
         if (spare_units_.empty()) {
-            current_ = std::make_unique<Unit>();
+            auto unit = std::make_unique<Unit>();
             // Room for the largest batch up front: grown with the host's
-            // batches (4,096 doubling up to batch_max_events) each unit's
-            // messages moved to new, never-touched memory at every doubling.
-            // Reserving touches nothing. An older host: grown as needed.
-            current_->msgs.reserve(static_cast<size_t>(
-                std::clamp<int64_t>(ctx().pipeline_setting("batch_max_events").value_or(0), 0, 1 << 20)));
+            // batches (batch_size doubling up to batch_max_events under a
+            // backlog), each unit's messages moved to new, never-touched
+            // memory at every doubling. Reserving touches nothing. An older
+            // host, or no memory for it: grown as needed.
+            const int64_t largest = std::max(ctx().pipeline_setting("batch_size").value_or(0),
+                                             ctx().pipeline_setting("batch_max_events").value_or(0));
+            try {
+                unit->msgs.reserve(static_cast<size_t>(std::clamp<int64_t>(largest, 0, 1 << 20)));
+            } catch (const std::bad_alloc &) {
+            }
+            current_ = std::move(unit);
         } else {
             current_ = std::move(spare_units_.back());
             spare_units_.pop_back();

@@ -94,6 +94,32 @@ TEST_CASE("batch append: every string copied whole, empty ones as \"\" taking no
     CHECK(b.events[1].position.partition.data != nullptr);
 }
 
+TEST_CASE("batch append: absurd lengths are out of memory, and leave the batch as it was") {
+    const cdcflow_host_api *api = host_api();
+    cdcflow_batch b(4);
+    BatchLimits l;
+    l.events = 4;
+    l.bytes = 1 << 20; // the byte bound's sum must not wrap either
+    b.set_limits(l);
+    cdcflow_event_init e{};
+    e.struct_size = sizeof e;
+    std::string id = "ok";
+    e.event_id = {id.data(), id.size()};
+    REQUIRE(api->batch_push(&b, &e) == CDCFLOW_OK);
+    const size_t used = b.arena.bytes_used();
+    cdcflow_event_init bad = e;
+    bad.payload = {"x", SIZE_MAX}; // never read: refused before any copy
+    CHECK(api->batch_push(&b, &bad) == CDCFLOW_ERR_NOMEM);
+    // Two lengths that each pass alone and wrap when added.
+    bad.payload = {"x", SIZE_MAX / 2};
+    bad.headers = {"y", SIZE_MAX / 2 + 2};
+    CHECK(api->batch_push(&b, &bad) == CDCFLOW_ERR_NOMEM);
+    CHECK(b.size() == 1);
+    CHECK(b.arena.bytes_used() == used);
+    REQUIRE(api->batch_push(&b, &e) == CDCFLOW_OK); // and it goes on
+    CHECK(b.size() == 2);
+}
+
 TEST_CASE("host api: reject keeps the first verdict; duplicate overrides a rejection") {
     const cdcflow_host_api *api = host_api();
     cdcflow_batch raw(4);
@@ -426,7 +452,7 @@ TEST_CASE("event_payload: fields as spans of the payload, parsed once per batch 
 TEST_CASE("event_payload: keys with quotes, escapes or nothing in them") {
     // The key's end is its first unescaped quote; a key with any escape is
     // unescaped, the others are taken as written.
-    std::string json = R"({"a\"b": 1, "": 2, "c\\": 3, "\u00e9t\u00e9": 4, "d": 5})";
+    std::string json = R"({"a\"b": 1, "": 2, "c\\": 3, "\u00e9t\u00e9": 4, "d": 5, "q\u0022": 6})";
     cdcflow_batch b(1);
     cdcflow_event_init e{};
     e.struct_size = sizeof e;
@@ -434,16 +460,18 @@ TEST_CASE("event_payload: keys with quotes, escapes or nothing in them") {
     REQUIRE(b.append(e));
     cdcflow_payload p = parse_payload(b, 0);
     REQUIRE(p.result == CDCFLOW_PAYLOAD_OBJECT);
-    REQUIRE(p.field_count == 5);
+    REQUIRE(p.field_count == 6);
     auto f = [&](uint32_t k) -> const cdcflow_json_field & { return cdcflow::Batch::field(p, k); };
     CHECK(text(f(0).key) == "a\"b");
     CHECK(text(f(0).value) == "1");
     CHECK(text(f(1).key).empty());
+    CHECK(f(1).key.data != nullptr);
     CHECK(text(f(1).value) == "2");
     CHECK(text(f(2).key) == "c\\");
     CHECK(text(f(3).key) == "\xc3\xa9t\xc3\xa9");
     CHECK(text(f(4).key) == "d");
     CHECK(text(f(4).value) == "5");
+    CHECK(text(f(5).key) == "q\"");
 }
 
 TEST_CASE("event_payload: invalid JSON is invalid wherever it hides, with a reason") {
@@ -455,7 +483,9 @@ TEST_CASE("event_payload: invalid JSON is invalid wherever it hides, with a reas
                          R"({"a": [1,})",
                          R"({"a": tru})",
                          R"({"a": "\q"})",
-                         R"({"\q": 1})", // a bad escape in a key
+                         R"({"\q": 1})", // bad escapes in a key
+                         R"({"\u12": 1})",
+                         R"({"\u00zz": 1})",
                          R"({"a": 01})",
                          "{\"a\": \"\xff\xfe\"}", // not UTF-8
                          "{\"a\": {\"b\": [1, 2}}",
