@@ -106,7 +106,8 @@ struct Batch {
     // DefaultInitAllocator). The runtime reserves its batch_max_events.
     // Reserved before the array is sized: reserved after, it moved
     // `capacity` never-written events into the new array, faulting in both
-    // (14 pool batches of 4,096: ~3,000 page faults at every start).
+    // (accounts-to-kafka.yaml's 14 pool batches of 4,096: ~3,000 page faults
+    // at every start).
     explicit Batch(uint32_t capacity, uint32_t max_events = 0);
 
     void reset(); // empty, keep memory (and the limits)
