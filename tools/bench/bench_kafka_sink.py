@@ -15,12 +15,17 @@ that no partition passes the mock's 5 MiB limit):
      producer_settings), so that a setting chosen for the pipeline helps or
      hurts both alike.
 
+With --without-validator the pipeline runs without its validator stage
+(outbox_source and kafka_sink alone, every other setting as shipped): the
+work kcat does, since kcat checks no rules. The sink still checks its own
+limits (an event id, envelope text that is UTF-8).
+
 Prints both rates (events/s, wall clock), CPU seconds (cdcflow's peak RSS
 too), and the ratio cdcflow / kcat. With --perf, `cdcflow run` runs under `perf stat`.
 
 Usage: tools/bench/bench_kafka_sink.py [--build build] [--events N] [--accounts N]
-       [--partitions 128] [--brokers 1] [--rounds 1] [--batch-max-events N] [--workdir DIR] [--perf]
-       [--no-verify]
+       [--partitions 128] [--brokers 1] [--rounds 1] [--batch-max-events N] [--without-validator]
+       [--workdir DIR] [--perf] [--no-verify]
 Prints figures; asserts nothing.
 """
 import argparse
@@ -108,6 +113,9 @@ def main():
                          "about partitions / (5 x brokers) round trips)")
     ap.add_argument("--batch-max-events", type=int,
                     help="run the pipeline with this settings.batch_max_events instead of the shipped one")
+    ap.add_argument("--without-validator", action="store_true",
+                    help="run the pipeline without its validator stage: outbox_source and kafka_sink alone, "
+                         "the work kcat -P does (no rules checked)")
     ap.add_argument("--workdir")
     ap.add_argument("--perf", action="store_true", help="run cdcflow under perf stat")
     ap.add_argument("--no-verify", action="store_true", help="do not count the messages read back")
@@ -133,9 +141,16 @@ def main():
                     "--accounts", str(args.accounts)], check=True)
 
     pipeline = PIPELINE
-    if args.batch_max_events:
+    if args.batch_max_events or args.without_validator:
         with open(PIPELINE) as f:
-            text = re.sub(r"batch_max_events: \d+", "batch_max_events: %d" % args.batch_max_events, f.read())
+            text = f.read()
+        if args.batch_max_events:
+            text = re.sub(r"batch_max_events: \d+", "batch_max_events: %d" % args.batch_max_events, text)
+        if args.without_validator:
+            # The stage's whole block: from its "- id:" line to the next one.
+            text, n = re.subn(r"\n  - id: validate\n(?:    .*\n|\s*\n)*?(?=  - id:)", "\n", text)
+            if n != 1:
+                sys.exit("cannot find the validate stage in " + PIPELINE)
         pipeline = os.path.join(work, "pipeline.yaml")
         with open(pipeline, "w") as f:
             f.write(text)
@@ -193,8 +208,9 @@ def main():
     print("per-round ratios (same round, same load): %s; median %.2fx" %
           (", ".join("%.2fx" % x for x in ratios), ratios[len(ratios) // 2]))
     print("kafka_sink: %.0f events/s, kcat -P: %.0f events/s, ratio %.2fx (best of %d round(s), %d events, "
-          "%d partitions, %d broker(s))" % (best_c, best_k, best_c / best_k, args.rounds, args.events, args.partitions,
-                                      args.brokers))
+          "%d partitions, %d broker(s)%s)" % (best_c, best_k, best_c / best_k, args.rounds, args.events,
+                                        args.partitions, args.brokers,
+                                        ", without the validator" if args.without_validator else ""))
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
 
