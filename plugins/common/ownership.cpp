@@ -3,6 +3,7 @@
 #include "base/clock.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -58,6 +59,18 @@ std::optional<ProcStat> read_proc_stat(const std::string &pid) {
     return st;
 }
 
+// Renewals every third of the lease: one that fails (a busy database) is
+// tried again well before a standby may take over.
+std::chrono::milliseconds renewal_period(uint32_t lease_ms) {
+    return std::chrono::milliseconds(std::max<uint32_t>(lease_ms / 3, 10));
+}
+
+// How long a claim's statements wait for another writer: about a renewal
+// period (the next period tries again), at least 100 ms and at most 5 s.
+int busy_timeout_ms(uint32_t lease_ms) {
+    return static_cast<int>(std::clamp<uint32_t>(lease_ms / 3, 100, 5000));
+}
+
 std::string random_nonce() {
     std::random_device rd;
     uint64_t v = (uint64_t{rd()} << 32) ^ rd();
@@ -108,22 +121,33 @@ struct Lease::Row {
     bool released = false;
 };
 
-Lease::Lease(LeaseOptions opts)
-    : opt_(std::move(opts)), nonce_(random_nonce()),
-      db_(opt_.database, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-          static_cast<int>(std::clamp<uint32_t>(opt_.lease_ms / 3, 100, 5000))) {
+Lease::Lease(LeaseOptions opts) : opt_(std::move(opts)), nonce_(random_nonce()) {
     key_text_ = "checkpoint '" + opt_.name + "'" +
                 (opt_.partition.empty() ? std::string() : " partition '" + opt_.partition + "'") + " of '" +
                 opt_.database + "'";
+    if (opt_.renewer) opt_.renewer->check(*this); // before anything is claimed
+    conn(); // a database that cannot be opened fails here, before any attempt
 }
 
 Lease::~Lease() {
     stop_renewing();
 }
 
-std::optional<Lease::Row> Lease::read_row() {
-    sqlite::Stmt s(db_, "SELECT epoch, host, pid, boot_id, pid_ns, start_ticks, nonce, lease_ms, heartbeat, "
-                        "acquired_at, released FROM cdcflow_owners WHERE name = ?1 AND \"partition\" = ?2");
+sqlite::Db open_claims_db(const std::string &database, uint32_t lease_ms) {
+    return sqlite::Db(database, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, busy_timeout_ms(lease_ms));
+}
+
+sqlite::Db &Lease::conn() {
+    // The owner's shared connection only with a shared renewal: a renewal
+    // thread of the lease's own would use it from another thread.
+    if (opt_.connection && opt_.renewer) return *opt_.connection;
+    if (!db_) db_ = open_claims_db(opt_.database, opt_.lease_ms);
+    return db_;
+}
+
+std::optional<Lease::Row> Lease::read_row(sqlite::Db &db) {
+    sqlite::Stmt s(db, "SELECT epoch, host, pid, boot_id, pid_ns, start_ticks, nonce, lease_ms, heartbeat, "
+                       "acquired_at, released FROM cdcflow_owners WHERE name = ?1 AND \"partition\" = ?2");
     s.bind(1, std::string_view(opt_.name)).bind(2, std::string_view(opt_.partition));
     if (!s.step()) return std::nullopt;
     Row r;
@@ -149,8 +173,8 @@ std::string Lease::describe(const Row &row) const {
 
 Lease::Attempt Lease::try_acquire() {
     if (owned()) return {true, key_text_ + ": already owned by this process"};
-    if (!db_.has_table("cdcflow_owners")) db_.exec(kOwnersDdl);
-    std::optional<Row> row = read_row();
+    if (!conn().has_table("cdcflow_owners")) conn().exec(kOwnersDdl);
+    std::optional<Row> row = read_row(conn());
     const Identity &me = Identity::self();
     std::string how;
     if (!row) {
@@ -177,7 +201,7 @@ Lease::Attempt Lease::try_acquire() {
     }
     if (!claim(row)) {
         // Someone else moved first; look again on the next call.
-        std::optional<Row> now = read_row();
+        std::optional<Row> now = read_row(conn());
         return {false, now ? describe(*now) : key_text_ + " is being claimed by another process"};
     }
     return {true, key_text_ + ": owned by this process (epoch " + std::to_string(epoch_) + ", " + how + ")"};
@@ -186,16 +210,16 @@ Lease::Attempt Lease::try_acquire() {
 bool Lease::claim(const std::optional<Row> &seen) {
     const Identity &me = Identity::self();
     const int64_t now = wall_us();
-    sqlite::Transaction tx(db_);
+    sqlite::Transaction tx(conn());
     sqlite::Stmt s;
     if (!seen) {
-        s = db_.prepare(
+        s = conn().prepare(
             "INSERT OR IGNORE INTO cdcflow_owners(name, \"partition\", epoch, host, pid, boot_id, pid_ns, "
             "start_ticks, nonce, lease_ms, heartbeat, acquired_at, renewed_at, released) "
             "VALUES(?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 0, ?10, ?10, 0)");
     } else {
         // Compare-and-swap: only if the row is still the one we judged.
-        s = db_.prepare(
+        s = conn().prepare(
             "UPDATE cdcflow_owners SET epoch = epoch + 1, host = ?3, pid = ?4, boot_id = ?5, "
             "pid_ns = ?6, start_ticks = ?7, nonce = ?8, lease_ms = ?9, heartbeat = 0, "
             "acquired_at = ?10, renewed_at = ?10, released = 0 "
@@ -213,9 +237,14 @@ bool Lease::claim(const std::optional<Row> &seen) {
         .bind(9, static_cast<int64_t>(opt_.lease_ms))
         .bind(10, now);
     s.run();
-    if (db_.changes() != 1) return false; // tx rolls back
+    if (conn().changes() != 1) return false; // tx rolls back
     tx.commit();
     epoch_ = seen ? seen->epoch + 1 : 1;
+    if (opt_.renewer) {
+        opt_.renewer->add(*this);
+        shared_renewal_ = true;
+        return true;
+    }
     stopping_ = false;
     renewer_ = std::thread([this] { renew_loop(); });
     return true;
@@ -236,38 +265,49 @@ static void bind_claim(sqlite::Stmt &s, const LeaseOptions &opt, int64_t epoch, 
 }
 
 bool Lease::update_claim(const char *set) {
-    sqlite::Stmt s(db_,
+    sqlite::Stmt s(conn(),
                    std::string("UPDATE cdcflow_owners SET ") + set + ", renewed_at = ?1 WHERE " + kThisClaim);
     bind_claim(s, opt_, epoch_, nonce_);
     s.run();
-    return db_.changes() == 1;
+    return conn().changes() == 1;
 }
 
 void Lease::renewed_by_commit() {
     renewed_at_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_relaxed);
 }
 
+bool Lease::renewal_due(std::chrono::steady_clock::duration every) const {
+    // The owner's own commits renew the claim in their transactions
+    // (Fence::check): under load the renewal thread has nothing to do, and
+    // never competes with the sink for the write lock.
+    const auto last = std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(renewed_at_.load(std::memory_order_relaxed)));
+    return std::chrono::steady_clock::now() - last >= every;
+}
+
+std::string Lease::lost_text(sqlite::Db &db) {
+    std::string now = key_text_ + " was taken over";
+    try {
+        std::optional<Row> row = read_row(db);
+        now = row && !row->released ? describe(*row) : key_text_ + " was released or removed";
+    } catch (const std::exception &) {
+        // Who has it now is only for the message.
+    }
+    return "ownership lost: " + now + "; this process (epoch " + std::to_string(epoch_) +
+           ") commits nothing more";
+}
+
 void Lease::renew_loop() {
-    const auto every = std::chrono::milliseconds(std::max<uint32_t>(opt_.lease_ms / 3, 10));
+    const auto every = renewal_period(opt_.lease_ms);
     uint32_t failures = 0;
     std::unique_lock lock(mu_);
     for (;;) {
         if (cv_.wait_for(lock, every, [&] { return stopping_; })) return;
-        // The owner's own commits renew the claim in their transactions
-        // (Fence::check): under load this thread has nothing to do, and never
-        // competes with the sink for the write lock.
-        const auto last = std::chrono::steady_clock::time_point(
-            std::chrono::steady_clock::duration(renewed_at_.load(std::memory_order_relaxed)));
-        if (std::chrono::steady_clock::now() - last < every) continue;
+        if (!renewal_due(every)) continue;
         lock.unlock();
         try {
             if (!update_claim("heartbeat = heartbeat + 1")) {
-                std::optional<Row> row = read_row();
-                std::string now =
-                    row && !row->released ? describe(*row) : key_text_ + " was released or removed";
-                if (opt_.on_lost)
-                    opt_.on_lost("ownership lost: " + now + "; this process (epoch " +
-                                 std::to_string(epoch_) + ") commits nothing more");
+                if (opt_.on_lost) opt_.on_lost(lost_text(conn()));
                 return;
             }
             failures = 0;
@@ -285,6 +325,11 @@ void Lease::renew_loop() {
 }
 
 void Lease::stop_renewing() {
+    if (shared_renewal_) {
+        opt_.renewer->remove(*this);
+        shared_renewal_ = false;
+        return;
+    }
     if (!renewer_.joinable()) return;
     {
         std::lock_guard lock(mu_);
@@ -305,6 +350,123 @@ void Lease::release() {
                       " (a standby takes over after the lease instead): " + e.what());
     }
     epoch_ = 0;
+}
+
+Renewer::Renewer(std::string database, uint32_t lease_ms, std::function<void(const std::string &)> warn)
+    : database_(std::move(database)), every_(renewal_period(lease_ms)),
+      busy_timeout_ms_(busy_timeout_ms(lease_ms)), warn_(std::move(warn)) {}
+
+Renewer::~Renewer() {
+    assert(leases_.empty() && "a Lease outlives its Renewer");
+    {
+        std::lock_guard lock(mu_);
+        stopping_ = true;
+    }
+    cv_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+void Renewer::check(const Lease &lease) const {
+    // Renewed on this database at this lease's period, or not at all.
+    if (lease.opt_.database != database_ || renewal_period(lease.opt_.lease_ms) != every_)
+        throw Error(CDCFLOW_ERR_INTERNAL,
+                    lease.key_text_ + ": to be renewed with the claims of another database or lease");
+}
+
+void Renewer::add(Lease &lease) {
+    std::lock_guard lock(mu_);
+    // The thread first: if it cannot start, no lease is left registered.
+    if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+    leases_.push_back(&lease);
+}
+
+void Renewer::remove(Lease &lease) {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !busy_; });
+    leases_.erase(std::remove(leases_.begin(), leases_.end(), &lease), leases_.end());
+}
+
+void Renewer::loop() {
+    std::unique_lock lock(mu_);
+    for (;;) {
+        if (cv_.wait_for(lock, every_, [&] { return stopping_; })) return;
+        std::vector<Lease *> due;
+        try {
+            for (Lease *l : leases_)
+                if (l->renewal_due(every_)) due.push_back(l);
+        } catch (const std::bad_alloc &) {
+            continue; // no memory for the list: the next period tries again
+        }
+        if (due.empty()) continue;
+        busy_ = true;
+        lock.unlock();
+        // on_lost is called once the leases may go again (not busy), from
+        // copies: whatever it does then cannot wait for this thread.
+        std::vector<std::pair<std::function<void(const std::string &)>, std::string>> tell;
+        std::vector<Lease *> lost;
+        try {
+            for (auto &[l, why] : renew(due)) {
+                tell.emplace_back(l->opt_.on_lost, std::move(why));
+                lost.push_back(l);
+            }
+        } catch (...) {
+            // Memory ran out for the messages: a lease not told stays
+            // registered, is found lost again and told at the next period.
+            if (lost.size() < tell.size()) tell.pop_back();
+        }
+        lock.lock();
+        // Lost: renewed no more (as a lease's own thread ends).
+        for (Lease *l : lost)
+            leases_.erase(std::remove(leases_.begin(), leases_.end(), l), leases_.end());
+        busy_ = false;
+        cv_.notify_all();
+        if (tell.empty()) continue;
+        lock.unlock();
+        for (auto &[fn, why] : tell)
+            try {
+                if (fn) fn(why);
+            } catch (...) {
+                // Told (a second call would tell twice); this thread goes on.
+            }
+        lock.lock();
+    }
+}
+
+std::vector<std::pair<Lease *, std::string>> Renewer::renew(const std::vector<Lease *> &due) {
+    // A claim whose row is no longer its own is lost whether or not the
+    // transaction commits (epochs only grow); who has it now is read in the
+    // transaction, which holds the write lock, so that read never waits.
+    std::vector<std::pair<Lease *, std::string>> lost;
+    try {
+        if (!renew_) {
+            if (!db_) db_ = sqlite::Db(database_, SQLITE_OPEN_READWRITE, busy_timeout_ms_);
+            renew_ = db_.prepare(
+                std::string("UPDATE cdcflow_owners SET heartbeat = heartbeat + 1, renewed_at = ?1 WHERE ") +
+                kThisClaim);
+        }
+        sqlite::Transaction tx(db_);
+        for (Lease *l : due) {
+            bind_claim(renew_, l->opt_, l->epoch_, l->nonce_);
+            renew_.run();
+            // Not the lease's connection: its owner's thread may use that.
+            if (renew_.changes() != 1) lost.emplace_back(l, l->lost_text(db_));
+        }
+        tx.commit();
+        failures_ = 0;
+    } catch (const std::exception &e) {
+        // Busy with another writer: the next period will do. Say so when it
+        // keeps happening, since a standby may take over meanwhile.
+        if (++failures_ % 3 == 0 && warn_)
+            warn_("cannot renew ownership of " + due.front()->key_text_ +
+                  (due.size() > 1 ? " and " + std::to_string(due.size() - 1) + " more" : std::string()) +
+                  " (" + std::to_string(failures_) + " times in a row): " + e.what());
+    }
+    return lost;
+}
+
+size_t Renewer::size() {
+    std::lock_guard lock(mu_);
+    return leases_.size();
 }
 
 Fence::Fence(sqlite::Db &db, Lease &lease)

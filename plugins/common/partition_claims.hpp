@@ -18,8 +18,9 @@
 //   Error(CDCFLOW_ERR_FENCED); a partition this host never claimed is
 //   refused the same way. committed() after the COMMIT.
 //
-// Thread-safety: the sink's thread (one at a time, plugin.h); each Lease
-// renews on its own thread and reports a loss through ctx.ownership_lost.
+// Thread-safety: the sink's thread (one at a time, plugin.h); the claims
+// renew together on one thread (ownership::Renewer), which reports a loss
+// through ctx.ownership_lost.
 #pragma once
 
 #include "common/ownership.hpp"
@@ -48,6 +49,11 @@ public:
     // now, follow change() from here on.
     void enable(uint32_t lease_ms) {
         enabled_ = true;
+        // Made for the lease they wait and renew by.
+        if (lease_ms != lease_ms_ && claims_.empty()) {
+            renewer_.reset();
+            claims_db_ = sqlite::Db();
+        }
         lease_ms_ = lease_ms;
     }
     bool enabled() const { return enabled_; }
@@ -79,6 +85,10 @@ private:
     bool enabled_ = false;
     uint32_t lease_ms_ = 10000;
     sqlite::Db *db_ = nullptr;
+    // Before claims_: their leases use them until they are destroyed. One
+    // connection (this thread's) claims and releases, one thread renews.
+    sqlite::Db claims_db_;
+    std::unique_ptr<ownership::Renewer> renewer_;
     std::map<std::string, Claim, std::less<>> claims_;
 };
 

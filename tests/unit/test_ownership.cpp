@@ -10,10 +10,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <sys/wait.h>
 #include <thread>
 #include <unistd.h>
+#include <vector>
 
 namespace own = cdcflow::ownership;
 namespace sqlite = cdcflow::sqlite;
@@ -175,6 +179,193 @@ TEST_CASE("ownership: a claim whose process is gone from this machine is taken o
     REQUIRE(got.owned); // without waiting for its 10-minute lease
     CHECK(got.text.find("its process is gone") != std::string::npos);
     CHECK(b.epoch() == 8);
+}
+
+namespace {
+
+size_t entries(const char *dir) {
+    size_t n = 0;
+    for ([[maybe_unused]] auto &e : std::filesystem::directory_iterator(dir))
+        ++n;
+    return n;
+}
+
+int64_t heartbeat(const std::string &db, const std::string &partition) {
+    return column(db, "SELECT heartbeat FROM cdcflow_owners WHERE \"partition\" = '" + partition + "'");
+}
+
+// Every partition's heartbeat passed `above` (polled: cdcflow::test::eventually).
+bool heartbeats_pass(const std::string &db, const std::vector<std::string> &parts, int64_t above) {
+    return cdcflow::test::eventually([&] {
+        for (const auto &p : parts)
+            if (heartbeat(db, p) <= above) return false;
+        return true;
+    });
+}
+
+// Claims of one checkpoint's partitions t/0.., renewed by one Renewer and
+// claimed on one shared connection, as PartitionClaims makes them.
+struct SharedClaims {
+    std::string db;
+    std::mutex mu;
+    std::vector<std::string> warnings, lost;
+    own::Renewer renewer;
+    sqlite::Db connection;
+    std::vector<std::unique_ptr<own::Lease>> leases;
+
+    explicit SharedClaims(std::string path)
+        : db(std::move(path)), renewer(db, 150,
+                                       [this](const std::string &m) {
+                                           std::lock_guard lock(mu);
+                                           warnings.push_back(m);
+                                       }),
+          connection(own::open_claims_db(db, 150)) {}
+    ~SharedClaims() { leases.clear(); } // before the renewer and the connection
+    own::Lease &claim(int i) {
+        own::LeaseOptions o = options(db, 150);
+        o.partition = "t/" + std::to_string(i);
+        o.renewer = &renewer;
+        o.connection = &connection;
+        o.on_lost = [this](const std::string &m) {
+            std::lock_guard lock(mu);
+            lost.push_back(m);
+        };
+        leases.push_back(std::make_unique<own::Lease>(o));
+        REQUIRE(leases.back()->try_acquire().owned);
+        return *leases.back();
+    }
+    std::vector<std::string> copy(const std::vector<std::string> &v) {
+        std::lock_guard lock(mu);
+        return v;
+    }
+};
+
+} // namespace
+
+TEST_CASE("ownership: one Renewer renews many claims on one thread; a released or dropped claim no more") {
+    TempDir dir("own_renewer");
+    SharedClaims c(dir.file("read.db"));
+    c.claim(0); // the renewal thread starts with the first claim
+    const size_t threads = entries("/proc/self/task"), files = entries("/proc/self/fd");
+    std::vector<std::string> parts{"t/0"};
+    for (int i = 1; i < 8; ++i) {
+        c.claim(i);
+        parts.push_back("t/" + std::to_string(i));
+    }
+    // Seven more claims: no thread and no connection more (a thread and a
+    // connection each before).
+    CHECK(entries("/proc/self/task") == threads);
+    CHECK(c.renewer.size() == 8);
+    REQUIRE(heartbeats_pass(c.db, parts, 2));
+    CHECK(entries("/proc/self/fd") <= files + 2); // the renewer's journal, say
+
+    // Released (revoked) and dropped without a release (the lease object
+    // gone, as at a step-down): both leave the renewer, neither is renewed
+    // again nor reported lost; the rest are renewed on.
+    c.leases[1]->release();
+    c.leases[2].reset();
+    CHECK(c.renewer.size() == 6);
+    const int64_t released_at = heartbeat(c.db, "t/1"), dropped_at = heartbeat(c.db, "t/2");
+    CHECK(column(c.db, "SELECT released FROM cdcflow_owners WHERE \"partition\" = 't/1'") == 1);
+    REQUIRE(heartbeats_pass(c.db, {"t/0", "t/7"}, heartbeat(c.db, "t/0") + 3));
+    CHECK(heartbeat(c.db, "t/2") == dropped_at);
+    CHECK(heartbeat(c.db, "t/1") == released_at);
+    CHECK(c.copy(c.lost).empty());
+    CHECK(c.copy(c.warnings).empty());
+}
+
+TEST_CASE("ownership: a Renewer tells a claim taken over through its on_lost once and renews the others") {
+    TempDir dir("own_renewer_lost");
+    SharedClaims c(dir.file("read.db"));
+    c.claim(0);
+    c.claim(1);
+    {
+        sqlite::Db other(c.db, SQLITE_OPEN_READWRITE);
+        other.exec("UPDATE cdcflow_owners SET epoch = epoch + 1, pid = 1, host = 'elsewhere' WHERE "
+                   "\"partition\" = 't/0'");
+    }
+    REQUIRE(cdcflow::test::eventually([&] { return !c.copy(c.lost).empty(); }));
+    REQUIRE(heartbeats_pass(c.db, {"t/1"}, heartbeat(c.db, "t/1") + 3)); // several periods later
+    const std::vector<std::string> lost = c.copy(c.lost);
+    REQUIRE(lost.size() == 1);
+    CHECK(lost[0].find("ownership lost: checkpoint 'accounts' partition 't/0' of '" + c.db +
+                       "' is owned by host 'elsewhere' pid 1") == 0);
+    CHECK(c.renewer.size() == 1);
+}
+
+TEST_CASE("ownership: a Renewer waits for a busy database once per period for all its claims, says so, and "
+          "renews once it is free") {
+    TempDir dir("own_renewer_busy");
+    SharedClaims c(dir.file("read.db"));
+    std::vector<std::string> parts;
+    for (int i = 0; i < 8; ++i) {
+        c.claim(i);
+        parts.push_back("t/" + std::to_string(i));
+    }
+    REQUIRE(heartbeats_pass(c.db, parts, 0));
+    int64_t held;
+    {
+        // Another writer holds the write lock for 2 s. A period is ~150 ms
+        // (50 ms, then 100 ms waiting for the lock): ~12 failed periods. One
+        // wait per claim would make a period ~850 ms: 2 or 3.
+        sqlite::Db other(c.db, SQLITE_OPEN_READWRITE);
+        other.exec("BEGIN IMMEDIATE");
+        held = heartbeat(c.db, "t/0");
+        std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+        CHECK(heartbeat(c.db, "t/0") == held);
+        other.exec("ROLLBACK");
+    }
+    REQUIRE(heartbeats_pass(c.db, parts, held + 1));
+    const std::vector<std::string> warnings = c.copy(c.warnings);
+    REQUIRE(warnings.size() >= 2);
+    // One line for the period's eight claims, not one per claim, every third
+    // failed period.
+    CHECK(warnings[0].find("cannot renew ownership of checkpoint 'accounts' partition 't/") == 0);
+    CHECK(warnings[0].find(" and 7 more (3 times in a row): ") != std::string::npos);
+    CHECK(warnings[1].find(" and 7 more (6 times in a row): ") != std::string::npos);
+    CHECK(c.copy(c.lost).empty());
+}
+
+TEST_CASE("ownership: a claim dropped while its Renewer waits for the database is left alone after the wait") {
+    TempDir dir("own_renewer_drop");
+    SharedClaims c(dir.file("read.db"));
+    for (int i = 0; i < 3; ++i)
+        c.claim(i);
+    REQUIRE(heartbeats_pass(c.db, {"t/0", "t/1", "t/2"}, 0));
+    sqlite::Db other(c.db, SQLITE_OPEN_READWRITE);
+    other.exec("BEGIN IMMEDIATE");
+    // The renewer is now inside its wait for the lock, holding t/1 among
+    // the claims it renews: the drop waits for the renewal to end (without
+    // the wait, the renewal read the freed lease: ASan's use-after-free).
+    std::this_thread::sleep_for(std::chrono::milliseconds(80));
+    std::thread unlock([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(150));
+        other.exec("ROLLBACK");
+    });
+    c.leases[1].reset();
+    unlock.join();
+    CHECK(c.renewer.size() == 2);
+    const int64_t dropped_at = heartbeat(c.db, "t/1");
+    REQUIRE(heartbeats_pass(c.db, {"t/0", "t/2"}, heartbeat(c.db, "t/0") + 3));
+    CHECK(heartbeat(c.db, "t/1") == dropped_at);
+    CHECK(c.copy(c.lost).empty());
+}
+
+TEST_CASE("ownership: a Renewer refuses a claim of another database or lease before anything is claimed") {
+    TempDir dir("own_renewer_refuse");
+    own::Renewer renewer(dir.file("a.db"), 150, nullptr);
+    for (auto [file, lease] : {std::pair{std::string("b.db"), 150u}, std::pair{std::string("a.db"), 3000u}}) {
+        own::LeaseOptions o = options(dir.file(file), lease);
+        o.renewer = &renewer;
+        try {
+            own::Lease l(o);
+            FAIL("a lease the renewer cannot renew");
+        } catch (const cdcflow::Error &e) {
+            CHECK(e.status() == CDCFLOW_ERR_INTERNAL);
+        }
+    }
+    CHECK_FALSE(std::filesystem::exists(dir.file("b.db"))); // nothing opened, nothing claimed
+    CHECK(renewer.size() == 0);
 }
 
 TEST_CASE("ownership: a live process elsewhere (or a reused pid) is not taken for dead") {

@@ -2,10 +2,10 @@
 """What one lease per partition costs a kafka-to-projection host (issue 11).
 
 Each partition a consumer group assigns gets its own checkpoint claim in the
-projection database (one cdcflow_owners row, renewed every owner_lease_ms / 3
-in a transaction of its own). For a topic of P partitions (default 1 and 64)
-on the mock cluster, one host runs pipelines/kafka-to-projection.yaml on an
-empty topic and this prints:
+projection database (one cdcflow_owners row; a host renews all of its claims
+together every owner_lease_ms / 3, on one thread, in one transaction). For a
+topic of P partitions (default 1 and 64) on the mock cluster, one host runs
+pipelines/kafka-to-projection.yaml on an empty topic and this prints:
 
 - claim time: seconds from the host's start to the sink's "claimed P
   partitions" line (it includes the group's first assignment, the broker's
@@ -14,10 +14,12 @@ empty topic and this prints:
 - idle CPU: the host's CPU seconds (utime + stime from /proc) over
   --seconds of idling after the assignment, with the shipped lease (15 s)
   and a short one (--short-lease, 3 s): renewals are most of an idle host's
-  work; threads: the host's thread count then.
+  work; threads and open files: the host's counts then.
 
 Usage: tools/bench/bench_kafka_claims.py [--partitions 1,64] [--seconds 20]
-       [--short-lease 3000] [--build build]
+       [--short-lease 3000]
+Another build: CDCFLOW_BIN=DIR/tools/cdcflow CDCFLOW_BUILD_ROOT=DIR (as for
+the e2e tests).
 Prints figures; asserts nothing.
 """
 import argparse
@@ -44,6 +46,10 @@ def threads(pid):
         return int(re.search(r"^Threads:\s+(\d+)", f.read(), re.M).group(1))
 
 
+def open_files(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
+
+
 def one(parts, lease_ms, seconds):
     with MockKafka(topics={TOPIC: parts}) as k, tempfile.TemporaryDirectory() as d:
         pipeline = test_pipeline(d, lease_ms=lease_ms, session_ms=10000,
@@ -60,10 +66,10 @@ def one(parts, lease_ms, seconds):
             c0, w0 = cpu_seconds(h.pid), time.monotonic()
             time.sleep(seconds)
             c1, w1 = cpu_seconds(h.pid), time.monotonic()
-            n = threads(h.pid)
+            n, files = threads(h.pid), open_files(h.pid)
         finally:
             h.stop()
-        return t_claimed, (c1 - c0) / (w1 - w0), n
+        return t_claimed, (c1 - c0) / (w1 - w0), n, files
 
 
 def main():
@@ -74,9 +80,11 @@ def main():
     args = ap.parse_args()
     for lease in (15000, args.short_lease):
         for p in (int(x) for x in args.partitions.split(",")):
-            t, cpu, n = one(p, lease, args.seconds)
+            t, cpu, n, files = one(p, lease, args.seconds)
             print("partitions %3d, owner_lease_ms %5d: start to %d claimed %.2f s; idle CPU %.2f%% of a core "
-                  "(%.1f ms/s); %d threads" % (p, lease, p, t, cpu * 100, cpu * 1000, n), flush=True)
+                  "(%.1f ms/s); %d threads, %d open files" %
+                  (p, lease, p, t, cpu * 100, cpu * 1000, n, files),
+                  flush=True)
 
 
 if __name__ == "__main__":
