@@ -174,19 +174,23 @@ bool ProjectionSink::admissible(const cdcflow_event &e, std::string &reason) con
 
 void ProjectionSink::collect_partitions(cdcflow::Batch &batch) {
     // The last position of each partition in the batch, whatever the events'
-    // status: skipped and dead-lettered events are done with too.
+    // status: skipped and dead-lettered events are done with too. Events come
+    // in runs of one partition (a Kafka fetch answers per partition): the
+    // run's entry is tried first and the list searched only when the
+    // partition changes (a search per event, over 128 partitions, was 10% of
+    // a consuming run's samples).
     partitions_.clear();
+    size_t at = 0;
     for (uint32_t i = 0; i < batch.size(); ++i) {
         const cdcflow_position &p = batch[i].position;
-        std::string_view part = sv(p.partition);
-        bool found = false;
-        for (auto &[name, offset] : partitions_)
-            if (name == part) {
-                offset = p.offset;
-                found = true;
-                break;
-            }
-        if (!found) partitions_.emplace_back(part, p.offset);
+        const std::string_view part = sv(p.partition);
+        if (partitions_.empty() || partitions_[at].first != part) {
+            at = 0;
+            while (at < partitions_.size() && partitions_[at].first != part)
+                ++at;
+            if (at == partitions_.size()) partitions_.emplace_back(part, p.offset);
+        }
+        partitions_[at].second = p.offset;
     }
 }
 
