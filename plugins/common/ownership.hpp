@@ -96,7 +96,7 @@ struct LeaseOptions {
 };
 
 // A connection for claims (LeaseOptions::connection): their database,
-// created if missing, waiting for other writers up to a renewal period.
+// created if missing, waiting for other writers about a renewal period.
 sqlite::Db open_claims_db(const std::string &database, uint32_t lease_ms);
 
 class Lease {
@@ -177,7 +177,8 @@ private:
 class Renewer {
 public:
     // lease_ms: the claims' lease (renewals every third of it); every claim
-    // must be of `database` and of that lease (else add() throws INTERNAL).
+    // must be of `database` and of that lease (else the Lease constructor
+    // throws INTERNAL).
     // warn: as LeaseOptions::warn.
     Renewer(std::string database, uint32_t lease_ms, std::function<void(const std::string &)> warn);
     // Stops the thread (renews nothing more, releases nothing); every Lease
