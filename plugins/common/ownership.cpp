@@ -256,6 +256,12 @@ bool Lease::claim(const std::optional<Row> &seen) {
 static const char *const kThisClaim =
     "name = ?2 AND \"partition\" = ?3 AND epoch = ?4 AND nonce = ?5 AND released = 0";
 
+// The UPDATE of this claim's row that changes `set` (and renewed_at).
+static std::string update_claim_sql(const char *set) {
+    return std::string("UPDATE cdcflow_owners SET ") + set + ", renewed_at = ?1 WHERE " + kThisClaim;
+}
+static const char *const kRenew = "heartbeat = heartbeat + 1";
+
 static void bind_claim(sqlite::Stmt &s, const LeaseOptions &opt, int64_t epoch, const std::string &nonce) {
     s.bind(1, wall_us())
         .bind(2, std::string_view(opt.name))
@@ -265,8 +271,7 @@ static void bind_claim(sqlite::Stmt &s, const LeaseOptions &opt, int64_t epoch, 
 }
 
 bool Lease::update_claim(const char *set) {
-    sqlite::Stmt s(conn(),
-                   std::string("UPDATE cdcflow_owners SET ") + set + ", renewed_at = ?1 WHERE " + kThisClaim);
+    sqlite::Stmt s(conn(), update_claim_sql(set));
     bind_claim(s, opt_, epoch_, nonce_);
     s.run();
     return conn().changes() == 1;
@@ -306,7 +311,7 @@ void Lease::renew_loop() {
         if (!renewal_due(every)) continue;
         lock.unlock();
         try {
-            if (!update_claim("heartbeat = heartbeat + 1")) {
+            if (!update_claim(kRenew)) {
                 if (opt_.on_lost) opt_.on_lost(lost_text(conn()));
                 return;
             }
@@ -439,10 +444,9 @@ std::vector<std::pair<Lease *, std::string>> Renewer::renew(const std::vector<Le
     std::vector<std::pair<Lease *, std::string>> lost;
     try {
         if (!renew_) {
+            // Not created: a renewal never makes a database that is gone.
             if (!db_) db_ = sqlite::Db(database_, SQLITE_OPEN_READWRITE, busy_timeout_ms_);
-            renew_ = db_.prepare(
-                std::string("UPDATE cdcflow_owners SET heartbeat = heartbeat + 1, renewed_at = ?1 WHERE ") +
-                kThisClaim);
+            renew_ = db_.prepare(update_claim_sql(kRenew));
         }
         sqlite::Transaction tx(db_);
         for (Lease *l : due) {
@@ -470,9 +474,7 @@ size_t Renewer::size() {
 }
 
 Fence::Fence(sqlite::Db &db, Lease &lease)
-    : lease_(&lease),
-      renew_(db, std::string("UPDATE cdcflow_owners SET heartbeat = heartbeat + 1, renewed_at = ?1 WHERE ") +
-                     kThisClaim),
+    : lease_(&lease), renew_(db, update_claim_sql(kRenew)),
       owner_(db,
              "SELECT epoch, released, host, pid FROM cdcflow_owners WHERE name = ?1 AND \"partition\" = ?2") {
 }

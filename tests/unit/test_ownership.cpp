@@ -265,11 +265,10 @@ TEST_CASE("ownership: one Renewer renews many claims on one thread; a released o
     c.leases[1]->release();
     c.leases[2].reset();
     CHECK(c.renewer.size() == 6);
-    const int64_t released_at = heartbeat(c.db, "t/1"), dropped_at = heartbeat(c.db, "t/2");
+    const int64_t dropped_at = heartbeat(c.db, "t/2");
     CHECK(column(c.db, "SELECT released FROM cdcflow_owners WHERE \"partition\" = 't/1'") == 1);
     REQUIRE(heartbeats_pass(c.db, {"t/0", "t/7"}, heartbeat(c.db, "t/0") + 3));
-    CHECK(heartbeat(c.db, "t/2") == dropped_at);
-    CHECK(heartbeat(c.db, "t/1") == released_at);
+    CHECK(heartbeat(c.db, "t/2") == dropped_at); // still this host's row: a renewal would move it
     CHECK(c.copy(c.lost).empty());
     CHECK(c.copy(c.warnings).empty());
 }
@@ -326,7 +325,8 @@ TEST_CASE("ownership: a Renewer waits for a busy database once per period for al
     CHECK(c.copy(c.lost).empty());
 }
 
-TEST_CASE("ownership: a claim dropped while its Renewer waits for the database is left alone after the wait") {
+TEST_CASE(
+    "ownership: a claim dropped while its Renewer waits for the database is left alone after the wait") {
     TempDir dir("own_renewer_drop");
     SharedClaims c(dir.file("read.db"));
     for (int i = 0; i < 3; ++i)
